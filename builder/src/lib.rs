@@ -1,0 +1,18 @@
+//! imgmode's builder: the default base image, the local image store, image references, and
+//! bootable disk images.
+//!
+//! Invariant: this crate never boots a VM (that is `imgmode-vmtest`) and never reads ambient
+//! configuration on its own: callers pass the store, cache directory and options.
+
+pub mod base;
+pub mod cmd;
+pub mod disk;
+pub mod grub;
+pub mod imgref;
+pub mod ostree;
+pub mod partition;
+pub mod progress;
+pub mod store;
+
+pub use progress::Steps;
+pub use store::Store;

@@ -1,0 +1,256 @@
+//! The GPT layout of imgmode disk images, computed without touching a disk.
+//!
+//! ```text
+//! BIOS-BOOT   1 MiB    EF02  GRUB core.img for BIOS boot      (firmware bios|both)
+//! EFI-SYSTEM  127 MiB  EF00  vfat, /EFI/BOOT/BOOTX64.EFI      (firmware uefi|both)
+//! boot        512 MiB  8300  ext4 "boot": kernels, BLS entries, loader/syslinux.cfg, grub/
+//! root        rest     8304  ext4 or xfs "root": the ostree sysroot
+//! ```
+//!
+//! Both firmware paths run GRUB built from the image's own modules; GRUB reads the boot menu
+//! that ostree's syslinux backend rewrites atomically on every deployment change, so upgrades
+//! and rollbacks need no bootloader reconfiguration.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+pub const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
+/// Space reserved at the end of the disk for the backup GPT.
+const GPT_TAIL: u64 = MIB;
+
+/// Which firmware the disk must boot from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+    Both,
+}
+
+impl Firmware {
+    pub fn bios(self) -> bool {
+        matches!(self, Firmware::Bios | Firmware::Both)
+    }
+    pub fn uefi(self) -> bool {
+        matches!(self, Firmware::Uefi | Firmware::Both)
+    }
+}
+
+/// The root filesystem type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RootFs {
+    Ext4,
+    Xfs,
+}
+
+impl RootFs {
+    pub fn name(self) -> &'static str {
+        match self {
+            RootFs::Ext4 => "ext4",
+            RootFs::Xfs => "xfs",
+        }
+    }
+}
+
+/// What a partition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    BiosBoot,
+    Esp,
+    Boot,
+    Root,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Partition {
+    pub number: u32,
+    pub role: Role,
+    /// GPT partition name and filesystem label.
+    pub label: &'static str,
+    /// sgdisk type code.
+    pub type_code: &'static str,
+    pub start: u64,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    pub disk_size: u64,
+    pub partitions: Vec<Partition>,
+}
+
+pub const ESP_LABEL: &str = "EFI-SYSTEM";
+pub const BOOT_LABEL: &str = "boot";
+pub const ROOT_LABEL: &str = "root";
+pub const BOOT_SIZE: u64 = 512 * MIB;
+const ESP_SIZE: u64 = 127 * MIB;
+const BIOS_SIZE: u64 = MIB;
+
+impl Layout {
+    /// Lay out a disk of `disk_size` bytes; the root partition takes what is left and must
+    /// be at least `root_needed` bytes.
+    pub fn new(
+        disk_size: u64,
+        firmware: Firmware,
+        root_fs: RootFs,
+        root_needed: u64,
+    ) -> Result<Self> {
+        let mut parts = Vec::new();
+        let mut at = MIB; // first usable aligned offset after the primary GPT
+        let mut push = |role, label, type_code, size: u64, fs| {
+            let number = parts.len() as u32 + 1;
+            parts.push(Partition {
+                number,
+                role,
+                label,
+                type_code,
+                start: at,
+                size,
+                filesystem: fs,
+            });
+            at += size;
+        };
+        if firmware.bios() {
+            push(Role::BiosBoot, "BIOS-BOOT", "ef02", BIOS_SIZE, None);
+        }
+        if firmware.uefi() {
+            push(Role::Esp, ESP_LABEL, "ef00", ESP_SIZE, Some("vfat"));
+        }
+        push(Role::Boot, BOOT_LABEL, "8300", BOOT_SIZE, Some("ext4"));
+        let fixed = at;
+        let min_disk = fixed + root_needed + GPT_TAIL;
+        let min_disk = min_disk.div_ceil(MIB) * MIB;
+        if disk_size < min_disk {
+            bail!(
+                "disk size {} is too small for this image: at least {} is needed (root filesystem {}, boot partitions {}); pass --size {}",
+                human_size(disk_size),
+                human_size(min_disk),
+                human_size(root_needed),
+                human_size(fixed),
+                human_size_arg(min_disk)
+            );
+        }
+        let root_size = (disk_size - GPT_TAIL - at) / MIB * MIB;
+        parts.push(Partition {
+            number: parts.len() as u32 + 1,
+            role: Role::Root,
+            label: ROOT_LABEL,
+            type_code: "8304",
+            start: at,
+            size: root_size,
+            filesystem: Some(root_fs.name()),
+        });
+        Ok(Self {
+            disk_size,
+            partitions: parts,
+        })
+    }
+
+    pub fn get(&self, role: Role) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.role == role)
+    }
+
+    /// sgdisk arguments that create this table on an empty disk.
+    pub fn sgdisk_args(&self) -> Vec<String> {
+        let mut a = vec!["--zap-all".to_string(), "--disk-guid=R".to_string()];
+        for p in &self.partitions {
+            a.push(format!(
+                "--new={}:{}:{}",
+                p.number,
+                p.start / 512,
+                (p.start + p.size) / 512 - 1
+            ));
+            a.push(format!("--typecode={}:{}", p.number, p.type_code));
+            a.push(format!("--change-name={}:{}", p.number, p.label));
+        }
+        a
+    }
+}
+
+/// Parse sizes such as `10G`, `512M`, `2GiB`, `1073741824`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid size {s:?}: expected a number with an optional unit (K, M, G, T), e.g. 10G"
+        )
+    })?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => MIB,
+        "g" | "gib" | "gb" => GIB,
+        "t" | "tib" | "tb" => 1024 * GIB,
+        other => bail!("invalid size {s:?}: unknown unit {other:?}; use K, M, G or T"),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("invalid size {s:?}: too large"))
+}
+
+pub fn human_size(b: u64) -> String {
+    if b >= GIB {
+        format!("{:.1} GiB", b as f64 / GIB as f64)
+    } else {
+        format!("{:.0} MiB", b as f64 / MIB as f64)
+    }
+}
+
+/// A size rounded up to a whole MiB, as a `--size` argument.
+fn human_size_arg(b: u64) -> String {
+    format!("{}M", b.div_ceil(MIB))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts() {
+        for fw in [Firmware::Both, Firmware::Bios, Firmware::Uefi] {
+            let l = Layout::new(10 * GIB, fw, RootFs::Ext4, 2 * GIB).unwrap();
+            insta::assert_yaml_snapshot!(format!("layout_{fw:?}").to_lowercase(), l);
+            // partitions are contiguous, MiB-aligned and inside the disk
+            let mut at = MIB;
+            for p in &l.partitions {
+                assert_eq!(p.start, at);
+                assert_eq!(p.start % MIB, 0);
+                at += p.size;
+            }
+            assert!(at + MIB <= l.disk_size);
+        }
+    }
+
+    #[test]
+    fn sgdisk_arguments() {
+        let l = Layout::new(4 * GIB, Firmware::Both, RootFs::Xfs, GIB).unwrap();
+        insta::assert_snapshot!(l.sgdisk_args().join("\n"));
+    }
+
+    #[test]
+    fn too_small_says_how_much_is_needed() {
+        let err = Layout::new(GIB, Firmware::Both, RootFs::Ext4, 2 * GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 2.6 GiB is needed"), "{err}");
+        assert!(err.contains("--size 2690M"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G").unwrap(), 10 * GIB);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 * MIB);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10Q")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+    }
+}
