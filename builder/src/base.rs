@@ -559,7 +559,9 @@ pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
         }
         replace_with_symlink(root, top, target)?;
     }
-    for d in ["tmp", "run", "var/tmp"] {
+    // API filesystems are mounted at boot; mmdebstrap leaves device nodes in /dev, which
+    // ostree cannot commit.
+    for d in ["tmp", "run", "var/tmp", "dev", "proc", "sys"] {
         let p = root.join(d);
         if p.exists() {
             empty_dir(&p)?;
@@ -813,6 +815,8 @@ mod tests {
         std::fs::write(r.join("boot/config-6.12.0-1-amd64"), "c").unwrap();
         std::fs::write(r.join("etc/machine-id"), "abc").unwrap();
         std::fs::write(r.join("root/.bashrc"), "x").unwrap();
+        std::fs::create_dir_all(r.join("dev/pts")).unwrap();
+        std::os::unix::net::UnixListener::bind(r.join("dev/log")).unwrap();
         let kver = convert_to_ostree_layout(r).unwrap();
         assert_eq!(kver, "6.12.0-1-amd64");
         let k = r.join("usr/lib/modules/6.12.0-1-amd64");
@@ -842,6 +846,7 @@ mod tests {
             Path::new("../run")
         );
         assert_eq!(std::fs::read_dir(r.join("var/tmp")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(r.join("dev")).unwrap().count(), 0);
         // converting twice is refused rather than corrupting the tree
         assert!(convert_to_ostree_layout(r).is_err());
     }

@@ -254,6 +254,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
                 .output()?;
         }
     }
+    std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(0o644))?;
     tmp_out
         .persist(&opts.output)
         .with_context(|| format!("writing {}", opts.output.display()))?;
@@ -320,7 +321,7 @@ fn fetch_image(
             PrepareResult::Ready(prep) => {
                 check_config(imgref, &prep.config)?;
                 steps.step(&format!(
-                    "importing {} layers ({})",
+                    "importing {} layer(s) ({})",
                     prep.layers.len() + 1,
                     partition::human_size(prep.manifest.layers().iter().map(|l| l.size()).sum())
                 ));
@@ -488,7 +489,7 @@ fn write_disk(
             Role::BiosBoot => grub.install_bios(raw, p, work)?,
             Role::Esp => {
                 Run::new("mkfs.vfat")
-                    .args(["-F", "32", "-n", p.label])
+                    .args(["-F", "32", "-s", "1", "-n", p.label])
                     .arg(format!("--offset={}", p.start / 512))
                     .arg(raw)
                     .arg((p.size / 1024).to_string())

@@ -50,7 +50,7 @@ const COMMON_MODULES: &[&str] = &[
     "cat",
     "ls",
 ];
-const BIOS_MODULES: &[&str] = &["biosdisk"];
+const BIOS_MODULES: &[&str] = &["biosdisk", "linux16"];
 const UEFI_MODULES: &[&str] = &["fat", "efi_gop"];
 
 /// The static grub.cfg on the boot partition.
@@ -61,8 +61,11 @@ serial --unit=0 --speed=115200
 terminal_input console serial
 terminal_output console serial
 set timeout=1
-export timeout
-syslinux_configfile /loader/syslinux.cfg
+# A syslinux DEFAULT without PROMPT translates to top-level linux/initrd commands (syslinux
+# boots the default at once), so load it here and boot it. Should the file ever carry a
+# menu instead, `boot` fails for want of a kernel and GRUB shows that menu.
+syslinux_source /loader/syslinux.cfg
+boot
 ";
 
 /// GRUB as shipped in a deployment.

@@ -1,1 +1,130 @@
-fn main() {}
+//! `cargo xtask`: developer and CI tasks.
+//!
+//! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n]`
+//! - `cargo xtask bench [--out FILE]`
+//! - `cargo xtask ci`: what `.ci/run` runs after installing packages.
+
+mod bench;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot images in QEMU and prove they work.
+    Vmtest {
+        /// Scenarios to run (default: all).
+        scenarios: Vec<String>,
+        /// List the scenarios and exit.
+        #[arg(long)]
+        list: bool,
+        /// Keep disk overlays and firmware variables of every scenario.
+        #[arg(long)]
+        keep: bool,
+        /// Run shard i of n (1-based), e.g. 1/2.
+        #[arg(long)]
+        shard: Option<imgmode_vmtest::Shard>,
+    },
+    /// Measure speed against baselines in the same run; prints a table and writes JSON.
+    Bench {
+        #[arg(long, default_value = "target/bench/results.json")]
+        out: PathBuf,
+    },
+    /// fmt, clippy, tests and every VM scenario, as CI runs them.
+    Ci,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {cmd:?}");
+    let st = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+/// Build the imgmode binary the way tests use it, and return its path.
+pub fn build_imgmode() -> Result<PathBuf> {
+    let root = workspace_root();
+    sh(Command::new(env!("CARGO")).current_dir(&root).args(["build", "--quiet", "-p", "imgmode"]))?;
+    Ok(root.join("target/debug/imgmode"))
+}
+
+fn vmtest(names: Vec<String>, list: bool, keep: bool, shard: Option<imgmode_vmtest::Shard>) -> Result<()> {
+    let chosen = imgmode_vmtest::select(&names, shard)?;
+    if list {
+        for s in &chosen {
+            println!("{:<12} {}", s.name, s.about);
+        }
+        return Ok(());
+    }
+    if chosen.is_empty() {
+        eprintln!("no scenario in this shard");
+        return Ok(());
+    }
+    let root = workspace_root();
+    let out = root.join("target/vmtest");
+    let imgmode = build_imgmode()?;
+    eprintln!("==> building the images the scenarios share");
+    let artifacts = imgmode_vmtest::artifacts::build(
+        &imgmode,
+        &root.join("containerfiles/base"),
+        &out.join("artifacts"),
+    )?;
+    let outcomes = imgmode_vmtest::run(&chosen, &artifacts, &out, keep)?;
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    println!(
+        "vmtest: {} passed, {} failed",
+        outcomes.len() - failed,
+        failed
+    );
+    if failed > 0 {
+        bail!("{failed} VM scenario(s) failed; logs under {}", out.display());
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    let root = workspace_root();
+    let cargo = env!("CARGO");
+    sh(Command::new(cargo).current_dir(&root).args(["fmt", "--all", "--check"]))?;
+    sh(Command::new(cargo)
+        .current_dir(&root)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(Command::new(cargo).current_dir(&root).args(["test", "--workspace"]))?;
+    vmtest(Vec::new(), false, false, None)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Vmtest {
+            scenarios,
+            list,
+            keep,
+            shard,
+        } => vmtest(scenarios, list, keep, shard),
+        Cmd::Bench { out } => bench::run(&workspace_root(), &out),
+        Cmd::Ci => ci(),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

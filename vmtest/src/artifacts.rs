@@ -1,0 +1,72 @@
+//! Images the scenarios boot, built once per run by running the `imgmode` binary exactly as a
+//! user would (`imgmode base build`, `imgmode disk`), and shared by every scenario.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What scenarios get.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub imgmode: PathBuf,
+    /// The base image's manifest digest.
+    pub base_digest: String,
+    /// The base image's labels (`ostree.commit`, `containers.bootc`, version ...).
+    pub base_labels: BTreeMap<String, String>,
+    /// A qcow2 disk of the base image, bootable from BIOS and UEFI.
+    pub base_disk: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct StoredImage {
+    name: String,
+    digest: String,
+    labels: BTreeMap<String, String>,
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Build (or reuse, when the inputs are unchanged) the base image and write its disk into `dir`.
+pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts> {
+    std::fs::create_dir_all(dir)?;
+    run(
+        Command::new(imgmode)
+            .args(["base", "build", "--definition"])
+            .arg(definition),
+        "imgmode base build",
+    )?;
+    let list = run(
+        Command::new(imgmode).args(["images", "--format", "json"]),
+        "imgmode images",
+    )?;
+    let images: Vec<StoredImage> =
+        serde_json::from_str(&list).context("parsing `imgmode images --format json`")?;
+    let base = images
+        .into_iter()
+        .find(|i| i.name == "imgmode-base:latest")
+        .context("imgmode base build did not store imgmode-base")?;
+    let disk = dir.join("base.qcow2");
+    run(
+        Command::new(imgmode)
+            .args(["disk", "imgmode-base", "--format", "qcow2", "--force", "-o"])
+            .arg(&disk),
+        "imgmode disk",
+    )?;
+    Ok(Artifacts {
+        imgmode: imgmode.to_path_buf(),
+        base_digest: base.digest,
+        base_labels: base.labels,
+        base_disk: disk,
+    })
+}

@@ -1,0 +1,499 @@
+//! One QEMU virtual machine under test: process, QMP control, serial console, results port.
+//!
+//! - QEMU runs with `-accel tcg -cpu max` (KVM hangs on these machines) and `-display none`.
+//! - QMP is a unix socket driven with the `qapi` crate; every event is appended to
+//!   `qmp-events.jsonl` in the scenario directory.
+//! - The serial console goes to `console.log`, which [`Vm::wait_for_console`] tails; kernel
+//!   panics and emergency-mode prompts fail the wait at once.
+//! - The guest reports through a virtio-serial port named [`RESULTS_PORT`]
+//!   (`/dev/virtio-ports/org.imgmode.results` in the guest), captured to `results.log`.
+//! - Jobs reach the guest as systemd credentials in SMBIOS type 11 strings
+//!   ([`VmConfig::credentials`]); with systemd's `systemd.extra-unit.*` and
+//!   `systemd.unit-dropin.*` credentials a scenario adds units without modifying the image.
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// Name of the virtio-serial port the guest writes results to.
+pub const RESULTS_PORT: &str = "org.imgmode.results";
+
+/// Console lines that mean the boot has failed; waiting further is pointless.
+pub const FATAL_CONSOLE_PATTERNS: &[&str] = &[
+    "Kernel panic - not syncing",
+    "You are in emergency mode",
+    "Entering emergency mode",
+    "Give root password for maintenance",
+    "dracut Warning: Could not boot",
+    "Cannot open access to console, the root account is locked",
+    "error: file `",
+    "error: can't find command",
+    "No bootable device",
+];
+
+/// How the VM starts.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// SeaBIOS, booting the first disk through its bootloader.
+    Bios,
+    /// OVMF; the variable store is copied into the scenario directory.
+    Uefi,
+    /// QEMU loads this kernel and initramfs itself (`-kernel/-initrd/-append`).
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The disk to boot; the VM writes to a qcow2 overlay in the scenario directory, so the
+    /// disk itself is never modified and can be shared by scenarios.
+    pub disk: PathBuf,
+    pub boot: Boot,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// systemd credentials passed as SMBIOS type 11 strings (name, value).
+    pub credentials: Vec<(String, String)>,
+    /// User-mode networking with a virtio NIC.
+    pub network: bool,
+    /// Extra QEMU arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl VmConfig {
+    pub fn new(disk: impl Into<PathBuf>, boot: Boot) -> Self {
+        Self {
+            disk: disk.into(),
+            boot,
+            memory_mib: 2048,
+            cpus: 2,
+            credentials: Vec::new(),
+            network: false,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Add a systemd credential.
+    pub fn credential(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.credentials.push((name.into(), value.into()));
+        self
+    }
+
+    /// Add a unit that systemd installs at boot (credential `systemd.extra-unit.NAME`).
+    pub fn extra_unit(self, name: &str, text: &str) -> Self {
+        self.credential(format!("systemd.extra-unit.{name}"), text)
+    }
+
+    /// Add a drop-in to a unit (credential `systemd.unit-dropin.UNIT`).
+    pub fn unit_dropin(self, unit: &str, text: &str) -> Self {
+        self.credential(format!("systemd.unit-dropin.{unit}"), text)
+    }
+}
+
+/// Paths of firmware files from Debian's `ovmf` package.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The QEMU command line for a configuration (pure; paths inside `dir`).
+pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
+    let p = |name: &str| dir.join(name).display().to_string();
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        "imgmode-vmtest".into(),
+        "-machine".into(),
+        "q35".into(),
+        "-accel".into(),
+        "tcg".into(),
+        "-cpu".into(),
+        "max".into(),
+        "-smp".into(),
+        cfg.cpus.to_string(),
+        "-m".into(),
+        format!("{}M", cfg.memory_mib),
+        "-display".into(),
+        "none".into(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p("qmp.sock")),
+        "-chardev".into(),
+        format!("file,id=console,path={}", p("console.log")),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-device".into(),
+        "virtio-serial-pci,id=vser".into(),
+        "-chardev".into(),
+        format!("file,id=results,path={}", p("results.log")),
+        "-device".into(),
+        format!("virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"),
+        "-drive".into(),
+        format!("file={},format=qcow2,if=virtio,cache=unsafe", p("overlay.qcow2")),
+        "-device".into(),
+        "virtio-rng-pci".into(),
+    ];
+    match &cfg.boot {
+        Boot::Bios => {}
+        Boot::Uefi => {
+            a.extend([
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=1,file={}", p("OVMF_VARS.fd")),
+            ]);
+        }
+        Boot::Direct {
+            kernel,
+            initrd,
+            append,
+        } => {
+            a.extend([
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                append.clone(),
+            ]);
+        }
+    }
+    if cfg.network {
+        a.extend(["-nic".into(), "user,model=virtio-net-pci".into()]);
+    } else {
+        a.extend(["-nic".into(), "none".into()]);
+    }
+    for (name, value) in &cfg.credentials {
+        // SMBIOS strings cannot hold commas unescaped; binary credentials avoid quoting.
+        a.extend([
+            "-smbios".into(),
+            format!(
+                "type=11,value=io.systemd.credential.binary:{name}={}",
+                base64(value.as_bytes())
+            ),
+        ]);
+    }
+    a.extend(cfg.extra_args.iter().cloned());
+    a
+}
+
+/// Standard base64 (RFC 4648) with padding.
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+type Qmp = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
+
+/// A running VM.
+pub struct Vm {
+    dir: PathBuf,
+    child: tokio::process::Child,
+    qmp: Qmp,
+    events: mpsc::UnboundedReceiver<String>,
+    seen_events: Vec<String>,
+    console_offset: usize,
+    started: Instant,
+}
+
+impl Vm {
+    /// Start QEMU for `cfg` with its files in `dir`.
+    pub async fn start(cfg: &VmConfig, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        for f in ["console.log", "results.log", "qmp-events.jsonl", "overlay.qcow2", "qmp.sock"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let disk = std::fs::canonicalize(&cfg.disk)
+            .with_context(|| format!("disk image {} not found", cfg.disk.display()))?;
+        let out = tokio::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&disk)
+            .arg(dir.join("overlay.qcow2"))
+            .output()
+            .await
+            .context("running qemu-img (apt-get install qemu-utils)")?;
+        if !out.status.success() {
+            bail!(
+                "creating the disk overlay failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if matches!(cfg.boot, Boot::Uefi) {
+            std::fs::copy(OVMF_VARS, dir.join("OVMF_VARS.fd"))
+                .with_context(|| format!("copying {OVMF_VARS} (apt-get install ovmf)"))?;
+        }
+        let args = qemu_args(cfg, dir);
+        std::fs::write(dir.join("qemu-cmdline.txt"), args.join(" "))?;
+        let stderr = std::fs::File::create(dir.join("qemu-stderr.log"))?;
+        let child = tokio::process::Command::new("qemu-system-x86_64")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        let sock = dir.join("qmp.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match QmpStreamTokio::open_uds(&sock).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    bail!("QMP socket {} did not come up: {e}; see qemu-stderr.log", sock.display())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let stream = stream.negotiate().await.context("QMP capabilities negotiation")?;
+        let (qmp, mut ev) = stream.into_parts();
+        let (tx, events) = mpsc::unbounded_channel();
+        let log = dir.join("qmp-events.jsonl");
+        tokio::spawn(async move {
+            let mut f = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log).await {
+                Ok(f) => f,
+                Err(_) => return,
+            };
+            while let Some(Ok(event)) = ev.next().await {
+                let line = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
+                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+                let _ = f.flush().await;
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            child,
+            qmp,
+            events,
+            seen_events: Vec::new(),
+            console_offset: 0,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The console captured so far.
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("console.log")).unwrap_or_default()).into_owned()
+    }
+
+    /// The last `n` lines of the console, for error messages.
+    pub fn console_tail(&self, n: usize) -> String {
+        let c = self.console();
+        let lines: Vec<&str> = c.lines().rev().take(n).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn drain_events(&mut self) {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen_events.push(e);
+        }
+    }
+
+    /// Events received so far (JSON).
+    pub fn events(&mut self) -> &[String] {
+        self.drain_events();
+        &self.seen_events
+    }
+
+    /// Wait until the console (after what earlier waits consumed) contains `pattern`.
+    pub async fn wait_for_console(&mut self, pattern: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let console = self.console();
+            let new = console.get(self.console_offset..).unwrap_or("");
+            if let Some(pos) = new.find(pattern) {
+                self.console_offset += pos + pattern.len();
+                return Ok(());
+            }
+            if let Some(fatal) = FATAL_CONSOLE_PATTERNS.iter().find(|f| new.contains(*f)) {
+                bail!(
+                    "boot failed: console shows {fatal:?}\n--- console tail ---\n{}",
+                    self.console_tail(40)
+                );
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "QEMU exited ({status}) while waiting for {pattern:?}\n--- console tail ---\n{}",
+                    self.console_tail(40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {}s waiting for {pattern:?} on the console\n--- console tail ---\n{}",
+                    timeout.as_secs(),
+                    self.console_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Wait until the results port has received a line starting with `marker`; returns what
+    /// the guest wrote before it.
+    pub async fn wait_for_result(&mut self, marker: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let path = self.dir.join("results.log");
+        loop {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            if let Some(pos) = text.lines().position(|l| l.starts_with(marker)) {
+                let before: Vec<&str> = text.lines().take(pos).collect();
+                let marker_line = text.lines().nth(pos).unwrap_or_default().to_string();
+                let mut out = before.join("\n");
+                out.push('\n');
+                out.push_str(&marker_line);
+                return Ok(out);
+            }
+            // Check the console for fatal patterns from the start: a panic anywhere is fatal.
+            let console = self.console();
+            if let Some(fatal) = FATAL_CONSOLE_PATTERNS.iter().find(|f| console.contains(*f)) {
+                bail!(
+                    "boot failed: console shows {fatal:?}\n--- console tail ---\n{}",
+                    self.console_tail(40)
+                );
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "QEMU exited ({status}) before the guest reported {marker:?}\n--- console tail ---\n{}",
+                    self.console_tail(40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {}s waiting for the guest to report {marker:?}\n--- console tail ---\n{}",
+                    timeout.as_secs(),
+                    self.console_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `query-status`: the run state (`running`, `shutdown`, ...).
+    pub async fn query_status(&self) -> Result<String> {
+        let st = self
+            .qmp
+            .execute(qmp::query_status {})
+            .await
+            .map_err(|e| anyhow!("QMP query-status: {e}"))?;
+        Ok(format!("{:?}", st.status).to_lowercase())
+    }
+
+    /// ACPI power button (`system_powerdown`).
+    pub async fn powerdown(&self) -> Result<()> {
+        self.qmp
+            .execute(qmp::system_powerdown {})
+            .await
+            .map_err(|e| anyhow!("QMP system_powerdown: {e}"))?;
+        Ok(())
+    }
+
+    /// Hard reset (`system_reset`), as a power cut would.
+    pub async fn reset(&self) -> Result<()> {
+        self.qmp
+            .execute(qmp::system_reset {})
+            .await
+            .map_err(|e| anyhow!("QMP system_reset: {e}"))?;
+        Ok(())
+    }
+
+    /// Stop QEMU at once (`quit`).
+    pub async fn quit(mut self) -> Result<()> {
+        let _ = self.qmp.execute(qmp::quit {}).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.start_kill();
+        Ok(())
+    }
+
+    /// Wait for QEMU to exit after a guest shutdown; require a clean exit and a SHUTDOWN event.
+    pub async fn wait_shutdown(mut self, timeout: Duration) -> Result<Vec<String>> {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(s) => s?,
+            Err(_) => {
+                let tail = self.console_tail(30);
+                let _ = self.child.start_kill();
+                bail!(
+                    "the guest did not power off within {}s\n--- console tail ---\n{tail}",
+                    timeout.as_secs()
+                );
+            }
+        };
+        // give the event task a moment to forward the last events
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.drain_events();
+        if !status.success() {
+            bail!("QEMU exited with {status} after shutdown");
+        }
+        if !self.seen_events.iter().any(|e| e.contains("SHUTDOWN")) {
+            bail!(
+                "QEMU exited without a SHUTDOWN event (events: {:?})",
+                self.seen_events
+            );
+        }
+        Ok(self.seen_events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn command_line_has_tcg_qmp_console_and_credentials() {
+        let cfg = VmConfig::new("/d.qcow2", Boot::Uefi)
+            .extra_unit("a.service", "[Service]\nExecStart=/bin/true\n");
+        let a = qemu_args(&cfg, Path::new("/s"));
+        let s = a.join(" ");
+        assert!(s.contains("-accel tcg -cpu max"));
+        assert!(s.contains("-qmp unix:/s/qmp.sock,server=on,wait=off"));
+        assert!(s.contains("file,id=console,path=/s/console.log"));
+        assert!(s.contains(&format!("name={RESULTS_PORT}")));
+        assert!(s.contains("if=pflash,format=raw,unit=1,file=/s/OVMF_VARS.fd"));
+        assert!(s.contains("io.systemd.credential.binary:systemd.extra-unit.a.service="));
+        assert!(!s.contains("-kernel"), "firmware boot must not pass a kernel");
+        let direct = VmConfig::new(
+            "/d.qcow2",
+            Boot::Direct {
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+                append: "root=x".into(),
+            },
+        );
+        let s = qemu_args(&direct, Path::new("/s")).join(" ");
+        assert!(s.contains("-kernel /k -initrd /i -append root=x"));
+    }
+}
