@@ -410,9 +410,7 @@ fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path)
         .arg(format!("--include={}", spec.packages.join(",")))
         // Keep downloaded .debs so the archive cache fills up; mmdebstrap would delete them.
         .arg("--skip=download/empty")
-        .arg(format!(
-            "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dracut.conf.d"
-        ))
+        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dracut.conf.d")
         .arg(format!(
             "--setup-hook=sync-in {} /var/cache/apt/archives/",
             archives.display()

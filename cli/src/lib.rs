@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn help_fits_80_columns() {
         let mut cmd = Cli::command();
-        let mut check = |c: &mut clap::Command| {
+        let check = |c: &mut clap::Command| {
             let help = c.render_long_help().to_string();
             for line in help.lines() {
                 assert!(line.chars().count() <= 80, "{}: {line:?}", c.get_name());

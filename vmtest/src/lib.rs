@@ -41,7 +41,10 @@ pub fn select(names: &[String], shard: Option<Shard>) -> Result<Vec<scenarios::S
     for n in names {
         if !all.iter().any(|s| s.name == n) {
             let known: Vec<_> = all.iter().map(|s| s.name).collect();
-            bail!("unknown scenario {n:?}; known scenarios: {}", known.join(", "));
+            bail!(
+                "unknown scenario {n:?}; known scenarios: {}",
+                known.join(", ")
+            );
         }
     }
     let chosen: Vec<_> = all
@@ -85,7 +88,9 @@ pub fn run(
         std::fs::create_dir_all(&dir)?;
         eprintln!("==> vmtest {}: {}", s.name, s.about);
         let start = Instant::now();
-        let result = rt.block_on((s.run)(artifacts, &dir)).map_err(|e| format!("{e:#}"));
+        let result = rt
+            .block_on((s.run)(artifacts, &dir))
+            .map_err(|e| format!("{e:#}"));
         let seconds = start.elapsed().as_secs_f64();
         match &result {
             Ok(msg) => eprintln!("==> vmtest {}: PASS ({seconds:.0}s) {msg}", s.name),
@@ -100,7 +105,11 @@ pub fn run(
             seconds,
             result,
         };
-        write_junit(&dir.join("junit.xml"), std::slice::from_ref(&outcome), out_dir)?;
+        write_junit(
+            &dir.join("junit.xml"),
+            std::slice::from_ref(&outcome),
+            out_dir,
+        )?;
         if !keep {
             for f in ["overlay.qcow2", "OVMF_VARS.fd", "qmp.sock"] {
                 let _ = std::fs::remove_file(dir.join(f));
@@ -171,22 +180,40 @@ mod tests {
     #[test]
     fn unknown_scenarios_are_named() {
         let err = select(&["nope".into()], None).unwrap_err().to_string();
-        assert!(err.contains("unknown scenario \"nope\"") && err.contains("boot"), "{err}");
+        assert!(
+            err.contains("unknown scenario \"nope\"") && err.contains("boot"),
+            "{err}"
+        );
     }
 
     #[test]
     fn junit_records_failures_with_console() {
         let td = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(td.path().join("boot")).unwrap();
-        std::fs::write(td.path().join("boot/console.log"), "Kernel panic - not syncing\n").unwrap();
+        std::fs::write(
+            td.path().join("boot/console.log"),
+            "Kernel panic - not syncing\n",
+        )
+        .unwrap();
         let outcomes = vec![
-            Outcome { name: "boot", seconds: 1.5, result: Err("boot failed: panic".into()) },
-            Outcome { name: "boot-uefi", seconds: 2.0, result: Ok("fine".into()) },
+            Outcome {
+                name: "boot",
+                seconds: 1.5,
+                result: Err("boot failed: panic".into()),
+            },
+            Outcome {
+                name: "boot-uefi",
+                seconds: 2.0,
+                result: Ok("fine".into()),
+            },
         ];
         let p = td.path().join("junit.xml");
         write_junit(&p, &outcomes, td.path()).unwrap();
         let xml = std::fs::read_to_string(p).unwrap();
-        assert!(xml.contains("tests=\"2\"") && xml.contains("failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains("tests=\"2\"") && xml.contains("failures=\"1\""),
+            "{xml}"
+        );
         assert!(xml.contains("Kernel panic"), "{xml}");
     }
 }

@@ -135,7 +135,10 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
         "-device".into(),
         format!("virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"),
         "-drive".into(),
-        format!("file={},format=qcow2,if=virtio,cache=unsafe", p("overlay.qcow2")),
+        format!(
+            "file={},format=qcow2,if=virtio,cache=unsafe",
+            p("overlay.qcow2")
+        ),
         "-device".into(),
         "virtio-rng-pci".into(),
     ];
@@ -188,7 +191,11 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -218,7 +225,13 @@ impl Vm {
     /// Start QEMU for `cfg` with its files in `dir`.
     pub async fn start(cfg: &VmConfig, dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        for f in ["console.log", "results.log", "qmp-events.jsonl", "overlay.qcow2", "qmp.sock"] {
+        for f in [
+            "console.log",
+            "results.log",
+            "qmp-events.jsonl",
+            "overlay.qcow2",
+            "qmp.sock",
+        ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
         let disk = std::fs::canonicalize(&cfg.disk)
@@ -257,17 +270,28 @@ impl Vm {
             match QmpStreamTokio::open_uds(&sock).await {
                 Ok(s) => break s,
                 Err(e) if Instant::now() > deadline => {
-                    bail!("QMP socket {} did not come up: {e}; see qemu-stderr.log", sock.display())
+                    bail!(
+                        "QMP socket {} did not come up: {e}; see qemu-stderr.log",
+                        sock.display()
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        let stream = stream.negotiate().await.context("QMP capabilities negotiation")?;
+        let stream = stream
+            .negotiate()
+            .await
+            .context("QMP capabilities negotiation")?;
         let (qmp, mut ev) = stream.into_parts();
         let (tx, events) = mpsc::unbounded_channel();
         let log = dir.join("qmp-events.jsonl");
         tokio::spawn(async move {
-            let mut f = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log).await {
+            let mut f = match tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .await
+            {
                 Ok(f) => f,
                 Err(_) => return,
             };
@@ -301,7 +325,8 @@ impl Vm {
 
     /// The console captured so far.
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self.dir.join("console.log")).unwrap_or_default()).into_owned()
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("console.log")).unwrap_or_default())
+            .into_owned()
     }
 
     /// The last `n` lines of the console, for error messages.
@@ -362,7 +387,8 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         let path = self.dir.join("results.log");
         loop {
-            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
             if let Some(pos) = text.lines().position(|l| l.starts_with(marker)) {
                 let before: Vec<&str> = text.lines().take(pos).collect();
                 let marker_line = text.lines().nth(pos).unwrap_or_default().to_string();
@@ -467,7 +493,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }
@@ -484,7 +516,10 @@ mod tests {
         assert!(s.contains(&format!("name={RESULTS_PORT}")));
         assert!(s.contains("if=pflash,format=raw,unit=1,file=/s/OVMF_VARS.fd"));
         assert!(s.contains("io.systemd.credential.binary:systemd.extra-unit.a.service="));
-        assert!(!s.contains("-kernel"), "firmware boot must not pass a kernel");
+        assert!(
+            !s.contains("-kernel"),
+            "firmware boot must not pass a kernel"
+        );
         let direct = VmConfig::new(
             "/d.qcow2",
             Boot::Direct {

@@ -19,12 +19,21 @@ pub struct Scenario {
     pub run: fn(&Artifacts, &Path) -> futures::future::BoxFuture<'static, Result<String>>,
 }
 
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
 /// Every scenario, in the order `cargo xtask vmtest` runs them.
 pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "boot",
-            about: "the base qcow2 boots through SeaBIOS and GRUB; status reports the image's commit",
+            about:
+                "the base qcow2 boots through SeaBIOS and GRUB; status reports the image's commit",
             run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Boot::Bios)),
         },
         Scenario {
@@ -71,22 +80,28 @@ fn parse_status_report(report: &str) -> Result<String> {
         .find("IMGMODE-STATUS-BEGIN")
         .context("report has no IMGMODE-STATUS-BEGIN marker")?;
     let body = &report[start + "IMGMODE-STATUS-BEGIN".len()..];
-    let end = body.find("IMGMODE-DONE").context("report has no IMGMODE-DONE marker")?;
+    let end = body
+        .find("IMGMODE-DONE")
+        .context("report has no IMGMODE-DONE marker")?;
     let rc = body[end..].trim_start_matches("IMGMODE-DONE rc=").trim();
-    ensure!(rc.starts_with('0'), "imgmode status failed in the guest (rc={rc}):\n{}", &body[..end]);
+    ensure!(
+        rc.starts_with('0'),
+        "imgmode status failed in the guest (rc={rc}):\n{}",
+        &body[..end]
+    );
     Ok(body[..end].trim().to_string())
 }
 
 async fn boot(a: Artifacts, dir: std::path::PathBuf, firmware: Boot) -> Result<String> {
     let cfg = VmConfig::new(&a.base_disk, firmware)
         .extra_unit("imgmode-vmtest.service", STATUS_UNIT)
-        .unit_dropin("multi-user.target", "[Unit]\nWants=imgmode-vmtest.service\n");
+        .unit_dropin(
+            "multi-user.target",
+            "[Unit]\nWants=imgmode-vmtest.service\n",
+        );
     let mut vm = Vm::start(&cfg, &dir).await?;
     // GRUB must have run: its menu is the proof that firmware loaded our bootloader.
-    let result = async {
-        vm.wait_for_result("IMGMODE-DONE", BOOT_TIMEOUT).await
-    }
-    .await;
+    let result = async { vm.wait_for_result("IMGMODE-DONE", BOOT_TIMEOUT).await }.await;
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -110,7 +125,10 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, firmware: Boot) -> Result<S
         .context("the base image has no ostree.commit label")?;
     let got = booted.base_checksum.as_deref().unwrap_or(&booted.checksum);
     if got != want_commit {
-        bail!("booted commit {got} (deployment {}) is not the image's ostree.commit {want_commit}", booted.checksum);
+        bail!(
+            "booted commit {got} (deployment {}) is not the image's ostree.commit {want_commit}",
+            booted.checksum
+        );
     }
     ensure!(
         booted.digest.as_deref() == Some(a.base_digest.as_str()),
@@ -130,7 +148,10 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, firmware: Boot) -> Result<S
         console.contains("GRUB") || console.contains("grub"),
         "no GRUB output on the serial console: the disk was not booted through its bootloader"
     );
-    ensure!(vm.query_status().await? == "running", "VM not running before powerdown");
+    ensure!(
+        vm.query_status().await? == "running",
+        "VM not running before powerdown"
+    );
     vm.powerdown().await?;
     let events = vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
     Ok(format!(
@@ -150,7 +171,10 @@ mod tests {
         let r = "noise\nIMGMODE-STATUS-BEGIN\n{\"deployments\":[]}\nIMGMODE-DONE rc=0";
         assert_eq!(parse_status_report(r).unwrap(), "{\"deployments\":[]}");
         let bad = "IMGMODE-STATUS-BEGIN\nerror: x\nIMGMODE-DONE rc=1";
-        assert!(parse_status_report(bad).unwrap_err().to_string().contains("rc=1"));
+        assert!(parse_status_report(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("rc=1"));
         assert!(parse_status_report("IMGMODE-DONE rc=0").is_err());
     }
 

@@ -63,17 +63,29 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     let mut rows = Vec::new();
 
     // Warm the apt cache (and the image) once, untimed.
-    timed(Command::new(&imgmode).args(["base", "build", "--quiet", "--definition"]).arg(&def))?;
+    timed(
+        Command::new(&imgmode)
+            .args(["base", "build", "--quiet", "--definition"])
+            .arg(&def),
+    )?;
 
     let scratch = tempfile::tempdir_in(std::env::temp_dir())?;
     let mm_root = scratch.path().join("rootfs");
     let archives = cache.join("apt-archives");
     let mm = timed(
         Command::new("mmdebstrap")
-            .args(["--mode=root", "--variant=apt", "--skip=download/empty", "--quiet"])
+            .args([
+                "--mode=root",
+                "--variant=apt",
+                "--skip=download/empty",
+                "--quiet",
+            ])
             .arg(format!("--include={}", packages(&def)?.join(",")))
             .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
-            .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", archives.display()))
+            .arg(format!(
+                "--setup-hook=sync-in {} /var/cache/apt/archives/",
+                archives.display()
+            ))
             .arg("trixie")
             .arg(&mm_root),
     )?;
@@ -118,7 +130,11 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
         note: "rootfs commit reused from the cache".into(),
     });
     // Put the shipped definition's image back.
-    timed(Command::new(&imgmode).args(["base", "build", "--quiet", "--definition"]).arg(&def))?;
+    timed(
+        Command::new(&imgmode)
+            .args(["base", "build", "--quiet", "--definition"])
+            .arg(&def),
+    )?;
 
     for fmt in ["qcow2", "raw"] {
         let disk = scratch.path().join(format!("disk.{fmt}"));
@@ -166,7 +182,9 @@ fn print_table(rows: &[Row]) {
             "{:<36} {:>9.1} {:>11} {:>7} {:>8}  {}",
             r.name,
             r.seconds,
-            r.baseline_seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
+            r.baseline_seconds
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_default(),
             r.ratio.map(|s| format!("{s:.2}")).unwrap_or_default(),
             r.target.clone().unwrap_or_default(),
             r.note

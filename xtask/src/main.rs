@@ -5,6 +5,7 @@
 //! - `cargo xtask ci`: what `.ci/run` runs after installing packages.
 
 mod bench;
+mod deps;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -41,10 +42,17 @@ enum Cmd {
     },
     /// fmt, clippy, tests and every VM scenario, as CI runs them.
     Ci,
+    /// Install the Debian packages imgmode needs (idempotent; needs root).
+    Deps,
+    /// Install what is missing, then build imgmode-base and target/imgmode-base.qcow2.
+    Build,
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn sh(cmd: &mut Command) -> Result<()> {
@@ -59,11 +67,18 @@ fn sh(cmd: &mut Command) -> Result<()> {
 /// Build the imgmode binary the way tests use it, and return its path.
 pub fn build_imgmode() -> Result<PathBuf> {
     let root = workspace_root();
-    sh(Command::new(env!("CARGO")).current_dir(&root).args(["build", "--quiet", "-p", "imgmode"]))?;
+    sh(Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", "imgmode"]))?;
     Ok(root.join("target/debug/imgmode"))
 }
 
-fn vmtest(names: Vec<String>, list: bool, keep: bool, shard: Option<imgmode_vmtest::Shard>) -> Result<()> {
+fn vmtest(
+    names: Vec<String>,
+    list: bool,
+    keep: bool,
+    shard: Option<imgmode_vmtest::Shard>,
+) -> Result<()> {
     let chosen = imgmode_vmtest::select(&names, shard)?;
     if list {
         for s in &chosen {
@@ -92,19 +107,51 @@ fn vmtest(names: Vec<String>, list: bool, keep: bool, shard: Option<imgmode_vmte
         failed
     );
     if failed > 0 {
-        bail!("{failed} VM scenario(s) failed; logs under {}", out.display());
+        bail!(
+            "{failed} VM scenario(s) failed; logs under {}",
+            out.display()
+        );
     }
+    Ok(())
+}
+
+/// The quick start's first command: packages, the base image and a bootable qcow2.
+fn build_default() -> Result<()> {
+    deps::install()?;
+    let root = workspace_root();
+    let imgmode = build_imgmode()?;
+    sh(Command::new(&imgmode)
+        .args(["base", "build", "--definition"])
+        .arg(root.join("containerfiles/base")))?;
+    let disk = root.join("target/imgmode-base.qcow2");
+    sh(Command::new(&imgmode)
+        .args(["disk", "imgmode-base", "--format", "qcow2", "--force", "-o"])
+        .arg(&disk))?;
+    println!(
+        "built imgmode-base and {}\nboot it: qemu-system-x86_64 -m 2048 -accel tcg -cpu max -nographic -drive file={},if=virtio",
+        disk.display(),
+        disk.display()
+    );
     Ok(())
 }
 
 fn ci() -> Result<()> {
     let root = workspace_root();
     let cargo = env!("CARGO");
-    sh(Command::new(cargo).current_dir(&root).args(["fmt", "--all", "--check"]))?;
     sh(Command::new(cargo)
         .current_dir(&root)
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    sh(Command::new(cargo).current_dir(&root).args(["test", "--workspace"]))?;
+        .args(["fmt", "--all", "--check"]))?;
+    sh(Command::new(cargo).current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    sh(Command::new(cargo)
+        .current_dir(&root)
+        .args(["test", "--workspace"]))?;
     vmtest(Vec::new(), false, false, None)
 }
 
@@ -119,6 +166,8 @@ fn main() -> std::process::ExitCode {
         } => vmtest(scenarios, list, keep, shard),
         Cmd::Bench { out } => bench::run(&workspace_root(), &out),
         Cmd::Ci => ci(),
+        Cmd::Deps => deps::install(),
+        Cmd::Build => build_default(),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

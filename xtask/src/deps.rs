@@ -1,0 +1,124 @@
+//! `cargo xtask deps`: install the Debian packages imgmode and its tests use.
+//!
+//! Idempotent: packages already installed are skipped, and `apt-get update` runs only when
+//! something is missing. On Debian 12 the machine image ships qemu-utils from
+//! bookworm-backports, so qemu-system-x86 must come from there too; the backports source is
+//! added when missing.
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+/// Packages for building (libostree bindings), running (tools imgmode drives) and testing.
+pub const PACKAGES: &[&str] = &[
+    // build
+    "pkg-config",
+    "libostree-dev",
+    "libglib2.0-dev",
+    "libzstd-dev",
+    "libssl-dev",
+    // tools imgmode runs
+    "ostree",
+    "skopeo",
+    "podman",
+    "buildah",
+    "mmdebstrap",
+    "xorriso",
+    "mtools",
+    "dosfstools",
+    "gdisk",
+    "e2fsprogs",
+    "xfsprogs",
+    "squashfs-tools",
+    "erofs-utils",
+    "fdisk",
+    "bubblewrap",
+    // VM tests
+    "qemu-system-x86",
+    "qemu-utils",
+    "ovmf",
+    "etcd-server",
+    "docker-registry",
+];
+
+/// Packages taken from bookworm-backports on Debian 12.
+const BACKPORTS: &[&str] = &["qemu-system-x86", "qemu-utils"];
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/imgmode-bookworm-backports.sources";
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn codename() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION_CODENAME=")
+                .map(|s| s.trim_matches('"').to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn apt(args: &[&str]) -> Result<()> {
+    eprintln!("==> apt-get {}", args.join(" "));
+    let st = Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(args)
+        .status()
+        .context("running apt-get (is this Debian?)")?;
+    if !st.success() {
+        bail!("apt-get {} failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn install() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        eprintln!("==> all {} Debian packages are installed", PACKAGES.len());
+        return Ok(());
+    }
+    if !rustix_is_root() {
+        bail!(
+            "missing Debian packages: {}; run `cargo xtask deps` as root or apt-get install them",
+            missing.join(" ")
+        );
+    }
+    let bookworm = codename() == "bookworm";
+    if bookworm && !std::path::Path::new(BACKPORTS_SOURCE).exists() {
+        std::fs::write(
+            BACKPORTS_SOURCE,
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        )
+        .with_context(|| format!("writing {BACKPORTS_SOURCE}"))?;
+    }
+    apt(&["update", "-qq"])?;
+    let (bp, rest): (Vec<&str>, Vec<&str>) = missing
+        .iter()
+        .partition(|p| bookworm && BACKPORTS.contains(p));
+    if !bp.is_empty() {
+        let mut args = vec!["install", "-y", "-qq", "-t", "bookworm-backports"];
+        args.extend(bp.iter().copied());
+        // keep qemu-utils and qemu-system from the same release
+        if !args.contains(&"qemu-utils") {
+            args.push("qemu-utils");
+        }
+        apt(&args)?;
+    }
+    if !rest.is_empty() {
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(rest.iter().copied());
+        apt(&args)?;
+    }
+    Ok(())
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
