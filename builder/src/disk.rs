@@ -79,8 +79,9 @@ pub struct DiskOutcome {
     pub bytes_written: u64,
 }
 
-/// Check what can be checked without reading the image; nothing is written.
-pub fn preflight(opts: &DiskOpts) -> Result<()> {
+/// Check what can be checked without reading the image; nothing is written. Returns the
+/// resolved source and target references.
+pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<OstreeImageReference>)> {
     if opts.output.exists() && !opts.force {
         bail!(
             "output {} exists; pass --force to replace it",
@@ -115,9 +116,12 @@ pub fn preflight(opts: &DiskOpts) -> Result<()> {
             bail!("invalid kernel argument {k:?}");
         }
     }
-    if let Some(t) = &opts.target_imgref {
-        crate::imgref::parse(t).context("--target-imgref")?;
-    }
+    let imgref = opts.store.resolve(&opts.image)?;
+    let target = opts
+        .target_imgref
+        .as_deref()
+        .map(|t| opts.store.resolve(t).context("--target-imgref"))
+        .transpose()?;
     require_root("writing a disk image (ostree deploy with file ownership, mkfs)")?;
     let mut tools = vec!["sgdisk", "mkfs.ext4", "ostree", "skopeo"];
     if opts.firmware.uefi() {
@@ -129,18 +133,13 @@ pub fn preflight(opts: &DiskOpts) -> Result<()> {
     if opts.format == DiskFormat::Qcow2 {
         tools.push("qemu-img");
     }
-    require_tools(&tools)
+    require_tools(&tools)?;
+    Ok((imgref, target))
 }
 
 /// Write the disk image.
 pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
-    preflight(opts)?;
-    let imgref = opts.store.resolve(&opts.image)?;
-    let target = opts
-        .target_imgref
-        .as_deref()
-        .map(|t| opts.store.resolve(t))
-        .transpose()?;
+    let (imgref, target) = preflight(opts)?;
 
     let work_parent = opts.cache_dir.join("work");
     std::fs::create_dir_all(&work_parent)?;
@@ -312,14 +311,18 @@ fn fetch_image(
 ) -> Result<(String, String)> {
     let repo = sysroot.repo();
     crate::ostree::block_on(async {
+        // Manifest and config only: refuse what cannot boot before any layer is fetched.
+        let (_, _, config) = oc::fetch_manifest_and_config(imgref)
+            .await
+            .map_err(|e| image_error(imgref, e))?;
+        check_config(imgref, &config)?;
         let mut imp = ImageImporter::new(&repo, imgref, Default::default())
             .await
-            .with_context(|| format!("reading image {}", imgref.imgref))?;
+            .map_err(|e| image_error(imgref, e))?;
         let prep = imp.prepare().await.map_err(|e| image_error(imgref, e))?;
         let state = match prep {
             PrepareResult::AlreadyPresent(s) => s,
             PrepareResult::Ready(prep) => {
-                check_config(imgref, &prep.config)?;
                 steps.step(&format!(
                     "importing {} layer(s) ({})",
                     prep.layers.len() + 1,

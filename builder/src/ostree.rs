@@ -231,3 +231,50 @@ pub fn require_one_kernel(repo: &Path, commit: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commit a tree with the given kernels into a fresh bare-user repo (no root needed).
+    fn commit_with_kernels(kernels: &[&str]) -> (tempfile::TempDir, String) {
+        let td = tempfile::tempdir().unwrap();
+        let repo = td.path().join("repo");
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["init", "--mode=bare-user"])
+            .output()
+            .unwrap();
+        let tree = td.path().join("tree");
+        std::fs::create_dir_all(tree.join("usr/lib/modules")).unwrap();
+        for k in kernels {
+            let d = tree.join("usr/lib/modules").join(k);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("vmlinuz"), "k").unwrap();
+            std::fs::write(d.join("initramfs.img"), "i").unwrap();
+        }
+        let commit = Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--branch=t", "--no-bindings"])
+            .arg(format!("--tree=dir={}", tree.display()))
+            .read()
+            .unwrap();
+        (td, commit.trim().to_string())
+    }
+
+    #[test]
+    fn exactly_one_kernel_is_required() {
+        let (td, c) = commit_with_kernels(&["6.12.0"]);
+        require_one_kernel(&td.path().join("repo"), &c).unwrap();
+        let (td, c) = commit_with_kernels(&["6.1.0", "6.12.0"]);
+        let err = require_one_kernel(&td.path().join("repo"), &c)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has 2 kernels"), "{err}");
+        let (td, c) = commit_with_kernels(&[]);
+        let err = require_one_kernel(&td.path().join("repo"), &c)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has 0 kernels"), "{err}");
+    }
+}
