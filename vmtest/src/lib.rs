@@ -7,6 +7,7 @@
 //! Invariant: this is the only crate that starts VMs or talks QMP.
 
 pub mod artifacts;
+pub mod direct;
 pub mod qemu;
 pub mod scenarios;
 

@@ -34,12 +34,17 @@ pub fn all() -> Vec<Scenario> {
             name: "boot",
             about:
                 "the base qcow2 boots through SeaBIOS and GRUB; status reports the image's commit",
-            run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Boot::Bios)),
+            run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Bios)),
         },
         Scenario {
             name: "boot-uefi",
             about: "the same disk boots through OVMF and GRUB EFI",
-            run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Boot::Uefi)),
+            run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Uefi)),
+        },
+        Scenario {
+            name: "boot-direct",
+            about: "the deployment boots with -kernel/-initrd/-append taken from the disk's boot entry",
+            run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Direct)),
         },
         Scenario {
             name: "disk-checks",
@@ -251,7 +256,49 @@ fn parse_status_report(report: &str) -> Result<String> {
     Ok(body[..end].trim().to_string())
 }
 
-async fn boot(a: Artifacts, dir: std::path::PathBuf, firmware: Boot) -> Result<String> {
+/// How a boot scenario starts the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bios,
+    Uefi,
+    Direct,
+}
+
+/// A unit that reports readiness on the results port once multi-user.target is reached.
+const READY_UNIT: &str = "\
+[Unit]
+Description=imgmode vmtest: ready marker
+After=multi-user.target
+
+[Service]
+Type=oneshot
+StandardOutput=file:/dev/virtio-ports/org.imgmode.results
+ExecStart=/bin/echo IMGMODE-READY
+";
+
+/// Seconds from QEMU start until the guest reaches multi-user.target and says so; the VM is
+/// stopped afterwards. Used by the benchmarks.
+pub async fn time_to_ready(disk: &Path, boot: Boot, dir: &Path) -> Result<f64> {
+    let cfg = VmConfig::new(disk, boot)
+        .extra_unit("imgmode-ready.service", READY_UNIT)
+        .unit_dropin("multi-user.target", "[Unit]\nWants=imgmode-ready.service\n");
+    let mut vm = Vm::start(&cfg, dir).await?;
+    let r = vm.wait_for_result("IMGMODE-READY", BOOT_TIMEOUT).await;
+    let secs = vm.elapsed().as_secs_f64();
+    vm.quit().await?;
+    r?;
+    Ok(secs)
+}
+
+async fn boot(a: Artifacts, dir: std::path::PathBuf, mode: Mode) -> Result<String> {
+    let firmware = match mode {
+        Mode::Bios => Boot::Bios,
+        Mode::Uefi => Boot::Uefi,
+        Mode::Direct => {
+            let (disk, d) = (a.base_disk.clone(), dir.join("direct"));
+            tokio::task::spawn_blocking(move || crate::direct::from_disk(&disk, &d, "")).await??
+        }
+    };
     let cfg = VmConfig::new(&a.base_disk, firmware)
         .extra_unit("imgmode-vmtest.service", STATUS_UNIT)
         .unit_dropin(
@@ -303,10 +350,20 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, firmware: Boot) -> Result<S
         imgref.starts_with("ostree-unverified-image:"),
         "unexpected origin {imgref}"
     );
-    ensure!(
-        console.contains("GRUB") || console.contains("grub"),
-        "no GRUB output on the serial console: the disk was not booted through its bootloader"
-    );
+    // GRUB's `linux` command prepends BOOT_IMAGE= to the kernel command line; QEMU's
+    // -kernel does not. That tells which path loaded the kernel.
+    let via_grub = console.contains("Command line: BOOT_IMAGE=");
+    if mode == Mode::Direct {
+        ensure!(
+            !via_grub,
+            "GRUB loaded the kernel although QEMU was given it directly"
+        );
+    } else {
+        ensure!(
+            via_grub,
+            "the kernel command line has no BOOT_IMAGE=: the disk was not booted through GRUB"
+        );
+    }
     ensure!(
         vm.query_status().await? == "running",
         "VM not running before powerdown"

@@ -136,6 +136,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
             .arg(&def),
     )?;
 
+    let mut qcow2 = None;
     for fmt in ["qcow2", "raw"] {
         let disk = scratch.path().join(format!("disk.{fmt}"));
         let secs = timed(
@@ -154,8 +155,14 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
             target: None,
             note: format!("{:.0} MiB written", bytes as f64 / 1048576.0),
         });
-        std::fs::remove_file(&disk).ok();
+        if fmt == "qcow2" {
+            qcow2 = Some(disk);
+        } else {
+            std::fs::remove_file(&disk).ok();
+        }
     }
+    let qcow2 = qcow2.expect("qcow2 built above");
+    rows.extend(boot_rows(&qcow2, scratch.path())?);
 
     print_table(&rows);
     if let Some(p) = out.parent() {
@@ -164,6 +171,88 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     std::fs::write(out, serde_json::to_string_pretty(&rows)?)?;
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// Boot to multi-user.target: the ostree disk through firmware and directly, and the same
+/// image's tree as a plain ext4 root (no ostree) directly; one VM at a time.
+fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
+    use imgmode_vmtest::qemu::Boot;
+    use imgmode_vmtest::scenarios::time_to_ready;
+    let state = std::env::var_os("IMGMODE_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/imgmode".into());
+    // The same tree without ostree: check out the image commit, put /etc back.
+    let tree = scratch.join("plain-tree");
+    let st = Command::new("ostree")
+        .arg(format!("--repo={}", state.join("repo").display()))
+        .args(["checkout", "-H", "imgmode/base/imgmode-base"])
+        .arg(&tree)
+        .status()?;
+    anyhow::ensure!(st.success(), "checking out the base image commit");
+    std::fs::rename(tree.join("usr/etc"), tree.join("etc"))?;
+    let modules = tree.join("usr/lib/modules");
+    let kver = std::fs::read_dir(&modules)?
+        .next()
+        .context("no kernel in the image")??
+        .file_name();
+    let kdir = modules.join(&kver);
+    let kernel = scratch.join("plain-vmlinuz");
+    let initrd = scratch.join("plain-initramfs.img");
+    std::fs::copy(kdir.join("vmlinuz"), &kernel)?;
+    std::fs::copy(kdir.join("initramfs.img"), &initrd)?;
+    let plain_raw = scratch.join("plain.raw");
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-L", "root", "-d"])
+        .arg(&tree)
+        .arg(&plain_raw)
+        .arg("6G")
+        .status()?;
+    anyhow::ensure!(st.success(), "mkfs.ext4 of the plain tree");
+    std::fs::remove_dir_all(&tree)?;
+    let plain = scratch.join("plain.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&plain_raw)
+        .arg(&plain)
+        .status()?;
+    anyhow::ensure!(st.success(), "qemu-img convert");
+    std::fs::remove_file(&plain_raw)?;
+
+    let direct = imgmode_vmtest::direct::from_disk(ostree_disk, &scratch.join("direct"), "")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let vmdir = scratch.join("vm");
+    let plain_boot = Boot::Direct {
+        kernel,
+        initrd,
+        append: "root=LABEL=root rw console=tty0 console=ttyS0,115200n8".into(),
+    };
+    let plain_s = rt.block_on(time_to_ready(&plain, plain_boot, &vmdir))?;
+    let direct_s = rt.block_on(time_to_ready(ostree_disk, direct, &vmdir))?;
+    let bios_s = rt.block_on(time_to_ready(ostree_disk, Boot::Bios, &vmdir))?;
+    let baseline = "same tree, plain ext4 root, direct kernel boot".to_string();
+    Ok(vec![
+        Row {
+            name: "boot to ready (ostree, direct kernel)".into(),
+            seconds: direct_s,
+            baseline: Some(baseline.clone()),
+            baseline_seconds: Some(plain_s),
+            ratio: Some(direct_s / plain_s),
+            target: Some("<= 1.10".into()),
+            note: "QEMU start to multi-user.target marker, TCG".into(),
+        },
+        Row {
+            name: "boot to ready (ostree, SeaBIOS+GRUB)".into(),
+            seconds: bios_s,
+            baseline: Some(baseline),
+            baseline_seconds: Some(plain_s),
+            ratio: Some(bios_s / plain_s),
+            target: None,
+            note: "includes firmware and bootloader".into(),
+        },
+    ])
 }
 
 fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
