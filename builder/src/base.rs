@@ -326,6 +326,21 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     })
 }
 
+/// Labels of the base image (ostree-ext adds `ostree.commit`, `ostree.final-diffid` and
+/// `ostree.linux` from the commit).
+pub fn image_labels(name: &str, version: &str, inputs: &str) -> BTreeMap<String, String> {
+    [
+        ("containers.bootc", "1"),
+        ("ostree.bootable", "true"),
+        ("org.opencontainers.image.version", version),
+        ("org.opencontainers.image.title", name),
+        (INPUTS_LABEL, inputs),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 fn copy_to_containers_storage(
     opts: &BuildOpts,
     name: &str,
@@ -876,6 +891,15 @@ mod tests {
             std::fs::canonicalize(link).unwrap(),
             std::fs::canonicalize(layer.join("usr/bin/imgmode")).unwrap()
         );
+    }
+
+    #[test]
+    fn labels() {
+        insta::assert_yaml_snapshot!(image_labels(
+            "imgmode-base",
+            "trixie.202611230000",
+            "abc123"
+        ));
     }
 
     #[test]

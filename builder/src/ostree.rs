@@ -236,6 +236,37 @@ pub fn require_one_kernel(repo: &Path, commit: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn human_status() {
+        let d = |id: &str, booted, staged| DeploymentStatus {
+            id: format!("default-{id}.0"),
+            osname: "default".into(),
+            stateroot: "default".into(),
+            serial: 0,
+            checksum: id.into(),
+            version: Some("trixie.1".into()),
+            timestamp: 0,
+            booted,
+            staged,
+            pinned: false,
+            container_image_reference: Some("ostree-unverified-registry:quay.io/x/os:1".into()),
+            container_image_reference_digest: Some("sha256:0123".into()),
+            base_checksum: None,
+        };
+        let st = SysrootStatus {
+            deployments: vec![
+                d("c3", false, true),
+                d("a1", true, false),
+                d("b2", false, false),
+            ],
+            booted: Some("default-a1.0".into()),
+            staged: Some("default-c3.0".into()),
+            rollback: Some("default-b2.0".into()),
+        };
+        insta::assert_snapshot!(st.to_human());
+        insta::assert_json_snapshot!(st);
+    }
+
     /// Commit a tree with the given kernels into a fresh bare-user repo (no root needed).
     fn commit_with_kernels(kernels: &[&str]) -> (tempfile::TempDir, String) {
         let td = tempfile::tempdir().unwrap();

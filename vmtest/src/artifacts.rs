@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Kernel argument the shared disk is written with; scenarios check it on /proc/cmdline.
+pub const TEST_KARG: &str = "imgmode.vmtest=1";
+/// Public key the shared disk authorizes for root; scenarios check authorized_keys.
+pub const TEST_SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT imgmode-vmtest";
+
 /// What scenarios get.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
@@ -57,9 +63,14 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
         .find(|i| i.name == "imgmode-base:latest")
         .context("imgmode base build did not store imgmode-base")?;
     let disk = dir.join("base.qcow2");
+    let key = dir.join("root.pub");
+    std::fs::write(&key, format!("{TEST_SSH_KEY}\n"))?;
     run(
         Command::new(imgmode)
-            .args(["disk", "imgmode-base", "--format", "qcow2", "--force", "-o"])
+            .args(["disk", "imgmode-base", "--format", "qcow2", "--force"])
+            .args(["--karg", TEST_KARG, "--root-ssh-key"])
+            .arg(&key)
+            .arg("-o")
             .arg(&disk),
         "imgmode disk",
     )?;

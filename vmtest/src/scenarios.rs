@@ -209,8 +209,7 @@ fn disk_checks(a: &Artifacts, dir: &Path) -> Result<String> {
 }
 
 /// The guest job: report `imgmode status --format json` on the results port.
-const STATUS_UNIT: &str = "\
-[Unit]
+const STATUS_UNIT: &str = r#"[Unit]
 Description=imgmode vmtest: report deployment status
 After=multi-user.target
 
@@ -218,8 +217,16 @@ After=multi-user.target
 Type=oneshot
 StandardOutput=file:/dev/virtio-ports/org.imgmode.results
 StandardError=journal
-ExecStart=/bin/sh -c 'echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$?'
-";
+ExecStart=/bin/sh -c 'echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMODE-AUTHKEY $$(cat /root/.ssh/authorized_keys)"; echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$$?'
+"#;
+
+/// The value of a `PREFIX rest` line in the guest's report.
+fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+}
 
 #[derive(Debug, Deserialize)]
 struct Deployment {
@@ -364,6 +371,19 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, mode: Mode) -> Result<Strin
             "the kernel command line has no BOOT_IMAGE=: the disk was not booted through GRUB"
         );
     }
+    let cmdline = report_line(&report, "IMGMODE-CMDLINE").unwrap_or_default();
+    ensure!(
+        cmdline
+            .split_whitespace()
+            .any(|a| a == crate::artifacts::TEST_KARG),
+        "--karg {} is not on the kernel command line: {cmdline}",
+        crate::artifacts::TEST_KARG
+    );
+    ensure!(
+        report_line(&report, "IMGMODE-AUTHKEY") == Some(crate::artifacts::TEST_SSH_KEY),
+        "root's authorized_keys does not hold the --root-ssh-key key: {:?}",
+        report_line(&report, "IMGMODE-AUTHKEY")
+    );
     ensure!(
         vm.query_status().await? == "running",
         "VM not running before powerdown"
