@@ -23,6 +23,8 @@ pub struct Artifacts {
     pub base_labels: BTreeMap<String, String>,
     /// A qcow2 disk of the base image, bootable from BIOS and UEFI.
     pub base_disk: PathBuf,
+    /// The same image written as a raw disk.
+    pub base_raw: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -74,10 +76,21 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
             .arg(&disk),
         "imgmode disk",
     )?;
+    let raw = dir.join("base.raw");
+    run(
+        Command::new(imgmode)
+            .args(["disk", "imgmode-base", "--format", "raw", "--force"])
+            .args(["--karg", TEST_KARG, "--root-ssh-key"])
+            .arg(&key)
+            .arg("-o")
+            .arg(&raw),
+        "imgmode disk --format raw",
+    )?;
     Ok(Artifacts {
         imgmode: imgmode.to_path_buf(),
         base_digest: base.digest,
         base_labels: base.labels,
         base_disk: disk,
+        base_raw: raw,
     })
 }

@@ -236,8 +236,17 @@ impl Vm {
         }
         let disk = std::fs::canonicalize(&cfg.disk)
             .with_context(|| format!("disk image {} not found", cfg.disk.display()))?;
+        let info = tokio::process::Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&disk)
+            .output()
+            .await
+            .context("running qemu-img (apt-get install qemu-utils)")?;
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout)
+            .with_context(|| format!("qemu-img info {}", disk.display()))?;
+        let backing_format = info["format"].as_str().unwrap_or("raw").to_string();
         let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .args(["create", "-q", "-f", "qcow2", "-F", &backing_format, "-b"])
             .arg(&disk)
             .arg(dir.join("overlay.qcow2"))
             .output()

@@ -42,6 +42,11 @@ pub fn all() -> Vec<Scenario> {
             run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Uefi)),
         },
         Scenario {
+            name: "boot-raw",
+            about: "the raw disk of the same image boots through SeaBIOS and GRUB",
+            run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::BiosRaw)),
+        },
+        Scenario {
             name: "boot-direct",
             about: "the deployment boots with -kernel/-initrd/-append taken from the disk's boot entry",
             run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Direct)),
@@ -267,6 +272,7 @@ fn parse_status_report(report: &str) -> Result<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Bios,
+    BiosRaw,
     Uefi,
     Direct,
 }
@@ -299,14 +305,19 @@ pub async fn time_to_ready(disk: &Path, boot: Boot, dir: &Path) -> Result<f64> {
 
 async fn boot(a: Artifacts, dir: std::path::PathBuf, mode: Mode) -> Result<String> {
     let firmware = match mode {
-        Mode::Bios => Boot::Bios,
+        Mode::Bios | Mode::BiosRaw => Boot::Bios,
         Mode::Uefi => Boot::Uefi,
         Mode::Direct => {
             let (disk, d) = (a.base_disk.clone(), dir.join("direct"));
             tokio::task::spawn_blocking(move || crate::direct::from_disk(&disk, &d, "")).await??
         }
     };
-    let cfg = VmConfig::new(&a.base_disk, firmware)
+    let disk = if mode == Mode::BiosRaw {
+        &a.base_raw
+    } else {
+        &a.base_disk
+    };
+    let cfg = VmConfig::new(disk, firmware)
         .extra_unit("imgmode-vmtest.service", STATUS_UNIT)
         .unit_dropin(
             "multi-user.target",
