@@ -64,28 +64,22 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
         .into_iter()
         .find(|i| i.name == "imgmode-base:latest")
         .context("imgmode base build did not store imgmode-base")?;
-    let disk = dir.join("base.qcow2");
     let key = dir.join("root.pub");
     std::fs::write(&key, format!("{TEST_SSH_KEY}\n"))?;
-    run(
-        Command::new(imgmode)
-            .args(["disk", "imgmode-base", "--format", "qcow2", "--force"])
-            .args(["--karg", TEST_KARG, "--root-ssh-key"])
-            .arg(&key)
-            .arg("-o")
-            .arg(&disk),
-        "imgmode disk",
-    )?;
-    let raw = dir.join("base.raw");
-    run(
-        Command::new(imgmode)
-            .args(["disk", "imgmode-base", "--format", "raw", "--force"])
-            .args(["--karg", TEST_KARG, "--root-ssh-key"])
-            .arg(&key)
-            .arg("-o")
-            .arg(&raw),
-        "imgmode disk --format raw",
-    )?;
+    let disk = |format: &str| -> Result<PathBuf> {
+        let path = dir.join(format!("base.{format}"));
+        run(
+            Command::new(imgmode)
+                .args(["disk", "imgmode-base", "--force", "--format", format])
+                .args(["--karg", TEST_KARG, "--root-ssh-key"])
+                .arg(&key)
+                .arg("-o")
+                .arg(&path),
+            &format!("imgmode disk --format {format}"),
+        )?;
+        Ok(path)
+    };
+    let (disk, raw) = (disk("qcow2")?, disk("raw")?);
     Ok(Artifacts {
         imgmode: imgmode.to_path_buf(),
         base_digest: base.digest,

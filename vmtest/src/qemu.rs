@@ -357,56 +357,20 @@ impl Vm {
         &self.seen_events
     }
 
-    /// Wait until the console (after what earlier waits consumed) contains `pattern`.
-    pub async fn wait_for_console(&mut self, pattern: &str, timeout: Duration) -> Result<()> {
+    /// Poll `probe` until it yields a value. Fails fast when the console shows a fatal
+    /// pattern (anywhere: a panic is fatal whenever it happened), when QEMU exits, or at the
+    /// deadline; every failure carries the console tail.
+    async fn wait_until<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Result<T> {
         let deadline = Instant::now() + timeout;
         loop {
-            let console = self.console();
-            let new = console.get(self.console_offset..).unwrap_or("");
-            if let Some(pos) = new.find(pattern) {
-                self.console_offset += pos + pattern.len();
-                return Ok(());
+            if let Some(v) = probe(self) {
+                return Ok(v);
             }
-            if let Some(fatal) = FATAL_CONSOLE_PATTERNS.iter().find(|f| new.contains(*f)) {
-                bail!(
-                    "boot failed: console shows {fatal:?}\n--- console tail ---\n{}",
-                    self.console_tail(40)
-                );
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "QEMU exited ({status}) while waiting for {pattern:?}\n--- console tail ---\n{}",
-                    self.console_tail(40)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "timed out after {}s waiting for {pattern:?} on the console\n--- console tail ---\n{}",
-                    timeout.as_secs(),
-                    self.console_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// Wait until the results port has received a line starting with `marker`; returns what
-    /// the guest wrote before it.
-    pub async fn wait_for_result(&mut self, marker: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        let path = self.dir.join("results.log");
-        loop {
-            let text =
-                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            if let Some(pos) = text.lines().position(|l| l.starts_with(marker)) {
-                let before: Vec<&str> = text.lines().take(pos).collect();
-                let marker_line = text.lines().nth(pos).unwrap_or_default().to_string();
-                let mut out = before.join("\n");
-                out.push('\n');
-                out.push_str(&marker_line);
-                return Ok(out);
-            }
-            // Check the console for fatal patterns from the start: a panic anywhere is fatal.
             let console = self.console();
             if let Some(fatal) = FATAL_CONSOLE_PATTERNS.iter().find(|f| console.contains(*f)) {
                 bail!(
@@ -416,19 +380,45 @@ impl Vm {
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "QEMU exited ({status}) before the guest reported {marker:?}\n--- console tail ---\n{}",
+                    "QEMU exited ({status}) while waiting for {what}\n--- console tail ---\n{}",
                     self.console_tail(40)
                 );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after {}s waiting for the guest to report {marker:?}\n--- console tail ---\n{}",
+                    "timed out after {}s waiting for {what}\n--- console tail ---\n{}",
                     timeout.as_secs(),
                     self.console_tail(40)
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Wait until the console (after what earlier waits consumed) contains `pattern`.
+    pub async fn wait_for_console(&mut self, pattern: &str, timeout: Duration) -> Result<()> {
+        let what = format!("{pattern:?} on the console");
+        self.wait_until(&what, timeout, |vm| {
+            let console = vm.console();
+            let pos = console.get(vm.console_offset..)?.find(pattern)?;
+            vm.console_offset += pos + pattern.len();
+            Some(())
+        })
+        .await
+    }
+
+    /// Wait until the results port has received a line starting with `marker`; returns what
+    /// the guest wrote up to and including that line.
+    pub async fn wait_for_result(&mut self, marker: &str, timeout: Duration) -> Result<String> {
+        let path = self.dir.join("results.log");
+        let what = format!("the guest to report {marker:?}");
+        self.wait_until(&what, timeout, |_| {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            let pos = text.lines().position(|l| l.starts_with(marker))?;
+            Some(text.lines().take(pos + 1).collect::<Vec<_>>().join("\n"))
+        })
+        .await
     }
 
     /// `query-status`: the run state (`running`, `shutdown`, ...).
