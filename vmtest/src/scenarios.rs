@@ -222,7 +222,7 @@ After=multi-user.target
 Type=oneshot
 StandardOutput=file:/dev/virtio-ports/org.imgmode.results
 StandardError=journal
-ExecStart=/bin/sh -c 'echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMODE-AUTHKEY $$(cat /root/.ssh/authorized_keys)"; echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$$?'
+ExecStart=/bin/sh -c 'echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMODE-AUTHKEY $$(cat /root/.ssh/authorized_keys)"; echo "IMGMODE-OSTREE-CONTAINER $$(ostree container image list --repo=/ostree/repo | tr "\n" " ")"; echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$$?'
 "#;
 
 /// The value of a `PREFIX rest` line in the guest's report.
@@ -389,6 +389,13 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, mode: Mode) -> Result<Strin
             .any(|a| a == crate::artifacts::TEST_KARG),
         "--karg {} is not on the kernel command line: {cmdline}",
         crate::artifacts::TEST_KARG
+    );
+    // `ostree container` runs ostree-ext through /usr/libexec/libostree/ext/ostree-container
+    // (imgmode) and must see the image the disk was deployed from.
+    let listed = report_line(&report, "IMGMODE-OSTREE-CONTAINER").unwrap_or_default();
+    ensure!(
+        listed.contains("imgmode-base/latest"),
+        "`ostree container image list` in the guest does not list the deployed image: {listed:?}"
     );
     ensure!(
         report_line(&report, "IMGMODE-AUTHKEY") == Some(crate::artifacts::TEST_SSH_KEY),
