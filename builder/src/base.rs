@@ -189,6 +189,8 @@ pub struct BuildOpts {
     pub force: bool,
     /// Also copy the result into containers-storage as `localhost/<name>:latest`.
     pub to_containers_storage: bool,
+    /// gzip layers at the default level instead of the fastest.
+    pub max_compression: bool,
 }
 
 /// What [`build`] produced.
@@ -275,6 +277,7 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     } else {
         steps.step("root filesystem inputs unchanged; reusing the cached rootfs commit");
     }
+    prune_stale_rootfs(&repo, &rootfs_ref)?;
 
     steps.step("layering the overlay and the imgmode binary");
     let layer = work.path().join("layer");
@@ -310,7 +313,13 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     );
     labels.insert("org.opencontainers.image.title".to_string(), name.clone());
     labels.insert(INPUTS_LABEL.to_string(), inputs.clone());
-    crate::ostree::encapsulate(&repo, &final_ref, labels, staging.path())?;
+    crate::ostree::encapsulate(
+        &repo,
+        &final_ref,
+        labels,
+        staging.path(),
+        opts.max_compression,
+    )?;
     let dir = opts.store.publish(staging, &name)?;
     let img = opts.store.inspect(&name)?;
     let cs = copy_to_containers_storage(opts, &name, steps)?;
@@ -410,6 +419,43 @@ fn ref_exists(repo: &Path, r: &str) -> Result<bool> {
         .args(["refs", "--list"])
         .read()?;
     Ok(out.lines().any(|l| l.trim() == r))
+}
+
+/// Drop cached rootfs commits of other inputs, so the cache repo does not grow with every
+/// package list change.
+fn prune_stale_rootfs(repo: &Path, keep: &str) -> Result<()> {
+    let refs = Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["refs", "--list", "imgmode/rootfs"])
+        .read()?;
+    let stale: Vec<String> = refs
+        .lines()
+        .map(|r| {
+            let r = r.trim();
+            // `refs --list PREFIX` prints full names; older ostree printed them relative.
+            if r.starts_with("imgmode/rootfs/") {
+                r.to_string()
+            } else {
+                format!("imgmode/rootfs/{r}")
+            }
+        })
+        .filter(|r| !r.ends_with('/') && r != keep)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for r in &stale {
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["refs", "--delete", r])
+            .output()?;
+    }
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["prune", "--refs-only"])
+        .output()
+        .context("pruning stale rootfs commits")?;
+    Ok(())
 }
 
 fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path) -> Result<()> {
@@ -900,6 +946,41 @@ mod tests {
             "trixie.202611230000",
             "abc123"
         ));
+    }
+
+    #[test]
+    fn stale_rootfs_commits_are_pruned() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = td.path().join("repo");
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["init", "--mode=bare-user"])
+            .output()
+            .unwrap();
+        let tree = td.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        for (i, r) in ["imgmode/rootfs/old", "imgmode/rootfs/new", "imgmode/base/x"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(tree.join("f"), i.to_string()).unwrap();
+            Run::new("ostree")
+                .arg(format!("--repo={}", repo.display()))
+                .args(["commit", "--no-bindings"])
+                .arg(format!("--branch={r}"))
+                .arg(format!("--tree=dir={}", tree.display()))
+                .output()
+                .unwrap();
+        }
+        prune_stale_rootfs(&repo, "imgmode/rootfs/new").unwrap();
+        let refs = Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("refs")
+            .read()
+            .unwrap();
+        let mut refs: Vec<&str> = refs.lines().collect();
+        refs.sort();
+        assert_eq!(refs, ["imgmode/base/x", "imgmode/rootfs/new"]);
     }
 
     #[test]

@@ -155,9 +155,6 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
 
     steps.step("deploying");
     let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
-    if opts.root_fs == RootFs::Xfs {
-        kargs[0] = "root=LABEL=root".into();
-    }
     kargs.extend(opts.kargs.iter().cloned());
     let kargs_ref: Vec<&str> = kargs.iter().map(|s| s.as_str()).collect();
     let mut dopts = oc::deploy::DeployOpts::default();
@@ -386,14 +383,8 @@ pub fn check_config(
 
 /// fstab, root customizations and the stateroot's /var.
 fn customize(opts: &DiskOpts, sysroot: &Path, deploy: &Path) -> Result<()> {
-    let mut fstab = format!("LABEL={} /boot ext4 defaults 1 2\n", partition::BOOT_LABEL);
-    if opts.firmware.uefi() {
-        fstab.push_str(&format!(
-            "LABEL={} /boot/efi vfat umask=0077,shortname=winnt,nofail 0 2\n",
-            partition::ESP_LABEL
-        ));
-        std::fs::create_dir_all(deploy.join("boot/efi")).ok();
-    }
+    // Like bootc systems, the ESP is not mounted at runtime: only bootloader updates touch it.
+    let fstab = format!("LABEL={} /boot ext4 defaults 1 2\n", partition::BOOT_LABEL);
     let etc = deploy.join("etc");
     let existing = std::fs::read_to_string(etc.join("fstab")).unwrap_or_default();
     let kept: String = existing

@@ -229,9 +229,18 @@ fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
         initrd,
         append: "root=LABEL=root rw console=tty0 console=ttyS0,115200n8".into(),
     };
-    let plain_s = rt.block_on(time_to_ready(&plain, plain_boot, &vmdir))?;
-    let direct_s = rt.block_on(time_to_ready(ostree_disk, direct, &vmdir))?;
-    let bios_s = rt.block_on(time_to_ready(ostree_disk, Boot::Bios, &vmdir))?;
+    // TCG boot times vary by a few seconds; take the best of RUNS for each.
+    const RUNS: usize = 2;
+    let best = |disk: &Path, boot: &Boot| -> Result<f64> {
+        let mut best = f64::MAX;
+        for _ in 0..RUNS {
+            best = best.min(rt.block_on(time_to_ready(disk, boot.clone(), &vmdir))?);
+        }
+        Ok(best)
+    };
+    let plain_s = best(&plain, &plain_boot)?;
+    let direct_s = best(ostree_disk, &direct)?;
+    let bios_s = best(ostree_disk, &Boot::Bios)?;
     let baseline = "same tree, plain ext4 root, direct kernel boot".to_string();
     Ok(vec![
         Row {
@@ -241,7 +250,7 @@ fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
             baseline_seconds: Some(plain_s),
             ratio: Some(direct_s / plain_s),
             target: Some("<= 1.10".into()),
-            note: "QEMU start to multi-user.target marker, TCG".into(),
+            note: "QEMU start to multi-user.target marker, TCG, best of 2".into(),
         },
         Row {
             name: "boot to ready (ostree, SeaBIOS+GRUB)".into(),

@@ -82,7 +82,7 @@ pub fn install() -> Result<()> {
         eprintln!("==> all {} Debian packages are installed", PACKAGES.len());
         return Ok(());
     }
-    if !rustix_is_root() {
+    if !is_root() {
         bail!(
             "missing Debian packages: {}; run `cargo xtask deps` as root or apt-get install them",
             missing.join(" ")
@@ -117,7 +117,7 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
-fn rustix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
