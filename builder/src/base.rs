@@ -247,12 +247,7 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
 
     let repo = ensure_repo(&opts.store.repo_path())?;
     let rootfs_ref = format!("imgmode/rootfs/{}", spec.rootfs_key()?);
-    let work_parent = opts.cache_dir.join("work");
-    std::fs::create_dir_all(&work_parent)
-        .with_context(|| format!("creating {}", work_parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("base-")
-        .tempdir_in(&work_parent)?;
+    let work = crate::workdir::WorkDir::new(&opts.cache_dir.join("work"), "base-")?;
 
     if opts.force || !ref_exists(&repo, &rootfs_ref)? {
         let rootfs = work.path().join("rootfs");

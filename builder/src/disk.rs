@@ -141,11 +141,7 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
 pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     let (imgref, target) = preflight(opts)?;
 
-    let work_parent = opts.cache_dir.join("work");
-    std::fs::create_dir_all(&work_parent)?;
-    let work = tempfile::Builder::new()
-        .prefix("disk-")
-        .tempdir_in(&work_parent)?;
+    let work = crate::workdir::WorkDir::new(&opts.cache_dir.join("work"), "disk-")?;
     let sysroot_dir = work.path().join("sysroot");
 
     steps.step(&format!("reading {}", imgref.imgref));

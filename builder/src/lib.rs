@@ -13,6 +13,7 @@ pub mod ostree;
 pub mod partition;
 pub mod progress;
 pub mod store;
+pub mod workdir;
 
 pub use progress::Steps;
 pub use store::Store;

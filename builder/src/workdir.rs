@@ -1,0 +1,158 @@
+//! Scratch directories under `<cache>/work`.
+//!
+//! A build's scratch tree can hold an ostree deployment, and ostree marks every deployment root
+//! immutable (`chattr +i`), so a plain recursive delete fails with EPERM and, because
+//! `tempfile::TempDir` ignores errors on drop, would leave gigabytes behind on every run.
+//! [`WorkDir`] clears those flags before removing the tree, and records its owner's pid so that
+//! the next build can remove trees left by a process that was killed.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rustix::fs::IFlags;
+
+const OWNER_FILE: &str = ".imgmode-owner-pid";
+
+/// A scratch directory removed (immutable flags and all) when dropped.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    /// Create `<parent>/<prefix>XXXXXX`, first removing siblings whose owner process is gone.
+    pub fn new(parent: &Path, prefix: &str) -> Result<Self> {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        sweep_stale(parent)?;
+        let path = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a work directory in {}", parent.display()))?
+            .keep();
+        std::fs::write(path.join(OWNER_FILE), std::process::id().to_string())
+            .with_context(|| format!("writing {}", path.join(OWNER_FILE).display()))?;
+        Ok(WorkDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.path) {
+            tracing::warn!("could not remove {}: {e:#}", self.path.display());
+        }
+    }
+}
+
+/// Remove a tree, clearing the immutable and append-only flags that block the removal.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    clear_flags(path)
+        .with_context(|| format!("clearing immutable flags under {}", path.display()))?;
+    std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+}
+
+fn clear_flags(dir: &Path) -> Result<()> {
+    let blocking = IFlags::IMMUTABLE | IFlags::APPEND;
+    let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // Filesystems without inode flags (tmpfs) cannot have set them either.
+    if let Ok(flags) = rustix::fs::ioctl_getflags(&f) {
+        if flags.intersects(IFlags::IMMUTABLE | IFlags::APPEND) {
+            rustix::fs::ioctl_setflags(&f, flags - blocking)
+                .with_context(|| format!("clearing the immutable flag of {}", dir.display()))?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            clear_flags(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove work directories whose owner pid no longer runs (killed builds).
+fn sweep_stale(parent: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(parent)? {
+        let entry = entry?;
+        let owner = entry.path().join(OWNER_FILE);
+        let pid = match std::fs::read_to_string(&owner) {
+            Ok(s) => s.trim().parse::<u32>().ok(),
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", owner.display())),
+        };
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            tracing::info!("removing stale work directory {}", entry.path().display());
+            remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_removes_the_tree() {
+        let td = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(td.path(), "t-").unwrap();
+        let p = w.path().to_path_buf();
+        std::fs::create_dir_all(p.join("a/b")).unwrap();
+        std::fs::write(p.join("a/b/f"), "x").unwrap();
+        drop(w);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn stale_directories_of_dead_owners_are_swept() {
+        let td = tempfile::tempdir().unwrap();
+        let stale = td.path().join("disk-old");
+        std::fs::create_dir(&stale).unwrap();
+        // pid 0 never names a user process.
+        std::fs::write(stale.join(OWNER_FILE), "0").unwrap();
+        let live = td.path().join("disk-live");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join(OWNER_FILE), std::process::id().to_string()).unwrap();
+        let foreign = td.path().join("not-ours");
+        std::fs::create_dir(&foreign).unwrap();
+
+        let _w = WorkDir::new(td.path(), "t-").unwrap();
+        assert!(!stale.exists());
+        assert!(live.exists());
+        assert!(foreign.exists());
+    }
+
+    #[test]
+    fn immutable_deployment_roots_are_removed() {
+        // Needs root and a filesystem with inode flags (ext4 here); ostree sets +i on deployments.
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let td = tempfile::tempdir_in("/var/tmp").unwrap();
+        let w = WorkDir::new(td.path(), "t-").unwrap();
+        let deploy = w.path().join("ostree/deploy/default/deploy/abc.0");
+        std::fs::create_dir_all(deploy.join("etc")).unwrap();
+        let f = std::fs::File::open(&deploy).unwrap();
+        match rustix::fs::ioctl_getflags(&f) {
+            Ok(flags) => rustix::fs::ioctl_setflags(&f, flags | IFlags::IMMUTABLE).unwrap(),
+            Err(_) => return,
+        }
+        drop(f);
+        assert!(std::fs::remove_dir_all(w.path()).is_err());
+        let p = w.path().to_path_buf();
+        drop(w);
+        assert!(!p.exists());
+    }
+}
