@@ -16,6 +16,8 @@ pub const PACKAGES: &[&str] = &[
     "libglib2.0-dev",
     "libzstd-dev",
     "libssl-dev",
+    // etcd-client compiles etcd's gRPC protocol files
+    "protobuf-compiler",
     // tools imgmode runs
     "ostree",
     "skopeo",
@@ -32,6 +34,8 @@ pub const PACKAGES: &[&str] = &[
     "erofs-utils",
     "fdisk",
     "bubblewrap",
+    // recert tests check chains with `openssl verify`
+    "openssl",
     // VM tests
     "qemu-system-x86",
     "qemu-utils",
