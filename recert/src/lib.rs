@@ -1,6 +1,414 @@
 //! recert: regenerate every certificate, private key and JWT of a cluster copy and rename it,
 //! so that no two hosts made from one seed share a secret.
 //!
-//! Will hold: the configuration (flags or `RECERT_CONFIG`, never both), the filesystem and etcd
-//! scanners, the issuer graph and re-signing from the roots down, the rename and CN/SAN rules,
-//! and the redacted summary file.
+//! The flow of [`run`]:
+//!
+//! 1. connect to etcd first (an unreachable etcd fails the run before anything is touched) and
+//!    start the key-generation pool ([`keypool`]), which works while the scan runs;
+//! 2. scan etcd objects ([`etcd`]) and files ([`filesystem`]) with one text walker
+//!    ([`text`]) into a deduplicated [`registry`];
+//! 3. decide, per certificate and key, what happens, and make the new objects from the roots
+//!    down ([`plan`]), applying the name rules ([`rename`]);
+//! 4. rewrite every location (temp file + rename; one etcd transaction per object), unless
+//!    `dry_run`; replace SSH host keys ([`ssh`]); write the [`summary`].
+
+pub mod cert;
+pub mod config;
+pub mod etcd;
+pub mod filesystem;
+pub mod keypool;
+pub mod keys;
+pub mod plan;
+pub mod registry;
+pub mod rename;
+pub mod ssh;
+pub mod summary;
+pub mod testpki;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use cert::{Cert, ValidityPolicy};
+use config::Checked;
+use keys::PrivateKey;
+use plan::{KeyAction, Plan};
+use registry::Registry;
+use rename::{Match, Renamer};
+use summary::{ClusterRenameReport, Counts, JwtReport, KeyReport, Summary, Timings};
+use text::{Item, Place};
+
+pub use config::RecertConfig;
+
+/// How many RSA 2048 keys the pool may make before the scan says what it needs.
+const SPECULATIVE_KEYS: usize = 1024;
+
+/// Certificates of `use_cert_rules`, and `use_key_rules` keys with the CN they are for.
+type UseRules = (Vec<Cert>, Vec<(String, PrivateKey)>);
+
+fn read_use_rules(c: &Checked) -> Result<UseRules> {
+    let mut certs = vec![];
+    for p in &c.cfg.use_cert_rules {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading use_cert_rules file {}", p.display()))?;
+        let mut found = vec![];
+        text::walk(&text, "", &mut |_p: &Place, item: Item| {
+            if let Item::Pem { label, der, .. } = item {
+                if label == "CERTIFICATE" {
+                    found.push(Cert::parse(&der)?);
+                }
+            }
+            Ok(None)
+        })?;
+        match found.len() {
+            1 => certs.push(found.remove(0)),
+            n => bail!(
+                "use_cert_rules file {} holds {n} certificates; expected exactly one",
+                p.display()
+            ),
+        }
+    }
+    let mut keys = vec![];
+    for r in &c.use_keys {
+        let text = std::fs::read_to_string(&r.key_file)
+            .with_context(|| format!("reading use_key_rules key {}", r.key_file.display()))?;
+        let mut found = vec![];
+        text::walk(&text, "", &mut |_p: &Place, item: Item| {
+            if let Item::Pem { label, der, .. } = item {
+                if keys::is_private_key_label(label) {
+                    found.push(PrivateKey::from_pem_der(label, &der)?);
+                }
+            }
+            Ok(None)
+        })
+        .with_context(|| format!("reading use_key_rules key {}", r.key_file.display()))?;
+        match found.len() {
+            1 => keys.push((r.cn.clone(), found.remove(0))),
+            n => bail!(
+                "use_key_rules file {} holds {n} private keys; expected exactly one",
+                r.key_file.display()
+            ),
+        }
+    }
+    Ok((certs, keys))
+}
+
+/// The cluster's current `name.domain`, from etcd's install-config or else from an `api.` SAN.
+fn current_cluster(
+    objects: &[etcd::EtcdObject],
+    reg: &Registry,
+) -> Option<(String, String, Option<String>)> {
+    if let Some(id) = etcd::cluster_identity(objects) {
+        return Some(id);
+    }
+    reg.certs
+        .iter()
+        .flat_map(|c| c.cert.sans())
+        .find_map(|san| {
+            let rest = san.strip_prefix("api.")?;
+            let (name, domain) = rest.split_once('.')?;
+            Some((name.to_string(), domain.to_string(), None))
+        })
+}
+
+fn build_renamer(
+    c: &Checked,
+    objects: &[etcd::EtcdObject],
+    reg: &Registry,
+) -> Result<(Renamer, Option<ClusterRenameReport>)> {
+    let mut r = Renamer::default();
+    for rule in &c.cn_san_rules {
+        r.add(
+            "cn_san_replace_rules",
+            &rule.old,
+            &rule.new,
+            Match::Exact,
+            false,
+        );
+    }
+    let mut report = None;
+    if let Some(new) = &c.rename {
+        let (name, domain, infra) = current_cluster(objects, reg).ok_or_else(|| {
+            anyhow!("cluster_rename: cannot tell the cluster's current name: no install-config in etcd (kube-system/cluster-config-v1) and no api.<name>.<domain> SAN in any certificate")
+        })?;
+        let from = format!("{name}.{domain}");
+        let to = format!("{}.{}", new.name, new.domain);
+        r.add(
+            "cluster_rename",
+            &format!(".{from}"),
+            &format!(".{to}"),
+            Match::Substring,
+            true,
+        );
+        if let Some(new_infra) = &new.infra_id {
+            match infra {
+                Some(old) => r.add("cluster_rename infra ID", &old, new_infra, Match::Substring, true),
+                None => bail!("cluster_rename gives an infra ID but the current one is unknown (no infrastructures/cluster object in etcd)"),
+            }
+        }
+        report = Some(ClusterRenameReport { from, to });
+    }
+    if c.cfg.hostname.is_some() || c.cfg.ip.is_some() {
+        let (old_host, old_ip) = etcd::node_identity(objects)?
+            .ok_or_else(|| anyhow!("hostname/ip: no node object under {} in etcd", etcd::NODES))?;
+        if let Some(h) = &c.cfg.hostname {
+            r.add("hostname", &old_host, h, Match::Exact, false);
+            r.add(
+                "hostname in identities",
+                &format!(":{old_host}"),
+                &format!(":{h}"),
+                Match::Suffix,
+                false,
+            );
+        }
+        if let Some(ip) = &c.cfg.ip {
+            let old = old_ip
+                .ok_or_else(|| anyhow!("ip: the node object in etcd has no InternalIP address"))?;
+            r.add("ip", &old, ip, Match::Exact, false);
+        }
+    }
+    Ok((r, report))
+}
+
+fn map_visitor<'a>(plan: &'a Plan) -> impl FnMut(&Place, Item) -> Result<Option<String>> + 'a {
+    move |_p: &Place, item: Item| {
+        Ok(match item {
+            Item::Pem { label, der, .. } if label == "CERTIFICATE" => {
+                plan.certs.get(&der).map(|new| text::pem_encode(label, new))
+            }
+            Item::Pem { label, der, .. } if keys::is_private_key_label(label) => {
+                let spki = PrivateKey::from_pem_der(label, &der)?.spki_der();
+                match plan.keys.get(&spki) {
+                    Some(k) => Some(text::pem_encode(label, &k.to_pem_der(label)?)),
+                    None => None,
+                }
+            }
+            Item::Pem { label, der, .. } if keys::is_public_key_label(label) => {
+                let spki = keys::public_key_spki(label, &der)?;
+                match plan.public_keys.get(&spki) {
+                    Some(new) => Some(text::pem_encode(
+                        label,
+                        &keys::encode_public_key(label, new)?,
+                    )),
+                    None => None,
+                }
+            }
+            Item::Jwt(t) => plan.jwts.get(t).cloned(),
+            _ => None,
+        })
+    }
+}
+
+/// Run recert. The summary is also written where the configuration says.
+pub fn run(c: &Checked) -> Result<Summary> {
+    let t0 = Instant::now();
+    if let Some(sf) = &c.cfg.summary_file {
+        if sf.exists() && !c.cfg.force_rerun {
+            bail!(
+                "{} exists: this tree was already recerted; recert refuses to run twice (set force_rerun to run anyway)",
+                sf.display()
+            );
+        }
+    }
+    let (use_certs, use_keys) = read_use_rules(c)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut etcd = match &c.cfg.etcd_endpoint {
+        Some(e) => Some(rt.block_on(etcd::Etcd::connect(e))?),
+        None => None,
+    };
+
+    let pool = keypool::KeyPool::start(c.threads, SPECULATIVE_KEYS);
+    let strict = c.cfg.fail_on_invalid_pem;
+    let mut reg = Registry::default();
+    let mut objects = match etcd.as_mut() {
+        Some(e) => rt.block_on(e.scan())?,
+        None => vec![],
+    };
+    for obj in &objects {
+        for f in obj.fields() {
+            let loc = obj.location(&f.name);
+            text::walk(&f.text, "", &mut |p: &Place, item: Item| {
+                reg.record(&loc, p, item, strict)?;
+                Ok(None)
+            })?;
+        }
+    }
+    let files = filesystem::scan(&c.cfg.static_dirs, &c.cfg.static_files)?;
+    for f in &files {
+        let loc = f.location();
+        text::walk(&f.text, "", &mut |p: &Place, item: Item| {
+            reg.record(&loc, p, item, strict)?;
+            Ok(None)
+        })?;
+    }
+    let scan_ms = t0.elapsed().as_millis();
+
+    let (renamer, rename_report) = build_renamer(c, &objects, &reg)?;
+    let decisions = plan::Decisions::new(&reg, use_certs, use_keys)?;
+    let needs = decisions.needs(&reg);
+    let key_actions = decisions.keys.clone();
+    let generated = pool.finish(&needs).context("generating keys")?;
+
+    let t_proc = Instant::now();
+    let validity = if c.cfg.force_expire {
+        ValidityPolicy::ForceExpire
+    } else if c.cfg.extend_expiration {
+        ValidityPolicy::Extend
+    } else {
+        ValidityPolicy::Keep
+    };
+    let plan = decisions.execute(&reg, generated.keys, &renamer, validity, SystemTime::now())?;
+
+    // New contents of every container that changes.
+    let mut new_files = vec![];
+    for f in &files {
+        let mut new = text::walk(&f.text, "", &mut map_visitor(&plan))
+            .with_context(|| format!("rewriting {}", f.path.display()))?;
+        if text::is_kubeconfig(&new) {
+            new = renamer.rewrite_text(&new);
+        }
+        if new != f.text {
+            new_files.push((f.path.clone(), new));
+        }
+    }
+    let mut changed_objects = vec![];
+    for obj in objects.iter_mut() {
+        let mut changed = false;
+        for field in obj.fields() {
+            let mut new = text::walk(&field.text, "", &mut map_visitor(&plan))
+                .with_context(|| format!("rewriting {}", obj.location(&field.name)))?;
+            if obj.is_configmap() || text::is_kubeconfig(&new) {
+                new = renamer.rewrite_text(&new);
+            }
+            if new != field.text {
+                obj.set_field(&field, &new);
+                changed = true;
+            }
+        }
+        if changed {
+            changed_objects.push(obj.clone());
+        }
+    }
+    let processing_ms = t_proc.elapsed().as_millis();
+
+    let t_commit = Instant::now();
+    let mut written = vec![];
+    if !c.cfg.dry_run {
+        if let Some(e) = etcd.as_mut() {
+            for obj in &changed_objects {
+                rt.block_on(e.put(obj))?;
+                written.push(format!("etcd {}", obj.key));
+            }
+        }
+        for (path, text) in &new_files {
+            filesystem::write_atomic(path, text.as_bytes())?;
+            written.push(format!("file {}", path.display()));
+        }
+    } else {
+        written.extend(
+            changed_objects
+                .iter()
+                .map(|o| format!("etcd {} (dry run)", o.key)),
+        );
+        written.extend(
+            new_files
+                .iter()
+                .map(|(p, _)| format!("file {} (dry run)", p.display())),
+        );
+    }
+    let ssh_keys = match &c.cfg.regenerate_server_ssh_keys {
+        Some(dir) => ssh::regenerate_host_keys(dir, c.cfg.dry_run)?,
+        None => vec![],
+    };
+    let commit_ms = t_commit.elapsed().as_millis();
+
+    let mut warnings = reg.warnings.clone();
+    warnings.extend(plan.warnings.iter().cloned());
+    let rules = renamer.report();
+    for r in &rules {
+        if r.matches == 0 {
+            warnings.push(format!(
+                "{} rule {} -> {} matched nothing",
+                r.rule, r.old, r.new
+            ));
+        }
+    }
+    let mut by_kind = BTreeMap::new();
+    let all_locations = reg
+        .certs
+        .iter()
+        .flat_map(|c| &c.locations)
+        .chain(reg.keys.iter().flat_map(|k| &k.locations))
+        .chain(reg.public_keys.iter().flat_map(|p| &p.1))
+        .chain(reg.jwts.iter().flat_map(|j| &j.1));
+    for l in all_locations {
+        let kind = l.split(' ').next().unwrap_or("?").to_string();
+        *by_kind.entry(kind).or_insert(0) += 1;
+    }
+    let summary = Summary {
+        tool: format!("imgmode-recert {}", env!("CARGO_PKG_VERSION")),
+        dry_run: c.cfg.dry_run,
+        threads: c.threads,
+        cluster_rename: rename_report,
+        found: Counts {
+            certificates: reg.certs.len(),
+            private_keys: reg.keys.len(),
+            public_keys: reg.public_keys.len(),
+            jwts: reg.jwts.len(),
+        },
+        regenerated: Counts {
+            certificates: plan.certs.len(),
+            private_keys: plan.keys.len(),
+            public_keys: plan.public_keys.len(),
+            jwts: plan.jwts.len(),
+        },
+        ssh_host_keys_regenerated: ssh_keys,
+        locations_by_kind: by_kind,
+        rules,
+        certificates: plan.report.clone(),
+        private_keys: reg
+            .keys
+            .iter()
+            .zip(&key_actions)
+            .map(|(k, a)| KeyReport {
+                kind: k.key.kind().to_string(),
+                action: match a {
+                    KeyAction::Regenerate => "regenerated".into(),
+                    KeyAction::UseKey(_) => "replaced by a use_key_rules key".into(),
+                    KeyAction::Keep(why) => format!("kept: {why}"),
+                },
+                locations: k.locations.clone(),
+            })
+            .collect(),
+        jwts: reg
+            .jwts
+            .iter()
+            .map(|(t, l)| JwtReport {
+                token: "<redacted>",
+                regenerated: plan.jwts.contains_key(t),
+                locations: l.clone(),
+            })
+            .collect(),
+        written,
+        warnings,
+        timings: Timings {
+            scan_ms,
+            key_generation_ms: generated.total.as_millis(),
+            key_generation_wait_ms: generated.wait.as_millis(),
+            processing_ms,
+            commit_ms,
+            total_ms: t0.elapsed().as_millis(),
+        },
+    };
+    if let Some(p) = &c.cfg.summary_file {
+        summary.write(p, false)?;
+    }
+    if let Some(p) = &c.cfg.summary_file_clean {
+        summary.write(p, true)?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,201 @@
+//! The etcd half. Objects are Kubernetes-style JSON under `/kubernetes.io/<resource>/...`:
+//! secrets carry base64 `data` values, configmaps plain-text `data` values. Each changed object
+//! is written back in its own transaction, guarded by the revision it was read at.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+
+use crate::text::{b64_decode, b64_encode};
+
+pub const PREFIX: &str = "/kubernetes.io/";
+pub const SECRETS: &str = "/kubernetes.io/secrets/";
+pub const CONFIGMAPS: &str = "/kubernetes.io/configmaps/";
+pub const NODES: &str = "/kubernetes.io/minions/";
+
+#[derive(Debug, Clone)]
+pub struct EtcdObject {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub mod_revision: i64,
+}
+
+/// A value inside an object that may hold secrets.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub text: String,
+    pub base64: bool,
+}
+
+impl EtcdObject {
+    pub fn location(&self, field: &str) -> String {
+        format!("etcd {} data.{field}", self.key)
+    }
+
+    pub fn is_configmap(&self) -> bool {
+        self.key.starts_with(CONFIGMAPS)
+    }
+
+    /// The text fields of `data` (base64-decoded for secrets; binary values are skipped).
+    pub fn fields(&self) -> Vec<Field> {
+        let base64 = self.key.starts_with(SECRETS);
+        let Some(data) = self.value.get("data").and_then(|d| d.as_object()) else {
+            return vec![];
+        };
+        data.iter()
+            .filter_map(|(k, v)| {
+                let s = v.as_str()?;
+                let text = if base64 {
+                    String::from_utf8(b64_decode(s).ok()?).ok()?
+                } else {
+                    s.to_string()
+                };
+                Some(Field {
+                    name: k.clone(),
+                    text,
+                    base64,
+                })
+            })
+            .collect()
+    }
+
+    pub fn set_field(&mut self, f: &Field, text: &str) {
+        let v = if f.base64 {
+            b64_encode(text.as_bytes())
+        } else {
+            text.to_string()
+        };
+        self.value["data"][f.name.as_str()] = serde_json::Value::String(v);
+    }
+}
+
+pub struct Etcd {
+    client: Client,
+    endpoint: String,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Etcd {
+    /// Connect and prove the endpoint answers, so that an unreachable etcd fails the run before
+    /// anything is touched.
+    pub async fn connect(endpoint: &str) -> Result<Self> {
+        let hint = || {
+            format!(
+                "connecting to etcd at {endpoint} (is etcd running and is etcd_endpoint right?)"
+            )
+        };
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(TIMEOUT);
+        let mut client = tokio::time::timeout(TIMEOUT, Client::connect([endpoint], Some(opts)))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .with_context(hint)?
+            .with_context(hint)?;
+        tokio::time::timeout(TIMEOUT, client.status())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .with_context(hint)?
+            .with_context(hint)?;
+        Ok(Etcd {
+            client,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// Every object under `/kubernetes.io/` whose value is JSON.
+    pub async fn scan(&mut self) -> Result<Vec<EtcdObject>> {
+        let resp = self
+            .client
+            .get(PREFIX, Some(GetOptions::new().with_prefix()))
+            .await
+            .with_context(|| format!("reading {PREFIX} from etcd at {}", self.endpoint))?;
+        let mut out = vec![];
+        for kv in resp.kvs() {
+            let key = kv.key_str()?.to_string();
+            // Protobuf-encoded objects start with "k8s\0"; only JSON is handled.
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(kv.value()) else {
+                continue;
+            };
+            out.push(EtcdObject {
+                key,
+                value,
+                mod_revision: kv.mod_revision(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Write one object if nobody changed it since it was read.
+    pub async fn put(&mut self, obj: &EtcdObject) -> Result<()> {
+        let value = serde_json::to_vec(&obj.value)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                obj.key.as_str(),
+                CompareOp::Equal,
+                obj.mod_revision,
+            )])
+            .and_then([TxnOp::put(obj.key.as_str(), value, None)]);
+        let resp = self
+            .client
+            .txn(txn)
+            .await
+            .with_context(|| format!("writing {} to etcd", obj.key))?;
+        if !resp.succeeded() {
+            bail!(
+                "etcd object {} changed while recert ran (revision {} no longer current); stop the writers and run again",
+                obj.key,
+                obj.mod_revision
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The node's name and internal IP, from the single node object.
+pub fn node_identity(objects: &[EtcdObject]) -> Result<Option<(String, Option<String>)>> {
+    let nodes: Vec<&EtcdObject> = objects
+        .iter()
+        .filter(|o| o.key.starts_with(NODES))
+        .collect();
+    match nodes.as_slice() {
+        [] => Ok(None),
+        [n] => {
+            let name = n.key[NODES.len()..].to_string();
+            let ip = n.value["status"]["addresses"]
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .find(|x| x["type"] == "InternalIP")
+                        .and_then(|x| x["address"].as_str())
+                })
+                .map(str::to_string);
+            Ok(Some((name, ip)))
+        }
+        many => bail!(
+            "found {} node objects under {NODES}; hostname and ip changes need a single-node cluster",
+            many.len()
+        ),
+    }
+}
+
+/// The cluster's name, base domain and infra ID: from the install-config in the
+/// `kube-system/cluster-config-v1` configmap and the infrastructure object.
+pub fn cluster_identity(objects: &[EtcdObject]) -> Option<(String, String, Option<String>)> {
+    let cm = objects
+        .iter()
+        .find(|o| o.key == "/kubernetes.io/configmaps/kube-system/cluster-config-v1")?;
+    let ic: serde_yaml::Value =
+        serde_yaml::from_str(cm.value["data"]["install-config"].as_str()?).ok()?;
+    let name = ic.get("metadata")?.get("name")?.as_str()?.to_string();
+    let domain = ic.get("baseDomain")?.as_str()?.to_string();
+    let infra = objects
+        .iter()
+        .find(|o| o.key == "/kubernetes.io/config.openshift.io/infrastructures/cluster")
+        .and_then(|o| o.value["status"]["infrastructureName"].as_str())
+        .map(str::to_string);
+    Some((name, domain, infra))
+}

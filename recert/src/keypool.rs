@@ -1,0 +1,158 @@
+//! Key generation in parallel, overlapped with scanning.
+//!
+//! Workers start before the scan and generate RSA 2048 keys (the kind a cluster holds most of)
+//! speculatively, up to a cap. When the scan knows what it needs, [`KeyPool::finish`] hands the
+//! workers the exact remaining demand per kind and waits for them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+
+use crate::keys::{KeyKind, PrivateKey};
+
+const SPECULATIVE: KeyKind = KeyKind::Rsa(2048);
+
+#[derive(Default)]
+struct State {
+    ready: HashMap<KeyKind, Vec<PrivateKey>>,
+    /// None while scanning; then the exact jobs left.
+    demand: Option<VecDeque<KeyKind>>,
+    speculative_left: usize,
+    error: Option<String>,
+}
+
+pub struct KeyPool {
+    shared: Arc<(Mutex<State>, Condvar)>,
+    workers: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+/// What the pool produced and what it cost.
+pub struct Generated {
+    pub keys: HashMap<KeyKind, Vec<PrivateKey>>,
+    /// Time spent waiting for keys after the scan ended.
+    pub wait: Duration,
+    /// Time from pool start to the last key.
+    pub total: Duration,
+    pub speculative_unused: usize,
+}
+
+impl KeyPool {
+    /// Start `threads` workers that may generate up to `speculative` RSA 2048 keys before the
+    /// demand is known.
+    pub fn start(threads: usize, speculative: usize) -> Self {
+        let shared = Arc::new((
+            Mutex::new(State {
+                speculative_left: speculative,
+                ..Default::default()
+            }),
+            Condvar::new(),
+        ));
+        let workers = (0..threads.max(1))
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || worker(&shared))
+            })
+            .collect();
+        KeyPool {
+            shared,
+            workers,
+            started: Instant::now(),
+        }
+    }
+
+    /// Generate what is still missing of `needs` and return exactly that many keys per kind.
+    pub fn finish(self, needs: &HashMap<KeyKind, usize>) -> Result<Generated> {
+        let waited = Instant::now();
+        {
+            let (lock, cv) = &*self.shared;
+            let mut st = lock.lock().expect("key pool lock");
+            let mut jobs = VecDeque::new();
+            for (kind, &n) in needs {
+                let have = st.ready.get(kind).map_or(0, |v| v.len());
+                jobs.extend(std::iter::repeat_n(*kind, n.saturating_sub(have)));
+            }
+            st.demand = Some(jobs);
+            cv.notify_all();
+        }
+        for w in self.workers {
+            w.join()
+                .map_err(|_| anyhow!("a key generation thread panicked"))?;
+        }
+        let mut st = self.shared.0.lock().expect("key pool lock");
+        if let Some(e) = st.error.take() {
+            return Err(anyhow!(e));
+        }
+        let mut keys = HashMap::new();
+        let mut unused = 0;
+        for (kind, mut v) in std::mem::take(&mut st.ready) {
+            let n = needs.get(&kind).copied().unwrap_or(0);
+            unused += v.len().saturating_sub(n);
+            v.truncate(n);
+            keys.insert(kind, v);
+        }
+        Ok(Generated {
+            keys,
+            wait: waited.elapsed(),
+            total: self.started.elapsed(),
+            speculative_unused: unused,
+        })
+    }
+}
+
+fn worker(shared: &(Mutex<State>, Condvar)) {
+    let (lock, cv) = shared;
+    loop {
+        let kind = {
+            let mut st = lock.lock().expect("key pool lock");
+            loop {
+                if st.error.is_some() {
+                    return;
+                }
+                if let Some(jobs) = st.demand.as_mut() {
+                    match jobs.pop_front() {
+                        Some(k) => break k,
+                        None => return,
+                    }
+                }
+                if st.speculative_left > 0 {
+                    st.speculative_left -= 1;
+                    break SPECULATIVE;
+                }
+                st = cv.wait(st).expect("key pool lock");
+            }
+        };
+        let key = PrivateKey::generate(kind);
+        let mut st = lock.lock().expect("key pool lock");
+        match key {
+            Ok(k) => st.ready.entry(kind).or_default().push(k),
+            Err(e) => st.error = Some(format!("{e:#}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_exactly_the_demand_of_each_kind() {
+        let pool = KeyPool::start(2, 1);
+        let needs = HashMap::from([
+            (KeyKind::P256, 3),
+            (KeyKind::P384, 1),
+            (KeyKind::Rsa(1024), 2),
+        ]);
+        let got = pool.finish(&needs).unwrap();
+        for (kind, n) in &needs {
+            assert_eq!(got.keys[kind].len(), *n);
+            assert!(got.keys[kind].iter().all(|k| k.kind() == *kind));
+        }
+        let spkis: std::collections::HashSet<_> =
+            got.keys.values().flatten().map(|k| k.spki_der()).collect();
+        assert_eq!(spkis.len(), 6, "every key is distinct");
+    }
+}

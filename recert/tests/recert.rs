@@ -1,0 +1,536 @@
+//! recert end to end on generated PKIs: files and a real etcd on a loopback port.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imgmode_recert::cert::Cert;
+use imgmode_recert::config::RecertConfig;
+use imgmode_recert::registry::Registry;
+use imgmode_recert::testpki::{self, Pki, PkiSpec};
+use imgmode_recert::text::{self, Item, Place};
+
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn start_etcd() -> Etcd {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, p) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{c}");
+    let peer = format!("http://127.0.0.1:{p}");
+    let child = Command::new("etcd")
+        .args(["--name", "t", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("t={peer}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+        .spawn()
+        .expect("etcd (Debian package etcd-server) must be installed: cargo xtask deps");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = rt().block_on(async {
+            match etcd_client::Client::connect([endpoint.as_str()], None).await {
+                Ok(mut c) => c.status().await.is_ok(),
+                Err(_) => false,
+            }
+        });
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not start; see {}",
+            dir.path().join("etcd.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Etcd {
+        child,
+        endpoint,
+        _dir: dir,
+    }
+}
+
+fn load(etcd: &Etcd, pki: &Pki) {
+    rt().block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+            .await
+            .unwrap();
+        for (k, v) in &pki.etcd_objects {
+            c.put(k.as_str(), serde_json::to_vec(v).unwrap(), None)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+fn etcd_dump(etcd: &Etcd) -> Vec<(String, String)> {
+    rt().block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+            .await
+            .unwrap();
+        let r = c
+            .get(
+                "/kubernetes.io/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().unwrap().to_string(),
+                    kv.value_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Every file's content plus every etcd value, with secrets' base64 data decoded.
+fn everything(root: &Path, etcd: Option<&Etcd>) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let files = imgmode_recert::filesystem::scan(&[root.to_path_buf()], &[]).unwrap();
+    for f in files {
+        out.push((f.location(), f.text));
+    }
+    if let Some(e) = etcd {
+        for (k, v) in etcd_dump(e) {
+            let json: serde_json::Value = serde_json::from_str(&v).unwrap();
+            if let Some(data) = json.get("data").and_then(|d| d.as_object()) {
+                for (f, val) in data {
+                    let s = val.as_str().unwrap();
+                    let t = if k.contains("/secrets/") {
+                        String::from_utf8(text::b64_decode(s).unwrap()).unwrap()
+                    } else {
+                        s.to_string()
+                    };
+                    out.push((format!("etcd {k} {f}"), t));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn registry_of(all: &[(String, String)]) -> Registry {
+    let mut reg = Registry::default();
+    for (loc, t) in all {
+        text::walk(t, "", &mut |p: &Place, item: Item| {
+            reg.record(loc, p, item, true)?;
+            Ok(None)
+        })
+        .unwrap();
+    }
+    reg
+}
+
+fn config(root: &Path, etcd: Option<&Etcd>, summary: &Path) -> RecertConfig {
+    RecertConfig {
+        static_dirs: vec![root.to_path_buf()],
+        etcd_endpoint: etcd.map(|e| e.endpoint.clone()),
+        summary_file: Some(summary.to_path_buf()),
+        threads: Some(2),
+        ..Default::default()
+    }
+}
+
+fn openssl_verify(root: &Path, intermediates: &[&Path], leaf: &Path) -> bool {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["verify", "-CAfile"]).arg(root);
+    for i in intermediates {
+        cmd.arg("-untrusted").arg(i);
+    }
+    let out = cmd.arg(leaf).output().expect("openssl must be installed");
+    out.status.success()
+}
+
+#[test]
+fn recert_regenerates_renames_and_rewrites_files_and_etcd() {
+    let etcd = start_etcd();
+    let td = tempfile::tempdir().unwrap();
+    let root = td.path().join("root");
+    let pki = testpki::generate(&PkiSpec::default(), &root).unwrap();
+    load(&etcd, &pki);
+    let before = everything(&root, Some(&etcd));
+    let old = registry_of(&before);
+    assert_eq!(
+        old.certs.len(),
+        pki.certs.len(),
+        "every generated certificate is found"
+    );
+
+    // A dry run writes nothing but the summary.
+    let dry_summary = td.path().join("dry.yaml");
+    let mut cfg = config(&root, Some(&etcd), &dry_summary);
+    cfg.dry_run = true;
+    cfg.cluster_rename = Some("new:example.org:new-9qz".into());
+    let s = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap();
+    assert!(s.regenerated.certificates == pki.certs.len());
+    assert_eq!(
+        everything(&root, Some(&etcd)),
+        before,
+        "dry run changed something"
+    );
+
+    let summary = td.path().join("summary.yaml");
+    let clean = td.path().join("summary-clean.yaml");
+    let mut cfg = config(&root, Some(&etcd), &summary);
+    cfg.summary_file_clean = Some(clean.clone());
+    cfg.cluster_rename = Some("new:example.org:new-9qz".into());
+    cfg.hostname = Some("new-node".into());
+    cfg.ip = Some("10.0.0.7".into());
+    cfg.cn_san_replace_rules = vec!["never.example.net:other.example.net".into()];
+    let s = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap();
+    assert_eq!(s.regenerated.certificates, pki.certs.len());
+    assert_eq!(s.regenerated.private_keys, old.keys.len());
+    assert_eq!(s.regenerated.jwts, 3, "{:?}", s.jwts);
+
+    let after = everything(&root, Some(&etcd));
+    let new = registry_of(&after);
+
+    // Nothing old remains: keys (by public key), certificates, signatures, JWTs.
+    let old_spkis: HashSet<_> = old.keys.iter().map(|k| k.key.spki_der()).collect();
+    for k in &new.keys {
+        assert!(
+            !old_spkis.contains(&k.key.spki_der()),
+            "old key at {:?}",
+            k.locations
+        );
+    }
+    for (spki, locs) in &new.public_keys {
+        assert!(!old_spkis.contains(spki), "old public key at {locs:?}");
+    }
+    let old_sigs: HashSet<Vec<u8>> = old
+        .certs
+        .iter()
+        .map(|c| c.cert.cert.signature.raw_bytes().to_vec())
+        .collect();
+    for c in &new.certs {
+        assert!(
+            !old_sigs.contains(c.cert.cert.signature.raw_bytes()),
+            "old signature at {:?}",
+            c.locations
+        );
+    }
+    let old_tokens: HashSet<_> = old.jwts.iter().map(|j| j.0.clone()).collect();
+    assert!(new.jwts.iter().all(|j| !old_tokens.contains(&j.0)));
+    assert_eq!(new.certs.len(), old.certs.len());
+
+    // Every chain verifies, by signature and with openssl; the old root validates nothing.
+    let graph = imgmode_recert::plan::issuer_graph(&new);
+    let dir = td.path().join("verify");
+    std::fs::create_dir(&dir).unwrap();
+    let write = |name: String, c: &Cert| {
+        let p = dir.join(name);
+        std::fs::write(&p, text::pem_encode("CERTIFICATE", &c.der)).unwrap();
+        p
+    };
+    for (i, c) in new.certs.iter().enumerate() {
+        let mut chain = vec![];
+        let mut cur = i;
+        loop {
+            let j = graph[cur]
+                .unwrap_or_else(|| panic!("no issuer for {}", new.certs[cur].cert.subject()));
+            if j == cur {
+                break;
+            }
+            chain.push(j);
+            cur = j;
+        }
+        let leaf = write(format!("{i}-leaf.pem"), &c.cert);
+        let root_pem = write(format!("{i}-root.pem"), &new.certs[cur].cert);
+        let inter: Vec<PathBuf> = chain[..chain.len().saturating_sub(1)]
+            .iter()
+            .map(|&j| write(format!("{i}-inter-{j}.pem"), &new.certs[j].cert))
+            .collect();
+        let inter_refs: Vec<&Path> = inter.iter().map(|p| p.as_path()).collect();
+        assert!(
+            openssl_verify(&root_pem, &inter_refs, &leaf),
+            "openssl verify failed for {}",
+            c.cert.subject()
+        );
+        let old_root = old
+            .certs
+            .iter()
+            .find(|o| o.cert.subject() == new.certs[cur].cert.subject())
+            .unwrap();
+        assert!(
+            !c.cert.signed_by(&old_root.cert.spki_der),
+            "old root validates {}",
+            c.cert.subject()
+        );
+        if i != cur {
+            let old_root_pem = write(format!("{i}-oldroot.pem"), &old_root.cert);
+            assert!(
+                !openssl_verify(&old_root_pem, &inter_refs, &leaf),
+                "old root verifies {}",
+                c.cert.subject()
+            );
+        }
+    }
+
+    // Names: the new cluster domain, hostname and IP; nothing of the seed's.
+    let sans: HashSet<String> = new.certs.iter().flat_map(|c| c.cert.sans()).collect();
+    for want in [
+        "api.new.example.org",
+        "api-int.new.example.org",
+        "*.apps.new.example.org",
+        "new-node",
+        "10.0.0.7",
+    ] {
+        assert!(sans.contains(want), "no SAN {want} in {sans:?}");
+    }
+    for c in &new.certs {
+        let names = format!(
+            "{} {} {:?}",
+            c.cert.subject(),
+            c.cert.issuer(),
+            c.cert.sans()
+        );
+        assert!(
+            !names.contains("seed.example.com")
+                && !names.contains("seed-node")
+                && !names.contains("192.168.126.10"),
+            "{names}"
+        );
+    }
+    assert!(new
+        .certs
+        .iter()
+        .any(|c| c.cert.subject().contains("system:node:new-node")));
+    let all_text: String = after.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(
+        !all_text.contains("api-int.seed.example.com"),
+        "kubeconfig server URL not renamed"
+    );
+    assert!(all_text.contains("server: https://api-int.new.example.org:6443"));
+    assert!(all_text.contains("https://console-openshift-console.apps.new.example.org"));
+
+    // JWTs verify with the new service-account key, and its kid changed with it.
+    let sa_new = new
+        .keys
+        .iter()
+        .find(|k| {
+            k.locations
+                .iter()
+                .any(|l| l.contains("service-account.key"))
+        })
+        .unwrap();
+    for (tok, locs) in &new.jwts {
+        let parts: Vec<&str> = tok.split('.').collect();
+        use base64::Engine;
+        let sig = text::B64URL.decode(parts[2]).unwrap();
+        let msg = format!("{}.{}", parts[0], parts[1]);
+        assert!(
+            imgmode_recert::keys::verify(
+                &sa_new.key.spki_der(),
+                &imgmode_recert::keys::SHA256_WITH_RSA,
+                msg.as_bytes(),
+                &sig,
+                true
+            ),
+            "{locs:?}"
+        );
+        let header: serde_json::Value =
+            serde_json::from_slice(&text::B64URL.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(
+            header["kid"],
+            imgmode_recert::plan::kube_kid(&sa_new.key.spki_der())
+        );
+    }
+
+    // The summaries hold no key material, and say what matched nothing.
+    for p in [&summary, &clean] {
+        let t = std::fs::read_to_string(p).unwrap();
+        assert!(
+            !t.contains("PRIVATE KEY") && !t.contains("eyJ"),
+            "{}",
+            p.display()
+        );
+        for k in old.keys.iter().chain(new.keys.iter()) {
+            let der = k.key.to_pem_der(k.key.default_label()).unwrap();
+            assert!(!t.contains(&text::b64_encode(&der)[..40]));
+        }
+        assert!(
+            t.contains("scan_ms") && t.contains("key_generation_ms") && t.contains("commit_ms")
+        );
+        assert!(
+            t.contains(
+                "cn_san_replace_rules rule never.example.net -> other.example.net matched nothing"
+            ),
+            "{t}"
+        );
+    }
+    assert!(std::fs::read_to_string(&summary)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    assert!(!std::fs::read_to_string(&clean)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+
+    // A second run refuses unless forced.
+    let err = imgmode_recert::run(&cfg.clone().check().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already recerted"), "{err}");
+}
+
+#[test]
+fn two_recerts_of_one_seed_share_no_secret() {
+    let td = tempfile::tempdir().unwrap();
+    let seed = td.path().join("seed");
+    testpki::generate(&PkiSpec::default(), &seed).unwrap();
+    let mut keys = vec![];
+    for n in ["a", "b"] {
+        let copy = td.path().join(n);
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(&seed)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success());
+        let cfg = config(&copy, None, &td.path().join(format!("{n}.yaml")));
+        imgmode_recert::run(&cfg.check().unwrap()).unwrap();
+        let reg = registry_of(&everything(&copy, None));
+        keys.push(
+            reg.keys
+                .iter()
+                .map(|k| k.key.spki_der())
+                .collect::<HashSet<_>>(),
+        );
+    }
+    assert!(!keys[0].is_empty());
+    assert!(
+        keys[0].is_disjoint(&keys[1]),
+        "two recerts share a private key"
+    );
+}
+
+#[test]
+fn bad_input_is_named_and_leaves_the_tree_alone() {
+    let td = tempfile::tempdir().unwrap();
+    let root = td.path().join("root");
+    let pki = testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let before = everything(&root, None);
+
+    // etcd unreachable: fails before touching the filesystem.
+    let mut cfg = config(&root, None, &td.path().join("s.yaml"));
+    cfg.etcd_endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
+    let err = format!(
+        "{:#}",
+        imgmode_recert::run(&cfg.check().unwrap()).unwrap_err()
+    );
+    assert!(err.contains("connecting to etcd at"), "{err}");
+    assert_eq!(everything(&root, None), before);
+
+    // Ed25519 keys cannot be regenerated: the error names the file.
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let ed = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
+    let ed_path = root.join("etc/ed.key");
+    std::fs::write(
+        &ed_path,
+        text::pem_encode("PRIVATE KEY", ed.to_pkcs8_der().unwrap().as_bytes()),
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        imgmode_recert::run(
+            &config(&root, None, &td.path().join("s.yaml"))
+                .check()
+                .unwrap()
+        )
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("Ed25519") && err.contains("etc/ed.key"),
+        "{err}"
+    );
+    std::fs::remove_file(&ed_path).unwrap();
+
+    // Unparseable PEM: skipped with file and line, or fatal when asked.
+    let bad = root.join("etc/bad.crt");
+    std::fs::write(
+        &bad,
+        "x\n-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let mut strict = config(&root, None, &td.path().join("s.yaml"));
+    strict.fail_on_invalid_pem = true;
+    let err = format!(
+        "{:#}",
+        imgmode_recert::run(&strict.check().unwrap()).unwrap_err()
+    );
+    assert!(err.contains("etc/bad.crt line 2"), "{err}");
+
+    // A certificate whose issuer is missing is kept and reported.
+    let orphan = pki.cert("lb-serving");
+    std::fs::remove_dir_all(root.join("etc/kubernetes/static-pod-resources/signers")).unwrap();
+    let keep_only = td.path().join("orphan");
+    std::fs::create_dir(&keep_only).unwrap();
+    std::fs::write(keep_only.join("tls.crt"), orphan.cert_pem()).unwrap();
+    std::fs::write(keep_only.join("bad.crt"), std::fs::read(&bad).unwrap()).unwrap();
+    let s = imgmode_recert::run(
+        &config(&keep_only, None, &td.path().join("o.yaml"))
+            .check()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s.regenerated.certificates, 0);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("kept certificate") && w.contains("was not found")),
+        "{:?}",
+        s.warnings
+    );
+    assert!(
+        s.warnings.iter().any(|w| w.contains("bad.crt line 2")),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(
+        std::fs::read_to_string(keep_only.join("tls.crt")).unwrap(),
+        orphan.cert_pem()
+    );
+}
