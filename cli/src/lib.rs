@@ -57,6 +57,12 @@ pub enum Command {
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
     },
+    /// Regenerate every certificate, key and JWT of a cluster copy and rename it.
+    #[command(after_help = "Configuration comes from these flags or from the YAML/JSON file \
+named by RECERT_CONFIG, never both. Example: imgmode recert --etcd-endpoint \
+http://127.0.0.1:2379 --static-dir /etc/kubernetes --cluster-rename new:example.org \
+--summary-file /var/tmp/recert-summary.yaml")]
+    Recert(RecertArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// ostree-ext's container commands (`ostree container ...` runs these).
@@ -65,6 +71,138 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+/// recert's flags; each maps to the `RECERT_CONFIG` field of the same name.
+#[derive(Debug, clap::Args, Default)]
+pub struct RecertArgs {
+    /// Scan and plan; write nothing but the summary.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// etcd client URL, e.g. http://127.0.0.1:2379.
+    #[arg(long)]
+    pub etcd_endpoint: Option<String>,
+    /// Directory to scan recursively (repeatable).
+    #[arg(long = "static-dir")]
+    pub static_dirs: Vec<PathBuf>,
+    /// File to scan (repeatable).
+    #[arg(long = "static-file")]
+    pub static_files: Vec<PathBuf>,
+    /// old:new rule for exact CN/SAN values (repeatable).
+    #[arg(long = "cn-san-replace")]
+    pub cn_san_replace_rules: Vec<String>,
+    /// "<CN> <key file>": keep that signer's key (repeatable).
+    #[arg(long = "use-key")]
+    pub use_key_rules: Vec<String>,
+    /// PEM certificate that replaces the one with its subject (repeatable).
+    #[arg(long = "use-cert")]
+    pub use_cert_rules: Vec<PathBuf>,
+    /// name:domain[:infraID].
+    #[arg(long)]
+    pub cluster_rename: Option<String>,
+    /// New hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// New node IP.
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[arg(long)]
+    pub summary_file: Option<PathBuf>,
+    /// Summary without the new certificates.
+    #[arg(long)]
+    pub summary_file_clean: Option<PathBuf>,
+    /// Make every regenerated certificate expired (for seeds).
+    #[arg(long)]
+    pub force_expire: bool,
+    /// Re-date every regenerated certificate from now, keeping its lifetime.
+    #[arg(long)]
+    pub extend_expiration: bool,
+    /// Directory with ssh_host_*_key files to replace.
+    #[arg(long)]
+    pub regenerate_server_ssh_keys: Option<PathBuf>,
+    /// Key-generation threads (default: CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Fail on unparseable PEM instead of skipping it.
+    #[arg(long)]
+    pub fail_on_invalid_pem: bool,
+    /// Run although the summary file marks the tree as recerted.
+    #[arg(long)]
+    pub force_rerun: bool,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+impl RecertArgs {
+    fn config(&self) -> imgmode_recert::RecertConfig {
+        imgmode_recert::RecertConfig {
+            dry_run: self.dry_run,
+            etcd_endpoint: self.etcd_endpoint.clone(),
+            static_dirs: self.static_dirs.clone(),
+            static_files: self.static_files.clone(),
+            cn_san_replace_rules: self.cn_san_replace_rules.clone(),
+            use_key_rules: self.use_key_rules.clone(),
+            use_cert_rules: self.use_cert_rules.clone(),
+            cluster_rename: self.cluster_rename.clone(),
+            hostname: self.hostname.clone(),
+            ip: self.ip.clone(),
+            summary_file: self.summary_file.clone(),
+            summary_file_clean: self.summary_file_clean.clone(),
+            force_expire: self.force_expire,
+            extend_expiration: self.extend_expiration,
+            regenerate_server_ssh_keys: self.regenerate_server_ssh_keys.clone(),
+            threads: self.threads,
+            fail_on_invalid_pem: self.fail_on_invalid_pem,
+            force_rerun: self.force_rerun,
+        }
+    }
+}
+
+/// The configuration from flags or from `RECERT_CONFIG`, never both.
+fn recert_config(args: &RecertArgs) -> Result<imgmode_recert::RecertConfig> {
+    let from_flags = args.config();
+    match std::env::var_os("RECERT_CONFIG") {
+        Some(path) => {
+            if from_flags != imgmode_recert::RecertConfig::default() {
+                anyhow::bail!(
+                    "RECERT_CONFIG is set ({}) and configuration flags were given; use one or the other",
+                    PathBuf::from(&path).display()
+                );
+            }
+            imgmode_recert::config::load_file(std::path::Path::new(&path))
+        }
+        None => Ok(from_flags),
+    }
+}
+
+fn recert_human(s: &imgmode_recert::summary::Summary) -> String {
+    let mut out = format!(
+        "{}found {} certificates, {} private keys, {} public keys, {} JWTs\n\
+         regenerated {} certificates, {} private keys, {} public keys, {} JWTs\n\
+         timings: scan {} ms, key generation {} ms (waited {} ms), processing {} ms, commit {} ms\n",
+        if s.dry_run { "dry run: nothing written\n" } else { "" },
+        s.found.certificates,
+        s.found.private_keys,
+        s.found.public_keys,
+        s.found.jwts,
+        s.regenerated.certificates,
+        s.regenerated.private_keys,
+        s.regenerated.public_keys,
+        s.regenerated.jwts,
+        s.timings.scan_ms,
+        s.timings.key_generation_ms,
+        s.timings.key_generation_wait_ms,
+        s.timings.processing_ms,
+        s.timings.commit_ms,
+    );
+    if let Some(r) = &s.cluster_rename {
+        out.push_str(&format!("renamed the cluster {} -> {}\n", r.from, r.to));
+    }
+    for w in &s.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +352,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { format, sysroot } => {
             let st = imgmode_builder::ostree::sysroot_status(&sysroot)?;
             print(format, &st, |s| s.to_human())
+        }
+        Command::Recert(args) => {
+            let cfg = recert_config(&args)?.check()?;
+            let summary = imgmode_recert::run(&cfg)?;
+            print(args.format, &summary, recert_human)
         }
         Command::Completions { shell } => {
             clap_complete::generate(
