@@ -58,13 +58,18 @@ pub enum Command {
         sysroot: PathBuf,
     },
     /// Regenerate every certificate, key and JWT of a cluster copy and rename it.
-    #[command(after_help = "Configuration comes from these flags or from the YAML/JSON file \
+    #[command(
+        after_help = "Configuration comes from these flags or from the YAML/JSON file \
 named by RECERT_CONFIG, never both. Example: imgmode recert --etcd-endpoint \
 http://127.0.0.1:2379 --static-dir /etc/kubernetes --cluster-rename new:example.org \
---summary-file /var/tmp/recert-summary.yaml")]
+--summary-file /var/tmp/recert-summary.yaml"
+    )]
     Recert(RecertArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Internal verbs for tests, benchmarks and fixtures.
+    #[command(subcommand, hide = true)]
+    Internal(InternalCmd),
     /// ostree-ext's container commands (`ostree container ...` runs these).
     #[command(hide = true, disable_help_flag = true)]
     Container {
@@ -203,6 +208,28 @@ fn recert_human(s: &imgmode_recert::summary::Summary) -> String {
         out.push_str(&format!("warning: {w}\n"));
     }
     out
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InternalCmd {
+    /// Generate an OpenShift-shaped test PKI under DIR (files); etcd objects go to a JSON file.
+    GenTestPki {
+        dir: PathBuf,
+        /// Extra serving certificates under the load-balancer signer.
+        #[arg(long, default_value_t = 0)]
+        extra_leaves: usize,
+        /// Write the etcd objects ({key: object}) here; without it every extra leaf is a file.
+        #[arg(long)]
+        etcd_objects: Option<PathBuf>,
+        #[arg(long, default_value = "seed")]
+        cluster_name: String,
+        #[arg(long, default_value = "example.com")]
+        base_domain: String,
+        #[arg(long, default_value = "seed-node")]
+        hostname: String,
+        #[arg(long, default_value = "192.168.126.10")]
+        ip: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,6 +384,34 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = recert_config(&args)?.check()?;
             let summary = imgmode_recert::run(&cfg)?;
             print(args.format, &summary, recert_human)
+        }
+        Command::Internal(InternalCmd::GenTestPki {
+            dir,
+            extra_leaves,
+            etcd_objects,
+            cluster_name,
+            base_domain,
+            hostname,
+            ip,
+        }) => {
+            let spec = imgmode_recert::testpki::PkiSpec {
+                cluster_name,
+                base_domain,
+                hostname,
+                ip,
+                extra_leaves,
+                extra_in_files_only: etcd_objects.is_none(),
+                ..Default::default()
+            };
+            let pki = imgmode_recert::testpki::generate(&spec, &dir)?;
+            if let Some(p) = etcd_objects {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    pki.etcd_objects.into_iter().collect();
+                std::fs::write(&p, serde_json::to_vec_pretty(&map)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            println!("{} certificates under {}", pki.certs.len(), dir.display());
+            Ok(())
         }
         Command::Completions { shell } => {
             clap_complete::generate(

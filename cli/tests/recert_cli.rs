@@ -22,12 +22,19 @@ fn flags_and_recert_config_are_exclusive_and_both_work() {
     testpki::generate(&PkiSpec::default(), &root).unwrap();
     let root_s = root.to_str().unwrap();
     let cfg = td.path().join("recert.yaml");
-    std::fs::write(&cfg, format!("dry_run: true\nstatic_dirs: [{root_s}]\nthreads: 1\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("dry_run: true\nstatic_dirs: [{root_s}]\nthreads: 1\n"),
+    )
+    .unwrap();
 
     let o = imgmode(&["--static-dir", root_s], Some(&cfg));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("RECERT_CONFIG is set") && err.contains("use one or the other"), "{err}");
+    assert!(
+        err.contains("RECERT_CONFIG is set") && err.contains("use one or the other"),
+        "{err}"
+    );
 
     let o = imgmode(&["--format", "json"], Some(&cfg));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -38,19 +45,40 @@ fn flags_and_recert_config_are_exclusive_and_both_work() {
 
     let summary = td.path().join("summary.yaml");
     let o = imgmode(
-        &["--static-dir", root_s, "--cluster-rename", "new:example.org", "--summary-file", summary.to_str().unwrap()],
+        &[
+            "--static-dir",
+            root_s,
+            "--cluster-rename",
+            "new:example.org",
+            "--summary-file",
+            summary.to_str().unwrap(),
+        ],
         None,
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("regenerated 13 certificates"), "{out}");
-    assert!(out.contains("renamed the cluster seed.example.com -> new.example.org"), "{out}");
+    assert!(
+        out.contains("renamed the cluster seed.example.com -> new.example.org"),
+        "{out}"
+    );
 
-    let o = imgmode(&["--static-dir", root_s, "--summary-file", summary.to_str().unwrap()], None);
+    let o = imgmode(
+        &[
+            "--static-dir",
+            root_s,
+            "--summary-file",
+            summary.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already recerted"));
 
-    let o = imgmode(&["--cluster-rename", "nodomain", "--static-dir", root_s], None);
+    let o = imgmode(
+        &["--cluster-rename", "nodomain", "--static-dir", root_s],
+        None,
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("name:domain[:infraID]"));
 }

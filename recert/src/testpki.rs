@@ -45,6 +45,8 @@ pub struct PkiSpec {
     pub extra_leaves: usize,
     /// Key kind of those extra leaves.
     pub extra_leaf_key: KeyKind,
+    /// Put every extra leaf in files (for runs without etcd).
+    pub extra_in_files_only: bool,
 }
 
 impl Default for PkiSpec {
@@ -57,6 +59,7 @@ impl Default for PkiSpec {
             ip: "192.168.126.10".into(),
             extra_leaves: 0,
             extra_leaf_key: KeyKind::Rsa(2048),
+            extra_in_files_only: false,
         }
     }
 }

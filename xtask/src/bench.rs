@@ -8,6 +8,10 @@
 //! - boot to ready through firmware, against the same kernel booted directly (no firmware,
 //!   no bootloader), both to the same systemd marker.
 //!
+//! - recert on generated PKIs of 100 and 1,000 certificates with 1 and 2 key-generation threads,
+//!   per-phase timings from its summary, the 1-thread run as the baseline (`cargo xtask bench
+//!   recert` runs only these).
+//!
 //! Benchmarks are not tests: nothing here asserts a time; targets are reported next to the
 //! measured ratio.
 
@@ -54,17 +58,108 @@ fn packages(def: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-pub fn run(root: &Path, out: &Path) -> Result<()> {
+/// Which benchmarks to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Base image, disks and boots.
+    Images,
+    /// recert on generated PKIs.
+    Recert,
+}
+
+pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
     let imgmode = crate::build_imgmode()?;
+    let all = suites.is_empty();
+    let mut rows = Vec::new();
+    if all || suites.contains(&Suite::Images) {
+        images(root, &imgmode, &mut rows)?;
+    }
+    if all || suites.contains(&Suite::Recert) {
+        recert(&imgmode, &mut rows)?;
+    }
+    print_table(&rows);
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&rows)?)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// recert on PKIs of about 100 and 1,000 certificates (RSA 2048 leaves, all in files), with 1
+/// and 2 key-generation threads; the baseline is the 1-thread run on the same PKI.
+fn recert(imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    // The generated PKI's fixed part has 14 certificates (13 in files).
+    const FIXED: usize = 13;
+    for total in [100usize, 1000] {
+        let scratch = tempfile::tempdir_in(std::env::temp_dir())?;
+        let seed = scratch.path().join("seed");
+        let gen = timed(
+            Command::new(imgmode)
+                .args(["internal", "gen-test-pki", "--extra-leaves"])
+                .arg((total - FIXED).to_string())
+                .arg(&seed),
+        )?;
+        eprintln!("generated a {total}-certificate PKI in {gen:.1} s");
+        let mut one_thread = None;
+        for threads in [1usize, 2] {
+            let copy = scratch.path().join(format!("t{threads}"));
+            crate::sh(Command::new("cp").arg("-a").arg(&seed).arg(&copy))?;
+            let t = Instant::now();
+            let out = Command::new(imgmode)
+                .args([
+                    "recert",
+                    "--format",
+                    "json",
+                    "--cluster-rename",
+                    "bench:example.org",
+                ])
+                .arg("--threads")
+                .arg(threads.to_string())
+                .arg("--static-dir")
+                .arg(&copy)
+                .output()?;
+            let secs = t.elapsed().as_secs_f64();
+            if !out.status.success() {
+                anyhow::bail!("recert failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let ms = |k: &str| s["timings"][k].as_u64().unwrap_or(0);
+            let note = format!(
+                "{} certs, {} keys; scan {} ms, key generation {} ms (waited {} ms after the scan), processing {} ms, commit {} ms",
+                s["regenerated"]["certificates"],
+                s["regenerated"]["private_keys"],
+                ms("scan_ms"),
+                ms("key_generation_ms"),
+                ms("key_generation_wait_ms"),
+                ms("processing_ms"),
+                ms("commit_ms")
+            );
+            let base = *one_thread.get_or_insert(secs);
+            rows.push(Row {
+                name: format!("recert {total} certificates, {threads} thread(s)"),
+                seconds: secs,
+                baseline: (threads > 1).then(|| "same PKI, 1 thread".into()),
+                baseline_seconds: (threads > 1).then_some(base),
+                ratio: (threads > 1).then_some(secs / base),
+                target: None,
+                note,
+            });
+            std::fs::remove_dir_all(&copy).ok();
+        }
+    }
+    Ok(())
+}
+
+fn images(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let def = root.join("containerfiles/base");
     let cache = std::env::var_os("IMGMODE_CACHE_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/var/cache/imgmode".into());
-    let mut rows = Vec::new();
 
     // Warm the apt cache (and the image) once, untimed.
     timed(
-        Command::new(&imgmode)
+        Command::new(imgmode)
             .args(["base", "build", "--quiet", "--definition"])
             .arg(&def),
     )?;
@@ -92,7 +187,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     std::fs::remove_dir_all(&mm_root).ok();
 
     let full = timed(
-        Command::new(&imgmode)
+        Command::new(imgmode)
             .args(["base", "build", "--quiet", "--force", "--definition"])
             .arg(&def),
     )?;
@@ -116,7 +211,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
         format!("{:?}", std::time::SystemTime::now()),
     )?;
     let incr = timed(
-        Command::new(&imgmode)
+        Command::new(imgmode)
             .args(["base", "build", "--quiet", "--definition"])
             .arg(&def2),
     )?;
@@ -131,7 +226,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     });
     // Put the shipped definition's image back.
     timed(
-        Command::new(&imgmode)
+        Command::new(imgmode)
             .args(["base", "build", "--quiet", "--definition"])
             .arg(&def),
     )?;
@@ -140,7 +235,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     for fmt in ["qcow2", "raw"] {
         let disk = scratch.path().join(format!("disk.{fmt}"));
         let secs = timed(
-            Command::new(&imgmode)
+            Command::new(imgmode)
                 .args(["disk", "imgmode-base", "--quiet", "--format", fmt, "-o"])
                 .arg(&disk),
         )?;
@@ -163,13 +258,6 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     }
     let qcow2 = qcow2.expect("qcow2 built above");
     rows.extend(boot_rows(&qcow2, scratch.path())?);
-
-    print_table(&rows);
-    if let Some(p) = out.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    std::fs::write(out, serde_json::to_string_pretty(&rows)?)?;
-    eprintln!("wrote {}", out.display());
     Ok(())
 }
 

@@ -37,6 +37,9 @@ enum Cmd {
     },
     /// Measure speed against baselines in the same run; prints a table and writes JSON.
     Bench {
+        /// Suites to run (default: all).
+        #[arg(value_enum)]
+        suites: Vec<bench::Suite>,
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
     },
@@ -164,7 +167,7 @@ fn main() -> std::process::ExitCode {
             keep,
             shard,
         } => vmtest(scenarios, list, keep, shard),
-        Cmd::Bench { out } => bench::run(&workspace_root(), &out),
+        Cmd::Bench { suites, out } => bench::run(&workspace_root(), &out, &suites),
         Cmd::Ci => ci(),
         Cmd::Deps => deps::install(),
         Cmd::Build => build_default(),
