@@ -534,3 +534,59 @@ fn bad_input_is_named_and_leaves_the_tree_alone() {
         orphan.cert_pem()
     );
 }
+
+#[test]
+fn force_expire_and_use_rules_keep_what_they_say() {
+    let td = tempfile::tempdir().unwrap();
+    let root = td.path().join("root");
+    let pki = testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let lb = pki.cert("lb-signer");
+    let ingress = pki.cert("ingress-signer");
+    let given_key = td.path().join("lb.key");
+    std::fs::write(&given_key, lb.key_pem()).unwrap();
+    let given_cert = td.path().join("ingress.crt");
+    std::fs::write(&given_cert, ingress.cert_pem()).unwrap();
+
+    let mut cfg = config(&root, None, &td.path().join("s.yaml"));
+    cfg.force_expire = true;
+    cfg.use_key_rules = vec![format!("kube-apiserver-lb-signer {}", given_key.display())];
+    cfg.use_cert_rules = vec![given_cert.clone()];
+    let s = imgmode_recert::run(&cfg.check().unwrap()).unwrap();
+    assert!(
+        s.warnings.iter().all(|w| !w.contains("use_")),
+        "{:?}",
+        s.warnings
+    );
+
+    let new = registry_of(&everything(&root, None));
+    let now = std::time::SystemTime::now();
+    let lb_spki = lb.key.spki_der();
+    let ingress_der = &ingress.der;
+    for c in &new.certs {
+        if &c.cert.der == ingress_der {
+            continue;
+        }
+        assert!(c.cert.not_after() < now, "{} not expired", c.cert.subject());
+    }
+    // The lb signer kept the given key, was re-signed (new signature), and still signs its leaf.
+    let new_lb = new
+        .certs
+        .iter()
+        .find(|c| c.cert.subject().contains("kube-apiserver-lb-signer"))
+        .unwrap();
+    assert_eq!(new_lb.cert.spki_der, lb_spki);
+    assert_ne!(new_lb.cert.der, lb.der);
+    let serving = new
+        .certs
+        .iter()
+        .find(|c| c.cert.sans().iter().any(|s| s.starts_with("api.")))
+        .unwrap();
+    assert!(serving.cert.signed_by(&lb_spki));
+    assert_ne!(serving.cert.spki_der, pki.cert("lb-serving").key.spki_der());
+    // The ingress signer is the given certificate, byte for byte, with its key kept.
+    assert!(new.certs.iter().any(|c| &c.cert.der == ingress_der));
+    assert!(new
+        .keys
+        .iter()
+        .any(|k| k.key.spki_der() == ingress.key.spki_der()));
+}
