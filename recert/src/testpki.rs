@@ -756,7 +756,7 @@ pub fn generate(spec: &PkiSpec, root: &Path) -> Result<Pki> {
             },
             Some(&lb),
         )?;
-        if i % 2 == 0 {
+        if i % 2 == 0 || spec.extra_in_files_only {
             write(
                 r,
                 &format!("{sp}/extra/svc-{i}/tls.crt"),
