@@ -75,11 +75,19 @@ pub fn scan(dirs: &[PathBuf], files: &[PathBuf]) -> Result<Vec<TextFile>> {
     Ok(out)
 }
 
-/// Replace `path` with `contents`, keeping its mode and owner: write a temporary file next to
-/// it, then rename over it.
+/// Replace (or create) `path` with `contents`, keeping an existing file's mode and owner:
+/// write a temporary file next to it, then rename over it.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A new file gets 0644 and the caller's owner.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".recert-")
         .tempfile_in(dir)
@@ -88,10 +96,13 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.path().display()))?;
     std::fs::set_permissions(
         tmp.path(),
-        std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
+        std::fs::Permissions::from_mode(
+            meta.as_ref()
+                .map_or(0o644, |m| m.permissions().mode() & 0o7777),
+        ),
     )?;
-    if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::chown(tmp.path(), Some(meta.uid()), Some(meta.gid()))
+    if let (Some(m), true) = (&meta, rustix::process::geteuid().is_root()) {
+        std::os::unix::fs::chown(tmp.path(), Some(m.uid()), Some(m.gid()))
             .with_context(|| format!("setting the owner of {}", tmp.path().display()))?;
     }
     tmp.as_file().sync_all()?;

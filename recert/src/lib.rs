@@ -230,20 +230,12 @@ pub fn run(c: &Checked) -> Result<Summary> {
     };
     for obj in &objects {
         for f in obj.fields() {
-            let loc = obj.location(&f.name);
-            text::walk(&f.text, "", &mut |p: &Place, item: Item| {
-                reg.record(&loc, p, item, strict)?;
-                Ok(None)
-            })?;
+            reg.scan_text(&obj.location(&f.name), &f.text, strict)?;
         }
     }
     let files = filesystem::scan(&c.cfg.static_dirs, &c.cfg.static_files)?;
     for f in &files {
-        let loc = f.location();
-        text::walk(&f.text, "", &mut |p: &Place, item: Item| {
-            reg.record(&loc, p, item, strict)?;
-            Ok(None)
-        })?;
+        reg.scan_text(&f.location(), &f.text, strict)?;
     }
     let scan_ms = t0.elapsed().as_millis();
 

@@ -42,6 +42,15 @@ impl Registry {
         self.key_index.get(spki).map(|&i| &self.keys[i])
     }
 
+    /// Walk `text` (the contents of `container`) and record everything found in it.
+    pub fn scan_text(&mut self, container: &str, text: &str, strict: bool) -> Result<()> {
+        crate::text::walk(text, "", &mut |p: &Place, item: Item| {
+            self.record(container, p, item, strict)?;
+            Ok(None)
+        })?;
+        Ok(())
+    }
+
     /// Record one item found at `container` + `place`. `strict` turns unparseable PEM into an
     /// error; unsupported key types are always errors (a key recert cannot replace would stay
     /// shared between every cluster made from the seed).

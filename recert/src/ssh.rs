@@ -44,12 +44,7 @@ pub fn regenerate_host_keys(dir: &Path, dry_run: bool) -> Result<Vec<String>> {
             crate::filesystem::write_atomic(&path, text.as_bytes())?;
             let pub_path = dir.join(format!("{name}.pub"));
             let pub_text = format!("{}\n", new.public_key().to_openssh()?);
-            if pub_path.exists() {
-                crate::filesystem::write_atomic(&pub_path, pub_text.as_bytes())?;
-            } else {
-                std::fs::write(&pub_path, pub_text)
-                    .with_context(|| format!("writing {}", pub_path.display()))?;
-            }
+            crate::filesystem::write_atomic(&pub_path, pub_text.as_bytes())?;
         }
         out.push(path.display().to_string());
     }

@@ -84,16 +84,10 @@ impl Summary {
 
     pub fn write(&self, path: &Path, clean: bool) -> Result<()> {
         let text = self.to_yaml(clean)?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".recert-summary-")
-            .tempfile_in(dir)?;
-        std::fs::write(tmp.path(), text)?;
-        tmp.persist(path)
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::filesystem::write_atomic(path, text.as_bytes())
             .with_context(|| format!("writing the summary {}", path.display()))?;
         Ok(())
     }
