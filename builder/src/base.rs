@@ -25,7 +25,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bump when the build recipe changes in a way that must invalidate cached rootfs commits.
-const RECIPE_VERSION: &str = "imgmode-base-recipe-1";
+const RECIPE_VERSION: &str = "imgmode-base-recipe-3";
 /// Image label holding the hash of every build input.
 pub const INPUTS_LABEL: &str = "org.imgmode.base.inputs";
 /// Where the `ostree container` CLI looks for its external implementation.
@@ -509,6 +509,9 @@ fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path)
     Ok(())
 }
 
+/// Where the converted image keeps dpkg's database (`/var/lib/dpkg` links here).
+pub const DPKG_DB: &str = "/usr/lib/sysimage/dpkg";
+
 /// Turn a Debian root filesystem into the layout ostree deploys; returns the kernel version.
 ///
 /// - kernel and initramfs move to `/usr/lib/modules/$kver/{vmlinuz,initramfs.img}`, `/boot`
@@ -517,7 +520,9 @@ fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path)
 /// - `/sysroot` is created and `/ostree` links to `sysroot/ostree`;
 /// - toplevel state directories become links into `/var` (`/home`, `/root`, `/opt`, `/srv`,
 ///   `/mnt`, `/usr/local`), with `tmpfiles.d` creating their targets;
-/// - `/tmp`, `/run` and `/var/tmp` are emptied, `/etc/machine-id` reset for first boot.
+/// - `/tmp` and `/run` are emptied, `/var/tmp` removed, `/etc/machine-id` reset for first boot;
+/// - dpkg's database moves to [`DPKG_DB`] and `/var/lib/dpkg` links there, so `dpkg -l`
+///   on a node lists the packages of the image it booted.
 pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
     let modules = root.join("usr/lib/modules");
     let kvers: Vec<String> = std::fs::read_dir(&modules)
@@ -615,7 +620,7 @@ pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
     }
     // API filesystems are mounted at boot; mmdebstrap leaves device nodes in /dev, which
     // ostree cannot commit.
-    for d in ["tmp", "run", "var/tmp", "dev", "proc", "sys"] {
+    for d in ["tmp", "run", "dev", "proc", "sys"] {
         let p = root.join(d);
         if p.exists() {
             empty_dir(&p)?;
@@ -624,10 +629,13 @@ pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
         }
     }
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-    std::fs::set_permissions(
-        root.join("var/tmp"),
-        std::fs::Permissions::from_mode(0o1777),
-    )?;
+    // /var/tmp is left out of the commit: ostree-ext's export adds it to every image (a second
+    // copy would make a layer with duplicate paths, which containers-storage refuses), and
+    // systemd-tmpfiles creates it at boot.
+    let vartmp = root.join("var/tmp");
+    if vartmp.exists() {
+        std::fs::remove_dir_all(&vartmp).context("removing /var/tmp")?;
+    }
     // var/run and var/lock must be links into /run (bootc lint var-run)
     replace_with_symlink(root, "var/run", "../run")?;
     replace_with_symlink(root, "var/lock", "../run/lock")?;
@@ -636,6 +644,15 @@ pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
         if p.is_dir() {
             empty_dir(&p)?;
         }
+    }
+    // The package database describes /usr, so it must follow the deployed image rather than
+    // stay in /var (seeded once): like rpm-ostree's /usr/lib/sysimage/rpm.
+    let dpkg = root.join("var/lib/dpkg");
+    if dpkg.is_dir() && !dpkg.is_symlink() {
+        let dest = root.join(DPKG_DB.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::rename(&dpkg, &dest).context("moving /var/lib/dpkg into /usr")?;
+        replace_with_symlink(root, "var/lib/dpkg", "../../usr/lib/sysimage/dpkg")?;
     }
     Ok(kver)
 }
@@ -861,6 +878,7 @@ mod tests {
             "var/tmp/x",
             "var/run",
             "var/log",
+            "var/lib/dpkg/info",
         ] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
@@ -891,6 +909,11 @@ mod tests {
         );
         assert!(r.join("var/home/u").is_dir());
         assert!(r.join("var/roothome/.bashrc").is_file());
+        assert!(r.join("usr/lib/sysimage/dpkg/info").is_dir());
+        assert_eq!(
+            std::fs::read_link(r.join("var/lib/dpkg")).unwrap(),
+            Path::new("../../usr/lib/sysimage/dpkg")
+        );
         assert_eq!(
             std::fs::read_link(r.join("usr/local")).unwrap(),
             Path::new("../var/usrlocal")
@@ -899,7 +922,7 @@ mod tests {
             std::fs::read_link(r.join("var/run")).unwrap(),
             Path::new("../run")
         );
-        assert_eq!(std::fs::read_dir(r.join("var/tmp")).unwrap().count(), 0);
+        assert!(!r.join("var/tmp").exists());
         assert_eq!(std::fs::read_dir(r.join("dev")).unwrap().count(), 0);
         // converting twice is refused rather than corrupting the tree
         assert!(convert_to_ostree_layout(r).is_err());
