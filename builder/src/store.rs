@@ -19,6 +19,7 @@
 use crate::imgref::{self, UserImageRef};
 use anyhow::{anyhow, bail, Context, Result};
 use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource, Transport};
+use ostree_ext::oci_spec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,6 +236,79 @@ fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
         bail!("malformed digest {digest:?}");
     }
     Ok(dir.join("blobs").join(algo).join(hex))
+}
+
+/// One image of an OCI layout directory, fully parsed.
+#[derive(Debug, Clone)]
+pub struct OciImage {
+    pub dir: PathBuf,
+    pub manifest_digest: String,
+    pub manifest: oci_spec::image::ImageManifest,
+    pub config: oci_spec::image::ImageConfiguration,
+}
+
+impl OciImage {
+    /// Read the (first) image of the OCI layout at `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let read = |p: PathBuf| -> Result<Vec<u8>> {
+            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+        };
+        let index: Index = serde_json::from_slice(&read(dir.join("index.json"))?)
+            .with_context(|| format!("parsing {}/index.json", dir.display()))?;
+        let desc = index
+            .manifests
+            .first()
+            .ok_or_else(|| anyhow!("{} holds no image", dir.display()))?;
+        let manifest: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&read(blob_path(dir, &desc.digest)?)?)
+                .with_context(|| format!("parsing manifest {}", desc.digest))?;
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&read(blob_path(dir, manifest.config().digest().as_ref())?)?)
+                .with_context(|| format!("parsing image config {}", manifest.config().digest()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest_digest: desc.digest.clone(),
+            manifest,
+            config,
+        })
+    }
+
+    /// The path of a blob of this layout (the digest is validated first).
+    pub fn blob(&self, digest: &str) -> Result<PathBuf> {
+        blob_path(&self.dir, digest)
+    }
+
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .map(|l| l.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type).
+    pub fn open_layer(&self, i: usize) -> Result<Box<dyn std::io::Read>> {
+        let l = self
+            .manifest
+            .layers()
+            .get(i)
+            .ok_or_else(|| anyhow!("the image has no layer {i}"))?;
+        let path = self.blob(l.digest().as_ref())?;
+        let f = std::io::BufReader::new(
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        let mt = l.media_type().to_string();
+        Ok(if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
+            Box::new(flate2::bufread::MultiGzDecoder::new(f))
+        } else if mt.ends_with("+zstd") {
+            Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+        } else if mt.ends_with(".tar") || mt.ends_with("diff.tar") {
+            Box::new(f)
+        } else {
+            bail!("layer {} has unsupported media type {mt}", l.digest())
+        })
+    }
 }
 
 /// The manifest digest and config labels of the single image in an OCI layout directory.

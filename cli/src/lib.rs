@@ -49,6 +49,68 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
+    /// Build a bootable image from a Containerfile (podman), lint it, store it.
+    #[command(
+        after_help = "Example: imgmode build -f containerfiles/layered/rsyslog/Containerfile \
+-t rsyslog containerfiles/layered/rsyslog\n\nFROM may name an image of the local store \
+(FROM imgmode-base); it is handed to podman as localhost/NAME:TAG."
+    )]
+    Build(BuildArgs),
+    /// Copy an image to any transport (e.g. docker://registry/repo:tag).
+    Push {
+        /// A local name or a containers-transports(5) reference.
+        src: String,
+        /// Destination reference (docker://, oci:, oci-archive:, dir:, ...).
+        dest: String,
+        /// Require HTTPS and verify certificates (registries).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        tls_verify: bool,
+        /// Write the pushed manifest digest to this file.
+        #[arg(long)]
+        digestfile: Option<PathBuf>,
+    },
+    /// Fetch and stage the image the booted deployment follows.
+    Upgrade {
+        /// Only fetch the manifest and config; say whether an update is available.
+        #[arg(long, conflicts_with = "apply")]
+        check: bool,
+        /// Reboot into the new deployment when one was staged.
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Stage a deployment of another image, and follow it for upgrades.
+    Switch {
+        /// The image: a containers-transports(5) or ostree-ext reference.
+        image: String,
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Boot the previous deployment next; a staged deployment is dropped.
+    Rollback {
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Apply a MachineConfig's spec.osImageURL (by digest) to this node.
+    ApplyMachineconfig {
+        file: PathBuf,
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The applied MachineConfig was deleted: return to the image the node ran before it.
+    Revert {
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Show the booted, staged and rollback deployments.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -70,12 +132,64 @@ http://127.0.0.1:2379 --static-dir /etc/kubernetes --cluster-rename new:example.
     /// Internal verbs for tests, benchmarks and fixtures.
     #[command(subcommand, hide = true)]
     Internal(InternalCmd),
-    /// ostree-ext's container commands (`ostree container ...` runs these).
-    #[command(hide = true, disable_help_flag = true)]
+    /// `container lint IMAGE`; any other arguments go to ostree-ext's container commands
+    /// (what `ostree container ...` runs).
+    #[command(disable_help_flag = true)]
     Container {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The Containerfile (default: CONTEXT/Containerfile).
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Local store name of the result (default: the context directory's name).
+    #[arg(long, short = 't')]
+    pub tag: Option<String>,
+    /// KEY=VALUE for an ARG of the Containerfile (repeatable).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Store the image even when a fatal lint fails.
+    #[arg(long)]
+    pub allow_lint_failure: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+    /// The build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+}
+
+/// Options of the node-side verbs.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The sysroot (the root of an ostree system).
+    #[arg(long, default_value = "/")]
+    pub sysroot: PathBuf,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+/// `imgmode container lint`.
+#[derive(Debug, Parser)]
+#[command(name = "imgmode container lint", max_term_width = 80)]
+pub struct LintArgs {
+    /// The image: a local name or a containers-transports(5) reference.
+    #[arg(required_unless_present = "rootfs")]
+    pub image: Option<String>,
+    /// Lint a root directory instead (e.g. / as the last RUN of a Containerfile).
+    #[arg(long, conflicts_with = "image")]
+    pub rootfs: Option<PathBuf>,
+    /// Exit 0 although a fatal lint failed.
+    #[arg(long)]
+    pub no_fail: bool,
+    /// List the lints and exit.
+    #[arg(long)]
+    pub list: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
 }
 
 /// recert's flags; each maps to the `RECERT_CONFIG` field of the same name.
@@ -422,6 +536,139 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Build(a) => {
+            let context = a.context;
+            let tag = match a.tag {
+                Some(t) => t,
+                None => default_tag(&context)?,
+            };
+            let opts = imgmode_layering::build::BuildOpts {
+                containerfile: a.file.unwrap_or_else(|| context.join("Containerfile")),
+                context,
+                tag,
+                build_args: a.build_args,
+                store: store(),
+                no_lint_fail: a.allow_lint_failure,
+            };
+            let out = imgmode_layering::build::build(&opts, &steps())?;
+            print(a.format, &out, |o| {
+                let mut s = String::new();
+                for w in o.lint.warnings().chain(o.lint.fatal()) {
+                    s.push_str(&format!("lint {}: {}\n", w.name, w.message));
+                }
+                s.push_str(&format!(
+                    "{}\n  reference: {}\n  digest: {}\n  layers: {} shared with the base, {} new\n",
+                    o.name, o.reference, o.digest, o.reused_layers, o.new_layers
+                ));
+                s
+            })
+        }
+        Command::Push {
+            src,
+            dest,
+            tls_verify,
+            digestfile,
+        } => {
+            let src_ref = store().resolve(&src)?;
+            let dest_ref = imgmode_builder::imgref::parse(&dest)?;
+            let imgmode_builder::imgref::UserImageRef::Remote(dest_ref) = dest_ref else {
+                anyhow::bail!("push needs a destination with a transport, e.g. docker://registry.example.com/{dest}");
+            };
+            let td = tempfile::tempdir()?;
+            let df = digestfile.unwrap_or_else(|| td.path().join("digest"));
+            imgmode_builder::cmd::Run::new("skopeo")
+                .args(["copy", "--quiet"])
+                .arg(format!("--dest-tls-verify={tls_verify}"))
+                .arg("--digestfile")
+                .arg(&df)
+                .arg(src_ref.imgref.to_string())
+                .arg(dest_ref.imgref.to_string())
+                .output()
+                .with_context(|| format!("pushing {src} to {dest}"))?;
+            let digest = std::fs::read_to_string(&df)?;
+            println!("pushed {src} to {dest} as {}", digest.trim());
+            Ok(())
+        }
+        Command::Upgrade { check, apply, node } => {
+            let opts = imgmode_layering::node::UpdateOpts {
+                check,
+                ..Default::default()
+            };
+            let out = imgmode_layering::node::upgrade(&node.sysroot, &opts)?;
+            finish_update(&node, &out, check, apply)
+        }
+        Command::Switch { image, apply, node } => {
+            let target = match imgmode_builder::imgref::parse(&image)? {
+                imgmode_builder::imgref::UserImageRef::Remote(r) => r,
+                imgmode_builder::imgref::UserImageRef::Local(n) => anyhow::bail!(
+                    "{n:?} has no transport; name where the node fetches it, e.g. docker://registry.example.com/{n} or oci-archive:/path/{n}.tar"
+                ),
+            };
+            let out = imgmode_layering::node::switch(&node.sysroot, &target, &Default::default())?;
+            finish_update(&node, &out, false, apply)
+        }
+        Command::ApplyMachineconfig { file, apply, node } => {
+            let mc = imgmode_layering::objects::MachineConfig::load(&file)?;
+            let out = imgmode_layering::node::apply_machineconfig(
+                &node.sysroot,
+                &mc,
+                &Default::default(),
+            )?;
+            finish_update(&node, &out, false, apply)
+        }
+        Command::Revert { apply, node } => {
+            let out = imgmode_layering::node::revert(&node.sysroot, &Default::default())?;
+            finish_update(&node, &out, false, apply)
+        }
+        Command::Rollback { apply, node } => {
+            let out = imgmode_layering::node::rollback(&node.sysroot)?;
+            print(node.format, &out, |o| {
+                let mut s = format!("Next boot: {}\nRollback: {}\n", o.next, o.previous);
+                if let Some(d) = &o.dropped_staged {
+                    s.push_str(&format!("Dropped the staged deployment {d}\n"));
+                }
+                s
+            })?;
+            if apply {
+                reboot()?;
+            }
+            Ok(())
+        }
+        Command::Container { args } if args.first().is_some_and(|a| a == "lint") => {
+            let a = match LintArgs::try_parse_from(
+                std::iter::once(std::ffi::OsString::from("imgmode container lint"))
+                    .chain(args.into_iter().skip(1)),
+            ) {
+                Ok(a) => a,
+                Err(e) => e.exit(),
+            };
+            if a.list {
+                for (name, sev, what) in imgmode_layering::lint::LINTS {
+                    println!("{name:<18} {:<8} {what}", format!("{sev:?}").to_lowercase());
+                }
+                return Ok(());
+            }
+            let report = match (&a.image, &a.rootfs) {
+                (Some(img), _) => imgmode_layering::image::lint_image(&store(), img)?,
+                (None, Some(dir)) => {
+                    let tree = imgmode_layering::tree::Tree::from_dir(dir, true)?;
+                    let mut r = imgmode_layering::lint::lint(
+                        &dir.display().to_string(),
+                        &tree,
+                        &Default::default(),
+                    );
+                    // A root directory has no labels to check.
+                    r.results.retain(|x| x.name != "bootc-label");
+                    r
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            print(a.format, &report, |r| r.to_human())?;
+            match report.error() {
+                Some(e) if !a.no_fail => Err(e),
+                _ => Ok(()),
+            }
+        }
         Command::Container { args } => {
             let argv = std::iter::once("ostree-container".into())
                 .chain(std::iter::once("container".into()))
@@ -429,6 +676,56 @@ pub fn run(cli: Cli) -> Result<()> {
             ostree_container(argv)
         }
     }
+}
+
+/// The default `-t` of `imgmode build`: the context directory's name, made a valid local name.
+fn default_tag(context: &std::path::Path) -> Result<String> {
+    let abs = std::fs::canonicalize(context)
+        .with_context(|| format!("the build context {} does not exist", context.display()))?;
+    let name: String = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if imgmode_builder::imgref::is_local_name(&name) {
+        Ok(name)
+    } else {
+        anyhow::bail!(
+            "cannot name the image after {}; pass -t NAME",
+            abs.display()
+        )
+    }
+}
+
+fn reboot() -> Result<()> {
+    eprintln!("Rebooting into the new deployment.");
+    imgmode_builder::cmd::Run::new("systemctl")
+        .arg("reboot")
+        .run()
+}
+
+fn finish_update(
+    node: &NodeArgs,
+    out: &imgmode_layering::node::UpdateOutcome,
+    check: bool,
+    apply: bool,
+) -> Result<()> {
+    print(node.format, out, |o| o.to_human(check))?;
+    if apply && !out.unchanged && out.staged {
+        reboot()?;
+    }
+    Ok(())
 }
 
 /// Run ostree-ext's CLI (what `ostree container ...` execs).

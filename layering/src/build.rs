@@ -1,0 +1,500 @@
+//! `imgmode build`: a Containerfile built by podman (`--isolation chroot`), linted, and stored
+//! in the local OCI store.
+//!
+//! Base images named in `FROM` that live in the local store are copied into containers-storage
+//! first (as `localhost/NAME:TAG`, skipped when the digest there already matches). After the
+//! build, the image is read back from containers-storage uncompressed and re-assembled in the
+//! store: layers whose diff ID matches a layer of a local base image reuse that base's
+//! compressed blob byte for byte, so a node that runs the base fetches only the new layers;
+//! new layers are gzip-compressed. The image config (and so every diff ID) is kept unchanged.
+
+use crate::lint::LintReport;
+use crate::tree::Tree;
+use anyhow::{anyhow, bail, Context, Result};
+use imgmode_builder::cmd::{require_tools, Run};
+use imgmode_builder::store::OciImage;
+use imgmode_builder::{Steps, Store};
+use ostree_ext::oci_spec::image::{
+    DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
+};
+use serde::Serialize;
+use sha2::Digest as _;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct BuildOpts {
+    pub containerfile: PathBuf,
+    pub context: PathBuf,
+    /// Local store name (`NAME[:TAG]`) of the result.
+    pub tag: String,
+    /// `KEY=VALUE` build arguments.
+    pub build_args: Vec<String>,
+    pub store: Store,
+    /// Skip the lints (they still run, but fatal results only warn).
+    pub no_lint_fail: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildOutcome {
+    pub name: String,
+    pub reference: String,
+    pub digest: String,
+    pub labels: BTreeMap<String, String>,
+    /// Layers shared byte for byte with a local base image.
+    pub reused_layers: usize,
+    /// Layers the build added.
+    pub new_layers: usize,
+    pub lint: LintReport,
+}
+
+/// One `FROM` of a Containerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct From {
+    pub image: String,
+    pub stage: Option<String>,
+}
+
+/// The `FROM` lines, with `ARG` defaults and build arguments substituted and flags skipped.
+pub fn parse_froms(text: &str, build_args: &[String]) -> Vec<From> {
+    let mut args: HashMap<String, String> = HashMap::new();
+    // Join continuation lines first.
+    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+    let given: HashMap<&str, &str> = build_args
+        .iter()
+        .filter_map(|a| a.split_once('='))
+        .collect();
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let line = line.trim();
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if first.eq_ignore_ascii_case("ARG") {
+            for w in words {
+                let (k, v) = w.split_once('=').unwrap_or((w, ""));
+                let v = given.get(k).copied().unwrap_or(v).trim_matches('"');
+                args.insert(k.to_string(), v.to_string());
+            }
+        } else if first.eq_ignore_ascii_case("FROM") {
+            let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+            let Some(image) = rest.first() else { continue };
+            let mut image = image.to_string();
+            for (k, v) in &args {
+                image = image
+                    .replace(&format!("${{{k}}}"), v)
+                    .replace(&format!("${k}"), v);
+            }
+            let stage = match rest.get(1..3) {
+                Some([kw, name]) if kw.eq_ignore_ascii_case("AS") => Some(name.to_string()),
+                _ => None,
+            };
+            out.push(From { image, stage });
+        }
+    }
+    out
+}
+
+/// The containers-storage name of a local store name.
+pub fn containers_storage_name(name: &str) -> Result<String> {
+    let (repo, tag) = Store::split_name(name)?;
+    Ok(format!("localhost/{repo}:{tag}"))
+}
+
+/// The image ID (config digest, hex) podman has under `reference`.
+fn podman_image_id(reference: &str) -> Option<String> {
+    Run::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .read()
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Make the local store image `name` available to podman as `localhost/NAME:TAG`.
+pub fn ensure_in_containers_storage(store: &Store, name: &str) -> Result<String> {
+    let cs = containers_storage_name(name)?;
+    let dir = store.image_dir(name)?;
+    let image = OciImage::open(&dir)?;
+    // The image ID is the config digest, which a copy keeps (the manifest may be rewritten).
+    let id = image.manifest.config().digest().digest().to_string();
+    if podman_image_id(&cs).as_deref() == Some(id.as_str()) {
+        return Ok(cs);
+    }
+    Run::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}", dir.display()))
+        .arg(format!("containers-storage:{cs}"))
+        .output()
+        .with_context(|| format!("copying {name} into containers-storage for podman"))?;
+    Ok(cs)
+}
+
+/// Check what can be checked before podman runs.
+pub fn preflight(opts: &BuildOpts) -> Result<String> {
+    let text = std::fs::read_to_string(&opts.containerfile).with_context(|| {
+        format!(
+            "reading the Containerfile {}; pass -f PATH",
+            opts.containerfile.display()
+        )
+    })?;
+    if !opts.context.is_dir() {
+        bail!(
+            "the build context {} is not a directory",
+            opts.context.display()
+        );
+    }
+    Store::split_name(&opts.tag)?;
+    for a in &opts.build_args {
+        if !a.contains('=') {
+            bail!("--build-arg {a:?} is not KEY=VALUE");
+        }
+    }
+    require_tools(&["podman", "skopeo"])?;
+    Ok(text)
+}
+
+/// Build, lint and store.
+pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
+    let text = preflight(opts)?;
+    let froms = parse_froms(&text, &opts.build_args);
+    if froms.is_empty() {
+        bail!(
+            "{} has no FROM line; start from a bootable image, e.g. FROM imgmode-base",
+            opts.containerfile.display()
+        );
+    }
+    let stages: Vec<&str> = froms.iter().filter_map(|f| f.stage.as_deref()).collect();
+    let mut local_bases = Vec::new();
+    for f in &froms {
+        let name = f.image.strip_prefix("localhost/").unwrap_or(&f.image);
+        if stages.contains(&name) || !imgmode_builder::imgref::is_local_name(name) {
+            continue;
+        }
+        if opts.store.contains(name)? {
+            steps.step(&format!("making {name} available to podman"));
+            ensure_in_containers_storage(&opts.store, name)?;
+            local_bases.push(name.to_string());
+        }
+    }
+
+    steps.step("podman build");
+    let cs = containers_storage_name(&opts.tag)?;
+    let mut cmd = Run::new("podman")
+        .args(["build", "--isolation", "chroot", "--layers", "-f"])
+        .arg(&opts.containerfile)
+        .args(["-t", &cs]);
+    for a in &opts.build_args {
+        cmd = cmd.args(["--build-arg", a]);
+    }
+    cmd.arg(&opts.context).run().map_err(|e| {
+        anyhow!(
+            "{e}\nthe Containerfile {} did not build; podman's messages above say where",
+            opts.containerfile.display()
+        )
+    })?;
+
+    steps.step("linting");
+    let report = match lint_containers_storage(&cs) {
+        Ok(r) => r,
+        Err(e) => {
+            remove_tag(&cs);
+            return Err(e);
+        }
+    };
+    if let Some(err) = report.error() {
+        if !opts.no_lint_fail {
+            remove_tag(&cs);
+            return Err(err.context(format!(
+                "the image built from {} is not a bootable image; nothing was stored",
+                opts.containerfile.display()
+            )));
+        }
+    }
+
+    steps.step("storing");
+    let bases: Vec<OciImage> = local_bases
+        .iter()
+        .map(|n| OciImage::open(&opts.store.image_dir(n)?))
+        .collect::<Result<_>>()?;
+    let (digest, reused, new) = store_from_containers_storage(&opts.store, &cs, &opts.tag, &bases)?;
+    let stored = opts.store.inspect(&opts.tag)?;
+    debug_assert_eq!(stored.digest, digest);
+    Ok(BuildOutcome {
+        name: opts.tag.clone(),
+        reference: stored.reference,
+        digest,
+        labels: stored.labels,
+        reused_layers: reused,
+        new_layers: new,
+        lint: report,
+    })
+}
+
+fn remove_tag(cs: &str) {
+    let _ = Run::new("podman").args(["rmi", "--force", cs]).output();
+}
+
+/// Lint an image in containers-storage through `podman image mount`.
+pub fn lint_containers_storage(cs: &str) -> Result<LintReport> {
+    let mnt = Run::new("podman")
+        .args(["image", "mount", cs])
+        .read()
+        .with_context(|| format!("mounting {cs} to lint it"))?;
+    let mnt = PathBuf::from(mnt.trim());
+    let tree = Tree::from_dir(&mnt, false);
+    let _ = Run::new("podman").args(["image", "unmount", cs]).output();
+    let tree = tree?;
+    let inspect = Run::new("podman")
+        .args(["image", "inspect", "--format", "{{json .Labels}}", cs])
+        .read()?;
+    let labels: Option<BTreeMap<String, String>> =
+        serde_json::from_str(inspect.trim()).context("parsing podman's labels")?;
+    Ok(crate::lint::lint(cs, &tree, &labels.unwrap_or_default()))
+}
+
+/// Write `data` as a blob of the layout at `dir`; returns its digest.
+fn put_blob(dir: &Path, data: &[u8]) -> Result<String> {
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(dir.join("blobs/sha256").join(&hex), data)?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// Copy `cs` from containers-storage into the store as `name`, reusing base blobs by diff ID.
+/// Returns (manifest digest, reused layers, new layers).
+pub fn store_from_containers_storage(
+    store: &Store,
+    cs: &str,
+    name: &str,
+    bases: &[OciImage],
+) -> Result<(String, usize, usize)> {
+    let raw_dir = store.staging()?;
+    let raw = raw_dir.path().join("oci");
+    Run::new("skopeo")
+        .args(["copy", "--quiet", "--dest-oci-accept-uncompressed-layers"])
+        .arg(format!("containers-storage:{cs}"))
+        .arg(format!("oci:{}", raw.display()))
+        .output()
+        .with_context(|| format!("reading {cs} back from containers-storage"))?;
+    let built = OciImage::open(&raw)?;
+    let diff_ids = built.config.rootfs().diff_ids().clone();
+    if diff_ids.len() != built.manifest.layers().len() {
+        bail!(
+            "{cs}: the config lists {} diff IDs for {} layers",
+            diff_ids.len(),
+            built.manifest.layers().len()
+        );
+    }
+    // diff ID -> (base image, layer descriptor)
+    let mut known = HashMap::new();
+    for b in bases {
+        for (d, l) in b.config.rootfs().diff_ids().iter().zip(b.manifest.layers()) {
+            known.entry(d.clone()).or_insert((b, l.clone()));
+        }
+    }
+    let staging = store.staging()?;
+    let out = staging.path();
+    std::fs::create_dir_all(out.join("blobs/sha256"))?;
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let (mut reused, mut new) = (0, 0);
+    let mut layers = Vec::new();
+    for (i, (diff_id, l)) in diff_ids.iter().zip(built.manifest.layers()).enumerate() {
+        if let Some((base, desc)) = known.get(diff_id) {
+            let src = base.blob(desc.digest().as_ref())?;
+            let dst = out.join("blobs/sha256").join(desc.digest().digest());
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+            }
+            layers.push(desc.clone());
+            reused += 1;
+            continue;
+        }
+        // a new layer: gzip it (fast level, as the base image's layers)
+        let tmp = out.join("blobs/sha256/.layer.tmp");
+        let mut enc = flate2::write::GzEncoder::new(
+            HashingWriter::new(std::fs::File::create(&tmp)?),
+            flate2::Compression::fast(),
+        );
+        let mut src = built.open_layer(i)?;
+        std::io::copy(&mut src, &mut enc).with_context(|| format!("compressing layer {i}"))?;
+        let (hash, size) = enc.finish()?.finish()?;
+        let digest = format!("sha256:{hash}");
+        std::fs::rename(&tmp, out.join("blobs/sha256").join(&hash))?;
+        let mut b = DescriptorBuilder::default()
+            .media_type(MediaType::ImageLayerGzip)
+            .digest(digest.parse::<ostree_ext::oci_spec::image::Digest>()?)
+            .size(size);
+        if let Some(a) = l.annotations() {
+            b = b.annotations(a.clone());
+        }
+        layers.push(b.build()?);
+        new += 1;
+    }
+    let config_bytes = std::fs::read(built.blob(built.manifest.config().digest().as_ref())?)?;
+    let config_digest = put_blob(out, &config_bytes)?;
+    let config_desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageConfig)
+        .digest(config_digest.parse::<ostree_ext::oci_spec::image::Digest>()?)
+        .size(config_bytes.len() as u64)
+        .build()?;
+    let mut mb = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(layers);
+    if let Some(a) = built.manifest.annotations() {
+        mb = mb.annotations(a.clone());
+    }
+    let manifest_bytes = canonical_json(&mb.build()?)?;
+    let manifest_digest = put_blob(out, &manifest_bytes)?;
+    let (_, tag) = Store::split_name(name)?;
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .manifests(vec![DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(manifest_digest.parse::<ostree_ext::oci_spec::image::Digest>()?)
+            .size(manifest_bytes.len() as u64)
+            .annotations(HashMap::from([(
+                "org.opencontainers.image.ref.name".to_string(),
+                tag.to_string(),
+            )]))
+            .build()?])
+        .build()?;
+    std::fs::write(out.join("index.json"), canonical_json(&index)?)?;
+    drop(raw_dir);
+    store.publish(staging, name)?;
+    Ok((manifest_digest, reused, new))
+}
+
+/// JSON with every object's keys sorted, so that equal content always has the same digest
+/// (oci-spec keeps annotations in a HashMap).
+pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    Ok(serde_json::to_vec(&sort(serde_json::to_value(v)?))?)
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    n: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hash: sha2::Sha256::new(),
+            n: 0,
+        }
+    }
+    fn finish(mut self) -> Result<(String, u64)> {
+        self.inner.flush()?;
+        Ok((hex::encode(self.hash.finalize()), self.n))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let m: HashMap<&str, u32> = (0..20)
+            .map(|i| (["a", "b", "c", "d", "e"][i % 5], i as u32))
+            .collect();
+        let a = canonical_json(&m).unwrap();
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            r#"{"a":15,"b":16,"c":17,"d":18,"e":19}"#
+        );
+    }
+
+    #[test]
+    fn froms_with_args_stages_and_flags() {
+        let cf = "ARG BASE=imgmode-base\n# comment\nFROM --platform=linux/amd64 ${BASE} AS build\nRUN x \\\n  y\nfrom build as final\nFROM $BASE\n";
+        let f = parse_froms(cf, &[]);
+        assert_eq!(
+            f,
+            vec![
+                From {
+                    image: "imgmode-base".into(),
+                    stage: Some("build".into())
+                },
+                From {
+                    image: "build".into(),
+                    stage: Some("final".into())
+                },
+                From {
+                    image: "imgmode-base".into(),
+                    stage: None
+                },
+            ]
+        );
+        let f = parse_froms(cf, &["BASE=other:v2".into()]);
+        assert_eq!(f[0].image, "other:v2");
+    }
+
+    #[test]
+    fn preflight_says_what_is_wrong() {
+        let td = tempfile::tempdir().unwrap();
+        let opts = BuildOpts {
+            containerfile: td.path().join("Containerfile"),
+            context: td.path().to_path_buf(),
+            tag: "layered".into(),
+            build_args: vec![],
+            store: Store::new(td.path().join("state")),
+            no_lint_fail: false,
+        };
+        let err = preflight(&opts).unwrap_err().to_string();
+        assert!(err.contains("reading the Containerfile"), "{err}");
+        std::fs::write(&opts.containerfile, "FROM imgmode-base\n").unwrap();
+        let bad = BuildOpts {
+            tag: "Bad Tag".into(),
+            ..opts.clone()
+        };
+        assert!(preflight(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid local image name"));
+        let bad = BuildOpts {
+            build_args: vec!["NOEQUALS".into()],
+            ..opts.clone()
+        };
+        assert!(preflight(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("KEY=VALUE"));
+        let bad = BuildOpts {
+            context: td.path().join("nope"),
+            ..opts
+        };
+        assert!(preflight(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+    }
+}
