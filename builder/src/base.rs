@@ -369,7 +369,7 @@ fn humantime_compact(t: std::time::SystemTime) -> String {
     s.chars().filter(|c| c.is_ascii_digit()).take(12).collect()
 }
 
-fn humantime_rfc3339(t: std::time::SystemTime) -> String {
+pub fn humantime_rfc3339(t: std::time::SystemTime) -> String {
     // Days-from-civil, inverse: enough for version strings without a date crate.
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)

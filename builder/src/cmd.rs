@@ -141,6 +141,13 @@ impl Run {
         }
     }
 
+    /// Send the child's stdout to our stderr (progress from tools whose output is not ours
+    /// to print on stdout, which carries imgmode's own results).
+    pub fn stdout_to_stderr(mut self) -> Self {
+        self.cmd.stdout(std::io::stderr());
+        self
+    }
+
     /// Run, letting the child inherit stdout and stderr; fail on a non-zero exit.
     pub fn run(mut self) -> Result<()> {
         tracing::debug!("running {}", self.display);

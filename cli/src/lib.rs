@@ -111,6 +111,9 @@ pub enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Image mode objects: build a MachineOSConfig into a MachineOSBuild.
+    #[command(subcommand)]
+    Layer(LayerCmd),
     /// Show the booted, staged and rollback deployments.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -160,6 +163,38 @@ pub struct BuildArgs {
     /// The build context directory.
     #[arg(default_value = ".")]
     pub context: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LayerCmd {
+    /// Build the image a MachineOSConfig describes, push it, write its MachineOSBuild.
+    #[command(
+        after_help = "FROM configs is the base image with the pool's rendered MachineConfigs \
+(files, systemd units, kernel arguments from --machineconfigs) applied. The MachineOSBuild \
+<config>-<hash>.yaml in --output-dir records the state (Prepared, Building, Succeeded, \
+Interrupted, Failed) and status.currentImagePullSpec."
+    )]
+    Build {
+        /// The MachineOSConfig YAML.
+        config: PathBuf,
+        /// The base image (local name or transport reference).
+        #[arg(long)]
+        base: String,
+        /// Directory of MachineConfig and MachineConfigPool YAML files.
+        #[arg(long)]
+        machineconfigs: Option<PathBuf>,
+        /// Where MachineOSBuild objects are written.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        /// Require HTTPS and verify certificates when pushing.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        tls_verify: bool,
+        /// Registry credentials for the push (the push secret as a containers-auth.json).
+        #[arg(long)]
+        authfile: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
 }
 
 /// Options of the node-side verbs.
@@ -619,6 +654,34 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Revert { apply, node } => {
             let out = imgmode_layering::node::revert(&node.sysroot, &Default::default())?;
             finish_update(&node, &out, false, apply)
+        }
+        Command::Layer(LayerCmd::Build {
+            config,
+            base,
+            machineconfigs,
+            output_dir,
+            tls_verify,
+            authfile,
+            format,
+        }) => {
+            let opts = imgmode_layering::machineos::LayerBuildOpts {
+                config,
+                base,
+                machineconfigs,
+                output_dir,
+                store: store(),
+                tls_verify,
+                authfile,
+            };
+            let b = imgmode_layering::machineos::layer_build(&opts, &steps())?;
+            print(format, &b, |b| {
+                format!(
+                    "{}: {}\n  image: {}\n",
+                    b.metadata.name,
+                    b.state().unwrap_or("-"),
+                    b.status.current_image_pull_spec.as_deref().unwrap_or("-")
+                )
+            })
         }
         Command::Rollback { apply, node } => {
             let out = imgmode_layering::node::rollback(&node.sysroot)?;

@@ -186,12 +186,15 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     for a in &opts.build_args {
         cmd = cmd.args(["--build-arg", a]);
     }
-    cmd.arg(&opts.context).run().map_err(|e| {
-        anyhow!(
-            "{e}\nthe Containerfile {} did not build; podman's messages above say where",
-            opts.containerfile.display()
-        )
-    })?;
+    cmd.arg(&opts.context)
+        .stdout_to_stderr()
+        .run()
+        .map_err(|e| {
+            anyhow!(
+                "{e}\nthe Containerfile {} did not build; podman's messages above say where",
+                opts.containerfile.display()
+            )
+        })?;
 
     steps.step("linting");
     let report = match lint_containers_storage(&cs) {

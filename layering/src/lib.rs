@@ -13,6 +13,7 @@
 pub mod build;
 pub mod image;
 pub mod lint;
+pub mod machineos;
 pub mod node;
 pub mod objects;
 pub mod tree;

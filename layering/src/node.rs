@@ -154,8 +154,10 @@ pub fn kargs_of_commit(repo: &ostree::Repo, commit: &str) -> Result<Vec<String>>
     let mut out = Vec::new();
     for name in files {
         let f = dir.child(&name);
-        let (bytes, _) = f.load_contents(gio::Cancellable::NONE)?;
-        let text = String::from_utf8(bytes.to_vec())
+        // (load_contents would ask the repo file's stream for info it does not provide)
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut f.read(gio::Cancellable::NONE)?.into_read(), &mut bytes)?;
+        let text = String::from_utf8(bytes)
             .with_context(|| format!("/{KARGS_D}/{} is not UTF-8", name.display()))?;
         out.extend(parse_kargs_toml(&text).with_context(|| {
             format!("parsing /{KARGS_D}/{} of commit {commit}", name.display())
@@ -235,6 +237,9 @@ pub struct UpdateOpts {
     pub check: bool,
     /// Skip the free-space check (tests).
     pub skip_space_check: bool,
+    /// Deploy the image from the node's own repository when it is still there (revert: the
+    /// image the node ran before is not fetched again, and need not be reachable).
+    pub prefer_local: bool,
 }
 
 /// Fetch and stage `target` (the deployment's new origin).
@@ -274,93 +279,103 @@ async fn stage(
         })
         .unwrap_or_else(|| "default".to_string());
     let merge = sysroot.merge_deployment(Some(&stateroot));
-    let mut imp = ImageImporter::new(&repo, target, Default::default())
-        .await
-        .with_context(|| format!("opening {target}"))?;
-    imp.require_bootable();
-    let prepared = imp
-        .prepare()
-        .await
-        .with_context(|| format!("fetching the manifest of {target}"))?;
-    let (state, fetched) = match prepared {
-        PrepareResult::AlreadyPresent(state) => {
-            let unchanged = booted
-                .as_ref()
-                .or(merge.as_ref())
-                .is_some_and(|d| d.csum() == state.merge_commit.as_str())
-                && merge
+    let local = if opts.prefer_local {
+        ostree_ext::container::store::query_image(&repo, &target.imgref)?
+    } else {
+        None
+    };
+    let (state, fetched) = if let Some(state) = local {
+        let n = state.manifest.layers().len();
+        (state, (n, 0usize, 0u64))
+    } else {
+        let mut imp = ImageImporter::new(&repo, target, Default::default())
+            .await
+            .with_context(|| format!("opening {target}"))?;
+        imp.require_bootable();
+        let prepared = imp
+            .prepare()
+            .await
+            .with_context(|| format!("fetching the manifest of {target}"))?;
+        match prepared {
+            PrepareResult::AlreadyPresent(state) => {
+                let unchanged = booted
                     .as_ref()
-                    .and_then(|d| d.origin())
-                    .and_then(|o| o.string("origin", ORIGIN_KEY).ok())
-                    .is_some_and(|o| o.as_str() == target.to_string());
-            let outcome = UpdateOutcome {
-                image: target.to_string(),
-                digest: state.manifest_digest.to_string(),
-                version: state.version().map(str::to_string),
-                commit: (!opts.check).then(|| state.merge_commit.clone()),
-                unchanged,
-                staged: false,
-                layers_total: state.manifest.layers().len(),
-                layers_fetched: 0,
-                bytes_fetched: 0,
-                kargs_added: vec![],
-                kargs_removed: vec![],
-            };
-            if unchanged || opts.check {
-                return Ok(outcome);
-            }
-            (state, (outcome.layers_total, 0usize, 0u64))
-        }
-        PrepareResult::Ready(prep) => {
-            let arch = prep.config.architecture().to_string();
-            if arch != host_arch() {
-                bail!(
-                    "{target} is built for {arch}, this machine is {}; nothing was changed",
-                    host_arch()
-                );
-            }
-            let to_fetch: Vec<u64> = prep
-                .all_layers()
-                .filter(|l| l.commit.is_none())
-                .map(|l| l.layer().size())
-                .collect();
-            let bytes: u64 = to_fetch.iter().sum();
-            let total = prep.all_layers().count();
-            if opts.check {
-                return Ok(UpdateOutcome {
+                    .or(merge.as_ref())
+                    .is_some_and(|d| d.csum() == state.merge_commit.as_str())
+                    && merge
+                        .as_ref()
+                        .and_then(|d| d.origin())
+                        .and_then(|o| o.string("origin", ORIGIN_KEY).ok())
+                        .is_some_and(|o| o.as_str() == target.to_string());
+                let outcome = UpdateOutcome {
                     image: target.to_string(),
-                    digest: prep.manifest_digest.to_string(),
-                    version: prep.version().map(str::to_string),
-                    commit: None,
-                    unchanged: false,
+                    digest: state.manifest_digest.to_string(),
+                    version: state.version().map(str::to_string),
+                    commit: (!opts.check).then(|| state.merge_commit.clone()),
+                    unchanged,
                     staged: false,
-                    layers_total: total,
-                    layers_fetched: to_fetch.len(),
-                    bytes_fetched: bytes,
+                    layers_total: state.manifest.layers().len(),
+                    layers_fetched: 0,
+                    bytes_fetched: 0,
                     kargs_added: vec![],
                     kargs_removed: vec![],
-                });
+                };
+                if unchanged || opts.check {
+                    return Ok(outcome);
+                }
+                (state, (outcome.layers_total, 0usize, 0u64))
             }
-            if !opts.skip_space_check {
-                let repo_path = sysroot_path.join("ostree/repo");
-                let free = free_bytes(&repo_path)?;
-                let need = space_needed(bytes);
-                if free < need {
+            PrepareResult::Ready(prep) => {
+                let arch = prep.config.architecture().to_string();
+                if arch != host_arch() {
                     bail!(
-                        "not enough free space in {}: the update needs about {} MiB ({} MiB of layers to fetch), {} MiB are available; free space (for example remove the rollback deployment with ostree admin undeploy 1) and retry; nothing was changed",
-                        repo_path.display(),
-                        need >> 20,
-                        bytes >> 20,
-                        free >> 20
+                        "{target} is built for {arch}, this machine is {}; nothing was changed",
+                        host_arch()
                     );
                 }
+                let to_fetch: Vec<u64> = prep
+                    .all_layers()
+                    .filter(|l| l.commit.is_none())
+                    .map(|l| l.layer().size())
+                    .collect();
+                let bytes: u64 = to_fetch.iter().sum();
+                let total = prep.all_layers().count();
+                if opts.check {
+                    return Ok(UpdateOutcome {
+                        image: target.to_string(),
+                        digest: prep.manifest_digest.to_string(),
+                        version: prep.version().map(str::to_string),
+                        commit: None,
+                        unchanged: false,
+                        staged: false,
+                        layers_total: total,
+                        layers_fetched: to_fetch.len(),
+                        bytes_fetched: bytes,
+                        kargs_added: vec![],
+                        kargs_removed: vec![],
+                    });
+                }
+                if !opts.skip_space_check {
+                    let repo_path = sysroot_path.join("ostree/repo");
+                    let free = free_bytes(&repo_path)?;
+                    let need = space_needed(bytes);
+                    if free < need {
+                        bail!(
+                            "not enough free space in {}: the update needs about {} MiB ({} MiB of layers to fetch), {} MiB are available; free space (for example remove the rollback deployment with ostree admin undeploy 1) and retry; nothing was changed",
+                            repo_path.display(),
+                            need >> 20,
+                            bytes >> 20,
+                            free >> 20
+                        );
+                    }
+                }
+                let n = to_fetch.len();
+                let state = imp
+                    .import(prep)
+                    .await
+                    .with_context(|| format!("importing {target}"))?;
+                (state, (total, n, bytes))
             }
-            let n = to_fetch.len();
-            let state = imp
-                .import(prep)
-                .await
-                .with_context(|| format!("importing {target}"))?;
-            (state, (total, n, bytes))
         }
     };
     let commit = state.merge_commit.clone();
@@ -551,7 +566,11 @@ pub fn revert(sysroot_path: &Path, opts: &UpdateOpts) -> Result<UpdateOutcome> {
             state.revert_to
         )
     })?;
-    let out = switch(sysroot_path, &target, opts)?;
+    let local = UpdateOpts {
+        prefer_local: true,
+        ..opts.clone()
+    };
+    let out = switch(sysroot_path, &target, &local)?;
     if !opts.check {
         std::fs::remove_file(&state_path)
             .with_context(|| format!("removing {}", state_path.display()))?;

@@ -17,6 +17,8 @@ pub const TEST_SSH_KEY: &str =
 #[derive(Debug, Clone)]
 pub struct Artifacts {
     pub imgmode: PathBuf,
+    /// The repository's `containerfiles/` (examples the scenarios build).
+    pub containerfiles: PathBuf,
     /// The base image's manifest digest.
     pub base_digest: String,
     /// The base image's labels (`ostree.commit`, `containers.bootc`, version ...).
@@ -82,6 +84,10 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
     let (disk, raw) = (disk("qcow2")?, disk("raw")?);
     Ok(Artifacts {
         imgmode: imgmode.to_path_buf(),
+        containerfiles: definition
+            .parent()
+            .context("the base definition has no parent directory")?
+            .to_path_buf(),
         base_digest: base.digest,
         base_labels: base.labels,
         base_disk: disk,

@@ -8,7 +8,9 @@
 
 pub mod artifacts;
 pub mod direct;
+pub mod layered;
 pub mod qemu;
+pub mod registry;
 pub mod scenarios;
 
 use anyhow::{bail, Result};

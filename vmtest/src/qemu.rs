@@ -134,11 +134,14 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
         format!("file,id=results,path={}", p("results.log")),
         "-device".into(),
         format!("virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"),
+        // bootindex=0: firmware boots this disk even when scenarios attach more disks
         "-drive".into(),
         format!(
-            "file={},format=qcow2,if=virtio,cache=unsafe",
+            "file={},format=qcow2,if=none,id=disk0,cache=unsafe",
             p("overlay.qcow2")
         ),
+        "-device".into(),
+        "virtio-blk-pci,drive=disk0,bootindex=0".into(),
         "-device".into(),
         "virtio-rng-pci".into(),
     ];

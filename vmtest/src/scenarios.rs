@@ -52,6 +52,26 @@ pub fn all() -> Vec<Scenario> {
             run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Direct)),
         },
         Scenario {
+            name: "layered-rollback",
+            about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
+            run: |a, d| Box::pin(crate::layered::layered_rollback(a.clone(), d.to_path_buf())),
+        },
+        Scenario {
+            name: "powercut",
+            about: "10 hard resets spread over upgrades (fetch, staging, finalize, after the bootloader swap): the old or the new deployment always boots and ostree fsck is clean",
+            run: |a, d| Box::pin(crate::layered::powercut(a.clone(), d.to_path_buf())),
+        },
+        Scenario {
+            name: "layer-build",
+            about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, FAILED after retries, bad configs)",
+            run: |a, d| {
+                let (a, d) = (a.clone(), d.to_path_buf());
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || crate::layered::layer_build(&a, &d)).await?
+                })
+            },
+        },
+        Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
             run: |a, d| {
