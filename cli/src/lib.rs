@@ -158,6 +158,9 @@ pub struct BuildArgs {
     /// Store the image even when a fatal lint fails.
     #[arg(long)]
     pub allow_lint_failure: bool,
+    /// Do not use podman's layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// The build context directory.
@@ -584,6 +587,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 build_args: a.build_args,
                 store: store(),
                 no_lint_fail: a.allow_lint_failure,
+                no_cache: a.no_cache,
             };
             let out = imgmode_layering::build::build(&opts, &steps())?;
             print(a.format, &out, |o| {

@@ -34,6 +34,8 @@ pub struct BuildOpts {
     pub store: Store,
     /// Skip the lints (they still run, but fatal results only warn).
     pub no_lint_fail: bool,
+    /// Do not use podman's layer cache.
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +187,9 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         .args(["-t", &cs]);
     for a in &opts.build_args {
         cmd = cmd.args(["--build-arg", a]);
+    }
+    if opts.no_cache {
+        cmd = cmd.arg("--no-cache");
     }
     cmd.arg(&opts.context)
         .stdout_to_stderr()
@@ -471,6 +476,7 @@ mod tests {
             build_args: vec![],
             store: Store::new(td.path().join("state")),
             no_lint_fail: false,
+            no_cache: false,
         };
         let err = preflight(&opts).unwrap_err().to_string();
         assert!(err.contains("reading the Containerfile"), "{err}");

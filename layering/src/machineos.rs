@@ -670,6 +670,7 @@ pub fn layer_build(opts: &LayerBuildOpts, steps: &Steps) -> Result<MachineOSBuil
                     build_args: vec![],
                     store: opts.store.clone(),
                     no_lint_fail: false,
+                    no_cache: false,
                 },
                 steps,
             )?;

@@ -154,9 +154,16 @@ pub fn kargs_of_commit(repo: &ostree::Repo, commit: &str) -> Result<Vec<String>>
     let mut out = Vec::new();
     for name in files {
         let f = dir.child(&name);
-        // (load_contents would ask the repo file's stream for info it does not provide)
+        // Read through the repository: a commit's files are content objects.
+        let rf = f
+            .downcast::<ostree::RepoFile>()
+            .map_err(|_| anyhow!("{} is not a file of the repository", name.display()))?;
+        rf.ensure_resolved()?;
+        let (stream, _, _) = repo.load_file(rf.checksum().as_str(), gio::Cancellable::NONE)?;
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut f.read(gio::Cancellable::NONE)?.into_read(), &mut bytes)?;
+        if let Some(stream) = stream {
+            std::io::Read::read_to_end(&mut stream.into_read(), &mut bytes)?;
+        }
         let text = String::from_utf8(bytes)
             .with_context(|| format!("/{KARGS_D}/{} is not UTF-8", name.display()))?;
         out.extend(parse_kargs_toml(&text).with_context(|| {
@@ -600,6 +607,45 @@ mod tests {
         .is_empty());
         assert!(parse_kargs_toml("kargs = \"notalist\"").is_err());
         assert!(parse_kargs_toml("karg = [\"x\"]").is_err());
+    }
+
+    #[test]
+    fn kargs_are_read_from_a_commit() {
+        use imgmode_builder::cmd::Run;
+        let td = tempfile::tempdir().unwrap();
+        let repo = td.path().join("repo");
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["init", "--mode=bare-user"])
+            .output()
+            .unwrap();
+        let tree = td.path().join("tree");
+        let d = tree.join(KARGS_D);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("20-b.toml"), "kargs = [\"b=2\"]\n").unwrap();
+        std::fs::write(d.join("10-a.toml"), "kargs = [\"a=1\", \"quiet\"]\n").unwrap();
+        std::fs::write(d.join("README"), "not toml").unwrap();
+        let commit = Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--branch=t", "--no-bindings"])
+            .arg(format!("--tree=dir={}", tree.display()))
+            .read()
+            .unwrap();
+        let r = imgmode_builder::ostree::open_repo(&repo).unwrap();
+        assert_eq!(
+            kargs_of_commit(&r, commit.trim()).unwrap(),
+            vec!["a=1", "quiet", "b=2"]
+        );
+        // no kargs.d at all
+        std::fs::remove_dir_all(tree.join("usr")).unwrap();
+        std::fs::write(tree.join("f"), "x").unwrap();
+        let commit = Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--branch=u", "--no-bindings"])
+            .arg(format!("--tree=dir={}", tree.display()))
+            .read()
+            .unwrap();
+        assert!(kargs_of_commit(&r, commit.trim()).unwrap().is_empty());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   per-phase timings from its summary, the 1-thread run as the baseline (`cargo xtask bench
 //!   recert` runs only these).
 //!
+//! - layered: `imgmode build` against `podman build` of the same Containerfile (target ratio
+//!   <= 1.10), and the bytes an upgrade fetches after one layer changed against that layer's
+//!   size (target <= 1.2) (`cargo xtask bench layered`).
+//!
 //! Benchmarks are not tests: nothing here asserts a time; targets are reported next to the
 //! measured ratio.
 
@@ -65,6 +69,8 @@ pub enum Suite {
     Images,
     /// recert on generated PKIs.
     Recert,
+    /// imgmode build against podman build; bytes an upgrade fetches.
+    Layered,
 }
 
 pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
@@ -76,6 +82,9 @@ pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
     }
     if all || suites.contains(&Suite::Recert) {
         recert(&imgmode, &mut rows)?;
+    }
+    if all || suites.contains(&Suite::Layered) {
+        layered(root, &imgmode, &mut rows)?;
     }
     print_table(&rows);
     if let Some(p) = out.parent() {
@@ -350,6 +359,133 @@ fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
             note: "includes firmware and bootloader".into(),
         },
     ])
+}
+
+/// `imgmode build` against plain `podman build --isolation chroot` of the same Containerfile
+/// (no layer cache, base already in containers-storage, best of 2 alternating runs each), and
+/// the bytes `imgmode upgrade --check` says an upgrade fetches after one layer changed,
+/// against that layer's size.
+fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let def = root.join("containerfiles/base");
+    timed(
+        Command::new(imgmode)
+            .args(["base", "build", "--quiet", "--to-containers-storage", "--definition"])
+            .arg(&def),
+    )?;
+    for example in ["kargs", "rsyslog"] {
+        let ctx = root.join("containerfiles/layered").join(example);
+        let (mut best_p, mut best_i) = (f64::MAX, f64::MAX);
+        for _ in 0..2 {
+            best_p = best_p.min(timed(
+                Command::new("podman")
+                    .args(["build", "--isolation", "chroot", "--no-cache", "-t"])
+                    .arg(format!("localhost/bench-podman-{example}:latest"))
+                    .arg(&ctx),
+            )?);
+            best_i = best_i.min(timed(
+                Command::new(imgmode)
+                    .args(["build", "-q", "--no-cache", "-t"])
+                    .arg(format!("bench-imgmode-{example}"))
+                    .arg(&ctx),
+            )?);
+        }
+        rows.push(Row {
+            name: format!("imgmode build ({example})"),
+            seconds: best_i,
+            baseline: Some("podman build".into()),
+            baseline_seconds: Some(best_p),
+            ratio: Some(best_i / best_p),
+            target: Some("<= 1.10".into()),
+            note: "best of 2, no layer cache; includes lint and storing".into(),
+        });
+    }
+
+    // One layer changes between v1 and v2; a sysroot deployed from v1 checks for v2.
+    let scratch = tempfile::tempdir_in(std::env::temp_dir())?;
+    let ctx = scratch.path().join("ctx");
+    std::fs::create_dir_all(&ctx)?;
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM imgmode-base\nCOPY payload /usr/share/imgmode-bench/payload\n",
+    )?;
+    let build = |content: &[u8]| -> Result<()> {
+        std::fs::write(ctx.join("payload"), content)?;
+        timed(
+            Command::new(imgmode)
+                .args(["build", "-q", "-t", "bench-upgrade"])
+                .arg(&ctx),
+        )?;
+        Ok(())
+    };
+    // 4 MiB of incompressible-ish bytes so the layer dominates its tar overhead
+    let mut data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    build(&data)?;
+    let sysroot = scratch.path().join("sysroot");
+    let state = std::env::var_os("IMGMODE_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/imgmode".into());
+    let v1 = format!(
+        "ostree-unverified-image:oci:{}",
+        state.join("images/bench-upgrade/latest").display()
+    );
+    for args in [
+        vec!["admin", "init-fs", "--modern"],
+        vec!["admin", "os-init", "default"],
+    ] {
+        let st = Command::new("ostree")
+            .args(&args)
+            .arg(format!("--sysroot={}", sysroot.display()))
+            .status()?;
+        anyhow::ensure!(st.success(), "ostree {args:?}");
+    }
+    let st = Command::new("ostree")
+        .args(["config", "set", "sysroot.bootloader", "none"])
+        .arg(format!("--repo={}", sysroot.join("ostree/repo").display()))
+        .status()?;
+    anyhow::ensure!(st.success(), "ostree config set");
+    timed(
+        Command::new(imgmode)
+            .args(["switch", &v1, "--sysroot"])
+            .arg(&sysroot),
+    )?;
+    data.reverse();
+    build(&data)?;
+    let out = Command::new(imgmode)
+        .args(["upgrade", "--check", "--format", "json", "--sysroot"])
+        .arg(&sysroot)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "imgmode upgrade --check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let fetched = check["bytes-fetched"].as_u64().unwrap_or(0) as f64;
+    let layout = state.join("images/bench-upgrade/latest");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let mdigest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        layout.join("blobs/sha256").join(mdigest.trim_start_matches("sha256:")),
+    )?)?;
+    let last = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["size"].as_u64())
+        .unwrap_or(1) as f64;
+    rows.push(Row {
+        name: "upgrade bytes after one layer changed".into(),
+        seconds: 0.0,
+        baseline: Some("the changed layer's size".into()),
+        baseline_seconds: None,
+        ratio: Some(fetched / last),
+        target: Some("<= 1.2".into()),
+        note: format!(
+            "{fetched:.0} bytes to fetch, layer {last:.0} bytes, {} of {} layers",
+            check["layers-fetched"], check["layers-total"]
+        ),
+    });
+    Ok(())
 }
 
 fn copy_dir(src: &Path, dest: &Path) -> Result<()> {

@@ -1,0 +1,222 @@
+//! `imgmode build`, `container lint` and the node verbs through the real binary, with bad input:
+//! a clear message, exit 1, nothing stored. Building needs root and podman (CI has both); as
+//! another user those tests report that they did not run.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn imgmode(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgmode"))
+        .args(args)
+        .env("IMGMODE_STATE_DIR", state.join("state"))
+        .env("IMGMODE_CACHE_DIR", state.join("cache"))
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("running imgmode")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn can_build() -> bool {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let podman = Command::new("podman").arg("--version").output().is_ok();
+    if !(root && podman) {
+        eprintln!("skipped: needs root and podman");
+    }
+    root && podman
+}
+
+#[test]
+fn a_non_bootable_image_fails_the_build_and_nothing_is_stored() {
+    if !can_build() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let ctx = td.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hi\n").unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    let tag = format!("imgmode-test-notbootable-{}", std::process::id());
+    let o = imgmode(
+        td.path(),
+        &["build", "-q", "-t", &tag, ctx.to_str().unwrap()],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for needle in [
+        "is not a bootable image; nothing was stored",
+        "bootc-label: the image has no containers.bootc=1 label",
+        "kernel: no kernel",
+        "var-run: ",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        !td.path().join("state/images").join(&tag).exists(),
+        "a failed build stored an image"
+    );
+    let still = Command::new("podman")
+        .args(["image", "exists", &format!("localhost/{tag}:latest")])
+        .status()
+        .unwrap();
+    assert!(
+        !still.success(),
+        "the failed image is still tagged in containers-storage"
+    );
+
+    // the same image stored anyway: lint reports each lint by name, in JSON too
+    let o = imgmode(
+        td.path(),
+        &[
+            "build",
+            "-q",
+            "--allow-lint-failure",
+            "-t",
+            &tag,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = imgmode(td.path(), &["container", "lint", "--format", "json", &tag]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let failed: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["passed"] == false && r["severity"] == "fatal")
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        ["bootc-label", "kernel", "baseimage-root", "var-run"]
+    );
+    let _ = Command::new("podman")
+        .args(["rmi", "--force", &format!("localhost/{tag}:latest")])
+        .output();
+}
+
+#[test]
+fn containerfile_errors_are_shown_as_the_builder_reports_them() {
+    if !can_build() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let ctx = td.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nNOTANINSTRUCTION foo\n",
+    )
+    .unwrap();
+    let o = imgmode(
+        td.path(),
+        &["build", "-q", "-t", "broken", ctx.to_str().unwrap()],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("notaninstruction"), "{err}");
+    assert!(err.contains("did not build"), "{err}");
+    assert!(!td.path().join("state/images/broken").exists());
+}
+
+#[test]
+fn bad_build_arguments_are_refused_before_podman_runs() {
+    let td = tempfile::tempdir().unwrap();
+    let o = imgmode(
+        td.path(),
+        &["build", "-t", "x", td.path().join("nope").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("reading the Containerfile"),
+        "{}",
+        text(&o).1
+    );
+    std::fs::write(td.path().join("Containerfile"), "FROM imgmode-base\n").unwrap();
+    let o = imgmode(
+        td.path(),
+        &[
+            "build",
+            "-t",
+            "x",
+            "--build-arg",
+            "NOVALUE",
+            td.path().to_str().unwrap(),
+        ],
+    );
+    assert!(text(&o).1.contains("is not KEY=VALUE"), "{}", text(&o).1);
+}
+
+#[test]
+fn node_verbs_say_what_is_wrong() {
+    let td = tempfile::tempdir().unwrap();
+    // a local name is not something a node can fetch
+    let o = imgmode(
+        td.path(),
+        &[
+            "switch",
+            "imgmode-base",
+            "--sysroot",
+            td.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("has no transport"), "{}", text(&o).1);
+    // not an ostree system
+    let o = imgmode(
+        td.path(),
+        &["rollback", "--sysroot", td.path().to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("is this an ostree-booted system"),
+        "{}",
+        text(&o).1
+    );
+    // a MachineConfig with a tag
+    let mc = td.path().join("mc.yaml");
+    std::fs::write(
+        &mc,
+        "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata:\n  name: os-layer\nspec:\n  osImageURL: quay.io/org/os:4.18\n",
+    )
+    .unwrap();
+    let o = imgmode(
+        td.path(),
+        &[
+            "apply-machineconfig",
+            mc.to_str().unwrap(),
+            "--sysroot",
+            td.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o).1;
+    assert!(
+        err.contains("names a tag") && err.contains("skopeo inspect"),
+        "{err}"
+    );
+    // revert with nothing applied
+    let o = imgmode(
+        td.path(),
+        &["revert", "--sysroot", td.path().to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("no MachineConfig is applied"),
+        "{}",
+        text(&o).1
+    );
+}
