@@ -5,26 +5,13 @@
 //! report that they did not run.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn imgmode(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgmode"))
-        .args(args)
-        .env("IMGMODE_STATE_DIR", state.join("state"))
-        .env("IMGMODE_CACHE_DIR", state.join("cache"))
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("running imgmode")
-}
+mod common;
+use common::*;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
 
 /// Assert failure with exit 1, a message containing `needle`, and no output file.

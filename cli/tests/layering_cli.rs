@@ -2,18 +2,10 @@
 //! a clear message, exit 1, nothing stored. Building needs root and podman (CI has both); as
 //! another user those tests report that they did not run.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-fn imgmode(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgmode"))
-        .args(args)
-        .env("IMGMODE_STATE_DIR", state.join("state"))
-        .env("IMGMODE_CACHE_DIR", state.join("cache"))
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("running imgmode")
-}
+mod common;
+use common::*;
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -23,9 +15,7 @@ fn text(o: &Output) -> (String, String) {
 }
 
 fn can_build() -> bool {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
+    let root = is_root();
     let podman = Command::new("podman").arg("--version").output().is_ok();
     if !(root && podman) {
         eprintln!("skipped: needs root and podman");

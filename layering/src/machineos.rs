@@ -82,18 +82,13 @@ pub fn host_containerfile_arch() -> &'static str {
 impl MachineOSConfig {
     pub fn from_yaml(text: &str, what: &str) -> Result<Self> {
         let m: MachineOSConfig = parse_yaml(text, what)?;
-        if m.kind != "MachineOSConfig" {
-            bail!("{what}: kind is {:?}, expected MachineOSConfig", m.kind);
-        }
-        if m.api_version != API_VERSION {
-            bail!(
-                "{what}: apiVersion is {:?}, expected {API_VERSION}",
-                m.api_version
-            );
-        }
-        if m.metadata.name.is_empty() {
-            bail!("{what}: metadata.name is required");
-        }
+        crate::objects::check_type_meta(
+            what,
+            &m.kind,
+            &m.api_version,
+            &m.metadata,
+            "MachineOSConfig",
+        )?;
         Ok(m)
     }
 

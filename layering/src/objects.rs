@@ -63,6 +63,26 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Res
     })
 }
 
+/// Check an object's `kind`, `apiVersion` and `metadata.name`.
+pub fn check_type_meta(
+    what: &str,
+    kind: &str,
+    api_version: &str,
+    meta: &ObjectMeta,
+    want_kind: &str,
+) -> Result<()> {
+    if kind != want_kind {
+        bail!("{what}: kind is {kind:?}, expected {want_kind}");
+    }
+    if api_version != API_VERSION {
+        bail!("{what}: apiVersion is {api_version:?}, expected {API_VERSION}");
+    }
+    if meta.name.is_empty() {
+        bail!("{what}: metadata.name is required");
+    }
+    Ok(())
+}
+
 /// Is `s` a valid `sha256:<64 lowercase hex>` digest?
 pub fn is_sha256_digest(s: &str) -> bool {
     s.strip_prefix("sha256:")
@@ -72,18 +92,13 @@ pub fn is_sha256_digest(s: &str) -> bool {
 impl MachineConfig {
     pub fn from_yaml(text: &str, what: &str) -> Result<Self> {
         let mc: MachineConfig = parse_yaml(text, what)?;
-        if mc.kind != "MachineConfig" {
-            bail!("{what}: kind is {:?}, expected MachineConfig", mc.kind);
-        }
-        if mc.api_version != API_VERSION {
-            bail!(
-                "{what}: apiVersion is {:?}, expected {API_VERSION}",
-                mc.api_version
-            );
-        }
-        if mc.metadata.name.is_empty() {
-            bail!("{what}: metadata.name is required");
-        }
+        check_type_meta(
+            what,
+            &mc.kind,
+            &mc.api_version,
+            &mc.metadata,
+            "MachineConfig",
+        )?;
         for (k, v) in &mc.spec.other {
             if !is_empty_value(v) {
                 bail!(

@@ -143,6 +143,29 @@ StandardError=inherit
 ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.script"'
 "#;
 
+/// The base disk booted through SeaBIOS with the payload disk attached and `script` run by
+/// the job unit at every boot.
+fn job_vm(a: &Artifacts, payload: &Path, script: String) -> VmConfig {
+    VmConfig {
+        extra_args: vec![
+            "-drive".into(),
+            format!(
+                "file={},format=raw,if=none,id=payload,readonly=on",
+                payload.display()
+            ),
+            "-device".into(),
+            "virtio-blk-pci,drive=payload,serial=payload".into(),
+        ],
+        ..VmConfig::new(&a.base_disk, Boot::Bios)
+    }
+    .extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
+    .unit_dropin(
+        "multi-user.target",
+        "[Unit]\nWants=imgmode-vmtest-job.service\n",
+    )
+    .credential("vmtest.script", script)
+}
+
 /// Shared helpers of the guest scripts.
 const SCRIPT_HEAD: &str = r#"set -u
 state=/var/lib/imgmode-vmtest
@@ -375,23 +398,8 @@ esac
     );
     let cfg = VmConfig {
         network: true,
-        extra_args: vec![
-            "-drive".into(),
-            format!(
-                "file={},format=raw,if=none,id=payload,readonly=on",
-                payload.display()
-            ),
-            "-device".into(),
-            "virtio-blk-pci,drive=payload,serial=payload".into(),
-        ],
-        ..VmConfig::new(&a.base_disk, Boot::Bios)
+        ..job_vm(&a, &payload, script)
     }
-    .extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
-    .unit_dropin(
-        "multi-user.target",
-        "[Unit]\nWants=imgmode-vmtest-job.service\n",
-    )
-    .credential("vmtest.script", script)
     .credential("vmtest.mc", mc);
     let mut vm = Vm::start(&cfg, &dir).await?;
     let result = async {
@@ -806,24 +814,7 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
         Ok((layered, payload))
     })
     .await??;
-    let cfg = VmConfig {
-        extra_args: vec![
-            "-drive".into(),
-            format!(
-                "file={},format=raw,if=none,id=payload,readonly=on",
-                payload.display()
-            ),
-            "-device".into(),
-            "virtio-blk-pci,drive=payload,serial=payload".into(),
-        ],
-        ..VmConfig::new(&a.base_disk, Boot::Bios)
-    }
-    .extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
-    .unit_dropin(
-        "multi-user.target",
-        "[Unit]\nWants=imgmode-vmtest-job.service\n",
-    )
-    .credential("vmtest.script", POWERCUT_SCRIPT);
+    let cfg = job_vm(&a, &payload, POWERCUT_SCRIPT.to_string());
     let known = [a.base_digest.clone(), layered.digest.clone()];
     let mut vm = Vm::start(&cfg, &dir).await?;
     let mut log = Vec::new();

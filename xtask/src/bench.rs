@@ -369,7 +369,13 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let def = root.join("containerfiles/base");
     timed(
         Command::new(imgmode)
-            .args(["base", "build", "--quiet", "--to-containers-storage", "--definition"])
+            .args([
+                "base",
+                "build",
+                "--quiet",
+                "--to-containers-storage",
+                "--definition",
+            ])
             .arg(&def),
     )?;
     for example in ["kargs", "rsyslog"] {
@@ -418,7 +424,9 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
         Ok(())
     };
     // 4 MiB of incompressible-ish bytes so the layer dominates its tar overhead
-    let mut data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     build(&data)?;
     let sysroot = scratch.path().join("sysroot");
     let state = std::env::var_os("IMGMODE_STATE_DIR")
@@ -466,7 +474,9 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
         serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
     let mdigest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
-        layout.join("blobs/sha256").join(mdigest.trim_start_matches("sha256:")),
+        layout
+            .join("blobs/sha256")
+            .join(mdigest.trim_start_matches("sha256:")),
     )?)?;
     let last = manifest["layers"]
         .as_array()
