@@ -120,46 +120,6 @@ fn status_outside_an_ostree_system_says_so() {
     );
 }
 
-/// Write an OCI layout holding one small image with the given labels.
-fn write_oci(dir: &Path, labels: &str, arch: &str) {
-    use sha2::Digest;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let d = hex::encode(sha2::Sha256::digest(data));
-        std::fs::write(blobs.join(&d), data).unwrap();
-        (format!("sha256:{d}"), data.len())
-    };
-    // an uncompressed tar holding one file
-    let mut tar = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut tar);
-        let mut h = tar::Header::new_gnu();
-        h.set_size(5);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "etc/hello", &b"hello"[..]).unwrap();
-        b.finish().unwrap();
-    }
-    let (layer, layer_size) = put(&tar);
-    let config = format!(
-        r#"{{"architecture":"{arch}","os":"linux","config":{{"Labels":{{{labels}}}}},"rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"history":[{{"created_by":"test"}}]}}"#
-    );
-    let (config, config_size) = put(config.as_bytes());
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_size}}}]}}"#
-    );
-    let (manifest, manifest_size) = put(manifest.as_bytes());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{manifest_size}}}]}}"#
-        ),
-    )
-    .unwrap();
-}
-
 #[test]
 fn images_that_cannot_be_deployed_are_refused_before_writing() {
     if !is_root() {

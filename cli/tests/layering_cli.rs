@@ -210,3 +210,67 @@ fn node_verbs_say_what_is_wrong() {
         text(&o).1
     );
 }
+
+/// A sysroot with a stateroot and no deployment, under `dir`.
+fn empty_sysroot(dir: &std::path::Path) -> std::path::PathBuf {
+    let sysroot = dir.join("sysroot");
+    std::fs::create_dir_all(&sysroot).unwrap();
+    let st = Command::new("ostree")
+        .args(["admin", "init-fs", "--modern"])
+        .arg(&sysroot)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("ostree")
+        .args(["admin", "os-init", "default"])
+        .arg(format!("--sysroot={}", sysroot.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    sysroot
+}
+
+#[test]
+fn switch_refuses_other_architectures_and_non_bootable_images_before_fetching() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let sysroot = empty_sysroot(td.path());
+    let arm = td.path().join("arm");
+    write_oci(&arm, r#""containers.bootc":"1""#, "arm64");
+    let o = imgmode(
+        td.path(),
+        &[
+            "switch",
+            &format!("oci:{}", arm.display()),
+            "--sysroot",
+            sysroot.to_str().unwrap(),
+        ],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    // skopeo's proxy (or imgmode itself) refuses it, naming both architectures
+    assert!(
+        err.contains("architecture arm64; expected amd64") || err.contains("is built for arm64"),
+        "{err}"
+    );
+    let plain = td.path().join("plain");
+    write_oci(&plain, r#""org.example":"x""#, "amd64");
+    let o = imgmode(
+        td.path(),
+        &[
+            "switch",
+            &format!("oci:{}", plain.display()),
+            "--sysroot",
+            sysroot.to_str().unwrap(),
+        ],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("bootable"), "{err}");
+    // nothing was deployed or imported
+    let deploy = sysroot.join("ostree/deploy/default/deploy");
+    assert!(std::fs::read_dir(&deploy).map_or(true, |d| d.count() == 0));
+}

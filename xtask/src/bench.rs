@@ -436,16 +436,17 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
         "ostree-unverified-image:oci:{}",
         state.join("images/bench-upgrade/latest").display()
     );
-    for args in [
-        vec!["admin", "init-fs", "--modern"],
-        vec!["admin", "os-init", "default"],
-    ] {
-        let st = Command::new("ostree")
-            .args(&args)
-            .arg(format!("--sysroot={}", sysroot.display()))
-            .status()?;
-        anyhow::ensure!(st.success(), "ostree {args:?}");
-    }
+    std::fs::create_dir_all(&sysroot)?;
+    let st = Command::new("ostree")
+        .args(["admin", "init-fs", "--modern"])
+        .arg(&sysroot)
+        .status()?;
+    anyhow::ensure!(st.success(), "ostree admin init-fs");
+    let st = Command::new("ostree")
+        .args(["admin", "os-init", "default"])
+        .arg(format!("--sysroot={}", sysroot.display()))
+        .status()?;
+    anyhow::ensure!(st.success(), "ostree admin os-init");
     let st = Command::new("ostree")
         .args(["config", "set", "sysroot.bootloader", "none"])
         .arg(format!("--repo={}", sysroot.join("ostree/repo").display()))
