@@ -277,6 +277,21 @@ pub fn store_from_containers_storage(
 ) -> Result<(String, usize, usize)> {
     let raw_dir = store.staging()?;
     let raw = raw_dir.path().join("oci");
+    // Layers the bases already have need not be read out of containers-storage (for a bootable
+    // base that is hundreds of MB): containers-storage offers each layer by its diff ID, and
+    // an OCI destination that already holds a blob of that digest skips it. Empty placeholders
+    // stand in for those blobs; they are never read (such layers take the base's compressed
+    // blob below) and are deleted with the staging directory.
+    std::fs::create_dir_all(raw.join("blobs/sha256"))?;
+    for b in bases {
+        for d in b.config.rootfs().diff_ids() {
+            if let Some(hex) = d.strip_prefix("sha256:") {
+                if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    std::fs::write(raw.join("blobs/sha256").join(hex), b"")?;
+                }
+            }
+        }
+    }
     Run::new("skopeo")
         .args(["copy", "--quiet", "--dest-oci-accept-uncompressed-layers"])
         .arg(format!("containers-storage:{cs}"))
