@@ -274,3 +274,70 @@ fn switch_refuses_other_architectures_and_non_bootable_images_before_fetching() 
     let deploy = sysroot.join("ostree/deploy/default/deploy");
     assert!(std::fs::read_dir(&deploy).map_or(true, |d| d.count() == 0));
 }
+
+#[test]
+fn not_enough_space_is_refused_before_fetching() {
+    if !is_root() {
+        eprintln!("skipped: needs root (mounts a small tmpfs)");
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let small = td.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        let sysroot = empty_sysroot(&small);
+        let img = td.path().join("img");
+        write_oci(
+            &img,
+            r#""containers.bootc":"1","ostree.final-diffid":"{LAYER}""#,
+            "amd64",
+        );
+        let o = imgmode(
+            td.path(),
+            &[
+                "switch",
+                &format!("oci:{}", img.display()),
+                "--sysroot",
+                sysroot.to_str().unwrap(),
+            ],
+        );
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("not enough free space") && err.contains("nothing was changed"),
+            "{err}"
+        );
+        let objects = sysroot.join("ostree/repo/objects");
+        let n = walk_files(&objects);
+        assert_eq!(n, 0, "objects were written before the space check");
+    });
+    let _ = Command::new("umount").arg(&small).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walk_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

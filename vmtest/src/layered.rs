@@ -743,14 +743,18 @@ pub fn layer_build(a: &Artifacts, dir: &Path) -> Result<String> {
 enum Cut {
     /// `delay` seconds after `imgmode switch` started (fetching, then staging).
     DuringSwitch(f64),
-    /// `delay` seconds after systemd began stopping ostree-finalize-staged at shutdown.
+    /// `delay` seconds after ostree began finalizing the staged deployment at shutdown.
     DuringFinalize(f64),
     /// As soon as ostree logs that the bootloader configuration was swapped.
     AfterBootloader,
 }
 
-/// What ostree logs (forwarded to the console) once the new boot configuration is in place.
-const BOOTLOADER_SWAPPED: &str = "Bootloader updated";
+/// What ostree logs (forwarded to the console) once the new boot configuration is in place
+/// ("Transaction complete; bootconfig swap: yes; ..." in 2025.2, "Bootloader updated;
+/// bootconfig swap: yes; ..." before).
+const BOOTLOADER_SWAPPED: &str = "bootconfig swap: yes";
+/// What ostree logs when finalization starts at shutdown.
+const FINALIZING: &str = "Finalizing staged deployment";
 
 /// The cuts, spread over an upgrade: 4 while fetching/staging, 4 during finalize, 2 right
 /// after the bootloader update.
@@ -759,12 +763,12 @@ const CUTS: &[Cut] = &[
     Cut::DuringFinalize(0.0),
     Cut::AfterBootloader,
     Cut::DuringSwitch(2.0),
-    Cut::DuringFinalize(0.8),
+    Cut::DuringFinalize(0.5),
     Cut::DuringSwitch(5.0),
-    Cut::DuringFinalize(2.0),
+    Cut::DuringFinalize(1.0),
     Cut::AfterBootloader,
     Cut::DuringSwitch(9.0),
-    Cut::DuringFinalize(4.0),
+    Cut::DuringFinalize(1.6),
 ];
 
 /// The powercut guest job: every boot reports status and `ostree fsck`, then switches to the
@@ -841,8 +845,7 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                 Cut::DuringFinalize(d) => {
                     vm.wait_for_result(&format!("SWITCH-RC-{boot} 0"), PHASE_TIMEOUT)
                         .await?;
-                    vm.wait_for_console("Stopping ostree-finalize-staged", BOOT_TIMEOUT)
-                        .await?;
+                    vm.wait_for_console(FINALIZING, BOOT_TIMEOUT).await?;
                     tokio::time::sleep(Duration::from_secs_f64(d)).await;
                     vm.reset().await?;
                     if vm.console().matches(BOOTLOADER_SWAPPED).count() > swaps_before {

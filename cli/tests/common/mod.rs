@@ -20,7 +20,8 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Write an OCI layout holding one small image with the given labels.
+/// Write an OCI layout holding one small image with the given labels (`{LAYER}` in them is
+/// replaced by the layer's digest).
 pub fn write_oci(dir: &Path, labels: &str, arch: &str) {
     use sha2::Digest;
     let blobs = dir.join("blobs/sha256");
@@ -42,6 +43,8 @@ pub fn write_oci(dir: &Path, labels: &str, arch: &str) {
         b.finish().unwrap();
     }
     let (layer, layer_size) = put(&tar);
+    // `{LAYER}` in the labels stands for the layer's digest (e.g. for ostree.final-diffid)
+    let labels = labels.replace("{LAYER}", &layer);
     let config = format!(
         r#"{{"architecture":"{arch}","os":"linux","config":{{"Labels":{{{labels}}}}},"rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"history":[{{"created_by":"test"}}]}}"#
     );
