@@ -381,7 +381,9 @@ case "$phase" in
 2)
   facts
   run imgmode upgrade --check --format json
+  run imgmode switch ostree-unverified-registry:{reg}/imgmode/layered:1
   run imgmode rollback
+  facts
   next; end; systemctl --no-block reboot ;;
 3)
   facts
@@ -434,7 +436,17 @@ esac
             check.contains("\"unchanged\": true"),
             "phase 2: upgrade --check on an unchanged image said: {check}"
         );
-        p.ran_ok("imgmode rollback")?;
+        // a staged deployment (the same image by tag from the registry) is dropped by rollback
+        p.ran_ok("imgmode switch")?;
+        let rb = p.ran_ok("imgmode rollback")?;
+        ensure!(
+            rb.contains("Dropped the staged deployment"),
+            "phase 2: rollback did not drop the staged deployment: {rb}"
+        );
+        ensure!(
+            p.staged().is_none(),
+            "phase 2: a staged deployment is still listed after rollback"
+        );
         // 3: the base again, layered content gone; apply a MachineConfig by digest
         let p = phase(&mut vm, 3, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
         expect_facts(&p, 3, false)?;
