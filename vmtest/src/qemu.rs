@@ -134,14 +134,15 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
         format!("file,id=results,path={}", p("results.log")),
         "-device".into(),
         format!("virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"),
-        // bootindex=0: firmware boots this disk even when scenarios attach more disks
+        // bootindex: firmware boots this disk before any disk a scenario attaches (index 0 is
+        // taken by the option ROM when QEMU loads a kernel itself)
         "-drive".into(),
         format!(
             "file={},format=qcow2,if=none,id=disk0,cache=unsafe",
             p("overlay.qcow2")
         ),
         "-device".into(),
-        "virtio-blk-pci,drive=disk0,bootindex=0".into(),
+        "virtio-blk-pci,drive=disk0,bootindex=1".into(),
         "-device".into(),
         "virtio-rng-pci".into(),
     ];
@@ -532,5 +533,7 @@ mod tests {
         );
         let s = qemu_args(&direct, Path::new("/s")).join(" ");
         assert!(s.contains("-kernel /k -initrd /i -append root=x"));
+        // QEMU's kernel loader takes bootindex 0; the disk must not ask for it too
+        assert!(!s.contains("bootindex=0"), "{s}");
     }
 }
