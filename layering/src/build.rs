@@ -2,9 +2,9 @@
 //! in the local OCI store.
 //!
 //! Base images named in `FROM` that live in the local store are copied into containers-storage
-//! first (as `localhost/NAME:TAG`, skipped when the digest there already matches). After the
-//! build, the image is read back from containers-storage uncompressed and re-assembled in the
-//! store: layers whose diff ID matches a layer of a local base image reuse that base's
+//! first (as `localhost/NAME:TAG`, skipped when podman has that image ID already). After the
+//! build, the mounted image is linted while its new layers are read back from
+//! containers-storage uncompressed; then it is re-assembled in the store: layers whose diff ID matches a layer of a local base image reuse that base's
 //! compressed blob byte for byte, so a node that runs the base fetches only the new layers;
 //! new layers are gzip-compressed. The image config (and so every diff ID) is kept unchanged.
 
@@ -201,14 +201,29 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
             )
         })?;
 
-    steps.step("linting");
-    let report = match lint_containers_storage(&cs) {
-        Ok(r) => r,
-        Err(e) => {
+    steps.step("linting and storing");
+    let bases: Vec<OciImage> = local_bases
+        .iter()
+        .map(|n| OciImage::open(&opts.store.image_dir(n)?))
+        .collect::<Result<_>>()?;
+    // Reading the image back out of containers-storage and walking its mounted tree are
+    // independent: do both at once.
+    let (exported, tree) = std::thread::scope(|sc| {
+        let export = sc.spawn(|| export_raw(&opts.store, &cs, &bases));
+        let tree = mounted_tree(&cs);
+        let exported = export
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("exporting {cs} panicked")));
+        (exported, tree)
+    });
+    let (raw_dir, built, tree) = match (exported, tree) {
+        (Ok((d, b)), Ok(t)) => (d, b, t),
+        (Err(e), _) | (_, Err(e)) => {
             remove_tag(&cs);
             return Err(e);
         }
     };
+    let report = crate::lint::lint(&cs, &tree, &built.labels());
     if let Some(err) = report.error() {
         if !opts.no_lint_fail {
             remove_tag(&cs);
@@ -218,13 +233,7 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
             )));
         }
     }
-
-    steps.step("storing");
-    let bases: Vec<OciImage> = local_bases
-        .iter()
-        .map(|n| OciImage::open(&opts.store.image_dir(n)?))
-        .collect::<Result<_>>()?;
-    let (digest, reused, new) = store_from_containers_storage(&opts.store, &cs, &opts.tag, &bases)?;
+    let (digest, reused, new) = assemble(&opts.store, &cs, &opts.tag, &bases, raw_dir, &built)?;
     let stored = opts.store.inspect(&opts.tag)?;
     debug_assert_eq!(stored.digest, digest);
     Ok(BuildOutcome {
@@ -242,8 +251,8 @@ fn remove_tag(cs: &str) {
     let _ = Run::new("podman").args(["rmi", "--force", cs]).output();
 }
 
-/// Lint an image in containers-storage through `podman image mount`.
-pub fn lint_containers_storage(cs: &str) -> Result<LintReport> {
+/// The file tree of an image in containers-storage, through `podman image mount`.
+pub fn mounted_tree(cs: &str) -> Result<Tree> {
     let mnt = Run::new("podman")
         .args(["image", "mount", cs])
         .read()
@@ -251,13 +260,7 @@ pub fn lint_containers_storage(cs: &str) -> Result<LintReport> {
     let mnt = PathBuf::from(mnt.trim());
     let tree = Tree::from_dir(&mnt, false);
     let _ = Run::new("podman").args(["image", "unmount", cs]).output();
-    let tree = tree?;
-    let inspect = Run::new("podman")
-        .args(["image", "inspect", "--format", "{{json .Labels}}", cs])
-        .read()?;
-    let labels: Option<BTreeMap<String, String>> =
-        serde_json::from_str(inspect.trim()).context("parsing podman's labels")?;
-    Ok(crate::lint::lint(cs, &tree, &labels.unwrap_or_default()))
+    tree
 }
 
 /// Write `data` as a blob of the layout at `dir`; returns its digest.
@@ -275,6 +278,17 @@ pub fn store_from_containers_storage(
     name: &str,
     bases: &[OciImage],
 ) -> Result<(String, usize, usize)> {
+    let (raw_dir, built) = export_raw(store, cs, bases)?;
+    assemble(store, cs, name, bases, raw_dir, &built)
+}
+
+/// Copy `cs` out of containers-storage into a staging OCI layout, uncompressed, without the
+/// layers `bases` already have.
+pub fn export_raw(
+    store: &Store,
+    cs: &str,
+    bases: &[OciImage],
+) -> Result<(tempfile::TempDir, OciImage)> {
     let raw_dir = store.staging()?;
     let raw = raw_dir.path().join("oci");
     // Layers the bases already have need not be read out of containers-storage (for a bootable
@@ -299,6 +313,19 @@ pub fn store_from_containers_storage(
         .output()
         .with_context(|| format!("reading {cs} back from containers-storage"))?;
     let built = OciImage::open(&raw)?;
+    Ok((raw_dir, built))
+}
+
+/// Write the image exported by [`export_raw`] into the store as `name`: base layers by
+/// reference to the bases' blobs, new layers gzipped.
+fn assemble(
+    store: &Store,
+    cs: &str,
+    name: &str,
+    bases: &[OciImage],
+    raw_dir: tempfile::TempDir,
+    built: &OciImage,
+) -> Result<(String, usize, usize)> {
     let diff_ids = built.config.rootfs().diff_ids().clone();
     if diff_ids.len() != built.manifest.layers().len() {
         bail!(
