@@ -970,11 +970,7 @@ mod tests {
     fn stale_rootfs_commits_are_pruned() {
         let td = tempfile::tempdir().unwrap();
         let repo = td.path().join("repo");
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["init", "--mode=bare-user"])
-            .output()
-            .unwrap();
+        crate::ostree::init_repo(&repo, "bare-user").unwrap();
         let tree = td.path().join("tree");
         std::fs::create_dir_all(&tree).unwrap();
         for (i, r) in ["imgmode/rootfs/old", "imgmode/rootfs/new", "imgmode/base/x"]
@@ -982,13 +978,7 @@ mod tests {
             .enumerate()
         {
             std::fs::write(tree.join("f"), i.to_string()).unwrap();
-            Run::new("ostree")
-                .arg(format!("--repo={}", repo.display()))
-                .args(["commit", "--no-bindings"])
-                .arg(format!("--branch={r}"))
-                .arg(format!("--tree=dir={}", tree.display()))
-                .output()
-                .unwrap();
+            crate::ostree::commit_dir(&repo, r, &tree).unwrap();
         }
         prune_stale_rootfs(&repo, "imgmode/rootfs/new").unwrap();
         let refs = Run::new("ostree")

@@ -206,6 +206,25 @@ impl SysrootStatus {
     }
 }
 
+/// Create an ostree repository (`bare-user` needs no root).
+pub fn init_repo(repo: &Path, mode: &str) -> Result<()> {
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", &format!("--mode={mode}")])
+        .output()?;
+    Ok(())
+}
+
+/// Commit the directory `tree` to `branch` of `repo` with the ostree CLI; returns the commit.
+pub fn commit_dir(repo: &Path, branch: &str, tree: &Path) -> Result<String> {
+    let commit = Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", &format!("--branch={branch}"), "--no-bindings"])
+        .arg(format!("--tree=dir={}", tree.display()))
+        .read()?;
+    Ok(commit.trim().to_string())
+}
+
 /// Check that a commit holds exactly one kernel (`/usr/lib/modules/*/vmlinuz`) with its
 /// initramfs, as `bootc container lint` does.
 pub fn require_one_kernel(repo: &Path, commit: &str) -> Result<()> {
@@ -274,11 +293,7 @@ mod tests {
     fn commit_with_kernels(kernels: &[&str]) -> (tempfile::TempDir, String) {
         let td = tempfile::tempdir().unwrap();
         let repo = td.path().join("repo");
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["init", "--mode=bare-user"])
-            .output()
-            .unwrap();
+        init_repo(&repo, "bare-user").unwrap();
         let tree = td.path().join("tree");
         std::fs::create_dir_all(tree.join("usr/lib/modules")).unwrap();
         for k in kernels {
@@ -287,13 +302,8 @@ mod tests {
             std::fs::write(d.join("vmlinuz"), "k").unwrap();
             std::fs::write(d.join("initramfs.img"), "i").unwrap();
         }
-        let commit = Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["commit", "--branch=t", "--no-bindings"])
-            .arg(format!("--tree=dir={}", tree.display()))
-            .read()
-            .unwrap();
-        (td, commit.trim().to_string())
+        let commit = commit_dir(&repo, "t", &tree).unwrap();
+        (td, commit)
     }
 
     #[test]

@@ -611,41 +611,27 @@ mod tests {
 
     #[test]
     fn kargs_are_read_from_a_commit() {
-        use imgmode_builder::cmd::Run;
+        use imgmode_builder::ostree::{commit_dir, init_repo, open_repo};
         let td = tempfile::tempdir().unwrap();
         let repo = td.path().join("repo");
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["init", "--mode=bare-user"])
-            .output()
-            .unwrap();
+        init_repo(&repo, "bare-user").unwrap();
         let tree = td.path().join("tree");
         let d = tree.join(KARGS_D);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("20-b.toml"), "kargs = [\"b=2\"]\n").unwrap();
         std::fs::write(d.join("10-a.toml"), "kargs = [\"a=1\", \"quiet\"]\n").unwrap();
         std::fs::write(d.join("README"), "not toml").unwrap();
-        let commit = Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["commit", "--branch=t", "--no-bindings"])
-            .arg(format!("--tree=dir={}", tree.display()))
-            .read()
-            .unwrap();
-        let r = imgmode_builder::ostree::open_repo(&repo).unwrap();
+        let commit = commit_dir(&repo, "t", &tree).unwrap();
+        let r = open_repo(&repo).unwrap();
         assert_eq!(
-            kargs_of_commit(&r, commit.trim()).unwrap(),
+            kargs_of_commit(&r, &commit).unwrap(),
             vec!["a=1", "quiet", "b=2"]
         );
         // no kargs.d at all
         std::fs::remove_dir_all(tree.join("usr")).unwrap();
         std::fs::write(tree.join("f"), "x").unwrap();
-        let commit = Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["commit", "--branch=u", "--no-bindings"])
-            .arg(format!("--tree=dir={}", tree.display()))
-            .read()
-            .unwrap();
-        assert!(kargs_of_commit(&r, commit.trim()).unwrap().is_empty());
+        let commit = commit_dir(&repo, "u", &tree).unwrap();
+        assert!(kargs_of_commit(&r, &commit).unwrap().is_empty());
     }
 
     #[test]
