@@ -76,6 +76,19 @@ pub fn build_imgmode() -> Result<PathBuf> {
     Ok(root.join("target/debug/imgmode"))
 }
 
+/// Build the imgmode binary as users install it (release), and return its path.
+pub fn build_imgmode_release() -> Result<PathBuf> {
+    let root = workspace_root();
+    sh(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "imgmode",
+    ]))?;
+    Ok(root.join("target/release/imgmode"))
+}
+
 fn vmtest(
     names: Vec<String>,
     list: bool,
