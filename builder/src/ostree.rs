@@ -92,8 +92,8 @@ pub struct SysrootStatus {
     pub rollback: Option<String>,
 }
 
-/// Read the status of the sysroot at `path` (`/` on a booted system).
-pub fn sysroot_status(path: &Path) -> Result<SysrootStatus> {
+/// Load the sysroot at `path` (`/` on a booted system).
+pub fn load_sysroot(path: &Path) -> Result<ostree::Sysroot> {
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
     sysroot.load(gio::Cancellable::NONE).with_context(|| {
         format!(
@@ -101,6 +101,17 @@ pub fn sysroot_status(path: &Path) -> Result<SysrootStatus> {
             path.display()
         )
     })?;
+    Ok(sysroot)
+}
+
+/// A deployment's name as `imgmode status` shows it: `<stateroot>-<commit>.<serial>`.
+pub fn deployment_id(d: &ostree::Deployment) -> String {
+    format!("{}-{}.{}", d.osname(), d.csum(), d.deployserial())
+}
+
+/// Read the status of the sysroot at `path` (`/` on a booted system).
+pub fn sysroot_status(path: &Path) -> Result<SysrootStatus> {
+    let sysroot = load_sysroot(path)?;
     let repo = sysroot.repo();
     let booted = sysroot.booted_deployment();
     let staged = sysroot.staged_deployment();
@@ -115,7 +126,7 @@ pub fn sysroot_status(path: &Path) -> Result<SysrootStatus> {
         let timestamp = ostree::commit_get_timestamp(&commit);
         let imgref = d
             .origin()
-            .and_then(|o| o.string("origin", "container-image-reference").ok())
+            .and_then(|o| o.string("origin", oc::deploy::ORIGIN_CONTAINER).ok())
             .map(|s| s.to_string());
         let digest = oc::store::manifest_digest_from_commit(&commit)
             .ok()
@@ -132,7 +143,7 @@ pub fn sysroot_status(path: &Path) -> Result<SysrootStatus> {
             });
         let osname = d.osname().to_string();
         out.push(DeploymentStatus {
-            id: format!("{osname}-{csum}.{}", d.deployserial()),
+            id: deployment_id(&d),
             stateroot: osname.clone(),
             osname,
             serial: d.deployserial(),

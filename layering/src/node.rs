@@ -12,7 +12,7 @@
 
 use crate::objects::{MachineConfig, MachineConfigState};
 use anyhow::{anyhow, bail, Context, Result};
-use imgmode_builder::ostree::block_on;
+use imgmode_builder::ostree::{block_on, deployment_id, load_sysroot};
 use ostree_ext::container::store::{ImageImporter, PrepareResult};
 use ostree_ext::container::OstreeImageReference;
 use ostree_ext::prelude::*;
@@ -20,7 +20,7 @@ use ostree_ext::{gio, glib, ostree};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-const ORIGIN_KEY: &str = "container-image-reference";
+use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 /// Where bootc-style images carry kernel arguments.
 pub const KARGS_D: &str = "usr/lib/bootc/kargs.d";
 
@@ -87,17 +87,6 @@ impl UpdateOutcome {
     }
 }
 
-fn load_sysroot(path: &Path) -> Result<ostree::Sysroot> {
-    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
-    sysroot.load(gio::Cancellable::NONE).with_context(|| {
-        format!(
-            "loading the ostree sysroot at {}; is this an ostree-booted system?",
-            path.display()
-        )
-    })?;
-    Ok(sysroot)
-}
-
 /// The architecture name images use for this machine.
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -117,10 +106,10 @@ pub fn current_imgref(sysroot_path: &Path) -> Result<OstreeImageReference> {
         .ok_or_else(|| anyhow!("the sysroot has no deployment"))?;
     let origin = d
         .origin()
-        .and_then(|o| o.string("origin", ORIGIN_KEY).ok())
+        .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
         .ok_or_else(|| {
             anyhow!(
-                "the booted deployment follows no container image (its origin has no {ORIGIN_KEY}); use imgmode switch IMAGE"
+                "the booted deployment follows no container image (its origin has no {ORIGIN_CONTAINER}); use imgmode switch IMAGE"
             )
         })?;
     OstreeImageReference::try_from(origin.as_str()).map_err(|e| {
@@ -312,7 +301,7 @@ async fn stage(
                     && merge
                         .as_ref()
                         .and_then(|d| d.origin())
-                        .and_then(|o| o.string("origin", ORIGIN_KEY).ok())
+                        .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
                         .is_some_and(|o| o.as_str() == target.to_string());
                 let outcome = UpdateOutcome {
                     image: target.to_string(),
@@ -410,7 +399,7 @@ async fn stage(
         .map(|k| k.iter().map(String::as_str).collect());
 
     let origin = glib::KeyFile::new();
-    origin.set_string("origin", ORIGIN_KEY, &target.to_string());
+    origin.set_string("origin", ORIGIN_CONTAINER, &target.to_string());
     let dopts = ostree::SysrootDeployTreeOpts {
         override_kernel_argv: kargs_ref.as_deref(),
         ..Default::default()
@@ -477,10 +466,6 @@ pub struct RollbackOutcome {
     pub dropped_staged: Option<String>,
 }
 
-fn deployment_name(d: &ostree::Deployment) -> String {
-    format!("{}-{}.{}", d.osname(), d.csum(), d.deployserial())
-}
-
 /// Make the rollback deployment the default; drop a staged deployment. `/etc` changes made
 /// since are not carried over (each deployment keeps its own `/etc`).
 pub fn rollback(sysroot_path: &Path) -> Result<RollbackOutcome> {
@@ -500,7 +485,7 @@ pub fn rollback(sysroot_path: &Path) -> Result<RollbackOutcome> {
             .ok_or_else(|| {
                 anyhow!(
                     "there is no rollback deployment: only {} is deployed",
-                    deployment_name(&current)
+                    deployment_id(&current)
                 )
             })?;
         let mut order = vec![target.clone(), current.clone()];
@@ -514,9 +499,9 @@ pub fn rollback(sysroot_path: &Path) -> Result<RollbackOutcome> {
             .write_deployments(&order, gio::Cancellable::NONE)
             .context("writing the new deployment order")?;
         Ok(RollbackOutcome {
-            next: deployment_name(&target),
-            previous: deployment_name(&current),
-            dropped_staged: staged.as_ref().map(deployment_name),
+            next: deployment_id(&target),
+            previous: deployment_id(&current),
+            dropped_staged: staged.as_ref().map(deployment_id),
         })
     })?
 }
