@@ -349,6 +349,22 @@ fn image_error(imgref: &OstreeImageReference, e: anyhow::Error) -> anyhow::Error
     }
 }
 
+/// The architecture name images use for this machine.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// Do an image's labels (looked up by `label`) mark it bootable: `containers.bootc=1`, or
+/// the older `ostree.bootable=true`?
+pub fn is_bootable<'a>(label: impl Fn(&str) -> Option<&'a str>) -> bool {
+    label("containers.bootc") == Some("1") || label("ostree.bootable") == Some("true")
+}
+
 /// Refuse images that are not bootable or not for this architecture.
 pub fn check_config(
     imgref: &OstreeImageReference,
@@ -359,19 +375,18 @@ pub fn check_config(
         .as_ref()
         .and_then(|c| c.labels().clone())
         .unwrap_or_default();
-    let bootable = labels.get("containers.bootc").map(String::as_str) == Some("1")
-        || labels.get("ostree.bootable").map(String::as_str) == Some("true");
-    if !bootable {
+    if !is_bootable(|k| labels.get(k).map(String::as_str)) {
         bail!(
             "image {} is not bootable: it has neither the label containers.bootc=1 nor ostree.bootable=true; build it FROM a bootc base image such as imgmode-base",
             imgref.imgref
         );
     }
     let arch = config.architecture().to_string();
-    if arch != "amd64" {
+    if arch != host_arch() {
         bail!(
-            "image {} has architecture {arch}; expected amd64",
-            imgref.imgref
+            "image {} has architecture {arch}; expected {}",
+            imgref.imgref,
+            host_arch()
         );
     }
     Ok(())

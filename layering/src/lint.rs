@@ -163,8 +163,7 @@ fn result(name: &'static str, paths: Vec<String>, message: impl Into<String>) ->
 pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> LintReport {
     let mut results = Vec::new();
 
-    let bootable = labels.get("containers.bootc").map(String::as_str) == Some("1")
-        || labels.get("ostree.bootable").map(String::as_str) == Some("true");
+    let bootable = imgmode_builder::disk::is_bootable(|k| labels.get(k).map(String::as_str));
     results.push(result(
         "bootc-label",
         if bootable { vec![] } else { vec!["(image labels)".into()] },

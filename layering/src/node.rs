@@ -87,16 +87,6 @@ impl UpdateOutcome {
     }
 }
 
-/// The architecture name images use for this machine.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 /// The image reference the booted (or default) deployment follows.
 pub fn current_imgref(sysroot_path: &Path) -> Result<OstreeImageReference> {
     let sysroot = load_sysroot(sysroot_path)?;
@@ -322,13 +312,8 @@ async fn stage(
                 (state, (outcome.layers_total, 0usize, 0u64))
             }
             PrepareResult::Ready(prep) => {
-                let arch = prep.config.architecture().to_string();
-                if arch != host_arch() {
-                    bail!(
-                        "{target} is built for {arch}, this machine is {}; nothing was changed",
-                        host_arch()
-                    );
-                }
+                imgmode_builder::disk::check_config(target, &prep.config)
+                    .context("nothing was changed")?;
                 let to_fetch: Vec<u64> = prep
                     .all_layers()
                     .filter(|l| l.commit.is_none())
