@@ -312,6 +312,10 @@ impl OciImage {
 }
 
 /// The manifest digest and config labels of the single image in an OCI layout directory.
+///
+/// Parsed leniently on purpose (only the index, the config digest and the labels), so that
+/// `imgmode images` lists layouts whose config oci-spec's strict types refuse (for example one
+/// without `history`); [`OciImage::open`] is the full parse.
 pub fn read_oci_layout(dir: &Path) -> Result<(String, BTreeMap<String, String>)> {
     let read = |p: PathBuf| -> Result<Vec<u8>> {
         std::fs::read(&p).with_context(|| format!("reading {}", p.display()))

@@ -497,23 +497,14 @@ impl MachineOSBuild {
             .collect();
     }
 
-    /// Written by temp file + rename.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_yaml::to_writer(&mut tmp, self)?;
-        tmp.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::objects::write_atomic(path, serde_yaml::to_string(self)?.as_bytes())
     }
 
     pub fn load(path: &Path) -> Result<Option<Self>> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => Ok(Some(parse_yaml(&t, &path.display().to_string())?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        crate::objects::read_optional(path)?
+            .map(|t| parse_yaml(&t, &path.display().to_string()))
+            .transpose()
     }
 }
 

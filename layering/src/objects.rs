@@ -154,27 +154,37 @@ pub struct MachineConfigState {
     pub revert_to: String,
 }
 
+/// The text of `path`, or `None` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Write `contents` to `path` by temp file + rename, creating its directory.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, contents)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 impl MachineConfigState {
     pub fn load(path: &Path) -> Result<Option<Self>> {
-        match std::fs::read(path) {
-            Ok(b) => Ok(Some(
-                serde_json::from_slice(&b)
-                    .with_context(|| format!("parsing {}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        read_optional(path)?
+            .map(|t| {
+                serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))
+            })
+            .transpose()
     }
 
-    /// Written by temp file + rename.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer_pretty(&mut tmp, self)?;
-        tmp.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        write_atomic(path, &serde_json::to_vec_pretty(self)?)
     }
 }
 
