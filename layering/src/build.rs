@@ -112,11 +112,10 @@ fn podman_image_id(reference: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Make the local store image `name` available to podman as `localhost/NAME:TAG`.
-pub fn ensure_in_containers_storage(store: &Store, name: &str) -> Result<String> {
+/// Make the local store image `name` (opened as `image`) available to podman as
+/// `localhost/NAME:TAG`.
+pub fn ensure_in_containers_storage(name: &str, image: &OciImage) -> Result<String> {
     let cs = containers_storage_name(name)?;
-    let dir = store.image_dir(name)?;
-    let image = OciImage::open(&dir)?;
     // The image ID is the config digest, which a copy keeps (the manifest may be rewritten).
     let id = image.manifest.config().digest().digest().to_string();
     if podman_image_id(&cs).as_deref() == Some(id.as_str()) {
@@ -124,7 +123,7 @@ pub fn ensure_in_containers_storage(store: &Store, name: &str) -> Result<String>
     }
     Run::new("skopeo")
         .args(["copy", "--quiet"])
-        .arg(format!("oci:{}", dir.display()))
+        .arg(format!("oci:{}", image.dir.display()))
         .arg(format!("containers-storage:{cs}"))
         .output()
         .with_context(|| format!("copying {name} into containers-storage for podman"))?;
@@ -166,7 +165,8 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         );
     }
     let stages: Vec<&str> = froms.iter().filter_map(|f| f.stage.as_deref()).collect();
-    let mut local_bases = Vec::new();
+    // Local store images named in FROM: handed to podman, and their layers reused below.
+    let mut bases = Vec::new();
     for f in &froms {
         let name = f.image.strip_prefix("localhost/").unwrap_or(&f.image);
         if stages.contains(&name) || !imgmode_builder::imgref::is_local_name(name) {
@@ -174,8 +174,9 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         }
         if opts.store.contains(name)? {
             steps.step(&format!("making {name} available to podman"));
-            ensure_in_containers_storage(&opts.store, name)?;
-            local_bases.push(name.to_string());
+            let image = OciImage::open(&opts.store.image_dir(name)?)?;
+            ensure_in_containers_storage(name, &image)?;
+            bases.push(image);
         }
     }
 
@@ -202,10 +203,6 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         })?;
 
     steps.step("linting and storing");
-    let bases: Vec<OciImage> = local_bases
-        .iter()
-        .map(|n| OciImage::open(&opts.store.image_dir(n)?))
-        .collect::<Result<_>>()?;
     // Reading the image back out of containers-storage and walking its mounted tree are
     // independent: do both at once.
     let (exported, tree) = std::thread::scope(|sc| {
@@ -270,21 +267,9 @@ fn put_blob(dir: &Path, data: &[u8]) -> Result<String> {
     Ok(format!("sha256:{hex}"))
 }
 
-/// Copy `cs` from containers-storage into the store as `name`, reusing base blobs by diff ID.
-/// Returns (manifest digest, reused layers, new layers).
-pub fn store_from_containers_storage(
-    store: &Store,
-    cs: &str,
-    name: &str,
-    bases: &[OciImage],
-) -> Result<(String, usize, usize)> {
-    let (raw_dir, built) = export_raw(store, cs, bases)?;
-    assemble(store, cs, name, bases, raw_dir, &built)
-}
-
 /// Copy `cs` out of containers-storage into a staging OCI layout, uncompressed, without the
 /// layers `bases` already have.
-pub fn export_raw(
+fn export_raw(
     store: &Store,
     cs: &str,
     bases: &[OciImage],
@@ -317,7 +302,8 @@ pub fn export_raw(
 }
 
 /// Write the image exported by [`export_raw`] into the store as `name`: base layers by
-/// reference to the bases' blobs, new layers gzipped.
+/// reference to the bases' blobs, new layers gzipped. Returns (manifest digest, reused
+/// layers, new layers).
 fn assemble(
     store: &Store,
     cs: &str,
