@@ -25,7 +25,7 @@ use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 pub const KARGS_D: &str = "usr/lib/bootc/kargs.d";
 
 /// What a switch or upgrade did (or, with `check`, would do).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub struct UpdateOutcome {
     pub image: String,
@@ -299,12 +299,8 @@ async fn stage(
                     version: state.version().map(str::to_string),
                     commit: (!opts.check).then(|| state.merge_commit.clone()),
                     unchanged,
-                    staged: false,
                     layers_total: state.manifest.layers().len(),
-                    layers_fetched: 0,
-                    bytes_fetched: 0,
-                    kargs_added: vec![],
-                    kargs_removed: vec![],
+                    ..Default::default()
                 };
                 if unchanged || opts.check {
                     return Ok(outcome);
@@ -326,14 +322,10 @@ async fn stage(
                         image: target.to_string(),
                         digest: prep.manifest_digest.to_string(),
                         version: prep.version().map(str::to_string),
-                        commit: None,
-                        unchanged: false,
-                        staged: false,
                         layers_total: total,
                         layers_fetched: to_fetch.len(),
                         bytes_fetched: bytes,
-                        kargs_added: vec![],
-                        kargs_removed: vec![],
+                        ..Default::default()
                     });
                 }
                 if !opts.skip_space_check {
