@@ -613,19 +613,14 @@ pub fn run(cli: Cli) -> Result<()> {
             let imgmode_builder::imgref::UserImageRef::Remote(dest_ref) = dest_ref else {
                 anyhow::bail!("push needs a destination with a transport, e.g. docker://registry.example.com/{dest}");
             };
-            let td = tempfile::tempdir()?;
-            let df = digestfile.unwrap_or_else(|| td.path().join("digest"));
-            imgmode_builder::cmd::Run::new("skopeo")
-                .args(["copy", "--quiet"])
-                .arg(format!("--dest-tls-verify={tls_verify}"))
-                .arg("--digestfile")
-                .arg(&df)
-                .arg(src_ref.imgref.to_string())
-                .arg(dest_ref.imgref.to_string())
-                .output()
-                .with_context(|| format!("pushing {src} to {dest}"))?;
-            let digest = std::fs::read_to_string(&df)?;
-            println!("pushed {src} to {dest} as {}", digest.trim());
+            let digest = imgmode_layering::build::push(
+                &src_ref.imgref,
+                &dest_ref.imgref,
+                tls_verify,
+                None,
+                digestfile.as_deref(),
+            )?;
+            println!("pushed {src} to {dest} as {digest}");
             Ok(())
         }
         Command::Upgrade { check, apply, node } => {

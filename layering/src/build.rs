@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use imgmode_builder::cmd::{require_tools, Run};
 use imgmode_builder::store::OciImage;
 use imgmode_builder::{Steps, Store};
+use ostree_ext::container::ImageReference;
 use ostree_ext::oci_spec::image::{
     DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
 };
@@ -128,6 +129,35 @@ pub fn ensure_in_containers_storage(name: &str, image: &OciImage) -> Result<Stri
         .output()
         .with_context(|| format!("copying {name} into containers-storage for podman"))?;
     Ok(cs)
+}
+
+/// Copy `src` to `dest` with skopeo (`imgmode push`, MachineOSBuild pushes). Returns the
+/// manifest digest at the destination, which is also written to `digestfile` when given.
+pub fn push(
+    src: &ImageReference,
+    dest: &ImageReference,
+    tls_verify: bool,
+    authfile: Option<&Path>,
+    digestfile: Option<&Path>,
+) -> Result<String> {
+    let td = tempfile::tempdir()?;
+    let df = digestfile.map_or_else(|| td.path().join("digest"), Path::to_path_buf);
+    let mut cmd = Run::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("--dest-tls-verify={tls_verify}"))
+        .arg("--digestfile")
+        .arg(&df);
+    if let Some(a) = authfile {
+        cmd = cmd.arg("--dest-authfile").arg(a);
+    }
+    cmd.arg(src.to_string())
+        .arg(dest.to_string())
+        .output()
+        .with_context(|| format!("pushing {src} to {dest}"))?;
+    Ok(std::fs::read_to_string(&df)
+        .with_context(|| format!("reading {}", df.display()))?
+        .trim()
+        .to_string())
 }
 
 /// Check what can be checked before podman runs.

@@ -14,6 +14,7 @@ use crate::objects::{parse_yaml, ObjectMeta, API_VERSION};
 use anyhow::{anyhow, bail, Context, Result};
 use imgmode_builder::cmd::Run;
 use imgmode_builder::{Steps, Store};
+use ostree_ext::container::{ImageReference, Transport};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
@@ -661,20 +662,16 @@ pub fn layer_build(opts: &LayerBuildOpts, steps: &Steps) -> Result<MachineOSBuil
                 steps,
             )?;
             steps.step(&format!("pushing to {push_spec}"));
-            let df = ctx.path().join("digest");
-            let mut cmd = Run::new("skopeo")
-                .args(["copy", "--quiet"])
-                .arg(format!("--dest-tls-verify={}", opts.tls_verify))
-                .arg("--digestfile")
-                .arg(&df);
-            if let Some(a) = &opts.authfile {
-                cmd = cmd.arg("--dest-authfile").arg(a);
-            }
-            cmd.arg(format!("oci:{}", opts.store.image_dir(&tag)?.display()))
-                .arg(format!("docker://{push_spec}"))
-                .output()
-                .with_context(|| format!("pushing to {push_spec}"))?;
-            Ok(std::fs::read_to_string(&df)?.trim().to_string())
+            crate::build::push(
+                &opts.store.oci_ref(&tag)?,
+                &ImageReference {
+                    transport: Transport::Registry,
+                    name: push_spec.clone(),
+                },
+                opts.tls_verify,
+                opts.authfile.as_deref(),
+                None,
+            )
         })();
         match result {
             Ok(digest) => {
