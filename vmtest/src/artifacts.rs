@@ -36,7 +36,8 @@ struct StoredImage {
     labels: BTreeMap<String, String>,
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<String> {
+/// Run `cmd` with stderr shown; fail unless it succeeds; return its stdout.
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
         .stderr(std::process::Stdio::inherit())
         .output()

@@ -38,19 +38,12 @@ struct BuildOut {
     reused_layers: usize,
 }
 
+/// Run the `imgmode` binary like a user; its stdout.
 fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
-    let out = Command::new(&a.imgmode)
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running imgmode {}", args.join(" ")))?;
-    ensure!(
-        out.status.success(),
-        "imgmode {} failed ({})",
-        args.join(" "),
-        out.status
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::artifacts::run(
+        Command::new(&a.imgmode).args(args),
+        &format!("imgmode {}", args.join(" ")),
+    )
 }
 
 /// Build (podman's layer cache makes a repeat quick) the layered image.
@@ -58,39 +51,23 @@ pub fn build_layered(a: &Artifacts) -> Result<LayeredImage> {
     let cf = &a.containerfiles;
     let rsyslog = cf.join("layered/rsyslog");
     let kargs = cf.join("layered/kargs");
-    let s = |p: &Path| p.display().to_string();
-    let out = imgmode_json(
-        a,
-        &[
-            "build",
-            "-q",
-            "--format",
-            "json",
-            "-t",
-            "vmtest-rsyslog",
-            &s(&rsyslog),
-        ],
-    )?;
-    let r: BuildOut = serde_json::from_str(&out).context("parsing imgmode build --format json")?;
+    let build = |args: &[&str]| -> Result<BuildOut> {
+        let base = ["build", "-q", "--format", "json"];
+        let out = imgmode_json(a, &[&base[..], args].concat())?;
+        serde_json::from_str(&out).context("parsing imgmode build --format json")
+    };
+    let r = build(&["-t", "vmtest-rsyslog", &rsyslog.display().to_string()])?;
     ensure!(
         r.reused_layers >= 1,
         "vmtest-rsyslog shares no layer with imgmode-base"
     );
-    let out = imgmode_json(
-        a,
-        &[
-            "build",
-            "-q",
-            "--format",
-            "json",
-            "-t",
-            "vmtest-layered",
-            "--build-arg",
-            "BASE=vmtest-rsyslog",
-            &s(&kargs),
-        ],
-    )?;
-    let r: BuildOut = serde_json::from_str(&out).context("parsing imgmode build --format json")?;
+    let r = build(&[
+        "-t",
+        "vmtest-layered",
+        "--build-arg",
+        "BASE=vmtest-rsyslog",
+        &kargs.display().to_string(),
+    ])?;
     Ok(LayeredImage {
         name: r.name,
         digest: r.digest,
