@@ -471,11 +471,17 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let check: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let fetched = check["bytes-fetched"].as_u64().unwrap_or(0) as f64;
+    let fetched = check["bytes-fetched"]
+        .as_u64()
+        .context("imgmode upgrade --check printed no bytes-fetched")? as f64;
     let layout = state.join("images/bench-upgrade/latest");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let mdigest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
+    // (parsed by hand: xtask must build before `cargo xtask deps` installs libostree-dev, so
+    // it cannot use the builder crate's OCI reader)
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("bench-upgrade's index.json names no manifest")?;
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
         layout
             .join("blobs/sha256")
@@ -485,7 +491,7 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
         .as_array()
         .and_then(|l| l.last())
         .and_then(|l| l["size"].as_u64())
-        .unwrap_or(1) as f64;
+        .context("bench-upgrade's manifest has no layer size")? as f64;
     rows.push(Row {
         name: "upgrade bytes after one layer changed".into(),
         seconds: 0.0,
