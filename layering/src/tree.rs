@@ -1,12 +1,12 @@
-//! The merged file tree of an image, as lints need it: every path with its type, mode, size
-//! and link target, but no file content.
+//! The merged file tree of an image, as lints need it: every path with its type and link
+//! target, but no file content.
 //!
 //! Built either by walking a directory (a mounted image, or `/` inside a container build) or
 //! by replaying an OCI image's layer tarballs in order with their whiteouts applied, without
 //! extracting anything.
 
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -26,8 +26,6 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub kind: Kind,
-    pub mode: u32,
-    pub size: u64,
 }
 
 /// Paths are relative to the image root, without a leading `/` (the root itself is not listed).
@@ -84,7 +82,7 @@ impl Tree {
     pub fn apply_layer(&mut self, layer: impl Read) -> Result<()> {
         let mut ar = tar::Archive::new(layer);
         let mut opaque = Vec::new();
-        let mut added = Vec::new();
+        let mut added = HashSet::new();
         for e in ar.entries().context("reading a layer tarball")? {
             let e = e.context("reading a layer entry")?;
             let path = e.path().context("layer entry path")?.into_owned();
@@ -102,9 +100,7 @@ impl Tree {
                 self.remove_subtree(&victim);
                 continue;
             }
-            let h = e.header();
-            let mode = h.mode().unwrap_or(0o644);
-            let kind = match h.entry_type() {
+            let kind = match e.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
                 tar::EntryType::Directory => Kind::Dir,
                 tar::EntryType::Symlink => {
@@ -120,15 +116,8 @@ impl Tree {
             if kind != Kind::Dir {
                 self.remove_subtree(&path);
             }
-            added.push(path.clone());
-            self.entries.insert(
-                path,
-                Entry {
-                    kind,
-                    mode,
-                    size: h.size().unwrap_or(0),
-                },
-            );
+            added.insert(path.clone());
+            self.entries.insert(path, Entry { kind });
         }
         // An opaque directory hides everything the lower layers had below it.
         for dir in opaque {
@@ -155,19 +144,19 @@ impl Tree {
             })
             .collect();
         for (p, target) in links {
-            let resolved = self.entries.get(&target).cloned().unwrap_or(Entry {
-                kind: Kind::File,
-                mode: 0o644,
-                size: 0,
-            });
+            let resolved = self
+                .entries
+                .get(&target)
+                .cloned()
+                .unwrap_or(Entry { kind: Kind::File });
             self.entries.insert(p, resolved);
         }
     }
 
     /// Walk a directory tree (not following symlinks, not crossing into other filesystems
     /// below `root` when `one_fs` is set). Types come from the directory entries (no `stat`
-    /// per file: a bootable image has ~50,000 entries), so `mode` and `size` are 0; only
-    /// directories are `stat`ed, and only for `one_fs`.
+    /// per file: a bootable image has ~50,000 entries); only directories are `stat`ed, and only
+    /// for `one_fs`.
     pub fn from_dir(root: &Path, one_fs: bool) -> Result<Tree> {
         let mut t = Tree::default();
         let root_dev = std::fs::symlink_metadata(root)
@@ -196,14 +185,7 @@ impl Tree {
                 } else {
                     Kind::Other
                 };
-                t.entries.insert(
-                    p,
-                    Entry {
-                        kind,
-                        mode: 0,
-                        size: 0,
-                    },
-                );
+                t.entries.insert(p, Entry { kind });
             }
         }
         Ok(t)
