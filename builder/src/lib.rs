@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod disk;
 pub mod grub;
 pub mod imgref;
+pub mod oci;
 pub mod ostree;
 pub mod partition;
 pub mod progress;

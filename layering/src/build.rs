@@ -12,6 +12,8 @@ use crate::lint::LintReport;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
 use imgmode_builder::cmd::{require_tools, Run};
+pub use imgmode_builder::oci::canonical_json;
+use imgmode_builder::oci::{put_blob, HashingWriter};
 use imgmode_builder::store::OciImage;
 use imgmode_builder::{Steps, Store};
 use ostree_ext::container::ImageReference;
@@ -19,9 +21,7 @@ use ostree_ext::oci_spec::image::{
     DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
 };
 use serde::Serialize;
-use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -291,11 +291,6 @@ pub fn mounted_tree(cs: &str) -> Result<Tree> {
 }
 
 /// Write `data` as a blob of the layout at `dir`; returns its digest.
-fn put_blob(dir: &Path, data: &[u8]) -> Result<String> {
-    let hex = hex::encode(sha2::Sha256::digest(data));
-    std::fs::write(dir.join("blobs/sha256").join(&hex), data)?;
-    Ok(format!("sha256:{hex}"))
-}
 
 /// Copy `cs` out of containers-storage into a staging OCI layout, uncompressed, without the
 /// layers `bases` already have.
@@ -431,73 +426,9 @@ fn assemble(
     Ok((manifest_digest, reused, new))
 }
 
-/// JSON with every object's keys sorted, so that equal content always has the same digest
-/// (oci-spec keeps annotations in a HashMap).
-pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    fn sort(v: serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
-            }
-            serde_json::Value::Array(a) => {
-                serde_json::Value::Array(a.into_iter().map(sort).collect())
-            }
-            other => other,
-        }
-    }
-    Ok(serde_json::to_vec(&sort(serde_json::to_value(v)?))?)
-}
-
-/// A writer that hashes (SHA-256) and counts what passes through.
-struct HashingWriter<W> {
-    inner: W,
-    hash: sha2::Sha256,
-    n: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hash: sha2::Sha256::new(),
-            n: 0,
-        }
-    }
-    fn finish(mut self) -> Result<(String, u64)> {
-        self.inner.flush()?;
-        Ok((hex::encode(self.hash.finalize()), self.n))
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        let m: HashMap<&str, u32> = (0..20)
-            .map(|i| (["a", "b", "c", "d", "e"][i % 5], i as u32))
-            .collect();
-        let a = canonical_json(&m).unwrap();
-        assert_eq!(
-            String::from_utf8(a).unwrap(),
-            r#"{"a":15,"b":16,"c":17,"d":18,"e":19}"#
-        );
-    }
 
     #[test]
     fn froms_with_args_stages_and_flags() {

@@ -1,0 +1,134 @@
+//! Writing and opening OCI image layouts: canonical JSON (equal content, equal digest), blobs
+//! named by their SHA-256 while they are written, and any image argument opened as a layout.
+
+use crate::cmd::Run;
+use crate::store::OciImage;
+use crate::Store;
+use anyhow::{Context, Result};
+use ostree_ext::container::Transport;
+use serde::Serialize;
+use sha2::Digest;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Write `data` as a blob of the layout at `dir`; its digest.
+pub fn put_blob(dir: &Path, data: &[u8]) -> Result<String> {
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(dir.join("blobs/sha256").join(&hex), data)?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// JSON with every object's keys sorted, so that equal content always has the same digest
+/// (oci-spec keeps annotations in a HashMap).
+pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    Ok(serde_json::to_vec(&sort(serde_json::to_value(v)?))?)
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through; `finish` gives the hex
+/// digest and the byte count.
+pub struct HashingWriter<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    n: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hash: sha2::Sha256::new(),
+            n: 0,
+        }
+    }
+    pub fn finish(mut self) -> Result<(String, u64)> {
+        self.inner.flush()?;
+        Ok((hex::encode(self.hash.finalize()), self.n))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An image opened as an OCI layout; a temporary copy is removed on drop.
+pub struct OpenedImage {
+    pub image: OciImage,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Open any image argument (local name or transport reference) as an OCI layout.
+pub fn open_image(store: &Store, arg: &str) -> Result<OpenedImage> {
+    let r = store.resolve(arg)?;
+    if r.imgref.transport == Transport::OciDir {
+        // oci:PATH[:TAG] -- a layout directory holding one image
+        let path = PathBuf::from(&r.imgref.name);
+        let dir = if path.join("index.json").is_file() {
+            path
+        } else {
+            let (p, _) = r
+                .imgref
+                .name
+                .rsplit_once(':')
+                .unwrap_or((&r.imgref.name, ""));
+            PathBuf::from(p)
+        };
+        return Ok(OpenedImage {
+            image: OciImage::open(&dir)?,
+            _tmp: None,
+        });
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("imgmode-image-")
+        .tempdir_in(std::env::temp_dir())?;
+    let dest = tmp.path().join("oci");
+    Run::new("skopeo")
+        .args(["copy", "--quiet", "--dest-oci-accept-uncompressed-layers"])
+        .arg(r.imgref.to_string())
+        .arg(format!("oci:{}", dest.display()))
+        .output()
+        .with_context(|| format!("fetching {arg}"))?;
+    Ok(OpenedImage {
+        image: OciImage::open(&dest)?,
+        _tmp: Some(tmp),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let m: HashMap<&str, u32> = (0..20)
+            .map(|i| (["a", "b", "c", "d", "e"][i % 5], i as u32))
+            .collect();
+        let a = canonical_json(&m).unwrap();
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            r#"{"a":15,"b":16,"c":17,"d":18,"e":19}"#
+        );
+    }
+
+}
