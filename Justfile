@@ -17,6 +17,11 @@ build-base:
 build-disk:
     cargo xtask build
 
+# a seed image from nothing: base, seed-system (test cluster) VM, imgmode seed create in the
+# guest; the seed lands in the local store (imgmode-seed) and target/seed/seed.oci-archive
+build-seed:
+    cargo xtask build-seed
+
 # unit and integration tests
 test:
     cargo test --workspace

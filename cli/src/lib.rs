@@ -56,7 +56,8 @@ pub enum Command {
 (FROM imgmode-base); it is handed to podman as localhost/NAME:TAG."
     )]
     Build(BuildArgs),
-    /// Copy an image to any transport (e.g. docker://registry/repo:tag).
+    /// Copy an image to any transport (e.g. docker://registry/repo:tag), or into the local
+    /// store when DEST is a plain name.
     Push {
         /// A local name or a containers-transports(5) reference.
         src: String,
@@ -114,6 +115,9 @@ pub enum Command {
     /// Image mode objects: build a MachineOSConfig into a MachineOSBuild.
     #[command(subcommand)]
     Layer(LayerCmd),
+    /// Seed images (lifecycle-agent format): create on a seed system, inspect, check.
+    #[command(subcommand)]
+    Seed(SeedCmd),
     /// Show the booted, staged and rollback deployments.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -363,7 +367,130 @@ fn recert_human(s: &imgmode_recert::summary::Summary) -> String {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SeedCmd {
+    /// Capture this running seed system as a seed image (run as root on the seed).
+    #[command(
+        after_help = "The cluster must be healthy: the --service units and etcd active, etcd \
+answering, and the admin kubeconfig's server answering /readyz. The services are stopped, \
+recert force-expires every certificate, /var, the /etc changes and the ostree repository \
+are archived, and the image is written; then etcd and the services are started again with \
+recert extend_expiration (unless --no-restore). An interrupted run resumes when run again."
+    )]
+    Create(SeedCreateArgs),
+    /// Labels, seed cluster info and the file list (size, sha256) of a seed image.
+    Inspect {
+        /// A local name or a containers-transports(5) reference.
+        image: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// Check a seed against an image-based-installation-config.yaml before anything is fetched.
+    Check {
+        image: String,
+        /// The ImageBasedInstallationConfig.
+        #[arg(long)]
+        config: PathBuf,
+        /// The installation has FIPS enabled.
+        #[arg(long)]
+        fips: bool,
+        /// Target architecture (default: this machine's).
+        #[arg(long)]
+        arch: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedCreateArgs {
+    /// Where the seed image goes: a local name, oci:DIR[:TAG], oci-archive:FILE, docker://...
+    #[arg(long)]
+    pub output: String,
+    /// A unit of the cluster stopped during the capture (repeatable; default kubelet.service,
+    /// crio.service).
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+    /// etcd's unit (kept for recert, stopped for the capture); "" when etcd is not a unit.
+    #[arg(long, default_value = "etcd.service")]
+    pub etcd_service: String,
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoint: String,
+    /// The admin kubeconfig used for the health check.
+    #[arg(long, default_value = "/etc/kubernetes/kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Directories recert scans (repeatable; default /etc/kubernetes, /var/lib/kubelet,
+    /// /etc/machine-config-daemon).
+    #[arg(long = "static-dir")]
+    pub static_dirs: Vec<PathBuf>,
+    /// Tarball compression: gzip[:1-9] (default gzip:1, readable by lifecycle-agent) or
+    /// zstd[:1-19].
+    #[arg(long, default_value = "gzip:1")]
+    pub compression: String,
+    /// Archives and checkpoints.
+    #[arg(long, default_value = "/var/tmp/imgmode-seed")]
+    pub work_dir: PathBuf,
+    /// Leave the cluster services stopped and the certificates expired.
+    #[arg(long)]
+    pub no_restore: bool,
+    /// Skip recert (the certificates are captured as they are).
+    #[arg(long)]
+    pub skip_recert: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestClusterCmd {
+    /// First boot: identity, PKI, etcd objects (nothing when already initialized).
+    Init {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, default_value = "/var/lib/imgmode-test-cluster")]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:2379")]
+        etcd_endpoint: String,
+        #[arg(long, default_value = "seed")]
+        cluster_name: String,
+        #[arg(long, default_value = "example.com")]
+        base_domain: String,
+        #[arg(long, default_value = "4.17.0")]
+        version: String,
+        #[arg(
+            long,
+            default_value = "quay.io/openshift-release-dev/ocp-release@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        )]
+        release_image: String,
+        #[arg(long, default_value_t = 24)]
+        extra_leaves: usize,
+        #[arg(long)]
+        hostname: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// The API endpoint: HTTPS, admin client certificate required, /readyz from etcd.
+    Serve {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:6443")]
+        listen: String,
+        #[arg(long, default_value = "http://127.0.0.1:2379")]
+        etcd_endpoint: String,
+    },
+    /// GET a path with a kubeconfig's credentials; exit 1 unless it answers 200.
+    Probe {
+        #[arg(long, default_value = "/etc/kubernetes/kubeconfig")]
+        kubeconfig: PathBuf,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// Connect here instead of the server's host name (which is still verified).
+        #[arg(long)]
+        connect_to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum InternalCmd {
+    /// The test cluster fixture (seed-system image).
+    #[command(subcommand)]
+    TestCluster(TestClusterCmd),
     /// Generate an OpenShift-shaped test PKI under DIR (files); etcd objects go to a JSON file.
     GenTestPki {
         dir: PathBuf,
@@ -537,6 +664,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let summary = imgmode_recert::run(&cfg)?;
             print(args.format, &summary, recert_human)
         }
+        Command::Seed(cmd) => seed_cmd(cmd, steps()),
+        Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
         Command::Internal(InternalCmd::GenTestPki {
             dir,
             extra_leaves,
@@ -609,9 +738,26 @@ pub fn run(cli: Cli) -> Result<()> {
             digestfile,
         } => {
             let src_ref = store().resolve(&src)?;
-            let dest_ref = imgmode_builder::imgref::parse(&dest)?;
-            let imgmode_builder::imgref::UserImageRef::Remote(dest_ref) = dest_ref else {
-                anyhow::bail!("push needs a destination with a transport, e.g. docker://registry.example.com/{dest}");
+            let dest_ref = match imgmode_builder::imgref::parse(&dest)? {
+                imgmode_builder::imgref::UserImageRef::Remote(r) => r,
+                imgmode_builder::imgref::UserImageRef::Local(name) => {
+                    // into the local store: a staging layout, renamed into place when complete
+                    let st = store();
+                    let staged = st.staging()?;
+                    let digest = imgmode_layering::build::push(
+                        &src_ref.imgref,
+                        &ostree_ext::container::ImageReference {
+                            transport: ostree_ext::container::Transport::OciDir,
+                            name: staged.path().display().to_string(),
+                        },
+                        false,
+                        None,
+                        digestfile.as_deref(),
+                    )?;
+                    st.publish(staged, &name)?;
+                    println!("copied {src} to the local store as {name} ({digest})");
+                    return Ok(());
+                }
             };
             let digest = imgmode_layering::build::push(
                 &src_ref.imgref,
@@ -860,5 +1006,145 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("vmdk"));
+    }
+}
+
+fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
+    use imgmode_seed::{gates, ibiconfig, image};
+    match cmd {
+        SeedCmd::Create(a) => {
+            let exe = std::env::current_exe().context("locating the imgmode binary")?;
+            let mut o = imgmode_seed::create::CreateOpts::new(
+                &a.output,
+                exe,
+                &format!("imgmode {}", env!("CARGO_PKG_VERSION")),
+            );
+            if !a.services.is_empty() {
+                o.services = a.services;
+            }
+            o.etcd_service = Some(a.etcd_service).filter(|s| !s.is_empty());
+            o.etcd_endpoint = a.etcd_endpoint;
+            o.kubeconfig = a.kubeconfig;
+            if !a.static_dirs.is_empty() {
+                o.static_dirs = a.static_dirs;
+            }
+            o.compression = a.compression.parse()?;
+            o.work_dir = a.work_dir;
+            o.restore = !a.no_restore;
+            o.recert = !a.skip_recert;
+            let c = imgmode_seed::create::create(&o, &store(), steps)?;
+            print(a.format, &c, |c| {
+                let mut s = format!("seed image {} ({})\n", c.reference, c.digest);
+                for (f, n) in &c.files {
+                    s.push_str(&format!("  {f:<40} {:>12}\n", n));
+                }
+                s
+            })
+        }
+        SeedCmd::Inspect { image: arg, format } => {
+            let i = image::inspect(&store(), &arg)?;
+            let missing = image::missing_files(&i.files);
+            print(format, &i, |i| {
+                let mut s = format!(
+                    "{}\n  format version {}, {}, seed version {}\n  cluster {}.{} node {} ({})\n",
+                    i.reference,
+                    i.format_version,
+                    i.architecture,
+                    i.cluster_info.seed_cluster_ocp_version,
+                    i.cluster_info.cluster_name,
+                    i.cluster_info.base_domain,
+                    i.cluster_info.sno_hostname,
+                    i.cluster_info.node_ip
+                );
+                for f in &i.files {
+                    s.push_str(&format!("  {:<40} {:>12}  {}\n", f.name, f.size, f.sha256));
+                }
+                s
+            })?;
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "{arg} is not a complete seed: missing {}",
+                    missing.join(", ")
+                );
+            }
+            Ok(())
+        }
+        SeedCmd::Check {
+            image: arg,
+            config,
+            fips,
+            arch,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let cfg = ibiconfig::ImageBasedInstallationConfig::parse(
+                &text,
+                &config.display().to_string(),
+            )?;
+            let h = image::read_header(&store(), &arg)?;
+            let arch = arch.unwrap_or_else(|| imgmode_builder::disk::host_arch().to_string());
+            let t = gates::Target::from_config(&cfg, &arch, fips);
+            let info = gates::check(&h.labels, &h.architecture, &t)
+                .with_context(|| format!("seed {arg} does not fit {}", config.display()))?;
+            println!(
+                "seed {arg} fits {}: format {}, seed version {}, {}",
+                config.display(),
+                imgmode_seed::SEED_FORMAT_VERSION,
+                info.seed_cluster_ocp_version,
+                h.architecture
+            );
+            Ok(())
+        }
+    }
+}
+
+fn test_cluster_cmd(cmd: TestClusterCmd) -> Result<()> {
+    use imgmode_seed::testcluster;
+    match cmd {
+        TestClusterCmd::Init {
+            root,
+            state_dir,
+            etcd_endpoint,
+            cluster_name,
+            base_domain,
+            version,
+            release_image,
+            extra_leaves,
+            hostname,
+            ip,
+        } => {
+            let id = testcluster::init(&testcluster::InitOpts {
+                root,
+                state_dir,
+                etcd_endpoint,
+                cluster_name,
+                base_domain,
+                version,
+                release_image,
+                extra_leaves,
+                hostname,
+                ip,
+            })?;
+            println!("{}", serde_json::to_string(&id)?);
+            Ok(())
+        }
+        TestClusterCmd::Serve {
+            root,
+            listen,
+            etcd_endpoint,
+        } => testcluster::serve(&root, &listen, &etcd_endpoint),
+        TestClusterCmd::Probe {
+            kubeconfig,
+            path,
+            connect_to,
+        } => {
+            let creds = testcluster::read_kubeconfig(&kubeconfig)?;
+            let (code, body) = testcluster::probe(&creds, &path, connect_to.as_deref())?;
+            println!("{body}");
+            if code != 200 {
+                anyhow::bail!("{}{path} answered {code}", creds.server);
+            }
+            Ok(())
+        }
     }
 }

@@ -202,8 +202,8 @@ pub fn merge_kargs(current: &[String], old: &[String], new: &[String]) -> Option
     Some(out)
 }
 
-/// Bytes available to unprivileged... to root on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Result<u64> {
+/// Bytes available on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64> {
     let st = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
     Ok(st.f_bavail * st.f_frsize)
 }

@@ -1,7 +1,48 @@
-//! Seed images and image-based installation in lifecycle-agent's formats.
+//! Seed images in lifecycle-agent's format (`lca-cli create`), and the image-based
+//! installation that consumes them.
 //!
-//! Will hold: `imgmode seed create` (ostree.tgz, etc.tgz, var.tgz, etc.deletions,
-//! rpm-ostree.json, mco-currentconfig.json, the `.origin`, containers.list, manifest.json,
-//! recert_config.json, labels `com.openshift.lifecycle-agent.seed_format_version=4` and
-//! `seed_cluster_info`), `seed inspect`/`seed check` with the compatibility gates, the IBI
-//! install-to-disk steps, the `cluster-config` configuration ISO and post-pivot.
+//! - [`create`]: `imgmode seed create` on a running, healthy seed system: stop the cluster,
+//!   force-expire its certificates with recert, capture `ostree.tgz`, `etc.tgz`,
+//!   `etc.deletions`, `var.tgz` and the status files, and write a one-layer `FROM scratch`
+//!   OCI image with the seed labels; then restore the seed system.
+//! - [`image`]: writing that image and reading it back (`seed inspect`), labels and config
+//!   read without downloading the layer.
+//! - [`gates`]: the compatibility gates of `seed check` (and of the installer), decided from
+//!   the labels and the installation config before any layer is fetched.
+//! - [`manifest`]: `manifest.json`, the seed cluster info (also the `seed_cluster_info`
+//!   label); [`ibiconfig`]: the installer's `ImageBasedInstallationConfig`.
+//! - [`testcluster`]: the test harness's stand-in for a single-node control plane (etcd, an
+//!   OpenShift-shaped PKI, an HTTPS endpoint); a fixture, reached only through
+//!   `imgmode internal test-cluster`.
+
+pub mod archive;
+pub mod create;
+pub mod gates;
+pub mod ibiconfig;
+pub mod image;
+pub mod manifest;
+pub mod testcluster;
+
+/// The seed format this imgmode writes and reads (lifecycle-agent's current one).
+pub const SEED_FORMAT_VERSION: u32 = 4;
+/// Label holding [`SEED_FORMAT_VERSION`].
+pub const LABEL_FORMAT_VERSION: &str = "com.openshift.lifecycle-agent.seed_format_version";
+/// Label holding `manifest.json`'s content.
+pub const LABEL_CLUSTER_INFO: &str = "com.openshift.lifecycle-agent.seed_cluster_info";
+/// Label naming the compression of the seed's tarballs (`gzip` or `zstd`); imgmode's own.
+pub const LABEL_COMPRESSION: &str = "io.imgmode.seed.compression";
+
+/// Files every seed holds (besides `ostree-<deployment>.origin` and the tarballs, whose names
+/// depend on the compression).
+pub const FIXED_FILES: &[&str] = &[
+    "containers.list",
+    "etc.deletions",
+    "manifest.json",
+    "mco-currentconfig.json",
+    "recert_config.json",
+    "rpm-ostree.json",
+    "imgmode",
+    "lca-cli",
+];
+/// The tarballs, by stem (`etc` -> `etc.tgz` or `etc.tar.zst`).
+pub const TARBALLS: &[&str] = &["ostree", "etc", "var"];

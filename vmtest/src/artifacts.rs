@@ -51,6 +51,30 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<String> {
 /// Build (or reuse, when the inputs are unchanged) the base image and write its disk into `dir`.
 pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts> {
     std::fs::create_dir_all(dir)?;
+    let mut a = base_image(imgmode, definition)?;
+    let key = dir.join("root.pub");
+    std::fs::write(&key, format!("{TEST_SSH_KEY}\n"))?;
+    let disk = |format: &str| -> Result<PathBuf> {
+        let path = dir.join(format!("base.{format}"));
+        run(
+            Command::new(imgmode)
+                .args(["disk", "imgmode-base", "--force", "--format", format])
+                .args(["--karg", TEST_KARG, "--root-ssh-key"])
+                .arg(&key)
+                .arg("-o")
+                .arg(&path),
+            &format!("imgmode disk --format {format}"),
+        )?;
+        Ok(path)
+    };
+    a.base_disk = disk("qcow2")?;
+    a.base_raw = disk("raw")?;
+    Ok(a)
+}
+
+/// Build (or reuse) the base image only; the disk paths are left empty (flows that write
+/// their own disks, such as `build-seed`).
+pub fn base_image(imgmode: &Path, definition: &Path) -> Result<Artifacts> {
     run(
         Command::new(imgmode)
             .args(["base", "build", "--definition"])
@@ -67,22 +91,6 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
         .into_iter()
         .find(|i| i.name == "imgmode-base:latest")
         .context("imgmode base build did not store imgmode-base")?;
-    let key = dir.join("root.pub");
-    std::fs::write(&key, format!("{TEST_SSH_KEY}\n"))?;
-    let disk = |format: &str| -> Result<PathBuf> {
-        let path = dir.join(format!("base.{format}"));
-        run(
-            Command::new(imgmode)
-                .args(["disk", "imgmode-base", "--force", "--format", format])
-                .args(["--karg", TEST_KARG, "--root-ssh-key"])
-                .arg(&key)
-                .arg("-o")
-                .arg(&path),
-            &format!("imgmode disk --format {format}"),
-        )?;
-        Ok(path)
-    };
-    let (disk, raw) = (disk("qcow2")?, disk("raw")?);
     Ok(Artifacts {
         imgmode: imgmode.to_path_buf(),
         containerfiles: definition
@@ -91,7 +99,7 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
             .to_path_buf(),
         base_digest: base.digest,
         base_labels: base.labels,
-        base_disk: disk,
-        base_raw: raw,
+        base_disk: PathBuf::new(),
+        base_raw: PathBuf::new(),
     })
 }

@@ -39,7 +39,7 @@ struct BuildOut {
 }
 
 /// Run the `imgmode` binary like a user; its stdout.
-fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
+pub(crate) fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
     crate::artifacts::run(
         Command::new(&a.imgmode).args(args),
         &format!("imgmode {}", args.join(" ")),
@@ -107,7 +107,7 @@ fn payload_disk(dir: &Path, files: &[(&str, &Path)]) -> Result<PathBuf> {
 }
 
 /// The guest's job: one phase per boot.
-const JOB_UNIT: &str = r#"[Unit]
+pub(crate) const JOB_UNIT: &str = r#"[Unit]
 Description=imgmode vmtest: layered job
 After=multi-user.target network-online.target
 Wants=network-online.target
@@ -166,33 +166,37 @@ mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/pa
 
 /// One phase's report.
 #[derive(Debug, Default)]
-struct Phase {
-    facts: BTreeMap<String, String>,
-    status: Option<GuestStatus>,
+pub(crate) struct Phase {
+    pub(crate) facts: BTreeMap<String, String>,
+    pub(crate) status: Option<GuestStatus>,
     /// (command, exit code, output)
-    runs: Vec<(String, i32, String)>,
+    pub(crate) runs: Vec<(String, i32, String)>,
 }
 
 #[derive(Debug, Deserialize)]
-struct GuestStatus {
-    deployments: Vec<GuestDeployment>,
+pub(crate) struct GuestStatus {
+    pub(crate) deployments: Vec<GuestDeployment>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(rename_all = "kebab-case")]
-struct GuestDeployment {
-    booted: bool,
-    staged: bool,
-    container_image_reference: Option<String>,
-    container_image_reference_digest: Option<String>,
+pub(crate) struct GuestDeployment {
+    pub(crate) booted: bool,
+    pub(crate) staged: bool,
+    #[serde(default)]
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) checksum: String,
+    pub(crate) container_image_reference: Option<String>,
+    pub(crate) container_image_reference_digest: Option<String>,
 }
 
 impl Phase {
-    fn fact(&self, k: &str) -> &str {
+    pub(crate) fn fact(&self, k: &str) -> &str {
         self.facts.get(k).map(String::as_str).unwrap_or("?")
     }
 
-    fn booted(&self) -> Result<GuestDeployment> {
+    pub(crate) fn booted(&self) -> Result<GuestDeployment> {
         self.status
             .as_ref()
             .and_then(|s| s.deployments.iter().find(|d| d.booted).cloned())
@@ -206,7 +210,7 @@ impl Phase {
     }
 
     /// The one command whose line starts with `cmd`; it must have exited 0.
-    fn ran_ok(&self, cmd: &str) -> Result<&str> {
+    pub(crate) fn ran_ok(&self, cmd: &str) -> Result<&str> {
         let (c, rc, out) = self
             .runs
             .iter()
@@ -218,7 +222,7 @@ impl Phase {
 }
 
 /// Parse the section of `results` between the phase's markers.
-fn parse_phase(results: &str, n: u32) -> Result<Phase> {
+pub(crate) fn parse_phase(results: &str, n: u32) -> Result<Phase> {
     let begin = format!("IMGMODE-PHASE-{n}-BEGIN");
     let end = format!("IMGMODE-PHASE-{n}-END");
     let start = results
@@ -266,7 +270,7 @@ fn parse_phase(results: &str, n: u32) -> Result<Phase> {
 }
 
 /// Wait for phase `n` to end and parse it.
-async fn phase(vm: &mut Vm, n: u32, timeout: Duration) -> Result<Phase> {
+pub(crate) async fn phase(vm: &mut Vm, n: u32, timeout: Duration) -> Result<Phase> {
     vm.wait_for_result(&format!("IMGMODE-PHASE-{n}-END"), timeout)
         .await?;
     let results = std::fs::read_to_string(vm.dir().join("results.log"))?;

@@ -12,6 +12,7 @@ pub mod layered;
 pub mod qemu;
 pub mod registry;
 pub mod scenarios;
+pub mod seed;
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};

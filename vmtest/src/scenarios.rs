@@ -72,6 +72,11 @@ pub fn all() -> Vec<Scenario> {
             },
         },
         Scenario {
+            name: "seed",
+            about: "just build-seed: the test cluster boots healthy, imgmode seed create in the guest, the seed's labels, file set, commit, etc.deletions and expired certificates checked on the host; seed check gates",
+            run: |a, d| Box::pin(crate::seed::seed_scenario(a.clone(), d.to_path_buf())),
+        },
+        Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
             run: |a, d| {

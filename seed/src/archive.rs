@@ -1,0 +1,248 @@
+//! The seed's tarballs: GNU tar (xattrs, POSIX ACLs, SELinux labels, hardlinks, numeric
+//! owners, as lifecycle-agent makes them) piped through the compressor here, written to a
+//! temporary name and renamed when complete.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// GNU tar options every seed tarball is made with.
+pub const TAR_OPTS: &[&str] = &[
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+    "--selinux",
+    "--numeric-owner",
+    "--sparse",
+];
+
+/// How the tarballs are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `.tgz`, readable by lifecycle-agent's `tar xzf`.
+    Gzip(u32),
+    /// `.tar.zst`: smaller and faster, read by imgmode only.
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    /// gzip at level 1: what lifecycle-agent's tools can read, at a fraction of level 6's time
+    /// (see `cargo xtask bench seed`).
+    fn default() -> Self {
+        Compression::Gzip(1)
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = anyhow::Error;
+    /// `gzip`, `gzip:N` (1-9), `zstd`, `zstd:N` (1-19).
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, level) = s.split_once(':').map_or((s, None), |(n, l)| (n, Some(l)));
+        let level = |default: i64, max: i64| -> Result<i64> {
+            match level {
+                None => Ok(default),
+                Some(l) => match l.parse::<i64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => bail!("compression level {l:?} is not a number from 1 to {max}"),
+                },
+            }
+        };
+        match name {
+            "gzip" => Ok(Compression::Gzip(level(1, 9)? as u32)),
+            "zstd" => Ok(Compression::Zstd(level(3, 19)? as i32)),
+            _ => bail!("unknown compression {s:?}: use gzip[:1-9] or zstd[:1-19]"),
+        }
+    }
+}
+
+impl Compression {
+    /// File name of the tarball `stem` (`etc` -> `etc.tgz`).
+    pub fn file_name(&self, stem: &str) -> String {
+        match self {
+            Compression::Gzip(_) => format!("{stem}.tgz"),
+            Compression::Zstd(_) => format!("{stem}.tar.zst"),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Compression::Gzip(_) => "gzip",
+            Compression::Zstd(_) => "zstd",
+        }
+    }
+
+    /// Compress everything `r` yields into `w`.
+    pub fn compress(&self, r: &mut impl Read, w: impl Write) -> Result<u64> {
+        match *self {
+            Compression::Gzip(l) => {
+                let mut e = flate2::write::GzEncoder::new(w, flate2::Compression::new(l));
+                let n = std::io::copy(r, &mut e)?;
+                e.finish()?.flush()?;
+                Ok(n)
+            }
+            Compression::Zstd(l) => {
+                let mut e = zstd::stream::write::Encoder::new(w, l)?;
+                // both cores: the seed is made on a stopped cluster, nothing else runs
+                let _ = e.multithread(
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                );
+                let n = std::io::copy(r, &mut e)?;
+                e.finish()?.flush()?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// A decompressing reader chosen by the stream's magic bytes (gzip, zstd or plain tar).
+pub fn decompressed(r: impl Read + 'static) -> Result<Box<dyn Read>> {
+    let mut r = BufReader::with_capacity(1 << 20, r);
+    let magic = {
+        use std::io::BufRead;
+        let b = r.fill_buf()?;
+        b[..b.len().min(4)].to_vec()
+    };
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
+}
+
+/// What one tarball took.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Written {
+    pub path: PathBuf,
+    /// tar stream bytes before compression.
+    pub tar_bytes: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Run GNU tar with `args` (its `--create --file=-` and [`TAR_OPTS`] are added), compressing
+/// its output into `out` (via `out.tmp`, renamed when tar and the compressor both succeeded).
+pub fn tar_create(args: &[String], stdin: Option<&[u8]>, out: &Path, c: Compression) -> Result<Written> {
+    let t0 = std::time::Instant::now();
+    let tmp = out.with_extension("tmp");
+    let mut cmd = Command::new("tar");
+    cmd.args(["--create", "--file=-"]).args(TAR_OPTS).args(args);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd
+        .spawn()
+        .context("running tar (Debian package tar)")?;
+    let feeder = stdin.map(|data| {
+        let mut w = child.stdin.take().expect("piped stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || w.write_all(&data))
+    });
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let file = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let res = c.compress(&mut stdout, file);
+    let status = child.wait()?;
+    let stderr = errs.join().unwrap_or_default();
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    let tar_bytes = match (res, status.success()) {
+        (Ok(n), true) => n,
+        (res, _) => {
+            let _ = std::fs::remove_file(&tmp);
+            if let Err(e) = res {
+                return Err(e).with_context(|| format!("writing {}", out.display()));
+            }
+            bail!(
+                "tar failed ({status}) writing {}:\n{}",
+                out.display(),
+                stderr.trim()
+            );
+        }
+    };
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, out)?;
+    Ok(Written {
+        path: out.to_path_buf(),
+        tar_bytes,
+        bytes: std::fs::metadata(out)?.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_names_and_levels() {
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip(1));
+        assert_eq!("gzip:6".parse::<Compression>().unwrap(), Compression::Gzip(6));
+        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert!("zstd:30".parse::<Compression>().is_err());
+        assert!("xz".parse::<Compression>().is_err());
+        assert_eq!(Compression::default().file_name("var"), "var.tgz");
+        assert_eq!(Compression::Zstd(3).file_name("var"), "var.tar.zst");
+    }
+
+    /// GNU tar's stream through either compressor reads back (by magic) with the same
+    /// entries, hardlinks and xattr-free modes intact; a failing tar leaves no output.
+    #[test]
+    fn tarballs_round_trip_and_failures_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("etc/sub")).unwrap();
+        std::fs::write(src.join("etc/a"), "alpha\n").unwrap();
+        std::fs::hard_link(src.join("etc/a"), src.join("etc/sub/a-link")).unwrap();
+        for c in [Compression::Gzip(1), Compression::Zstd(3)] {
+            let out = d.path().join(c.file_name("etc"));
+            let w = tar_create(
+                &["-C".into(), src.display().to_string(), "etc".into()],
+                None,
+                &out,
+                c,
+            )
+            .unwrap();
+            assert!(w.bytes > 0 && w.tar_bytes >= 3 * 512);
+            let mut ar = tar::Archive::new(decompressed(std::fs::File::open(&out).unwrap()).unwrap());
+            let mut names = vec![];
+            for e in ar.entries().unwrap() {
+                let e = e.unwrap();
+                names.push((
+                    e.path().unwrap().display().to_string(),
+                    e.header().entry_type().is_hard_link(),
+                ));
+            }
+            names.sort();
+            let plain: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(plain, vec!["etc/", "etc/a", "etc/sub/", "etc/sub/a-link"]);
+            // the second name of the pair tar met is a hardlink to the first
+            assert_eq!(names.iter().filter(|(_, l)| *l).count(), 1, "{names:?}");
+        }
+        let out = d.path().join("missing.tgz");
+        let e = tar_create(
+            &["-C".into(), src.display().to_string(), "nope".into()],
+            None,
+            &out,
+            Compression::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("tar failed"), "{e:#}");
+        assert!(!out.exists() && !out.with_extension("tmp").exists());
+    }
+}

@@ -1,0 +1,414 @@
+//! The seed OCI image: one uncompressed layer (`FROM scratch`; its files are compressed
+//! tarballs already) holding the seed files at the root, the seed labels, written as canonical
+//! JSON. Reading: labels and architecture come from the image config alone (no layer is
+//! fetched); `inspect` reads the layer for the file list.
+
+use crate::gates;
+use crate::manifest::SeedClusterInfo;
+use anyhow::{bail, Context, Result};
+use imgmode_builder::cmd::Run;
+use imgmode_builder::imgref::{self, UserImageRef};
+use imgmode_builder::oci::{canonical_json, put_blob, HashingWriter};
+use imgmode_builder::Store;
+use serde::Serialize;
+use serde_json::json;
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Write an OCI layout at `out` (which must not exist) holding `files` (names in `dir`) as one
+/// layer, with `labels`. `links` are (name, target) hardlinks inside the layer. The manifest
+/// digest.
+pub fn write_layout(
+    dir: &Path,
+    files: &[String],
+    links: &[(&str, &str)],
+    labels: &BTreeMap<String, String>,
+    architecture: &str,
+    created: &str,
+    out: &Path,
+) -> Result<String> {
+    std::fs::create_dir_all(out.join("blobs/sha256"))?;
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let tmp = out.join("blobs/sha256/.layer.tmp");
+    let mut b = tar::Builder::new(HashingWriter::new(std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp)?,
+    )));
+    b.mode(tar::HeaderMode::Deterministic);
+    for f in files {
+        let p = dir.join(f);
+        let mut file = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+        let meta = file.metadata()?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(meta.len());
+        h.set_mode(if is_executable(&meta) { 0o755 } else { 0o644 });
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, f, &mut file)
+            .with_context(|| format!("adding {f} to the seed layer"))?;
+    }
+    for (name, target) in links {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o755);
+        b.append_link(&mut h, name, target)?;
+    }
+    let (hash, size) = b.into_inner()?.finish()?;
+    std::fs::rename(&tmp, out.join("blobs/sha256").join(&hash))?;
+    let diff_id = format!("sha256:{hash}");
+    let config = json!({
+        "architecture": architecture,
+        "os": "linux",
+        "created": created,
+        "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": "imgmode seed create"}],
+    });
+    let config_bytes = canonical_json(&config)?;
+    let config_digest = put_blob(out, &config_bytes)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_bytes.len()},
+        "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": diff_id, "size": size}],
+    });
+    let manifest_bytes = canonical_json(&manifest)?;
+    let manifest_digest = put_blob(out, &manifest_bytes)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": manifest_digest, "size": manifest_bytes.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+    });
+    std::fs::write(out.join("index.json"), canonical_json(&index)?)?;
+    Ok(manifest_digest)
+}
+
+fn is_executable(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    m.permissions().mode() & 0o111 != 0
+}
+
+/// Where a finished layout goes.
+pub enum Output {
+    /// A name in the local store.
+    Local(String),
+    /// A containers-transports(5) reference skopeo writes.
+    Transport(String),
+}
+
+/// Parse `--output` and check it can be written, before any work starts.
+pub fn parse_output(arg: &str) -> Result<Output> {
+    match imgref::parse(arg)? {
+        UserImageRef::Local(name) => {
+            Store::split_name(&name)?;
+            Ok(Output::Local(name))
+        }
+        UserImageRef::Remote(r) => {
+            let s = r.imgref.to_string();
+            let path_of = |rest: &str| -> PathBuf {
+                PathBuf::from(rest.rsplit_once(':').map_or(rest, |(p, _)| p))
+            };
+            let checked = |p: PathBuf| -> Result<()> {
+                let parent = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                if !parent.is_dir() {
+                    bail!("cannot write the seed to {arg}: {} is not a directory", parent.display());
+                }
+                let probe = tempfile::tempfile_in(parent);
+                if let Err(e) = probe {
+                    bail!("cannot write the seed to {arg}: {} is not writable ({e})", parent.display());
+                }
+                Ok(())
+            };
+            if let Some(rest) = s.strip_prefix("oci-archive:") {
+                let p = path_of(rest);
+                if p.exists() {
+                    bail!("{} exists; remove it or choose another output", p.display());
+                }
+                checked(p)?;
+            } else if let Some(rest) = s.strip_prefix("oci:") {
+                checked(path_of(rest))?;
+            }
+            Ok(Output::Transport(s))
+        }
+    }
+}
+
+/// Publish the layout in `staged` (a directory made by [`Store::staging`] for local outputs).
+pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result<String> {
+    match out {
+        Output::Local(name) => {
+            let p = store.publish(staged, name)?;
+            Ok(format!("oci:{}", p.display()))
+        }
+        Output::Transport(r) => {
+            let src = format!("oci:{}", staged.path().display());
+            if let Some(rest) = r.strip_prefix("oci-archive:") {
+                // written next to the destination, renamed when complete
+                let path = PathBuf::from(rest.rsplit_once(':').map_or(rest, |(p, _)| p));
+                let tmp = path.with_file_name(format!(
+                    ".{}.tmp",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                let _ = std::fs::remove_file(&tmp);
+                let tag = rest.rsplit_once(':').map(|(_, t)| t.to_string());
+                let dest = match &tag {
+                    Some(t) => format!("oci-archive:{}:{t}", tmp.display()),
+                    None => format!("oci-archive:{}", tmp.display()),
+                };
+                let res = Run::new("skopeo")
+                    .args(["copy", "--quiet"])
+                    .arg(&src)
+                    .arg(&dest)
+                    .output();
+                if let Err(e) = res {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e).with_context(|| format!("writing {r}"));
+                }
+                std::fs::rename(&tmp, &path)?;
+            } else {
+                Run::new("skopeo")
+                    .args(["copy", "--quiet"])
+                    .arg(&src)
+                    .arg(r)
+                    .output()
+                    .with_context(|| format!("writing the seed image to {r}"))?;
+            }
+            Ok(r.clone())
+        }
+    }
+}
+
+/// Labels, architecture and the manifest's layers of any image, from its manifest and config
+/// only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    pub reference: String,
+    pub labels: BTreeMap<String, String>,
+    pub architecture: String,
+    /// (media type, digest, size)
+    pub layers: Vec<(String, String, u64)>,
+}
+
+/// Read [`Header`] without fetching a layer (`skopeo inspect --raw` and `--config`).
+pub fn read_header(store: &Store, arg: &str) -> Result<Header> {
+    let r = store.resolve(arg)?.imgref.to_string();
+    let inspect = |extra: &str| -> Result<serde_json::Value> {
+        let out = Run::new("skopeo")
+            .args(["inspect", extra])
+            .arg(&r)
+            .read()
+            .with_context(|| format!("reading the seed image {arg}"))?;
+        serde_json::from_str(&out).with_context(|| format!("parsing skopeo inspect {extra} of {arg}"))
+    };
+    let manifest = inspect("--raw")?;
+    if manifest.get("manifests").is_some() {
+        bail!("{arg} is a manifest list; name the seed image for one architecture (by digest)");
+    }
+    let config = inspect("--config")?;
+    let labels = config["config"]["Labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let layers = manifest["layers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    (
+                        l["mediaType"].as_str().unwrap_or_default().to_string(),
+                        l["digest"].as_str().unwrap_or_default().to_string(),
+                        l["size"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Header {
+        reference: r,
+        labels,
+        architecture: config["architecture"].as_str().unwrap_or_default().to_string(),
+        layers,
+    })
+}
+
+/// One file of a seed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeedFile {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// For a hardlink entry: the file it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_to: Option<String>,
+}
+
+/// `imgmode seed inspect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub reference: String,
+    pub format_version: u32,
+    pub labels: BTreeMap<String, String>,
+    pub architecture: String,
+    pub cluster_info: SeedClusterInfo,
+    pub files: Vec<SeedFile>,
+}
+
+/// The files of a seed layer stream.
+pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
+    let mut ar = tar::Archive::new(r);
+    let mut out = vec![];
+    for e in ar.entries()? {
+        let mut e = e?;
+        let name = e.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        if e.header().entry_type().is_hard_link() {
+            let target = e
+                .link_name()?
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push(SeedFile {
+                name,
+                size: 0,
+                sha256: String::new(),
+                link_to: Some(target),
+            });
+            continue;
+        }
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = e.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
+        }
+        out.push(SeedFile {
+            name,
+            size,
+            sha256: hex::encode(h.finalize()),
+            link_to: None,
+        });
+    }
+    for i in 0..out.len() {
+        if let Some(t) = out[i].link_to.clone() {
+            if let Some(f) = out.iter().find(|f| f.name == t && f.link_to.is_none()) {
+                let (size, sha) = (f.size, f.sha256.clone());
+                out[i].size = size;
+                out[i].sha256 = sha;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Read everything `seed inspect` shows (the layer is fetched and read once).
+pub fn inspect(store: &Store, arg: &str) -> Result<Inspection> {
+    let h = read_header(store, arg)?;
+    let (format_version, cluster_info) = gates::read_labels(&h.labels)?;
+    if h.layers.len() != 1 {
+        bail!(
+            "{arg} has {} layers; a seed image has exactly one",
+            h.layers.len()
+        );
+    }
+    let opened = imgmode_builder::oci::open_image(store, arg)?;
+    let files = list_layer(opened.image.open_layer(0)?)?;
+    Ok(Inspection {
+        reference: h.reference,
+        format_version,
+        labels: h.labels,
+        architecture: h.architecture,
+        cluster_info,
+        files,
+    })
+}
+
+/// The seed's missing required files, by the inspection's list (empty when complete).
+pub fn missing_files(files: &[SeedFile]) -> Vec<String> {
+    let has = |n: &str| files.iter().any(|f| f.name == n);
+    let mut missing: Vec<String> = crate::FIXED_FILES
+        .iter()
+        .filter(|n| !has(n))
+        .map(|n| n.to_string())
+        .collect();
+    for stem in crate::TARBALLS {
+        if !has(&format!("{stem}.tgz")) && !has(&format!("{stem}.tar.zst")) {
+            missing.push(format!("{stem}.tgz"));
+        }
+    }
+    if !files
+        .iter()
+        .any(|f| f.name.starts_with("ostree-") && f.name.ends_with(".origin"))
+    {
+        missing.push("ostree-<deployment>.origin".into());
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_layout_lists_its_files_and_links() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("manifest.json"), "{}").unwrap();
+        std::fs::write(src.join("imgmode"), "#!/bin/sh\n").unwrap();
+        let labels = BTreeMap::from([("a".to_string(), "b".to_string())]);
+        let out = d.path().join("oci");
+        let digest = write_layout(
+            &src,
+            &["imgmode".into(), "manifest.json".into()],
+            &[("lca-cli", "imgmode")],
+            &labels,
+            "amd64",
+            "2026-01-01T00:00:00Z",
+            &out,
+        )
+        .unwrap();
+        let img = imgmode_builder::store::OciImage::open(&out).unwrap();
+        assert_eq!(img.labels(), labels);
+        assert_eq!(img.manifest.layers().len(), 1);
+        let files = list_layer(img.open_layer(0).unwrap()).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, vec!["imgmode", "lca-cli", "manifest.json"]);
+        assert_eq!(files[1].sha256, files[0].sha256);
+        assert_eq!(files[2].size, 2);
+        // the same content gives the same digest
+        let out2 = d.path().join("oci2");
+        let again = write_layout(
+            &src,
+            &["imgmode".into(), "manifest.json".into()],
+            &[("lca-cli", "imgmode")],
+            &labels,
+            "amd64",
+            "2026-01-01T00:00:00Z",
+            &out2,
+        )
+        .unwrap();
+        assert_eq!(digest, again);
+        let m = missing_files(&files);
+        assert!(m.contains(&"ostree.tgz".to_string()) && m.contains(&"etc.deletions".to_string()));
+    }
+}
