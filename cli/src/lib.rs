@@ -488,6 +488,16 @@ pub enum TestClusterCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum InternalCmd {
+    /// Write one seed tarball of DIR/PATH... (benchmarks): GNU tar piped through the compressor.
+    SeedArchive {
+        #[arg(long, default_value = "gzip:1")]
+        compression: String,
+        /// The tarball to write.
+        out: PathBuf,
+        /// The directory the paths are relative to.
+        dir: PathBuf,
+        paths: Vec<String>,
+    },
     /// The test cluster fixture (seed-system image).
     #[command(subcommand)]
     TestCluster(TestClusterCmd),
@@ -666,6 +676,18 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Seed(cmd) => seed_cmd(cmd, steps()),
         Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
+        Command::Internal(InternalCmd::SeedArchive {
+            compression,
+            out,
+            dir,
+            paths,
+        }) => {
+            let mut args = vec!["-C".to_string(), dir.display().to_string()];
+            args.extend(paths);
+            let w = imgmode_seed::archive::tar_create(&args, None, &out, compression.parse()?)?;
+            println!("{}", serde_json::to_string(&w)?);
+            Ok(())
+        }
         Command::Internal(InternalCmd::GenTestPki {
             dir,
             extra_leaves,
@@ -976,39 +998,6 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn help_fits_80_columns() {
-        let mut cmd = Cli::command();
-        let check = |c: &mut clap::Command| {
-            let help = c.render_long_help().to_string();
-            for line in help.lines() {
-                assert!(line.chars().count() <= 80, "{}: {line:?}", c.get_name());
-            }
-        };
-        check(&mut cmd);
-        for sub in cmd.get_subcommands_mut() {
-            check(sub);
-        }
-    }
-
-    #[test]
-    fn unknown_disk_format_is_a_usage_error() {
-        let err = Cli::try_parse_from(["imgmode", "disk", "x", "-o", "y", "--format", "vmdk"])
-            .unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("vmdk"));
-    }
-}
-
 fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
     use imgmode_seed::{gates, ibiconfig, image};
     match cmd {
@@ -1146,5 +1135,38 @@ fn test_cluster_cmd(cmd: TestClusterCmd) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_fits_80_columns() {
+        let mut cmd = Cli::command();
+        let check = |c: &mut clap::Command| {
+            let help = c.render_long_help().to_string();
+            for line in help.lines() {
+                assert!(line.chars().count() <= 80, "{}: {line:?}", c.get_name());
+            }
+        };
+        check(&mut cmd);
+        for sub in cmd.get_subcommands_mut() {
+            check(sub);
+        }
+    }
+
+    #[test]
+    fn unknown_disk_format_is_a_usage_error() {
+        let err = Cli::try_parse_from(["imgmode", "disk", "x", "-o", "y", "--format", "vmdk"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("vmdk"));
     }
 }

@@ -290,8 +290,6 @@ pub fn mounted_tree(cs: &str) -> Result<Tree> {
     tree
 }
 
-/// Write `data` as a blob of the layout at `dir`; returns its digest.
-
 /// Copy `cs` out of containers-storage into a staging OCI layout, uncompressed, without the
 /// layers `bases` already have.
 fn export_raw(

@@ -124,7 +124,12 @@ pub struct Written {
 
 /// Run GNU tar with `args` (its `--create --file=-` and [`TAR_OPTS`] are added), compressing
 /// its output into `out` (via `out.tmp`, renamed when tar and the compressor both succeeded).
-pub fn tar_create(args: &[String], stdin: Option<&[u8]>, out: &Path, c: Compression) -> Result<Written> {
+pub fn tar_create(
+    args: &[String],
+    stdin: Option<&[u8]>,
+    out: &Path,
+    c: Compression,
+) -> Result<Written> {
     let t0 = std::time::Instant::now();
     let tmp = out.with_extension("tmp");
     let mut cmd = Command::new("tar");
@@ -136,9 +141,7 @@ pub fn tar_create(args: &[String], stdin: Option<&[u8]>, out: &Path, c: Compress
         } else {
             Stdio::null()
         });
-    let mut child = cmd
-        .spawn()
-        .context("running tar (Debian package tar)")?;
+    let mut child = cmd.spawn().context("running tar (Debian package tar)")?;
     let feeder = stdin.map(|data| {
         let mut w = child.stdin.take().expect("piped stdin");
         let data = data.to_vec();
@@ -192,7 +195,10 @@ mod tests {
     #[test]
     fn compression_names_and_levels() {
         assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip(1));
-        assert_eq!("gzip:6".parse::<Compression>().unwrap(), Compression::Gzip(6));
+        assert_eq!(
+            "gzip:6".parse::<Compression>().unwrap(),
+            Compression::Gzip(6)
+        );
         assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd(3));
         assert!("zstd:30".parse::<Compression>().is_err());
         assert!("xz".parse::<Compression>().is_err());
@@ -219,7 +225,8 @@ mod tests {
             )
             .unwrap();
             assert!(w.bytes > 0 && w.tar_bytes >= 3 * 512);
-            let mut ar = tar::Archive::new(decompressed(std::fs::File::open(&out).unwrap()).unwrap());
+            let mut ar =
+                tar::Archive::new(decompressed(std::fs::File::open(&out).unwrap()).unwrap());
             let mut names = vec![];
             for e in ar.entries().unwrap() {
                 let e = e.unwrap();

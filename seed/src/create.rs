@@ -141,7 +141,12 @@ impl Ctx<'_> {
         Ok(())
     }
     /// Run `f` once: skipped when its marker exists.
-    fn once(&mut self, step: &str, what: &str, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+    fn once(
+        &mut self,
+        step: &str,
+        what: &str,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<()> {
         if self.done(step) {
             self.steps.step(&format!("{what}: done in an earlier run"));
             return Ok(());
@@ -189,10 +194,13 @@ pub fn check_health(o: &CreateOpts) -> Result<()> {
             bail!("seed system unhealthy: {unit} is not active (see systemctl status {unit}); start it, or name the cluster's units with --service");
         }
     }
-    let objects = etcd_objects(&o.etcd_endpoint)
-        .context("seed system unhealthy: etcd does not answer")?;
+    let objects =
+        etcd_objects(&o.etcd_endpoint).context("seed system unhealthy: etcd does not answer")?;
     if objects.is_empty() {
-        bail!("seed system unhealthy: etcd at {} holds no /kubernetes.io/ objects", o.etcd_endpoint);
+        bail!(
+            "seed system unhealthy: etcd at {} holds no /kubernetes.io/ objects",
+            o.etcd_endpoint
+        );
     }
     let creds = testcluster::read_kubeconfig(&o.kubeconfig)
         .context("seed system unhealthy: cannot read the admin kubeconfig (--kubeconfig)")?;
@@ -227,8 +235,11 @@ pub fn gather_cluster_info(o: &CreateOpts, objects: &[EtcdObject]) -> Result<See
     )?;
     let (hostname, ip) = imgmode_recert::etcd::node_identity(objects)?
         .context("etcd has no node object under /kubernetes.io/minions/")?;
-    let cv = find(objects, "/kubernetes.io/config.openshift.io/clusterversions/version")
-        .context("etcd has no ClusterVersion (config.openshift.io/clusterversions/version)")?;
+    let cv = find(
+        objects,
+        "/kubernetes.io/config.openshift.io/clusterversions/version",
+    )
+    .context("etcd has no ClusterVersion (config.openshift.io/clusterversions/version)")?;
     let version = cv["status"]["desired"]["version"]
         .as_str()
         .context("the ClusterVersion has no status.desired.version")?
@@ -238,19 +249,28 @@ pub fn gather_cluster_info(o: &CreateOpts, objects: &[EtcdObject]) -> Result<See
         .and_then(|i| i.split_once('/'))
         .map(|(r, _)| r.to_string())
         .unwrap_or_default();
-    let proxy = find(objects, "/kubernetes.io/config.openshift.io/proxies/cluster");
+    let proxy = find(
+        objects,
+        "/kubernetes.io/config.openshift.io/proxies/cluster",
+    );
     let has_proxy = proxy.is_some_and(|p| {
         ["httpProxy", "httpsProxy"]
             .iter()
             .any(|k| p["spec"][k].as_str().is_some_and(|s| !s.is_empty()))
     });
-    let network = find(objects, "/kubernetes.io/config.openshift.io/networks/cluster");
-    let install_config: serde_yaml::Value = find(objects, "/kubernetes.io/configmaps/kube-system/cluster-config-v1")
-        .and_then(|c| c["data"]["install-config"].as_str())
-        .and_then(|t| serde_yaml::from_str(t).ok())
-        .unwrap_or_default();
-    let fips_kernel = std::fs::read_to_string("/proc/sys/crypto/fips_enabled")
-        .is_ok_and(|s| s.trim() == "1");
+    let network = find(
+        objects,
+        "/kubernetes.io/config.openshift.io/networks/cluster",
+    );
+    let install_config: serde_yaml::Value = find(
+        objects,
+        "/kubernetes.io/configmaps/kube-system/cluster-config-v1",
+    )
+    .and_then(|c| c["data"]["install-config"].as_str())
+    .and_then(|t| serde_yaml::from_str(t).ok())
+    .unwrap_or_default();
+    let fips_kernel =
+        std::fs::read_to_string("/proc/sys/crypto/fips_enabled").is_ok_and(|s| s.trim() == "1");
     let has_fips = install_config
         .get("fips")
         .and_then(|f| f.as_bool())
@@ -265,8 +285,15 @@ pub fn gather_cluster_info(o: &CreateOpts, objects: &[EtcdObject]) -> Result<See
                 .collect()
         })
         .unwrap_or_default();
-    let user_ca = find(objects, "/kubernetes.io/configmaps/openshift-config/user-ca-bundle")
-        .is_some_and(|c| c["data"]["ca-bundle.crt"].as_str().is_some_and(|s| !s.trim().is_empty()));
+    let user_ca = find(
+        objects,
+        "/kubernetes.io/configmaps/openshift-config/user-ca-bundle",
+    )
+    .is_some_and(|c| {
+        c["data"]["ca-bundle.crt"]
+            .as_str()
+            .is_some_and(|s| !s.trim().is_empty())
+    });
     let registries = std::fs::read_to_string(o.sysroot.join("etc/containers/registries.conf"))
         .unwrap_or_default();
     let container_storage = {
@@ -410,7 +437,12 @@ fn synthesized_machineconfig(sysroot: &Path) -> Result<serde_json::Value> {
 fn recert_config(o: &CreateOpts, force_expire: bool) -> RecertConfig {
     RecertConfig {
         etcd_endpoint: Some(o.etcd_endpoint.clone()),
-        static_dirs: o.static_dirs.iter().filter(|d| d.is_dir()).cloned().collect(),
+        static_dirs: o
+            .static_dirs
+            .iter()
+            .filter(|d| d.is_dir())
+            .cloned()
+            .collect(),
         force_expire,
         extend_expiration: !force_expire,
         force_rerun: true,
@@ -502,13 +534,17 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
     }
     let mut created = c.created;
     if o.restore {
-        c.steps.step("restoring the seed system: etcd, recert extend_expiration, services");
+        c.steps
+            .step("restoring the seed system: etcd, recert extend_expiration, services");
         let t0 = Instant::now();
         restore(o)?;
         created.restored = true;
-        created.timings.insert("restore".into(), t0.elapsed().as_secs_f64());
+        created
+            .timings
+            .insert("restore".into(), t0.elapsed().as_secs_f64());
     } else {
-        c.steps.step("leaving the cluster services stopped (--no-restore)");
+        c.steps
+            .step("leaving the cluster services stopped (--no-restore)");
     }
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     Ok(created)
@@ -517,36 +553,44 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
 fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &Store) -> Result<()> {
     let o = c.o;
     let work = c.work.clone();
-    c.once("cluster-info", "recording the seed cluster info (manifest.json)", |c| {
-        let objects = etcd_objects(&o.etcd_endpoint)?;
-        let info = gather_cluster_info(o, &objects)?;
-        std::fs::write(work.join("manifest.json"), info.to_json())?;
-        c.created.cluster_info = info;
-        Ok(())
-    })?;
+    c.once(
+        "cluster-info",
+        "recording the seed cluster info (manifest.json)",
+        |c| {
+            let objects = etcd_objects(&o.etcd_endpoint)?;
+            let info = gather_cluster_info(o, &objects)?;
+            std::fs::write(work.join("manifest.json"), info.to_json())?;
+            c.created.cluster_info = info;
+            Ok(())
+        },
+    )?;
     c.created.cluster_info =
         SeedClusterInfo::parse(&std::fs::read_to_string(work.join("manifest.json"))?)?;
-    c.once("containers-list", "listing the container images (containers.list)", |_| {
-        let mut images = vec![];
-        if imgmode_builder::cmd::which("podman").is_some() {
-            let out = Run::new("podman")
-                .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-                .read()?;
-            images.extend(
-                out.lines()
-                    .filter(|l| !l.contains("<none>") && !l.trim().is_empty())
-                    .map(str::to_string),
-            );
-        }
-        images.sort();
-        images.dedup();
-        let mut text = images.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        std::fs::write(work.join("containers.list"), text)?;
-        Ok(())
-    })?;
+    c.once(
+        "containers-list",
+        "listing the container images (containers.list)",
+        |_| {
+            let mut images = vec![];
+            if imgmode_builder::cmd::which("podman").is_some() {
+                let out = Run::new("podman")
+                    .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+                    .read()?;
+                images.extend(
+                    out.lines()
+                        .filter(|l| !l.contains("<none>") && !l.trim().is_empty())
+                        .map(str::to_string),
+                );
+            }
+            images.sort();
+            images.dedup();
+            let mut text = images.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            std::fs::write(work.join("containers.list"), text)?;
+            Ok(())
+        },
+    )?;
     c.once("stop-services", "stopping the cluster services", |_| {
         for unit in &o.services {
             systemctl("stop", unit)?;
@@ -555,13 +599,19 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
     })?;
     c.once("recert", "recert: force-expiring every certificate", |_| {
         let cfg = recert_config(o, true);
-        std::fs::write(work.join("recert_config.json"), serde_json::to_vec_pretty(&cfg)?)?;
+        std::fs::write(
+            work.join("recert_config.json"),
+            serde_json::to_vec_pretty(&cfg)?,
+        )?;
         if o.recert {
             if let Some(e) = &o.etcd_service {
                 systemctl("start", e)?;
             }
             let summary = imgmode_recert::run(&cfg.check()?)?;
-            std::fs::write(work.join("recert-summary.yaml"), serde_yaml::to_string(&summary)?)?;
+            std::fs::write(
+                work.join("recert-summary.yaml"),
+                serde_yaml::to_string(&summary)?,
+            )?;
         }
         Ok(())
     })?;
@@ -588,76 +638,89 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         c.created.tarballs.push(w);
         Ok(())
     })?;
-    c.once("etc", "archiving /etc changes (etc.tgz, etc.deletions)", |c| {
-        let diff = Run::new("ostree")
-            .args(["admin", "config-diff", "--sysroot"])
-            .arg(&o.sysroot)
-            .read()?;
-        let (changed, deleted) = parse_config_diff(&diff);
-        let mut del = String::new();
-        for d in &deleted {
-            del.push_str(&format!("/etc/{d}\n"));
-        }
-        std::fs::write(work.join("etc.deletions"), del)?;
-        let mut list = Vec::new();
-        for p in changed.iter().filter(|p| !etc_excluded(p)) {
-            list.extend_from_slice(format!("etc/{p}").as_bytes());
-            list.push(0);
-        }
-        let mut args: Vec<String> = vec![
-            "--anchored".into(),
-        ];
-        for e in ETC_EXCLUDES {
-            args.push(format!("--exclude=etc/{e}"));
-        }
-        args.extend([
-            "-C".into(),
-            o.sysroot.display().to_string(),
-            "--no-recursion".into(),
-            "etc".into(),
-            "--recursion".into(),
-            "--null".into(),
-            "-T".into(),
-            "-".into(),
-        ]);
-        let w = tar_create(&args, Some(&list), &work.join(comp.file_name("etc")), comp)?;
-        c.created.tarballs.push(w);
-        Ok(())
-    })?;
-    c.once("ostree", "archiving the ostree repository (ostree.tgz)", |c| {
-        let repo = o.sysroot.join("ostree/repo");
-        let args = vec!["-C".into(), repo.display().to_string(), ".".into()];
-        let w = tar_create(&args, None, &work.join(comp.file_name("ostree")), comp)?;
-        c.created.tarballs.push(w);
-        Ok(())
-    })?;
-    c.once("status", "recording rpm-ostree.json, mco-currentconfig.json and the origin", |_| {
-        let status = imgmode_builder::ostree::sysroot_status(&o.sysroot)?;
-        let rpm = json!({
-            "deployments": status.deployments,
-            "transaction": null,
-            "cached-update": null,
-            "update-driver": null,
-        });
-        std::fs::write(work.join("rpm-ostree.json"), serde_json::to_vec_pretty(&rpm)?)?;
-        let current = o.sysroot.join("etc/machine-config-daemon/currentconfig");
-        let mc = match std::fs::read(&current) {
-            Ok(b) => b,
-            Err(_) => serde_json::to_vec_pretty(&synthesized_machineconfig(&o.sysroot)?)?,
-        };
-        std::fs::write(work.join("mco-currentconfig.json"), mc)?;
-        let id = format!("{}.{}", booted.csum(), booted.deployserial());
-        let origin = o.sysroot.join(format!(
-            "ostree/deploy/{}/deploy/{id}.origin",
-            booted.osname()
-        ));
-        std::fs::copy(&origin, work.join(format!("ostree-{id}.origin")))
-            .with_context(|| format!("copying {}", origin.display()))?;
-        let bin = work.join("imgmode");
-        std::fs::copy(&o.self_exe, &bin)
-            .with_context(|| format!("copying {}", o.self_exe.display()))?;
-        Ok(())
-    })?;
+    c.once(
+        "etc",
+        "archiving /etc changes (etc.tgz, etc.deletions)",
+        |c| {
+            let diff = Run::new("ostree")
+                .args(["admin", "config-diff", "--sysroot"])
+                .arg(&o.sysroot)
+                .read()?;
+            let (changed, deleted) = parse_config_diff(&diff);
+            let mut del = String::new();
+            for d in &deleted {
+                del.push_str(&format!("/etc/{d}\n"));
+            }
+            std::fs::write(work.join("etc.deletions"), del)?;
+            let mut list = Vec::new();
+            for p in changed.iter().filter(|p| !etc_excluded(p)) {
+                list.extend_from_slice(format!("etc/{p}").as_bytes());
+                list.push(0);
+            }
+            let mut args: Vec<String> = vec!["--anchored".into()];
+            for e in ETC_EXCLUDES {
+                args.push(format!("--exclude=etc/{e}"));
+            }
+            args.extend([
+                "-C".into(),
+                o.sysroot.display().to_string(),
+                "--no-recursion".into(),
+                "etc".into(),
+                "--recursion".into(),
+                "--null".into(),
+                "-T".into(),
+                "-".into(),
+            ]);
+            let w = tar_create(&args, Some(&list), &work.join(comp.file_name("etc")), comp)?;
+            c.created.tarballs.push(w);
+            Ok(())
+        },
+    )?;
+    c.once(
+        "ostree",
+        "archiving the ostree repository (ostree.tgz)",
+        |c| {
+            let repo = o.sysroot.join("ostree/repo");
+            let args = vec!["-C".into(), repo.display().to_string(), ".".into()];
+            let w = tar_create(&args, None, &work.join(comp.file_name("ostree")), comp)?;
+            c.created.tarballs.push(w);
+            Ok(())
+        },
+    )?;
+    c.once(
+        "status",
+        "recording rpm-ostree.json, mco-currentconfig.json and the origin",
+        |_| {
+            let status = imgmode_builder::ostree::sysroot_status(&o.sysroot)?;
+            let rpm = json!({
+                "deployments": status.deployments,
+                "transaction": null,
+                "cached-update": null,
+                "update-driver": null,
+            });
+            std::fs::write(
+                work.join("rpm-ostree.json"),
+                serde_json::to_vec_pretty(&rpm)?,
+            )?;
+            let current = o.sysroot.join("etc/machine-config-daemon/currentconfig");
+            let mc = match std::fs::read(&current) {
+                Ok(b) => b,
+                Err(_) => serde_json::to_vec_pretty(&synthesized_machineconfig(&o.sysroot)?)?,
+            };
+            std::fs::write(work.join("mco-currentconfig.json"), mc)?;
+            let id = format!("{}.{}", booted.csum(), booted.deployserial());
+            let origin = o.sysroot.join(format!(
+                "ostree/deploy/{}/deploy/{id}.origin",
+                booted.osname()
+            ));
+            std::fs::copy(&origin, work.join(format!("ostree-{id}.origin")))
+                .with_context(|| format!("copying {}", origin.display()))?;
+            let bin = work.join("imgmode");
+            std::fs::copy(&o.self_exe, &bin)
+                .with_context(|| format!("copying {}", o.self_exe.display()))?;
+            Ok(())
+        },
+    )?;
     c.once("image", "writing the seed image", |c| {
         let mut files: Vec<String> = std::fs::read_dir(&work)?
             .filter_map(|e| e.ok())
@@ -670,13 +733,18 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         files.sort();
         let info = std::fs::read_to_string(work.join("manifest.json"))?;
         let labels = BTreeMap::from([
-            (LABEL_FORMAT_VERSION.to_string(), SEED_FORMAT_VERSION.to_string()),
+            (
+                LABEL_FORMAT_VERSION.to_string(),
+                SEED_FORMAT_VERSION.to_string(),
+            ),
             (LABEL_CLUSTER_INFO.to_string(), info),
             (LABEL_COMPRESSION.to_string(), comp.name().to_string()),
         ]);
         let staged = match output {
             Output::Local(_) => store.staging()?,
-            Output::Transport(_) => tempfile::Builder::new().prefix(".image-").tempdir_in(&work)?,
+            Output::Transport(_) => tempfile::Builder::new()
+                .prefix(".image-")
+                .tempdir_in(&work)?,
         };
         let digest = image::write_layout(
             &work,
@@ -738,7 +806,8 @@ mod tests {
 
     #[test]
     fn config_diff_lines() {
-        let (c, d) = parse_config_diff("M    hostname\nA    kubernetes\nA    my file\nD    motd\n\n");
+        let (c, d) =
+            parse_config_diff("M    hostname\nA    kubernetes\nA    my file\nD    motd\n\n");
         assert_eq!(c, vec!["hostname", "kubernetes", "my file"]);
         assert_eq!(d, vec!["motd"]);
     }
@@ -746,7 +815,9 @@ mod tests {
     #[test]
     fn machine_specific_etc_is_excluded() {
         assert!(etc_excluded("hostname"));
-        assert!(etc_excluded("NetworkManager/system-connections/eth0.nmconnection"));
+        assert!(etc_excluded(
+            "NetworkManager/system-connections/eth0.nmconnection"
+        ));
         assert!(!etc_excluded("hostname.d"));
         assert!(!etc_excluded("kubernetes/kubeconfig"));
     }

@@ -88,8 +88,7 @@ pub fn check(
             if t.proxy { "with" } else { "without" },
         ));
     }
-    if !info.container_storage_mountpoint_target.is_empty() && t.extra_partition_label.is_empty()
-    {
+    if !info.container_storage_mountpoint_target.is_empty() && t.extra_partition_label.is_empty() {
         failed.push(format!(
             "container storage mismatch: the seed keeps /var/lib/containers on a separate mount ({}) but the installation creates no partition for it",
             info.container_storage_mountpoint_target

@@ -171,11 +171,9 @@ mod tests {
 
     #[test]
     fn missing_unknown_and_unsupported_fields_are_named() {
-        let e = ImageBasedInstallationConfig::parse(
-            &GOOD.replace("seedVersion: 4.17.0\n", ""),
-            "cfg",
-        )
-        .unwrap_err();
+        let e =
+            ImageBasedInstallationConfig::parse(&GOOD.replace("seedVersion: 4.17.0\n", ""), "cfg")
+                .unwrap_err();
         assert_eq!(e.to_string(), "cfg: seedVersion is required");
         let e = ImageBasedInstallationConfig::parse(&format!("{GOOD}seedVesrion: x\n"), "cfg")
             .unwrap_err();

@@ -41,7 +41,8 @@ pub fn write_layout(
     b.mode(tar::HeaderMode::Deterministic);
     for f in files {
         let p = dir.join(f);
-        let mut file = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+        let mut file =
+            std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
         let meta = file.metadata()?;
         let mut h = tar::Header::new_gnu();
         h.set_size(meta.len());
@@ -120,11 +121,17 @@ pub fn parse_output(arg: &str) -> Result<Output> {
                     .filter(|d| !d.as_os_str().is_empty())
                     .unwrap_or(Path::new("."));
                 if !parent.is_dir() {
-                    bail!("cannot write the seed to {arg}: {} is not a directory", parent.display());
+                    bail!(
+                        "cannot write the seed to {arg}: {} is not a directory",
+                        parent.display()
+                    );
                 }
                 let probe = tempfile::tempfile_in(parent);
                 if let Err(e) = probe {
-                    bail!("cannot write the seed to {arg}: {} is not writable ({e})", parent.display());
+                    bail!(
+                        "cannot write the seed to {arg}: {} is not writable ({e})",
+                        parent.display()
+                    );
                 }
                 Ok(())
             };
@@ -207,7 +214,8 @@ pub fn read_header(store: &Store, arg: &str) -> Result<Header> {
             .arg(&r)
             .read()
             .with_context(|| format!("reading the seed image {arg}"))?;
-        serde_json::from_str(&out).with_context(|| format!("parsing skopeo inspect {extra} of {arg}"))
+        serde_json::from_str(&out)
+            .with_context(|| format!("parsing skopeo inspect {extra} of {arg}"))
     };
     let manifest = inspect("--raw")?;
     if manifest.get("manifests").is_some() {
@@ -239,7 +247,10 @@ pub fn read_header(store: &Store, arg: &str) -> Result<Header> {
     Ok(Header {
         reference: r,
         labels,
-        architecture: config["architecture"].as_str().unwrap_or_default().to_string(),
+        architecture: config["architecture"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         layers,
     })
 }
@@ -272,7 +283,11 @@ pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
     let mut out = vec![];
     for e in ar.entries()? {
         let mut e = e?;
-        let name = e.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        let name = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         if e.header().entry_type().is_hard_link() {
             let target = e
                 .link_name()?

@@ -456,7 +456,9 @@ mod tests {
         });
         let mut creds = read_kubeconfig(&dir.path().join(ADMIN_KUBECONFIG)).unwrap();
         creds.server = creds.server.replace(":6443", &format!(":{port}"));
-        assert!(creds.server.starts_with("https://api-int.seed.example.com:"));
+        assert!(creds
+            .server
+            .starts_with("https://api-int.seed.example.com:"));
         let (code, body) = probe(&creds, "/readyz", Some("127.0.0.1")).unwrap();
         assert_eq!((code, body.as_str()), (200, "/readyz"));
         // a certificate the admin signer did not issue (the API's own serving pair) is refused

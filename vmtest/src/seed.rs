@@ -64,6 +64,13 @@ probe() { imgmode internal test-cluster probe --connect-to 127.0.0.1 >/dev/null 
 i=0
 until probe; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 2; done
 echo "FACT healthy=$(yesno probe)"
+if ! probe; then
+  echo "DIAG-BEGIN"
+  journalctl -b --no-pager -u etcd -u imgmode-test-cluster-init -u imgmode-apiserver | tail -60
+  echo "DIAG-END"
+  echo "IMGMODE-PHASE-1-END"
+  exit 0
+fi
 echo "IDENTITY $(tr -d '\n' < /var/lib/imgmode-test-cluster/identity.json)"
 echo "FACT hostname=$(hostname)"
 echo "FACT deleted-existed=$(yesno test -e __DELETED__)"
@@ -193,10 +200,14 @@ pub async fn build_seed(
     let p: Phase = parse_phase(&results, 1)?;
     let tail = vm.console_tail(40);
     let shut = vm.wait_shutdown(SHUTDOWN_TIMEOUT).await;
-    ensure!(
-        p.fact("healthy") == "yes",
-        "the test cluster never became healthy in the seed VM (console tail):\n{tail}"
-    );
+    if p.fact("healthy") != "yes" {
+        let _ = shut;
+        let diag = results
+            .split_once("DIAG-BEGIN")
+            .and_then(|(_, r)| r.split_once("DIAG-END"))
+            .map_or("", |(d, _)| d);
+        bail!("the test cluster never became healthy in the seed VM; its units' journal:\n{diag}");
+    }
     let (_, rc, _) = p
         .runs
         .iter()
@@ -241,9 +252,17 @@ pub async fn build_seed(
     }
     imgmode_json(
         a,
-        &["push", SEED_IMAGE, &format!("oci-archive:{}", archive.display())],
+        &[
+            "push",
+            SEED_IMAGE,
+            &format!("oci-archive:{}", archive.display()),
+        ],
     )?;
     let _ = std::fs::remove_file(&out_img);
+    std::fs::write(
+        dir.join("created.json"),
+        serde_json::to_vec_pretty(&created)?,
+    )?;
     let digest = created["digest"].as_str().unwrap_or_default().to_string();
     Ok(SeedBuild {
         image: SEED_IMAGE.to_string(),
@@ -266,13 +285,21 @@ pub async fn build_seed(
 fn extract_layer(layout: &Path, dest: &Path) -> Result<()> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let mdigest = index["manifests"][0]["digest"]
         .as_str()
         .context("index.json lists no manifest")?;
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(mdigest))?)?;
     let layers = manifest["layers"].as_array().context("no layers")?;
-    ensure!(layers.len() == 1, "the seed has {} layers, not 1", layers.len());
+    ensure!(
+        layers.len() == 1,
+        "the seed has {} layers, not 1",
+        layers.len()
+    );
     std::fs::create_dir_all(dest)?;
     run(
         Command::new("tar")
@@ -314,7 +341,11 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
     // labels and cluster info, as imgmode reads them
     let out = imgmode_json(a, &["seed", "inspect", SEED_IMAGE, "--format", "json"])?;
     let ins: serde_json::Value = serde_json::from_str(&out).context("parsing seed inspect")?;
-    ensure!(ins["format_version"] == 4, "format version {}", ins["format_version"]);
+    ensure!(
+        ins["format_version"] == 4,
+        "format version {}",
+        ins["format_version"]
+    );
     let info = &ins["cluster_info"];
     let id = &s.identity;
     for (k, want) in [
@@ -324,7 +355,11 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
         ("node_ip", &id["ip"]),
         ("seed_cluster_ocp_version", &id["version"]),
     ] {
-        ensure!(&info[k] == want, "seed cluster info {k} is {}, the seed VM has {want}", info[k]);
+        ensure!(
+            &info[k] == want,
+            "seed cluster info {k} is {}, the seed VM has {want}",
+            info[k]
+        );
     }
     let names: Vec<&str> = ins["files"]
         .as_array()
@@ -360,7 +395,10 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
     want.sort();
     let mut got: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     got.sort();
-    ensure!(got == want, "the seed holds {got:?}, expected exactly {want:?}");
+    ensure!(
+        got == want,
+        "the seed holds {got:?}, expected exactly {want:?}"
+    );
     let digest_in_store = ins["reference"].as_str().unwrap_or_default().to_string();
 
     // the content, read with the tools lifecycle-agent uses
@@ -373,7 +411,8 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
         label_info.as_str() == Some(manifest.as_str()),
         "the seed_cluster_info label differs from manifest.json"
     );
-    let rpm: serde_json::Value = serde_json::from_slice(&std::fs::read(x.join("rpm-ostree.json"))?)?;
+    let rpm: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("rpm-ostree.json"))?)?;
     let booted = rpm["deployments"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["booted"] == true))
@@ -388,10 +427,13 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
     let ostree = members(&x.join("ostree.tgz"))?;
     let commit_obj = format!("./objects/{}/{}.commit", &c[..2], &c[2..]);
     ensure!(
-        ostree.iter().any(|m| *m == commit_obj),
+        ostree.contains(&commit_obj),
         "ostree.tgz lacks the booted commit {commit_obj}"
     );
-    ensure!(ostree.iter().any(|m| m == "./config"), "ostree.tgz lacks the repo config");
+    ensure!(
+        ostree.iter().any(|m| m == "./config"),
+        "ostree.tgz lacks the repo config"
+    );
     let deletions = std::fs::read_to_string(x.join("etc.deletions"))?;
     if f("deleted-existed") == "yes" {
         ensure!(
@@ -411,7 +453,10 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
         "etc.tgz lacks /etc/kubernetes (the cluster's PKI)"
     );
     for m in ["etc/hostname", "etc/machine-id"] {
-        ensure!(!etc.iter().any(|e| e == m), "etc.tgz carries the machine-specific {m}");
+        ensure!(
+            !etc.iter().any(|e| e == m),
+            "etc.tgz carries the machine-specific {m}"
+        );
     }
     let var = members(&x.join("var.tgz"))?;
     ensure!(
@@ -420,7 +465,8 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
     );
     for bad in ["var/log/", "var/tmp/"] {
         ensure!(
-            !var.iter().any(|m| m.starts_with(bad) && m.len() > bad.len()),
+            !var.iter()
+                .any(|m| m.starts_with(bad) && m.len() > bad.len()),
             "var.tgz carries content of {bad}"
         );
     }
@@ -465,7 +511,13 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
     let version = id["version"].as_str().unwrap_or_default();
     imgmode_json(
         a,
-        &["seed", "check", SEED_IMAGE, "--config", &cfg(version)?.display().to_string()],
+        &[
+            "seed",
+            "check",
+            SEED_IMAGE,
+            "--config",
+            &cfg(version)?.display().to_string(),
+        ],
     )?;
     let bad = Command::new(&a.imgmode)
         .args(["seed", "check", SEED_IMAGE, "--config"])

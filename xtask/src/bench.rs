@@ -21,7 +21,7 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -71,6 +71,9 @@ pub enum Suite {
     Recert,
     /// imgmode build against podman build; bytes an upgrade fetches.
     Layered,
+    /// Seed tarballs: gzip (what lifecycle-agent writes and reads) against zstd; the last
+    /// build-seed's size against the installed tree.
+    Seed,
 }
 
 pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
@@ -87,6 +90,10 @@ pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
         // imgmode build is timed against podman: time the binary users run, not a debug build
         let release = crate::build_imgmode_release()?;
         layered(root, &release, &mut rows)?;
+    }
+    if all || suites.contains(&Suite::Seed) {
+        let release = crate::build_imgmode_release()?;
+        seed(root, &release, &mut rows)?;
     }
     print_table(&rows);
     if let Some(p) = out.parent() {
@@ -504,6 +511,171 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
             check["layers-fetched"], check["layers-total"]
         ),
     });
+    Ok(())
+}
+
+/// The seed's biggest tarball is the ostree repository: the base image's own repo (its layers
+/// unpacked: `sysroot/ostree/repo`) stands in for it. Baselines: GNU tar with gzip -6, as
+/// lifecycle-agent's `tar czf` writes it, and `tar | zstd -3 -T0`.
+fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let state = std::env::var_os("IMGMODE_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/var/lib/imgmode"), PathBuf::from);
+    let layout = state.join("images/imgmode-base/latest");
+    anyhow::ensure!(
+        layout.join("index.json").is_file(),
+        "no imgmode-base in {}; run cargo xtask build first",
+        state.display()
+    );
+    let scratch = tempfile::tempdir_in(root.join("target"))?;
+    let tree = scratch.path().join("root");
+    std::fs::create_dir_all(&tree)?;
+    let blobs = layout.join("blobs/sha256");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let mdigest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        blobs.join(mdigest.trim_start_matches("sha256:")),
+    )?)?;
+    for l in manifest["layers"].as_array().into_iter().flatten() {
+        let d = l["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("sha256:");
+        crate::sh(
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(blobs.join(d))
+                .arg("-C")
+                .arg(&tree),
+        )?;
+    }
+    let repo_parent = tree.join("sysroot/ostree");
+    anyhow::ensure!(
+        repo_parent.join("repo").is_dir(),
+        "the base image has no sysroot/ostree/repo"
+    );
+    let du = Command::new("du")
+        .arg("-sb")
+        .arg(repo_parent.join("repo"))
+        .output()?;
+    let tree_bytes: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let out = |n: &str| scratch.path().join(n);
+    let lca = timed(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(out("lca.tgz"))
+            .args([
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "--selinux",
+                "-C",
+            ])
+            .arg(&repo_parent)
+            .arg("repo"),
+    )?;
+    let lca_size = size(&out("lca.tgz"));
+    rows.push(Row {
+        name: "seed ostree tarball: tar czf (gzip -6, lifecycle-agent)".into(),
+        seconds: lca,
+        baseline: None,
+        baseline_seconds: None,
+        ratio: None,
+        target: None,
+        note: format!(
+            "{:.0} MiB of repo -> {:.0} MiB",
+            mib(tree_bytes),
+            mib(lca_size)
+        ),
+    });
+    let zstd_base = timed(Command::new("sh").arg("-c").arg(format!(
+        "tar -cf - --xattrs --xattrs-include='*' --acls --selinux -C {} repo | zstd -q -3 -T0 -o {}",
+        repo_parent.display(),
+        out("plain.tar.zst").display()
+    )))?;
+    rows.push(Row {
+        name: "seed ostree tarball: tar | zstd -3 -T0".into(),
+        seconds: zstd_base,
+        baseline: Some("tar czf".into()),
+        baseline_seconds: Some(lca),
+        ratio: Some(zstd_base / lca),
+        target: None,
+        note: format!("{:.0} MiB", mib(size(&out("plain.tar.zst")))),
+    });
+    for (c, target) in [
+        (
+            "gzip:6",
+            Some("<= 1.05 (the same gzip; the pipeline costs nothing)"),
+        ),
+        (
+            "gzip:1",
+            Some("< 1 (the default: faster, still read by tar xzf)"),
+        ),
+        ("zstd:3", None),
+    ] {
+        let o = out(&format!("imgmode-{}", c.replace(':', "")));
+        let t = timed(
+            Command::new(imgmode)
+                .args(["internal", "seed-archive", "--compression", c])
+                .arg(&o)
+                .arg(&repo_parent)
+                .arg("repo"),
+        )?;
+        if c.starts_with("gzip") {
+            // readable by the tool lifecycle-agent uses
+            crate::sh(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("tar -tzf {} >/dev/null", o.display())),
+            )?;
+        }
+        rows.push(Row {
+            name: format!("seed ostree tarball: imgmode {c}"),
+            seconds: t,
+            baseline: Some("tar czf".into()),
+            baseline_seconds: Some(lca),
+            ratio: Some(t / lca),
+            target: target.map(str::to_string),
+            note: format!(
+                "{:.0} MiB ({:.2}x the tar czf size)",
+                mib(size(&o)),
+                size(&o) as f64 / lca_size.max(1) as f64
+            ),
+        });
+    }
+    // the last build-seed: seed size against the installed tree, and how long each step took
+    if let Ok(text) = std::fs::read_to_string(root.join("target/seed/created.json")) {
+        let c: serde_json::Value = serde_json::from_str(&text)?;
+        let tars = c["tarballs"].as_array().cloned().unwrap_or_default();
+        let tar_bytes: u64 = tars.iter().filter_map(|t| t["tar_bytes"].as_u64()).sum();
+        let bytes: u64 = tars.iter().filter_map(|t| t["bytes"].as_u64()).sum();
+        let total: f64 = c["timings"]
+            .as_object()
+            .map_or(0.0, |m| m.values().filter_map(|v| v.as_f64()).sum());
+        rows.push(Row {
+            name: "seed create in the seed VM (TCG), last build-seed".into(),
+            seconds: total,
+            baseline: None,
+            baseline_seconds: None,
+            ratio: None,
+            target: None,
+            note: format!(
+                "tarballs {:.0} MiB from {:.0} MiB of tree ({:.2}); steps {}",
+                mib(bytes),
+                mib(tar_bytes),
+                bytes as f64 / tar_bytes.max(1) as f64,
+                c["timings"]
+            ),
+        });
+    } else {
+        eprintln!("no target/seed/created.json: run cargo xtask build-seed for the seed-size row");
+    }
     Ok(())
 }
 

@@ -42,6 +42,8 @@ pub const PACKAGES: &[&str] = &[
     "ovmf",
     "etcd-server",
     "docker-registry",
+    // bench seed's zstd baseline (the seed scenario's debugfs is in e2fsprogs)
+    "zstd",
 ];
 
 /// Packages taken from bookworm-backports on Debian 12.

@@ -169,9 +169,8 @@ fn build_seed() -> Result<()> {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         eprintln!("==> [{i}] [{:>4}s] {m}", t0.elapsed().as_secs());
     };
-    let s = tokio::runtime::Runtime::new()?.block_on(imgmode_vmtest::seed::build_seed(
-        &a, &dir, &archive, &step,
-    ))?;
+    let s = tokio::runtime::Runtime::new()?
+        .block_on(imgmode_vmtest::seed::build_seed(&a, &dir, &archive, &step))?;
     println!(
         "seed image {} ({}) in the local store, and {}\n  from the seed VM in {:.0}s (total {:.0}s); inspect it: imgmode seed inspect {}",
         s.image,
