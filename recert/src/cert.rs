@@ -217,8 +217,10 @@ pub fn resign(old: &Cert, r: &Resign) -> Result<Vec<u8>> {
     match r.validity {
         ValidityPolicy::Keep => {}
         ValidityPolicy::ForceExpire => {
+            // the whole validity window moves into the past, its length kept, so that a
+            // later extend_expiration gives the certificate its original lifetime again
             let new_after = r.now - Duration::from_secs(60);
-            let new_before = before.min(new_after - Duration::from_secs(3600));
+            let new_before = new_after - lifetime.max(Duration::from_secs(3600));
             tbs.validity = Validity {
                 not_before: time(new_before)?,
                 not_after: time(new_after)?,

@@ -596,3 +596,32 @@ fn force_expire_and_use_rules_keep_what_they_say() {
         .iter()
         .any(|k| k.key.spki_der() == ingress.key.spki_der()));
 }
+
+/// What a seed's creation does to the seed system: force_expire, then extend_expiration. The
+/// certificates are valid again afterwards, for their original lifetimes (the seed system keeps
+/// working), not just for the hour force_expire leaves.
+#[test]
+fn extend_after_force_expire_restores_the_lifetimes() {
+    let td = tempfile::tempdir().unwrap();
+    let root = td.path().join("root");
+    testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let mut cfg = config(&root, None, &td.path().join("s1.yaml"));
+    cfg.force_expire = true;
+    imgmode_recert::run(&cfg.check().unwrap()).unwrap();
+    let mut cfg = config(&root, None, &td.path().join("s2.yaml"));
+    cfg.extend_expiration = true;
+    imgmode_recert::run(&cfg.check().unwrap()).unwrap();
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86400);
+    let reg = registry_of(&everything(&root, None));
+    assert!(!reg.certs.is_empty());
+    for c in &reg.certs {
+X
+        assert!(
+            c.cert.not_after() > now + 300 * day,
+            "{} expires at {:?}",
+            c.cert.subject(),
+            c.cert.not_after()
+        );
+    }
+}
