@@ -173,15 +173,8 @@ fn is_active(unit: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f))
-}
-
 fn etcd_objects(endpoint: &str) -> Result<Vec<EtcdObject>> {
-    block_on(async {
+    imgmode_builder::ostree::block_on(async {
         let mut e = Etcd::connect(endpoint).await?;
         e.scan().await
     })?

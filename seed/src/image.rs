@@ -103,6 +103,14 @@ pub enum Output {
     Transport(String),
 }
 
+/// `PATH[:TAG]` of an `oci:` or `oci-archive:` reference.
+fn path_and_tag(rest: &str) -> (PathBuf, Option<&str>) {
+    match rest.rsplit_once(':') {
+        Some((p, t)) => (PathBuf::from(p), Some(t)),
+        None => (PathBuf::from(rest), None),
+    }
+}
+
 /// Parse `--output` and check it can be written, before any work starts.
 pub fn parse_output(arg: &str) -> Result<Output> {
     match imgref::parse(arg)? {
@@ -112,9 +120,6 @@ pub fn parse_output(arg: &str) -> Result<Output> {
         }
         UserImageRef::Remote(r) => {
             let s = r.imgref.to_string();
-            let path_of = |rest: &str| -> PathBuf {
-                PathBuf::from(rest.rsplit_once(':').map_or(rest, |(p, _)| p))
-            };
             let checked = |p: PathBuf| -> Result<()> {
                 let parent = p
                     .parent()
@@ -136,13 +141,13 @@ pub fn parse_output(arg: &str) -> Result<Output> {
                 Ok(())
             };
             if let Some(rest) = s.strip_prefix("oci-archive:") {
-                let p = path_of(rest);
+                let (p, _) = path_and_tag(rest);
                 if p.exists() {
                     bail!("{} exists; remove it or choose another output", p.display());
                 }
                 checked(p)?;
             } else if let Some(rest) = s.strip_prefix("oci:") {
-                checked(path_of(rest))?;
+                checked(path_and_tag(rest).0)?;
             }
             Ok(Output::Transport(s))
         }
@@ -160,14 +165,13 @@ pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result
             let src = format!("oci:{}", staged.path().display());
             if let Some(rest) = r.strip_prefix("oci-archive:") {
                 // written next to the destination, renamed when complete
-                let path = PathBuf::from(rest.rsplit_once(':').map_or(rest, |(p, _)| p));
+                let (path, tag) = path_and_tag(rest);
                 let tmp = path.with_file_name(format!(
                     ".{}.tmp",
                     path.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 let _ = std::fs::remove_file(&tmp);
-                let tag = rest.rsplit_once(':').map(|(_, t)| t.to_string());
-                let dest = match &tag {
+                let dest = match tag {
                     Some(t) => format!("oci-archive:{}:{t}", tmp.display()),
                     None => format!("oci-archive:{}", tmp.display()),
                 };
@@ -391,17 +395,20 @@ mod tests {
         std::fs::write(src.join("manifest.json"), "{}").unwrap();
         std::fs::write(src.join("imgmode"), "#!/bin/sh\n").unwrap();
         let labels = BTreeMap::from([("a".to_string(), "b".to_string())]);
+        let write = |out: &Path| {
+            write_layout(
+                &src,
+                &["imgmode".into(), "manifest.json".into()],
+                &[("lca-cli", "imgmode")],
+                &labels,
+                "amd64",
+                "2026-01-01T00:00:00Z",
+                out,
+            )
+            .unwrap()
+        };
         let out = d.path().join("oci");
-        let digest = write_layout(
-            &src,
-            &["imgmode".into(), "manifest.json".into()],
-            &[("lca-cli", "imgmode")],
-            &labels,
-            "amd64",
-            "2026-01-01T00:00:00Z",
-            &out,
-        )
-        .unwrap();
+        let digest = write(&out);
         let img = imgmode_builder::store::OciImage::open(&out).unwrap();
         assert_eq!(img.labels(), labels);
         assert_eq!(img.manifest.layers().len(), 1);
@@ -411,18 +418,7 @@ mod tests {
         assert_eq!(files[1].sha256, files[0].sha256);
         assert_eq!(files[2].size, 2);
         // the same content gives the same digest
-        let out2 = d.path().join("oci2");
-        let again = write_layout(
-            &src,
-            &["imgmode".into(), "manifest.json".into()],
-            &[("lca-cli", "imgmode")],
-            &labels,
-            "amd64",
-            "2026-01-01T00:00:00Z",
-            &out2,
-        )
-        .unwrap();
-        assert_eq!(digest, again);
+        assert_eq!(digest, write(&d.path().join("oci2")));
         let m = missing_files(&files);
         assert!(m.contains(&"ostree.tgz".to_string()) && m.contains(&"etc.deletions".to_string()));
     }

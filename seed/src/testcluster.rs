@@ -189,10 +189,7 @@ pub fn init(o: &InitOpts) -> Result<Identity> {
         map.insert(k, v);
     }
     id.etcd_objects = map.len();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    imgmode_builder::ostree::block_on(async {
         let mut etcd = Etcd::connect(&o.etcd_endpoint).await?;
         for (key, value) in map {
             etcd.put(&EtcdObject {
@@ -203,7 +200,7 @@ pub fn init(o: &InitOpts) -> Result<Identity> {
             .await?;
         }
         anyhow::Ok(())
-    })?;
+    })??;
     std::fs::create_dir_all(&o.state_dir)?;
     let tmp = o.state_dir.join(".identity.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&id)?)?;

@@ -251,7 +251,7 @@ ExecStart=/bin/sh -c 'echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMOD
 "#;
 
 /// The value of a `PREFIX rest` line in the guest's report.
-fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
+pub(crate) fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
     report
         .lines()
         .find_map(|l| l.strip_prefix(prefix))

@@ -9,7 +9,7 @@
 use crate::artifacts::{run, Artifacts, TEST_KARG, TEST_SSH_KEY};
 use crate::layered::{imgmode_json, parse_phase, Phase, JOB_UNIT};
 use crate::qemu::{Boot, Vm, VmConfig};
-use crate::scenarios::SHUTDOWN_TIMEOUT;
+use crate::scenarios::{report_line, SHUTDOWN_TIMEOUT};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -93,13 +93,6 @@ umount /mnt/out
 echo "IMGMODE-PHASE-1-END"
 systemctl poweroff
 "#;
-
-fn line_after<'a>(results: &'a str, prefix: &str) -> Option<&'a str> {
-    results
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .map(str::trim)
-}
 
 /// Build the seed-system image and its disk (reused while the image digest is unchanged).
 pub fn seed_system_disk(a: &Artifacts, dir: &Path, step: &dyn Fn(&str)) -> Result<PathBuf> {
@@ -220,11 +213,11 @@ pub async fn build_seed(
     shut?;
     let booted = p.booted()?;
     let identity: serde_json::Value = serde_json::from_str(
-        line_after(&results, "IDENTITY ").context("the guest reported no identity")?,
+        report_line(&results, "IDENTITY ").context("the guest reported no identity")?,
     )
     .context("parsing the test cluster's identity")?;
     let created: serde_json::Value = serde_json::from_str(
-        line_after(&results, "CREATED ").context("the guest reported no seed create output")?,
+        report_line(&results, "CREATED ").context("the guest reported no seed create output")?,
     )
     .context("parsing imgmode seed create --format json")?;
 
@@ -282,19 +275,29 @@ pub async fn build_seed(
 }
 
 /// The layer of the one-layer seed layout, extracted into `dest`.
-fn extract_layer(layout: &Path, dest: &Path) -> Result<()> {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+/// The layer blobs of the (first) image of an OCI layout, in order.
+pub fn layout_layers(layout: &Path) -> Result<Vec<PathBuf>> {
     let blob = |d: &str| {
         layout
             .join("blobs/sha256")
             .join(d.trim_start_matches("sha256:"))
     };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
     let mdigest = index["manifests"][0]["digest"]
         .as_str()
-        .context("index.json lists no manifest")?;
+        .with_context(|| format!("{}: index.json lists no manifest", layout.display()))?;
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(mdigest))?)?;
-    let layers = manifest["layers"].as_array().context("no layers")?;
+    Ok(manifest["layers"]
+        .as_array()
+        .with_context(|| format!("{}: the manifest has no layers", layout.display()))?
+        .iter()
+        .map(|l| blob(l["digest"].as_str().unwrap_or_default()))
+        .collect())
+}
+
+fn extract_layer(layout: &Path, dest: &Path) -> Result<()> {
+    let layers = layout_layers(layout)?;
     ensure!(
         layers.len() == 1,
         "the seed has {} layers, not 1",
@@ -304,7 +307,7 @@ fn extract_layer(layout: &Path, dest: &Path) -> Result<()> {
     run(
         Command::new("tar")
             .arg("-xf")
-            .arg(blob(layers[0]["digest"].as_str().unwrap_or_default()))
+            .arg(&layers[0])
             .arg("-C")
             .arg(dest),
         "tar -x (seed layer)",

@@ -36,6 +36,11 @@ struct Row {
     note: String,
 }
 
+/// imgmode's state directory, as the binary the benchmarks run resolves it.
+fn state_dir() -> PathBuf {
+    std::env::var_os("IMGMODE_STATE_DIR").map_or_else(|| "/var/lib/imgmode".into(), PathBuf::from)
+}
+
 fn timed(cmd: &mut Command) -> Result<f64> {
     let t = Instant::now();
     let out = cmd
@@ -284,9 +289,7 @@ fn images(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
 fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
     use imgmode_vmtest::qemu::Boot;
     use imgmode_vmtest::scenarios::time_to_ready;
-    let state = std::env::var_os("IMGMODE_STATE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/var/lib/imgmode".into());
+    let state = state_dir();
     // The same tree without ostree: check out the image commit, put /etc back.
     let tree = scratch.join("plain-tree");
     let st = Command::new("ostree")
@@ -438,9 +441,7 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
         .collect();
     build(&data)?;
     let sysroot = scratch.path().join("sysroot");
-    let state = std::env::var_os("IMGMODE_STATE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/var/lib/imgmode".into());
+    let state = state_dir();
     let v1 = format!(
         "ostree-unverified-image:oci:{}",
         state.join("images/bench-upgrade/latest").display()
@@ -518,8 +519,7 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
 /// unpacked: `sysroot/ostree/repo`) stands in for it. Baselines: GNU tar with gzip -6, as
 /// lifecycle-agent's `tar czf` writes it, and `tar | zstd -3 -T0`.
 fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    let state = std::env::var_os("IMGMODE_STATE_DIR")
-        .map_or_else(|| PathBuf::from("/var/lib/imgmode"), PathBuf::from);
+    let state = state_dir();
     let layout = state.join("images/imgmode-base/latest");
     anyhow::ensure!(
         layout.join("index.json").is_file(),
@@ -529,22 +529,11 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let scratch = tempfile::tempdir_in(root.join("target"))?;
     let tree = scratch.path().join("root");
     std::fs::create_dir_all(&tree)?;
-    let blobs = layout.join("blobs/sha256");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let mdigest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
-        blobs.join(mdigest.trim_start_matches("sha256:")),
-    )?)?;
-    for l in manifest["layers"].as_array().into_iter().flatten() {
-        let d = l["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .trim_start_matches("sha256:");
+    for layer in imgmode_vmtest::seed::layout_layers(&layout)? {
         crate::sh(
             Command::new("tar")
                 .arg("-xzf")
-                .arg(blobs.join(d))
+                .arg(layer)
                 .arg("-C")
                 .arg(&tree),
         )?;
