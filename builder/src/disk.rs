@@ -145,7 +145,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     let sysroot_dir = work.path().join("sysroot");
 
     steps.step(&format!("reading {}", imgref.imgref));
-    let sysroot = init_sysroot(&sysroot_dir)?;
+    let sysroot = init_sysroot(&sysroot_dir, STATEROOT)?;
     let (commit, digest) = fetch_image(&sysroot, &imgref, steps)?;
     crate::ostree::require_one_kernel(&sysroot_dir.join("ostree/repo"), &commit)?;
 
@@ -262,8 +262,9 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     })
 }
 
-/// `ostree admin init-fs` + `os-init` with the syslinux backend prepared.
-fn init_sysroot(dir: &Path) -> Result<ostree::Sysroot> {
+/// `ostree admin init-fs` + `os-init` of `stateroot` with the syslinux backend prepared
+/// (`boot/` may be a mounted filesystem). The sysroot is returned locked.
+pub fn init_sysroot(dir: &Path, stateroot: &str) -> Result<ostree::Sysroot> {
     std::fs::create_dir_all(dir)?;
     Run::new("ostree")
         .args(["admin", "init-fs", "--modern"])
@@ -289,7 +290,7 @@ fn init_sysroot(dir: &Path) -> Result<ostree::Sysroot> {
     std::os::unix::fs::symlink("../loader/syslinux.cfg", boot.join("syslinux/syslinux.cfg"))?;
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(dir)));
     sysroot.load(gio::Cancellable::NONE)?;
-    sysroot.init_osname(STATEROOT, gio::Cancellable::NONE)?;
+    sysroot.init_osname(stateroot, gio::Cancellable::NONE)?;
     sysroot.load(gio::Cancellable::NONE)?;
     sysroot.lock()?;
     Ok(sysroot)
@@ -493,31 +494,42 @@ fn write_disk(
         match p.role {
             Role::BiosBoot => grub.install_bios(raw, p, work)?,
             Role::Esp => {
-                Run::new("mkfs.vfat")
-                    .args(["-F", "32", "-s", "1", "-n", p.label])
-                    .arg(format!("--offset={}", p.start / 512))
-                    .arg(raw)
-                    .arg((p.size / 1024).to_string())
-                    .output()?;
+                mkfs_esp(raw, p)?;
                 grub.install_uefi(raw, p, work)?;
             }
-            Role::Boot => mkfs_ext4(raw, p, bootdir)?,
+            Role::Boot => mkfs_ext4(raw, p, Some(bootdir))?,
             Role::Root => match p.filesystem {
                 Some("xfs") => mkfs_xfs(raw, p, rootdir)?,
-                _ => mkfs_ext4(raw, p, rootdir)?,
+                _ => mkfs_ext4(raw, p, Some(rootdir))?,
             },
+            Role::Extra => mkfs_ext4(raw, p, None)?,
         }
     }
     Ok(())
 }
 
-fn mkfs_ext4(raw: &Path, p: &partition::Partition, dir: &Path) -> Result<()> {
-    Run::new("mkfs.ext4")
-        .args(["-F", "-q", "-L", p.label])
-        .arg(format!("-E offset={}", p.start).replace(' ', ""))
-        .arg("-d")
-        .arg(dir)
-        .arg(raw)
+/// Format partition `p` of `disk` (an image file or a block device) as the vfat ESP.
+pub fn mkfs_esp(disk: &Path, p: &partition::Partition) -> Result<()> {
+    Run::new("mkfs.vfat")
+        .args(["-F", "32", "-s", "1", "-n", &p.label])
+        .arg(format!("--offset={}", p.start / 512))
+        .arg(disk)
+        .arg((p.size / 1024).to_string())
+        .output()
+        .with_context(|| format!("making the {} filesystem", p.label))?;
+    Ok(())
+}
+
+/// Make an ext4 filesystem labelled like partition `p` of `disk` (an image file or a block
+/// device), filled from `dir` when given.
+pub fn mkfs_ext4(disk: &Path, p: &partition::Partition, dir: Option<&Path>) -> Result<()> {
+    let mut cmd = Run::new("mkfs.ext4")
+        .args(["-F", "-q", "-L", &p.label])
+        .arg(format!("-E offset={}", p.start).replace(' ', ""));
+    if let Some(dir) = dir {
+        cmd = cmd.arg("-d").arg(dir);
+    }
+    cmd.arg(disk)
         .arg(format!("{}k", p.size / 1024))
         .output()
         .with_context(|| format!("making the {} filesystem", p.label))?;
@@ -535,7 +547,7 @@ fn mkfs_xfs(raw: &Path, p: &partition::Partition, dir: &Path) -> Result<()> {
         .to_string();
     let result = (|| -> Result<()> {
         Run::new("mkfs.xfs")
-            .args(["-f", "-q", "-L", p.label, &loopdev])
+            .args(["-f", "-q", "-L", &p.label, &loopdev])
             .output()?;
         let mnt = tempfile::tempdir()?;
         Run::new("mount").arg(&loopdev).arg(mnt.path()).output()?;

@@ -238,7 +238,7 @@ mod tests {
         let part = Partition {
             number: 1,
             role: Role::BiosBoot,
-            label: "BIOS-BOOT",
+            label: "BIOS-BOOT".into(),
             type_code: "ef02",
             start: 2048 * 512,
             size: 1024 * 1024,
@@ -270,7 +270,7 @@ mod tests {
         let part = Partition {
             number: 1,
             role: Role::BiosBoot,
-            label: "BIOS-BOOT",
+            label: "BIOS-BOOT".into(),
             type_code: "ef02",
             start: 1 << 20,
             size: 1024,

@@ -77,8 +77,51 @@ pub struct OpenedImage {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Credentials and CA certificates for reading from registries (skopeo's `--authfile` and
+/// `--cert-dir`); empty means skopeo's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAuth {
+    pub authfile: Option<PathBuf>,
+    /// A directory of `*.crt` CA certificates trusted for the registry.
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryAuth {
+    /// Arguments for commands that read one image (`skopeo inspect`).
+    pub fn args(&self) -> Vec<String> {
+        self.with_prefix("")
+    }
+
+    /// Arguments for the source side of `skopeo copy`.
+    pub fn src_args(&self) -> Vec<String> {
+        self.with_prefix("src-")
+    }
+
+    fn with_prefix(&self, p: &str) -> Vec<String> {
+        let mut a = vec![];
+        if let Some(f) = &self.authfile {
+            a.push(format!("--{p}authfile={}", f.display()));
+        }
+        if let Some(d) = &self.cert_dir {
+            a.push(format!("--{p}cert-dir={}", d.display()));
+        }
+        a
+    }
+}
+
 /// Open any image argument (local name or transport reference) as an OCI layout.
 pub fn open_image(store: &Store, arg: &str) -> Result<OpenedImage> {
+    open_image_with(store, arg, &RegistryAuth::default(), &std::env::temp_dir())
+}
+
+/// [`open_image`] with registry credentials; a copy (any transport but `oci:`) is made in a
+/// temporary directory under `tmp_parent`.
+pub fn open_image_with(
+    store: &Store,
+    arg: &str,
+    auth: &RegistryAuth,
+    tmp_parent: &Path,
+) -> Result<OpenedImage> {
     let r = store.resolve(arg)?;
     if r.imgref.transport == Transport::OciDir {
         // oci:PATH[:TAG] -- a layout directory holding one image
@@ -100,10 +143,12 @@ pub fn open_image(store: &Store, arg: &str) -> Result<OpenedImage> {
     }
     let tmp = tempfile::Builder::new()
         .prefix("imgmode-image-")
-        .tempdir_in(std::env::temp_dir())?;
+        .tempdir_in(tmp_parent)
+        .with_context(|| format!("creating a temporary directory in {}", tmp_parent.display()))?;
     let dest = tmp.path().join("oci");
     Run::new("skopeo")
         .args(["copy", "--quiet", "--dest-oci-accept-uncompressed-layers"])
+        .args(auth.src_args())
         .arg(r.imgref.to_string())
         .arg(format!("oci:{}", dest.display()))
         .output()

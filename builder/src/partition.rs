@@ -62,6 +62,8 @@ pub enum Role {
     Esp,
     Boot,
     Root,
+    /// The installer's extra partition (container storage), after the root partition.
+    Extra,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,13 +71,22 @@ pub struct Partition {
     pub number: u32,
     pub role: Role,
     /// GPT partition name and filesystem label.
-    pub label: &'static str,
+    pub label: String,
     /// sgdisk type code.
     pub type_code: &'static str,
     pub start: u64,
     pub size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<&'static str>,
+}
+
+/// The installer's extra partition (container storage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraPartition {
+    pub label: String,
+    pub number: u32,
+    /// sgdisk-style start: `-40G` (from the end) or `100G` (from the start).
+    pub start: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,12 +113,12 @@ impl Layout {
     ) -> Result<Self> {
         let mut parts = Vec::new();
         let mut at = MIB; // first usable aligned offset after the primary GPT
-        let mut push = |role, label, type_code, size: u64, fs| {
+        let mut push = |role, label: &str, type_code, size: u64, fs| {
             let number = parts.len() as u32 + 1;
             parts.push(Partition {
                 number,
                 role,
-                label,
+                label: label.to_string(),
                 type_code,
                 start: at,
                 size,
@@ -139,7 +150,7 @@ impl Layout {
         parts.push(Partition {
             number: parts.len() as u32 + 1,
             role: Role::Root,
-            label: ROOT_LABEL,
+            label: ROOT_LABEL.to_string(),
             type_code: "8304",
             start: at,
             size: root_size,
@@ -149,6 +160,80 @@ impl Layout {
             disk_size,
             partitions: parts,
         })
+    }
+
+    /// The installer's layout: [`Layout::new`]'s partitions with the root partition ending
+    /// where an extra partition (number `number`, GPT name and label `label`) starts.
+    /// `start` is sgdisk-style: `-40G` is 40 GiB before the end of the disk, `100G` an
+    /// offset from its start. `what` names the disk in messages.
+    pub fn with_extra(
+        disk_size: u64,
+        firmware: Firmware,
+        root_needed: u64,
+        extra: &ExtraPartition,
+        what: &str,
+    ) -> Result<Self> {
+        let end = disk_size.saturating_sub(GPT_TAIL) / MIB * MIB;
+        let fixed = BIOS_SIZE + ESP_SIZE + BOOT_SIZE + MIB;
+        // the smallest disk for this start: the partitions, the root minimum, the extra
+        // partition (at least 1 GiB when its start is absolute) and the backup GPT
+        let (start, min_disk) = match extra.start.strip_prefix('-') {
+            Some(back) => {
+                let back = parse_size(back)?.div_ceil(MIB) * MIB;
+                (end.checked_sub(back), fixed + root_needed + back + GPT_TAIL)
+            }
+            None => {
+                let at = parse_size(&extra.start)? / MIB * MIB;
+                (Some(at), at.max(fixed + root_needed) + GIB + GPT_TAIL)
+            }
+        };
+        let start = match start {
+            Some(s) if s < end && s >= fixed + root_needed => s,
+            _ => bail!(
+                "{what} ({}) is too small: the root filesystem needs at least {} before the extra partition, which starts at {} ({}); at least {} is needed, or move the extra partition with extraPartitionStart",
+                human_size(disk_size),
+                human_size(root_needed),
+                extra.start,
+                match start {
+                    Some(s) if s < end => format!("{} from the end", human_size(end - s)),
+                    Some(_) => "past the end of the disk".to_string(),
+                    None => "before the start of the disk".to_string(),
+                },
+                human_size(min_disk),
+            ),
+        };
+        if extra.number == 0 || extra.number > 128 {
+            bail!(
+                "extraPartitionNumber {} is out of range (1-128)",
+                extra.number
+            );
+        }
+        let mut l = Layout::new(start + GPT_TAIL, firmware, RootFs::Ext4, root_needed)?;
+        if l.partitions.iter().any(|p| p.number == extra.number) {
+            bail!(
+                "extraPartitionNumber {} is taken by the {} partition; choose a number above {}",
+                extra.number,
+                l.partitions[extra.number as usize - 1].label,
+                l.partitions.len()
+            );
+        }
+        if l.partitions.iter().any(|p| p.label == extra.label) {
+            bail!(
+                "extraPartitionLabel {:?} is the name of another partition",
+                extra.label
+            );
+        }
+        l.partitions.push(Partition {
+            number: extra.number,
+            role: Role::Extra,
+            label: extra.label.clone(),
+            type_code: "8300",
+            start,
+            size: end - start,
+            filesystem: Some("ext4"),
+        });
+        l.disk_size = disk_size;
+        Ok(l)
     }
 
     pub fn get(&self, role: Role) -> Option<&Partition> {
@@ -240,6 +325,65 @@ mod tests {
             .to_string();
         assert!(err.contains("at least 2.6 GiB is needed"), "{err}");
         assert!(err.contains("--size 2690M"), "{err}");
+    }
+
+    fn extra(start: &str, number: u32) -> ExtraPartition {
+        ExtraPartition {
+            label: "varlibcontainers".into(),
+            number,
+            start: start.into(),
+        }
+    }
+
+    #[test]
+    fn extra_partition_takes_the_end_of_the_disk() {
+        let l =
+            Layout::with_extra(50 * GIB, Firmware::Both, 4 * GIB, &extra("-40G", 5), "d").unwrap();
+        let root = l.get(Role::Root).unwrap();
+        let x = l.get(Role::Extra).unwrap();
+        assert_eq!(x.number, 5);
+        assert_eq!(x.label, "varlibcontainers");
+        assert_eq!(
+            root.start + root.size,
+            x.start,
+            "root ends where the extra partition starts"
+        );
+        assert_eq!(
+            x.start + x.size,
+            50 * GIB - MIB,
+            "the backup GPT stays free"
+        );
+        assert_eq!(x.size, 40 * GIB);
+        assert_eq!(l.disk_size, 50 * GIB);
+        let args = l.sgdisk_args().join(" ");
+        assert!(args.contains("--change-name=5:varlibcontainers"), "{args}");
+        // an absolute start
+        let l =
+            Layout::with_extra(50 * GIB, Firmware::Both, 4 * GIB, &extra("20G", 6), "d").unwrap();
+        assert_eq!(l.get(Role::Extra).unwrap().start, 20 * GIB);
+    }
+
+    #[test]
+    fn extra_partition_errors_say_what_is_needed() {
+        let e = Layout::with_extra(
+            20 * GIB,
+            Firmware::Both,
+            4 * GIB,
+            &extra("-40G", 5),
+            "/dev/vdb",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("/dev/vdb (20.0 GiB) is too small"), "{e}");
+        assert!(e.contains("at least 44.6 GiB is needed"), "{e}");
+        let e = Layout::with_extra(50 * GIB, Firmware::Both, 4 * GIB, &extra("-40G", 3), "d")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("extraPartitionNumber 3 is taken by the boot partition"),
+            "{e}"
+        );
+        assert!(Layout::with_extra(50 * GIB, Firmware::Both, GIB, &extra("-4X", 5), "d").is_err());
     }
 
     #[test]
