@@ -118,6 +118,9 @@ pub enum Command {
     /// Seed images (lifecycle-agent format): create on a seed system, inspect, check.
     #[command(subcommand)]
     Seed(SeedCmd),
+    /// Image-based installation: install a seed onto a disk (run by the installation ISO).
+    #[command(subcommand)]
+    Ibi(IbiCmd),
     /// Show the booted, staged and rollback deployments.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -399,6 +402,42 @@ recert extend_expiration (unless --no-restore). An interrupted run resumes when 
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum IbiCmd {
+    /// Install the seed of an image-based-installation-config.yaml onto its installationDisk.
+    #[command(
+        after_help = "Every check runs before the disk is touched: the config, the disk (exists, \
+not mounted, big enough), and the seed's gates read from its labels. Then the disk is cleaned \
+(unless skipDiskCleanup), partitioned (with the extra partition for container storage), the \
+seed's ostree commit deployed with its kernel arguments and origin, var.tgz, etc.tgz and \
+etc.deletions restored, containers.list precached and GRUB installed. The state file says \
+which step runs, or failed and why."
+    )]
+    Install {
+        /// The ImageBasedInstallationConfig.
+        #[arg(
+            long,
+            default_value = "/etc/imgmode/image-based-installation-config.yaml"
+        )]
+        config: PathBuf,
+        /// Where the state file goes.
+        #[arg(long, default_value = "/run/imgmode-ibi/state.json")]
+        state: PathBuf,
+        /// Where the target's filesystems are mounted while installing.
+        #[arg(long, default_value = "/run/imgmode-ibi/target")]
+        mount_dir: PathBuf,
+        /// A program run at the end with the target mounted (IMGMODE_IBI_SYSROOT,
+        /// IMGMODE_IBI_DEPLOYMENT, IMGMODE_IBI_STATEROOT in its environment).
+        #[arg(long)]
+        post_script: Option<PathBuf>,
+        /// When done, reboot (or power off when the config says shutdown: true).
+        #[arg(long)]
+        reboot: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub struct SeedCreateArgs {
     /// Where the seed image goes: a local name, oci:DIR[:TAG], oci-archive:FILE, docker://...
@@ -675,6 +714,55 @@ pub fn run(cli: Cli) -> Result<()> {
             print(args.format, &summary, recert_human)
         }
         Command::Seed(cmd) => seed_cmd(cmd, steps()),
+        Command::Ibi(IbiCmd::Install {
+            config,
+            state,
+            mount_dir,
+            post_script,
+            reboot,
+            format,
+        }) => {
+            use imgmode_seed::{ibi, ibiconfig};
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let name = config.display().to_string();
+            let cfg = ibiconfig::ImageBasedInstallationConfig::parse(&text, &name)?;
+            let fips = std::fs::read_to_string("/proc/sys/crypto/fips_enabled")
+                .is_ok_and(|s| s.trim() == "1");
+            let o = ibi::InstallOpts {
+                config: cfg.clone(),
+                config_name: name,
+                mount_dir,
+                state_file: state,
+                post_script,
+                architecture: imgmode_builder::disk::host_arch().to_string(),
+                fips,
+                store: store(),
+            };
+            let steps = steps();
+            let out = ibi::install(&o, &steps)?;
+            steps.finish();
+            print(format, &out, |i| {
+                format!(
+                    "installed seed {} ({}) on {}: stateroot {}, commit {}, {} image(s) precached, in {:.0}s\n",
+                    i.seed,
+                    i.seed_version,
+                    i.disk,
+                    i.stateroot,
+                    i.commit,
+                    i.precached.len(),
+                    i.seconds
+                )
+            })?;
+            if reboot {
+                let action = if cfg.shutdown { "poweroff" } else { "reboot" };
+                imgmode_builder::cmd::Run::new("systemctl")
+                    .arg(action)
+                    .output()
+                    .with_context(|| format!("systemctl {action}"))?;
+            }
+            Ok(())
+        }
         Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
         Command::Internal(InternalCmd::SeedArchive {
             compression,
@@ -1070,7 +1158,7 @@ fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
                 &text,
                 &config.display().to_string(),
             )?;
-            let h = image::read_header(&store(), &arg)?;
+            let h = image::read_header(&store(), &arg, &Default::default())?;
             let arch = arch.unwrap_or_else(|| imgmode_builder::disk::host_arch().to_string());
             let t = gates::Target::from_config(&cfg, &arch, fips);
             let info = gates::check(&h.labels, &h.architecture, &t)

@@ -188,6 +188,55 @@ pub fn tar_create(
     })
 }
 
+/// Unpack a tarball (gzip, zstd or plain, told apart by magic) into `dest` with GNU tar,
+/// keeping numeric owners, modes, xattrs, ACLs and SELinux labels.
+pub fn tar_extract(tarball: &Path, dest: &Path) -> Result<()> {
+    let f =
+        std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    tar_extract_from(decompressed(f)?, dest)
+        .with_context(|| format!("unpacking {}", tarball.display()))
+}
+
+/// Unpack an uncompressed tar stream into `dest` (as [`tar_extract`]).
+pub fn tar_extract_from(mut r: impl Read, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let mut child = Command::new("tar")
+        .args([
+            "--extract",
+            "--file=-",
+            "--same-owner",
+            "--same-permissions",
+        ])
+        .args(TAR_OPTS.iter().filter(|o| **o != "--sparse"))
+        .arg("-C")
+        .arg(dest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running tar (Debian package tar)")?;
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let copied = std::io::copy(&mut r, &mut stdin);
+    drop(stdin);
+    let status = child.wait()?;
+    let stderr = errs.join().unwrap_or_default();
+    if !status.success() {
+        bail!(
+            "tar failed ({status}) unpacking into {}:\n{}",
+            dest.display(),
+            stderr.trim()
+        );
+    }
+    copied.context("reading the archive")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

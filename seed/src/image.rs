@@ -8,7 +8,7 @@ use crate::manifest::SeedClusterInfo;
 use anyhow::{bail, Context, Result};
 use imgmode_builder::cmd::Run;
 use imgmode_builder::imgref::{self, UserImageRef};
-use imgmode_builder::oci::{canonical_json, put_blob, HashingWriter};
+use imgmode_builder::oci::{canonical_json, put_blob, HashingWriter, RegistryAuth};
 use imgmode_builder::Store;
 use serde::Serialize;
 use serde_json::json;
@@ -210,11 +210,12 @@ pub struct Header {
 }
 
 /// Read [`Header`] without fetching a layer (`skopeo inspect --raw` and `--config`).
-pub fn read_header(store: &Store, arg: &str) -> Result<Header> {
+pub fn read_header(store: &Store, arg: &str, auth: &RegistryAuth) -> Result<Header> {
     let r = store.resolve(arg)?.imgref.to_string();
     let inspect = |extra: &str| -> Result<serde_json::Value> {
         let out = Run::new("skopeo")
             .args(["inspect", extra])
+            .args(auth.args())
             .arg(&r)
             .read()
             .with_context(|| format!("reading the seed image {arg}"))?;
@@ -341,7 +342,7 @@ pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
 
 /// Read everything `seed inspect` shows (the layer is fetched and read once).
 pub fn inspect(store: &Store, arg: &str) -> Result<Inspection> {
-    let h = read_header(store, arg)?;
+    let h = read_header(store, arg, &RegistryAuth::default())?;
     let (format_version, cluster_info) = gates::read_labels(&h.labels)?;
     if h.layers.len() != 1 {
         bail!(

@@ -18,6 +18,7 @@
 pub mod archive;
 pub mod create;
 pub mod gates;
+pub mod ibi;
 pub mod ibiconfig;
 pub mod image;
 pub mod manifest;

@@ -1,0 +1,228 @@
+//! `imgmode ibi install` on bad input: every check runs before the installation disk is
+//! touched, each failure says what is wrong, and the state file names the failed step.
+
+mod common;
+use common::{imgmode, is_root, write_oci};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn seed_labels(version: &str) -> String {
+    format!(
+        r#""com.openshift.lifecycle-agent.seed_format_version":"4","com.openshift.lifecycle-agent.seed_cluster_info":"{{\"seed_cluster_ocp_version\":\"{version}\",\"has_proxy\":false,\"has_fips\":false}}""#
+    )
+}
+
+fn config(seed: &Path, disk: &Path, extra: &str) -> String {
+    format!(
+        "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: t\nseedImage: oci:{}\nseedVersion: 4.17.0\ninstallationDisk: {}\npullSecret: '{{\"auths\":{{}}}}'\n{extra}",
+        seed.display(),
+        disk.display()
+    )
+}
+
+struct Run {
+    ok: bool,
+    err: String,
+    state: serde_json::Value,
+}
+
+fn install(dir: &Path, cfg: &str) -> Run {
+    let file = dir.join("ibi.yaml");
+    std::fs::write(&file, cfg).unwrap();
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let out = imgmode(
+        dir,
+        &[
+            "ibi",
+            "install",
+            "--config",
+            &file.display().to_string(),
+            "--state",
+            &state.display().to_string(),
+            "--mount-dir",
+            &dir.join("mnt").display().to_string(),
+        ],
+    );
+    Run {
+        ok: out.status.success(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        state: std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// The first 8 MiB and the last MiB of `disk` are zero (no table, no filesystem).
+fn untouched(disk: &Path) -> bool {
+    let mut f = std::fs::File::open(disk).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut buf = vec![0u8; 8 << 20];
+    let n = f.read(&mut buf).unwrap();
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(len.saturating_sub(1 << 20)))
+        .unwrap();
+    let mut tail = vec![0u8; 1 << 20];
+    let m = f.read(&mut tail).unwrap();
+    buf[..n].iter().all(|b| *b == 0) && tail[..m].iter().all(|b| *b == 0)
+}
+
+fn sparse(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    p
+}
+
+fn usable() -> bool {
+    if !is_root() {
+        eprintln!("skipped: imgmode ibi install needs root");
+        return false;
+    }
+    let have = |t: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !["skopeo", "sgdisk", "ostree", "mkfs.vfat", "mmd"]
+        .iter()
+        .all(|t| have(t))
+    {
+        eprintln!("skipped: install tools missing (cargo xtask deps)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn ibi_install_checks_everything_before_touching_the_disk() {
+    if !usable() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    let seed = d.join("seed");
+    write_oci(&seed, &seed_labels("4.17.0"), "amd64");
+    const GIB: u64 = 1 << 30;
+
+    // no such disk
+    let r = install(d, &config(&seed, &d.join("nosuch.img"), ""));
+    assert!(!r.ok);
+    assert!(
+        r.err.contains(&format!(
+            "installationDisk {} does not exist",
+            d.join("nosuch.img").display()
+        )),
+        "{}",
+        r.err
+    );
+    assert_eq!(r.state["status"], "failed");
+    assert_eq!(r.state["step"], "preflight");
+
+    // too small for the default extra partition (40 GiB from the end)
+    let small = sparse(d, "small.img", 8 * GIB);
+    let r = install(d, &config(&seed, &small, ""));
+    assert!(!r.ok);
+    assert!(
+        r.err.contains("(8.0 GiB) is too small") && r.err.contains("is needed"),
+        "{}",
+        r.err
+    );
+    assert!(r.err.contains("extraPartitionStart"), "{}", r.err);
+    assert_eq!(r.state["step"], "seed-gates");
+    assert!(untouched(&small), "a refused install wrote to the disk");
+
+    // a seed made for another version
+    let big = sparse(d, "big.img", 64 * GIB);
+    let r = install(
+        d,
+        &config(&seed, &big, "").replace("seedVersion: 4.17.0", "seedVersion: 4.18.2"),
+    );
+    assert!(!r.ok);
+    assert!(r.err.contains("seed version mismatch"), "{}", r.err);
+    assert!(r.err.contains("4.18.2"), "{}", r.err);
+    assert!(untouched(&big), "a refused install wrote to the disk");
+
+    // not a seed at all
+    let plain = d.join("plain");
+    write_oci(&plain, r#""containers.bootc":"1""#, "amd64");
+    let r = install(d, &config(&plain, &big, ""));
+    assert!(!r.ok);
+    assert!(r.err.contains("it is not a seed image"), "{}", r.err);
+    assert!(untouched(&big));
+
+    // an extra partition number the layout uses
+    let r = install(d, &config(&seed, &big, "extraPartitionNumber: 2\n"));
+    assert!(!r.ok);
+    assert!(
+        r.err
+            .contains("extraPartitionNumber 2 is taken by the EFI-SYSTEM partition"),
+        "{}",
+        r.err
+    );
+    assert!(untouched(&big));
+
+    // a pull secret that is not one
+    let r = install(
+        d,
+        &config(&seed, &big, "").replace("'{\"auths\":{}}'", "'not json'"),
+    );
+    assert!(!r.ok);
+    assert!(r.err.contains("pullSecret is not JSON"), "{}", r.err);
+
+    // a field imgmode does not implement is named, not dropped
+    let r = install(d, &config(&seed, &big, "coreosInstallerArgs: [--foo]\n"));
+    assert!(!r.ok);
+    assert!(
+        r.err.contains("field coreosInstallerArgs is not supported"),
+        "{}",
+        r.err
+    );
+    assert!(untouched(&big));
+}
+
+#[test]
+fn ibi_install_refuses_a_disk_in_use() {
+    if !usable() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    let seed = d.join("seed");
+    write_oci(&seed, &seed_labels("4.17.0"), "amd64");
+    let img = sparse(d, "fs.img", 64 << 20);
+    let sh = |c: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", c])
+            .output()
+            .unwrap()
+    };
+    let out = sh(&format!(
+        "mkfs.ext4 -q {0} && losetup --find --show {0}",
+        img.display()
+    ));
+    if !out.status.success() {
+        eprintln!("skipped: no loop device here");
+        return;
+    }
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mnt = d.join("m");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = sh(&format!("mount {dev} {}", mnt.display()))
+        .status
+        .success();
+    let r = mounted.then(|| install(d, &config(&seed, Path::new(&dev), "")));
+    sh(&format!("umount {}; losetup -d {dev}", mnt.display()));
+    let Some(r) = r else {
+        eprintln!("skipped: cannot mount a loop device here");
+        return;
+    };
+    assert!(!r.ok);
+    assert!(
+        r.err.contains(&format!("installationDisk {dev} is in use"))
+            && r.err.contains("is mounted on"),
+        "{}",
+        r.err
+    );
+}
