@@ -8,6 +8,7 @@
 
 pub mod artifacts;
 pub mod direct;
+pub mod ibi;
 pub mod layered;
 pub mod qemu;
 pub mod registry;

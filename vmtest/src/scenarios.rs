@@ -77,6 +77,11 @@ pub fn all() -> Vec<Scenario> {
             run: |a, d| Box::pin(crate::seed::seed_scenario(a.clone(), d.to_path_buf())),
         },
         Scenario {
+            name: "ibi-install",
+            about: "imgmode ibi install in a running system puts this run's seed (from a registry, with the pull secret) on a blank disk; a seed version mismatch and a missing disk are refused with the disk untouched; the disk boots alone through OVMF into the seed's commit with its /etc, /var and the extra partition",
+            run: |a, d| Box::pin(crate::ibi::ibi_install(a.clone(), d.to_path_buf())),
+        },
+        Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
             run: |a, d| {

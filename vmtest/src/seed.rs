@@ -324,10 +324,26 @@ fn members(tarball: &Path) -> Result<Vec<String>> {
     Ok(out.lines().map(str::to_string).collect())
 }
 
+/// The seed made in this run, shared by every scenario that needs one (made once per run).
+static SHARED: tokio::sync::Mutex<Option<SeedBuild>> = tokio::sync::Mutex::const_new(None);
+
+/// The seed of this run: the one the `seed` scenario made, or a new one made in `dir`.
+pub async fn shared_seed(a: &Artifacts, dir: &Path) -> Result<SeedBuild> {
+    let mut g = SHARED.lock().await;
+    if let Some(s) = g.as_ref() {
+        return Ok(s.clone());
+    }
+    let archive = dir.join("seed.oci-archive");
+    let s = build_seed(a, dir, &archive, &|m| eprintln!("==> {m}")).await?;
+    *g = Some(s.clone());
+    Ok(s)
+}
+
 /// The `seed` scenario.
 pub async fn seed_scenario(a: Artifacts, dir: PathBuf) -> Result<String> {
     let archive = dir.join("seed.oci-archive");
     let s = build_seed(&a, &dir, &archive, &|m| eprintln!("==> {m}")).await?;
+    *SHARED.lock().await = Some(s.clone());
     let a2 = a.clone();
     tokio::task::spawn_blocking(move || verify(&a2, &dir, &s)).await?
 }

@@ -1,0 +1,240 @@
+//! The `ibi-install` scenario: `imgmode ibi install` in a running imgmode system (the base
+//! disk, standing in for the live installation environment) writes this run's seed, pulled
+//! from a registry with the config's pull secret, onto a blank virtio disk; bad configs are
+//! refused with the disk untouched; then the installed disk alone boots through OVMF and GRUB
+//! into the seed's commit with the seed's /etc and /var and container storage on the extra
+//! partition.
+
+use crate::artifacts::{run, Artifacts};
+use crate::layered::{parse_phase, JOB_UNIT};
+use crate::qemu::{Boot, Vm, VmConfig};
+use crate::registry::Registry;
+use crate::scenarios::{report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use anyhow::{ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Installing under TCG: fetching and unpacking the seed, pull-local, deploy.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(1500);
+/// The partition label the scenario's config asks for.
+const EXTRA_LABEL: &str = "containers";
+
+const INSTALL_SCRIPT: &str = r#"set -u
+echo "IMGMODE-PHASE-1-BEGIN"
+yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
+mkdir -p /etc/containers/registries.conf.d
+printf '[[registry]]\nlocation = "__REG__"\ninsecure = true\n' > /etc/containers/registries.conf.d/50-vmtest.conf
+target=/dev/disk/by-id/virtio-target
+cat > /run/ibi.yaml <<'EOF'
+apiVersion: v1beta1
+kind: ImageBasedInstallationConfig
+metadata:
+  name: vmtest
+seedImage: __REG__/imgmode-seed:__VERSION__
+seedVersion: __VERSION__
+installationDisk: /dev/disk/by-id/virtio-target
+pullSecret: '{"auths":{"__REG__":{"auth":"dm10ZXN0OnZtdGVzdA=="}}}'
+extraPartitionLabel: __LABEL__
+extraPartitionStart: -2G
+shutdown: true
+EOF
+sed 's/^seedVersion: .*/seedVersion: 4.0.0-other/' /run/ibi.yaml > /run/ibi-version.yaml
+sed 's|^installationDisk: .*|installationDisk: /dev/disk/by-id/virtio-nosuchdisk|' /run/ibi.yaml > /run/ibi-nodisk.yaml
+run imgmode ibi install --config /run/ibi-version.yaml --state /run/ibi-version-state.json
+echo "VERSIONSTATE $(tr -d '\n' < /run/ibi-version-state.json)"
+run imgmode ibi install --config /run/ibi-nodisk.yaml --state /run/ibi-nodisk-state.json
+echo "FACT untouched=$(yesno cmp -s -n 4194304 $target /dev/zero)"
+run imgmode ibi install --config /run/ibi.yaml --state /run/ibi-state.json
+echo "STATE $(tr -d '\n' < /run/ibi-state.json)"
+echo "IMGMODE-PHASE-1-END"
+systemctl poweroff
+"#;
+
+const BOOTED_SCRIPT: &str = r#"set -u
+echo "IMGMODE-PHASE-1-BEGIN"
+yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
+echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
+echo "FACT marker=$(yesno test -f /etc/imgmode-seed-marker)"
+echo "FACT deleted=$(yesno test ! -e /etc/issue.net)"
+echo "FACT identity=$(yesno test -s /var/lib/imgmode-test-cluster/identity.json)"
+echo "FACT etcd-data=$(yesno sh -c 'test -n "$(ls -A /var/lib/etcd)"')"
+src=$(findmnt -n -o SOURCE /var/lib/containers)
+echo "FACT containers-partlabel=$(lsblk -no PARTLABEL "$src" 2>/dev/null)"
+echo "FACT containers-fs=$(findmnt -n -o FSTYPE /var/lib/containers)"
+echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
+echo "IMGMODE-PHASE-1-END"
+systemctl poweroff
+"#;
+
+/// Boot `cfg`, wait for the phase's end marker, and read the results (console tail on error).
+async fn run_job(cfg: &VmConfig, dir: &Path, what: &str, timeout: Duration) -> Result<String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut vm = Vm::start(cfg, dir).await?;
+    if let Err(e) = vm.wait_for_result("IMGMODE-PHASE-1-END", timeout).await {
+        let tail = vm.console_tail(40);
+        let _ = vm.quit().await;
+        return Err(e.context(format!("{what} (console tail):\n{tail}")));
+    }
+    let results = std::fs::read_to_string(dir.join("results.log"))?;
+    vm.wait_shutdown(SHUTDOWN_TIMEOUT)
+        .await
+        .with_context(|| format!("{what} did not power off"))?;
+    Ok(results)
+}
+
+fn job(cfg: VmConfig, script: String) -> VmConfig {
+    cfg.extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
+        .unit_dropin(
+            "multi-user.target",
+            "[Unit]\nWants=imgmode-vmtest-job.service\n",
+        )
+        .credential("vmtest.script", script)
+}
+
+/// The `ibi-install` scenario.
+pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
+    let seed = crate::seed::shared_seed(&a, &dir.join("seed")).await?;
+    let version = seed.identity["version"]
+        .as_str()
+        .context("the seed's identity has no version")?
+        .to_string();
+
+    eprintln!("==> pushing the seed to a registry");
+    let reg = Registry::start(&dir.join("registry"))?;
+    run(
+        Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", seed.archive.display()))
+            .arg(format!(
+                "docker://{}/imgmode-seed:{version}",
+                reg.host_addr()
+            )),
+        "skopeo copy (seed to the registry)",
+    )?;
+    let target = dir.join("target.qcow2");
+    let _ = std::fs::remove_file(&target);
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&target)
+            .arg("12G"),
+        "qemu-img create (installation disk)",
+    )?;
+
+    eprintln!("==> installing from the base system onto the blank disk");
+    let script = INSTALL_SCRIPT
+        .replace("__REG__", &reg.guest_addr())
+        .replace("__VERSION__", &version)
+        .replace("__LABEL__", EXTRA_LABEL);
+    let cfg = job(
+        VmConfig {
+            extra_args: vec![
+                "-drive".into(),
+                format!("file={},format=qcow2,if=none,id=target", target.display()),
+                "-device".into(),
+                "virtio-blk-pci,drive=target,serial=target".into(),
+            ],
+            network: true,
+            ..VmConfig::new(&a.base_disk, Boot::Bios)
+        },
+        script,
+    );
+    let t0 = std::time::Instant::now();
+    let results = run_job(
+        &cfg,
+        &dir.join("install"),
+        "the installing VM",
+        INSTALL_TIMEOUT,
+    )
+    .await?;
+    let install_seconds = t0.elapsed().as_secs_f64();
+    drop(reg);
+    let p = parse_phase(&results, 1)?;
+
+    // bad input first: refused before the disk is touched
+    let refused = |cmd: &str, want: &str| -> Result<()> {
+        let (c, rc, out) = p
+            .runs
+            .iter()
+            .find(|(c, _, _)| c.contains(cmd))
+            .with_context(|| format!("the guest did not run {cmd}"))?;
+        ensure!(*rc != 0, "{c} succeeded; it must be refused");
+        ensure!(
+            out.contains(want),
+            "{c} failed without saying {want:?}:\n{out}"
+        );
+        Ok(())
+    };
+    refused("ibi-version.yaml", "seed version mismatch")?;
+    refused(
+        "ibi-nodisk.yaml",
+        "installationDisk /dev/disk/by-id/virtio-nosuchdisk does not exist",
+    )?;
+    let vstate: serde_json::Value = serde_json::from_str(
+        report_line(&results, "VERSIONSTATE ").context("no state of the refused install")?,
+    )?;
+    ensure!(
+        vstate["status"] == "failed" && vstate["step"] == "seed-gates",
+        "the refused install's state file says {vstate}, expected failed at seed-gates"
+    );
+    ensure!(
+        p.fact("untouched") == "yes",
+        "the refused installs wrote to the installation disk (its first 4 MiB are not zero)"
+    );
+    let out = p.ran_ok("imgmode ibi install --config /run/ibi.yaml")?;
+    let state: serde_json::Value = serde_json::from_str(
+        report_line(&results, "STATE ").context("no state file of the install")?,
+    )?;
+    ensure!(
+        state["status"] == "done",
+        "the install's state file says {state}; output:\n{out}"
+    );
+
+    eprintln!("==> booting the installed disk alone through OVMF");
+    let cfg = job(
+        VmConfig::new(&target, Boot::Uefi),
+        BOOTED_SCRIPT.to_string(),
+    );
+    let t1 = std::time::Instant::now();
+    let results = run_job(
+        &cfg,
+        &dir.join("installed"),
+        "the installed disk",
+        BOOT_TIMEOUT,
+    )
+    .await?;
+    let boot_seconds = t1.elapsed().as_secs_f64();
+    let b = parse_phase(&results, 1)?;
+    let booted = b.booted()?;
+    ensure!(
+        booted.checksum == seed.phase.booted_checksum,
+        "the installed disk booted commit {}, the seed system ran {}",
+        booted.checksum,
+        seed.phase.booted_checksum
+    );
+    for (fact, want) in [
+        ("firmware", "uefi"),
+        ("karg", "yes"),
+        ("marker", "yes"),
+        ("deleted", "yes"),
+        ("identity", "yes"),
+        ("etcd-data", "yes"),
+        ("containers-partlabel", EXTRA_LABEL),
+        ("containers-fs", "ext4"),
+    ] {
+        ensure!(
+            b.fact(fact) == want,
+            "the installed system: {fact} is {:?}, expected {want:?}",
+            b.fact(fact)
+        );
+    }
+    Ok(format!(
+        "seed {version} installed from {} in {install_seconds:.0}s (version mismatch and missing disk refused, disk untouched); installed disk booted {} through OVMF in {boot_seconds:.0}s with the seed's /etc, /var and {EXTRA_LABEL} on /var/lib/containers",
+        seed.image,
+        &booted.checksum[..12]
+    ))
+}
