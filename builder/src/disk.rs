@@ -511,7 +511,7 @@ fn write_disk(
 /// Format partition `p` of `disk` (an image file or a block device) as the vfat ESP.
 pub fn mkfs_esp(disk: &Path, p: &partition::Partition) -> Result<()> {
     Run::new("mkfs.vfat")
-        .args(["-F", "32", "-s", "1", "-n", &p.label])
+        .args(["-I", "-F", "32", "-s", "1", "-n", &p.label])
         .arg(format!("--offset={}", p.start / 512))
         .arg(disk)
         .arg((p.size / 1024).to_string())
