@@ -473,6 +473,7 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
     steps.step(&format!("fetching the seed {seed}"));
     let work = m.join(WORK);
     let files = work.join("files");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     {
         let opened = imgmode_builder::oci::open_image_with(&o.store, &seed, &auth, &work)
             .with_context(|| format!("fetching the seed {seed}"))?;
