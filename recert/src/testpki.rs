@@ -324,14 +324,17 @@ pub fn generate(spec: &PkiSpec, root: &Path) -> Result<Pki> {
         days: 3650,
     };
     let mut certs = vec![];
+    // Subjects are RFC 4514 strings (last RDN first), so "CN=x,OU=openshift" is encoded
+    // OU then CN, as OpenShift's Go tooling encodes its signers: a configuration made by an
+    // installer must name the signers byte for byte like the cluster does.
     let lb = issue(
-        ca("lb-signer", "OU=openshift,CN=kube-apiserver-lb-signer", rsa),
+        ca("lb-signer", "CN=kube-apiserver-lb-signer,OU=openshift", rsa),
         None,
     )?;
     let localhost = issue(
         ca(
             "localhost-signer",
-            "OU=openshift,CN=kube-apiserver-localhost-signer",
+            "CN=kube-apiserver-localhost-signer,OU=openshift",
             rsa,
         ),
         None,
@@ -347,13 +350,13 @@ pub fn generate(spec: &PkiSpec, root: &Path) -> Result<Pki> {
     let admin_signer = issue(
         ca(
             "admin-signer",
-            "OU=openshift,CN=admin-kubeconfig-signer",
+            "CN=admin-kubeconfig-signer,OU=openshift",
             rsa,
         ),
         None,
     )?;
     let kubelet_signer = issue(
-        ca("kubelet-signer", "OU=openshift,CN=kubelet-signer", rsa),
+        ca("kubelet-signer", "CN=kubelet-signer,OU=openshift", rsa),
         None,
     )?;
     let csr_signer = issue(
@@ -365,7 +368,7 @@ pub fn generate(spec: &PkiSpec, root: &Path) -> Result<Pki> {
         Some(&kubelet_signer),
     )?;
     let etcd_signer = issue(
-        ca("etcd-signer", "OU=openshift,CN=etcd-signer", KeyKind::P384),
+        ca("etcd-signer", "CN=etcd-signer,OU=openshift", KeyKind::P384),
         None,
     )?;
 
