@@ -161,7 +161,7 @@ impl Ctx<'_> {
     }
 }
 
-fn systemctl(action: &str, unit: &str) -> Result<()> {
+pub(crate) fn systemctl(action: &str, unit: &str) -> Result<()> {
     Run::new("systemctl").arg(action).arg(unit).output()?;
     Ok(())
 }
@@ -173,7 +173,7 @@ fn is_active(unit: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn etcd_objects(endpoint: &str) -> Result<Vec<EtcdObject>> {
+pub(crate) fn etcd_objects(endpoint: &str) -> Result<Vec<EtcdObject>> {
     imgmode_builder::ostree::block_on(async {
         let mut e = Etcd::connect(endpoint).await?;
         e.scan().await
@@ -632,6 +632,11 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         Ok(())
     })?;
     c.once(
+        "post-pivot-unit",
+        "adding the post-pivot unit to /etc (for the seed's copies)",
+        |_| write_post_pivot_unit(o),
+    )?;
+    c.once(
         "etc",
         "archiving /etc changes (etc.tgz, etc.deletions)",
         |c| {
@@ -769,8 +774,33 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
     Ok(())
 }
 
+/// The post-pivot unit and its enablement link, relative to the seed's root.
+fn post_pivot_paths(o: &CreateOpts) -> (PathBuf, PathBuf) {
+    let sd = o.sysroot.join("etc/systemd/system");
+    (
+        sd.join(crate::postpivot::UNIT),
+        sd.join("multi-user.target.wants")
+            .join(crate::postpivot::UNIT),
+    )
+}
+
+/// Put `imgmode-post-pivot.service` (enabled) into the seed's /etc, so `etc.tgz` carries it to
+/// every installed copy, as lifecycle-agent does with its post-pivot unit.
+fn write_post_pivot_unit(o: &CreateOpts) -> Result<()> {
+    let (unit, link) = post_pivot_paths(o);
+    std::fs::create_dir_all(link.parent().expect("a parent"))?;
+    std::fs::write(&unit, crate::postpivot::unit_text(o, "/usr/bin/imgmode"))?;
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("../{}", crate::postpivot::UNIT), &link)?;
+    Ok(())
+}
+
 /// Bring the seed system back: etcd, certificates valid again, services, healthy.
 pub fn restore(o: &CreateOpts) -> Result<()> {
+    // the seed itself is not a copy: its post-pivot unit goes
+    let (unit, link) = post_pivot_paths(o);
+    let _ = std::fs::remove_file(link);
+    let _ = std::fs::remove_file(unit);
     if let Some(e) = &o.etcd_service {
         systemctl("start", e)?;
     }

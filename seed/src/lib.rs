@@ -16,12 +16,14 @@
 //!   `imgmode internal test-cluster`.
 
 pub mod archive;
+pub mod configiso;
 pub mod create;
 pub mod gates;
 pub mod ibi;
 pub mod ibiconfig;
 pub mod image;
 pub mod manifest;
+pub mod postpivot;
 pub mod testcluster;
 
 /// The seed format this imgmode writes and reads (lifecycle-agent's current one).

@@ -69,7 +69,7 @@ pub struct Identity {
     pub etcd_objects: usize,
 }
 
-fn random_uuid() -> String {
+pub(crate) fn random_uuid() -> String {
     let b: [u8; 16] = rand::thread_rng().gen();
     let h = hex::encode(b);
     // version 4; variant 10xx
@@ -84,14 +84,24 @@ fn random_uuid() -> String {
     )
 }
 
-fn random_suffix(n: usize) -> String {
+pub(crate) fn random_suffix(n: usize) -> String {
     const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut r = rand::thread_rng();
     (0..n).map(|_| A[r.gen_range(0..A.len())] as char).collect()
 }
 
+/// One etcd object's JSON value by key.
+pub fn get(etcd_endpoint: &str, key: &str) -> Result<serde_json::Value> {
+    let objects = crate::create::etcd_objects(etcd_endpoint)?;
+    objects
+        .into_iter()
+        .find(|o| o.key == key)
+        .map(|o| o.value)
+        .with_context(|| format!("etcd at {etcd_endpoint} has no object {key}"))
+}
+
 /// The first global IPv4 address (`ip -4 -o addr show scope global`).
-fn first_global_ipv4() -> Result<String> {
+pub(crate) fn first_global_ipv4() -> Result<String> {
     let out = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])
         .output()

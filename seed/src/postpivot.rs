@@ -1,0 +1,401 @@
+//! `imgmode ibi post-pivot`: the first boot of an installed seed copy. Run by
+//! `imgmode-post-pivot.service`, which `imgmode seed create` puts in the seed's `/etc` (as
+//! lifecycle-agent sneaks its post-pivot unit into the seed), with `Restart=on-failure`.
+//!
+//! Waits for the configuration ISO (volume label `cluster-config`), reads
+//! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: SSH key for root, the
+//! pull secret (`/var/lib/kubelet/config.json`), the hostname, NTP sources; stops the cluster
+//! services, starts etcd, runs recert (cluster rename `name:domain:infraID`, hostname, node IP,
+//! the configuration's signer keys as `use_key_rules`, lifetimes extended), applies the extra
+//! manifests into etcd, starts the services, waits for the API's `/readyz`, and disables
+//! itself. Each finished step leaves a marker in the state directory, so a restart resumes and
+//! recert never runs twice; `done` makes the unit's condition false for good.
+
+use crate::configiso::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
+use crate::create::{check_health, etcd_objects, systemctl, CreateOpts};
+use anyhow::{bail, ensure, Context, Result};
+use imgmode_builder::cmd::Run;
+use imgmode_builder::Steps;
+use imgmode_recert::config::RecertConfig;
+use imgmode_recert::etcd::{Etcd, EtcdObject};
+use serde::Deserialize;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The unit's name (in the seed's `/etc/systemd/system`).
+pub const UNIT: &str = "imgmode-post-pivot.service";
+/// Where post-pivot keeps its markers, the manifest copy and recert's summary.
+pub const STATE_DIR: &str = "/var/lib/imgmode/post-pivot";
+
+#[derive(Debug, Clone)]
+pub struct PostPivotOpts {
+    /// The cluster: services, etcd, the node's kubeconfig, static dirs (as for seed create).
+    pub cluster: CreateOpts,
+    pub state_dir: PathBuf,
+    /// How long to wait for the configuration ISO before failing (the unit then restarts).
+    pub wait: Duration,
+    /// Where the ISO is mounted.
+    pub mount_dir: PathBuf,
+}
+
+/// The unit `seed create` writes: the cluster description of the seed run, so post-pivot
+/// handles the same services.
+pub fn unit_text(o: &CreateOpts, exe: &str) -> String {
+    let mut args = String::new();
+    for s in &o.services {
+        args.push_str(&format!(" --service {s}"));
+    }
+    if let Some(e) = &o.etcd_service {
+        args.push_str(&format!(" --etcd-service {e}"));
+    }
+    args.push_str(&format!(" --etcd-endpoint {}", o.etcd_endpoint));
+    args.push_str(&format!(" --kubeconfig {}", o.kubeconfig.display()));
+    for d in &o.static_dirs {
+        args.push_str(&format!(" --static-dir {}", d.display()));
+    }
+    format!(
+        "# Written by imgmode seed create: reconfigures a copy of this seed from the cluster-config ISO.\n\
+         [Unit]\nDescription=imgmode post-pivot: configure this seed copy from the cluster-config ISO\n\
+         Wants=network-online.target\nAfter=network-online.target\n\
+         ConditionPathExists=!{STATE_DIR}/done\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nRestart=on-failure\nRestartSec=10\n\
+         ExecStart={exe} ibi post-pivot{args}\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+/// etcd key of a Kubernetes object: `/kubernetes.io/<resource>/[<namespace>/]<name>`, the
+/// resource being the lowercase plural of the kind.
+pub fn object_key(v: &serde_json::Value) -> Result<String> {
+    let kind = v["kind"].as_str().context("a manifest has no kind")?;
+    let name = v["metadata"]["name"]
+        .as_str()
+        .context("a manifest has no metadata.name")?;
+    let lower = kind.to_ascii_lowercase();
+    let resource = if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    };
+    Ok(match v["metadata"]["namespace"].as_str() {
+        Some(ns) if !ns.is_empty() => format!("/kubernetes.io/{resource}/{ns}/{name}"),
+        _ => format!("/kubernetes.io/{resource}/{name}"),
+    })
+}
+
+/// Every object of the extra manifest files in `dir` (YAML or JSON, several per file).
+pub fn read_extra_manifests(dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let mut out = vec![];
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for p in files {
+        let text = std::fs::read_to_string(&p)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_json::Value::deserialize(doc)
+                .with_context(|| format!("{}: not a YAML or JSON manifest", p.display()))?;
+            if v.is_null() {
+                continue;
+            }
+            object_key(&v).with_context(|| p.display().to_string())?;
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+struct Marks {
+    dir: PathBuf,
+    steps: Steps,
+}
+
+impl Marks {
+    fn once(&self, step: &str, what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let m = self.dir.join(format!("step-{step}"));
+        if m.exists() {
+            self.steps.step(&format!("{what}: done in an earlier run"));
+            return Ok(());
+        }
+        self.steps.step(what);
+        f().with_context(|| format!("post-pivot step {step}"))?;
+        std::fs::write(&m, b"done\n")?;
+        Ok(())
+    }
+}
+
+/// Wait for the configuration ISO and copy its content into the state directory.
+fn fetch_config(o: &PostPivotOpts) -> Result<()> {
+    let dev = PathBuf::from(format!("/dev/disk/by-label/{VOLUME_LABEL}"));
+    let deadline = Instant::now() + o.wait;
+    while !dev.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "the configuration ISO (volume label {VOLUME_LABEL}) is not attached after {} s; attach the ISO made by imgmode ibi create-config-image (post-pivot retries)",
+                o.wait.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::fs::create_dir_all(&o.mount_dir)?;
+    Run::new("mount")
+        .args(["-o", "ro"])
+        .arg(&dev)
+        .arg(&o.mount_dir)
+        .output()
+        .with_context(|| format!("mounting {}", dev.display()))?;
+    let copied = (|| -> Result<()> {
+        let manifest = o.mount_dir.join(MANIFEST_PATH);
+        let text = std::fs::read_to_string(&manifest).with_context(|| {
+            format!("the configuration ISO has no {MANIFEST_PATH}; make it with imgmode ibi create-config-image")
+        })?;
+        let m: SeedReconfiguration = serde_json::from_str(&text)
+            .with_context(|| format!("the configuration ISO's {MANIFEST_PATH} is malformed"))?;
+        ensure!(
+            !m.cluster_name.is_empty() && !m.base_domain.is_empty() && !m.hostname.is_empty(),
+            "the configuration ISO's {MANIFEST_PATH} names no cluster, base domain or hostname"
+        );
+        let extra = read_extra_manifests(&o.mount_dir.join(EXTRA_MANIFESTS))?;
+        std::fs::write(o.state_dir.join("manifest.json"), text)?;
+        std::fs::set_permissions(
+            o.state_dir.join("manifest.json"),
+            std::fs::Permissions::from_mode(0o600),
+        )?;
+        std::fs::write(
+            o.state_dir.join("extra-manifests.json"),
+            serde_json::to_vec(&extra)?,
+        )?;
+        Ok(())
+    })();
+    let _ = Run::new("umount").arg(&o.mount_dir).output();
+    copied
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    let tmp = path.with_extension("imgmode-tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// recert's configuration for a SeedReconfiguration (without the etcd endpoint and the
+/// directories to scan): the cluster rename with the infra ID, hostname and node IP, and the
+/// configuration's signer keys, written into `keys` (private), as `use_key_rules`. Lifetimes
+/// are extended: the seed's certificates were force-expired.
+pub fn recert_config(m: &SeedReconfiguration, keys: &Path, ip: &str) -> Result<RecertConfig> {
+    std::fs::create_dir_all(keys)?;
+    std::fs::set_permissions(keys, std::fs::Permissions::from_mode(0o700))?;
+    let mut use_key_rules = vec![];
+    for (cn, pem) in m.kept_keys() {
+        let p = keys.join(format!("{cn}.key"));
+        write_private(&p, pem)?;
+        use_key_rules.push(format!("{cn} {}", p.display()));
+    }
+    let rename = if m.infra_id.is_empty() {
+        format!("{}:{}", m.cluster_name, m.base_domain)
+    } else {
+        format!("{}:{}:{}", m.cluster_name, m.base_domain, m.infra_id)
+    };
+    Ok(RecertConfig {
+        use_key_rules,
+        cluster_rename: Some(rename),
+        hostname: Some(m.hostname.clone()),
+        ip: Some(ip.to_string()),
+        extend_expiration: true,
+        ..Default::default()
+    })
+}
+
+/// Run post-pivot.
+pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
+    imgmode_builder::cmd::require_root("imgmode ibi post-pivot")?;
+    std::fs::create_dir_all(&o.state_dir)?;
+    std::fs::set_permissions(&o.state_dir, std::fs::Permissions::from_mode(0o700))?;
+    let marks = Marks {
+        dir: o.state_dir.clone(),
+        steps,
+    };
+    marks.once("config", "waiting for the configuration ISO", || {
+        fetch_config(o)
+    })?;
+    let m: SeedReconfiguration =
+        serde_json::from_slice(&std::fs::read(o.state_dir.join("manifest.json"))?)?;
+    let extra: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(o.state_dir.join("extra-manifests.json"))?)?;
+
+    marks.once(
+        "host",
+        "SSH key, pull secret, hostname, NTP sources",
+        || {
+            if !m.ssh_key.trim().is_empty() {
+                let ak = Path::new("/root/.ssh/authorized_keys");
+                let have = std::fs::read_to_string(ak).unwrap_or_default();
+                let mut text = have.clone();
+                for k in m.ssh_key.lines().map(str::trim).filter(|k| !k.is_empty()) {
+                    if !have.lines().any(|l| l.trim() == k) {
+                        text.push_str(k);
+                        text.push('\n');
+                    }
+                }
+                write_private(ak, &text)?;
+                std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
+            }
+            write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
+            std::fs::write("/etc/hostname", format!("{}\n", m.hostname))?;
+            Run::new("hostname").arg(&m.hostname).output()?;
+            if !m.chrony_config.is_empty() && Path::new("/etc/chrony").is_dir() {
+                std::fs::create_dir_all("/etc/chrony/sources.d")?;
+                std::fs::write("/etc/chrony/sources.d/imgmode.sources", &m.chrony_config)?;
+            }
+            Ok(())
+        },
+    )?;
+
+    let c = &o.cluster;
+    marks.once(
+        "stop",
+        "stopping the cluster services, starting etcd",
+        || {
+            for s in &c.services {
+                systemctl("stop", s)?;
+            }
+            if let Some(e) = &c.etcd_service {
+                systemctl("start", e)?;
+            }
+            Ok(())
+        },
+    )?;
+
+    marks.once(
+        "recert",
+        "recert: new certificates and keys, cluster renamed",
+        || {
+            let ip = if m.node_ip.is_empty() {
+                crate::testcluster::first_global_ipv4()?
+            } else {
+                m.node_ip.clone()
+            };
+            let mut cfg = recert_config(&m, &o.state_dir.join("keys"), &ip)?;
+            cfg.etcd_endpoint = Some(c.etcd_endpoint.clone());
+            cfg.static_dirs = c
+                .static_dirs
+                .iter()
+                .filter(|d| d.is_dir())
+                .cloned()
+                .collect();
+            cfg.summary_file = Some(o.state_dir.join("recert-summary.yaml"));
+            imgmode_recert::run(&cfg.check()?)?;
+            Ok(())
+        },
+    )?;
+
+    marks.once(
+        "extra-manifests",
+        "applying the extra manifests into etcd",
+        || {
+            let existing = etcd_objects(&c.etcd_endpoint)?;
+            imgmode_builder::ostree::block_on(async {
+                let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+                for v in &extra {
+                    let key = object_key(v)?;
+                    let rev = existing
+                        .iter()
+                        .find(|o| o.key == key)
+                        .map_or(0, |o| o.mod_revision);
+                    e.put(&EtcdObject {
+                        key,
+                        value: v.clone(),
+                        mod_revision: rev,
+                    })
+                    .await?;
+                }
+                anyhow::Ok(())
+            })??;
+            Ok(())
+        },
+    )?;
+
+    marks.once("start", "starting the cluster services", || {
+        for s in c.services.iter().rev() {
+            systemctl("start", s)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            match check_health(c) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context("the cluster did not become healthy within 180 s"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_secs(2)),
+            }
+        }
+    })?;
+
+    std::fs::write(o.state_dir.join("done"), b"done\n")?;
+    let _ = Run::new("systemctl").args(["disable", UNIT]).output();
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn objects_land_under_their_resource() {
+        let cm =
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"}});
+        assert_eq!(object_key(&cm).unwrap(), "/kubernetes.io/configmaps/ns/a");
+        let p = json!({"kind":"Policy","metadata":{"name":"p"}});
+        assert_eq!(object_key(&p).unwrap(), "/kubernetes.io/policies/p");
+        let i = json!({"kind":"Ingress","metadata":{"name":"i","namespace":"x"}});
+        assert_eq!(object_key(&i).unwrap(), "/kubernetes.io/ingresses/x/i");
+        assert!(object_key(&json!({"kind":"X"})).is_err());
+    }
+
+    #[test]
+    fn the_unit_carries_the_seed_runs_cluster() {
+        let mut o = CreateOpts::new("x", "/usr/bin/imgmode".into(), "t");
+        o.services = vec!["imgmode-apiserver.service".into()];
+        let u = unit_text(&o, "/usr/bin/imgmode");
+        assert!(u.contains("ExecStart=/usr/bin/imgmode ibi post-pivot --service imgmode-apiserver.service --etcd-service etcd.service --etcd-endpoint http://127.0.0.1:2379 --kubeconfig /etc/kubernetes/kubeconfig --static-dir /etc/kubernetes"), "{u}");
+        assert!(u.contains("Restart=on-failure"));
+        assert!(u.contains("ConditionPathExists=!/var/lib/imgmode/post-pivot/done"));
+    }
+
+    #[test]
+    fn extra_manifests_are_read_from_yaml_and_json() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n  namespace: default\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: two\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("b.json"),
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"three","namespace":"x"}}"#,
+        )
+        .unwrap();
+        let v = read_extra_manifests(d.path()).unwrap();
+        let keys: Vec<String> = v.iter().map(|o| object_key(o).unwrap()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "/kubernetes.io/configmaps/default/one",
+                "/kubernetes.io/namespaces/two",
+                "/kubernetes.io/secrets/x/three"
+            ]
+        );
+        std::fs::write(d.path().join("c.yaml"), "kind: ConfigMap\n").unwrap();
+        assert!(read_extra_manifests(d.path()).is_err());
+    }
+}
