@@ -404,6 +404,27 @@ recert extend_expiration (unless --no-restore). An interrupted run resumes when 
 
 #[derive(Debug, Subcommand)]
 pub enum IbiCmd {
+    /// The configuration ISO (volume cluster-config) from DIR's install-config.yaml and
+    /// image-based-config.yaml, plus DIR/auth/kubeconfig and DIR/auth/kubeadmin-password.
+    CreateConfigImage {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// First boot of an installed seed copy (imgmode-post-pivot.service): wait for the
+    /// cluster-config ISO, set up the host, recert (rename, new keys), start the cluster.
+    PostPivot {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Seconds to wait for the configuration ISO before failing (the unit restarts).
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+        #[arg(long, default_value = imgmode_seed::postpivot::STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "/run/imgmode-post-pivot/config")]
+        mount_dir: PathBuf,
+    },
     /// Install the seed of an image-based-installation-config.yaml onto its installationDisk.
     #[command(
         after_help = "Every check runs before the disk is touched: the config, the disk (exists, \
@@ -438,12 +459,10 @@ which step runs, or failed and why."
     },
 }
 
+/// The cluster on this system: its units, etcd, the admin kubeconfig, recert's directories.
 #[derive(Debug, clap::Args)]
-pub struct SeedCreateArgs {
-    /// Where the seed image goes: a local name, oci:DIR[:TAG], oci-archive:FILE, docker://...
-    #[arg(long)]
-    pub output: String,
-    /// A unit of the cluster stopped during the capture (repeatable; default kubelet.service,
+pub struct ClusterArgs {
+    /// A unit of the cluster, stopped while recert runs (repeatable; default kubelet.service,
     /// crio.service).
     #[arg(long = "service")]
     pub services: Vec<String>,
@@ -459,6 +478,29 @@ pub struct SeedCreateArgs {
     /// /etc/machine-config-daemon).
     #[arg(long = "static-dir")]
     pub static_dirs: Vec<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn apply(self, o: &mut imgmode_seed::create::CreateOpts) {
+        if !self.services.is_empty() {
+            o.services = self.services;
+        }
+        o.etcd_service = Some(self.etcd_service).filter(|s| !s.is_empty());
+        o.etcd_endpoint = self.etcd_endpoint;
+        o.kubeconfig = self.kubeconfig;
+        if !self.static_dirs.is_empty() {
+            o.static_dirs = self.static_dirs;
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedCreateArgs {
+    /// Where the seed image goes: a local name, oci:DIR[:TAG], oci-archive:FILE, docker://...
+    #[arg(long)]
+    pub output: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Tarball compression: gzip[:1-9] (default gzip:1, readable by lifecycle-agent) or
     /// zstd[:1-19].
     #[arg(long, default_value = "gzip:1")]
@@ -510,6 +552,12 @@ pub enum TestClusterCmd {
         root: PathBuf,
         #[arg(long, default_value = "0.0.0.0:6443")]
         listen: String,
+        #[arg(long, default_value = "http://127.0.0.1:2379")]
+        etcd_endpoint: String,
+    },
+    /// Print one etcd object (JSON) by key; exit 1 when it does not exist.
+    Get {
+        key: String,
         #[arg(long, default_value = "http://127.0.0.1:2379")]
         etcd_endpoint: String,
     },
@@ -714,6 +762,45 @@ pub fn run(cli: Cli) -> Result<()> {
             print(args.format, &summary, recert_human)
         }
         Command::Seed(cmd) => seed_cmd(cmd, steps()),
+        Command::Ibi(IbiCmd::PostPivot {
+            cluster,
+            wait,
+            state_dir,
+            mount_dir,
+        }) => {
+            let exe = std::env::current_exe().context("locating the imgmode binary")?;
+            let mut c = imgmode_seed::create::CreateOpts::new("", exe, "");
+            cluster.apply(&mut c);
+            let o = imgmode_seed::postpivot::PostPivotOpts {
+                cluster: c,
+                state_dir,
+                wait: std::time::Duration::from_secs(wait),
+                mount_dir,
+            };
+            let m = imgmode_seed::postpivot::run(&o, steps())?;
+            println!(
+                "post-pivot done: cluster {}.{} (infra ID {}), host {}",
+                m.cluster_name, m.base_domain, m.infra_id, m.hostname
+            );
+            Ok(())
+        }
+        Command::Ibi(IbiCmd::CreateConfigImage { dir, format }) => {
+            let c = imgmode_seed::configiso::create(&dir)?;
+            print(format, &c, |c| {
+                format!(
+                    "wrote {} for cluster {}.{} (host {}, cluster ID {}, infra ID {}, {} extra manifest file(s))\n  {}\n  {}\n",
+                    c.iso.display(),
+                    c.cluster_name,
+                    c.base_domain,
+                    c.hostname,
+                    c.cluster_id,
+                    c.infra_id,
+                    c.extra_manifests,
+                    c.kubeconfig.display(),
+                    c.kubeadmin_password.display()
+                )
+            })
+        }
         Command::Ibi(IbiCmd::Install {
             config,
             state,
@@ -1096,15 +1183,7 @@ fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
                 exe,
                 &format!("imgmode {}", env!("CARGO_PKG_VERSION")),
             );
-            if !a.services.is_empty() {
-                o.services = a.services;
-            }
-            o.etcd_service = Some(a.etcd_service).filter(|s| !s.is_empty());
-            o.etcd_endpoint = a.etcd_endpoint;
-            o.kubeconfig = a.kubeconfig;
-            if !a.static_dirs.is_empty() {
-                o.static_dirs = a.static_dirs;
-            }
+            a.cluster.apply(&mut o);
             o.compression = a.compression.parse()?;
             o.work_dir = a.work_dir;
             o.restore = !a.no_restore;
@@ -1210,6 +1289,11 @@ fn test_cluster_cmd(cmd: TestClusterCmd) -> Result<()> {
             listen,
             etcd_endpoint,
         } => testcluster::serve(&root, &listen, &etcd_endpoint),
+        TestClusterCmd::Get { key, etcd_endpoint } => {
+            let v = testcluster::get(&etcd_endpoint, &key)?;
+            println!("{}", serde_json::to_string(&v)?);
+            Ok(())
+        }
         TestClusterCmd::Probe {
             kubeconfig,
             path,
