@@ -226,3 +226,98 @@ fn ibi_install_refuses_a_disk_in_use() {
         r.err
     );
 }
+
+const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: edge1\nbaseDomain: example.net\npullSecret: '{\"auths\":{}}'\n";
+const IB_CONFIG: &str =
+    "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: edge1\nhostname: node7\n";
+
+fn config_image(dir: &Path, ic: Option<&str>, ib: Option<&str>) -> (bool, String) {
+    for (f, t) in [("install-config.yaml", ic), ("image-based-config.yaml", ib)] {
+        let p = dir.join(f);
+        let _ = std::fs::remove_file(&p);
+        if let Some(t) = t {
+            std::fs::write(&p, t).unwrap();
+        }
+    }
+    let out = imgmode(
+        dir,
+        &[
+            "ibi",
+            "create-config-image",
+            "--dir",
+            &dir.display().to_string(),
+        ],
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn create_config_image_names_bad_input_and_never_half_writes() {
+    if !std::process::Command::new("sh")
+        .args(["-c", "command -v xorriso"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: xorriso is not installed (cargo xtask deps)");
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    let nothing_written = || !d.join("imagebasedconfig.iso").exists() && !d.join("auth").exists();
+
+    let (ok, err) = config_image(d, Some(INSTALL_CONFIG), None);
+    assert!(!ok);
+    assert!(err.contains("image-based-config.yaml"), "{err}");
+    assert!(nothing_written());
+
+    let (ok, err) = config_image(
+        d,
+        Some(&INSTALL_CONFIG.replace("baseDomain: example.net\n", "")),
+        Some(IB_CONFIG),
+    );
+    assert!(!ok);
+    assert!(err.contains("baseDomain is required"), "{err}");
+    assert!(nothing_written());
+
+    let (ok, err) = config_image(
+        d,
+        Some(INSTALL_CONFIG),
+        Some(&format!("{IB_CONFIG}nodeLabel: x\n")),
+    );
+    assert!(!ok);
+    assert!(err.contains("unknown field `nodeLabel`"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+    assert!(nothing_written());
+
+    let (ok, err) = config_image(d, Some(INSTALL_CONFIG), Some(IB_CONFIG));
+    assert!(ok, "{err}");
+    let kubeconfig = std::fs::read_to_string(d.join("auth/kubeconfig")).unwrap();
+    assert!(kubeconfig.contains("server: https://api.edge1.example.net:6443"));
+    let password = std::fs::read_to_string(d.join("auth/kubeadmin-password")).unwrap();
+    let iso = std::fs::read(d.join("imagebasedconfig.iso")).unwrap();
+    // ISO 9660 primary volume descriptor at 32 KiB: volume identifier at offset 40
+    assert_eq!(&iso[0x8001..0x8006], b"CD001");
+    assert!(iso[0x8028..0x8028 + 32].starts_with(b"cluster-config"));
+
+    // a second run refuses to replace the first one's credentials
+    let (ok, err) = config_image(d, Some(INSTALL_CONFIG), Some(IB_CONFIG));
+    assert!(!ok);
+    assert!(err.contains("exists; move it away"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("auth/kubeadmin-password")).unwrap(),
+        password
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".imgmode-config-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
