@@ -10,13 +10,18 @@ use crate::layered::{parse_phase, JOB_UNIT};
 use crate::qemu::{Boot, Vm, VmConfig};
 use crate::registry::Registry;
 use crate::scenarios::{report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 /// Installing under TCG: fetching and unpacking the seed, pull-local, deploy.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1500);
+/// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
+const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
+const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: ibi1\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-ibi\n";
+const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: ibi1\nhostname: node1\nreleaseRegistry: quay.io\n";
+const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imgmode-extra\n  namespace: default\ndata:\n  origin: from-the-config-iso\n";
 /// The partition label the scenario's config asks for.
 const EXTRA_LABEL: &str = "containers";
 
@@ -55,6 +60,21 @@ systemctl poweroff
 const BOOTED_SCRIPT: &str = r#"set -u
 echo "IMGMODE-PHASE-1-BEGIN"
 yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
+# post-pivot runs before multi-user.target; on failure it restarts, so wait for its marker
+i=0
+until test -f /var/lib/imgmode/post-pivot/done; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 2; done
+echo "FACT post-pivot-done=$(yesno test -f /var/lib/imgmode/post-pivot/done)"
+echo "FACT post-pivot-enabled=$(systemctl is-enabled imgmode-post-pivot.service 2>/dev/null)"
+if ! test -f /var/lib/imgmode/post-pivot/done; then
+  echo "DIAG-BEGIN"; journalctl -b --no-pager -u imgmode-post-pivot | tail -60; echo "DIAG-END"
+fi
+echo "FACT hostname=$(hostname)"
+echo "FACT ssh-key=$(yesno grep -q imgmode-vmtest-ibi /root/.ssh/authorized_keys)"
+echo "FACT pull-secret=$(yesno grep -q vmtest-ibi-registry /var/lib/kubelet/config.json)"
+run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.kubeconfig" --connect-to 127.0.0.1
+run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.seedkubeconfig" --connect-to 127.0.0.1
+run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
 echo "FACT marker=$(yesno test -f /etc/imgmode-seed-marker)"
@@ -194,21 +214,68 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         "the install's state file says {state}; output:\n{out}"
     );
 
-    eprintln!("==> booting the installed disk alone through OVMF");
+    eprintln!("==> the configuration ISO (imgmode ibi create-config-image)");
+    let conf = dir.join("config");
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("extra-manifests"))?;
+    std::fs::write(conf.join("install-config.yaml"), INSTALL_CONFIG)?;
+    std::fs::write(conf.join("image-based-config.yaml"), IMAGE_BASED_CONFIG)?;
+    std::fs::write(conf.join("extra-manifests/extra.yaml"), EXTRA_MANIFEST)?;
+    run(
+        Command::new(&a.imgmode)
+            .args(["ibi", "create-config-image", "--dir"])
+            .arg(&conf),
+        "imgmode ibi create-config-image",
+    )?;
+    let kubeconfig = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
+    // the seed's own admin kubeconfig, as the seed VM had it
+    let seedfiles = dir.join("seedfiles");
+    let _ = std::fs::remove_dir_all(&seedfiles);
+    crate::seed::extract_layer(&seed.layout, &seedfiles)?;
+    let seed_kubeconfig = run(
+        Command::new("tar")
+            .arg("-xzOf")
+            .arg(seedfiles.join("etc.tgz"))
+            .arg("etc/kubernetes/kubeconfig"),
+        "tar (the seed's kubeconfig from etc.tgz)",
+    )?;
+
+    eprintln!("==> booting the installed disk alone through OVMF with the configuration ISO");
     let cfg = job(
-        VmConfig::new(&target, Boot::Uefi),
+        VmConfig {
+            extra_args: vec![
+                "-drive".into(),
+                format!(
+                    "file={},format=raw,media=cdrom,readonly=on,if=none,id=cfg",
+                    conf.join("imagebasedconfig.iso").display()
+                ),
+                "-device".into(),
+                "ide-cd,drive=cfg".into(),
+            ],
+            network: true,
+            ..VmConfig::new(&target, Boot::Uefi)
+        },
         BOOTED_SCRIPT.to_string(),
-    );
+    )
+    .credential("vmtest.kubeconfig", kubeconfig)
+    .credential("vmtest.seedkubeconfig", seed_kubeconfig);
     let t1 = std::time::Instant::now();
     let results = run_job(
         &cfg,
         &dir.join("installed"),
         "the installed disk",
-        BOOT_TIMEOUT,
+        BOOT_TIMEOUT + POST_PIVOT_TIMEOUT,
     )
     .await?;
     let boot_seconds = t1.elapsed().as_secs_f64();
     let b = parse_phase(&results, 1)?;
+    if b.fact("post-pivot-done") != "yes" {
+        let diag = results
+            .split_once("DIAG-BEGIN")
+            .and_then(|(_, r)| r.split_once("DIAG-END"))
+            .map_or("", |(d, _)| d);
+        bail!("post-pivot did not finish on the installed disk; its journal:\n{diag}");
+    }
     let booted = b.booted()?;
     ensure!(
         booted.checksum == seed.phase.booted_checksum,
@@ -225,6 +292,10 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         ("etcd-data", "yes"),
         ("containers-partlabel", EXTRA_LABEL),
         ("containers-fs", "ext4"),
+        ("post-pivot-enabled", "disabled"),
+        ("hostname", "node1"),
+        ("ssh-key", "yes"),
+        ("pull-secret", "yes"),
     ] {
         ensure!(
             b.fact(fact) == want,
@@ -232,8 +303,30 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
             b.fact(fact)
         );
     }
+    // auth/kubeconfig of the configuration reaches /readyz: the served certificate names
+    // api.ibi1.example.org and chains to the configuration's signer, and the API accepts the
+    // configuration's admin client certificate
+    let body = b.ran_ok("imgmode internal test-cluster probe --kubeconfig ")?;
+    ensure!(
+        body.trim() == "ok",
+        "/readyz with auth/kubeconfig answered {body:?}"
+    );
+    let (c, rc, out) = b
+        .runs
+        .iter()
+        .find(|(c, _, _)| c.contains("vmtest.seedkubeconfig"))
+        .context("the guest did not probe with the seed's kubeconfig")?;
+    ensure!(
+        *rc != 0 && out.contains("TLS with"),
+        "the seed's kubeconfig (its CA and admin certificate) still works after post-pivot: {c} -> rc {rc}:\n{out}"
+    );
+    let cm = b.ran_ok("imgmode internal test-cluster get")?;
+    ensure!(
+        cm.contains("\"imgmode-extra\"") && cm.contains("from-the-config-iso"),
+        "the extra manifest is not in etcd as written: {cm}"
+    );
     Ok(format!(
-        "seed {version} installed from {} in {install_seconds:.0}s (version mismatch and missing disk refused, disk untouched); installed disk booted {} through OVMF in {boot_seconds:.0}s with the seed's /etc, /var and {EXTRA_LABEL} on /var/lib/containers",
+        "seed {version} installed from {} in {install_seconds:.0}s (version mismatch and missing disk refused, disk untouched); installed disk booted {} through OVMF with the cluster-config ISO: post-pivot renamed the cluster to ibi1.example.org (host node1), auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd ({boot_seconds:.0}s); the seed's /etc, /var and {EXTRA_LABEL} on /var/lib/containers",
         seed.image,
         &booted.checksum[..12]
     ))

@@ -296,7 +296,7 @@ pub fn layout_layers(layout: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-fn extract_layer(layout: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn extract_layer(layout: &Path, dest: &Path) -> Result<()> {
     let layers = layout_layers(layout)?;
     ensure!(
         layers.len() == 1,
