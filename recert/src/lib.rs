@@ -202,6 +202,46 @@ fn map_visitor<'a>(plan: &'a Plan) -> impl FnMut(&Place, Item) -> Result<Option<
 }
 
 /// Run recert. The summary is also written where the configuration says.
+/// Every private key of a cluster (files under `static_dirs`, secrets and configmaps in etcd):
+/// `(sha256 of its public key's SPKI DER, first location)`, sorted. Two clusters share a key
+/// exactly when they share a fingerprint.
+pub fn key_inventory(
+    static_dirs: &[std::path::PathBuf],
+    etcd_endpoint: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let mut reg = Registry::default();
+    if let Some(e) = etcd_endpoint {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let objects = rt.block_on(async {
+            let mut etcd = etcd::Etcd::connect(e).await?;
+            etcd.scan().await
+        })?;
+        for obj in &objects {
+            for f in obj.fields() {
+                reg.scan_text(&obj.location(&f.name), &f.text, false)?;
+            }
+        }
+    }
+    for f in filesystem::scan(static_dirs, &[])? {
+        reg.scan_text(&f.location(), &f.text, false)?;
+    }
+    let mut out: Vec<(String, String)> = reg
+        .keys
+        .iter()
+        .map(|k| {
+            use sha2::Digest;
+            (
+                hex::encode(sha2::Sha256::digest(k.key.spki_der())),
+                k.locations.first().cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 pub fn run(c: &Checked) -> Result<Summary> {
     let t0 = Instant::now();
     if let Some(sf) = &c.cfg.summary_file {
