@@ -555,6 +555,13 @@ pub enum TestClusterCmd {
         #[arg(long, default_value = "http://127.0.0.1:2379")]
         etcd_endpoint: String,
     },
+    /// Every private key of this cluster (files and etcd) as "sha256-of-SPKI location" lines.
+    Keys {
+        #[arg(long, default_value = "http://127.0.0.1:2379")]
+        etcd_endpoint: String,
+        #[arg(long = "static-dir", default_values = ["/etc/kubernetes", "/var/lib/kubelet"])]
+        static_dirs: Vec<PathBuf>,
+    },
     /// Print one etcd object (JSON) by key; exit 1 when it does not exist.
     Get {
         key: String,
@@ -575,6 +582,8 @@ pub enum TestClusterCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum InternalCmd {
+    /// Unpack one seed tarball into DIR as the installer does (benchmarks).
+    SeedUnpack { tarball: PathBuf, dir: PathBuf },
     /// Write one seed tarball of DIR/PATH... (benchmarks): GNU tar piped through the compressor.
     SeedArchive {
         #[arg(long, default_value = "gzip:1")]
@@ -851,6 +860,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
+        Command::Internal(InternalCmd::SeedUnpack { tarball, dir }) => {
+            imgmode_seed::archive::tar_extract(&tarball, &dir)
+        }
         Command::Internal(InternalCmd::SeedArchive {
             compression,
             out,
@@ -1289,6 +1301,16 @@ fn test_cluster_cmd(cmd: TestClusterCmd) -> Result<()> {
             listen,
             etcd_endpoint,
         } => testcluster::serve(&root, &listen, &etcd_endpoint),
+        TestClusterCmd::Keys {
+            etcd_endpoint,
+            static_dirs,
+        } => {
+            let dirs: Vec<PathBuf> = static_dirs.into_iter().filter(|d| d.is_dir()).collect();
+            for (fp, at) in imgmode_recert::key_inventory(&dirs, Some(&etcd_endpoint))? {
+                println!("{fp} {at}");
+            }
+            Ok(())
+        }
         TestClusterCmd::Get { key, etcd_endpoint } => {
             let v = testcluster::get(&etcd_endpoint, &key)?;
             println!("{}", serde_json::to_string(&v)?);
