@@ -2,8 +2,10 @@
 //! disk, standing in for the live installation environment) writes this run's seed, pulled
 //! from a registry with the config's pull secret, onto a blank virtio disk; bad configs are
 //! refused with the disk untouched; then the installed disk alone boots through OVMF and GRUB
-//! into the seed's commit with the seed's /etc and /var and container storage on the extra
-//! partition.
+//! with its configuration ISO: the seed's commit, /etc and /var, container storage on the extra
+//! partition, and post-pivot's result (new name, hostname, keys; `auth/kubeconfig` works, the
+//! seed's does not; the extra manifest in etcd). A second host from the same seed with another
+//! configuration shares no private key with the first.
 
 use crate::artifacts::{run, Artifacts};
 use crate::layered::{parse_phase, JOB_UNIT};
@@ -11,6 +13,7 @@ use crate::qemu::{Boot, Vm, VmConfig};
 use crate::registry::Registry;
 use crate::scenarios::{report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -19,14 +22,16 @@ use std::time::Duration;
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1500);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
 const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
-const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: ibi1\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-ibi\n";
-const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: ibi1\nhostname: node1\nreleaseRegistry: quay.io\n";
+const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-ibi\n";
+const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nreleaseRegistry: quay.io\n";
 const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imgmode-extra\n  namespace: default\ndata:\n  origin: from-the-config-iso\n";
 /// The partition label the scenario's config asks for.
 const EXTRA_LABEL: &str = "containers";
 
 const INSTALL_SCRIPT: &str = r#"set -u
 echo "IMGMODE-PHASE-1-BEGIN"
+uptime() { cut -d' ' -f1 /proc/uptime; }
+echo "UPTIME-LIVE $(uptime)"
 yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
 mkdir -p /etc/containers/registries.conf.d
@@ -51,8 +56,12 @@ run imgmode ibi install --config /run/ibi-version.yaml --state /run/ibi-version-
 echo "VERSIONSTATE $(tr -d '\n' < /run/ibi-version-state.json)"
 run imgmode ibi install --config /run/ibi-nodisk.yaml --state /run/ibi-nodisk-state.json
 echo "FACT untouched=$(yesno cmp -s -n 4194304 $target /dev/zero)"
+echo "UPTIME-INSTALL-START $(uptime)"
 run imgmode ibi install --config /run/ibi.yaml --state /run/ibi-state.json
+echo "UPTIME-INSTALL-END $(uptime)"
 echo "STATE $(tr -d '\n' < /run/ibi-state.json)"
+sed 's|virtio-target$|virtio-target2|' /run/ibi.yaml > /run/ibi2.yaml
+run imgmode ibi install --config /run/ibi2.yaml --state /run/ibi2-state.json
 echo "IMGMODE-PHASE-1-END"
 systemctl poweroff
 "#;
@@ -64,6 +73,7 @@ run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
 # post-pivot runs before multi-user.target; on failure it restarts, so wait for its marker
 i=0
 until test -f /var/lib/imgmode/post-pivot/done; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 2; done
+echo "UPTIME-READY $(cut -d' ' -f1 /proc/uptime)"
 echo "FACT post-pivot-done=$(yesno test -f /var/lib/imgmode/post-pivot/done)"
 echo "FACT post-pivot-enabled=$(systemctl is-enabled imgmode-post-pivot.service 2>/dev/null)"
 if ! test -f /var/lib/imgmode/post-pivot/done; then
@@ -75,6 +85,7 @@ echo "FACT pull-secret=$(yesno grep -q vmtest-ibi-registry /var/lib/kubelet/conf
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.kubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.seedkubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
+echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
 echo "FACT marker=$(yesno test -f /etc/imgmode-seed-marker)"
@@ -106,6 +117,40 @@ async fn run_job(cfg: &VmConfig, dir: &Path, what: &str, timeout: Duration) -> R
     Ok(results)
 }
 
+/// A guest's `/proc/uptime` seconds reported on a `<tag> <seconds>` line.
+fn uptime(results: &str, tag: &str) -> Result<f64> {
+    report_line(results, &format!("{tag} "))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("the guest reported no {tag}"))
+}
+
+/// Seconds of the last `ibi-install` run, written to `timings.json` for `cargo xtask bench
+/// ibi`: guest uptimes (firmware excluded) of the installation environment when it was up, the
+/// first install, and the installed host's first boot until post-pivot was done.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    pub live_boot: f64,
+    pub install: f64,
+    pub first_boot_ready: f64,
+    /// The first host's disk after post-pivot (a qcow2 overlay over the installed disk).
+    pub configured_disk: PathBuf,
+}
+
+impl Timings {
+    /// IBI end to end: the installation environment's boot, the install, the first boot.
+    pub fn end_to_end(&self) -> f64 {
+        self.live_boot + self.install + self.first_boot_ready
+    }
+}
+
+/// A plain boot of `disk` through OVMF: guest uptime when multi-user is reached.
+pub async fn plain_boot(disk: &Path, dir: &Path) -> Result<f64> {
+    let script = "echo IMGMODE-PHASE-1-BEGIN\necho \"UPTIME-READY $(cut -d' ' -f1 /proc/uptime)\"\necho IMGMODE-PHASE-1-END\nsystemctl poweroff\n";
+    let cfg = job(VmConfig::new(disk, Boot::Uefi), script.to_string());
+    let results = run_job(&cfg, dir, "the plain boot", BOOT_TIMEOUT).await?;
+    uptime(&results, "UPTIME-READY")
+}
+
 fn job(cfg: VmConfig, script: String) -> VmConfig {
     cfg.extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
         .unit_dropin(
@@ -135,29 +180,35 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
             )),
         "skopeo copy (seed to the registry)",
     )?;
-    let target = dir.join("target.qcow2");
-    let _ = std::fs::remove_file(&target);
-    run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&target)
-            .arg("12G"),
-        "qemu-img create (installation disk)",
-    )?;
+    let targets = [dir.join("target.qcow2"), dir.join("target2.qcow2")];
+    for t in &targets {
+        let _ = std::fs::remove_file(t);
+        run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(t)
+                .arg("12G"),
+            "qemu-img create (installation disk)",
+        )?;
+    }
 
-    eprintln!("==> installing from the base system onto the blank disk");
+    eprintln!("==> installing from the base system onto two blank disks");
     let script = INSTALL_SCRIPT
         .replace("__REG__", &reg.guest_addr())
         .replace("__VERSION__", &version)
         .replace("__LABEL__", EXTRA_LABEL);
+    let mut extra_args = vec![];
+    for (t, serial) in targets.iter().zip(["target", "target2"]) {
+        extra_args.extend([
+            "-drive".to_string(),
+            format!("file={},format=qcow2,if=none,id={serial}", t.display()),
+            "-device".to_string(),
+            format!("virtio-blk-pci,drive={serial},serial={serial}"),
+        ]);
+    }
     let cfg = job(
         VmConfig {
-            extra_args: vec![
-                "-drive".into(),
-                format!("file={},format=qcow2,if=none,id=target", target.display()),
-                "-device".into(),
-                "virtio-blk-pci,drive=target,serial=target".into(),
-            ],
+            extra_args,
             network: true,
             ..VmConfig::new(&a.base_disk, Boot::Bios)
         },
@@ -213,21 +264,11 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         state["status"] == "done",
         "the install's state file says {state}; output:\n{out}"
     );
+    p.ran_ok("imgmode ibi install --config /run/ibi2.yaml")?;
+    let live_boot = uptime(&results, "UPTIME-LIVE")?;
+    let install =
+        uptime(&results, "UPTIME-INSTALL-END")? - uptime(&results, "UPTIME-INSTALL-START")?;
 
-    eprintln!("==> the configuration ISO (imgmode ibi create-config-image)");
-    let conf = dir.join("config");
-    let _ = std::fs::remove_dir_all(&conf);
-    std::fs::create_dir_all(conf.join("extra-manifests"))?;
-    std::fs::write(conf.join("install-config.yaml"), INSTALL_CONFIG)?;
-    std::fs::write(conf.join("image-based-config.yaml"), IMAGE_BASED_CONFIG)?;
-    std::fs::write(conf.join("extra-manifests/extra.yaml"), EXTRA_MANIFEST)?;
-    run(
-        Command::new(&a.imgmode)
-            .args(["ibi", "create-config-image", "--dir"])
-            .arg(&conf),
-        "imgmode ibi create-config-image",
-    )?;
-    let kubeconfig = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
     // the seed's own admin kubeconfig, as the seed VM had it
     let seedfiles = dir.join("seedfiles");
     let _ = std::fs::remove_dir_all(&seedfiles);
@@ -240,7 +281,100 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         "tar (the seed's kubeconfig from etc.tgz)",
     )?;
 
-    eprintln!("==> booting the installed disk alone through OVMF with the configuration ISO");
+    let host1 = Host {
+        name: "ibi1",
+        hostname: "node1",
+        extra_manifest: true,
+    };
+    let (keys1, first_boot_ready, commit) =
+        boot_host(&a, &dir, &targets[0], &host1, &seed, &seed_kubeconfig).await?;
+    let timings = Timings {
+        live_boot,
+        install,
+        first_boot_ready,
+        configured_disk: dir.join("installed-ibi1/overlay.qcow2"),
+    };
+    std::fs::write(
+        dir.join("timings.json"),
+        serde_json::to_vec_pretty(&timings)?,
+    )?;
+    let host2 = Host {
+        name: "ibi2",
+        hostname: "node2",
+        extra_manifest: false,
+    };
+    let (keys2, _, _) = boot_host(&a, &dir, &targets[1], &host2, &seed, &seed_kubeconfig).await?;
+    let shared: Vec<&String> = keys1.keys().filter(|k| keys2.contains_key(*k)).collect();
+    ensure!(
+        shared.is_empty(),
+        "two hosts from one seed share {} private key(s): {}",
+        shared.len(),
+        shared
+            .iter()
+            .map(|k| format!("{k} ({} / {})", keys1[*k], keys2[*k]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(format!(
+        "seed {version} installed twice from {} in {install_seconds:.0}s (version mismatch and missing disk refused, disk untouched); host 1 booted {} through OVMF with its cluster-config ISO: post-pivot renamed the cluster to ibi1.example.org (host node1), auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd; live boot {live_boot:.0}s + install {install:.0}s + first boot to post-pivot done {first_boot_ready:.0}s; the seed's /etc, /var and {EXTRA_LABEL} on /var/lib/containers; host 2 (ibi2) shares none of its {} private keys with host 1's {}",
+        seed.image,
+        &commit[..12],
+        keys2.len(),
+        keys1.len()
+    ))
+}
+
+/// One installed host's configuration.
+struct Host {
+    name: &'static str,
+    hostname: &'static str,
+    extra_manifest: bool,
+}
+
+/// Make `h`'s configuration ISO, boot `disk` with it through OVMF, check the installed system
+/// and post-pivot; returns its private keys (fingerprint -> location), the guest's uptime when
+/// post-pivot was done, and the booted commit.
+async fn boot_host(
+    a: &Artifacts,
+    dir: &Path,
+    disk: &Path,
+    h: &Host,
+    seed: &crate::seed::SeedBuild,
+    seed_kubeconfig: &str,
+) -> Result<(BTreeMap<String, String>, f64, String)> {
+    eprintln!(
+        "==> {}: the configuration ISO (imgmode ibi create-config-image)",
+        h.name
+    );
+    let conf = dir.join(format!("config-{}", h.name));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(&conf)?;
+    std::fs::write(
+        conf.join("install-config.yaml"),
+        INSTALL_CONFIG.replace("__NAME__", h.name),
+    )?;
+    std::fs::write(
+        conf.join("image-based-config.yaml"),
+        IMAGE_BASED_CONFIG
+            .replace("__NAME__", h.name)
+            .replace("__HOST__", h.hostname),
+    )?;
+    if h.extra_manifest {
+        std::fs::create_dir_all(conf.join("extra-manifests"))?;
+        std::fs::write(conf.join("extra-manifests/extra.yaml"), EXTRA_MANIFEST)?;
+    }
+    run(
+        Command::new(&a.imgmode)
+            .args(["ibi", "create-config-image", "--dir"])
+            .arg(&conf),
+        "imgmode ibi create-config-image",
+    )?;
+    let kubeconfig = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
+
+    eprintln!(
+        "==> {}: booting the installed disk alone through OVMF with the configuration ISO",
+        h.name
+    );
     let cfg = job(
         VmConfig {
             extra_args: vec![
@@ -253,33 +387,35 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
                 "ide-cd,drive=cfg".into(),
             ],
             network: true,
-            ..VmConfig::new(&target, Boot::Uefi)
+            ..VmConfig::new(disk, Boot::Uefi)
         },
         BOOTED_SCRIPT.to_string(),
     )
     .credential("vmtest.kubeconfig", kubeconfig)
-    .credential("vmtest.seedkubeconfig", seed_kubeconfig);
-    let t1 = std::time::Instant::now();
+    .credential("vmtest.seedkubeconfig", seed_kubeconfig.to_string());
     let results = run_job(
         &cfg,
-        &dir.join("installed"),
-        "the installed disk",
+        &dir.join(format!("installed-{}", h.name)),
+        &format!("the installed disk of {}", h.name),
         BOOT_TIMEOUT + POST_PIVOT_TIMEOUT,
     )
     .await?;
-    let boot_seconds = t1.elapsed().as_secs_f64();
     let b = parse_phase(&results, 1)?;
     if b.fact("post-pivot-done") != "yes" {
         let diag = results
             .split_once("DIAG-BEGIN")
             .and_then(|(_, r)| r.split_once("DIAG-END"))
             .map_or("", |(d, _)| d);
-        bail!("post-pivot did not finish on the installed disk; its journal:\n{diag}");
+        bail!(
+            "{}: post-pivot did not finish on the installed disk; its journal:\n{diag}",
+            h.name
+        );
     }
     let booted = b.booted()?;
     ensure!(
         booted.checksum == seed.phase.booted_checksum,
-        "the installed disk booted commit {}, the seed system ran {}",
+        "{}: the installed disk booted commit {}, the seed system ran {}",
+        h.name,
         booted.checksum,
         seed.phase.booted_checksum
     );
@@ -293,23 +429,25 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         ("containers-partlabel", EXTRA_LABEL),
         ("containers-fs", "ext4"),
         ("post-pivot-enabled", "disabled"),
-        ("hostname", "node1"),
+        ("hostname", h.hostname),
         ("ssh-key", "yes"),
         ("pull-secret", "yes"),
     ] {
         ensure!(
             b.fact(fact) == want,
-            "the installed system: {fact} is {:?}, expected {want:?}",
+            "{}: the installed system: {fact} is {:?}, expected {want:?}",
+            h.name,
             b.fact(fact)
         );
     }
     // auth/kubeconfig of the configuration reaches /readyz: the served certificate names
-    // api.ibi1.example.org and chains to the configuration's signer, and the API accepts the
-    // configuration's admin client certificate
+    // api.<name>.example.org and chains to the configuration's signer, and the API accepts
+    // the configuration's admin client certificate
     let body = b.ran_ok("imgmode internal test-cluster probe --kubeconfig ")?;
     ensure!(
         body.trim() == "ok",
-        "/readyz with auth/kubeconfig answered {body:?}"
+        "{}: /readyz with auth/kubeconfig answered {body:?}",
+        h.name
     );
     let (c, rc, out) = b
         .runs
@@ -318,16 +456,30 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         .context("the guest did not probe with the seed's kubeconfig")?;
     ensure!(
         *rc != 0 && out.contains("TLS with"),
-        "the seed's kubeconfig (its CA and admin certificate) still works after post-pivot: {c} -> rc {rc}:\n{out}"
+        "{}: the seed's kubeconfig (its CA and admin certificate) still works after post-pivot: {c} -> rc {rc}:\n{out}",
+        h.name
     );
-    let cm = b.ran_ok("imgmode internal test-cluster get")?;
+    if h.extra_manifest {
+        let cm = b.ran_ok("imgmode internal test-cluster get")?;
+        ensure!(
+            cm.contains("\"imgmode-extra\"") && cm.contains("from-the-config-iso"),
+            "{}: the extra manifest is not in etcd as written: {cm}",
+            h.name
+        );
+    }
+    let keys: BTreeMap<String, String> = results
+        .split_once("KEYS-BEGIN")
+        .and_then(|(_, r)| r.split_once("KEYS-END"))
+        .map_or("", |(k, _)| k)
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(f, at)| (f.to_string(), at.to_string()))
+        .collect();
     ensure!(
-        cm.contains("\"imgmode-extra\"") && cm.contains("from-the-config-iso"),
-        "the extra manifest is not in etcd as written: {cm}"
+        keys.len() >= 8,
+        "{}: the key inventory lists {} private keys; the test cluster has more",
+        h.name,
+        keys.len()
     );
-    Ok(format!(
-        "seed {version} installed from {} in {install_seconds:.0}s (version mismatch and missing disk refused, disk untouched); installed disk booted {} through OVMF with the cluster-config ISO: post-pivot renamed the cluster to ibi1.example.org (host node1), auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd ({boot_seconds:.0}s); the seed's /etc, /var and {EXTRA_LABEL} on /var/lib/containers",
-        seed.image,
-        &booted.checksum[..12]
-    ))
+    Ok((keys, uptime(&results, "UPTIME-READY")?, booted.checksum))
 }

@@ -78,7 +78,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "ibi-install",
-            about: "imgmode ibi install in a running system puts this run's seed (from a registry, with the pull secret) on a blank disk; a seed version mismatch and a missing disk are refused with the disk untouched; the disk boots alone through OVMF into the seed's commit with its /etc, /var and the extra partition",
+            about: "imgmode ibi install in a running system puts this run's seed (from a registry, with the pull secret) on two blank disks; a seed version mismatch and a missing disk are refused with the disk untouched; each disk boots alone through OVMF with its cluster-config ISO, post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); the two hosts share no private key",
             run: |a, d| Box::pin(crate::ibi::ibi_install(a.clone(), d.to_path_buf())),
         },
         Scenario {
