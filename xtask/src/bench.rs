@@ -79,6 +79,9 @@ pub enum Suite {
     /// Seed tarballs: gzip (what lifecycle-agent writes and reads) against zstd; the last
     /// build-seed's size against the installed tree.
     Seed,
+    /// IBI end to end (the last `vmtest ibi-install`) against a plain boot of the installed
+    /// disk.
+    Ibi,
 }
 
 pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
@@ -99,6 +102,9 @@ pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
     if all || suites.contains(&Suite::Seed) {
         let release = crate::build_imgmode_release()?;
         seed(root, &release, &mut rows)?;
+    }
+    if all || suites.contains(&Suite::Ibi) {
+        ibi(root, &mut rows)?;
     }
     print_table(&rows);
     if let Some(p) = out.parent() {
@@ -638,6 +644,52 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
             ),
         });
     }
+    // restore: the installer's unpacking against the plain tools on the same bytes (target:
+    // at least 0.8 of their throughput, i.e. at most 1.25 times their time)
+    for (file, plain, label) in [
+        ("imgmode-gzip1", "tar -xzf {} -C {}", "tar -xzf"),
+        (
+            "imgmode-zstd3",
+            "zstd -q -d -c {} | tar -xf - -C {}",
+            "zstd -d | tar -x",
+        ),
+    ] {
+        let tarball = out(file);
+        let d1 = out(&format!("{file}-plain"));
+        let d2 = out(&format!("{file}-imgmode"));
+        std::fs::create_dir_all(&d1)?;
+        let mut parts = plain.split("{}");
+        let cmd = format!(
+            "{}{}{}{}{}",
+            parts.next().unwrap_or_default(),
+            tarball.display(),
+            parts.next().unwrap_or_default(),
+            d1.display(),
+            parts.next().unwrap_or_default()
+        );
+        let base = timed(Command::new("sh").arg("-c").arg(cmd))?;
+        let t = timed(
+            Command::new(imgmode)
+                .args(["internal", "seed-unpack"])
+                .arg(&tarball)
+                .arg(&d2),
+        )?;
+        let _ = std::fs::remove_dir_all(&d1);
+        let _ = std::fs::remove_dir_all(&d2);
+        rows.push(Row {
+            name: format!("seed restore: imgmode unpack of {file}"),
+            seconds: t,
+            baseline: Some(label.into()),
+            baseline_seconds: Some(base),
+            ratio: Some(t / base),
+            target: Some("<= 1.25 (throughput >= 0.8)".into()),
+            note: format!(
+                "{:.0} MiB/s of tarball vs {:.0} MiB/s",
+                mib(size(&tarball)) / t,
+                mib(size(&tarball)) / base
+            ),
+        });
+    }
     // the last build-seed: seed size against the installed tree, and how long each step took
     if let Ok(text) = std::fs::read_to_string(root.join("target/seed/created.json")) {
         let c: serde_json::Value = serde_json::from_str(&text)?;
@@ -665,6 +717,46 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     } else {
         eprintln!("no target/seed/created.json: run cargo xtask build-seed for the seed-size row");
     }
+    Ok(())
+}
+
+/// IBI end to end, from the last `cargo xtask vmtest ibi-install` (guest uptimes: the
+/// installation environment's boot, the install, the first boot until post-pivot is done),
+/// against a plain boot of that host's configured disk measured now, the same way.
+fn ibi(root: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let dir = root.join("target/vmtest/ibi-install");
+    let text = std::fs::read_to_string(dir.join("timings.json")).with_context(|| {
+        format!(
+            "no {}: run cargo xtask vmtest ibi-install first",
+            dir.join("timings.json").display()
+        )
+    })?;
+    let t: imgmode_vmtest::ibi::Timings = serde_json::from_str(&text)?;
+    anyhow::ensure!(
+        t.configured_disk.is_file(),
+        "{} is gone: run cargo xtask vmtest ibi-install",
+        t.configured_disk.display()
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut plain = f64::MAX;
+    for i in 0..2 {
+        let vmdir = dir.join(format!("bench-plain-{i}"));
+        plain =
+            plain.min(rt.block_on(imgmode_vmtest::ibi::plain_boot(&t.configured_disk, &vmdir))?);
+    }
+    let e2e = t.end_to_end();
+    rows.push(Row {
+        name: "IBI end to end (TCG)".into(),
+        seconds: e2e,
+        baseline: Some("plain boot of the installed disk".into()),
+        baseline_seconds: Some(plain),
+        ratio: Some(e2e / plain),
+        target: Some("<= 3".into()),
+        note: format!(
+            "installation environment boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; plain boot to multi-user {plain:.0}s (guest uptimes, best of 2)",
+            t.live_boot, t.install, t.first_boot_ready
+        ),
+    });
     Ok(())
 }
 
