@@ -292,6 +292,20 @@ fn create_config_image_names_bad_input_and_never_half_writes() {
     assert!(err.contains("line 6"), "{err}");
     assert!(nothing_written());
 
+    let (ok, err) = config_image(
+        d,
+        Some(INSTALL_CONFIG),
+        Some(&format!(
+            "{IB_CONFIG}networkConfig:\n  interfaces:\n  - name: bond0\n    type: bond\n"
+        )),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("networkConfig") && err.contains("type bond is not supported"),
+        "{err}"
+    );
+    assert!(nothing_written());
+
     let (ok, err) = config_image(d, Some(INSTALL_CONFIG), Some(IB_CONFIG));
     assert!(ok, "{err}");
     let kubeconfig = std::fs::read_to_string(d.join("auth/kubeconfig")).unwrap();

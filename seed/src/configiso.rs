@@ -500,13 +500,20 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         .iter()
         .map(|s| format!("server {s} iburst\n"))
         .collect::<String>();
+    let nm = nmstate_text(&ib.network_config)?;
+    let network = crate::nmstate::to_networkd(&nm).with_context(|| {
+        format!(
+            "{}: networkConfig",
+            dir.join("image-based-config.yaml").display()
+        )
+    })?;
     let manifest = SeedReconfiguration {
         api_version: 1,
         base_domain: ic.base_domain.clone(),
         cluster_name: ic.cluster_name.clone(),
         cluster_id: cluster_id.clone(),
         infra_id: infra_id.clone(),
-        node_ip: String::new(),
+        node_ip: crate::nmstate::first_static_ipv4(&network).unwrap_or_default(),
         release_registry: ib.release_registry.clone(),
         hostname: ib.hostname.clone(),
         kubeconfig_crypto_retention: KubeconfigCryptoRetention {
@@ -525,7 +532,7 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         },
         ssh_key: ic.ssh_key.clone(),
         kubeadmin_password_hash: hash,
-        raw_nm_state_config: nmstate_text(&ib.network_config)?,
+        raw_nm_state_config: nm,
         pull_secret: ic.pull_secret.clone(),
         proxy: ic.proxy.clone().filter(Proxy::is_set),
         install_config: ic.raw.clone(),

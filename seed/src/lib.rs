@@ -23,6 +23,7 @@ pub mod ibi;
 pub mod ibiconfig;
 pub mod image;
 pub mod manifest;
+pub mod nmstate;
 pub mod postpivot;
 pub mod testcluster;
 

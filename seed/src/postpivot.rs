@@ -130,6 +130,19 @@ impl Marks {
     }
 }
 
+/// The configuration ISO's manifest, checked for what post-pivot needs.
+pub fn parse_manifest(text: &str) -> Result<SeedReconfiguration> {
+    let m: SeedReconfiguration = serde_json::from_str(text)
+        .with_context(|| format!("the configuration ISO's {MANIFEST_PATH} is malformed"))?;
+    ensure!(
+        !m.cluster_name.is_empty() && !m.base_domain.is_empty() && !m.hostname.is_empty(),
+        "the configuration ISO's {MANIFEST_PATH} names no cluster, base domain or hostname"
+    );
+    crate::nmstate::to_networkd(&m.raw_nm_state_config)
+        .with_context(|| format!("the configuration ISO's {MANIFEST_PATH}: raw_nm_state_config"))?;
+    Ok(m)
+}
+
 /// Wait for the configuration ISO and copy its content into the state directory.
 fn fetch_config(o: &PostPivotOpts) -> Result<()> {
     let dev = PathBuf::from(format!("/dev/disk/by-label/{VOLUME_LABEL}"));
@@ -155,12 +168,7 @@ fn fetch_config(o: &PostPivotOpts) -> Result<()> {
         let text = std::fs::read_to_string(&manifest).with_context(|| {
             format!("the configuration ISO has no {MANIFEST_PATH}; make it with imgmode ibi create-config-image")
         })?;
-        let m: SeedReconfiguration = serde_json::from_str(&text)
-            .with_context(|| format!("the configuration ISO's {MANIFEST_PATH} is malformed"))?;
-        ensure!(
-            !m.cluster_name.is_empty() && !m.base_domain.is_empty() && !m.hostname.is_empty(),
-            "the configuration ISO's {MANIFEST_PATH} names no cluster, base domain or hostname"
-        );
+        parse_manifest(&text)?;
         let extra = read_extra_manifests(&o.mount_dir.join(EXTRA_MANIFESTS))?;
         std::fs::write(o.state_dir.join("manifest.json"), text)?;
         std::fs::set_permissions(
@@ -250,6 +258,22 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
                 std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
             }
             write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
+            let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;
+            if !network.is_empty() {
+                let dir = Path::new("/etc/systemd/network");
+                std::fs::create_dir_all(dir)?;
+                for (name, content) in &network {
+                    std::fs::write(dir.join(name), content)?;
+                }
+                // networkd picks the files up; without it running they apply at the next boot
+                let _ = Run::new("networkctl").arg("reload").output();
+                let _ = Run::new("networkctl")
+                    .arg("reconfigure")
+                    .args(network.iter().filter_map(|(n, _)| {
+                        n.strip_prefix("10-imgmode-")?.strip_suffix(".network")
+                    }))
+                    .output();
+            }
             std::fs::write("/etc/hostname", format!("{}\n", m.hostname))?;
             Run::new("hostname").arg(&m.hostname).output()?;
             if !m.chrony_config.is_empty() && Path::new("/etc/chrony").is_dir() {
@@ -349,6 +373,23 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn malformed_configuration_is_named() {
+        let e = parse_manifest("{not json").unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with(
+                "the configuration ISO's cluster-configuration/manifest.json is malformed"
+            ),
+            "{e:#}"
+        );
+        let e = parse_manifest(r#"{"api_version":1,"base_domain":"","cluster_name":"x","cluster_id":"","infra_id":"","hostname":"h","kubeconfig_crypto_retention":{"kube_api_crypto":{"serving_crypto":{"loadbalancer_external_signer_private_key":"","localhost_signer_private_key":"","service_network_signer_private_key":""},"client_auth_crypto":{"admin_ca_certificate":""}}},"kubeadmin_password_hash":"","pull_secret":"{}","install_config":""}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("names no cluster, base domain or hostname"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn objects_land_under_their_resource() {
