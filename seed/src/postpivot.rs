@@ -86,6 +86,18 @@ pub fn object_key(v: &serde_json::Value) -> Result<String> {
     })
 }
 
+/// OpenShift's `kube-system/kubeadmin` secret: the kubeadmin password's bcrypt hash.
+pub fn kubeadmin_secret(hash: &str) -> serde_json::Value {
+    use base64::Engine;
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "kubeadmin", "namespace": "kube-system"},
+        "data": {"kubeadmin": base64::engine::general_purpose::STANDARD.encode(hash)},
+    })
+}
+
 /// Every object of the extra manifest files in `dir` (YAML or JSON, several per file).
 pub fn read_extra_manifests(dir: &Path) -> Result<Vec<serde_json::Value>> {
     let mut out = vec![];
@@ -324,12 +336,16 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
 
     marks.once(
         "extra-manifests",
-        "applying the extra manifests into etcd",
+        "the kubeadmin secret and the extra manifests into etcd",
         || {
             let existing = etcd_objects(&c.etcd_endpoint)?;
+            let mut objects = extra.clone();
+            if !m.kubeadmin_password_hash.is_empty() {
+                objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
+            }
             imgmode_builder::ostree::block_on(async {
                 let mut e = Etcd::connect(&c.etcd_endpoint).await?;
-                for v in &extra {
+                for v in &objects {
                     let key = object_key(v)?;
                     let rev = existing
                         .iter()
@@ -389,6 +405,25 @@ mod tests {
                 .contains("names no cluster, base domain or hostname"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_kubeadmin_secret_holds_the_hash() {
+        use base64::Engine;
+        let hash = bcrypt::hash("abcde-fghij-klmno-pqrst", 4).unwrap();
+        let s = kubeadmin_secret(&hash);
+        assert_eq!(
+            object_key(&s).unwrap(),
+            "/kubernetes.io/secrets/kube-system/kubeadmin"
+        );
+        let stored = base64::engine::general_purpose::STANDARD
+            .decode(s["data"]["kubeadmin"].as_str().unwrap())
+            .unwrap();
+        assert!(bcrypt::verify(
+            "abcde-fghij-klmno-pqrst",
+            std::str::from_utf8(&stored).unwrap()
+        )
+        .unwrap());
     }
 
     #[test]

@@ -85,6 +85,7 @@ echo "FACT pull-secret=$(yesno grep -q vmtest-ibi-registry /var/lib/kubelet/conf
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.kubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.seedkubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
+echo "KUBEADMIN $(imgmode internal test-cluster get /kubernetes.io/secrets/kube-system/kubeadmin)"
 echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
@@ -467,6 +468,23 @@ async fn boot_host(
             h.name
         );
     }
+    // the kubeadmin secret holds the hash of auth/kubeadmin-password
+    let secret: serde_json::Value = serde_json::from_str(
+        report_line(&results, "KUBEADMIN ").context("the guest reported no kubeadmin secret")?,
+    )
+    .with_context(|| format!("{}: no kube-system/kubeadmin secret in etcd", h.name))?;
+    let hash = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["kubeadmin"].as_str().unwrap_or_default())
+            .context("the kubeadmin secret's data is not base64")?
+    };
+    let password = std::fs::read_to_string(conf.join("auth/kubeadmin-password"))?;
+    ensure!(
+        bcrypt::verify(password.trim(), &String::from_utf8_lossy(&hash)).unwrap_or(false),
+        "{}: the kube-system/kubeadmin secret does not hold the hash of auth/kubeadmin-password",
+        h.name
+    );
     let keys: BTreeMap<String, String> = results
         .split_once("KEYS-BEGIN")
         .and_then(|(_, r)| r.split_once("KEYS-END"))
