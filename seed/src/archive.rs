@@ -65,6 +65,14 @@ impl Compression {
         }
     }
 
+    /// Every name the tarball `stem` can have in a seed (gzip first, lifecycle-agent's).
+    pub fn file_names(stem: &str) -> [String; 2] {
+        [
+            Compression::Gzip(1).file_name(stem),
+            Compression::Zstd(3).file_name(stem),
+        ]
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Compression::Gzip(_) => "gzip",

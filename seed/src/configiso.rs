@@ -70,15 +70,7 @@ pub struct ImageBasedConfig {
 impl ImageBasedConfig {
     pub fn parse(text: &str, what: &str) -> Result<Self> {
         let c: Self = parse_yaml(text, what)?;
-        if c.kind != KIND {
-            bail!("{what}: kind is {:?}, expected {KIND}", c.kind);
-        }
-        if c.api_version != API_VERSION {
-            bail!(
-                "{what}: apiVersion is {:?}, expected {API_VERSION}",
-                c.api_version
-            );
-        }
+        crate::ibiconfig::check_type(what, &c.kind, &c.api_version, KIND, API_VERSION)?;
         if c.hostname.trim().is_empty() {
             bail!("{what}: hostname is required");
         }
@@ -446,13 +438,7 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
                 "{}: extra manifests are .yaml, .yml or .json files",
                 p.display()
             );
-            let text = std::fs::read_to_string(&p)?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let v = serde_yaml::Value::deserialize(doc)
-                    .with_context(|| format!("{}: not YAML", p.display()))?;
-                if v.is_null() {
-                    continue;
-                }
+            for v in crate::postpivot::manifest_docs(&p)? {
                 for field in ["apiVersion", "kind"] {
                     ensure!(
                         v.get(field).and_then(|f| f.as_str()).is_some(),
@@ -591,12 +577,8 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         name = ic.cluster_name,
     );
     let sauth = stage.path().join("auth");
-    std::fs::create_dir_all(&sauth)?;
-    use std::os::unix::fs::PermissionsExt;
     for (f, content) in [("kubeconfig", kubeconfig), ("kubeadmin-password", password)] {
-        let p = sauth.join(f);
-        std::fs::write(&p, content)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        crate::write_private(&sauth.join(f), &content)?;
     }
     // everything is complete: move into place
     std::fs::create_dir_all(&auth)?;

@@ -808,15 +808,21 @@ pub fn restore(o: &CreateOpts) -> Result<()> {
         let cfg = recert_config(o, false);
         imgmode_recert::run(&cfg.check()?).context("recert extend_expiration")?;
     }
+    start_and_wait_healthy(o, 120, "the seed system did not become healthy again")
+}
+
+/// Start the cluster's services (in reverse stop order) and wait up to `secs` for every
+/// health check to pass; `what` leads the error, which names the check that still fails.
+pub(crate) fn start_and_wait_healthy(o: &CreateOpts, secs: u64, what: &str) -> Result<()> {
     for unit in o.services.iter().rev() {
         systemctl("start", unit)?;
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         match check_health(o) {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
-                return Err(e.context("the seed system did not become healthy again within 120 s"))
+                return Err(e.context(format!("{what} within {secs} s")))
             }
             Err(_) => std::thread::sleep(Duration::from_secs(2)),
         }

@@ -664,8 +664,7 @@ fn registry_auth(c: &ImageBasedInstallationConfig, dir: &Path) -> Result<Registr
         "pullSecret has no \"auths\" object"
     );
     let authfile = dir.join("auth.json");
-    std::fs::write(&authfile, &c.pull_secret)?;
-    std::fs::set_permissions(&authfile, std::fs::Permissions::from_mode(0o600))?;
+    crate::write_private(&authfile, &c.pull_secret)?;
     let cert_dir = match c.additional_trust_bundle.as_deref().map(str::trim) {
         Some(b) if !b.is_empty() => {
             ensure!(
@@ -733,7 +732,7 @@ fn pull_refs(refs: &str, commit: &str) -> Vec<String> {
 
 /// The seed's tarball by stem (`ostree` -> `ostree.tgz` or `ostree.tar.zst`).
 fn seed_tarball(files: &Path, stem: &str) -> Result<PathBuf> {
-    for name in [format!("{stem}.tgz"), format!("{stem}.tar.zst")] {
+    for name in crate::archive::Compression::file_names(stem) {
         let p = files.join(&name);
         if p.is_file() {
             return Ok(p);

@@ -108,6 +108,23 @@ pub struct ImageBasedInstallationConfig {
     pub release_registry: Option<String>,
 }
 
+/// The `kind` and `apiVersion` of an installer config file are the ones expected.
+pub fn check_type(
+    what: &str,
+    kind: &str,
+    api_version: &str,
+    want_kind: &str,
+    want_api_version: &str,
+) -> Result<()> {
+    if kind != want_kind {
+        bail!("{what}: kind is {kind:?}, expected {want_kind}");
+    }
+    if api_version != want_api_version {
+        bail!("{what}: apiVersion is {api_version:?}, expected {want_api_version}");
+    }
+    Ok(())
+}
+
 impl ImageBasedInstallationConfig {
     /// Parse and validate; `what` names the file in messages.
     pub fn parse(text: &str, what: &str) -> Result<Self> {
@@ -121,15 +138,7 @@ impl ImageBasedInstallationConfig {
             }
         }
         let c: Self = parse_yaml(text, what)?;
-        if c.kind != KIND {
-            bail!("{what}: kind is {:?}, expected {KIND}", c.kind);
-        }
-        if c.api_version != API_VERSION {
-            bail!(
-                "{what}: apiVersion is {:?}, expected {API_VERSION}",
-                c.api_version
-            );
-        }
+        check_type(what, &c.kind, &c.api_version, KIND, API_VERSION)?;
         for (name, v) in [
             ("seedImage", &c.seed_image),
             ("seedVersion", &c.seed_version),

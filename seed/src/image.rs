@@ -371,7 +371,10 @@ pub fn missing_files(files: &[SeedFile]) -> Vec<String> {
         .map(|n| n.to_string())
         .collect();
     for stem in crate::TARBALLS {
-        if !has(&format!("{stem}.tgz")) && !has(&format!("{stem}.tar.zst")) {
+        if !crate::archive::Compression::file_names(stem)
+            .iter()
+            .any(|n| has(n))
+        {
             missing.push(format!("{stem}.tgz"));
         }
     }

@@ -12,7 +12,8 @@
 //! recert never runs twice; `done` makes the unit's condition false for good.
 
 use crate::configiso::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
-use crate::create::{check_health, etcd_objects, systemctl, CreateOpts};
+use crate::create::{etcd_objects, start_and_wait_healthy, systemctl, CreateOpts};
+use crate::write_private;
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_builder::cmd::Run;
 use imgmode_builder::Steps;
@@ -109,14 +110,23 @@ pub fn read_extra_manifests(dir: &Path) -> Result<Vec<serde_json::Value>> {
         .collect();
     files.sort();
     for p in files {
-        let text = std::fs::read_to_string(&p)?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_json::Value::deserialize(doc)
-                .with_context(|| format!("{}: not a YAML or JSON manifest", p.display()))?;
-            if v.is_null() {
-                continue;
-            }
+        for v in manifest_docs(&p)? {
             object_key(&v).with_context(|| p.display().to_string())?;
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The objects of one manifest file: YAML or JSON, several `---` documents, empty ones skipped.
+pub fn manifest_docs(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = vec![];
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = serde_json::Value::deserialize(doc)
+            .with_context(|| format!("{}: not a YAML or JSON manifest", path.display()))?;
+        if !v.is_null() {
             out.push(v);
         }
     }
@@ -182,11 +192,7 @@ fn fetch_config(o: &PostPivotOpts) -> Result<()> {
         })?;
         parse_manifest(&text)?;
         let extra = read_extra_manifests(&o.mount_dir.join(EXTRA_MANIFESTS))?;
-        std::fs::write(o.state_dir.join("manifest.json"), text)?;
-        std::fs::set_permissions(
-            o.state_dir.join("manifest.json"),
-            std::fs::Permissions::from_mode(0o600),
-        )?;
+        write_private(&o.state_dir.join("manifest.json"), &text)?;
         std::fs::write(
             o.state_dir.join("extra-manifests.json"),
             serde_json::to_vec(&extra)?,
@@ -195,16 +201,6 @@ fn fetch_config(o: &PostPivotOpts) -> Result<()> {
     })();
     let _ = Run::new("umount").arg(&o.mount_dir).output();
     copied
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    let tmp = path.with_extension("imgmode-tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// recert's configuration for a SeedReconfiguration (without the etcd endpoint and the
@@ -365,19 +361,7 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
     )?;
 
     marks.once("start", "starting the cluster services", || {
-        for s in c.services.iter().rev() {
-            systemctl("start", s)?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            match check_health(c) {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(e.context("the cluster did not become healthy within 180 s"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_secs(2)),
-            }
-        }
+        start_and_wait_healthy(c, 180, "the cluster did not become healthy")
     })?;
 
     std::fs::write(o.state_dir.join("done"), b"done\n")?;
