@@ -8,10 +8,10 @@
 //! configuration shares no private key with the first.
 
 use crate::artifacts::{run, Artifacts};
-use crate::layered::{parse_phase, JOB_UNIT};
+use crate::layered::{job, parse_phase};
 use crate::qemu::{Boot, Vm, VmConfig};
 use crate::registry::Registry;
-use crate::scenarios::{report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use crate::scenarios::{diag_section, report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -150,15 +150,6 @@ pub async fn plain_boot(disk: &Path, dir: &Path) -> Result<f64> {
     let cfg = job(VmConfig::new(disk, Boot::Uefi), script.to_string());
     let results = run_job(&cfg, dir, "the plain boot", BOOT_TIMEOUT).await?;
     uptime(&results, "UPTIME-READY")
-}
-
-fn job(cfg: VmConfig, script: String) -> VmConfig {
-    cfg.extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
-        .unit_dropin(
-            "multi-user.target",
-            "[Unit]\nWants=imgmode-vmtest-job.service\n",
-        )
-        .credential("vmtest.script", script)
 }
 
 /// The `ibi-install` scenario.
@@ -403,10 +394,7 @@ async fn boot_host(
     .await?;
     let b = parse_phase(&results, 1)?;
     if b.fact("post-pivot-done") != "yes" {
-        let diag = results
-            .split_once("DIAG-BEGIN")
-            .and_then(|(_, r)| r.split_once("DIAG-END"))
-            .map_or("", |(d, _)| d);
+        let diag = diag_section(&results);
         bail!(
             "{}: post-pivot did not finish on the installed disk; its journal:\n{diag}",
             h.name

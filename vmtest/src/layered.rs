@@ -120,10 +120,20 @@ StandardError=inherit
 ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.script"'
 "#;
 
+/// `cfg` with the job unit, started by multi-user.target, running `script` at every boot.
+pub(crate) fn job(cfg: VmConfig, script: String) -> VmConfig {
+    cfg.extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
+        .unit_dropin(
+            "multi-user.target",
+            "[Unit]\nWants=imgmode-vmtest-job.service\n",
+        )
+        .credential("vmtest.script", script)
+}
+
 /// The base disk booted through SeaBIOS with the payload disk attached and `script` run by
 /// the job unit at every boot.
 fn job_vm(a: &Artifacts, payload: &Path, script: String) -> VmConfig {
-    VmConfig {
+    let cfg = VmConfig {
         extra_args: vec![
             "-drive".into(),
             format!(
@@ -134,13 +144,8 @@ fn job_vm(a: &Artifacts, payload: &Path, script: String) -> VmConfig {
             "virtio-blk-pci,drive=payload,serial=payload".into(),
         ],
         ..VmConfig::new(&a.base_disk, Boot::Bios)
-    }
-    .extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
-    .unit_dropin(
-        "multi-user.target",
-        "[Unit]\nWants=imgmode-vmtest-job.service\n",
-    )
-    .credential("vmtest.script", script)
+    };
+    job(cfg, script)
 }
 
 /// Shared helpers of the guest scripts.

@@ -255,6 +255,14 @@ StandardError=journal
 ExecStart=/bin/sh -c 'echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMODE-AUTHKEY $$(cat /root/.ssh/authorized_keys)"; echo "IMGMODE-OSTREE-CONTAINER $$(ostree container image list --repo=/ostree/repo | tr "\n" " ")"; echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$$?'
 "#;
 
+/// What a guest script printed between `DIAG-BEGIN` and `DIAG-END` ("" when nothing).
+pub(crate) fn diag_section(report: &str) -> &str {
+    report
+        .split_once("DIAG-BEGIN")
+        .and_then(|(_, r)| r.split_once("DIAG-END"))
+        .map_or("", |(d, _)| d)
+}
+
 /// The value of a `PREFIX rest` line in the guest's report.
 pub(crate) fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
     report

@@ -7,9 +7,9 @@
 //! the tools lifecycle-agent uses (`tar`, `gzip`, `openssl`), not with imgmode's own readers.
 
 use crate::artifacts::{run, Artifacts, TEST_KARG, TEST_SSH_KEY};
-use crate::layered::{imgmode_json, parse_phase, Phase, JOB_UNIT};
+use crate::layered::{imgmode_json, job, parse_phase, Phase};
 use crate::qemu::{Boot, Vm, VmConfig};
-use crate::scenarios::{report_line, SHUTDOWN_TIMEOUT};
+use crate::scenarios::{diag_section, report_line, SHUTDOWN_TIMEOUT};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -169,13 +169,8 @@ pub async fn build_seed(
         ],
         network: true,
         ..VmConfig::new(&disk, Boot::Bios)
-    }
-    .extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
-    .unit_dropin(
-        "multi-user.target",
-        "[Unit]\nWants=imgmode-vmtest-job.service\n",
-    )
-    .credential("vmtest.script", SEED_SCRIPT.replace("__DELETED__", DELETED));
+    };
+    let cfg = job(cfg, SEED_SCRIPT.replace("__DELETED__", DELETED));
     let vm_dir = dir.join("vm");
     let _ = std::fs::remove_dir_all(&vm_dir);
     std::fs::create_dir_all(&vm_dir)?;
@@ -195,10 +190,7 @@ pub async fn build_seed(
     let shut = vm.wait_shutdown(SHUTDOWN_TIMEOUT).await;
     if p.fact("healthy") != "yes" {
         let _ = shut;
-        let diag = results
-            .split_once("DIAG-BEGIN")
-            .and_then(|(_, r)| r.split_once("DIAG-END"))
-            .map_or("", |(d, _)| d);
+        let diag = diag_section(&results);
         bail!("the test cluster never became healthy in the seed VM; its units' journal:\n{diag}");
     }
     let (_, rc, _) = p
