@@ -2,7 +2,7 @@
 //! touched, each failure says what is wrong, and the state file names the failed step.
 
 mod common;
-use common::{imgmode, is_root, write_oci};
+use common::{have, imgmode, is_root, write_oci};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -79,12 +79,6 @@ fn usable() -> bool {
         eprintln!("skipped: imgmode ibi install needs root");
         return false;
     }
-    let have = |t: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
     if !["skopeo", "sgdisk", "ostree", "mkfs.vfat", "mmd"]
         .iter()
         .all(|t| have(t))
@@ -256,11 +250,7 @@ fn config_image(dir: &Path, ic: Option<&str>, ib: Option<&str>) -> (bool, String
 
 #[test]
 fn create_config_image_names_bad_input_and_never_half_writes() {
-    if !std::process::Command::new("sh")
-        .args(["-c", "command -v xorriso"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    if !have("xorriso") {
         eprintln!("skipped: xorriso is not installed (cargo xtask deps)");
         return;
     }

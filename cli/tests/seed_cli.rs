@@ -2,7 +2,7 @@
 //! is wrong, and writes nothing.
 
 mod common;
-use common::{imgmode, is_root, write_oci};
+use common::{have, imgmode, is_root, write_oci};
 use std::path::Path;
 
 const CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: t\nseedImage: quay.io/example/seed:1\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{}'\n";
@@ -34,16 +34,9 @@ fn check(dir: &Path, image: &Path, config: &str) -> (bool, String) {
     )
 }
 
-fn have_skopeo() -> bool {
-    std::process::Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn seed_check_applies_the_gates_from_labels() {
-    if !have_skopeo() {
+    if !have("skopeo") {
         eprintln!("skipped: skopeo is not installed (cargo xtask deps)");
         return;
     }
@@ -92,7 +85,7 @@ fn seed_check_applies_the_gates_from_labels() {
 
 #[test]
 fn seed_inspect_names_missing_files() {
-    if !have_skopeo() {
+    if !have("skopeo") {
         eprintln!("skipped: skopeo is not installed (cargo xtask deps)");
         return;
     }

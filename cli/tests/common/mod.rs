@@ -14,6 +14,15 @@ pub fn imgmode(state: &Path, args: &[&str]) -> Output {
         .expect("running imgmode")
 }
 
+/// Is `tool` on PATH? (Tests that need it skip, saying so, when it is not.)
+#[allow(dead_code)] // not every test crate needs a tool check
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
