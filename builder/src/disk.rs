@@ -88,14 +88,7 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
             opts.output.display()
         );
     }
-    let parent = opts
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        bail!("output directory {} does not exist", parent.display());
-    }
+    output_parent(&opts.output)?;
     if let Some(k) = &opts.root_ssh_key {
         let text = std::fs::read_to_string(k)
             .with_context(|| format!("reading --root-ssh-key {}", k.display()))?;
@@ -146,7 +139,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
 
     steps.step(&format!("reading {}", imgref.imgref));
     let sysroot = init_sysroot(&sysroot_dir, STATEROOT)?;
-    let (commit, digest) = fetch_image(&sysroot, &imgref, steps)?;
+    let (commit, digest) = fetch_image(&sysroot.repo(), &imgref, steps)?;
     crate::ostree::require_one_kernel(&sysroot_dir.join("ostree/repo"), &commit)?;
 
     steps.step("deploying");
@@ -217,11 +210,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     let raw = work.path().join("disk.raw");
     write_disk(&raw, &layout, &sysroot_dir, &bootfs, &grub, work.path())?;
 
-    let parent = opts
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = output_parent(&opts.output)?;
     let tmp_out = tempfile::Builder::new()
         .prefix(".imgmode-disk-")
         .tempfile_in(parent)?
@@ -262,6 +251,18 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     })
 }
 
+/// The directory an output file goes to (where its temporary file is made); it must exist.
+pub fn output_parent(output: &Path) -> Result<&Path> {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("output directory {} does not exist", parent.display());
+    }
+    Ok(parent)
+}
+
 /// `ostree admin init-fs` + `os-init` of `stateroot` with the syslinux backend prepared
 /// (`boot/` may be a mounted filesystem). The sysroot is returned locked.
 pub fn init_sysroot(dir: &Path, stateroot: &str) -> Result<ostree::Sysroot> {
@@ -298,19 +299,18 @@ pub fn init_sysroot(dir: &Path, stateroot: &str) -> Result<ostree::Sysroot> {
 
 /// Read the manifest and config first (labels, architecture), then import the layers.
 /// Returns the merge commit and the manifest digest.
-fn fetch_image(
-    sysroot: &ostree::Sysroot,
+pub(crate) fn fetch_image(
+    repo: &ostree::Repo,
     imgref: &OstreeImageReference,
     steps: &Steps,
 ) -> Result<(String, String)> {
-    let repo = sysroot.repo();
     crate::ostree::block_on(async {
         // Manifest and config only: refuse what cannot boot before any layer is fetched.
         let (_, _, config) = oc::fetch_manifest_and_config(imgref)
             .await
             .map_err(|e| image_error(imgref, e))?;
         check_config(imgref, &config)?;
-        let mut imp = ImageImporter::new(&repo, imgref, Default::default())
+        let mut imp = ImageImporter::new(repo, imgref, Default::default())
             .await
             .map_err(|e| image_error(imgref, e))?;
         let prep = imp.prepare().await.map_err(|e| image_error(imgref, e))?;

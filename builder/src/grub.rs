@@ -52,6 +52,8 @@ const COMMON_MODULES: &[&str] = &[
 ];
 const BIOS_MODULES: &[&str] = &["biosdisk", "linux16"];
 const UEFI_MODULES: &[&str] = &["fat", "efi_gop"];
+/// Live ISOs: the ISO 9660 filesystem, and the MBR/GPT of a hybrid ISO written to a disk.
+const ISO_MODULES: &[&str] = &["iso9660", "part_msdos"];
 
 /// The static grub.cfg on the boot partition.
 pub const GRUB_CFG: &str = "\
@@ -98,21 +100,23 @@ impl Grub {
         Ok(d)
     }
 
-    /// Run the image's grub-mkimage with the image's own dynamic loader and libraries.
+    /// Run the image's grub-mkimage with the image's own dynamic loader and libraries; the
+    /// embedded config finds the filesystem labelled `label` and reads `prefix`/grub.cfg there.
+    #[allow(clippy::too_many_arguments)]
     fn mkimage(
         &self,
         platform: &str,
         format: &str,
         modules: &[&str],
+        label: &str,
+        prefix: &str,
         out: &Path,
         work: &Path,
     ) -> Result<()> {
-        let early = work.join(format!("early-{platform}.cfg"));
+        let early = work.join(format!("early-{format}.cfg"));
         std::fs::write(
             &early,
-            format!(
-                "search --no-floppy --label {BOOT_LABEL} --set=root\nset prefix=($root)/grub\n"
-            ),
+            format!("search --no-floppy --label {label} --set=root\nset prefix=($root){prefix}\n"),
         )?;
         let libdir = self.root.join("usr/lib/x86_64-linux-gnu");
         let ld = libdir.join("ld-linux-x86-64.so.2");
@@ -127,7 +131,7 @@ impl Grub {
             .arg("-c")
             .arg(&early)
             .arg("-p")
-            .arg("/grub")
+            .arg(prefix)
             .arg("-o")
             .arg(out)
             .args(COMMON_MODULES)
@@ -148,7 +152,15 @@ impl Grub {
     /// Put boot.img into the MBR and core.img into the BIOS boot partition.
     pub fn install_bios(&self, disk: &Path, part: &Partition, work: &Path) -> Result<()> {
         let core_path = work.join("core.img");
-        self.mkimage("i386-pc", "i386-pc", BIOS_MODULES, &core_path, work)?;
+        self.mkimage(
+            "i386-pc",
+            "i386-pc",
+            BIOS_MODULES,
+            BOOT_LABEL,
+            "/grub",
+            &core_path,
+            work,
+        )?;
         let boot_img = std::fs::read(self.moddir("i386-pc")?.join("boot.img"))?;
         let core = std::fs::read(&core_path)?;
         let mbr = read_at(disk, 0, SECTOR as usize)?;
@@ -161,7 +173,15 @@ impl Grub {
     /// Put BOOTX64.EFI on the (already formatted) ESP.
     pub fn install_uefi(&self, disk: &Path, part: &Partition, work: &Path) -> Result<()> {
         let efi = work.join("BOOTX64.EFI");
-        self.mkimage("x86_64-efi", "x86_64-efi", UEFI_MODULES, &efi, work)?;
+        self.mkimage(
+            "x86_64-efi",
+            "x86_64-efi",
+            UEFI_MODULES,
+            BOOT_LABEL,
+            "/grub",
+            &efi,
+            work,
+        )?;
         let img = format!("{}@@{}", disk.display(), part.start);
         Run::new("mmd")
             .env("MTOOLS_SKIP_CHECK", "1")
@@ -174,6 +194,78 @@ impl Grub {
             .arg("::/EFI/BOOT/BOOTX64.EFI")
             .output()?;
         Ok(())
+    }
+}
+
+/// GRUB for a live ISO (El Torito): the BIOS no-emulation boot image and the FAT image
+/// holding `/EFI/BOOT/BOOTX64.EFI`, both finding the ISO by its volume label and reading
+/// `/boot/grub/grub.cfg` there.
+pub struct IsoBoot {
+    pub eltorito: PathBuf,
+    pub efi_img: PathBuf,
+    /// The hybrid MBR code (`boot_hybrid.img`) that lets BIOS boot the ISO written to a disk.
+    pub hybrid_mbr: PathBuf,
+}
+
+impl Grub {
+    /// Build the El Torito images for an ISO labelled `label` into `work`.
+    pub fn iso_images(&self, label: &str, work: &Path) -> Result<IsoBoot> {
+        if label.is_empty() || label.contains(|c: char| c.is_whitespace() || c == ')') {
+            bail!("invalid ISO volume label {label:?}");
+        }
+        let eltorito = work.join("eltorito.img");
+        let mut bios: Vec<&str> = BIOS_MODULES.to_vec();
+        bios.extend(ISO_MODULES);
+        self.mkimage(
+            "i386-pc",
+            "i386-pc-eltorito",
+            &bios,
+            label,
+            "/boot/grub",
+            &eltorito,
+            work,
+        )?;
+        let efi = work.join("BOOTX64.EFI");
+        let mut uefi: Vec<&str> = UEFI_MODULES.to_vec();
+        uefi.extend(ISO_MODULES);
+        self.mkimage(
+            "x86_64-efi",
+            "x86_64-efi",
+            &uefi,
+            label,
+            "/boot/grub",
+            &efi,
+            work,
+        )?;
+        // a FAT image just big enough for the EFI binary
+        let efi_img = work.join("efi.img");
+        let kib = (std::fs::metadata(&efi)?.len() / 1024 + 512).div_ceil(64) * 64;
+        Run::new("mkfs.vfat")
+            .args(["-C", "-n", "IMGMODE-EFI"])
+            .arg(&efi_img)
+            .arg(kib.to_string())
+            .output()
+            .context("making the ISO's EFI boot image")?;
+        let img = efi_img.display().to_string();
+        Run::new("mmd")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
+            .output()?;
+        Run::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &img])
+            .arg(&efi)
+            .arg("::/EFI/BOOT/BOOTX64.EFI")
+            .output()?;
+        let hybrid_mbr = self.moddir("i386-pc")?.join("boot_hybrid.img");
+        if !hybrid_mbr.is_file() {
+            bail!("the image's GRUB has no i386-pc/boot_hybrid.img (grub-pc-bin)");
+        }
+        Ok(IsoBoot {
+            eltorito,
+            efi_img,
+            hybrid_mbr,
+        })
     }
 }
 

@@ -6,9 +6,11 @@
 
 pub mod base;
 pub mod cmd;
+pub mod cpio;
 pub mod disk;
 pub mod grub;
 pub mod imgref;
+pub mod live;
 pub mod oci;
 pub mod ostree;
 pub mod partition;

@@ -454,6 +454,38 @@ which step runs, or failed and why."
         /// When done, reboot (or power off when the config says shutdown: true).
         #[arg(long)]
         reboot: bool,
+        /// Read the seed from this image reference instead of seedImage (e.g. the copy an
+        /// installation ISO carries: oci:/run/imgmode/iso/seed).
+        #[arg(long)]
+        seed_from: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// The installation ISO: a live system (from the base image, running from RAM) that installs
+    /// the seed of an image-based-installation-config.yaml onto its installationDisk at boot.
+    #[command(
+        after_help = "Writes DIR/imgmode-ibi.iso, bootable from BIOS and UEFI, as a CD or written \
+to a USB disk (hybrid). The live system carries the config (pull secret, trust bundle), sshKey \
+for root, imageDigestSources as registries.conf mirrors and the proxy, and runs `imgmode ibi \
+install --reboot` from imgmode-ibi-install.service with the progress on the console. With \
+--embed-seed the seed is copied into the ISO and installed from there (no registry needed)."
+    )]
+    CreateImage {
+        /// The ImageBasedInstallationConfig.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where imgmode-ibi.iso is written.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The live system's image.
+        #[arg(long, default_value = "imgmode-base")]
+        image: String,
+        /// Copy the seed into the ISO for installs without a registry.
+        #[arg(long)]
+        embed_seed: bool,
+        /// Replace an existing DIR/imgmode-ibi.iso.
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
@@ -810,12 +842,52 @@ pub fn run(cli: Cli) -> Result<()> {
                 )
             })
         }
+        Command::Ibi(IbiCmd::CreateImage {
+            config,
+            dir,
+            image,
+            embed_seed,
+            force,
+            format,
+        }) => {
+            let o = imgmode_seed::installiso::CreateImageOpts {
+                config_path: config,
+                dir,
+                image,
+                embed_seed,
+                force,
+                store: store(),
+                cache_dir: imgmode_builder::store::cache_dir_from_env(),
+            };
+            let steps = steps();
+            let c = imgmode_seed::installiso::create_image(&o, &steps)?;
+            steps.finish();
+            print(format, &c, |c| {
+                format!(
+                    "wrote {} ({}): installs {} ({}) onto {}{}; live system {} (kernel {}, root filesystem {} in a {} archive)\n",
+                    c.iso.display(),
+                    imgmode_builder::partition::human_size(c.live.iso_bytes),
+                    c.seed,
+                    c.seed_version,
+                    c.installation_disk,
+                    c.embedded_seed
+                        .as_deref()
+                        .map(|d| format!(", seed embedded ({d})"))
+                        .unwrap_or_default(),
+                    c.live.image,
+                    c.live.kernel,
+                    imgmode_builder::partition::human_size(c.live.rootfs_tree_bytes),
+                    imgmode_builder::partition::human_size(c.live.rootfs_bytes)
+                )
+            })
+        }
         Command::Ibi(IbiCmd::Install {
             config,
             state,
             mount_dir,
             post_script,
             reboot,
+            seed_from,
             format,
         }) => {
             use imgmode_seed::{ibi, ibiconfig};
@@ -831,6 +903,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 mount_dir,
                 state_file: state,
                 post_script,
+                seed_from,
                 architecture: imgmode_builder::disk::host_arch().to_string(),
                 fips,
                 store: store(),

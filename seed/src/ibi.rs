@@ -46,6 +46,8 @@ use std::time::Instant;
 
 /// Where container storage is mounted on the installed system.
 pub const CONTAINER_STORAGE: &str = "/var/lib/containers";
+/// The install's record on the installed system (under `/var`): [`Installed`] as JSON.
+pub const INSTALL_RECORD: &str = "/var/lib/imgmode/ibi-install.json";
 /// The work directory on the target's root filesystem (removed at the end).
 const WORK: &str = ".imgmode-ibi";
 
@@ -60,6 +62,9 @@ pub struct InstallOpts {
     pub state_file: PathBuf,
     /// Run after everything is written, with the target mounted.
     pub post_script: Option<PathBuf>,
+    /// Read the seed from here instead of `seedImage` (the copy embedded in an installation
+    /// ISO); `seedImage` is still what the installed system records.
+    pub seed_from: Option<String>,
     /// The machine's OCI architecture and FIPS mode (the seed gates).
     pub architecture: String,
     pub fips: bool,
@@ -70,7 +75,11 @@ pub struct InstallOpts {
 #[derive(Debug, Clone, Serialize)]
 pub struct Installed {
     pub disk: String,
+    /// `seedImage` as a reference (what the installed system came from).
     pub seed: String,
+    /// Where the seed was read from when not from `seedImage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_from: Option<String>,
     pub seed_version: String,
     pub stateroot: String,
     pub commit: String,
@@ -397,7 +406,10 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
     let size = disk_size(&disk)?;
 
     state.step("seed-gates")?;
-    let seed = seed_reference(&c.seed_image);
+    let seed = o
+        .seed_from
+        .clone()
+        .unwrap_or_else(|| seed_reference(&c.seed_image));
     steps.step(&format!("checking the seed {seed} (labels only)"));
     let secrets = tempfile::Builder::new()
         .prefix("imgmode-ibi-")
@@ -637,11 +649,10 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
     state.step("finish")?;
     steps.step("removing the work files and unmounting");
     imgmode_builder::workdir::remove_tree(&work)?;
-    let _ = Run::new("sync").output();
-    mounts.unmount_all()?;
-    Ok(Installed {
+    let mut installed = Installed {
         disk: disk.display().to_string(),
-        seed,
+        seed: seed_reference(&c.seed_image),
+        seed_from: o.seed_from.clone(),
         seed_version: info.seed_cluster_ocp_version,
         stateroot,
         commit,
@@ -650,12 +661,26 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
         precached: images,
         etc_deleted: deletions.len(),
         seconds: t0.elapsed().as_secs_f64(),
-    })
+    };
+    // what was installed, for the installed system's administrators
+    let record = m.join(format!(
+        "ostree/deploy/{}{INSTALL_RECORD}",
+        installed.stateroot
+    ));
+    if let Some(p) = record.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&record, serde_json::to_vec_pretty(&installed)?)
+        .with_context(|| format!("writing {}", record.display()))?;
+    let _ = Run::new("sync").output();
+    mounts.unmount_all()?;
+    installed.seconds = t0.elapsed().as_secs_f64();
+    Ok(installed)
 }
 
 /// skopeo's credentials from the config: the pull secret as an auth file, the trust bundle as
 /// a certificate directory, both in `dir` (private).
-fn registry_auth(c: &ImageBasedInstallationConfig, dir: &Path) -> Result<RegistryAuth> {
+pub(crate) fn registry_auth(c: &ImageBasedInstallationConfig, dir: &Path) -> Result<RegistryAuth> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let secret: serde_json::Value = serde_json::from_str(&c.pull_secret)
         .context("pullSecret is not JSON; it must be a pull secret such as {\"auths\":{...}}")?;

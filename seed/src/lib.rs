@@ -22,6 +22,7 @@ pub mod gates;
 pub mod ibi;
 pub mod ibiconfig;
 pub mod image;
+pub mod installiso;
 pub mod manifest;
 pub mod nmstate;
 pub mod postpivot;

@@ -1,0 +1,326 @@
+//! The `newc` cpio format the Linux kernel unpacks as an initramfs.
+//!
+//! Live ISOs carry their root filesystem as a compressed cpio archive: the kernel unpacks it
+//! into its RAM-backed root before running init, so the live system runs entirely from RAM
+//! with no initramfs logic of its own. Hard links are written as separate files (`nlink` 1),
+//! which the kernel's unpacker needs no bookkeeping for.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+const MAGIC: &str = "070701";
+const TRAILER: &str = "TRAILER!!!";
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
+
+/// One entry's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    /// Permission bits (type bits are added by the writer).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u32,
+}
+
+impl Meta {
+    /// root:root with `mode`, mtime 0.
+    pub fn root(mode: u32) -> Self {
+        Self {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
+    }
+}
+
+/// Writes a `newc` archive.
+pub struct Writer<W: Write> {
+    out: W,
+    ino: u32,
+    written: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            ino: 1,
+            written: 0,
+        }
+    }
+
+    fn pad(&mut self) -> Result<()> {
+        let n = (4 - (self.written % 4) as usize) % 4;
+        self.out.write_all(&[0u8; 3][..n])?;
+        self.written += n as u64;
+        Ok(())
+    }
+
+    fn header(
+        &mut self,
+        name: &str,
+        mode: u32,
+        m: &Meta,
+        size: u64,
+        rdev: (u32, u32),
+    ) -> Result<()> {
+        if name.is_empty() || name.starts_with('/') || name.contains('\0') {
+            bail!("invalid cpio entry name {name:?}");
+        }
+        let size = u32::try_from(size)
+            .with_context(|| format!("{name} is larger than the cpio format's 4 GiB"))?;
+        let ino = self.ino;
+        self.ino += 1;
+        let h = format!(
+            "{MAGIC}{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{size:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            m.uid,
+            m.gid,
+            1,
+            m.mtime,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
+        );
+        self.out.write_all(h.as_bytes())?;
+        self.out.write_all(name.as_bytes())?;
+        self.out.write_all(&[0])?;
+        self.written += (h.len() + name.len() + 1) as u64;
+        self.pad()
+    }
+
+    pub fn dir(&mut self, name: &str, m: &Meta) -> Result<()> {
+        self.header(name, S_IFDIR | (m.mode & 0o7777), m, 0, (0, 0))
+    }
+
+    pub fn symlink(&mut self, name: &str, target: &str, m: &Meta) -> Result<()> {
+        self.header(name, S_IFLNK | 0o777, m, target.len() as u64, (0, 0))?;
+        self.out.write_all(target.as_bytes())?;
+        self.written += target.len() as u64;
+        self.pad()
+    }
+
+    pub fn char_device(&mut self, name: &str, major: u32, minor: u32, m: &Meta) -> Result<()> {
+        self.header(name, S_IFCHR | (m.mode & 0o7777), m, 0, (major, minor))
+    }
+
+    /// A regular file of `size` bytes read from `data`.
+    pub fn file(&mut self, name: &str, m: &Meta, size: u64, data: impl Read) -> Result<()> {
+        self.header(name, S_IFREG | (m.mode & 0o7777), m, size, (0, 0))?;
+        let n = std::io::copy(&mut data.take(size), &mut self.out)?;
+        if n != size {
+            bail!("{name} changed while it was archived ({n} of {size} bytes)");
+        }
+        self.written += n;
+        self.pad()
+    }
+
+    /// A regular file from memory.
+    pub fn bytes(&mut self, name: &str, m: &Meta, data: &[u8]) -> Result<()> {
+        self.file(name, m, data.len() as u64, data)
+    }
+
+    /// Everything under `root` (not `root` itself), names prefixed by `prefix` ("" for none),
+    /// parents before children, in name order. `rename` maps a relative path to the name it
+    /// gets in the archive, or `None` to leave it (and everything under it) out.
+    pub fn tree(&mut self, root: &Path, rename: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        self.walk(root, "", rename)
+    }
+
+    fn walk(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        rename: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let fname = e.file_name();
+            let Some(fname) = fname.to_str() else {
+                bail!(
+                    "{} has a name that is not UTF-8; the live root filesystem takes UTF-8 names only",
+                    e.path().display()
+                );
+            };
+            let r = if rel.is_empty() {
+                fname.to_string()
+            } else {
+                format!("{rel}/{fname}")
+            };
+            let Some(name) = rename(&r) else { continue };
+            let path = e.path();
+            let md = std::fs::symlink_metadata(&path)?;
+            let m = Meta {
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: md.mtime().clamp(0, u32::MAX as i64) as u32,
+            };
+            let ft = md.file_type();
+            if ft.is_dir() {
+                self.dir(&name, &m)?;
+                self.walk(&path, &r, rename)?;
+            } else if ft.is_symlink() {
+                let t = std::fs::read_link(&path)?;
+                let t = t
+                    .to_str()
+                    .with_context(|| format!("{} links to a non-UTF-8 target", path.display()))?;
+                self.symlink(&name, t, &m)?;
+            } else if ft.is_file() {
+                let f = std::fs::File::open(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                self.file(&name, &m, md.len(), f)?;
+            } else if ft.is_char_device() {
+                let rdev = md.rdev();
+                self.char_device(&name, rustix::fs::major(rdev), rustix::fs::minor(rdev), &m)?;
+            } else {
+                bail!(
+                    "{} is a socket, FIFO or block device; the live root filesystem does not carry those",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the trailer; returns the inner writer.
+    pub fn finish(mut self) -> Result<W> {
+        self.header(TRAILER, 0, &Meta::root(0), 0, (0, 0))?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// One entry as read back by [`list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub data: Vec<u8>,
+}
+
+/// Read an uncompressed `newc` archive (every entry with its data), up to the trailer.
+pub fn list(mut r: impl Read) -> Result<Vec<Entry>> {
+    let mut out = vec![];
+    let mut pos = 0u64;
+    let skip = |r: &mut dyn Read, pos: &mut u64| -> Result<()> {
+        let n = (4 - (*pos % 4)) % 4;
+        let mut b = [0u8; 3];
+        r.read_exact(&mut b[..n as usize])?;
+        *pos += n;
+        Ok(())
+    };
+    loop {
+        let mut h = [0u8; 110];
+        r.read_exact(&mut h).context("truncated cpio header")?;
+        pos += 110;
+        if &h[..6] != MAGIC.as_bytes() {
+            bail!(
+                "not a newc cpio archive (magic {:?})",
+                String::from_utf8_lossy(&h[..6])
+            );
+        }
+        let field = |i: usize| -> Result<u32> {
+            let s = std::str::from_utf8(&h[6 + i * 8..14 + i * 8])?;
+            Ok(u32::from_str_radix(s, 16)?)
+        };
+        let (mode, uid, size, namesize) = (field(1)?, field(2)?, field(6)?, field(11)?);
+        let mut name = vec![0u8; namesize as usize];
+        r.read_exact(&mut name)?;
+        pos += namesize as u64;
+        skip(&mut r, &mut pos)?;
+        name.pop();
+        let name = String::from_utf8(name)?;
+        if name == TRAILER {
+            return Ok(out);
+        }
+        let mut data = vec![0u8; size as usize];
+        r.read_exact(&mut data)?;
+        pos += size as u64;
+        skip(&mut r, &mut pos)?;
+        out.push(Entry {
+            name,
+            mode,
+            uid,
+            data,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_round_trips_with_renames_and_exclusions() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        std::fs::create_dir_all(t.join("usr/etc/ssh")).unwrap();
+        std::fs::create_dir_all(t.join("usr/lib/modules/6.1/kernel")).unwrap();
+        std::fs::write(t.join("usr/etc/hostname"), "live\n").unwrap();
+        std::fs::write(t.join("usr/lib/modules/6.1/vmlinuz"), vec![7u8; 5000]).unwrap();
+        std::fs::write(t.join("usr/lib/modules/6.1/kernel/a.ko"), "abc").unwrap();
+        std::os::unix::fs::symlink("usr/bin", t.join("bin")).unwrap();
+        std::fs::hard_link(t.join("usr/etc/hostname"), t.join("usr/hostname.link")).unwrap();
+        let mut w = Writer::new(Vec::new());
+        w.tree(t, &|r| {
+            if r.ends_with("/vmlinuz") {
+                None
+            } else if r == "usr/etc" || r.starts_with("usr/etc/") {
+                Some(r.replacen("usr/etc", "etc", 1))
+            } else {
+                Some(r.to_string())
+            }
+        })
+        .unwrap();
+        w.char_device("dev/console", 5, 1, &Meta::root(0o600))
+            .unwrap();
+        let bytes = w.finish().unwrap();
+        assert_eq!(bytes.len() % 4, 0);
+        let entries = list(&bytes[..]).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bin",
+                "usr",
+                "etc",
+                "etc/hostname",
+                "etc/ssh",
+                "usr/hostname.link",
+                "usr/lib",
+                "usr/lib/modules",
+                "usr/lib/modules/6.1",
+                "usr/lib/modules/6.1/kernel",
+                "usr/lib/modules/6.1/kernel/a.ko",
+                "dev/console"
+            ]
+        );
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(get("bin").data, b"usr/bin");
+        assert_eq!(get("bin").mode & 0o170000, S_IFLNK);
+        // both names of the hard link carry the data
+        assert_eq!(get("etc/hostname").data, b"live\n");
+        assert_eq!(get("usr/hostname.link").data, b"live\n");
+        assert_eq!(get("dev/console").mode, S_IFCHR | 0o600);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let mut w = Writer::new(Vec::new());
+        assert!(w.dir("/abs", &Meta::root(0o755)).is_err());
+        assert!(w.dir("", &Meta::root(0o755)).is_err());
+    }
+}
