@@ -11,6 +11,7 @@ pub mod disk;
 pub mod grub;
 pub mod imgref;
 pub mod live;
+pub mod mirror;
 pub mod oci;
 pub mod ostree;
 pub mod partition;

@@ -121,6 +121,34 @@ pub enum Command {
     /// Image-based installation: install a seed onto a disk (run by the installation ISO).
     #[command(subcommand)]
     Ibi(IbiCmd),
+    /// Write images into the distribution (registry v2) filesystem layout that a stock
+    /// registry serves (docker-registry's storage.filesystem.rootdirectory = DIR).
+    #[command(
+        after_help = "IMAGE is a registry reference (quay.io/org/img:tag, docker://..., \
+...@sha256:...; its repository is the path without the registry) or REF=REPO[:TAG] for any \
+transport (oci:DIR, oci-archive:F, containers-storage:...). Manifest lists are kept. Every \
+manifest is read and the space checked before anything is written; blobs already in DIR are \
+not fetched again, an interrupted run resumes, every blob's size and digest are checked before \
+a repository links to it."
+    )]
+    Mirror {
+        /// An image to mirror (repeatable).
+        #[arg(long = "image", value_name = "IMAGE")]
+        images: Vec<String>,
+        /// A file of images, one per line (# comments).
+        #[arg(long = "images", value_name = "FILE")]
+        images_file: Option<PathBuf>,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Registry credentials (a pull secret or containers-auth.json).
+        #[arg(long)]
+        authfile: Option<PathBuf>,
+        /// A directory of CA certificates (*.crt) trusted for the registries.
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
     /// Show the booted, staged and rollback deployments.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -840,6 +868,70 @@ pub fn run(cli: Cli) -> Result<()> {
                     c.kubeconfig.display(),
                     c.kubeadmin_password.display()
                 )
+            })
+        }
+        Command::Mirror {
+            images,
+            images_file,
+            dir,
+            authfile,
+            cert_dir,
+            format,
+        } => {
+            use imgmode_builder::mirror;
+            let mut args = images;
+            if let Some(f) = &images_file {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading --images {}", f.display()))?;
+                args.extend(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            anyhow::ensure!(
+                !args.is_empty(),
+                "no images: give --image IMAGE (repeatable) or --images FILE"
+            );
+            let images = args
+                .iter()
+                .map(|a| mirror::MirrorImage::parse(a))
+                .collect::<Result<Vec<_>>>()?;
+            let steps = steps();
+            let out = mirror::mirror(
+                &mirror::MirrorOpts {
+                    images,
+                    dir,
+                    auth: imgmode_builder::oci::RegistryAuth { authfile, cert_dir },
+                },
+                &steps,
+            )?;
+            steps.finish();
+            print(format, &out, |o| {
+                let mut s = String::new();
+                for i in &o.images {
+                    s.push_str(&format!(
+                        "{} -> {}{} ({}, {} manifest(s))\n",
+                        i.source,
+                        i.repo,
+                        i.tag
+                            .as_deref()
+                            .map(|t| format!(":{t}"))
+                            .unwrap_or_default(),
+                        i.digest,
+                        i.manifests
+                    ));
+                }
+                s.push_str(&format!(
+                    "{}: {} blobs ({}), {} new ({})\n",
+                    o.dir.display(),
+                    o.blobs,
+                    imgmode_builder::partition::human_size(o.bytes),
+                    o.new_blobs,
+                    imgmode_builder::partition::human_size(o.new_bytes)
+                ));
+                s
             })
         }
         Command::Ibi(IbiCmd::CreateImage {

@@ -1,0 +1,247 @@
+//! `imgmode mirror`: images (single and manifest lists, from OCI layouts) into the
+//! distribution layout; a stock docker-registry serves them by tag and digest; blobs are
+//! shared, a second run fetches nothing, a corrupted source and a full disk are refused
+//! before any repository links to anything.
+
+mod common;
+use common::{have, imgmode, is_root, write_oci};
+use std::path::Path;
+use std::process::Command;
+
+fn index_digest(layout: &Path) -> (String, u64) {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    (
+        v["manifests"][0]["digest"].as_str().unwrap().to_string(),
+        v["manifests"][0]["size"].as_u64().unwrap(),
+    )
+}
+
+/// An OCI layout whose top entry is an image index of an amd64 and an arm64 image.
+fn write_list(dir: &Path) -> String {
+    use sha2::Digest;
+    write_oci(dir, r#""n":"amd""#, "amd64");
+    let (m1, s1) = index_digest(dir);
+    write_oci(dir, r#""n":"arm""#, "arm64");
+    let (m2, s2) = index_digest(dir);
+    let list = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m1}","size":{s1},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m2}","size":{s2},"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#
+    );
+    let d = hex::encode(sha2::Sha256::digest(list.as_bytes()));
+    std::fs::write(dir.join(format!("blobs/sha256/{d}")), &list).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{d}","size":{}}}]}}"#,
+            list.len()
+        ),
+    )
+    .unwrap();
+    format!("sha256:{d}")
+}
+
+fn mirror(state: &Path, dir: &Path, images: &[String]) -> (bool, String, serde_json::Value) {
+    let mut args = vec!["mirror", "--format", "json", "--dir", dir.to_str().unwrap()];
+    for i in images {
+        args.extend(["--image", i.as_str()]);
+    }
+    let out = imgmode(state, &args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        serde_json::from_slice(&out.stdout).unwrap_or_default(),
+    )
+}
+
+/// `docker-registry serve` over `root` (read-only) on a free loopback port.
+struct Served(std::process::Child, u16);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(root: &Path, work: &Path) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = work.join("registry.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Served(child, port)
+}
+
+fn skopeo(args: &[&str]) -> (bool, String) {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn mirrored_images_are_served_by_a_stock_registry() {
+    if !have("skopeo") || !have("docker-registry") {
+        eprintln!("skipped: needs skopeo and docker-registry (cargo xtask deps)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let (one, two, list) = (t.join("one"), t.join("two"), t.join("list"));
+    write_oci(&one, r#""n":"one""#, "amd64");
+    write_oci(&two, r#""n":"two""#, "amd64");
+    let list_digest = write_list(&list);
+    let (one_digest, _) = index_digest(&one);
+    let dir = t.join("mirror");
+    let images = vec![
+        format!("oci:{}=test/one:v1", one.display()),
+        format!("oci:{}=test/two:v2", two.display()),
+        format!("oci:{}=test/list:multi", list.display()),
+    ];
+    let (ok, err, out) = mirror(t, &dir, &images);
+    assert!(ok, "{err}");
+    assert_eq!(out["images"][0]["digest"], one_digest.as_str());
+    assert_eq!(out["images"][2]["digest"], list_digest.as_str());
+    assert_eq!(out["images"][2]["manifests"], 3);
+    // one layer shared by all four images: stored once
+    let layer_links = |repo: &str| {
+        std::fs::read_dir(dir.join(format!(
+            "docker/registry/v2/repositories/{repo}/_layers/sha256"
+        )))
+        .unwrap()
+        .count()
+    };
+    assert_eq!(layer_links("test/one"), 2);
+    assert_eq!(layer_links("test/list"), 3);
+    let blobs = out["blobs"].as_u64().unwrap();
+    assert_eq!(blobs, 10, "{out}");
+    assert!(!dir.join(".imgmode-mirror-staging").exists());
+
+    // a second run fetches nothing new
+    let (ok, err, again) = mirror(t, &dir, &images);
+    assert!(ok, "{err}");
+    assert_eq!(again["new_blobs"], 0, "{again}");
+
+    // a stock registry serves them, by tag and by digest
+    let reg = serve(&dir, t);
+    let base = format!("docker://127.0.0.1:{}", reg.1);
+    let (ok, text) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("{base}/test/one:v1"),
+    ]);
+    assert!(ok && text.trim() == one_digest, "{text}");
+    let (ok, text) = skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("{base}/test/one@{one_digest}"),
+        &format!("oci:{}", t.join("pulled").display()),
+    ]);
+    assert!(ok, "pull by digest: {text}");
+    let (ok, text) = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("{base}/test/list:multi"),
+    ]);
+    assert!(ok && text.contains("arm64"), "the list: {text}");
+    let (ok, text) = skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("{base}/test/list@{list_digest}"),
+        &format!("oci:{}", t.join("pulled-list").display()),
+    ]);
+    assert!(ok, "pull the list by digest: {text}");
+}
+
+#[test]
+fn a_corrupted_source_is_refused_and_nothing_is_linked() {
+    if !have("skopeo") {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let src = t.join("src");
+    write_oci(&src, r#""n":"bad""#, "amd64");
+    // flip a byte of the layer (the largest blob)
+    let layer = std::fs::read_dir(src.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[600] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let dir = t.join("mirror");
+    let (ok, err, _) = mirror(t, &dir, &[format!("oci:{}=test/bad:v1", src.display())]);
+    assert!(!ok, "a corrupted blob was mirrored");
+    assert!(
+        err.contains("does not match") || err.contains("Digest did not match"),
+        "{err}"
+    );
+    assert!(!dir.join("docker/registry/v2/repositories").exists());
+    // bad arguments name what is wrong
+    let (ok, err, _) = mirror(t, &dir, &[format!("oci:{}", src.display())]);
+    assert!(!ok && err.contains("names no repository"), "{err}");
+    let (ok, err, _) = mirror(t, &dir, &["oci:/nonexistent=test/x:v1".to_string()]);
+    assert!(!ok && err.contains("cannot be read"), "{err}");
+}
+
+#[test]
+fn not_enough_space_is_refused_before_writing() {
+    if !have("skopeo") || !is_root() {
+        eprintln!("skipped: needs skopeo and root (a small tmpfs)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let src = t.join("src");
+    write_oci(&src, r#""n":"x""#, "amd64");
+    let small = t.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dir = small.join("mirror");
+    let (ok, err, _) = mirror(t, &dir, &[format!("oci:{}=test/x:v1", src.display())]);
+    let entries = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+    let _ = Command::new("umount").arg(&small).status();
+    assert!(!ok && err.contains("free; mirroring needs"), "{err}");
+    assert_eq!(entries, 0, "something was written");
+}
