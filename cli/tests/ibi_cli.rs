@@ -325,3 +325,74 @@ fn create_config_image_names_bad_input_and_never_half_writes() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
 }
+
+/// `imgmode ibi create-image` with `cfg` into `dir/out`; (success, stderr).
+fn create_image(dir: &Path, cfg: Option<&str>, args: &[&str]) -> (bool, String) {
+    let file = dir.join("ibi.yaml");
+    if let Some(c) = cfg {
+        std::fs::write(&file, c).unwrap();
+    }
+    let out_dir = dir.join("out").display().to_string();
+    let mut a = vec![
+        "ibi",
+        "create-image",
+        "--config",
+        file.to_str().unwrap(),
+        "--dir",
+        &out_dir,
+    ];
+    a.extend(args);
+    let out = imgmode(dir, &a);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn create_image_names_bad_input_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let good = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: quay.io/org/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\n";
+    // no --dir yet
+    let (ok, err) = create_image(dir, Some(good), &[]);
+    assert!(!ok && err.contains("is not a directory"), "{err}");
+    std::fs::create_dir(dir.join("out")).unwrap();
+    for (cfg, want) in [
+        (
+            good.replace("seedImage: quay.io/org/seed:4.17\n", ""),
+            "seedImage",
+        ),
+        (
+            format!("{good}ignitionConfigOverride: '{{}}'\n"),
+            "ignitionConfigOverride",
+        ),
+        (format!("{good}bogusField: 1\n"), "bogusField"),
+        (
+            good.replace("'{\"auths\":{}}'", "not-json"),
+            "pullSecret is not JSON",
+        ),
+        (
+            format!("{good}sshKey: hello\n"),
+            "sshKey does not look like OpenSSH public keys",
+        ),
+        (
+            format!("{good}imageDigestSources:\n- source: quay.io/org\n"),
+            "imageDigestSources: quay.io/org has no mirrors",
+        ),
+    ] {
+        let (ok, err) = create_image(dir, Some(&cfg), &[]);
+        assert!(!ok, "accepted:\n{cfg}");
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+    // a good config with an image the store does not have: refused, nothing written
+    let (ok, err) = create_image(dir, Some(good), &["--image", "no-such-image"]);
+    assert!(!ok && err.contains("no-such-image"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.join("out")).unwrap().count(), 0);
+    // an existing ISO is kept unless --force
+    let iso = dir.join("out/imgmode-ibi.iso");
+    std::fs::write(&iso, "earlier").unwrap();
+    let (ok, err) = create_image(dir, Some(good), &[]);
+    assert!(!ok && err.contains("pass --force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&iso).unwrap(), "earlier");
+}

@@ -204,6 +204,8 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
         );
     }
     let unit = install_unit(&c, o.embed_seed)?;
+    // the live system's image before the seed is copied
+    o.store.resolve(&o.image)?;
     let mut files = vec![
         LiveFile::file(&LIVE_CONFIG[1..], 0o600, text.clone()),
         LiveFile::file(&format!("etc/systemd/system/{UNIT}"), 0o644, unit),

@@ -1,11 +1,14 @@
-//! The `ibi-install` scenario: `imgmode ibi install` in a running imgmode system (the base
-//! disk, standing in for the live installation environment) writes this run's seed, pulled
-//! from a registry with the config's pull secret, onto a blank virtio disk; bad configs are
-//! refused with the disk untouched; then the installed disk alone boots through OVMF and GRUB
-//! with its configuration ISO: the seed's commit, /etc and /var, container storage on the extra
-//! partition, and post-pivot's result (new name, hostname, keys; `auth/kubeconfig` works, the
-//! seed's does not; the extra manifest in etcd). A second host from the same seed with another
-//! configuration shares no private key with the first.
+//! The `ibi` scenario: image-based installation from the installation ISO, end to end. For
+//! each of two hosts, `imgmode ibi create-image` writes an ISO and `imgmode ibi
+//! create-config-image` a configuration ISO; the VM has a blank disk first in its boot order,
+//! so the firmware boots the ISO; the live system (root in RAM) reports on itself, refuses bad
+//! configs with the disk untouched (host 1), and its unit installs the seed and reboots into
+//! the disk, where post-pivot runs with the configuration ISO: the seed's commit, /etc and
+//! /var, container storage on the extra partition, the new name, hostname and keys
+//! (`auth/kubeconfig` works, the seed's does not; the extra manifest in etcd). Host 1 boots
+//! through OVMF and pulls from a TLS registry (trust bundle, pull secret); host 2 boots
+//! through SeaBIOS and installs from the seed embedded in its ISO after the registry is gone.
+//! The two hosts share no private key.
 
 use crate::artifacts::{run, Artifacts};
 use crate::layered::{job, parse_phase};
@@ -19,7 +22,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Installing under TCG: fetching and unpacking the seed, pull-local, deploy.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(1500);
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
 const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
 const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-ibi\n";
@@ -28,45 +31,59 @@ const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name
 /// The partition label the scenario's config asks for.
 const EXTRA_LABEL: &str = "containers";
 
-const INSTALL_SCRIPT: &str = r#"set -u
-echo "IMGMODE-PHASE-1-BEGIN"
-uptime() { cut -d' ' -f1 /proc/uptime; }
-echo "UPTIME-LIVE $(uptime)"
-yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
-mkdir -p /etc/containers/registries.conf.d
-printf '[[registry]]\nlocation = "__REG__"\ninsecure = true\n' > /etc/containers/registries.conf.d/50-vmtest.conf
-target=/dev/disk/by-id/virtio-target
-cat > /run/ibi.yaml <<'EOF'
-apiVersion: v1beta1
+/// The installation config; the registry serves TLS from the scenario's CA (the trust bundle).
+const IBI_CONFIG: &str = "apiVersion: v1beta1
 kind: ImageBasedInstallationConfig
 metadata:
   name: vmtest
 seedImage: __REG__/imgmode-seed:__VERSION__
 seedVersion: __VERSION__
-installationDisk: /dev/disk/by-id/virtio-target
-pullSecret: '{"auths":{"__REG__":{"auth":"dm10ZXN0OnZtdGVzdA=="}}}'
+installationDisk: /dev/vda
+pullSecret: '{\"auths\":{\"__REG__\":{\"auth\":\"dm10ZXN0OnZtdGVzdA==\"}}}'
+sshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-live
 extraPartitionLabel: __LABEL__
 extraPartitionStart: -2G
-shutdown: true
-EOF
-sed 's/^seedVersion: .*/seedVersion: 4.0.0-other/' /run/ibi.yaml > /run/ibi-version.yaml
-sed 's|^installationDisk: .*|installationDisk: /dev/disk/by-id/virtio-nosuchdisk|' /run/ibi.yaml > /run/ibi-nodisk.yaml
-run imgmode ibi install --config /run/ibi-version.yaml --state /run/ibi-version-state.json
-echo "VERSIONSTATE $(tr -d '\n' < /run/ibi-version-state.json)"
-run imgmode ibi install --config /run/ibi-nodisk.yaml --state /run/ibi-nodisk-state.json
-echo "FACT untouched=$(yesno cmp -s -n 4194304 $target /dev/zero)"
-echo "UPTIME-INSTALL-START $(uptime)"
-run imgmode ibi install --config /run/ibi.yaml --state /run/ibi-state.json
-echo "UPTIME-INSTALL-END $(uptime)"
-echo "STATE $(tr -d '\n' < /run/ibi-state.json)"
-sed 's|virtio-target$|virtio-target2|' /run/ibi.yaml > /run/ibi2.yaml
-run imgmode ibi install --config /run/ibi2.yaml --state /run/ibi2-state.json
-echo "IMGMODE-PHASE-1-END"
-systemctl poweroff
+additionalTrustBundle: |
+__BUNDLE__";
+
+/// The live system's checks, run before its installation unit (and the refusals, when asked).
+const LIVE_UNIT: &str = r#"[Unit]
+Description=imgmode vmtest: the live system's checks
+ConditionKernelCommandLine=imgmode.live
+
+[Service]
+Type=oneshot
+ImportCredential=vmtest.*
+StandardOutput=file:/dev/virtio-ports/org.imgmode.results
+StandardError=inherit
+ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.livescript"'
+"#;
+
+const LIVE_SCRIPT: &str = r#"set -u
+echo "IMGMODE-PHASE-0-BEGIN"
+echo "UPTIME-LIVE $(cut -d' ' -f1 /proc/uptime)"
+yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
+c=/etc/imgmode/image-based-installation-config.yaml
+echo "FACT live-root=$(findmnt -n -o FSTYPE /)"
+echo "FACT live-firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
+echo "FACT live-ssh-key=$(yesno grep -q imgmode-vmtest-live /root/.ssh/authorized_keys)"
+echo "FACT live-unit=$(systemctl is-enabled imgmode-ibi-install.service)"
+echo "FACT live-config-mode=$(stat -c %a $c)"
+if [ "__REFUSALS__" = yes ]; then
+  sed 's/^seedVersion: .*/seedVersion: 4.0.0-other/' $c > /run/ibi-version.yaml
+  sed 's|^installationDisk: .*|installationDisk: /dev/disk/by-id/virtio-nosuchdisk|' $c > /run/ibi-nodisk.yaml
+  run imgmode ibi install --config /run/ibi-version.yaml --state /run/ibi-version-state.json
+  echo "VERSIONSTATE $(tr -d '\n' < /run/ibi-version-state.json)"
+  run imgmode ibi install --config /run/ibi-nodisk.yaml --state /run/ibi-nodisk-state.json
+  echo "FACT untouched=$(yesno cmp -s -n 4194304 /dev/vda /dev/zero)"
+fi
+echo "IMGMODE-PHASE-0-END"
 "#;
 
 const BOOTED_SCRIPT: &str = r#"set -u
+# the job unit comes with every boot; the live system has its own checks
+grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
 yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
@@ -79,6 +96,7 @@ echo "FACT post-pivot-enabled=$(systemctl is-enabled imgmode-post-pivot.service 
 if ! test -f /var/lib/imgmode/post-pivot/done; then
   echo "DIAG-BEGIN"; journalctl -b --no-pager -u imgmode-post-pivot | tail -60; echo "DIAG-END"
 fi
+echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 echo "FACT hostname=$(hostname)"
 echo "FACT ssh-key=$(yesno grep -q imgmode-vmtest-ibi /root/.ssh/authorized_keys)"
 echo "FACT pull-secret=$(yesno grep -q vmtest-ibi-registry /var/lib/kubelet/config.json)"
@@ -125,8 +143,8 @@ fn uptime(results: &str, tag: &str) -> Result<f64> {
         .with_context(|| format!("the guest reported no {tag}"))
 }
 
-/// Seconds of the last `ibi-install` run, written to `timings.json` for `cargo xtask bench
-/// ibi`: guest uptimes (firmware excluded) of the installation environment when it was up, the
+/// Seconds of the last `ibi` run, written to `timings.json` for `cargo xtask bench
+/// ibi`: guest uptimes (firmware excluded) of the live ISO system when it was up, the
 /// first install, and the installed host's first boot until post-pivot was done.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
@@ -138,7 +156,7 @@ pub struct Timings {
 }
 
 impl Timings {
-    /// IBI end to end: the installation environment's boot, the install, the first boot.
+    /// IBI end to end: the live ISO's boot, the install, the first boot.
     pub fn end_to_end(&self) -> f64 {
         self.live_boot + self.install + self.first_boot_ready
     }
@@ -152,19 +170,21 @@ pub async fn plain_boot(disk: &Path, dir: &Path) -> Result<f64> {
     uptime(&results, "UPTIME-READY")
 }
 
-/// The `ibi-install` scenario.
-pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
+/// The `ibi` scenario.
+pub async fn ibi(a: Artifacts, dir: PathBuf) -> Result<String> {
     let seed = crate::seed::shared_seed(&a, &dir.join("seed")).await?;
     let version = seed.identity["version"]
         .as_str()
         .context("the seed's identity has no version")?
         .to_string();
 
-    eprintln!("==> pushing the seed to a registry");
-    let reg = Registry::start(&dir.join("registry"))?;
+    eprintln!("==> pushing the seed to a registry (TLS, the scenario's CA)");
+    let reg = Registry::start_tls(&dir.join("registry"))?;
+    let (ca, certs) = reg.tls.clone().context("the registry serves no TLS")?;
     run(
         Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(["copy", "--quiet"])
+            .arg(format!("--dest-cert-dir={}", certs.display()))
             .arg(format!("oci-archive:{}", seed.archive.display()))
             .arg(format!(
                 "docker://{}/imgmode-seed:{version}",
@@ -172,94 +192,6 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
             )),
         "skopeo copy (seed to the registry)",
     )?;
-    let targets = [dir.join("target.qcow2"), dir.join("target2.qcow2")];
-    for t in &targets {
-        let _ = std::fs::remove_file(t);
-        run(
-            Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2"])
-                .arg(t)
-                .arg("12G"),
-            "qemu-img create (installation disk)",
-        )?;
-    }
-
-    eprintln!("==> installing from the base system onto two blank disks");
-    let script = INSTALL_SCRIPT
-        .replace("__REG__", &reg.guest_addr())
-        .replace("__VERSION__", &version)
-        .replace("__LABEL__", EXTRA_LABEL);
-    let mut extra_args = vec![];
-    for (t, serial) in targets.iter().zip(["target", "target2"]) {
-        extra_args.extend([
-            "-drive".to_string(),
-            format!("file={},format=qcow2,if=none,id={serial}", t.display()),
-            "-device".to_string(),
-            format!("virtio-blk-pci,drive={serial},serial={serial}"),
-        ]);
-    }
-    let cfg = job(
-        VmConfig {
-            extra_args,
-            network: true,
-            ..VmConfig::new(&a.base_disk, Boot::Bios)
-        },
-        script,
-    );
-    let t0 = std::time::Instant::now();
-    let results = run_job(
-        &cfg,
-        &dir.join("install"),
-        "the installing VM",
-        INSTALL_TIMEOUT,
-    )
-    .await?;
-    let install_seconds = t0.elapsed().as_secs_f64();
-    drop(reg);
-    let p = parse_phase(&results, 1)?;
-
-    // bad input first: refused before the disk is touched
-    let refused = |cmd: &str, want: &str| -> Result<()> {
-        let (c, rc, out) = p
-            .runs
-            .iter()
-            .find(|(c, _, _)| c.contains(cmd))
-            .with_context(|| format!("the guest did not run {cmd}"))?;
-        ensure!(*rc != 0, "{c} succeeded; it must be refused");
-        ensure!(
-            out.contains(want),
-            "{c} failed without saying {want:?}:\n{out}"
-        );
-        Ok(())
-    };
-    refused("ibi-version.yaml", "seed version mismatch")?;
-    refused(
-        "ibi-nodisk.yaml",
-        "installationDisk /dev/disk/by-id/virtio-nosuchdisk does not exist",
-    )?;
-    let vstate: serde_json::Value = serde_json::from_str(
-        report_line(&results, "VERSIONSTATE ").context("no state of the refused install")?,
-    )?;
-    ensure!(
-        vstate["status"] == "failed" && vstate["step"] == "seed-gates",
-        "the refused install's state file says {vstate}, expected failed at seed-gates"
-    );
-    ensure!(
-        p.fact("untouched") == "yes",
-        "the refused installs wrote to the installation disk (its first 4 MiB are not zero)"
-    );
-    let out = p.ran_ok("imgmode ibi install --config /run/ibi.yaml")?;
-    let state: serde_json::Value = serde_json::from_str(
-        report_line(&results, "STATE ").context("no state file of the install")?,
-    )?;
-    ensure!(
-        state["status"] == "done",
-        "the install's state file says {state}; output:\n{out}"
-    );
-    p.ran_ok("imgmode ibi install --config /run/ibi2.yaml")?;
-    let live_boot = uptime(&results, "UPTIME-LIVE")?;
-    let install =
-        uptime(&results, "UPTIME-INSTALL-END")? - uptime(&results, "UPTIME-INSTALL-START")?;
 
     // the seed's own admin kubeconfig, as the seed VM had it
     let seedfiles = dir.join("seedfiles");
@@ -273,67 +205,121 @@ pub async fn ibi_install(a: Artifacts, dir: PathBuf) -> Result<String> {
         "tar (the seed's kubeconfig from etc.tgz)",
     )?;
 
-    let host1 = Host {
-        name: "ibi1",
-        hostname: "node1",
-        extra_manifest: true,
-    };
-    let (keys1, first_boot_ready, commit) =
-        boot_host(&a, &dir, &targets[0], &host1, &seed, &seed_kubeconfig).await?;
+    let hosts = [
+        Host {
+            name: "ibi1",
+            hostname: "node1",
+            extra_manifest: true,
+            boot: Boot::Uefi,
+            embed_seed: false,
+            refusals: true,
+        },
+        Host {
+            name: "ibi2",
+            hostname: "node2",
+            extra_manifest: false,
+            boot: Boot::Bios,
+            embed_seed: true,
+            refusals: false,
+        },
+    ];
+    // both ISOs while the registry runs: host 1's live system pulls the seed from it (as
+    // 10.0.2.2), host 2's ISO carries a copy made here (from 127.0.0.1)
+    let mut isos = vec![];
+    for h in &hosts {
+        let reg_addr = if h.embed_seed {
+            reg.host_addr()
+        } else {
+            reg.guest_addr()
+        };
+        isos.push(make_isos(&a, &dir, h, &reg_addr, &version, &ca)?);
+    }
+    let r1 = boot_host(&dir, &hosts[0], &isos[0], &seed, &seed_kubeconfig).await?;
     let timings = Timings {
-        live_boot,
-        install,
-        first_boot_ready,
-        configured_disk: dir.join("installed-ibi1/overlay.qcow2"),
+        live_boot: r1.live_boot,
+        install: r1.install,
+        first_boot_ready: r1.first_boot_ready,
+        configured_disk: dir.join(format!("{}/overlay.qcow2", hosts[0].name)),
     };
     std::fs::write(
         dir.join("timings.json"),
         serde_json::to_vec_pretty(&timings)?,
     )?;
-    let host2 = Host {
-        name: "ibi2",
-        hostname: "node2",
-        extra_manifest: false,
-    };
-    let (keys2, _, _) = boot_host(&a, &dir, &targets[1], &host2, &seed, &seed_kubeconfig).await?;
-    let shared: Vec<&String> = keys1.keys().filter(|k| keys2.contains_key(*k)).collect();
+    // host 2 installs from the seed its ISO carries: no registry from here on
+    drop(reg);
+    let r2 = boot_host(&dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig).await?;
+    let shared: Vec<&String> = r1
+        .keys
+        .keys()
+        .filter(|k| r2.keys.contains_key(*k))
+        .collect();
     ensure!(
         shared.is_empty(),
         "two hosts from one seed share {} private key(s): {}",
         shared.len(),
         shared
             .iter()
-            .map(|k| format!("{k} ({} / {})", keys1[*k], keys2[*k]))
+            .map(|k| format!("{k} ({} / {})", r1.keys[*k], r2.keys[*k]))
             .collect::<Vec<_>>()
             .join(", ")
     );
     Ok(format!(
-        "seed {version} installed twice from {} in {install_seconds:.0}s (version mismatch and missing disk refused, disk untouched); host 1 booted {} through OVMF with its cluster-config ISO: post-pivot renamed the cluster to ibi1.example.org (host node1), auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd; live boot {live_boot:.0}s + install {install:.0}s + first boot to post-pivot done {first_boot_ready:.0}s; the seed's /etc, /var and {EXTRA_LABEL} on /var/lib/containers; host 2 (ibi2) shares none of its {} private keys with host 1's {}",
-        seed.image,
-        &commit[..12],
-        keys2.len(),
-        keys1.len()
+        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1), auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {}",
+        isos[0].iso_mib,
+        isos[0].seconds,
+        r1.live_root,
+        r1.install,
+        &r1.commit[..12],
+        r1.live_boot,
+        r1.install,
+        r1.first_boot_ready,
+        isos[1].iso_mib,
+        r2.keys.len(),
+        r1.keys.len()
     ))
 }
 
-/// One installed host's configuration.
+/// One host: its configuration, and how its installation ISO is made and booted.
 struct Host {
     name: &'static str,
     hostname: &'static str,
     extra_manifest: bool,
+    /// Firmware of the VM: the ISO and then the installed disk boot through it.
+    boot: Boot,
+    embed_seed: bool,
+    /// Run the refused installs in the live system before its own install.
+    refusals: bool,
 }
 
-/// Make `h`'s configuration ISO, boot `disk` with it through OVMF, check the installed system
-/// and post-pivot; returns its private keys (fingerprint -> location), the guest's uptime when
-/// post-pivot was done, and the booted commit.
-async fn boot_host(
+/// A host's two ISOs.
+struct Isos {
+    conf: PathBuf,
+    install_iso: PathBuf,
+    iso_mib: f64,
+    seconds: f64,
+}
+
+/// What a host's VM proved.
+struct HostResult {
+    /// fingerprint -> location of every private key
+    keys: BTreeMap<String, String>,
+    live_boot: f64,
+    live_root: String,
+    install: f64,
+    first_boot_ready: f64,
+    commit: String,
+}
+
+/// `h`'s configuration ISO (`imgmode ibi create-config-image`) and installation ISO
+/// (`imgmode ibi create-image`, seed from `reg`, trusted through `ca`).
+fn make_isos(
     a: &Artifacts,
     dir: &Path,
-    disk: &Path,
     h: &Host,
-    seed: &crate::seed::SeedBuild,
-    seed_kubeconfig: &str,
-) -> Result<(BTreeMap<String, String>, f64, String)> {
+    reg: &str,
+    version: &str,
+    ca: &str,
+) -> Result<Isos> {
     eprintln!(
         "==> {}: the configuration ISO (imgmode ibi create-config-image)",
         h.name
@@ -361,37 +347,204 @@ async fn boot_host(
             .arg(&conf),
         "imgmode ibi create-config-image",
     )?;
+
+    eprintln!(
+        "==> {}: the installation ISO (imgmode ibi create-image{})",
+        h.name,
+        if h.embed_seed { " --embed-seed" } else { "" }
+    );
+    let isodir = dir.join(format!("iso-{}", h.name));
+    let _ = std::fs::remove_dir_all(&isodir);
+    std::fs::create_dir_all(&isodir)?;
+    let bundle: String = ca.lines().map(|l| format!("  {l}\n")).collect();
+    let config = isodir.join("image-based-installation-config.yaml");
+    std::fs::write(
+        &config,
+        IBI_CONFIG
+            .replace("__REG__", reg)
+            .replace("__VERSION__", version)
+            .replace("__LABEL__", EXTRA_LABEL)
+            .replace("__BUNDLE__", &bundle),
+    )?;
+    let t0 = std::time::Instant::now();
+    let mut cmd = Command::new(&a.imgmode);
+    cmd.args(["ibi", "create-image", "--config"])
+        .arg(&config)
+        .arg("--dir")
+        .arg(&isodir);
+    if h.embed_seed {
+        cmd.arg("--embed-seed");
+    }
+    run(&mut cmd, "imgmode ibi create-image")?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let install_iso = isodir.join("imgmode-ibi.iso");
+    let iso_mib = std::fs::metadata(&install_iso)
+        .context("imgmode ibi create-image wrote no imgmode-ibi.iso")?
+        .len() as f64
+        / (1024.0 * 1024.0);
+    Ok(Isos {
+        conf,
+        install_iso,
+        iso_mib,
+        seconds,
+    })
+}
+
+/// Boot `h`'s VM: a blank disk first in the boot order, the installation ISO second, the
+/// configuration ISO attached. The live system installs and reboots into the disk, where
+/// post-pivot runs; then check the live system's report, the installed system and
+/// post-pivot's result.
+async fn boot_host(
+    dir: &Path,
+    h: &Host,
+    isos: &Isos,
+    seed: &crate::seed::SeedBuild,
+    seed_kubeconfig: &str,
+) -> Result<HostResult> {
+    let conf = &isos.conf;
+    let blank = dir.join(format!("blank-{}.qcow2", h.name));
+    let _ = std::fs::remove_file(&blank);
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&blank)
+            .arg("12G"),
+        "qemu-img create (installation disk)",
+    )?;
     let kubeconfig = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
 
     eprintln!(
-        "==> {}: booting the installed disk alone through OVMF with the configuration ISO",
-        h.name
+        "==> {}: booting the installation ISO ({:?}) with a blank disk and the configuration ISO",
+        h.name, h.boot
     );
+    // q35's AHCI has one unit per port: one port each
+    let cdrom = |file: &Path, id: &str, more: &str| {
+        [
+            "-drive".to_string(),
+            format!(
+                "file={},format=raw,media=cdrom,readonly=on,if=none,id={id}",
+                file.display()
+            ),
+            "-device".to_string(),
+            format!("ide-cd,drive={id}{more}"),
+        ]
+    };
+    let mut extra_args = cdrom(&isos.install_iso, "live", ",bus=ide.0,bootindex=2").to_vec();
+    extra_args.extend(cdrom(
+        &conf.join("imagebasedconfig.iso"),
+        "cfg",
+        ",bus=ide.1",
+    ));
     let cfg = job(
         VmConfig {
-            extra_args: vec![
-                "-drive".into(),
-                format!(
-                    "file={},format=raw,media=cdrom,readonly=on,if=none,id=cfg",
-                    conf.join("imagebasedconfig.iso").display()
-                ),
-                "-device".into(),
-                "ide-cd,drive=cfg".into(),
-            ],
+            extra_args,
             network: true,
-            ..VmConfig::new(disk, Boot::Uefi)
+            memory_mib: 3072,
+            ..VmConfig::new(&blank, h.boot.clone())
         },
         BOOTED_SCRIPT.to_string(),
+    )
+    .extra_unit("imgmode-vmtest-live.service", LIVE_UNIT)
+    .unit_dropin(
+        "imgmode-ibi-install.service",
+        "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
+    )
+    .credential(
+        "vmtest.livescript",
+        LIVE_SCRIPT.replace("__REFUSALS__", if h.refusals { "yes" } else { "no" }),
     )
     .credential("vmtest.kubeconfig", kubeconfig)
     .credential("vmtest.seedkubeconfig", seed_kubeconfig.to_string());
     let results = run_job(
         &cfg,
-        &dir.join(format!("installed-{}", h.name)),
-        &format!("the installed disk of {}", h.name),
-        BOOT_TIMEOUT + POST_PIVOT_TIMEOUT,
+        &dir.join(h.name),
+        &format!("{}: install from the ISO, then the installed disk", h.name),
+        BOOT_TIMEOUT * 2 + INSTALL_TIMEOUT + POST_PIVOT_TIMEOUT,
     )
     .await?;
+
+    // the live system
+    let l = parse_phase(&results, 0)
+        .with_context(|| format!("{}: the live system reported nothing", h.name))?;
+    let firmware = match h.boot {
+        Boot::Bios => "bios",
+        _ => "uefi",
+    };
+    let live_root = l.fact("live-root").to_string();
+    ensure!(
+        matches!(live_root.as_str(), "rootfs" | "tmpfs" | "ramfs"),
+        "{}: the live system's root is {live_root:?}, not in RAM",
+        h.name
+    );
+    for (fact, want) in [
+        ("live-firmware", firmware),
+        ("live-ssh-key", "yes"),
+        ("live-unit", "enabled"),
+        ("live-config-mode", "600"),
+    ] {
+        ensure!(
+            l.fact(fact) == want,
+            "{}: the live system: {fact} is {:?}, expected {want:?}",
+            h.name,
+            l.fact(fact)
+        );
+    }
+    if h.refusals {
+        // bad input first: refused before the disk is touched
+        let refused = |cmd: &str, want: &str| -> Result<()> {
+            let (c, rc, out) = l
+                .runs
+                .iter()
+                .find(|(c, _, _)| c.contains(cmd))
+                .with_context(|| format!("the live system did not run {cmd}"))?;
+            ensure!(*rc != 0, "{c} succeeded; it must be refused");
+            ensure!(
+                out.contains(want),
+                "{c} failed without saying {want:?}:\n{out}"
+            );
+            Ok(())
+        };
+        refused("ibi-version.yaml", "seed version mismatch")?;
+        refused(
+            "ibi-nodisk.yaml",
+            "installationDisk /dev/disk/by-id/virtio-nosuchdisk does not exist",
+        )?;
+        let vstate: serde_json::Value = serde_json::from_str(
+            report_line(&results, "VERSIONSTATE ").context("no state of the refused install")?,
+        )?;
+        ensure!(
+            vstate["status"] == "failed" && vstate["step"] == "seed-gates",
+            "the refused install's state file says {vstate}, expected failed at seed-gates"
+        );
+        ensure!(
+            l.fact("untouched") == "yes",
+            "the refused installs wrote to the installation disk (its first 4 MiB are not zero)"
+        );
+    }
+    let live_boot = uptime(&results, "UPTIME-LIVE")?;
+
+    // the install's record on the installed system
+    let installed: serde_json::Value = serde_json::from_str(
+        report_line(&results, "INSTALLED ")
+            .with_context(|| format!("{}: the installed system has no install record", h.name))?,
+    )
+    .with_context(|| format!("{}: the install record is not JSON", h.name))?;
+    let want_from = h
+        .embed_seed
+        .then_some("oci:/run/imgmode/iso/seed")
+        .map(str::to_string);
+    ensure!(
+        installed["seed_from"].as_str().map(str::to_string) == want_from
+            && installed["disk"] == "/dev/vda"
+            && installed["seed"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(&format!("/imgmode-seed:{}", seed_version(seed)))),
+        "{}: the install record says {installed}",
+        h.name
+    );
+    let install = installed["seconds"]
+        .as_f64()
+        .context("the install record has no seconds")?;
     let b = parse_phase(&results, 1)?;
     if b.fact("post-pivot-done") != "yes" {
         let diag = diag_section(&results);
@@ -409,7 +562,7 @@ async fn boot_host(
         seed.phase.booted_checksum
     );
     for (fact, want) in [
-        ("firmware", "uefi"),
+        ("firmware", firmware),
         ("karg", "yes"),
         ("marker", "yes"),
         ("deleted", "yes"),
@@ -487,5 +640,16 @@ async fn boot_host(
         h.name,
         keys.len()
     );
-    Ok((keys, uptime(&results, "UPTIME-READY")?, booted.checksum))
+    Ok(HostResult {
+        keys,
+        live_boot,
+        live_root,
+        install,
+        first_boot_ready: uptime(&results, "UPTIME-READY")?,
+        commit: booted.checksum,
+    })
+}
+
+fn seed_version(seed: &crate::seed::SeedBuild) -> &str {
+    seed.identity["version"].as_str().unwrap_or_default()
 }

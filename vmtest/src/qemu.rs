@@ -35,6 +35,8 @@ pub const FATAL_CONSOLE_PATTERNS: &[&str] = &[
     "error: file `",
     "error: can't find command",
     "No bootable device",
+    // the installation ISO's unit failed: the install will not happen
+    "Failed to start imgmode-ibi-install.service",
 ];
 
 /// How the VM starts.

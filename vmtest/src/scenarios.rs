@@ -77,9 +77,9 @@ pub fn all() -> Vec<Scenario> {
             run: |a, d| Box::pin(crate::seed::seed_scenario(a.clone(), d.to_path_buf())),
         },
         Scenario {
-            name: "ibi-install",
-            about: "imgmode ibi install in a running system puts this run's seed (from a registry, with the pull secret) on two blank disks; a seed version mismatch and a missing disk are refused with the disk untouched; each disk boots alone through OVMF with its cluster-config ISO, post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); the two hosts share no private key",
-            run: |a, d| Box::pin(crate::ibi::ibi_install(a.clone(), d.to_path_buf())),
+            name: "ibi",
+            about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); the two hosts share no private key",
+            run: |a, d| Box::pin(crate::ibi::ibi(a.clone(), d.to_path_buf())),
         },
         Scenario {
             name: "disk-checks",

@@ -79,7 +79,7 @@ pub enum Suite {
     /// Seed tarballs: gzip (what lifecycle-agent writes and reads) against zstd; the last
     /// build-seed's size against the installed tree.
     Seed,
-    /// IBI end to end (the last `vmtest ibi-install`) against a plain boot of the installed
+    /// IBI end to end (the last `vmtest ibi`) against a plain boot of the installed
     /// disk.
     Ibi,
 }
@@ -713,21 +713,21 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
-/// IBI end to end, from the last `cargo xtask vmtest ibi-install` (guest uptimes: the
-/// installation environment's boot, the install, the first boot until post-pivot is done),
+/// IBI end to end, from the last `cargo xtask vmtest ibi` (guest uptimes: the
+/// live ISO system's boot, the install, the first boot until post-pivot is done),
 /// against a plain boot of that host's configured disk measured now, the same way.
 fn ibi(root: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    let dir = root.join("target/vmtest/ibi-install");
+    let dir = root.join("target/vmtest/ibi");
     let text = std::fs::read_to_string(dir.join("timings.json")).with_context(|| {
         format!(
-            "no {}: run cargo xtask vmtest ibi-install first",
+            "no {}: run cargo xtask vmtest ibi first",
             dir.join("timings.json").display()
         )
     })?;
     let t: imgmode_vmtest::ibi::Timings = serde_json::from_str(&text)?;
     anyhow::ensure!(
         t.configured_disk.is_file(),
-        "{} is gone: run cargo xtask vmtest ibi-install",
+        "{} is gone: run cargo xtask vmtest ibi",
         t.configured_disk.display()
     );
     let rt = tokio::runtime::Runtime::new()?;
@@ -746,7 +746,7 @@ fn ibi(root: &Path, rows: &mut Vec<Row>) -> Result<()> {
         ratio: Some(e2e / plain),
         target: Some("<= 3".into()),
         note: format!(
-            "installation environment boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; plain boot to multi-user {plain:.0}s (guest uptimes, best of 2)",
+            "live ISO boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; plain boot to multi-user {plain:.0}s (guest uptimes, best of 2)",
             t.live_boot, t.install, t.first_boot_ready
         ),
     });
