@@ -82,6 +82,8 @@ pub enum Suite {
     /// IBI end to end (the last `vmtest ibi`) against a plain boot of the installed
     /// disk.
     Ibi,
+    /// imgmode mirror (registry layout, digests checked) against skopeo copy into dir:.
+    Mirror,
 }
 
 pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
@@ -105,6 +107,10 @@ pub fn run(root: &Path, out: &Path, suites: &[Suite]) -> Result<()> {
     }
     if all || suites.contains(&Suite::Ibi) {
         ibi(root, &mut rows)?;
+    }
+    if all || suites.contains(&Suite::Mirror) {
+        let release = crate::build_imgmode_release()?;
+        mirror(root, &release, &mut rows)?;
     }
     print_table(&rows);
     if let Some(p) = out.parent() {
@@ -749,6 +755,48 @@ fn ibi(root: &Path, rows: &mut Vec<Row>) -> Result<()> {
             "live ISO boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; plain boot to multi-user {plain:.0}s (guest uptimes, best of 2)",
             t.live_boot, t.install, t.first_boot_ready
         ),
+    });
+    Ok(())
+}
+
+/// `imgmode mirror` of the store's imgmode-base into an empty directory against `skopeo copy`
+/// of the same image into an empty `dir:` (best of 2 each; both read the same OCI layout).
+fn mirror(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let layout = state_dir().join("images/imgmode-base/latest");
+    anyhow::ensure!(
+        layout.join("index.json").is_file(),
+        "no imgmode-base in the store; run cargo xtask build first"
+    );
+    let src = format!("oci:{}", layout.display());
+    let scratch = tempfile::tempdir_in(root.join("target"))?;
+    let (mut ours, mut theirs) = (f64::MAX, f64::MAX);
+    for i in 0..2 {
+        let m = scratch.path().join(format!("mirror-{i}"));
+        ours = ours.min(timed(
+            Command::new(imgmode)
+                .args(["--quiet", "mirror", "--image"])
+                .arg(format!("{src}=imgmode/base:latest"))
+                .arg("--dir")
+                .arg(&m),
+        )?);
+        std::fs::remove_dir_all(&m)?;
+        let d = scratch.path().join(format!("dir-{i}"));
+        theirs = theirs.min(timed(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", "--preserve-digests", &src])
+                .arg(format!("dir:{}", d.display())),
+        )?);
+        std::fs::remove_dir_all(&d)?;
+    }
+    rows.push(Row {
+        name: "imgmode mirror (imgmode-base)".into(),
+        seconds: ours,
+        baseline: Some("skopeo copy to dir:".into()),
+        baseline_seconds: Some(theirs),
+        ratio: Some(ours / theirs),
+        target: None,
+        note: "registry v2 layout, every blob hashed; time ratio (lower is faster), best of 2"
+            .into(),
     });
     Ok(())
 }

@@ -34,7 +34,7 @@ pub const PACKAGES: &[&str] = &[
     "erofs-utils",
     "fdisk",
     "bubblewrap",
-    // recert tests check chains with `openssl verify`
+    // recert tests check chains with `openssl verify`; the ibi scenario's registry CA
     "openssl",
     // VM tests
     "qemu-system-x86",
