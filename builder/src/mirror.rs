@@ -179,7 +179,7 @@ pub struct MirrorOpts {
 }
 
 /// One mirrored image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Mirrored {
     pub source: String,
     pub repo: String,
@@ -190,9 +190,193 @@ pub struct Mirrored {
     pub manifests: usize,
 }
 
+/// The record of what a mirror directory holds (`DIR/imgmode-payload.json`): its images,
+/// their architectures, and an ID (sha256 of the sorted image list) that names the payload.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Payload {
+    pub id: String,
+    pub images: Vec<Mirrored>,
+    pub architectures: Vec<String>,
+}
+
+/// The record's file name in a mirror directory.
+pub const PAYLOAD_RECORD: &str = "imgmode-payload.json";
+
+impl Payload {
+    /// Read `dir`'s record.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let p = dir.join(PAYLOAD_RECORD);
+        let text = std::fs::read(&p).with_context(|| {
+            format!(
+                "{} is not an imgmode mirror directory (no {PAYLOAD_RECORD}; make one with imgmode mirror)",
+                dir.display()
+            )
+        })?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is malformed", p.display()))
+    }
+
+    /// Registries and repositories the images came from (docker sources only): (source
+    /// repository without tag or digest, repository in the mirror).
+    pub fn sources(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .images
+            .iter()
+            .filter_map(|i| {
+                let rest = i.source.strip_prefix("docker://")?;
+                let name = rest.split('@').next().unwrap_or(rest);
+                let name = match name.rsplit_once(':') {
+                    Some((n, t)) if !t.contains('/') => n,
+                    _ => name,
+                };
+                Some((name.to_string(), i.repo.clone()))
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Merge this run's images into the directory's record (an image of the same repository and
+/// tag is replaced) and write it.
+fn write_payload_record(dir: &Path, v2: &Path, new: &[Mirrored]) -> Result<Payload> {
+    let mut images = match Payload::read(dir) {
+        Ok(p) => p.images,
+        Err(_) if !dir.join(PAYLOAD_RECORD).exists() => vec![],
+        Err(e) => return Err(e),
+    };
+    for n in new {
+        images.retain(|i| !(i.repo == n.repo && i.tag == n.tag && n.tag.is_some()));
+        images.retain(|i| i != n);
+        images.push(n.clone());
+    }
+    images.sort();
+    let mut arch = BTreeSet::new();
+    for i in &images {
+        for a in architectures(v2, &i.digest)? {
+            arch.insert(a);
+        }
+    }
+    let id = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(serde_json::to_vec(&images)?))
+    );
+    let p = Payload {
+        id,
+        images,
+        architectures: arch.into_iter().collect(),
+    };
+    let tmp = dir.join(format!("{PAYLOAD_RECORD}.imgmode-tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&p)?)?;
+    std::fs::rename(&tmp, dir.join(PAYLOAD_RECORD))?;
+    Ok(p)
+}
+
+/// The architectures of the image `digest` in the blob store (an index: every instance's).
+fn architectures(v2: &Path, digest: &str) -> Result<Vec<String>> {
+    let raw = std::fs::read(blob_path(v2, digest)?)?;
+    let refs = parse_refs(&raw)?;
+    let mut out = vec![];
+    for m in &refs.manifests {
+        out.extend(architectures(v2, &m.digest)?);
+    }
+    if let Some(config) = refs.blobs.first() {
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob_path(v2, &config.digest)?)?)
+                .with_context(|| format!("the config of {digest} is not JSON"))?;
+        if let Some(a) = c["architecture"].as_str() {
+            out.push(a.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// What [`verify`] checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub payload: Payload,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub links: usize,
+}
+
+/// Check a mirror directory: every blob's sha256 is its name, every repository link names a
+/// blob that is there, every recorded image's manifest is linked. Fails on the first problem,
+/// naming the file.
+pub fn verify(dir: &Path) -> Result<Verified> {
+    let payload = Payload::read(dir)?;
+    let v2 = dir.join(V2);
+    let blobs_dir = v2.join("blobs/sha256");
+    let (mut blobs, mut bytes, mut links) = (0usize, 0u64, 0usize);
+    let mut prefixes: Vec<_> = std::fs::read_dir(&blobs_dir)
+        .with_context(|| format!("{} has no blob store", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    prefixes.sort_by_key(|e| e.file_name());
+    for p in prefixes {
+        for e in std::fs::read_dir(p.path())? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let want = format!("sha256:{name}");
+            check_digest(&want)
+                .with_context(|| format!("{} is not a blob directory", e.path().display()))?;
+            let data = e.path().join("data");
+            let (got, n) = hash_file(&data)?;
+            ensure!(
+                got == want,
+                "{} is corrupted: its sha256 is {got}; the payload cannot be trusted (copy it again from its source)",
+                data.display()
+            );
+            blobs += 1;
+            bytes += n;
+        }
+    }
+    let repos = v2.join("repositories");
+    let mut stack = vec![repos.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                stack.push(path);
+            } else if e.file_name() == "link" {
+                let target = std::fs::read_to_string(&path)?;
+                ensure!(
+                    blob_path(&v2, target.trim())
+                        .with_context(|| format!("{} holds no digest", path.display()))?
+                        .is_file(),
+                    "{} links to {target}, which the blob store does not hold",
+                    path.display()
+                );
+                links += 1;
+            }
+        }
+    }
+    for i in &payload.images {
+        let link = repos.join(format!(
+            "{}/_manifests/revisions/sha256/{}/link",
+            i.repo,
+            check_digest(&i.digest)?
+        ));
+        ensure!(
+            link.is_file(),
+            "{PAYLOAD_RECORD} lists {}@{}, which the repositories do not link",
+            i.repo,
+            i.digest
+        );
+    }
+    Ok(Verified {
+        payload,
+        blobs,
+        bytes,
+        links,
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MirrorOutcome {
     pub dir: PathBuf,
+    /// The directory's record after this run (every image it holds).
+    pub payload: Payload,
     pub images: Vec<Mirrored>,
     pub blobs: usize,
     pub bytes: u64,
@@ -470,8 +654,10 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
         });
     }
     crate::workdir::remove_tree(&staging)?;
+    let payload = write_payload_record(dir, &v2, &out)?;
     Ok(MirrorOutcome {
         dir: dir.clone(),
+        payload,
         images: out,
         blobs: needed.len(),
         bytes,

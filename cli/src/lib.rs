@@ -121,6 +121,9 @@ pub enum Command {
     /// Image-based installation: install a seed onto a disk (run by the installation ISO).
     #[command(subcommand)]
     Ibi(IbiCmd),
+    /// Release payloads (mirror directories): check them.
+    #[command(subcommand)]
+    Payload(PayloadCmd),
     /// Write images into the distribution (registry v2) filesystem layout that a stock
     /// registry serves (docker-registry's storage.filesystem.rootdirectory = DIR).
     #[command(
@@ -427,6 +430,16 @@ recert extend_expiration (unless --no-restore). An interrupted run resumes when 
         /// Target architecture (default: this machine's).
         #[arg(long)]
         arch: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayloadCmd {
+    /// Check a mirror directory: every blob's sha256, every repository link, the record.
+    Verify {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
 }
 
@@ -867,6 +880,21 @@ pub fn run(cli: Cli) -> Result<()> {
                     c.extra_manifests,
                     c.kubeconfig.display(),
                     c.kubeadmin_password.display()
+                )
+            })
+        }
+        Command::Payload(PayloadCmd::Verify { dir, format }) => {
+            let v = imgmode_builder::mirror::verify(&dir)?;
+            print(format, &v, |v| {
+                format!(
+                    "{}: payload {} ({} image(s), {}): {} blobs ({}) and {} links verified\n",
+                    dir.display(),
+                    v.payload.id,
+                    v.payload.images.len(),
+                    v.payload.architectures.join(", "),
+                    v.blobs,
+                    imgmode_builder::partition::human_size(v.bytes),
+                    v.links
                 )
             })
         }

@@ -143,6 +143,28 @@ fn mirrored_images_are_served_by_a_stock_registry() {
     let blobs = out["blobs"].as_u64().unwrap();
     assert_eq!(blobs, 10, "{out}");
     assert!(!dir.join(".imgmode-mirror-staging").exists());
+    assert_eq!(out["payload"]["images"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        out["payload"]["architectures"],
+        serde_json::json!(["amd64", "arm64"])
+    );
+    let out = imgmode(
+        t,
+        &[
+            "payload",
+            "verify",
+            dir.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["blobs"], 10);
 
     // a second run fetches nothing new
     let (ok, err, again) = mirror(t, &dir, &images);
@@ -184,6 +206,24 @@ fn mirrored_images_are_served_by_a_stock_registry() {
         &format!("oci:{}", t.join("pulled-list").display()),
     ]);
     assert!(ok, "pull the list by digest: {text}");
+    drop(reg);
+
+    // a tampered blob is found, by name
+    let layer = dir.join(format!(
+        "docker/registry/v2/blobs/sha256/{}",
+        &one_digest[7..9]
+    ));
+    let data = layer.join(&one_digest[7..]).join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&data, bytes).unwrap();
+    let out = imgmode(t, &["payload", "verify", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is corrupted"),
+        "{err}"
+    );
+    assert!(err.contains(&one_digest[7..]), "{err}");
 }
 
 #[test]

@@ -50,6 +50,9 @@ __BUNDLE__";
 const LIVE_UNIT: &str = r#"[Unit]
 Description=imgmode vmtest: the live system's checks
 ConditionKernelCommandLine=imgmode.live
+# it runs early (before the install): wait for udev's name of the results port
+Requires=dev-virtio\x2dports-org.imgmode.results.device
+After=dev-virtio\x2dports-org.imgmode.results.device
 
 [Service]
 Type=oneshot

@@ -36,7 +36,9 @@ pub const FATAL_CONSOLE_PATTERNS: &[&str] = &[
     "error: can't find command",
     "No bootable device",
     // the installation ISO's unit failed: the install will not happen
-    "Failed to start imgmode-ibi-install.service",
+    "Failed to start imgmode-ibi-inst",
+    // the ibi scenario's live checks failed: their report will never come
+    "Failed to start imgmode-vmtest-liv",
 ];
 
 /// How the VM starts.
@@ -190,6 +192,28 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
     }
     a.extend(cfg.extra_args.iter().cloned());
     a
+}
+
+/// `text` without ANSI escape sequences (systemd colours unit names on the console).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // parameters and intermediates, then one final byte in @..~
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Standard base64 (RFC 4648) with padding.
@@ -377,7 +401,7 @@ impl Vm {
             if let Some(v) = probe(self) {
                 return Ok(v);
             }
-            let console = self.console();
+            let console = strip_ansi(&self.console());
             if let Some(fatal) = FATAL_CONSOLE_PATTERNS.iter().find(|f| console.contains(*f)) {
                 bail!(
                     "boot failed: console shows {fatal:?}\n--- console tail ---\n{}",
@@ -507,6 +531,17 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn failed_units_are_seen_through_the_consoles_colours() {
+        let line = "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start \x1b[0;1;39mimgmode-vmtest-liv\u{2026}\x1b[0me vmtest: the live system's checks.";
+        let plain = strip_ansi(line);
+        assert_eq!(
+            plain,
+            "[FAILED] Failed to start imgmode-vmtest-liv\u{2026}e vmtest: the live system's checks."
+        );
+        assert!(FATAL_CONSOLE_PATTERNS.iter().any(|f| plain.contains(f)));
     }
 
     #[test]
