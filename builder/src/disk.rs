@@ -459,7 +459,8 @@ pub fn set_root_hash(shadow: &str, hash: &str) -> Result<String> {
 }
 
 /// Bytes used by a tree, counting hardlinked files once.
-fn du_bytes(p: &Path) -> Result<u64> {
+/// Bytes used under `p` (du).
+pub fn du_bytes(p: &Path) -> Result<u64> {
     let out = Run::new("du")
         .args(["-s", "-B1", "--apparent-size"])
         .arg(p)

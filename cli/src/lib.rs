@@ -499,6 +499,11 @@ which step runs, or failed and why."
         /// installation ISO carries: oci:/run/imgmode/iso/seed).
         #[arg(long)]
         seed_from: Option<String>,
+        /// A release payload (imgmode mirror directory) to copy onto the container storage
+        /// partition and serve on port 22625 on the installed system (the live system's
+        /// registry TLS and credentials in /etc/imgmode/payload go with it).
+        #[arg(long)]
+        payload: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
@@ -524,6 +529,10 @@ install --reboot` from imgmode-ibi-install.service with the progress on the cons
         /// Copy the seed into the ISO for installs without a registry.
         #[arg(long)]
         embed_seed: bool,
+        /// A release payload (an imgmode mirror directory) the ISO carries: served on port
+        /// 22625 in the live system and, copied to the disk, on the installed system.
+        #[arg(long)]
+        payload: Option<PathBuf>,
         /// Replace an existing DIR/imgmode-ibi.iso.
         #[arg(long)]
         force: bool,
@@ -967,6 +976,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dir,
             image,
             embed_seed,
+            payload,
             force,
             format,
         }) => {
@@ -975,6 +985,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 dir,
                 image,
                 embed_seed,
+                payload,
                 force,
                 store: store(),
                 cache_dir: imgmode_builder::store::cache_dir_from_env(),
@@ -1008,6 +1019,7 @@ pub fn run(cli: Cli) -> Result<()> {
             post_script,
             reboot,
             seed_from,
+            payload,
             format,
         }) => {
             use imgmode_seed::{ibi, ibiconfig};
@@ -1024,6 +1036,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 state_file: state,
                 post_script,
                 seed_from,
+                payload,
+                payload_setup: "/".into(),
                 architecture: imgmode_builder::disk::host_arch().to_string(),
                 fips,
                 store: store(),

@@ -396,3 +396,76 @@ fn create_image_names_bad_input_and_writes_nothing() {
     assert!(!ok && err.contains("pass --force"), "{err}");
     assert_eq!(std::fs::read_to_string(&iso).unwrap(), "earlier");
 }
+
+#[test]
+fn create_image_refuses_a_payload_it_cannot_serve() {
+    if !have("skopeo") {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("out")).unwrap();
+    let src = dir.join("src");
+    write_oci(&src, r#""n":"arm""#, "arm64");
+    let payload = dir.join("payload");
+    let out = imgmode(
+        dir,
+        &[
+            "mirror",
+            "--image",
+            &format!("oci:{}=org/app:1", src.display()),
+            "--dir",
+            payload.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = |secret: &str| {
+        format!("apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: quay.io/org/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{secret}'\n")
+    };
+    let with = r#"{"auths":{"localhost:22625":{"auth":"cDpx"}}}"#;
+    let p = payload.to_str().unwrap();
+    let (ok, err) = create_image(dir, Some(&cfg(with)), &["--payload", p]);
+    assert!(
+        !ok && err.contains("holds images for arm64; this installation ISO is for amd64"),
+        "{err}"
+    );
+    let (ok, err) = create_image(
+        dir,
+        Some(&cfg(with)),
+        &["--payload", dir.join("src").to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("is not an imgmode mirror directory"),
+        "{err}"
+    );
+    // an amd64 payload, but no credentials for the payload registry in the pull secret
+    let src2 = dir.join("src2");
+    write_oci(&src2, r#""n":"amd""#, "amd64");
+    let payload2 = dir.join("payload2");
+    let out = imgmode(
+        dir,
+        &[
+            "mirror",
+            "--image",
+            &format!("oci:{}=org/app:2", src2.display()),
+            "--dir",
+            payload2.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let (ok, err) = create_image(
+        dir,
+        Some(&cfg(r#"{"auths":{}}"#)),
+        &["--payload", payload2.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("pullSecret has no auth for localhost:22625"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.join("out")).unwrap().count(), 0);
+}

@@ -285,3 +285,103 @@ fn not_enough_space_is_refused_before_writing() {
     assert!(!ok && err.contains("free; mirroring needs"), "{err}");
     assert_eq!(entries, 0, "something was written");
 }
+
+/// The payload registry's generated configuration, served by the real docker-registry:
+/// TLS from its CA, the pull secret's credentials accepted, anything else refused, pushes
+/// refused (read-only).
+#[test]
+fn the_payload_registry_authenticates_like_the_pull_secret() {
+    use imgmode_seed::payload::{write_files, RegistrySetup, CONF_DIR, PORT};
+    if !have("skopeo") || !have("docker-registry") {
+        eprintln!("skipped: needs skopeo and docker-registry (cargo xtask deps)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let src = t.join("src");
+    write_oci(&src, r#""n":"p""#, "amd64");
+    let dir = t.join("payload");
+    let (ok, err, _) = mirror(t, &dir, &[format!("oci:{}=org/app:1.0", src.display())]);
+    assert!(ok, "{err}");
+    // "payload:s3cret"
+    let secret = r#"{"auths":{"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQ="}}}"#;
+    let setup = RegistrySetup::new(secret).unwrap();
+    let payload = imgmode_builder::mirror::Payload::read(&dir).unwrap();
+    let root = t.join("root");
+    write_files(
+        &root,
+        &setup.files(dir.to_str().unwrap(), &payload, None, true),
+    )
+    .unwrap();
+    // the config as written, moved to this test's root and a free port
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = root.join(CONF_DIR);
+    let yml = std::fs::read_to_string(conf.join("registry.yml"))
+        .unwrap()
+        .replace(&format!("/{CONF_DIR}"), conf.to_str().unwrap())
+        .replace(&format!(":{PORT}"), &format!("127.0.0.1:{port}"));
+    std::fs::write(conf.join("registry.yml"), yml).unwrap();
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(conf.join("registry.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(t.join("registry.log")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let certs = root.join("etc/containers/certs.d/localhost:22625");
+    let cert_dir = format!("--cert-dir={}", certs.display());
+    let image = format!("docker://localhost:{port}/org/app:1.0");
+    let good = skopeo(&[
+        "inspect",
+        "--raw",
+        &cert_dir,
+        "--creds",
+        "payload:s3cret",
+        &image,
+    ]);
+    let none = skopeo(&["inspect", "--raw", &cert_dir, "--no-creds", &image]);
+    let wrong = skopeo(&[
+        "inspect",
+        "--raw",
+        &cert_dir,
+        "--creds",
+        "payload:nope",
+        &image,
+    ]);
+    let untrusted = skopeo(&["inspect", "--raw", "--creds", "payload:s3cret", &image]);
+    let push = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        "--dest-creds",
+        "payload:s3cret",
+        &format!("oci:{}", src.display()),
+        &format!("docker://localhost:{port}/org/pushed:1"),
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(good.0, "with the pull secret's credentials: {}", good.1);
+    assert!(good.1.contains("schemaVersion"));
+    assert!(
+        !none.0 && none.1.contains("authentication required"),
+        "{}",
+        none.1
+    );
+    assert!(!wrong.0, "a wrong password was accepted");
+    assert!(
+        !untrusted.0 && untrusted.1.contains("certificate"),
+        "{}",
+        untrusted.1
+    );
+    assert!(!push.0, "the payload registry accepted a push");
+}

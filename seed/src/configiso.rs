@@ -289,7 +289,7 @@ pub struct ConfigImage {
     pub extra_manifests: usize,
 }
 
-struct Signer {
+pub(crate) struct Signer {
     key: PKey<Private>,
     cert: X509,
 }
@@ -315,7 +315,7 @@ fn serial() -> Result<openssl::asn1::Asn1Integer> {
 /// A self-signed CA with OpenShift's signer subject (encoded OU=openshift, then CN=<cn>, as
 /// OpenShift's Go tooling writes it). No key identifiers: a
 /// client trusting it matches the cluster's re-signed CA by name and key alone.
-fn ca(cn: &str, days: u32) -> Result<Signer> {
+pub(crate) fn ca(cn: &str, days: u32) -> Result<Signer> {
     let key = PKey::from_rsa(Rsa::generate(2048)?)?;
     let subject = name(Some("openshift"), None, cn)?;
     let mut b = X509Builder::new()?;
@@ -345,16 +345,40 @@ fn ca(cn: &str, days: u32) -> Result<Signer> {
 
 /// The `system:admin` client certificate under `signer`.
 fn admin_client(signer: &Signer) -> Result<Signer> {
+    leaf(
+        signer,
+        Some("system:masters"),
+        "system:admin",
+        &[],
+        false,
+        3650,
+    )
+}
+
+/// A TLS server certificate for `names` (DNS names and IP addresses) under `signer`.
+pub(crate) fn server_cert(signer: &Signer, cn: &str, names: &[&str], days: u32) -> Result<Signer> {
+    leaf(signer, None, cn, names, true, days)
+}
+
+/// A leaf certificate (server or client) under `signer`, with `sans` as DNS names or IPs.
+fn leaf(
+    signer: &Signer,
+    o: Option<&str>,
+    cn: &str,
+    sans: &[&str],
+    server: bool,
+    days: u32,
+) -> Result<Signer> {
     let key = PKey::from_rsa(Rsa::generate(2048)?)?;
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let sn = serial()?;
     b.set_serial_number(&sn)?;
-    let subject = name(None, Some("system:masters"), "system:admin")?;
+    let subject = name(None, o, cn)?;
     b.set_subject_name(&subject)?;
     b.set_issuer_name(signer.cert.subject_name())?;
     b.set_pubkey(&key)?;
-    let (nb, na) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(3650)?);
+    let (nb, na) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
     b.set_not_before(&nb)?;
     b.set_not_after(&na)?;
     b.append_extension(BasicConstraints::new().critical().build()?)?;
@@ -365,7 +389,25 @@ fn admin_client(signer: &Signer) -> Result<Signer> {
             .key_encipherment()
             .build()?,
     )?;
-    b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+    let mut eku = ExtendedKeyUsage::new();
+    if server {
+        eku.server_auth();
+    } else {
+        eku.client_auth();
+    }
+    b.append_extension(eku.build()?)?;
+    if !sans.is_empty() {
+        let mut san = openssl::x509::extension::SubjectAlternativeName::new();
+        for n in sans {
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                san.ip(n);
+            } else {
+                san.dns(n);
+            }
+        }
+        let ext = san.build(&b.x509v3_context(Some(&signer.cert), None))?;
+        b.append_extension(ext)?;
+    }
     b.sign(&signer.key, MessageDigest::sha256())?;
     Ok(Signer {
         key,
@@ -373,11 +415,11 @@ fn admin_client(signer: &Signer) -> Result<Signer> {
     })
 }
 
-fn pem_cert(s: &Signer) -> Result<String> {
+pub(crate) fn pem_cert(s: &Signer) -> Result<String> {
     Ok(String::from_utf8(s.cert.to_pem()?)?)
 }
 
-fn pem_key(s: &Signer) -> Result<String> {
+pub(crate) fn pem_key(s: &Signer) -> Result<String> {
     Ok(String::from_utf8(s.key.private_key_to_pem_pkcs8()?)?)
 }
 

@@ -65,6 +65,11 @@ pub struct InstallOpts {
     /// Read the seed from here instead of `seedImage` (the copy embedded in an installation
     /// ISO); `seedImage` is still what the installed system records.
     pub seed_from: Option<String>,
+    /// A release payload (mirror directory) to copy onto the container storage partition and
+    /// serve on the installed system; the registry's TLS and credentials are read from
+    /// `payload_setup`/etc/imgmode/payload (the live system's).
+    pub payload: Option<PathBuf>,
+    pub payload_setup: PathBuf,
     /// The machine's OCI architecture and FIPS mode (the seed gates).
     pub architecture: String,
     pub fips: bool,
@@ -80,6 +85,9 @@ pub struct Installed {
     /// Where the seed was read from when not from `seedImage`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed_from: Option<String>,
+    /// The ID of the release payload copied to the disk and served on port 22625.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
     pub seed_version: String,
     pub stateroot: String,
     pub commit: String,
@@ -435,6 +443,31 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
         &extra,
         &format!("installationDisk {}", disk.display()),
     )?;
+    let payload = match &o.payload {
+        Some(dir) => {
+            let p = imgmode_builder::mirror::Payload::read(dir)?;
+            ensure!(
+                p.architectures.contains(&o.architecture),
+                "the payload {} holds images for {}; this machine is {}",
+                dir.display(),
+                p.architectures.join(", "),
+                o.architecture
+            );
+            let setup = crate::payload::RegistrySetup::read(&o.payload_setup)?;
+            let bytes = imgmode_builder::disk::du_bytes(dir)?;
+            let room = layout.get(Role::Extra).map_or(0, |p| p.size);
+            ensure!(
+                bytes + bytes / 10 + 64 * partition::MIB <= room,
+                "the payload {} takes {}; the {} partition ({}) cannot hold it: give extraPartitionStart more room",
+                dir.display(),
+                partition::human_size(bytes),
+                extra.label,
+                partition::human_size(room)
+            );
+            Some((dir.clone(), p, setup))
+        }
+        None => None,
+    };
 
     // ---- the disk
     if c.skip_disk_cleanup {
@@ -594,6 +627,38 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
     let _ = std::fs::remove_file(&wants);
     std::os::unix::fs::symlink(format!("../{unit}"), &wants)?;
 
+    let storage = m.join(format!("ostree/deploy/{stateroot}{CONTAINER_STORAGE}"));
+    let mut storage_mounted = false;
+    if let Some((dir, p, setup)) = &payload {
+        state.step("payload")?;
+        steps.step(&format!(
+            "copying the payload {} ({} image(s)) onto the {} partition",
+            p.id,
+            p.images.len(),
+            extra.label
+        ));
+        mounts.mount(&disk, part(Role::Extra)?, &storage)?;
+        storage_mounted = true;
+        let name = crate::payload::INSTALLED_ROOT
+            .strip_prefix(CONTAINER_STORAGE)
+            .context("the payload's place is not under the container storage")?
+            .trim_start_matches('/');
+        let tmp = storage.join(format!("{name}.imgmode-tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        Run::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(dir)
+            .arg(&tmp)
+            .output()
+            .with_context(|| format!("copying the payload {}", dir.display()))?;
+        imgmode_builder::mirror::verify(&tmp).context("the payload's copy on the disk")?;
+        std::fs::rename(&tmp, storage.join(name))?;
+        crate::payload::write_files(
+            &deploy_dir,
+            &setup.files(crate::payload::INSTALLED_ROOT, p, None, false),
+        )?;
+    }
+
     state.step("precache")?;
     let list = std::fs::read_to_string(files.join("containers.list"))?;
     let images: Vec<String> = list
@@ -608,8 +673,9 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
         extra.label
     ));
     if !images.is_empty() {
-        let storage = m.join(format!("ostree/deploy/{stateroot}{CONTAINER_STORAGE}"));
-        mounts.mount(&disk, part(Role::Extra)?, &storage)?;
+        if !storage_mounted {
+            mounts.mount(&disk, part(Role::Extra)?, &storage)?;
+        }
         let runroot = work.join("runroot");
         for img in &images {
             Run::new("skopeo")
@@ -653,6 +719,7 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
         disk: disk.display().to_string(),
         seed: seed_reference(&c.seed_image),
         seed_from: o.seed_from.clone(),
+        payload: payload.as_ref().map(|(_, p, _)| p.id.clone()),
         seed_version: info.seed_cluster_ocp_version,
         stateroot,
         commit,

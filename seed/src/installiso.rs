@@ -33,6 +33,8 @@ pub const LIVE_CONFIG: &str = "/etc/imgmode/image-based-installation-config.yaml
 pub const ISO_MOUNT: &str = "/run/imgmode/iso";
 /// The embedded seed's directory on the ISO.
 pub const SEED_DIR: &str = "seed";
+/// The payload's directory on the ISO.
+pub const PAYLOAD_DIR: &str = "payload";
 /// The installation unit of the live system.
 pub const UNIT: &str = "imgmode-ibi-install.service";
 
@@ -43,6 +45,8 @@ pub struct CreateImageOpts {
     /// The live system's image (the base image by default).
     pub image: String,
     pub embed_seed: bool,
+    /// A mirror directory (`imgmode mirror`) the ISO carries and serves on port 22625.
+    pub payload: Option<PathBuf>,
     pub force: bool,
     pub store: Store,
     pub cache_dir: PathBuf,
@@ -57,6 +61,9 @@ pub struct CreatedImage {
     /// The embedded seed's manifest digest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded_seed: Option<String>,
+    /// The payload's ID and image count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<imgmode_builder::mirror::Payload>,
     pub live: LiveOutcome,
 }
 
@@ -93,8 +100,17 @@ pub fn registries_conf(c: &ImageBasedInstallationConfig) -> Result<Option<String
     Ok(Some(out))
 }
 
+/// Where the installation unit gets the seed and the images from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sources {
+    /// The seed is embedded in the ISO.
+    pub embedded_seed: bool,
+    /// The ISO carries a payload served by the local registry (no network needed).
+    pub payload: bool,
+}
+
 /// The live system's installation unit.
-pub fn install_unit(c: &ImageBasedInstallationConfig, embedded: bool) -> Result<String> {
+pub fn install_unit(c: &ImageBasedInstallationConfig, src: Sources) -> Result<String> {
     let mut env = String::new();
     if let Some(p) = &c.proxy {
         for (k, v) in [
@@ -115,22 +131,31 @@ pub fn install_unit(c: &ImageBasedInstallationConfig, embedded: bool) -> Result<
             ));
         }
     }
-    let (order, wait, from) = if embedded {
-        (
-            format!("RequiresMountsFor={ISO_MOUNT}\n"),
-            String::new(),
-            format!(" --seed-from {}", embedded_seed_ref(Path::new(ISO_MOUNT))),
-        )
-    } else {
-        (
-            "Wants=network-online.target\nAfter=network-online.target\n".to_string(),
-            // networkd's wait-online is not enabled in every image; a timeout is not fatal
-            // (the seed pull then says what is unreachable)
-            "ExecStartPre=-/usr/lib/systemd/systemd-networkd-wait-online --any --timeout=180\n"
-                .to_string(),
-            String::new(),
-        )
-    };
+    let mut order = String::new();
+    let mut wait = String::new();
+    let mut args = String::new();
+    if src.embedded_seed || src.payload {
+        order.push_str(&format!("RequiresMountsFor={ISO_MOUNT}\n"));
+    }
+    if src.embedded_seed {
+        args.push_str(&format!(
+            " --seed-from {}",
+            embedded_seed_ref(Path::new(ISO_MOUNT))
+        ));
+    }
+    if src.payload {
+        let unit = crate::payload::UNIT;
+        order.push_str(&format!("Requires={unit}\nAfter={unit}\n"));
+        args.push_str(&format!(" --payload {ISO_MOUNT}/{PAYLOAD_DIR}"));
+    } else if !src.embedded_seed {
+        order.push_str("Wants=network-online.target\nAfter=network-online.target\n");
+        // networkd's wait-online is not enabled in every image; a timeout is not fatal
+        // (the seed pull then says what is unreachable)
+        wait.push_str(
+            "ExecStartPre=-/usr/lib/systemd/systemd-networkd-wait-online --any --timeout=180\n",
+        );
+    }
+    let from = args;
     Ok(format!(
         "# Written by imgmode ibi create-image.
 [Unit]
@@ -203,11 +228,39 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
             "{name}: sshKey does not look like OpenSSH public keys"
         );
     }
-    let unit = install_unit(&c, o.embed_seed)?;
-    // the live system's image before the seed is copied
-    o.store.resolve(&o.image)?;
+    let src = Sources {
+        embedded_seed: o.embed_seed,
+        payload: o.payload.is_some(),
+    };
+    let unit = install_unit(&c, src)?;
+    // the payload: whole, of this machine's architecture, with credentials in the pull secret
+    let mut live_config = text.clone();
+    let mut payload_files = vec![];
+    let mut payload = None;
+    if let Some(dir) = &o.payload {
+        steps.step(&format!("verifying the payload {}", dir.display()));
+        let v = imgmode_builder::mirror::verify(dir)
+            .with_context(|| format!("--payload {}", dir.display()))?;
+        let arch = imgmode_builder::disk::host_arch();
+        ensure!(
+            v.payload.architectures.iter().any(|a| a == arch),
+            "--payload {} holds images for {}; this installation ISO is for {arch}",
+            dir.display(),
+            v.payload.architectures.join(", ")
+        );
+        let setup = crate::payload::RegistrySetup::new(&c.pull_secret)
+            .with_context(|| format!("{name}: the payload's registry"))?;
+        live_config = crate::payload::with_trust(&text, &setup.ca_pem)?;
+        payload_files = setup.files(
+            &format!("{ISO_MOUNT}/{PAYLOAD_DIR}"),
+            &v.payload,
+            Some(UNIT),
+            true,
+        );
+        payload = Some(v.payload);
+    }
     let mut files = vec![
-        LiveFile::file(&LIVE_CONFIG[1..], 0o600, text.clone()),
+        LiveFile::file(&LIVE_CONFIG[1..], 0o600, live_config),
         LiveFile::file(&format!("etc/systemd/system/{UNIT}"), 0o644, unit),
         LiveFile::symlink(
             &format!("etc/systemd/system/multi-user.target.wants/{UNIT}"),
@@ -238,16 +291,24 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
         ));
     }
 
+    // the live system's image before the seed is copied
+    o.store.resolve(&o.image)?;
     let seed = crate::ibi::seed_reference(&c.seed_image);
     let work = imgmode_builder::workdir::WorkDir::new(&o.cache_dir.join("work"), "ibi-iso-")?;
     let mut iso_dirs = vec![];
     let mut embedded_seed = None;
-    if o.embed_seed {
+    files.extend(payload_files);
+    if let Some(dir) = &o.payload {
+        iso_dirs.push((PAYLOAD_DIR.to_string(), dir.clone()));
+    }
+    if o.embed_seed || o.payload.is_some() {
         files.push(LiveFile::file(
             &format!("etc/systemd/system/{}", mount_unit_name(ISO_MOUNT)),
             0o644,
             iso_mount_unit(),
         ));
+    }
+    if o.embed_seed {
         steps.step(&format!("copying the seed {seed} into the ISO"));
         let dest = work.path().join(SEED_DIR);
         Run::new("skopeo")
@@ -286,6 +347,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
         seed_version: c.seed_version.clone(),
         installation_disk: c.installation_disk.clone(),
         embedded_seed,
+        payload,
         live: out,
     })
 }
@@ -319,7 +381,7 @@ mod tests {
 
     #[test]
     fn the_unit_installs_with_the_config_and_proxy_and_reboots() {
-        let u = install_unit(&config(), false).unwrap();
+        let u = install_unit(&config(), Sources::default()).unwrap();
         assert!(u.contains(&format!(
             "ExecStart=/usr/bin/imgmode ibi install --config {LIVE_CONFIG} --reboot\n"
         )));
@@ -327,7 +389,25 @@ mod tests {
         assert!(u.contains("NO_PROXY=.example.org"));
         assert!(!u.contains("HTTPS_PROXY"));
         assert!(u.contains("After=network-online.target"));
-        let e = install_unit(&config(), true).unwrap();
+        let e = install_unit(
+            &config(),
+            Sources {
+                embedded_seed: true,
+                payload: false,
+            },
+        )
+        .unwrap();
+        let p = install_unit(
+            &config(),
+            Sources {
+                embedded_seed: false,
+                payload: true,
+            },
+        )
+        .unwrap();
+        assert!(p.contains("--payload /run/imgmode/iso/payload\n"));
+        assert!(p.contains("Requires=imgmode-payload-registry.service"));
+        assert!(!p.contains("network-online"));
         assert!(e.contains("--seed-from oci:/run/imgmode/iso/seed\n"));
         assert!(e.contains("RequiresMountsFor=/run/imgmode/iso"));
         assert_eq!(mount_unit_name(ISO_MOUNT), "run-imgmode-iso.mount");

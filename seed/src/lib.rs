@@ -25,6 +25,7 @@ pub mod image;
 pub mod installiso;
 pub mod manifest;
 pub mod nmstate;
+pub mod payload;
 pub mod postpivot;
 pub mod testcluster;
 

@@ -47,7 +47,7 @@ additionalTrustBundle: |
 __BUNDLE__";
 
 /// The live system's checks, run before its installation unit (and the refusals, when asked).
-const LIVE_UNIT: &str = r#"[Unit]
+pub(crate) const LIVE_UNIT: &str = r#"[Unit]
 Description=imgmode vmtest: the live system's checks
 ConditionKernelCommandLine=imgmode.live
 # it runs early (before the install): wait for udev's name of the results port
@@ -123,7 +123,12 @@ systemctl poweroff
 "#;
 
 /// Boot `cfg`, wait for the phase's end marker, and read the results (console tail on error).
-async fn run_job(cfg: &VmConfig, dir: &Path, what: &str, timeout: Duration) -> Result<String> {
+pub(crate) async fn run_job(
+    cfg: &VmConfig,
+    dir: &Path,
+    what: &str,
+    timeout: Duration,
+) -> Result<String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let mut vm = Vm::start(cfg, dir).await?;

@@ -12,6 +12,7 @@ pub mod ibi;
 pub mod layered;
 pub mod qemu;
 pub mod registry;
+pub mod registryless;
 pub mod scenarios;
 pub mod seed;
 

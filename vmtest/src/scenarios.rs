@@ -82,6 +82,11 @@ pub fn all() -> Vec<Scenario> {
             run: |a, d| Box::pin(crate::ibi::ibi(a.clone(), d.to_path_buf())),
         },
         Scenario {
+            name: "registry-less",
+            about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull",
+            run: |a, d| Box::pin(crate::registryless::registry_less(a.clone(), d.to_path_buf())),
+        },
+        Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
             run: |a, d| {

@@ -1,0 +1,269 @@
+//! The `registry-less` scenario: an installation ISO that carries a release payload installs
+//! a host with QEMU's networking disabled entirely. The payload (`imgmode mirror` of this
+//! run's seed, pushed to a throwaway TLS registry that is stopped before the VM starts) is
+//! served on port 22625 in the live system, the seed is pulled through it by its original
+//! name, and after the reboot the installed system serves its copy of the payload the same
+//! way. Both systems refuse a pull without the pull secret's credentials; on the installed
+//! system a blob flipped on disk is found by `imgmode payload verify` and refused by a pull.
+
+use crate::artifacts::{run, Artifacts};
+use crate::ibi::{run_job, LIVE_UNIT};
+use crate::layered::{job, parse_phase};
+use crate::qemu::{Boot, VmConfig};
+use crate::registry::Registry;
+use crate::scenarios::{report_line, BOOT_TIMEOUT};
+use anyhow::{ensure, Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(1500);
+
+/// The pull secret: anything for the seed's registry, the payload registry's credentials
+/// ("payload:s3cret-22625") for localhost:22625.
+const PULL_SECRET: &str = r#"{"auths":{"__REG__":{"auth":"eDp5"},"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQtMjI2MjU="}}}"#;
+
+const IBI_CONFIG: &str = "apiVersion: v1beta1
+kind: ImageBasedInstallationConfig
+metadata:
+  name: registry-less
+seedImage: __REG__/imgmode-seed:__VERSION__
+seedVersion: __VERSION__
+installationDisk: /dev/vda
+pullSecret: '__SECRET__'
+extraPartitionStart: -3G
+";
+
+/// Checks both systems run: the registry, pulls by the original name through it, the
+/// refusal without credentials.
+const PULL_CHECKS: &str = r#"yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
+auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
+echo "FACT nics=$(ls /sys/class/net | grep -vc '^lo$')"
+echo "FACT registry=$(systemctl is-active imgmode-payload-registry.service)"
+run skopeo inspect --authfile "$auth" --format '{{.Digest}}' docker://__REG__/imgmode-seed:__VERSION__
+run skopeo inspect --no-creds --raw docker://localhost:22625/imgmode-seed:__VERSION__
+"#;
+
+const LIVE_SCRIPT: &str = r#"set -u
+echo "IMGMODE-PHASE-0-BEGIN"
+__CHECKS__
+echo "IMGMODE-PHASE-0-END"
+"#;
+
+const BOOTED_SCRIPT: &str = r#"set -u
+grep -q "imgmode.live=" /proc/cmdline && exit 0
+echo "IMGMODE-PHASE-1-BEGIN"
+__CHECKS__
+echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
+p=/var/lib/containers/imgmode-payload
+run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
+run imgmode payload verify $p
+# flip one byte of the seed's layer, the largest blob
+blob=$(find $p/docker/registry/v2/blobs -name data -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+printf 'X' | dd of="$blob" bs=1 seek=1000 conv=notrunc status=none
+run imgmode payload verify $p
+rm -rf /var/tmp/pulled
+run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
+echo "IMGMODE-PHASE-1-END"
+systemctl poweroff
+"#;
+
+/// The `registry-less` scenario.
+pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
+    let seed = crate::seed::shared_seed(&a, &dir.join("seed")).await?;
+    let version = seed.identity["version"]
+        .as_str()
+        .context("the seed's identity has no version")?
+        .to_string();
+
+    eprintln!("==> the payload: the seed pushed to a TLS registry, then imgmode mirror");
+    let reg = Registry::start_tls(&dir.join("registry"))?;
+    let (_, certs) = reg.tls.clone().context("the registry serves no TLS")?;
+    let addr = reg.host_addr();
+    let src = format!("{addr}/imgmode-seed:{version}");
+    run(
+        Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("--dest-cert-dir={}", certs.display()))
+            .arg(format!("oci-archive:{}", seed.archive.display()))
+            .arg(format!("docker://{src}")),
+        "skopeo copy (seed to the registry)",
+    )?;
+    let payload = dir.join("payload");
+    let _ = std::fs::remove_dir_all(&payload);
+    let t0 = std::time::Instant::now();
+    run(
+        Command::new(&a.imgmode)
+            .args(["mirror", "--image", &src, "--dir"])
+            .arg(&payload)
+            .arg("--cert-dir")
+            .arg(&certs),
+        "imgmode mirror",
+    )?;
+    let mirror_seconds = t0.elapsed().as_secs_f64();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(payload.join("imgmode-payload.json"))?)?;
+    let seed_digest = record["images"][0]["digest"]
+        .as_str()
+        .context("the payload record names no image")?
+        .to_string();
+    let secret = PULL_SECRET.replace("__REG__", &addr);
+    let isodir = dir.join("iso");
+    let _ = std::fs::remove_dir_all(&isodir);
+    std::fs::create_dir_all(&isodir)?;
+    let config = isodir.join("image-based-installation-config.yaml");
+    std::fs::write(
+        &config,
+        IBI_CONFIG
+            .replace("__REG__", &addr)
+            .replace("__VERSION__", &version)
+            .replace("__SECRET__", &secret),
+    )?;
+    run(
+        Command::new(&a.imgmode)
+            .args(["ibi", "create-image", "--config"])
+            .arg(&config)
+            .arg("--dir")
+            .arg(&isodir)
+            .arg("--payload")
+            .arg(&payload),
+        "imgmode ibi create-image --payload",
+    )?;
+    // from here on nothing serves the seed but the payload
+    drop(reg);
+
+    eprintln!("==> booting the ISO with no network at all; install; reboot into the disk");
+    let blank = dir.join("blank.qcow2");
+    let _ = std::fs::remove_file(&blank);
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&blank)
+            .arg("12G"),
+        "qemu-img create (installation disk)",
+    )?;
+    let fill = |s: &str| {
+        s.replace("__CHECKS__", PULL_CHECKS)
+            .replace("__REG__", &addr)
+            .replace("__VERSION__", &version)
+    };
+    let cfg = job(
+        VmConfig {
+            extra_args: vec![
+                "-drive".into(),
+                format!(
+                    "file={},format=raw,media=cdrom,readonly=on,if=none,id=live",
+                    isodir.join("imgmode-ibi.iso").display()
+                ),
+                "-device".into(),
+                "ide-cd,drive=live,bus=ide.0,bootindex=2".into(),
+            ],
+            network: false,
+            memory_mib: 3072,
+            ..VmConfig::new(&blank, Boot::Uefi)
+        },
+        fill(BOOTED_SCRIPT),
+    )
+    .extra_unit("imgmode-vmtest-live.service", LIVE_UNIT)
+    .unit_dropin(
+        "imgmode-ibi-install.service",
+        "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
+    )
+    .unit_dropin(
+        "imgmode-vmtest-live.service",
+        "[Unit]\nAfter=imgmode-payload-registry.service\n",
+    )
+    // this scenario configures no cluster (no configuration ISO): post-pivot is held off
+    .unit_dropin(
+        "imgmode-post-pivot.service",
+        "[Unit]\nConditionKernelCommandLine=imgmode.vmtest.post-pivot\n",
+    )
+    .credential("vmtest.livescript", fill(LIVE_SCRIPT))
+    .credential("vmtest.auth", secret.clone());
+    let results = run_job(
+        &cfg,
+        &dir.join("vm"),
+        "the registry-less install",
+        BOOT_TIMEOUT * 2 + TIMEOUT,
+    )
+    .await?;
+
+    let seed_ref = format!("docker://{addr}/imgmode-seed:{version}");
+    for (n, what) in [(0u32, "the live system"), (1, "the installed system")] {
+        let p = parse_phase(&results, n).with_context(|| format!("{what} reported nothing"))?;
+        ensure!(
+            p.fact("nics") == "0",
+            "{what} has {} network interfaces; the VM must have none",
+            p.fact("nics")
+        );
+        ensure!(
+            p.fact("registry") == "active",
+            "{what}: imgmode-payload-registry.service is {}",
+            p.fact("registry")
+        );
+        let digest = p.ran_ok(&format!("--format {{{{.Digest}}}} {seed_ref}"))?;
+        ensure!(
+            digest.trim() == seed_digest,
+            "{what}: {seed_ref} resolved to {:?} through the payload, which holds {seed_digest}",
+            digest.trim()
+        );
+        let (c, rc, out) = p
+            .runs
+            .iter()
+            .find(|(c, _, _)| c.contains("--no-creds"))
+            .with_context(|| format!("{what} did not try a pull without credentials"))?;
+        ensure!(
+            *rc != 0 && out.contains("authentication required"),
+            "{what}: a pull without credentials was not refused: {c} -> {rc}\n{out}"
+        );
+        if n == 1 {
+            let installed: serde_json::Value = serde_json::from_str(
+                report_line(&results, "INSTALLED ").context("no install record")?,
+            )?;
+            ensure!(
+                installed["payload"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("sha256:")),
+                "the install record names no payload: {installed}"
+            );
+            let pulls: Vec<&(String, i32, String)> = p
+                .runs
+                .iter()
+                .filter(|(c, _, _)| c.starts_with("skopeo copy"))
+                .collect();
+            ensure!(
+                pulls.len() == 2,
+                "the installed system ran {} pulls",
+                pulls.len()
+            );
+            ensure!(
+                pulls[0].1 == 0,
+                "pulling the seed through the installed payload failed:\n{}",
+                pulls[0].2
+            );
+            let verifies: Vec<&(String, i32, String)> = p
+                .runs
+                .iter()
+                .filter(|(c, _, _)| c.starts_with("imgmode payload verify"))
+                .collect();
+            ensure!(
+                verifies.len() == 2 && verifies[0].1 == 0,
+                "the installed payload did not verify: {verifies:?}"
+            );
+            ensure!(
+                verifies[1].1 != 0 && verifies[1].2.contains("is corrupted"),
+                "a flipped byte in the payload was not found by imgmode payload verify: {}",
+                verifies[1].2
+            );
+            ensure!(
+                pulls[1].1 != 0,
+                "a pull of the tampered blob succeeded:\n{}",
+                pulls[1].2
+            );
+        }
+    }
+    Ok(format!(
+        "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed pulled by its original name {seed_ref} on both, a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull"
+    ))
+}
