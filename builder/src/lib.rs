@@ -15,6 +15,7 @@ pub mod mirror;
 pub mod oci;
 pub mod ostree;
 pub mod partition;
+pub mod payloads;
 pub mod progress;
 pub mod store;
 pub mod workdir;

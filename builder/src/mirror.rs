@@ -257,18 +257,12 @@ fn write_payload_record(dir: &Path, v2: &Path, new: &[Mirrored]) -> Result<Paylo
             arch.insert(a);
         }
     }
-    let id = format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(serde_json::to_vec(&images)?))
-    );
     let p = Payload {
-        id,
+        id: payload_id(&images)?,
         images,
         architectures: arch.into_iter().collect(),
     };
-    let tmp = dir.join(format!("{PAYLOAD_RECORD}.imgmode-tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&p)?)?;
-    std::fs::rename(&tmp, dir.join(PAYLOAD_RECORD))?;
+    write_json(&dir.join(PAYLOAD_RECORD), &p)?;
     Ok(p)
 }
 
@@ -289,6 +283,67 @@ fn architectures(v2: &Path, digest: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The repository links of `images` (revisions of every manifest level, `_layers` of every
+/// config and layer, the tag) under `v2`'s repositories; the manifests are read from the blob
+/// store, so every blob must be in place first.
+pub fn write_repository_links(v2: &Path, images: &[Mirrored]) -> Result<()> {
+    write_links_under(&v2.join("repositories"), images, v2)
+}
+
+/// [`write_repository_links`] into another repositories directory (`repos`).
+pub fn write_links_under(repos: &Path, images: &[Mirrored], v2: &Path) -> Result<()> {
+    for img in images {
+        let repo = repos.join(&img.repo);
+        let mut level = vec![img.digest.clone()];
+        while let Some(d) = level.pop() {
+            let raw = std::fs::read(blob_path(v2, &d)?)
+                .with_context(|| format!("the blob store lacks manifest {d}"))?;
+            let refs = parse_refs(&raw)?;
+            write_link(
+                &repo.join(format!(
+                    "_manifests/revisions/sha256/{}/link",
+                    check_digest(&d)?
+                )),
+                &d,
+            )?;
+            for b in &refs.blobs {
+                write_link(
+                    &repo.join(format!("_layers/sha256/{}/link", check_digest(&b.digest)?)),
+                    &b.digest,
+                )?;
+            }
+            level.extend(refs.manifests.iter().map(|m| m.digest.clone()));
+        }
+        if let Some(tag) = &img.tag {
+            let t = repo.join("_manifests/tags").join(tag);
+            write_link(
+                &t.join(format!("index/sha256/{}/link", check_digest(&img.digest)?)),
+                &img.digest,
+            )?;
+            write_link(&t.join("current/link"), &img.digest)?;
+        }
+    }
+    Ok(())
+}
+
+/// A payload's ID: the sha256 of its sorted image list.
+pub fn payload_id(images: &[Mirrored]) -> Result<String> {
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(serde_json::to_vec(images)?))
+    ))
+}
+
+/// Write `value` as JSON at `path` through a temporary name.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension("imgmode-tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// What [`verify`] checked.
@@ -387,21 +442,22 @@ pub struct MirrorOutcome {
 
 /// A descriptor as manifests carry it.
 #[derive(Debug, Clone, serde::Deserialize)]
-struct Desc {
-    digest: String,
-    size: u64,
+pub struct Desc {
+    pub digest: String,
+    pub size: u64,
 }
 
 /// What a manifest or index names.
 #[derive(Debug, Default)]
-struct Refs {
+pub struct Refs {
     /// Child manifests of an index.
-    manifests: Vec<Desc>,
+    pub manifests: Vec<Desc>,
     /// Config and layers of a manifest.
-    blobs: Vec<Desc>,
+    pub blobs: Vec<Desc>,
 }
 
-fn parse_refs(raw: &[u8]) -> Result<Refs> {
+/// The manifests (of an index) or the config and layers (of a manifest) `raw` names.
+pub fn parse_refs(raw: &[u8]) -> Result<Refs> {
     let v: serde_json::Value = serde_json::from_slice(raw).context("a manifest is not JSON")?;
     let media = v["mediaType"].as_str().unwrap_or_default();
     let mut r = Refs::default();
@@ -424,13 +480,14 @@ fn parse_refs(raw: &[u8]) -> Result<Refs> {
     Ok(r)
 }
 
-fn blob_path(v2: &Path, digest: &str) -> Result<PathBuf> {
+/// Where the blob `digest` is in the blob store under `v2`.
+pub fn blob_path(v2: &Path, digest: &str) -> Result<PathBuf> {
     let hex = check_digest(digest)?;
     Ok(v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
 }
 
 /// sha256 and size of a file.
-fn hash_file(p: &Path) -> Result<(String, u64)> {
+pub fn hash_file(p: &Path) -> Result<(String, u64)> {
     let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -489,7 +546,8 @@ fn walk_manifests(
     Ok(out)
 }
 
-fn free_bytes(dir: &Path) -> Result<u64> {
+/// Free bytes of the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Result<u64> {
     let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
     Ok(st.f_bavail * st.f_frsize)
 }
@@ -620,39 +678,17 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
 
     // ---- repository links, last
     steps.step("writing the repositories' links");
-    let mut out = vec![];
-    for (img, manifests) in &plans {
-        let repo = v2.join("repositories").join(&img.repo);
-        for (d, _, refs) in manifests {
-            let hex = check_digest(d)?;
-            write_link(
-                &repo.join(format!("_manifests/revisions/sha256/{hex}/link")),
-                d,
-            )?;
-            for b in &refs.blobs {
-                write_link(
-                    &repo.join(format!("_layers/sha256/{}/link", check_digest(&b.digest)?)),
-                    &b.digest,
-                )?;
-            }
-        }
-        let top = manifests[0].0.clone();
-        if let Some(tag) = &img.tag {
-            let t = repo.join("_manifests/tags").join(tag);
-            write_link(
-                &t.join(format!("index/sha256/{}/link", check_digest(&top)?)),
-                &top,
-            )?;
-            write_link(&t.join("current/link"), &top)?;
-        }
-        out.push(Mirrored {
+    let out: Vec<Mirrored> = plans
+        .iter()
+        .map(|(img, manifests)| Mirrored {
             source: img.source.clone(),
             repo: img.repo.clone(),
             tag: img.tag.clone(),
-            digest: top,
+            digest: manifests[0].0.clone(),
             manifests: manifests.len(),
-        });
-    }
+        })
+        .collect();
+    write_repository_links(&v2, &out)?;
     crate::workdir::remove_tree(&staging)?;
     let payload = write_payload_record(dir, &v2, &out)?;
     Ok(MirrorOutcome {

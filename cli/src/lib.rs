@@ -441,6 +441,33 @@ pub enum PayloadCmd {
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
+    /// The payloads this host holds (served on port 22625) and which are in use.
+    Status {
+        #[arg(long, default_value = imgmode_seed::payload::INSTALLED_ROOT)]
+        store: PathBuf,
+        /// The container storage whose images count as in use.
+        #[arg(long, default_value = "/var/lib/containers/storage")]
+        storage: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// Copy a payload in: from a mirror directory, or an ISO (file or device) that carries
+    /// one in /payload (an installation ISO made with --payload).
+    Add {
+        source: PathBuf,
+        #[arg(long, default_value = imgmode_seed::payload::INSTALLED_ROOT)]
+        store: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// Remove a payload (by its ID); refused while the container storage holds its images.
+    Remove {
+        id: String,
+        #[arg(long, default_value = imgmode_seed::payload::INSTALLED_ROOT)]
+        store: PathBuf,
+        #[arg(long, default_value = "/var/lib/containers/storage")]
+        storage: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -906,6 +933,66 @@ pub fn run(cli: Cli) -> Result<()> {
                     v.links
                 )
             })
+        }
+        Command::Payload(PayloadCmd::Status {
+            store,
+            storage,
+            format,
+        }) => {
+            let held = imgmode_builder::payloads::status(&store, &storage)?;
+            print(format, &held, |held| {
+                if held.is_empty() {
+                    return format!("{} holds no payload\n", store.display());
+                }
+                held.iter()
+                    .map(|h| {
+                        let mut s = format!(
+                            "{} ({}){}\n",
+                            h.payload.id,
+                            h.payload.architectures.join(", "),
+                            if h.in_use.is_empty() { "" } else { " in use" }
+                        );
+                        for i in &h.payload.images {
+                            s.push_str(&format!(
+                                "  {}{} {} ({})\n",
+                                i.repo,
+                                i.tag
+                                    .as_deref()
+                                    .map(|t| format!(":{t}"))
+                                    .unwrap_or_default(),
+                                i.digest,
+                                i.source
+                            ));
+                        }
+                        s
+                    })
+                    .collect()
+            })
+        }
+        Command::Payload(PayloadCmd::Add {
+            source,
+            store,
+            format,
+        }) => {
+            let p = imgmode_seed::payload::add_from(&store, &source)?;
+            print(format, &p, |p| {
+                format!(
+                    "added payload {} ({} image(s)) to {}\n",
+                    p.id,
+                    p.images.len(),
+                    store.display()
+                )
+            })
+        }
+        Command::Payload(PayloadCmd::Remove { id, store, storage }) => {
+            let p = imgmode_builder::payloads::remove(&store, &id, &storage)?;
+            println!(
+                "removed payload {} ({} image(s)) from {}",
+                p.id,
+                p.images.len(),
+                store.display()
+            );
+            Ok(())
         }
         Command::Mirror {
             images,

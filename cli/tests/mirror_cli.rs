@@ -385,3 +385,106 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
     );
     assert!(!push.0, "the payload registry accepted a push");
 }
+
+/// A host's payload store: two payloads added (shared blobs stored once), status lists them
+/// and what is in use, removing the one in use is refused, removing the other deletes its
+/// tags and the blobs only it used, and the store still verifies.
+#[test]
+fn payloads_are_added_listed_and_removed_unless_in_use() {
+    if !have("skopeo") {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let (a, b) = (t.join("a"), t.join("b"));
+    write_oci(&a, r#""n":"a""#, "amd64");
+    write_oci(&b, r#""n":"b""#, "amd64");
+    let (pa, pb) = (t.join("payload-a"), t.join("payload-b"));
+    for (src, dir, name) in [(&a, &pa, "rel/a:1"), (&b, &pb, "rel/b:2")] {
+        let (ok, err, _) = mirror(t, dir, &[format!("oci:{}={name}", src.display())]);
+        assert!(ok, "{err}");
+    }
+    let store = t.join("store");
+    let storage = t.join("storage");
+    let s = store.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = imgmode(t, args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut ids = vec![];
+    for p in [&pa, &pb] {
+        let (ok, out, err) = run(&[
+            "payload",
+            "add",
+            p.to_str().unwrap(),
+            "--store",
+            s,
+            "--format",
+            "json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let blob_count = || {
+        std::fs::read_dir(store.join("docker/registry/v2/blobs/sha256"))
+            .unwrap()
+            .map(|p| std::fs::read_dir(p.unwrap().path()).unwrap().count())
+            .sum::<usize>()
+    };
+    // a: manifest, config, layer; b: manifest, config (the layer is shared)
+    assert_eq!(blob_count(), 5);
+    // payload a's image is in the container storage: in use
+    let (a_digest, _) = index_digest(&a);
+    std::fs::create_dir_all(storage.join("overlay-images")).unwrap();
+    std::fs::write(
+        storage.join("overlay-images/images.json"),
+        format!(r#"[{{"id":"x","names":["rel/a:1"],"digest":"{a_digest}"}}]"#),
+    )
+    .unwrap();
+    let st = storage.to_str().unwrap();
+    let (ok, out, err) = run(&[
+        "payload",
+        "status",
+        "--store",
+        s,
+        "--storage",
+        st,
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let in_use: Vec<bool> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| !h["in_use"].as_array().unwrap().is_empty())
+        .collect();
+    let a_pos = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|h| h["payload"]["id"] == ids[0].as_str())
+        .unwrap();
+    assert!(in_use[a_pos] && !in_use[1 - a_pos], "{out}");
+    let (ok, _, err) = run(&["payload", "remove", &ids[0], "--store", s, "--storage", st]);
+    assert!(!ok && err.contains("is in use"), "{err}");
+    let (ok, _, err) = run(&["payload", "remove", &ids[1], "--store", s, "--storage", st]);
+    assert!(ok, "{err}");
+    assert_eq!(blob_count(), 3);
+    assert!(!store.join("docker/registry/v2/repositories/rel/b").exists());
+    assert!(store
+        .join("docker/registry/v2/repositories/rel/a/_manifests/tags/1/current/link")
+        .is_file());
+    let (ok, _, err) = run(&["payload", "verify", s]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["payload", "remove", &ids[1], "--store", s, "--storage", st]);
+    assert!(!ok && err.contains("holds no payload"), "{err}");
+}

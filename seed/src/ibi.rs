@@ -643,16 +643,9 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
             .strip_prefix(CONTAINER_STORAGE)
             .context("the payload's place is not under the container storage")?
             .trim_start_matches('/');
-        let tmp = storage.join(format!("{name}.imgmode-tmp"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        Run::new("cp")
-            .args(["-a", "--reflink=auto"])
-            .arg(dir)
-            .arg(&tmp)
-            .output()
-            .with_context(|| format!("copying the payload {}", dir.display()))?;
-        imgmode_builder::mirror::verify(&tmp).context("the payload's copy on the disk")?;
-        std::fs::rename(&tmp, storage.join(name))?;
+        // blob by blob, each checked against its digest before it is renamed into place
+        imgmode_builder::payloads::add(&storage.join(name), dir)
+            .context("copying the payload onto the disk")?;
         crate::payload::write_files(
             &deploy_dir,
             &setup.files(crate::payload::INSTALLED_ROOT, p, None, false),

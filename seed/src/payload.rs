@@ -198,6 +198,49 @@ WantedBy=multi-user.target
     }
 }
 
+/// Add the payload at `source` to the host's `store`: a mirror directory, or an ISO (file or
+/// device) carrying one in `/payload`, mounted read-only while it is copied.
+pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
+    if source.is_dir() {
+        return imgmode_builder::payloads::add(store, source);
+    }
+    ensure!(
+        source.exists(),
+        "{} does not exist; give a mirror directory or an ISO carrying a payload",
+        source.display()
+    );
+    imgmode_builder::cmd::require_root("mounting the payload's ISO")?;
+    let mnt = tempfile::Builder::new()
+        .prefix("imgmode-payload-")
+        .tempdir()
+        .context("creating a mount point")?;
+    imgmode_builder::cmd::Run::new("mount")
+        .args(["-o", "ro", "-t", "iso9660"])
+        .arg(source)
+        .arg(mnt.path())
+        .output()
+        .with_context(|| {
+            format!(
+                "mounting {} (an ISO 9660 image or device)",
+                source.display()
+            )
+        })?;
+    let dir = mnt.path().join(crate::installiso::PAYLOAD_DIR);
+    let r = if dir.is_dir() {
+        imgmode_builder::payloads::add(store, &dir)
+    } else {
+        Err(anyhow::anyhow!(
+            "{} carries no payload (no /{} on it)",
+            source.display(),
+            crate::installiso::PAYLOAD_DIR
+        ))
+    };
+    let _ = imgmode_builder::cmd::Run::new("umount")
+        .arg(mnt.path())
+        .output();
+    r
+}
+
 /// Write `files` (relative paths) under `root`, parents made, files by temporary name.
 pub fn write_files(root: &Path, files: &[LiveFile]) -> Result<()> {
     use imgmode_builder::live::Content;
