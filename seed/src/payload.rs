@@ -144,6 +144,7 @@ RequiresMountsFor={payload_dir}
 {before}
 [Service]
 Type=exec
+ExecStartPre=/bin/sh -c 'if ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; then echo \"port {PORT} is already taken (ss -ltnp sport = :{PORT} shows by what); the payload registry cannot start\" >&2; exit 1; fi'
 {verify}ExecStart=/usr/bin/docker-registry serve {conf}/registry.yml
 ExecStartPost=/usr/bin/timeout 60 /bin/sh -c 'until ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; do sleep 0.5; done'
 
@@ -351,6 +352,7 @@ mod tests {
             unit.contains("ExecStartPre=/usr/bin/imgmode payload verify /run/imgmode/iso/payload")
         );
         assert!(unit.contains("Before=x.service"));
+        assert!(unit.contains("port 22625 is already taken"));
         let mirrors = get("etc/containers/registries.conf.d/60-imgmode-payload.conf");
         assert!(mirrors.contains("prefix = \"quay.io/org/seed\""));
         assert!(mirrors.contains("location = \"localhost:22625/org/seed\""));
