@@ -212,6 +212,8 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
 
     steps.step("podman build");
     let cs = containers_storage_name(&opts.tag)?;
+    // the image this build replaces under the tag (dropped once the tag has moved on)
+    let previous = image_id(&cs);
     let mut cmd = Run::new("podman")
         .args(["build", "--isolation", "chroot", "--layers", "-f"])
         .arg(&opts.containerfile)
@@ -260,6 +262,10 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
             )));
         }
     }
+    if let Some(old) = previous.filter(|old| image_id(&cs).as_ref() != Some(old)) {
+        // untagged now; podman refuses (and we leave it) if a container or image still uses it
+        let _ = Run::new("podman").args(["rmi", &old]).output();
+    }
     let (digest, reused, new) = assemble(&opts.store, &cs, &opts.tag, &bases, raw_dir, &built)?;
     let stored = opts.store.inspect(&opts.tag)?;
     debug_assert_eq!(stored.digest, digest);
@@ -272,6 +278,16 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         new_layers: new,
         lint: report,
     })
+}
+
+/// The ID of the image `name` in containers-storage, if there is one.
+fn image_id(name: &str) -> Option<String> {
+    Run::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", name])
+        .read()
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn remove_tag(cs: &str) {
