@@ -117,14 +117,37 @@ pub fn run(
             out_dir,
         )?;
         if !keep {
-            for f in ["overlay.qcow2", "OVMF_VARS.fd", "qmp.sock"] {
-                let _ = std::fs::remove_file(dir.join(f));
-            }
+            remove_disposable(&dir);
         }
         outcomes.push(outcome);
     }
     write_junit(&out_dir.join("junit.xml"), &outcomes, out_dir)?;
     Ok(outcomes)
+}
+
+/// Remove what a finished scenario no longer needs, at any depth under `dir`: VM disk
+/// overlays, firmware variables, QMP sockets, ISOs and registry storage. Logs, results and
+/// the shared seed (its archive, layout and seed-system disk) stay.
+fn remove_disposable(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            if name == "storage" && dir.file_name().is_some_and(|d| d == "registry") {
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                remove_disposable(&p);
+            }
+        } else if matches!(name.as_str(), "overlay.qcow2" | "OVMF_VARS.fd" | "qmp.sock")
+            || name.ends_with(".iso")
+        {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
 }
 
 fn write_junit(path: &Path, outcomes: &[Outcome], out_dir: &Path) -> Result<()> {

@@ -726,14 +726,14 @@ fn ibi(root: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let dir = root.join("target/vmtest/ibi");
     let text = std::fs::read_to_string(dir.join("timings.json")).with_context(|| {
         format!(
-            "no {}: run cargo xtask vmtest ibi first",
+            "no {}: run cargo xtask vmtest ibi --keep first",
             dir.join("timings.json").display()
         )
     })?;
     let t: imgmode_vmtest::ibi::Timings = serde_json::from_str(&text)?;
     anyhow::ensure!(
         t.configured_disk.is_file(),
-        "{} is gone: run cargo xtask vmtest ibi",
+        "{} is gone (vmtest removes VM disks unless --keep): run cargo xtask vmtest ibi --keep",
         t.configured_disk.display()
     );
     let rt = tokio::runtime::Runtime::new()?;
