@@ -41,7 +41,7 @@ run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
 auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
 echo "FACT nics=$(ls /sys/class/net | grep -vc '^lo$')"
 echo "FACT registry=$(systemctl is-active imgmode-payload-registry.service)"
-run skopeo inspect --authfile "$auth" --format '{{.Digest}}' docker://__REG__/imgmode-seed:__VERSION__
+run skopeo inspect --no-tags --authfile "$auth" --format '{{.Digest}}' docker://__REG__/imgmode-seed:__VERSION__
 run skopeo inspect --no-creds --raw docker://localhost:22625/imgmode-seed:__VERSION__
 "#;
 
