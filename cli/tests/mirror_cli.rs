@@ -488,3 +488,89 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     let (ok, _, err) = run(&["payload", "remove", &ids[1], "--store", s, "--storage", st]);
     assert!(!ok && err.contains("holds no payload"), "{err}");
 }
+
+/// `payload add` from an ISO that carries /payload (as an installation ISO made with
+/// --payload does), mounted read-only while it is copied.
+#[test]
+fn a_payload_is_added_from_an_iso() {
+    if !have("skopeo") || !have("xorriso") || !is_root() {
+        eprintln!("skipped: needs skopeo, xorriso and root (a loop mount)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let src = t.join("src");
+    write_oci(&src, r#""n":"iso""#, "amd64");
+    let payload = t.join("payload");
+    let (ok, err, out) = mirror(t, &payload, &[format!("oci:{}=rel/iso:1", src.display())]);
+    assert!(ok, "{err}");
+    let iso = t.join("extended.iso");
+    let st = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-r",
+            "-V",
+            "imgmode-ibi",
+            "-graft-points",
+            "-o",
+        ])
+        .arg(&iso)
+        .arg(format!("/payload={}", payload.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let store = t.join("store");
+    let res = imgmode(
+        t,
+        &[
+            "payload",
+            "add",
+            iso.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(v["id"], out["payload"]["id"]);
+    let res = imgmode(t, &["payload", "verify", store.to_str().unwrap()]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // an ISO without a payload says so
+    let empty = t.join("empty.iso");
+    std::fs::create_dir(t.join("nothing")).unwrap();
+    std::fs::write(t.join("nothing/README"), "no payload here").unwrap();
+    let st = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-r", "-o"])
+        .arg(&empty)
+        .arg(t.join("nothing"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let res = imgmode(
+        t,
+        &[
+            "payload",
+            "add",
+            empty.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success() && err.contains("carries no payload"),
+        "{err}"
+    );
+}

@@ -210,36 +210,64 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
         "{} does not exist; give a mirror directory or an ISO carrying a payload",
         source.display()
     );
-    imgmode_builder::cmd::require_root("mounting the payload's ISO")?;
+    imgmode_builder::cmd::require_root("reading the payload's ISO")?;
     let mnt = tempfile::Builder::new()
         .prefix("imgmode-payload-")
         .tempdir()
         .context("creating a mount point")?;
-    imgmode_builder::cmd::Run::new("mount")
+    let mounted = imgmode_builder::cmd::Run::new("mount")
         .args(["-o", "ro", "-t", "iso9660"])
         .arg(source)
         .arg(mnt.path())
-        .output()
-        .with_context(|| {
-            format!(
-                "mounting {} (an ISO 9660 image or device)",
-                source.display()
-            )
-        })?;
-    let dir = mnt.path().join(crate::installiso::PAYLOAD_DIR);
-    let r = if dir.is_dir() {
-        imgmode_builder::payloads::add(store, &dir)
-    } else {
-        Err(anyhow::anyhow!(
+        .output();
+    let no_payload = || {
+        anyhow::anyhow!(
             "{} carries no payload (no /{} on it)",
             source.display(),
             crate::installiso::PAYLOAD_DIR
-        ))
+        )
     };
-    let _ = imgmode_builder::cmd::Run::new("umount")
-        .arg(mnt.path())
-        .output();
-    r
+    match mounted {
+        Ok(_) => {
+            let dir = mnt.path().join(crate::installiso::PAYLOAD_DIR);
+            let r = if dir.is_dir() {
+                imgmode_builder::payloads::add(store, &dir)
+            } else {
+                Err(no_payload())
+            };
+            let _ = imgmode_builder::cmd::Run::new("umount")
+                .arg(mnt.path())
+                .output();
+            r
+        }
+        Err(e) if format!("{e:#}").contains("unknown filesystem type") => {
+            // no ISO 9660 in this kernel: read the ISO with xorriso instead, into a directory
+            // next to the store (removed afterwards)
+            imgmode_builder::cmd::require_tools(&["xorriso"])?;
+            let parent = store.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(parent)?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".imgmode-payload-extract-")
+                .tempdir_in(parent)?;
+            let dir = tmp.path().join(crate::installiso::PAYLOAD_DIR);
+            imgmode_builder::cmd::Run::new("xorriso")
+                .args(["-osirrox", "on", "-indev"])
+                .arg(source)
+                .arg("-extract")
+                .arg(format!("/{}", crate::installiso::PAYLOAD_DIR))
+                .arg(&dir)
+                .output()
+                .map_err(|_| no_payload())?;
+            if !dir.is_dir() {
+                return Err(no_payload());
+            }
+            imgmode_builder::payloads::add(store, &dir)
+        }
+        Err(e) => Err(e.context(format!(
+            "mounting {} (an ISO 9660 image or device)",
+            source.display()
+        ))),
+    }
 }
 
 /// Write `files` (relative paths) under `root`, parents made, files by temporary name.
