@@ -74,6 +74,9 @@ echo "FACT live-ssh-key=$(yesno grep -q imgmode-vmtest-live /root/.ssh/authorize
 echo "FACT live-unit=$(systemctl is-enabled imgmode-ibi-install.service)"
 echo "FACT live-config-mode=$(stat -c %a $c)"
 if [ "__REFUSALS__" = yes ]; then
+  # this unit runs before the install unit (and its wait for the network): wait here too, so
+  # the refusals meet the registry and not a missing route
+  /usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1
   sed 's/^seedVersion: .*/seedVersion: 4.0.0-other/' $c > /run/ibi-version.yaml
   sed 's|^installationDisk: .*|installationDisk: /dev/disk/by-id/virtio-nosuchdisk|' $c > /run/ibi-nodisk.yaml
   run imgmode ibi install --config /run/ibi-version.yaml --state /run/ibi-version-state.json
