@@ -202,7 +202,16 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
             "{what}: imgmode-payload-registry.service is {}",
             p.fact("registry")
         );
-        let digest = p.ran_ok(&format!("--format {{{{.Digest}}}} {seed_ref}"))?;
+        let want = format!("--format {{{{.Digest}}}} {seed_ref}");
+        let (c, rc, digest) = p
+            .runs
+            .iter()
+            .find(|(c, _, _)| c.contains(&want))
+            .with_context(|| format!("{what} did not inspect {seed_ref}"))?;
+        ensure!(
+            *rc == 0,
+            "{what}: {c} failed (rc {rc}): the payload did not serve the seed by its name:\n{digest}"
+        );
         ensure!(
             digest.trim() == seed_digest,
             "{what}: {seed_ref} resolved to {:?} through the payload, which holds {seed_digest}",
