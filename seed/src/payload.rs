@@ -328,6 +328,60 @@ mod tests {
         format!(r#"{{"auths":{{"quay.io":{{"auth":"eDp5"}},"{HOST}":{{"auth":"{auth}"}}}}}}"#)
     }
 
+    /// The unit's port check, run for real: refused with a message while something listens on
+    /// 22625, passes when nothing does.
+    #[test]
+    fn a_taken_port_is_named_before_the_registry_starts() {
+        if std::process::Command::new("ss").arg("-V").output().is_err() {
+            eprintln!("skipped: needs ss (iproute2)");
+            return;
+        }
+        let s = RegistrySetup {
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            htpasswd: String::new(),
+        };
+        let files = s.files("/p", &Payload::default(), None, false);
+        let unit = match &files
+            .iter()
+            .find(|f| f.path.ends_with(UNIT))
+            .unwrap()
+            .content
+        {
+            imgmode_builder::live::Content::File { data, .. } => {
+                String::from_utf8(data.clone()).unwrap()
+            }
+            _ => panic!(),
+        };
+        let line = unit
+            .lines()
+            .find(|l| l.starts_with("ExecStartPre=/bin/sh -c '"))
+            .unwrap();
+        let script = line
+            .trim_start_matches("ExecStartPre=/bin/sh -c '")
+            .trim_end_matches('\'');
+        let check = || {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap()
+        };
+        let Ok(listener) = std::net::TcpListener::bind(("0.0.0.0", PORT)) else {
+            eprintln!("skipped: port {PORT} is in use on this machine");
+            return;
+        };
+        let out = check();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("port 22625 is already taken"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        drop(listener);
+        assert!(check().status.success());
+    }
+
     #[test]
     fn credentials_come_from_the_pull_secret() {
         // "payload:s3cret"
