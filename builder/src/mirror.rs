@@ -338,12 +338,7 @@ pub fn payload_id(images: &[Mirrored]) -> Result<String> {
 
 /// Write `value` as JSON at `path` through a temporary name.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension("imgmode-tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::workdir::write_atomic(path, &serde_json::to_vec_pretty(value)?, 0o644)
 }
 
 /// What [`verify`] checked.
@@ -508,11 +503,7 @@ fn write_link(path: &Path, text: &str) -> Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    let dir = path.parent().context("link without a directory")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".link.imgmode-tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::workdir::write_atomic(path, text.as_bytes(), 0o644)
 }
 
 /// Every manifest of an image (top first) with its raw bytes, read through `get`, which

@@ -14,6 +14,25 @@ use rustix::fs::IFlags;
 
 const OWNER_FILE: &str = ".imgmode-owner-pid";
 
+/// Write `contents` to `path` with permission bits `mode`, by a temporary file in the same
+/// directory renamed over `path` when complete; the directory is made.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, contents)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 /// A scratch directory removed (immutable flags and all) when dropped.
 #[derive(Debug)]
 pub struct WorkDir {

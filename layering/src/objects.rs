@@ -163,15 +163,9 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Write `contents` to `path` by temp file + rename, creating its directory.
+/// Write `contents` to `path` by temp file + rename, creating its directory (mode 0600).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, contents)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    imgmode_builder::workdir::write_atomic(path, contents, 0o600)
 }
 
 impl MachineConfigState {

@@ -32,15 +32,7 @@ pub mod testcluster;
 /// Write a file only root can read (mode 0600), through a temporary name renamed when
 /// complete; the parent directories are made.
 pub(crate) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    let tmp = path.with_extension("imgmode-tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    imgmode_builder::workdir::write_atomic(path, text.as_bytes(), 0o600)
 }
 
 /// The seed format this imgmode writes and reads (lifecycle-agent's current one).

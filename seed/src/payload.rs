@@ -281,10 +281,7 @@ pub fn write_files(root: &Path, files: &[LiveFile]) -> Result<()> {
         }
         match &f.content {
             Content::File { data, mode } => {
-                let tmp = p.with_extension("imgmode-tmp");
-                std::fs::write(&tmp, data)?;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))?;
-                std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
+                imgmode_builder::workdir::write_atomic(&p, data, *mode)?
             }
             Content::Symlink(t) => {
                 let _ = std::fs::remove_file(&p);
