@@ -459,6 +459,12 @@ pub fn set_root_hash(shadow: &str, hash: &str) -> Result<String> {
 }
 
 /// Bytes used by a tree, counting hardlinked files once.
+/// Bytes available on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
+    Ok(st.f_bavail * st.f_frsize)
+}
+
 /// Bytes used under `p` (du).
 pub fn du_bytes(p: &Path) -> Result<u64> {
     let out = Run::new("du")

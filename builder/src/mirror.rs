@@ -25,7 +25,6 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where the layout starts inside the directory (the registry's `rootdirectory`).
@@ -484,18 +483,10 @@ pub fn blob_path(v2: &Path, digest: &str) -> Result<PathBuf> {
 /// sha256 and size of a file.
 pub fn hash_file(p: &Path) -> Result<(String, u64)> {
     let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(h.finalize())), n))
+    let mut h = crate::oci::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", p.display()))?;
+    let (hex, n) = h.finish()?;
+    Ok((format!("sha256:{hex}"), n))
 }
 
 /// Write `text` at `path` through a temporary name.
@@ -535,12 +526,6 @@ fn walk_manifests(
         out.push((c.digest.clone(), raw, r));
     }
     Ok(out)
-}
-
-/// Free bytes of the filesystem holding `dir`.
-pub fn free_bytes(dir: &Path) -> Result<u64> {
-    let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
-    Ok(st.f_bavail * st.f_frsize)
 }
 
 /// Mirror the images into `opts.dir`.
@@ -598,7 +583,7 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
             missing += size;
         }
     }
-    let free = free_bytes(dir)?;
+    let free = crate::disk::free_bytes(dir)?;
     ensure!(
         missing + missing / 50 + (16 << 20) <= free,
         "{} has {} free; mirroring needs {} more (the blobs it does not hold yet)",

@@ -159,7 +159,7 @@ pub fn add(store: &Path, src: &Path) -> Result<Payload> {
             missing += std::fs::metadata(mirror::blob_path(&sv2, d)?)?.len();
         }
     }
-    let free = mirror::free_bytes(store)?;
+    let free = crate::disk::free_bytes(store)?;
     ensure!(
         missing + (16 << 20) <= free,
         "{} has {} free; the payload {} needs {} more",

@@ -202,11 +202,7 @@ pub fn merge_kargs(current: &[String], old: &[String], new: &[String]) -> Option
     Some(out)
 }
 
-/// Bytes available on the filesystem holding `path`.
-pub fn free_bytes(path: &Path) -> Result<u64> {
-    let st = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
-    Ok(st.f_bavail * st.f_frsize)
-}
+use imgmode_builder::disk::free_bytes;
 
 /// How much room an import of `compressed` layer bytes needs: the uncompressed objects
 /// (gzip shrinks a root filesystem about 2.5x) plus a margin for the deployment checkout.

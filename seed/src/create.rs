@@ -495,7 +495,7 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
         let repo = o.sysroot.join("ostree/repo");
         let total = du(&repo) + du(&o.sysroot.join("var")) + du(&o.sysroot.join("etc"));
         let need = total / 10 * 12 + (64 << 20);
-        let free = imgmode_layering::node::free_bytes(&work)?;
+        let free = imgmode_builder::disk::free_bytes(&work)?;
         if free < need {
             let _ = std::fs::remove_dir_all(&work);
             bail!(

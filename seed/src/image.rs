@@ -12,7 +12,6 @@ use imgmode_builder::oci::{canonical_json, put_blob, HashingWriter, RegistryAuth
 use imgmode_builder::Store;
 use serde::Serialize;
 use serde_json::json;
-use sha2::Digest;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -309,21 +308,13 @@ pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
         if !e.header().entry_type().is_file() {
             continue;
         }
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = e.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            size += n as u64;
-        }
+        let mut h = imgmode_builder::oci::HashingWriter::new(std::io::sink());
+        std::io::copy(&mut e, &mut h)?;
+        let (sha256, size) = h.finish()?;
         out.push(SeedFile {
             name,
             size,
-            sha256: hex::encode(h.finalize()),
+            sha256,
             link_to: None,
         });
     }
