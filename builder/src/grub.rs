@@ -183,16 +183,7 @@ impl Grub {
             work,
         )?;
         let img = format!("{}@@{}", disk.display(), part.start);
-        Run::new("mmd")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
-            .output()?;
-        Run::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-i", &img])
-            .arg(&efi)
-            .arg("::/EFI/BOOT/BOOTX64.EFI")
-            .output()?;
+        put_removable_efi(&img, &efi)?;
         Ok(())
     }
 }
@@ -247,16 +238,7 @@ impl Grub {
             .output()
             .context("making the ISO's EFI boot image")?;
         let img = efi_img.display().to_string();
-        Run::new("mmd")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
-            .output()?;
-        Run::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-i", &img])
-            .arg(&efi)
-            .arg("::/EFI/BOOT/BOOTX64.EFI")
-            .output()?;
+        put_removable_efi(&img, &efi)?;
         let hybrid_mbr = self.moddir("i386-pc")?.join("boot_hybrid.img");
         if !hybrid_mbr.is_file() {
             bail!("the image's GRUB has no i386-pc/boot_hybrid.img (grub-pc-bin)");
@@ -267,6 +249,22 @@ impl Grub {
             hybrid_mbr,
         })
     }
+}
+
+/// Copy `efi` to `/EFI/BOOT/BOOTX64.EFI` (the removable-media path) of the FAT filesystem
+/// `img` (an mtools image spec: a file, or `disk@@offset`).
+fn put_removable_efi(img: &str, efi: &Path) -> Result<()> {
+    Run::new("mmd")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", img, "::/EFI", "::/EFI/BOOT"])
+        .output()?;
+    Run::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", img])
+        .arg(efi)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .output()?;
+    Ok(())
 }
 
 fn read_at(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {

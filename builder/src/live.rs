@@ -151,7 +151,6 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     let repo = ostree_ext::ostree::Repo::new(&ostree_ext::gio::File::for_path(&repo_dir));
     repo.open(ostree_ext::gio::Cancellable::NONE)?;
     let (commit, digest) = crate::disk::fetch_image(&repo, &imgref, steps)?;
-    crate::ostree::require_one_kernel(&repo_dir, &commit)?;
     let tree = w.join("tree");
     Run::new("ostree")
         .arg(format!("--repo={}", repo_dir.display()))
@@ -338,12 +337,7 @@ fn resolve(tree: &Path, path: &str) -> Result<String> {
     let mut i = 0;
     let mut hops = 0;
     while i + 1 < parts.len() {
-        let live = parts[..=i].join("/");
-        let in_tree = match live.strip_prefix("etc") {
-            Some(r) if r.is_empty() || r.starts_with('/') => format!("usr/{live}"),
-            _ => live.clone(),
-        };
-        match std::fs::read_link(tree.join(&in_tree)) {
+        match std::fs::read_link(tree.join(tree_path(&parts[..=i].join("/")))) {
             Ok(t) => {
                 hops += 1;
                 ensure!(hops < 20, "too many symlinks resolving {path} in the image");
@@ -395,11 +389,7 @@ fn write_config(tree: &Path, files: &[LiveFile], out: &Path) -> Result<()> {
         for n in 1..comps.len() {
             let d = comps[..n].join("/");
             if made.insert(d.clone()) {
-                let in_tree = match live_name_rev(&d) {
-                    Some(t) => tree.join(t),
-                    None => tree.join(&d),
-                };
-                let m = match std::fs::symlink_metadata(&in_tree) {
+                let m = match std::fs::symlink_metadata(tree.join(tree_path(&d))) {
                     Ok(md) if md.is_dir() => Meta {
                         mode: md.mode(),
                         uid: md.uid(),
@@ -425,9 +415,13 @@ fn write_config(tree: &Path, files: &[LiveFile], out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The tree path of a live path under /etc.
-fn live_name_rev(live: &str) -> Option<String> {
-    (live == "etc" || live.starts_with("etc/")).then(|| format!("usr/{live}"))
+/// The image tree's path of a live path (the inverse of [`live_name`]: `etc/x` is `usr/etc/x`).
+fn tree_path(live: &str) -> String {
+    if live == "etc" || live.starts_with("etc/") {
+        format!("usr/{live}")
+    } else {
+        live.to_string()
+    }
 }
 
 #[cfg(test)]
