@@ -242,7 +242,7 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     })
 }
 
-/// The one kernel version under usr/lib/modules.
+/// The one kernel version under usr/lib/modules (with its initramfs, as a bootable image has).
 fn kernel_version(tree: &Path) -> Result<String> {
     let mut found = vec![];
     for e in std::fs::read_dir(tree.join("usr/lib/modules"))? {
@@ -252,7 +252,16 @@ fn kernel_version(tree: &Path) -> Result<String> {
         }
     }
     match found.as_slice() {
-        [k] => Ok(k.clone()),
+        [k] => {
+            // a bootable image (what `imgmode disk` and the installer require) also ships its
+            // initramfs beside the kernel
+            ensure!(
+                tree.join(format!("usr/lib/modules/{k}/initramfs.img"))
+                    .is_file(),
+                "the image has no /usr/lib/modules/{k}/initramfs.img"
+            );
+            Ok(k.clone())
+        }
         _ => bail!(
             "the image has {} kernels under /usr/lib/modules; a live ISO needs exactly one",
             found.len()
