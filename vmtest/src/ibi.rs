@@ -11,7 +11,7 @@
 //! The two hosts share no private key.
 
 use crate::artifacts::{run, Artifacts};
-use crate::layered::{job, parse_phase};
+use crate::layered::{job, parse_phase, results_unit};
 use crate::qemu::{Boot, Vm, VmConfig};
 use crate::registry::Registry;
 use crate::scenarios::{diag_section, report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
@@ -46,21 +46,81 @@ extraPartitionStart: -2G
 additionalTrustBundle: |
 __BUNDLE__";
 
-/// The live system's checks, run before its installation unit (and the refusals, when asked).
-pub(crate) const LIVE_UNIT: &str = r#"[Unit]
-Description=imgmode vmtest: the live system's checks
-ConditionKernelCommandLine=imgmode.live
+/// `cfg` with the live system's checks: `script` run by a unit of its own before the
+/// installation unit (the job unit of [`job`] runs only after multi-user.target, which the
+/// installation unit holds up until it reboots).
+pub(crate) fn live_job(cfg: VmConfig, script: String) -> VmConfig {
+    let unit = results_unit(
+        "imgmode vmtest: the live system's checks",
+        "ConditionKernelCommandLine=imgmode.live
 # it runs early (before the install): wait for udev's name of the results port
-Requires=dev-virtio\x2dports-org.imgmode.results.device
-After=dev-virtio\x2dports-org.imgmode.results.device
+Requires=dev-virtio\\x2dports-org.imgmode.results.device
+After=dev-virtio\\x2dports-org.imgmode.results.device
+",
+        "vmtest.livescript",
+    );
+    cfg.extra_unit("imgmode-vmtest-live.service", &unit)
+        .unit_dropin(
+            "imgmode-ibi-install.service",
+            "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
+        )
+        .credential("vmtest.livescript", script)
+}
 
-[Service]
-Type=oneshot
-ImportCredential=vmtest.*
-StandardOutput=file:/dev/virtio-ports/org.imgmode.results
-StandardError=inherit
-ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.livescript"'
-"#;
+/// A blank 12 GiB qcow2 installation disk at `path` (replacing an earlier one).
+pub(crate) fn blank_disk(path: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(path)
+            .arg("12G"),
+        "qemu-img create (installation disk)",
+    )?;
+    Ok(())
+}
+
+/// QEMU arguments for `file` as a read-only CD on q35's AHCI port `port` (one unit each).
+pub(crate) fn cdrom(file: &Path, id: &str, port: u32, bootindex: Option<u32>) -> [String; 4] {
+    [
+        "-drive".to_string(),
+        format!(
+            "file={},format=raw,media=cdrom,readonly=on,if=none,id={id}",
+            file.display()
+        ),
+        "-device".to_string(),
+        format!(
+            "ide-cd,drive={id},bus=ide.{port}{}",
+            bootindex
+                .map(|i| format!(",bootindex={i}"))
+                .unwrap_or_default()
+        ),
+    ]
+}
+
+/// The run's shared seed, and a new TLS registry under `dir/registry` holding it as
+/// `imgmode-seed:<version>` (pushed from the host as 127.0.0.1).
+pub(crate) async fn seed_in_tls_registry(
+    a: &Artifacts,
+    dir: &Path,
+) -> Result<(crate::seed::SeedBuild, String, Registry)> {
+    let seed = crate::seed::shared_seed(a, &dir.join("seed")).await?;
+    let version = seed.version()?.to_string();
+    let reg = Registry::start_tls(&dir.join("registry"))?;
+    let (_, certs) = reg.tls.clone().context("the registry serves no TLS")?;
+    run(
+        Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("--dest-cert-dir={}", certs.display()))
+            .arg(format!("oci-archive:{}", seed.archive.display()))
+            .arg(format!(
+                "docker://{}/imgmode-seed:{version}",
+                reg.host_addr()
+            )),
+        "skopeo copy (seed to the registry)",
+    )?;
+    Ok((seed, version, reg))
+}
 
 const LIVE_SCRIPT: &str = r#"set -u
 echo "IMGMODE-PHASE-0-BEGIN"
@@ -183,26 +243,9 @@ pub async fn plain_boot(disk: &Path, dir: &Path) -> Result<f64> {
 
 /// The `ibi` scenario.
 pub async fn ibi(a: Artifacts, dir: PathBuf) -> Result<String> {
-    let seed = crate::seed::shared_seed(&a, &dir.join("seed")).await?;
-    let version = seed.identity["version"]
-        .as_str()
-        .context("the seed's identity has no version")?
-        .to_string();
-
     eprintln!("==> pushing the seed to a registry (TLS, the scenario's CA)");
-    let reg = Registry::start_tls(&dir.join("registry"))?;
-    let (ca, certs) = reg.tls.clone().context("the registry serves no TLS")?;
-    run(
-        Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .arg(format!("--dest-cert-dir={}", certs.display()))
-            .arg(format!("oci-archive:{}", seed.archive.display()))
-            .arg(format!(
-                "docker://{}/imgmode-seed:{version}",
-                reg.host_addr()
-            )),
-        "skopeo copy (seed to the registry)",
-    )?;
+    let (seed, version, reg) = seed_in_tls_registry(&a, &dir).await?;
+    let (ca, _) = reg.tls.clone().context("the registry serves no TLS")?;
 
     // the seed's own admin kubeconfig, as the seed VM had it
     let seedfiles = dir.join("seedfiles");
@@ -414,54 +457,25 @@ async fn boot_host(
 ) -> Result<HostResult> {
     let conf = &isos.conf;
     let blank = dir.join(format!("blank-{}.qcow2", h.name));
-    let _ = std::fs::remove_file(&blank);
-    run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&blank)
-            .arg("12G"),
-        "qemu-img create (installation disk)",
-    )?;
+    blank_disk(&blank)?;
     let kubeconfig = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
 
     eprintln!(
         "==> {}: booting the installation ISO ({:?}) with a blank disk and the configuration ISO",
         h.name, h.boot
     );
-    // q35's AHCI has one unit per port: one port each
-    let cdrom = |file: &Path, id: &str, more: &str| {
-        [
-            "-drive".to_string(),
-            format!(
-                "file={},format=raw,media=cdrom,readonly=on,if=none,id={id}",
-                file.display()
-            ),
-            "-device".to_string(),
-            format!("ide-cd,drive={id}{more}"),
-        ]
-    };
-    let mut extra_args = cdrom(&isos.install_iso, "live", ",bus=ide.0,bootindex=2").to_vec();
-    extra_args.extend(cdrom(
-        &conf.join("imagebasedconfig.iso"),
-        "cfg",
-        ",bus=ide.1",
-    ));
-    let cfg = job(
-        VmConfig {
-            extra_args,
-            network: true,
-            memory_mib: 3072,
-            ..VmConfig::new(&blank, h.boot.clone())
-        },
-        BOOTED_SCRIPT.to_string(),
-    )
-    .extra_unit("imgmode-vmtest-live.service", LIVE_UNIT)
-    .unit_dropin(
-        "imgmode-ibi-install.service",
-        "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
-    )
-    .credential(
-        "vmtest.livescript",
+    let mut extra_args = cdrom(&isos.install_iso, "live", 0, Some(2)).to_vec();
+    extra_args.extend(cdrom(&conf.join("imagebasedconfig.iso"), "cfg", 1, None));
+    let cfg = live_job(
+        job(
+            VmConfig {
+                extra_args,
+                network: true,
+                memory_mib: 3072,
+                ..VmConfig::new(&blank, h.boot.clone())
+            },
+            BOOTED_SCRIPT.to_string(),
+        ),
         LIVE_SCRIPT.replace("__REFUSALS__", if h.refusals { "yes" } else { "no" }),
     )
     .credential("vmtest.kubeconfig", kubeconfig)
@@ -502,21 +516,8 @@ async fn boot_host(
     }
     if h.refusals {
         // bad input first: refused before the disk is touched
-        let refused = |cmd: &str, want: &str| -> Result<()> {
-            let (c, rc, out) = l
-                .runs
-                .iter()
-                .find(|(c, _, _)| c.contains(cmd))
-                .with_context(|| format!("the live system did not run {cmd}"))?;
-            ensure!(*rc != 0, "{c} succeeded; it must be refused");
-            ensure!(
-                out.contains(want),
-                "{c} failed without saying {want:?}:\n{out}"
-            );
-            Ok(())
-        };
-        refused("ibi-version.yaml", "seed version mismatch")?;
-        refused(
+        l.refused("ibi-version.yaml", "seed version mismatch")?;
+        l.refused(
             "ibi-nodisk.yaml",
             "installationDisk /dev/disk/by-id/virtio-nosuchdisk does not exist",
         )?;
@@ -549,7 +550,10 @@ async fn boot_host(
             && installed["disk"] == "/dev/vda"
             && installed["seed"]
                 .as_str()
-                .is_some_and(|s| s.ends_with(&format!("/imgmode-seed:{}", seed_version(seed)))),
+                .is_some_and(|s| s.ends_with(&format!(
+                    "/imgmode-seed:{}",
+                    seed.version().unwrap_or_default()
+                ))),
         "{}: the install record says {installed}",
         h.name
     );
@@ -602,16 +606,12 @@ async fn boot_host(
         "{}: /readyz with auth/kubeconfig answered {body:?}",
         h.name
     );
-    let (c, rc, out) = b
-        .runs
-        .iter()
-        .find(|(c, _, _)| c.contains("vmtest.seedkubeconfig"))
-        .context("the guest did not probe with the seed's kubeconfig")?;
-    ensure!(
-        *rc != 0 && out.contains("TLS with"),
-        "{}: the seed's kubeconfig (its CA and admin certificate) still works after post-pivot: {c} -> rc {rc}:\n{out}",
-        h.name
-    );
+    b.refused("vmtest.seedkubeconfig", "TLS with").with_context(|| {
+        format!(
+            "{}: the seed's kubeconfig (its CA and admin certificate) must not work after post-pivot",
+            h.name
+        )
+    })?;
     if h.extra_manifest {
         let cm = b.ran_ok("imgmode internal test-cluster get")?;
         ensure!(
@@ -659,8 +659,4 @@ async fn boot_host(
         first_boot_ready: uptime(&results, "UPTIME-READY")?,
         commit: booted.checksum,
     })
-}
-
-fn seed_version(seed: &crate::seed::SeedBuild) -> &str {
-    seed.identity["version"].as_str().unwrap_or_default()
 }

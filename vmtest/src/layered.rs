@@ -106,23 +106,31 @@ fn payload_disk(dir: &Path, files: &[(&str, &Path)]) -> Result<PathBuf> {
     Ok(img)
 }
 
-/// The guest's job: one phase per boot.
-pub(crate) const JOB_UNIT: &str = r#"[Unit]
-Description=imgmode vmtest: layered job
-After=multi-user.target network-online.target
-Wants=network-online.target
-
+/// A oneshot unit that runs the script in the credential `script` (`vmtest.*` credentials
+/// imported) with its output on the results port; `unit` goes into its `[Unit]` section.
+pub(crate) fn results_unit(description: &str, unit: &str, script: &str) -> String {
+    format!(
+        r#"[Unit]
+Description={description}
+{unit}
 [Service]
 Type=oneshot
 ImportCredential=vmtest.*
 StandardOutput=file:/dev/virtio-ports/org.imgmode.results
 StandardError=inherit
-ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.script"'
-"#;
+ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/{script}"'
+"#
+    )
+}
 
 /// `cfg` with the job unit, started by multi-user.target, running `script` at every boot.
 pub(crate) fn job(cfg: VmConfig, script: String) -> VmConfig {
-    cfg.extra_unit("imgmode-vmtest-job.service", JOB_UNIT)
+    let unit = results_unit(
+        "imgmode vmtest: layered job",
+        "After=multi-user.target network-online.target\nWants=network-online.target\n",
+        "vmtest.script",
+    );
+    cfg.extra_unit("imgmode-vmtest-job.service", &unit)
         .unit_dropin(
             "multi-user.target",
             "[Unit]\nWants=imgmode-vmtest-job.service\n",
@@ -212,6 +220,33 @@ impl Phase {
         self.status
             .as_ref()
             .and_then(|s| s.deployments.iter().find(|d| d.staged).cloned())
+    }
+
+    /// The first command whose line contains `part`: (command, exit status, output).
+    pub(crate) fn run_with(&self, part: &str) -> Result<&(String, i32, String)> {
+        self.runs
+            .iter()
+            .find(|(c, _, _)| c.contains(part))
+            .with_context(|| format!("the guest ran no command with {part:?}"))
+    }
+
+    /// Every command whose line starts with `prefix`, in the order they ran.
+    pub(crate) fn runs_of(&self, prefix: &str) -> Vec<&(String, i32, String)> {
+        self.runs
+            .iter()
+            .filter(|(c, _, _)| c.starts_with(prefix))
+            .collect()
+    }
+
+    /// The first command whose line contains `part` failed, and its output says `want`.
+    pub(crate) fn refused(&self, part: &str, want: &str) -> Result<()> {
+        let (c, rc, out) = self.run_with(part)?;
+        ensure!(*rc != 0, "{c} succeeded; it must be refused");
+        ensure!(
+            out.contains(want),
+            "{c} failed (rc {rc}) without saying {want:?}:\n{out}"
+        );
+        Ok(())
     }
 
     /// The one command whose line starts with `cmd`; it must have exited 0.
@@ -491,6 +526,34 @@ fn parse_phase_status_after_switch(p: &Phase) -> Result<GuestDeployment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_job_unit_runs_its_script_after_multi_user_with_output_on_the_results_port() {
+        let cfg = job(
+            VmConfig::new("/d.qcow2", crate::qemu::Boot::Bios),
+            "true".into(),
+        );
+        let unit = &cfg
+            .credentials
+            .iter()
+            .find(|(n, _)| n == "systemd.extra-unit.imgmode-vmtest-job.service")
+            .unwrap()
+            .1;
+        assert_eq!(
+            unit,
+            "[Unit]\nDescription=imgmode vmtest: layered job\nAfter=multi-user.target network-online.target\nWants=network-online.target\n\n[Service]\nType=oneshot\nImportCredential=vmtest.*\nStandardOutput=file:/dev/virtio-ports/org.imgmode.results\nStandardError=inherit\nExecStart=/bin/sh -c 'exec sh \"$CREDENTIALS_DIRECTORY/vmtest.script\"'\n"
+        );
+        let live = crate::ibi::live_job(cfg, "true".into());
+        let unit = &live
+            .credentials
+            .iter()
+            .find(|(n, _)| n == "systemd.extra-unit.imgmode-vmtest-live.service")
+            .unwrap()
+            .1;
+        assert!(unit.contains("\nRequires=dev-virtio\\x2dports-org.imgmode.results.device\n"));
+        assert!(unit.contains("\"$CREDENTIALS_DIRECTORY/vmtest.livescript\""));
+        assert!(unit.contains("ConditionKernelCommandLine=imgmode.live\n"));
+    }
 
     #[test]
     fn phase_reports_parse() {

@@ -7,10 +7,9 @@
 //! system a blob flipped on disk is found by `imgmode payload verify` and refused by a pull.
 
 use crate::artifacts::{run, Artifacts};
-use crate::ibi::{run_job, LIVE_UNIT};
+use crate::ibi::{blank_disk, cdrom, live_job, run_job, seed_in_tls_registry};
 use crate::layered::{job, parse_phase};
 use crate::qemu::{Boot, VmConfig};
-use crate::registry::Registry;
 use crate::scenarios::{report_line, BOOT_TIMEOUT};
 use anyhow::{ensure, Context, Result};
 use std::path::PathBuf;
@@ -71,25 +70,11 @@ systemctl poweroff
 
 /// The `registry-less` scenario.
 pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
-    let seed = crate::seed::shared_seed(&a, &dir.join("seed")).await?;
-    let version = seed.identity["version"]
-        .as_str()
-        .context("the seed's identity has no version")?
-        .to_string();
-
     eprintln!("==> the payload: the seed pushed to a TLS registry, then imgmode mirror");
-    let reg = Registry::start_tls(&dir.join("registry"))?;
+    let (_, version, reg) = seed_in_tls_registry(&a, &dir).await?;
     let (_, certs) = reg.tls.clone().context("the registry serves no TLS")?;
     let addr = reg.host_addr();
     let src = format!("{addr}/imgmode-seed:{version}");
-    run(
-        Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .arg(format!("--dest-cert-dir={}", certs.display()))
-            .arg(format!("oci-archive:{}", seed.archive.display()))
-            .arg(format!("docker://{src}")),
-        "skopeo copy (seed to the registry)",
-    )?;
     let payload = dir.join("payload");
     let _ = std::fs::remove_dir_all(&payload);
     let t0 = std::time::Instant::now();
@@ -135,40 +120,23 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
 
     eprintln!("==> booting the ISO with no network at all; install; reboot into the disk");
     let blank = dir.join("blank.qcow2");
-    let _ = std::fs::remove_file(&blank);
-    run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&blank)
-            .arg("12G"),
-        "qemu-img create (installation disk)",
-    )?;
+    blank_disk(&blank)?;
     let fill = |s: &str| {
         s.replace("__CHECKS__", PULL_CHECKS)
             .replace("__REG__", &addr)
             .replace("__VERSION__", &version)
     };
-    let cfg = job(
-        VmConfig {
-            extra_args: vec![
-                "-drive".into(),
-                format!(
-                    "file={},format=raw,media=cdrom,readonly=on,if=none,id=live",
-                    isodir.join("imgmode-ibi.iso").display()
-                ),
-                "-device".into(),
-                "ide-cd,drive=live,bus=ide.0,bootindex=2".into(),
-            ],
-            network: false,
-            memory_mib: 3072,
-            ..VmConfig::new(&blank, Boot::Uefi)
-        },
-        fill(BOOTED_SCRIPT),
-    )
-    .extra_unit("imgmode-vmtest-live.service", LIVE_UNIT)
-    .unit_dropin(
-        "imgmode-ibi-install.service",
-        "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
+    let cfg = live_job(
+        job(
+            VmConfig {
+                extra_args: cdrom(&isodir.join("imgmode-ibi.iso"), "live", 0, Some(2)).to_vec(),
+                network: false,
+                memory_mib: 3072,
+                ..VmConfig::new(&blank, Boot::Uefi)
+            },
+            fill(BOOTED_SCRIPT),
+        ),
+        fill(LIVE_SCRIPT),
     )
     .unit_dropin(
         "imgmode-vmtest-live.service",
@@ -179,7 +147,6 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
         "imgmode-post-pivot.service",
         "[Unit]\nConditionKernelCommandLine=imgmode.vmtest.post-pivot\n",
     )
-    .credential("vmtest.livescript", fill(LIVE_SCRIPT))
     .credential("vmtest.auth", secret.clone());
     let results = run_job(
         &cfg,
@@ -203,11 +170,7 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
             p.fact("registry")
         );
         let want = format!("--format {{{{.Digest}}}} {seed_ref}");
-        let (c, rc, digest) = p
-            .runs
-            .iter()
-            .find(|(c, _, _)| c.contains(&want))
-            .with_context(|| format!("{what} did not inspect {seed_ref}"))?;
+        let (c, rc, digest) = p.run_with(&want)?;
         ensure!(
             *rc == 0,
             "{what}: {c} failed (rc {rc}): the payload did not serve the seed by its name:\n{digest}"
@@ -217,15 +180,8 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
             "{what}: {seed_ref} resolved to {:?} through the payload, which holds {seed_digest}",
             digest.trim()
         );
-        let (c, rc, out) = p
-            .runs
-            .iter()
-            .find(|(c, _, _)| c.contains("--no-creds"))
-            .with_context(|| format!("{what} did not try a pull without credentials"))?;
-        ensure!(
-            *rc != 0 && out.contains("authentication required"),
-            "{what}: a pull without credentials was not refused: {c} -> {rc}\n{out}"
-        );
+        p.refused("--no-creds", "authentication required")
+            .with_context(|| format!("{what}: a pull without credentials must be refused"))?;
         if n == 1 {
             let installed: serde_json::Value = serde_json::from_str(
                 report_line(&results, "INSTALLED ").context("no install record")?,
@@ -236,11 +192,7 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
                     .is_some_and(|s| s.starts_with("sha256:")),
                 "the install record names no payload: {installed}"
             );
-            let pulls: Vec<&(String, i32, String)> = p
-                .runs
-                .iter()
-                .filter(|(c, _, _)| c.starts_with("skopeo copy"))
-                .collect();
+            let pulls = p.runs_of("skopeo copy");
             ensure!(
                 pulls.len() == 2,
                 "the installed system ran {} pulls",
@@ -251,11 +203,7 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
                 "pulling the seed through the installed payload failed:\n{}",
                 pulls[0].2
             );
-            let verifies: Vec<&(String, i32, String)> = p
-                .runs
-                .iter()
-                .filter(|(c, _, _)| c.starts_with("imgmode payload verify"))
-                .collect();
+            let verifies = p.runs_of("imgmode payload verify");
             ensure!(
                 verifies.len() == 2 && verifies[0].1 == 0,
                 "the installed payload did not verify: {verifies:?}"

@@ -45,6 +45,15 @@ pub struct SeedBuild {
     pub vm_seconds: f64,
 }
 
+impl SeedBuild {
+    /// The seed's OpenShift version (its test cluster's identity).
+    pub fn version(&self) -> Result<&str> {
+        self.identity["version"]
+            .as_str()
+            .context("the seed's identity has no version")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PhaseReport {
     pub facts: BTreeMap<String, String>,
