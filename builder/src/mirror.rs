@@ -189,6 +189,16 @@ pub struct Mirrored {
     pub manifests: usize,
 }
 
+impl Mirrored {
+    /// `repo:tag`, or the repository alone when the image has no tag.
+    pub fn name(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}:{t}", self.repo),
+            None => self.repo.clone(),
+        }
+    }
+}
+
 /// The record of what a mirror directory holds (`DIR/imgmode-payload.json`): its images,
 /// their architectures, and an ID (sha256 of the sorted image list) that names the payload.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]

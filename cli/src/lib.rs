@@ -953,16 +953,7 @@ pub fn run(cli: Cli) -> Result<()> {
                             if h.in_use.is_empty() { "" } else { " in use" }
                         );
                         for i in &h.payload.images {
-                            s.push_str(&format!(
-                                "  {}{} {} ({})\n",
-                                i.repo,
-                                i.tag
-                                    .as_deref()
-                                    .map(|t| format!(":{t}"))
-                                    .unwrap_or_default(),
-                                i.digest,
-                                i.source
-                            ));
+                            s.push_str(&format!("  {} {} ({})\n", i.name(), i.digest, i.source));
                         }
                         s
                     })
@@ -1036,13 +1027,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 let mut s = String::new();
                 for i in &o.images {
                     s.push_str(&format!(
-                        "{} -> {}{} ({}, {} manifest(s))\n",
+                        "{} -> {} ({}, {} manifest(s))\n",
                         i.source,
-                        i.repo,
-                        i.tag
-                            .as_deref()
-                            .map(|t| format!(":{t}"))
-                            .unwrap_or_default(),
+                        i.name(),
                         i.digest,
                         i.manifests
                     ));

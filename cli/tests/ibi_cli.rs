@@ -2,7 +2,7 @@
 //! touched, each failure says what is wrong, and the state file names the failed step.
 
 mod common;
-use common::{have, imgmode, is_root, write_oci};
+use common::{have, imgmode, is_root, mirror, write_oci};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -409,21 +409,8 @@ fn create_image_refuses_a_payload_it_cannot_serve() {
     let src = dir.join("src");
     write_oci(&src, r#""n":"arm""#, "arm64");
     let payload = dir.join("payload");
-    let out = imgmode(
-        dir,
-        &[
-            "mirror",
-            "--image",
-            &format!("oci:{}=org/app:1", src.display()),
-            "--dir",
-            payload.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, err, _) = mirror(dir, &payload, &[format!("oci:{}=org/app:1", src.display())]);
+    assert!(ok, "{err}");
     let cfg = |secret: &str| {
         format!("apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: quay.io/org/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{secret}'\n")
     };
@@ -447,17 +434,12 @@ fn create_image_refuses_a_payload_it_cannot_serve() {
     let src2 = dir.join("src2");
     write_oci(&src2, r#""n":"amd""#, "amd64");
     let payload2 = dir.join("payload2");
-    let out = imgmode(
+    let (ok, err, _) = mirror(
         dir,
-        &[
-            "mirror",
-            "--image",
-            &format!("oci:{}=org/app:2", src2.display()),
-            "--dir",
-            payload2.to_str().unwrap(),
-        ],
+        &payload2,
+        &[format!("oci:{}=org/app:2", src2.display())],
     );
-    assert!(out.status.success());
+    assert!(ok, "{err}");
     let (ok, err) = create_image(
         dir,
         Some(&cfg(r#"{"auths":{}}"#)),

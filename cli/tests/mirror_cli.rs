@@ -4,7 +4,7 @@
 //! before any repository links to anything.
 
 mod common;
-use common::{have, imgmode, is_root, write_oci};
+use common::{have, is_root, mirror, run, write_oci};
 use std::path::Path;
 use std::process::Command;
 
@@ -38,19 +38,6 @@ fn write_list(dir: &Path) -> String {
     )
     .unwrap();
     format!("sha256:{d}")
-}
-
-fn mirror(state: &Path, dir: &Path, images: &[String]) -> (bool, String, serde_json::Value) {
-    let mut args = vec!["mirror", "--format", "json", "--dir", dir.to_str().unwrap()];
-    for i in images {
-        args.extend(["--image", i.as_str()]);
-    }
-    let out = imgmode(state, &args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        serde_json::from_slice(&out.stdout).unwrap_or_default(),
-    )
 }
 
 /// `docker-registry serve` over `root` (read-only) on a free loopback port.
@@ -148,7 +135,7 @@ fn mirrored_images_are_served_by_a_stock_registry() {
         out["payload"]["architectures"],
         serde_json::json!(["amd64", "arm64"])
     );
-    let out = imgmode(
+    let (ok, stdout, err) = run(
         t,
         &[
             "payload",
@@ -158,12 +145,8 @@ fn mirrored_images_are_served_by_a_stock_registry() {
             "json",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["blobs"], 10);
 
     // a second run fetches nothing new
@@ -217,12 +200,8 @@ fn mirrored_images_are_served_by_a_stock_registry() {
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&data, bytes).unwrap();
-    let out = imgmode(t, &["payload", "verify", dir.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("is corrupted"),
-        "{err}"
-    );
+    let (ok, _, err) = run(t, &["payload", "verify", dir.to_str().unwrap()]);
+    assert!(!ok && err.contains("is corrupted"), "{err}");
     assert!(err.contains(&one_digest[7..]), "{err}");
 }
 
@@ -408,14 +387,7 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     let store = t.join("store");
     let storage = t.join("storage");
     let s = store.to_str().unwrap();
-    let run = |args: &[&str]| {
-        let out = imgmode(t, args);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run(t, args);
     let mut ids = vec![];
     for p in [&pa, &pb] {
         let (ok, out, err) = run(&[
@@ -522,31 +494,24 @@ fn a_payload_is_added_from_an_iso() {
         .unwrap();
     assert!(st.success());
     let store = t.join("store");
-    let res = imgmode(
+    let s = store.to_str().unwrap();
+    let (ok, stdout, err) = run(
         t,
         &[
             "payload",
             "add",
             iso.to_str().unwrap(),
             "--store",
-            store.to_str().unwrap(),
+            s,
             "--format",
             "json",
         ],
     );
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["id"], out["payload"]["id"]);
-    let res = imgmode(t, &["payload", "verify", store.to_str().unwrap()]);
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    let (ok, _, err) = run(t, &["payload", "verify", s]);
+    assert!(ok, "{err}");
     // an ISO without a payload says so
     let empty = t.join("empty.iso");
     std::fs::create_dir(t.join("nothing")).unwrap();
@@ -558,19 +523,9 @@ fn a_payload_is_added_from_an_iso() {
         .status()
         .unwrap();
     assert!(st.success());
-    let res = imgmode(
+    let (ok, _, err) = run(
         t,
-        &[
-            "payload",
-            "add",
-            empty.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
+        &["payload", "add", empty.to_str().unwrap(), "--store", s],
     );
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        !res.status.success() && err.contains("carries no payload"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("carries no payload"), "{err}");
 }

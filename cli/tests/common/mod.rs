@@ -71,3 +71,29 @@ pub fn write_oci(dir: &Path, labels: &str, arch: &str) {
     )
     .unwrap();
 }
+
+/// Run `imgmode` (state under `state`): (success, stdout, stderr).
+#[allow(dead_code)] // not every test crate runs commands this way
+pub fn run(state: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = imgmode(state, args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `imgmode mirror --format json` of `images` into `dir`: (success, stderr, the JSON output).
+#[allow(dead_code)]
+pub fn mirror(state: &Path, dir: &Path, images: &[String]) -> (bool, String, serde_json::Value) {
+    let mut args = vec!["mirror", "--format", "json", "--dir", dir.to_str().unwrap()];
+    for i in images {
+        args.extend(["--image", i.as_str()]);
+    }
+    let out = imgmode(state, &args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        serde_json::from_slice(&out.stdout).unwrap_or_default(),
+    )
+}
