@@ -2,7 +2,7 @@
 //! touched, each failure says what is wrong, and the state file names the failed step.
 
 mod common;
-use common::{have, imgmode, is_root, mirror, write_oci};
+use common::{have, imgmode, is_root, mirror_test_image, write_oci};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -406,11 +406,15 @@ fn create_image_refuses_a_payload_it_cannot_serve() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::create_dir(dir.join("out")).unwrap();
-    let src = dir.join("src");
-    write_oci(&src, r#""n":"arm""#, "arm64");
     let payload = dir.join("payload");
-    let (ok, err, _) = mirror(dir, &payload, &[format!("oci:{}=org/app:1", src.display())]);
-    assert!(ok, "{err}");
+    mirror_test_image(
+        dir,
+        &dir.join("src"),
+        &payload,
+        r#""n":"arm""#,
+        "arm64",
+        "org/app:1",
+    );
     let cfg = |secret: &str| {
         format!("apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: quay.io/org/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{secret}'\n")
     };
@@ -431,15 +435,15 @@ fn create_image_refuses_a_payload_it_cannot_serve() {
         "{err}"
     );
     // an amd64 payload, but no credentials for the payload registry in the pull secret
-    let src2 = dir.join("src2");
-    write_oci(&src2, r#""n":"amd""#, "amd64");
     let payload2 = dir.join("payload2");
-    let (ok, err, _) = mirror(
+    mirror_test_image(
         dir,
+        &dir.join("src2"),
         &payload2,
-        &[format!("oci:{}=org/app:2", src2.display())],
+        r#""n":"amd""#,
+        "amd64",
+        "org/app:2",
     );
-    assert!(ok, "{err}");
     let (ok, err) = create_image(
         dir,
         Some(&cfg(r#"{"auths":{}}"#)),

@@ -4,7 +4,7 @@
 //! before any repository links to anything.
 
 mod common;
-use common::{have, is_root, mirror, run, write_oci};
+use common::{have, is_root, mirror, mirror_test_image, run, write_oci};
 use std::path::Path;
 use std::process::Command;
 
@@ -277,11 +277,8 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
     }
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
-    let src = t.join("src");
-    write_oci(&src, r#""n":"p""#, "amd64");
-    let dir = t.join("payload");
-    let (ok, err, _) = mirror(t, &dir, &[format!("oci:{}=org/app:1.0", src.display())]);
-    assert!(ok, "{err}");
+    let (src, dir) = (t.join("src"), t.join("payload"));
+    mirror_test_image(t, &src, &dir, r#""n":"p""#, "amd64", "org/app:1.0");
     // "payload:s3cret"
     let secret = r#"{"auths":{"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQ="}}}"#;
     let setup = RegistrySetup::new(secret).unwrap();
@@ -377,13 +374,9 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let (a, b) = (t.join("a"), t.join("b"));
-    write_oci(&a, r#""n":"a""#, "amd64");
-    write_oci(&b, r#""n":"b""#, "amd64");
     let (pa, pb) = (t.join("payload-a"), t.join("payload-b"));
-    for (src, dir, name) in [(&a, &pa, "rel/a:1"), (&b, &pb, "rel/b:2")] {
-        let (ok, err, _) = mirror(t, dir, &[format!("oci:{}={name}", src.display())]);
-        assert!(ok, "{err}");
-    }
+    mirror_test_image(t, &a, &pa, r#""n":"a""#, "amd64", "rel/a:1");
+    mirror_test_image(t, &b, &pb, r#""n":"b""#, "amd64", "rel/b:2");
     let store = t.join("store");
     let storage = t.join("storage");
     let s = store.to_str().unwrap();
@@ -471,11 +464,15 @@ fn a_payload_is_added_from_an_iso() {
     }
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
-    let src = t.join("src");
-    write_oci(&src, r#""n":"iso""#, "amd64");
     let payload = t.join("payload");
-    let (ok, err, out) = mirror(t, &payload, &[format!("oci:{}=rel/iso:1", src.display())]);
-    assert!(ok, "{err}");
+    let out = mirror_test_image(
+        t,
+        &t.join("src"),
+        &payload,
+        r#""n":"iso""#,
+        "amd64",
+        "rel/iso:1",
+    );
     let iso = t.join("extended.iso");
     let st = Command::new("xorriso")
         .args([

@@ -97,3 +97,20 @@ pub fn mirror(state: &Path, dir: &Path, images: &[String]) -> (bool, String, ser
         serde_json::from_slice(&out.stdout).unwrap_or_default(),
     )
 }
+
+/// A one-image mirror directory: the test image of [`write_oci`] (`labels`, `arch`) written
+/// to `src`, then `imgmode mirror`ed into `dir` as `name` (REPO:TAG); returns mirror's JSON.
+#[allow(dead_code)]
+pub fn mirror_test_image(
+    state: &Path,
+    src: &Path,
+    dir: &Path,
+    labels: &str,
+    arch: &str,
+    name: &str,
+) -> serde_json::Value {
+    write_oci(src, labels, arch);
+    let (ok, err, out) = mirror(state, dir, &[format!("oci:{}={name}", src.display())]);
+    assert!(ok, "imgmode mirror: {err}");
+    out
+}
