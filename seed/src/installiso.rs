@@ -216,12 +216,12 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
     // the pull secret and trust bundle are checked here, not first at install time
     let auth = crate::ibi::registry_auth(&c, secrets.path())
         .with_context(|| format!("{name}: pullSecret or additionalTrustBundle"))?;
-    if let Some(k) = c
+    let ssh_key = c
         .ssh_key
         .as_deref()
         .map(str::trim)
-        .filter(|k| !k.is_empty())
-    {
+        .filter(|k| !k.is_empty());
+    if let Some(k) = ssh_key {
         ensure!(
             k.lines()
                 .all(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-") || l.starts_with("sk-")),
@@ -267,12 +267,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
             &format!("../{UNIT}"),
         ),
     ];
-    if let Some(k) = c
-        .ssh_key
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    {
+    if let Some(k) = ssh_key {
         files.push(LiveFile {
             path: "root/.ssh".into(),
             content: live::Content::Dir(0o700),
