@@ -44,6 +44,8 @@ pub const PACKAGES: &[&str] = &[
     "docker-registry",
     // bench seed's zstd baseline (the seed scenario's debugfs is in e2fsprogs)
     "zstd",
+    // the payload registry unit's port check (ss), run for real by a unit test
+    "iproute2",
 ];
 
 /// Packages taken from bookworm-backports on Debian 12.
