@@ -7,7 +7,9 @@
 pub mod base;
 pub mod cmd;
 pub mod cpio;
+pub mod digest;
 pub mod disk;
+pub mod extract;
 pub mod grub;
 pub mod imgref;
 pub mod live;
@@ -18,6 +20,7 @@ pub mod partition;
 pub mod payloads;
 pub mod progress;
 pub mod store;
+pub mod tarstream;
 pub mod workdir;
 
 pub use progress::Steps;

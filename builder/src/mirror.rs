@@ -19,6 +19,7 @@
 //! missing or unverified blob. The staging layout is removed when everything is in place.
 
 use crate::cmd::{require_tools, Run};
+use crate::digest::sha256_hex;
 use crate::oci::RegistryAuth;
 use crate::progress::Steps;
 use anyhow::{bail, ensure, Context, Result};
@@ -100,7 +101,7 @@ impl MirrorImage {
             (None, None) => (path.to_string(), Some("latest".to_string())),
         };
         if let Some(d) = digest {
-            check_digest(d)?;
+            sha256_hex(d)?;
         }
         let img = Self {
             source: format!("docker://{rest}"),
@@ -153,21 +154,6 @@ impl MirrorImage {
 fn split_target(arg: &str) -> Option<(&str, &str)> {
     let (src, name) = arg.rsplit_once('=')?;
     (!src.is_empty() && !name.is_empty() && !name.contains('@')).then_some((src, name))
-}
-
-/// A digest string as a path or URL may use: `sha256:` and 64 lowercase hex digits.
-pub fn check_digest(d: &str) -> Result<&str> {
-    let hex = d
-        .strip_prefix("sha256:")
-        .with_context(|| format!("digest {d:?} is not sha256"))?;
-    ensure!(
-        hex.len() == 64
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
-        "digest {d:?} is not 64 lowercase hex digits"
-    );
-    Ok(hex)
 }
 
 #[derive(Debug, Clone)]
@@ -313,13 +299,13 @@ pub fn write_links_under(repos: &Path, images: &[Mirrored], v2: &Path) -> Result
             write_link(
                 &repo.join(format!(
                     "_manifests/revisions/sha256/{}/link",
-                    check_digest(&d)?
+                    sha256_hex(&d)?
                 )),
                 &d,
             )?;
             for b in &refs.blobs {
                 write_link(
-                    &repo.join(format!("_layers/sha256/{}/link", check_digest(&b.digest)?)),
+                    &repo.join(format!("_layers/sha256/{}/link", sha256_hex(&b.digest)?)),
                     &b.digest,
                 )?;
             }
@@ -328,7 +314,7 @@ pub fn write_links_under(repos: &Path, images: &[Mirrored], v2: &Path) -> Result
         if let Some(tag) = &img.tag {
             let t = repo.join("_manifests/tags").join(tag);
             write_link(
-                &t.join(format!("index/sha256/{}/link", check_digest(&img.digest)?)),
+                &t.join(format!("index/sha256/{}/link", sha256_hex(&img.digest)?)),
                 &img.digest,
             )?;
             write_link(&t.join("current/link"), &img.digest)?;
@@ -376,7 +362,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             let want = format!("sha256:{name}");
-            check_digest(&want)
+            sha256_hex(&want)
                 .with_context(|| format!("{} is not a blob directory", e.path().display()))?;
             let data = e.path().join("data");
             let (got, n) = hash_file(&data)?;
@@ -414,7 +400,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         let link = repos.join(format!(
             "{}/_manifests/revisions/sha256/{}/link",
             i.repo,
-            check_digest(&i.digest)?
+            sha256_hex(&i.digest)?
         ));
         ensure!(
             link.is_file(),
@@ -479,14 +465,14 @@ pub fn parse_refs(raw: &[u8]) -> Result<Refs> {
         bail!("unsupported manifest type {media:?} (schema 1 manifests cannot be mirrored)");
     }
     for d in r.manifests.iter().chain(&r.blobs) {
-        check_digest(&d.digest)?;
+        sha256_hex(&d.digest)?;
     }
     Ok(r)
 }
 
 /// Where the blob `digest` is in the blob store under `v2`.
 pub fn blob_path(v2: &Path, digest: &str) -> Result<PathBuf> {
-    let hex = check_digest(digest)?;
+    let hex = sha256_hex(digest)?;
     Ok(v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
 }
 
@@ -642,7 +628,7 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
             // manifests: the bytes read and hashed above
             std::fs::write(&tmp, raw)?;
         } else {
-            let src = staging.join(format!("blobs/sha256/{}", check_digest(digest)?));
+            let src = staging.join(format!("blobs/sha256/{}", sha256_hex(digest)?));
             let (got, n) = hash_file(&src).with_context(|| {
                 format!("the staging layout lacks blob {digest}; run the mirror again")
             })?;
@@ -697,7 +683,7 @@ enum Instance {
 
 /// `source`'s instance `digest` (a child manifest of a list).
 fn by_digest(source: &str, digest: &str) -> Result<Instance> {
-    let hex = check_digest(digest)?;
+    let hex = sha256_hex(digest)?;
     if let Some(rest) = source.strip_prefix("docker://") {
         let base = rest.split('@').next().unwrap_or(rest);
         let base = match base.rsplit_once(':') {

@@ -28,7 +28,7 @@ pub struct Held {
 }
 
 fn record_path(store: &Path, id: &str) -> Result<PathBuf> {
-    let hex = mirror::check_digest(id)?;
+    let hex = crate::digest::sha256_hex(id)?;
     Ok(store.join(RECORDS).join(format!("{hex}.json")))
 }
 

@@ -208,6 +208,8 @@ impl Store {
 #[derive(Deserialize)]
 struct Descriptor {
     digest: String,
+    #[serde(default)]
+    size: Option<u64>,
 }
 #[derive(Deserialize)]
 struct Index {
@@ -229,12 +231,8 @@ struct ImageConfig {
 }
 
 fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
-    let (algo, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| anyhow!("malformed digest {digest:?}"))?;
-    if algo != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("malformed digest {digest:?}");
-    }
+    let hex = crate::digest::hex_of(digest)?;
+    let algo = &digest[..digest.len() - hex.len() - 1];
     Ok(dir.join("blobs").join(algo).join(hex))
 }
 
@@ -259,12 +257,22 @@ impl OciImage {
             .manifests
             .first()
             .ok_or_else(|| anyhow!("{} holds no image", dir.display()))?;
+        let verified = |digest: &str, size: Option<u64>, what: &str| -> Result<Vec<u8>> {
+            let raw = read(blob_path(dir, digest)?)?;
+            crate::digest::verify_bytes(what, &raw, digest, size)
+                .with_context(|| format!("reading the image in {}", dir.display()))?;
+            Ok(raw)
+        };
         let manifest: oci_spec::image::ImageManifest =
-            serde_json::from_slice(&read(blob_path(dir, &desc.digest)?)?)
+            serde_json::from_slice(&verified(&desc.digest, desc.size, "manifest")?)
                 .with_context(|| format!("parsing manifest {}", desc.digest))?;
-        let config: oci_spec::image::ImageConfiguration =
-            serde_json::from_slice(&read(blob_path(dir, manifest.config().digest().as_ref())?)?)
-                .with_context(|| format!("parsing image config {}", manifest.config().digest()))?;
+        let cd = manifest.config();
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&verified(
+            cd.digest().as_ref(),
+            Some(cd.size()),
+            "image config",
+        )?)
+        .with_context(|| format!("parsing image config {}", cd.digest()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest_digest: desc.digest.clone(),
@@ -287,7 +295,8 @@ impl OciImage {
             .unwrap_or_default()
     }
 
-    /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type).
+    /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type); its size and
+    /// digest are verified as it streams, so reading it to the end fails if it is corrupt.
     pub fn open_layer(&self, i: usize) -> Result<Box<dyn std::io::Read>> {
         let l = self
             .manifest
@@ -295,8 +304,14 @@ impl OciImage {
             .get(i)
             .ok_or_else(|| anyhow!("the image has no layer {i}"))?;
         let path = self.blob(l.digest().as_ref())?;
-        let f = std::io::BufReader::new(
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        let f = std::io::BufReader::with_capacity(
+            1 << 20,
+            crate::digest::VerifyingReader::new(
+                std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+                l.digest().as_ref(),
+                l.size(),
+            )?,
         );
         let mt = l.media_type().to_string();
         Ok(if mt.ends_with("+gzip") || mt.ends_with(".gzip") {

@@ -1142,7 +1142,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
         Command::Internal(InternalCmd::SeedUnpack { tarball, dir }) => {
-            imgmode_seed::archive::tar_extract(&tarball, &dir)
+            imgmode_seed::archive::tar_extract(&tarball, &dir).map(drop)
         }
         Command::Internal(InternalCmd::SeedArchive {
             compression,

@@ -3,6 +3,7 @@
 //! temporary name and renamed when complete.
 
 use anyhow::{bail, Context, Result};
+use imgmode_builder::extract::{unpack_into, Budget, Policy, Unpacked};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -196,53 +197,22 @@ pub fn tar_create(
     })
 }
 
-/// Unpack a tarball (gzip, zstd or plain, told apart by magic) into `dest` with GNU tar,
-/// keeping numeric owners, modes, xattrs, ACLs and SELinux labels.
-pub fn tar_extract(tarball: &Path, dest: &Path) -> Result<()> {
+/// Unpack a seed tarball (gzip, zstd or plain, told apart by magic) into `dest` with
+/// imgmode's hardened extractor, restoring what GNU tar's options above captured: numeric
+/// owners, modes (setuid included), xattrs, ACLs, SELinux labels, hardlinks, sparse files.
+pub fn tar_extract(tarball: &Path, dest: &Path) -> Result<Unpacked> {
     let f =
         std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    tar_extract_from(decompressed(f)?, dest)
+    tar_extract_from(decompressed(f)?, dest, &Policy::system_archive())
         .with_context(|| format!("unpacking {}", tarball.display()))
 }
 
-/// Unpack an uncompressed tar stream into `dest` (as [`tar_extract`]).
-pub fn tar_extract_from(mut r: impl Read, dest: &Path) -> Result<()> {
+/// Unpack an uncompressed tar stream into `dest` under `policy`; what it unpacks may take
+/// the free space of `dest`'s filesystem and no more (a decompression bomb stops there).
+pub fn tar_extract_from(r: impl Read, dest: &Path, policy: &Policy) -> Result<Unpacked> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let mut child = Command::new("tar")
-        .args([
-            "--extract",
-            "--file=-",
-            "--same-owner",
-            "--same-permissions",
-        ])
-        .args(TAR_OPTS.iter().filter(|o| **o != "--sparse"))
-        .arg("-C")
-        .arg(dest)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running tar (Debian package tar)")?;
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let copied = std::io::copy(&mut r, &mut stdin);
-    drop(stdin);
-    let status = child.wait()?;
-    let stderr = errs.join().unwrap_or_default();
-    if !status.success() {
-        bail!(
-            "tar failed ({status}) unpacking into {}:\n{}",
-            dest.display(),
-            stderr.trim()
-        );
-    }
-    copied.context("reading the archive")?;
-    Ok(())
+    let mut budget = Budget::free_space(dest, None)?;
+    unpack_into(r, dest, policy, &mut budget)
 }
 
 #[cfg(test)]
@@ -308,5 +278,148 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("tar failed"), "{e:#}");
         assert!(!out.exists() && !out.with_extension("tmp").exists());
+    }
+
+    /// Everything a system tarball records, per path: kind, mode, owner, size, content or
+    /// link target, mtime, xattrs, and which paths share an inode.
+    fn describe(root: &Path) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = vec![];
+        let mut inodes: std::collections::BTreeMap<u64, String> = Default::default();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let body = if m.is_symlink() {
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display())
+                } else if m.is_dir() {
+                    stack.push(p.clone());
+                    String::new()
+                } else if m.is_file() {
+                    let data = std::fs::read(&p).unwrap();
+                    imgmode_builder::digest::sha256(&data)
+                } else {
+                    "special".into()
+                };
+                let mut xattrs = vec![];
+                if !m.is_symlink() {
+                    let mut names = vec![0u8; 4096];
+                    let n = rustix::fs::listxattr(&p, &mut names).unwrap_or(0);
+                    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                        let name = String::from_utf8_lossy(name).into_owned();
+                        let mut v = vec![0u8; 4096];
+                        let k = rustix::fs::getxattr(&p, name.as_str(), &mut v).unwrap();
+                        xattrs.push(format!("{name}={}", hex::encode(&v[..k])));
+                    }
+                    xattrs.sort();
+                }
+                let link = if m.is_file() && m.nlink() > 1 {
+                    let first = inodes.entry(m.ino()).or_insert_with(|| rel.clone());
+                    format!("inode-of:{}", std::cmp::min(first.clone(), rel.clone()))
+                } else {
+                    String::new()
+                };
+                let mtime = if m.is_dir() || m.is_file() {
+                    m.mtime()
+                } else {
+                    0
+                };
+                out.push(format!(
+                    "{rel} {:o} {}:{} {} {body} {mtime} {xattrs:?} {}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    if m.is_dir() { 0 } else { m.size() },
+                    if link.is_empty() { "" } else { "linked" },
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// What GNU tar wrote with the seed's options, the extractor restores as GNU tar would:
+    /// modes (setuid, a read-only directory), owners, hardlinks, symlinks, a PAX sparse file
+    /// with its hole kept, xattrs, a POSIX ACL (GNU tar's text form back to the kernel's),
+    /// a FIFO under var/, mtimes.
+    #[test]
+    fn seed_tarballs_unpack_as_gnu_tar_made_them() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root (owners)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let v = src.join("var");
+        std::fs::create_dir_all(v.join("lib/ro")).unwrap();
+        std::fs::create_dir_all(v.join("log")).unwrap();
+        std::fs::write(v.join("lib/ro/file"), "in a read-only directory\n").unwrap();
+        std::fs::write(v.join("lib/suid"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(v.join("lib/suid"), std::fs::Permissions::from_mode(0o4750))
+            .unwrap();
+        std::os::unix::fs::chown(v.join("lib/suid"), Some(0), Some(4)).unwrap();
+        std::fs::hard_link(v.join("lib/suid"), v.join("lib/suid-link")).unwrap();
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", v.join("lib/localtime")).unwrap();
+        std::os::unix::fs::chown(v.join("lib/ro/file"), Some(1234), Some(5678)).unwrap();
+        {
+            use std::io::{Seek, SeekFrom};
+            let mut f = std::fs::File::create(v.join("log/lastlog")).unwrap();
+            f.seek(SeekFrom::Start(5_000_000)).unwrap();
+            f.write_all(b"data after a hole").unwrap();
+            f.set_len(10 << 20).unwrap();
+        }
+        rustix::fs::setxattr(
+            v.join("log/lastlog"),
+            "user.imgmode",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let acl = imgmode_builder::extract::acl_from_text(
+            "user::rwx,group::r-x,group:4:r-x,mask::r-x,other::r-x",
+        )
+        .unwrap();
+        let acl_set = rustix::fs::setxattr(
+            v.join("log"),
+            "system.posix_acl_access",
+            &acl,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            v.join("lib/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o620),
+            0,
+        )
+        .unwrap();
+        std::fs::set_permissions(v.join("lib/ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+
+        let tgz = d.path().join("var.tgz");
+        tar_create(
+            &["-C".into(), src.display().to_string(), "var".into()],
+            None,
+            &tgz,
+            Compression::default(),
+        )
+        .unwrap();
+        let dest = d.path().join("dest");
+        let u = tar_extract(&tgz, &dest).unwrap();
+        assert!(u.entries >= 10, "{u:?}");
+        assert_eq!(describe(&src), describe(&dest));
+        // the hole stayed a hole: 10 MiB long, a few blocks on disk
+        let m = std::fs::metadata(dest.join("var/log/lastlog")).unwrap();
+        assert_eq!(m.len(), 10 << 20);
+        assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+        if acl_set {
+            let mut v = vec![0u8; 256];
+            let n = rustix::fs::getxattr(dest.join("var/log"), "system.posix_acl_access", &mut v)
+                .unwrap();
+            assert_eq!(&v[..n], &acl[..]);
+        }
     }
 }

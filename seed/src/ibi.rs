@@ -389,7 +389,6 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
         "umount",
         "ostree",
         "skopeo",
-        "tar",
     ])?;
     let disk = PathBuf::from(&c.installation_disk);
     let meta = std::fs::metadata(&disk).with_context(|| {
@@ -522,8 +521,12 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
     {
         let opened = imgmode_builder::oci::open_image_with(&o.store, &seed, &auth, &work)
             .with_context(|| format!("fetching the seed {seed}"))?;
-        tar_extract_from(opened.image.open_layer(0)?, &files)
-            .context("unpacking the seed's layer")?;
+        tar_extract_from(
+            opened.image.open_layer(0)?,
+            &files,
+            &imgmode_builder::extract::Policy::plain(),
+        )
+        .context("unpacking the seed's layer")?;
     }
     let missing = missing_seed_files(&files)?;
     ensure!(
