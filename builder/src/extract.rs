@@ -148,6 +148,8 @@ pub fn unpack(r: impl Read, root: &Dir, policy: &Policy, budget: &mut Budget) ->
         policy,
         seen: HashSet::new(),
         dirs: vec![],
+        cache: None,
+        link_dirs: Default::default(),
         out: Unpacked::default(),
     };
     while let Some(e) = t.next_entry()? {
@@ -187,6 +189,108 @@ pub fn unpack_into(
     let root = Dir::open_ambient_dir(dest, cap_std::ambient_authority())
         .with_context(|| format!("opening {}", dest.display()))?;
     unpack(r, &root, policy, budget).with_context(|| format!("unpacking into {}", dest.display()))
+}
+
+/// What `imgmode image unpack` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageUnpacked {
+    pub image: String,
+    pub manifest_digest: String,
+    pub dir: PathBuf,
+    pub layers: usize,
+    pub entries: u64,
+    pub bytes: u64,
+    pub whiteouts: u64,
+    pub seconds: f64,
+}
+
+/// `imgmode image unpack`: the image's layers, in order, with whiteouts applied, into a
+/// staging directory beside `dir` that becomes `dir` only when every layer unpacked and
+/// verified (like `umoci unpack`'s rootfs). `dir` must not exist or be empty.
+pub fn unpack_image(
+    store: &crate::Store,
+    image: &str,
+    dir: &Path,
+    auth: &crate::oci::RegistryAuth,
+    max_bytes: Option<u64>,
+    steps: &crate::progress::Steps,
+) -> Result<ImageUnpacked> {
+    let t0 = std::time::Instant::now();
+    if let Ok(mut rd) = std::fs::read_dir(dir) {
+        if rd.next().is_some() {
+            bail!(
+                "{} exists and is not empty: imgmode image unpack writes a new directory only \
+                 (remove it or choose another)",
+                dir.display()
+            );
+        }
+    } else if dir.exists() {
+        bail!("{} exists and is not a directory", dir.display());
+    }
+    let parent = crate::disk::output_parent(dir)?;
+    steps.step(&format!("opening {image}"));
+    let opened = crate::oci::open_image_with(store, image, auth, parent)?;
+    let img = &opened.image;
+    let layers = img.manifest.layers().len();
+    let compressed: u64 = img.manifest.layers().iter().map(|l| l.size()).sum();
+    let mut budget = Budget::free_space(parent, max_bytes)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".imgmode-unpack-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    let root = Dir::open_ambient_dir(staging.path(), cap_std::ambient_authority())?;
+    let policy = Policy::image_layer();
+    let mut total = Unpacked::default();
+    for i in 0..layers {
+        let l = &img.manifest.layers()[i];
+        steps.step(&format!(
+            "layer {}/{layers} {} ({} bytes compressed of {compressed})",
+            i + 1,
+            l.digest(),
+            l.size()
+        ));
+        let u = unpack(img.open_layer(i)?, &root, &policy, &mut budget).map_err(|e| {
+            // a damaged blob is named as such even where the damage broke the tar stream first
+            let blob = img.blob(l.digest().as_ref());
+            match blob.and_then(|b| crate::mirror::hash_file(&b)) {
+                Ok((d, n)) if d != l.digest().to_string() || n != l.size() => anyhow!(
+                    "blob {} is corrupted or truncated: {n} bytes hashing to {d} ({e:#})",
+                    l.digest()
+                ),
+                _ => e,
+            }
+            .context(format!(
+                "unpacking layer {} ({}) of {image}",
+                i + 1,
+                l.digest()
+            ))
+        })?;
+        total.entries += u.entries;
+        total.bytes += u.bytes;
+        total.whiteouts += u.whiteouts;
+    }
+    drop(root);
+    // the staging directory was made 0700; the root filesystem's top is 0755
+    std::fs::set_permissions(
+        staging.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    if dir.exists() {
+        std::fs::remove_dir(dir)
+            .with_context(|| format!("replacing the empty {}", dir.display()))?;
+    }
+    std::fs::rename(staging.path(), dir)
+        .with_context(|| format!("moving the unpacked image to {}", dir.display()))?;
+    Ok(ImageUnpacked {
+        image: image.to_string(),
+        manifest_digest: img.manifest_digest.clone(),
+        dir: dir.to_path_buf(),
+        layers,
+        entries: total.entries,
+        bytes: total.bytes,
+        whiteouts: total.whiteouts,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// A name inside the archive, split into checked components.
@@ -252,6 +356,12 @@ struct Extractor<'a> {
     seen: HashSet<PathBuf>,
     /// Directories whose mode and mtime are set at the end (so read-only ones still fill).
     dirs: Vec<(Name, u32, i64)>,
+    /// The last parent directory opened (archives list a directory's entries together);
+    /// dropped whenever anything is removed, since a removal can change what a path means.
+    cache: Option<(PathBuf, Dir)>,
+    /// Directories hard link targets were found in (ostree-ext layers link every file into
+    /// the repository's 256 object directories); cleared on every removal.
+    link_dirs: std::collections::HashMap<PathBuf, Dir>,
     out: Unpacked,
 }
 
@@ -372,6 +482,7 @@ impl Extractor<'_> {
             .as_ref()
             .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
         if existing.is_some() && !(kind == Kind::Directory && existing_dir) {
+            self.link_dirs.clear();
             if existing_dir {
                 parent.remove_dir_all(&file).map_err(io_err)
             } else {
@@ -426,23 +537,35 @@ impl Extractor<'_> {
                         "hostile archive: hard link {shown:?} names the target directory: refused"
                     );
                 }
-                self.root
-                    .hard_link(target.path(), &parent, &file)
-                    .map_err(|e| {
-                        if escapes(&e) {
-                            anyhow!(
-                                "hostile archive: hard link {shown:?} -> {:?} passes through a \
-                                 symlink that leads outside the target: refused",
-                                target.display()
-                            )
-                        } else {
-                            anyhow!(
-                                "hard link {shown:?} -> {:?}: {e} (the archive links to a file it \
-                                 has not written)",
-                                target.display()
-                            )
-                        }
-                    })?;
+                let src = self.link_dir(&target).map_err(|e| {
+                    if escapes(&e) {
+                        anyhow!(
+                            "hostile archive: hard link {shown:?} -> {:?} passes through a \
+                             symlink that leads outside the target: refused",
+                            target.display()
+                        )
+                    } else {
+                        anyhow!(
+                            "hard link {shown:?} -> {:?}: {e} (the archive links to a file it \
+                             has not written)",
+                            target.display()
+                        )
+                    }
+                })?;
+                rustix::fs::linkat(
+                    src,
+                    target.file_name(),
+                    &parent,
+                    file.as_str(),
+                    AtFlags::empty(),
+                )
+                .with_context(|| {
+                    format!(
+                        "hard link {shown:?} -> {:?} (the archive links to a file it has not \
+                         written)",
+                        target.display()
+                    )
+                })?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let ft = match kind {
@@ -494,6 +617,7 @@ impl Extractor<'_> {
                     .with_context(|| format!("setting the mtime of {shown:?}"))?;
             }
         }
+        self.keep_parent(&name, parent);
         if self.policy.whiteouts {
             let mut p = PathBuf::new();
             for c in &name.0 {
@@ -505,8 +629,37 @@ impl Extractor<'_> {
     }
 
     /// Open (creating what is missing, as tar does) the directory an entry goes into.
-    fn open_parent(&self, name: &Name) -> Result<Dir> {
+    fn open_parent(&mut self, name: &Name) -> Result<Dir> {
         let p = name.parent();
+        match self.cache.take() {
+            Some((cp, d)) if cp == p => Ok(d),
+            _ => self.open_parent_uncached(name, &p),
+        }
+    }
+
+    /// The directory holding a hard link's target, opened beneath the root.
+    fn link_dir(&mut self, target: &Name) -> std::io::Result<&Dir> {
+        let p = target.parent();
+        if !self.link_dirs.contains_key(&p) {
+            if self.link_dirs.len() >= 300 {
+                self.link_dirs.clear();
+            }
+            let d = if p.as_os_str().is_empty() {
+                self.root.try_clone()?
+            } else {
+                self.root.open_dir(&p)?
+            };
+            self.link_dirs.insert(p.clone(), d);
+        }
+        Ok(&self.link_dirs[&p])
+    }
+
+    /// Give back the directory [`Self::open_parent`] returned, for the next entry.
+    fn keep_parent(&mut self, name: &Name, d: Dir) {
+        self.cache = Some((name.parent(), d));
+    }
+
+    fn open_parent_uncached(&self, name: &Name, p: &Path) -> Result<Dir> {
         let shown = name.display();
         let fail = |e: std::io::Error| {
             if escapes(&e) {
@@ -521,11 +674,11 @@ impl Extractor<'_> {
         if p.as_os_str().is_empty() {
             return self.root.try_clone().map_err(fail);
         }
-        match self.root.open_dir(&p) {
+        match self.root.open_dir(p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // create what is missing, then open again (which names an escape as such)
-                let made = self.root.create_dir_all(&p);
-                match self.root.open_dir(&p) {
+                let made = self.root.create_dir_all(p);
+                match self.root.open_dir(p) {
                     Err(e) if !escapes(&e) => Err(fail(made.err().unwrap_or(e))),
                     r => r.map_err(fail),
                 }
@@ -537,6 +690,7 @@ impl Extractor<'_> {
     fn whiteout(&mut self, name: &Name) -> Result<()> {
         self.out.whiteouts += 1;
         let parent = self.open_parent(name)?;
+        self.link_dirs.clear();
         let f = name.file_name();
         if f == ".wh..wh..opq" {
             let dir = name.parent();
@@ -598,6 +752,7 @@ impl Extractor<'_> {
                 .with_context(|| format!("setting the mode of {shown:?}"))?;
             rustix::fs::futimens(&fd, &times(mtime))
                 .with_context(|| format!("setting the mtime of {shown:?}"))?;
+            self.keep_parent(&name, parent);
         }
         Ok(())
     }

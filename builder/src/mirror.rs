@@ -729,8 +729,8 @@ mod tests {
             ("oci:/tmp/x", "names no repository"),
             ("img:latest", "only registry references"),
             ("quay.io/Org/img:1", "not valid"),
-            ("quay.io/org/img@sha256:AB", "not 64 lowercase hex"),
-            ("quay.io/org/img@md5:00", "not sha256"),
+            ("quay.io/org/img@sha256:AB", "64 lowercase hex"),
+            ("quay.io/org/img@md5:00", "unsupported algorithm"),
             ("oci:/tmp/x=repo:bad tag", "not valid"),
         ] {
             let e = MirrorImage::parse(bad).unwrap_err().to_string();

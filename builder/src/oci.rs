@@ -4,7 +4,7 @@
 use crate::cmd::Run;
 use crate::store::OciImage;
 use crate::Store;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ostree_ext::container::Transport;
 use serde::Serialize;
 use sha2::Digest;
@@ -141,6 +141,7 @@ pub fn open_image_with(
             _tmp: None,
         });
     }
+    preflight_fetch(&r.imgref, arg, auth, tmp_parent)?;
     let tmp = tempfile::Builder::new()
         .prefix("imgmode-image-")
         .tempdir_in(tmp_parent)
@@ -157,6 +158,97 @@ pub fn open_image_with(
         image: OciImage::open(&dest)?,
         _tmp: Some(tmp),
     })
+}
+
+/// Bytes an image's manifest says a copy of it takes: config and layers (compressed, as
+/// they are fetched); a manifest list's instance for this machine's architecture.
+pub fn manifest_bytes(raw: &[u8]) -> Result<ManifestSize> {
+    let v: serde_json::Value =
+        serde_json::from_slice(raw).context("the image's manifest is not JSON")?;
+    let size = |d: &serde_json::Value| -> Result<u64> {
+        d["size"].as_u64().with_context(|| {
+            format!("the image's manifest has a descriptor without a valid size: {d}")
+        })
+    };
+    if let Some(list) = v["manifests"].as_array() {
+        let arch = crate::disk::host_arch();
+        let d = list
+            .iter()
+            .find(|d| d["platform"]["architecture"] == arch && d["platform"]["os"] == "linux")
+            .with_context(|| format!("the manifest list has no linux/{arch} image"))?;
+        let digest = d["digest"]
+            .as_str()
+            .context("a manifest list entry without a digest")?;
+        crate::digest::hex_of(digest)?;
+        return Ok(ManifestSize::List(digest.to_string()));
+    }
+    let mut total = size(&v["config"])?;
+    for l in v["layers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        total = total
+            .checked_add(size(l)?)
+            .context("the image's layer sizes add up to more than 2^64 bytes")?;
+    }
+    Ok(ManifestSize::Bytes(total))
+}
+
+pub enum ManifestSize {
+    Bytes(u64),
+    /// A manifest list: the instance to read next.
+    List(String),
+}
+
+/// Before fetching from a registry: the manifest's sizes against the free space where the
+/// copy goes, so an image too big (or a manifest claiming absurd layer sizes) fails before a
+/// byte is fetched.
+fn preflight_fetch(
+    imgref: &ostree_ext::container::ImageReference,
+    arg: &str,
+    auth: &RegistryAuth,
+    tmp_parent: &Path,
+) -> Result<()> {
+    if imgref.transport != Transport::Registry {
+        return Ok(());
+    }
+    let inspect = |r: &str| -> Result<Vec<u8>> {
+        Ok(Run::new("skopeo")
+            .args(["inspect", "--raw"])
+            .args(auth.args())
+            .arg(r)
+            .output()
+            .with_context(|| format!("{arg}: the image cannot be read"))?
+            .stdout)
+    };
+    let mut raw = inspect(&imgref.to_string())?;
+    if let ManifestSize::List(d) = manifest_bytes(&raw)? {
+        let name = &imgref.name;
+        let repo = match name.rsplit_once('@') {
+            Some((r, _)) => r,
+            None => match name.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => r,
+                _ => name,
+            },
+        };
+        raw = inspect(&format!("docker://{repo}@{d}"))?;
+    }
+    let ManifestSize::Bytes(need) = manifest_bytes(&raw)? else {
+        bail!("{arg}: a manifest list inside a manifest list");
+    };
+    let free = crate::disk::free_bytes(tmp_parent)?;
+    if need.saturating_add(need / 50).saturating_add(16 << 20) > free {
+        bail!(
+            "fetching {arg} needs {} (its manifest's config and layers) but {} has {} free: free \
+             space there, or check the image (a manifest claiming absurd layer sizes is refused \
+             here, before anything is fetched)",
+            crate::partition::human_size(need),
+            tmp_parent.display(),
+            crate::partition::human_size(free)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

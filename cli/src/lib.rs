@@ -124,6 +124,9 @@ pub enum Command {
     /// Release payloads (mirror directories): check them.
     #[command(subcommand)]
     Payload(PayloadCmd),
+    /// One image's contents.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Write images into the distribution (registry v2) filesystem layout that a stock
     /// registry serves (docker-registry's storage.filesystem.rootdirectory = DIR).
     #[command(
@@ -430,6 +433,34 @@ recert extend_expiration (unless --no-restore). An interrupted run resumes when 
         /// Target architecture (default: this machine's).
         #[arg(long)]
         arch: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Unpack an image's merged root filesystem into a new directory (like `umoci unpack`):
+    /// layers in order, OCI whiteouts applied, owners and setuid bits kept when run as root.
+    #[command(
+        after_help = "IMAGE is a local image name or any transport reference (oci:DIR, \
+docker://..., containers-storage:...). Every layer's size and digest are verified while it \
+streams; every entry goes through imgmode's hardened extractor (nothing is written outside DIR; \
+hostile archives are refused by name). DIR must not exist or be empty: the image is unpacked \
+beside it and renamed into place only when complete."
+    )]
+    Unpack {
+        image: String,
+        dir: PathBuf,
+        /// Refuse to unpack more than this (e.g. 20G); default: the free space where DIR goes.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Registry credentials (a pull secret or containers-auth.json).
+        #[arg(long)]
+        authfile: Option<PathBuf>,
+        /// A directory of CA certificates (*.crt) trusted for the registry.
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
 }
 
@@ -984,6 +1015,43 @@ pub fn run(cli: Cli) -> Result<()> {
                 store.display()
             );
             Ok(())
+        }
+        Command::Image(ImageCmd::Unpack {
+            image,
+            dir,
+            max_size,
+            authfile,
+            cert_dir,
+            format,
+        }) => {
+            let max = max_size
+                .as_deref()
+                .map(imgmode_builder::partition::parse_size)
+                .transpose()
+                .context("--max-size")?;
+            let steps = steps();
+            let out = imgmode_builder::extract::unpack_image(
+                &store(),
+                &image,
+                &dir,
+                &imgmode_builder::oci::RegistryAuth { authfile, cert_dir },
+                max,
+                &steps,
+            )?;
+            steps.finish();
+            print(format, &out, |o| {
+                format!(
+                    "{} ({}) unpacked into {}: {} layers, {} entries, {} bytes, {} whiteouts, {:.1} s\n",
+                    o.image,
+                    o.manifest_digest,
+                    o.dir.display(),
+                    o.layers,
+                    o.entries,
+                    o.bytes,
+                    o.whiteouts,
+                    o.seconds
+                )
+            })
         }
         Command::Mirror {
             images,

@@ -32,6 +32,36 @@ pub fn is_root() -> bool {
 /// Write an OCI layout holding one small image with the given labels (`{LAYER}` in them is
 /// replaced by the layer's digest).
 pub fn write_oci(dir: &Path, labels: &str, arch: &str) {
+    // an uncompressed tar holding one file
+    write_oci_layers(dir, labels, arch, &[tar_of(&[("etc/hello", "hello")])]);
+}
+
+/// An uncompressed tar of (path, content) files; a path ending in `/` is a directory.
+#[allow(dead_code)]
+pub fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar);
+        for (p, c) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(c.len() as u64);
+            h.set_mode(0o644);
+            if p.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+            }
+            // the name raw, as a hostile writer would put it (tar's set_path refuses "..")
+            h.as_gnu_mut().unwrap().name[..p.len()].copy_from_slice(p.as_bytes());
+            h.set_cksum();
+            b.append(&h, c.as_bytes()).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    tar
+}
+
+/// An OCI layout of one image whose layers are the given uncompressed tars.
+pub fn write_oci_layers(dir: &Path, labels: &str, arch: &str, layers: &[Vec<u8>]) {
     use sha2::Digest;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -40,26 +70,24 @@ pub fn write_oci(dir: &Path, labels: &str, arch: &str) {
         std::fs::write(blobs.join(&d), data).unwrap();
         (format!("sha256:{d}"), data.len())
     };
-    // an uncompressed tar holding one file
-    let mut tar = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut tar);
-        let mut h = tar::Header::new_gnu();
-        h.set_size(5);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "etc/hello", &b"hello"[..]).unwrap();
-        b.finish().unwrap();
-    }
-    let (layer, layer_size) = put(&tar);
-    // `{LAYER}` in the labels stands for the layer's digest (e.g. for ostree.final-diffid)
-    let labels = labels.replace("{LAYER}", &layer);
+    let layers: Vec<(String, usize)> = layers.iter().map(|l| put(l)).collect();
+    // `{LAYER}` in the labels stands for the (first) layer's digest (e.g. for ostree.final-diffid)
+    let labels = labels.replace("{LAYER}", &layers[0].0);
+    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| format!("\"{d}\"")).collect();
     let config = format!(
-        r#"{{"architecture":"{arch}","os":"linux","config":{{"Labels":{{{labels}}}}},"rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"history":[{{"created_by":"test"}}]}}"#
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Labels":{{{labels}}}}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[{{"created_by":"test"}}]}}"#,
+        diff_ids.join(",")
     );
     let (config, config_size) = put(config.as_bytes());
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#)
+        })
+        .collect();
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_size}}}]}}"#
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]}}"#,
+        descs.join(",")
     );
     let (manifest, manifest_size) = put(manifest.as_bytes());
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();

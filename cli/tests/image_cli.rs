@@ -1,0 +1,186 @@
+//! `imgmode image unpack`: an image's merged root filesystem, verified and unpacked through
+//! the hardened extractor, written beside DIR and renamed into place only when complete.
+
+mod common;
+use common::{run, tar_of, write_oci_layers};
+use std::path::Path;
+
+fn layout(dir: &Path) -> Vec<String> {
+    write_oci_layers(
+        dir,
+        "",
+        "amd64",
+        &[
+            tar_of(&[
+                ("etc/", ""),
+                ("etc/hello", "hello"),
+                ("etc/gone", "removed by the upper layer"),
+                ("usr/bin/", ""),
+                ("usr/bin/tool", "#!/bin/sh\n"),
+            ]),
+            tar_of(&[("etc/.wh.gone", ""), ("etc/new", "new")]),
+        ],
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = m["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let man: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest)).unwrap()).unwrap();
+    man["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blob(l["digest"].as_str().unwrap()).display().to_string())
+        .collect()
+}
+
+fn leftovers(parent: &Path) -> Vec<String> {
+    std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".imgmode-unpack-") || n.starts_with("imgmode-image-"))
+        .collect()
+}
+
+#[test]
+fn unpack_merges_layers_and_applies_whiteouts() {
+    let t = tempfile::tempdir().unwrap();
+    let oci = t.path().join("oci");
+    layout(&oci);
+    let dir = t.path().join("rootfs");
+    let image = format!("oci:{}", oci.display());
+    let (ok, out, err) = run(
+        t.path(),
+        &[
+            "image",
+            "unpack",
+            &image,
+            dir.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["layers"].as_u64(), v["whiteouts"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/hello")).unwrap(),
+        "hello"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("etc/new")).unwrap(), "new");
+    assert!(!dir.join("etc/gone").exists());
+    assert!(!dir.join("etc/.wh.gone").exists());
+    assert!(dir.join("usr/bin/tool").is_file());
+
+    // DIR holding something is never written into
+    let (ok, _, err) = run(
+        t.path(),
+        &["image", "unpack", &image, dir.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("exists and is not empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/hello")).unwrap(),
+        "hello"
+    );
+}
+
+/// A corrupted or truncated layer fails the unpack with nothing left behind; the same
+/// command with the good blob back succeeds.
+#[test]
+fn corrupted_and_truncated_layers_leave_nothing_and_a_retry_succeeds() {
+    let t = tempfile::tempdir().unwrap();
+    let oci = t.path().join("oci");
+    let layers = layout(&oci);
+    let good = std::fs::read(&layers[1]).unwrap();
+    let image = format!("oci:{}", oci.display());
+    let dir = t.path().join("rootfs");
+    let mut flipped = good.clone();
+    flipped[1024] ^= 1; // inside the second member's data
+    let cases: [(&[u8], &str); 2] = [
+        (&flipped, "is corrupted or truncated"),
+        (&good[..good.len() - 1000], "is corrupted or truncated"),
+    ];
+    for (bytes, why) in cases {
+        std::fs::write(&layers[1], bytes).unwrap();
+        let (ok, _, err) = run(
+            t.path(),
+            &["image", "unpack", &image, dir.to_str().unwrap()],
+        );
+        assert!(!ok, "a bad layer was unpacked");
+        assert!(err.contains(why) && err.contains("layer 2"), "{err}");
+        assert!(!dir.exists(), "partial output left at {}", dir.display());
+        assert_eq!(leftovers(t.path()), Vec::<String>::new());
+    }
+    std::fs::write(&layers[1], &good).unwrap();
+    let (ok, _, err) = run(
+        t.path(),
+        &["image", "unpack", &image, dir.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert!(dir.join("etc/new").is_file());
+}
+
+/// A layer with a `..` entry, a budget smaller than the image, an unknown image and a
+/// malformed digest are each refused by name, with nothing written.
+#[test]
+fn hostile_layers_budgets_and_bad_references_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let oci = t.path().join("oci");
+    write_oci_layers(&oci, "", "amd64", &[tar_of(&[("../../escaped", "x")])]);
+    let image = format!("oci:{}", oci.display());
+    let dir = t.path().join("rootfs");
+    let (ok, _, err) = run(
+        t.path(),
+        &["image", "unpack", &image, dir.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("hostile archive") && err.contains("\"..\""),
+        "{err}"
+    );
+    assert!(!dir.exists() && !t.path().join("escaped").exists());
+
+    let big = t.path().join("big");
+    write_oci_layers(&big, "", "amd64", &[tar_of(&[("blob", &"x".repeat(8192))])]);
+    let image = format!("oci:{}", big.display());
+    let (ok, _, err) = run(
+        t.path(),
+        &[
+            "image",
+            "unpack",
+            &image,
+            dir.to_str().unwrap(),
+            "--max-size",
+            "4K",
+        ],
+    );
+    assert!(!ok && err.contains("unpack budget"), "{err}");
+    assert!(!dir.exists());
+
+    let (ok, _, err) = run(
+        t.path(),
+        &["image", "unpack", "no-such-image", dir.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("no-such-image"), "{err}");
+
+    // a manifest naming its layer by an uppercase digest
+    let index = std::fs::read_to_string(oci.join("index.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&index).unwrap();
+    let d = m["manifests"][0]["digest"].as_str().unwrap();
+    let upper = format!("sha256:{}", d["sha256:".len()..].to_uppercase());
+    std::fs::write(oci.join("index.json"), index.replace(d, &upper)).unwrap();
+    let image = format!("oci:{}", oci.display());
+    let (ok, _, err) = run(
+        t.path(),
+        &["image", "unpack", &image, dir.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("malformed digest"), "{err}");
+    assert!(!dir.exists());
+    assert_eq!(leftovers(t.path()), Vec::<String>::new());
+}
