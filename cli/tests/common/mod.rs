@@ -23,6 +23,7 @@ pub fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+#[allow(dead_code)]
 pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
@@ -31,6 +32,7 @@ pub fn is_root() -> bool {
 
 /// Write an OCI layout holding one small image with the given labels (`{LAYER}` in them is
 /// replaced by the layer's digest).
+#[allow(dead_code)]
 pub fn write_oci(dir: &Path, labels: &str, arch: &str) {
     // an uncompressed tar holding one file
     write_oci_layers(dir, labels, arch, &[tar_of(&[("etc/hello", "hello")])]);
