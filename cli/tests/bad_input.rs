@@ -153,3 +153,42 @@ fn images_that_cannot_be_deployed_are_refused_before_writing() {
         &out,
     );
 }
+
+/// A verb that needs root says so (exit 1) and writes nothing; run for real as `nobody`
+/// (setpriv) when the tests run as root, directly otherwise.
+#[test]
+fn not_root_is_named_and_nothing_is_written() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        td.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let work = td.path().join("work");
+    let mut cmd = if is_root() {
+        assert!(
+            have("setpriv"),
+            "setpriv (Debian package util-linux) is needed as root"
+        );
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_imgmode"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imgmode"))
+    };
+    let o = cmd
+        .args(["seed", "create", "--output", "seed-test", "--work-dir"])
+        .arg(&work)
+        .env("IMGMODE_STATE_DIR", td.path().join("state"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("imgmode seed create needs root; run it again as root"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!work.exists() && !td.path().join("state").exists());
+}

@@ -187,7 +187,7 @@ mod tests {
         let e = ImageBasedInstallationConfig::parse(&format!("{GOOD}seedVesrion: x\n"), "cfg")
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `seedVesrion`"), "{e}");
-        assert!(e.to_string().contains("line 13"), "{e}");
+        assert!(e.to_string().contains("line 13 column"), "{e}");
         let e = ImageBasedInstallationConfig::parse(
             &format!("{GOOD}ignitionConfigOverride: '{{}}'\n"),
             "cfg",
