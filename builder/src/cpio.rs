@@ -323,4 +323,32 @@ mod tests {
         assert!(w.dir("/abs", &Meta::root(0o755)).is_err());
         assert!(w.dir("", &Meta::root(0o755)).is_err());
     }
+
+    proptest::proptest! {
+        /// Files written by the writer are listed back with their names, modes, owners and
+        /// bytes, whatever the name lengths (the 4-byte padding rules) and contents.
+        #[test]
+        fn files_round_trip(
+            files in proptest::collection::btree_map(
+                "[a-z0-9._-]{1,60}",
+                (0u32..0o7777, 0u32..70000, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..700)),
+                1..10,
+            )
+        ) {
+            let mut w = Writer::new(vec![]);
+            for (name, (mode, uid, data)) in &files {
+                let m = Meta { mode: *mode, uid: *uid, gid: 0, mtime: 0 };
+                w.bytes(name, &m, data).unwrap();
+            }
+            let out = w.finish().unwrap();
+            let got = list(&out[..]).unwrap();
+            proptest::prop_assert_eq!(got.len(), files.len());
+            for (e, (name, (mode, uid, data))) in got.iter().zip(&files) {
+                proptest::prop_assert_eq!(&e.name, name);
+                proptest::prop_assert_eq!(e.mode & 0o7777, *mode);
+                proptest::prop_assert_eq!(e.uid, *uid);
+                proptest::prop_assert_eq!(&e.data, data);
+            }
+        }
+    }
 }

@@ -487,4 +487,56 @@ mod tests {
         bad[BLOCK * 2 + 10] ^= 0x55;
         assert!(format!("{:#}", entries(&bad).unwrap_err()).contains("checksum"));
     }
+
+    proptest::proptest! {
+        /// Whatever names, modes, owners and contents a tar writer (the tar crate, GNU and
+        /// pax headers) puts in, the reader returns, member for member.
+        #[test]
+        fn members_round_trip(
+            files in proptest::collection::vec(
+                ("[a-z0-9_-][a-z0-9._-]{0,39}(/[a-z0-9_-][a-z0-9._-]{0,89}){0,3}", 0u32..0o7777, 0u64..(1u64 << 33),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)),
+                1..8,
+            ),
+            pax_value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut b = tar::Builder::new(vec![]);
+            for (i, (name, mode, uid, data)) in files.iter().enumerate() {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                if i == 0 {
+                    b.append_pax_extensions([("SCHILY.xattr.user.v", pax_value.as_slice())]).unwrap();
+                }
+                b.append_data(&mut h, name, data.as_slice()).unwrap();
+            }
+            let raw = b.into_inner().unwrap();
+            let got = entries(&raw).unwrap();
+            proptest::prop_assert_eq!(got.len(), files.len());
+            for ((e, d), (name, mode, uid, data)) in got.iter().zip(&files) {
+                proptest::prop_assert_eq!(&e.path, name.as_bytes());
+                proptest::prop_assert_eq!((e.mode, e.uid), (*mode, *uid));
+                proptest::prop_assert_eq!(d, data);
+            }
+            proptest::prop_assert_eq!(got[0].0.pax("SCHILY.xattr.user.v"), Some(pax_value.as_slice()));
+        }
+
+        /// Any prefix of a valid archive is read as complete members then an error or a
+        /// clean end, never a panic or a member past the cut.
+        #[test]
+        fn truncation_never_panics(cut in 0usize..6000) {
+            let mut b = tar::Builder::new(vec![]);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3000);
+            b.append_data(&mut h, "a", &[7u8; 3000][..]).unwrap();
+            let raw = b.into_inner().unwrap();
+            let cut = cut.min(raw.len());
+            if let Ok(es) = entries(&raw[..cut]) {
+                for (e, d) in es {
+                    proptest::prop_assert_eq!(d.len() as u64, e.size);
+                }
+            }
+        }
+    }
 }

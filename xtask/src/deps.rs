@@ -46,6 +46,9 @@ pub const PACKAGES: &[&str] = &[
     "zstd",
     // the payload registry unit's port check (ss), run for real by a unit test
     "iproute2",
+    // the hostile-archive corpus script; setpriv for the not-root test
+    "python3",
+    "util-linux",
 ];
 
 /// Packages taken from bookworm-backports on Debian 12.

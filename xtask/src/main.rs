@@ -6,6 +6,7 @@
 
 mod bench;
 mod deps;
+mod fuzz;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -42,6 +43,13 @@ enum Cmd {
         suites: Vec<bench::Suite>,
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
+    },
+    /// Run every cargo-fuzz target (fuzz/) for some seconds each (nightly + cargo-fuzz).
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
     },
     /// fmt, clippy, tests and every VM scenario, as CI runs them.
     Ci,
@@ -213,6 +221,7 @@ fn main() -> std::process::ExitCode {
             shard,
         } => vmtest(scenarios, list, keep, shard),
         Cmd::Bench { suites, out } => bench::run(&workspace_root(), &out, &suites),
+        Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
         Cmd::Ci => ci(),
         Cmd::Deps => deps::install(),
         Cmd::Build => build_default(),
