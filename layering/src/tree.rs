@@ -80,12 +80,12 @@ impl Tree {
     /// Apply one layer tarball (uncompressed) on top of the tree: OCI whiteouts
     /// (`.wh.NAME` removes NAME, `.wh..wh..opq` empties its directory), then the entries.
     pub fn apply_layer(&mut self, layer: impl Read) -> Result<()> {
-        let mut ar = tar::Archive::new(layer);
+        use imgmode_builder::tarstream::{Kind as TarKind, TarReader};
+        let mut t = TarReader::new(layer);
         let mut opaque = Vec::new();
         let mut added = HashSet::new();
-        for e in ar.entries().context("reading a layer tarball")? {
-            let e = e.context("reading a layer entry")?;
-            let path = e.path().context("layer entry path")?.into_owned();
+        while let Some(e) = t.next_entry().context("reading a layer tarball")? {
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(&e.path));
             let Some(path) = normalize(&path)? else {
                 continue;
             };
@@ -100,16 +100,12 @@ impl Tree {
                 self.remove_subtree(&victim);
                 continue;
             }
-            let kind = match e.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => {
-                    Kind::Symlink(e.link_name()?.map(|l| l.into_owned()).unwrap_or_default())
-                }
-                tar::EntryType::Link => {
-                    let target = e.link_name()?.map(|l| l.into_owned()).unwrap_or_default();
-                    Kind::Hardlink(normalize(&target)?.unwrap_or_default())
-                }
+            let link = || PathBuf::from(std::ffi::OsStr::from_bytes(&e.link));
+            let kind = match e.kind {
+                Some(TarKind::File) => Kind::File,
+                Some(TarKind::Directory) => Kind::Dir,
+                Some(TarKind::Symlink) => Kind::Symlink(link()),
+                Some(TarKind::HardLink) => Kind::Hardlink(normalize(&link())?.unwrap_or_default()),
                 _ => Kind::Other,
             };
             // A non-directory replaces whatever was there, including a directory's subtree.
@@ -119,6 +115,8 @@ impl Tree {
             added.insert(path.clone());
             self.entries.insert(path, Entry { kind });
         }
+        // to the stream's end (a verifying blob reader checks the layer's digest there)
+        std::io::copy(&mut t.into_inner(), &mut std::io::sink()).context("reading a layer")?;
         // An opaque directory hides everything the lower layers had below it.
         for dir in opaque {
             let below: Vec<PathBuf> = self

@@ -283,41 +283,36 @@ pub struct Inspection {
 
 /// The files of a seed layer stream.
 pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
-    let mut ar = tar::Archive::new(r);
+    use imgmode_builder::tarstream::{Kind, TarReader};
+    let mut t = TarReader::new(r);
     let mut out = vec![];
-    for e in ar.entries()? {
-        let mut e = e?;
-        let name = e
-            .path()?
-            .to_string_lossy()
+    while let Some(e) = t.next_entry()? {
+        let name = String::from_utf8_lossy(&e.path)
             .trim_start_matches("./")
             .to_string();
-        if e.header().entry_type().is_hard_link() {
-            let target = e
-                .link_name()?
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.push(SeedFile {
+        match e.kind {
+            Some(Kind::HardLink) => out.push(SeedFile {
                 name,
                 size: 0,
                 sha256: String::new(),
-                link_to: Some(target),
-            });
-            continue;
+                link_to: Some(String::from_utf8_lossy(&e.link).into_owned()),
+            }),
+            Some(Kind::File) => {
+                let mut h = imgmode_builder::oci::HashingWriter::new(std::io::sink());
+                std::io::copy(&mut t.data(), &mut h)?;
+                let (sha256, size) = h.finish()?;
+                out.push(SeedFile {
+                    name,
+                    size,
+                    sha256,
+                    link_to: None,
+                });
+            }
+            _ => {}
         }
-        if !e.header().entry_type().is_file() {
-            continue;
-        }
-        let mut h = imgmode_builder::oci::HashingWriter::new(std::io::sink());
-        std::io::copy(&mut e, &mut h)?;
-        let (sha256, size) = h.finish()?;
-        out.push(SeedFile {
-            name,
-            size,
-            sha256,
-            link_to: None,
-        });
     }
+    // to the end of the stream, where a verifying blob reader checks the layer's digest
+    std::io::copy(&mut t.into_inner(), &mut std::io::sink()).context("reading the seed's layer")?;
     for i in 0..out.len() {
         if let Some(t) = out[i].link_to.clone() {
             if let Some(f) = out.iter().find(|f| f.name == t && f.link_to.is_none()) {
