@@ -297,7 +297,7 @@ impl OciImage {
 
     /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type); its size and
     /// digest are verified as it streams, so reading it to the end fails if it is corrupt.
-    pub fn open_layer(&self, i: usize) -> Result<Box<dyn std::io::Read>> {
+    pub fn open_layer(&self, i: usize) -> Result<Box<dyn std::io::Read + Send>> {
         let l = self
             .manifest
             .layers()

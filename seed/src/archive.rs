@@ -3,7 +3,7 @@
 //! temporary name and renamed when complete.
 
 use anyhow::{bail, Context, Result};
-use imgmode_builder::extract::{unpack_into, Budget, Policy, Unpacked};
+use imgmode_builder::extract::{read_ahead, unpack_into, Budget, Policy, Unpacked};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -105,7 +105,7 @@ impl Compression {
 }
 
 /// A decompressing reader chosen by the stream's magic bytes (gzip, zstd or plain tar).
-pub fn decompressed(r: impl Read + 'static) -> Result<Box<dyn Read>> {
+pub fn decompressed(r: impl Read + Send + 'static) -> Result<Box<dyn Read + Send>> {
     let mut r = BufReader::with_capacity(1 << 20, r);
     let magic = {
         use std::io::BufRead;
@@ -203,8 +203,12 @@ pub fn tar_create(
 pub fn tar_extract(tarball: &Path, dest: &Path) -> Result<Unpacked> {
     let f =
         std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    tar_extract_from(decompressed(f)?, dest, &Policy::system_archive())
-        .with_context(|| format!("unpacking {}", tarball.display()))
+    tar_extract_from(
+        read_ahead(decompressed(f)?),
+        dest,
+        &Policy::system_archive(),
+    )
+    .with_context(|| format!("unpacking {}", tarball.display()))
 }
 
 /// Unpack an uncompressed tar stream into `dest` under `policy`; what it unpacks may take

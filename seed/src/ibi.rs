@@ -522,7 +522,7 @@ fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installe
         let opened = imgmode_builder::oci::open_image_with(&o.store, &seed, &auth, &work)
             .with_context(|| format!("fetching the seed {seed}"))?;
         tar_extract_from(
-            opened.image.open_layer(0)?,
+            imgmode_builder::extract::read_ahead(opened.image.open_layer(0)?),
             &files,
             &imgmode_builder::extract::Policy::plain(),
         )
