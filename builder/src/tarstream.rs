@@ -78,6 +78,22 @@ fn field(b: &[u8]) -> &[u8] {
     &b[..end]
 }
 
+/// A header's checksum as the unsigned and as the signed sum of its bytes (old writers used
+/// the signed one), the checksum field counted as spaces.
+fn checksums(h: &[u8; BLOCK]) -> (u64, i64) {
+    let (mut u, mut s) = (0u64, 0i64);
+    for (i, b) in h.iter().enumerate() {
+        let (bu, bs) = if (148..156).contains(&i) {
+            (32, 32)
+        } else {
+            (*b as u64, *b as i8 as i64)
+        };
+        u += bu;
+        s += bs;
+    }
+    (u, s)
+}
+
 /// An octal or base-256 numeric header field.
 pub fn number(b: &[u8], what: &str) -> Result<u64> {
     if b[0] & 0x80 != 0 {
@@ -231,29 +247,8 @@ impl<R: Read> TarReader<R> {
                 self.done = true;
                 return Ok(None);
             }
-            let sum: u64 = h
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    if (148..156).contains(&i) {
-                        32
-                    } else {
-                        *b as u64
-                    }
-                })
-                .sum();
+            let (sum, signed) = checksums(&h);
             let want = number(&h[148..156], "checksum")?;
-            let signed: i64 = h
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    if (148..156).contains(&i) {
-                        32
-                    } else {
-                        *b as i8 as i64
-                    }
-                })
-                .sum();
             if sum != want && signed != want as i64 {
                 bail!(
                     "the archive is corrupt: header checksum mismatch at byte {} (not a tar \

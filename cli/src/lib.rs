@@ -146,12 +146,8 @@ a repository links to it."
         images_file: Option<PathBuf>,
         #[arg(long)]
         dir: PathBuf,
-        /// Registry credentials (a pull secret or containers-auth.json).
-        #[arg(long)]
-        authfile: Option<PathBuf>,
-        /// A directory of CA certificates (*.crt) trusted for the registries.
-        #[arg(long)]
-        cert_dir: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
@@ -436,6 +432,26 @@ recert extend_expiration (unless --no-restore). An interrupted run resumes when 
     },
 }
 
+/// How to reach registries: credentials and trusted CAs (skopeo's `--authfile`, `--cert-dir`).
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
+    /// Registry credentials (a pull secret or containers-auth.json).
+    #[arg(long)]
+    authfile: Option<PathBuf>,
+    /// A directory of CA certificates (*.crt) trusted for the registries.
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+}
+
+impl From<RegistryArgs> for imgmode_builder::oci::RegistryAuth {
+    fn from(a: RegistryArgs) -> Self {
+        Self {
+            authfile: a.authfile,
+            cert_dir: a.cert_dir,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
     /// Unpack an image's merged root filesystem into a new directory (like `umoci unpack`):
@@ -453,12 +469,8 @@ beside it and renamed into place only when complete."
         /// Refuse to unpack more than this (e.g. 20G); default: the free space where DIR goes.
         #[arg(long, value_name = "SIZE")]
         max_size: Option<String>,
-        /// Registry credentials (a pull secret or containers-auth.json).
-        #[arg(long)]
-        authfile: Option<PathBuf>,
-        /// A directory of CA certificates (*.crt) trusted for the registry.
-        #[arg(long)]
-        cert_dir: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
@@ -1020,8 +1032,7 @@ pub fn run(cli: Cli) -> Result<()> {
             image,
             dir,
             max_size,
-            authfile,
-            cert_dir,
+            registry,
             format,
         }) => {
             let max = max_size
@@ -1034,7 +1045,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 &store(),
                 &image,
                 &dir,
-                &imgmode_builder::oci::RegistryAuth { authfile, cert_dir },
+                &registry.into(),
                 max,
                 &steps,
             )?;
@@ -1057,8 +1068,7 @@ pub fn run(cli: Cli) -> Result<()> {
             images,
             images_file,
             dir,
-            authfile,
-            cert_dir,
+            registry,
             format,
         } => {
             use imgmode_builder::mirror;
@@ -1086,7 +1096,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 &mirror::MirrorOpts {
                     images,
                     dir,
-                    auth: imgmode_builder::oci::RegistryAuth { authfile, cert_dir },
+                    auth: registry.into(),
                 },
                 &steps,
             )?;
