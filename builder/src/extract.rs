@@ -535,6 +535,15 @@ impl Extractor<'_> {
         let existing_dir = existing
             .as_ref()
             .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if kind == Kind::HardLink {
+            // GNU tar stores a file named twice (a directory and a file in it both listed) as
+            // a hard link to itself the second time: the file is already there, keep it
+            let target = Name::parse(link.as_deref().unwrap_or_default().as_bytes())?;
+            if target == name && existing.is_some() && !existing_dir {
+                self.keep_parent(&name, parent);
+                return Ok(());
+            }
+        }
         if existing.is_some() && !(kind == Kind::Directory && existing_dir) {
             self.link_dirs.clear();
             if existing_dir {

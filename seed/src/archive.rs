@@ -404,8 +404,14 @@ mod tests {
         std::fs::set_permissions(v.join("lib/ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
 
         let tgz = d.path().join("var.tgz");
+        // var/lib/ro/file named twice: GNU tar stores the second as a hard link to itself
         tar_create(
-            &["-C".into(), src.display().to_string(), "var".into()],
+            &[
+                "-C".into(),
+                src.display().to_string(),
+                "var".into(),
+                "var/lib/ro/file".into(),
+            ],
             None,
             &tgz,
             Compression::default(),
