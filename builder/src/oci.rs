@@ -195,6 +195,7 @@ pub fn manifest_bytes(raw: &[u8]) -> Result<ManifestSize> {
     Ok(ManifestSize::Bytes(total))
 }
 
+#[derive(Debug)]
 pub enum ManifestSize {
     Bytes(u64),
     /// A manifest list: the instance to read next.
@@ -237,14 +238,18 @@ fn preflight_fetch(
     let ManifestSize::Bytes(need) = manifest_bytes(&raw)? else {
         bail!("{arg}: a manifest list inside a manifest list");
     };
-    let free = crate::disk::free_bytes(tmp_parent)?;
+    fits(arg, need, tmp_parent, crate::disk::free_bytes(tmp_parent)?)
+}
+
+/// Does a copy of `need` bytes (plus 2 % and 16 MiB) fit in `free` bytes at `dir`?
+fn fits(arg: &str, need: u64, dir: &Path, free: u64) -> Result<()> {
     if need.saturating_add(need / 50).saturating_add(16 << 20) > free {
         bail!(
             "fetching {arg} needs {} (its manifest's config and layers) but {} has {} free: free \
              space there, or check the image (a manifest claiming absurd layer sizes is refused \
              here, before anything is fetched)",
             crate::partition::human_size(need),
-            tmp_parent.display(),
+            dir.display(),
             crate::partition::human_size(free)
         );
     }
@@ -255,6 +260,55 @@ fn preflight_fetch(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// A manifest's claimed sizes decide before any fetch: an absurd layer size (or sizes
+    /// that overflow) is refused against the free space, a list names this machine's image.
+    #[test]
+    fn manifest_sizes_are_checked_against_free_space_before_fetching() {
+        let m = |layers: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"digest":"sha256:{}","size":100}},"layers":[{layers}]}}"#,
+                "a".repeat(64)
+            )
+        };
+        let l = |size: &str| format!(r#"{{"digest":"sha256:{}","size":{size}}}"#, "b".repeat(64));
+        let ManifestSize::Bytes(n) =
+            manifest_bytes(m(&[l("1000"), l("24")].join(",")).as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(n, 1124);
+        let absurd = m(&l("9223372036854775807"));
+        let ManifestSize::Bytes(big) = manifest_bytes(absurd.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let e = fits("quay.io/x/y:1", big, Path::new("/var/tmp"), 50 << 30).unwrap_err();
+        assert!(
+            e.to_string().contains("fetching quay.io/x/y:1 needs")
+                && e.to_string().contains("absurd"),
+            "{e}"
+        );
+        fits("quay.io/x/y:1", n, Path::new("/var/tmp"), 50 << 30).unwrap();
+        let overflow = m(&[l("18446744073709551615"), l("2")].join(","));
+        assert!(manifest_bytes(overflow.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("more than 2^64"));
+        assert!(manifest_bytes(m(&l("-5")).as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("without a valid size"));
+        let list = format!(
+            r#"{{"manifests":[{{"digest":"sha256:{}","platform":{{"architecture":"arm64","os":"linux"}}}},{{"digest":"sha256:{}","platform":{{"architecture":"{}","os":"linux"}}}}]}}"#,
+            "c".repeat(64),
+            "d".repeat(64),
+            crate::disk::host_arch()
+        );
+        match manifest_bytes(list.as_bytes()).unwrap() {
+            ManifestSize::List(d) => assert_eq!(d, format!("sha256:{}", "d".repeat(64))),
+            ManifestSize::Bytes(_) => panic!("a list read as an image"),
+        }
+    }
 
     #[test]
     fn canonical_json_sorts_keys() {
