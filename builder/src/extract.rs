@@ -644,6 +644,14 @@ impl Extractor<'_> {
                     std::os::unix::fs::lchown(&by_path, Some(u), Some(g))
                         .with_context(|| format!("setting the owner of {shown:?}"))?;
                 }
+                // mknod applied the umask; the node just made is not a symlink
+                rustix::fs::chmodat(
+                    &parent,
+                    file.as_str(),
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .with_context(|| format!("setting the mode of {shown:?}"))?;
                 set_mtime_at(&parent, &file, mtime)?;
             }
             _ => {

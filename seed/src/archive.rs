@@ -401,6 +401,9 @@ mod tests {
             0,
         )
         .unwrap();
+        // past the umask, which mknod applies (and an extractor must undo)
+        std::fs::set_permissions(v.join("lib/fifo"), std::fs::Permissions::from_mode(0o622))
+            .unwrap();
         std::fs::set_permissions(v.join("lib/ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
 
         let tgz = d.path().join("var.tgz");
