@@ -615,20 +615,31 @@ impl Extractor<'_> {
                         )
                     }
                 })?;
-                rustix::fs::linkat(
+                let linked = rustix::fs::linkat(
                     src,
                     target.file_name(),
                     &parent,
                     file.as_str(),
                     AtFlags::empty(),
-                )
-                .with_context(|| {
-                    format!(
-                        "hard link {shown:?} -> {:?} (the archive links to a file it has not \
-                         written)",
-                        target.display()
-                    )
-                })?;
+                );
+                if let Err(err) = linked {
+                    let what =
+                        rustix::fs::statat(src, target.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                            .map(|st| FileType::from_raw_mode(st.st_mode));
+                    match what {
+                        Ok(FileType::Directory) => bail!(
+                            "hostile archive: hard link {shown:?} -> {:?} names a directory \
+                             (no filesystem links directories): refused",
+                            target.display()
+                        ),
+                        Ok(_) => bail!("hard link {shown:?} -> {:?}: {err}", target.display()),
+                        Err(_) => bail!(
+                            "hard link {shown:?} -> {:?}: the archive links to a file it has \
+                             not written",
+                            target.display()
+                        ),
+                    }
+                }
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let ft = match kind {
@@ -1176,6 +1187,33 @@ mod tests {
             2
         );
         assert_eq!(budget.left, (1 << 20) - 3 - 4 - 5 - 1 - 4 - 4);
+    }
+
+    /// A hard link to a directory, or to a name the archive never wrote, fails with a
+    /// message naming which of the two it was, and writes no link.
+    #[test]
+    fn hard_links_to_directories_or_unwritten_names_are_refused_by_name() {
+        for (entries, says) in [
+            (
+                &[("etc/", None), ("dirlink", Some("=>etc"))][..],
+                "hostile archive: hard link \"dirlink\" -> \"etc\" names a directory",
+            ),
+            (
+                &[("etc/", None), ("ghost", Some("=>etc/never"))][..],
+                "hard link \"ghost\" -> \"etc/never\": the archive links to a file it has not written",
+            ),
+            (
+                &[("ghost", Some("=>no/such/dir"))][..],
+                "the archive links to a file it has not written",
+            ),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let err = unpack_into(&layer(entries)[..], d.path(), &Policy::plain(), &mut Budget::new(100))
+                .unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(says), "{msg}");
+            assert!(!names(d.path()).iter().any(|n| n.ends_with("link") || n == "ghost"));
+        }
     }
 
     /// A read-only directory is still filled; its mode lands at the end.

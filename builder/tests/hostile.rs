@@ -112,6 +112,10 @@ fn every_hostile_archive_is_refused_or_harmless_and_nothing_outside_changes() {
         ("hardlink-escape.tar", Refused("\"..\" component")),
         ("hardlink-absolute.tar", Refused("has not written")),
         (
+            "hardlink-to-directory.tar",
+            Refused("hard link \"alias\" -> \"etc\" names a directory"),
+        ),
+        (
             "CVE-2018-20834-link-then-file.tar",
             Harmless(|t| {
                 let m = std::fs::symlink_metadata(t.join("name")).unwrap();

@@ -81,6 +81,12 @@ def main(out, escape):
         a("hardlink-absolute.tar"),
         [info("stolen", tarfile.LNKTYPE, linkname=escape + "/secret")],
     )
+    # a hard link to a directory, then a file written through it (no filesystem allows the
+    # link; an extractor that emulated it would alias two trees).
+    write(
+        a("hardlink-to-directory.tar"),
+        [info("etc", tarfile.DIRTYPE, mode=0o755), info("alias", tarfile.LNKTYPE, linkname="etc"), info("alias/passwd", data=pwn)],
+    )
     # a link entry followed by a regular file of the same name (node-tar's hardlink overwrite).
     write(
         a("CVE-2018-20834-link-then-file.tar"),
