@@ -29,6 +29,15 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("mount", "mount"),
     ("umount", "mount"),
     ("e2fsck", "e2fsprogs"),
+    ("wipefs", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("sfdisk", "fdisk"),
+    ("ss", "iproute2"),
+    ("openssl", "openssl"),
+    ("etcd", "etcd-server"),
+    ("docker-registry", "docker-registry"),
+    ("zstd", "zstd"),
+    ("debugfs", "e2fsprogs"),
 ];
 
 /// The Debian package that ships `tool`, if imgmode knows it.
@@ -196,8 +205,9 @@ mod tests {
     fn missing_tool_names_the_package() {
         let err = require_tools(&["sgdisk-does-not-exist", "true"]).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("missing system tool sgdisk-does-not-exist"),
+            err.to_string().contains(
+                "missing system tool sgdisk-does-not-exist; install the Debian package sgdisk-does-not-exist with: apt-get install sgdisk-does-not-exist"
+            ),
             "{err}"
         );
         let err = Run::new("qemu-img-not-here").run().unwrap_err();

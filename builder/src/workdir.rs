@@ -156,9 +156,7 @@ mod tests {
     #[test]
     fn immutable_deployment_roots_are_removed() {
         // Needs root and a filesystem with inode flags (ext4 here); ostree sets +i on deployments.
-        if !rustix::process::geteuid().is_root() {
-            return;
-        }
+        imgmode_testkit::require!(imgmode_testkit::Need::Root);
         let td = tempfile::tempdir_in("/var/tmp").unwrap();
         let w = WorkDir::new(td.path(), "t-").unwrap();
         let deploy = w.path().join("ostree/deploy/default/deploy/abc.0");

@@ -230,10 +230,8 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 /// setuid bits survive where the format carries them (an image layer unpacked as root).
 #[test]
 fn image_layers_keep_setuid_as_root() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root (owners and setuid bits are applied only as root)");
-        return;
-    }
+    // owners and setuid bits are applied only as root
+    imgmode_testkit::require!(imgmode_testkit::Need::Root);
     let (t, _outside, corpus) = corpus();
     let target = t.path().join("target");
     unpack_into(

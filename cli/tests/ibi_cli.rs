@@ -2,7 +2,7 @@
 //! touched, each failure says what is wrong, and the state file names the failed step.
 
 mod common;
-use common::{have, imgmode, is_root, mirror_test_image, write_oci};
+use common::{imgmode, mirror_test_image, require, write_oci, Need};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +44,7 @@ fn install(dir: &Path, cfg: &str) -> Run {
             &dir.join("mnt").display().to_string(),
         ],
     );
+    common::assert_exit(&out, &["ibi", "install"]);
     Run {
         ok: out.status.success(),
         err: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -74,26 +75,19 @@ fn sparse(dir: &Path, name: &str, size: u64) -> PathBuf {
     p
 }
 
-fn usable() -> bool {
-    if !is_root() {
-        eprintln!("skipped: imgmode ibi install needs root");
-        return false;
-    }
-    if !["skopeo", "sgdisk", "ostree", "mkfs.vfat", "mmd"]
-        .iter()
-        .all(|t| have(t))
-    {
-        eprintln!("skipped: install tools missing (cargo xtask deps)");
-        return false;
-    }
-    true
-}
+/// What `imgmode ibi install` needs on this machine.
+const INSTALL_NEEDS: [Need; 6] = [
+    Need::Root,
+    Need::Tool("skopeo"),
+    Need::Tool("sgdisk"),
+    Need::Tool("ostree"),
+    Need::Tool("mkfs.vfat"),
+    Need::Tool("mmd"),
+];
 
 #[test]
 fn ibi_install_checks_everything_before_touching_the_disk() {
-    if !usable() {
-        return;
-    }
+    require!(all INSTALL_NEEDS);
     let td = tempfile::tempdir().unwrap();
     let d = td.path();
     let seed = d.join("seed");
@@ -165,6 +159,33 @@ fn ibi_install_checks_everything_before_touching_the_disk() {
     assert!(!r.ok);
     assert!(r.err.contains("pullSecret is not JSON"), "{}", r.err);
 
+    // YAML errors name the field with its line and column; a missing field is named
+    let r = install(
+        d,
+        &config(&seed, &big, "").replace("seedVersion:", "seedVesrion:"),
+    );
+    assert!(!r.ok);
+    assert!(
+        r.err
+            .contains("unknown field `seedVesrion`, expected one of"),
+        "{}",
+        r.err
+    );
+    assert!(
+        r.err.contains(" at line ") && r.err.contains(" column "),
+        "{}",
+        r.err
+    );
+    let no_version: String = config(&seed, &big, "")
+        .lines()
+        .filter(|l| !l.starts_with("seedVersion:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r = install(d, &no_version);
+    assert!(!r.ok);
+    assert!(r.err.contains("seedVersion is required"), "{}", r.err);
+    assert!(untouched(&big));
+
     // a field imgmode does not implement is named, not dropped
     let r = install(d, &config(&seed, &big, "coreosInstallerArgs: [--foo]\n"));
     assert!(!r.ok);
@@ -178,9 +199,8 @@ fn ibi_install_checks_everything_before_touching_the_disk() {
 
 #[test]
 fn ibi_install_refuses_a_disk_in_use() {
-    if !usable() {
-        return;
-    }
+    require!(Need::LoopDevice);
+    require!(all INSTALL_NEEDS);
     let td = tempfile::tempdir().unwrap();
     let d = td.path();
     let seed = d.join("seed");
@@ -196,10 +216,11 @@ fn ibi_install_refuses_a_disk_in_use() {
         "mkfs.ext4 -q {0} && losetup --find --show {0}",
         img.display()
     ));
-    if !out.status.success() {
-        eprintln!("skipped: no loop device here");
-        return;
-    }
+    assert!(
+        out.status.success(),
+        "mkfs.ext4 + losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let mnt = d.join("m");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -208,10 +229,7 @@ fn ibi_install_refuses_a_disk_in_use() {
         .success();
     let r = mounted.then(|| install(d, &config(&seed, Path::new(&dev), "")));
     sh(&format!("umount {}; losetup -d {dev}", mnt.display()));
-    let Some(r) = r else {
-        eprintln!("skipped: cannot mount a loop device here");
-        return;
-    };
+    let r = r.expect("mounting the loop device failed");
     assert!(!r.ok);
     assert!(
         r.err.contains(&format!("installationDisk {dev} is in use"))
@@ -250,10 +268,7 @@ fn config_image(dir: &Path, ic: Option<&str>, ib: Option<&str>) -> (bool, String
 
 #[test]
 fn create_config_image_names_bad_input_and_never_half_writes() {
-    if !have("xorriso") {
-        eprintln!("skipped: xorriso is not installed (cargo xtask deps)");
-        return;
-    }
+    require!(Need::Tool("xorriso"));
     let td = tempfile::tempdir().unwrap();
     let d = td.path();
     let nothing_written = || !d.join("imagebasedconfig.iso").exists() && !d.join("auth").exists();
@@ -399,10 +414,7 @@ fn create_image_names_bad_input_and_writes_nothing() {
 
 #[test]
 fn create_image_refuses_a_payload_it_cannot_serve() {
-    if !have("skopeo") {
-        eprintln!("skipped: needs skopeo");
-        return;
-    }
+    require!(Need::Tool("skopeo"));
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::create_dir(dir.join("out")).unwrap();

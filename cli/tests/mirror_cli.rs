@@ -4,7 +4,7 @@
 //! before any repository links to anything.
 
 mod common;
-use common::{have, is_root, mirror, mirror_test_image, run, write_oci};
+use common::{mirror, mirror_test_image, require, run, write_oci, Need};
 use std::path::Path;
 use std::process::Command;
 
@@ -95,10 +95,7 @@ fn skopeo(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn mirrored_images_are_served_by_a_stock_registry() {
-    if !have("skopeo") || !have("docker-registry") {
-        eprintln!("skipped: needs skopeo and docker-registry (cargo xtask deps)");
-        return;
-    }
+    require!(Need::Tool("skopeo"), Need::Tool("docker-registry"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let (one, two, list) = (t.join("one"), t.join("two"), t.join("list"));
@@ -207,10 +204,7 @@ fn mirrored_images_are_served_by_a_stock_registry() {
 
 #[test]
 fn a_corrupted_source_is_refused_and_nothing_is_linked() {
-    if !have("skopeo") {
-        eprintln!("skipped: needs skopeo");
-        return;
-    }
+    require!(Need::Tool("skopeo"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let src = t.join("src");
@@ -241,10 +235,7 @@ fn a_corrupted_source_is_refused_and_nothing_is_linked() {
 
 #[test]
 fn not_enough_space_is_refused_before_writing() {
-    if !have("skopeo") || !is_root() {
-        eprintln!("skipped: needs skopeo and root (a small tmpfs)");
-        return;
-    }
+    require!(Need::Tool("skopeo"), Need::Tmpfs);
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let src = t.join("src");
@@ -271,10 +262,7 @@ fn not_enough_space_is_refused_before_writing() {
 #[test]
 fn the_payload_registry_authenticates_like_the_pull_secret() {
     use imgmode_seed::payload::{write_files, RegistrySetup, CONF_DIR, PORT};
-    if !have("skopeo") || !have("docker-registry") {
-        eprintln!("skipped: needs skopeo and docker-registry (cargo xtask deps)");
-        return;
-    }
+    require!(Need::Tool("skopeo"), Need::Tool("docker-registry"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let (src, dir) = (t.join("src"), t.join("payload"));
@@ -367,10 +355,7 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
 /// tags and the blobs only it used, and the store still verifies.
 #[test]
 fn payloads_are_added_listed_and_removed_unless_in_use() {
-    if !have("skopeo") {
-        eprintln!("skipped: needs skopeo");
-        return;
-    }
+    require!(Need::Tool("skopeo"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let (a, b) = (t.join("a"), t.join("b"));
@@ -458,10 +443,7 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
 /// --payload does), mounted read-only while it is copied.
 #[test]
 fn a_payload_is_added_from_an_iso() {
-    if !have("skopeo") || !have("xorriso") || !is_root() {
-        eprintln!("skipped: needs skopeo, xorriso and root (a loop mount)");
-        return;
-    }
+    require!(Need::Tool("skopeo"), Need::Tool("xorriso"), Need::Root);
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let payload = t.join("payload");

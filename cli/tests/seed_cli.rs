@@ -2,7 +2,7 @@
 //! is wrong, and writes nothing.
 
 mod common;
-use common::{have, imgmode, is_root, write_oci};
+use common::{imgmode, is_root, require, write_oci, Need};
 use std::path::Path;
 
 const CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: t\nseedImage: quay.io/example/seed:1\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{}'\n";
@@ -36,10 +36,7 @@ fn check(dir: &Path, image: &Path, config: &str) -> (bool, String) {
 
 #[test]
 fn seed_check_applies_the_gates_from_labels() {
-    if !have("skopeo") {
-        eprintln!("skipped: skopeo is not installed (cargo xtask deps)");
-        return;
-    }
+    require!(Need::Tool("skopeo"));
     let td = tempfile::tempdir().unwrap();
     let good = td.path().join("good");
     write_oci(&good, &seed_labels(4, "4.17.0"), "amd64");
@@ -85,10 +82,7 @@ fn seed_check_applies_the_gates_from_labels() {
 
 #[test]
 fn seed_inspect_names_missing_files() {
-    if !have("skopeo") {
-        eprintln!("skipped: skopeo is not installed (cargo xtask deps)");
-        return;
-    }
+    require!(Need::Tool("skopeo"));
     let td = tempfile::tempdir().unwrap();
     let img = td.path().join("img");
     write_oci(&img, &seed_labels(4, "4.17.0"), "amd64");
@@ -107,6 +101,7 @@ fn seed_inspect_names_missing_files() {
 
 #[test]
 fn seed_create_refuses_a_system_that_is_not_ostree_booted() {
+    require!(Need::NotOstreeBooted);
     let td = tempfile::tempdir().unwrap();
     let work = td.path().join("work");
     let out = imgmode(
@@ -123,9 +118,6 @@ fn seed_create_refuses_a_system_that_is_not_ostree_booted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     if is_root() {
-        if Path::new("/run/ostree-booted").exists() {
-            return;
-        }
         assert!(err.contains("not an ostree-booted system"), "{err}");
     } else {
         assert!(err.contains("needs root"), "{err}");

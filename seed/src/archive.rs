@@ -351,10 +351,7 @@ mod tests {
     #[test]
     fn seed_tarballs_unpack_as_gnu_tar_made_them() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root (owners)");
-            return;
-        }
+        imgmode_testkit::require!(imgmode_testkit::Need::Root);
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         let v = src.join("var");

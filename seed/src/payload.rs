@@ -329,10 +329,8 @@ mod tests {
     /// 22625, passes when nothing does.
     #[test]
     fn a_taken_port_is_named_before_the_registry_starts() {
-        if std::process::Command::new("ss").arg("-V").output().is_err() {
-            eprintln!("skipped: needs ss (iproute2)");
-            return;
-        }
+        use imgmode_testkit::Need;
+        imgmode_testkit::require!(Need::Tool("ss"), Need::FreePort(PORT));
         let s = RegistrySetup {
             ca_pem: String::new(),
             cert_pem: String::new(),
@@ -364,10 +362,8 @@ mod tests {
                 .output()
                 .unwrap()
         };
-        let Ok(listener) = std::net::TcpListener::bind(("0.0.0.0", PORT)) else {
-            eprintln!("skipped: port {PORT} is in use on this machine");
-            return;
-        };
+        let listener = std::net::TcpListener::bind(("0.0.0.0", PORT))
+            .unwrap_or_else(|e| panic!("port {PORT} was free a moment ago: {e}"));
         let out = check();
         assert!(!out.status.success());
         assert!(

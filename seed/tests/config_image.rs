@@ -10,13 +10,6 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 use std::process::Command;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Verify `leaf` (PEM, first certificate) against `anchors` (PEM bundle), with `host` checked.
 fn verifies(anchors: &[u8], leaf: &[u8], host: Option<&str>) -> Result<(), String> {
     let mut sb = X509StoreBuilder::new().unwrap();
@@ -60,10 +53,7 @@ fn kubeconfig_field(text: &str, name: &str) -> Vec<u8> {
 
 #[test]
 fn recert_with_the_configuration_keeps_auth_kubeconfig_working() {
-    if !have("xorriso") {
-        eprintln!("skipped: xorriso is not installed (cargo xtask deps)");
-        return;
-    }
+    imgmode_testkit::require!(imgmode_testkit::Need::Tool("xorriso"));
     let td = tempfile::tempdir().unwrap();
     let root = td.path().join("root");
     let spec = PkiSpec {

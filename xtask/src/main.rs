@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n]`
 //! - `cargo xtask bench [--out FILE]`
+//! - `cargo xtask test [--strict]`: the workspace's tests, with skipped tests counted and listed.
 //! - `cargo xtask ci`: what `.ci/run` runs after installing packages.
 
 mod bench;
@@ -51,7 +52,14 @@ enum Cmd {
         /// Targets to run (default: all).
         targets: Vec<String>,
     },
-    /// fmt, clippy, tests and every VM scenario, as CI runs them.
+    /// `cargo test --workspace`, then the tests that were skipped for want of root, a tool,
+    /// a loop device, a port or tmpfs, counted and listed (`--strict`: such a test fails).
+    Test {
+        /// Fail every test that cannot run here (IMGMODE_TEST_STRICT=1), as CI does.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// fmt, clippy, the fuzz targets' build, strict tests and every VM scenario, as CI runs them.
     Ci,
     /// Install the Debian packages imgmode needs (idempotent; needs root).
     Deps,
@@ -191,6 +199,43 @@ fn build_seed() -> Result<()> {
     Ok(())
 }
 
+/// `cargo test --workspace`; skips (see `imgmode-testkit`) are counted and listed at the end,
+/// and in strict mode a test that cannot run fails instead.
+fn test(strict: bool) -> Result<()> {
+    let root = workspace_root();
+    let skips = root.join("target").join(imgmode_testkit::SKIPS_FILE);
+    let _ = std::fs::remove_file(&skips);
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(&root).args(["test", "--workspace"]);
+    if strict {
+        cmd.env(imgmode_testkit::STRICT_ENV, "1");
+    } else {
+        cmd.env_remove(imgmode_testkit::STRICT_ENV);
+    }
+    let result = sh(&mut cmd);
+    let listed = std::fs::read_to_string(&skips).unwrap_or_default();
+    let n = listed.lines().count();
+    if n == 0 {
+        println!("tests skipped: 0");
+    } else {
+        println!(
+            "tests skipped: {n} (they need what this machine lacks; listed in {}):\n{listed}",
+            skips.display()
+        );
+    }
+    result
+}
+
+/// The fuzz targets (their own workspace, built by cargo-fuzz on nightly) still compile: a
+/// `cargo check` with this toolchain, sharing the workspace's target directory.
+fn fuzz_check() -> Result<()> {
+    let root = workspace_root();
+    sh(Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))
+}
+
 fn ci() -> Result<()> {
     let root = workspace_root();
     let cargo = env!("CARGO");
@@ -205,9 +250,8 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    sh(Command::new(cargo)
-        .current_dir(&root)
-        .args(["test", "--workspace"]))?;
+    fuzz_check()?;
+    test(true)?;
     vmtest(Vec::new(), false, false, None)
 }
 
@@ -222,6 +266,7 @@ fn main() -> std::process::ExitCode {
         } => vmtest(scenarios, list, keep, shard),
         Cmd::Bench { suites, out } => bench::run(&workspace_root(), &out, &suites),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
+        Cmd::Test { strict } => test(strict),
         Cmd::Ci => ci(),
         Cmd::Deps => deps::install(),
         Cmd::Build => build_default(),

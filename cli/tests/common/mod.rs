@@ -14,20 +14,14 @@ pub fn imgmode(state: &Path, args: &[&str]) -> Output {
         .expect("running imgmode")
 }
 
-/// Is `tool` on PATH? (Tests that need it skip, saying so, when it is not.)
-#[allow(dead_code)] // not every test crate needs a tool check
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+#[allow(unused_imports)] // not every test crate has a precondition
+pub use imgmode_testkit::{require, Need};
 
+/// Are the tests running as root? (For tests that check both sides; a test that needs root
+/// says so with `require!(Need::Root)`.)
 #[allow(dead_code)]
 pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    Need::Root.missing().is_none()
 }
 
 /// Write an OCI layout holding one small image with the given labels (`{LAYER}` in them is
@@ -102,10 +96,26 @@ pub fn write_oci_layers(dir: &Path, labels: &str, arch: &str, layers: &[Vec<u8>]
     .unwrap();
 }
 
-/// Run `imgmode` (state under `state`): (success, stdout, stderr).
+/// The exact exit status of a run that was not a usage error: 0 on success, 1 on failure (never
+/// clap's 2, nor 101 from a panic, nor death by a signal), per docs/errors.md.
+#[allow(dead_code)]
+pub fn assert_exit(out: &Output, args: &[&str]) {
+    let want = if out.status.success() { 0 } else { 1 };
+    assert_eq!(
+        out.status.code(),
+        Some(want),
+        "imgmode {args:?} exited {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `imgmode` (state under `state`), asserting its exact exit status ([`assert_exit`]):
+/// (success, stdout, stderr).
 #[allow(dead_code)] // not every test crate runs commands this way
 pub fn run(state: &Path, args: &[&str]) -> (bool, String, String) {
     let out = imgmode(state, args);
+    assert_exit(&out, args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -121,6 +131,7 @@ pub fn mirror(state: &Path, dir: &Path, images: &[String]) -> (bool, String, ser
         args.extend(["--image", i.as_str()]);
     }
     let out = imgmode(state, &args);
+    assert_exit(&out, &args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -1,0 +1,203 @@
+//! Test support shared by every crate's tests: one place that decides whether a test can run
+//! on this machine.
+//!
+//! A test names what it needs ([`Need`]) with [`require!`]. When everything is there the test
+//! runs. When something is missing:
+//!
+//! - with `IMGMODE_TEST_STRICT=1` (set by `cargo xtask ci`, and so by `.ci/run`) the test
+//!   fails and names what is missing and how to get it;
+//! - otherwise the test is skipped, visibly: the reason goes to stderr and one line to
+//!   `target/test-skips.txt`, which `cargo xtask test` and `cargo xtask ci` count and list at
+//!   the end of the run.
+//!
+//! Tools are searched the way the product searches them (`imgmode_builder::cmd::which`: `PATH`
+//! plus the sbin directories), so a test never skips for a tool the product would find.
+//!
+//! Invariant: no test returns early on its own; every skip goes through [`require!`].
+
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The environment variable that turns a missing precondition into a failure.
+pub const STRICT_ENV: &str = "IMGMODE_TEST_STRICT";
+/// The file under the target directory that lists the tests skipped by this build's runs.
+pub const SKIPS_FILE: &str = "test-skips.txt";
+
+/// Something a test needs from the machine it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Running as root (owners, mounts, loop devices, disks).
+    Root,
+    /// A program, found as imgmode finds it.
+    Tool(&'static str),
+    /// A free loop device (`losetup --find`), which needs root.
+    LoopDevice,
+    /// Mounting a tmpfs (root, and a kernel and sandbox that allow it).
+    Tmpfs,
+    /// Nothing listens on this TCP port (it is bound for a moment to check).
+    FreePort(u16),
+    /// This machine is not an ostree-booted system (`/run/ostree-booted` is absent).
+    NotOstreeBooted,
+}
+
+impl Need {
+    /// `None` when the need is met, otherwise what is missing and how to get it.
+    pub fn missing(&self) -> Option<String> {
+        match *self {
+            Need::Root => (!is_root()).then(|| "root (run the tests as root)".to_string()),
+            Need::Tool(t) => imgmode_builder::cmd::which(t).is_none().then(|| {
+                let pkg = imgmode_builder::cmd::package_for(t).unwrap_or(t);
+                format!("the tool {t} (Debian package {pkg}; cargo xtask deps installs it)")
+            }),
+            Need::LoopDevice => loop_device_missing(),
+            Need::Tmpfs => tmpfs_missing(),
+            Need::FreePort(p) => std::net::TcpListener::bind(("0.0.0.0", p))
+                .is_err()
+                .then(|| {
+                    format!("TCP port {p} free (something listens on it: ss -ltnp sport = :{p})")
+                }),
+            Need::NotOstreeBooted => {
+                std::path::Path::new("/run/ostree-booted")
+                    .exists()
+                    .then(|| {
+                        "a machine that is not ostree-booted (/run/ostree-booted exists)"
+                            .to_string()
+                    })
+            }
+        }
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn loop_device_missing() -> Option<String> {
+    if !is_root() {
+        return Some("a loop device (needs root)".into());
+    }
+    let out = std::process::Command::new(imgmode_builder::cmd::which("losetup")?)
+        .arg("--find")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "a free loop device (losetup --find: {})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("a free loop device (losetup: {e})")),
+    }
+}
+
+fn tmpfs_missing() -> Option<String> {
+    if !is_root() {
+        return Some("mounting a tmpfs (needs root)".into());
+    }
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => return Some(format!("a temporary directory for a tmpfs mount: {e}")),
+    };
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .output();
+    match mount {
+        Ok(o) if o.status.success() => {
+            let _ = std::process::Command::new("umount")
+                .arg(dir.path())
+                .status();
+            None
+        }
+        Ok(o) => Some(format!(
+            "mounting a tmpfs (mount: {})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("mounting a tmpfs (mount: {e})")),
+    }
+}
+
+/// Is strict mode on (`IMGMODE_TEST_STRICT=1`)?
+pub fn strict() -> bool {
+    std::env::var(STRICT_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The running test's name: libtest names the thread after it.
+fn test_name(module: &str) -> String {
+    match std::thread::current().name() {
+        Some(n) if n != "main" => format!("{module}: {n}"),
+        _ => module.to_string(),
+    }
+}
+
+/// `target/` of the build that made the running test binary (`target/<profile>/deps/<bin>`).
+pub fn target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().nth(3).map(PathBuf::from)
+}
+
+/// Whether the test in `module` can run with `needs`. Used through [`require!`]: it fails the
+/// test in strict mode, and records a visible skip otherwise.
+pub fn can_run(module: &str, needs: &[Need]) -> bool {
+    let missing: Vec<String> = needs.iter().filter_map(Need::missing).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let test = test_name(module);
+    let what = missing.join("; ");
+    if strict() {
+        panic!("{test} cannot run here: it needs {what}. {STRICT_ENV}=1 makes this a failure; unset it to skip instead");
+    }
+    eprintln!("SKIPPED {test}: needs {what}");
+    if let Some(t) = target_dir() {
+        let line = format!("{test}: needs {what}\n");
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(t.join(SKIPS_FILE))
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+    false
+}
+
+/// Run the rest of the test only when the machine has what it needs: in strict mode a missing
+/// need fails the test; otherwise the skip is printed and recorded (see the crate docs).
+///
+/// ```ignore
+/// imgmode_testkit::require!(Need::Root, Need::Tool("skopeo"));
+/// imgmode_testkit::require!(all INSTALL_NEEDS); // a `[Need; N]` shared by several tests
+/// ```
+#[macro_export]
+macro_rules! require {
+    (all $needs:expr) => {
+        if !$crate::can_run(module_path!(), &$needs) {
+            return;
+        }
+    };
+    ($($need:expr),+ $(,)?) => {
+        if !$crate::can_run(module_path!(), &[$($need),+]) {
+            return;
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_that_is_nowhere_is_named_with_its_package() {
+        let m = Need::Tool("imgmode-no-such-tool").missing().unwrap();
+        assert!(m.contains("imgmode-no-such-tool"), "{m}");
+        assert!(Need::Tool("sh").missing().is_none());
+    }
+
+    #[test]
+    fn a_taken_port_is_missing() {
+        let l = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(Need::FreePort(port)
+            .missing()
+            .unwrap()
+            .contains(&port.to_string()));
+    }
+}
