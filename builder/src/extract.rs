@@ -1216,6 +1216,41 @@ mod tests {
         }
     }
 
+    /// Zero padding after the end-of-archive marker is what writers add; anything else there
+    /// (data, or more padding than a writer adds) is refused, and so is a corrupt stream.
+    #[test]
+    fn trailing_data_and_corrupt_streams_are_refused() {
+        let good = layer(&[("a", Some("x"))]);
+        let unpack = |data: &[u8]| {
+            let d = tempfile::tempdir().unwrap();
+            unpack_into(data, d.path(), &Policy::plain(), &mut Budget::new(1 << 30))
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let padded = [&good[..], &[0u8; 8192][..]].concat();
+        unpack(&padded).unwrap();
+        for tail in [
+            &b"GARBAGE"[..],
+            &vec![0u8; (TRAILING_MAX + 512) as usize][..],
+        ] {
+            let err = unpack(&[&good[..], tail].concat()).unwrap_err();
+            assert!(
+                err.contains("hostile archive: data follows its end-of-archive marker"),
+                "{err}"
+            );
+        }
+        // a header whose checksum does not match, and an archive cut in a member's data
+        let mut bad = good.clone();
+        bad[0] ^= 0x20;
+        let err = unpack(&bad).unwrap_err();
+        assert!(
+            err.contains("the archive is corrupt: header checksum mismatch at byte 0"),
+            "{err}"
+        );
+        let err = unpack(&good[..512 + 1]).unwrap_err();
+        assert!(err.contains("the archive is truncated"), "{err}");
+    }
+
     /// A read-only directory is still filled; its mode lands at the end.
     #[test]
     fn read_only_directories_get_their_mode_last() {

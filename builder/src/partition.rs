@@ -323,8 +323,11 @@ mod tests {
         let err = Layout::new(GIB, Firmware::Both, RootFs::Ext4, 2 * GIB)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("at least 2.6 GiB is needed"), "{err}");
-        assert!(err.contains("--size 2690M"), "{err}");
+        assert!(
+            err.contains("is too small for this image: at least 2.6 GiB is needed"),
+            "{err}"
+        );
+        assert!(err.contains("pass --size 2690M"), "{err}");
     }
 
     fn extra(start: &str, number: u32) -> ExtraPartition {

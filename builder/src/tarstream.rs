@@ -438,8 +438,17 @@ mod tests {
         let r = pax_records(&data).unwrap();
         assert_eq!(r[0], ("SCHILY.acl.access".into(), v.to_vec()));
         assert_eq!(r[1], ("path".into(), b"a/b".to_vec()));
-        assert!(pax_records(b"99 path=x\n").is_err());
-        assert!(pax_records(b"5 a\n").is_err());
+        for (rec, says) in [
+            (
+                &b"99 path=x\n"[..],
+                "malformed pax record: its length 99 does not end at a newline",
+            ),
+            (&b"5 a\n"[..], "malformed pax record: no '='"),
+            (&b"x path=a\n"[..], "malformed pax record length"),
+        ] {
+            let err = format!("{:#}", pax_records(rec).unwrap_err());
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     /// The reader agrees with the tar crate's writer on ustar, GNU long names, pax paths,

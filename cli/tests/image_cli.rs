@@ -168,6 +168,23 @@ fn hostile_layers_budgets_and_bad_references_are_refused() {
         &["image", "unpack", "no-such-image", dir.to_str().unwrap()],
     );
     assert!(!ok && err.contains("no-such-image"), "{err}");
+    assert!(err.contains("not found in the local store"), "{err}");
+
+    // a layer whose first header is damaged: the stream is named corrupt, nothing is left
+    let bad = t.path().join("bad");
+    let mut layer = tar_of(&[("etc/hello", "hello")]);
+    layer[0] ^= 0x20;
+    write_oci_layers(&bad, "", "amd64", &[layer]);
+    let image = format!("oci:{}", bad.display());
+    let (ok, _, err) = run(
+        t.path(),
+        &["image", "unpack", &image, dir.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("the archive is corrupt: header checksum mismatch at byte 0"),
+        "{err}"
+    );
+    assert!(!dir.exists());
 
     // a manifest naming its layer by an uppercase digest
     let index = std::fs::read_to_string(oci.join("index.json")).unwrap();

@@ -82,3 +82,71 @@ fn flags_and_recert_config_are_exclusive_and_both_work() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("name:domain[:infraID]"));
 }
+
+/// The classes "etcd unreachable" and "keys recert cannot regenerate" of docs/errors.md, through
+/// the binary: exit 1, the endpoint or the file named, nothing in the tree changed.
+#[test]
+fn an_unreachable_etcd_and_an_ed25519_key_are_named_and_the_tree_is_kept() {
+    let td = tempfile::tempdir().unwrap();
+    let root = td.path().join("root");
+    testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let root_s = root.to_str().unwrap();
+    let snapshot = |p: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = walk(p)
+            .into_iter()
+            .map(|f| (f.display().to_string(), std::fs::read(&f).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&root);
+    // nothing listens on port 9 (discard) here
+    let o = imgmode(
+        &[
+            "--etcd-endpoint",
+            "http://127.0.0.1:9",
+            "--static-dir",
+            root_s,
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("connecting to etcd at http://127.0.0.1:9")
+            && err.contains("is etcd running and is etcd_endpoint right?"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root), before);
+
+    let ed = root.join("etc/ed.key");
+    std::fs::create_dir_all(ed.parent().unwrap()).unwrap();
+    let st = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&ed)
+        .status()
+        .expect("openssl (cargo xtask deps)");
+    assert!(st.success());
+    let before = snapshot(&root);
+    let o = imgmode(&["--static-dir", root_s], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Ed25519") && err.contains("etc/ed.key"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root), before);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
