@@ -50,6 +50,7 @@ __BUNDLE__";
 /// installation unit (the job unit of [`job`] runs only after multi-user.target, which the
 /// installation unit holds up until it reboots).
 pub(crate) fn live_job(cfg: VmConfig, script: String) -> VmConfig {
+    let script = script.replace("__FAILED_UNITS__", LIVE_FAILED_UNITS);
     let unit = results_unit(
         "imgmode vmtest: the live system's checks",
         "ConditionKernelCommandLine=imgmode.live
@@ -59,12 +60,34 @@ After=dev-virtio\\x2dports-org.imgmode.results.device
 ",
         "vmtest.livescript",
     );
+    let cfg = VmConfig {
+        unfinished_startup: Some(
+            "the installation ISO's unit installs and reboots during startup; the live checks \
+             report the failed units instead (FACT failed-units)",
+        ),
+        ..cfg
+    };
     cfg.extra_unit("imgmode-vmtest-live.service", &unit)
         .unit_dropin(
             "imgmode-ibi-install.service",
             "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
         )
-        .credential("vmtest.livescript", script)
+        .credential("vmtest.livescript", crate::layered::guest_script(&script))
+}
+
+/// The live checks' line naming the units failed so far (`none`): the live system's startup
+/// ends in the install unit's reboot, so its health report may never come.
+const LIVE_FAILED_UNITS: &str = r#"f=$(systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')
+echo "FACT failed-units=${f:-none}""#;
+
+/// The live system must have no failed unit when its checks run.
+pub(crate) fn no_failed_live_units(live: &crate::layered::Phase, host: &str) -> Result<()> {
+    ensure!(
+        live.fact("failed-units") == "none",
+        "{host}: units failed in the live system: {}",
+        live.fact("failed-units")
+    );
+    Ok(())
 }
 
 /// A blank 12 GiB qcow2 installation disk at `path` (replacing an earlier one).
@@ -122,11 +145,9 @@ pub(crate) async fn seed_in_tls_registry(
     Ok((seed, version, reg))
 }
 
-const LIVE_SCRIPT: &str = r#"set -u
-echo "IMGMODE-PHASE-0-BEGIN"
+const LIVE_SCRIPT: &str = r#"echo "IMGMODE-PHASE-0-BEGIN"
 echo "UPTIME-LIVE $(cut -d' ' -f1 /proc/uptime)"
-yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
+__FAILED_UNITS__
 c=/etc/imgmode/image-based-installation-config.yaml
 echo "FACT live-root=$(findmnt -n -o FSTYPE /)"
 echo "FACT live-firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
@@ -136,7 +157,7 @@ echo "FACT live-config-mode=$(stat -c %a $c)"
 if [ "__REFUSALS__" = yes ]; then
   # this unit runs before the install unit (and its wait for the network): wait here too, so
   # the refusals meet the registry and not a missing route
-  /usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1
+  /usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1 || echo "FACT network-wait=timed-out"
   sed 's/^seedVersion: .*/seedVersion: 4.0.0-other/' $c > /run/ibi-version.yaml
   sed 's|^installationDisk: .*|installationDisk: /dev/disk/by-id/virtio-nosuchdisk|' $c > /run/ibi-nodisk.yaml
   run imgmode ibi install --config /run/ibi-version.yaml --state /run/ibi-version-state.json
@@ -147,12 +168,9 @@ fi
 echo "IMGMODE-PHASE-0-END"
 "#;
 
-const BOOTED_SCRIPT: &str = r#"set -u
-# the job unit comes with every boot; the live system has its own checks
+const BOOTED_SCRIPT: &str = r#"# the job unit comes with every boot; the live system has its own checks
 grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
-yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
 # post-pivot runs before multi-user.target; on failure it restarts, so wait for its marker
 i=0
 until test -f /var/lib/imgmode/post-pivot/done; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 2; done
@@ -495,6 +513,7 @@ async fn boot_host(
         Boot::Bios => "bios",
         _ => "uefi",
     };
+    no_failed_live_units(&l, h.name)?;
     let live_root = l.fact("live-root").to_string();
     ensure!(
         matches!(live_root.as_str(), "rootfs" | "tmpfs" | "ramfs"),

@@ -123,19 +123,31 @@ ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/{script}"'
     )
 }
 
-/// `cfg` with the job unit, started by multi-user.target, running `script` at every boot.
+/// What every guest script starts with: `set -eu`, a report of the status a script ended with
+/// when it was not 0 (`IMGMODE-SCRIPT-FAILED rc=N`, which fails the wait for its result at
+/// once), and the helpers: `yesno CMD` prints yes/no, `run CMD` prints the command, its output
+/// and `RC <status>` (the one way a step may fail without ending the script).
+pub(crate) const GUEST_PRELUDE: &str = r#"set -eu
+trap 'rc=$?; [ "$rc" -eq 0 ] || echo "IMGMODE-SCRIPT-FAILED rc=$rc"' EXIT
+yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+run() { echo "RUN $*"; rc=0; "$@" 2>&1 || rc=$?; echo "RC $rc"; }
+"#;
+
+/// `script` with [`GUEST_PRELUDE`] in front.
+pub(crate) fn guest_script(script: &str) -> String {
+    format!("{GUEST_PRELUDE}{script}")
+}
+
+/// `cfg` with the job unit running `script` at every boot, once the boot's health report is
+/// out (see [`VmConfig::job_unit`]).
 pub(crate) fn job(cfg: VmConfig, script: String) -> VmConfig {
     let unit = results_unit(
         "imgmode vmtest: layered job",
         "After=multi-user.target network-online.target\nWants=network-online.target\n",
         "vmtest.script",
     );
-    cfg.extra_unit("imgmode-vmtest-job.service", &unit)
-        .unit_dropin(
-            "multi-user.target",
-            "[Unit]\nWants=imgmode-vmtest-job.service\n",
-        )
-        .credential("vmtest.script", script)
+    cfg.job_unit("imgmode-vmtest-job.service", &unit)
+        .credential("vmtest.script", guest_script(&script))
 }
 
 /// The base disk booted through SeaBIOS with the payload disk attached and `script` run by
@@ -157,12 +169,10 @@ fn job_vm(a: &Artifacts, payload: &Path, script: String) -> VmConfig {
 }
 
 /// Shared helpers of the guest scripts.
-const SCRIPT_HEAD: &str = r#"set -u
-state=/var/lib/imgmode-vmtest
+const SCRIPT_HEAD: &str = r#"state=/var/lib/imgmode-vmtest
 mkdir -p "$state"
 phase=$(cat "$state/phase" 2>/dev/null || echo 1)
 echo "IMGMODE-PHASE-$phase-BEGIN"
-yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 facts() {
   echo "FACT remote-conf=$(yesno test -f /etc/rsyslog.d/remote.conf)"
   echo "FACT rsyslog=$(yesno sh -c 'dpkg-query -W -f="\${Status}" rsyslog | grep -q "install ok installed"')"
@@ -170,7 +180,6 @@ facts() {
   echo "FACT etc-marker=$(yesno test -f /etc/imgmode-vmtest-marker)"
   echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
 }
-run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
 next() { echo $((phase + 1)) > "$state/phase"; sync; }
 end() { echo "IMGMODE-PHASE-$phase-END"; }
 mkdir -p /mnt/payload
@@ -834,8 +843,7 @@ const CUTS: &[Cut] = &[
 
 /// The powercut guest job: every boot reports status and `ostree fsck`, then switches to the
 /// other image (layered <-> base, both from the attached disk) and reboots.
-const POWERCUT_SCRIPT: &str = r#"set -u
-state=/var/lib/imgmode-vmtest
+const POWERCUT_SCRIPT: &str = r#"state=/var/lib/imgmode-vmtest
 mkdir -p "$state"
 n=$(( $(cat "$state/boot" 2>/dev/null || echo 0) + 1 ))
 echo "$n" > "$state/boot"; sync
@@ -848,12 +856,12 @@ mkdir -p /mnt/payload
 mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/payload
 echo "IMGMODE-PHASE-$n-BEGIN"
 echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
-echo "RUN ostree fsck"; ostree fsck --quiet 2>&1; echo "RC $?"
+run ostree fsck --quiet
 echo "IMGMODE-PHASE-$n-END"
 if [ -f /etc/rsyslog.d/remote.conf ]; then target=base.tar; else target=layered.tar; fi
 echo "SWITCH-START-$n"
-imgmode switch "oci-archive:/mnt/payload/$target" >/dev/null 2>&1
-echo "SWITCH-RC-$n $?"
+rc=0; imgmode switch "oci-archive:/mnt/payload/$target" >/dev/null 2>&1 || rc=$?
+echo "SWITCH-RC-$n $rc"
 sync
 systemctl --no-block reboot
 "#;

@@ -10,8 +10,14 @@
 //! - Jobs reach the guest as systemd credentials in SMBIOS type 11 strings
 //!   ([`VmConfig::credentials`]); with systemd's `systemd.extra-unit.*` and
 //!   `systemd.unit-dropin.*` credentials a scenario adds units without modifying the image.
+//! - Every boot of every VM is judged: a health unit waits for startup to finish, writes
+//!   `systemctl is-system-running` with each failed unit and its journal tail to a second port
+//!   ([`HEALTH_PORT`], captured to `health.log`), and only then starts the scenario's jobs
+//!   ([`VmConfig::job_unit`], wanted by [`JOBS_TARGET`]). Each job prints its boot ID first,
+//!   and [`Vm::wait_for_result`] fails unless that boot reported `running`; a boot that
+//!   reported anything else fails [`Vm::wait_for_result`] and [`Vm::wait_shutdown`] too.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures::StreamExt;
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
@@ -23,6 +29,111 @@ use tokio::sync::mpsc;
 
 /// Name of the virtio-serial port the guest writes results to.
 pub const RESULTS_PORT: &str = "org.imgmode.results";
+
+/// Name of the virtio-serial port the health unit writes each boot's system state to.
+pub const HEALTH_PORT: &str = "org.imgmode.health";
+/// The target the health unit starts once it has reported; scenario jobs are wanted by it.
+pub const JOBS_TARGET: &str = "imgmode-vmtest-jobs.target";
+/// How long the health unit waits for startup to finish before it reports what it sees.
+const HEALTH_WAIT_SECS: u32 = 1500;
+
+/// The health unit (`Type=simple`, so that it does not hold startup up itself).
+fn health_unit() -> String {
+    format!(
+        r#"[Unit]
+Description=imgmode vmtest: the system's state once startup is over
+Requires=dev-virtio\x2dports-org.imgmode.health.device
+After=dev-virtio\x2dports-org.imgmode.health.device
+
+[Service]
+Type=simple
+ImportCredential=vmtest.health
+StandardOutput=file:/dev/virtio-ports/{HEALTH_PORT}
+StandardError=journal
+ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.health"'
+"#
+    )
+}
+
+/// The health unit's script: `IMGMODE-HEALTH <boot-id> <state>`, then `FAILED-UNIT <unit>`
+/// with the unit's journal tail for each failed unit, `IMGMODE-HEALTH-END <boot-id>`; then the
+/// scenario's jobs start.
+fn health_script() -> String {
+    format!(
+        r#"set -u
+boot=$(cat /proc/sys/kernel/random/boot_id)
+state=$(timeout {HEALTH_WAIT_SECS} systemctl is-system-running --wait 2>/dev/null)
+[ -n "$state" ] || state=unknown
+echo "IMGMODE-HEALTH $boot $state"
+for u in $(systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1); do
+  echo "FAILED-UNIT $u"
+  journalctl -b --no-pager -n 30 -u "$u" 2>&1 | sed 's/^/    /'
+done
+echo "IMGMODE-HEALTH-END $boot"
+systemctl start --no-block {JOBS_TARGET}
+"#
+    )
+}
+
+/// One boot's health report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    pub boot_id: String,
+    /// `systemctl is-system-running` once startup was over (`running`, `degraded`, ...).
+    pub state: String,
+    pub failed_units: Vec<String>,
+    /// The report as the guest wrote it (failed units with their journal tails).
+    pub text: String,
+}
+
+/// Every report in a `health.log`, in boot order (a report cut short by a reset is kept with
+/// what it has).
+pub fn parse_health(log: &str) -> Vec<HealthReport> {
+    let mut out: Vec<HealthReport> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("IMGMODE-HEALTH ") {
+            let mut w = rest.split_whitespace();
+            out.push(HealthReport {
+                boot_id: w.next().unwrap_or_default().to_string(),
+                state: w.next().unwrap_or_default().to_string(),
+                failed_units: Vec::new(),
+                text: String::new(),
+            });
+        } else if let Some(r) = out.last_mut() {
+            if line.starts_with("IMGMODE-HEALTH-END") {
+                continue;
+            }
+            if let Some(u) = line.strip_prefix("FAILED-UNIT ") {
+                r.failed_units.push(u.trim().to_string());
+            }
+            r.text.push_str(line);
+            r.text.push('\n');
+        }
+    }
+    out
+}
+
+impl HealthReport {
+    /// `Ok` when the boot reached `running` (or, where `unfinished` says why startup may end in
+    /// a reboot, `stopping` with no failed unit); otherwise the failed units and journal tails.
+    pub fn judge(&self, unfinished: Option<&str>) -> Result<()> {
+        let ok = self.state == "running"
+            || (self.state == "stopping" && unfinished.is_some() && self.failed_units.is_empty());
+        ensure!(
+            ok,
+            "boot {} ended startup {:?}, not \"running\" (systemctl is-system-running); failed units: {}\n{}",
+            self.boot_id,
+            self.state,
+            if self.failed_units.is_empty() {
+                "none".to_string()
+            } else {
+                self.failed_units.join(", ")
+            },
+            self.text
+        );
+        Ok(())
+    }
+}
 
 /// Console lines that mean the boot has failed; waiting further is pointless.
 pub const FATAL_CONSOLE_PATTERNS: &[&str] = &[
@@ -70,6 +181,10 @@ pub struct VmConfig {
     pub network: bool,
     /// Extra QEMU arguments.
     pub extra_args: Vec<String>,
+    /// Why a boot of this VM may end before startup finishes (a unit of the image reboots
+    /// during startup, as the installation ISO's does): such a boot may report `stopping`,
+    /// with no failed unit, or nothing. `None`: every boot must reach `running`.
+    pub unfinished_startup: Option<&'static str>,
 }
 
 impl VmConfig {
@@ -82,7 +197,23 @@ impl VmConfig {
             credentials: Vec::new(),
             network: false,
             extra_args: Vec::new(),
+            unfinished_startup: None,
         }
+    }
+
+    /// Add a scenario job: the unit starts at every boot once the health unit has reported
+    /// (wanted by [`JOBS_TARGET`]), and prints `IMGMODE-BOOT <boot-id>` first so that its
+    /// result is tied to that boot's health report.
+    pub fn job_unit(self, name: &str, text: &str) -> Self {
+        self.extra_unit(name, text)
+            .unit_dropin(
+                &format!("{JOBS_TARGET}~{name}"),
+                &format!("[Unit]\nWants={name}\n"),
+            )
+            .unit_dropin(
+                &format!("{name}~imgmode-vmtest-boot"),
+                "[Service]\nExecStartPre=/bin/sh -c 'echo IMGMODE-BOOT $$(cat /proc/sys/kernel/random/boot_id)'\n",
+            )
     }
 
     /// Add a systemd credential.
@@ -138,6 +269,10 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
         format!("file,id=results,path={}", p("results.log")),
         "-device".into(),
         format!("virtserialport,bus=vser.0,chardev=results,name={RESULTS_PORT}"),
+        "-chardev".into(),
+        format!("file,id=health,path={}", p("health.log")),
+        "-device".into(),
+        format!("virtserialport,bus=vser.0,chardev=health,name={HEALTH_PORT}"),
         // bootindex: firmware boots this disk before any disk a scenario attaches (index 0 is
         // taken by the option ROM when QEMU loads a kernel itself)
         "-drive".into(),
@@ -180,7 +315,23 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
     } else {
         a.extend(["-nic".into(), "none".into()]);
     }
-    for (name, value) in &cfg.credentials {
+    let health = [
+        (
+            "systemd.extra-unit.imgmode-vmtest-health.service".to_string(),
+            health_unit(),
+        ),
+        (
+            format!("systemd.extra-unit.{JOBS_TARGET}"),
+            "[Unit]\nDescription=imgmode vmtest: the scenario's jobs, after the health report\n"
+                .to_string(),
+        ),
+        (
+            "systemd.unit-dropin.multi-user.target~imgmode-vmtest-health".to_string(),
+            "[Unit]\nWants=imgmode-vmtest-health.service\n".to_string(),
+        ),
+        ("vmtest.health".to_string(), health_script()),
+    ];
+    for (name, value) in health.iter().chain(&cfg.credentials) {
         // SMBIOS strings cannot hold commas unescaped; binary credentials avoid quoting.
         a.extend([
             "-smbios".into(),
@@ -249,6 +400,7 @@ pub struct Vm {
     seen_events: Vec<String>,
     console_offset: usize,
     started: Instant,
+    unfinished_startup: Option<&'static str>,
 }
 
 impl Vm {
@@ -258,6 +410,7 @@ impl Vm {
         for f in [
             "console.log",
             "results.log",
+            "health.log",
             "qmp-events.jsonl",
             "overlay.qcow2",
             "qmp.sock",
@@ -351,6 +504,7 @@ impl Vm {
             seen_events: Vec::new(),
             console_offset: 0,
             started: Instant::now(),
+            unfinished_startup: cfg.unfinished_startup,
         })
     }
 
@@ -438,17 +592,53 @@ impl Vm {
     }
 
     /// Wait until the results port has received a line starting with `marker`; returns what
-    /// the guest wrote up to and including that line.
+    /// the guest wrote up to and including that line. Every boot whose job wrote part of it
+    /// (`IMGMODE-BOOT <id>`) must have reported `running` (see [`HealthReport`]), and so must
+    /// every other boot that reported; otherwise this fails with the failed units.
     pub async fn wait_for_result(&mut self, marker: &str, timeout: Duration) -> Result<String> {
         let path = self.dir.join("results.log");
         let what = format!("the guest to report {marker:?}");
-        self.wait_until(&what, timeout, |_| {
-            let text =
-                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            let pos = text.lines().position(|l| l.starts_with(marker))?;
-            Some(text.lines().take(pos + 1).collect::<Vec<_>>().join("\n"))
-        })
-        .await
+        let text = self
+            .wait_until(&what, timeout, |_| {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+                let pos = text.lines().position(|l| l.starts_with(marker))?;
+                Some(text.lines().take(pos + 1).collect::<Vec<_>>().join("\n"))
+            })
+            .await?;
+        let boots: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("IMGMODE-BOOT "))
+            .map(|b| b.trim().to_string())
+            .collect();
+        for boot in boots {
+            // the job started after its boot's report: it is there, or arrives at once
+            let report = self
+                .wait_until(
+                    &format!("boot {boot}'s health report"),
+                    Duration::from_secs(30),
+                    |vm| vm.health().into_iter().find(|r| r.boot_id == boot),
+                )
+                .await?;
+            report.judge(self.unfinished_startup)?;
+        }
+        self.judge_health()?;
+        Ok(text)
+    }
+
+    /// The health reports of every boot so far (`health.log`).
+    pub fn health(&self) -> Vec<HealthReport> {
+        parse_health(&String::from_utf8_lossy(
+            &std::fs::read(self.dir.join("health.log")).unwrap_or_default(),
+        ))
+    }
+
+    /// Every boot that reported must have reached `running`.
+    fn judge_health(&self) -> Result<()> {
+        for r in self.health() {
+            r.judge(self.unfinished_startup)?;
+        }
+        Ok(())
     }
 
     /// `query-status`: the run state (`running`, `shutdown`, ...).
@@ -512,6 +702,7 @@ impl Vm {
                 self.seen_events
             );
         }
+        self.judge_health()?;
         Ok(self.seen_events)
     }
 }
@@ -542,6 +733,43 @@ mod tests {
             "[FAILED] Failed to start imgmode-vmtest-liv\u{2026}e vmtest: the live system's checks."
         );
         assert!(FATAL_CONSOLE_PATTERNS.iter().any(|f| plain.contains(f)));
+    }
+
+    #[test]
+    fn health_reports_are_parsed_and_judged() {
+        let log = "IMGMODE-HEALTH b1 running\nIMGMODE-HEALTH-END b1\nIMGMODE-HEALTH b2 degraded\nFAILED-UNIT broken.service\n    Nov 29 broken.service: exit 1\nIMGMODE-HEALTH-END b2\nIMGMODE-HEALTH b3 stopping\n";
+        let r = parse_health(log);
+        assert_eq!(r.len(), 3);
+        assert!(r[0].judge(None).is_ok());
+        let e = r[1].judge(Some("reboots")).unwrap_err().to_string();
+        assert!(e.contains("\"degraded\""), "{e}");
+        assert!(e.contains("failed units: broken.service"), "{e}");
+        assert!(e.contains("broken.service: exit 1"), "{e}");
+        assert!(
+            r[2].judge(None).is_err(),
+            "stopping is a pass only where declared"
+        );
+        assert!(r[2].judge(Some("the installer reboots")).is_ok());
+    }
+
+    #[test]
+    fn every_vm_gets_the_health_unit_and_jobs_wait_for_it() {
+        let cfg = VmConfig::new("/d.qcow2", Boot::Bios).job_unit("j.service", "[Service]\n");
+        let a = qemu_args(&cfg, Path::new("/s")).join(" ");
+        assert!(a.contains(&format!("name={HEALTH_PORT}")));
+        assert!(a.contains("file,id=health,path=/s/health.log"));
+        for cred in [
+            "systemd.extra-unit.imgmode-vmtest-health.service=",
+            "systemd.unit-dropin.multi-user.target~imgmode-vmtest-health=",
+            "systemd.extra-unit.imgmode-vmtest-jobs.target=",
+            "systemd.unit-dropin.imgmode-vmtest-jobs.target~j.service=",
+            "systemd.unit-dropin.j.service~imgmode-vmtest-boot=",
+            "vmtest.health=",
+        ] {
+            assert!(a.contains(cred), "{cred} missing");
+        }
+        assert!(health_script().contains("systemctl is-system-running --wait"));
+        assert!(health_script().ends_with(&format!("systemctl start --no-block {JOBS_TARGET}\n")));
     }
 
     #[test]

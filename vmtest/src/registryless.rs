@@ -35,23 +35,20 @@ extraPartitionStart: -3G
 
 /// Checks both systems run: the registry, pulls by the original name through it, the
 /// refusal without credentials.
-const PULL_CHECKS: &str = r#"yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-run() { echo "RUN $*"; "$@" 2>&1; echo "RC $?"; }
-auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
+const PULL_CHECKS: &str = r#"auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
 echo "FACT nics=$(ls /sys/class/net | grep -vc '^lo$')"
 echo "FACT registry=$(systemctl is-active imgmode-payload-registry.service)"
 run skopeo inspect --no-tags --authfile "$auth" --format '{{.Digest}}' docker://__REG__/imgmode-seed:__VERSION__
 run skopeo inspect --no-creds --raw docker://localhost:22625/imgmode-seed:__VERSION__
 "#;
 
-const LIVE_SCRIPT: &str = r#"set -u
-echo "IMGMODE-PHASE-0-BEGIN"
+const LIVE_SCRIPT: &str = r#"echo "IMGMODE-PHASE-0-BEGIN"
+__FAILED_UNITS__
 __CHECKS__
 echo "IMGMODE-PHASE-0-END"
 "#;
 
-const BOOTED_SCRIPT: &str = r#"set -u
-grep -q "imgmode.live=" /proc/cmdline && exit 0
+const BOOTED_SCRIPT: &str = r#"grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
 __CHECKS__
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
@@ -182,6 +179,9 @@ pub async fn registry_less(a: Artifacts, dir: PathBuf) -> Result<String> {
         );
         p.refused("--no-creds", "authentication required")
             .with_context(|| format!("{what}: a pull without credentials must be refused"))?;
+        if n == 0 {
+            crate::ibi::no_failed_live_units(&p, what)?;
+        }
         if n == 1 {
             let installed: serde_json::Value = serde_json::from_str(
                 report_line(&results, "INSTALLED ").context("no install record")?,

@@ -320,7 +320,8 @@ enum Mode {
     Direct,
 }
 
-/// A unit that reports readiness on the results port once multi-user.target is reached.
+/// A unit that reports readiness on the results port once startup is over (a job: it runs
+/// after the boot's health report).
 const READY_UNIT: &str = "\
 [Unit]
 Description=imgmode vmtest: ready marker
@@ -332,12 +333,10 @@ StandardOutput=file:/dev/virtio-ports/org.imgmode.results
 ExecStart=/bin/echo IMGMODE-READY
 ";
 
-/// Seconds from QEMU start until the guest reaches multi-user.target and says so; the VM is
-/// stopped afterwards. Used by the benchmarks.
+/// Seconds from QEMU start until the guest's startup is over (`running`) and it says so; the VM
+/// is stopped afterwards. Used by the benchmarks.
 pub async fn time_to_ready(disk: &Path, boot: Boot, dir: &Path) -> Result<f64> {
-    let cfg = VmConfig::new(disk, boot)
-        .extra_unit("imgmode-ready.service", READY_UNIT)
-        .unit_dropin("multi-user.target", "[Unit]\nWants=imgmode-ready.service\n");
+    let cfg = VmConfig::new(disk, boot).job_unit("imgmode-ready.service", READY_UNIT);
     let mut vm = Vm::start(&cfg, dir).await?;
     let r = vm.wait_for_result("IMGMODE-READY", BOOT_TIMEOUT).await;
     let secs = vm.elapsed().as_secs_f64();
@@ -360,12 +359,7 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, mode: Mode) -> Result<Strin
     } else {
         &a.base_disk
     };
-    let cfg = VmConfig::new(disk, firmware)
-        .extra_unit("imgmode-vmtest.service", STATUS_UNIT)
-        .unit_dropin(
-            "multi-user.target",
-            "[Unit]\nWants=imgmode-vmtest.service\n",
-        );
+    let cfg = VmConfig::new(disk, firmware).job_unit("imgmode-vmtest.service", STATUS_UNIT);
     let mut vm = Vm::start(&cfg, &dir).await?;
     // GRUB must have run: its menu is the proof that firmware loaded our bootloader.
     let result = async { vm.wait_for_result("IMGMODE-DONE", BOOT_TIMEOUT).await }.await;

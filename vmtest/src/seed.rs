@@ -66,9 +66,7 @@ struct BuildOut {
     digest: String,
 }
 
-const SEED_SCRIPT: &str = r#"set -u
-echo "IMGMODE-PHASE-1-BEGIN"
-yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+const SEED_SCRIPT: &str = r#"echo "IMGMODE-PHASE-1-BEGIN"
 probe() { imgmode internal test-cluster probe --connect-to 127.0.0.1 >/dev/null 2>&1; }
 i=0
 until probe; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 2; done
@@ -90,9 +88,10 @@ rm -f __DELETED__
 mkdir -p /mnt/out
 mount /dev/disk/by-id/virtio-seedout /mnt/out
 echo "RUN imgmode seed create"
+rc=0
 imgmode seed create --output oci:/mnt/out/seed:latest --service imgmode-apiserver.service \
-    --format json > /run/seed-create.json 2>/dev/console
-echo "RC $?"
+    --format json > /run/seed-create.json 2>/dev/console || rc=$?
+echo "RC $rc"
 echo "CREATED $(tr -d '\n' < /run/seed-create.json)"
 echo "FACT restored=$(yesno probe)"
 echo "FACT apiserver=$(systemctl is-active imgmode-apiserver.service)"
