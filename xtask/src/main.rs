@@ -44,6 +44,12 @@ enum Cmd {
         suites: Vec<bench::Suite>,
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
+        /// Exit non-zero, naming them, when rows miss their targets.
+        #[arg(long)]
+        check: bool,
+        /// Override a row's target, 'ROW<=X' (ROW: the row's name or its beginning).
+        #[arg(long = "target", value_name = "ROW<=X")]
+        targets: Vec<String>,
     },
     /// Run every cargo-fuzz target (fuzz/) for some seconds each (nightly + cargo-fuzz).
     Fuzz {
@@ -264,7 +270,12 @@ fn main() -> std::process::ExitCode {
             keep,
             shard,
         } => vmtest(scenarios, list, keep, shard),
-        Cmd::Bench { suites, out } => bench::run(&workspace_root(), &out, &suites),
+        Cmd::Bench {
+            suites,
+            out,
+            check,
+            targets,
+        } => bench::run(&workspace_root(), &out, &suites, check, &targets),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
         Cmd::Test { strict } => test(strict),
         Cmd::Ci => ci(),
