@@ -206,7 +206,7 @@ mod tests {
         let err = require_tools(&["sgdisk-does-not-exist", "true"]).unwrap_err();
         assert!(
             err.to_string().contains(
-                "missing system tool sgdisk-does-not-exist; install the Debian package sgdisk-does-not-exist with: apt-get install sgdisk-does-not-exist"
+                "missing system tool sgdisk-does-not-exist; install the Debian package with: apt-get install sgdisk-does-not-exist"
             ),
             "{err}"
         );

@@ -443,7 +443,7 @@ mod tests {
                 &b"99 path=x\n"[..],
                 "malformed pax record: its length 99 does not end at a newline",
             ),
-            (&b"5 a\n"[..], "malformed pax record: no '='"),
+            (&b"6 abc\n"[..], "malformed pax record: no '='"),
             (&b"x path=a\n"[..], "malformed pax record length"),
         ] {
             let err = format!("{:#}", pax_records(rec).unwrap_err());
