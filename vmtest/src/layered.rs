@@ -823,6 +823,13 @@ enum Cut {
 /// ("Transaction complete; bootconfig swap: yes; ..." in 2025.2, "Bootloader updated;
 /// bootconfig swap: yes; ..." before).
 const BOOTLOADER_SWAPPED: &str = "bootconfig swap: yes";
+/// Where a reset landed, as `powercut` tells from the guest's markers and ostree's log.
+const DURING_SWITCH: &str = "fetching/staging";
+const AFTER_STAGING: &str = "after staging";
+const FINALIZE_BEFORE_SWAP: &str = "finalize";
+const FINALIZE_AFTER_SWAP: &str = "finalize (after the bootloader swap)";
+const AFTER_SWAP: &str = "right after the bootloader update";
+
 /// What ostree logs when finalization starts at shutdown.
 const FINALIZING: &str = "Finalizing staged deployment";
 
@@ -891,6 +898,7 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
     let known = [a.base_digest.clone(), layered.digest.clone()];
     let mut vm = Vm::start(&cfg, &dir).await?;
     let mut log = Vec::new();
+    let mut landings: Vec<&str> = Vec::new();
     let result = async {
         let mut boot = 1u32;
         let mut p = phase(&mut vm, boot, PHASE_TIMEOUT).await?;
@@ -906,9 +914,9 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                     tokio::time::sleep(Duration::from_secs_f64(d)).await;
                     vm.reset().await?;
                     if results().contains(&format!("SWITCH-RC-{boot}")) {
-                        "after staging"
+                        AFTER_STAGING
                     } else {
-                        "fetching/staging"
+                        DURING_SWITCH
                     }
                 }
                 Cut::DuringFinalize(d) => {
@@ -918,9 +926,9 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                     tokio::time::sleep(Duration::from_secs_f64(d)).await;
                     vm.reset().await?;
                     if vm.console().matches(BOOTLOADER_SWAPPED).count() > swaps_before {
-                        "finalize (after the bootloader swap)"
+                        FINALIZE_AFTER_SWAP
                     } else {
-                        "finalize"
+                        FINALIZE_BEFORE_SWAP
                     }
                 }
                 Cut::AfterBootloader => {
@@ -929,7 +937,7 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                     vm.wait_for_console(BOOTLOADER_SWAPPED, BOOT_TIMEOUT)
                         .await?;
                     vm.reset().await?;
-                    "right after the bootloader update"
+                    AFTER_SWAP
                 }
             };
             boot += 1;
@@ -937,13 +945,14 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                 .await
                 .with_context(|| format!("no sound boot after reset {} ({landed})", i + 1))?;
             let after = check_boot(&p, boot, &known)?;
-            if matches!(cut, Cut::AfterBootloader) {
+            if landed == AFTER_SWAP || landed == FINALIZE_AFTER_SWAP {
                 ensure!(
                     after != before,
-                    "reset {} right after the bootloader update booted the old deployment {before}",
+                    "reset {} ({landed}) booted the old deployment {before}",
                     i + 1
                 );
             }
+            landings.push(landed);
             if matches!(cut, Cut::DuringSwitch(_)) && landed == "fetching/staging" {
                 ensure!(
                     after == before,
@@ -957,6 +966,23 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                 short(&before),
                 short(&after)
             ));
+        }
+        // the cuts must have landed in every phase of an update, not only where timing put them
+        for (phase, any_of) in [
+            ("fetching or staging", &[DURING_SWITCH][..]),
+            (
+                "finalize before the bootloader swap",
+                &[FINALIZE_BEFORE_SWAP][..],
+            ),
+            (
+                "after the bootloader swap",
+                &[AFTER_SWAP, FINALIZE_AFTER_SWAP][..],
+            ),
+        ] {
+            ensure!(
+                landings.iter().any(|l| any_of.contains(l)),
+                "no reset landed {phase}; where they landed: {landings:?}"
+            );
         }
         Ok::<_, anyhow::Error>(())
     }

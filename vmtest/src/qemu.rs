@@ -30,6 +30,10 @@ use tokio::sync::mpsc;
 /// Name of the virtio-serial port the guest writes results to.
 pub const RESULTS_PORT: &str = "org.imgmode.results";
 
+/// What a guest script prints when it ends with a status other than 0 (its `set -e` stopped
+/// it); see `layered::GUEST_PRELUDE`.
+pub const SCRIPT_FAILED: &str = "IMGMODE-SCRIPT-FAILED";
+
 /// Name of the virtio-serial port the health unit writes each boot's system state to.
 pub const HEALTH_PORT: &str = "org.imgmode.health";
 /// The target the health unit starts once it has reported; scenario jobs are wanted by it.
@@ -602,10 +606,26 @@ impl Vm {
             .wait_until(&what, timeout, |_| {
                 let text =
                     String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-                let pos = text.lines().position(|l| l.starts_with(marker))?;
-                Some(text.lines().take(pos + 1).collect::<Vec<_>>().join("\n"))
+                let marker_at = text.lines().position(|l| l.starts_with(marker));
+                let failed_at = text.lines().position(|l| l.starts_with(SCRIPT_FAILED));
+                if let Some(f) = failed_at.filter(|f| marker_at.is_none_or(|m| *f < m)) {
+                    let failed = text.lines().nth(f).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    return Some(Err(anyhow!(
+                        "a guest script ended early ({failed}) before reporting {marker:?}; \
+                         its last lines:\n{}",
+                        tail.join("\n")
+                    )));
+                }
+                let pos = marker_at?;
+                Some(Ok(text
+                    .lines()
+                    .take(pos + 1)
+                    .collect::<Vec<_>>()
+                    .join("\n")))
             })
-            .await?;
+            .await??;
         let boots: Vec<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("IMGMODE-BOOT "))

@@ -102,6 +102,53 @@ echo "IMGMODE-PHASE-1-END"
 systemctl poweroff
 "#;
 
+/// The manifest digest of the first image of an OCI layout.
+fn layout_digest(layout: &Path) -> Result<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)
+            .with_context(|| format!("reading {}/index.json", layout.display()))?;
+    index["manifests"][0]["digest"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("{}/index.json lists no manifest", layout.display()))
+}
+
+/// Every certificate file (`*.crt`) below `dir` is expired, by `openssl x509 -checkend 0`: it
+/// must say "Certificate will expire"; any other answer (valid, or an openssl error) fails.
+/// Returns how many were checked (at least one).
+fn every_certificate_expired(dir: &Path) -> Result<usize> {
+    let mut files = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "crt") {
+                files.push(p);
+            }
+        }
+    }
+    ensure!(!files.is_empty(), "no certificate under {}", dir.display());
+    for f in &files {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", "0", "-in"])
+            .arg(f)
+            .output()
+            .context("running openssl (cargo xtask deps)")?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            said.contains("Certificate will expire"),
+            "{} in the seed is not expired (openssl x509 -checkend 0: {} {}{}): recert force_expire missed it",
+            f.display(),
+            out.status,
+            said.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(files.len())
+}
+
 /// Build the seed-system image and its disk (reused while the image digest is unchanged).
 pub fn seed_system_disk(a: &Artifacts, dir: &Path, step: &dyn Fn(&str)) -> Result<PathBuf> {
     step("building the seed-system image (containerfiles/seed-system: etcd, the test cluster)");
@@ -489,8 +536,7 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
             "var.tgz carries content of {bad}"
         );
     }
-    // recert force_expire: the seed's certificates are all expired
-    let crt = "etc/kubernetes/static-pod-resources/kube-apiserver-certs/secrets/external-loadbalancer-serving-certkey/tls.crt";
+    // recert force_expire: every certificate of the cluster's PKI in the seed is expired
     let pki = dir.join("pki");
     let _ = std::fs::remove_dir_all(&pki);
     std::fs::create_dir_all(&pki)?;
@@ -500,17 +546,15 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
             .arg(x.join("etc.tgz"))
             .arg("-C")
             .arg(&pki)
-            .arg(crt),
-        "tar -xzf etc.tgz (API certificate)",
+            .arg("etc/kubernetes"),
+        "tar -xzf etc.tgz (etc/kubernetes)",
     )?;
-    let checkend = Command::new("openssl")
-        .args(["x509", "-noout", "-checkend", "0", "-in"])
-        .arg(pki.join(crt))
-        .output()
-        .context("running openssl")?;
+    let expired = every_certificate_expired(&pki.join("etc/kubernetes"))?;
+    let manifest_digest = layout_digest(&s.layout)?;
     ensure!(
-        !checkend.status.success(),
-        "the API certificate in the seed is still valid: recert force_expire did not run"
+        manifest_digest == s.digest,
+        "seed create reported {} but the stored seed's manifest is {manifest_digest}",
+        s.digest
     );
     let origin_text = std::fs::read_to_string(x.join(&origin))?;
     ensure!(
@@ -552,7 +596,7 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
         .map(|a| a.iter().filter_map(|f| f["size"].as_u64()).sum())
         .unwrap_or(0);
     Ok(format!(
-        "seed {} ({}; {} files, {} MiB) from cluster {}.{} on {}; commit {}; VM {:.0}s; restored",
+        "seed {} ({}; {} files, {} MiB; {expired} certificates expired) from cluster {}.{} on {}; commit {}; VM {:.0}s; restored",
         s.digest,
         digest_in_store,
         got.len(),
