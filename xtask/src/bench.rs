@@ -1002,3 +1002,39 @@ fn print_table(rows: &[Row]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, ratio: f64, target: Option<&str>) -> Row {
+        Row {
+            name: name.into(),
+            ratio: Some(ratio),
+            target: target.map(str::to_string),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn targets_are_judged_and_a_tightened_target_is_missed() {
+        let mut rows = vec![
+            row("base build", 1.2, Some("<= 1.30")),
+            row("restore gzip", 0.7, Some("<= 1.25 (throughput >= 0.8)")),
+            row("recert 2 threads", 0.6, None),
+        ];
+        judge(&mut rows, &[]).unwrap();
+        let met: Vec<Option<bool>> = rows.iter().map(|r| r.met).collect();
+        assert_eq!(met, vec![Some(true), Some(true), None]);
+        judge(&mut rows, &["base build<=1.1".into(), "recert<=0.5".into()]).unwrap();
+        assert_eq!(rows[0].met, Some(false));
+        assert_eq!(rows[2].met, Some(false));
+        assert!(judge(&mut rows, &["nosuch<=1".into()]).is_err());
+        assert!(judge(&mut rows, &["base build=1".into()]).is_err());
+        let md = markdown(&rows, Path::new("target/bench/results.json"));
+        assert!(
+            md.contains("| base build | 0.0 | – | – | 1.20 | <= 1.1 | **no** |"),
+            "{md}"
+        );
+    }
+}
