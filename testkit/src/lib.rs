@@ -162,7 +162,7 @@ pub fn can_run(module: &str, needs: &[Need]) -> bool {
 /// Run the rest of the test only when the machine has what it needs: in strict mode a missing
 /// need fails the test; otherwise the skip is printed and recorded (see the crate docs).
 ///
-/// ```ignore
+/// ```text
 /// imgmode_testkit::require!(Need::Root, Need::Tool("skopeo"));
 /// imgmode_testkit::require!(all INSTALL_NEEDS); // a `[Need; N]` shared by several tests
 /// ```
@@ -189,6 +189,17 @@ mod tests {
         let m = Need::Tool("imgmode-no-such-tool").missing().unwrap();
         assert!(m.contains("imgmode-no-such-tool"), "{m}");
         assert!(Need::Tool("sh").missing().is_none());
+    }
+
+    /// `cargo xtask test` (which cannot link this crate) uses the same names.
+    #[test]
+    fn xtask_agrees_on_the_strict_variable_and_the_skip_list() {
+        let xtask = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/src/main.rs"),
+        )
+        .unwrap();
+        assert!(xtask.contains(&format!("const STRICT_ENV: &str = \"{STRICT_ENV}\";")));
+        assert!(xtask.contains(&format!("const SKIPS_FILE: &str = \"{SKIPS_FILE}\";")));
     }
 
     #[test]
