@@ -453,40 +453,49 @@ fn prune_stale_rootfs(repo: &Path, keep: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path) -> Result<()> {
+/// The arguments of the build's mmdebstrap run (without the program name): suite, variant,
+/// components, mirrors and packages from the definition, the dracut configuration and the
+/// package cache as hooks. `cargo xtask bench` runs exactly these as the base build's baseline
+/// (`imgmode internal mmdebstrap-args`).
+pub fn mmdebstrap_args(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path) -> Vec<String> {
     let archives = cache_dir.join("apt-archives");
-    std::fs::create_dir_all(&archives)?;
-    let log = work.join("mmdebstrap.log");
-    let logf = std::fs::File::create(&log)?;
     let dracut = spec.dracut_conf();
-    let mut cmd = std::process::Command::new("mmdebstrap");
-    cmd.arg("--mode=root")
-        .arg(format!("--variant={}", spec.image.variant))
-        .arg(format!("--components={}", spec.image.components.join(",")))
-        .arg(format!("--include={}", spec.packages.join(",")))
+    let mut a = vec![
+        "--mode=root".to_string(),
+        format!("--variant={}", spec.image.variant),
+        format!("--components={}", spec.image.components.join(",")),
+        format!("--include={}", spec.packages.join(",")),
         // Keep downloaded .debs so the archive cache fills up; mmdebstrap would delete them.
-        .arg("--skip=download/empty")
-        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dracut.conf.d")
-        .arg(format!(
+        "--skip=download/empty".to_string(),
+        "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dracut.conf.d".to_string(),
+        format!(
             "--setup-hook=sync-in {} /var/cache/apt/archives/",
             archives.display()
-        ));
+        ),
+    ];
     if dracut.is_dir() {
-        cmd.arg(format!(
+        a.push(format!(
             "--setup-hook=sync-in {} /etc/dracut.conf.d/",
             dracut.display()
         ));
     }
-    cmd.arg(format!(
+    a.push(format!(
         "--customize-hook=sync-out /var/cache/apt/archives {}",
         archives.display()
-    ))
-    .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb")
-    .arg(&spec.image.suite)
-    .arg(rootfs);
-    for m in &spec.image.mirrors {
-        cmd.arg(m);
-    }
+    ));
+    a.push("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb".to_string());
+    a.push(spec.image.suite.clone());
+    a.push(rootfs.display().to_string());
+    a.extend(spec.image.mirrors.iter().cloned());
+    a
+}
+
+fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path) -> Result<()> {
+    std::fs::create_dir_all(cache_dir.join("apt-archives"))?;
+    let log = work.join("mmdebstrap.log");
+    let logf = std::fs::File::create(&log)?;
+    let mut cmd = std::process::Command::new("mmdebstrap");
+    cmd.args(mmdebstrap_args(spec, cache_dir, rootfs));
     cmd.stdin(std::process::Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);

@@ -749,6 +749,13 @@ pub enum InternalCmd {
     /// The test cluster fixture (seed-system image).
     #[command(subcommand)]
     TestCluster(TestClusterCmd),
+    /// Print, as a JSON array, the arguments `base build` gives mmdebstrap for DEFINITION
+    /// with ROOTFS as its target (the base build benchmark's baseline runs exactly these).
+    MmdebstrapArgs {
+        #[arg(long, default_value = "containerfiles/base")]
+        definition: PathBuf,
+        rootfs: PathBuf,
+    },
     /// Generate an OpenShift-shaped test PKI under DIR (files); etcd objects go to a JSON file.
     GenTestPki {
         dir: PathBuf,
@@ -847,6 +854,11 @@ fn store() -> Store {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let steps = || Steps::new(cli.quiet);
+    // node updates say their steps (fetching, staging) unless --quiet
+    let progress = imgmode_layering::node::UpdateOpts {
+        progress: !cli.quiet,
+        ..Default::default()
+    };
     match cli.command {
         Command::Base(BaseCmd::Build {
             definition,
@@ -1219,6 +1231,13 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
+        Command::Internal(InternalCmd::MmdebstrapArgs { definition, rootfs }) => {
+            let spec = imgmode_builder::base::BaseSpec::load(&definition)?;
+            let cache = imgmode_builder::store::cache_dir_from_env();
+            let args = imgmode_builder::base::mmdebstrap_args(&spec, &cache, &rootfs);
+            println!("{}", serde_json::to_string(&args)?);
+            Ok(())
+        }
         Command::Internal(InternalCmd::SeedUnpack { tarball, dir }) => {
             imgmode_seed::archive::tar_extract(&tarball, &dir).map(drop)
         }
@@ -1340,6 +1359,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Upgrade { check, apply, node } => {
             let opts = imgmode_layering::node::UpdateOpts {
                 check,
+                progress: !cli.quiet,
                 ..Default::default()
             };
             let out = imgmode_layering::node::upgrade(&node.sysroot, &opts)?;
@@ -1352,20 +1372,16 @@ pub fn run(cli: Cli) -> Result<()> {
                     "{n:?} has no transport; name where the node fetches it, e.g. docker://registry.example.com/{n} or oci-archive:/path/{n}.tar"
                 ),
             };
-            let out = imgmode_layering::node::switch(&node.sysroot, &target, &Default::default())?;
+            let out = imgmode_layering::node::switch(&node.sysroot, &target, &progress)?;
             finish_update(&node, &out, false, apply)
         }
         Command::ApplyMachineconfig { file, apply, node } => {
             let mc = imgmode_layering::objects::MachineConfig::load(&file)?;
-            let out = imgmode_layering::node::apply_machineconfig(
-                &node.sysroot,
-                &mc,
-                &Default::default(),
-            )?;
+            let out = imgmode_layering::node::apply_machineconfig(&node.sysroot, &mc, &progress)?;
             finish_update(&node, &out, false, apply)
         }
         Command::Revert { apply, node } => {
-            let out = imgmode_layering::node::revert(&node.sysroot, &Default::default())?;
+            let out = imgmode_layering::node::revert(&node.sysroot, &progress)?;
             finish_update(&node, &out, false, apply)
         }
         Command::Layer(LayerCmd::Build {
