@@ -222,6 +222,9 @@ pub struct UpdateOpts {
     /// Deploy the image from the node's own repository when it is still there (revert: the
     /// image the node ran before is not fetched again, and need not be reachable).
     pub prefer_local: bool,
+    /// Say each step on stderr (`==> [ Ns] fetching ...`, `==> [ Ns] staging ...`), as the CLI
+    /// does unless `--quiet`.
+    pub progress: bool,
 }
 
 /// Fetch and stage `target` (the deployment's new origin).
@@ -261,6 +264,8 @@ async fn stage(
         })
         .unwrap_or_else(|| "default".to_string());
     let merge = sysroot.merge_deployment(Some(&stateroot));
+    let steps = imgmode_builder::Steps::new(!opts.progress);
+    steps.step(&format!("reading {target}"));
     let local = if opts.prefer_local {
         ostree_ext::container::store::query_image(&repo, &target.imgref)?
     } else {
@@ -339,6 +344,10 @@ async fn stage(
                     }
                 }
                 let n = to_fetch.len();
+                steps.step(&format!(
+                    "fetching {n} of {total} layer(s) ({} MiB) of {target}",
+                    bytes >> 20
+                ));
                 let state = imp
                     .import(prep)
                     .await
@@ -378,6 +387,10 @@ async fn stage(
         ..Default::default()
     };
     let staged = booted.is_some();
+    steps.step(&format!(
+        "{} the deployment of commit {commit}",
+        if staged { "staging" } else { "writing" }
+    ));
     if staged {
         sysroot
             .stage_tree_with_options(

@@ -813,6 +813,9 @@ pub fn layer_build(a: &Artifacts, dir: &Path) -> Result<String> {
 enum Cut {
     /// `delay` seconds after `imgmode switch` started (fetching, then staging).
     DuringSwitch(f64),
+    /// `delay` seconds after `imgmode switch` said it began this step (`fetching` the layers,
+    /// `staging` the deployment).
+    AtStep(&'static str, f64),
     /// `delay` seconds after ostree began finalizing the staged deployment at shutdown.
     DuringFinalize(f64),
     /// As soon as ostree logs that the bootloader configuration was swapped.
@@ -824,7 +827,8 @@ enum Cut {
 /// bootconfig swap: yes; ..." before).
 const BOOTLOADER_SWAPPED: &str = "bootconfig swap: yes";
 /// Where a reset landed, as `powercut` tells from the guest's markers and ostree's log.
-const DURING_SWITCH: &str = "fetching/staging";
+const FETCHING: &str = "fetching";
+const STAGING: &str = "staging";
 const AFTER_STAGING: &str = "after staging";
 const FINALIZE_BEFORE_SWAP: &str = "finalize";
 const FINALIZE_AFTER_SWAP: &str = "finalize (after the bootloader swap)";
@@ -833,9 +837,12 @@ const AFTER_SWAP: &str = "right after the bootloader update";
 /// What ostree logs when finalization starts at shutdown.
 const FINALIZING: &str = "Finalizing staged deployment";
 
-/// The cuts, spread over an upgrade: 4 while fetching/staging, 4 during finalize, 2 right
-/// after the bootloader update.
+/// The cuts, spread over an upgrade: 6 while fetching/staging (two of them as a step begins),
+/// 4 during finalize, 2 right after the bootloader update.
 const CUTS: &[Cut] = &[
+    // the first boot runs the base image: the switch to the layered one fetches layers
+    Cut::AtStep(FETCHING, 0.2),
+    Cut::AtStep(STAGING, 0.2),
     Cut::DuringSwitch(0.3),
     Cut::DuringFinalize(0.0),
     Cut::AfterBootloader,
@@ -867,8 +874,16 @@ run ostree fsck --quiet
 echo "IMGMODE-PHASE-$n-END"
 if [ -f /etc/rsyslog.d/remote.conf ]; then target=base.tar; else target=layered.tar; fi
 echo "SWITCH-START-$n"
-rc=0; imgmode switch "oci-archive:/mnt/payload/$target" >/dev/null 2>&1 || rc=$?
-echo "SWITCH-RC-$n $rc"
+# the switch's steps (stderr) as they come: a reset is aimed at the start of one
+{ rc=0; imgmode switch "oci-archive:/mnt/payload/$target" 2>&1 >/dev/null || rc=$?; echo "SWITCH-RC-$n $rc"; } |
+while IFS= read -r l; do
+  case "$l" in
+    SWITCH-RC-*) echo "$l" ;;
+    *"] fetching "*) echo "SWITCH-STEP-$n fetching: $l" ;;
+    *"] staging "*) echo "SWITCH-STEP-$n staging: $l" ;;
+    *) echo "SWITCH-LOG-$n $l" ;;
+  esac
+done
 sync
 systemctl --no-block reboot
 "#;
@@ -908,15 +923,22 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
             let results = || std::fs::read_to_string(vm_results(&dir)).unwrap_or_default();
             let swaps_before = vm.console().matches(BOOTLOADER_SWAPPED).count();
             let landed = match *cut {
-                Cut::DuringSwitch(d) => {
-                    vm.wait_for_result(&format!("SWITCH-START-{boot}"), BOOT_TIMEOUT)
-                        .await?;
+                Cut::DuringSwitch(d) | Cut::AtStep(_, d) => {
+                    let at = match *cut {
+                        Cut::AtStep(step, _) => format!("SWITCH-STEP-{boot} {step}"),
+                        _ => format!("SWITCH-START-{boot}"),
+                    };
+                    vm.wait_for_result(&at, PHASE_TIMEOUT).await?;
                     tokio::time::sleep(Duration::from_secs_f64(d)).await;
                     vm.reset().await?;
-                    if results().contains(&format!("SWITCH-RC-{boot}")) {
+                    // where it landed, by what the switch had said before the reset
+                    let r = results();
+                    if r.contains(&format!("SWITCH-RC-{boot} ")) {
                         AFTER_STAGING
+                    } else if r.contains(&format!("SWITCH-STEP-{boot} {STAGING}")) {
+                        STAGING
                     } else {
-                        DURING_SWITCH
+                        FETCHING
                     }
                 }
                 Cut::DuringFinalize(d) => {
@@ -953,7 +975,7 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
                 );
             }
             landings.push(landed);
-            if matches!(cut, Cut::DuringSwitch(_)) && landed == "fetching/staging" {
+            if landed == FETCHING || landed == STAGING {
                 ensure!(
                     after == before,
                     "reset {} before the switch finished booted {after}, not the old {before}",
@@ -969,7 +991,8 @@ pub async fn powercut(a: Artifacts, dir: PathBuf) -> Result<String> {
         }
         // the cuts must have landed in every phase of an update, not only where timing put them
         for (phase, any_of) in [
-            ("fetching or staging", &[DURING_SWITCH][..]),
+            ("while fetching", &[FETCHING][..]),
+            ("while staging", &[STAGING][..]),
             (
                 "finalize before the bootloader swap",
                 &[FINALIZE_BEFORE_SWAP][..],

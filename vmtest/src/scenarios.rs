@@ -58,7 +58,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "powercut",
-            about: "10 hard resets spread over upgrades (fetch, staging, finalize, after the bootloader swap): the old or the new deployment always boots and ostree fsck is clean",
+            about: "12 hard resets spread over upgrades (at least one while fetching, while staging, in finalize before the bootloader swap, and after it): the old or the new deployment always boots and ostree fsck is clean",
             run: |a, d| Box::pin(crate::layered::powercut(a.clone(), d.to_path_buf())),
         },
         Scenario {
