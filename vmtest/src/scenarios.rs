@@ -52,6 +52,11 @@ pub fn all() -> Vec<Scenario> {
             run: |a, d| Box::pin(boot(a.clone(), d.to_path_buf(), Mode::Direct)),
         },
         Scenario {
+            name: "degraded-boot",
+            about: "the harness catches a degraded system: the base disk booted with a unit that fails at boot is refused, naming the unit and its journal",
+            run: |a, d| Box::pin(degraded_boot(a.clone(), d.to_path_buf())),
+        },
+        Scenario {
             name: "layered-rollback",
             about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
             run: |a, d| Box::pin(crate::layered::layered_rollback(a.clone(), d.to_path_buf())),
@@ -450,6 +455,47 @@ async fn boot(a: Artifacts, dir: std::path::PathBuf, mode: Mode) -> Result<Strin
         a.base_digest,
         booted_after.as_secs_f64(),
         events.len()
+    ))
+}
+
+/// The unit `degraded-boot` adds: it fails at every boot.
+const BROKEN_UNIT: &str = "imgmode-vmtest-broken.service";
+
+/// `degraded-boot`: the base disk with one unit that fails at boot. The boot's health report
+/// must say `degraded`, and waiting for the job's result must fail naming the unit and
+/// carrying its journal, so that no scenario can pass on a degraded system.
+async fn degraded_boot(a: Artifacts, dir: std::path::PathBuf) -> Result<String> {
+    let cfg = VmConfig::new(&a.base_disk, Boot::Bios)
+        .job_unit("imgmode-vmtest.service", STATUS_UNIT)
+        .extra_unit(
+            BROKEN_UNIT,
+            "[Unit]\nDescription=imgmode vmtest: a unit that fails at boot\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo imgmode-vmtest-broken-on-purpose; exit 3'\n",
+        )
+        .unit_dropin(
+            "multi-user.target~imgmode-vmtest-broken",
+            &format!("[Unit]\nWants={BROKEN_UNIT}\n"),
+        );
+    let mut vm = Vm::start(&cfg, &dir).await?;
+    let r = vm.wait_for_result("IMGMODE-DONE", BOOT_TIMEOUT).await;
+    let health = vm.health();
+    let _ = vm.quit().await;
+    let err = match r {
+        Ok(_) => bail!("a boot with {BROKEN_UNIT} failed was accepted: {health:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    for want in [
+        "ended startup \"degraded\"",
+        &format!("failed units: {BROKEN_UNIT}"),
+        "imgmode-vmtest-broken-on-purpose",
+    ] {
+        ensure!(
+            err.contains(want),
+            "the degraded boot's error does not say {want:?}:\n{err}"
+        );
+    }
+    Ok(format!(
+        "refused as it must be: {}",
+        err.lines().next().unwrap_or_default()
     ))
 }
 
