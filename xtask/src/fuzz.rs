@@ -20,15 +20,21 @@ pub fn run(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
             );
         }
     }
-    let have_fuzz = Command::new("cargo")
-        .args(["+nightly", "fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_fuzz {
+    let have = |args: &[&str]| {
+        Command::new("cargo")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have(&["+nightly", "--version"]) {
         bail!(
-            "cargo fuzz with a nightly toolchain is needed: rustup toolchain install nightly && \
-             cargo install cargo-fuzz"
+            "cargo xtask fuzz needs a nightly toolchain (sanitizers): rustup toolchain install nightly"
         );
+    }
+    if !have(&["+nightly", "fuzz", "--version"]) {
+        // cargo-fuzz comes from crates.io like every other crate here
+        crate::sh(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))
+            .context("installing cargo-fuzz (cargo install cargo-fuzz)")?;
     }
     let corpus = root.join("fuzz/corpus/tar_extract");
     std::fs::create_dir_all(&corpus)?;
