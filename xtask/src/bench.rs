@@ -266,6 +266,7 @@ pub fn run(
     suites: &[Suite],
     check: bool,
     overrides: &[String],
+    reuse_vmtest: bool,
 ) -> Result<()> {
     let imgmode = crate::build_imgmode()?;
     let all = suites.is_empty();
@@ -286,7 +287,7 @@ pub fn run(
         seed(root, &release, &mut rows)?;
     }
     if all || suites.contains(&Suite::Ibi) {
-        ibi(root, &mut rows)?;
+        ibi(root, reuse_vmtest, &mut rows)?;
     }
     if all || suites.contains(&Suite::Mirror) {
         let release = crate::build_imgmode_release()?;
@@ -1042,10 +1043,13 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
 /// IBI end to end, from the last `cargo xtask vmtest ibi` (guest uptimes: the
 /// live ISO system's boot, the install, the first boot until post-pivot is done),
 /// against a plain boot of that host's configured disk measured now, the same way.
-fn ibi(root: &Path, rows: &mut Vec<Row>) -> Result<()> {
+fn ibi(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
     // The scenario measures both sides in one run: host 2's installation ISO booted onto a
     // blank disk until post-pivot is done, then the same installed disk booted again.
-    crate::vmtest(vec!["ibi".into()], false, false, None)?;
+    // `--reuse-vmtest` reads the figures of the last `vmtest ibi` instead of running it again.
+    if !reuse {
+        crate::vmtest(vec!["ibi".into()], false, false, None)?;
+    }
     let path = root.join("target/vmtest/ibi/timings.json");
     let t: imgmode_vmtest::ibi::Timings = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("vmtest ibi wrote no {}", path.display()))?,

@@ -50,6 +50,10 @@ enum Cmd {
         /// Override a row's target, 'ROW<=X' (ROW: the row's name or its beginning).
         #[arg(long = "target", value_name = "ROW<=X")]
         targets: Vec<String>,
+        /// ibi: read the figures the last `vmtest ibi` measured (both sides in that run)
+        /// instead of running the scenario again.
+        #[arg(long)]
+        reuse_vmtest: bool,
     },
     /// Run every cargo-fuzz target (fuzz/) for some seconds each (nightly + cargo-fuzz).
     Fuzz {
@@ -280,7 +284,15 @@ fn main() -> std::process::ExitCode {
             out,
             check,
             targets,
-        } => bench::run(&workspace_root(), &out, &suites, check, &targets),
+            reuse_vmtest,
+        } => bench::run(
+            &workspace_root(),
+            &out,
+            &suites,
+            check,
+            &targets,
+            reuse_vmtest,
+        ),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
         Cmd::Test { strict } => test(strict),
         Cmd::Ci => ci(),
