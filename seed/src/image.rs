@@ -175,7 +175,7 @@ pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result
                     None => format!("oci-archive:{}", tmp.display()),
                 };
                 let res = Run::new("skopeo")
-                    .args(["copy", "--quiet"])
+                    .args(["copy", "--quiet", "--preserve-digests"])
                     .arg(&src)
                     .arg(&dest)
                     .output();
@@ -185,8 +185,10 @@ pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result
                 }
                 std::fs::rename(&tmp, &path)?;
             } else {
+                // --preserve-digests: the layer stays uncompressed (its tarballs are compressed
+                // already) and the image keeps the digest seed create reports
                 Run::new("skopeo")
-                    .args(["copy", "--quiet"])
+                    .args(["copy", "--quiet", "--preserve-digests"])
                     .arg(&src)
                     .arg(r)
                     .output()
