@@ -61,15 +61,16 @@ impl Default for Row {
     }
 }
 
-/// The bound of a target such as `<= 1.30` or `<= 1.25 (throughput >= 0.8)`.
-fn target_max(target: &str) -> Option<f64> {
-    target
-        .trim()
-        .strip_prefix("<=")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// Whether `ratio` meets a target such as `<= 1.30`, `<= 1.25 (throughput >= 0.8)` or
+/// `< 1 (...)`; `None` when the target states no bound.
+fn meets(target: &str, ratio: f64) -> Option<bool> {
+    let t = target.trim();
+    let (rest, strict) = match t.strip_prefix("<=") {
+        Some(r) => (r, false),
+        None => (t.strip_prefix('<')?, true),
+    };
+    let max: f64 = rest.split_whitespace().next()?.parse().ok()?;
+    Some(if strict { ratio < max } else { ratio <= max })
 }
 
 /// Whether each row meets its target; `overrides` are `ROW<=X` (a row's name, or a prefix).
@@ -93,9 +94,9 @@ fn judge(rows: &mut [Row], overrides: &[String], every_override_used: bool) -> R
         );
     }
     for r in rows.iter_mut() {
-        r.met = match (r.target.as_deref().and_then(target_max), r.ratio) {
-            (Some(max), Some(ratio)) => Some(ratio <= max),
-            (Some(_), None) => Some(false),
+        r.met = match (r.target.as_deref(), r.ratio) {
+            (Some(t), Some(ratio)) => meets(t, ratio),
+            (Some(t), None) => meets(t, 0.0).map(|_| false),
             _ => None,
         };
     }
@@ -1216,6 +1217,9 @@ mod tests {
         judge(&mut rows, &[], true).unwrap();
         let met: Vec<Option<bool>> = rows.iter().map(|r| r.met).collect();
         assert_eq!(met, vec![Some(true), Some(true), None]);
+        assert_eq!(meets("< 1 (faster)", 1.0), Some(false));
+        assert_eq!(meets("< 1 (faster)", 0.4), Some(true));
+        assert_eq!(meets("about 1", 0.4), None);
         judge(
             &mut rows,
             &["base build<=1.1".into(), "recert<=0.5".into()],
