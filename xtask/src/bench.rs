@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-#[derive(Serialize)]
+#[derive(Serialize, serde::Deserialize)]
 struct Row {
     name: String,
     seconds: f64,
@@ -157,6 +157,26 @@ fn timed(cmd: &mut Command) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// A file that exists while this value lives.
+struct DropIn(PathBuf);
+
+impl DropIn {
+    fn write(path: &str, text: &str) -> Result<Self> {
+        let p = PathBuf::from(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("writing {path}"))?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for DropIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Two unpacked trees hold the same entries, entry for entry: type, mode, owner, size, link
 /// target and content (directory mtimes are left out).
 fn same_tree(plain: &Path, ours: &Path) -> Result<String> {
@@ -271,6 +291,7 @@ pub fn run(
     check: bool,
     overrides: &[String],
     reuse_vmtest: bool,
+    append: bool,
 ) -> Result<()> {
     let imgmode = crate::build_imgmode()?;
     // the suites in the order given (all of them by default); the results are written after
@@ -287,7 +308,13 @@ pub fn run(
     } else {
         suites.to_vec()
     };
-    let mut rows = Vec::new();
+    // --append: the rows of an earlier run's results are kept, this run's added after them
+    let mut rows: Vec<Row> = if append && out.exists() {
+        serde_json::from_slice(&std::fs::read(out)?)
+            .with_context(|| format!("reading {} (--append)", out.display()))?
+    } else {
+        Vec::new()
+    };
     let doc = root.join("docs/benchmarks.md");
     for suite in order {
         match suite {
@@ -735,10 +762,14 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     // on the wire (the registry's access log), not estimated.
     let registry = imgmode_vmtest::registry::Registry::start(&scratch.path().join("registry"))?;
     let reg = registry.host_addr();
-    let conf = scratch.path().join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!("[[registry]]\nlocation = \"{reg}\"\ninsecure = true\n"),
+    // skopeo's image proxy (ostree-ext) reads the system's registries.conf only: a drop-in
+    // for this loopback port alone, removed when the benchmark ends (or fails)
+    let _insecure = DropIn::write(
+        &format!(
+            "/etc/containers/registries.conf.d/50-imgmode-bench-{}.conf",
+            registry.port
+        ),
+        &format!("[[registry]]\nlocation = \"{reg}\"\ninsecure = true\n"),
     )?;
     let push = || -> Result<()> {
         timed(Command::new(imgmode).args([
@@ -770,7 +801,6 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     anyhow::ensure!(st.success(), "ostree config set");
     timed(
         Command::new(imgmode)
-            .env("CONTAINERS_REGISTRIES_CONF", &conf)
             .args([
                 "switch",
                 &format!("ostree-unverified-registry:{reg}/bench-upgrade:latest"),
@@ -782,7 +812,6 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     build(&data)?;
     push()?;
     let out = Command::new(imgmode)
-        .env("CONTAINERS_REGISTRIES_CONF", &conf)
         .args(["upgrade", "--check", "--format", "json", "--sysroot"])
         .arg(&sysroot)
         .output()?;
@@ -799,7 +828,6 @@ fn layered(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let before = std::fs::read_to_string(&log)?.len();
     timed(
         Command::new(imgmode)
-            .env("CONTAINERS_REGISTRIES_CONF", &conf)
             .args(["upgrade", "--sysroot"])
             .arg(&sysroot),
     )?;

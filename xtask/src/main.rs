@@ -54,6 +54,9 @@ enum Cmd {
         /// instead of running the scenario again.
         #[arg(long)]
         reuse_vmtest: bool,
+        /// Keep the rows already in --out (another suite's run) and add this run's.
+        #[arg(long)]
+        append: bool,
     },
     /// Run every cargo-fuzz target (fuzz/) for some seconds each (nightly + cargo-fuzz).
     Fuzz {
@@ -285,6 +288,7 @@ fn main() -> std::process::ExitCode {
             check,
             targets,
             reuse_vmtest,
+            append,
         } => bench::run(
             &workspace_root(),
             &out,
@@ -292,6 +296,7 @@ fn main() -> std::process::ExitCode {
             check,
             &targets,
             reuse_vmtest,
+            append,
         ),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
         Cmd::Test { strict } => test(strict),
