@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-#[derive(Serialize, serde::Deserialize)]
+#[derive(Clone, Serialize, serde::Deserialize)]
 struct Row {
     name: String,
     seconds: f64,
@@ -101,6 +101,29 @@ fn judge(rows: &mut [Row], overrides: &[String], every_override_used: bool) -> R
         };
     }
     Ok(())
+}
+
+/// Write `out` and `doc`: the earlier rows (`--append`) that this run did not measure again,
+/// then this run's; returns what was written.
+fn write_results(
+    root: &Path,
+    out: &Path,
+    doc: &Path,
+    earlier: &[Row],
+    rows: &[Row],
+) -> Result<Vec<Row>> {
+    let mut all: Vec<Row> = earlier
+        .iter()
+        .filter(|e| !rows.iter().any(|r| r.name == e.name))
+        .cloned()
+        .collect();
+    all.extend(rows.iter().cloned());
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&all)?)?;
+    std::fs::write(doc, markdown(&all, out.strip_prefix(root).unwrap_or(out)))?;
+    Ok(all)
 }
 
 /// `docs/benchmarks.md`, generated from the rows of `results.json`.
@@ -309,12 +332,14 @@ pub fn run(
         suites.to_vec()
     };
     // --append: the rows of an earlier run's results are kept, this run's added after them
-    let mut rows: Vec<Row> = if append && out.exists() {
+    let mut earlier: Vec<Row> = if append && out.exists() {
         serde_json::from_slice(&std::fs::read(out)?)
             .with_context(|| format!("reading {} (--append)", out.display()))?
     } else {
         Vec::new()
     };
+    judge(&mut earlier, &[], false)?;
+    let mut rows = Vec::new();
     let doc = root.join("docs/benchmarks.md");
     for suite in order {
         match suite {
@@ -327,13 +352,10 @@ pub fn run(
             Suite::Mirror => mirror(root, &crate::build_imgmode_release()?, &mut rows)?,
         }
         judge(&mut rows, overrides, false)?;
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::write(out, serde_json::to_string_pretty(&rows)?)?;
-        std::fs::write(&doc, markdown(&rows, out.strip_prefix(root).unwrap_or(out)))?;
+        write_results(root, out, &doc, &earlier, &rows)?;
     }
     judge(&mut rows, overrides, true)?;
+    let rows = write_results(root, out, &doc, &earlier, &rows)?;
     print_table(&rows);
     eprintln!("wrote {} and {}", out.display(), doc.display());
     let missed: Vec<String> = rows
@@ -1044,8 +1066,17 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
             ..Row::default()
         });
     }
-    // the last build-seed: seed size against the installed tree, and how long each step took
-    if let Ok(text) = std::fs::read_to_string(root.join("target/seed/created.json")) {
+    // the last seed made (build-seed or vmtest seed): its size against the installed tree,
+    // and how long each step took
+    let newest = [
+        "target/seed/created.json",
+        "target/vmtest/seed/created.json",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max();
+    if let Some(text) = newest.and_then(|(_, p)| std::fs::read_to_string(p).ok()) {
         let c: serde_json::Value = serde_json::from_str(&text)?;
         let tars = c["tarballs"].as_array().cloned().unwrap_or_default();
         let tar_bytes: u64 = tars.iter().filter_map(|t| t["tar_bytes"].as_u64()).sum();
@@ -1054,7 +1085,7 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
             .as_object()
             .map_or(0.0, |m| m.values().filter_map(|v| v.as_f64()).sum());
         rows.push(Row {
-            name: "seed create in the seed VM (TCG), last build-seed".into(),
+            name: "seed create in the seed VM (TCG), last seed made".into(),
             seconds: total,
             baseline: None,
             baseline_seconds: None,
@@ -1070,7 +1101,11 @@ fn seed(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
             ..Row::default()
         });
     } else {
-        eprintln!("no target/seed/created.json: run cargo xtask build-seed for the seed-size row");
+        rows.push(Row {
+            name: "seed create in the seed VM (TCG), last seed made".into(),
+            note: "not measured: no seed made on this machine yet (cargo xtask build-seed or vmtest seed)".into(),
+            ..Row::default()
+        });
     }
     Ok(())
 }
