@@ -87,6 +87,7 @@ fn flags_and_recert_config_are_exclusive_and_both_work() {
 /// the binary: exit 1, the endpoint or the file named, nothing in the tree changed.
 #[test]
 fn an_unreachable_etcd_and_an_ed25519_key_are_named_and_the_tree_is_kept() {
+    imgmode_testkit::require!(imgmode_testkit::Need::Tool("openssl"));
     let td = tempfile::tempdir().unwrap();
     let root = td.path().join("root");
     testpki::generate(&PkiSpec::default(), &root).unwrap();

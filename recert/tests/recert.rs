@@ -182,6 +182,8 @@ fn openssl_verify(root: &Path, intermediates: &[&Path], leaf: &Path) -> bool {
 
 #[test]
 fn recert_regenerates_renames_and_rewrites_files_and_etcd() {
+    use imgmode_testkit::Need;
+    imgmode_testkit::require!(Need::Tool("etcd"), Need::Tool("openssl"));
     let etcd = start_etcd();
     let td = tempfile::tempdir().unwrap();
     let root = td.path().join("root");

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_boot_timeout_names_the_wait_and_carries_the_console_tail() {
+    use imgmode_testkit::Need;
+    imgmode_testkit::require!(Need::Tool("qemu-system-x86_64"), Need::Tool("qemu-img"));
     let t = tempfile::tempdir().unwrap();
     let disk = t.path().join("blank.qcow2");
     let st = std::process::Command::new("qemu-img")
