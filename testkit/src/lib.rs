@@ -76,9 +76,10 @@ fn loop_device_missing() -> Option<String> {
     if !is_root() {
         return Some("a loop device (needs root)".into());
     }
-    let out = std::process::Command::new(imgmode_builder::cmd::which("losetup")?)
-        .arg("--find")
-        .output();
+    let Some(losetup) = imgmode_builder::cmd::which("losetup") else {
+        return Need::Tool("losetup").missing();
+    };
+    let out = std::process::Command::new(losetup).arg("--find").output();
     match out {
         Ok(o) if o.status.success() => None,
         Ok(o) => Some(format!(
