@@ -49,8 +49,14 @@ __BUNDLE__";
 /// `cfg` with the live system's checks: `script` run by a unit of its own before the
 /// installation unit (the job unit of [`job`] runs only after multi-user.target, which the
 /// installation unit holds up until it reboots).
+/// `__FAILED_UNITS__` in `script` becomes `FACT failed-units=...` (`none`): the live system's
+/// startup ends in the install unit's reboot, so its health report may never come.
 pub(crate) fn live_job(cfg: VmConfig, script: String) -> VmConfig {
-    let script = script.replace("__FAILED_UNITS__", LIVE_FAILED_UNITS);
+    let failed_units = format!(
+        "f=$({} | tr '\\n' ' ')\necho \"FACT failed-units=${{f:-none}}\"",
+        crate::qemu::FAILED_UNITS_SH
+    );
+    let script = script.replace("__FAILED_UNITS__", &failed_units);
     let unit = results_unit(
         "imgmode vmtest: the live system's checks",
         "ConditionKernelCommandLine=imgmode.live
@@ -74,11 +80,6 @@ After=dev-virtio\\x2dports-org.imgmode.results.device
         )
         .credential("vmtest.livescript", crate::layered::guest_script(&script))
 }
-
-/// The live checks' line naming the units failed so far (`none`): the live system's startup
-/// ends in the install unit's reboot, so its health report may never come.
-const LIVE_FAILED_UNITS: &str = r#"f=$(systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')
-echo "FACT failed-units=${f:-none}""#;
 
 /// The live system must have no failed unit when its checks run.
 pub(crate) fn no_failed_live_units(live: &crate::layered::Phase, host: &str) -> Result<()> {

@@ -552,7 +552,14 @@ mod tests {
             unit,
             "[Unit]\nDescription=imgmode vmtest: layered job\nAfter=multi-user.target network-online.target\nWants=network-online.target\n\n[Service]\nType=oneshot\nImportCredential=vmtest.*\nStandardOutput=file:/dev/virtio-ports/org.imgmode.results\nStandardError=inherit\nExecStart=/bin/sh -c 'exec sh \"$CREDENTIALS_DIRECTORY/vmtest.script\"'\n"
         );
-        let live = crate::ibi::live_job(cfg, "true".into());
+        let live = crate::ibi::live_job(cfg, "__FAILED_UNITS__\n".into());
+        let script = &live
+            .credentials
+            .iter()
+            .find(|(n, _)| n == "vmtest.livescript")
+            .unwrap()
+            .1;
+        assert!(script.ends_with("f=$(systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1 | tr '\\n' ' ')\necho \"FACT failed-units=${f:-none}\"\n"), "{script}");
         let unit = &live
             .credentials
             .iter()

@@ -41,6 +41,11 @@ pub const JOBS_TARGET: &str = "imgmode-vmtest-jobs.target";
 /// How long the health unit waits for startup to finish before it reports what it sees.
 const HEALTH_WAIT_SECS: u32 = 1500;
 
+/// The guest's shell command listing the failed units, one name a line (the health report, and
+/// the live system's checks, which run before its startup ends).
+pub const FAILED_UNITS_SH: &str =
+    "systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1";
+
 /// The health unit (`Type=simple`, so that it does not hold startup up itself).
 fn health_unit() -> String {
     format!(
@@ -69,7 +74,7 @@ boot=$(cat /proc/sys/kernel/random/boot_id)
 state=$(timeout {HEALTH_WAIT_SECS} systemctl is-system-running --wait 2>/dev/null)
 [ -n "$state" ] || state=unknown
 echo "IMGMODE-HEALTH $boot $state"
-for u in $(systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1); do
+for u in $({FAILED_UNITS_SH}); do
   echo "FAILED-UNIT $u"
   journalctl -b --no-pager -n 30 -u "$u" 2>&1 | sed 's/^/    /'
 done

@@ -329,12 +329,8 @@ pub fn layout_layers(layout: &Path) -> Result<Vec<PathBuf>> {
             .join("blobs/sha256")
             .join(d.trim_start_matches("sha256:"))
     };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let mdigest = index["manifests"][0]["digest"]
-        .as_str()
-        .with_context(|| format!("{}: index.json lists no manifest", layout.display()))?;
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(mdigest))?)?;
+    let mdigest = layout_digest(layout)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&mdigest))?)?;
     Ok(manifest["layers"]
         .as_array()
         .with_context(|| format!("{}: the manifest has no layers", layout.display()))?
@@ -536,7 +532,8 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
             "var.tgz carries content of {bad}"
         );
     }
-    // recert force_expire: every certificate of the cluster's PKI in the seed is expired
+    // recert force_expire: every certificate of the cluster's PKI in the seed is expired (only
+    // the certificates are taken out: the PKI's private keys stay in the tarball)
     let pki = dir.join("pki");
     let _ = std::fs::remove_dir_all(&pki);
     std::fs::create_dir_all(&pki)?;
@@ -546,10 +543,12 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
             .arg(x.join("etc.tgz"))
             .arg("-C")
             .arg(&pki)
-            .arg("etc/kubernetes"),
-        "tar -xzf etc.tgz (etc/kubernetes)",
+            .args(["--wildcards", "etc/kubernetes/*.crt"]),
+        "tar -xzf etc.tgz (etc/kubernetes/*.crt)",
     )?;
-    let expired = every_certificate_expired(&pki.join("etc/kubernetes"))?;
+    let expired = every_certificate_expired(&pki.join("etc/kubernetes"));
+    std::fs::remove_dir_all(&pki)?;
+    let expired = expired?;
     let manifest_digest = layout_digest(&s.layout)?;
     ensure!(
         manifest_digest == s.digest,
