@@ -855,7 +855,7 @@ fn store() -> Store {
 pub fn run(cli: Cli) -> Result<()> {
     let steps = || Steps::new(cli.quiet);
     // node updates say their steps (fetching, staging) unless --quiet
-    let progress = imgmode_layering::node::UpdateOpts {
+    let update = imgmode_layering::node::UpdateOpts {
         progress: !cli.quiet,
         ..Default::default()
     };
@@ -1357,11 +1357,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Upgrade { check, apply, node } => {
-            let opts = imgmode_layering::node::UpdateOpts {
-                check,
-                progress: !cli.quiet,
-                ..Default::default()
-            };
+            let opts = imgmode_layering::node::UpdateOpts { check, ..update };
             let out = imgmode_layering::node::upgrade(&node.sysroot, &opts)?;
             finish_update(&node, &out, check, apply)
         }
@@ -1372,16 +1368,16 @@ pub fn run(cli: Cli) -> Result<()> {
                     "{n:?} has no transport; name where the node fetches it, e.g. docker://registry.example.com/{n} or oci-archive:/path/{n}.tar"
                 ),
             };
-            let out = imgmode_layering::node::switch(&node.sysroot, &target, &progress)?;
+            let out = imgmode_layering::node::switch(&node.sysroot, &target, &update)?;
             finish_update(&node, &out, false, apply)
         }
         Command::ApplyMachineconfig { file, apply, node } => {
             let mc = imgmode_layering::objects::MachineConfig::load(&file)?;
-            let out = imgmode_layering::node::apply_machineconfig(&node.sysroot, &mc, &progress)?;
+            let out = imgmode_layering::node::apply_machineconfig(&node.sysroot, &mc, &update)?;
             finish_update(&node, &out, false, apply)
         }
         Command::Revert { apply, node } => {
-            let out = imgmode_layering::node::revert(&node.sysroot, &progress)?;
+            let out = imgmode_layering::node::revert(&node.sysroot, &update)?;
             finish_update(&node, &out, false, apply)
         }
         Command::Layer(LayerCmd::Build {
