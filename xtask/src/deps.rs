@@ -49,6 +49,8 @@ pub const PACKAGES: &[&str] = &[
     // the hostile-archive corpus script; setpriv for the not-root test
     "python3",
     "util-linux",
+    // cargo check of fuzz/ (cargo xtask ci) builds libfuzzer-sys's C++ in its build script
+    "g++",
 ];
 
 /// Packages taken from bookworm-backports on Debian 12.
