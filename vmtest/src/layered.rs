@@ -542,30 +542,19 @@ mod tests {
             VmConfig::new("/d.qcow2", crate::qemu::Boot::Bios),
             "true".into(),
         );
-        let unit = &cfg
-            .credentials
-            .iter()
-            .find(|(n, _)| n == "systemd.extra-unit.imgmode-vmtest-job.service")
-            .unwrap()
-            .1;
+        let unit = cfg
+            .credential_value("systemd.extra-unit.imgmode-vmtest-job.service")
+            .unwrap();
         assert_eq!(
             unit,
             "[Unit]\nDescription=imgmode vmtest: layered job\nAfter=multi-user.target network-online.target\nWants=network-online.target\n\n[Service]\nType=oneshot\nImportCredential=vmtest.*\nStandardOutput=file:/dev/virtio-ports/org.imgmode.results\nStandardError=inherit\nExecStart=/bin/sh -c 'exec sh \"$CREDENTIALS_DIRECTORY/vmtest.script\"'\n"
         );
         let live = crate::ibi::live_job(cfg, "__FAILED_UNITS__\n".into());
-        let script = &live
-            .credentials
-            .iter()
-            .find(|(n, _)| n == "vmtest.livescript")
-            .unwrap()
-            .1;
+        let script = live.credential_value("vmtest.livescript").unwrap();
         assert!(script.ends_with("f=$(systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1 | tr '\\n' ' ')\necho \"FACT failed-units=${f:-none}\"\n"), "{script}");
-        let unit = &live
-            .credentials
-            .iter()
-            .find(|(n, _)| n == "systemd.extra-unit.imgmode-vmtest-live.service")
-            .unwrap()
-            .1;
+        let unit = live
+            .credential_value("systemd.extra-unit.imgmode-vmtest-live.service")
+            .unwrap();
         assert!(unit.contains("\nRequires=dev-virtio\\x2dports-org.imgmode.results.device\n"));
         assert!(unit.contains("\"$CREDENTIALS_DIRECTORY/vmtest.livescript\""));
         assert!(unit.contains("ConditionKernelCommandLine=imgmode.live\n"));

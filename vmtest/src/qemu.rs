@@ -225,6 +225,14 @@ impl VmConfig {
             )
     }
 
+    /// The value of the credential `name`, if the configuration has it.
+    pub fn credential_value(&self, name: &str) -> Option<&str> {
+        self.credentials
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Add a systemd credential.
     pub fn credential(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.credentials.push((name.into(), value.into()));
