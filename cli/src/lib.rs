@@ -5,8 +5,11 @@
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use imgmode_builder::partition::{parse_size, Firmware, RootFs};
-use imgmode_builder::{base, disk, Steps, Store};
+use imgmode_os::partition::{Firmware, RootFs};
+use imgmode_support::size::parse_size;
+use imgmode_image::Store;
+use imgmode_os::{base, disk};
+use imgmode_support::Steps;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -443,11 +446,12 @@ pub struct RegistryArgs {
     cert_dir: Option<PathBuf>,
 }
 
-impl From<RegistryArgs> for imgmode_builder::oci::RegistryAuth {
+impl From<RegistryArgs> for imgmode_image::skopeo::RegistryAuth {
     fn from(a: RegistryArgs) -> Self {
         Self {
             authfile: a.authfile,
             cert_dir: a.cert_dir,
+            tls_verify: None,
         }
     }
 }
@@ -486,7 +490,7 @@ pub enum PayloadCmd {
     },
     /// The payloads this host holds (served on port 22625) and which are in use.
     Status {
-        #[arg(long, default_value = imgmode_seed::payload::INSTALLED_ROOT)]
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
         /// The container storage whose images count as in use.
         #[arg(long, default_value = "/var/lib/containers/storage")]
@@ -498,7 +502,7 @@ pub enum PayloadCmd {
     /// one in /payload (an installation ISO made with --payload).
     Add {
         source: PathBuf,
-        #[arg(long, default_value = imgmode_seed::payload::INSTALLED_ROOT)]
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
@@ -506,7 +510,7 @@ pub enum PayloadCmd {
     /// Remove a payload (by its ID); refused while the container storage holds its images.
     Remove {
         id: String,
-        #[arg(long, default_value = imgmode_seed::payload::INSTALLED_ROOT)]
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
         #[arg(long, default_value = "/var/lib/containers/storage")]
         storage: PathBuf,
@@ -633,7 +637,7 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn apply(self, o: &mut imgmode_seed::create::CreateOpts) {
+    fn apply(self, o: &mut imgmode_seed::cluster::Cluster) {
         if !self.services.is_empty() {
             o.services = self.services;
         }
@@ -848,14 +852,14 @@ fn print<T: Serialize>(
 }
 
 fn store() -> Store {
-    Store::new(imgmode_builder::store::state_dir_from_env())
+    Store::new(imgmode_image::store::state_dir_from_env())
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let steps = || Steps::new(cli.quiet);
     // node updates say their steps (fetching, staging) unless --quiet
-    let update = imgmode_layering::node::UpdateOpts {
+    let update = imgmode_os::node::UpdateOpts {
         progress: !cli.quiet,
         ..Default::default()
     };
@@ -870,7 +874,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let opts = base::BuildOpts {
                 definition,
                 store: store(),
-                cache_dir: imgmode_builder::store::cache_dir_from_env(),
+                cache_dir: imgmode_image::store::cache_dir_from_env(),
                 imgmode_binary: std::env::current_exe().context("locating the imgmode binary")?,
                 force,
                 to_containers_storage,
@@ -903,14 +907,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 target_imgref: a.target_imgref,
                 force: a.force,
                 store: store(),
-                cache_dir: imgmode_builder::store::cache_dir_from_env(),
+                cache_dir: imgmode_image::store::cache_dir_from_env(),
             };
             let out = disk::build(&opts, &steps())?;
             println!(
                 "wrote {} ({:?}, {} allocated) from {}",
                 out.output.display(),
                 out.format,
-                imgmode_builder::partition::human_size(out.bytes_written),
+                imgmode_support::size::human_size(out.bytes_written),
                 out.image_digest
             );
             Ok(())
@@ -926,7 +930,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Status { format, sysroot } => {
-            let st = imgmode_builder::ostree::sysroot_status(&sysroot)?;
+            let st = imgmode_os::ostree::sysroot_status(&sysroot)?;
             print(format, &st, |s| s.to_human())
         }
         Command::Recert(args) => {
@@ -941,8 +945,7 @@ pub fn run(cli: Cli) -> Result<()> {
             state_dir,
             mount_dir,
         }) => {
-            let exe = std::env::current_exe().context("locating the imgmode binary")?;
-            let mut c = imgmode_seed::create::CreateOpts::new("", exe, "");
+            let mut c = imgmode_seed::cluster::Cluster::default();
             cluster.apply(&mut c);
             let o = imgmode_seed::postpivot::PostPivotOpts {
                 cluster: c,
@@ -958,7 +961,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ibi(IbiCmd::CreateConfigImage { dir, format }) => {
-            let c = imgmode_seed::configiso::create(&dir)?;
+            let c = imgmode_ibi::configiso::create(&dir)?;
             print(format, &c, |c| {
                 format!(
                     "wrote {} for cluster {}.{} (host {}, cluster ID {}, infra ID {}, {} extra manifest file(s))\n  {}\n  {}\n",
@@ -975,7 +978,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Payload(PayloadCmd::Verify { dir, format }) => {
-            let v = imgmode_builder::mirror::verify(&dir)?;
+            let v = imgmode_image::mirror::verify(&dir)?;
             print(format, &v, |v| {
                 format!(
                     "{}: payload {} ({} image(s), {}): {} blobs ({}) and {} links verified\n",
@@ -984,7 +987,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     v.payload.images.len(),
                     v.payload.architectures.join(", "),
                     v.blobs,
-                    imgmode_builder::partition::human_size(v.bytes),
+                    imgmode_support::size::human_size(v.bytes),
                     v.links
                 )
             })
@@ -994,7 +997,7 @@ pub fn run(cli: Cli) -> Result<()> {
             storage,
             format,
         }) => {
-            let held = imgmode_builder::payloads::status(&store, &storage)?;
+            let held = imgmode_ibi::payload::store::status(&store, &storage)?;
             print(format, &held, |held| {
                 if held.is_empty() {
                     return format!("{} holds no payload\n", store.display());
@@ -1020,7 +1023,7 @@ pub fn run(cli: Cli) -> Result<()> {
             store,
             format,
         }) => {
-            let p = imgmode_seed::payload::add_from(&store, &source)?;
+            let p = imgmode_ibi::payload::registry::add_from(&store, &source)?;
             print(format, &p, |p| {
                 format!(
                     "added payload {} ({} image(s)) to {}\n",
@@ -1031,7 +1034,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Payload(PayloadCmd::Remove { id, store, storage }) => {
-            let p = imgmode_builder::payloads::remove(&store, &id, &storage)?;
+            let p = imgmode_ibi::payload::store::remove(&store, &id, &storage)?;
             println!(
                 "removed payload {} ({} image(s)) from {}",
                 p.id,
@@ -1049,11 +1052,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }) => {
             let max = max_size
                 .as_deref()
-                .map(imgmode_builder::partition::parse_size)
+                .map(imgmode_support::size::parse_size)
                 .transpose()
                 .context("--max-size")?;
             let steps = steps();
-            let out = imgmode_builder::extract::unpack_image(
+            let out = imgmode_image::extract::unpack_image(
                 &store(),
                 &image,
                 &dir,
@@ -1083,7 +1086,7 @@ pub fn run(cli: Cli) -> Result<()> {
             registry,
             format,
         } => {
-            use imgmode_builder::mirror;
+            use imgmode_image::mirror;
             let mut args = images;
             if let Some(f) = &images_file {
                 let text = std::fs::read_to_string(f)
@@ -1128,9 +1131,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     "{}: {} blobs ({}), {} new ({})\n",
                     o.dir.display(),
                     o.blobs,
-                    imgmode_builder::partition::human_size(o.bytes),
+                    imgmode_support::size::human_size(o.bytes),
                     o.new_blobs,
-                    imgmode_builder::partition::human_size(o.new_bytes)
+                    imgmode_support::size::human_size(o.new_bytes)
                 ));
                 s
             })
@@ -1144,7 +1147,7 @@ pub fn run(cli: Cli) -> Result<()> {
             force,
             format,
         }) => {
-            let o = imgmode_seed::installiso::CreateImageOpts {
+            let o = imgmode_ibi::installiso::CreateImageOpts {
                 config_path: config,
                 dir,
                 image,
@@ -1152,16 +1155,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 payload,
                 force,
                 store: store(),
-                cache_dir: imgmode_builder::store::cache_dir_from_env(),
+                cache_dir: imgmode_image::store::cache_dir_from_env(),
             };
             let steps = steps();
-            let c = imgmode_seed::installiso::create_image(&o, &steps)?;
+            let c = imgmode_ibi::installiso::create_image(&o, &steps)?;
             steps.finish();
             print(format, &c, |c| {
                 format!(
                     "wrote {} ({}): installs {} ({}) onto {}{}; live system {} (kernel {}, root filesystem {} in a {} archive)\n",
                     c.iso.display(),
-                    imgmode_builder::partition::human_size(c.live.iso_bytes),
+                    imgmode_support::size::human_size(c.live.iso_bytes),
                     c.seed,
                     c.seed_version,
                     c.installation_disk,
@@ -1171,8 +1174,8 @@ pub fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_default(),
                     c.live.image,
                     c.live.kernel,
-                    imgmode_builder::partition::human_size(c.live.rootfs_tree_bytes),
-                    imgmode_builder::partition::human_size(c.live.rootfs_bytes)
+                    imgmode_support::size::human_size(c.live.rootfs_tree_bytes),
+                    imgmode_support::size::human_size(c.live.rootfs_bytes)
                 )
             })
         }
@@ -1186,7 +1189,7 @@ pub fn run(cli: Cli) -> Result<()> {
             payload,
             format,
         }) => {
-            use imgmode_seed::{ibi, ibiconfig};
+            use imgmode_ibi::{config as ibiconfig, install as ibi};
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
             let name = config.display().to_string();
@@ -1202,7 +1205,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 seed_from,
                 payload,
                 payload_setup: "/".into(),
-                architecture: imgmode_builder::disk::host_arch().to_string(),
+                architecture: imgmode_support::host::host_arch().to_string(),
                 fips,
                 store: store(),
             };
@@ -1223,7 +1226,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             if reboot {
                 let action = if cfg.shutdown { "poweroff" } else { "reboot" };
-                imgmode_builder::cmd::Run::new("systemctl")
+                imgmode_support::cmd::Run::new("systemctl")
                     .arg(action)
                     .output()
                     .with_context(|| format!("systemctl {action}"))?;
@@ -1232,9 +1235,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Internal(InternalCmd::TestCluster(cmd)) => test_cluster_cmd(cmd),
         Command::Internal(InternalCmd::MmdebstrapArgs { definition, rootfs }) => {
-            let spec = imgmode_builder::base::BaseSpec::load(&definition)?;
-            let cache = imgmode_builder::store::cache_dir_from_env();
-            let args = imgmode_builder::base::mmdebstrap_args(&spec, &cache, &rootfs);
+            let spec = imgmode_os::base::BaseSpec::load(&definition)?;
+            let cache = imgmode_image::store::cache_dir_from_env();
+            let args = imgmode_os::base::mmdebstrap_args(&spec, &cache, &rootfs);
             println!("{}", serde_json::to_string(&args)?);
             Ok(())
         }
@@ -1325,9 +1328,9 @@ pub fn run(cli: Cli) -> Result<()> {
             digestfile,
         } => {
             let src_ref = store().resolve(&src)?;
-            let dest_ref = match imgmode_builder::imgref::parse(&dest)? {
-                imgmode_builder::imgref::UserImageRef::Remote(r) => r,
-                imgmode_builder::imgref::UserImageRef::Local(name) => {
+            let dest_ref = match imgmode_image::imgref::parse(&dest)? {
+                imgmode_image::imgref::UserImageRef::Remote(r) => r,
+                imgmode_image::imgref::UserImageRef::Local(name) => {
                     // into the local store: a staging layout, renamed into place when complete
                     let st = store();
                     let staged = st.staging()?;
@@ -1357,27 +1360,27 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Upgrade { check, apply, node } => {
-            let opts = imgmode_layering::node::UpdateOpts { check, ..update };
-            let out = imgmode_layering::node::upgrade(&node.sysroot, &opts)?;
+            let opts = imgmode_os::node::UpdateOpts { check, ..update };
+            let out = imgmode_os::node::upgrade(&node.sysroot, &opts)?;
             finish_update(&node, &out, check, apply)
         }
         Command::Switch { image, apply, node } => {
-            let target = match imgmode_builder::imgref::parse(&image)? {
-                imgmode_builder::imgref::UserImageRef::Remote(r) => r,
-                imgmode_builder::imgref::UserImageRef::Local(n) => anyhow::bail!(
+            let target = match imgmode_image::imgref::parse(&image)? {
+                imgmode_image::imgref::UserImageRef::Remote(r) => r,
+                imgmode_image::imgref::UserImageRef::Local(n) => anyhow::bail!(
                     "{n:?} has no transport; name where the node fetches it, e.g. docker://registry.example.com/{n} or oci-archive:/path/{n}.tar"
                 ),
             };
-            let out = imgmode_layering::node::switch(&node.sysroot, &target, &update)?;
+            let out = imgmode_os::node::switch(&node.sysroot, &target, &update)?;
             finish_update(&node, &out, false, apply)
         }
         Command::ApplyMachineconfig { file, apply, node } => {
             let mc = imgmode_layering::objects::MachineConfig::load(&file)?;
-            let out = imgmode_layering::node::apply_machineconfig(&node.sysroot, &mc, &update)?;
+            let out = imgmode_layering::objects::apply_machineconfig(&node.sysroot, &mc, &update)?;
             finish_update(&node, &out, false, apply)
         }
         Command::Revert { apply, node } => {
-            let out = imgmode_layering::node::revert(&node.sysroot, &update)?;
+            let out = imgmode_layering::objects::revert(&node.sysroot, &update)?;
             finish_update(&node, &out, false, apply)
         }
         Command::Layer(LayerCmd::Build {
@@ -1409,7 +1412,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Rollback { apply, node } => {
-            let out = imgmode_layering::node::rollback(&node.sysroot)?;
+            let out = imgmode_os::node::rollback(&node.sysroot)?;
             print(node.format, &out, |o| {
                 let mut s = format!("Next boot: {}\nRollback: {}\n", o.next, o.previous);
                 if let Some(d) = &o.dropped_staged {
@@ -1486,7 +1489,7 @@ fn default_tag(context: &std::path::Path) -> Result<String> {
     let name = name
         .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string();
-    if imgmode_builder::imgref::is_local_name(&name) {
+    if imgmode_image::imgref::is_local_name(&name) {
         Ok(name)
     } else {
         anyhow::bail!(
@@ -1498,14 +1501,14 @@ fn default_tag(context: &std::path::Path) -> Result<String> {
 
 fn reboot() -> Result<()> {
     eprintln!("Rebooting into the new deployment.");
-    imgmode_builder::cmd::Run::new("systemctl")
+    imgmode_support::cmd::Run::new("systemctl")
         .arg("reboot")
         .run()
 }
 
 fn finish_update(
     node: &NodeArgs,
-    out: &imgmode_layering::node::UpdateOutcome,
+    out: &imgmode_os::node::UpdateOutcome,
     check: bool,
     apply: bool,
 ) -> Result<()> {
@@ -1522,7 +1525,7 @@ where
     I: IntoIterator<Item = std::ffi::OsString>,
 {
     let argv: Vec<std::ffi::OsString> = argv.into_iter().collect();
-    imgmode_builder::ostree::block_on(ostree_ext::cli::run_from_iter(argv))?
+    imgmode_support::runtime::block_on(ostree_ext::cli::run_from_iter(argv))?
 }
 
 /// The process entry point: returns the exit code.
@@ -1557,7 +1560,8 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
-    use imgmode_seed::{gates, ibiconfig, image};
+    use imgmode_ibi::config as ibiconfig;
+    use imgmode_seed::{gates, image};
     match cmd {
         SeedCmd::Create(a) => {
             let exe = std::env::current_exe().context("locating the imgmode binary")?;
@@ -1566,7 +1570,7 @@ fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
                 exe,
                 &format!("imgmode {}", env!("CARGO_PKG_VERSION")),
             );
-            a.cluster.apply(&mut o);
+            a.cluster.apply(&mut o.cluster);
             o.compression = a.compression.parse()?;
             o.work_dir = a.work_dir;
             o.restore = !a.no_restore;
@@ -1621,8 +1625,8 @@ fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
                 &config.display().to_string(),
             )?;
             let h = image::read_header(&store(), &arg, &Default::default())?;
-            let arch = arch.unwrap_or_else(|| imgmode_builder::disk::host_arch().to_string());
-            let t = gates::Target::from_config(&cfg, &arch, fips);
+            let arch = arch.unwrap_or_else(|| imgmode_support::host::host_arch().to_string());
+            let t = cfg.gate_target(&arch, fips);
             let info = gates::check(&h.labels, &h.architecture, &t)
                 .with_context(|| format!("seed {arg} does not fit {}", config.display()))?;
             println!(
@@ -1638,7 +1642,7 @@ fn seed_cmd(cmd: SeedCmd, steps: Steps) -> Result<()> {
 }
 
 fn test_cluster_cmd(cmd: TestClusterCmd) -> Result<()> {
-    use imgmode_seed::testcluster;
+    use imgmode_testkit::cluster as testcluster;
     match cmd {
         TestClusterCmd::Init {
             root,
@@ -1692,8 +1696,8 @@ fn test_cluster_cmd(cmd: TestClusterCmd) -> Result<()> {
             path,
             connect_to,
         } => {
-            let creds = testcluster::read_kubeconfig(&kubeconfig)?;
-            let (code, body) = testcluster::probe(&creds, &path, connect_to.as_deref())?;
+            let creds = imgmode_seed::cluster::read_kubeconfig(&kubeconfig)?;
+            let (code, body) = imgmode_seed::cluster::probe(&creds, &path, connect_to.as_deref())?;
             println!("{body}");
             if code != 200 {
                 anyhow::bail!("{}{path} answered {code}", creds.server);

@@ -261,7 +261,7 @@ fn not_enough_space_is_refused_before_writing() {
 /// refused (read-only).
 #[test]
 fn the_payload_registry_authenticates_like_the_pull_secret() {
-    use imgmode_seed::payload::{write_files, RegistrySetup, CONF_DIR, PORT};
+    use imgmode_ibi::payload::registry::{write_files, RegistrySetup, CONF_DIR, PORT};
     require!(Need::Tool("skopeo"), Need::Tool("docker-registry"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
@@ -270,7 +270,7 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
     // "payload:s3cret"
     let secret = r#"{"auths":{"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQ="}}}"#;
     let setup = RegistrySetup::new(secret).unwrap();
-    let payload = imgmode_builder::mirror::Payload::read(&dir).unwrap();
+    let payload = imgmode_image::mirror::Payload::read(&dir).unwrap();
     let root = t.join("root");
     write_files(
         &root,

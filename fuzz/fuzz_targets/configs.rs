@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = imgmode_layering::machineos::MachineOSConfig::from_yaml(s, "fuzz");
     let _ = imgmode_layering::objects::MachineConfig::from_yaml(s, "fuzz");
-    let _ = imgmode_seed::ibiconfig::ImageBasedInstallationConfig::parse(s, "fuzz");
-    let _ = imgmode_seed::configiso::ImageBasedConfig::parse(s, "fuzz");
+    let _ = imgmode_ibi::config::ImageBasedInstallationConfig::parse(s, "fuzz");
+    let _ = imgmode_ibi::configiso::ImageBasedConfig::parse(s, "fuzz");
     let _ = imgmode_seed::manifest::SeedClusterInfo::parse(s);
 });

@@ -1,7 +1,7 @@
 //! The hardened extractor on arbitrary bytes: never panics, never writes outside its target
 //! (a sibling directory holding a sentinel stays exactly as it was), never exceeds its budget.
 #![no_main]
-use imgmode_builder::extract::{unpack, Budget, Policy};
+use imgmode_image::extract::{unpack, Budget, Policy};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

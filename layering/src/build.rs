@@ -11,11 +11,12 @@
 use crate::lint::LintReport;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
-use imgmode_builder::cmd::{require_tools, Run};
-pub use imgmode_builder::oci::canonical_json;
-use imgmode_builder::oci::{put_blob, HashingWriter};
-use imgmode_builder::store::OciImage;
-use imgmode_builder::{Steps, Store};
+use imgmode_support::cmd::{require_tools, Run};
+pub use imgmode_image::oci::canonical_json;
+use imgmode_image::oci::{put_blob, HashingWriter};
+use imgmode_image::skopeo::{self, RegistryAuth};
+use imgmode_image::store::OciImage;
+use {imgmode_image::Store, imgmode_support::Steps};
 use ostree_ext::container::ImageReference;
 use ostree_ext::oci_spec::image::{
     DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
@@ -122,12 +123,12 @@ pub fn ensure_in_containers_storage(name: &str, image: &OciImage) -> Result<Stri
     if podman_image_id(&cs).as_deref() == Some(id.as_str()) {
         return Ok(cs);
     }
-    Run::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!("oci:{}", image.dir.display()))
-        .arg(format!("containers-storage:{cs}"))
-        .output()
-        .with_context(|| format!("copying {name} into containers-storage for podman"))?;
+    skopeo::Copy::new(
+        format!("oci:{}", image.dir.display()),
+        format!("containers-storage:{cs}"),
+    )
+    .run()
+    .with_context(|| format!("copying {name} into containers-storage for podman"))?;
     Ok(cs)
 }
 
@@ -142,17 +143,15 @@ pub fn push(
 ) -> Result<String> {
     let td = tempfile::tempdir()?;
     let df = digestfile.map_or_else(|| td.path().join("digest"), Path::to_path_buf);
-    let mut cmd = Run::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!("--dest-tls-verify={tls_verify}"))
-        .arg("--digestfile")
-        .arg(&df);
-    if let Some(a) = authfile {
-        cmd = cmd.arg("--dest-authfile").arg(a);
-    }
-    cmd.arg(src.to_string())
-        .arg(dest.to_string())
-        .output()
+    let auth = RegistryAuth {
+        authfile: authfile.map(Path::to_path_buf),
+        tls_verify: Some(tls_verify),
+        ..Default::default()
+    };
+    skopeo::Copy::new(src.to_string(), dest.to_string())
+        .dest_auth(&auth)
+        .digestfile(&df)
+        .run()
         .with_context(|| format!("pushing {src} to {dest}"))?;
     Ok(std::fs::read_to_string(&df)
         .with_context(|| format!("reading {}", df.display()))?
@@ -199,7 +198,7 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     let mut bases = Vec::new();
     for f in &froms {
         let name = f.image.strip_prefix("localhost/").unwrap_or(&f.image);
-        if stages.contains(&name) || !imgmode_builder::imgref::is_local_name(name) {
+        if stages.contains(&name) || !imgmode_image::imgref::is_local_name(name) {
             continue;
         }
         if opts.store.contains(name)? {
@@ -330,12 +329,13 @@ fn export_raw(
             }
         }
     }
-    Run::new("skopeo")
-        .args(["copy", "--quiet", "--dest-oci-accept-uncompressed-layers"])
-        .arg(format!("containers-storage:{cs}"))
-        .arg(format!("oci:{}", raw.display()))
-        .output()
-        .with_context(|| format!("reading {cs} back from containers-storage"))?;
+    skopeo::Copy::new(
+        format!("containers-storage:{cs}"),
+        format!("oci:{}", raw.display()),
+    )
+    .accept_uncompressed_layers()
+    .run()
+    .with_context(|| format!("reading {cs} back from containers-storage"))?;
     let built = OciImage::open(&raw)?;
     Ok((raw_dir, built))
 }

@@ -5,10 +5,10 @@
 use crate::lint::{lint, LintReport};
 use crate::tree::Tree;
 use anyhow::{Context, Result};
-use imgmode_builder::store::OciImage;
-use imgmode_builder::Store;
+use imgmode_image::store::OciImage;
+use imgmode_image::Store;
 
-pub use imgmode_builder::oci::{open_image as open, OpenedImage};
+pub use imgmode_image::oci::{open_image as open, OpenedImage};
 
 /// The merged tree of an image: every layer replayed in order.
 pub fn tree_of(image: &OciImage) -> Result<Tree> {

@@ -163,7 +163,7 @@ fn result(name: &'static str, paths: Vec<String>, message: impl Into<String>) ->
 pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> LintReport {
     let mut results = Vec::new();
 
-    let bootable = imgmode_builder::disk::is_bootable(|k| labels.get(k).map(String::as_str));
+    let bootable = imgmode_os::disk::is_bootable(|k| labels.get(k).map(String::as_str));
     results.push(result(
         "bootc-label",
         if bootable { vec![] } else { vec!["(image labels)".into()] },

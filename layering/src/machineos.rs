@@ -10,10 +10,10 @@
 //! reused unless the config carries the `machineconfiguration.openshift.io/rebuild`
 //! annotation. The pushed image's digested pull spec lands in `status.currentImagePullSpec`.
 
-use crate::objects::{parse_yaml, ObjectMeta, API_VERSION};
+use crate::objects::{ObjectMeta, API_VERSION};
+use imgmode_support::yaml::parse as parse_yaml;
 use anyhow::{anyhow, bail, Context, Result};
-use imgmode_builder::cmd::Run;
-use imgmode_builder::{Steps, Store};
+use {imgmode_image::Store, imgmode_support::Steps};
 use ostree_ext::container::{ImageReference, Transport};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -387,7 +387,7 @@ impl Rendered {
             }
         }
         if !self.kernel_arguments.is_empty() {
-            let d = root.join(crate::node::KARGS_D);
+            let d = root.join(imgmode_os::node::KARGS_D);
             std::fs::create_dir_all(&d)?;
             let list: Vec<String> = self
                 .kernel_arguments
@@ -455,7 +455,7 @@ pub struct MachineOSBuildStatus {
 }
 
 fn now() -> String {
-    imgmode_builder::base::humantime_rfc3339(std::time::SystemTime::now())
+    imgmode_os::base::humantime_rfc3339(std::time::SystemTime::now())
 }
 
 impl MachineOSBuild {
@@ -550,17 +550,17 @@ pub fn layer_build(opts: &LayerBuildOpts, steps: &Steps) -> Result<MachineOSBuil
     let rendered = render(pool, &cluster.for_pool(pool)?)?;
 
     // the base: podman's name for it, and its digest (part of the build's identity)
-    let (from, base_digest) = match imgmode_builder::imgref::parse(&opts.base)? {
-        imgmode_builder::imgref::UserImageRef::Local(n) => {
+    let (from, base_digest) = match imgmode_image::imgref::parse(&opts.base)? {
+        imgmode_image::imgref::UserImageRef::Local(n) => {
             let d = opts.store.inspect(&n)?.digest;
             (crate::build::containers_storage_name(&n)?, d)
         }
-        imgmode_builder::imgref::UserImageRef::Remote(r) => {
-            let d = Run::new("skopeo")
-                .args(["inspect", "--format", "{{.Digest}}"])
-                .arg(r.imgref.to_string())
-                .read()
-                .with_context(|| format!("inspecting the base image {}", opts.base))?;
+        imgmode_image::imgref::UserImageRef::Remote(r) => {
+            let d = imgmode_image::skopeo::inspect_digest(
+                &r.imgref.to_string(),
+                &imgmode_image::skopeo::RegistryAuth::default(),
+            )
+            .with_context(|| format!("inspecting the base image {}", opts.base))?;
             let from = match r.imgref.transport {
                 ostree_ext::container::Transport::Registry => r.imgref.name.clone(),
                 _ => r.imgref.to_string(),
@@ -812,11 +812,11 @@ spec:
             Path::new("/etc/systemd/system/demo.service")
         );
         let k = std::fs::read_to_string(
-            root.join(crate::node::KARGS_D)
+            root.join(imgmode_os::node::KARGS_D)
                 .join("50-machineconfig.toml"),
         )
         .unwrap();
-        assert_eq!(crate::node::parse_kargs_toml(&k).unwrap(), vec!["nosmt"]);
+        assert_eq!(imgmode_os::node::parse_kargs_toml(&k).unwrap(), vec!["nosmt"]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use ostree_ext::container::OstreeImageReference;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use imgmode_os::node::{current_imgref, switch, UpdateOpts, UpdateOutcome};
+use std::path::{Path, PathBuf};
 
 pub const API_VERSION: &str = "machineconfiguration.openshift.io/v1";
 
@@ -55,13 +56,7 @@ fn is_empty_value(v: &serde_yaml::Value) -> bool {
     }
 }
 
-/// Parse YAML (or JSON) with the file name, line and column in errors.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
-    serde_yaml::from_str(text).map_err(|e| match e.location() {
-        Some(l) => anyhow!("{what}: line {}, column {}: {e}", l.line(), l.column()),
-        None => anyhow!("{what}: {e}"),
-    })
-}
+use imgmode_support::yaml::parse as parse_yaml;
 
 /// Check an object's `kind`, `apiVersion` and `metadata.name`.
 pub fn check_type_meta(
@@ -71,12 +66,7 @@ pub fn check_type_meta(
     meta: &ObjectMeta,
     want_kind: &str,
 ) -> Result<()> {
-    if kind != want_kind {
-        bail!("{what}: kind is {kind:?}, expected {want_kind}");
-    }
-    if api_version != API_VERSION {
-        bail!("{what}: apiVersion is {api_version:?}, expected {API_VERSION}");
-    }
+    imgmode_support::yaml::check_type(what, kind, api_version, want_kind, API_VERSION)?;
     if meta.name.is_empty() {
         bail!("{what}: metadata.name is required");
     }
@@ -165,7 +155,7 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
 
 /// Write `contents` to `path` by temp file + rename, creating its directory (mode 0600).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    imgmode_builder::workdir::write_atomic(path, contents, 0o600)
+    imgmode_support::fs::write_atomic(path, contents, 0o600)
 }
 
 impl MachineConfigState {
@@ -180,6 +170,70 @@ impl MachineConfigState {
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomic(path, &serde_json::to_vec_pretty(self)?)
     }
+}
+
+/// Where the node remembers which MachineConfig it applied and what it ran before.
+pub fn machineconfig_state_path(sysroot_path: &Path) -> PathBuf {
+    // /var of the booted system; for a non-booted sysroot, its stateroot's /var is not known
+    // here, so the state lives next to the sysroot.
+    if sysroot_path == Path::new("/") {
+        PathBuf::from("/var/lib/imgmode/machineconfig.json")
+    } else {
+        sysroot_path.join("imgmode-machineconfig.json")
+    }
+}
+
+/// Apply a MachineConfig's `osImageURL` (a digest): switch to it and remember the image to
+/// revert to.
+pub fn apply_machineconfig(
+    sysroot_path: &Path,
+    mc: &MachineConfig,
+    opts: &UpdateOpts,
+) -> Result<UpdateOutcome> {
+    let target = mc.os_image_ref()?;
+    let state_path = machineconfig_state_path(sysroot_path);
+    let previous = match MachineConfigState::load(&state_path)? {
+        Some(s) => s.revert_to,
+        None => current_imgref(sysroot_path)?.to_string(),
+    };
+    let out = switch(sysroot_path, &target, opts)?;
+    if !opts.check {
+        MachineConfigState {
+            name: mc.metadata.name.clone(),
+            os_image_url: mc.spec.os_image_url.clone().unwrap_or_default(),
+            revert_to: previous,
+        }
+        .save(&state_path)?;
+    }
+    Ok(out)
+}
+
+/// The MachineConfig was deleted: go back to the image the node ran before it.
+pub fn revert(sysroot_path: &Path, opts: &UpdateOpts) -> Result<UpdateOutcome> {
+    let state_path = machineconfig_state_path(sysroot_path);
+    let state = MachineConfigState::load(&state_path)?.ok_or_else(|| {
+        anyhow!(
+            "no MachineConfig is applied on this node (no {}); nothing to revert",
+            state_path.display()
+        )
+    })?;
+    let target = OstreeImageReference::try_from(state.revert_to.as_str()).map_err(|e| {
+        anyhow!(
+            "{}: bad revert_to {:?}: {e}",
+            state_path.display(),
+            state.revert_to
+        )
+    })?;
+    let local = UpdateOpts {
+        prefer_local: true,
+        ..opts.clone()
+    };
+    let out = switch(sysroot_path, &target, &local)?;
+    if !opts.check {
+        std::fs::remove_file(&state_path)
+            .with_context(|| format!("removing {}", state_path.display()))?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

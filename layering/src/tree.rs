@@ -80,7 +80,7 @@ impl Tree {
     /// Apply one layer tarball (uncompressed) on top of the tree: OCI whiteouts
     /// (`.wh.NAME` removes NAME, `.wh..wh..opq` empties its directory), then the entries.
     pub fn apply_layer(&mut self, layer: impl Read) -> Result<()> {
-        use imgmode_builder::tarstream::{Kind as TarKind, TarReader};
+        use imgmode_image::tarstream::{Kind as TarKind, TarReader};
         let mut t = TarReader::new(layer);
         let mut opaque = Vec::new();
         let mut added = HashSet::new();

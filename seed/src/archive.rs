@@ -3,7 +3,7 @@
 //! temporary name and renamed when complete.
 
 use anyhow::{bail, Context, Result};
-use imgmode_builder::extract::{read_ahead, unpack_into, Budget, Policy, Unpacked};
+use imgmode_image::extract::{read_ahead, unpack_into, Budget, Policy, Unpacked};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -303,7 +303,7 @@ mod tests {
                     String::new()
                 } else if m.is_file() {
                     let data = std::fs::read(&p).unwrap();
-                    imgmode_builder::digest::sha256(&data)
+                    imgmode_image::digest::sha256(&data)
                 } else {
                     "special".into()
                 };
@@ -379,7 +379,7 @@ mod tests {
             rustix::fs::XattrFlags::empty(),
         )
         .unwrap();
-        let acl = imgmode_builder::extract::acl_from_text(
+        let acl = imgmode_image::extract::acl_from_text(
             "user::rwx,group::r-x,group:4:r-x,mask::r-x,other::r-x",
         )
         .unwrap();

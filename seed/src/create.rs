@@ -13,19 +13,19 @@
 use crate::archive::{tar_create, Compression, Written};
 use crate::image::{self, Output};
 use crate::manifest::{AdditionalTrustBundle, SeedClusterInfo};
-use crate::testcluster;
+use crate::cluster::{check_health, etcd_objects, start_and_wait_healthy, systemctl, Cluster};
 use crate::{LABEL_CLUSTER_INFO, LABEL_COMPRESSION, LABEL_FORMAT_VERSION, SEED_FORMAT_VERSION};
 use anyhow::{bail, Context, Result};
-use imgmode_builder::cmd::{require_root, require_tools, Run};
-use imgmode_builder::{Steps, Store};
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use {imgmode_image::Store, imgmode_support::Steps};
 use imgmode_recert::config::RecertConfig;
-use imgmode_recert::etcd::{Etcd, EtcdObject};
+use imgmode_recert::etcd::EtcdObject;
 use ostree_ext::ostree;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// `/var` content lifecycle-agent leaves out of `var.tgz` (anchored at `var/`), plus imgmode's
 /// own caches.
@@ -59,17 +59,8 @@ pub struct CreateOpts {
     pub sysroot: PathBuf,
     /// Archives and checkpoints (`/var/tmp/imgmode-seed`: excluded from `var.tgz`).
     pub work_dir: PathBuf,
-    /// Units stopped while the seed is captured (in this order; started in reverse).
-    pub services: Vec<String>,
-    /// etcd's unit: kept running for recert, stopped for the capture.
-    pub etcd_service: Option<String>,
-    pub etcd_endpoint: String,
-    /// The admin kubeconfig whose server's `/readyz` must answer `ok`.
-    pub kubeconfig: PathBuf,
-    /// Address the health check connects to (the kubeconfig's host name is still verified).
-    pub api_address: Option<String>,
-    /// Directories recert scans.
-    pub static_dirs: Vec<PathBuf>,
+    /// The seed system's cluster: its services, etcd, kubeconfig and static directories.
+    pub cluster: Cluster,
     pub recert: bool,
     pub restore: bool,
     pub compression: Compression,
@@ -85,16 +76,7 @@ impl CreateOpts {
             output: output.to_string(),
             sysroot: "/".into(),
             work_dir: "/var/tmp/imgmode-seed".into(),
-            services: vec!["kubelet.service".into(), "crio.service".into()],
-            etcd_service: Some("etcd.service".into()),
-            etcd_endpoint: "http://127.0.0.1:2379".into(),
-            kubeconfig: "/etc/kubernetes/kubeconfig".into(),
-            api_address: Some("127.0.0.1".into()),
-            static_dirs: vec![
-                "/etc/kubernetes".into(),
-                "/var/lib/kubelet".into(),
-                "/etc/machine-config-daemon".into(),
-            ],
+            cluster: Cluster::default(),
             recert: true,
             restore: true,
             compression: Compression::default(),
@@ -158,56 +140,6 @@ impl Ctx<'_> {
             .timings
             .insert(step.to_string(), t0.elapsed().as_secs_f64());
         self.mark(step)
-    }
-}
-
-pub(crate) fn systemctl(action: &str, unit: &str) -> Result<()> {
-    Run::new("systemctl").arg(action).arg(unit).output()?;
-    Ok(())
-}
-
-fn is_active(unit: &str) -> bool {
-    std::process::Command::new("systemctl")
-        .args(["is-active", "--quiet", unit])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-pub(crate) fn etcd_objects(endpoint: &str) -> Result<Vec<EtcdObject>> {
-    imgmode_builder::ostree::block_on(async {
-        let mut e = Etcd::connect(endpoint).await?;
-        e.scan().await
-    })?
-}
-
-/// Every health check, the first failure named.
-pub fn check_health(o: &CreateOpts) -> Result<()> {
-    for unit in o.etcd_service.iter().chain(&o.services) {
-        if !is_active(unit) {
-            bail!("seed system unhealthy: {unit} is not active (see systemctl status {unit}); start it, or name the cluster's units with --service");
-        }
-    }
-    let objects =
-        etcd_objects(&o.etcd_endpoint).context("seed system unhealthy: etcd does not answer")?;
-    if objects.is_empty() {
-        bail!(
-            "seed system unhealthy: etcd at {} holds no /kubernetes.io/ objects",
-            o.etcd_endpoint
-        );
-    }
-    let creds = testcluster::read_kubeconfig(&o.kubeconfig)
-        .context("seed system unhealthy: cannot read the admin kubeconfig (--kubeconfig)")?;
-    match testcluster::probe(&creds, "/readyz", o.api_address.as_deref()) {
-        Ok((200, body)) if body.trim() == "ok" => Ok(()),
-        Ok((code, body)) => bail!(
-            "seed system unhealthy: {}/readyz answered {code}: {}",
-            creds.server,
-            body.trim()
-        ),
-        Err(e) => Err(e).context(format!(
-            "seed system unhealthy: the API health check {}/readyz failed",
-            creds.server
-        )),
     }
 }
 
@@ -392,7 +324,7 @@ fn du(path: &Path) -> u64 {
 /// The synthesized MachineConfig when the system has none: the booted image and its kernel
 /// arguments (without ostree's own `ostree=`).
 fn synthesized_machineconfig(sysroot: &Path) -> Result<serde_json::Value> {
-    let s = imgmode_builder::ostree::load_sysroot(sysroot)?;
+    let s = imgmode_os::ostree::load_sysroot(sysroot)?;
     let booted = s
         .booted_deployment()
         .context("no booted deployment: is this an ostree-booted system?")?;
@@ -405,7 +337,7 @@ fn synthesized_machineconfig(sysroot: &Path) -> Result<serde_json::Value> {
         .split_whitespace()
         .filter(|a| !a.starts_with("ostree=") && !a.starts_with("BOOT_IMAGE="))
         .collect();
-    let status = imgmode_builder::ostree::sysroot_status(sysroot)?;
+    let status = imgmode_os::ostree::sysroot_status(sysroot)?;
     let b = status.deployments.iter().find(|d| d.booted);
     let url = b
         .and_then(|d| {
@@ -429,8 +361,9 @@ fn synthesized_machineconfig(sysroot: &Path) -> Result<serde_json::Value> {
 
 fn recert_config(o: &CreateOpts, force_expire: bool) -> RecertConfig {
     RecertConfig {
-        etcd_endpoint: Some(o.etcd_endpoint.clone()),
+        etcd_endpoint: Some(o.cluster.etcd_endpoint.clone()),
         static_dirs: o
+            .cluster
             .static_dirs
             .iter()
             .filter(|d| d.is_dir())
@@ -451,7 +384,7 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
     if !o.sysroot.join("run/ostree-booted").exists() {
         bail!("not an ostree-booted system ({} missing): seed create captures the booted ostree deployment of a seed system", o.sysroot.join("run/ostree-booted").display());
     }
-    let sysroot = imgmode_builder::ostree::load_sysroot(&o.sysroot)?;
+    let sysroot = imgmode_os::ostree::load_sysroot(&o.sysroot)?;
     let booted = sysroot
         .booted_deployment()
         .context("the sysroot has no booted deployment")?;
@@ -495,7 +428,7 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
         let repo = o.sysroot.join("ostree/repo");
         let total = du(&repo) + du(&o.sysroot.join("var")) + du(&o.sysroot.join("etc"));
         let need = total / 10 * 12 + (64 << 20);
-        let free = imgmode_builder::disk::free_bytes(&work)?;
+        let free = imgmode_support::fs::free_bytes(&work)?;
         if free < need {
             let _ = std::fs::remove_dir_all(&work);
             bail!(
@@ -506,7 +439,7 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
             );
         }
         c.steps.step("checking the seed cluster's health");
-        if let Err(e) = check_health(o) {
+        if let Err(e) = check_health(&o.cluster) {
             let _ = std::fs::remove_dir_all(&work);
             return Err(e);
         }
@@ -550,7 +483,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         "cluster-info",
         "recording the seed cluster info (manifest.json)",
         |c| {
-            let objects = etcd_objects(&o.etcd_endpoint)?;
+            let objects = etcd_objects(&o.cluster.etcd_endpoint)?;
             let info = gather_cluster_info(o, &objects)?;
             std::fs::write(work.join("manifest.json"), info.to_json())?;
             c.created.cluster_info = info;
@@ -564,7 +497,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         "listing the container images (containers.list)",
         |_| {
             let mut images = vec![];
-            if imgmode_builder::cmd::which("podman").is_some() {
+            if imgmode_support::cmd::which("podman").is_some() {
                 let out = Run::new("podman")
                     .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
                     .read()?;
@@ -585,7 +518,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         },
     )?;
     c.once("stop-services", "stopping the cluster services", |_| {
-        for unit in &o.services {
+        for unit in &o.cluster.services {
             systemctl("stop", unit)?;
         }
         Ok(())
@@ -597,7 +530,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
             serde_json::to_vec_pretty(&cfg)?,
         )?;
         if o.recert {
-            if let Some(e) = &o.etcd_service {
+            if let Some(e) = &o.cluster.etcd_service {
                 systemctl("start", e)?;
             }
             let summary = imgmode_recert::run(&cfg.check()?)?;
@@ -609,7 +542,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         Ok(())
     })?;
     c.once("stop-etcd", "stopping etcd", |_| {
-        if let Some(e) = &o.etcd_service {
+        if let Some(e) = &o.cluster.etcd_service {
             systemctl("stop", e)?;
         }
         Ok(())
@@ -689,7 +622,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         "status",
         "recording rpm-ostree.json, mco-currentconfig.json and the origin",
         |_| {
-            let status = imgmode_builder::ostree::sysroot_status(&o.sysroot)?;
+            let status = imgmode_os::ostree::sysroot_status(&o.sysroot)?;
             let rpm = json!({
                 "deployments": status.deployments,
                 "transaction": null,
@@ -749,8 +682,8 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
             &files,
             &[("lca-cli", "imgmode")],
             &labels,
-            imgmode_builder::disk::host_arch(),
-            &imgmode_builder::base::humantime_rfc3339(std::time::SystemTime::now()),
+            imgmode_support::host::host_arch(),
+            &imgmode_os::base::humantime_rfc3339(std::time::SystemTime::now()),
             staged.path(),
         )?;
         let reference = image::publish(store, staged, output)?;
@@ -789,7 +722,7 @@ fn post_pivot_paths(o: &CreateOpts) -> (PathBuf, PathBuf) {
 fn write_post_pivot_unit(o: &CreateOpts) -> Result<()> {
     let (unit, link) = post_pivot_paths(o);
     std::fs::create_dir_all(link.parent().expect("a parent"))?;
-    std::fs::write(&unit, crate::postpivot::unit_text(o, "/usr/bin/imgmode"))?;
+    std::fs::write(&unit, crate::postpivot::unit_text(&o.cluster, "/usr/bin/imgmode"))?;
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(format!("../{}", crate::postpivot::UNIT), &link)?;
     Ok(())
@@ -801,32 +734,14 @@ pub fn restore(o: &CreateOpts) -> Result<()> {
     let (unit, link) = post_pivot_paths(o);
     let _ = std::fs::remove_file(link);
     let _ = std::fs::remove_file(unit);
-    if let Some(e) = &o.etcd_service {
+    if let Some(e) = &o.cluster.etcd_service {
         systemctl("start", e)?;
     }
     if o.recert {
         let cfg = recert_config(o, false);
         imgmode_recert::run(&cfg.check()?).context("recert extend_expiration")?;
     }
-    start_and_wait_healthy(o, 120, "the seed system did not become healthy again")
-}
-
-/// Start the cluster's services (in reverse stop order) and wait up to `secs` for every
-/// health check to pass; `what` leads the error, which names the check that still fails.
-pub(crate) fn start_and_wait_healthy(o: &CreateOpts, secs: u64, what: &str) -> Result<()> {
-    for unit in o.services.iter().rev() {
-        systemctl("start", unit)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check_health(o) {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("{what} within {secs} s")))
-            }
-            Err(_) => std::thread::sleep(Duration::from_secs(2)),
-        }
-    }
+    start_and_wait_healthy(&o.cluster, 120, "the seed system did not become healthy again")
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 //! image config (no layer is fetched) and the installation config. Every failing gate is
 //! reported, each with what was expected and what the seed has.
 
-use crate::ibiconfig::ImageBasedInstallationConfig;
 use crate::manifest::SeedClusterInfo;
 use crate::{LABEL_CLUSTER_INFO, LABEL_FORMAT_VERSION, SEED_FORMAT_VERSION};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 
-/// What the installation wants.
+/// What the installation wants (`imgmode_ibi::config::ImageBasedInstallationConfig::gate_target`
+/// makes one from the installer's configuration).
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     pub seed_version: String,
@@ -18,18 +18,6 @@ pub struct Target {
     pub proxy: bool,
     /// The container storage partition's label (always made by the installer).
     pub extra_partition_label: String,
-}
-
-impl Target {
-    pub fn from_config(c: &ImageBasedInstallationConfig, architecture: &str, fips: bool) -> Self {
-        Target {
-            seed_version: c.seed_version.clone(),
-            architecture: architecture.to_string(),
-            fips,
-            proxy: c.has_proxy(),
-            extra_partition_label: c.extra_partition_label().to_string(),
-        }
-    }
 }
 
 /// The seed's format version and cluster info from its labels.

@@ -6,10 +6,10 @@
 use crate::gates;
 use crate::manifest::SeedClusterInfo;
 use anyhow::{bail, Context, Result};
-use imgmode_builder::cmd::Run;
-use imgmode_builder::imgref::{self, UserImageRef};
-use imgmode_builder::oci::{canonical_json, put_blob, HashingWriter, RegistryAuth};
-use imgmode_builder::Store;
+use imgmode_image::imgref::{self, UserImageRef};
+use imgmode_image::oci::{canonical_json, put_blob, HashingWriter};
+use imgmode_image::skopeo::{self, RegistryAuth};
+use imgmode_image::Store;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -174,11 +174,7 @@ pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result
                     Some(t) => format!("oci-archive:{}:{t}", tmp.display()),
                     None => format!("oci-archive:{}", tmp.display()),
                 };
-                let res = Run::new("skopeo")
-                    .args(["copy", "--quiet", "--preserve-digests"])
-                    .arg(&src)
-                    .arg(&dest)
-                    .output();
+                let res = skopeo::Copy::new(&src, &dest).preserve_digests().run();
                 if let Err(e) = res {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(e).with_context(|| format!("writing {r}"));
@@ -187,11 +183,9 @@ pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result
             } else {
                 // --preserve-digests: the layer stays uncompressed (its tarballs are compressed
                 // already) and the image keeps the digest seed create reports
-                Run::new("skopeo")
-                    .args(["copy", "--quiet", "--preserve-digests"])
-                    .arg(&src)
-                    .arg(r)
-                    .output()
+                skopeo::Copy::new(&src, r)
+                    .preserve_digests()
+                    .run()
                     .with_context(|| format!("writing the seed image to {r}"))?;
             }
             Ok(r.clone())
@@ -214,13 +208,12 @@ pub struct Header {
 pub fn read_header(store: &Store, arg: &str, auth: &RegistryAuth) -> Result<Header> {
     let r = store.resolve(arg)?.imgref.to_string();
     let inspect = |extra: &str| -> Result<serde_json::Value> {
-        let out = Run::new("skopeo")
-            .args(["inspect", extra])
-            .args(auth.args())
-            .arg(&r)
-            .read()
-            .with_context(|| format!("reading the seed image {arg}"))?;
-        serde_json::from_str(&out)
+        let out = match extra {
+            "--raw" => skopeo::inspect_raw(&r, auth),
+            _ => skopeo::inspect_config(&r, auth),
+        }
+        .with_context(|| format!("reading the seed image {arg}"))?;
+        serde_json::from_slice(&out)
             .with_context(|| format!("parsing skopeo inspect {extra} of {arg}"))
     };
     let manifest = inspect("--raw")?;
@@ -285,7 +278,7 @@ pub struct Inspection {
 
 /// The files of a seed layer stream.
 pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
-    use imgmode_builder::tarstream::{Kind, TarReader};
+    use imgmode_image::tarstream::{Kind, TarReader};
     let mut t = TarReader::new(r);
     let mut out = vec![];
     while let Some(e) = t.next_entry()? {
@@ -300,7 +293,7 @@ pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
                 link_to: Some(String::from_utf8_lossy(&e.link).into_owned()),
             }),
             Some(Kind::File) => {
-                let mut h = imgmode_builder::oci::HashingWriter::new(std::io::sink());
+                let mut h = imgmode_image::oci::HashingWriter::new(std::io::sink());
                 std::io::copy(&mut t.data(), &mut h)?;
                 let (sha256, size) = h.finish()?;
                 out.push(SeedFile {
@@ -338,7 +331,7 @@ pub fn inspect(store: &Store, arg: &str) -> Result<Inspection> {
             h.layers.len()
         );
     }
-    let opened = imgmode_builder::oci::open_image(store, arg)?;
+    let opened = imgmode_image::oci::open_image(store, arg)?;
     let files = list_layer(opened.image.open_layer(0)?)?;
     Ok(Inspection {
         reference: h.reference,
@@ -401,7 +394,7 @@ mod tests {
         };
         let out = d.path().join("oci");
         let digest = write(&out);
-        let img = imgmode_builder::store::OciImage::open(&out).unwrap();
+        let img = imgmode_image::store::OciImage::open(&out).unwrap();
         assert_eq!(img.labels(), labels);
         assert_eq!(img.manifest.layers().len(), 1);
         let files = list_layer(img.open_layer(0).unwrap()).unwrap();

@@ -1,5 +1,5 @@
-//! Seed images in lifecycle-agent's format (`lca-cli create`), and the image-based
-//! installation that consumes them.
+//! Seed images in lifecycle-agent's format (`lca-cli create`), and what an installed copy of a
+//! seed does on its first boot.
 //!
 //! - [`create`]: `imgmode seed create` on a running, healthy seed system: stop the cluster,
 //!   force-expire its certificates with recert, capture `ostree.tgz`, `etc.tgz`,
@@ -10,30 +10,25 @@
 //! - [`gates`]: the compatibility gates of `seed check` (and of the installer), decided from
 //!   the labels and the installation config before any layer is fetched.
 //! - [`manifest`]: `manifest.json`, the seed cluster info (also the `seed_cluster_info`
-//!   label); [`ibiconfig`]: the installer's `ImageBasedInstallationConfig`.
-//! - [`testcluster`]: the test harness's stand-in for a single-node control plane (etcd, an
-//!   OpenShift-shaped PKI, an HTTPS endpoint); a fixture, reached only through
-//!   `imgmode internal test-cluster`.
+//!   label).
+//! - [`archive`]: the seed's tarballs (GNU tar through gzip or zstd), written and unpacked.
+//! - [`cluster`]: the cluster a seed system runs (services, etcd, kubeconfig, static
+//!   directories) and its health checks.
+//! - [`reconfig`]: the SeedReconfiguration contract the configuration ISO carries;
+//!   [`postpivot`] applies it on an installed copy's first boot ([`nmstate`] turns its
+//!   `networkConfig` into systemd-networkd files).
+//!
+//! The installer that consumes seeds is `imgmode-ibi`.
 
 pub mod archive;
-pub mod configiso;
+pub mod cluster;
 pub mod create;
 pub mod gates;
-pub mod ibi;
-pub mod ibiconfig;
 pub mod image;
-pub mod installiso;
 pub mod manifest;
 pub mod nmstate;
-pub mod payload;
 pub mod postpivot;
-pub mod testcluster;
-
-/// Write a file only root can read (mode 0600), through a temporary name renamed when
-/// complete; the parent directories are made.
-pub(crate) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    imgmode_builder::workdir::write_atomic(path, text.as_bytes(), 0o600)
-}
+pub mod reconfig;
 
 /// The seed format this imgmode writes and reads (lifecycle-agent's current one).
 pub const SEED_FORMAT_VERSION: u32 = 4;

@@ -11,12 +11,12 @@
 //! itself. Each finished step leaves a marker in the state directory, so a restart resumes and
 //! recert never runs twice; `done` makes the unit's condition false for good.
 
-use crate::configiso::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
-use crate::create::{etcd_objects, start_and_wait_healthy, systemctl, CreateOpts};
-use crate::write_private;
+use crate::cluster::{etcd_objects, start_and_wait_healthy, systemctl, Cluster};
+use crate::reconfig::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
+use imgmode_support::fs::write_private;
 use anyhow::{bail, ensure, Context, Result};
-use imgmode_builder::cmd::Run;
-use imgmode_builder::Steps;
+use imgmode_support::cmd::Run;
+use imgmode_support::Steps;
 use imgmode_recert::config::RecertConfig;
 use imgmode_recert::etcd::{Etcd, EtcdObject};
 use serde::Deserialize;
@@ -32,7 +32,7 @@ pub const STATE_DIR: &str = "/var/lib/imgmode/post-pivot";
 #[derive(Debug, Clone)]
 pub struct PostPivotOpts {
     /// The cluster: services, etcd, the node's kubeconfig, static dirs (as for seed create).
-    pub cluster: CreateOpts,
+    pub cluster: Cluster,
     pub state_dir: PathBuf,
     /// How long to wait for the configuration ISO before failing (the unit then restarts).
     pub wait: Duration,
@@ -42,7 +42,7 @@ pub struct PostPivotOpts {
 
 /// The unit `seed create` writes: the cluster description of the seed run, so post-pivot
 /// handles the same services.
-pub fn unit_text(o: &CreateOpts, exe: &str) -> String {
+pub fn unit_text(o: &Cluster, exe: &str) -> String {
     let mut args = String::new();
     for s in &o.services {
         args.push_str(&format!(" --service {s}"));
@@ -233,7 +233,7 @@ pub fn recert_config(m: &SeedReconfiguration, keys: &Path, ip: &str) -> Result<R
 
 /// Run post-pivot.
 pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
-    imgmode_builder::cmd::require_root("imgmode ibi post-pivot")?;
+    imgmode_support::cmd::require_root("imgmode ibi post-pivot")?;
     std::fs::create_dir_all(&o.state_dir)?;
     std::fs::set_permissions(&o.state_dir, std::fs::Permissions::from_mode(0o700))?;
     let marks = Marks {
@@ -312,7 +312,7 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
         "recert: new certificates and keys, cluster renamed",
         || {
             let ip = if m.node_ip.is_empty() {
-                crate::testcluster::first_global_ipv4()?
+                imgmode_support::host::first_global_ipv4()?
             } else {
                 m.node_ip.clone()
             };
@@ -339,7 +339,7 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
             if !m.kubeadmin_password_hash.is_empty() {
                 objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
             }
-            imgmode_builder::ostree::block_on(async {
+            imgmode_support::runtime::block_on(async {
                 let mut e = Etcd::connect(&c.etcd_endpoint).await?;
                 for v in &objects {
                     let key = object_key(v)?;
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_unit_carries_the_seed_runs_cluster() {
-        let mut o = CreateOpts::new("x", "/usr/bin/imgmode".into(), "t");
+        let mut o = Cluster::default();
         o.services = vec!["imgmode-apiserver.service".into()];
         let u = unit_text(&o, "/usr/bin/imgmode");
         assert!(u.contains("ExecStart=/usr/bin/imgmode ibi post-pivot --service imgmode-apiserver.service --etcd-service etcd.service --etcd-endpoint http://127.0.0.1:2379 --kubeconfig /etc/kubernetes/kubeconfig --static-dir /etc/kubernetes"), "{u}");

@@ -1,5 +1,7 @@
-//! Test support shared by every crate's tests: one place that decides whether a test can run
-//! on this machine.
+//! Test support and fixtures, for tests and the hidden `imgmode internal` verbs only.
+//!
+//! - [`cluster`]: the test cluster, a stand-in for a single-node control plane.
+//! - [`require!`]: one place that decides whether a test can run on this machine.
 //!
 //! A test names what it needs ([`Need`]) with [`require!`]. When everything is there the test
 //! runs. When something is missing:
@@ -10,10 +12,12 @@
 //!   `target/test-skips.txt`, which `cargo xtask test` and `cargo xtask ci` count and list at
 //!   the end of the run.
 //!
-//! Tools are searched the way the product searches them (`imgmode_builder::cmd::which`: `PATH`
+//! Tools are searched the way the product searches them (`imgmode_support::cmd::which`: `PATH`
 //! plus the sbin directories), so a test never skips for a tool the product would find.
 //!
 //! Invariant: no test returns early on its own; every skip goes through [`require!`].
+
+pub mod cluster;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,8 +49,8 @@ impl Need {
     pub fn missing(&self) -> Option<String> {
         match *self {
             Need::Root => (!is_root()).then(|| "root (run the tests as root)".to_string()),
-            Need::Tool(t) => imgmode_builder::cmd::which(t).is_none().then(|| {
-                let pkg = imgmode_builder::cmd::package_for(t).unwrap_or(t);
+            Need::Tool(t) => imgmode_support::cmd::which(t).is_none().then(|| {
+                let pkg = imgmode_support::cmd::package_for(t).unwrap_or(t);
                 format!("the tool {t} (Debian package {pkg}; cargo xtask deps installs it)")
             }),
             Need::LoopDevice => loop_device_missing(),
@@ -76,7 +80,7 @@ fn loop_device_missing() -> Option<String> {
     if !is_root() {
         return Some("a loop device (needs root)".into());
     }
-    let Some(losetup) = imgmode_builder::cmd::which("losetup") else {
+    let Some(losetup) = imgmode_support::cmd::which("losetup") else {
         return Need::Tool("losetup").missing();
     };
     let out = std::process::Command::new(losetup).arg("--find").output();

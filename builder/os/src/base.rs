@@ -1,0 +1,1009 @@
+//! The default base image: a Debian system built with mmdebstrap, turned into a bootable
+//! ostree-ext container image.
+//!
+//! Inputs live in `containerfiles/base/`: `image.yaml` (suite, variant, mirrors), `packages.txt`
+//! and `overlay/` (files laid over the root filesystem, in the ordinary `/etc` layout).
+//!
+//! The build has two cached stages, both kept as commits in the store's bare ostree repo:
+//!
+//! 1. **rootfs** (`imgmode/rootfs/<key>`): mmdebstrap output converted to the ostree layout by
+//!    [`convert_to_ostree_layout`]. Keyed by the recipe version, `image.yaml`, `packages.txt` and
+//!    the dracut configuration (which must be present while the kernel is installed).
+//! 2. **final** (`imgmode/base/<name>`): the rootfs commit with the overlay and the `imgmode`
+//!    binary layered on top by `ostree commit --tree=ref=.. --tree=dir=..` (no checkout), then
+//!    encapsulated with ostree-ext into the local store. Keyed by every input; the key is
+//!    recorded in the image label [`INPUTS_LABEL`], so an unchanged rebuild is a cache hit.
+
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_support::progress::Steps;
+use imgmode_image::store::Store;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Bump when the build recipe changes in a way that must invalidate cached rootfs commits.
+const RECIPE_VERSION: &str = "imgmode-base-recipe-3";
+/// Image label holding the hash of every build input.
+pub const INPUTS_LABEL: &str = "org.imgmode.base.inputs";
+/// Where the `ostree container` CLI looks for its external implementation.
+pub const OSTREE_CONTAINER_LINK: &str = "usr/libexec/libostree/ext/ostree-container";
+
+/// `image.yaml`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageYaml {
+    pub name: String,
+    pub suite: String,
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+}
+
+fn default_variant() -> String {
+    "apt".into()
+}
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+
+/// A loaded base OS definition.
+#[derive(Debug, Clone)]
+pub struct BaseSpec {
+    pub dir: PathBuf,
+    pub image: ImageYaml,
+    pub packages: Vec<String>,
+}
+
+/// Parse `packages.txt`: one package per line, `#` comments, blank lines ignored.
+pub fn parse_packages(text: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let valid = line
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-' | ':' | '=' | '~'));
+        if !valid || line.contains(char::is_whitespace) {
+            bail!("packages.txt line {}: invalid package name {line:?}", i + 1);
+        }
+        out.push(line.to_string());
+    }
+    if out.is_empty() {
+        bail!("packages.txt lists no packages");
+    }
+    Ok(out)
+}
+
+impl BaseSpec {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let image_path = dir.join("image.yaml");
+        let text = std::fs::read_to_string(&image_path).with_context(|| {
+            format!(
+                "reading {}; point --definition at a directory like containerfiles/base",
+                image_path.display()
+            )
+        })?;
+        let image: ImageYaml = serde_yaml::from_str(&text)
+            .with_context(|| format!("parsing {}", image_path.display()))?;
+        if !imgmode_image::imgref::is_local_name(&image.name) || image.name.contains(':') {
+            bail!(
+                "{}: name {:?} must be lowercase letters, digits, '.', '_' or '-'",
+                image_path.display(),
+                image.name
+            );
+        }
+        let pk = dir.join("packages.txt");
+        let packages = parse_packages(
+            &std::fs::read_to_string(&pk).with_context(|| format!("reading {}", pk.display()))?,
+        )
+        .with_context(|| format!("in {}", pk.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            image,
+            packages,
+        })
+    }
+
+    fn overlay(&self) -> PathBuf {
+        self.dir.join("overlay")
+    }
+
+    fn dracut_conf(&self) -> PathBuf {
+        self.overlay().join("etc/dracut.conf.d")
+    }
+
+    /// Key of stage 1 (the converted mmdebstrap root filesystem).
+    pub fn rootfs_key(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        h.update(RECIPE_VERSION);
+        h.update(std::fs::read(self.dir.join("image.yaml"))?);
+        h.update(std::fs::read(self.dir.join("packages.txt"))?);
+        hash_tree(&mut h, &self.dracut_conf())?;
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Key of the whole build: stage 1 plus the overlay and the embedded binary.
+    pub fn inputs_key(&self, imgmode_binary: &Path) -> Result<String> {
+        let mut h = Sha256::new();
+        h.update(self.rootfs_key()?);
+        hash_tree(&mut h, &self.overlay())?;
+        h.update(
+            std::fs::read(imgmode_binary)
+                .with_context(|| format!("reading {}", imgmode_binary.display()))?,
+        );
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+/// Hash a directory tree: relative paths, types, modes, link targets and contents.
+fn hash_tree(h: &mut Sha256, root: &Path) -> Result<()> {
+    if !root.exists() {
+        h.update(b"absent");
+        return Ok(());
+    }
+    let mut stack = vec![root.to_path_buf()];
+    let mut entries = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            }
+            entries.push(e.path());
+        }
+    }
+    entries.sort();
+    for p in entries {
+        let rel = p.strip_prefix(root).unwrap();
+        let md = std::fs::symlink_metadata(&p)?;
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update(md.mode().to_le_bytes());
+        if md.file_type().is_symlink() {
+            h.update(std::fs::read_link(&p)?.to_string_lossy().as_bytes());
+        } else if md.is_file() {
+            h.update(std::fs::read(&p)?);
+        }
+        h.update([0]);
+    }
+    Ok(())
+}
+
+/// Options for [`build`].
+#[derive(Debug, Clone)]
+pub struct BuildOpts {
+    pub definition: PathBuf,
+    pub store: Store,
+    pub cache_dir: PathBuf,
+    /// The `imgmode` binary to embed (normally the running executable).
+    pub imgmode_binary: PathBuf,
+    /// Rebuild even when the inputs are unchanged (stage 1 included).
+    pub force: bool,
+    /// Also copy the result into containers-storage as `localhost/<name>:latest`.
+    pub to_containers_storage: bool,
+    /// gzip layers at the default level instead of the fastest.
+    pub max_compression: bool,
+}
+
+/// What [`build`] produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildOutcome {
+    pub name: String,
+    pub reference: String,
+    pub digest: String,
+    pub commit: String,
+    pub version: String,
+    pub inputs: String,
+    pub cached: bool,
+    pub containers_storage: Option<String>,
+}
+
+/// Build (or reuse) the base image described by `opts.definition`.
+pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
+    require_root("building the base image (mmdebstrap, ostree commit with file ownership)")?;
+    require_tools(&["mmdebstrap", "ostree"])?;
+    if opts.to_containers_storage {
+        require_tools(&["skopeo"])?;
+    }
+    let spec = BaseSpec::load(&opts.definition)?;
+    let name = spec.image.name.clone();
+    let inputs = spec.inputs_key(&opts.imgmode_binary)?;
+
+    let cached = !opts.force
+        && opts.store.contains(&name)?
+        && opts
+            .store
+            .inspect(&name)?
+            .labels
+            .get(INPUTS_LABEL)
+            .is_some_and(|k| *k == inputs);
+    if cached {
+        steps.step("base image inputs unchanged; reusing the stored image");
+        let img = opts.store.inspect(&name)?;
+        let cs = copy_to_containers_storage(opts, &name, steps)?;
+        return Ok(BuildOutcome {
+            name,
+            reference: img.reference,
+            digest: img.digest,
+            commit: img.labels.get("ostree.commit").cloned().unwrap_or_default(),
+            version: img
+                .labels
+                .get("org.opencontainers.image.version")
+                .cloned()
+                .unwrap_or_default(),
+            inputs,
+            cached: true,
+            containers_storage: cs,
+        });
+    }
+
+    let repo = ensure_repo(&opts.store.repo_path())?;
+    let rootfs_ref = format!("imgmode/rootfs/{}", spec.rootfs_key()?);
+    let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "base-")?;
+
+    if opts.force || !ref_exists(&repo, &rootfs_ref)? {
+        let rootfs = work.path().join("rootfs");
+        steps.step(&format!(
+            "mmdebstrap {} ({} packages)",
+            spec.image.suite,
+            spec.packages.len()
+        ));
+        run_mmdebstrap(&spec, &opts.cache_dir, &rootfs, work.path())?;
+        ensure_ostree_initramfs(&rootfs)?;
+        steps.step("converting the root filesystem to the ostree layout");
+        let kver = convert_to_ostree_layout(&rootfs)?;
+        steps.step(&format!("committing the root filesystem (kernel {kver})"));
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--no-bindings", "--consume"])
+            .arg(format!("--branch={rootfs_ref}"))
+            .arg(format!("--tree=dir={}", rootfs.display()))
+            .arg(format!("--subject=imgmode rootfs {}", spec.image.suite))
+            .output()
+            .context("committing the converted root filesystem")?;
+    } else {
+        steps.step("root filesystem inputs unchanged; reusing the cached rootfs commit");
+    }
+    prune_stale_rootfs(&repo, &rootfs_ref)?;
+
+    steps.step("layering the overlay and the imgmode binary");
+    let layer = work.path().join("layer");
+    prepare_layer(&spec.overlay(), &opts.imgmode_binary, &layer)?;
+    let version = format!(
+        "{}.{}",
+        spec.image.suite,
+        humantime_compact(std::time::SystemTime::now())
+    );
+    let final_ref = format!("imgmode/base/{name}");
+    let commit = Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", "--no-bindings", "--bootable"])
+        .arg(format!("--branch={final_ref}"))
+        .arg(format!("--tree=ref={rootfs_ref}"))
+        .arg(format!("--tree=dir={}", layer.display()))
+        .arg(format!("--add-metadata-string=version={version}"))
+        .arg(format!("--subject={name} {version}"))
+        .read()
+        .context("committing the base image")?
+        .trim()
+        .to_string();
+    crate::ostree::require_one_kernel(&repo, &commit)?;
+
+    steps.step("encapsulating as a bootable container image");
+    let staging = opts.store.staging()?;
+    let mut labels = BTreeMap::new();
+    labels.insert("containers.bootc".to_string(), "1".to_string());
+    labels.insert("ostree.bootable".to_string(), "true".to_string());
+    labels.insert(
+        "org.opencontainers.image.version".to_string(),
+        version.clone(),
+    );
+    labels.insert("org.opencontainers.image.title".to_string(), name.clone());
+    labels.insert(INPUTS_LABEL.to_string(), inputs.clone());
+    crate::ostree::encapsulate(
+        &repo,
+        &final_ref,
+        labels,
+        staging.path(),
+        opts.max_compression,
+    )?;
+    let dir = opts.store.publish(staging, &name)?;
+    let img = opts.store.inspect(&name)?;
+    let cs = copy_to_containers_storage(opts, &name, steps)?;
+    Ok(BuildOutcome {
+        name,
+        reference: format!("oci:{}", dir.display()),
+        digest: img.digest,
+        commit,
+        version,
+        inputs,
+        cached: false,
+        containers_storage: cs,
+    })
+}
+
+/// Labels of the base image (ostree-ext adds `ostree.commit`, `ostree.final-diffid` and
+/// `ostree.linux` from the commit).
+pub fn image_labels(name: &str, version: &str, inputs: &str) -> BTreeMap<String, String> {
+    [
+        ("containers.bootc", "1"),
+        ("ostree.bootable", "true"),
+        ("org.opencontainers.image.version", version),
+        ("org.opencontainers.image.title", name),
+        (INPUTS_LABEL, inputs),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn copy_to_containers_storage(
+    opts: &BuildOpts,
+    name: &str,
+    steps: &Steps,
+) -> Result<Option<String>> {
+    if !opts.to_containers_storage {
+        return Ok(None);
+    }
+    let dest = format!("containers-storage:localhost/{name}:latest");
+    steps.step(&format!("copying to {dest}"));
+    imgmode_image::skopeo::Copy::new(
+        format!("oci:{}", opts.store.image_dir(name)?.display()),
+        &dest,
+    )
+    .run()?;
+    Ok(Some(dest))
+}
+
+/// A compact UTC timestamp (YYYYMMDDHHMM) for version strings.
+fn humantime_compact(t: std::time::SystemTime) -> String {
+    let s = humantime_rfc3339(t);
+    s.chars().filter(|c| c.is_ascii_digit()).take(12).collect()
+}
+
+pub fn humantime_rfc3339(t: std::time::SystemTime) -> String {
+    // Days-from-civil, inverse: enough for version strings without a date crate.
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Create the bare repo if needed.
+pub fn ensure_repo(path: &Path) -> Result<PathBuf> {
+    if !path.join("config").is_file() {
+        std::fs::create_dir_all(path)?;
+        Run::new("ostree")
+            .arg(format!("--repo={}", path.display()))
+            .args(["init", "--mode=bare"])
+            .output()
+            .with_context(|| format!("creating the ostree repo {}", path.display()))?;
+    }
+    Ok(path.to_path_buf())
+}
+
+fn ref_exists(repo: &Path, r: &str) -> Result<bool> {
+    let out = Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["refs", "--list"])
+        .read()?;
+    Ok(out.lines().any(|l| l.trim() == r))
+}
+
+/// Drop cached rootfs commits of other inputs, so the cache repo does not grow with every
+/// package list change.
+fn prune_stale_rootfs(repo: &Path, keep: &str) -> Result<()> {
+    let refs = Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["refs", "--list", "imgmode/rootfs"])
+        .read()?;
+    let stale: Vec<String> = refs
+        .lines()
+        .map(|r| {
+            let r = r.trim();
+            // `refs --list PREFIX` prints full names; older ostree printed them relative.
+            if r.starts_with("imgmode/rootfs/") {
+                r.to_string()
+            } else {
+                format!("imgmode/rootfs/{r}")
+            }
+        })
+        .filter(|r| !r.ends_with('/') && r != keep)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for r in &stale {
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["refs", "--delete", r])
+            .output()?;
+    }
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["prune", "--refs-only"])
+        .output()
+        .context("pruning stale rootfs commits")?;
+    Ok(())
+}
+
+/// The arguments of the build's mmdebstrap run (without the program name): suite, variant,
+/// components, mirrors and packages from the definition, the dracut configuration and the
+/// package cache as hooks. `cargo xtask bench` runs exactly these as the base build's baseline
+/// (`imgmode internal mmdebstrap-args`).
+pub fn mmdebstrap_args(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path) -> Vec<String> {
+    let archives = cache_dir.join("apt-archives");
+    let dracut = spec.dracut_conf();
+    let mut a = vec![
+        "--mode=root".to_string(),
+        format!("--variant={}", spec.image.variant),
+        format!("--components={}", spec.image.components.join(",")),
+        format!("--include={}", spec.packages.join(",")),
+        // Keep downloaded .debs so the archive cache fills up; mmdebstrap would delete them.
+        "--skip=download/empty".to_string(),
+        "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dracut.conf.d".to_string(),
+        format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives/",
+            archives.display()
+        ),
+    ];
+    if dracut.is_dir() {
+        a.push(format!(
+            "--setup-hook=sync-in {} /etc/dracut.conf.d/",
+            dracut.display()
+        ));
+    }
+    a.push(format!(
+        "--customize-hook=sync-out /var/cache/apt/archives {}",
+        archives.display()
+    ));
+    a.push("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb".to_string());
+    a.push(spec.image.suite.clone());
+    a.push(rootfs.display().to_string());
+    a.extend(spec.image.mirrors.iter().cloned());
+    a
+}
+
+fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path) -> Result<()> {
+    std::fs::create_dir_all(cache_dir.join("apt-archives"))?;
+    let log = work.join("mmdebstrap.log");
+    let logf = std::fs::File::create(&log)?;
+    let mut cmd = std::process::Command::new("mmdebstrap");
+    cmd.args(mmdebstrap_args(spec, cache_dir, rootfs));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
+    let status = cmd.status().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!("missing system tool mmdebstrap; install it with: apt-get install mmdebstrap")
+        } else {
+            anyhow!("starting mmdebstrap: {e}")
+        }
+    })?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(25).collect();
+        bail!(
+            "mmdebstrap failed ({status}); last lines of {}:\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Where the converted image keeps dpkg's database (`/var/lib/dpkg` links here).
+pub const DPKG_DB: &str = "/usr/lib/sysimage/dpkg";
+
+/// Turn a Debian root filesystem into the layout ostree deploys; returns the kernel version.
+///
+/// - kernel and initramfs move to `/usr/lib/modules/$kver/{vmlinuz,initramfs.img}`, `/boot`
+///   is emptied;
+/// - `/etc` becomes `/usr/etc` (ostree's defaults, merged 3-way on upgrade);
+/// - `/sysroot` is created and `/ostree` links to `sysroot/ostree`;
+/// - toplevel state directories become links into `/var` (`/home`, `/root`, `/opt`, `/srv`,
+///   `/mnt`, `/usr/local`), with `tmpfiles.d` creating their targets;
+/// - `/tmp` and `/run` are emptied, `/var/tmp` removed, `/etc/machine-id` reset for first boot;
+/// - dpkg's database moves to [`DPKG_DB`] and `/var/lib/dpkg` links there, so `dpkg -l`
+///   on a node lists the packages of the image it booted.
+pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
+    let modules = root.join("usr/lib/modules");
+    let kvers: Vec<String> = std::fs::read_dir(&modules)
+        .with_context(|| format!("reading {}", modules.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let kver = match kvers.as_slice() {
+        [k] => k.clone(),
+        [] => bail!(
+            "no kernel installed in {}: add linux-image-amd64 to packages.txt",
+            modules.display()
+        ),
+        many => bail!(
+            "several kernels installed ({}); a bootable image needs exactly one",
+            many.join(", ")
+        ),
+    };
+    let boot = root.join("boot");
+    let kdir = modules.join(&kver);
+    let vmlinuz = boot.join(format!("vmlinuz-{kver}"));
+    if !kdir.join("vmlinuz").exists() {
+        std::fs::rename(&vmlinuz, kdir.join("vmlinuz"))
+            .with_context(|| format!("moving {}", vmlinuz.display()))?;
+    }
+    let initrd = ["initrd.img-", "initramfs-"]
+        .iter()
+        .map(|p| boot.join(format!("{p}{kver}")))
+        .chain([boot.join(format!("initramfs-{kver}.img"))])
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            anyhow!(
+                "no initramfs for kernel {kver} in {}; is dracut in packages.txt?",
+                boot.display()
+            )
+        })?;
+    std::fs::rename(&initrd, kdir.join("initramfs.img"))
+        .with_context(|| format!("moving {}", initrd.display()))?;
+    empty_dir(&boot)?;
+    // Debian's kernel links in the root directory point into /boot, which is now empty.
+    for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
+        let p = root.join(link);
+        if p.is_symlink() {
+            std::fs::remove_file(&p)?;
+        }
+    }
+
+    // /etc -> /usr/etc
+    let etc = root.join("etc");
+    let usretc = root.join("usr/etc");
+    std::fs::write(etc.join("machine-id"), "")?;
+    if usretc.exists() {
+        bail!(
+            "{} exists already; the root filesystem is converted twice",
+            usretc.display()
+        );
+    }
+    std::fs::rename(&etc, &usretc).context("moving /etc to /usr/etc")?;
+
+    // sysroot and the /ostree link
+    std::fs::create_dir_all(root.join("sysroot"))?;
+    replace_with_symlink(root, "ostree", "sysroot/ostree")?;
+
+    // toplevel state directories live in /var
+    for (top, target) in [
+        ("home", "var/home"),
+        ("root", "var/roothome"),
+        ("opt", "var/opt"),
+        ("srv", "var/srv"),
+        ("mnt", "var/mnt"),
+        ("media", "run/media"),
+        ("usr/local", "../var/usrlocal"),
+    ] {
+        let p = root.join(top);
+        // keep whatever the packages put there under its /var location
+        if p.is_dir() && !p.is_symlink() {
+            let dest = if let Some(rest) = target.strip_prefix("../") {
+                root.join(rest)
+            } else {
+                root.join(target)
+            };
+            if dest.starts_with(root.join("var")) {
+                std::fs::create_dir_all(dest.parent().unwrap())?;
+                if !dest.exists() {
+                    std::fs::rename(&p, &dest)?;
+                } else {
+                    std::fs::remove_dir_all(&p)?;
+                }
+            } else {
+                std::fs::remove_dir_all(&p)?;
+            }
+        }
+        replace_with_symlink(root, top, target)?;
+    }
+    // API filesystems are mounted at boot; mmdebstrap leaves device nodes in /dev, which
+    // ostree cannot commit.
+    for d in ["tmp", "run", "dev", "proc", "sys"] {
+        let p = root.join(d);
+        if p.exists() {
+            empty_dir(&p)?;
+        } else {
+            std::fs::create_dir_all(&p)?;
+        }
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    // /var/tmp is left out of the commit: ostree-ext's export adds it to every image (a second
+    // copy would make a layer with duplicate paths, which containers-storage refuses), and
+    // systemd-tmpfiles creates it at boot.
+    let vartmp = root.join("var/tmp");
+    if vartmp.exists() {
+        std::fs::remove_dir_all(&vartmp).context("removing /var/tmp")?;
+    }
+    // var/run and var/lock must be links into /run (bootc lint var-run)
+    replace_with_symlink(root, "var/run", "../run")?;
+    replace_with_symlink(root, "var/lock", "../run/lock")?;
+    for d in ["var/log", "var/cache/apt/archives", "var/lib/apt/lists"] {
+        let p = root.join(d);
+        if p.is_dir() {
+            empty_dir(&p)?;
+        }
+    }
+    // The package database describes /usr, so it must follow the deployed image rather than
+    // stay in /var (seeded once): like rpm-ostree's /usr/lib/sysimage/rpm.
+    let dpkg = root.join("var/lib/dpkg");
+    if dpkg.is_dir() && !dpkg.is_symlink() {
+        let dest = root.join(DPKG_DB.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::rename(&dpkg, &dest).context("moving /var/lib/dpkg into /usr")?;
+        replace_with_symlink(root, "var/lib/dpkg", "../../usr/lib/sysimage/dpkg")?;
+    }
+    Ok(kver)
+}
+
+/// The kernel's install hook ran dracut, but possibly before ostree-boot was unpacked (apt
+/// orders unrelated packages freely). Rebuild the initramfs when it lacks ostree-prepare-root.
+fn ensure_ostree_initramfs(rootfs: &Path) -> Result<()> {
+    let boot = rootfs.join("boot");
+    let Some(initrd) = std::fs::read_dir(&boot)?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("initrd.img-"))
+    else {
+        return Ok(());
+    };
+    let name = initrd.file_name().to_string_lossy().into_owned();
+    let kver = name.trim_start_matches("initrd.img-").to_string();
+    let listing = Run::new("chroot")
+        .arg(rootfs)
+        .args(["lsinitrd", &format!("/boot/{name}")])
+        .read()
+        .context("listing the initramfs")?;
+    if listing.contains("ostree-prepare-root") {
+        return Ok(());
+    }
+    tracing::info!("initramfs lacks the ostree module; running dracut again");
+    Run::new("chroot")
+        .arg(rootfs)
+        .args([
+            "dracut",
+            "--force",
+            "--kver",
+            &kver,
+            &format!("/boot/{name}"),
+        ])
+        .output()
+        .context("rebuilding the initramfs with the ostree module")?;
+    Ok(())
+}
+
+fn empty_dir(p: &Path) -> Result<()> {
+    for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn replace_with_symlink(root: &Path, rel: &str, target: &str) -> Result<()> {
+    let p = root.join(rel);
+    if let Ok(md) = std::fs::symlink_metadata(&p) {
+        if md.file_type().is_symlink() {
+            if std::fs::read_link(&p)? == Path::new(target) {
+                return Ok(());
+            }
+            std::fs::remove_file(&p)?;
+        } else if md.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    std::os::unix::fs::symlink(target, &p).with_context(|| format!("linking /{rel} -> {target}"))
+}
+
+/// Build the small tree committed on top of the rootfs: the overlay (with `etc/` mapped to
+/// `usr/etc/`), `/usr/bin/imgmode` and the `ostree container` link.
+pub fn prepare_layer(overlay: &Path, imgmode_binary: &Path, layer: &Path) -> Result<()> {
+    std::fs::create_dir_all(layer.join("usr/bin"))?;
+    if overlay.is_dir() {
+        for e in std::fs::read_dir(overlay)? {
+            let e = e?;
+            let name = e.file_name();
+            let dest = if name == "etc" {
+                layer.join("usr/etc")
+            } else {
+                layer.join(&name)
+            };
+            copy_tree(&e.path(), &dest)?;
+        }
+    }
+    let bin = layer.join("usr/bin/imgmode");
+    std::fs::copy(imgmode_binary, &bin)
+        .with_context(|| format!("copying {}", imgmode_binary.display()))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    let link = layer.join(OSTREE_CONTAINER_LINK);
+    std::fs::create_dir_all(link.parent().unwrap())?;
+    std::os::unix::fs::symlink("../../../bin/imgmode", &link)?;
+    // Directories the layer shares with the rootfs must keep the rootfs' metadata.
+    for d in walk_dirs(layer)? {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+fn walk_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let d = out[i].clone();
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                out.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Copy a tree, keeping symlinks and modes.
+fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    let md = std::fs::symlink_metadata(src)?;
+    if md.file_type().is_symlink() {
+        if let Ok(old) = std::fs::symlink_metadata(dest) {
+            if !old.is_dir() {
+                std::fs::remove_file(dest)?;
+            }
+        }
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dest)?;
+    } else if md.is_dir() {
+        std::fs::create_dir_all(dest)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dest.join(e.file_name()))?;
+        }
+    } else {
+        std::fs::copy(src, dest).with_context(|| format!("copying {}", src.display()))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_list_parsing() {
+        let p = parse_packages("# c\nsystemd\n\n  dbus # trailing\nlinux-image-amd64\n").unwrap();
+        assert_eq!(p, ["systemd", "dbus", "linux-image-amd64"]);
+        let err = parse_packages("good\nbad pkg\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(parse_packages("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn the_shipped_definition_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../containerfiles/base");
+        let spec = BaseSpec::load(&dir).unwrap();
+        assert_eq!(spec.image.suite, "trixie");
+        for must in [
+            "systemd",
+            "dbus",
+            "libpam-systemd",
+            "ostree-boot",
+            "dracut",
+            "linux-image-amd64",
+        ] {
+            assert!(spec.packages.iter().any(|p| p == must), "{must} missing");
+        }
+    }
+
+    #[test]
+    fn keys_track_inputs() {
+        let td = tempfile::tempdir().unwrap();
+        let d = td.path();
+        std::fs::write(d.join("image.yaml"), "name: t\nsuite: trixie\n").unwrap();
+        std::fs::write(d.join("packages.txt"), "systemd\n").unwrap();
+        std::fs::create_dir_all(d.join("overlay/etc")).unwrap();
+        std::fs::write(d.join("overlay/etc/motd"), "hi").unwrap();
+        let bin = d.join("bin");
+        std::fs::write(&bin, "v1").unwrap();
+        let spec = BaseSpec::load(d).unwrap();
+        let (r1, k1) = (spec.rootfs_key().unwrap(), spec.inputs_key(&bin).unwrap());
+        std::fs::write(d.join("overlay/etc/motd"), "changed").unwrap();
+        assert_eq!(
+            spec.rootfs_key().unwrap(),
+            r1,
+            "overlay must not invalidate the rootfs"
+        );
+        let k2 = spec.inputs_key(&bin).unwrap();
+        assert_ne!(k1, k2);
+        std::fs::write(&bin, "v2").unwrap();
+        assert_ne!(spec.inputs_key(&bin).unwrap(), k2);
+        std::fs::write(d.join("packages.txt"), "systemd\ndbus\n").unwrap();
+        assert_ne!(spec.rootfs_key().unwrap(), r1);
+    }
+
+    #[test]
+    fn unknown_field_in_image_yaml_is_an_error() {
+        let td = tempfile::tempdir().unwrap();
+        std::fs::write(
+            td.path().join("image.yaml"),
+            "name: t\nsuite: trixie\nsuit: x\n",
+        )
+        .unwrap();
+        std::fs::write(td.path().join("packages.txt"), "systemd\n").unwrap();
+        let err = format!("{:#}", BaseSpec::load(td.path()).unwrap_err());
+        assert!(err.contains("unknown field `suit`"), "{err}");
+    }
+
+    #[test]
+    fn conversion_makes_the_ostree_layout() {
+        let td = tempfile::tempdir().unwrap();
+        let r = td.path();
+        for d in [
+            "usr/lib/modules/6.12.0-1-amd64",
+            "boot",
+            "etc",
+            "home/u",
+            "root",
+            "opt",
+            "srv",
+            "mnt",
+            "usr/local/bin",
+            "tmp",
+            "run",
+            "var/tmp/x",
+            "var/run",
+            "var/log",
+            "var/lib/dpkg/info",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("boot/vmlinuz-6.12.0-1-amd64"), "k").unwrap();
+        std::fs::write(r.join("boot/initrd.img-6.12.0-1-amd64"), "i").unwrap();
+        std::fs::write(r.join("boot/config-6.12.0-1-amd64"), "c").unwrap();
+        std::fs::write(r.join("etc/machine-id"), "abc").unwrap();
+        std::fs::write(r.join("root/.bashrc"), "x").unwrap();
+        std::fs::create_dir_all(r.join("dev/pts")).unwrap();
+        std::os::unix::net::UnixListener::bind(r.join("dev/log")).unwrap();
+        let kver = convert_to_ostree_layout(r).unwrap();
+        assert_eq!(kver, "6.12.0-1-amd64");
+        let k = r.join("usr/lib/modules/6.12.0-1-amd64");
+        assert!(k.join("vmlinuz").is_file() && k.join("initramfs.img").is_file());
+        assert_eq!(std::fs::read_dir(r.join("boot")).unwrap().count(), 0);
+        assert!(!r.join("etc").exists());
+        assert_eq!(
+            std::fs::read_to_string(r.join("usr/etc/machine-id")).unwrap(),
+            ""
+        );
+        assert_eq!(
+            std::fs::read_link(r.join("ostree")).unwrap(),
+            Path::new("sysroot/ostree")
+        );
+        assert_eq!(
+            std::fs::read_link(r.join("home")).unwrap(),
+            Path::new("var/home")
+        );
+        assert!(r.join("var/home/u").is_dir());
+        assert!(r.join("var/roothome/.bashrc").is_file());
+        assert!(r.join("usr/lib/sysimage/dpkg/info").is_dir());
+        assert_eq!(
+            std::fs::read_link(r.join("var/lib/dpkg")).unwrap(),
+            Path::new("../../usr/lib/sysimage/dpkg")
+        );
+        assert_eq!(
+            std::fs::read_link(r.join("usr/local")).unwrap(),
+            Path::new("../var/usrlocal")
+        );
+        assert_eq!(
+            std::fs::read_link(r.join("var/run")).unwrap(),
+            Path::new("../run")
+        );
+        assert!(!r.join("var/tmp").exists());
+        assert_eq!(std::fs::read_dir(r.join("dev")).unwrap().count(), 0);
+        // converting twice is refused rather than corrupting the tree
+        assert!(convert_to_ostree_layout(r).is_err());
+    }
+
+    #[test]
+    fn two_kernels_are_refused() {
+        let td = tempfile::tempdir().unwrap();
+        for k in ["6.1", "6.12"] {
+            std::fs::create_dir_all(td.path().join("usr/lib/modules").join(k)).unwrap();
+        }
+        let err = convert_to_ostree_layout(td.path()).unwrap_err().to_string();
+        assert!(err.contains("several kernels"), "{err}");
+    }
+
+    #[test]
+    fn layer_maps_etc_and_links_ostree_container() {
+        let td = tempfile::tempdir().unwrap();
+        let ov = td.path().join("overlay");
+        std::fs::create_dir_all(ov.join("etc/dracut.conf.d")).unwrap();
+        std::fs::write(ov.join("etc/dracut.conf.d/a.conf"), "x").unwrap();
+        let bin = td.path().join("imgmode");
+        std::fs::write(&bin, "#!").unwrap();
+        let layer = td.path().join("layer");
+        prepare_layer(&ov, &bin, &layer).unwrap();
+        assert!(layer.join("usr/etc/dracut.conf.d/a.conf").is_file());
+        assert!(!layer.join("etc").exists());
+        let link = layer.join(OSTREE_CONTAINER_LINK);
+        assert_eq!(
+            std::fs::canonicalize(link).unwrap(),
+            std::fs::canonicalize(layer.join("usr/bin/imgmode")).unwrap()
+        );
+    }
+
+    #[test]
+    fn labels() {
+        insta::assert_yaml_snapshot!(image_labels(
+            "imgmode-base",
+            "trixie.202611230000",
+            "abc123"
+        ));
+    }
+
+    #[test]
+    fn stale_rootfs_commits_are_pruned() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = td.path().join("repo");
+        crate::ostree::init_repo(&repo, "bare-user").unwrap();
+        let tree = td.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        for (i, r) in ["imgmode/rootfs/old", "imgmode/rootfs/new", "imgmode/base/x"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(tree.join("f"), i.to_string()).unwrap();
+            crate::ostree::commit_dir(&repo, r, &tree).unwrap();
+        }
+        prune_stale_rootfs(&repo, "imgmode/rootfs/new").unwrap();
+        let refs = Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("refs")
+            .read()
+            .unwrap();
+        let mut refs: Vec<&str> = refs.lines().collect();
+        refs.sort();
+        assert_eq!(refs, ["imgmode/base/x", "imgmode/rootfs/new"]);
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(humantime_rfc3339(t), "2023-11-14T22:13:20Z");
+        assert_eq!(humantime_compact(t), "202311142213");
+    }
+}

@@ -1,0 +1,600 @@
+//! `imgmode disk`: write a bootable raw or qcow2 disk image from a bootable container image.
+//!
+//! Steps:
+//! 1. preflight: root, tools, output path, image reference, and the image's manifest and
+//!    config read through containers-image-proxy (bootc label, architecture) before any layer
+//!    is fetched;
+//! 2. an ostree sysroot is built in a work directory: `init-fs`, stateroot `default`, the image
+//!    imported and deployed with ostree-ext (origin `container-image-reference=` records where
+//!    upgrades come from), ostree's `syslinux` bootloader backend writing
+//!    `/boot/loader/syslinux.cfg`;
+//! 3. the deployment gets `/etc/fstab` for `/boot` (and the ESP), the user customizations, and
+//!    its stateroot `/var` seeded from the image;
+//! 4. the GPT of [`crate::partition::Layout`] is written with sgdisk, filesystems are made
+//!    from directories (`mkfs.ext4 -d`, mkfs.vfat + mtools, mkfs.xfs through a loop device),
+//!    and GRUB from the image's own modules is installed for BIOS and UEFI ([`crate::grub`]);
+//! 5. qcow2 output is converted with `qemu-img`; the result is renamed over the output path
+//!    only when complete.
+
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use crate::partition::{self, Firmware, Layout, Role, RootFs};
+use imgmode_support::progress::Steps;
+use imgmode_image::store::Store;
+use anyhow::{anyhow, bail, Context, Result};
+use ostree_ext::container::store::{ImageImporter, PrepareResult};
+use ostree_ext::container::{self as oc, OstreeImageReference};
+use ostree_ext::{gio, ostree};
+use imgmode_support::fs::{du_bytes, output_parent};
+use imgmode_support::host::host_arch;
+use imgmode_support::size;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Output format of the disk image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// Stateroot (osname) of the deployment written to disks.
+pub const STATEROOT: &str = "default";
+/// Kernel arguments every disk gets; user `--karg`s follow.
+pub const BASE_KARGS: &[&str] = &[
+    "root=LABEL=root",
+    "rw",
+    "console=tty0",
+    "console=ttyS0,115200n8",
+];
+const DEFAULT_SIZE: u64 = 10 * size::GIB;
+
+#[derive(Debug, Clone)]
+pub struct DiskOpts {
+    pub image: String,
+    pub output: PathBuf,
+    pub format: DiskFormat,
+    pub size: Option<u64>,
+    pub kargs: Vec<String>,
+    pub root_fs: RootFs,
+    pub firmware: Firmware,
+    pub root_ssh_key: Option<PathBuf>,
+    pub root_password_hash: Option<String>,
+    /// The reference recorded as the deployment's origin (where upgrades look); defaults to
+    /// the source image.
+    pub target_imgref: Option<String>,
+    pub force: bool,
+    pub store: Store,
+    pub cache_dir: PathBuf,
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiskOutcome {
+    pub output: PathBuf,
+    pub format: DiskFormat,
+    pub image: String,
+    pub image_digest: String,
+    pub commit: String,
+    pub layout: Layout,
+    /// Bytes actually allocated by the output file.
+    pub bytes_written: u64,
+}
+
+/// Check what can be checked without reading the image; nothing is written. Returns the
+/// resolved source and target references.
+pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<OstreeImageReference>)> {
+    if opts.output.exists() && !opts.force {
+        bail!(
+            "output {} exists; pass --force to replace it",
+            opts.output.display()
+        );
+    }
+    output_parent(&opts.output)?;
+    if let Some(k) = &opts.root_ssh_key {
+        let text = std::fs::read_to_string(k)
+            .with_context(|| format!("reading --root-ssh-key {}", k.display()))?;
+        if !text.trim_start().starts_with("ssh-") && !text.trim_start().starts_with("ecdsa-") {
+            bail!(
+                "--root-ssh-key {} does not look like an OpenSSH public key",
+                k.display()
+            );
+        }
+    }
+    if let Some(h) = &opts.root_password_hash {
+        if !h.starts_with('$') || h.contains(':') || h.contains('\n') {
+            bail!("--root-password-hash must be a crypt(3) hash such as the output of `openssl passwd -6`");
+        }
+    }
+    for k in &opts.kargs {
+        if k.is_empty() || k.contains('\n') {
+            bail!("invalid kernel argument {k:?}");
+        }
+    }
+    let imgref = opts.store.resolve(&opts.image)?;
+    let target = opts
+        .target_imgref
+        .as_deref()
+        .map(|t| opts.store.resolve(t).context("--target-imgref"))
+        .transpose()?;
+    require_root("writing a disk image (ostree deploy with file ownership, mkfs)")?;
+    let mut tools = vec!["sgdisk", "mkfs.ext4", "ostree", "skopeo"];
+    if opts.firmware.uefi() {
+        tools.extend(["mkfs.vfat", "mmd", "mcopy"]);
+    }
+    if opts.root_fs == RootFs::Xfs {
+        tools.extend(["mkfs.xfs", "losetup", "mount"]);
+    }
+    if opts.format == DiskFormat::Qcow2 {
+        tools.push("qemu-img");
+    }
+    require_tools(&tools)?;
+    Ok((imgref, target))
+}
+
+/// Write the disk image.
+pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
+    let (imgref, target) = preflight(opts)?;
+
+    let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "disk-")?;
+    let sysroot_dir = work.path().join("sysroot");
+
+    steps.step(&format!("reading {}", imgref.imgref));
+    let sysroot = init_sysroot(&sysroot_dir, STATEROOT)?;
+    let (commit, digest) = fetch_image(&sysroot.repo(), &imgref, steps)?;
+    crate::ostree::require_one_kernel(&sysroot_dir.join("ostree/repo"), &commit)?;
+
+    steps.step("deploying");
+    let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
+    kargs.extend(opts.kargs.iter().cloned());
+    let kargs_ref: Vec<&str> = kargs.iter().map(|s| s.as_str()).collect();
+    let mut dopts = oc::deploy::DeployOpts::default();
+    dopts.kargs = Some(&kargs_ref);
+    dopts.target_imgref = target.as_ref();
+    imgmode_support::runtime::block_on(oc::deploy::deploy(
+        &sysroot,
+        STATEROOT,
+        &imgref,
+        Some(dopts),
+    ))?
+    .with_context(|| format!("deploying {}", imgref.imgref))?;
+    sysroot.load(gio::Cancellable::NONE)?;
+    let deployment = sysroot
+        .deployments()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("ostree wrote no deployment"))?;
+    let deploy_dir = sysroot_dir.join(sysroot.deployment_dirpath(&deployment).as_str());
+    sysroot.unlock();
+    drop(sysroot);
+
+    customize(opts, &sysroot_dir, &deploy_dir)?;
+
+    // Split the tree: /boot goes to its own partition.
+    let bootfs = work.path().join("bootfs");
+    std::fs::rename(sysroot_dir.join("boot"), &bootfs)?;
+    std::fs::create_dir(sysroot_dir.join("boot"))?;
+    std::fs::set_permissions(
+        sysroot_dir.join("boot"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+
+    let root_used = du_bytes(&sysroot_dir)?;
+    let boot_used = du_bytes(&bootfs)?;
+    // Room for a second deployment's kernel and initramfs during upgrades.
+    if boot_used * 2 + 32 * size::MIB > partition::BOOT_SIZE {
+        bail!(
+            "the image's kernel and initramfs take {} in /boot; the {} boot partition cannot hold two deployments",
+            size::human_size(boot_used),
+            size::human_size(partition::BOOT_SIZE)
+        );
+    }
+    // Filesystem overhead plus room for /var and one more deployment's changed files.
+    let root_needed = root_used + root_used / 5 + 512 * size::MIB;
+    let size = opts
+        .size
+        .unwrap_or(DEFAULT_SIZE.max(root_needed + size::GIB));
+    let layout = Layout::new(size, opts.firmware, opts.root_fs, root_needed)?;
+
+    steps.step("installing the bootloader files");
+    let grub = crate::grub::Grub::from_deployment(&deploy_dir)?;
+    grub.write_boot_config(&bootfs)?;
+
+    steps.step(&format!(
+        "writing the {} disk ({}, firmware {:?})",
+        size::human_size(size),
+        match opts.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        },
+        opts.firmware
+    ));
+    let raw = work.path().join("disk.raw");
+    write_disk(&raw, &layout, &sysroot_dir, &bootfs, &grub, work.path())?;
+
+    let parent = output_parent(&opts.output)?;
+    let tmp_out = tempfile::Builder::new()
+        .prefix(".imgmode-disk-")
+        .tempfile_in(parent)?
+        .into_temp_path();
+    match opts.format {
+        DiskFormat::Raw => {
+            // Same filesystem: a rename; otherwise a sparse copy.
+            if std::fs::rename(&raw, &tmp_out).is_err() {
+                Run::new("cp")
+                    .args(["--sparse=always"])
+                    .arg(&raw)
+                    .arg(&*tmp_out)
+                    .output()?;
+            }
+        }
+        DiskFormat::Qcow2 => {
+            steps.step("converting to qcow2");
+            Run::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(&*tmp_out)
+                .output()?;
+        }
+    }
+    std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(0o644))?;
+    tmp_out
+        .persist(&opts.output)
+        .with_context(|| format!("writing {}", opts.output.display()))?;
+    let bytes_written = allocated_bytes(&opts.output)?;
+    Ok(DiskOutcome {
+        output: opts.output.clone(),
+        format: opts.format,
+        image: imgref.to_string(),
+        image_digest: digest,
+        commit,
+        layout,
+        bytes_written,
+    })
+}
+
+/// `ostree admin init-fs` + `os-init` of `stateroot` with the syslinux backend prepared
+/// (`boot/` may be a mounted filesystem). The sysroot is returned locked.
+pub fn init_sysroot(dir: &Path, stateroot: &str) -> Result<ostree::Sysroot> {
+    std::fs::create_dir_all(dir)?;
+    Run::new("ostree")
+        .args(["admin", "init-fs", "--modern"])
+        .arg(dir)
+        .output()?;
+    let repo = dir.join("ostree/repo");
+    for (k, v) in [
+        ("sysroot.bootloader", "syslinux"),
+        ("sysroot.readonly", "false"),
+    ] {
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["config", "set", k, v])
+            .output()?;
+    }
+    // ostree's syslinux backend keeps its menu at boot/loader/syslinux.cfg and expects
+    // boot/syslinux/syslinux.cfg to link to it; loader.0 is the empty "before" state.
+    let boot = dir.join("boot");
+    std::fs::create_dir_all(boot.join("loader.0"))?;
+    std::fs::write(boot.join("loader.0/syslinux.cfg"), "")?;
+    std::os::unix::fs::symlink("loader.0", boot.join("loader"))?;
+    std::fs::create_dir_all(boot.join("syslinux"))?;
+    std::os::unix::fs::symlink("../loader/syslinux.cfg", boot.join("syslinux/syslinux.cfg"))?;
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(dir)));
+    sysroot.load(gio::Cancellable::NONE)?;
+    sysroot.init_osname(stateroot, gio::Cancellable::NONE)?;
+    sysroot.load(gio::Cancellable::NONE)?;
+    sysroot.lock()?;
+    Ok(sysroot)
+}
+
+/// Read the manifest and config first (labels, architecture), then import the layers.
+/// Returns the merge commit and the manifest digest.
+pub(crate) fn fetch_image(
+    repo: &ostree::Repo,
+    imgref: &OstreeImageReference,
+    steps: &Steps,
+) -> Result<(String, String)> {
+    imgmode_support::runtime::block_on(async {
+        // Manifest and config only: refuse what cannot boot before any layer is fetched.
+        let (_, _, config) = oc::fetch_manifest_and_config(imgref)
+            .await
+            .map_err(|e| image_error(imgref, e))?;
+        check_config(imgref, &config)?;
+        let mut imp = ImageImporter::new(repo, imgref, Default::default())
+            .await
+            .map_err(|e| image_error(imgref, e))?;
+        let prep = imp.prepare().await.map_err(|e| image_error(imgref, e))?;
+        let state = match prep {
+            PrepareResult::AlreadyPresent(s) => s,
+            PrepareResult::Ready(prep) => {
+                steps.step(&format!(
+                    "importing {} layer(s) ({})",
+                    prep.layers.len() + 1,
+                    size::human_size(prep.manifest.layers().iter().map(|l| l.size()).sum())
+                ));
+                imp.import(prep).await?
+            }
+        };
+        Ok::<_, anyhow::Error>((
+            state.merge_commit.clone(),
+            state.manifest_digest.to_string(),
+        ))
+    })?
+}
+
+fn image_error(imgref: &OstreeImageReference, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let missing = [
+        "manifest unknown",
+        "no such file",
+        "not found",
+        "does not exist",
+        "no such image",
+    ]
+    .iter()
+    .any(|n| text.to_lowercase().contains(n));
+    if missing {
+        anyhow!("image {} not found: {text}", imgref.imgref)
+    } else {
+        e.context(format!("reading image {}", imgref.imgref))
+    }
+}
+
+/// Do an image's labels (looked up by `label`) mark it bootable: `containers.bootc=1`, or
+/// the older `ostree.bootable=true`?
+pub fn is_bootable<'a>(label: impl Fn(&str) -> Option<&'a str>) -> bool {
+    label("containers.bootc") == Some("1") || label("ostree.bootable") == Some("true")
+}
+
+/// Refuse images that are not bootable or not for this architecture.
+pub fn check_config(
+    imgref: &OstreeImageReference,
+    config: &ostree_ext::oci_spec::image::ImageConfiguration,
+) -> Result<()> {
+    let labels = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default();
+    if !is_bootable(|k| labels.get(k).map(String::as_str)) {
+        bail!(
+            "image {} is not bootable: it has neither the label containers.bootc=1 nor ostree.bootable=true; build it FROM a bootc base image such as imgmode-base",
+            imgref.imgref
+        );
+    }
+    let arch = config.architecture().to_string();
+    if arch != host_arch() {
+        bail!(
+            "image {} has architecture {arch}; expected {}",
+            imgref.imgref,
+            host_arch()
+        );
+    }
+    Ok(())
+}
+
+/// fstab, root customizations and the stateroot's /var.
+fn customize(opts: &DiskOpts, sysroot: &Path, deploy: &Path) -> Result<()> {
+    // Like bootc systems, the ESP is not mounted at runtime: only bootloader updates touch it.
+    let fstab = format!("LABEL={} /boot ext4 defaults 1 2\n", partition::BOOT_LABEL);
+    let etc = deploy.join("etc");
+    let existing = std::fs::read_to_string(etc.join("fstab")).unwrap_or_default();
+    let kept: String = existing
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("LABEL=boot") && !l.contains("/boot/efi"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(etc.join("fstab"), format!("{kept}{fstab}"))?;
+
+    let var = sysroot.join("ostree/deploy").join(STATEROOT).join("var");
+    // ostree before 2024 does not seed the stateroot /var from the commit; do it once here
+    // (cp -n never replaces what ostree itself wrote).
+    Run::new("cp")
+        .args(["-a", "-n", "--"])
+        .arg(format!("{}/.", deploy.join("var").display()))
+        .arg(&var)
+        .output()
+        .context("seeding /var of the stateroot")?;
+
+    if let Some(key) = &opts.root_ssh_key {
+        let home = var.join("roothome");
+        let ssh = home.join(".ssh");
+        std::fs::create_dir_all(&ssh)?;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700))?;
+        let ak = ssh.join("authorized_keys");
+        std::fs::write(&ak, std::fs::read_to_string(key)?)?;
+        std::fs::set_permissions(&ak, std::fs::Permissions::from_mode(0o600))?;
+    }
+    if let Some(hash) = &opts.root_password_hash {
+        let shadow = etc.join("shadow");
+        let text =
+            std::fs::read_to_string(&shadow).context("reading /etc/shadow of the deployment")?;
+        let new = set_root_hash(&text, hash)?;
+        std::fs::write(&shadow, new)?;
+    }
+    Ok(())
+}
+
+/// Replace root's password field in a shadow file.
+pub fn set_root_hash(shadow: &str, hash: &str) -> Result<String> {
+    let mut found = false;
+    let out: Vec<String> = shadow
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(':').collect();
+            if f.first() == Some(&"root") && f.len() > 1 {
+                found = true;
+                f[1] = hash;
+                f.join(":")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        bail!("the image's /etc/shadow has no root entry");
+    }
+    Ok(out.join("\n") + "\n")
+}
+
+fn allocated_bytes(p: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(p)?.blocks() * 512)
+}
+
+fn write_disk(
+    raw: &Path,
+    layout: &Layout,
+    rootdir: &Path,
+    bootdir: &Path,
+    grub: &crate::grub::Grub,
+    work: &Path,
+) -> Result<()> {
+    let f = std::fs::File::create(raw)?;
+    f.set_len(layout.disk_size)?;
+    drop(f);
+    Run::new("sgdisk")
+        .args(layout.sgdisk_args())
+        .arg(raw)
+        .output()?;
+    for p in &layout.partitions {
+        match p.role {
+            Role::BiosBoot => grub.install_bios(raw, p, work)?,
+            Role::Esp => {
+                mkfs_esp(raw, p)?;
+                grub.install_uefi(raw, p, work)?;
+            }
+            Role::Boot => mkfs_ext4(raw, p, Some(bootdir))?,
+            Role::Root => match p.filesystem {
+                Some("xfs") => mkfs_xfs(raw, p, rootdir)?,
+                _ => mkfs_ext4(raw, p, Some(rootdir))?,
+            },
+            Role::Extra => mkfs_ext4(raw, p, None)?,
+        }
+    }
+    Ok(())
+}
+
+/// Format partition `p` of `disk` (an image file or a block device) as the vfat ESP.
+pub fn mkfs_esp(disk: &Path, p: &partition::Partition) -> Result<()> {
+    Run::new("mkfs.vfat")
+        .args(["-I", "-F", "32", "-s", "1", "-n", &p.label])
+        .arg(format!("--offset={}", p.start / 512))
+        .arg(disk)
+        .arg((p.size / 1024).to_string())
+        .output()
+        .with_context(|| format!("making the {} filesystem", p.label))?;
+    Ok(())
+}
+
+/// Make an ext4 filesystem labelled like partition `p` of `disk` (an image file or a block
+/// device), filled from `dir` when given.
+pub fn mkfs_ext4(disk: &Path, p: &partition::Partition, dir: Option<&Path>) -> Result<()> {
+    let mut cmd = Run::new("mkfs.ext4")
+        .args(["-F", "-q", "-L", &p.label])
+        .arg(format!("-E offset={}", p.start).replace(' ', ""));
+    if let Some(dir) = dir {
+        cmd = cmd.arg("-d").arg(dir);
+    }
+    cmd.arg(disk)
+        .arg(format!("{}k", p.size / 1024))
+        .output()
+        .with_context(|| format!("making the {} filesystem", p.label))?;
+    Ok(())
+}
+
+fn mkfs_xfs(raw: &Path, p: &partition::Partition, dir: &Path) -> Result<()> {
+    let loopdev = Run::new("losetup")
+        .args(["--find", "--show"])
+        .arg(format!("--offset={}", p.start))
+        .arg(format!("--sizelimit={}", p.size))
+        .arg(raw)
+        .read()?
+        .trim()
+        .to_string();
+    let result = (|| -> Result<()> {
+        Run::new("mkfs.xfs")
+            .args(["-f", "-q", "-L", &p.label, &loopdev])
+            .output()?;
+        let mnt = tempfile::tempdir()?;
+        Run::new("mount").arg(&loopdev).arg(mnt.path()).output()?;
+        let copy = Run::new("cp")
+            .args(["-a", "--"])
+            .arg(format!("{}/.", dir.display()))
+            .arg(mnt.path())
+            .output();
+        let umount = Run::new("umount").arg(mnt.path()).output();
+        copy?;
+        umount?;
+        Ok(())
+    })();
+    let detach = Run::new("losetup").args(["-d", &loopdev]).output();
+    result?;
+    detach?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_password_hash_is_set() {
+        let s = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        let out = set_root_hash(s, "$6$salt$hash").unwrap();
+        assert!(out.starts_with("root:$6$salt$hash:19000:"));
+        assert!(out.contains("daemon:*:"));
+        assert!(set_root_hash("daemon:*:1::::::\n", "$6$x").is_err());
+    }
+
+    fn opts(dir: &Path) -> DiskOpts {
+        DiskOpts {
+            image: "imgmode-base".into(),
+            output: dir.join("disk.qcow2"),
+            format: DiskFormat::Qcow2,
+            size: None,
+            kargs: vec![],
+            root_fs: RootFs::Ext4,
+            firmware: Firmware::Both,
+            root_ssh_key: None,
+            root_password_hash: None,
+            target_imgref: None,
+            force: false,
+            store: Store::new(dir.join("state")),
+            cache_dir: dir.join("cache"),
+        }
+    }
+
+    #[test]
+    fn existing_output_needs_force() {
+        let td = tempfile::tempdir().unwrap();
+        let o = opts(td.path());
+        std::fs::write(&o.output, "precious").unwrap();
+        let err = preflight(&o).unwrap_err().to_string();
+        assert!(err.contains("pass --force"), "{err}");
+        assert_eq!(std::fs::read_to_string(&o.output).unwrap(), "precious");
+    }
+
+    #[test]
+    fn bad_customizations_are_refused() {
+        let td = tempfile::tempdir().unwrap();
+        let mut o = opts(td.path());
+        o.root_password_hash = Some("plaintext".into());
+        assert!(preflight(&o).unwrap_err().to_string().contains("crypt(3)"));
+        let mut o = opts(td.path());
+        let key = td.path().join("key.pub");
+        std::fs::write(&key, "not a key").unwrap();
+        o.root_ssh_key = Some(key);
+        assert!(preflight(&o)
+            .unwrap_err()
+            .to_string()
+            .contains("OpenSSH public key"));
+        let mut o = opts(td.path());
+        o.output = td.path().join("missing-dir/disk.raw");
+        assert!(preflight(&o)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+    }
+}

@@ -1,0 +1,511 @@
+//! Live ISOs: a bootable image's own tree, running from RAM.
+//!
+//! The ISO holds the image's kernel (`/live/vmlinuz`), its whole root filesystem as a
+//! zstd-compressed `newc` cpio (`/live/rootfs.img`), and the caller's files as a second,
+//! uncompressed cpio (`/live/config.img`). GRUB loads both archives as one initramfs; the
+//! kernel unpacks them into its RAM-backed root filesystem (later archives override earlier
+//! ones) and runs systemd from there (`rdinit=`): no initramfs logic, no device-mapper, and
+//! the ISO is not needed after boot. The ostree layout is undone on the way (`/usr/etc`
+//! becomes `/etc`; the kernel and the image's own initramfs stay out of the root).
+//!
+//! Booting: GRUB from the image ([`crate::grub::Grub::iso_images`]) as the El Torito BIOS
+//! no-emulation image and in a FAT image for UEFI, assembled by xorriso like `grub-mkrescue`
+//! does, hybrid (MBR + GPT), so the same file boots from a CD or written to a USB disk.
+//! Directories given in [`LiveOpts::iso_dirs`] are added to the ISO filesystem (the live
+//! system finds it as `/dev/disk/by-label/<label>`).
+
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_image::cpio::{self, Meta};
+use imgmode_support::progress::Steps;
+use imgmode_image::store::Store;
+use anyhow::{bail, ensure, Context, Result};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What a file added to the live root filesystem is.
+#[derive(Debug, Clone)]
+pub enum Content {
+    File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+    Dir(u32),
+}
+
+/// A file added to the live root filesystem, at `path` (relative, as the live system sees
+/// it: `etc/...`, `root/...`).
+#[derive(Debug, Clone)]
+pub struct LiveFile {
+    pub path: String,
+    pub content: Content,
+}
+
+impl LiveFile {
+    pub fn file(path: &str, mode: u32, data: impl Into<Vec<u8>>) -> Self {
+        Self {
+            path: path.into(),
+            content: Content::File {
+                data: data.into(),
+                mode,
+            },
+        }
+    }
+
+    pub fn symlink(path: &str, target: &str) -> Self {
+        Self {
+            path: path.into(),
+            content: Content::Symlink(target.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveOpts {
+    pub image: String,
+    pub output: PathBuf,
+    /// The ISO's volume label (how GRUB and the live system find it).
+    pub label: String,
+    /// The boot menu entry's title.
+    pub title: String,
+    pub files: Vec<LiveFile>,
+    /// Directories added to the ISO filesystem: (path on the ISO, directory on this host).
+    pub iso_dirs: Vec<(String, PathBuf)>,
+    /// Kernel arguments after the live system's own.
+    pub kargs: Vec<String>,
+    pub force: bool,
+    pub store: Store,
+    pub cache_dir: PathBuf,
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveOutcome {
+    pub output: PathBuf,
+    pub image: String,
+    pub image_digest: String,
+    pub commit: String,
+    pub kernel: String,
+    /// Bytes of the root filesystem tree, and of its compressed archive.
+    pub rootfs_tree_bytes: u64,
+    pub rootfs_bytes: u64,
+    pub iso_bytes: u64,
+}
+
+/// The kernel arguments of every live system.
+pub fn live_kargs(label: &str) -> Vec<String> {
+    vec![
+        "rdinit=/usr/lib/systemd/systemd".into(),
+        "console=tty0".into(),
+        "console=ttyS0,115200n8".into(),
+        format!("imgmode.live={label}"),
+    ]
+}
+
+/// Volume labels: what xorriso, GRUB's `search --label` and udev's by-label all take.
+pub fn check_label(label: &str) -> Result<()> {
+    ensure!(
+        !label.is_empty()
+            && label.len() <= 32
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "invalid ISO volume label {label:?}: 1 to 32 letters, digits, '-' or '_'"
+    );
+    Ok(())
+}
+
+/// Write the live ISO.
+pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
+    check_label(&opts.label)?;
+    if opts.output.exists() && !opts.force {
+        bail!(
+            "output {} exists; pass --force to replace it",
+            opts.output.display()
+        );
+    }
+    let parent = imgmode_support::fs::output_parent(&opts.output)?;
+    for k in &opts.kargs {
+        ensure!(
+            !k.is_empty() && !k.contains(['\n', '\'', '"', ';']),
+            "invalid kernel argument {k:?}"
+        );
+    }
+    for (p, d) in &opts.iso_dirs {
+        ensure!(
+            d.is_dir(),
+            "{} (for {p} on the ISO) is not a directory",
+            d.display()
+        );
+    }
+    let imgref = opts.store.resolve(&opts.image)?;
+    require_root("writing a live ISO (the image's files keep their owners)")?;
+    require_tools(&["ostree", "skopeo", "xorriso", "mkfs.vfat", "mmd", "mcopy"])?;
+
+    let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "live-")?;
+    let w = work.path();
+    steps.step(&format!("reading {}", imgref.imgref));
+    let repo_dir = w.join("repo");
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo_dir.display()))
+        .args(["init", "--mode=bare"])
+        .output()?;
+    let repo = ostree_ext::ostree::Repo::new(&ostree_ext::gio::File::for_path(&repo_dir));
+    repo.open(ostree_ext::gio::Cancellable::NONE)?;
+    let (commit, digest) = crate::disk::fetch_image(&repo, &imgref, steps)?;
+    let tree = w.join("tree");
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo_dir.display()))
+        .args(["checkout", &commit])
+        .arg(&tree)
+        .output()
+        .context("checking out the image's tree")?;
+    let kver = kernel_version(&tree)?;
+
+    let iso = w.join("iso");
+    std::fs::create_dir_all(iso.join("boot/grub"))?;
+    std::fs::create_dir_all(iso.join("live"))?;
+    std::fs::copy(
+        tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
+        iso.join("live/vmlinuz"),
+    )?;
+
+    steps.step("archiving the root filesystem (zstd cpio)");
+    let rootfs = iso.join("live/rootfs.img");
+    let tree_bytes = write_rootfs(&tree, &kver, &rootfs)?;
+    let rootfs_bytes = std::fs::metadata(&rootfs)?.len();
+    let config = iso.join("live/config.img");
+    write_config(&tree, &opts.files, &config)?;
+
+    steps.step("building GRUB for BIOS and UEFI from the image");
+    let grub = crate::grub::Grub::from_deployment(&tree)?;
+    let gwork = w.join("grub");
+    std::fs::create_dir_all(&gwork)?;
+    let boot = grub.iso_images(&opts.label, &gwork)?;
+    std::fs::rename(&boot.eltorito, iso.join("boot/grub/eltorito.img"))?;
+    std::fs::rename(&boot.efi_img, iso.join("boot/efi.img"))?;
+    let mut kargs = live_kargs(&opts.label);
+    kargs.extend(opts.kargs.iter().cloned());
+    std::fs::write(
+        iso.join("boot/grub/grub.cfg"),
+        grub_cfg(&opts.title, &kargs),
+    )?;
+
+    steps.step("writing the ISO (xorriso)");
+    let tmp = tempfile::Builder::new()
+        .prefix(".imgmode-iso-")
+        .tempfile_in(parent)?
+        .into_temp_path();
+    let mut x = Run::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-graft-points",
+            "-iso-level",
+            "3",
+        ])
+        .args(["-V", &opts.label, "-r"])
+        .args(["-b", "boot/grub/eltorito.img", "-no-emul-boot"])
+        .args([
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "--grub2-boot-info",
+        ])
+        .arg("--grub2-mbr")
+        .arg(&boot.hybrid_mbr)
+        .args([
+            "--efi-boot",
+            "boot/efi.img",
+            "-efi-boot-part",
+            "--efi-boot-image",
+        ])
+        .arg("--protective-msdos-label")
+        .arg("-o")
+        .arg(&*tmp)
+        .arg(&iso);
+    for (p, d) in &opts.iso_dirs {
+        x = x.arg(format!("/{}={}", p.trim_matches('/'), d.display()));
+    }
+    x.output().context("xorriso could not write the ISO")?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(&opts.output)
+        .with_context(|| format!("writing {}", opts.output.display()))?;
+    Ok(LiveOutcome {
+        output: opts.output.clone(),
+        image: imgref.to_string(),
+        image_digest: digest,
+        commit,
+        kernel: kver,
+        rootfs_tree_bytes: tree_bytes,
+        rootfs_bytes,
+        iso_bytes: std::fs::metadata(&opts.output)?.len(),
+    })
+}
+
+/// The one kernel version under usr/lib/modules (with its initramfs, as a bootable image has).
+fn kernel_version(tree: &Path) -> Result<String> {
+    let mut found = vec![];
+    for e in std::fs::read_dir(tree.join("usr/lib/modules"))? {
+        let e = e?;
+        if e.path().join("vmlinuz").is_file() {
+            found.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    match found.as_slice() {
+        [k] => {
+            // a bootable image (what `imgmode disk` and the installer require) also ships its
+            // initramfs beside the kernel
+            ensure!(
+                tree.join(format!("usr/lib/modules/{k}/initramfs.img"))
+                    .is_file(),
+                "the image has no /usr/lib/modules/{k}/initramfs.img"
+            );
+            Ok(k.clone())
+        }
+        _ => bail!(
+            "the image has {} kernels under /usr/lib/modules; a live ISO needs exactly one",
+            found.len()
+        ),
+    }
+}
+
+/// The menu: one entry, booted after a short timeout, on the serial console too.
+pub fn grub_cfg(title: &str, kargs: &[String]) -> String {
+    let title = title.replace(['\'', '\n'], " ");
+    format!(
+        "# Written by imgmode.
+serial --unit=0 --speed=115200
+terminal_input console serial
+terminal_output console serial
+set timeout=3
+menuentry '{title}' {{
+  linux /live/vmlinuz {}
+  initrd /live/rootfs.img /live/config.img
+}}
+",
+        kargs.join(" ")
+    )
+}
+
+/// Where a tree path lands in the live root (`None`: left out).
+fn live_name(rel: &str, kver: &str) -> Option<String> {
+    let kdir = format!("usr/lib/modules/{kver}/");
+    if let Some(f) = rel.strip_prefix(&kdir) {
+        if matches!(f, "vmlinuz" | "initramfs.img") {
+            return None;
+        }
+    }
+    // the live system is no ostree deployment: /etc is the image's /usr/etc
+    if rel == "etc" || rel.starts_with("etc/") {
+        return None;
+    }
+    if rel == "usr/etc" || rel.starts_with("usr/etc/") {
+        return Some(rel["usr/".len()..].to_string());
+    }
+    Some(rel.to_string())
+}
+
+/// The tree as a zstd cpio; returns the bytes archived.
+fn write_rootfs(tree: &Path, kver: &str, out: &Path) -> Result<u64> {
+    let f = std::fs::File::create(out)?;
+    let enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), 3)?;
+    let mut counted = Counted { inner: enc, n: 0 };
+    {
+        let mut w = cpio::Writer::new(&mut counted);
+        w.tree(tree, &|r| live_name(r, kver))?;
+        // the kernel's console for init (the built-in initramfs has one too; this makes sure)
+        w.dir("dev", &Meta::root(0o755))?;
+        w.char_device("dev/console", 5, 1, &Meta::root(0o600))?;
+        w.finish()?;
+    }
+    let n = counted.n;
+    counted.inner.finish()?.flush()?;
+    Ok(n)
+}
+
+struct Counted<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The tree path holding live path `path` (`etc/x` is `usr/etc/x`), symlinks in its parents
+/// followed (`root` -> `var/roothome`); the result is the live path to write.
+fn resolve(tree: &Path, path: &str) -> Result<String> {
+    let mut parts: Vec<String> = path.split('/').map(str::to_string).collect();
+    let mut i = 0;
+    let mut hops = 0;
+    while i + 1 < parts.len() {
+        match std::fs::read_link(tree.join(tree_path(&parts[..=i].join("/")))) {
+            Ok(t) => {
+                hops += 1;
+                ensure!(hops < 20, "too many symlinks resolving {path} in the image");
+                let t = t.to_string_lossy().into_owned();
+                let base: Vec<String> = if let Some(abs) = t.strip_prefix('/') {
+                    abs.split('/').map(str::to_string).collect()
+                } else {
+                    let mut b: Vec<String> = parts[..i].to_vec();
+                    for c in t.split('/') {
+                        match c {
+                            "" | "." => {}
+                            ".." => {
+                                b.pop();
+                            }
+                            c => b.push(c.to_string()),
+                        }
+                    }
+                    b
+                };
+                let rest = parts[i + 1..].to_vec();
+                parts = base.into_iter().filter(|c| !c.is_empty()).collect();
+                parts.extend(rest);
+                i = 0;
+            }
+            Err(_) => i += 1,
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The caller's files as an uncompressed cpio, with their parent directories (as the image
+/// has them, or root-owned 0755).
+fn write_config(tree: &Path, files: &[LiveFile], out: &Path) -> Result<()> {
+    let mut w = cpio::Writer::new(std::io::BufWriter::new(std::fs::File::create(out)?));
+    let mut made = std::collections::BTreeSet::new();
+    for f in files {
+        ensure!(
+            !f.path.is_empty()
+                && !f.path.starts_with('/')
+                && !f
+                    .path
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == ".."),
+            "invalid live file path {:?}",
+            f.path
+        );
+        let path = resolve(tree, &f.path)?;
+        let comps: Vec<&str> = path.split('/').collect();
+        for n in 1..comps.len() {
+            let d = comps[..n].join("/");
+            if made.insert(d.clone()) {
+                let m = match std::fs::symlink_metadata(tree.join(tree_path(&d))) {
+                    Ok(md) if md.is_dir() => Meta {
+                        mode: md.mode(),
+                        uid: md.uid(),
+                        gid: md.gid(),
+                        mtime: 0,
+                    },
+                    Ok(_) => bail!("{d} is not a directory in the image"),
+                    Err(_) => Meta::root(0o755),
+                };
+                w.dir(&d, &m)?;
+            }
+        }
+        match &f.content {
+            Content::File { data, mode } => w.bytes(&path, &Meta::root(*mode), data)?,
+            Content::Symlink(t) => w.symlink(&path, t, &Meta::root(0o777))?,
+            Content::Dir(mode) => {
+                made.insert(path.clone());
+                w.dir(&path, &Meta::root(*mode))?
+            }
+        }
+    }
+    w.finish()?.flush()?;
+    Ok(())
+}
+
+/// The image tree's path of a live path (the inverse of [`live_name`]: `etc/x` is `usr/etc/x`).
+fn tree_path(live: &str) -> String {
+    if live == "etc" || live.starts_with("etc/") {
+        format!("usr/{live}")
+    } else {
+        live.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_root_undoes_the_ostree_layout() {
+        assert_eq!(
+            live_name("usr/etc/passwd", "6.1").as_deref(),
+            Some("etc/passwd")
+        );
+        assert_eq!(live_name("usr/etc", "6.1").as_deref(), Some("etc"));
+        assert_eq!(live_name("usr/lib/modules/6.1/vmlinuz", "6.1"), None);
+        assert_eq!(live_name("usr/lib/modules/6.1/initramfs.img", "6.1"), None);
+        assert_eq!(
+            live_name("usr/lib/modules/6.1/kernel/fs/isofs.ko", "6.1").as_deref(),
+            Some("usr/lib/modules/6.1/kernel/fs/isofs.ko")
+        );
+        assert_eq!(
+            live_name("usr/etcetera", "6.1").as_deref(),
+            Some("usr/etcetera")
+        );
+    }
+
+    #[test]
+    fn config_paths_follow_the_images_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        std::fs::create_dir_all(t.join("usr/etc/systemd")).unwrap();
+        std::fs::create_dir_all(t.join("var")).unwrap();
+        std::os::unix::fs::symlink("var/roothome", t.join("root")).unwrap();
+        assert_eq!(
+            resolve(t, "root/.ssh/authorized_keys").unwrap(),
+            "var/roothome/.ssh/authorized_keys"
+        );
+        assert_eq!(
+            resolve(t, "etc/systemd/system/x.service").unwrap(),
+            "etc/systemd/system/x.service"
+        );
+        let files = vec![
+            LiveFile::file("root/.ssh/authorized_keys", 0o600, "ssh-ed25519 AAAA k\n"),
+            LiveFile::symlink(
+                "etc/systemd/system/multi-user.target.wants/x.service",
+                "../x.service",
+            ),
+        ];
+        let out = t.join("config.img");
+        write_config(t, &files, &out).unwrap();
+        let entries = cpio::list(std::fs::File::open(&out).unwrap()).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "var",
+                "var/roothome",
+                "var/roothome/.ssh",
+                "var/roothome/.ssh/authorized_keys",
+                "etc",
+                "etc/systemd",
+                "etc/systemd/system",
+                "etc/systemd/system/multi-user.target.wants",
+                "etc/systemd/system/multi-user.target.wants/x.service"
+            ]
+        );
+        assert!(write_config(t, &[LiveFile::file("../x", 0o644, "")], &out).is_err());
+    }
+
+    #[test]
+    fn the_menu_boots_the_live_kernel_with_both_archives() {
+        let c = grub_cfg("imgmode IBI", &live_kargs("imgmode-ibi"));
+        assert!(c.contains("linux /live/vmlinuz rdinit=/usr/lib/systemd/systemd"));
+        assert!(c.contains("imgmode.live=imgmode-ibi"));
+        assert!(c.contains("initrd /live/rootfs.img /live/config.img"));
+        assert!(check_label("cluster config").is_err());
+        assert!(check_label("imgmode-ibi").is_ok());
+    }
+}

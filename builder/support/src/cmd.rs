@@ -1,0 +1,258 @@
+//! Running the system tools imgmode drives (mmdebstrap, ostree, sgdisk, mkfs, qemu-img ...).
+//!
+//! Every external program is named once in [`TOOLS`] together with the Debian package that
+//! ships it, so a missing tool is reported as "install the Debian package X", never as a bare
+//! "No such file or directory".
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Programs imgmode runs, and the Debian package that provides each.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("ostree", "ostree"),
+    ("skopeo", "skopeo"),
+    ("sgdisk", "gdisk"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("mkfs.xfs", "xfsprogs"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mmd", "mtools"),
+    ("mcopy", "mtools"),
+    ("qemu-img", "qemu-utils"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("xorriso", "xorriso"),
+    ("podman", "podman"),
+    ("buildah", "buildah"),
+    ("losetup", "mount"),
+    ("mount", "mount"),
+    ("umount", "mount"),
+    ("e2fsck", "e2fsprogs"),
+    ("wipefs", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("sfdisk", "fdisk"),
+    ("ss", "iproute2"),
+    ("openssl", "openssl"),
+    ("etcd", "etcd-server"),
+    ("docker-registry", "docker-registry"),
+    ("zstd", "zstd"),
+    ("debugfs", "e2fsprogs"),
+];
+
+/// The Debian package that ships `tool`, if imgmode knows it.
+pub fn package_for(tool: &str) -> Option<&'static str> {
+    TOOLS.iter().find(|(t, _)| *t == tool).map(|(_, p)| *p)
+}
+
+/// Find `tool` on `PATH` (and the sbin directories, which a non-login root shell may lack).
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Fail with an install hint unless every tool is present.
+pub fn require_tools(tools: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut pkgs: Vec<&str> = missing
+        .iter()
+        .map(|t| package_for(t).unwrap_or(t))
+        .collect();
+    pkgs.sort();
+    pkgs.dedup();
+    bail!(
+        "missing system tool{} {}; install {} with: apt-get install {}",
+        if missing.len() > 1 { "s" } else { "" },
+        missing.join(", "),
+        if pkgs.len() > 1 {
+            "the Debian packages"
+        } else {
+            "the Debian package"
+        },
+        pkgs.join(" ")
+    )
+}
+
+/// Fail unless running as root; `why` says what needs it.
+pub fn require_root(why: &str) -> Result<()> {
+    if rustix::process::geteuid().is_root() {
+        Ok(())
+    } else {
+        bail!("{why} needs root; run it again as root (for example with sudo)")
+    }
+}
+
+/// A command to run, with its arguments shown in errors.
+pub struct Run {
+    cmd: Command,
+    display: String,
+}
+
+impl Run {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        let program = program.as_ref();
+        Self {
+            display: program.to_string_lossy().into_owned(),
+            cmd: Command::new(program),
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        let a = a.as_ref();
+        self.display.push(' ');
+        self.display.push_str(&a.to_string_lossy());
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self = self.arg(a);
+        }
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn current_dir(mut self, d: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(d);
+        self
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> anyhow::Error {
+        let program = self.cmd.get_program().to_string_lossy().into_owned();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            match package_for(&program) {
+                Some(pkg) => anyhow::anyhow!(
+                    "missing system tool {program}; install the Debian package with: apt-get install {pkg}"
+                ),
+                None => anyhow::anyhow!("missing program {program}: {e}"),
+            }
+        } else {
+            anyhow::anyhow!("starting {}: {e}", self.display)
+        }
+    }
+
+    /// Send the child's stdout to our stderr (progress from tools whose output is not ours
+    /// to print on stdout, which carries imgmode's own results).
+    pub fn stdout_to_stderr(mut self) -> Self {
+        self.cmd.stdout(std::io::stderr());
+        self
+    }
+
+    /// Run, letting the child inherit stdout and stderr; fail on a non-zero exit.
+    pub fn run(mut self) -> Result<()> {
+        tracing::debug!("running {}", self.display);
+        let status = self.cmd.status().map_err(|e| self.spawn_error(e))?;
+        if !status.success() {
+            bail!("{} failed ({status})", self.display);
+        }
+        Ok(())
+    }
+
+    /// Run with output captured; fail with the tail of stderr on a non-zero exit.
+    pub fn output(mut self) -> Result<Output> {
+        tracing::debug!("running {}", self.display);
+        let out = self
+            .cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error(e))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{} failed ({}):\n{}",
+                self.display,
+                out.status,
+                tail.join("\n")
+            );
+        }
+        Ok(out)
+    }
+
+    /// Run quietly: did it exit 0? (A program that cannot start counts as failing.)
+    pub fn succeeds(mut self) -> bool {
+        tracing::debug!("running {}", self.display);
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The command, for callers that wire its standard streams themselves (pipes between
+    /// tools, long-running children); spawn it with [`Run::spawn_error_of`] for the message.
+    pub fn into_command(self) -> (Command, String) {
+        (self.cmd, self.display)
+    }
+
+    /// The message for a failed spawn of `program`: a missing tool names its Debian package.
+    pub fn spawn_error_of(program: &str, e: std::io::Error) -> anyhow::Error {
+        Run::new(program).spawn_error(e)
+    }
+
+    /// Run quietly and return stdout as a string.
+    pub fn read(self) -> Result<String> {
+        let display = self.display.clone();
+        let out = self.output()?;
+        String::from_utf8(out.stdout).with_context(|| format!("output of {display} is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_names_the_package() {
+        let err = require_tools(&["sgdisk-does-not-exist", "true"]).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "missing system tool sgdisk-does-not-exist; install the Debian package with: apt-get install sgdisk-does-not-exist"
+            ),
+            "{err}"
+        );
+        let err = Run::new("qemu-img-not-here").run().unwrap_err();
+        assert!(err.to_string().contains("missing program"), "{err}");
+    }
+
+    #[test]
+    fn known_tools_map_to_packages() {
+        assert_eq!(package_for("sgdisk"), Some("gdisk"));
+        assert_eq!(package_for("mcopy"), Some("mtools"));
+        assert_eq!(package_for("nope"), None);
+    }
+
+    #[test]
+    fn failing_command_reports_stderr() {
+        let err = Run::new("sh")
+            .args(["-c", "echo boom >&2; exit 3"])
+            .output()
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("boom") && msg.contains("exit status: 3"),
+            "{msg}"
+        );
+    }
+}

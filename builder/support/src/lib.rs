@@ -1,0 +1,21 @@
+//! The leaf of the workspace: what every other imgmode crate needs and nothing image-specific.
+//!
+//! - [`cmd`]: the one runner of external tools (a missing tool names its Debian package).
+//! - [`fs`]: atomic writes, scratch work directories, free space, writes at an offset.
+//! - [`host`]: facts about this machine in the spellings images use.
+//! - [`progress`]: the step printer every long verb reports through.
+//! - [`runtime`]: the one tokio runtime the synchronous code blocks on.
+//! - [`size`]: binary units, `10G`-style arguments, sizes for people.
+//! - [`yaml`]: typed YAML input with file/line/column errors and kind/apiVersion checks.
+//!
+//! Invariant: this crate depends on no other imgmode crate.
+
+pub mod cmd;
+pub mod fs;
+pub mod host;
+pub mod progress;
+pub mod runtime;
+pub mod size;
+pub mod yaml;
+
+pub use progress::Steps;

@@ -1,0 +1,182 @@
+//! `image-based-installation-config.yaml`: the OpenShift installer's
+//! `ImageBasedInstallationConfig` (`v1beta1`), read as users already write it. A field imgmode
+//! does not support is reported by name instead of being dropped.
+
+use anyhow::{bail, Result};
+use imgmode_support::yaml::{check_type, parse as parse_yaml};
+pub use imgmode_seed::reconfig::Proxy;
+use serde::{Deserialize, Serialize};
+
+pub const KIND: &str = "ImageBasedInstallationConfig";
+pub const API_VERSION: &str = "v1beta1";
+/// The installer's defaults for the container storage partition.
+pub const DEFAULT_EXTRA_PARTITION_LABEL: &str = "varlibcontainers";
+pub const DEFAULT_EXTRA_PARTITION_NUMBER: u32 = 5;
+pub const DEFAULT_EXTRA_PARTITION_START: &str = "-40G";
+
+/// Fields the installer knows that imgmode does not implement.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "ignitionConfigOverride",
+        "imgmode's live system is not configured by Ignition",
+    ),
+    (
+        "coreosInstallerArgs",
+        "imgmode writes the base OS itself, not with coreos-installer",
+    ),
+    (
+        "precacheBestEffort",
+        "precaching here always fails on the first image it cannot pull",
+    ),
+    ("precacheDisabled", "precaching cannot be turned off"),
+    (
+        "useContainersFolder",
+        "container storage is always the extra partition",
+    ),
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageDigestSource {
+    pub source: String,
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageBasedInstallationConfig {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub seed_image: String,
+    #[serde(default)]
+    pub seed_version: String,
+    #[serde(default)]
+    pub installation_disk: String,
+    #[serde(default)]
+    pub pull_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_partition_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_partition_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_partition_start: Option<String>,
+    #[serde(default)]
+    pub skip_disk_cleanup: bool,
+    #[serde(default)]
+    pub shutdown: bool,
+    /// nmstate YAML, kept as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_config: Option<serde_yaml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_digest_sources: Vec<ImageDigestSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_trust_bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_registry: Option<String>,
+}
+
+impl ImageBasedInstallationConfig {
+    /// What the seed's compatibility gates check this installation against.
+    pub fn gate_target(&self, architecture: &str, fips: bool) -> imgmode_seed::gates::Target {
+        imgmode_seed::gates::Target {
+            seed_version: self.seed_version.clone(),
+            architecture: architecture.to_string(),
+            fips,
+            proxy: self.has_proxy(),
+            extra_partition_label: self.extra_partition_label().to_string(),
+        }
+    }
+}
+
+impl ImageBasedInstallationConfig {
+    /// Parse and validate; `what` names the file in messages.
+    pub fn parse(text: &str, what: &str) -> Result<Self> {
+        let raw: serde_yaml::Value = parse_yaml(text, what)?;
+        if let Some(m) = raw.as_mapping() {
+            for (k, _) in m {
+                let Some(k) = k.as_str() else { continue };
+                if let Some((_, why)) = UNSUPPORTED.iter().find(|(f, _)| *f == k) {
+                    bail!("{what}: field {k} is not supported by imgmode ({why}); remove it");
+                }
+            }
+        }
+        let c: Self = parse_yaml(text, what)?;
+        check_type(what, &c.kind, &c.api_version, KIND, API_VERSION)?;
+        for (name, v) in [
+            ("seedImage", &c.seed_image),
+            ("seedVersion", &c.seed_version),
+            ("installationDisk", &c.installation_disk),
+            ("pullSecret", &c.pull_secret),
+        ] {
+            if v.trim().is_empty() {
+                bail!("{what}: {name} is required");
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn extra_partition_label(&self) -> &str {
+        self.extra_partition_label
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or(DEFAULT_EXTRA_PARTITION_LABEL)
+    }
+
+    pub fn has_proxy(&self) -> bool {
+        self.proxy.as_ref().is_some_and(Proxy::is_set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: example\nseedImage: quay.io/example/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\nsshKey: ssh-ed25519 AAAA\nextraPartitionStart: -40G\nnetworkConfig:\n  interfaces: []\n";
+
+    #[test]
+    fn reads_the_installers_config() {
+        let c = ImageBasedInstallationConfig::parse(GOOD, "cfg").unwrap();
+        assert_eq!(c.seed_version, "4.17.0");
+        assert_eq!(c.extra_partition_label(), "varlibcontainers");
+        assert!(!c.has_proxy());
+    }
+
+    #[test]
+    fn missing_unknown_and_unsupported_fields_are_named() {
+        let e =
+            ImageBasedInstallationConfig::parse(&GOOD.replace("seedVersion: 4.17.0\n", ""), "cfg")
+                .unwrap_err();
+        assert_eq!(e.to_string(), "cfg: seedVersion is required");
+        let e = ImageBasedInstallationConfig::parse(&format!("{GOOD}seedVesrion: x\n"), "cfg")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `seedVesrion`"), "{e}");
+        assert!(e.to_string().contains("line 13 column"), "{e}");
+        let e = ImageBasedInstallationConfig::parse(
+            &format!("{GOOD}ignitionConfigOverride: '{{}}'\n"),
+            "cfg",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cfg: field ignitionConfigOverride is not supported"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,950 @@
+//! `imgmode ibi install`: image-based installation of a seed onto a disk, the steps of
+//! lifecycle-agent's `lca-cli ibi`, run by the installation ISO's unit (or by hand on any
+//! machine, onto a block device or a disk image file).
+//!
+//! Nothing touches the target disk before every check has passed: the configuration, the disk
+//! (exists, not in use, big enough for the seed and the extra partition) and the seed's
+//! compatibility gates, read from its labels without fetching its layer. Then, in order:
+//!
+//! 1. disk cleanup (`wipefs` of the disk and its partitions) unless `skipDiskCleanup`;
+//! 2. the base OS: imgmode's GPT layout (BIOS boot, ESP, `boot`, `root`) and the extra
+//!    partition for container storage (`extraPartitionLabel/Number/Start`), filesystems made;
+//! 3. the seed fetched onto the target's root filesystem and its layer unpacked there;
+//!    `manifest.json`'s version must equal `seedVersion`;
+//! 4. `ostree.tgz` unpacked and `ostree pull-local`ed into the new sysroot's repository;
+//! 5. `os-init` of the seed's stateroot, deploy of the seed's booted commit (from
+//!    `rpm-ostree.json`) with the kernel arguments of `mco-currentconfig.json` and the seed's
+//!    `.origin`;
+//! 6. `var.tgz` into the stateroot, `etc.tgz` into the deployment, `etc.deletions` applied;
+//!    a mount unit for the extra partition at `/var/lib/containers`;
+//! 7. the images of `containers.list` precached into the extra partition;
+//! 8. GRUB from the deployment's own files for BIOS and UEFI (the menu is ostree's);
+//! 9. the optional post script, then the work files removed and everything unmounted.
+//!
+//! lca writes RHCOS with coreos-installer first and removes that deployment at the end;
+//! imgmode writes the partitions and the bootloader itself from the seed's own commit, so the
+//! installed disk holds exactly one deployment and there is no live-OS deployment to remove.
+//! A state file records the current step, the steps done and, on failure, the error.
+
+use imgmode_seed::archive::{tar_extract, tar_extract_from};
+use imgmode_seed::gates;
+use crate::config::{
+    ImageBasedInstallationConfig, DEFAULT_EXTRA_PARTITION_NUMBER, DEFAULT_EXTRA_PARTITION_START,
+};
+use imgmode_seed::image;
+use imgmode_seed::manifest::SeedClusterInfo;
+use anyhow::{bail, ensure, Context, Result};
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_image::skopeo::RegistryAuth;
+use imgmode_os::partition::{ExtraPartition, Firmware, Layout, Partition, Role};
+use imgmode_support::size;
+use {imgmode_image::Store, imgmode_support::Steps};
+use serde::{Deserialize, Serialize};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where container storage is mounted on the installed system.
+pub const CONTAINER_STORAGE: &str = "/var/lib/containers";
+/// The install's record on the installed system (under `/var`): [`Installed`] as JSON.
+pub const INSTALL_RECORD: &str = "/var/lib/imgmode/ibi-install.json";
+/// The work directory on the target's root filesystem (removed at the end).
+const WORK: &str = ".imgmode-ibi";
+
+#[derive(Debug, Clone)]
+pub struct InstallOpts {
+    pub config: ImageBasedInstallationConfig,
+    /// The config file's name, for messages.
+    pub config_name: String,
+    /// Where the target's filesystems are mounted while installing.
+    pub mount_dir: PathBuf,
+    /// The state file (current step, steps done, error).
+    pub state_file: PathBuf,
+    /// Run after everything is written, with the target mounted.
+    pub post_script: Option<PathBuf>,
+    /// Read the seed from here instead of `seedImage` (the copy embedded in an installation
+    /// ISO); `seedImage` is still what the installed system records.
+    pub seed_from: Option<String>,
+    /// A release payload (mirror directory) to copy onto the container storage partition and
+    /// serve on the installed system; the registry's TLS and credentials are read from
+    /// `payload_setup`/etc/imgmode/payload (the live system's).
+    pub payload: Option<PathBuf>,
+    pub payload_setup: PathBuf,
+    /// The machine's OCI architecture and FIPS mode (the seed gates).
+    pub architecture: String,
+    pub fips: bool,
+    pub store: Store,
+}
+
+/// What was installed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub disk: String,
+    /// `seedImage` as a reference (what the installed system came from).
+    pub seed: String,
+    /// Where the seed was read from when not from `seedImage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_from: Option<String>,
+    /// The ID of the release payload copied to the disk and served on port 22625.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    pub seed_version: String,
+    pub stateroot: String,
+    pub commit: String,
+    pub kernel_arguments: Vec<String>,
+    pub layout: Layout,
+    pub precached: Vec<String>,
+    pub etc_deleted: usize,
+    pub seconds: f64,
+}
+
+/// The state file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// `running`, `failed` or `done`.
+    pub status: String,
+    pub step: String,
+    pub done: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct StateFile {
+    path: PathBuf,
+    state: State,
+}
+
+impl StateFile {
+    fn new(path: &Path) -> Result<Self> {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        let s = Self {
+            path: path.to_path_buf(),
+            state: State {
+                status: "running".into(),
+                ..Default::default()
+            },
+        };
+        s.write()?;
+        Ok(s)
+    }
+
+    fn write(&self) -> Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn step(&mut self, name: &str) -> Result<()> {
+        if !self.state.step.is_empty() {
+            let prev = std::mem::take(&mut self.state.step);
+            self.state.done.push(prev);
+        }
+        self.state.step = name.to_string();
+        self.write()
+    }
+
+    fn finish(&mut self, r: &Result<Installed>) {
+        match r {
+            Ok(_) => {
+                let prev = std::mem::take(&mut self.state.step);
+                self.state.done.push(prev);
+                self.state.status = "done".into();
+            }
+            Err(e) => {
+                self.state.status = "failed".into();
+                self.state.error = Some(format!("{e:#}"));
+            }
+        }
+        let _ = self.write();
+    }
+}
+
+/// The seed reference as a transport reference: the installer's `seedImage` is a registry
+/// reference without a transport (`quay.io/org/seed:tag`); any imgmode image argument works.
+pub fn seed_reference(seed_image: &str) -> String {
+    let s = seed_image.trim();
+    if s.contains('/') && imgmode_image::imgref::parse(s).is_err() {
+        format!("docker://{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// The extra partition the config asks for.
+pub fn extra_partition(c: &ImageBasedInstallationConfig) -> ExtraPartition {
+    ExtraPartition {
+        label: c.extra_partition_label().to_string(),
+        number: c
+            .extra_partition_number
+            .unwrap_or(DEFAULT_EXTRA_PARTITION_NUMBER),
+        start: c
+            .extra_partition_start
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_EXTRA_PARTITION_START.to_string()),
+    }
+}
+
+/// Room the root filesystem needs for a seed whose layer is `layer_bytes`: the fetched copy,
+/// the unpacked files, the unpacked repository (ostree.tgz expands about 2.5 times) and the
+/// deployment's own files, with 1 GiB to spare.
+pub fn root_needed(layer_bytes: u64) -> u64 {
+    layer_bytes * 5 + size::GIB
+}
+
+/// Size of a block device or image file.
+fn disk_size(path: &Path) -> Result<u64> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(f.seek(SeekFrom::End(0))?)
+}
+
+/// Mount points (from /proc/self/mounts) of `disk` or its partitions, and swap use.
+fn disk_in_use(disk: &Path) -> Result<Vec<String>> {
+    let canon = std::fs::canonicalize(disk)?;
+    let name = canon.display().to_string();
+    let mut users = vec![];
+    let holds = |dev: &str| {
+        let Ok(d) = std::fs::canonicalize(dev) else {
+            return false;
+        };
+        let d = d.display().to_string();
+        d == name
+            || d.strip_prefix(&name)
+                .is_some_and(|r| r.trim_start_matches('p').parse::<u32>().is_ok())
+    };
+    for line in std::fs::read_to_string("/proc/self/mounts")?.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 1 && f[0].starts_with('/') && holds(f[0]) {
+            users.push(format!("{} is mounted on {}", f[0], f[1]));
+        }
+    }
+    for line in std::fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+    {
+        if let Some(dev) = line.split_whitespace().next() {
+            if holds(dev) {
+                users.push(format!("{dev} is in use as swap"));
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// Filesystems mounted for the install, unmounted in reverse order on drop.
+struct Mounts {
+    points: Vec<PathBuf>,
+}
+
+impl Mounts {
+    /// Mount partition `p` of `disk` (through a loop device at its offset) on `at`.
+    fn mount(&mut self, disk: &Path, p: &Partition, at: &Path) -> Result<()> {
+        std::fs::create_dir_all(at)?;
+        Run::new("mount")
+            .arg("-o")
+            .arg(format!("loop,offset={},sizelimit={}", p.start, p.size))
+            .arg(disk)
+            .arg(at)
+            .output()
+            .with_context(|| format!("mounting the {} partition on {}", p.label, at.display()))?;
+        self.points.push(at.to_path_buf());
+        Ok(())
+    }
+
+    fn unmount_all(&mut self) -> Result<()> {
+        let mut first_err = None;
+        while let Some(p) = self.points.pop() {
+            if let Err(e) = Run::new("umount").arg(&p).output() {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        let _ = self.unmount_all();
+    }
+}
+
+/// Run the installation.
+pub fn install(o: &InstallOpts, steps: &Steps) -> Result<Installed> {
+    let mut state = StateFile::new(&o.state_file)?;
+    let r = run(o, steps, &mut state);
+    state.finish(&r);
+    r
+}
+
+/// The seed's booted deployment from `rpm-ostree.json`: (stateroot, checksum).
+pub fn booted_deployment(rpm_ostree_json: &str) -> Result<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(rpm_ostree_json).context("parsing the seed's rpm-ostree.json")?;
+    let d = v["deployments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["booted"] == true))
+        .context("the seed's rpm-ostree.json has no booted deployment")?;
+    let csum = d["checksum"].as_str().unwrap_or_default();
+    let os = d["osname"]
+        .as_str()
+        .or(d["stateroot"].as_str())
+        .unwrap_or_default();
+    ensure!(
+        csum.len() == 64 && csum.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the seed's rpm-ostree.json names no valid booted checksum ({csum:?})"
+    );
+    ensure!(
+        !os.is_empty() && !os.contains('/') && !os.starts_with('.'),
+        "the seed's rpm-ostree.json names no valid stateroot ({os:?})"
+    );
+    Ok((os.to_string(), csum.to_string()))
+}
+
+/// Kernel arguments for the installed deployment: imgmode's disk arguments (root, consoles),
+/// then the seed's `spec.kernelArguments` from `mco-currentconfig.json` (a later argument
+/// with the same value is not repeated; `ostree=` and `BOOT_IMAGE=` are ostree's own).
+pub fn kernel_arguments(mco_currentconfig: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(mco_currentconfig)
+        .context("parsing the seed's mco-currentconfig.json")?;
+    let mut out: Vec<String> = imgmode_os::disk::BASE_KARGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let seed = v["spec"]["kernelArguments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for a in seed.iter().filter_map(|a| a.as_str()) {
+        for a in a.split_whitespace() {
+            if a.starts_with("ostree=") || a.starts_with("BOOT_IMAGE=") {
+                continue;
+            }
+            if !out.iter().any(|x| x == a) {
+                out.push(a.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `etc.deletions` lines as paths relative to the deployment: each must be an absolute path
+/// under `/etc` without `.` or `..` components.
+pub fn etc_deletions(text: &str) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let rel = l.strip_prefix("/etc/").with_context(|| {
+            format!(
+                "etc.deletions line {}: {l:?} is not a path under /etc",
+                i + 1
+            )
+        })?;
+        let p = Path::new(rel);
+        ensure!(
+            !rel.is_empty()
+                && p.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "etc.deletions line {}: {l:?} is not a plain path under /etc",
+            i + 1
+        );
+        out.push(Path::new("etc").join(p));
+    }
+    Ok(out)
+}
+
+/// The systemd mount unit for the extra partition.
+fn container_storage_unit(label: &str) -> String {
+    format!(
+        "# Written by imgmode ibi install: container storage on the installer's extra partition.\n\
+         [Unit]\nDescription=Container storage (partition {label})\nBefore=local-fs.target\n\n\
+         [Mount]\nWhat=/dev/disk/by-partlabel/{label}\nWhere={CONTAINER_STORAGE}\nType=ext4\nOptions=defaults\n\n\
+         [Install]\nWantedBy=local-fs.target\n"
+    )
+}
+
+fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installed> {
+    let t0 = Instant::now();
+    let c = &o.config;
+    let cfg = &o.config_name;
+
+    // ---- checks: nothing is written to the disk before all of them pass
+    state.step("preflight")?;
+    steps.step("checking the installation disk and the tools");
+    require_root("imgmode ibi install (partitions, filesystems, ostree deploy)")?;
+    require_tools(&[
+        "sgdisk",
+        "wipefs",
+        "mkfs.ext4",
+        "mkfs.vfat",
+        "mmd",
+        "mcopy",
+        "mount",
+        "umount",
+        "ostree",
+        "skopeo",
+    ])?;
+    let disk = PathBuf::from(&c.installation_disk);
+    let meta = std::fs::metadata(&disk).with_context(|| {
+        format!(
+            "{cfg}: installationDisk {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
+            disk.display()
+        )
+    })?;
+    let ft = meta.file_type();
+    ensure!(
+        ft.is_block_device() || ft.is_file(),
+        "{cfg}: installationDisk {} is neither a block device nor a disk image file",
+        disk.display()
+    );
+    let users = disk_in_use(&disk)?;
+    ensure!(
+        users.is_empty(),
+        "{cfg}: installationDisk {} is in use ({}); imgmode ibi does not write a disk the running system uses",
+        disk.display(),
+        users.join(", ")
+    );
+    let size = disk_size(&disk)?;
+
+    state.step("seed-gates")?;
+    let seed = o
+        .seed_from
+        .clone()
+        .unwrap_or_else(|| seed_reference(&c.seed_image));
+    steps.step(&format!("checking the seed {seed} (labels only)"));
+    let secrets = tempfile::Builder::new()
+        .prefix("imgmode-ibi-")
+        .tempdir()
+        .context("creating a private temporary directory")?;
+    let auth = registry_auth(c, secrets.path())?;
+    let header = image::read_header(&o.store, &seed, &auth)
+        .with_context(|| format!("the seed image {seed} (seedImage in {cfg}) cannot be read"))?;
+    let target = c.gate_target(&o.architecture, o.fips);
+    gates::check(&header.labels, &header.architecture, &target)
+        .with_context(|| format!("the seed {seed} does not fit {cfg}"))?;
+    ensure!(
+        header.layers.len() == 1,
+        "the seed {seed} has {} layers; a seed image has exactly one",
+        header.layers.len()
+    );
+    let layer_bytes = header.layers[0].2;
+    let extra = extra_partition(c);
+    let layout = Layout::with_extra(
+        size,
+        Firmware::Both,
+        root_needed(layer_bytes),
+        &extra,
+        &format!("installationDisk {}", disk.display()),
+    )?;
+    let payload = match &o.payload {
+        Some(dir) => {
+            let p = imgmode_image::mirror::Payload::read(dir)?;
+            ensure!(
+                p.architectures.contains(&o.architecture),
+                "the payload {} holds images for {}; this machine is {}",
+                dir.display(),
+                p.architectures.join(", "),
+                o.architecture
+            );
+            let setup = crate::payload::registry::RegistrySetup::read(&o.payload_setup)?;
+            let bytes = imgmode_support::fs::du_bytes(dir)?;
+            let room = layout.get(Role::Extra).map_or(0, |p| p.size);
+            ensure!(
+                bytes + bytes / 10 + 64 * size::MIB <= room,
+                "the payload {} takes {}; the {} partition ({}) cannot hold it: give extraPartitionStart more room",
+                dir.display(),
+                size::human_size(bytes),
+                extra.label,
+                size::human_size(room)
+            );
+            Some((dir.clone(), p, setup))
+        }
+        None => None,
+    };
+
+    // ---- the disk
+    if c.skip_disk_cleanup {
+        state.step("disk-cleanup-skipped")?;
+    } else {
+        state.step("disk-cleanup")?;
+        steps.step(&format!("cleaning {}", disk.display()));
+        cleanup_disk(&disk, ft.is_block_device())?;
+    }
+    state.step("partition")?;
+    steps.step(&format!(
+        "writing the partitions and filesystems ({}, extra partition {} {} at {})",
+        size::human_size(size),
+        extra.number,
+        extra.label,
+        extra.start
+    ));
+    Run::new("sgdisk")
+        .args(layout.sgdisk_args())
+        .arg(&disk)
+        .output()
+        .with_context(|| format!("partitioning {}", disk.display()))?;
+    if ft.is_block_device() {
+        // the kernel's view only matters for the next boot; a busy table is fine here
+        let _ = Run::new("partx").arg("-u").arg(&disk).output();
+    }
+    for p in &layout.partitions {
+        match p.role {
+            Role::Esp => imgmode_os::disk::mkfs_esp(&disk, p)?,
+            Role::Boot | Role::Root | Role::Extra => {
+                imgmode_os::disk::mkfs_ext4(&disk, p, None)?
+            }
+            Role::BiosBoot => {}
+        }
+    }
+    let part = |r: Role| {
+        layout
+            .get(r)
+            .with_context(|| format!("the layout has no {r:?} partition"))
+    };
+    let m = &o.mount_dir;
+    let mut mounts = Mounts { points: vec![] };
+    mounts.mount(&disk, part(Role::Root)?, m)?;
+    mounts.mount(&disk, part(Role::Boot)?, &m.join("boot"))?;
+
+    // ---- the seed
+    state.step("seed-pull")?;
+    steps.step(&format!("fetching the seed {seed}"));
+    let work = m.join(WORK);
+    let files = work.join("files");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    {
+        let opened = imgmode_image::oci::open_image_with(&o.store, &seed, &auth, &work)
+            .with_context(|| format!("fetching the seed {seed}"))?;
+        tar_extract_from(
+            imgmode_image::extract::read_ahead(opened.image.open_layer(0)?),
+            &files,
+            &imgmode_image::extract::Policy::plain(),
+        )
+        .context("unpacking the seed's layer")?;
+    }
+    let missing = missing_seed_files(&files)?;
+    ensure!(
+        missing.is_empty(),
+        "the seed {seed} is incomplete: missing {}",
+        missing.join(", ")
+    );
+
+    state.step("seed-version")?;
+    let info = SeedClusterInfo::parse(&std::fs::read_to_string(files.join("manifest.json"))?)
+        .context("the seed's manifest.json")?;
+    ensure!(
+        info.seed_cluster_ocp_version == c.seed_version,
+        "seed version mismatch: {cfg} asks for seedVersion {:?}, the seed's manifest.json says {:?}",
+        c.seed_version,
+        info.seed_cluster_ocp_version
+    );
+    let (stateroot, commit) =
+        booted_deployment(&std::fs::read_to_string(files.join("rpm-ostree.json"))?)?;
+    let origin = files.join(format!("ostree-{commit}.0.origin"));
+    let origin = if origin.is_file() {
+        origin
+    } else {
+        find_origin(&files, &commit)?
+    };
+    let kargs = kernel_arguments(&std::fs::read_to_string(
+        files.join("mco-currentconfig.json"),
+    )?)?;
+
+    state.step("ostree-pull-local")?;
+    steps.step("unpacking ostree.tgz and pulling the seed's commit into the new sysroot");
+    let sysroot = imgmode_os::disk::init_sysroot(m, &stateroot)?;
+    sysroot.unlock();
+    drop(sysroot);
+    let seed_repo = work.join("repo");
+    tar_extract(&seed_tarball(&files, "ostree")?, &seed_repo)?;
+    let repo = m.join("ostree/repo");
+    let refs = Run::new("ostree")
+        .arg(format!("--repo={}", seed_repo.display()))
+        .arg("refs")
+        .read()
+        .context("listing the seed repository's refs")?;
+    let wanted = pull_refs(&refs, &commit);
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("pull-local")
+        .arg(&seed_repo)
+        .args(&wanted)
+        .output()
+        .context("ostree pull-local from the seed's repository")?;
+    imgmode_support::fs::remove_tree(&seed_repo)?;
+
+    state.step("deploy")?;
+    steps.step(&format!(
+        "deploying {} in stateroot {stateroot} ({})",
+        &commit[..12],
+        kargs.join(" ")
+    ));
+    let mut deploy = Run::new("ostree")
+        .args(["admin", "deploy"])
+        .arg(format!("--sysroot={}", m.display()))
+        .arg(format!("--os={stateroot}"))
+        .arg(format!("--origin-file={}", origin.display()));
+    for k in &kargs {
+        deploy = deploy.arg(format!("--karg-append={k}"));
+    }
+    deploy
+        .arg(&commit)
+        .output()
+        .with_context(|| format!("deploying the seed's commit {commit}"))?;
+    let deploy_dir = m.join(format!("ostree/deploy/{stateroot}/deploy/{commit}.0"));
+    ensure!(
+        deploy_dir.join("usr").is_dir(),
+        "ostree wrote no deployment at {}",
+        deploy_dir.display()
+    );
+
+    state.step("restore-var-etc")?;
+    steps.step(
+        "restoring var.tgz into the stateroot, etc.tgz and etc.deletions into the deployment",
+    );
+    tar_extract(
+        &seed_tarball(&files, "var")?,
+        &m.join(format!("ostree/deploy/{stateroot}")),
+    )?;
+    tar_extract(&seed_tarball(&files, "etc")?, &deploy_dir)?;
+    let deletions = etc_deletions(&std::fs::read_to_string(files.join("etc.deletions"))?)?;
+    for rel in &deletions {
+        let p = deploy_dir.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p)?,
+            Ok(_) => std::fs::remove_file(&p)?,
+            Err(_) => {}
+        }
+    }
+    let unit_dir = deploy_dir.join("etc/systemd/system");
+    let unit = "var-lib-containers.mount";
+    std::fs::create_dir_all(unit_dir.join("local-fs.target.wants"))?;
+    std::fs::write(unit_dir.join(unit), container_storage_unit(&extra.label))?;
+    let wants = unit_dir.join("local-fs.target.wants").join(unit);
+    let _ = std::fs::remove_file(&wants);
+    std::os::unix::fs::symlink(format!("../{unit}"), &wants)?;
+
+    let storage = m.join(format!("ostree/deploy/{stateroot}{CONTAINER_STORAGE}"));
+    let mut storage_mounted = false;
+    if let Some((dir, p, setup)) = &payload {
+        state.step("payload")?;
+        steps.step(&format!(
+            "copying the payload {} ({} image(s)) onto the {} partition",
+            p.id,
+            p.images.len(),
+            extra.label
+        ));
+        mounts.mount(&disk, part(Role::Extra)?, &storage)?;
+        storage_mounted = true;
+        let name = crate::payload::registry::INSTALLED_ROOT
+            .strip_prefix(CONTAINER_STORAGE)
+            .context("the payload's place is not under the container storage")?
+            .trim_start_matches('/');
+        // blob by blob, each checked against its digest before it is renamed into place
+        crate::payload::store::add(&storage.join(name), dir)
+            .context("copying the payload onto the disk")?;
+        crate::payload::registry::write_files(
+            &deploy_dir,
+            &setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false),
+        )?;
+    }
+
+    state.step("precache")?;
+    let list = std::fs::read_to_string(files.join("containers.list"))?;
+    let images: Vec<String> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    steps.step(&format!(
+        "precaching {} image(s) of containers.list into the {} partition",
+        images.len(),
+        extra.label
+    ));
+    if !images.is_empty() {
+        if !storage_mounted {
+            mounts.mount(&disk, part(Role::Extra)?, &storage)?;
+        }
+        let runroot = work.join("runroot");
+        for img in &images {
+            let dest = format!(
+                "containers-storage:[overlay@{}+{}]{img}",
+                storage.join("storage").display(),
+                runroot.display()
+            );
+            imgmode_image::skopeo::Copy::new(format!("docker://{img}"), dest)
+                .src_auth(&auth)
+                .retry_times(3)
+                .run()
+                .with_context(|| format!("precaching {img} (containers.list of the seed)"))?;
+        }
+    }
+
+    state.step("bootloader")?;
+    steps.step("installing GRUB (BIOS and UEFI) from the deployment");
+    let grub = imgmode_os::grub::Grub::from_deployment(&deploy_dir)?;
+    grub.write_boot_config(&m.join("boot"))?;
+    let gwork = work.join("grub");
+    std::fs::create_dir_all(&gwork)?;
+    grub.install_bios(&disk, part(Role::BiosBoot)?, &gwork)?;
+    grub.install_uefi(&disk, part(Role::Esp)?, &gwork)?;
+
+    if let Some(script) = &o.post_script {
+        state.step("post-script")?;
+        steps.step(&format!("running the post script {}", script.display()));
+        Run::new(script)
+            .env("IMGMODE_IBI_SYSROOT", m)
+            .env("IMGMODE_IBI_DEPLOYMENT", &deploy_dir)
+            .env("IMGMODE_IBI_STATEROOT", &stateroot)
+            .output()
+            .with_context(|| format!("the post script {} failed", script.display()))?;
+    }
+
+    state.step("finish")?;
+    steps.step("removing the work files and unmounting");
+    imgmode_support::fs::remove_tree(&work)?;
+    let mut installed = Installed {
+        disk: disk.display().to_string(),
+        seed: seed_reference(&c.seed_image),
+        seed_from: o.seed_from.clone(),
+        payload: payload.as_ref().map(|(_, p, _)| p.id.clone()),
+        seed_version: info.seed_cluster_ocp_version,
+        stateroot,
+        commit,
+        kernel_arguments: kargs,
+        layout,
+        precached: images,
+        etc_deleted: deletions.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    // what was installed, for the installed system's administrators
+    let record = m.join(format!(
+        "ostree/deploy/{}{INSTALL_RECORD}",
+        installed.stateroot
+    ));
+    if let Some(p) = record.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&record, serde_json::to_vec_pretty(&installed)?)
+        .with_context(|| format!("writing {}", record.display()))?;
+    let _ = Run::new("sync").output();
+    mounts.unmount_all()?;
+    installed.seconds = t0.elapsed().as_secs_f64();
+    Ok(installed)
+}
+
+/// skopeo's credentials from the config: the pull secret as an auth file, the trust bundle as
+/// a certificate directory, both in `dir` (private).
+pub(crate) fn registry_auth(c: &ImageBasedInstallationConfig, dir: &Path) -> Result<RegistryAuth> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let secret: serde_json::Value = serde_json::from_str(&c.pull_secret)
+        .context("pullSecret is not JSON; it must be a pull secret such as {\"auths\":{...}}")?;
+    ensure!(
+        secret.get("auths").is_some_and(|a| a.is_object()),
+        "pullSecret has no \"auths\" object"
+    );
+    let authfile = dir.join("auth.json");
+    imgmode_support::fs::write_private(&authfile, &c.pull_secret)?;
+    let cert_dir = match c.additional_trust_bundle.as_deref().map(str::trim) {
+        Some(b) if !b.is_empty() => {
+            ensure!(
+                b.contains("-----BEGIN CERTIFICATE-----"),
+                "additionalTrustBundle holds no PEM certificate"
+            );
+            let d = dir.join("certs");
+            std::fs::create_dir_all(&d)?;
+            std::fs::write(d.join("additional-trust-bundle.crt"), format!("{b}\n"))?;
+            Some(d)
+        }
+        _ => None,
+    };
+    Ok(RegistryAuth {
+        authfile: Some(authfile),
+        cert_dir,
+        tls_verify: None,
+    })
+}
+
+/// `wipefs` every partition of a block device, then the disk itself.
+fn cleanup_disk(disk: &Path, block: bool) -> Result<()> {
+    if block {
+        let parts = Run::new("lsblk")
+            .args(["-lnpo", "NAME"])
+            .arg(disk)
+            .read()
+            .unwrap_or_default();
+        for p in parts
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            Run::new("wipefs")
+                .args(["--all", "--force", p])
+                .output()
+                .with_context(|| format!("wiping {p}"))?;
+        }
+    }
+    Run::new("wipefs")
+        .args(["--all", "--force"])
+        .arg(disk)
+        .output()
+        .with_context(|| format!("wiping {}", disk.display()))?;
+    Ok(())
+}
+
+/// The refs to pull from the seed's repository: everything but the deployment refs
+/// (`ostree/N/N/N`, which the new sysroot writes itself), plus the booted commit.
+fn pull_refs(refs: &str, commit: &str) -> Vec<String> {
+    let deployment_ref = |r: &str| {
+        r.strip_prefix("ostree/").is_some_and(|rest| {
+            rest.split('/').count() == 3 && rest.split('/').all(|n| n.parse::<u32>().is_ok())
+        })
+    };
+    let mut out: Vec<String> = refs
+        .lines()
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && !deployment_ref(r))
+        .map(str::to_string)
+        .collect();
+    out.push(commit.to_string());
+    out
+}
+
+/// The seed's tarball by stem (`ostree` -> `ostree.tgz` or `ostree.tar.zst`).
+fn seed_tarball(files: &Path, stem: &str) -> Result<PathBuf> {
+    for name in imgmode_seed::archive::Compression::file_names(stem) {
+        let p = files.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("the seed has no {stem}.tgz")
+}
+
+fn find_origin(files: &Path, commit: &str) -> Result<PathBuf> {
+    for e in std::fs::read_dir(files)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("ostree-{commit}.")) && name.ends_with(".origin") {
+            return Ok(files.join(name));
+        }
+    }
+    bail!("the seed has no ostree-{commit}.<serial>.origin for its booted deployment")
+}
+
+/// Required seed files missing from the unpacked layer.
+fn missing_seed_files(files: &Path) -> Result<Vec<String>> {
+    let mut missing: Vec<String> = imgmode_seed::FIXED_FILES
+        .iter()
+        .filter(|f| **f != "lca-cli" && !files.join(f).exists())
+        .map(|f| f.to_string())
+        .collect();
+    for stem in imgmode_seed::TARBALLS {
+        if seed_tarball(files, stem).is_err() {
+            missing.push(format!("{stem}.tgz"));
+        }
+    }
+    Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_image_without_transport_is_a_registry_reference() {
+        assert_eq!(
+            seed_reference("quay.io/org/seed:4.17"),
+            "docker://quay.io/org/seed:4.17"
+        );
+        assert_eq!(
+            seed_reference("10.0.2.2:5000/imgmode-seed:4.17.0"),
+            "docker://10.0.2.2:5000/imgmode-seed:4.17.0"
+        );
+        assert_eq!(
+            seed_reference("oci:/srv/seed:latest"),
+            "oci:/srv/seed:latest"
+        );
+        assert_eq!(seed_reference("imgmode-seed"), "imgmode-seed");
+    }
+
+    #[test]
+    fn booted_deployment_and_kernel_arguments() {
+        let rpm = r#"{"deployments":[
+            {"id":"default-aa.1","osname":"default","checksum":"1111111111111111111111111111111111111111111111111111111111111111","booted":false},
+            {"id":"default-bb.0","osname":"default","checksum":"2222222222222222222222222222222222222222222222222222222222222222","booted":true}]}"#;
+        let (os, c) = booted_deployment(rpm).unwrap();
+        assert_eq!(os, "default");
+        assert!(c.starts_with("2222"));
+        let e = booted_deployment(r#"{"deployments":[]}"#).unwrap_err();
+        assert!(e.to_string().contains("no booted deployment"), "{e}");
+
+        let mco = r#"{"spec":{"kernelArguments":["root=LABEL=root","rw","console=ttyS0,115200n8","imgmode.vmtest=1 quiet","ostree=/ostree/boot.1/x"]}}"#;
+        let k = kernel_arguments(mco).unwrap();
+        assert_eq!(k[0], "root=LABEL=root");
+        assert_eq!(k.iter().filter(|a| *a == "rw").count(), 1, "{k:?}");
+        assert!(
+            k.ends_with(&["imgmode.vmtest=1".to_string(), "quiet".to_string()]),
+            "{k:?}"
+        );
+        assert!(!k.iter().any(|a| a.starts_with("ostree=")));
+    }
+
+    #[test]
+    fn etc_deletions_stay_under_etc() {
+        let d = etc_deletions("/etc/issue.net\n\n/etc/ssh/sshd_config.d/x.conf\n").unwrap();
+        assert_eq!(
+            d,
+            vec![
+                PathBuf::from("etc/issue.net"),
+                PathBuf::from("etc/ssh/sshd_config.d/x.conf")
+            ]
+        );
+        for bad in ["/etc/../usr/bin/sh", "/usr/bin/sh", "etc/x", "/etc/"] {
+            let e = etc_deletions(bad).unwrap_err().to_string();
+            assert!(e.starts_with("etc.deletions line 1:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn deployment_refs_are_not_pulled() {
+        let refs = "ostree/0/1/0\nostree/container/image/docker_3A__2F__2F_x\nostree/container/blob/sha256_3A_ab\n";
+        let r = pull_refs(refs, "abc");
+        assert_eq!(
+            r,
+            vec![
+                "ostree/container/image/docker_3A__2F__2F_x",
+                "ostree/container/blob/sha256_3A_ab",
+                "abc"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_extra_partition_defaults_follow_the_installer() {
+        let c = ImageBasedInstallationConfig::parse(
+            "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: s/x\nseedVersion: v\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\n",
+            "cfg",
+        )
+        .unwrap();
+        assert_eq!(
+            extra_partition(&c),
+            ExtraPartition {
+                label: "varlibcontainers".into(),
+                number: 5,
+                start: "-40G".into()
+            }
+        );
+        let unit = container_storage_unit("varlibcontainers");
+        assert!(unit.contains("What=/dev/disk/by-partlabel/varlibcontainers"));
+        assert!(unit.contains("Where=/var/lib/containers"));
+    }
+}

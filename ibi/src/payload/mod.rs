@@ -1,0 +1,11 @@
+//! Registry-less installs and the host's payloads, in one place.
+//!
+//! - [`registry`]: the payload registry (docker-registry on port 22625, its TLS, htpasswd,
+//!   `registries.conf` mirrors, its unit) as files for the live system and the installed one.
+//! - [`store`]: the payloads a host holds (add, status, remove with the in-use check).
+//!
+//! The payload format itself (an `imgmode mirror` directory and its record) is
+//! `imgmode_image::mirror`.
+
+pub mod registry;
+pub mod store;

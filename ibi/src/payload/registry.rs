@@ -1,0 +1,454 @@
+//! Registry-less installs: a release payload (an `imgmode mirror` directory) served by a local
+//! registry on port 22625, in the live system from the ISO and on the installed system from
+//! its disk.
+//!
+//! The registry is Debian's `docker-registry` (the distribution registry) over the payload,
+//! read-only, with TLS from a CA made when the ISO is made and htpasswd authentication with
+//! the credentials the pull secret holds for `localhost:22625`, so pulls authenticate exactly
+//! as the pull secret says. `registries.conf` mirrors every source repository of the payload
+//! to it, so a pull of the original name is served locally; the CA is trusted for
+//! `localhost:22625` (containers' `certs.d`) and added to the installation config's trust
+//! bundle. Before serving, the unit verifies every blob of the payload (`imgmode payload
+//! verify`): a tampered payload is never served.
+
+/// The payload's directory on an installation ISO.
+pub const PAYLOAD_DIR: &str = "payload";
+
+use crate::pki::{ca, pem_cert, pem_key, server_cert};
+use anyhow::{ensure, Context, Result};
+use imgmode_os::live::LiveFile;
+use imgmode_image::mirror::Payload;
+use std::path::Path;
+
+pub const PORT: u16 = 22625;
+/// The registry's name in pull secrets and `registries.conf`.
+pub const HOST: &str = "localhost:22625";
+/// The registry's files on the live and the installed system.
+pub const CONF_DIR: &str = "etc/imgmode/payload";
+pub const UNIT: &str = "imgmode-payload-registry.service";
+/// Where the installed system keeps its payload (on the container storage partition).
+pub const INSTALLED_ROOT: &str = "/var/lib/containers/imgmode-payload";
+
+/// The registry's TLS and credentials, made once per ISO.
+#[derive(Debug, Clone)]
+pub struct RegistrySetup {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// `user:bcrypt-hash` lines.
+    pub htpasswd: String,
+}
+
+/// The user and password the pull secret holds for [`HOST`].
+pub fn credentials(pull_secret: &str) -> Result<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(pull_secret).context("pullSecret is not JSON")?;
+    let auth = v["auths"][HOST]["auth"].as_str().with_context(|| {
+        format!(
+            "pullSecret has no auth for {HOST}; the payload's registry accepts exactly the credentials the pull secret holds for it: add \"{HOST}\": {{\"auth\": \"<base64 of user:password>\"}}"
+        )
+    })?;
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .with_context(|| format!("pullSecret's auth for {HOST} is not base64"))?;
+    let text = String::from_utf8(raw).context("pullSecret's auth is not UTF-8")?;
+    let (user, password) = text
+        .split_once(':')
+        .with_context(|| format!("pullSecret's auth for {HOST} is not user:password"))?;
+    ensure!(
+        !user.is_empty() && !password.is_empty() && !user.contains([':', '\n']),
+        "pullSecret's auth for {HOST} needs a user and a password"
+    );
+    Ok((user.to_string(), password.to_string()))
+}
+
+impl RegistrySetup {
+    /// A new CA and server certificate (localhost, 127.0.0.1, ::1) and the htpasswd of the
+    /// pull secret's credentials for [`HOST`].
+    pub fn new(pull_secret: &str) -> Result<Self> {
+        let (user, password) = credentials(pull_secret)?;
+        let signer = ca("imgmode payload registry CA", 3650)?;
+        let server = server_cert(
+            &signer,
+            "localhost",
+            &["localhost", "127.0.0.1", "::1"],
+            3650,
+        )?;
+        let hash = bcrypt::hash(&password, 10)?;
+        Ok(Self {
+            ca_pem: pem_cert(&signer)?,
+            cert_pem: pem_cert(&server)?,
+            key_pem: pem_key(&server)?,
+            htpasswd: format!("{user}:{hash}\n"),
+        })
+    }
+
+    /// Read the setup a live system carries (under `root`/[`CONF_DIR`]).
+    pub fn read(root: &Path) -> Result<Self> {
+        let d = root.join(CONF_DIR);
+        let r = |n: &str| {
+            std::fs::read_to_string(d.join(n))
+                .with_context(|| format!("reading {}", d.join(n).display()))
+        };
+        Ok(Self {
+            ca_pem: r("ca.crt")?,
+            cert_pem: r("tls.crt")?,
+            key_pem: r("tls.key")?,
+            htpasswd: r("htpasswd")?,
+        })
+    }
+
+    /// The files of a system that serves the payload at `payload_dir`: the registry's config,
+    /// TLS and htpasswd, its unit (enabled), the trust for `localhost:22625` and the
+    /// `registries.conf` mirrors. `before` orders the unit before another one.
+    /// `verify`: check every blob before serving (the live system's read-only ISO; an
+    /// installed copy was checked when it was copied, and clients check every pull).
+    pub fn files(
+        &self,
+        payload_dir: &str,
+        payload: &Payload,
+        before: Option<&str>,
+        verify: bool,
+    ) -> Vec<LiveFile> {
+        let conf = format!("/{CONF_DIR}");
+        let registry_yml = format!(
+            "# Written by imgmode: the payload {id}, read-only.
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: {payload_dir}
+  maintenance:
+    readonly:
+      enabled: true
+    uploadpurging:
+      enabled: false
+  redirect:
+    disable: true
+http:
+  addr: :{PORT}
+  tls:
+    certificate: {conf}/tls.crt
+    key: {conf}/tls.key
+auth:
+  htpasswd:
+    realm: imgmode-payload
+    path: {conf}/htpasswd
+",
+            id = payload.id
+        );
+        let unit = format!(
+            "# Written by imgmode.
+[Unit]
+Description=imgmode payload registry on port {PORT} ({n} image(s) of payload {id})
+RequiresMountsFor={payload_dir}
+{before}
+[Service]
+Type=exec
+ExecStartPre=/bin/sh -c 'if ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; then echo \"port {PORT} is already taken (ss -ltnp sport = :{PORT} shows by what); the payload registry cannot start\" >&2; exit 1; fi'
+{verify}ExecStart=/usr/bin/docker-registry serve {conf}/registry.yml
+ExecStartPost=/usr/bin/timeout 60 /bin/sh -c 'until ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; do sleep 0.5; done'
+
+[Install]
+WantedBy=multi-user.target
+",
+            n = payload.images.len(),
+            id = payload.id,
+            before = before
+                .map(|b| format!("Before={b}\n"))
+                .unwrap_or_default(),
+            verify = if verify {
+                format!("# a tampered payload is never served\nExecStartPre=/usr/bin/imgmode payload verify {payload_dir}\n")
+            } else {
+                String::new()
+            },
+        );
+        let mut mirrors = String::from(
+            "# Written by imgmode: the payload's repositories from the local registry.\n",
+        );
+        for (src, repo) in payload.sources() {
+            mirrors.push_str(&format!(
+                "\n[[registry]]\nprefix = \"{src}\"\nlocation = \"{src}\"\n\n[[registry.mirror]]\nlocation = \"{HOST}/{repo}\"\n"
+            ));
+        }
+        vec![
+            LiveFile::file(&format!("{CONF_DIR}/registry.yml"), 0o644, registry_yml),
+            LiveFile::file(&format!("{CONF_DIR}/ca.crt"), 0o644, self.ca_pem.clone()),
+            LiveFile::file(&format!("{CONF_DIR}/tls.crt"), 0o644, self.cert_pem.clone()),
+            LiveFile::file(&format!("{CONF_DIR}/tls.key"), 0o600, self.key_pem.clone()),
+            LiveFile::file(
+                &format!("{CONF_DIR}/htpasswd"),
+                0o600,
+                self.htpasswd.clone(),
+            ),
+            LiveFile::file(&format!("etc/systemd/system/{UNIT}"), 0o644, unit),
+            LiveFile::symlink(
+                &format!("etc/systemd/system/multi-user.target.wants/{UNIT}"),
+                &format!("../{UNIT}"),
+            ),
+            LiveFile::file(
+                &format!("etc/containers/certs.d/{HOST}/ca.crt"),
+                0o644,
+                self.ca_pem.clone(),
+            ),
+            LiveFile::file(
+                "etc/containers/registries.conf.d/60-imgmode-payload.conf",
+                0o644,
+                mirrors,
+            ),
+        ]
+    }
+}
+
+/// Add the payload at `source` to the host's `store`: a mirror directory, or an ISO (file or
+/// device) carrying one in `/payload`, mounted read-only while it is copied.
+pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
+    if source.is_dir() {
+        return crate::payload::store::add(store, source);
+    }
+    ensure!(
+        source.exists(),
+        "{} does not exist; give a mirror directory or an ISO carrying a payload",
+        source.display()
+    );
+    imgmode_support::cmd::require_root("reading the payload's ISO")?;
+    let mnt = tempfile::Builder::new()
+        .prefix("imgmode-payload-")
+        .tempdir()
+        .context("creating a mount point")?;
+    let mounted = imgmode_support::cmd::Run::new("mount")
+        .args(["-o", "ro", "-t", "iso9660"])
+        .arg(source)
+        .arg(mnt.path())
+        .output();
+    let no_payload = || {
+        anyhow::anyhow!(
+            "{} carries no payload (no /{} on it)",
+            source.display(),
+            PAYLOAD_DIR
+        )
+    };
+    match mounted {
+        Ok(_) => {
+            let dir = mnt.path().join(PAYLOAD_DIR);
+            let r = if dir.is_dir() {
+                crate::payload::store::add(store, &dir)
+            } else {
+                Err(no_payload())
+            };
+            let _ = imgmode_support::cmd::Run::new("umount")
+                .arg(mnt.path())
+                .output();
+            r
+        }
+        Err(e) if format!("{e:#}").contains("unknown filesystem type") => {
+            // no ISO 9660 in this kernel: read the ISO with xorriso instead, into a directory
+            // next to the store (removed afterwards)
+            imgmode_support::cmd::require_tools(&["xorriso"])?;
+            let parent = store.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(parent)?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".imgmode-payload-extract-")
+                .tempdir_in(parent)?;
+            let dir = tmp.path().join(PAYLOAD_DIR);
+            imgmode_support::cmd::Run::new("xorriso")
+                .args(["-osirrox", "on", "-indev"])
+                .arg(source)
+                .arg("-extract")
+                .arg(format!("/{}", PAYLOAD_DIR))
+                .arg(&dir)
+                .output()
+                .map_err(|_| no_payload())?;
+            if !dir.is_dir() {
+                return Err(no_payload());
+            }
+            crate::payload::store::add(store, &dir)
+        }
+        Err(e) => Err(e.context(format!(
+            "mounting {} (an ISO 9660 image or device)",
+            source.display()
+        ))),
+    }
+}
+
+/// Write `files` (relative paths) under `root`, parents made, files by temporary name.
+pub fn write_files(root: &Path, files: &[LiveFile]) -> Result<()> {
+    use imgmode_os::live::Content;
+    use std::os::unix::fs::PermissionsExt;
+    for f in files {
+        let p = root.join(&f.path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        match &f.content {
+            Content::File { data, mode } => {
+                imgmode_support::fs::write_atomic(&p, data, *mode)?
+            }
+            Content::Symlink(t) => {
+                let _ = std::fs::remove_file(&p);
+                std::os::unix::fs::symlink(t, &p)?;
+            }
+            Content::Dir(mode) => {
+                std::fs::create_dir_all(&p)?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The installation config's text with `ca_pem` appended to its additionalTrustBundle.
+pub fn with_trust(config_text: &str, ca_pem: &str) -> Result<String> {
+    let mut v: serde_yaml::Value = serde_yaml::from_str(config_text)?;
+    let m = v
+        .as_mapping_mut()
+        .context("the installation config is not a YAML mapping")?;
+    let key = serde_yaml::Value::from("additionalTrustBundle");
+    let old = m
+        .get(&key)
+        .and_then(|b| b.as_str())
+        .unwrap_or("")
+        .trim_end();
+    let bundle = if old.is_empty() {
+        ca_pem.to_string()
+    } else {
+        format!("{old}\n{ca_pem}")
+    };
+    m.insert(key, serde_yaml::Value::from(bundle));
+    Ok(serde_yaml::to_string(&v)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(auth: &str) -> String {
+        format!(r#"{{"auths":{{"quay.io":{{"auth":"eDp5"}},"{HOST}":{{"auth":"{auth}"}}}}}}"#)
+    }
+
+    /// The unit's port check, run for real: refused with a message while something listens on
+    /// 22625, passes when nothing does.
+    #[test]
+    fn a_taken_port_is_named_before_the_registry_starts() {
+        use imgmode_testkit::Need;
+        imgmode_testkit::require!(Need::Tool("ss"), Need::FreePort(PORT));
+        let s = RegistrySetup {
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            htpasswd: String::new(),
+        };
+        let files = s.files("/p", &Payload::default(), None, false);
+        let unit = match &files
+            .iter()
+            .find(|f| f.path.ends_with(UNIT))
+            .unwrap()
+            .content
+        {
+            imgmode_os::live::Content::File { data, .. } => {
+                String::from_utf8(data.clone()).unwrap()
+            }
+            _ => panic!(),
+        };
+        let line = unit
+            .lines()
+            .find(|l| l.starts_with("ExecStartPre=/bin/sh -c '"))
+            .unwrap();
+        let script = line
+            .trim_start_matches("ExecStartPre=/bin/sh -c '")
+            .trim_end_matches('\'');
+        let check = || {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap()
+        };
+        let listener = std::net::TcpListener::bind(("0.0.0.0", PORT))
+            .unwrap_or_else(|e| panic!("port {PORT} was free a moment ago: {e}"));
+        let out = check();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("port 22625 is already taken"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        drop(listener);
+        assert!(check().status.success());
+    }
+
+    #[test]
+    fn credentials_come_from_the_pull_secret() {
+        // "payload:s3cret"
+        let (u, p) = credentials(&secret("cGF5bG9hZDpzM2NyZXQ=")).unwrap();
+        assert_eq!((u.as_str(), p.as_str()), ("payload", "s3cret"));
+        let e = credentials(r#"{"auths":{"quay.io":{"auth":"eDp5"}}}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("has no auth for localhost:22625"),
+            "{e}"
+        );
+        assert!(credentials(&secret("bm9jb2xvbg==")).is_err()); // "nocolon"
+    }
+
+    #[test]
+    fn the_registry_serves_the_payload_read_only_with_tls_and_auth() {
+        let s = RegistrySetup::new(&secret("cGF5bG9hZDpzM2NyZXQ=")).unwrap();
+        let (user, hash) = s.htpasswd.trim().split_once(':').unwrap();
+        assert_eq!(user, "payload");
+        assert!(bcrypt::verify("s3cret", hash).unwrap());
+        let payload = Payload {
+            id: "sha256:00".into(),
+            images: vec![imgmode_image::mirror::Mirrored {
+                source: "docker://quay.io/org/seed:4.17".into(),
+                repo: "org/seed".into(),
+                tag: Some("4.17".into()),
+                digest: format!("sha256:{}", "a".repeat(64)),
+                manifests: 1,
+            }],
+            architectures: vec!["amd64".into()],
+        };
+        let files = s.files(
+            "/run/imgmode/iso/payload",
+            &payload,
+            Some("x.service"),
+            true,
+        );
+        let get = |p: &str| match &files.iter().find(|f| f.path == p).unwrap().content {
+            imgmode_os::live::Content::File { data, .. } => {
+                String::from_utf8(data.clone()).unwrap()
+            }
+            _ => panic!(),
+        };
+        let yml = get("etc/imgmode/payload/registry.yml");
+        assert!(yml.contains("rootdirectory: /run/imgmode/iso/payload"));
+        assert!(yml.contains("readonly:\n      enabled: true"));
+        assert!(yml.contains("addr: :22625"));
+        assert!(yml.contains("path: /etc/imgmode/payload/htpasswd"));
+        let unit = get("etc/systemd/system/imgmode-payload-registry.service");
+        assert!(
+            unit.contains("ExecStartPre=/usr/bin/imgmode payload verify /run/imgmode/iso/payload")
+        );
+        assert!(unit.contains("Before=x.service"));
+        assert!(unit.contains("port 22625 is already taken"));
+        let mirrors = get("etc/containers/registries.conf.d/60-imgmode-payload.conf");
+        assert!(mirrors.contains("prefix = \"quay.io/org/seed\""));
+        assert!(mirrors.contains("location = \"localhost:22625/org/seed\""));
+        // the server certificate chains to the CA and names localhost
+        let ca = openssl::x509::X509::from_pem(s.ca_pem.as_bytes()).unwrap();
+        let cert = openssl::x509::X509::from_pem(s.cert_pem.as_bytes()).unwrap();
+        assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+        let sans: Vec<String> = cert
+            .subject_alt_names()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.dnsname().map(str::to_string))
+            .collect();
+        assert_eq!(sans, ["localhost"]);
+        let with =
+            with_trust("seedImage: x\nadditionalTrustBundle: |\n  OLD\n", &s.ca_pem).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&with).unwrap();
+        let b = v["additionalTrustBundle"].as_str().unwrap();
+        assert!(b.starts_with("OLD\n-----BEGIN CERTIFICATE-----"), "{b}");
+    }
+}

@@ -1,0 +1,244 @@
+//! The payloads a host holds: one registry root (the distribution layout) serving the union
+//! of every payload added to it, with one record per payload in `imgmode-payloads/` and the
+//! union's record in `imgmode-payload.json` (what [`imgmode_image::mirror::verify`] checks).
+//!
+//! - [`add`]: a payload (a mirror directory, e.g. on a newly attached ISO) is verified, then
+//!   its missing blobs are copied in (each checked against its digest before it is renamed into
+//!   place), its repository links written, and its record last.
+//! - [`status`]: the payloads held, and which of their images the host's container storage
+//!   holds (in use).
+//! - [`remove`]: refused while any image of the payload is in use; otherwise the record goes,
+//!   the repository links are rewritten for the payloads that remain, and blobs nothing
+//!   references any more are deleted.
+
+use imgmode_image::mirror::{self, Mirrored, Payload, PAYLOAD_RECORD, V2};
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The directory of per-payload records in a store.
+pub const RECORDS: &str = "imgmode-payloads";
+
+/// A payload held, with the digests of its images found in the container storage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    pub payload: Payload,
+    pub in_use: Vec<String>,
+}
+
+fn record_path(store: &Path, id: &str) -> Result<PathBuf> {
+    let hex = imgmode_image::digest::sha256_hex(id)?;
+    Ok(store.join(RECORDS).join(format!("{hex}.json")))
+}
+
+/// The payloads `store` holds.
+pub fn held(store: &Path) -> Result<Vec<Payload>> {
+    let dir = store.join(RECORDS);
+    let mut out = vec![];
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if e.path().extension().is_some_and(|x| x == "json") {
+            let p: Payload = serde_json::from_slice(&std::fs::read(e.path())?)
+                .with_context(|| format!("{} is malformed", e.path().display()))?;
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Every manifest and blob digest an image references (itself included).
+fn references(v2: &Path, digest: &str, out: &mut BTreeSet<String>) -> Result<()> {
+    if !out.insert(digest.to_string()) {
+        return Ok(());
+    }
+    let raw = std::fs::read(mirror::blob_path(v2, digest)?)
+        .with_context(|| format!("the store lacks manifest {digest}"))?;
+    let refs = mirror::parse_refs(&raw)?;
+    for m in &refs.manifests {
+        references(v2, &m.digest, out)?;
+    }
+    for b in &refs.blobs {
+        out.insert(b.digest.clone());
+    }
+    Ok(())
+}
+
+/// Manifest digests (every level) of a payload's images.
+fn manifest_digests(v2: &Path, p: &Payload) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for i in &p.images {
+        out.insert(i.digest.clone());
+        let raw = std::fs::read(mirror::blob_path(v2, &i.digest)?)?;
+        for m in mirror::parse_refs(&raw)?.manifests {
+            out.insert(m.digest);
+        }
+    }
+    Ok(out)
+}
+
+/// Manifest digests of the images in containers/storage at `storage` (its
+/// `overlay-images/images.json`; none when there is no storage yet).
+pub fn images_in_storage(storage: &Path) -> Result<BTreeSet<String>> {
+    let f = storage.join("overlay-images/images.json");
+    let mut out = BTreeSet::new();
+    let Ok(bytes) = std::fs::read(&f) else {
+        return Ok(out);
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is malformed", f.display()))?;
+    for img in v.as_array().into_iter().flatten() {
+        if let Some(d) = img["digest"].as_str() {
+            out.insert(d.to_string());
+        }
+        for d in img["digests"].as_array().into_iter().flatten() {
+            if let Some(d) = d.as_str() {
+                out.insert(d.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The payloads held, each with its images that the container storage at `storage` holds.
+pub fn status(store: &Path, storage: &Path) -> Result<Vec<Held>> {
+    let v2 = store.join(V2);
+    let used = images_in_storage(storage)?;
+    held(store)?
+        .into_iter()
+        .map(|p| {
+            let in_use = manifest_digests(&v2, &p)?
+                .into_iter()
+                .filter(|d| used.contains(d))
+                .collect();
+            Ok(Held { payload: p, in_use })
+        })
+        .collect()
+}
+
+/// Rewrite the union record from the per-payload records.
+fn write_union(store: &Path) -> Result<Payload> {
+    let mut images: Vec<Mirrored> = vec![];
+    let mut arch = BTreeSet::new();
+    for p in held(store)? {
+        for i in p.images {
+            if !images.contains(&i) {
+                images.push(i);
+            }
+        }
+        arch.extend(p.architectures);
+    }
+    images.sort();
+    let union = Payload {
+        id: mirror::payload_id(&images)?,
+        images,
+        architectures: arch.into_iter().collect(),
+    };
+    mirror::write_json(&store.join(PAYLOAD_RECORD), &union)?;
+    Ok(union)
+}
+
+/// Add the payload at `src` (a mirror directory) to `store`; returns its record.
+pub fn add(store: &Path, src: &Path) -> Result<Payload> {
+    let checked = mirror::verify(src).with_context(|| format!("the payload {}", src.display()))?;
+    let p = checked.payload;
+    let (sv2, dv2) = (src.join(V2), store.join(V2));
+    std::fs::create_dir_all(&dv2).with_context(|| format!("creating {}", store.display()))?;
+    // space first: the blobs the store does not hold yet
+    let mut missing = 0u64;
+    let mut all = BTreeSet::new();
+    for i in &p.images {
+        references(&sv2, &i.digest, &mut all)?;
+    }
+    for d in &all {
+        if !mirror::blob_path(&dv2, d)?.is_file() {
+            missing += std::fs::metadata(mirror::blob_path(&sv2, d)?)?.len();
+        }
+    }
+    let free = imgmode_support::fs::free_bytes(store)?;
+    ensure!(
+        missing + (16 << 20) <= free,
+        "{} has {} free; the payload {} needs {} more",
+        store.display(),
+        imgmode_support::size::human_size(free),
+        p.id,
+        imgmode_support::size::human_size(missing)
+    );
+    for d in &all {
+        let dest = mirror::blob_path(&dv2, d)?;
+        if dest.is_file() {
+            continue;
+        }
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        let tmp = dest.with_file_name("data.imgmode-tmp");
+        std::fs::copy(mirror::blob_path(&sv2, d)?, &tmp)?;
+        let (got, _) = mirror::hash_file(&tmp)?;
+        if &got != d {
+            let _ = std::fs::remove_file(&tmp);
+            bail!(
+                "blob {d} changed while it was copied from {} (sha256 {got})",
+                src.display()
+            );
+        }
+        std::fs::rename(&tmp, &dest)?;
+    }
+    mirror::write_repository_links(&dv2, &p.images)?;
+    mirror::write_json(&record_path(store, &p.id)?, &p)?;
+    write_union(store)?;
+    Ok(p)
+}
+
+/// Remove the payload `id` from `store` unless the container storage at `storage` holds one
+/// of its images.
+pub fn remove(store: &Path, id: &str, storage: &Path) -> Result<Payload> {
+    let record = record_path(store, id)?;
+    let held = status(store, storage)?;
+    let Some(h) = held.iter().find(|h| h.payload.id == id) else {
+        bail!(
+            "{} holds no payload {id} (imgmode payload status lists them)",
+            store.display()
+        );
+    };
+    ensure!(
+        h.in_use.is_empty(),
+        "the payload {id} is in use: the container storage holds {}; remove those images first",
+        h.in_use.join(", ")
+    );
+    let v2 = store.join(V2);
+    std::fs::remove_file(&record)?;
+    let union = write_union(store)?;
+    // repository links for what remains, swapped in whole
+    let repos = v2.join("repositories");
+    let fresh = v2.join("repositories.imgmode-tmp");
+    let _ = std::fs::remove_dir_all(&fresh);
+    std::fs::create_dir_all(&fresh)?;
+    mirror::write_links_under(&fresh, &union.images, &v2)?;
+    let old = v2.join("repositories.imgmode-old");
+    let _ = std::fs::remove_dir_all(&old);
+    if repos.exists() {
+        std::fs::rename(&repos, &old)?;
+    }
+    std::fs::rename(&fresh, &repos)?;
+    let _ = std::fs::remove_dir_all(&old);
+    // blobs nothing references any more
+    let mut keep = BTreeSet::new();
+    for i in &union.images {
+        references(&v2, &i.digest, &mut keep)?;
+    }
+    let blobs = v2.join("blobs/sha256");
+    for prefix in std::fs::read_dir(&blobs)? {
+        let prefix = prefix?;
+        for b in std::fs::read_dir(prefix.path())? {
+            let b = b?;
+            let d = format!("sha256:{}", b.file_name().to_string_lossy());
+            if !keep.contains(&d) {
+                std::fs::remove_dir_all(b.path())?;
+            }
+        }
+    }
+    Ok(h.payload.clone())
+}
