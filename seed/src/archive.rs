@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use imgmode_image::extract::{read_ahead, unpack_into, Budget, Policy, Unpacked};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use imgmode_support::cmd::Run;
+use std::process::Stdio;
 
 /// GNU tar options every seed tarball is made with.
 pub const TAR_OPTS: &[&str] = &[
@@ -141,8 +142,11 @@ pub fn tar_create(
 ) -> Result<Written> {
     let t0 = std::time::Instant::now();
     let tmp = out.with_extension("tmp");
-    let mut cmd = Command::new("tar");
-    cmd.args(["--create", "--file=-"]).args(TAR_OPTS).args(args);
+    let (mut cmd, _) = Run::new("tar")
+        .args(["--create", "--file=-"])
+        .args(TAR_OPTS)
+        .args(args)
+        .into_command();
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if stdin.is_some() {
@@ -150,7 +154,7 @@ pub fn tar_create(
         } else {
             Stdio::null()
         });
-    let mut child = cmd.spawn().context("running tar (Debian package tar)")?;
+    let mut child = cmd.spawn().map_err(|e| Run::spawn_error_of("tar", e))?;
     let feeder = stdin.map(|data| {
         let mut w = child.stdin.take().expect("piped stdin");
         let data = data.to_vec();

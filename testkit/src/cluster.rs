@@ -125,9 +125,7 @@ pub fn init(o: &InitOpts) -> Result<Identity> {
     }
     let hostname = match &o.hostname {
         Some(h) => h.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
-            .trim()
-            .to_string(),
+        None => imgmode_support::host::hostname()?,
     };
     let ip = match &o.ip {
         Some(i) => i.clone(),

@@ -80,7 +80,7 @@ use crate::skopeo::RegistryAuth;
 
 /// Open any image argument (local name or transport reference) as an OCI layout.
 pub fn open_image(store: &Store, arg: &str) -> Result<OpenedImage> {
-    open_image_with(store, arg, &RegistryAuth::default(), &std::env::temp_dir())
+    open_image_with(store, arg, &RegistryAuth::default(), &tempfile::env::temp_dir())
 }
 
 /// [`open_image`] with registry credentials; a copy (any transport but `oci:`) is made in a

@@ -38,6 +38,21 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("zstd", "zstd"),
     ("debugfs", "e2fsprogs"),
+    ("tar", "tar"),
+    ("du", "coreutils"),
+    ("cp", "coreutils"),
+    ("sync", "coreutils"),
+    ("chroot", "coreutils"),
+    ("true", "coreutils"),
+    ("sh", "dash"),
+    ("hostname", "hostname"),
+    ("ip", "iproute2"),
+    ("findmnt", "util-linux"),
+    ("lsblk", "util-linux"),
+    ("mountpoint", "util-linux"),
+    ("partx", "util-linux"),
+    ("systemctl", "systemd"),
+    ("networkctl", "systemd"),
 ];
 
 /// The Debian package that ships `tool`, if imgmode knows it.

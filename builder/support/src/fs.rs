@@ -118,7 +118,7 @@ fn sweep_stale(parent: &Path) -> Result<()> {
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", owner.display())),
         };
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        let alive = pid.is_some_and(crate::host::process_alive);
         if !alive {
             tracing::info!("removing stale work directory {}", entry.path().display());
             remove_tree(&entry.path())?;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 
-/// The architecture name images use for this machine.
+/// This machine's architecture as OCI images name it (`amd64`, `arm64`).
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -25,3 +25,74 @@ pub fn first_global_ipv4() -> Result<String> {
         .context("no global IPv4 address on this machine; pass --ip")
 }
 
+
+/// This machine's architecture in MachineOSConfig's `containerfileArch` spelling.
+pub fn containerfile_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "AMD64",
+        "aarch64" => "ARM64",
+        "powerpc64" => "PPC64LE",
+        "s390x" => "S390X",
+        _ => "NoArch",
+    }
+}
+
+/// This machine's architecture as the kernel and bootc's `match-architectures` spell it
+/// (`x86_64`, `aarch64`).
+pub fn kernel_arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// Is the kernel in FIPS mode (`/proc/sys/crypto/fips_enabled` is `1`)?
+pub fn fips_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/crypto/fips_enabled").is_ok_and(|s| s.trim() == "1")
+}
+
+/// The mounted filesystems as (source, mount point), from `/proc/self/mounts`.
+pub fn mounts() -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect())
+}
+
+/// The devices and files in use as swap, from `/proc/swaps` (none when it cannot be read).
+pub fn swaps() -> Vec<String> {
+    std::fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Does process `pid` exist?
+pub fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The kernel's host name (`/proc/sys/kernel/hostname`).
+pub fn hostname() -> Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading /proc/sys/kernel/hostname")?
+        .trim()
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_facts_are_read() {
+        assert!(!host_arch().is_empty());
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX));
+        assert!(mounts().unwrap().iter().any(|(_, at)| at == "/"));
+        assert!(!hostname().unwrap().is_empty());
+    }
+}

@@ -6,6 +6,7 @@
 //! - [`progress`]: the step printer every long verb reports through.
 //! - [`runtime`]: the one tokio runtime the synchronous code blocks on.
 //! - [`size`]: binary units, `10G`-style arguments, sizes for people.
+//! - [`steplog`]: the one checkpoint / step log of every resumable or recorded flow.
 //! - [`yaml`]: typed YAML input with file/line/column errors and kind/apiVersion checks.
 //!
 //! Invariant: this crate depends on no other imgmode crate.
@@ -16,6 +17,7 @@ pub mod host;
 pub mod progress;
 pub mod runtime;
 pub mod size;
+pub mod steplog;
 pub mod yaml;
 
 pub use progress::Steps;
