@@ -3,11 +3,13 @@
 //! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n]`
 //! - `cargo xtask bench [--out FILE]`
 //! - `cargo xtask test [--strict]`: the workspace's tests, with skipped tests counted and listed.
+//! - `cargo xtask tidy`: the architecture rules of ARCHITECTURE.md, checked on the source.
 //! - `cargo xtask ci`: what `.ci/run` runs after installing packages.
 
 mod bench;
 mod deps;
 mod fuzz;
+mod tidy;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -72,7 +74,12 @@ enum Cmd {
         #[arg(long)]
         strict: bool,
     },
-    /// fmt, clippy, the fuzz targets' build, strict tests and every VM scenario, as CI runs them.
+    /// The architecture rules (crate graph, import circles, where `Command::new`, environment
+    /// and `/proc` reads may appear, file and function lengths, the tool table), every
+    /// violation printed.
+    Tidy,
+    /// fmt, clippy, tidy, the fuzz targets' build, strict tests and every VM scenario, as CI
+    /// runs them.
     Ci,
     /// Install the Debian packages imgmode needs (idempotent; needs root).
     Deps,
@@ -268,6 +275,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    tidy::run(&root)?;
     fuzz_check()?;
     test(true)?;
     vmtest(Vec::new(), false, false, None)
@@ -300,6 +308,7 @@ fn main() -> std::process::ExitCode {
         ),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
         Cmd::Test { strict } => test(strict),
+        Cmd::Tidy => tidy::run(&workspace_root()),
         Cmd::Ci => ci(),
         Cmd::Deps => deps::install(),
         Cmd::Build => build_default(),
