@@ -1,22 +1,26 @@
 //! imgmode's VM test harness: QEMU under TCG, controlled through QMP, with the serial console
 //! captured and results passed back on a virtio-serial port.
 //!
+//! - [`harness`]: the machinery (QEMU and QMP, the health unit, direct kernel boot, the guest
+//!   job protocol, the shared images and seed, media, the throwaway registry).
+//! - [`scenarios`]: one file per scenario, each built only from [`harness`].
+//! - Here: selecting and sharding scenarios, running them one at a time with one
+//!   [`RunContext`] for the run, and writing JUnit.
+//!
 //! Every scenario writes `target/vmtest/<scenario>/`: `console.log`, `qmp-events.jsonl`,
 //! `results.log`, `qemu-cmdline.txt` and `junit.xml`; the run writes `target/vmtest/junit.xml`.
 //!
 //! Invariant: this is the only crate that starts VMs or talks QMP.
 
-pub mod artifacts;
-pub mod direct;
-pub mod ibi;
-pub mod layered;
-pub mod qemu;
-pub mod registry;
-pub mod registryless;
+pub mod harness;
 pub mod scenarios;
-pub mod seed;
+
+// The paths `cargo xtask` and the integration tests use.
+pub use harness::{artifacts, direct, qemu, registry, seed};
+pub use scenarios::ibi;
 
 use anyhow::{bail, Result};
+use harness::context::RunContext;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -87,6 +91,7 @@ pub fn run(
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let ctx = RunContext::new(artifacts.clone());
     let mut outcomes = Vec::new();
     for s in chosen {
         let dir = out_dir.join(s.name);
@@ -95,7 +100,7 @@ pub fn run(
         eprintln!("==> vmtest {}: {}", s.name, s.about);
         let start = Instant::now();
         let result = rt
-            .block_on((s.run)(artifacts, &dir))
+            .block_on((s.run)(&ctx, &dir))
             .map_err(|e| format!("{e:#}"));
         let seconds = start.elapsed().as_secs_f64();
         match &result {

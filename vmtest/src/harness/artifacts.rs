@@ -1,5 +1,7 @@
 //! Images the scenarios boot, built once per run by running the `imgmode` binary exactly as a
-//! user would (`imgmode base build`, `imgmode disk`), and shared by every scenario.
+//! user would (`imgmode base build`, `imgmode disk`), and shared by every scenario; and `run`
+//! and `imgmode_json`, which run commands (the binary among them) the same way for the
+//! scenarios.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -46,6 +48,14 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<String> {
         bail!("{what} failed ({})", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run the `imgmode` binary like a user; its stdout.
+pub(crate) fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
+    run(
+        Command::new(&a.imgmode).args(args),
+        &format!("imgmode {}", args.join(" ")),
+    )
 }
 
 /// Build (or reuse, when the inputs are unchanged) the base image and write its disk into `dir`.

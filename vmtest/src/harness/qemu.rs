@@ -10,14 +10,16 @@
 //! - Jobs reach the guest as systemd credentials in SMBIOS type 11 strings
 //!   ([`VmConfig::credentials`]); with systemd's `systemd.extra-unit.*` and
 //!   `systemd.unit-dropin.*` credentials a scenario adds units without modifying the image.
-//! - Every boot of every VM is judged: a health unit waits for startup to finish, writes
-//!   `systemctl is-system-running` with each failed unit and its journal tail to a second port
-//!   ([`HEALTH_PORT`], captured to `health.log`), and only then starts the scenario's jobs
-//!   ([`VmConfig::job_unit`], wanted by [`JOBS_TARGET`]). Each job prints its boot ID first,
-//!   and [`Vm::wait_for_result`] fails unless that boot reported `running`; a boot that
-//!   reported anything else fails [`Vm::wait_for_result`] and [`Vm::wait_shutdown`] too.
+//! - Every boot of every VM is judged: the health unit ([`crate::harness::health`]) waits for
+//!   startup to finish, writes `systemctl is-system-running` with each failed unit and its
+//!   journal tail to a second port ([`HEALTH_PORT`], captured to `health.log`), and only then
+//!   starts the scenario's jobs ([`VmConfig::job_unit`], wanted by [`JOBS_TARGET`]). Each job
+//!   prints its boot ID first, and [`Vm::wait_for_result`] fails unless that boot reported
+//!   `running`; a boot that reported anything else fails [`Vm::wait_for_result`] and
+//!   [`Vm::wait_shutdown`] too.
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use crate::harness::health::{self, parse_health, HealthReport, HEALTH_PORT, JOBS_TARGET};
+use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
@@ -31,118 +33,8 @@ use tokio::sync::mpsc;
 pub const RESULTS_PORT: &str = "org.imgmode.results";
 
 /// What a guest script prints when it ends with a status other than 0 (its `set -e` stopped
-/// it); see `layered::GUEST_PRELUDE`.
+/// it); see `crate::harness::guest::GUEST_PRELUDE`.
 pub const SCRIPT_FAILED: &str = "IMGMODE-SCRIPT-FAILED";
-
-/// Name of the virtio-serial port the health unit writes each boot's system state to.
-pub const HEALTH_PORT: &str = "org.imgmode.health";
-/// The target the health unit starts once it has reported; scenario jobs are wanted by it.
-pub const JOBS_TARGET: &str = "imgmode-vmtest-jobs.target";
-/// How long the health unit waits for startup to finish before it reports what it sees.
-const HEALTH_WAIT_SECS: u32 = 1500;
-
-/// The guest's shell command listing the failed units, one name a line (the health report, and
-/// the live system's checks, which run before its startup ends).
-pub const FAILED_UNITS_SH: &str =
-    "systemctl list-units --failed --all --no-legend --plain | cut -d' ' -f1";
-
-/// The health unit (`Type=simple`, so that it does not hold startup up itself).
-fn health_unit() -> String {
-    format!(
-        r#"[Unit]
-Description=imgmode vmtest: the system's state once startup is over
-Requires=dev-virtio\x2dports-org.imgmode.health.device
-After=dev-virtio\x2dports-org.imgmode.health.device
-
-[Service]
-Type=simple
-ImportCredential=vmtest.health
-StandardOutput=file:/dev/virtio-ports/{HEALTH_PORT}
-StandardError=journal
-ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/vmtest.health"'
-"#
-    )
-}
-
-/// The health unit's script: `IMGMODE-HEALTH <boot-id> <state>`, then `FAILED-UNIT <unit>`
-/// with the unit's journal tail for each failed unit, `IMGMODE-HEALTH-END <boot-id>`; then the
-/// scenario's jobs start.
-fn health_script() -> String {
-    format!(
-        r#"set -u
-boot=$(cat /proc/sys/kernel/random/boot_id)
-state=$(timeout {HEALTH_WAIT_SECS} systemctl is-system-running --wait 2>/dev/null)
-[ -n "$state" ] || state=unknown
-echo "IMGMODE-HEALTH $boot $state"
-for u in $({FAILED_UNITS_SH}); do
-  echo "FAILED-UNIT $u"
-  journalctl -b --no-pager -n 30 -u "$u" 2>&1 | sed 's/^/    /'
-done
-echo "IMGMODE-HEALTH-END $boot"
-systemctl start --no-block {JOBS_TARGET}
-"#
-    )
-}
-
-/// One boot's health report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthReport {
-    pub boot_id: String,
-    /// `systemctl is-system-running` once startup was over (`running`, `degraded`, ...).
-    pub state: String,
-    pub failed_units: Vec<String>,
-    /// The report as the guest wrote it (failed units with their journal tails).
-    pub text: String,
-}
-
-/// Every report in a `health.log`, in boot order (a report cut short by a reset is kept with
-/// what it has).
-pub fn parse_health(log: &str) -> Vec<HealthReport> {
-    let mut out: Vec<HealthReport> = Vec::new();
-    for line in log.lines() {
-        if let Some(rest) = line.strip_prefix("IMGMODE-HEALTH ") {
-            let mut w = rest.split_whitespace();
-            out.push(HealthReport {
-                boot_id: w.next().unwrap_or_default().to_string(),
-                state: w.next().unwrap_or_default().to_string(),
-                failed_units: Vec::new(),
-                text: String::new(),
-            });
-        } else if let Some(r) = out.last_mut() {
-            if line.starts_with("IMGMODE-HEALTH-END") {
-                continue;
-            }
-            if let Some(u) = line.strip_prefix("FAILED-UNIT ") {
-                r.failed_units.push(u.trim().to_string());
-            }
-            r.text.push_str(line);
-            r.text.push('\n');
-        }
-    }
-    out
-}
-
-impl HealthReport {
-    /// `Ok` when the boot reached `running` (or, where `unfinished` says why startup may end in
-    /// a reboot, `stopping` with no failed unit); otherwise the failed units and journal tails.
-    pub fn judge(&self, unfinished: Option<&str>) -> Result<()> {
-        let ok = self.state == "running"
-            || (self.state == "stopping" && unfinished.is_some() && self.failed_units.is_empty());
-        ensure!(
-            ok,
-            "boot {} ended startup {:?}, not \"running\" (systemctl is-system-running); failed units: {}\n{}",
-            self.boot_id,
-            self.state,
-            if self.failed_units.is_empty() {
-                "none".to_string()
-            } else {
-                self.failed_units.join(", ")
-            },
-            self.text
-        );
-        Ok(())
-    }
-}
 
 /// Console lines that mean the boot has failed; waiting further is pointless.
 pub const FATAL_CONSOLE_PATTERNS: &[&str] = &[
@@ -332,22 +224,7 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
     } else {
         a.extend(["-nic".into(), "none".into()]);
     }
-    let health = [
-        (
-            "systemd.extra-unit.imgmode-vmtest-health.service".to_string(),
-            health_unit(),
-        ),
-        (
-            format!("systemd.extra-unit.{JOBS_TARGET}"),
-            "[Unit]\nDescription=imgmode vmtest: the scenario's jobs, after the health report\n"
-                .to_string(),
-        ),
-        (
-            "systemd.unit-dropin.multi-user.target~imgmode-vmtest-health".to_string(),
-            "[Unit]\nWants=imgmode-vmtest-health.service\n".to_string(),
-        ),
-        ("vmtest.health".to_string(), health_script()),
-    ];
+    let health = health::credentials();
     for (name, value) in health.iter().chain(&cfg.credentials) {
         // SMBIOS strings cannot hold commas unescaped; binary credentials avoid quoting.
         a.extend([
@@ -423,45 +300,7 @@ pub struct Vm {
 impl Vm {
     /// Start QEMU for `cfg` with its files in `dir`.
     pub async fn start(cfg: &VmConfig, dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        for f in [
-            "console.log",
-            "results.log",
-            "health.log",
-            "qmp-events.jsonl",
-            "overlay.qcow2",
-            "qmp.sock",
-        ] {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
-        let disk = std::fs::canonicalize(&cfg.disk)
-            .with_context(|| format!("disk image {} not found", cfg.disk.display()))?;
-        let info = tokio::process::Command::new("qemu-img")
-            .args(["info", "--output=json"])
-            .arg(&disk)
-            .output()
-            .await
-            .context("running qemu-img (apt-get install qemu-utils)")?;
-        let info: serde_json::Value = serde_json::from_slice(&info.stdout)
-            .with_context(|| format!("qemu-img info {}", disk.display()))?;
-        let backing_format = info["format"].as_str().unwrap_or("raw").to_string();
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", &backing_format, "-b"])
-            .arg(&disk)
-            .arg(dir.join("overlay.qcow2"))
-            .output()
-            .await
-            .context("running qemu-img (apt-get install qemu-utils)")?;
-        if !out.status.success() {
-            bail!(
-                "creating the disk overlay failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        if matches!(cfg.boot, Boot::Uefi) {
-            std::fs::copy(OVMF_VARS, dir.join("OVMF_VARS.fd"))
-                .with_context(|| format!("copying {OVMF_VARS} (apt-get install ovmf)"))?;
-        }
+        prepare_dir(cfg, dir).await?;
         let args = qemu_args(cfg, dir);
         std::fs::write(dir.join("qemu-cmdline.txt"), args.join(" "))?;
         let stderr = std::fs::File::create(dir.join("qemu-stderr.log"))?;
@@ -473,46 +312,7 @@ impl Vm {
             .kill_on_drop(true)
             .spawn()
             .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
-        let sock = dir.join("qmp.sock");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = loop {
-            match QmpStreamTokio::open_uds(&sock).await {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > deadline => {
-                    bail!(
-                        "QMP socket {} did not come up: {e}; see qemu-stderr.log",
-                        sock.display()
-                    )
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        let stream = stream
-            .negotiate()
-            .await
-            .context("QMP capabilities negotiation")?;
-        let (qmp, mut ev) = stream.into_parts();
-        let (tx, events) = mpsc::unbounded_channel();
-        let log = dir.join("qmp-events.jsonl");
-        tokio::spawn(async move {
-            let mut f = match tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .await
-            {
-                Ok(f) => f,
-                Err(_) => return,
-            };
-            while let Some(Ok(event)) = ev.next().await {
-                let line = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
-                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-                let _ = f.flush().await;
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (qmp, events) = connect_qmp(dir).await?;
         Ok(Self {
             dir: dir.to_path_buf(),
             child,
@@ -740,9 +540,101 @@ impl Vm {
     }
 }
 
+/// Clear what an earlier VM left in `dir`, and create the qcow2 overlay over `cfg`'s disk (and,
+/// for OVMF, the copy of the variable store).
+async fn prepare_dir(cfg: &VmConfig, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for f in [
+        "console.log",
+        "results.log",
+        "health.log",
+        "qmp-events.jsonl",
+        "overlay.qcow2",
+        "qmp.sock",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let disk = std::fs::canonicalize(&cfg.disk)
+        .with_context(|| format!("disk image {} not found", cfg.disk.display()))?;
+    let info = tokio::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .await
+        .context("running qemu-img (apt-get install qemu-utils)")?;
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout)
+        .with_context(|| format!("qemu-img info {}", disk.display()))?;
+    let backing_format = info["format"].as_str().unwrap_or("raw").to_string();
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", &backing_format, "-b"])
+        .arg(&disk)
+        .arg(dir.join("overlay.qcow2"))
+        .output()
+        .await
+        .context("running qemu-img (apt-get install qemu-utils)")?;
+    if !out.status.success() {
+        bail!(
+            "creating the disk overlay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if matches!(cfg.boot, Boot::Uefi) {
+        std::fs::copy(OVMF_VARS, dir.join("OVMF_VARS.fd"))
+            .with_context(|| format!("copying {OVMF_VARS} (apt-get install ovmf)"))?;
+    }
+    Ok(())
+}
+
+/// Connect to QEMU's QMP socket in `dir` (it may take a moment to come up) and forward every
+/// event to `qmp-events.jsonl` and to the returned channel.
+async fn connect_qmp(dir: &Path) -> Result<(Qmp, mpsc::UnboundedReceiver<String>)> {
+    let sock = dir.join("qmp.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match QmpStreamTokio::open_uds(&sock).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => {
+                bail!(
+                    "QMP socket {} did not come up: {e}; see qemu-stderr.log",
+                    sock.display()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let stream = stream
+        .negotiate()
+        .await
+        .context("QMP capabilities negotiation")?;
+    let (qmp, mut ev) = stream.into_parts();
+    let (tx, events) = mpsc::unbounded_channel();
+    let log = dir.join("qmp-events.jsonl");
+    tokio::spawn(async move {
+        let mut f = match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .await
+        {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        while let Some(Ok(event)) = ev.next().await {
+            let line = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
+            let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            let _ = f.flush().await;
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((qmp, events))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::health::health_script;
 
     #[test]
     fn base64_matches_rfc4648() {
@@ -766,23 +658,6 @@ mod tests {
             "[FAILED] Failed to start imgmode-vmtest-liv\u{2026}e vmtest: the live system's checks."
         );
         assert!(FATAL_CONSOLE_PATTERNS.iter().any(|f| plain.contains(f)));
-    }
-
-    #[test]
-    fn health_reports_are_parsed_and_judged() {
-        let log = "IMGMODE-HEALTH b1 running\nIMGMODE-HEALTH-END b1\nIMGMODE-HEALTH b2 degraded\nFAILED-UNIT broken.service\n    Nov 29 broken.service: exit 1\nIMGMODE-HEALTH-END b2\nIMGMODE-HEALTH b3 stopping\n";
-        let r = parse_health(log);
-        assert_eq!(r.len(), 3);
-        assert!(r[0].judge(None).is_ok());
-        let e = r[1].judge(Some("reboots")).unwrap_err().to_string();
-        assert!(e.contains("\"degraded\""), "{e}");
-        assert!(e.contains("failed units: broken.service"), "{e}");
-        assert!(e.contains("broken.service: exit 1"), "{e}");
-        assert!(
-            r[2].judge(None).is_err(),
-            "stopping is a pass only where declared"
-        );
-        assert!(r[2].judge(Some("the installer reboots")).is_ok());
     }
 
     #[test]

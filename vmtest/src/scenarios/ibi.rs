@@ -10,11 +10,15 @@
 //! through SeaBIOS and installs from the seed embedded in its ISO after the registry is gone.
 //! The two hosts share no private key.
 
-use crate::artifacts::{run, Artifacts};
-use crate::layered::{job, parse_phase, results_unit};
-use crate::qemu::{Boot, Vm, VmConfig};
-use crate::registry::Registry;
-use crate::scenarios::{diag_section, report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use crate::harness::artifacts::{run, Artifacts};
+use crate::harness::context::RunContext;
+use crate::harness::guest::{
+    diag_section, job, parse_phase, report_line, run_job_timed, Phase, BOOT_TIMEOUT,
+};
+use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
+use crate::harness::media::{blank_disk, cdrom};
+use crate::harness::qemu::{Boot, VmConfig};
+use crate::harness::seed::{extract_layer, SeedBuild};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,106 +49,6 @@ extraPartitionLabel: __LABEL__
 extraPartitionStart: -2G
 additionalTrustBundle: |
 __BUNDLE__";
-
-/// `cfg` with the live system's checks: `script` run by a unit of its own before the
-/// installation unit (the job unit of [`job`] runs only after multi-user.target, which the
-/// installation unit holds up until it reboots).
-/// `__FAILED_UNITS__` in `script` becomes `FACT failed-units=...` (`none`): the live system's
-/// startup ends in the install unit's reboot, so its health report may never come.
-pub(crate) fn live_job(cfg: VmConfig, script: String) -> VmConfig {
-    let failed_units = format!(
-        "f=$({} | tr '\\n' ' ')\necho \"FACT failed-units=${{f:-none}}\"",
-        crate::qemu::FAILED_UNITS_SH
-    );
-    let script = script.replace("__FAILED_UNITS__", &failed_units);
-    let unit = results_unit(
-        "imgmode vmtest: the live system's checks",
-        "ConditionKernelCommandLine=imgmode.live
-# it runs early (before the install): wait for udev's name of the results port
-Requires=dev-virtio\\x2dports-org.imgmode.results.device
-After=dev-virtio\\x2dports-org.imgmode.results.device
-",
-        "vmtest.livescript",
-    );
-    let cfg = VmConfig {
-        unfinished_startup: Some(
-            "the installation ISO's unit installs and reboots during startup; the live checks \
-             report the failed units instead (FACT failed-units)",
-        ),
-        ..cfg
-    };
-    cfg.extra_unit("imgmode-vmtest-live.service", &unit)
-        .unit_dropin(
-            "imgmode-ibi-install.service",
-            "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
-        )
-        .credential("vmtest.livescript", crate::layered::guest_script(&script))
-}
-
-/// The live system must have no failed unit when its checks run.
-pub(crate) fn no_failed_live_units(live: &crate::layered::Phase, host: &str) -> Result<()> {
-    ensure!(
-        live.fact("failed-units") == "none",
-        "{host}: units failed in the live system: {}",
-        live.fact("failed-units")
-    );
-    Ok(())
-}
-
-/// A blank 12 GiB qcow2 installation disk at `path` (replacing an earlier one).
-pub(crate) fn blank_disk(path: &Path) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(path)
-            .arg("12G"),
-        "qemu-img create (installation disk)",
-    )?;
-    Ok(())
-}
-
-/// QEMU arguments for `file` as a read-only CD on q35's AHCI port `port` (one unit each).
-pub(crate) fn cdrom(file: &Path, id: &str, port: u32, bootindex: Option<u32>) -> [String; 4] {
-    [
-        "-drive".to_string(),
-        format!(
-            "file={},format=raw,media=cdrom,readonly=on,if=none,id={id}",
-            file.display()
-        ),
-        "-device".to_string(),
-        format!(
-            "ide-cd,drive={id},bus=ide.{port}{}",
-            bootindex
-                .map(|i| format!(",bootindex={i}"))
-                .unwrap_or_default()
-        ),
-    ]
-}
-
-/// The run's shared seed, and a new TLS registry under `dir/registry` holding it as
-/// `imgmode-seed:<version>` (pushed from the host as 127.0.0.1).
-pub(crate) async fn seed_in_tls_registry(
-    a: &Artifacts,
-    dir: &Path,
-) -> Result<(crate::seed::SeedBuild, String, Registry)> {
-    let seed = crate::seed::shared_seed(a, &dir.join("seed")).await?;
-    let version = seed.version()?.to_string();
-    let reg = Registry::start_tls(&dir.join("registry"))?;
-    let (_, certs) = reg.tls.clone().context("the registry serves no TLS")?;
-    run(
-        Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .arg(format!("--dest-cert-dir={}", certs.display()))
-            .arg(format!("oci-archive:{}", seed.archive.display()))
-            .arg(format!(
-                "docker://{}/imgmode-seed:{version}",
-                reg.host_addr()
-            )),
-        "skopeo copy (seed to the registry)",
-    )?;
-    Ok((seed, version, reg))
-}
 
 const LIVE_SCRIPT: &str = r#"echo "IMGMODE-PHASE-0-BEGIN"
 echo "UPTIME-LIVE $(cut -d' ' -f1 /proc/uptime)"
@@ -204,50 +108,6 @@ echo "IMGMODE-PHASE-1-END"
 systemctl poweroff
 "#;
 
-/// Boot `cfg`, wait for the phase's end marker, and read the results (console tail on error).
-pub(crate) async fn run_job(
-    cfg: &VmConfig,
-    dir: &Path,
-    what: &str,
-    timeout: Duration,
-) -> Result<String> {
-    Ok(run_job_timed(cfg, dir, what, timeout, false).await?.0)
-}
-
-/// [`run_job`], and with `timed` the wall-clock seconds from QEMU's start until the job
-/// reported `UPTIME-READY` (the boot's startup was over and, on an installed disk, post-pivot
-/// done).
-pub(crate) async fn run_job_timed(
-    cfg: &VmConfig,
-    dir: &Path,
-    what: &str,
-    timeout: Duration,
-    timed: bool,
-) -> Result<(String, Option<f64>)> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let mut vm = Vm::start(cfg, dir).await?;
-    let mut ready = None;
-    let waited = async {
-        if timed {
-            vm.wait_for_result("UPTIME-READY", timeout).await?;
-            ready = Some(vm.elapsed().as_secs_f64());
-        }
-        vm.wait_for_result("IMGMODE-PHASE-1-END", timeout).await
-    }
-    .await;
-    if let Err(e) = waited {
-        let tail = vm.console_tail(40);
-        let _ = vm.quit().await;
-        return Err(e.context(format!("{what} (console tail):\n{tail}")));
-    }
-    let results = std::fs::read_to_string(dir.join("results.log"))?;
-    vm.wait_shutdown(SHUTDOWN_TIMEOUT)
-        .await
-        .with_context(|| format!("{what} did not power off"))?;
-    Ok((results, ready))
-}
-
 /// A guest's `/proc/uptime` seconds reported on a `<tag> <seconds>` line.
 fn uptime(results: &str, tag: &str) -> Result<f64> {
     report_line(results, &format!("{tag} "))
@@ -283,15 +143,16 @@ pub async fn plain_boot(disk: &Path, boot: Boot, dir: &Path) -> Result<f64> {
 }
 
 /// The `ibi` scenario.
-pub async fn ibi(a: Artifacts, dir: PathBuf) -> Result<String> {
+pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let a = &ctx.artifacts;
     eprintln!("==> pushing the seed to a registry (TLS, the scenario's CA)");
-    let (seed, version, reg) = seed_in_tls_registry(&a, &dir).await?;
+    let (seed, version, reg) = seed_in_tls_registry(ctx, dir).await?;
     let (ca, _) = reg.tls.clone().context("the registry serves no TLS")?;
 
     // the seed's own admin kubeconfig, as the seed VM had it
     let seedfiles = dir.join("seedfiles");
     let _ = std::fs::remove_dir_all(&seedfiles);
-    crate::seed::extract_layer(&seed.layout, &seedfiles)?;
+    extract_layer(&seed.layout, &seedfiles)?;
     let seed_kubeconfig = run(
         Command::new("tar")
             .arg("-xzOf")
@@ -327,12 +188,12 @@ pub async fn ibi(a: Artifacts, dir: PathBuf) -> Result<String> {
         } else {
             reg.guest_addr()
         };
-        isos.push(make_isos(&a, &dir, h, &reg_addr, &version, &ca)?);
+        isos.push(make_isos(a, dir, h, &reg_addr, &version, &ca)?);
     }
-    let r1 = boot_host(&dir, &hosts[0], &isos[0], &seed, &seed_kubeconfig).await?;
+    let r1 = boot_host(dir, &hosts[0], &isos[0], &seed, &seed_kubeconfig).await?;
     // host 2 installs from the seed its ISO carries: no registry from here on
     drop(reg);
-    let r2 = boot_host(&dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig).await?;
+    let r2 = boot_host(dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig).await?;
     // the benchmark's baseline, in this run: host 2's installed disk booted again
     let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
     let plain = plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
@@ -499,7 +360,7 @@ async fn boot_host(
     dir: &Path,
     h: &Host,
     isos: &Isos,
-    seed: &crate::seed::SeedBuild,
+    seed: &SeedBuild,
     seed_kubeconfig: &str,
 ) -> Result<HostResult> {
     let conf = &isos.conf;
@@ -537,13 +398,32 @@ async fn boot_host(
     .await?;
     let wall_ready = wall_ready.context("the installed system reported no UPTIME-READY")?;
 
-    // the live system
-    let l = parse_phase(&results, 0)
-        .with_context(|| format!("{}: the live system reported nothing", h.name))?;
     let firmware = match h.boot {
         Boot::Bios => "bios",
         _ => "uefi",
     };
+    let (live_root, live_boot) = check_live(h, &results, firmware)?;
+    let (install, b, commit) = check_installed(h, &results, seed, firmware)?;
+    check_cluster(h, conf, &b, &results)?;
+    let keys = key_inventory(h, &results)?;
+    Ok(HostResult {
+        keys,
+        live_boot,
+        live_root,
+        install,
+        first_boot_ready: uptime(&results, "UPTIME-READY")?,
+        wall_ready,
+        commit,
+    })
+}
+
+/// The live system's report (phase 0): no failed unit, root in RAM, booted through
+/// `firmware`, the ISO's key, unit and config; with refusals, the refused installs left the
+/// disk untouched. Returns the live root's filesystem and the live system's uptime.
+fn check_live(h: &Host, results: &str, firmware: &str) -> Result<(String, f64)> {
+    // the live system
+    let l = parse_phase(results, 0)
+        .with_context(|| format!("{}: the live system reported nothing", h.name))?;
     no_failed_live_units(&l, h.name)?;
     let live_root = l.fact("live-root").to_string();
     ensure!(
@@ -572,7 +452,7 @@ async fn boot_host(
             "installationDisk /dev/disk/by-id/virtio-nosuchdisk does not exist",
         )?;
         let vstate: serde_json::Value = serde_json::from_str(
-            report_line(&results, "VERSIONSTATE ").context("no state of the refused install")?,
+            report_line(results, "VERSIONSTATE ").context("no state of the refused install")?,
         )?;
         ensure!(
             vstate["status"] == "failed" && vstate["step"] == "seed-gates",
@@ -583,11 +463,22 @@ async fn boot_host(
             "the refused installs wrote to the installation disk (its first 4 MiB are not zero)"
         );
     }
-    let live_boot = uptime(&results, "UPTIME-LIVE")?;
+    let live_boot = uptime(results, "UPTIME-LIVE")?;
+    Ok((live_root, live_boot))
+}
 
+/// The installed system's report (phase 1): the install's record, post-pivot done, the
+/// seed's commit booted, and the installed system's facts. Returns the install's seconds, the
+/// phase and the booted commit.
+fn check_installed(
+    h: &Host,
+    results: &str,
+    seed: &SeedBuild,
+    firmware: &str,
+) -> Result<(f64, Phase, String)> {
     // the install's record on the installed system
     let installed: serde_json::Value = serde_json::from_str(
-        report_line(&results, "INSTALLED ")
+        report_line(results, "INSTALLED ")
             .with_context(|| format!("{}: the installed system has no install record", h.name))?,
     )
     .with_context(|| format!("{}: the install record is not JSON", h.name))?;
@@ -610,9 +501,9 @@ async fn boot_host(
     let install = installed["seconds"]
         .as_f64()
         .context("the install record has no seconds")?;
-    let b = parse_phase(&results, 1)?;
+    let b = parse_phase(results, 1)?;
     if b.fact("post-pivot-done") != "yes" {
-        let diag = diag_section(&results);
+        let diag = diag_section(results);
         bail!(
             "{}: post-pivot did not finish on the installed disk; its journal:\n{diag}",
             h.name
@@ -647,6 +538,13 @@ async fn boot_host(
             b.fact(fact)
         );
     }
+    Ok((install, b, booted.checksum))
+}
+
+/// Post-pivot's result: `auth/kubeconfig` of the configuration `conf` reaches /readyz, the
+/// seed's kubeconfig does not, the extra manifest is in etcd, the kubeadmin secret holds the
+/// hash of `auth/kubeadmin-password`.
+fn check_cluster(h: &Host, conf: &Path, b: &Phase, results: &str) -> Result<()> {
     // auth/kubeconfig of the configuration reaches /readyz: the served certificate names
     // api.<name>.example.org and chains to the configuration's signer, and the API accepts
     // the configuration's admin client certificate
@@ -672,7 +570,7 @@ async fn boot_host(
     }
     // the kubeadmin secret holds the hash of auth/kubeadmin-password
     let secret: serde_json::Value = serde_json::from_str(
-        report_line(&results, "KUBEADMIN ").context("the guest reported no kubeadmin secret")?,
+        report_line(results, "KUBEADMIN ").context("the guest reported no kubeadmin secret")?,
     )
     .with_context(|| format!("{}: no kube-system/kubeadmin secret in etcd", h.name))?;
     let hash = {
@@ -687,6 +585,11 @@ async fn boot_host(
         "{}: the kube-system/kubeadmin secret does not hold the hash of auth/kubeadmin-password",
         h.name
     );
+    Ok(())
+}
+
+/// The installed system's private keys (fingerprint -> location), at least 8.
+fn key_inventory(h: &Host, results: &str) -> Result<BTreeMap<String, String>> {
     let keys: BTreeMap<String, String> = results
         .split_once("KEYS-BEGIN")
         .and_then(|(_, r)| r.split_once("KEYS-END"))
@@ -701,13 +604,5 @@ async fn boot_host(
         h.name,
         keys.len()
     );
-    Ok(HostResult {
-        keys,
-        live_boot,
-        live_root,
-        install,
-        first_boot_ready: uptime(&results, "UPTIME-READY")?,
-        wall_ready,
-        commit: booted.checksum,
-    })
+    Ok(keys)
 }

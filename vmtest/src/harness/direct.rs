@@ -2,7 +2,7 @@
 //! from the boot entry ostree wrote on the disk's `boot` partition (`/loader/entries/*.conf`),
 //! so QEMU can skip firmware and bootloader when a scenario only needs the OS.
 
-use crate::qemu::Boot;
+use crate::harness::qemu::Boot;
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use std::path::Path;

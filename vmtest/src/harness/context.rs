@@ -1,0 +1,52 @@
+//! What one run of the scenarios shares: the images built for it ([`Artifacts`]) and the seed
+//! it makes once ([`SeedBuild`]). [`crate::run`] creates one [`RunContext`] and passes it to
+//! every scenario, so no scenario depends on another having run before it.
+
+use crate::harness::artifacts::Artifacts;
+use crate::harness::seed::{build_seed, SeedBuild};
+use anyhow::Result;
+use std::path::Path;
+use tokio::sync::Mutex;
+
+/// The run's shared state.
+#[derive(Debug)]
+pub struct RunContext {
+    /// The images every scenario boots.
+    pub artifacts: Artifacts,
+    /// The seed made in this run, shared by every scenario that needs one (made once per run).
+    seed: Mutex<Option<SeedBuild>>,
+}
+
+impl RunContext {
+    pub fn new(artifacts: Artifacts) -> Self {
+        Self {
+            artifacts,
+            seed: Mutex::new(None),
+        }
+    }
+
+    /// The seed of this run: the one made earlier in the run (by the `seed` scenario or
+    /// another scenario), or a new one made in `dir`.
+    pub async fn shared_seed(&self, dir: &Path) -> Result<SeedBuild> {
+        let mut g = self.seed.lock().await;
+        if let Some(s) = g.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = make_seed(&self.artifacts, dir).await?;
+        *g = Some(s.clone());
+        Ok(s)
+    }
+
+    /// A new seed made in `dir`, kept as the run's seed from now on (the `seed` scenario).
+    pub async fn new_seed(&self, dir: &Path) -> Result<SeedBuild> {
+        let s = make_seed(&self.artifacts, dir).await?;
+        *self.seed.lock().await = Some(s.clone());
+        Ok(s)
+    }
+}
+
+/// [`build_seed`] into `dir`, its archive `dir/seed.oci-archive`, its steps on stderr.
+async fn make_seed(a: &Artifacts, dir: &Path) -> Result<SeedBuild> {
+    let archive = dir.join("seed.oci-archive");
+    build_seed(a, dir, &archive, &|m| eprintln!("==> {m}")).await
+}

@@ -1,0 +1,310 @@
+//! The guest job protocol. A scenario's guest work is a shell script passed as a systemd
+//! credential and run by a job unit (`job`) at every boot, once the boot's health report is
+//! out; the script starts with `GUEST_PRELUDE` and reports on the results port: facts
+//! (`FACT k=v`), `imgmode status --format json` between `STATUS-BEGIN` and `STATUS-END`, and
+//! commands with their output and status (`RUN ...` / `RC N`), grouped in phases between
+//! `IMGMODE-PHASE-N-BEGIN` and `-END` markers (`parse_phase`). `run_job` boots a VM with
+//! such a job and waits for its report; [`time_to_ready`] times a boot for the benchmarks.
+
+use crate::harness::qemu::{Boot, Vm, VmConfig};
+use anyhow::{ensure, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Per-stage timeouts (TCG boots take 25-40 s here; leave headroom for a loaded machine).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A oneshot unit that runs the script in the credential `script` (`vmtest.*` credentials
+/// imported) with its output on the results port; `unit` goes into its `[Unit]` section.
+pub(crate) fn results_unit(description: &str, unit: &str, script: &str) -> String {
+    format!(
+        r#"[Unit]
+Description={description}
+{unit}
+[Service]
+Type=oneshot
+ImportCredential=vmtest.*
+StandardOutput=file:/dev/virtio-ports/org.imgmode.results
+StandardError=inherit
+ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/{script}"'
+"#
+    )
+}
+
+/// What every guest script starts with: `set -eu`, a report of the status a script ended with
+/// when it was not 0 (`IMGMODE-SCRIPT-FAILED rc=N`, which fails the wait for its result at
+/// once), and the helpers: `yesno CMD` prints yes/no, `run CMD` prints the command, its output
+/// and `RC <status>` (the one way a step may fail without ending the script).
+pub(crate) const GUEST_PRELUDE: &str = r#"set -eu
+trap 'rc=$?; [ "$rc" -eq 0 ] || echo "IMGMODE-SCRIPT-FAILED rc=$rc"' EXIT
+yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+run() { echo "RUN $*"; rc=0; "$@" 2>&1 || rc=$?; echo "RC $rc"; }
+"#;
+
+/// `script` with [`GUEST_PRELUDE`] in front.
+pub(crate) fn guest_script(script: &str) -> String {
+    format!("{GUEST_PRELUDE}{script}")
+}
+
+/// `cfg` with the job unit running `script` at every boot, once the boot's health report is
+/// out (see [`VmConfig::job_unit`]).
+pub(crate) fn job(cfg: VmConfig, script: String) -> VmConfig {
+    let unit = results_unit(
+        "imgmode vmtest: layered job",
+        "After=multi-user.target network-online.target\nWants=network-online.target\n",
+        "vmtest.script",
+    );
+    cfg.job_unit("imgmode-vmtest-job.service", &unit)
+        .credential("vmtest.script", guest_script(&script))
+}
+
+/// What a guest script printed between `DIAG-BEGIN` and `DIAG-END` ("" when nothing).
+pub(crate) fn diag_section(report: &str) -> &str {
+    report
+        .split_once("DIAG-BEGIN")
+        .and_then(|(_, r)| r.split_once("DIAG-END"))
+        .map_or("", |(d, _)| d)
+}
+
+/// The value of a `PREFIX rest` line in the guest's report.
+pub(crate) fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+}
+
+/// One phase's report.
+#[derive(Debug, Default)]
+pub(crate) struct Phase {
+    pub(crate) facts: BTreeMap<String, String>,
+    pub(crate) status: Option<GuestStatus>,
+    /// (command, exit code, output)
+    pub(crate) runs: Vec<(String, i32, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GuestStatus {
+    pub(crate) deployments: Vec<GuestDeployment>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct GuestDeployment {
+    pub(crate) booted: bool,
+    pub(crate) staged: bool,
+    #[serde(default)]
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) checksum: String,
+    pub(crate) container_image_reference: Option<String>,
+    pub(crate) container_image_reference_digest: Option<String>,
+}
+
+impl Phase {
+    pub(crate) fn fact(&self, k: &str) -> &str {
+        self.facts.get(k).map(String::as_str).unwrap_or("?")
+    }
+
+    pub(crate) fn booted(&self) -> Result<GuestDeployment> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.deployments.iter().find(|d| d.booted).cloned())
+            .context("the guest's status lists no booted deployment")
+    }
+
+    pub(crate) fn staged(&self) -> Option<GuestDeployment> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.deployments.iter().find(|d| d.staged).cloned())
+    }
+
+    /// The first command whose line contains `part`: (command, exit status, output).
+    pub(crate) fn run_with(&self, part: &str) -> Result<&(String, i32, String)> {
+        self.runs
+            .iter()
+            .find(|(c, _, _)| c.contains(part))
+            .with_context(|| format!("the guest ran no command with {part:?}"))
+    }
+
+    /// Every command whose line starts with `prefix`, in the order they ran.
+    pub(crate) fn runs_of(&self, prefix: &str) -> Vec<&(String, i32, String)> {
+        self.runs
+            .iter()
+            .filter(|(c, _, _)| c.starts_with(prefix))
+            .collect()
+    }
+
+    /// The first command whose line contains `part` failed, and its output says `want`.
+    pub(crate) fn refused(&self, part: &str, want: &str) -> Result<()> {
+        let (c, rc, out) = self.run_with(part)?;
+        ensure!(*rc != 0, "{c} succeeded; it must be refused");
+        ensure!(
+            out.contains(want),
+            "{c} failed (rc {rc}) without saying {want:?}:\n{out}"
+        );
+        Ok(())
+    }
+
+    /// The one command whose line starts with `cmd`; it must have exited 0.
+    pub(crate) fn ran_ok(&self, cmd: &str) -> Result<&str> {
+        let (c, rc, out) = self
+            .runs
+            .iter()
+            .find(|(c, _, _)| c.starts_with(cmd))
+            .with_context(|| format!("the guest did not run {cmd:?}"))?;
+        ensure!(*rc == 0, "{c} failed in the guest (rc {rc}):\n{out}");
+        Ok(out)
+    }
+}
+
+/// Parse the section of `results` between the phase's markers.
+pub(crate) fn parse_phase(results: &str, n: u32) -> Result<Phase> {
+    let begin = format!("IMGMODE-PHASE-{n}-BEGIN");
+    let end = format!("IMGMODE-PHASE-{n}-END");
+    let start = results
+        .find(&begin)
+        .with_context(|| format!("no {begin} in the results"))?;
+    let body = &results[start + begin.len()..];
+    let body = &body[..body
+        .find(&end)
+        .with_context(|| format!("no {end} in the results"))?];
+    let mut p = Phase::default();
+    let mut lines = body.lines().peekable();
+    while let Some(l) = lines.next() {
+        if let Some(f) = l.strip_prefix("FACT ") {
+            if let Some((k, v)) = f.split_once('=') {
+                p.facts.insert(k.to_string(), v.trim().to_string());
+            }
+        } else if l == "STATUS-BEGIN" {
+            let mut json = String::new();
+            for l in lines.by_ref() {
+                if l == "STATUS-END" {
+                    break;
+                }
+                json.push_str(l);
+                json.push('\n');
+            }
+            p.status = Some(
+                serde_json::from_str(&json)
+                    .with_context(|| format!("parsing the guest's status: {json}"))?,
+            );
+        } else if let Some(cmd) = l.strip_prefix("RUN ") {
+            let mut out = String::new();
+            let mut rc = -1;
+            for l in lines.by_ref() {
+                if let Some(r) = l.strip_prefix("RC ") {
+                    rc = r.trim().parse().unwrap_or(-1);
+                    break;
+                }
+                out.push_str(l);
+                out.push('\n');
+            }
+            p.runs.push((cmd.to_string(), rc, out));
+        }
+    }
+    Ok(p)
+}
+
+/// Wait for phase `n` to end and parse it.
+pub(crate) async fn phase(vm: &mut Vm, n: u32, timeout: Duration) -> Result<Phase> {
+    vm.wait_for_result(&format!("IMGMODE-PHASE-{n}-END"), timeout)
+        .await?;
+    let results = std::fs::read_to_string(vm.dir().join("results.log"))?;
+    parse_phase(&results, n)
+}
+
+/// Boot `cfg`, wait for the phase's end marker, and read the results (console tail on error).
+pub(crate) async fn run_job(
+    cfg: &VmConfig,
+    dir: &Path,
+    what: &str,
+    timeout: Duration,
+) -> Result<String> {
+    Ok(run_job_timed(cfg, dir, what, timeout, false).await?.0)
+}
+
+/// [`run_job`], and with `timed` the wall-clock seconds from QEMU's start until the job
+/// reported `UPTIME-READY` (the boot's startup was over and, on an installed disk, post-pivot
+/// done).
+pub(crate) async fn run_job_timed(
+    cfg: &VmConfig,
+    dir: &Path,
+    what: &str,
+    timeout: Duration,
+    timed: bool,
+) -> Result<(String, Option<f64>)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut vm = Vm::start(cfg, dir).await?;
+    let mut ready = None;
+    let waited = async {
+        if timed {
+            vm.wait_for_result("UPTIME-READY", timeout).await?;
+            ready = Some(vm.elapsed().as_secs_f64());
+        }
+        vm.wait_for_result("IMGMODE-PHASE-1-END", timeout).await
+    }
+    .await;
+    if let Err(e) = waited {
+        let tail = vm.console_tail(40);
+        let _ = vm.quit().await;
+        return Err(e.context(format!("{what} (console tail):\n{tail}")));
+    }
+    let results = std::fs::read_to_string(dir.join("results.log"))?;
+    vm.wait_shutdown(SHUTDOWN_TIMEOUT)
+        .await
+        .with_context(|| format!("{what} did not power off"))?;
+    Ok((results, ready))
+}
+
+/// A unit that reports readiness on the results port once startup is over (a job: it runs
+/// after the boot's health report).
+const READY_UNIT: &str = "\
+[Unit]
+Description=imgmode vmtest: ready marker
+After=multi-user.target
+
+[Service]
+Type=oneshot
+StandardOutput=file:/dev/virtio-ports/org.imgmode.results
+ExecStart=/bin/echo IMGMODE-READY
+";
+
+/// Seconds from QEMU start until the guest's startup is over (`running`) and it says so; the VM
+/// is stopped afterwards. Used by the benchmarks.
+pub async fn time_to_ready(disk: &Path, boot: Boot, dir: &Path) -> Result<f64> {
+    let cfg = VmConfig::new(disk, boot).job_unit("imgmode-ready.service", READY_UNIT);
+    let mut vm = Vm::start(&cfg, dir).await?;
+    let r = vm.wait_for_result("IMGMODE-READY", BOOT_TIMEOUT).await;
+    let secs = vm.elapsed().as_secs_f64();
+    vm.quit().await?;
+    r?;
+    Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_reports_parse() {
+        let r = "junk\nIMGMODE-PHASE-2-BEGIN\nFACT karg=yes\nSTATUS-BEGIN\n{\"deployments\":[{\"booted\":true,\"staged\":false,\"container-image-reference\":\"x\",\"container-image-reference-digest\":\"sha256:1\"}]}\nSTATUS-END\nRUN imgmode rollback\nNext boot: a\nRC 0\nIMGMODE-PHASE-2-END\n";
+        let p = parse_phase(r, 2).unwrap();
+        assert_eq!(p.fact("karg"), "yes");
+        assert_eq!(p.fact("rsyslog"), "?");
+        assert_eq!(
+            p.booted()
+                .unwrap()
+                .container_image_reference_digest
+                .as_deref(),
+            Some("sha256:1")
+        );
+        assert_eq!(p.ran_ok("imgmode rollback").unwrap(), "Next boot: a\n");
+        assert!(p.ran_ok("imgmode switch").is_err());
+        assert!(parse_phase(r, 3).is_err());
+    }
+}

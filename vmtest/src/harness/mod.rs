@@ -1,0 +1,32 @@
+//! The machinery the scenarios are made of; nothing here knows a scenario.
+//!
+//! - [`qemu`]: one VM under test (QEMU under TCG, QMP, serial console, results port, systemd
+//!   credentials as SMBIOS strings); [`health`]: the health unit that judges every boot;
+//!   [`direct`]: direct kernel boot from a disk's boot entry.
+//! - [`guest`]: the guest job protocol (job units, the guest shell prelude, phase reports and
+//!   their parsing, booting a VM with a job and waiting for its report).
+//! - [`artifacts`]: the images built once per run by running `imgmode` like a user;
+//!   [`layered_image`]: the layered image and the VM the layered-image scenarios boot it in;
+//!   [`seed`]: the `build-seed` flow (seed-system disk, seed VM, the seed copied off its disk);
+//!   [`context`]: the run's shared state ([`context::RunContext`]: artifacts, the seed made
+//!   once per run).
+//! - [`media`]: payload disks, blank installation disks, ISOs as CD-ROMs; [`install_iso`]:
+//!   what the installation-ISO scenarios share (the live system's checks, the seed in a TLS
+//!   registry); [`registry`]: a throwaway `docker-registry` on the host's loopback.
+//!
+//! Dependencies point one way: `artifacts`, `health` and `registry` use no other module here;
+//! `media` uses `artifacts`; `qemu` uses `health`; `direct` and `guest` use `qemu`;
+//! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` uses `artifacts`
+//! and `seed`; `install_iso` uses `context` and the rest.
+
+pub mod artifacts;
+pub mod context;
+pub mod direct;
+pub mod guest;
+pub mod health;
+pub mod install_iso;
+pub mod layered_image;
+pub mod media;
+pub mod qemu;
+pub mod registry;
+pub mod seed;

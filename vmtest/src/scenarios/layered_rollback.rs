@@ -1,0 +1,254 @@
+//! `layered-rollback`: a layered image built with `imgmode build` on the host, delivered to a
+//! node from an `oci-archive:` on an attached disk and from a registry, switched to, rolled
+//! back, applied and reverted through a MachineConfig.
+//!
+//! The guest runs one job script per boot; the phase it is in lives in `/var` so that it
+//! survives reboots, and every phase reports facts and `imgmode status --format json` between
+//! `IMGMODE-PHASE-N-BEGIN` and `-END` markers.
+
+use crate::harness::artifacts::{imgmode_json, Artifacts};
+use crate::harness::context::RunContext;
+use crate::harness::guest::{phase, GuestDeployment, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_TIMEOUT};
+use crate::harness::media::payload_disk;
+use crate::harness::qemu::{Vm, VmConfig};
+use crate::harness::registry::Registry;
+use anyhow::{bail, ensure, Result};
+use std::path::{Path, PathBuf};
+
+/// Shared helpers of the guest scripts.
+const SCRIPT_HEAD: &str = r#"state=/var/lib/imgmode-vmtest
+mkdir -p "$state"
+phase=$(cat "$state/phase" 2>/dev/null || echo 1)
+echo "IMGMODE-PHASE-$phase-BEGIN"
+facts() {
+  echo "FACT remote-conf=$(yesno test -f /etc/rsyslog.d/remote.conf)"
+  echo "FACT rsyslog=$(yesno sh -c 'dpkg-query -W -f="\${Status}" rsyslog | grep -q "install ok installed"')"
+  echo "FACT karg=$(yesno grep -qw imgmode.layered=1 /proc/cmdline)"
+  echo "FACT etc-marker=$(yesno test -f /etc/imgmode-vmtest-marker)"
+  echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
+}
+next() { echo $((phase + 1)) > "$state/phase"; sync; }
+end() { echo "IMGMODE-PHASE-$phase-END"; }
+mkdir -p /mnt/payload
+mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/payload
+"#;
+
+fn expect_facts(p: &Phase, n: u32, layered: bool) -> Result<()> {
+    let want = if layered { "yes" } else { "no" };
+    for k in ["remote-conf", "rsyslog", "karg"] {
+        ensure!(
+            p.fact(k) == want,
+            "phase {n}: expected {k}={want} on the {} image, got {}",
+            if layered { "layered" } else { "base" },
+            p.fact(k)
+        );
+    }
+    Ok(())
+}
+
+fn expect_booted(p: &Phase, n: u32, digest: &str, what: &str) -> Result<GuestDeployment> {
+    let b = p.booted()?;
+    ensure!(
+        b.container_image_reference_digest.as_deref() == Some(digest),
+        "phase {n}: booted {:?}, expected the {what} image {digest}",
+        b.container_image_reference_digest
+    );
+    Ok(b)
+}
+
+/// `layered-rollback`.
+pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let a = &ctx.artifacts;
+    let (a2, d2) = (a.clone(), dir.to_path_buf());
+    let (layered, registry, payload, pushed) =
+        tokio::task::spawn_blocking(move || publish_layered(&a2, &d2)).await??;
+    ensure!(
+        pushed == layered.digest,
+        "the registry holds {pushed}, the store {}",
+        layered.digest
+    );
+    let reg = registry.guest_addr();
+    let mc = format!(
+        "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata:\n  name: os-layer-vmtest\n  labels:\n    machineconfiguration.openshift.io/role: worker\nspec:\n  osImageURL: {reg}/imgmode/layered@{}\n",
+        layered.digest
+    );
+    let cfg = VmConfig {
+        network: true,
+        ..job_vm(a, &payload, rollback_script(&reg))
+    }
+    .credential("vmtest.mc", mc);
+    let mut vm = Vm::start(&cfg, dir).await?;
+    let result = check_phases(&mut vm, a, &layered, &reg).await;
+    if let Err(e) = result {
+        let _ = vm.quit().await;
+        drop(registry);
+        return Err(e);
+    }
+    let secs = vm.elapsed().as_secs_f64();
+    vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
+    drop(registry);
+    Ok(format!(
+        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert; 5 boots in {secs:.0}s",
+        layered.digest
+    ))
+}
+
+/// Build the layered image, push it to a new registry under `dir` and to an `oci-archive` on
+/// a payload disk: (the image, the registry, the payload disk, the digest the registry holds).
+fn publish_layered(a: &Artifacts, dir: &Path) -> Result<(LayeredImage, Registry, PathBuf, String)> {
+    let layered = build_layered(a)?;
+    ensure!(
+        layered.digest != a.base_digest,
+        "the layered image has the base image's digest"
+    );
+    let registry = Registry::start(&dir.join("registry"))?;
+    let dest = format!("docker://{}/imgmode/layered:1", registry.host_addr());
+    let digestfile = dir.join("pushed.digest");
+    imgmode_json(
+        a,
+        &[
+            "push",
+            "--tls-verify=false",
+            "--digestfile",
+            &digestfile.display().to_string(),
+            "vmtest-layered",
+            &dest,
+        ],
+    )?;
+    let pushed = std::fs::read_to_string(&digestfile)?.trim().to_string();
+    let archive = dir.join("layered.tar");
+    let _ = std::fs::remove_file(&archive);
+    imgmode_json(
+        a,
+        &[
+            "push",
+            "vmtest-layered",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    )?;
+    let payload = payload_disk(dir, &[("layered.tar", &archive)])?;
+    std::fs::remove_file(&archive)?;
+    Ok((layered, registry, payload, pushed))
+}
+
+/// The guest's job: one phase per boot (switch from the disk, upgrade --check, switch from the
+/// registry and rollback, MachineConfig by digest, revert); `reg` is the registry as the
+/// guest names it.
+fn rollback_script(reg: &str) -> String {
+    format!(
+        r#"{SCRIPT_HEAD}
+case "$phase" in
+1)
+  mkdir -p /etc/containers/registries.conf.d
+  printf '[[registry]]\nlocation = "{reg}"\ninsecure = true\n' > /etc/containers/registries.conf.d/50-vmtest.conf
+  echo marker > /etc/imgmode-vmtest-marker
+  facts
+  run imgmode switch oci-archive:/mnt/payload/layered.tar
+  facts; next; end; systemctl --no-block reboot ;;
+2)
+  facts
+  run imgmode upgrade --check --format json
+  run imgmode switch ostree-unverified-registry:{reg}/imgmode/layered:1
+  run imgmode rollback
+  facts
+  next; end; systemctl --no-block reboot ;;
+3)
+  facts
+  run imgmode apply-machineconfig "$CREDENTIALS_DIRECTORY/vmtest.mc"
+  next; end; systemctl --no-block reboot ;;
+4)
+  facts
+  run imgmode revert
+  next; end; systemctl --no-block reboot ;;
+5)
+  facts; end; systemctl --no-block poweroff ;;
+esac
+"#
+    )
+}
+
+/// Follow the five phases and check each.
+async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &str) -> Result<()> {
+    // 1: the base; switch to the layered image from the attached disk
+    let p = phase(vm, 1, PHASE_TIMEOUT).await?;
+    expect_facts(&p, 1, false)?;
+    let base = expect_booted(&p, 1, &a.base_digest, "base")?;
+    p.ran_ok("imgmode switch")?;
+    let rep = parse_phase_status_after_switch(&p)?;
+    ensure!(
+        rep.container_image_reference_digest.as_deref() == Some(layered.digest.as_str()),
+        "phase 1: the staged deployment is {:?}, not the layered image",
+        rep.container_image_reference_digest
+    );
+    // 2: the layered image, /etc carried over by the 3-way merge; upgrade --check finds
+    // nothing new; rollback
+    let p = phase(vm, 2, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 2, true)?;
+    ensure!(
+        p.fact("etc-marker") == "yes",
+        "phase 2: a file written to /etc before the switch is missing after it"
+    );
+    let b = expect_booted(&p, 2, &layered.digest, "layered")?;
+    ensure!(
+        b.container_image_reference.as_deref()
+            == Some("ostree-unverified-image:oci-archive:/mnt/payload/layered.tar"),
+        "phase 2: origin {:?}",
+        b.container_image_reference
+    );
+    let check = p.ran_ok("imgmode upgrade --check")?;
+    ensure!(
+        check.contains("\"unchanged\": true"),
+        "phase 2: upgrade --check on an unchanged image said: {check}"
+    );
+    // a staged deployment (the same image by tag from the registry) is dropped by rollback
+    p.ran_ok("imgmode switch")?;
+    let rb = p.ran_ok("imgmode rollback")?;
+    ensure!(
+        rb.contains("Dropped the staged deployment"),
+        "phase 2: rollback did not drop the staged deployment: {rb}"
+    );
+    ensure!(
+        p.staged().is_none(),
+        "phase 2: a staged deployment is still listed after rollback"
+    );
+    // 3: the base again, layered content gone; apply a MachineConfig by digest
+    let p = phase(vm, 3, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 3, false)?;
+    expect_booted(&p, 3, &a.base_digest, "base")?;
+    p.ran_ok("imgmode apply-machineconfig")?;
+    // 4: the layered image from the registry, by digest; delete the MachineConfig
+    let p = phase(vm, 4, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 4, true)?;
+    let b = expect_booted(&p, 4, &layered.digest, "layered")?;
+    let want = format!(
+        "ostree-unverified-registry:{reg}/imgmode/layered@{}",
+        layered.digest
+    );
+    ensure!(
+        b.container_image_reference.as_deref() == Some(want.as_str()),
+        "phase 4: origin {:?}, expected {want}",
+        b.container_image_reference
+    );
+    p.ran_ok("imgmode revert")?;
+    // 5: back on the base, following the base image's reference again
+    let p = phase(vm, 5, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 5, false)?;
+    let b = expect_booted(&p, 5, &a.base_digest, "base")?;
+    ensure!(
+        b.container_image_reference == base.container_image_reference,
+        "phase 5: origin {:?}, expected the original {:?}",
+        b.container_image_reference,
+        base.container_image_reference
+    );
+    Ok(())
+}
+
+/// The staged deployment reported by the status after `imgmode switch` in phase 1 (the second
+/// status of the phase).
+fn parse_phase_status_after_switch(p: &Phase) -> Result<GuestDeployment> {
+    match p.staged() {
+        Some(d) => Ok(d),
+        None => bail!("phase 1: no staged deployment after imgmode switch"),
+    }
+}

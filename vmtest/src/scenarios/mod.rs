@@ -1,0 +1,135 @@
+//! VM scenarios. Each proves one claim end to end or fails with its console log saved; none
+//! warns and continues.
+//!
+//! One file per scenario (the boot variants and `degraded-boot` share `boot.rs`), each built
+//! only from [`crate::harness`]: no scenario file uses another. Each scenario's function gets
+//! the run's [`RunContext`] (the shared images, the seed made once per run) and its own
+//! output directory.
+
+pub mod boot;
+pub mod disk_checks;
+pub mod ibi;
+pub mod layer_build;
+pub mod layered_rollback;
+pub mod powercut;
+pub mod registry_less;
+pub mod seed;
+
+use crate::harness::context::RunContext;
+use anyhow::Result;
+use boot::Mode;
+use futures::future::BoxFuture;
+use std::path::Path;
+
+/// Kept here for `cargo xtask bench`.
+pub use crate::harness::guest::time_to_ready;
+
+/// How a scenario runs: with the run's shared state, in its output directory; the message
+/// of a pass.
+pub type RunFn = for<'a> fn(&'a RunContext, &'a Path) -> BoxFuture<'a, Result<String>>;
+
+/// A scenario: a name, what it proves, and how.
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: RunFn,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Every scenario, in the order `cargo xtask vmtest` runs them.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "boot",
+            about:
+                "the base qcow2 boots through SeaBIOS and GRUB; status reports the image's commit",
+            run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Bios)),
+        },
+        Scenario {
+            name: "boot-uefi",
+            about: "the same disk boots through OVMF and GRUB EFI",
+            run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Uefi)),
+        },
+        Scenario {
+            name: "boot-raw",
+            about: "the raw disk of the same image boots through SeaBIOS and GRUB",
+            run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::BiosRaw)),
+        },
+        Scenario {
+            name: "boot-direct",
+            about: "the deployment boots with -kernel/-initrd/-append taken from the disk's boot entry",
+            run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Direct)),
+        },
+        Scenario {
+            name: "degraded-boot",
+            about: "the harness catches a degraded system: the base disk booted with a unit that fails at boot is refused, naming the unit and its journal",
+            run: |ctx, d| Box::pin(boot::degraded_boot(ctx, d)),
+        },
+        Scenario {
+            name: "layered-rollback",
+            about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
+            run: |ctx, d| Box::pin(layered_rollback::layered_rollback(ctx, d)),
+        },
+        Scenario {
+            name: "powercut",
+            about: "12 hard resets spread over upgrades (at least one while fetching, while staging, in finalize before the bootloader swap, and after it): the old or the new deployment always boots and ostree fsck is clean",
+            run: |ctx, d| Box::pin(powercut::powercut(ctx, d)),
+        },
+        Scenario {
+            name: "layer-build",
+            about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, FAILED after retries, bad configs)",
+            run: |ctx, d| {
+                let (a, d) = (ctx.artifacts.clone(), d.to_path_buf());
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || layer_build::layer_build(&a, &d)).await?
+                })
+            },
+        },
+        Scenario {
+            name: "seed",
+            about: "just build-seed: the test cluster boots healthy, imgmode seed create in the guest, the seed's labels, file set, commit, etc.deletions and expired certificates checked on the host; seed check gates",
+            run: |ctx, d| Box::pin(seed::seed_scenario(ctx, d)),
+        },
+        Scenario {
+            name: "ibi",
+            about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); the two hosts share no private key",
+            run: |ctx, d| Box::pin(ibi::ibi(ctx, d)),
+        },
+        Scenario {
+            name: "registry-less",
+            about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull",
+            run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
+        },
+        Scenario {
+            name: "disk-checks",
+            about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
+            run: |ctx, d| {
+                let (a, d) = (ctx.artifacts.clone(), d.to_path_buf());
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || disk_checks::disk_checks(&a, &d)).await?
+                })
+            },
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_unique() {
+        let mut names: Vec<_> = all().iter().map(|s| s.name).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

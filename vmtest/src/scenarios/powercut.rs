@@ -1,0 +1,254 @@
+//! `powercut`: hard resets (QMP `system_reset`) at points spread over upgrades between the
+//! base and the layered image, both from `oci-archive`s on an attached disk; after each reset
+//! the node boots the old or the new deployment and `ostree fsck` is clean.
+
+use crate::harness::artifacts::{imgmode_json, Artifacts};
+use crate::harness::context::RunContext;
+use crate::harness::guest::{phase, Phase, BOOT_TIMEOUT};
+use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_TIMEOUT};
+use crate::harness::media::payload_disk;
+use crate::harness::qemu::Vm;
+use anyhow::{ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a power cut is injected, relative to an upgrade.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// `delay` seconds after `imgmode switch` started (fetching, then staging).
+    DuringSwitch(f64),
+    /// `delay` seconds after `imgmode switch` said it began this step (`fetching` the layers,
+    /// `staging` the deployment).
+    AtStep(&'static str, f64),
+    /// `delay` seconds after ostree began finalizing the staged deployment at shutdown.
+    DuringFinalize(f64),
+    /// As soon as ostree logs that the bootloader configuration was swapped.
+    AfterBootloader,
+}
+
+/// What ostree logs (forwarded to the console) once the new boot configuration is in place
+/// ("Transaction complete; bootconfig swap: yes; ..." in 2025.2, "Bootloader updated;
+/// bootconfig swap: yes; ..." before).
+const BOOTLOADER_SWAPPED: &str = "bootconfig swap: yes";
+/// Where a reset landed, as `powercut` tells from the guest's markers and ostree's log.
+const FETCHING: &str = "fetching";
+const STAGING: &str = "staging";
+const AFTER_STAGING: &str = "after staging";
+const FINALIZE_BEFORE_SWAP: &str = "finalize";
+const FINALIZE_AFTER_SWAP: &str = "finalize (after the bootloader swap)";
+const AFTER_SWAP: &str = "right after the bootloader update";
+
+/// What ostree logs when finalization starts at shutdown.
+const FINALIZING: &str = "Finalizing staged deployment";
+
+/// The cuts, spread over an upgrade: 6 while fetching/staging (two of them as a step begins),
+/// 4 during finalize, 2 right after the bootloader update.
+const CUTS: &[Cut] = &[
+    // the first boot runs the base image: the switch to the layered one fetches layers
+    Cut::AtStep(FETCHING, 0.2),
+    Cut::AtStep(STAGING, 0.2),
+    Cut::DuringSwitch(0.3),
+    Cut::DuringFinalize(0.0),
+    Cut::AfterBootloader,
+    Cut::DuringSwitch(2.0),
+    Cut::DuringFinalize(0.5),
+    Cut::DuringSwitch(5.0),
+    Cut::DuringFinalize(1.0),
+    Cut::AfterBootloader,
+    Cut::DuringSwitch(9.0),
+    Cut::DuringFinalize(1.6),
+];
+
+/// The powercut guest job: every boot reports status and `ostree fsck`, then switches to the
+/// other image (layered <-> base, both from the attached disk) and reboots.
+const POWERCUT_SCRIPT: &str = r#"state=/var/lib/imgmode-vmtest
+mkdir -p "$state"
+n=$(( $(cat "$state/boot" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$state/boot"; sync
+if [ ! -f /etc/systemd/journald.conf.d/50-vmtest.conf ]; then
+  mkdir -p /etc/systemd/journald.conf.d
+  printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > /etc/systemd/journald.conf.d/50-vmtest.conf
+  systemctl restart systemd-journald
+fi
+mkdir -p /mnt/payload
+mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/payload
+echo "IMGMODE-PHASE-$n-BEGIN"
+echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
+run ostree fsck --quiet
+echo "IMGMODE-PHASE-$n-END"
+if [ -f /etc/rsyslog.d/remote.conf ]; then target=base.tar; else target=layered.tar; fi
+echo "SWITCH-START-$n"
+# the switch's steps (stderr) as they come: a reset is aimed at the start of one
+{ rc=0; imgmode switch "oci-archive:/mnt/payload/$target" 2>&1 >/dev/null || rc=$?; echo "SWITCH-RC-$n $rc"; } |
+while IFS= read -r l; do
+  case "$l" in
+    SWITCH-RC-*) echo "$l" ;;
+    *"] fetching "*) echo "SWITCH-STEP-$n fetching: $l" ;;
+    *"] staging "*) echo "SWITCH-STEP-$n staging: $l" ;;
+    *) echo "SWITCH-LOG-$n $l" ;;
+  esac
+done
+sync
+systemctl --no-block reboot
+"#;
+
+/// `powercut`: hard resets (QMP `system_reset`) at points spread over upgrades; after each the
+/// node boots the old or the new deployment and `ostree fsck` is clean.
+pub async fn powercut(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let a = &ctx.artifacts;
+    let (a2, d2) = (a.clone(), dir.to_path_buf());
+    let (layered, payload) = tokio::task::spawn_blocking(move || stage_payload(&a2, &d2)).await??;
+    let cfg = job_vm(a, &payload, POWERCUT_SCRIPT.to_string());
+    let known = [a.base_digest.clone(), layered.digest.clone()];
+    let mut vm = Vm::start(&cfg, dir).await?;
+    let mut log = Vec::new();
+    let mut landings: Vec<&str> = Vec::new();
+    let result = async {
+        let mut boot = 1u32;
+        let mut p = phase(&mut vm, boot, PHASE_TIMEOUT).await?;
+        for (i, cut) in CUTS.iter().enumerate() {
+            // the boot before the cut is sound
+            let before = check_boot(&p, boot, &known)?;
+            let landed = inject(&mut vm, *cut, boot, dir).await?;
+            boot += 1;
+            p = phase(&mut vm, boot, BOOT_TIMEOUT + PHASE_TIMEOUT)
+                .await
+                .with_context(|| format!("no sound boot after reset {} ({landed})", i + 1))?;
+            let after = check_boot(&p, boot, &known)?;
+            if landed == AFTER_SWAP || landed == FINALIZE_AFTER_SWAP {
+                ensure!(
+                    after != before,
+                    "reset {} ({landed}) booted the old deployment {before}",
+                    i + 1
+                );
+            }
+            landings.push(landed);
+            if landed == FETCHING || landed == STAGING {
+                ensure!(
+                    after == before,
+                    "reset {} before the switch finished booted {after}, not the old {before}",
+                    i + 1
+                );
+            }
+            log.push(format!(
+                "reset {} ({landed}): {} -> {}",
+                i + 1,
+                short(&before),
+                short(&after)
+            ));
+        }
+        // the cuts must have landed in every phase of an update, not only where timing put them
+        for (phase, any_of) in [
+            ("while fetching", &[FETCHING][..]),
+            ("while staging", &[STAGING][..]),
+            (
+                "finalize before the bootloader swap",
+                &[FINALIZE_BEFORE_SWAP][..],
+            ),
+            (
+                "after the bootloader swap",
+                &[AFTER_SWAP, FINALIZE_AFTER_SWAP][..],
+            ),
+        ] {
+            ensure!(
+                landings.iter().any(|l| any_of.contains(l)),
+                "no reset landed {phase}; where they landed: {landings:?}"
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    std::fs::write(dir.join("powercut.txt"), log.join("\n") + "\n")?;
+    let _ = vm.quit().await;
+    result?;
+    Ok(format!(
+        "{} resets injected, {} boots good, ostree fsck clean after each: {}",
+        CUTS.len(),
+        log.len(),
+        log.join("; ")
+    ))
+}
+
+/// The layered image, and a payload disk under `dir` holding it and the base image as
+/// `oci-archive`s (`layered.tar`, `base.tar`).
+fn stage_payload(a: &Artifacts, dir: &Path) -> Result<(LayeredImage, PathBuf)> {
+    let layered = build_layered(a)?;
+    let l = dir.join("layered.tar");
+    let b = dir.join("base.tar");
+    for (name, f) in [("vmtest-layered", &l), ("imgmode-base", &b)] {
+        let _ = std::fs::remove_file(f);
+        imgmode_json(a, &["push", name, &format!("oci-archive:{}", f.display())])?;
+    }
+    let payload = payload_disk(dir, &[("layered.tar", &l), ("base.tar", &b)])?;
+    std::fs::remove_file(&l)?;
+    std::fs::remove_file(&b)?;
+    Ok((layered, payload))
+}
+
+/// Inject `cut` into boot `boot`: wait for its moment, reset, and tell where the reset landed.
+async fn inject(vm: &mut Vm, cut: Cut, boot: u32, dir: &Path) -> Result<&'static str> {
+    let results = || std::fs::read_to_string(vm_results(dir)).unwrap_or_default();
+    let swaps_before = vm.console().matches(BOOTLOADER_SWAPPED).count();
+    let landed = match cut {
+        Cut::DuringSwitch(d) | Cut::AtStep(_, d) => {
+            let at = match cut {
+                Cut::AtStep(step, _) => format!("SWITCH-STEP-{boot} {step}"),
+                _ => format!("SWITCH-START-{boot}"),
+            };
+            vm.wait_for_result(&at, PHASE_TIMEOUT).await?;
+            tokio::time::sleep(Duration::from_secs_f64(d)).await;
+            vm.reset().await?;
+            // where it landed, by what the switch had said before the reset
+            let r = results();
+            if r.contains(&format!("SWITCH-RC-{boot} ")) {
+                AFTER_STAGING
+            } else if r.contains(&format!("SWITCH-STEP-{boot} {STAGING}")) {
+                STAGING
+            } else {
+                FETCHING
+            }
+        }
+        Cut::DuringFinalize(d) => {
+            vm.wait_for_result(&format!("SWITCH-RC-{boot} 0"), PHASE_TIMEOUT)
+                .await?;
+            vm.wait_for_console(FINALIZING, BOOT_TIMEOUT).await?;
+            tokio::time::sleep(Duration::from_secs_f64(d)).await;
+            vm.reset().await?;
+            if vm.console().matches(BOOTLOADER_SWAPPED).count() > swaps_before {
+                FINALIZE_AFTER_SWAP
+            } else {
+                FINALIZE_BEFORE_SWAP
+            }
+        }
+        Cut::AfterBootloader => {
+            vm.wait_for_result(&format!("SWITCH-RC-{boot} 0"), PHASE_TIMEOUT)
+                .await?;
+            vm.wait_for_console(BOOTLOADER_SWAPPED, BOOT_TIMEOUT)
+                .await?;
+            vm.reset().await?;
+            AFTER_SWAP
+        }
+    };
+    Ok(landed)
+}
+
+fn vm_results(dir: &Path) -> PathBuf {
+    dir.join("results.log")
+}
+
+fn short(digest: &str) -> String {
+    digest.chars().take(19).collect()
+}
+
+/// A boot after a reset: booted one of the known images and `ostree fsck` passed.
+fn check_boot(p: &Phase, n: u32, known: &[String]) -> Result<String> {
+    let b = p.booted()?;
+    let d = b.container_image_reference_digest.unwrap_or_default();
+    ensure!(
+        known.contains(&d),
+        "boot {n}: booted {d:?}, neither the old nor the new image"
+    );
+    p.ran_ok("ostree fsck")
+        .with_context(|| format!("boot {n}: ostree fsck"))?;
+    Ok(d)
+}

@@ -1,0 +1,269 @@
+//! The `registry-less` scenario: an installation ISO that carries a release payload installs
+//! a host with QEMU's networking disabled entirely. The payload (`imgmode mirror` of this
+//! run's seed, pushed to a throwaway TLS registry that is stopped before the VM starts) is
+//! served on port 22625 in the live system, the seed is pulled through it by its original
+//! name, and after the reboot the installed system serves its copy of the payload the same
+//! way. Both systems refuse a pull without the pull secret's credentials; on the installed
+//! system a blob flipped on disk is found by `imgmode payload verify` and refused by a pull.
+
+use crate::harness::artifacts::{run, Artifacts};
+use crate::harness::context::RunContext;
+use crate::harness::guest::{job, parse_phase, report_line, run_job, Phase, BOOT_TIMEOUT};
+use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
+use crate::harness::media::{blank_disk, cdrom};
+use crate::harness::qemu::{Boot, VmConfig};
+use anyhow::{ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(1500);
+
+/// The pull secret: anything for the seed's registry, the payload registry's credentials
+/// ("payload:s3cret-22625") for localhost:22625.
+const PULL_SECRET: &str = r#"{"auths":{"__REG__":{"auth":"eDp5"},"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQtMjI2MjU="}}}"#;
+
+const IBI_CONFIG: &str = "apiVersion: v1beta1
+kind: ImageBasedInstallationConfig
+metadata:
+  name: registry-less
+seedImage: __REG__/imgmode-seed:__VERSION__
+seedVersion: __VERSION__
+installationDisk: /dev/vda
+pullSecret: '__SECRET__'
+extraPartitionStart: -3G
+";
+
+/// Checks both systems run: the registry, pulls by the original name through it, the
+/// refusal without credentials.
+const PULL_CHECKS: &str = r#"auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
+echo "FACT nics=$(ls /sys/class/net | grep -vc '^lo$')"
+echo "FACT registry=$(systemctl is-active imgmode-payload-registry.service)"
+run skopeo inspect --no-tags --authfile "$auth" --format '{{.Digest}}' docker://__REG__/imgmode-seed:__VERSION__
+run skopeo inspect --no-creds --raw docker://localhost:22625/imgmode-seed:__VERSION__
+"#;
+
+const LIVE_SCRIPT: &str = r#"echo "IMGMODE-PHASE-0-BEGIN"
+__FAILED_UNITS__
+__CHECKS__
+echo "IMGMODE-PHASE-0-END"
+"#;
+
+const BOOTED_SCRIPT: &str = r#"grep -q "imgmode.live=" /proc/cmdline && exit 0
+echo "IMGMODE-PHASE-1-BEGIN"
+__CHECKS__
+echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
+p=/var/lib/containers/imgmode-payload
+run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
+run imgmode payload verify $p
+# flip one byte of the seed's layer, the largest blob
+blob=$(find $p/docker/registry/v2/blobs -name data -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+printf 'X' | dd of="$blob" bs=1 seek=1000 conv=notrunc status=none
+run imgmode payload verify $p
+rm -rf /var/tmp/pulled
+run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
+echo "IMGMODE-PHASE-1-END"
+systemctl poweroff
+"#;
+
+/// The `registry-less` scenario.
+pub async fn registry_less(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let a = &ctx.artifacts;
+    eprintln!("==> the payload: the seed pushed to a TLS registry, then imgmode mirror");
+    let (_, version, reg) = seed_in_tls_registry(ctx, dir).await?;
+    let (_, certs) = reg.tls.clone().context("the registry serves no TLS")?;
+    let addr = reg.host_addr();
+    let (payload, seed_digest, mirror_seconds) = mirror_seed(a, dir, &addr, &version, &certs)?;
+    let secret = PULL_SECRET.replace("__REG__", &addr);
+    let isodir = payload_iso(a, dir, &addr, &version, &secret, &payload)?;
+    // from here on nothing serves the seed but the payload
+    drop(reg);
+
+    eprintln!("==> booting the ISO with no network at all; install; reboot into the disk");
+    let blank = dir.join("blank.qcow2");
+    blank_disk(&blank)?;
+    let fill = |s: &str| {
+        s.replace("__CHECKS__", PULL_CHECKS)
+            .replace("__REG__", &addr)
+            .replace("__VERSION__", &version)
+    };
+    let cfg = live_job(
+        job(
+            VmConfig {
+                extra_args: cdrom(&isodir.join("imgmode-ibi.iso"), "live", 0, Some(2)).to_vec(),
+                network: false,
+                memory_mib: 3072,
+                ..VmConfig::new(&blank, Boot::Uefi)
+            },
+            fill(BOOTED_SCRIPT),
+        ),
+        fill(LIVE_SCRIPT),
+    )
+    .unit_dropin(
+        "imgmode-vmtest-live.service",
+        "[Unit]\nAfter=imgmode-payload-registry.service\n",
+    )
+    // this scenario configures no cluster (no configuration ISO): post-pivot is held off
+    .unit_dropin(
+        "imgmode-post-pivot.service",
+        "[Unit]\nConditionKernelCommandLine=imgmode.vmtest.post-pivot\n",
+    )
+    .credential("vmtest.auth", secret.clone());
+    let results = run_job(
+        &cfg,
+        &dir.join("vm"),
+        "the registry-less install",
+        BOOT_TIMEOUT * 2 + TIMEOUT,
+    )
+    .await?;
+
+    let seed_ref = format!("docker://{addr}/imgmode-seed:{version}");
+    for (n, what) in [(0u32, "the live system"), (1, "the installed system")] {
+        let p = parse_phase(&results, n).with_context(|| format!("{what} reported nothing"))?;
+        check_system(&p, what, &seed_ref, &seed_digest)?;
+        if n == 0 {
+            no_failed_live_units(&p, what)?;
+        }
+        if n == 1 {
+            check_installed_payload(&p, &results)?;
+        }
+    }
+    Ok(format!(
+        "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed pulled by its original name {seed_ref} on both, a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull"
+    ))
+}
+
+/// `imgmode mirror` of the seed at `addr` (trusted through `certs`) into `dir/payload`:
+/// (the payload, the seed's digest in it, the seconds the mirror took).
+fn mirror_seed(
+    a: &Artifacts,
+    dir: &Path,
+    addr: &str,
+    version: &str,
+    certs: &Path,
+) -> Result<(PathBuf, String, f64)> {
+    let src = format!("{addr}/imgmode-seed:{version}");
+    let payload = dir.join("payload");
+    let _ = std::fs::remove_dir_all(&payload);
+    let t0 = std::time::Instant::now();
+    run(
+        Command::new(&a.imgmode)
+            .args(["mirror", "--image", &src, "--dir"])
+            .arg(&payload)
+            .arg("--cert-dir")
+            .arg(certs),
+        "imgmode mirror",
+    )?;
+    let mirror_seconds = t0.elapsed().as_secs_f64();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(payload.join("imgmode-payload.json"))?)?;
+    let seed_digest = record["images"][0]["digest"]
+        .as_str()
+        .context("the payload record names no image")?
+        .to_string();
+    Ok((payload, seed_digest, mirror_seconds))
+}
+
+/// The installation ISO carrying `payload` (`imgmode ibi create-image --payload`), in
+/// `dir/iso`; its config names the seed at `addr` with the pull secret `secret`.
+fn payload_iso(
+    a: &Artifacts,
+    dir: &Path,
+    addr: &str,
+    version: &str,
+    secret: &str,
+    payload: &Path,
+) -> Result<PathBuf> {
+    let isodir = dir.join("iso");
+    let _ = std::fs::remove_dir_all(&isodir);
+    std::fs::create_dir_all(&isodir)?;
+    let config = isodir.join("image-based-installation-config.yaml");
+    std::fs::write(
+        &config,
+        IBI_CONFIG
+            .replace("__REG__", addr)
+            .replace("__VERSION__", version)
+            .replace("__SECRET__", secret),
+    )?;
+    run(
+        Command::new(&a.imgmode)
+            .args(["ibi", "create-image", "--config"])
+            .arg(&config)
+            .arg("--dir")
+            .arg(&isodir)
+            .arg("--payload")
+            .arg(payload),
+        "imgmode ibi create-image --payload",
+    )?;
+    Ok(isodir)
+}
+
+/// What both systems must show: no network interface, the payload registry active, the seed
+/// pulled by its original name `seed_ref` through it (as `seed_digest`), and a pull without
+/// credentials refused.
+fn check_system(p: &Phase, what: &str, seed_ref: &str, seed_digest: &str) -> Result<()> {
+    ensure!(
+        p.fact("nics") == "0",
+        "{what} has {} network interfaces; the VM must have none",
+        p.fact("nics")
+    );
+    ensure!(
+        p.fact("registry") == "active",
+        "{what}: imgmode-payload-registry.service is {}",
+        p.fact("registry")
+    );
+    let want = format!("--format {{{{.Digest}}}} {seed_ref}");
+    let (c, rc, digest) = p.run_with(&want)?;
+    ensure!(
+        *rc == 0,
+        "{what}: {c} failed (rc {rc}): the payload did not serve the seed by its name:\n{digest}"
+    );
+    ensure!(
+        digest.trim() == seed_digest,
+        "{what}: {seed_ref} resolved to {:?} through the payload, which holds {seed_digest}",
+        digest.trim()
+    );
+    p.refused("--no-creds", "authentication required")
+        .with_context(|| format!("{what}: a pull without credentials must be refused"))?;
+    Ok(())
+}
+
+/// The installed system's payload: the install recorded it, the seed pulls through it,
+/// `imgmode payload verify` passes and then finds a flipped byte, which a pull refuses.
+fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
+    let installed: serde_json::Value =
+        serde_json::from_str(report_line(results, "INSTALLED ").context("no install record")?)?;
+    ensure!(
+        installed["payload"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:")),
+        "the install record names no payload: {installed}"
+    );
+    let pulls = p.runs_of("skopeo copy");
+    ensure!(
+        pulls.len() == 2,
+        "the installed system ran {} pulls",
+        pulls.len()
+    );
+    ensure!(
+        pulls[0].1 == 0,
+        "pulling the seed through the installed payload failed:\n{}",
+        pulls[0].2
+    );
+    let verifies = p.runs_of("imgmode payload verify");
+    ensure!(
+        verifies.len() == 2 && verifies[0].1 == 0,
+        "the installed payload did not verify: {verifies:?}"
+    );
+    ensure!(
+        verifies[1].1 != 0 && verifies[1].2.contains("is corrupted"),
+        "a flipped byte in the payload was not found by imgmode payload verify: {}",
+        verifies[1].2
+    );
+    ensure!(
+        pulls[1].1 != 0,
+        "a pull of the tampered blob succeeded:\n{}",
+        pulls[1].2
+    );
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The `seed` scenario: the run's seed made by the `build-seed` flow
+//! ([`crate::harness::seed`]), then checked on the host with the tools lifecycle-agent uses
+//! (`tar`, `gzip`, `openssl`), not with imgmode's own readers: its labels, file set, commit,
+//! `etc.deletions` and expired certificates; and `imgmode seed check` gates against it. The
+//! seed becomes the run's shared seed.
+
+use crate::harness::artifacts::{imgmode_json, run, Artifacts};
+use crate::harness::context::RunContext;
+use crate::harness::seed::{extract_layer, layout_digest, SeedBuild, DELETED, SEED_IMAGE};
+use anyhow::{bail, ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every certificate file (`*.crt`) below `dir` is expired, by `openssl x509 -checkend 0`: it
+/// must say "Certificate will expire"; any other answer (valid, or an openssl error) fails.
+/// Returns how many were checked (at least one).
+fn every_certificate_expired(dir: &Path) -> Result<usize> {
+    let mut files = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "crt") {
+                files.push(p);
+            }
+        }
+    }
+    ensure!(!files.is_empty(), "no certificate under {}", dir.display());
+    for f in &files {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", "0", "-in"])
+            .arg(f)
+            .output()
+            .context("running openssl (cargo xtask deps)")?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            said.contains("Certificate will expire"),
+            "{} in the seed is not expired (openssl x509 -checkend 0: {} {}{}): recert force_expire missed it",
+            f.display(),
+            out.status,
+            said.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(files.len())
+}
+
+/// `tar -tzf`: the member names of a tarball.
+fn members(tarball: &Path) -> Result<Vec<String>> {
+    let out = run(
+        Command::new("tar").arg("-tzf").arg(tarball),
+        &format!("tar -tzf {}", tarball.display()),
+    )?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// The `seed` scenario.
+pub async fn seed_scenario(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let s = ctx.new_seed(dir).await?;
+    let (a2, dir) = (ctx.artifacts.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || verify(&a2, &dir, &s)).await?
+}
+
+fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
+    let f = |k: &str| s.phase.facts.get(k).map(String::as_str).unwrap_or("?");
+    ensure!(
+        f("restored") == "yes" && f("apiserver") == "active" && f("etcd") == "active",
+        "the seed system was not restored after seed create: /readyz {}, apiserver {}, etcd {}",
+        f("restored"),
+        f("apiserver"),
+        f("etcd")
+    );
+    let ins = inspect(a)?;
+    let id = &s.identity;
+    check_cluster_info(&ins, id)?;
+    let (got, origin) = check_file_list(&ins, s)?;
+    let digest_in_store = ins["reference"].as_str().unwrap_or_default().to_string();
+    // the content, read with the tools lifecycle-agent uses
+    let x = dir.join("extracted");
+    let _ = std::fs::remove_dir_all(&x);
+    extract_layer(&s.layout, &x)?;
+    check_content(&ins, &x, s)?;
+    check_etc_and_var(&x, f("deleted-existed"))?;
+    let expired = expired_certificates(dir, &x)?;
+    check_digest_and_origin(s, &x, &origin)?;
+    check_gates(a, dir, id)?;
+    let c = &s.phase.booted_checksum;
+    let sizes: u64 = ins["files"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["size"].as_u64()).sum())
+        .unwrap_or(0);
+    Ok(format!(
+        "seed {} ({}; {} files, {} MiB; {expired} certificates expired) from cluster {}.{} on {}; commit {}; VM {:.0}s; restored",
+        s.digest,
+        digest_in_store,
+        got.len(),
+        sizes >> 20,
+        id["clusterName"].as_str().unwrap_or_default(),
+        id["baseDomain"].as_str().unwrap_or_default(),
+        id["hostname"].as_str().unwrap_or_default(),
+        &c[..12],
+        s.vm_seconds
+    ))
+}
+
+/// `imgmode seed inspect` of the seed, as imgmode reads its labels and cluster info.
+fn inspect(a: &Artifacts) -> Result<serde_json::Value> {
+    let out = imgmode_json(a, &["seed", "inspect", SEED_IMAGE, "--format", "json"])?;
+    let ins: serde_json::Value = serde_json::from_str(&out).context("parsing seed inspect")?;
+    ensure!(
+        ins["format_version"] == 4,
+        "format version {}",
+        ins["format_version"]
+    );
+    Ok(ins)
+}
+
+/// The cluster info of the seed is the test cluster's identity.
+fn check_cluster_info(ins: &serde_json::Value, id: &serde_json::Value) -> Result<()> {
+    let info = &ins["cluster_info"];
+    for (k, want) in [
+        ("cluster_name", &id["clusterName"]),
+        ("base_domain", &id["baseDomain"]),
+        ("sno_hostname", &id["hostname"]),
+        ("node_ip", &id["ip"]),
+        ("seed_cluster_ocp_version", &id["version"]),
+    ] {
+        ensure!(
+            &info[k] == want,
+            "seed cluster info {k} is {}, the seed VM has {want}",
+            info[k]
+        );
+    }
+    Ok(())
+}
+
+/// The seed holds exactly the expected files; returns them and the name of the booted
+/// deployment's origin file.
+fn check_file_list(ins: &serde_json::Value, s: &SeedBuild) -> Result<(Vec<String>, String)> {
+    let names: Vec<&str> = ins["files"]
+        .as_array()
+        .context("no file list")?
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    let origin = format!(
+        "ostree-{}.origin",
+        s.phase
+            .booted_id
+            .split_once('-')
+            .map(|(_, r)| r)
+            .unwrap_or_default()
+    );
+    let mut want: Vec<String> = [
+        "containers.list",
+        "etc.deletions",
+        "etc.tgz",
+        "imgmode",
+        "lca-cli",
+        "manifest.json",
+        "mco-currentconfig.json",
+        "ostree.tgz",
+        "recert_config.json",
+        "rpm-ostree.json",
+        "var.tgz",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    want.push(origin.clone());
+    want.sort();
+    let mut got: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    ensure!(
+        got == want,
+        "the seed holds {got:?}, expected exactly {want:?}"
+    );
+    Ok((got, origin))
+}
+
+/// The extracted seed `x`: the `seed_cluster_info` label is `manifest.json`, `rpm-ostree.json`
+/// names the booted commit, and `ostree.tgz` holds it and the repo config.
+fn check_content(ins: &serde_json::Value, x: &Path, s: &SeedBuild) -> Result<()> {
+    let label_info = &ins["labels"]["com.openshift.lifecycle-agent.seed_cluster_info"];
+    let manifest = std::fs::read_to_string(x.join("manifest.json"))?;
+    ensure!(
+        label_info.as_str() == Some(manifest.as_str()),
+        "the seed_cluster_info label differs from manifest.json"
+    );
+    let rpm: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("rpm-ostree.json"))?)?;
+    let booted = rpm["deployments"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["booted"] == true))
+        .context("rpm-ostree.json has no booted deployment")?;
+    ensure!(
+        booted["checksum"] == s.phase.booted_checksum.as_str(),
+        "rpm-ostree.json says the booted commit is {}, the seed VM booted {}",
+        booted["checksum"],
+        s.phase.booted_checksum
+    );
+    let c = &s.phase.booted_checksum;
+    let ostree = members(&x.join("ostree.tgz"))?;
+    let commit_obj = format!("./objects/{}/{}.commit", &c[..2], &c[2..]);
+    ensure!(
+        ostree.contains(&commit_obj),
+        "ostree.tgz lacks the booted commit {commit_obj}"
+    );
+    ensure!(
+        ostree.iter().any(|m| m == "./config"),
+        "ostree.tgz lacks the repo config"
+    );
+    Ok(())
+}
+
+/// `etc.deletions` lists the file deleted on the seed system (`deleted_existed`: whether it
+/// existed there), `etc.tgz` carries /etc's changes and no machine-specific file, `var.tgz`
+/// etcd's data and no logs or temporary files.
+fn check_etc_and_var(x: &Path, deleted_existed: &str) -> Result<()> {
+    let deletions = std::fs::read_to_string(x.join("etc.deletions"))?;
+    if deleted_existed == "yes" {
+        ensure!(
+            deletions.lines().any(|l| l == DELETED),
+            "etc.deletions does not list {DELETED}, deleted on the seed system: {deletions:?}"
+        );
+    } else {
+        bail!("{DELETED} did not exist on the seed system; the etc.deletions check proves nothing");
+    }
+    let etc = members(&x.join("etc.tgz"))?;
+    ensure!(
+        etc.iter().any(|m| m == "etc/imgmode-seed-marker"),
+        "etc.tgz lacks /etc/imgmode-seed-marker, added on the seed system"
+    );
+    ensure!(
+        etc.iter().any(|m| m.starts_with("etc/kubernetes/")),
+        "etc.tgz lacks /etc/kubernetes (the cluster's PKI)"
+    );
+    for m in ["etc/hostname", "etc/machine-id"] {
+        ensure!(
+            !etc.iter().any(|e| e == m),
+            "etc.tgz carries the machine-specific {m}"
+        );
+    }
+    let var = members(&x.join("var.tgz"))?;
+    ensure!(
+        var.iter().any(|m| m.starts_with("var/lib/etcd/")),
+        "var.tgz lacks etcd's data (var/lib/etcd)"
+    );
+    for bad in ["var/log/", "var/tmp/"] {
+        ensure!(
+            !var.iter()
+                .any(|m| m.starts_with(bad) && m.len() > bad.len()),
+            "var.tgz carries content of {bad}"
+        );
+    }
+    Ok(())
+}
+
+/// The number of certificates of the cluster's PKI in the seed's `etc.tgz`, all expired.
+fn expired_certificates(dir: &Path, x: &Path) -> Result<usize> {
+    // recert force_expire: every certificate of the cluster's PKI in the seed is expired (only
+    // the certificates are taken out: the PKI's private keys stay in the tarball)
+    let pki = dir.join("pki");
+    let _ = std::fs::remove_dir_all(&pki);
+    std::fs::create_dir_all(&pki)?;
+    run(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(x.join("etc.tgz"))
+            .arg("-C")
+            .arg(&pki)
+            .args(["--wildcards", "etc/kubernetes/*.crt"]),
+        "tar -xzf etc.tgz (etc/kubernetes/*.crt)",
+    )?;
+    let expired = every_certificate_expired(&pki.join("etc/kubernetes"));
+    std::fs::remove_dir_all(&pki)?;
+    expired
+}
+
+/// The stored seed's manifest is the one `seed create` reported, and the origin file is the
+/// booted deployment's.
+fn check_digest_and_origin(s: &SeedBuild, x: &Path, origin: &str) -> Result<()> {
+    let manifest_digest = layout_digest(&s.layout)?;
+    ensure!(
+        manifest_digest == s.digest,
+        "seed create reported {} but the stored seed's manifest is {manifest_digest}",
+        s.digest
+    );
+    let origin_text = std::fs::read_to_string(x.join(origin))?;
+    ensure!(
+        origin_text.contains("container-image-reference="),
+        "{origin} is not the booted deployment's origin: {origin_text}"
+    );
+    Ok(())
+}
+
+/// The compatibility gates against the real seed, before any layer is fetched: `imgmode seed
+/// check` passes with the seed's version and refuses another.
+fn check_gates(a: &Artifacts, dir: &Path, id: &serde_json::Value) -> Result<()> {
+    let cfg = |version: &str| -> Result<PathBuf> {
+        let p = dir.join(format!("ibi-{version}.yaml"));
+        std::fs::write(
+            &p,
+            format!("apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: vmtest\nseedImage: {SEED_IMAGE}\nseedVersion: {version}\ninstallationDisk: /dev/vda\npullSecret: '{{\"auths\":{{}}}}'\n"),
+        )?;
+        Ok(p)
+    };
+    let version = id["version"].as_str().unwrap_or_default();
+    imgmode_json(
+        a,
+        &[
+            "seed",
+            "check",
+            SEED_IMAGE,
+            "--config",
+            &cfg(version)?.display().to_string(),
+        ],
+    )?;
+    let bad = Command::new(&a.imgmode)
+        .args(["seed", "check", SEED_IMAGE, "--config"])
+        .arg(cfg("4.0.0")?)
+        .output()?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    ensure!(
+        !bad.status.success() && err.contains("seed version mismatch"),
+        "seed check accepted a seedVersion mismatch: {err}"
+    );
+    Ok(())
+}
