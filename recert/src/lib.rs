@@ -201,7 +201,6 @@ fn map_visitor<'a>(plan: &'a Plan) -> impl FnMut(&Place, Item) -> Result<Option<
     }
 }
 
-/// Run recert. The summary is also written where the configuration says.
 /// Every private key of a cluster (files under `static_dirs`, secrets and configmaps in etcd):
 /// `(sha256 of its public key's SPKI DER, first location)`, sorted. Two clusters share a key
 /// exactly when they share a fingerprint.
@@ -242,16 +241,10 @@ pub fn key_inventory(
     Ok(out)
 }
 
+/// Run recert. The summary is also written where the configuration says.
 pub fn run(c: &Checked) -> Result<Summary> {
     let t0 = Instant::now();
-    if let Some(sf) = &c.cfg.summary_file {
-        if sf.exists() && !c.cfg.force_rerun {
-            bail!(
-                "{} exists: this tree was already recerted; recert refuses to run twice (set force_rerun to run anyway)",
-                sf.display()
-            );
-        }
-    }
+    refuse_rerun(c)?;
     let (use_certs, use_keys) = read_use_rules(c)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -262,21 +255,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
     };
 
     let pool = keypool::KeyPool::start(c.threads, SPECULATIVE_KEYS);
-    let strict = c.cfg.fail_on_invalid_pem;
-    let mut reg = Registry::default();
-    let mut objects = match etcd.as_mut() {
-        Some(e) => rt.block_on(e.scan())?,
-        None => vec![],
-    };
-    for obj in &objects {
-        for f in obj.fields() {
-            reg.scan_text(&obj.location(&f.name), &f.text, strict)?;
-        }
-    }
-    let files = filesystem::scan(&c.cfg.static_dirs, &c.cfg.static_files)?;
-    for f in &files {
-        reg.scan_text(&f.location(), &f.text, strict)?;
-    }
+    let (reg, mut objects, files) = scan(c, &rt, etcd.as_mut())?;
     let scan_ms = t0.elapsed().as_millis();
 
     let (renamer, rename_report) = build_renamer(c, &objects, &reg)?;
@@ -286,101 +265,28 @@ pub fn run(c: &Checked) -> Result<Summary> {
     let generated = pool.finish(&needs).context("generating keys")?;
 
     let t_proc = Instant::now();
-    let validity = if c.cfg.force_expire {
-        ValidityPolicy::ForceExpire
-    } else if c.cfg.extend_expiration {
-        ValidityPolicy::Extend
-    } else {
-        ValidityPolicy::Keep
-    };
-    let plan = decisions.execute(&reg, generated.keys, &renamer, validity, SystemTime::now())?;
-
+    let plan = decisions.execute(
+        &reg,
+        generated.keys,
+        &renamer,
+        validity_policy(c),
+        SystemTime::now(),
+    )?;
     // New contents of every container that changes.
-    let mut new_files = vec![];
-    for f in &files {
-        let mut new = text::walk(&f.text, "", &mut map_visitor(&plan))
-            .with_context(|| format!("rewriting {}", f.path.display()))?;
-        if text::is_kubeconfig(&new) {
-            new = renamer.rewrite_text(&new);
-        }
-        if new != f.text {
-            new_files.push((f.path.clone(), new));
-        }
-    }
-    let mut changed_objects = vec![];
-    for obj in objects.iter_mut() {
-        let mut changed = false;
-        for field in obj.fields() {
-            let mut new = text::walk(&field.text, "", &mut map_visitor(&plan))
-                .with_context(|| format!("rewriting {}", obj.location(&field.name)))?;
-            if obj.is_configmap() || text::is_kubeconfig(&new) {
-                new = renamer.rewrite_text(&new);
-            }
-            if new != field.text {
-                obj.set_field(&field, &new);
-                changed = true;
-            }
-        }
-        if changed {
-            changed_objects.push(obj.clone());
-        }
-    }
+    let new_files = rewrite_files(&plan, &renamer, &files)?;
+    let changed_objects = rewrite_objects(&plan, &renamer, &mut objects)?;
     let processing_ms = t_proc.elapsed().as_millis();
 
     let t_commit = Instant::now();
-    let mut written = vec![];
-    if !c.cfg.dry_run {
-        if let Some(e) = etcd.as_mut() {
-            for obj in &changed_objects {
-                rt.block_on(e.put(obj))?;
-                written.push(format!("etcd {}", obj.key));
-            }
-        }
-        for (path, text) in &new_files {
-            filesystem::write_atomic(path, text.as_bytes())?;
-            written.push(format!("file {}", path.display()));
-        }
-    } else {
-        written.extend(
-            changed_objects
-                .iter()
-                .map(|o| format!("etcd {} (dry run)", o.key)),
-        );
-        written.extend(
-            new_files
-                .iter()
-                .map(|(p, _)| format!("file {} (dry run)", p.display())),
-        );
-    }
+    let written = commit(c, &rt, etcd.as_mut(), &changed_objects, &new_files)?;
     let ssh_keys = match &c.cfg.regenerate_server_ssh_keys {
         Some(dir) => ssh::regenerate_host_keys(dir, c.cfg.dry_run)?,
         None => vec![],
     };
     let commit_ms = t_commit.elapsed().as_millis();
 
-    let mut warnings = reg.warnings.clone();
-    warnings.extend(plan.warnings.iter().cloned());
     let rules = renamer.report();
-    for r in &rules {
-        if r.matches == 0 {
-            warnings.push(format!(
-                "{} rule {} -> {} matched nothing",
-                r.rule, r.old, r.new
-            ));
-        }
-    }
-    let mut by_kind = BTreeMap::new();
-    let all_locations = reg
-        .certs
-        .iter()
-        .flat_map(|c| &c.locations)
-        .chain(reg.keys.iter().flat_map(|k| &k.locations))
-        .chain(reg.public_keys.iter().flat_map(|p| &p.1))
-        .chain(reg.jwts.iter().flat_map(|j| &j.1));
-    for l in all_locations {
-        let kind = l.split(' ').next().unwrap_or("?").to_string();
-        *by_kind.entry(kind).or_insert(0) += 1;
-    }
+    let warnings = warnings(&reg, &plan, &rules);
     let summary = Summary {
         tool: format!("imgmode-recert {}", env!("CARGO_PKG_VERSION")),
         dry_run: c.cfg.dry_run,
@@ -399,32 +305,11 @@ pub fn run(c: &Checked) -> Result<Summary> {
             jwts: plan.jwts.len(),
         },
         ssh_host_keys_regenerated: ssh_keys,
-        locations_by_kind: by_kind,
+        locations_by_kind: locations_by_kind(&reg),
         rules,
         certificates: plan.report.clone(),
-        private_keys: reg
-            .keys
-            .iter()
-            .zip(&key_actions)
-            .map(|(k, a)| KeyReport {
-                kind: k.key.kind().to_string(),
-                action: match a {
-                    KeyAction::Regenerate => "regenerated".into(),
-                    KeyAction::UseKey(_) => "replaced by a use_key_rules key".into(),
-                    KeyAction::Keep(why) => format!("kept: {why}"),
-                },
-                locations: k.locations.clone(),
-            })
-            .collect(),
-        jwts: reg
-            .jwts
-            .iter()
-            .map(|(t, l)| JwtReport {
-                token: "<redacted>",
-                regenerated: plan.jwts.contains_key(t),
-                locations: l.clone(),
-            })
-            .collect(),
+        private_keys: key_reports(&reg, &key_actions),
+        jwts: jwt_reports(&reg, &plan),
         written,
         warnings,
         timings: Timings {
@@ -443,4 +328,195 @@ pub fn run(c: &Checked) -> Result<Summary> {
         summary.write(p, true)?;
     }
     Ok(summary)
+}
+
+/// A tree whose summary file exists was already recerted: refuse unless `force_rerun`.
+fn refuse_rerun(c: &Checked) -> Result<()> {
+    if let Some(sf) = &c.cfg.summary_file {
+        if sf.exists() && !c.cfg.force_rerun {
+            bail!(
+                "{} exists: this tree was already recerted; recert refuses to run twice (set force_rerun to run anyway)",
+                sf.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Scan etcd's objects (when connected) and the configured files into one registry.
+fn scan(
+    c: &Checked,
+    rt: &tokio::runtime::Runtime,
+    etcd: Option<&mut etcd::Etcd>,
+) -> Result<(Registry, Vec<etcd::EtcdObject>, Vec<filesystem::TextFile>)> {
+    let strict = c.cfg.fail_on_invalid_pem;
+    let mut reg = Registry::default();
+    let objects = match etcd {
+        Some(e) => rt.block_on(e.scan())?,
+        None => vec![],
+    };
+    for obj in &objects {
+        for f in obj.fields() {
+            reg.scan_text(&obj.location(&f.name), &f.text, strict)?;
+        }
+    }
+    let files = filesystem::scan(&c.cfg.static_dirs, &c.cfg.static_files)?;
+    for f in &files {
+        reg.scan_text(&f.location(), &f.text, strict)?;
+    }
+    Ok((reg, objects, files))
+}
+
+fn validity_policy(c: &Checked) -> ValidityPolicy {
+    if c.cfg.force_expire {
+        ValidityPolicy::ForceExpire
+    } else if c.cfg.extend_expiration {
+        ValidityPolicy::Extend
+    } else {
+        ValidityPolicy::Keep
+    }
+}
+
+/// The new text of every file that changes.
+fn rewrite_files(
+    plan: &Plan,
+    renamer: &Renamer,
+    files: &[filesystem::TextFile],
+) -> Result<Vec<(std::path::PathBuf, String)>> {
+    let mut new_files = vec![];
+    for f in files {
+        let mut new = text::walk(&f.text, "", &mut map_visitor(plan))
+            .with_context(|| format!("rewriting {}", f.path.display()))?;
+        if text::is_kubeconfig(&new) {
+            new = renamer.rewrite_text(&new);
+        }
+        if new != f.text {
+            new_files.push((f.path.clone(), new));
+        }
+    }
+    Ok(new_files)
+}
+
+/// Rewrite the fields of every etcd object in place; returns the objects that changed.
+fn rewrite_objects(
+    plan: &Plan,
+    renamer: &Renamer,
+    objects: &mut [etcd::EtcdObject],
+) -> Result<Vec<etcd::EtcdObject>> {
+    let mut changed_objects = vec![];
+    for obj in objects.iter_mut() {
+        let mut changed = false;
+        for field in obj.fields() {
+            let mut new = text::walk(&field.text, "", &mut map_visitor(plan))
+                .with_context(|| format!("rewriting {}", obj.location(&field.name)))?;
+            if obj.is_configmap() || text::is_kubeconfig(&new) {
+                new = renamer.rewrite_text(&new);
+            }
+            if new != field.text {
+                obj.set_field(&field, &new);
+                changed = true;
+            }
+        }
+        if changed {
+            changed_objects.push(obj.clone());
+        }
+    }
+    Ok(changed_objects)
+}
+
+/// Write the changed objects and files (one etcd transaction per object, temp file + rename
+/// per file), or only list them when `dry_run`; returns what was (or would be) written.
+fn commit(
+    c: &Checked,
+    rt: &tokio::runtime::Runtime,
+    etcd: Option<&mut etcd::Etcd>,
+    changed_objects: &[etcd::EtcdObject],
+    new_files: &[(std::path::PathBuf, String)],
+) -> Result<Vec<String>> {
+    let mut written = vec![];
+    if !c.cfg.dry_run {
+        if let Some(e) = etcd {
+            for obj in changed_objects {
+                rt.block_on(e.put(obj))?;
+                written.push(format!("etcd {}", obj.key));
+            }
+        }
+        for (path, text) in new_files {
+            filesystem::write_atomic(path, text.as_bytes())?;
+            written.push(format!("file {}", path.display()));
+        }
+    } else {
+        written.extend(
+            changed_objects
+                .iter()
+                .map(|o| format!("etcd {} (dry run)", o.key)),
+        );
+        written.extend(
+            new_files
+                .iter()
+                .map(|(p, _)| format!("file {} (dry run)", p.display())),
+        );
+    }
+    Ok(written)
+}
+
+/// The scan's and the plan's warnings, then one per name rule that matched nothing.
+fn warnings(reg: &Registry, plan: &Plan, rules: &[rename::RuleReport]) -> Vec<String> {
+    let mut warnings = reg.warnings.clone();
+    warnings.extend(plan.warnings.iter().cloned());
+    for r in rules {
+        if r.matches == 0 {
+            warnings.push(format!(
+                "{} rule {} -> {} matched nothing",
+                r.rule, r.old, r.new
+            ));
+        }
+    }
+    warnings
+}
+
+/// How many locations of each kind (`file`, `etcd`, ...) hold something found.
+fn locations_by_kind(reg: &Registry) -> BTreeMap<String, usize> {
+    let mut by_kind = BTreeMap::new();
+    let all_locations = reg
+        .certs
+        .iter()
+        .flat_map(|c| &c.locations)
+        .chain(reg.keys.iter().flat_map(|k| &k.locations))
+        .chain(reg.public_keys.iter().flat_map(|p| &p.1))
+        .chain(reg.jwts.iter().flat_map(|j| &j.1));
+    for l in all_locations {
+        let kind = l.split(' ').next().unwrap_or("?").to_string();
+        *by_kind.entry(kind).or_insert(0) += 1;
+    }
+    by_kind
+}
+
+/// What happened to each private key found.
+fn key_reports(reg: &Registry, key_actions: &[KeyAction]) -> Vec<KeyReport> {
+    reg.keys
+        .iter()
+        .zip(key_actions)
+        .map(|(k, a)| KeyReport {
+            kind: k.key.kind().to_string(),
+            action: match a {
+                KeyAction::Regenerate => "regenerated".into(),
+                KeyAction::UseKey(_) => "replaced by a use_key_rules key".into(),
+                KeyAction::Keep(why) => format!("kept: {why}"),
+            },
+            locations: k.locations.clone(),
+        })
+        .collect()
+}
+
+/// Each JWT found, redacted, and whether it was re-signed.
+fn jwt_reports(reg: &Registry, plan: &Plan) -> Vec<JwtReport> {
+    reg.jwts
+        .iter()
+        .map(|(t, l)| JwtReport {
+            token: "<redacted>",
+            regenerated: plan.jwts.contains_key(t),
+            locations: l.clone(),
+        })
+        .collect()
 }

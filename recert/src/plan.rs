@@ -233,20 +233,51 @@ pub fn kube_kid(spki_der: &[u8]) -> String {
     B64URL.encode(sha2::Sha256::digest(spki_der))
 }
 
+/// What re-signing a certificate needs besides the decisions: the registry, the new key of
+/// every old key (by SPKI DER) and how names and validity dates change.
+struct Resigning<'a> {
+    reg: &'a Registry,
+    new_key: &'a HashMap<Vec<u8>, PrivateKey>,
+    names: &'a dyn NameRewriter,
+    validity: ValidityPolicy,
+    now: SystemTime,
+}
+
 impl Decisions {
     pub fn execute(
-        self,
+        mut self,
         reg: &Registry,
-        mut generated: HashMap<KeyKind, Vec<PrivateKey>>,
+        generated: HashMap<KeyKind, Vec<PrivateKey>>,
         names: &dyn NameRewriter,
         validity: ValidityPolicy,
         now: SystemTime,
     ) -> Result<Plan> {
         let mut plan = Plan {
-            warnings: self.warnings,
+            warnings: std::mem::take(&mut self.warnings),
             ..Default::default()
         };
-        // New key for every old key (identity when kept).
+        let new_key = self.new_keys(reg, generated, &mut plan)?;
+        let cx = Resigning {
+            reg,
+            new_key: &new_key,
+            names,
+            validity,
+            now,
+        };
+        self.certs_roots_first(&cx, &mut plan)?;
+        public_keys(reg, &new_key, &mut plan);
+        jwts(reg, &new_key, &mut plan)?;
+        Ok(plan)
+    }
+
+    /// The new key of every old key (identity when kept), by the old key's SPKI DER; the keys
+    /// that change go into `plan`.
+    fn new_keys(
+        &self,
+        reg: &Registry,
+        mut generated: HashMap<KeyKind, Vec<PrivateKey>>,
+        plan: &mut Plan,
+    ) -> Result<HashMap<Vec<u8>, PrivateKey>> {
         let mut new_key: HashMap<Vec<u8>, PrivateKey> = HashMap::new();
         for (k, a) in reg.keys.iter().zip(&self.keys) {
             let spki = k.key.spki_der();
@@ -269,8 +300,12 @@ impl Decisions {
                 new_key.entry(u.spki_der.clone()).or_insert(k.key.clone());
             }
         }
+        Ok(new_key)
+    }
 
-        // Certificates, roots first.
+    /// Certificates, roots first: each is made once its issuer's new certificate exists.
+    fn certs_roots_first(&self, cx: &Resigning, plan: &mut Plan) -> Result<()> {
+        let reg = cx.reg;
         let n = reg.certs.len();
         let mut new_cert: Vec<Option<Cert>> = vec![None; n];
         let mut done = vec![false; n];
@@ -297,73 +332,13 @@ impl Decisions {
                         .expect("decided from this list")
                         .clone(),
                     CertAction::Regenerate => {
-                        let j = self.issuer[i].expect("regenerated certificates have an issuer");
-                        let own = new_key.get(&old.spki_der);
-                        let spki = match own {
-                            Some(k) => k.spki(),
-                            None => {
-                                plan.warnings.push(format!(
-                                    "certificate {} ({}): its private key was not found, so it keeps its public key",
-                                    old.subject(),
-                                    reg.certs[i].locations[0]
-                                ));
-                                old.cert.tbs_certificate.subject_public_key_info.clone()
-                            }
-                        };
-                        let issuer_old = &reg.certs[j].cert;
-                        let signer = new_key
-                            .get(&issuer_old.spki_der)
-                            .ok_or_else(|| anyhow!("no key for issuer {}", issuer_old.subject()))?;
-                        let (issuer_name, issuer_key_id) = if j == i {
-                            (
-                                cert::rewrite_name(&old.cert.tbs_certificate.subject, names)?,
-                                Some(cert::key_id(&spki)),
-                            )
-                        } else {
-                            let ni = new_cert[j].as_ref().expect("issuer done first");
-                            (
-                                ni.cert.tbs_certificate.subject.clone(),
-                                Some(ni.subject_key_id().unwrap_or_else(|| {
-                                    cert::key_id(&ni.cert.tbs_certificate.subject_public_key_info)
-                                })),
-                            )
-                        };
-                        let der = cert::resign(
-                            old,
-                            &Resign {
-                                spki,
-                                issuer_name,
-                                issuer_key_id,
-                                signer,
-                                names,
-                                validity,
-                                now,
-                            },
-                        )
-                        .with_context(|| format!("re-signing {}", old.subject()))?;
-                        Cert::parse(&der)?
+                        self.regenerate(cx, i, &new_cert, &mut plan.warnings)?
                     }
                 };
                 if result.der != old.der {
                     plan.certs.insert(old.der.clone(), result.der.clone());
                 }
-                plan.report.push(CertReport {
-                    subject: old.subject(),
-                    issuer: old.issuer(),
-                    new_subject: (result.subject() != old.subject()).then(|| result.subject()),
-                    new_sans: if result.der != old.der {
-                        result.sans()
-                    } else {
-                        vec![]
-                    },
-                    key: keys::spki_kind(&old.spki_der)
-                        .map(|k| k.to_string())
-                        .unwrap_or_else(|e| e.to_string()),
-                    action: self.certs[i].clone(),
-                    locations: reg.certs[i].locations.clone(),
-                    pem: (result.der != old.der)
-                        .then(|| crate::text::pem_encode("CERTIFICATE", &result.der)),
-                });
+                plan.report.push(self.cert_report(reg, i, &result));
                 new_cert[i] = Some(result);
                 done[i] = true;
             }
@@ -375,36 +350,122 @@ impl Decisions {
             }
             remaining = next;
         }
-
-        // Public keys follow their private keys.
-        for (spki, locs) in &reg.public_keys {
-            match new_key.get(spki) {
-                Some(k) if k.spki_der() != *spki => {
-                    plan.public_keys.insert(spki.clone(), k.spki_der());
-                }
-                Some(_) => {}
-                None => plan.warnings.push(format!(
-                    "kept public key at {}: its private key was not found",
-                    locs[0]
-                )),
-            }
-        }
-
-        // JWTs are re-signed by the new key of whichever key signed them.
-        let candidates: Vec<(&Vec<u8>, &PrivateKey)> = new_key.iter().collect();
-        for (tok, locs) in &reg.jwts {
-            match resign_jwt(tok, &candidates)? {
-                Some(new) => {
-                    plan.jwts.insert(tok.clone(), new);
-                }
-                None => plan.warnings.push(format!(
-                    "kept JWT at {}: its signing key was not found",
-                    locs[0]
-                )),
-            }
-        }
-        Ok(plan)
+        Ok(())
     }
+
+    /// Re-sign certificate `i` with its new key (or its old public key when its private key
+    /// was not found) by its issuer's new key; `new_cert` holds its issuer's new certificate.
+    fn regenerate(
+        &self,
+        cx: &Resigning,
+        i: usize,
+        new_cert: &[Option<Cert>],
+        warnings: &mut Vec<String>,
+    ) -> Result<Cert> {
+        let reg = cx.reg;
+        let old = &reg.certs[i].cert;
+        let j = self.issuer[i].expect("regenerated certificates have an issuer");
+        let own = cx.new_key.get(&old.spki_der);
+        let spki = match own {
+            Some(k) => k.spki(),
+            None => {
+                warnings.push(format!(
+                    "certificate {} ({}): its private key was not found, so it keeps its public key",
+                    old.subject(),
+                    reg.certs[i].locations[0]
+                ));
+                old.cert.tbs_certificate.subject_public_key_info.clone()
+            }
+        };
+        let issuer_old = &reg.certs[j].cert;
+        let signer = cx
+            .new_key
+            .get(&issuer_old.spki_der)
+            .ok_or_else(|| anyhow!("no key for issuer {}", issuer_old.subject()))?;
+        let (issuer_name, issuer_key_id) = if j == i {
+            (
+                cert::rewrite_name(&old.cert.tbs_certificate.subject, cx.names)?,
+                Some(cert::key_id(&spki)),
+            )
+        } else {
+            let ni = new_cert[j].as_ref().expect("issuer done first");
+            (
+                ni.cert.tbs_certificate.subject.clone(),
+                Some(ni.subject_key_id().unwrap_or_else(|| {
+                    cert::key_id(&ni.cert.tbs_certificate.subject_public_key_info)
+                })),
+            )
+        };
+        let der = cert::resign(
+            old,
+            &Resign {
+                spki,
+                issuer_name,
+                issuer_key_id,
+                signer,
+                names: cx.names,
+                validity: cx.validity,
+                now: cx.now,
+            },
+        )
+        .with_context(|| format!("re-signing {}", old.subject()))?;
+        Cert::parse(&der)
+    }
+
+    /// The report of certificate `i`, which became `result`.
+    fn cert_report(&self, reg: &Registry, i: usize, result: &Cert) -> CertReport {
+        let old = &reg.certs[i].cert;
+        CertReport {
+            subject: old.subject(),
+            issuer: old.issuer(),
+            new_subject: (result.subject() != old.subject()).then(|| result.subject()),
+            new_sans: if result.der != old.der {
+                result.sans()
+            } else {
+                vec![]
+            },
+            key: keys::spki_kind(&old.spki_der)
+                .map(|k| k.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            action: self.certs[i].clone(),
+            locations: reg.certs[i].locations.clone(),
+            pem: (result.der != old.der)
+                .then(|| crate::text::pem_encode("CERTIFICATE", &result.der)),
+        }
+    }
+}
+
+/// Public keys follow their private keys.
+fn public_keys(reg: &Registry, new_key: &HashMap<Vec<u8>, PrivateKey>, plan: &mut Plan) {
+    for (spki, locs) in &reg.public_keys {
+        match new_key.get(spki) {
+            Some(k) if k.spki_der() != *spki => {
+                plan.public_keys.insert(spki.clone(), k.spki_der());
+            }
+            Some(_) => {}
+            None => plan.warnings.push(format!(
+                "kept public key at {}: its private key was not found",
+                locs[0]
+            )),
+        }
+    }
+}
+
+/// JWTs are re-signed by the new key of whichever key signed them.
+fn jwts(reg: &Registry, new_key: &HashMap<Vec<u8>, PrivateKey>, plan: &mut Plan) -> Result<()> {
+    let candidates: Vec<(&Vec<u8>, &PrivateKey)> = new_key.iter().collect();
+    for (tok, locs) in &reg.jwts {
+        match resign_jwt(tok, &candidates)? {
+            Some(new) => {
+                plan.jwts.insert(tok.clone(), new);
+            }
+            None => plan.warnings.push(format!(
+                "kept JWT at {}: its signing key was not found",
+                locs[0]
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// Re-sign a JWT with the new key of the old key that signed it; `None` when no known key did.

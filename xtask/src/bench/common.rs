@@ -1,0 +1,58 @@
+//! What every suite uses: the result row, imgmode's state directory and running commands.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+/// One benchmark's result: its time, its baseline's, their ratio and the target it is judged by.
+#[derive(Clone, Default, Serialize, serde::Deserialize)]
+pub(super) struct Row {
+    pub(super) name: String,
+    pub(super) seconds: f64,
+    pub(super) baseline: Option<String>,
+    pub(super) baseline_seconds: Option<f64>,
+    pub(super) ratio: Option<f64>,
+    pub(super) target: Option<String>,
+    pub(super) note: String,
+    /// What was compared with the baseline's output and found equal.
+    #[serde(default)]
+    pub(super) compared: Option<String>,
+    /// Whether the ratio meets the target (`None`: no target).
+    #[serde(default)]
+    pub(super) met: Option<bool>,
+}
+
+/// imgmode's state directory, as the binary the benchmarks run resolves it.
+pub(super) fn state_dir() -> PathBuf {
+    std::env::var_os("IMGMODE_STATE_DIR").map_or_else(|| "/var/lib/imgmode".into(), PathBuf::from)
+}
+
+pub(super) fn timed(cmd: &mut Command) -> Result<f64> {
+    let t = Instant::now();
+    let out = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Run `cmd` to completion: its stdout, or an error naming `what` with its stderr.
+pub(super) fn stdout_of(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out.stdout)
+}

@@ -1,0 +1,36 @@
+//! IBI end to end, from `cargo xtask vmtest ibi`.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+use super::common::Row;
+
+/// IBI end to end, from the last `cargo xtask vmtest ibi` (guest uptimes: the
+/// live ISO system's boot, the install, the first boot until post-pivot is done),
+/// against a plain boot of that host's configured disk measured now, the same way.
+pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
+    // The scenario measures both sides in one run: host 2's installation ISO booted onto a
+    // blank disk until post-pivot is done, then the same installed disk booted again.
+    // `--reuse-vmtest` reads the figures of the last `vmtest ibi` instead of running it again.
+    if !reuse {
+        crate::vmtest(vec!["ibi".into()], false, false, None)?;
+    }
+    let path = root.join("target/vmtest/ibi/timings.json");
+    let t: imgmode_vmtest::ibi::Timings = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("vmtest ibi wrote no {}", path.display()))?,
+    )?;
+    rows.push(Row {
+        name: "IBI end to end (TCG)".into(),
+        seconds: t.end_to_end,
+        baseline: Some("plain boot of the installed disk".into()),
+        baseline_seconds: Some(t.plain_boot),
+        ratio: Some(t.end_to_end / t.plain_boot),
+        target: Some("<= 3".into()),
+        note: format!(
+            "wall clock from QEMU start (SeaBIOS, seed on the ISO, no refusal phase) to post-pivot done, against QEMU start to startup over; guest uptimes: live system up {:.0}s, install {:.0}s, first boot to post-pivot done {:.0}s",
+            t.live_boot, t.install, t.first_boot_ready
+        ),
+        ..Row::default()
+    });
+    Ok(())
+}
