@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use imgmode_recert::testpki::{self, PkiSpec};
+use imgmode_testkit::pki::{self as testpki, PkiSpec};
 
 fn imgmode(args: &[&str], config: Option<&std::path::Path>) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgmode"));

@@ -3,7 +3,7 @@
 //! the new name and the API's admin CA accepts its client certificate, while the seed's own CA
 //! trusts nothing anymore. Checked with OpenSSL's verifier on recert's real output.
 
-use imgmode_recert::testpki::{self, PkiSpec};
+use imgmode_testkit::pki::{self as testpki, PkiSpec};
 use imgmode_ibi::configiso;
 use imgmode_seed::reconfig::SeedReconfiguration;
 use openssl::stack::Stack;

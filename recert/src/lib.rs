@@ -23,7 +23,6 @@ pub mod registry;
 pub mod rename;
 pub mod ssh;
 pub mod summary;
-pub mod testpki;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -32,6 +31,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 
 use cert::{Cert, ValidityPolicy};
+use imgmode_support::runtime::block_on;
 use config::Checked;
 use keys::PrivateKey;
 use plan::{KeyAction, Plan};
@@ -210,13 +210,10 @@ pub fn key_inventory(
 ) -> Result<Vec<(String, String)>> {
     let mut reg = Registry::default();
     if let Some(e) = etcd_endpoint {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let objects = rt.block_on(async {
+        let objects = block_on(async {
             let mut etcd = etcd::Etcd::connect(e).await?;
             etcd.scan().await
-        })?;
+        })??;
         for obj in &objects {
             for f in obj.fields() {
                 reg.scan_text(&obj.location(&f.name), &f.text, false)?;
@@ -246,16 +243,13 @@ pub fn run(c: &Checked) -> Result<Summary> {
     let t0 = Instant::now();
     refuse_rerun(c)?;
     let (use_certs, use_keys) = read_use_rules(c)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut etcd = match &c.cfg.etcd_endpoint {
-        Some(e) => Some(rt.block_on(etcd::Etcd::connect(e))?),
+        Some(e) => Some(block_on(etcd::Etcd::connect(e))??),
         None => None,
     };
 
     let pool = keypool::KeyPool::start(c.threads, SPECULATIVE_KEYS);
-    let (reg, mut objects, files) = scan(c, &rt, etcd.as_mut())?;
+    let (reg, mut objects, files) = scan(c, etcd.as_mut())?;
     let scan_ms = t0.elapsed().as_millis();
 
     let (renamer, rename_report) = build_renamer(c, &objects, &reg)?;
@@ -278,7 +272,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
     let processing_ms = t_proc.elapsed().as_millis();
 
     let t_commit = Instant::now();
-    let written = commit(c, &rt, etcd.as_mut(), &changed_objects, &new_files)?;
+    let written = commit(c, etcd.as_mut(), &changed_objects, &new_files)?;
     let ssh_keys = match &c.cfg.regenerate_server_ssh_keys {
         Some(dir) => ssh::regenerate_host_keys(dir, c.cfg.dry_run)?,
         None => vec![],
@@ -346,13 +340,12 @@ fn refuse_rerun(c: &Checked) -> Result<()> {
 /// Scan etcd's objects (when connected) and the configured files into one registry.
 fn scan(
     c: &Checked,
-    rt: &tokio::runtime::Runtime,
     etcd: Option<&mut etcd::Etcd>,
 ) -> Result<(Registry, Vec<etcd::EtcdObject>, Vec<filesystem::TextFile>)> {
     let strict = c.cfg.fail_on_invalid_pem;
     let mut reg = Registry::default();
     let objects = match etcd {
-        Some(e) => rt.block_on(e.scan())?,
+        Some(e) => block_on(e.scan())??,
         None => vec![],
     };
     for obj in &objects {
@@ -428,7 +421,6 @@ fn rewrite_objects(
 /// per file), or only list them when `dry_run`; returns what was (or would be) written.
 fn commit(
     c: &Checked,
-    rt: &tokio::runtime::Runtime,
     etcd: Option<&mut etcd::Etcd>,
     changed_objects: &[etcd::EtcdObject],
     new_files: &[(std::path::PathBuf, String)],
@@ -437,7 +429,7 @@ fn commit(
     if !c.cfg.dry_run {
         if let Some(e) = etcd {
             for obj in changed_objects {
-                rt.block_on(e.put(obj))?;
+                block_on(e.put(obj))??;
                 written.push(format!("etcd {}", obj.key));
             }
         }

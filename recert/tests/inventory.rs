@@ -1,7 +1,7 @@
 //! `key_inventory`: every private key of a tree by public-key fingerprint, so two clusters
 //! made from one seed can be compared key by key.
 
-use imgmode_recert::testpki::{self, PkiSpec};
+use imgmode_testkit::pki::{self as testpki, PkiSpec};
 use imgmode_recert::{key_inventory, RecertConfig};
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use imgmode_recert::cert::Cert;
 use imgmode_recert::config::RecertConfig;
 use imgmode_recert::registry::Registry;
-use imgmode_recert::testpki::{self, Pki, PkiSpec};
+use imgmode_testkit::pki::{self as testpki, Pki, PkiSpec};
 use imgmode_recert::text;
 
 struct Etcd {

@@ -17,7 +17,7 @@ use imgmode_recert::etcd::{Etcd, EtcdObject};
 use imgmode_seed::cluster::{random_suffix, random_uuid};
 use imgmode_support::host::first_global_ipv4;
 use imgmode_recert::keys::KeyKind;
-use imgmode_recert::testpki::{self, PkiSpec};
+use crate::pki::{self as testpki, PkiSpec};
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -254,14 +254,9 @@ pub fn serve(root: &Path, listen: &str, etcd_endpoint: &str) -> Result<()> {
     let acceptor = std::sync::Arc::new(b.build());
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     eprintln!("test-cluster API listening on {listen}");
-    let rt = std::sync::Arc::new(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-    );
     for conn in listener.incoming() {
         let Ok(tcp) = conn else { continue };
-        let (acceptor, rt, etcd) = (acceptor.clone(), rt.clone(), etcd_endpoint.to_string());
+        let (acceptor, etcd) = (acceptor.clone(), etcd_endpoint.to_string());
         std::thread::spawn(move || {
             let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
             let Ok(mut tls) = acceptor.accept(tcp) else {
@@ -271,12 +266,13 @@ pub fn serve(root: &Path, listen: &str, etcd_endpoint: &str) -> Result<()> {
                 let _ = respond(&mut tls, 503, "bad request");
                 return;
             };
+            let health = || imgmode_support::runtime::block_on(etcd_health(&etcd))?;
             let _ = match path.as_str() {
-                "/readyz" | "/healthz" | "/livez" => match rt.block_on(etcd_health(&etcd)) {
+                "/readyz" | "/healthz" | "/livez" => match health() {
                     Ok(_) => respond(&mut tls, 200, "ok"),
                     Err(e) => respond(&mut tls, 503, &format!("etcd: {e:#}")),
                 },
-                "/version" => match rt.block_on(etcd_health(&etcd)) {
+                "/version" => match health() {
                     Ok(v) => respond(&mut tls, 200, &v),
                     Err(e) => respond(&mut tls, 503, &format!("etcd: {e:#}")),
                 },
@@ -287,7 +283,6 @@ pub fn serve(root: &Path, listen: &str, etcd_endpoint: &str) -> Result<()> {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

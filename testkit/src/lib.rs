@@ -1,6 +1,7 @@
 //! Test support and fixtures, for tests and the hidden `imgmode internal` verbs only.
 //!
 //! - [`cluster`]: the test cluster, a stand-in for a single-node control plane.
+//! - [`pki`]: an OpenShift-shaped PKI for tests, benchmarks and the test cluster.
 //! - [`require!`]: one place that decides whether a test can run on this machine.
 //!
 //! A test names what it needs ([`Need`]) with [`require!`]. When everything is there the test
@@ -18,6 +19,7 @@
 //! Invariant: no test returns early on its own; every skip goes through [`require!`].
 
 pub mod cluster;
+pub mod pki;
 
 use std::io::Write;
 use std::path::PathBuf;

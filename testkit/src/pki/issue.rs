@@ -19,7 +19,7 @@ use x509_cert::time::{Time, Validity};
 use x509_cert::{Certificate, TbsCertificate, Version};
 
 use super::Issued;
-use crate::keys::{KeyKind, PrivateKey};
+use imgmode_recert::keys::{KeyKind, PrivateKey};
 
 const SERVER_AUTH: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
@@ -52,7 +52,7 @@ pub(super) fn issue(req: Req, issuer: Option<&Issued>) -> Result<Issued> {
 
 fn issue_with_key(req: Req, key: PrivateKey, issuer: Option<&Issued>) -> Result<Issued> {
     let spki = key.spki();
-    let ski = crate::cert::key_id(&spki);
+    let ski = imgmode_recert::cert::key_id(&spki);
     let subject = Name::from_str(req.subject).context("subject")?;
     let (issuer_name, issuer_ski, signer) = match issuer {
         Some(i) => (i.subject.clone(), i.ski.clone(), &i.key),

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::issue::{issue, Req, San};
 use super::{Issued, PkiSpec};
-use crate::keys::KeyKind;
+use imgmode_recert::keys::KeyKind;
 
 /// The key kind of most certificates and of the service-account key.
 pub(super) const RSA: KeyKind = KeyKind::Rsa(2048);

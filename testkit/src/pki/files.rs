@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 
 use super::certs::{Leaves, Names, Signers};
 use super::{service_account_token, PkiSpec};
-use crate::keys::PrivateKey;
-use crate::text::{b64_encode, pem_encode};
+use imgmode_recert::keys::PrivateKey;
+use imgmode_recert::text::{b64_encode, pem_encode};
 
 /// Where the operators keep their static-pod resources (relative to the root).
 pub(super) const SP: &str = "etc/kubernetes/static-pod-resources";

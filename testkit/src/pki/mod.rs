@@ -16,8 +16,8 @@ use base64::Engine;
 use serde_json::json;
 use x509_cert::name::Name;
 
-use crate::keys::{self, KeyKind, PrivateKey};
-use crate::text::{pem_encode, B64URL};
+use imgmode_recert::keys::{self, KeyKind, PrivateKey};
+use imgmode_recert::text::{pem_encode, B64URL};
 use certs::{Leaves, Names, Signers, RSA};
 use files::SP;
 use issue::{issue, Req};
@@ -109,7 +109,7 @@ impl Pki {
 
 /// A service-account token signed like kube-apiserver does (RS256, kid = key ID of the SPKI).
 pub fn service_account_token(key: &PrivateKey, namespace: &str, sa: &str) -> String {
-    let header = json!({"alg": key.jws_alg(), "kid": crate::plan::kube_kid(&key.spki_der())});
+    let header = json!({"alg": key.jws_alg(), "kid": imgmode_recert::plan::kube_kid(&key.spki_der())});
     let claims = json!({
         "iss": "kubernetes/serviceaccount",
         "kubernetes.io/serviceaccount/namespace": namespace,
@@ -228,5 +228,5 @@ fn extra_leaves(
 
 /// The key kind in an SPKI, for callers that only have a certificate.
 pub fn kind_of(der: &[u8]) -> Result<KeyKind> {
-    keys::spki_kind(&crate::cert::Cert::parse(der)?.spki_der)
+    keys::spki_kind(&imgmode_recert::cert::Cert::parse(der)?.spki_der)
 }

@@ -6,8 +6,8 @@ use serde_json::json;
 use super::certs::{Leaves, Names, Signers};
 use super::files::{admin_kubeconfig, SaPem};
 use super::{service_account_token, PkiSpec};
-use crate::keys::PrivateKey;
-use crate::text::b64_encode;
+use imgmode_recert::keys::PrivateKey;
+use imgmode_recert::text::b64_encode;
 
 pub(super) fn secret(ns: &str, name: &str, data: &[(&str, &str)]) -> (String, serde_json::Value) {
     let mut d = serde_json::Map::new();
