@@ -19,7 +19,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use syn::visit::Visit;
 
 /// Lines of non-test code a source file may hold.
@@ -242,7 +242,7 @@ impl SourceFile {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let ast = syn::parse_file(&text).with_context(|| format!("parsing {rel}"))?;
-        let module = module_path(&path.strip_prefix(root.join(src))?.to_path_buf());
+        let module = module_path(path.strip_prefix(root.join(src))?);
         let mut c = Collector::default();
         for item in &ast.items {
             c.visit_item(item);
@@ -319,7 +319,7 @@ fn run_programs(line: &str) -> Vec<&str> {
 }
 
 /// `a/b.rs` -> [a, b]; `a/mod.rs` -> [a]; `lib.rs` -> [].
-fn module_path(rel: &PathBuf) -> Vec<String> {
+fn module_path(rel: &Path) -> Vec<String> {
     let mut parts: Vec<String> = rel
         .iter()
         .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
@@ -572,7 +572,7 @@ impl<'ast> Visit<'ast> for Collector {
 mod tests {
     use super::*;
 
-    fn root() -> PathBuf {
+    fn root() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
     }
 
