@@ -161,15 +161,33 @@ fn result(name: &'static str, paths: Vec<String>, message: impl Into<String>) ->
 
 /// Run every lint over `tree` with the image's `labels`.
 pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> LintReport {
-    let mut results = Vec::new();
+    let results = vec![
+        bootc_label(labels),
+        kernel(tree),
+        baseimage_root(tree),
+        var_run(tree),
+        etc_usretc(tree),
+        utf8(tree),
+        nonempty_boot(tree),
+        nonempty_run_tmp(tree),
+        var_content(tree),
+    ];
+    LintReport {
+        image: image.to_string(),
+        results,
+    }
+}
 
+fn bootc_label(labels: &BTreeMap<String, String>) -> LintResult {
     let bootable = imgmode_os::disk::is_bootable(|k| labels.get(k).map(String::as_str));
-    results.push(result(
+    result(
         "bootc-label",
         if bootable { vec![] } else { vec!["(image labels)".into()] },
         "the image has no containers.bootc=1 label: it is not a bootable container image; build FROM a bootable base (imgmode-base, or another bootc image)",
-    ));
+    )
+}
 
+fn kernel(tree: &Tree) -> LintResult {
     let kernels: Vec<&PathBuf> = tree
         .children("usr/lib/modules")
         .filter(|(p, e)| {
@@ -202,8 +220,10 @@ pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> Lint
             format!("{n} kernels under /usr/lib/modules; a bootable image needs exactly one (remove the old kernel package)")
         }
     };
-    results.push(result("kernel", kernel_paths, kernel_msg));
+    result("kernel", kernel_paths, kernel_msg)
+}
 
+fn baseimage_root(tree: &Tree) -> LintResult {
     let mut root_bad = Vec::new();
     if tree.get("sysroot").map(|e| &e.kind) != Some(&Kind::Dir) {
         root_bad.push("/sysroot".to_string());
@@ -212,17 +232,19 @@ pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> Lint
         Some(Kind::Symlink(t)) if t.as_os_str() == "sysroot/ostree" => {}
         _ => root_bad.push("/ostree".to_string()),
     }
-    results.push(result(
+    result(
         "baseimage-root",
         root_bad,
         "the ostree root layout is missing (/sysroot directory, /ostree -> sysroot/ostree); derive from a bootable base image",
-    ));
+    )
+}
 
+fn var_run(tree: &Tree) -> LintResult {
     let var_run_ok = matches!(
         tree.get("var/run").map(|e| &e.kind),
         Some(Kind::Symlink(t)) if t.as_os_str() == "../run" || t.as_os_str() == "/run"
     );
-    results.push(result(
+    result(
         "var-run",
         if var_run_ok {
             vec![]
@@ -230,46 +252,56 @@ pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> Lint
             vec!["/var/run".into()]
         },
         "/var/run must be a symlink to /run (ln -sfn ../run /var/run)",
-    ));
+    )
+}
 
+fn etc_usretc(tree: &Tree) -> LintResult {
     let exists = |p: &str| tree.get(p).is_some() || tree.children(p).next().is_some();
     let usretc = exists("usr/etc") && exists("etc");
-    results.push(result(
+    result(
         "etc-usretc",
         if usretc { vec!["/usr/etc".into()] } else { vec![] },
         "both /etc and /usr/etc exist; /usr/etc is where ostree keeps /etc's defaults: put configuration in /etc",
-    ));
+    )
+}
 
+fn utf8(tree: &Tree) -> LintResult {
     let bad_names: Vec<String> = tree
         .entries
         .keys()
         .filter(|p| std::str::from_utf8(p.as_os_str().as_bytes()).is_err())
         .map(|p| display(p))
         .collect();
-    results.push(result(
+    result(
         "utf8",
         bad_names,
         "file names that are not UTF-8; rename them",
-    ));
+    )
+}
 
+fn nonempty_boot(tree: &Tree) -> LintResult {
     let boot: Vec<String> = tree.children("boot").map(|(p, _)| display(p)).collect();
-    results.push(result(
+    result(
         "nonempty-boot",
         boot,
         "files in /boot are hidden by the boot partition at runtime; kernels belong in /usr/lib/modules/$kver",
-    ));
+    )
+}
 
+fn nonempty_run_tmp(tree: &Tree) -> LintResult {
     let run_tmp: Vec<String> = tree
         .children("run")
         .chain(tree.children("tmp"))
         .map(|(p, _)| display(p))
         .collect();
-    results.push(result(
+    result(
         "nonempty-run-tmp",
         run_tmp,
         "files in /run or /tmp are not part of the booted system (tmpfs); remove them in the same RUN",
-    ));
+    )
+}
 
+fn var_content(tree: &Tree) -> LintResult {
     let var: Vec<String> = tree
         .children("var")
         .filter(|(p, e)| {
@@ -284,16 +316,11 @@ pub fn lint(image: &str, tree: &Tree, labels: &BTreeMap<String, String>) -> Lint
         .map(|(p, _)| display(p))
         .collect();
     let n = var.len();
-    results.push(result(
+    result(
         "var-content",
         var,
         format!("{n} files under /var are copied only at the first deployment and never updated; create them with systemd-tmpfiles (tmpfiles.d) or ship them under /usr"),
-    ));
-
-    LintReport {
-        image: image.to_string(),
-        results,
-    }
+    )
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@
 //! are written last, each by temporary name + rename, so a registry never sees a link to a
 //! missing or unverified blob. The staging layout is removed when everything is in place.
 
-use imgmode_support::cmd::require_tools;
 use crate::digest::sha256_hex;
 use crate::skopeo::RegistryAuth;
-use imgmode_support::progress::Steps;
 use anyhow::{bail, ensure, Context, Result};
+use imgmode_support::cmd::require_tools;
+use imgmode_support::progress::Steps;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -524,13 +524,59 @@ fn walk_manifests(
     Ok(out)
 }
 
+/// An image to mirror and its manifests (top first): digest, raw bytes, what each names.
+type Plan<'a> = (&'a MirrorImage, Vec<(String, Vec<u8>, Refs)>);
+
 /// Mirror the images into `opts.dir`.
 pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
+    preflight(opts)?;
+    let dir = &opts.dir;
+    let v2 = dir.join(V2);
+
+    // ---- every manifest first, then the space check: nothing written before
+    let (plans, needed) = read_manifests(opts, steps)?;
+    check_space(dir, &v2, &needed)?;
+
+    // ---- fetch into the staging layout (resumable: skopeo keeps the blobs it has)
+    let staging = dir.join(STAGING);
+    fetch(opts, &staging, &plans, steps)?;
+
+    // ---- verify every blob and link it into the blob store
+    steps.step(&format!("verifying and placing {} blobs", needed.len()));
+    let (new_blobs, new_bytes, bytes) = place_blobs(&v2, &staging, &plans, &needed)?;
+
+    // ---- repository links, last
+    steps.step("writing the repositories' links");
+    let out: Vec<Mirrored> = plans
+        .iter()
+        .map(|(img, manifests)| Mirrored {
+            source: img.source.clone(),
+            repo: img.repo.clone(),
+            tag: img.tag.clone(),
+            digest: manifests[0].0.clone(),
+            manifests: manifests.len(),
+        })
+        .collect();
+    write_repository_links(&v2, &out)?;
+    imgmode_support::fs::remove_tree(&staging)?;
+    let payload = write_payload_record(dir, &v2, &out)?;
+    Ok(MirrorOutcome {
+        dir: dir.clone(),
+        payload,
+        images: out,
+        blobs: needed.len(),
+        bytes,
+        new_blobs,
+        new_bytes,
+    })
+}
+
+/// Checks before anything is read: images to mirror, skopeo, the directory, no image twice.
+fn preflight(opts: &MirrorOpts) -> Result<()> {
     ensure!(!opts.images.is_empty(), "no images to mirror");
     require_tools(&["skopeo"])?;
     let dir = &opts.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let v2 = dir.join(V2);
     let mut seen = BTreeSet::new();
     for i in &opts.images {
         ensure!(
@@ -539,8 +585,14 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
             i.source
         );
     }
+    Ok(())
+}
 
-    // ---- every manifest first, then the space check: nothing written before
+/// Every image's manifests, and every blob they name with its size.
+fn read_manifests<'a>(
+    opts: &'a MirrorOpts,
+    steps: &Steps,
+) -> Result<(Vec<Plan<'a>>, BTreeMap<String, u64>)> {
     let mut plans = vec![];
     let mut needed: BTreeMap<String, u64> = BTreeMap::new();
     for img in &opts.images {
@@ -568,9 +620,14 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
         }
         plans.push((img, manifests));
     }
+    Ok((plans, needed))
+}
+
+/// The blobs `dir` does not hold yet must fit its free space (with a margin).
+fn check_space(dir: &Path, v2: &Path, needed: &BTreeMap<String, u64>) -> Result<()> {
     let mut missing = 0u64;
-    for (d, size) in &needed {
-        if !blob_path(&v2, d)?.is_file() {
+    for (d, size) in needed {
+        if !blob_path(v2, d)?.is_file() {
             missing += size;
         }
     }
@@ -582,10 +639,12 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
         imgmode_support::size::human_size(free),
         imgmode_support::size::human_size(missing)
     );
+    Ok(())
+}
 
-    // ---- fetch into the staging layout (resumable: skopeo keeps the blobs it has)
-    let staging = dir.join(STAGING);
-    for (img, _) in &plans {
+/// Copy every image into the staging layout (skopeo skips the blobs it already has there).
+fn fetch(opts: &MirrorOpts, staging: &Path, plans: &[Plan], steps: &Steps) -> Result<()> {
+    for (img, _) in plans {
         steps.step(&format!("copying {}", img.source));
         crate::skopeo::Copy::new(
             &img.source,
@@ -597,78 +656,76 @@ pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
         .run()
         .with_context(|| format!("copying {}", img.source))?;
     }
+    Ok(())
+}
 
-    // ---- verify every blob and link it into the blob store
-    steps.step(&format!("verifying and placing {} blobs", needed.len()));
+/// Check every needed blob and link it into the blob store: (blobs added, their bytes, bytes
+/// of all needed blobs).
+fn place_blobs(
+    v2: &Path,
+    staging: &Path,
+    plans: &[Plan],
+    needed: &BTreeMap<String, u64>,
+) -> Result<(usize, u64, u64)> {
     let mut raws: BTreeMap<String, &[u8]> = BTreeMap::new();
-    for (_, manifests) in &plans {
+    for (_, manifests) in plans {
         for (d, raw, _) in manifests {
             raws.insert(d.clone(), raw);
         }
     }
     let (mut new_blobs, mut new_bytes, mut bytes) = (0usize, 0u64, 0u64);
-    for (digest, size) in &needed {
+    for (digest, size) in needed {
         bytes += size;
-        let dest = blob_path(&v2, digest)?;
-        if dest.is_file() {
-            let (got, n) = hash_file(&dest)?;
-            ensure!(
-                &got == digest && n == *size,
-                "{} holds a corrupted blob {digest} (sha256 {got}, {n} bytes); remove it and run again",
-                dest.display()
-            );
-            continue;
+        if place_blob(v2, staging, &raws, digest, *size)? {
+            new_blobs += 1;
+            new_bytes += size;
         }
-        std::fs::create_dir_all(dest.parent().unwrap())?;
-        let tmp = dest.with_file_name("data.imgmode-tmp");
-        if let Some(raw) = raws.get(digest) {
-            // manifests: the bytes read and hashed above
-            std::fs::write(&tmp, raw)?;
-        } else {
-            let src = staging.join(format!("blobs/sha256/{}", sha256_hex(digest)?));
-            let (got, n) = hash_file(&src).with_context(|| {
-                format!("the staging layout lacks blob {digest}; run the mirror again")
-            })?;
-            if &got != digest || n != *size {
-                let _ = std::fs::remove_file(&src);
-                bail!(
-                    "blob {digest} does not match its digest (sha256 {got}, {n} of {size} bytes); it was removed, run the mirror again"
-                );
-            }
-            let _ = std::fs::remove_file(&tmp);
-            if std::fs::hard_link(&src, &tmp).is_err() {
-                std::fs::copy(&src, &tmp)?;
-            }
-        }
-        std::fs::rename(&tmp, &dest)?;
-        new_blobs += 1;
-        new_bytes += size;
     }
+    Ok((new_blobs, new_bytes, bytes))
+}
 
-    // ---- repository links, last
-    steps.step("writing the repositories' links");
-    let out: Vec<Mirrored> = plans
-        .iter()
-        .map(|(img, manifests)| Mirrored {
-            source: img.source.clone(),
-            repo: img.repo.clone(),
-            tag: img.tag.clone(),
-            digest: manifests[0].0.clone(),
-            manifests: manifests.len(),
-        })
-        .collect();
-    write_repository_links(&v2, &out)?;
-    imgmode_support::fs::remove_tree(&staging)?;
-    let payload = write_payload_record(dir, &v2, &out)?;
-    Ok(MirrorOutcome {
-        dir: dir.clone(),
-        payload,
-        images: out,
-        blobs: needed.len(),
-        bytes,
-        new_blobs,
-        new_bytes,
-    })
+/// Check the blob `digest` (already in the store, or in the staging layout, or one of the
+/// manifests read in `raws`) and put it in place; whether it was added.
+fn place_blob(
+    v2: &Path,
+    staging: &Path,
+    raws: &BTreeMap<String, &[u8]>,
+    digest: &str,
+    size: u64,
+) -> Result<bool> {
+    let dest = blob_path(v2, digest)?;
+    if dest.is_file() {
+        let (got, n) = hash_file(&dest)?;
+        ensure!(
+            got == digest && n == size,
+            "{} holds a corrupted blob {digest} (sha256 {got}, {n} bytes); remove it and run again",
+            dest.display()
+        );
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dest.parent().unwrap())?;
+    let tmp = dest.with_file_name("data.imgmode-tmp");
+    if let Some(raw) = raws.get(digest) {
+        // manifests: the bytes read and hashed above
+        std::fs::write(&tmp, raw)?;
+    } else {
+        let src = staging.join(format!("blobs/sha256/{}", sha256_hex(digest)?));
+        let (got, n) = hash_file(&src).with_context(|| {
+            format!("the staging layout lacks blob {digest}; run the mirror again")
+        })?;
+        if got != digest || n != size {
+            let _ = std::fs::remove_file(&src);
+            bail!(
+                "blob {digest} does not match its digest (sha256 {got}, {n} of {size} bytes); it was removed, run the mirror again"
+            );
+        }
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(&src, &tmp).is_err() {
+            std::fs::copy(&src, &tmp)?;
+        }
+    }
+    std::fs::rename(&tmp, &dest)?;
+    Ok(true)
 }
 
 /// Where a list's instance `digest` is read from.

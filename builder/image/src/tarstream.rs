@@ -234,17 +234,32 @@ impl<R: Read> TarReader<R> {
             pax: self.global.clone(),
             ..Default::default()
         };
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut long_link: Option<Vec<u8>> = None;
-        let mut local: Vec<(String, Vec<u8>)> = vec![];
+        let mut meta = Meta::default();
+        let Some(h) = self.member_header(&mut e, &mut meta)? else {
+            self.done = true;
+            return Ok(None);
+        };
+        let gnu = apply_header(&mut e, &h, meta.long_name, meta.long_link)?;
+        if e.kind == Some(Kind::GnuSparse) {
+            self.old_sparse_map(&mut e, &h, gnu)?;
+        }
+        // pax records override the header
+        apply_pax(&mut e, &meta.local)?;
+        e.pax.extend(meta.local);
+        self.left = e.size;
+        self.pad = padding(e.size);
+        Ok(Some(e))
+    }
+
+    /// Read headers up to the member's own, collecting the metadata members before it (pax
+    /// records, global ones into `e` too, and GNU long names) into `meta`; `None` at the end.
+    fn member_header(&mut self, e: &mut Entry, meta: &mut Meta) -> Result<Option<[u8; BLOCK]>> {
         let mut h = [0u8; BLOCK];
         loop {
             if !self.read_exact(&mut h)? {
-                self.done = true;
                 return Ok(None);
             }
             if h.iter().all(|b| *b == 0) {
-                self.done = true;
                 return Ok(None);
             }
             let (sum, signed) = checksums(&h);
@@ -260,7 +275,7 @@ impl<R: Read> TarReader<R> {
             match h[156] {
                 b'x' => {
                     let d = self.meta(size, "pax header")?;
-                    local.extend(pax_records(&d)?);
+                    meta.local.extend(pax_records(&d)?);
                 }
                 b'g' => {
                     let d = self.meta(size, "pax global header")?;
@@ -270,114 +285,142 @@ impl<R: Read> TarReader<R> {
                 }
                 b'L' => {
                     let d = self.meta(size, "GNU long name")?;
-                    long_name = Some(field(&d).to_vec());
+                    meta.long_name = Some(field(&d).to_vec());
                 }
                 b'K' => {
                     let d = self.meta(size, "GNU long link name")?;
-                    long_link = Some(field(&d).to_vec());
+                    meta.long_link = Some(field(&d).to_vec());
                 }
                 t => {
                     e.type_byte = t;
-                    e.kind = match t {
-                        b'0' | b'\0' | b'7' => Some(Kind::File),
-                        b'1' => Some(Kind::HardLink),
-                        b'2' => Some(Kind::Symlink),
-                        b'3' => Some(Kind::Char),
-                        b'4' => Some(Kind::Block),
-                        b'5' => Some(Kind::Directory),
-                        b'6' => Some(Kind::Fifo),
-                        b'S' => Some(Kind::GnuSparse),
-                        _ => None,
-                    };
-                    break;
+                    e.kind = kind_of(t);
+                    return Ok(Some(h));
                 }
             }
         }
-        let ustar = &h[257..263] == b"ustar\0";
-        let gnu = &h[257..265] == b"ustar  \0";
-        let mut path = field(&h[..100]).to_vec();
-        if ustar && h[345] != 0 {
-            let mut p = field(&h[345..500]).to_vec();
-            p.push(b'/');
-            p.extend_from_slice(&path);
-            path = p;
+    }
+
+    /// An old GNU sparse member's map: four chunks in the header, 21 in each extension block.
+    fn old_sparse_map(&mut self, e: &mut Entry, h: &[u8; BLOCK], gnu: bool) -> Result<()> {
+        if !gnu {
+            bail!("a GNU sparse member without a GNU header");
         }
-        e.path = long_name.unwrap_or(path);
-        e.link = long_link.unwrap_or_else(|| field(&h[157..257]).to_vec());
-        // old tars mark directories by a trailing slash on a regular file
-        if e.kind == Some(Kind::File) && h[156] == b'\0' && e.path.ends_with(b"/") {
-            e.kind = Some(Kind::Directory);
-        }
-        e.mode = (number(&h[100..108], "mode")? & 0o7777) as u32;
-        e.uid = number(&h[108..116], "uid")?;
-        e.gid = number(&h[116..124], "gid")?;
-        e.mtime = number(&h[136..148], "mtime")? as i64;
-        e.size = number(&h[124..136], "size")?;
-        if ustar || gnu {
-            e.dev_major = number(&h[329..337], "device major")? as u32;
-            e.dev_minor = number(&h[337..345], "device minor")? as u32;
-        }
-        if e.kind == Some(Kind::GnuSparse) {
-            if !gnu {
-                bail!("a GNU sparse member without a GNU header");
+        e.real_size = Some(number(&h[483..495], "sparse real size")?);
+        let push = |b: &[u8], e: &mut Entry| -> Result<()> {
+            let off = number(&b[..12], "sparse offset")?;
+            let len = number(&b[12..24], "sparse length")?;
+            if off != 0 || len != 0 {
+                e.sparse.push((off, len));
             }
-            e.real_size = Some(number(&h[483..495], "sparse real size")?);
-            let push = |b: &[u8], e: &mut Entry| -> Result<()> {
-                let off = number(&b[..12], "sparse offset")?;
-                let len = number(&b[12..24], "sparse length")?;
-                if off != 0 || len != 0 {
-                    e.sparse.push((off, len));
-                }
-                Ok(())
-            };
-            for i in 0..4 {
-                push(&h[386 + i * 24..386 + (i + 1) * 24], &mut e)?;
+            Ok(())
+        };
+        for i in 0..4 {
+            push(&h[386 + i * 24..386 + (i + 1) * 24], e)?;
+        }
+        let mut more = h[482] != 0;
+        while more {
+            let mut x = [0u8; BLOCK];
+            if !self.read_exact(&mut x)? {
+                bail!("the archive is truncated (in a sparse map)");
             }
-            let mut more = h[482] != 0;
-            while more {
-                let mut x = [0u8; BLOCK];
-                if !self.read_exact(&mut x)? {
-                    bail!("the archive is truncated (in a sparse map)");
-                }
-                for i in 0..21 {
-                    push(&x[i * 24..(i + 1) * 24], &mut e)?;
-                }
-                more = x[504] != 0;
-                if e.sparse.len() > 1 << 20 {
-                    bail!("hostile archive: a sparse map of more than 2^20 chunks: refused");
-                }
+            for i in 0..21 {
+                push(&x[i * 24..(i + 1) * 24], e)?;
+            }
+            more = x[504] != 0;
+            if e.sparse.len() > 1 << 20 {
+                bail!("hostile archive: a sparse map of more than 2^20 chunks: refused");
             }
         }
-        // pax records override the header
-        for (k, v) in &local {
-            match k.as_str() {
-                "path" => e.path = v.clone(),
-                "linkpath" => e.link = v.clone(),
-                "size" => e.size = parse_u64(v, k)?,
-                "uid" => e.uid = parse_u64(v, k)?,
-                "gid" => e.gid = parse_u64(v, k)?,
-                "mtime" => {
-                    let s = String::from_utf8_lossy(v);
-                    e.mtime = s
-                        .split('.')
-                        .next()
-                        .unwrap_or("0")
-                        .parse()
-                        .unwrap_or(e.mtime);
-                }
-                _ => {}
-            }
-        }
-        e.pax.extend(local);
-        self.left = e.size;
-        self.pad = padding(e.size);
-        Ok(Some(e))
+        Ok(())
     }
 
     /// Read the current member's data.
     pub fn data(&mut self) -> Data<'_, R> {
         Data { t: self }
     }
+}
+
+/// What the metadata members before a header said.
+#[derive(Default)]
+struct Meta {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    /// This member's own pax records.
+    local: Vec<(String, Vec<u8>)>,
+}
+
+/// The kind a header's type byte names (`None`: a type this reader does not support).
+fn kind_of(t: u8) -> Option<Kind> {
+    match t {
+        b'0' | b'\0' | b'7' => Some(Kind::File),
+        b'1' => Some(Kind::HardLink),
+        b'2' => Some(Kind::Symlink),
+        b'3' => Some(Kind::Char),
+        b'4' => Some(Kind::Block),
+        b'5' => Some(Kind::Directory),
+        b'6' => Some(Kind::Fifo),
+        b'S' => Some(Kind::GnuSparse),
+        _ => None,
+    }
+}
+
+/// The member header's own fields (names, mode, owners, mtime, size, device numbers), a GNU
+/// long name or link name taking the place of the header's; whether it is a GNU header.
+fn apply_header(
+    e: &mut Entry,
+    h: &[u8; BLOCK],
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+) -> Result<bool> {
+    let ustar = &h[257..263] == b"ustar\0";
+    let gnu = &h[257..265] == b"ustar  \0";
+    let mut path = field(&h[..100]).to_vec();
+    if ustar && h[345] != 0 {
+        let mut p = field(&h[345..500]).to_vec();
+        p.push(b'/');
+        p.extend_from_slice(&path);
+        path = p;
+    }
+    e.path = long_name.unwrap_or(path);
+    e.link = long_link.unwrap_or_else(|| field(&h[157..257]).to_vec());
+    // old tars mark directories by a trailing slash on a regular file
+    if e.kind == Some(Kind::File) && h[156] == b'\0' && e.path.ends_with(b"/") {
+        e.kind = Some(Kind::Directory);
+    }
+    e.mode = (number(&h[100..108], "mode")? & 0o7777) as u32;
+    e.uid = number(&h[108..116], "uid")?;
+    e.gid = number(&h[116..124], "gid")?;
+    e.mtime = number(&h[136..148], "mtime")? as i64;
+    e.size = number(&h[124..136], "size")?;
+    if ustar || gnu {
+        e.dev_major = number(&h[329..337], "device major")? as u32;
+        e.dev_minor = number(&h[337..345], "device minor")? as u32;
+    }
+    Ok(gnu)
+}
+
+/// The member's pax records over its header's fields.
+fn apply_pax(e: &mut Entry, local: &[(String, Vec<u8>)]) -> Result<()> {
+    for (k, v) in local {
+        match k.as_str() {
+            "path" => e.path = v.clone(),
+            "linkpath" => e.link = v.clone(),
+            "size" => e.size = parse_u64(v, k)?,
+            "uid" => e.uid = parse_u64(v, k)?,
+            "gid" => e.gid = parse_u64(v, k)?,
+            "mtime" => {
+                let s = String::from_utf8_lossy(v);
+                e.mtime = s
+                    .split('.')
+                    .next()
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(e.mtime);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn padding(size: u64) -> u64 {

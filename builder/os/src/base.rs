@@ -14,15 +14,19 @@
 //!    encapsulated with ostree-ext into the local store. Keyed by every input; the key is
 //!    recorded in the image label [`INPUTS_LABEL`], so an unchanged rebuild is a cache hit.
 
+use anyhow::{bail, Context, Result};
+use imgmode_image::store::Store;
 use imgmode_support::cmd::{require_root, require_tools, Run};
 use imgmode_support::progress::Steps;
-use imgmode_image::store::Store;
-use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+mod layout;
+
+pub use layout::{convert_to_ostree_layout, DPKG_DB};
 
 /// Bump when the build recipe changes in a way that must invalidate cached rootfs commits.
 const RECIPE_VERSION: &str = "imgmode-base-recipe-3";
@@ -216,63 +220,14 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     let spec = BaseSpec::load(&opts.definition)?;
     let name = spec.image.name.clone();
     let inputs = spec.inputs_key(&opts.imgmode_binary)?;
-
-    let cached = !opts.force
-        && opts.store.contains(&name)?
-        && opts
-            .store
-            .inspect(&name)?
-            .labels
-            .get(INPUTS_LABEL)
-            .is_some_and(|k| *k == inputs);
-    if cached {
-        steps.step("base image inputs unchanged; reusing the stored image");
-        let img = opts.store.inspect(&name)?;
-        let cs = copy_to_containers_storage(opts, &name, steps)?;
-        return Ok(BuildOutcome {
-            name,
-            reference: img.reference,
-            digest: img.digest,
-            commit: img.labels.get("ostree.commit").cloned().unwrap_or_default(),
-            version: img
-                .labels
-                .get("org.opencontainers.image.version")
-                .cloned()
-                .unwrap_or_default(),
-            inputs,
-            cached: true,
-            containers_storage: cs,
-        });
+    if let Some(outcome) = reuse_stored(opts, &name, &inputs, steps)? {
+        return Ok(outcome);
     }
 
     let repo = ensure_repo(&opts.store.repo_path())?;
     let rootfs_ref = format!("imgmode/rootfs/{}", spec.rootfs_key()?);
     let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "base-")?;
-
-    if opts.force || !ref_exists(&repo, &rootfs_ref)? {
-        let rootfs = work.path().join("rootfs");
-        steps.step(&format!(
-            "mmdebstrap {} ({} packages)",
-            spec.image.suite,
-            spec.packages.len()
-        ));
-        run_mmdebstrap(&spec, &opts.cache_dir, &rootfs, work.path())?;
-        ensure_ostree_initramfs(&rootfs)?;
-        steps.step("converting the root filesystem to the ostree layout");
-        let kver = convert_to_ostree_layout(&rootfs)?;
-        steps.step(&format!("committing the root filesystem (kernel {kver})"));
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["commit", "--no-bindings", "--consume"])
-            .arg(format!("--branch={rootfs_ref}"))
-            .arg(format!("--tree=dir={}", rootfs.display()))
-            .arg(format!("--subject=imgmode rootfs {}", spec.image.suite))
-            .output()
-            .context("committing the converted root filesystem")?;
-    } else {
-        steps.step("root filesystem inputs unchanged; reusing the cached rootfs commit");
-    }
-    prune_stale_rootfs(&repo, &rootfs_ref)?;
+    build_rootfs(opts, &spec, &repo, &rootfs_ref, work.path(), steps)?;
 
     steps.step("layering the overlay and the imgmode binary");
     let layer = work.path().join("layer");
@@ -299,19 +254,10 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
 
     steps.step("encapsulating as a bootable container image");
     let staging = opts.store.staging()?;
-    let mut labels = BTreeMap::new();
-    labels.insert("containers.bootc".to_string(), "1".to_string());
-    labels.insert("ostree.bootable".to_string(), "true".to_string());
-    labels.insert(
-        "org.opencontainers.image.version".to_string(),
-        version.clone(),
-    );
-    labels.insert("org.opencontainers.image.title".to_string(), name.clone());
-    labels.insert(INPUTS_LABEL.to_string(), inputs.clone());
     crate::ostree::encapsulate(
         &repo,
         &final_ref,
-        labels,
+        image_labels(&name, &version, &inputs),
         staging.path(),
         opts.max_compression,
     )?;
@@ -328,6 +274,79 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         cached: false,
         containers_storage: cs,
     })
+}
+
+/// The stored image, when it was built from the same `inputs` (and no rebuild is forced).
+fn reuse_stored(
+    opts: &BuildOpts,
+    name: &str,
+    inputs: &str,
+    steps: &Steps,
+) -> Result<Option<BuildOutcome>> {
+    let cached = !opts.force
+        && opts.store.contains(name)?
+        && opts
+            .store
+            .inspect(name)?
+            .labels
+            .get(INPUTS_LABEL)
+            .is_some_and(|k| *k == inputs);
+    if !cached {
+        return Ok(None);
+    }
+    steps.step("base image inputs unchanged; reusing the stored image");
+    let img = opts.store.inspect(name)?;
+    let cs = copy_to_containers_storage(opts, name, steps)?;
+    Ok(Some(BuildOutcome {
+        name: name.to_string(),
+        reference: img.reference,
+        digest: img.digest,
+        commit: img.labels.get("ostree.commit").cloned().unwrap_or_default(),
+        version: img
+            .labels
+            .get("org.opencontainers.image.version")
+            .cloned()
+            .unwrap_or_default(),
+        inputs: inputs.to_string(),
+        cached: true,
+        containers_storage: cs,
+    }))
+}
+
+/// Stage 1: mmdebstrap, the ostree layout and the commit `rootfs_ref`, unless it is cached;
+/// then drop the cached commits of other inputs.
+fn build_rootfs(
+    opts: &BuildOpts,
+    spec: &BaseSpec,
+    repo: &Path,
+    rootfs_ref: &str,
+    work: &Path,
+    steps: &Steps,
+) -> Result<()> {
+    if opts.force || !ref_exists(repo, rootfs_ref)? {
+        let rootfs = work.join("rootfs");
+        steps.step(&format!(
+            "mmdebstrap {} ({} packages)",
+            spec.image.suite,
+            spec.packages.len()
+        ));
+        run_mmdebstrap(spec, &opts.cache_dir, &rootfs, work)?;
+        ensure_ostree_initramfs(&rootfs)?;
+        steps.step("converting the root filesystem to the ostree layout");
+        let kver = convert_to_ostree_layout(&rootfs)?;
+        steps.step(&format!("committing the root filesystem (kernel {kver})"));
+        Run::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--no-bindings", "--consume"])
+            .arg(format!("--branch={rootfs_ref}"))
+            .arg(format!("--tree=dir={}", rootfs.display()))
+            .arg(format!("--subject=imgmode rootfs {}", spec.image.suite))
+            .output()
+            .context("committing the converted root filesystem")?;
+    } else {
+        steps.step("root filesystem inputs unchanged; reusing the cached rootfs commit");
+    }
+    prune_stale_rootfs(repo, rootfs_ref)
 }
 
 /// Labels of the base image (ostree-ext adds `ostree.commit`, `ostree.final-diffid` and
@@ -494,18 +513,15 @@ fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path)
     std::fs::create_dir_all(cache_dir.join("apt-archives"))?;
     let log = work.join("mmdebstrap.log");
     let logf = std::fs::File::create(&log)?;
-    let mut cmd = std::process::Command::new("mmdebstrap");
-    cmd.args(mmdebstrap_args(spec, cache_dir, rootfs));
+    let (mut cmd, _) = Run::new("mmdebstrap")
+        .args(mmdebstrap_args(spec, cache_dir, rootfs))
+        .into_command();
     cmd.stdin(std::process::Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
-    let status = cmd.status().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow!("missing system tool mmdebstrap; install it with: apt-get install mmdebstrap")
-        } else {
-            anyhow!("starting mmdebstrap: {e}")
-        }
-    })?;
+    let status = cmd
+        .status()
+        .map_err(|e| Run::spawn_error_of("mmdebstrap", e))?;
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(25).collect();
@@ -516,154 +532,6 @@ fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path)
         );
     }
     Ok(())
-}
-
-/// Where the converted image keeps dpkg's database (`/var/lib/dpkg` links here).
-pub const DPKG_DB: &str = "/usr/lib/sysimage/dpkg";
-
-/// Turn a Debian root filesystem into the layout ostree deploys; returns the kernel version.
-///
-/// - kernel and initramfs move to `/usr/lib/modules/$kver/{vmlinuz,initramfs.img}`, `/boot`
-///   is emptied;
-/// - `/etc` becomes `/usr/etc` (ostree's defaults, merged 3-way on upgrade);
-/// - `/sysroot` is created and `/ostree` links to `sysroot/ostree`;
-/// - toplevel state directories become links into `/var` (`/home`, `/root`, `/opt`, `/srv`,
-///   `/mnt`, `/usr/local`), with `tmpfiles.d` creating their targets;
-/// - `/tmp` and `/run` are emptied, `/var/tmp` removed, `/etc/machine-id` reset for first boot;
-/// - dpkg's database moves to [`DPKG_DB`] and `/var/lib/dpkg` links there, so `dpkg -l`
-///   on a node lists the packages of the image it booted.
-pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
-    let modules = root.join("usr/lib/modules");
-    let kvers: Vec<String> = std::fs::read_dir(&modules)
-        .with_context(|| format!("reading {}", modules.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let kver = match kvers.as_slice() {
-        [k] => k.clone(),
-        [] => bail!(
-            "no kernel installed in {}: add linux-image-amd64 to packages.txt",
-            modules.display()
-        ),
-        many => bail!(
-            "several kernels installed ({}); a bootable image needs exactly one",
-            many.join(", ")
-        ),
-    };
-    let boot = root.join("boot");
-    let kdir = modules.join(&kver);
-    let vmlinuz = boot.join(format!("vmlinuz-{kver}"));
-    if !kdir.join("vmlinuz").exists() {
-        std::fs::rename(&vmlinuz, kdir.join("vmlinuz"))
-            .with_context(|| format!("moving {}", vmlinuz.display()))?;
-    }
-    let initrd = ["initrd.img-", "initramfs-"]
-        .iter()
-        .map(|p| boot.join(format!("{p}{kver}")))
-        .chain([boot.join(format!("initramfs-{kver}.img"))])
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            anyhow!(
-                "no initramfs for kernel {kver} in {}; is dracut in packages.txt?",
-                boot.display()
-            )
-        })?;
-    std::fs::rename(&initrd, kdir.join("initramfs.img"))
-        .with_context(|| format!("moving {}", initrd.display()))?;
-    empty_dir(&boot)?;
-    // Debian's kernel links in the root directory point into /boot, which is now empty.
-    for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
-        let p = root.join(link);
-        if p.is_symlink() {
-            std::fs::remove_file(&p)?;
-        }
-    }
-
-    // /etc -> /usr/etc
-    let etc = root.join("etc");
-    let usretc = root.join("usr/etc");
-    std::fs::write(etc.join("machine-id"), "")?;
-    if usretc.exists() {
-        bail!(
-            "{} exists already; the root filesystem is converted twice",
-            usretc.display()
-        );
-    }
-    std::fs::rename(&etc, &usretc).context("moving /etc to /usr/etc")?;
-
-    // sysroot and the /ostree link
-    std::fs::create_dir_all(root.join("sysroot"))?;
-    replace_with_symlink(root, "ostree", "sysroot/ostree")?;
-
-    // toplevel state directories live in /var
-    for (top, target) in [
-        ("home", "var/home"),
-        ("root", "var/roothome"),
-        ("opt", "var/opt"),
-        ("srv", "var/srv"),
-        ("mnt", "var/mnt"),
-        ("media", "run/media"),
-        ("usr/local", "../var/usrlocal"),
-    ] {
-        let p = root.join(top);
-        // keep whatever the packages put there under its /var location
-        if p.is_dir() && !p.is_symlink() {
-            let dest = if let Some(rest) = target.strip_prefix("../") {
-                root.join(rest)
-            } else {
-                root.join(target)
-            };
-            if dest.starts_with(root.join("var")) {
-                std::fs::create_dir_all(dest.parent().unwrap())?;
-                if !dest.exists() {
-                    std::fs::rename(&p, &dest)?;
-                } else {
-                    std::fs::remove_dir_all(&p)?;
-                }
-            } else {
-                std::fs::remove_dir_all(&p)?;
-            }
-        }
-        replace_with_symlink(root, top, target)?;
-    }
-    // API filesystems are mounted at boot; mmdebstrap leaves device nodes in /dev, which
-    // ostree cannot commit.
-    for d in ["tmp", "run", "dev", "proc", "sys"] {
-        let p = root.join(d);
-        if p.exists() {
-            empty_dir(&p)?;
-        } else {
-            std::fs::create_dir_all(&p)?;
-        }
-    }
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-    // /var/tmp is left out of the commit: ostree-ext's export adds it to every image (a second
-    // copy would make a layer with duplicate paths, which containers-storage refuses), and
-    // systemd-tmpfiles creates it at boot.
-    let vartmp = root.join("var/tmp");
-    if vartmp.exists() {
-        std::fs::remove_dir_all(&vartmp).context("removing /var/tmp")?;
-    }
-    // var/run and var/lock must be links into /run (bootc lint var-run)
-    replace_with_symlink(root, "var/run", "../run")?;
-    replace_with_symlink(root, "var/lock", "../run/lock")?;
-    for d in ["var/log", "var/cache/apt/archives", "var/lib/apt/lists"] {
-        let p = root.join(d);
-        if p.is_dir() {
-            empty_dir(&p)?;
-        }
-    }
-    // The package database describes /usr, so it must follow the deployed image rather than
-    // stay in /var (seeded once): like rpm-ostree's /usr/lib/sysimage/rpm.
-    let dpkg = root.join("var/lib/dpkg");
-    if dpkg.is_dir() && !dpkg.is_symlink() {
-        let dest = root.join(DPKG_DB.trim_start_matches('/'));
-        std::fs::create_dir_all(dest.parent().unwrap())?;
-        std::fs::rename(&dpkg, &dest).context("moving /var/lib/dpkg into /usr")?;
-        replace_with_symlink(root, "var/lib/dpkg", "../../usr/lib/sysimage/dpkg")?;
-    }
-    Ok(kver)
 }
 
 /// The kernel's install hook ran dracut, but possibly before ostree-boot was unpacked (apt
@@ -701,36 +569,6 @@ fn ensure_ostree_initramfs(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-fn empty_dir(p: &Path) -> Result<()> {
-    for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            std::fs::remove_dir_all(e.path())?;
-        } else {
-            std::fs::remove_file(e.path())?;
-        }
-    }
-    Ok(())
-}
-
-fn replace_with_symlink(root: &Path, rel: &str, target: &str) -> Result<()> {
-    let p = root.join(rel);
-    if let Ok(md) = std::fs::symlink_metadata(&p) {
-        if md.file_type().is_symlink() {
-            if std::fs::read_link(&p)? == Path::new(target) {
-                return Ok(());
-            }
-            std::fs::remove_file(&p)?;
-        } else if md.is_dir() {
-            std::fs::remove_dir_all(&p)?;
-        } else {
-            std::fs::remove_file(&p)?;
-        }
-    }
-    std::os::unix::fs::symlink(target, &p).with_context(|| format!("linking /{rel} -> {target}"))
-}
-
-/// Build the small tree committed on top of the rootfs: the overlay (with `etc/` mapped to
 /// `usr/etc/`), `/usr/bin/imgmode` and the `ostree container` link.
 pub fn prepare_layer(overlay: &Path, imgmode_binary: &Path, layer: &Path) -> Result<()> {
     std::fs::create_dir_all(layer.join("usr/bin"))?;

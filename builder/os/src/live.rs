@@ -14,11 +14,11 @@
 //! Directories given in [`LiveOpts::iso_dirs`] are added to the ISO filesystem (the live
 //! system finds it as `/dev/disk/by-label/<label>`).
 
-use imgmode_support::cmd::{require_root, require_tools, Run};
-use imgmode_image::cpio::{self, Meta};
-use imgmode_support::progress::Steps;
-use imgmode_image::store::Store;
 use anyhow::{bail, ensure, Context, Result};
+use imgmode_image::cpio::{self, Meta};
+use imgmode_image::store::Store;
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_support::progress::Steps;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -115,6 +115,53 @@ pub fn check_label(label: &str) -> Result<()> {
 
 /// Write the live ISO.
 pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
+    let parent = check_opts(opts)?;
+    let imgref = opts.store.resolve(&opts.image)?;
+    require_root("writing a live ISO (the image's files keep their owners)")?;
+    require_tools(&["ostree", "skopeo", "xorriso", "mkfs.vfat", "mmd", "mcopy"])?;
+
+    let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "live-")?;
+    let w = work.path();
+    steps.step(&format!("reading {}", imgref.imgref));
+    let tree = w.join("tree");
+    let (commit, digest) = check_out_image(&imgref, w, &tree, steps)?;
+    let kver = kernel_version(&tree)?;
+
+    let iso = w.join("iso");
+    std::fs::create_dir_all(iso.join("boot/grub"))?;
+    std::fs::create_dir_all(iso.join("live"))?;
+    std::fs::copy(
+        tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
+        iso.join("live/vmlinuz"),
+    )?;
+
+    steps.step("archiving the root filesystem (zstd cpio)");
+    let rootfs = iso.join("live/rootfs.img");
+    let tree_bytes = write_rootfs(&tree, &kver, &rootfs)?;
+    let rootfs_bytes = std::fs::metadata(&rootfs)?.len();
+    let config = iso.join("live/config.img");
+    write_config(&tree, &opts.files, &config)?;
+
+    steps.step("building GRUB for BIOS and UEFI from the image");
+    let boot = write_boot(opts, &tree, w, &iso)?;
+
+    steps.step("writing the ISO (xorriso)");
+    write_iso(opts, parent, &iso, &boot)?;
+    Ok(LiveOutcome {
+        output: opts.output.clone(),
+        image: imgref.to_string(),
+        image_digest: digest,
+        commit,
+        kernel: kver,
+        rootfs_tree_bytes: tree_bytes,
+        rootfs_bytes,
+        iso_bytes: std::fs::metadata(&opts.output)?.len(),
+    })
+}
+
+/// The options' checks, before anything is read: label, output, kernel arguments, ISO
+/// directories. Returns the output's directory.
+fn check_opts(opts: &LiveOpts) -> Result<&Path> {
     check_label(&opts.label)?;
     if opts.output.exists() && !opts.force {
         bail!(
@@ -136,13 +183,17 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
             d.display()
         );
     }
-    let imgref = opts.store.resolve(&opts.image)?;
-    require_root("writing a live ISO (the image's files keep their owners)")?;
-    require_tools(&["ostree", "skopeo", "xorriso", "mkfs.vfat", "mmd", "mcopy"])?;
+    Ok(parent)
+}
 
-    let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "live-")?;
-    let w = work.path();
-    steps.step(&format!("reading {}", imgref.imgref));
+/// Fetch the image into a fresh repository in `w` and check its tree out at `tree`; the
+/// commit and the manifest digest.
+fn check_out_image(
+    imgref: &ostree_ext::container::OstreeImageReference,
+    w: &Path,
+    tree: &Path,
+    steps: &Steps,
+) -> Result<(String, String)> {
     let repo_dir = w.join("repo");
     Run::new("ostree")
         .arg(format!("--repo={}", repo_dir.display()))
@@ -150,33 +201,19 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
         .output()?;
     let repo = ostree_ext::ostree::Repo::new(&ostree_ext::gio::File::for_path(&repo_dir));
     repo.open(ostree_ext::gio::Cancellable::NONE)?;
-    let (commit, digest) = crate::disk::fetch_image(&repo, &imgref, steps)?;
-    let tree = w.join("tree");
+    let (commit, digest) = crate::disk::fetch_image(&repo, imgref, steps)?;
     Run::new("ostree")
         .arg(format!("--repo={}", repo_dir.display()))
         .args(["checkout", &commit])
-        .arg(&tree)
+        .arg(tree)
         .output()
         .context("checking out the image's tree")?;
-    let kver = kernel_version(&tree)?;
+    Ok((commit, digest))
+}
 
-    let iso = w.join("iso");
-    std::fs::create_dir_all(iso.join("boot/grub"))?;
-    std::fs::create_dir_all(iso.join("live"))?;
-    std::fs::copy(
-        tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
-        iso.join("live/vmlinuz"),
-    )?;
-
-    steps.step("archiving the root filesystem (zstd cpio)");
-    let rootfs = iso.join("live/rootfs.img");
-    let tree_bytes = write_rootfs(&tree, &kver, &rootfs)?;
-    let rootfs_bytes = std::fs::metadata(&rootfs)?.len();
-    let config = iso.join("live/config.img");
-    write_config(&tree, &opts.files, &config)?;
-
-    steps.step("building GRUB for BIOS and UEFI from the image");
-    let grub = crate::grub::Grub::from_deployment(&tree)?;
+/// GRUB's El Torito and UEFI images from the image's tree into `iso`, with the menu.
+fn write_boot(opts: &LiveOpts, tree: &Path, w: &Path, iso: &Path) -> Result<crate::grub::IsoBoot> {
+    let grub = crate::grub::Grub::from_deployment(tree)?;
     let gwork = w.join("grub");
     std::fs::create_dir_all(&gwork)?;
     let boot = grub.iso_images(&opts.label, &gwork)?;
@@ -188,8 +225,17 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
         iso.join("boot/grub/grub.cfg"),
         grub_cfg(&opts.title, &kargs),
     )?;
+    Ok(boot)
+}
 
-    steps.step("writing the ISO (xorriso)");
+/// The hybrid ISO of `iso` (and the extra directories) by xorriso, written beside the output
+/// and renamed to it.
+fn write_iso(
+    opts: &LiveOpts,
+    parent: &Path,
+    iso: &Path,
+    boot: &crate::grub::IsoBoot,
+) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix(".imgmode-iso-")
         .tempfile_in(parent)?
@@ -222,7 +268,7 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
         .arg("--protective-msdos-label")
         .arg("-o")
         .arg(&*tmp)
-        .arg(&iso);
+        .arg(iso);
     for (p, d) in &opts.iso_dirs {
         x = x.arg(format!("/{}={}", p.trim_matches('/'), d.display()));
     }
@@ -230,16 +276,7 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(&opts.output)
         .with_context(|| format!("writing {}", opts.output.display()))?;
-    Ok(LiveOutcome {
-        output: opts.output.clone(),
-        image: imgref.to_string(),
-        image_digest: digest,
-        commit,
-        kernel: kver,
-        rootfs_tree_bytes: tree_bytes,
-        rootfs_bytes,
-        iso_bytes: std::fs::metadata(&opts.output)?.len(),
-    })
+    Ok(())
 }
 
 /// The one kernel version under usr/lib/modules (with its initramfs, as a bootable image has).

@@ -11,14 +11,16 @@
 //! Checks that can fail run before anything is fetched or written: the architecture (from the
 //! image config) and the free space for the layers to fetch.
 
-use anyhow::{anyhow, bail, Context, Result};
 use crate::ostree::{deployment_id, load_sysroot};
-use ostree_ext::container::store::{ImageImporter, PrepareResult};
+use anyhow::{anyhow, bail, Context, Result};
+use imgmode_support::runtime::block_on;
+use ostree_ext::container::store::{
+    ImageImporter, LayeredImageState, PrepareResult, PreparedImport,
+};
 use ostree_ext::container::OstreeImageReference;
 use ostree_ext::prelude::*;
 use ostree_ext::{gio, glib, ostree};
 use serde::Serialize;
-use imgmode_support::runtime::block_on;
 use std::path::Path;
 
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
@@ -164,7 +166,10 @@ pub fn parse_kargs_toml(text: &str) -> Result<Vec<String>> {
     }
     let f: KargsFile = toml::from_str(text)?;
     if let Some(archs) = f.match_architectures {
-        if !archs.iter().any(|a| a == std::env::consts::ARCH) {
+        if !archs
+            .iter()
+            .any(|a| a == imgmode_support::host::kernel_arch())
+        {
             return Ok(Vec::new());
         }
     }
@@ -276,150 +281,33 @@ async fn stage(
         let n = state.manifest.layers().len();
         (state, (n, 0usize, 0u64))
     } else {
-        let mut imp = ImageImporter::new(&repo, target, Default::default())
-            .await
-            .with_context(|| format!("opening {target}"))?;
-        imp.require_bootable();
-        let prepared = imp
-            .prepare()
-            .await
-            .with_context(|| format!("fetching the manifest of {target}"))?;
-        match prepared {
-            PrepareResult::AlreadyPresent(state) => {
-                let unchanged = booted
-                    .as_ref()
-                    .or(merge.as_ref())
-                    .is_some_and(|d| d.csum() == state.merge_commit.as_str())
-                    && merge
-                        .as_ref()
-                        .and_then(|d| d.origin())
-                        .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
-                        .is_some_and(|o| o.as_str() == target.to_string());
-                let outcome = UpdateOutcome {
-                    image: target.to_string(),
-                    digest: state.manifest_digest.to_string(),
-                    version: state.version().map(str::to_string),
-                    commit: (!opts.check).then(|| state.merge_commit.clone()),
-                    unchanged,
-                    layers_total: state.manifest.layers().len(),
-                    ..Default::default()
-                };
-                if unchanged || opts.check {
-                    return Ok(outcome);
-                }
-                (state, (outcome.layers_total, 0usize, 0u64))
-            }
-            PrepareResult::Ready(prep) => {
-                crate::disk::check_config(target, &prep.config)
-                    .context("nothing was changed")?;
-                let to_fetch: Vec<u64> = prep
-                    .all_layers()
-                    .filter(|l| l.commit.is_none())
-                    .map(|l| l.layer().size())
-                    .collect();
-                let bytes: u64 = to_fetch.iter().sum();
-                let total = prep.all_layers().count();
-                if opts.check {
-                    return Ok(UpdateOutcome {
-                        image: target.to_string(),
-                        digest: prep.manifest_digest.to_string(),
-                        version: prep.version().map(str::to_string),
-                        layers_total: total,
-                        layers_fetched: to_fetch.len(),
-                        bytes_fetched: bytes,
-                        ..Default::default()
-                    });
-                }
-                if !opts.skip_space_check {
-                    let repo_path = sysroot_path.join("ostree/repo");
-                    let free = free_bytes(&repo_path)?;
-                    let need = space_needed(bytes);
-                    if free < need {
-                        bail!(
-                            "not enough free space in {}: the update needs about {} MiB ({} MiB of layers to fetch), {} MiB are available; free space (for example remove the rollback deployment with ostree admin undeploy 1) and retry; nothing was changed",
-                            repo_path.display(),
-                            need >> 20,
-                            bytes >> 20,
-                            free >> 20
-                        );
-                    }
-                }
-                let n = to_fetch.len();
-                steps.step(&format!(
-                    "fetching {n} of {total} layer(s) ({} MiB) of {target}",
-                    bytes >> 20
-                ));
-                let state = imp
-                    .import(prep)
-                    .await
-                    .with_context(|| format!("importing {target}"))?;
-                (state, (total, n, bytes))
-            }
+        let current = Current {
+            booted: booted.as_ref(),
+            merge: merge.as_ref(),
+        };
+        match fetch(&repo, sysroot_path, target, opts, current, &steps).await? {
+            Fetched::Done(outcome) => return Ok(outcome),
+            Fetched::Image(state, fetched) => (state, fetched),
         }
     };
     let commit = state.merge_commit.clone();
 
     // kernel arguments from the images' kargs.d
-    let old_kargs = match &merge {
-        Some(m) => kargs_of_commit(&repo, m.csum().as_str())?,
-        None => Vec::new(),
-    };
-    let new_kargs = kargs_of_commit(&repo, &commit)?;
-    let current = merge.as_ref().map(deployment_kargs).unwrap_or_default();
-    let kargs = merge_kargs(&current, &old_kargs, &new_kargs);
-    let added: Vec<String> = new_kargs
-        .iter()
-        .filter(|a| !old_kargs.contains(a))
-        .cloned()
-        .collect();
-    let removed: Vec<String> = old_kargs
-        .iter()
-        .filter(|a| !new_kargs.contains(a))
-        .cloned()
-        .collect();
-    let kargs_ref: Option<Vec<&str>> = kargs
-        .as_ref()
-        .map(|k| k.iter().map(String::as_str).collect());
-
-    let origin = glib::KeyFile::new();
-    origin.set_string("origin", ORIGIN_CONTAINER, &target.to_string());
-    let dopts = ostree::SysrootDeployTreeOpts {
-        override_kernel_argv: kargs_ref.as_deref(),
-        ..Default::default()
-    };
+    let kargs = KargsChange::of(&repo, merge.as_ref(), &commit)?;
     let staged = booted.is_some();
     steps.step(&format!(
         "{} the deployment of commit {commit}",
         if staged { "staging" } else { "writing" }
     ));
-    if staged {
-        sysroot
-            .stage_tree_with_options(
-                Some(&stateroot),
-                &commit,
-                Some(&origin),
-                merge.as_ref(),
-                &dopts,
-                gio::Cancellable::NONE,
-            )
-            .context("staging the new deployment")?;
-    } else {
-        let d = sysroot.deploy_tree_with_options(
-            Some(&stateroot),
-            &commit,
-            Some(&origin),
-            merge.as_ref(),
-            Some(&dopts),
-            gio::Cancellable::NONE,
-        )?;
-        sysroot.simple_write_deployment(
-            Some(&stateroot),
-            &d,
-            merge.as_ref(),
-            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
-            gio::Cancellable::NONE,
-        )?;
-    }
+    deploy(
+        &sysroot,
+        &stateroot,
+        &commit,
+        target,
+        merge.as_ref(),
+        kargs.argv.as_deref(),
+        staged,
+    )?;
     // Drop image layers no deployment or image ref needs any more.
     if let Err(e) = ostree_ext::container::deploy::remove_undeployed_images(&sysroot) {
         tracing::warn!("pruning unused images: {e:#}");
@@ -435,9 +323,216 @@ async fn stage(
         layers_total: total,
         layers_fetched: n,
         bytes_fetched: bytes,
-        kargs_added: added,
-        kargs_removed: removed,
+        kargs_added: kargs.added,
+        kargs_removed: kargs.removed,
     })
+}
+
+/// The deployments an update starts from: the booted one and the merge deployment.
+#[derive(Clone, Copy)]
+struct Current<'a> {
+    booted: Option<&'a ostree::Deployment>,
+    merge: Option<&'a ostree::Deployment>,
+}
+
+/// What fetching found: the answer already (nothing changes, or `--check`), or the image in
+/// the repository with (layers in all, layers fetched, compressed bytes fetched).
+enum Fetched {
+    Done(UpdateOutcome),
+    Image(Box<LayeredImageState>, (usize, usize, u64)),
+}
+
+/// Fetch the manifest of `target` and, unless it is there already or this is a check, its
+/// layers.
+async fn fetch(
+    repo: &ostree::Repo,
+    sysroot_path: &Path,
+    target: &OstreeImageReference,
+    opts: &UpdateOpts,
+    current: Current<'_>,
+    steps: &imgmode_support::Steps,
+) -> Result<Fetched> {
+    let mut imp = ImageImporter::new(repo, target, Default::default())
+        .await
+        .with_context(|| format!("opening {target}"))?;
+    imp.require_bootable();
+    let prepared = imp
+        .prepare()
+        .await
+        .with_context(|| format!("fetching the manifest of {target}"))?;
+    match prepared {
+        PrepareResult::AlreadyPresent(state) => Ok(already_present(state, target, opts, current)),
+        PrepareResult::Ready(prep) => import(imp, prep, sysroot_path, target, opts, steps).await,
+    }
+}
+
+/// The image is in the repository: unchanged when the deployment already runs it and
+/// follows `target`.
+fn already_present(
+    state: Box<LayeredImageState>,
+    target: &OstreeImageReference,
+    opts: &UpdateOpts,
+    current: Current<'_>,
+) -> Fetched {
+    let Current { booted, merge } = current;
+    let unchanged = booted
+        .or(merge)
+        .is_some_and(|d| d.csum() == state.merge_commit.as_str())
+        && merge
+            .and_then(|d| d.origin())
+            .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
+            .is_some_and(|o| o.as_str() == target.to_string());
+    let outcome = UpdateOutcome {
+        image: target.to_string(),
+        digest: state.manifest_digest.to_string(),
+        version: state.version().map(str::to_string),
+        commit: (!opts.check).then(|| state.merge_commit.clone()),
+        unchanged,
+        layers_total: state.manifest.layers().len(),
+        ..Default::default()
+    };
+    if unchanged || opts.check {
+        return Fetched::Done(outcome);
+    }
+    Fetched::Image(state, (outcome.layers_total, 0usize, 0u64))
+}
+
+/// Check the image's configuration and the free space, then fetch the layers the repository
+/// lacks (a check stops before the space check and says what it would fetch).
+async fn import(
+    imp: ImageImporter,
+    prep: Box<PreparedImport>,
+    sysroot_path: &Path,
+    target: &OstreeImageReference,
+    opts: &UpdateOpts,
+    steps: &imgmode_support::Steps,
+) -> Result<Fetched> {
+    crate::disk::check_config(target, &prep.config).context("nothing was changed")?;
+    let to_fetch: Vec<u64> = prep
+        .all_layers()
+        .filter(|l| l.commit.is_none())
+        .map(|l| l.layer().size())
+        .collect();
+    let bytes: u64 = to_fetch.iter().sum();
+    let total = prep.all_layers().count();
+    if opts.check {
+        return Ok(Fetched::Done(UpdateOutcome {
+            image: target.to_string(),
+            digest: prep.manifest_digest.to_string(),
+            version: prep.version().map(str::to_string),
+            layers_total: total,
+            layers_fetched: to_fetch.len(),
+            bytes_fetched: bytes,
+            ..Default::default()
+        }));
+    }
+    if !opts.skip_space_check {
+        let repo_path = sysroot_path.join("ostree/repo");
+        let free = free_bytes(&repo_path)?;
+        let need = space_needed(bytes);
+        if free < need {
+            bail!(
+                "not enough free space in {}: the update needs about {} MiB ({} MiB of layers to fetch), {} MiB are available; free space (for example remove the rollback deployment with ostree admin undeploy 1) and retry; nothing was changed",
+                repo_path.display(),
+                need >> 20,
+                bytes >> 20,
+                free >> 20
+            );
+        }
+    }
+    let n = to_fetch.len();
+    steps.step(&format!(
+        "fetching {n} of {total} layer(s) ({} MiB) of {target}",
+        bytes >> 20
+    ));
+    let state = imp
+        .import(prep)
+        .await
+        .with_context(|| format!("importing {target}"))?;
+    Ok(Fetched::Image(state, (total, n, bytes)))
+}
+
+/// How an update changes the kernel arguments (from the old and the new image's kargs.d).
+struct KargsChange {
+    /// The new kernel command line (`None`: unchanged).
+    argv: Option<Vec<String>>,
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+impl KargsChange {
+    fn of(repo: &ostree::Repo, merge: Option<&ostree::Deployment>, commit: &str) -> Result<Self> {
+        let old_kargs = match merge {
+            Some(m) => kargs_of_commit(repo, m.csum().as_str())?,
+            None => Vec::new(),
+        };
+        let new_kargs = kargs_of_commit(repo, commit)?;
+        let current = merge.map(deployment_kargs).unwrap_or_default();
+        let argv = merge_kargs(&current, &old_kargs, &new_kargs);
+        let added: Vec<String> = new_kargs
+            .iter()
+            .filter(|a| !old_kargs.contains(a))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = old_kargs
+            .iter()
+            .filter(|a| !new_kargs.contains(a))
+            .cloned()
+            .collect();
+        Ok(KargsChange {
+            argv,
+            added,
+            removed,
+        })
+    }
+}
+
+/// Stage (on a booted system) or write the deployment of `commit`, following `target`.
+fn deploy(
+    sysroot: &ostree::Sysroot,
+    stateroot: &str,
+    commit: &str,
+    target: &OstreeImageReference,
+    merge: Option<&ostree::Deployment>,
+    kargs: Option<&[String]>,
+    staged: bool,
+) -> Result<()> {
+    let kargs_ref: Option<Vec<&str>> = kargs.map(|k| k.iter().map(String::as_str).collect());
+    let origin = glib::KeyFile::new();
+    origin.set_string("origin", ORIGIN_CONTAINER, &target.to_string());
+    let dopts = ostree::SysrootDeployTreeOpts {
+        override_kernel_argv: kargs_ref.as_deref(),
+        ..Default::default()
+    };
+    if staged {
+        sysroot
+            .stage_tree_with_options(
+                Some(stateroot),
+                commit,
+                Some(&origin),
+                merge,
+                &dopts,
+                gio::Cancellable::NONE,
+            )
+            .context("staging the new deployment")?;
+    } else {
+        let d = sysroot.deploy_tree_with_options(
+            Some(stateroot),
+            commit,
+            Some(&origin),
+            merge,
+            Some(&dopts),
+            gio::Cancellable::NONE,
+        )?;
+        sysroot.simple_write_deployment(
+            Some(stateroot),
+            &d,
+            merge,
+            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+            gio::Cancellable::NONE,
+        )?;
+    }
+    Ok(())
 }
 
 /// What `rollback` did.
@@ -503,7 +598,7 @@ mod tests {
             parse_kargs_toml("kargs = [\"console=ttyS0\", \"quiet\"]\n").unwrap(),
             vec!["console=ttyS0", "quiet"]
         );
-        let other = if std::env::consts::ARCH == "x86_64" {
+        let other = if imgmode_support::host::kernel_arch() == "x86_64" {
             "aarch64"
         } else {
             "x86_64"
