@@ -13,13 +13,13 @@
 //! kubeconfig trusts CA certificates made from the serving keys and authenticates with a client
 //! certificate from the admin key.
 
+use crate::pki::{ca, leaf, pem_cert, pem_key, Signer};
+use anyhow::{bail, ensure, Context, Result};
 use imgmode_seed::reconfig::{
     ClientAuthCrypto, IngressCrypto, KubeApiCrypto, KubeconfigCryptoRetention, Proxy,
     SeedReconfiguration, ServingCrypto, TrustBundle, ADMIN_SIGNER_CN, EXTRA_MANIFESTS,
     LB_SIGNER_CN, LOCALHOST_SIGNER_CN, SERVICE_NETWORK_SIGNER_CN, VOLUME_LABEL,
 };
-use anyhow::{bail, ensure, Context, Result};
-use crate::pki::{ca, leaf, pem_cert, pem_key, Signer};
 use imgmode_support::cmd::Run;
 use imgmode_support::yaml::parse as parse_yaml;
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,6 @@ impl InstallConfig {
     }
 }
 
-
 /// What `create-config-image` wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigImage {
@@ -201,9 +200,35 @@ fn nmstate_text(v: &Option<serde_yaml::Value>) -> Result<String> {
     })
 }
 
-/// Write `DIR/imagebasedconfig.iso` and `DIR/auth/`.
-pub fn create(dir: &Path) -> Result<ConfigImage> {
-    imgmode_support::cmd::require_tools(&["xorriso"])?;
+/// The new cluster's signers: the API's three serving signers and the admin kubeconfig's,
+/// and the `system:admin` client certificate under the latter.
+struct Signers {
+    lb: Signer,
+    localhost: Signer,
+    service: Signer,
+    admin: Signer,
+    client: Signer,
+}
+
+impl Signers {
+    fn new() -> Result<Self> {
+        let lb = ca(LB_SIGNER_CN, 3650)?;
+        let localhost = ca(LOCALHOST_SIGNER_CN, 3650)?;
+        let service = ca(SERVICE_NETWORK_SIGNER_CN, 3650)?;
+        let admin = ca(ADMIN_SIGNER_CN, 3650)?;
+        let client = admin_client(&admin)?;
+        Ok(Signers {
+            lb,
+            localhost,
+            service,
+            admin,
+            client,
+        })
+    }
+}
+
+/// DIR's `install-config.yaml` and `image-based-config.yaml`.
+fn read_configs(dir: &Path) -> Result<(InstallConfig, ImageBasedConfig)> {
     let read = |f: &str| -> Result<(String, String)> {
         let p = dir.join(f);
         let text = std::fs::read_to_string(&p).with_context(|| {
@@ -218,59 +243,57 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
     let ic = InstallConfig::parse(&t, &what)?;
     let (t, what) = read("image-based-config.yaml")?;
     let ib = ImageBasedConfig::parse(&t, &what)?;
-    let iso = dir.join(ISO_NAME);
-    let auth = dir.join("auth");
-    for p in [
-        &iso,
-        &auth.join("kubeconfig"),
-        &auth.join("kubeadmin-password"),
-    ] {
-        ensure!(
-            !p.exists(),
-            "{} exists; move it away (it belongs to an earlier configuration) and run again",
-            p.display()
-        );
-    }
+    Ok((ic, ib))
+}
+
+/// DIR's `extra-manifests/` files, sorted, each checked: `.yaml`, `.yml` or `.json`, every
+/// object with an apiVersion, a kind and a name.
+fn extra_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
     let extra_dir = dir.join(EXTRA_MANIFESTS);
     let mut extra: Vec<PathBuf> = vec![];
-    if extra_dir.is_dir() {
-        for e in std::fs::read_dir(&extra_dir)? {
-            let p = e?.path();
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
-            ensure!(
-                p.is_file() && matches!(ext, "yaml" | "yml" | "json"),
-                "{}: extra manifests are .yaml, .yml or .json files",
-                p.display()
-            );
-            for v in imgmode_seed::postpivot::manifest_docs(&p)? {
-                for field in ["apiVersion", "kind"] {
-                    ensure!(
-                        v.get(field).and_then(|f| f.as_str()).is_some(),
-                        "{}: a manifest has no {field}",
-                        p.display()
-                    );
-                }
+    if !extra_dir.is_dir() {
+        return Ok(extra);
+    }
+    for e in std::fs::read_dir(&extra_dir)? {
+        let p = e?.path();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        ensure!(
+            p.is_file() && matches!(ext, "yaml" | "yml" | "json"),
+            "{}: extra manifests are .yaml, .yml or .json files",
+            p.display()
+        );
+        for v in imgmode_seed::postpivot::manifest_docs(&p)? {
+            for field in ["apiVersion", "kind"] {
                 ensure!(
-                    v.get("metadata")
-                        .and_then(|m| m.get("name"))
-                        .and_then(|n| n.as_str())
-                        .is_some(),
-                    "{}: a manifest has no metadata.name",
+                    v.get(field).and_then(|f| f.as_str()).is_some(),
+                    "{}: a manifest has no {field}",
                     p.display()
                 );
             }
-            extra.push(p);
+            ensure!(
+                v.get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(|n| n.as_str())
+                    .is_some(),
+                "{}: a manifest has no metadata.name",
+                p.display()
+            );
         }
+        extra.push(p);
     }
     extra.sort();
+    Ok(extra)
+}
 
-    let lb = ca(LB_SIGNER_CN, 3650)?;
-    let localhost = ca(LOCALHOST_SIGNER_CN, 3650)?;
-    let service = ca(SERVICE_NETWORK_SIGNER_CN, 3650)?;
-    let admin = ca(ADMIN_SIGNER_CN, 3650)?;
-    let client = admin_client(&admin)?;
-    let password = kubeadmin_password();
-    let hash = bcrypt::hash(&password, 10).context("hashing the kubeadmin password")?;
+/// The SeedReconfiguration post-pivot applies: the configs, the signers' keys, the kubeadmin
+/// password's hash, and the cluster and infra IDs (made up when the config has none).
+fn seed_reconfiguration(
+    dir: &Path,
+    ic: &InstallConfig,
+    ib: &ImageBasedConfig,
+    s: &Signers,
+    kubeadmin_password_hash: String,
+) -> Result<SeedReconfiguration> {
     let cluster_id = if ib.cluster_id.is_empty() {
         imgmode_seed::cluster::random_uuid()
     } else {
@@ -297,31 +320,31 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
             dir.join("image-based-config.yaml").display()
         )
     })?;
-    let manifest = SeedReconfiguration {
+    Ok(SeedReconfiguration {
         api_version: 1,
         base_domain: ic.base_domain.clone(),
         cluster_name: ic.cluster_name.clone(),
-        cluster_id: cluster_id.clone(),
-        infra_id: infra_id.clone(),
+        cluster_id,
+        infra_id,
         node_ip: imgmode_seed::nmstate::first_static_ipv4(&network).unwrap_or_default(),
         release_registry: ib.release_registry.clone(),
         hostname: ib.hostname.clone(),
         kubeconfig_crypto_retention: KubeconfigCryptoRetention {
             kube_api_crypto: KubeApiCrypto {
                 serving_crypto: ServingCrypto {
-                    loadbalancer_external_signer_private_key: pem_key(&lb)?,
-                    localhost_signer_private_key: pem_key(&localhost)?,
-                    service_network_signer_private_key: pem_key(&service)?,
+                    loadbalancer_external_signer_private_key: pem_key(&s.lb)?,
+                    localhost_signer_private_key: pem_key(&s.localhost)?,
+                    service_network_signer_private_key: pem_key(&s.service)?,
                 },
                 client_auth_crypto: ClientAuthCrypto {
-                    admin_ca_certificate: pem_cert(&admin)?,
-                    admin_signer_private_key: pem_key(&admin)?,
+                    admin_ca_certificate: pem_cert(&s.admin)?,
+                    admin_signer_private_key: pem_key(&s.admin)?,
                 },
             },
             ingress_crypto: IngressCrypto::default(),
         },
         ssh_key: ic.ssh_key.clone(),
-        kubeadmin_password_hash: hash,
+        kubeadmin_password_hash,
         raw_nm_state_config: nm,
         pull_secret: ic.pull_secret.clone(),
         proxy: ic.proxy.clone().filter(Proxy::is_set),
@@ -332,25 +355,24 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         },
         machine_networks: ic.machine_networks.clone(),
         node_labels: ib.node_labels.clone(),
-    };
+    })
+}
 
-    // the ISO's tree, then the ISO through a temporary name
-    let stage = tempfile::Builder::new()
-        .prefix(".imgmode-config-")
-        .tempdir_in(dir)
-        .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
-    let cc = stage.path().join("tree/cluster-configuration");
+/// The ISO's tree (the manifest and the extra manifests) in `stage`, then the ISO there;
+/// returns the ISO.
+fn write_iso(stage: &Path, manifest: &SeedReconfiguration, extra: &[PathBuf]) -> Result<PathBuf> {
+    let cc = stage.join("tree/cluster-configuration");
     std::fs::create_dir_all(&cc)?;
     std::fs::write(
         cc.join("manifest.json"),
-        serde_json::to_vec_pretty(&manifest)?,
+        serde_json::to_vec_pretty(manifest)?,
     )?;
-    let em = stage.path().join("tree").join(EXTRA_MANIFESTS);
+    let em = stage.join("tree").join(EXTRA_MANIFESTS);
     std::fs::create_dir_all(&em)?;
-    for p in &extra {
+    for p in extra {
         std::fs::copy(p, em.join(p.file_name().expect("a file")))?;
     }
-    let tmp_iso = stage.path().join(ISO_NAME);
+    let tmp_iso = stage.join(ISO_NAME);
     Run::new("xorriso")
         .args([
             "-as",
@@ -363,23 +385,61 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
             "-o",
         ])
         .arg(&tmp_iso)
-        .arg(stage.path().join("tree"))
+        .arg(stage.join("tree"))
         .output()
         .context("writing the configuration ISO with xorriso")?;
+    Ok(tmp_iso)
+}
 
+/// The new cluster's admin kubeconfig: it trusts the serving signers and authenticates with
+/// the `system:admin` client certificate.
+fn kubeconfig(ic: &InstallConfig, s: &Signers) -> Result<String> {
     let server = format!("https://api.{}.{}:6443", ic.cluster_name, ic.base_domain);
     let b64 = |s: &str| {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(s)
     };
-    let ca_bundle = pem_cert(&lb)? + &pem_cert(&localhost)? + &pem_cert(&service)?;
-    let kubeconfig = format!(
+    let ca_bundle = pem_cert(&s.lb)? + &pem_cert(&s.localhost)? + &pem_cert(&s.service)?;
+    Ok(format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: {name}\ncontexts:\n- context:\n    cluster: {name}\n    user: admin\n  name: admin\ncurrent-context: admin\npreferences: {{}}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
         b64(&ca_bundle),
-        b64(&pem_cert(&client)?),
-        b64(&pem_key(&client)?),
+        b64(&pem_cert(&s.client)?),
+        b64(&pem_key(&s.client)?),
         name = ic.cluster_name,
-    );
+    ))
+}
+
+/// Write `DIR/imagebasedconfig.iso` and `DIR/auth/`.
+pub fn create(dir: &Path) -> Result<ConfigImage> {
+    imgmode_support::cmd::require_tools(&["xorriso"])?;
+    let (ic, ib) = read_configs(dir)?;
+    let iso = dir.join(ISO_NAME);
+    let auth = dir.join("auth");
+    for p in [
+        &iso,
+        &auth.join("kubeconfig"),
+        &auth.join("kubeadmin-password"),
+    ] {
+        ensure!(
+            !p.exists(),
+            "{} exists; move it away (it belongs to an earlier configuration) and run again",
+            p.display()
+        );
+    }
+    let extra = extra_manifests(dir)?;
+
+    let signers = Signers::new()?;
+    let password = kubeadmin_password();
+    let hash = bcrypt::hash(&password, 10).context("hashing the kubeadmin password")?;
+    let manifest = seed_reconfiguration(dir, &ic, &ib, &signers, hash)?;
+
+    // the ISO's tree, then the ISO through a temporary name
+    let stage = tempfile::Builder::new()
+        .prefix(".imgmode-config-")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
+    let tmp_iso = write_iso(stage.path(), &manifest, &extra)?;
+    let kubeconfig = kubeconfig(&ic, &signers)?;
     let sauth = stage.path().join("auth");
     for (f, content) in [("kubeconfig", kubeconfig), ("kubeadmin-password", password)] {
         imgmode_support::fs::write_private(&sauth.join(f), &content)?;
@@ -398,8 +458,8 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         kubeadmin_password: auth.join("kubeadmin-password"),
         cluster_name: ic.cluster_name,
         base_domain: ic.base_domain,
-        cluster_id,
-        infra_id,
+        cluster_id: manifest.cluster_id,
+        infra_id: manifest.infra_id,
         hostname: ib.hostname,
         extra_manifests: extra.len(),
     })

@@ -24,26 +24,25 @@
 //! lca writes RHCOS with coreos-installer first and removes that deployment at the end;
 //! imgmode writes the partitions and the bootloader itself from the seed's own commit, so the
 //! installed disk holds exactly one deployment and there is no live-OS deployment to remove.
-//! A state file records the current step, the steps done and, on failure, the error.
+//! A state file ([`State`]) records the current step, the steps done with their seconds and,
+//! on failure, the error.
 
-use imgmode_seed::archive::{tar_extract, tar_extract_from};
-use imgmode_seed::gates;
 use crate::config::{
     ImageBasedInstallationConfig, DEFAULT_EXTRA_PARTITION_NUMBER, DEFAULT_EXTRA_PARTITION_START,
 };
-use imgmode_seed::image;
-use imgmode_seed::manifest::SeedClusterInfo;
 use anyhow::{bail, ensure, Context, Result};
-use imgmode_support::cmd::{require_root, require_tools, Run};
 use imgmode_image::skopeo::RegistryAuth;
-use imgmode_os::partition::{ExtraPartition, Firmware, Layout, Partition, Role};
+use imgmode_os::partition::{ExtraPartition, Layout, Partition};
+use imgmode_support::cmd::Run;
 use imgmode_support::size;
-use {imgmode_image::Store, imgmode_support::Steps};
-use serde::{Deserialize, Serialize};
+use imgmode_support::steplog::StepLog;
+use serde::Serialize;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use {imgmode_image::Store, imgmode_support::Steps};
+
+mod steps;
 
 /// Where container storage is mounted on the installed system.
 pub const CONTAINER_STORAGE: &str = "/var/lib/containers";
@@ -99,69 +98,10 @@ pub struct Installed {
     pub seconds: f64,
 }
 
-/// The state file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
-    /// `running`, `failed` or `done`.
-    pub status: String,
-    pub step: String,
-    pub done: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-struct StateFile {
-    path: PathBuf,
-    state: State,
-}
-
-impl StateFile {
-    fn new(path: &Path) -> Result<Self> {
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
-        }
-        let s = Self {
-            path: path.to_path_buf(),
-            state: State {
-                status: "running".into(),
-                ..Default::default()
-            },
-        };
-        s.write()?;
-        Ok(s)
-    }
-
-    fn write(&self) -> Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("writing {}", self.path.display()))
-    }
-
-    fn step(&mut self, name: &str) -> Result<()> {
-        if !self.state.step.is_empty() {
-            let prev = std::mem::take(&mut self.state.step);
-            self.state.done.push(prev);
-        }
-        self.state.step = name.to_string();
-        self.write()
-    }
-
-    fn finish(&mut self, r: &Result<Installed>) {
-        match r {
-            Ok(_) => {
-                let prev = std::mem::take(&mut self.state.step);
-                self.state.done.push(prev);
-                self.state.status = "done".into();
-            }
-            Err(e) => {
-                self.state.status = "failed".into();
-                self.state.error = Some(format!("{e:#}"));
-            }
-        }
-        let _ = self.write();
-    }
-}
+/// The state file: `{"status": "running|failed|done", "step": …, "done": […], "seconds":
+/// {…}, "error": …}` (the step running or failed, the steps done and their seconds), written
+/// by the one step log ([`StepLog`]).
+pub use imgmode_support::steplog::StepState as State;
 
 /// The seed reference as a transport reference: the installer's `seedImage` is a registry
 /// reference without a transport (`quay.io/org/seed:tag`); any imgmode image argument works.
@@ -202,7 +142,7 @@ fn disk_size(path: &Path) -> Result<u64> {
     Ok(f.seek(SeekFrom::End(0))?)
 }
 
-/// Mount points (from /proc/self/mounts) of `disk` or its partitions, and swap use.
+/// Mount points of `disk` or its partitions, and swap use.
 fn disk_in_use(disk: &Path) -> Result<Vec<String>> {
     let canon = std::fs::canonicalize(disk)?;
     let name = canon.display().to_string();
@@ -216,21 +156,14 @@ fn disk_in_use(disk: &Path) -> Result<Vec<String>> {
             || d.strip_prefix(&name)
                 .is_some_and(|r| r.trim_start_matches('p').parse::<u32>().is_ok())
     };
-    for line in std::fs::read_to_string("/proc/self/mounts")?.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 1 && f[0].starts_with('/') && holds(f[0]) {
-            users.push(format!("{} is mounted on {}", f[0], f[1]));
+    for (source, target) in imgmode_support::host::mounts()? {
+        if source.starts_with('/') && holds(&source) {
+            users.push(format!("{source} is mounted on {target}"));
         }
     }
-    for line in std::fs::read_to_string("/proc/swaps")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-    {
-        if let Some(dev) = line.split_whitespace().next() {
-            if holds(dev) {
-                users.push(format!("{dev} is in use as swap"));
-            }
+    for dev in imgmode_support::host::swaps() {
+        if holds(&dev) {
+            users.push(format!("{dev} is in use as swap"));
         }
     }
     Ok(users)
@@ -275,9 +208,12 @@ impl Drop for Mounts {
 
 /// Run the installation.
 pub fn install(o: &InstallOpts, steps: &Steps) -> Result<Installed> {
-    let mut state = StateFile::new(&o.state_file)?;
-    let r = run(o, steps, &mut state);
-    state.finish(&r);
+    let mut log = steps::Log {
+        file: StepLog::fresh(&o.state_file, Steps::hidden())?,
+        steps,
+    };
+    let r = steps::run(o, &mut log);
+    let _ = log.file.finish(&r);
     r
 }
 
@@ -368,377 +304,6 @@ fn container_storage_unit(label: &str) -> String {
          [Mount]\nWhat=/dev/disk/by-partlabel/{label}\nWhere={CONTAINER_STORAGE}\nType=ext4\nOptions=defaults\n\n\
          [Install]\nWantedBy=local-fs.target\n"
     )
-}
-
-fn run(o: &InstallOpts, steps: &Steps, state: &mut StateFile) -> Result<Installed> {
-    let t0 = Instant::now();
-    let c = &o.config;
-    let cfg = &o.config_name;
-
-    // ---- checks: nothing is written to the disk before all of them pass
-    state.step("preflight")?;
-    steps.step("checking the installation disk and the tools");
-    require_root("imgmode ibi install (partitions, filesystems, ostree deploy)")?;
-    require_tools(&[
-        "sgdisk",
-        "wipefs",
-        "mkfs.ext4",
-        "mkfs.vfat",
-        "mmd",
-        "mcopy",
-        "mount",
-        "umount",
-        "ostree",
-        "skopeo",
-    ])?;
-    let disk = PathBuf::from(&c.installation_disk);
-    let meta = std::fs::metadata(&disk).with_context(|| {
-        format!(
-            "{cfg}: installationDisk {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
-            disk.display()
-        )
-    })?;
-    let ft = meta.file_type();
-    ensure!(
-        ft.is_block_device() || ft.is_file(),
-        "{cfg}: installationDisk {} is neither a block device nor a disk image file",
-        disk.display()
-    );
-    let users = disk_in_use(&disk)?;
-    ensure!(
-        users.is_empty(),
-        "{cfg}: installationDisk {} is in use ({}); imgmode ibi does not write a disk the running system uses",
-        disk.display(),
-        users.join(", ")
-    );
-    let size = disk_size(&disk)?;
-
-    state.step("seed-gates")?;
-    let seed = o
-        .seed_from
-        .clone()
-        .unwrap_or_else(|| seed_reference(&c.seed_image));
-    steps.step(&format!("checking the seed {seed} (labels only)"));
-    let secrets = tempfile::Builder::new()
-        .prefix("imgmode-ibi-")
-        .tempdir()
-        .context("creating a private temporary directory")?;
-    let auth = registry_auth(c, secrets.path())?;
-    let header = image::read_header(&o.store, &seed, &auth)
-        .with_context(|| format!("the seed image {seed} (seedImage in {cfg}) cannot be read"))?;
-    let target = c.gate_target(&o.architecture, o.fips);
-    gates::check(&header.labels, &header.architecture, &target)
-        .with_context(|| format!("the seed {seed} does not fit {cfg}"))?;
-    ensure!(
-        header.layers.len() == 1,
-        "the seed {seed} has {} layers; a seed image has exactly one",
-        header.layers.len()
-    );
-    let layer_bytes = header.layers[0].2;
-    let extra = extra_partition(c);
-    let layout = Layout::with_extra(
-        size,
-        Firmware::Both,
-        root_needed(layer_bytes),
-        &extra,
-        &format!("installationDisk {}", disk.display()),
-    )?;
-    let payload = match &o.payload {
-        Some(dir) => {
-            let p = imgmode_image::mirror::Payload::read(dir)?;
-            ensure!(
-                p.architectures.contains(&o.architecture),
-                "the payload {} holds images for {}; this machine is {}",
-                dir.display(),
-                p.architectures.join(", "),
-                o.architecture
-            );
-            let setup = crate::payload::registry::RegistrySetup::read(&o.payload_setup)?;
-            let bytes = imgmode_support::fs::du_bytes(dir)?;
-            let room = layout.get(Role::Extra).map_or(0, |p| p.size);
-            ensure!(
-                bytes + bytes / 10 + 64 * size::MIB <= room,
-                "the payload {} takes {}; the {} partition ({}) cannot hold it: give extraPartitionStart more room",
-                dir.display(),
-                size::human_size(bytes),
-                extra.label,
-                size::human_size(room)
-            );
-            Some((dir.clone(), p, setup))
-        }
-        None => None,
-    };
-
-    // ---- the disk
-    if c.skip_disk_cleanup {
-        state.step("disk-cleanup-skipped")?;
-    } else {
-        state.step("disk-cleanup")?;
-        steps.step(&format!("cleaning {}", disk.display()));
-        cleanup_disk(&disk, ft.is_block_device())?;
-    }
-    state.step("partition")?;
-    steps.step(&format!(
-        "writing the partitions and filesystems ({}, extra partition {} {} at {})",
-        size::human_size(size),
-        extra.number,
-        extra.label,
-        extra.start
-    ));
-    Run::new("sgdisk")
-        .args(layout.sgdisk_args())
-        .arg(&disk)
-        .output()
-        .with_context(|| format!("partitioning {}", disk.display()))?;
-    if ft.is_block_device() {
-        // the kernel's view only matters for the next boot; a busy table is fine here
-        let _ = Run::new("partx").arg("-u").arg(&disk).output();
-    }
-    for p in &layout.partitions {
-        match p.role {
-            Role::Esp => imgmode_os::disk::mkfs_esp(&disk, p)?,
-            Role::Boot | Role::Root | Role::Extra => {
-                imgmode_os::disk::mkfs_ext4(&disk, p, None)?
-            }
-            Role::BiosBoot => {}
-        }
-    }
-    let part = |r: Role| {
-        layout
-            .get(r)
-            .with_context(|| format!("the layout has no {r:?} partition"))
-    };
-    let m = &o.mount_dir;
-    let mut mounts = Mounts { points: vec![] };
-    mounts.mount(&disk, part(Role::Root)?, m)?;
-    mounts.mount(&disk, part(Role::Boot)?, &m.join("boot"))?;
-
-    // ---- the seed
-    state.step("seed-pull")?;
-    steps.step(&format!("fetching the seed {seed}"));
-    let work = m.join(WORK);
-    let files = work.join("files");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    {
-        let opened = imgmode_image::oci::open_image_with(&o.store, &seed, &auth, &work)
-            .with_context(|| format!("fetching the seed {seed}"))?;
-        tar_extract_from(
-            imgmode_image::extract::read_ahead(opened.image.open_layer(0)?),
-            &files,
-            &imgmode_image::extract::Policy::plain(),
-        )
-        .context("unpacking the seed's layer")?;
-    }
-    let missing = missing_seed_files(&files)?;
-    ensure!(
-        missing.is_empty(),
-        "the seed {seed} is incomplete: missing {}",
-        missing.join(", ")
-    );
-
-    state.step("seed-version")?;
-    let info = SeedClusterInfo::parse(&std::fs::read_to_string(files.join("manifest.json"))?)
-        .context("the seed's manifest.json")?;
-    ensure!(
-        info.seed_cluster_ocp_version == c.seed_version,
-        "seed version mismatch: {cfg} asks for seedVersion {:?}, the seed's manifest.json says {:?}",
-        c.seed_version,
-        info.seed_cluster_ocp_version
-    );
-    let (stateroot, commit) =
-        booted_deployment(&std::fs::read_to_string(files.join("rpm-ostree.json"))?)?;
-    let origin = files.join(format!("ostree-{commit}.0.origin"));
-    let origin = if origin.is_file() {
-        origin
-    } else {
-        find_origin(&files, &commit)?
-    };
-    let kargs = kernel_arguments(&std::fs::read_to_string(
-        files.join("mco-currentconfig.json"),
-    )?)?;
-
-    state.step("ostree-pull-local")?;
-    steps.step("unpacking ostree.tgz and pulling the seed's commit into the new sysroot");
-    let sysroot = imgmode_os::disk::init_sysroot(m, &stateroot)?;
-    sysroot.unlock();
-    drop(sysroot);
-    let seed_repo = work.join("repo");
-    tar_extract(&seed_tarball(&files, "ostree")?, &seed_repo)?;
-    let repo = m.join("ostree/repo");
-    let refs = Run::new("ostree")
-        .arg(format!("--repo={}", seed_repo.display()))
-        .arg("refs")
-        .read()
-        .context("listing the seed repository's refs")?;
-    let wanted = pull_refs(&refs, &commit);
-    Run::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .arg("pull-local")
-        .arg(&seed_repo)
-        .args(&wanted)
-        .output()
-        .context("ostree pull-local from the seed's repository")?;
-    imgmode_support::fs::remove_tree(&seed_repo)?;
-
-    state.step("deploy")?;
-    steps.step(&format!(
-        "deploying {} in stateroot {stateroot} ({})",
-        &commit[..12],
-        kargs.join(" ")
-    ));
-    let mut deploy = Run::new("ostree")
-        .args(["admin", "deploy"])
-        .arg(format!("--sysroot={}", m.display()))
-        .arg(format!("--os={stateroot}"))
-        .arg(format!("--origin-file={}", origin.display()));
-    for k in &kargs {
-        deploy = deploy.arg(format!("--karg-append={k}"));
-    }
-    deploy
-        .arg(&commit)
-        .output()
-        .with_context(|| format!("deploying the seed's commit {commit}"))?;
-    let deploy_dir = m.join(format!("ostree/deploy/{stateroot}/deploy/{commit}.0"));
-    ensure!(
-        deploy_dir.join("usr").is_dir(),
-        "ostree wrote no deployment at {}",
-        deploy_dir.display()
-    );
-
-    state.step("restore-var-etc")?;
-    steps.step(
-        "restoring var.tgz into the stateroot, etc.tgz and etc.deletions into the deployment",
-    );
-    tar_extract(
-        &seed_tarball(&files, "var")?,
-        &m.join(format!("ostree/deploy/{stateroot}")),
-    )?;
-    tar_extract(&seed_tarball(&files, "etc")?, &deploy_dir)?;
-    let deletions = etc_deletions(&std::fs::read_to_string(files.join("etc.deletions"))?)?;
-    for rel in &deletions {
-        let p = deploy_dir.join(rel);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p)?,
-            Ok(_) => std::fs::remove_file(&p)?,
-            Err(_) => {}
-        }
-    }
-    let unit_dir = deploy_dir.join("etc/systemd/system");
-    let unit = "var-lib-containers.mount";
-    std::fs::create_dir_all(unit_dir.join("local-fs.target.wants"))?;
-    std::fs::write(unit_dir.join(unit), container_storage_unit(&extra.label))?;
-    let wants = unit_dir.join("local-fs.target.wants").join(unit);
-    let _ = std::fs::remove_file(&wants);
-    std::os::unix::fs::symlink(format!("../{unit}"), &wants)?;
-
-    let storage = m.join(format!("ostree/deploy/{stateroot}{CONTAINER_STORAGE}"));
-    let mut storage_mounted = false;
-    if let Some((dir, p, setup)) = &payload {
-        state.step("payload")?;
-        steps.step(&format!(
-            "copying the payload {} ({} image(s)) onto the {} partition",
-            p.id,
-            p.images.len(),
-            extra.label
-        ));
-        mounts.mount(&disk, part(Role::Extra)?, &storage)?;
-        storage_mounted = true;
-        let name = crate::payload::registry::INSTALLED_ROOT
-            .strip_prefix(CONTAINER_STORAGE)
-            .context("the payload's place is not under the container storage")?
-            .trim_start_matches('/');
-        // blob by blob, each checked against its digest before it is renamed into place
-        crate::payload::store::add(&storage.join(name), dir)
-            .context("copying the payload onto the disk")?;
-        crate::payload::registry::write_files(
-            &deploy_dir,
-            &setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false),
-        )?;
-    }
-
-    state.step("precache")?;
-    let list = std::fs::read_to_string(files.join("containers.list"))?;
-    let images: Vec<String> = list
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    steps.step(&format!(
-        "precaching {} image(s) of containers.list into the {} partition",
-        images.len(),
-        extra.label
-    ));
-    if !images.is_empty() {
-        if !storage_mounted {
-            mounts.mount(&disk, part(Role::Extra)?, &storage)?;
-        }
-        let runroot = work.join("runroot");
-        for img in &images {
-            let dest = format!(
-                "containers-storage:[overlay@{}+{}]{img}",
-                storage.join("storage").display(),
-                runroot.display()
-            );
-            imgmode_image::skopeo::Copy::new(format!("docker://{img}"), dest)
-                .src_auth(&auth)
-                .retry_times(3)
-                .run()
-                .with_context(|| format!("precaching {img} (containers.list of the seed)"))?;
-        }
-    }
-
-    state.step("bootloader")?;
-    steps.step("installing GRUB (BIOS and UEFI) from the deployment");
-    let grub = imgmode_os::grub::Grub::from_deployment(&deploy_dir)?;
-    grub.write_boot_config(&m.join("boot"))?;
-    let gwork = work.join("grub");
-    std::fs::create_dir_all(&gwork)?;
-    grub.install_bios(&disk, part(Role::BiosBoot)?, &gwork)?;
-    grub.install_uefi(&disk, part(Role::Esp)?, &gwork)?;
-
-    if let Some(script) = &o.post_script {
-        state.step("post-script")?;
-        steps.step(&format!("running the post script {}", script.display()));
-        Run::new(script)
-            .env("IMGMODE_IBI_SYSROOT", m)
-            .env("IMGMODE_IBI_DEPLOYMENT", &deploy_dir)
-            .env("IMGMODE_IBI_STATEROOT", &stateroot)
-            .output()
-            .with_context(|| format!("the post script {} failed", script.display()))?;
-    }
-
-    state.step("finish")?;
-    steps.step("removing the work files and unmounting");
-    imgmode_support::fs::remove_tree(&work)?;
-    let mut installed = Installed {
-        disk: disk.display().to_string(),
-        seed: seed_reference(&c.seed_image),
-        seed_from: o.seed_from.clone(),
-        payload: payload.as_ref().map(|(_, p, _)| p.id.clone()),
-        seed_version: info.seed_cluster_ocp_version,
-        stateroot,
-        commit,
-        kernel_arguments: kargs,
-        layout,
-        precached: images,
-        etc_deleted: deletions.len(),
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    // what was installed, for the installed system's administrators
-    let record = m.join(format!(
-        "ostree/deploy/{}{INSTALL_RECORD}",
-        installed.stateroot
-    ));
-    if let Some(p) = record.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    std::fs::write(&record, serde_json::to_vec_pretty(&installed)?)
-        .with_context(|| format!("writing {}", record.display()))?;
-    let _ = Run::new("sync").output();
-    mounts.unmount_all()?;
-    installed.seconds = t0.elapsed().as_secs_f64();
-    Ok(installed)
 }
 
 /// skopeo's credentials from the config: the pull secret as an auth file, the trust bundle as

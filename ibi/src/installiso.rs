@@ -17,10 +17,11 @@
 
 use crate::config::ImageBasedInstallationConfig;
 use anyhow::{ensure, Context, Result};
+use imgmode_image::skopeo::RegistryAuth;
 use imgmode_os::live::{self, LiveFile, LiveOpts, LiveOutcome};
-use {imgmode_image::Store, imgmode_support::Steps};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use {imgmode_image::Store, imgmode_support::Steps};
 
 /// The ISO's volume label.
 pub const LABEL: &str = "imgmode-ibi";
@@ -190,6 +191,112 @@ Options=ro
     )
 }
 
+/// `sshKey`, when set: OpenSSH public keys.
+fn ssh_key<'a>(c: &'a ImageBasedInstallationConfig, name: &str) -> Result<Option<&'a str>> {
+    let ssh_key = c
+        .ssh_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if let Some(k) = ssh_key {
+        ensure!(
+            k.lines()
+                .all(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-") || l.starts_with("sk-")),
+            "{name}: sshKey does not look like OpenSSH public keys"
+        );
+    }
+    Ok(ssh_key)
+}
+
+/// What `--payload` adds to the live system.
+#[derive(Default)]
+struct PayloadParts {
+    /// The config with the payload registry's CA in its trust bundle.
+    live_config: Option<String>,
+    files: Vec<LiveFile>,
+    payload: Option<imgmode_image::mirror::Payload>,
+}
+
+/// The payload: whole, of this machine's architecture, with credentials in the pull secret.
+fn payload_parts(
+    dir: &Path,
+    c: &ImageBasedInstallationConfig,
+    text: &str,
+    name: &str,
+    steps: &Steps,
+) -> Result<PayloadParts> {
+    steps.step(&format!("verifying the payload {}", dir.display()));
+    let v = imgmode_image::mirror::verify(dir)
+        .with_context(|| format!("--payload {}", dir.display()))?;
+    let arch = imgmode_support::host::host_arch();
+    ensure!(
+        v.payload.architectures.iter().any(|a| a == arch),
+        "--payload {} holds images for {}; this installation ISO is for {arch}",
+        dir.display(),
+        v.payload.architectures.join(", ")
+    );
+    let setup = crate::payload::registry::RegistrySetup::new(&c.pull_secret)
+        .with_context(|| format!("{name}: the payload's registry"))?;
+    Ok(PayloadParts {
+        live_config: Some(crate::payload::registry::with_trust(text, &setup.ca_pem)?),
+        files: setup.files(
+            &format!("{ISO_MOUNT}/{PAYLOAD_DIR}"),
+            &v.payload,
+            Some(UNIT),
+            true,
+        ),
+        payload: Some(v.payload),
+    })
+}
+
+/// The live system's files: the config, the installation unit (enabled), root's SSH key and
+/// the registry mirrors.
+fn live_files(
+    c: &ImageBasedInstallationConfig,
+    live_config: String,
+    unit: String,
+    ssh_key: Option<&str>,
+) -> Result<Vec<LiveFile>> {
+    let mut files = vec![
+        LiveFile::file(&LIVE_CONFIG[1..], 0o600, live_config),
+        LiveFile::file(&format!("etc/systemd/system/{UNIT}"), 0o644, unit),
+        LiveFile::symlink(
+            &format!("etc/systemd/system/multi-user.target.wants/{UNIT}"),
+            &format!("../{UNIT}"),
+        ),
+    ];
+    if let Some(k) = ssh_key {
+        files.push(LiveFile {
+            path: "root/.ssh".into(),
+            content: live::Content::Dir(0o700),
+        });
+        files.push(LiveFile::file(
+            "root/.ssh/authorized_keys",
+            0o600,
+            format!("{k}\n"),
+        ));
+    }
+    if let Some(conf) = registries_conf(c)? {
+        files.push(LiveFile::file(
+            "etc/containers/registries.conf.d/50-imgmode-ibi.conf",
+            0o644,
+            conf,
+        ));
+    }
+    Ok(files)
+}
+
+/// The seed copied into `dest` (an OCI layout) for the ISO; returns its manifest digest.
+fn embed_seed(seed: &str, name: &str, auth: &RegistryAuth, dest: &Path) -> Result<Option<String>> {
+    imgmode_image::skopeo::Copy::new(seed, format!("oci:{}", dest.display()))
+        .src_auth(auth)
+        .run()
+        .with_context(|| format!("copying the seed {seed} (seedImage in {name}) to embed it"))?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("index.json"))?)?;
+    Ok(index["manifests"][0]["digest"].as_str().map(str::to_string))
+}
+
 /// Write `DIR/imgmode-ibi.iso`.
 pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> {
     let text = std::fs::read_to_string(&o.config_path)
@@ -214,75 +321,18 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
     // the pull secret and trust bundle are checked here, not first at install time
     let auth = crate::install::registry_auth(&c, secrets.path())
         .with_context(|| format!("{name}: pullSecret or additionalTrustBundle"))?;
-    let ssh_key = c
-        .ssh_key
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    if let Some(k) = ssh_key {
-        ensure!(
-            k.lines()
-                .all(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-") || l.starts_with("sk-")),
-            "{name}: sshKey does not look like OpenSSH public keys"
-        );
-    }
+    let ssh_key = ssh_key(&c, &name)?;
     let src = Sources {
         embedded_seed: o.embed_seed,
         payload: o.payload.is_some(),
     };
     let unit = install_unit(&c, src)?;
-    // the payload: whole, of this machine's architecture, with credentials in the pull secret
-    let mut live_config = text.clone();
-    let mut payload_files = vec![];
-    let mut payload = None;
-    if let Some(dir) = &o.payload {
-        steps.step(&format!("verifying the payload {}", dir.display()));
-        let v = imgmode_image::mirror::verify(dir)
-            .with_context(|| format!("--payload {}", dir.display()))?;
-        let arch = imgmode_support::host::host_arch();
-        ensure!(
-            v.payload.architectures.iter().any(|a| a == arch),
-            "--payload {} holds images for {}; this installation ISO is for {arch}",
-            dir.display(),
-            v.payload.architectures.join(", ")
-        );
-        let setup = crate::payload::registry::RegistrySetup::new(&c.pull_secret)
-            .with_context(|| format!("{name}: the payload's registry"))?;
-        live_config = crate::payload::registry::with_trust(&text, &setup.ca_pem)?;
-        payload_files = setup.files(
-            &format!("{ISO_MOUNT}/{PAYLOAD_DIR}"),
-            &v.payload,
-            Some(UNIT),
-            true,
-        );
-        payload = Some(v.payload);
-    }
-    let mut files = vec![
-        LiveFile::file(&LIVE_CONFIG[1..], 0o600, live_config),
-        LiveFile::file(&format!("etc/systemd/system/{UNIT}"), 0o644, unit),
-        LiveFile::symlink(
-            &format!("etc/systemd/system/multi-user.target.wants/{UNIT}"),
-            &format!("../{UNIT}"),
-        ),
-    ];
-    if let Some(k) = ssh_key {
-        files.push(LiveFile {
-            path: "root/.ssh".into(),
-            content: live::Content::Dir(0o700),
-        });
-        files.push(LiveFile::file(
-            "root/.ssh/authorized_keys",
-            0o600,
-            format!("{k}\n"),
-        ));
-    }
-    if let Some(conf) = registries_conf(&c)? {
-        files.push(LiveFile::file(
-            "etc/containers/registries.conf.d/50-imgmode-ibi.conf",
-            0o644,
-            conf,
-        ));
-    }
+    let p = match &o.payload {
+        Some(dir) => payload_parts(dir, &c, &text, &name, steps)?,
+        None => PayloadParts::default(),
+    };
+    let live_config = p.live_config.unwrap_or_else(|| text.clone());
+    let mut files = live_files(&c, live_config, unit, ssh_key)?;
 
     // the live system's image before the seed is copied
     o.store.resolve(&o.image)?;
@@ -290,7 +340,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
     let work = imgmode_support::fs::WorkDir::new(&o.cache_dir.join("work"), "ibi-iso-")?;
     let mut iso_dirs = vec![];
     let mut embedded_seed = None;
-    files.extend(payload_files);
+    files.extend(p.files);
     if let Some(dir) = &o.payload {
         iso_dirs.push((PAYLOAD_DIR.to_string(), dir.clone()));
     }
@@ -304,15 +354,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
     if o.embed_seed {
         steps.step(&format!("copying the seed {seed} into the ISO"));
         let dest = work.path().join(SEED_DIR);
-        imgmode_image::skopeo::Copy::new(&seed, format!("oci:{}", dest.display()))
-            .src_auth(&auth)
-            .run()
-            .with_context(|| {
-                format!("copying the seed {seed} (seedImage in {name}) to embed it")
-            })?;
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dest.join("index.json"))?)?;
-        embedded_seed = index["manifests"][0]["digest"].as_str().map(str::to_string);
+        embedded_seed = embed_seed(&seed, &name, &auth, &dest)?;
         iso_dirs.push((SEED_DIR.to_string(), dest));
     }
 
@@ -337,7 +379,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
         seed_version: c.seed_version.clone(),
         installation_disk: c.installation_disk.clone(),
         embedded_seed,
-        payload,
+        payload: p.payload,
         live: out,
     })
 }

@@ -1,8 +1,9 @@
 //! `imgmode seed create`: capture a running, healthy seed system as a seed image in
 //! lifecycle-agent's format, then bring the seed system back.
 //!
-//! Steps (each finished step leaves a marker in `<work>/checks/`, so running the same command
-//! again after an interruption resumes where it stopped and never runs recert twice):
+//! Steps (each finished step is recorded in the step log `<work>/steps.json`, so running the
+//! same command again after an interruption resumes where it stopped and never runs recert
+//! twice):
 //! preflight (root, ostree-booted, nothing staged, output writable, free space) -> health
 //! (services active, etcd answers, the API's `/readyz` with the admin kubeconfig) -> seed
 //! cluster info -> containers.list -> stop the cluster services -> recert `force_expire`
@@ -11,21 +12,23 @@
 //! restore (etcd, recert `extend_expiration`, services, health again).
 
 use crate::archive::{tar_create, Compression, Written};
-use crate::image::{self, Output};
-use crate::manifest::{AdditionalTrustBundle, SeedClusterInfo};
 use crate::cluster::{check_health, etcd_objects, start_and_wait_healthy, systemctl, Cluster};
+use crate::image::{self, Output};
+use crate::manifest::SeedClusterInfo;
 use crate::{LABEL_CLUSTER_INFO, LABEL_COMPRESSION, LABEL_FORMAT_VERSION, SEED_FORMAT_VERSION};
 use anyhow::{bail, Context, Result};
-use imgmode_support::cmd::{require_root, require_tools, Run};
-use {imgmode_image::Store, imgmode_support::Steps};
 use imgmode_recert::config::RecertConfig;
-use imgmode_recert::etcd::EtcdObject;
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_support::steplog::{StepLog, StepState};
 use ostree_ext::ostree;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use {imgmode_image::Store, imgmode_support::Steps};
+
+mod info;
+pub use info::gather_cluster_info;
 
 /// `/var` content lifecycle-agent leaves out of `var.tgz` (anchored at `var/`), plus imgmode's
 /// own caches.
@@ -57,7 +60,7 @@ pub struct CreateOpts {
     pub output: String,
     /// `/` on the seed system.
     pub sysroot: PathBuf,
-    /// Archives and checkpoints (`/var/tmp/imgmode-seed`: excluded from `var.tgz`).
+    /// Archives and the step log (`/var/tmp/imgmode-seed`: excluded from `var.tgz`).
     pub work_dir: PathBuf,
     /// The seed system's cluster: its services, etcd, kubeconfig and static directories.
     pub cluster: Cluster,
@@ -94,7 +97,7 @@ pub struct Created {
     pub cluster_info: SeedClusterInfo,
     pub files: BTreeMap<String, u64>,
     pub tarballs: Vec<Written>,
-    /// Seconds per step.
+    /// Seconds per step (the step log's, earlier runs' included).
     pub timings: BTreeMap<String, f64>,
     pub restored: bool,
 }
@@ -106,181 +109,15 @@ struct RunId {
     compression: String,
 }
 
+/// The step log in the work directory: [`StepState`] as JSON, its run the options that must
+/// match for a resume (`{"output":…,"compression":…}`).
+pub const STEP_LOG: &str = "steps.json";
+
 struct Ctx<'a> {
     o: &'a CreateOpts,
     work: PathBuf,
-    checks: PathBuf,
-    steps: Steps,
+    log: StepLog,
     created: Created,
-}
-
-impl Ctx<'_> {
-    fn done(&self, step: &str) -> bool {
-        self.checks.join(step).exists()
-    }
-    fn mark(&self, step: &str) -> Result<()> {
-        std::fs::write(self.checks.join(step), b"done\n")?;
-        Ok(())
-    }
-    /// Run `f` once: skipped when its marker exists.
-    fn once(
-        &mut self,
-        step: &str,
-        what: &str,
-        f: impl FnOnce(&mut Self) -> Result<()>,
-    ) -> Result<()> {
-        if self.done(step) {
-            self.steps.step(&format!("{what}: done in an earlier run"));
-            return Ok(());
-        }
-        self.steps.step(what);
-        let t0 = Instant::now();
-        f(self).with_context(|| format!("seed create: {what}"))?;
-        self.created
-            .timings
-            .insert(step.to_string(), t0.elapsed().as_secs_f64());
-        self.mark(step)
-    }
-}
-
-fn find<'a>(objects: &'a [EtcdObject], key: &str) -> Option<&'a serde_json::Value> {
-    objects.iter().find(|o| o.key == key).map(|o| &o.value)
-}
-
-fn strings(v: &serde_json::Value, f: impl Fn(&serde_json::Value) -> Option<&str>) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(&f).map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// The seed cluster info, from etcd and the system.
-pub fn gather_cluster_info(o: &CreateOpts, objects: &[EtcdObject]) -> Result<SeedClusterInfo> {
-    let (name, domain, _) = imgmode_recert::etcd::cluster_identity(objects).context(
-        "etcd has no kube-system/cluster-config-v1 install-config naming the cluster and base domain",
-    )?;
-    let (hostname, ip) = imgmode_recert::etcd::node_identity(objects)?
-        .context("etcd has no node object under /kubernetes.io/minions/")?;
-    let cv = find(
-        objects,
-        "/kubernetes.io/config.openshift.io/clusterversions/version",
-    )
-    .context("etcd has no ClusterVersion (config.openshift.io/clusterversions/version)")?;
-    let version = cv["status"]["desired"]["version"]
-        .as_str()
-        .context("the ClusterVersion has no status.desired.version")?
-        .to_string();
-    let release_registry = cv["status"]["desired"]["image"]
-        .as_str()
-        .and_then(|i| i.split_once('/'))
-        .map(|(r, _)| r.to_string())
-        .unwrap_or_default();
-    let proxy = find(
-        objects,
-        "/kubernetes.io/config.openshift.io/proxies/cluster",
-    );
-    let has_proxy = proxy.is_some_and(|p| {
-        ["httpProxy", "httpsProxy"]
-            .iter()
-            .any(|k| p["spec"][k].as_str().is_some_and(|s| !s.is_empty()))
-    });
-    let network = find(
-        objects,
-        "/kubernetes.io/config.openshift.io/networks/cluster",
-    );
-    let install_config: serde_yaml::Value = find(
-        objects,
-        "/kubernetes.io/configmaps/kube-system/cluster-config-v1",
-    )
-    .and_then(|c| c["data"]["install-config"].as_str())
-    .and_then(|t| serde_yaml::from_str(t).ok())
-    .unwrap_or_default();
-    let fips_kernel =
-        std::fs::read_to_string("/proc/sys/crypto/fips_enabled").is_ok_and(|s| s.trim() == "1");
-    let has_fips = install_config
-        .get("fips")
-        .and_then(|f| f.as_bool())
-        .unwrap_or(fips_kernel);
-    let machine_networks = install_config
-        .get("networking")
-        .and_then(|n| n.get("machineNetwork"))
-        .and_then(|m| m.as_sequence())
-        .map(|s| {
-            s.iter()
-                .filter_map(|e| e.get("cidr")?.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let user_ca = find(
-        objects,
-        "/kubernetes.io/configmaps/openshift-config/user-ca-bundle",
-    )
-    .is_some_and(|c| {
-        c["data"]["ca-bundle.crt"]
-            .as_str()
-            .is_some_and(|s| !s.trim().is_empty())
-    });
-    let registries = std::fs::read_to_string(o.sysroot.join("etc/containers/registries.conf"))
-        .unwrap_or_default();
-    let container_storage = {
-        let p = o.sysroot.join("var/lib/containers");
-        let separate = std::process::Command::new("mountpoint")
-            .arg("-q")
-            .arg(&p)
-            .status()
-            .is_ok_and(|s| s.success());
-        if separate {
-            Run::new("findmnt")
-                .args(["-n", "-o", "SOURCE", "--target"])
-                .arg(&p)
-                .read()
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
-    let ingress_cn = objects
-        .iter()
-        .find(|o| o.key == "/kubernetes.io/secrets/openshift-ingress-operator/router-ca")
-        .and_then(|o| o.value["data"]["tls.crt"].as_str())
-        .and_then(|b| imgmode_recert::text::b64_decode(b).ok())
-        .and_then(|pem| openssl::x509::X509::from_pem(&pem).ok())
-        .and_then(|c| {
-            c.subject_name()
-                .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-                .next()
-                .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
-        })
-        .unwrap_or_default();
-    Ok(SeedClusterInfo {
-        seed_cluster_ocp_version: version,
-        base_domain: domain,
-        cluster_name: name,
-        node_ip: ip.clone().unwrap_or_default(),
-        node_ips: ip.into_iter().collect(),
-        release_registry,
-        mirror_registry_configured: registries.contains("[[registry.mirror]]"),
-        sno_hostname: hostname,
-        recert_image_pull_spec: o.tool_version.clone(),
-        has_proxy,
-        cluster_network_cidr: network
-            .map(|n| strings(&n["spec"]["clusterNetwork"], |e| e["cidr"].as_str()))
-            .unwrap_or_default(),
-        service_network_cidr: network
-            .map(|n| strings(&n["spec"]["serviceNetwork"], |e| e.as_str()))
-            .unwrap_or_default(),
-        has_fips,
-        additional_trust_bundle: Some(AdditionalTrustBundle {
-            has_user_ca_bundle: user_ca,
-            proxy_configmap_name: proxy
-                .and_then(|p| p["spec"]["trustedCA"]["name"].as_str())
-                .unwrap_or_default()
-                .to_string(),
-        }),
-        container_storage_mountpoint_target: container_storage,
-        ingress_certificate_cn: ingress_cn,
-        machine_networks,
-    })
 }
 
 /// `ostree admin config-diff` output: (modified or added, deleted), paths relative to `/etc`.
@@ -378,7 +215,66 @@ fn recert_config(o: &CreateOpts, force_expire: bool) -> RecertConfig {
 
 /// Run `imgmode seed create`.
 pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
-    // preflight: nothing is stopped or written before these pass
+    let (booted, output) = preflight(o)?;
+    let work = o.work_dir.clone();
+    std::fs::create_dir_all(&work)
+        .with_context(|| format!("creating the work directory {}", work.display()))?;
+    let log = open_log(o, &work, steps)?;
+    let mut c = Ctx {
+        o,
+        work: work.clone(),
+        log,
+        created: Created::default(),
+    };
+    if !c.log.is_done("stop-services") {
+        if let Err(e) = check_before_stopping(&c) {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+    }
+    let res = capture(&mut c, &booted, &output, store);
+    if res.is_err() && c.log.is_done("stop-services") {
+        // the work directory stays for the resume: its log names the failed step
+        let _ = c.log.finish(&res);
+    }
+    match res {
+        Ok(()) => {}
+        Err(e) if c.log.is_done("stop-services") => {
+            return Err(e.context(format!(
+                "the seed system's cluster services are stopped; run the same imgmode seed create again to resume from {}",
+                work.display()
+            )));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+    }
+    let mut created = std::mem::take(&mut c.created);
+    if o.restore {
+        c.log.step(
+            "restore",
+            "restoring the seed system: etcd, recert extend_expiration, services",
+        )?;
+        let r = restore(o);
+        let fin = c.log.finish(&r);
+        r?;
+        fin?;
+        created.restored = true;
+    } else {
+        c.log
+            .steps()
+            .step("leaving the cluster services stopped (--no-restore)");
+        c.log.finish(&Ok(()))?;
+    }
+    created.timings = c.log.state().seconds.clone();
+    std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    Ok(created)
+}
+
+/// Nothing is stopped or written before these pass: root, the tools, an ostree-booted system
+/// with nothing staged, the output. Returns the booted deployment and the output.
+fn preflight(o: &CreateOpts) -> Result<(ostree::Deployment, Output)> {
     require_root("imgmode seed create")?;
     require_tools(&["tar", "systemctl", "ostree", "du"])?;
     if !o.sysroot.join("run/ostree-booted").exists() {
@@ -395,315 +291,322 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
     if matches!(output, Output::Transport(_)) {
         require_tools(&["skopeo"])?;
     }
-    let work = o.work_dir.clone();
-    let checks = work.join("checks");
-    std::fs::create_dir_all(&checks)
-        .with_context(|| format!("creating the work directory {}", work.display()))?;
-    let run_id = RunId {
-        output: o.output.clone(),
-        compression: o.compression.name().to_string(),
-    };
-    let run_file = work.join("run.json");
-    match std::fs::read_to_string(&run_file) {
-        Ok(t) if serde_json::from_str::<RunId>(&t).ok().as_ref() != Some(&run_id) => bail!(
-            "{} holds an interrupted seed creation with other options ({}); run that command again to resume it, or remove {} (and start the cluster services again) to start over",
-            work.display(),
-            t.trim(),
-            work.display()
-        ),
-        Ok(_) => steps.step(&format!("resuming the seed creation in {}", work.display())),
-        Err(_) => std::fs::write(&run_file, serde_json::to_vec(&run_id)?)?,
-    }
-    let mut c = Ctx {
-        o,
-        work: work.clone(),
-        checks,
-        steps,
-        created: Created::default(),
-    };
-    let stopped = c.done("stop-services");
-    if !stopped {
-        // space: the archives and the layer holding them (gzip -1 leaves ~45% of a root
-        // filesystem; count 60% twice)
-        let repo = o.sysroot.join("ostree/repo");
-        let total = du(&repo) + du(&o.sysroot.join("var")) + du(&o.sysroot.join("etc"));
-        let need = total / 10 * 12 + (64 << 20);
-        let free = imgmode_support::fs::free_bytes(&work)?;
-        if free < need {
-            let _ = std::fs::remove_dir_all(&work);
-            bail!(
-                "not enough space in {} for the seed archives: about {} MiB needed, {} MiB free; free space, or pass --work-dir on a larger filesystem",
-                work.display(),
-                need >> 20,
-                free >> 20
-            );
-        }
-        c.steps.step("checking the seed cluster's health");
-        if let Err(e) = check_health(&o.cluster) {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
-    }
-    let res = capture(&mut c, &booted, &output, store);
-    match res {
-        Ok(()) => {}
-        Err(e) if c.done("stop-services") => {
-            return Err(e.context(format!(
-                "the seed system's cluster services are stopped; run the same imgmode seed create again to resume from {}",
-                work.display()
-            )))
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
-    }
-    let mut created = c.created;
-    if o.restore {
-        c.steps
-            .step("restoring the seed system: etcd, recert extend_expiration, services");
-        let t0 = Instant::now();
-        restore(o)?;
-        created.restored = true;
-        created
-            .timings
-            .insert("restore".into(), t0.elapsed().as_secs_f64());
-    } else {
-        c.steps
-            .step("leaving the cluster services stopped (--no-restore)");
-    }
-    std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    Ok(created)
+    Ok((booted, output))
 }
 
+/// The step log of `work`: a new one, or the interrupted run's when it had the same options.
+fn open_log(o: &CreateOpts, work: &Path, steps: Steps) -> Result<StepLog> {
+    let run_id = serde_json::to_string(&RunId {
+        output: o.output.clone(),
+        compression: o.compression.name().to_string(),
+    })?;
+    let path = work.join(STEP_LOG);
+    let earlier = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StepState>(&b).ok());
+    if let Some(earlier) = earlier.filter(|e| e.run != run_id) {
+        bail!(
+            "{} holds an interrupted seed creation with other options ({}); run that command again to resume it, or remove {} (and start the cluster services again) to start over",
+            work.display(),
+            earlier.run,
+            work.display()
+        );
+    }
+    let (log, resumed) = StepLog::resume(&path, &run_id, steps)?;
+    if resumed {
+        log.steps()
+            .step(&format!("resuming the seed creation in {}", work.display()));
+    }
+    Ok(log)
+}
+
+/// Before the services stop: room for the archives, and a healthy cluster.
+fn check_before_stopping(c: &Ctx) -> Result<()> {
+    let (o, work) = (c.o, &c.work);
+    // space: the archives and the layer holding them (gzip -1 leaves ~45% of a root
+    // filesystem; count 60% twice)
+    let repo = o.sysroot.join("ostree/repo");
+    let total = du(&repo) + du(&o.sysroot.join("var")) + du(&o.sysroot.join("etc"));
+    let need = total / 10 * 12 + (64 << 20);
+    let free = imgmode_support::fs::free_bytes(work)?;
+    if free < need {
+        bail!(
+            "not enough space in {} for the seed archives: about {} MiB needed, {} MiB free; free space, or pass --work-dir on a larger filesystem",
+            work.display(),
+            need >> 20,
+            free >> 20
+        );
+    }
+    c.log.steps().step("checking the seed cluster's health");
+    check_health(&o.cluster)
+}
+
+/// The capture, step by step; a step done in an earlier run of the same options is skipped.
 fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &Store) -> Result<()> {
-    let o = c.o;
-    let work = c.work.clone();
-    c.once(
+    let Ctx {
+        o,
+        work,
+        log,
+        created,
+    } = c;
+    let o = *o;
+    let work = &*work;
+    log.once(
         "cluster-info",
         "recording the seed cluster info (manifest.json)",
-        |c| {
+        |_| {
             let objects = etcd_objects(&o.cluster.etcd_endpoint)?;
             let info = gather_cluster_info(o, &objects)?;
             std::fs::write(work.join("manifest.json"), info.to_json())?;
-            c.created.cluster_info = info;
+            created.cluster_info = info;
             Ok(())
         },
     )?;
-    c.created.cluster_info =
+    created.cluster_info =
         SeedClusterInfo::parse(&std::fs::read_to_string(work.join("manifest.json"))?)?;
-    c.once(
+    log.once(
         "containers-list",
         "listing the container images (containers.list)",
-        |_| {
-            let mut images = vec![];
-            if imgmode_support::cmd::which("podman").is_some() {
-                let out = Run::new("podman")
-                    .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-                    .read()?;
-                images.extend(
-                    out.lines()
-                        .filter(|l| !l.contains("<none>") && !l.trim().is_empty())
-                        .map(str::to_string),
-                );
-            }
-            images.sort();
-            images.dedup();
-            let mut text = images.join("\n");
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            std::fs::write(work.join("containers.list"), text)?;
-            Ok(())
-        },
+        |_| containers_list(work),
     )?;
-    c.once("stop-services", "stopping the cluster services", |_| {
+    log.once("stop-services", "stopping the cluster services", |_| {
         for unit in &o.cluster.services {
             systemctl("stop", unit)?;
         }
         Ok(())
     })?;
-    c.once("recert", "recert: force-expiring every certificate", |_| {
-        let cfg = recert_config(o, true);
-        std::fs::write(
-            work.join("recert_config.json"),
-            serde_json::to_vec_pretty(&cfg)?,
-        )?;
-        if o.recert {
-            if let Some(e) = &o.cluster.etcd_service {
-                systemctl("start", e)?;
-            }
-            let summary = imgmode_recert::run(&cfg.check()?)?;
-            std::fs::write(
-                work.join("recert-summary.yaml"),
-                serde_yaml::to_string(&summary)?,
-            )?;
-        }
-        Ok(())
+    log.once("recert", "recert: force-expiring every certificate", |_| {
+        recert_force_expire(o, work)
     })?;
-    c.once("stop-etcd", "stopping etcd", |_| {
+    log.once("stop-etcd", "stopping etcd", |_| {
         if let Some(e) = &o.cluster.etcd_service {
             systemctl("stop", e)?;
         }
         Ok(())
     })?;
-    let comp = o.compression;
-    c.once("var", "archiving /var (var.tgz)", |c| {
-        let mut args = vec!["--anchored".to_string()];
-        for e in VAR_EXCLUDES {
-            args.push(format!("--exclude={e}"));
-        }
-        args.extend([
-            "--no-anchored".into(),
-            "--exclude=.bash_history".into(),
-            "-C".into(),
-            o.sysroot.display().to_string(),
-            "var".into(),
-        ]);
-        let w = tar_create(&args, None, &work.join(comp.file_name("var")), comp)?;
-        c.created.tarballs.push(w);
+    log.once("var", "archiving /var (var.tgz)", |_| {
+        created.tarballs.push(archive_var(o, work)?);
         Ok(())
     })?;
-    c.once(
+    log.once(
         "post-pivot-unit",
         "adding the post-pivot unit to /etc (for the seed's copies)",
         |_| write_post_pivot_unit(o),
     )?;
-    c.once(
+    log.once(
         "etc",
         "archiving /etc changes (etc.tgz, etc.deletions)",
-        |c| {
-            let diff = Run::new("ostree")
-                .args(["admin", "config-diff", "--sysroot"])
-                .arg(&o.sysroot)
-                .read()?;
-            let (changed, deleted) = parse_config_diff(&diff);
-            let mut del = String::new();
-            for d in &deleted {
-                del.push_str(&format!("/etc/{d}\n"));
-            }
-            std::fs::write(work.join("etc.deletions"), del)?;
-            let mut list = Vec::new();
-            for p in changed.iter().filter(|p| !etc_excluded(p)) {
-                list.extend_from_slice(format!("etc/{p}").as_bytes());
-                list.push(0);
-            }
-            let mut args: Vec<String> = vec!["--anchored".into()];
-            for e in ETC_EXCLUDES {
-                args.push(format!("--exclude=etc/{e}"));
-            }
-            args.extend([
-                "-C".into(),
-                o.sysroot.display().to_string(),
-                "--no-recursion".into(),
-                "etc".into(),
-                "--recursion".into(),
-                "--null".into(),
-                "-T".into(),
-                "-".into(),
-            ]);
-            let w = tar_create(&args, Some(&list), &work.join(comp.file_name("etc")), comp)?;
-            c.created.tarballs.push(w);
+        |_| {
+            created.tarballs.push(archive_etc(o, work)?);
             Ok(())
         },
     )?;
-    c.once(
+    log.once(
         "ostree",
         "archiving the ostree repository (ostree.tgz)",
-        |c| {
+        |_| {
             let repo = o.sysroot.join("ostree/repo");
             let args = vec!["-C".into(), repo.display().to_string(), ".".into()];
+            let comp = o.compression;
             let w = tar_create(&args, None, &work.join(comp.file_name("ostree")), comp)?;
-            c.created.tarballs.push(w);
+            created.tarballs.push(w);
             Ok(())
         },
     )?;
-    c.once(
+    log.once(
         "status",
         "recording rpm-ostree.json, mco-currentconfig.json and the origin",
-        |_| {
-            let status = imgmode_os::ostree::sysroot_status(&o.sysroot)?;
-            let rpm = json!({
-                "deployments": status.deployments,
-                "transaction": null,
-                "cached-update": null,
-                "update-driver": null,
-            });
-            std::fs::write(
-                work.join("rpm-ostree.json"),
-                serde_json::to_vec_pretty(&rpm)?,
-            )?;
-            let current = o.sysroot.join("etc/machine-config-daemon/currentconfig");
-            let mc = match std::fs::read(&current) {
-                Ok(b) => b,
-                Err(_) => serde_json::to_vec_pretty(&synthesized_machineconfig(&o.sysroot)?)?,
-            };
-            std::fs::write(work.join("mco-currentconfig.json"), mc)?;
-            let id = format!("{}.{}", booted.csum(), booted.deployserial());
-            let origin = o.sysroot.join(format!(
-                "ostree/deploy/{}/deploy/{id}.origin",
-                booted.osname()
-            ));
-            std::fs::copy(&origin, work.join(format!("ostree-{id}.origin")))
-                .with_context(|| format!("copying {}", origin.display()))?;
-            let bin = work.join("imgmode");
-            std::fs::copy(&o.self_exe, &bin)
-                .with_context(|| format!("copying {}", o.self_exe.display()))?;
-            Ok(())
-        },
+        |_| record_status(o, work, booted),
     )?;
-    c.once("image", "writing the seed image", |c| {
-        let mut files: Vec<String> = std::fs::read_dir(&work)?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                !matches!(n.as_str(), "run.json" | "recert-summary.yaml") && !n.ends_with(".tmp")
-            })
-            .collect();
-        files.sort();
-        let info = std::fs::read_to_string(work.join("manifest.json"))?;
-        let labels = BTreeMap::from([
-            (
-                LABEL_FORMAT_VERSION.to_string(),
-                SEED_FORMAT_VERSION.to_string(),
-            ),
-            (LABEL_CLUSTER_INFO.to_string(), info),
-            (LABEL_COMPRESSION.to_string(), comp.name().to_string()),
-        ]);
-        let staged = match output {
-            Output::Local(_) => store.staging()?,
-            Output::Transport(_) => tempfile::Builder::new()
-                .prefix(".image-")
-                .tempdir_in(&work)?,
-        };
-        let digest = image::write_layout(
-            &work,
-            &files,
-            &[("lca-cli", "imgmode")],
-            &labels,
-            imgmode_support::host::host_arch(),
-            &imgmode_os::base::humantime_rfc3339(std::time::SystemTime::now()),
-            staged.path(),
-        )?;
-        let reference = image::publish(store, staged, output)?;
-        c.created.digest = digest;
-        c.created.reference = reference;
-        for f in files.iter().chain(std::iter::once(&"lca-cli".to_string())) {
-            let n = if f == "lca-cli" { "imgmode" } else { f };
-            c.created
-                .files
-                .insert(f.clone(), std::fs::metadata(work.join(n))?.len());
-        }
-        std::fs::write(work.join("created.json"), serde_json::to_vec(&c.created)?)?;
-        Ok(())
+    log.once("image", "writing the seed image", |_| {
+        write_image(o, work, output, store, created)
     })?;
     if let Ok(t) = std::fs::read(work.join("created.json")) {
-        let prev: Created = serde_json::from_slice(&t)?;
-        let timings = std::mem::take(&mut c.created.timings);
-        c.created = prev;
-        c.created.timings.extend(timings);
+        *created = serde_json::from_slice(&t)?;
     }
+    Ok(())
+}
+
+/// `containers.list`: the images in container storage.
+fn containers_list(work: &Path) -> Result<()> {
+    let mut images = vec![];
+    if imgmode_support::cmd::which("podman").is_some() {
+        let out = Run::new("podman")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .read()?;
+        images.extend(
+            out.lines()
+                .filter(|l| !l.contains("<none>") && !l.trim().is_empty())
+                .map(str::to_string),
+        );
+    }
+    images.sort();
+    images.dedup();
+    let mut text = images.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    std::fs::write(work.join("containers.list"), text)?;
+    Ok(())
+}
+
+/// recert `force_expire` (its config recorded in `work` even with `--skip-recert`).
+fn recert_force_expire(o: &CreateOpts, work: &Path) -> Result<()> {
+    let cfg = recert_config(o, true);
+    std::fs::write(
+        work.join("recert_config.json"),
+        serde_json::to_vec_pretty(&cfg)?,
+    )?;
+    if o.recert {
+        if let Some(e) = &o.cluster.etcd_service {
+            systemctl("start", e)?;
+        }
+        let summary = imgmode_recert::run(&cfg.check()?)?;
+        std::fs::write(
+            work.join("recert-summary.yaml"),
+            serde_yaml::to_string(&summary)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// `var.tgz`: `/var` without [`VAR_EXCLUDES`] and shell histories.
+fn archive_var(o: &CreateOpts, work: &Path) -> Result<Written> {
+    let comp = o.compression;
+    let mut args = vec!["--anchored".to_string()];
+    for e in VAR_EXCLUDES {
+        args.push(format!("--exclude={e}"));
+    }
+    args.extend([
+        "--no-anchored".into(),
+        "--exclude=.bash_history".into(),
+        "-C".into(),
+        o.sysroot.display().to_string(),
+        "var".into(),
+    ]);
+    tar_create(&args, None, &work.join(comp.file_name("var")), comp)
+}
+
+/// `etc.deletions` and `etc.tgz`: what `ostree admin config-diff` names, without
+/// [`ETC_EXCLUDES`].
+fn archive_etc(o: &CreateOpts, work: &Path) -> Result<Written> {
+    let comp = o.compression;
+    let diff = Run::new("ostree")
+        .args(["admin", "config-diff", "--sysroot"])
+        .arg(&o.sysroot)
+        .read()?;
+    let (changed, deleted) = parse_config_diff(&diff);
+    let mut del = String::new();
+    for d in &deleted {
+        del.push_str(&format!("/etc/{d}\n"));
+    }
+    std::fs::write(work.join("etc.deletions"), del)?;
+    let mut list = Vec::new();
+    for p in changed.iter().filter(|p| !etc_excluded(p)) {
+        list.extend_from_slice(format!("etc/{p}").as_bytes());
+        list.push(0);
+    }
+    let mut args: Vec<String> = vec!["--anchored".into()];
+    for e in ETC_EXCLUDES {
+        args.push(format!("--exclude=etc/{e}"));
+    }
+    args.extend([
+        "-C".into(),
+        o.sysroot.display().to_string(),
+        "--no-recursion".into(),
+        "etc".into(),
+        "--recursion".into(),
+        "--null".into(),
+        "-T".into(),
+        "-".into(),
+    ]);
+    tar_create(&args, Some(&list), &work.join(comp.file_name("etc")), comp)
+}
+
+/// `rpm-ostree.json`, `mco-currentconfig.json`, the booted deployment's `.origin` and this
+/// binary.
+fn record_status(o: &CreateOpts, work: &Path, booted: &ostree::Deployment) -> Result<()> {
+    let status = imgmode_os::ostree::sysroot_status(&o.sysroot)?;
+    let rpm = json!({
+        "deployments": status.deployments,
+        "transaction": null,
+        "cached-update": null,
+        "update-driver": null,
+    });
+    std::fs::write(
+        work.join("rpm-ostree.json"),
+        serde_json::to_vec_pretty(&rpm)?,
+    )?;
+    let current = o.sysroot.join("etc/machine-config-daemon/currentconfig");
+    let mc = match std::fs::read(&current) {
+        Ok(b) => b,
+        Err(_) => serde_json::to_vec_pretty(&synthesized_machineconfig(&o.sysroot)?)?,
+    };
+    std::fs::write(work.join("mco-currentconfig.json"), mc)?;
+    let id = format!("{}.{}", booted.csum(), booted.deployserial());
+    let origin = o.sysroot.join(format!(
+        "ostree/deploy/{}/deploy/{id}.origin",
+        booted.osname()
+    ));
+    std::fs::copy(&origin, work.join(format!("ostree-{id}.origin")))
+        .with_context(|| format!("copying {}", origin.display()))?;
+    let bin = work.join("imgmode");
+    std::fs::copy(&o.self_exe, &bin)
+        .with_context(|| format!("copying {}", o.self_exe.display()))?;
+    Ok(())
+}
+
+/// The one-layer seed image of the work directory's files, published to `output`; what was
+/// made goes into `created` and `created.json`.
+fn write_image(
+    o: &CreateOpts,
+    work: &Path,
+    output: &Output,
+    store: &Store,
+    created: &mut Created,
+) -> Result<()> {
+    let comp = o.compression;
+    let mut files: Vec<String> = std::fs::read_dir(work)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !matches!(n.as_str(), STEP_LOG | "recert-summary.yaml") && !n.ends_with(".tmp"))
+        .collect();
+    files.sort();
+    let info = std::fs::read_to_string(work.join("manifest.json"))?;
+    let labels = BTreeMap::from([
+        (
+            LABEL_FORMAT_VERSION.to_string(),
+            SEED_FORMAT_VERSION.to_string(),
+        ),
+        (LABEL_CLUSTER_INFO.to_string(), info),
+        (LABEL_COMPRESSION.to_string(), comp.name().to_string()),
+    ]);
+    let staged = match output {
+        Output::Local(_) => store.staging()?,
+        Output::Transport(_) => tempfile::Builder::new()
+            .prefix(".image-")
+            .tempdir_in(work)?,
+    };
+    let digest = image::write_layout(
+        work,
+        &files,
+        &[("lca-cli", "imgmode")],
+        &labels,
+        imgmode_support::host::host_arch(),
+        &imgmode_os::base::humantime_rfc3339(std::time::SystemTime::now()),
+        staged.path(),
+    )?;
+    let reference = image::publish(store, staged, output)?;
+    created.digest = digest;
+    created.reference = reference;
+    for f in files.iter().chain(std::iter::once(&"lca-cli".to_string())) {
+        let n = if f == "lca-cli" { "imgmode" } else { f };
+        created
+            .files
+            .insert(f.clone(), std::fs::metadata(work.join(n))?.len());
+    }
+    std::fs::write(work.join("created.json"), serde_json::to_vec(&created)?)?;
     Ok(())
 }
 
@@ -722,7 +625,10 @@ fn post_pivot_paths(o: &CreateOpts) -> (PathBuf, PathBuf) {
 fn write_post_pivot_unit(o: &CreateOpts) -> Result<()> {
     let (unit, link) = post_pivot_paths(o);
     std::fs::create_dir_all(link.parent().expect("a parent"))?;
-    std::fs::write(&unit, crate::postpivot::unit_text(&o.cluster, "/usr/bin/imgmode"))?;
+    std::fs::write(
+        &unit,
+        crate::postpivot::unit_text(&o.cluster, "/usr/bin/imgmode"),
+    )?;
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(format!("../{}", crate::postpivot::UNIT), &link)?;
     Ok(())
@@ -741,7 +647,11 @@ pub fn restore(o: &CreateOpts) -> Result<()> {
         let cfg = recert_config(o, false);
         imgmode_recert::run(&cfg.check()?).context("recert extend_expiration")?;
     }
-    start_and_wait_healthy(&o.cluster, 120, "the seed system did not become healthy again")
+    start_and_wait_healthy(
+        &o.cluster,
+        120,
+        "the seed system did not become healthy again",
+    )
 }
 
 #[cfg(test)]
@@ -754,6 +664,31 @@ mod tests {
             parse_config_diff("M    hostname\nA    kubernetes\nA    my file\nD    motd\n\n");
         assert_eq!(c, vec!["hostname", "kubernetes", "my file"]);
         assert_eq!(d, vec!["motd"]);
+    }
+
+    #[test]
+    fn a_work_directory_resumes_only_the_same_options() {
+        let td = tempfile::tempdir().unwrap();
+        let mut o = CreateOpts::new("seed-a", "/usr/bin/imgmode".into(), "imgmode test");
+        o.work_dir = td.path().to_path_buf();
+        let mut log = open_log(&o, td.path(), Steps::hidden()).unwrap();
+        log.once("cluster-info", "info", |_| Ok(())).unwrap();
+        drop(log);
+        let log = open_log(&o, td.path(), Steps::hidden()).unwrap();
+        assert!(log.is_done("cluster-info"));
+        assert_eq!(
+            log.state().run,
+            r#"{"output":"seed-a","compression":"gzip"}"#
+        );
+        o.output = "seed-b".into();
+        let e = open_log(&o, td.path(), Steps::hidden()).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{0} holds an interrupted seed creation with other options ({{\"output\":\"seed-a\",\"compression\":\"gzip\"}}); run that command again to resume it, or remove {0} (and start the cluster services again) to start over",
+                td.path().display()
+            )
+        );
     }
 
     #[test]

@@ -8,17 +8,19 @@
 //! services, starts etcd, runs recert (cluster rename `name:domain:infraID`, hostname, node IP,
 //! the configuration's signer keys as `use_key_rules`, lifetimes extended), applies the extra
 //! manifests into etcd, starts the services, waits for the API's `/readyz`, and disables
-//! itself. Each finished step leaves a marker in the state directory, so a restart resumes and
-//! recert never runs twice; `done` makes the unit's condition false for good.
+//! itself. Each finished step is recorded in the state directory's step log (`steps.json`), so a
+//! restart resumes and recert never runs twice; `done` makes the unit's condition false for
+//! good.
 
 use crate::cluster::{etcd_objects, start_and_wait_healthy, systemctl, Cluster};
 use crate::reconfig::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
-use imgmode_support::fs::write_private;
 use anyhow::{bail, ensure, Context, Result};
-use imgmode_support::cmd::Run;
-use imgmode_support::Steps;
 use imgmode_recert::config::RecertConfig;
 use imgmode_recert::etcd::{Etcd, EtcdObject};
+use imgmode_support::cmd::Run;
+use imgmode_support::fs::write_private;
+use imgmode_support::steplog::StepLog;
+use imgmode_support::Steps;
 use serde::Deserialize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,8 +28,13 @@ use std::time::{Duration, Instant};
 
 /// The unit's name (in the seed's `/etc/systemd/system`).
 pub const UNIT: &str = "imgmode-post-pivot.service";
-/// Where post-pivot keeps its markers, the manifest copy and recert's summary.
+/// Where post-pivot keeps its step log, the manifest copy and recert's summary, and `done`
+/// once everything is (the unit's condition).
 pub const STATE_DIR: &str = "/var/lib/imgmode/post-pivot";
+/// The step log in the state directory: [`imgmode_support::steplog::StepState`] as JSON.
+pub const STEP_LOG: &str = "steps.json";
+/// The step log's run: post-pivot has no options a resume must match.
+const RUN: &str = "post-pivot";
 
 #[derive(Debug, Clone)]
 pub struct PostPivotOpts {
@@ -133,25 +140,6 @@ pub fn manifest_docs(path: &Path) -> Result<Vec<serde_json::Value>> {
     Ok(out)
 }
 
-struct Marks {
-    dir: PathBuf,
-    steps: Steps,
-}
-
-impl Marks {
-    fn once(&self, step: &str, what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
-        let m = self.dir.join(format!("step-{step}"));
-        if m.exists() {
-            self.steps.step(&format!("{what}: done in an earlier run"));
-            return Ok(());
-        }
-        self.steps.step(what);
-        f().with_context(|| format!("post-pivot step {step}"))?;
-        std::fs::write(&m, b"done\n")?;
-        Ok(())
-    }
-}
-
 /// The configuration ISO's manifest, checked for what post-pivot needs.
 pub fn parse_manifest(text: &str) -> Result<SeedReconfiguration> {
     let m: SeedReconfiguration = serde_json::from_str(text)
@@ -236,67 +224,35 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
     imgmode_support::cmd::require_root("imgmode ibi post-pivot")?;
     std::fs::create_dir_all(&o.state_dir)?;
     std::fs::set_permissions(&o.state_dir, std::fs::Permissions::from_mode(0o700))?;
-    let marks = Marks {
-        dir: o.state_dir.clone(),
-        steps,
-    };
-    marks.once("config", "waiting for the configuration ISO", || {
+    let (mut log, _) = StepLog::resume(&o.state_dir.join(STEP_LOG), RUN, steps)?;
+    let r = run_steps(o, &mut log);
+    let fin = log.finish(&r);
+    let m = r?;
+    fin?;
+    std::fs::write(o.state_dir.join("done"), b"done\n")?;
+    let _ = Run::new("systemctl").args(["disable", UNIT]).output();
+    Ok(m)
+}
+
+/// The steps, each skipped when the log records it as done.
+fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration> {
+    log.once("config", "waiting for the configuration ISO", |_| {
         fetch_config(o)
     })?;
     let m: SeedReconfiguration =
         serde_json::from_slice(&std::fs::read(o.state_dir.join("manifest.json"))?)?;
     let extra: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(o.state_dir.join("extra-manifests.json"))?)?;
-
-    marks.once(
+    log.once(
         "host",
         "SSH key, pull secret, hostname, NTP sources",
-        || {
-            if !m.ssh_key.trim().is_empty() {
-                let ak = Path::new("/root/.ssh/authorized_keys");
-                let have = std::fs::read_to_string(ak).unwrap_or_default();
-                let mut text = have.clone();
-                for k in m.ssh_key.lines().map(str::trim).filter(|k| !k.is_empty()) {
-                    if !have.lines().any(|l| l.trim() == k) {
-                        text.push_str(k);
-                        text.push('\n');
-                    }
-                }
-                write_private(ak, &text)?;
-                std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
-            }
-            write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
-            let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;
-            if !network.is_empty() {
-                let dir = Path::new("/etc/systemd/network");
-                std::fs::create_dir_all(dir)?;
-                for (name, content) in &network {
-                    std::fs::write(dir.join(name), content)?;
-                }
-                // networkd picks the files up; without it running they apply at the next boot
-                let _ = Run::new("networkctl").arg("reload").output();
-                let _ = Run::new("networkctl")
-                    .arg("reconfigure")
-                    .args(network.iter().filter_map(|(n, _)| {
-                        n.strip_prefix("10-imgmode-")?.strip_suffix(".network")
-                    }))
-                    .output();
-            }
-            std::fs::write("/etc/hostname", format!("{}\n", m.hostname))?;
-            Run::new("hostname").arg(&m.hostname).output()?;
-            if !m.chrony_config.is_empty() && Path::new("/etc/chrony").is_dir() {
-                std::fs::create_dir_all("/etc/chrony/sources.d")?;
-                std::fs::write("/etc/chrony/sources.d/imgmode.sources", &m.chrony_config)?;
-            }
-            Ok(())
-        },
+        |_| configure_host(&m),
     )?;
-
     let c = &o.cluster;
-    marks.once(
+    log.once(
         "stop",
         "stopping the cluster services, starting etcd",
-        || {
+        |_| {
             for s in &c.services {
                 systemctl("stop", s)?;
             }
@@ -306,67 +262,112 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
             Ok(())
         },
     )?;
-
-    marks.once(
+    log.once(
         "recert",
         "recert: new certificates and keys, cluster renamed",
-        || {
-            let ip = if m.node_ip.is_empty() {
-                imgmode_support::host::first_global_ipv4()?
-            } else {
-                m.node_ip.clone()
-            };
-            let mut cfg = recert_config(&m, &o.state_dir.join("keys"), &ip)?;
-            cfg.etcd_endpoint = Some(c.etcd_endpoint.clone());
-            cfg.static_dirs = c
-                .static_dirs
-                .iter()
-                .filter(|d| d.is_dir())
-                .cloned()
-                .collect();
-            cfg.summary_file = Some(o.state_dir.join("recert-summary.yaml"));
-            imgmode_recert::run(&cfg.check()?)?;
-            Ok(())
-        },
+        |_| run_recert(o, &m),
     )?;
-
-    marks.once(
+    log.once(
         "extra-manifests",
         "the kubeadmin secret and the extra manifests into etcd",
-        || {
-            let existing = etcd_objects(&c.etcd_endpoint)?;
-            let mut objects = extra.clone();
-            if !m.kubeadmin_password_hash.is_empty() {
-                objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
-            }
-            imgmode_support::runtime::block_on(async {
-                let mut e = Etcd::connect(&c.etcd_endpoint).await?;
-                for v in &objects {
-                    let key = object_key(v)?;
-                    let rev = existing
-                        .iter()
-                        .find(|o| o.key == key)
-                        .map_or(0, |o| o.mod_revision);
-                    e.put(&EtcdObject {
-                        key,
-                        value: v.clone(),
-                        mod_revision: rev,
-                    })
-                    .await?;
-                }
-                anyhow::Ok(())
-            })??;
-            Ok(())
-        },
+        |_| put_manifests(c, &m, &extra),
     )?;
-
-    marks.once("start", "starting the cluster services", || {
+    log.once("start", "starting the cluster services", |_| {
         start_and_wait_healthy(c, 180, "the cluster did not become healthy")
     })?;
-
-    std::fs::write(o.state_dir.join("done"), b"done\n")?;
-    let _ = Run::new("systemctl").args(["disable", UNIT]).output();
     Ok(m)
+}
+
+/// Root's SSH key, the pull secret, the network, the hostname and the NTP sources.
+fn configure_host(m: &SeedReconfiguration) -> Result<()> {
+    if !m.ssh_key.trim().is_empty() {
+        let ak = Path::new("/root/.ssh/authorized_keys");
+        let have = std::fs::read_to_string(ak).unwrap_or_default();
+        let mut text = have.clone();
+        for k in m.ssh_key.lines().map(str::trim).filter(|k| !k.is_empty()) {
+            if !have.lines().any(|l| l.trim() == k) {
+                text.push_str(k);
+                text.push('\n');
+            }
+        }
+        write_private(ak, &text)?;
+        std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
+    }
+    write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
+    let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;
+    if !network.is_empty() {
+        let dir = Path::new("/etc/systemd/network");
+        std::fs::create_dir_all(dir)?;
+        for (name, content) in &network {
+            std::fs::write(dir.join(name), content)?;
+        }
+        // networkd picks the files up; without it running they apply at the next boot
+        let _ = Run::new("networkctl").arg("reload").output();
+        let _ = Run::new("networkctl")
+            .arg("reconfigure")
+            .args(
+                network
+                    .iter()
+                    .filter_map(|(n, _)| n.strip_prefix("10-imgmode-")?.strip_suffix(".network")),
+            )
+            .output();
+    }
+    std::fs::write("/etc/hostname", format!("{}\n", m.hostname))?;
+    Run::new("hostname").arg(&m.hostname).output()?;
+    if !m.chrony_config.is_empty() && Path::new("/etc/chrony").is_dir() {
+        std::fs::create_dir_all("/etc/chrony/sources.d")?;
+        std::fs::write("/etc/chrony/sources.d/imgmode.sources", &m.chrony_config)?;
+    }
+    Ok(())
+}
+
+/// recert with the configuration: new certificates under its signer keys, the cluster renamed.
+fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
+    let c = &o.cluster;
+    let ip = if m.node_ip.is_empty() {
+        imgmode_support::host::first_global_ipv4()?
+    } else {
+        m.node_ip.clone()
+    };
+    let mut cfg = recert_config(m, &o.state_dir.join("keys"), &ip)?;
+    cfg.etcd_endpoint = Some(c.etcd_endpoint.clone());
+    cfg.static_dirs = c
+        .static_dirs
+        .iter()
+        .filter(|d| d.is_dir())
+        .cloned()
+        .collect();
+    cfg.summary_file = Some(o.state_dir.join("recert-summary.yaml"));
+    imgmode_recert::run(&cfg.check()?)?;
+    Ok(())
+}
+
+/// The kubeadmin secret (when the configuration has a password) and the extra manifests,
+/// put into etcd over what is there.
+fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
+    let existing = etcd_objects(&c.etcd_endpoint)?;
+    let mut objects = extra.to_vec();
+    if !m.kubeadmin_password_hash.is_empty() {
+        objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
+    }
+    imgmode_support::runtime::block_on(async {
+        let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+        for v in &objects {
+            let key = object_key(v)?;
+            let rev = existing
+                .iter()
+                .find(|o| o.key == key)
+                .map_or(0, |o| o.mod_revision);
+            e.put(&EtcdObject {
+                key,
+                value: v.clone(),
+                mod_revision: rev,
+            })
+            .await?;
+        }
+        anyhow::Ok(())
+    })??;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -424,8 +425,10 @@ mod tests {
 
     #[test]
     fn the_unit_carries_the_seed_runs_cluster() {
-        let mut o = Cluster::default();
-        o.services = vec!["imgmode-apiserver.service".into()];
+        let o = Cluster {
+            services: vec!["imgmode-apiserver.service".into()],
+            ..Default::default()
+        };
         let u = unit_text(&o, "/usr/bin/imgmode");
         assert!(u.contains("ExecStart=/usr/bin/imgmode ibi post-pivot --service imgmode-apiserver.service --etcd-service etcd.service --etcd-endpoint http://127.0.0.1:2379 --kubeconfig /etc/kubernetes/kubeconfig --static-dir /etc/kubernetes"), "{u}");
         assert!(u.contains("Restart=on-failure"));

@@ -1,0 +1,596 @@
+//! The steps of `imgmode ibi install`, in order, each its own function and each recorded in the
+//! state file under its name: preflight, seed-gates, disk-cleanup (or disk-cleanup-skipped),
+//! partition, seed-pull, seed-version, ostree-pull-local, deploy, restore-var-etc, payload
+//! (with a payload), precache, bootloader, post-script (with a script), finish.
+
+use super::{
+    booted_deployment, cleanup_disk, container_storage_unit, disk_in_use, disk_size, etc_deletions,
+    extra_partition, find_origin, kernel_arguments, missing_seed_files, pull_refs, registry_auth,
+    root_needed, seed_reference, seed_tarball, InstallOpts, Installed, Mounts, CONTAINER_STORAGE,
+    INSTALL_RECORD, WORK,
+};
+use anyhow::{ensure, Context, Result};
+use imgmode_image::skopeo::RegistryAuth;
+use imgmode_os::partition::{ExtraPartition, Firmware, Layout, Partition, Role};
+use imgmode_seed::archive::{tar_extract, tar_extract_from};
+use imgmode_seed::gates;
+use imgmode_seed::image;
+use imgmode_seed::manifest::SeedClusterInfo;
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_support::size;
+use imgmode_support::steplog::StepLog;
+use imgmode_support::Steps;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The state file and the caller's progress printer: each step is recorded under its name
+/// and its line printed.
+pub(super) struct Log<'a> {
+    pub(super) file: StepLog,
+    pub(super) steps: &'a Steps,
+}
+
+impl Log<'_> {
+    /// `name` starts; `what` is printed.
+    fn step(&mut self, name: &str, what: &str) -> Result<()> {
+        self.file.enter(name)?;
+        self.steps.step(what);
+        Ok(())
+    }
+}
+
+/// The installation disk, checked.
+struct Target {
+    disk: PathBuf,
+    block: bool,
+    size: u64,
+}
+
+/// A payload to copy: its directory, what it holds and the registry serving it.
+type PayloadPlan = (
+    PathBuf,
+    imgmode_image::mirror::Payload,
+    crate::payload::registry::RegistrySetup,
+);
+
+/// What the seed's labels and the config decide before the disk is touched.
+struct Plan {
+    seed: String,
+    auth: RegistryAuth,
+    /// Holds the files `auth` names.
+    _secrets: tempfile::TempDir,
+    extra: ExtraPartition,
+    layout: Layout,
+    payload: Option<PayloadPlan>,
+}
+
+impl Plan {
+    fn part(&self, r: Role) -> Result<&Partition> {
+        self.layout
+            .get(r)
+            .with_context(|| format!("the layout has no {r:?} partition"))
+    }
+}
+
+/// The partitioned disk, its root and boot filesystems mounted at `root`.
+struct Disk<'a> {
+    mounts: Mounts,
+    target: Target,
+    plan: Plan,
+    root: &'a Path,
+    /// The extra partition is mounted on the stateroot's container storage.
+    storage_mounted: bool,
+}
+
+/// The seed's unpacked files and what they name.
+struct Seed {
+    work: PathBuf,
+    files: PathBuf,
+    info: SeedClusterInfo,
+    stateroot: String,
+    commit: String,
+    origin: PathBuf,
+    kargs: Vec<String>,
+}
+
+/// Run the steps in order; nothing is written to the disk before seed-gates has passed.
+pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
+    let t0 = Instant::now();
+    log.step("preflight", "checking the installation disk and the tools")?;
+    let target = preflight(o)?;
+    let seed = o
+        .seed_from
+        .clone()
+        .unwrap_or_else(|| seed_reference(&o.config.seed_image));
+    log.step(
+        "seed-gates",
+        &format!("checking the seed {seed} (labels only)"),
+    )?;
+    let plan = seed_gates(o, &target, seed)?;
+
+    if o.config.skip_disk_cleanup {
+        log.file.enter("disk-cleanup-skipped")?;
+    } else {
+        log.step(
+            "disk-cleanup",
+            &format!("cleaning {}", target.disk.display()),
+        )?;
+        cleanup_disk(&target.disk, target.block)?;
+    }
+    let extra = &plan.extra;
+    log.step(
+        "partition",
+        &format!(
+            "writing the partitions and filesystems ({}, extra partition {} {} at {})",
+            size::human_size(target.size),
+            extra.number,
+            extra.label,
+            extra.start
+        ),
+    )?;
+    let mut d = partition(target, plan, &o.mount_dir)?;
+
+    log.step("seed-pull", &format!("fetching the seed {}", d.plan.seed))?;
+    seed_pull(o, &d)?;
+    log.file.enter("seed-version")?;
+    let s = seed_version(o, d.root.join(WORK))?;
+    log.step(
+        "ostree-pull-local",
+        "unpacking ostree.tgz and pulling the seed's commit into the new sysroot",
+    )?;
+    ostree_pull_local(d.root, &s)?;
+    log.step(
+        "deploy",
+        &format!(
+            "deploying {} in stateroot {} ({})",
+            &s.commit[..12],
+            s.stateroot,
+            s.kargs.join(" ")
+        ),
+    )?;
+    let deploy_dir = deploy(d.root, &s)?;
+    log.step(
+        "restore-var-etc",
+        "restoring var.tgz into the stateroot, etc.tgz and etc.deletions into the deployment",
+    )?;
+    let etc_deleted = restore_var_etc(&d, &s, &deploy_dir)?;
+
+    let storage = d
+        .root
+        .join(format!("ostree/deploy/{}{CONTAINER_STORAGE}", s.stateroot));
+    if let Some((_, p, _)) = &d.plan.payload {
+        let what = format!(
+            "copying the payload {} ({} image(s)) onto the {} partition",
+            p.id,
+            p.images.len(),
+            d.plan.extra.label
+        );
+        log.step("payload", &what)?;
+        payload(&mut d, &storage, &deploy_dir)?;
+    }
+    log.file.enter("precache")?;
+    let images = precache(log.steps, &mut d, &s, &storage)?;
+    log.step(
+        "bootloader",
+        "installing GRUB (BIOS and UEFI) from the deployment",
+    )?;
+    bootloader(&d, &s, &deploy_dir)?;
+    if let Some(script) = &o.post_script {
+        log.step(
+            "post-script",
+            &format!("running the post script {}", script.display()),
+        )?;
+        post_script(script, d.root, &deploy_dir, &s.stateroot)?;
+    }
+    log.step("finish", "removing the work files and unmounting")?;
+    finish(o, d, s, images, etc_deleted, t0)
+}
+
+/// The tools, and the disk: it exists, is a block device or an image file, and nothing of the
+/// running system uses it.
+fn preflight(o: &InstallOpts) -> Result<Target> {
+    let cfg = &o.config_name;
+    require_root("imgmode ibi install (partitions, filesystems, ostree deploy)")?;
+    require_tools(&[
+        "sgdisk",
+        "wipefs",
+        "mkfs.ext4",
+        "mkfs.vfat",
+        "mmd",
+        "mcopy",
+        "mount",
+        "umount",
+        "ostree",
+        "skopeo",
+    ])?;
+    let disk = PathBuf::from(&o.config.installation_disk);
+    let meta = std::fs::metadata(&disk).with_context(|| {
+        format!(
+            "{cfg}: installationDisk {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
+            disk.display()
+        )
+    })?;
+    let ft = meta.file_type();
+    ensure!(
+        ft.is_block_device() || ft.is_file(),
+        "{cfg}: installationDisk {} is neither a block device nor a disk image file",
+        disk.display()
+    );
+    let users = disk_in_use(&disk)?;
+    ensure!(
+        users.is_empty(),
+        "{cfg}: installationDisk {} is in use ({}); imgmode ibi does not write a disk the running system uses",
+        disk.display(),
+        users.join(", ")
+    );
+    let size = disk_size(&disk)?;
+    Ok(Target {
+        disk,
+        block: ft.is_block_device(),
+        size,
+    })
+}
+
+/// The seed's labels against the config and this machine, the layout on the disk, and the
+/// payload (its architecture, and room on the extra partition).
+fn seed_gates(o: &InstallOpts, t: &Target, seed: String) -> Result<Plan> {
+    let (c, cfg) = (&o.config, &o.config_name);
+    let secrets = tempfile::Builder::new()
+        .prefix("imgmode-ibi-")
+        .tempdir()
+        .context("creating a private temporary directory")?;
+    let auth = registry_auth(c, secrets.path())?;
+    let header = image::read_header(&o.store, &seed, &auth)
+        .with_context(|| format!("the seed image {seed} (seedImage in {cfg}) cannot be read"))?;
+    let target = c.gate_target(&o.architecture, o.fips);
+    gates::check(&header.labels, &header.architecture, &target)
+        .with_context(|| format!("the seed {seed} does not fit {cfg}"))?;
+    ensure!(
+        header.layers.len() == 1,
+        "the seed {seed} has {} layers; a seed image has exactly one",
+        header.layers.len()
+    );
+    let layer_bytes = header.layers[0].2;
+    let extra = extra_partition(c);
+    let layout = Layout::with_extra(
+        t.size,
+        Firmware::Both,
+        root_needed(layer_bytes),
+        &extra,
+        &format!("installationDisk {}", t.disk.display()),
+    )?;
+    let payload = match &o.payload {
+        Some(dir) => Some(check_payload(o, dir, &layout, &extra)?),
+        None => None,
+    };
+    Ok(Plan {
+        seed,
+        auth,
+        _secrets: secrets,
+        extra,
+        layout,
+        payload,
+    })
+}
+
+/// The payload at `dir`: for this machine's architecture, and room for it on the extra
+/// partition.
+fn check_payload(
+    o: &InstallOpts,
+    dir: &Path,
+    layout: &Layout,
+    extra: &ExtraPartition,
+) -> Result<PayloadPlan> {
+    let p = imgmode_image::mirror::Payload::read(dir)?;
+    ensure!(
+        p.architectures.contains(&o.architecture),
+        "the payload {} holds images for {}; this machine is {}",
+        dir.display(),
+        p.architectures.join(", "),
+        o.architecture
+    );
+    let setup = crate::payload::registry::RegistrySetup::read(&o.payload_setup)?;
+    let bytes = imgmode_support::fs::du_bytes(dir)?;
+    let room = layout.get(Role::Extra).map_or(0, |p| p.size);
+    ensure!(
+        bytes + bytes / 10 + 64 * size::MIB <= room,
+        "the payload {} takes {}; the {} partition ({}) cannot hold it: give extraPartitionStart more room",
+        dir.display(),
+        size::human_size(bytes),
+        extra.label,
+        size::human_size(room)
+    );
+    Ok((dir.to_path_buf(), p, setup))
+}
+
+/// The partition table and the filesystems; root and boot mounted at `root`.
+fn partition(target: Target, plan: Plan, root: &Path) -> Result<Disk<'_>> {
+    let disk = &target.disk;
+    Run::new("sgdisk")
+        .args(plan.layout.sgdisk_args())
+        .arg(disk)
+        .output()
+        .with_context(|| format!("partitioning {}", disk.display()))?;
+    if target.block {
+        // the kernel's view only matters for the next boot; a busy table is fine here
+        let _ = Run::new("partx").arg("-u").arg(disk).output();
+    }
+    for p in &plan.layout.partitions {
+        match p.role {
+            Role::Esp => imgmode_os::disk::mkfs_esp(disk, p)?,
+            Role::Boot | Role::Root | Role::Extra => imgmode_os::disk::mkfs_ext4(disk, p, None)?,
+            Role::BiosBoot => {}
+        }
+    }
+    let mut mounts = Mounts { points: vec![] };
+    mounts.mount(disk, plan.part(Role::Root)?, root)?;
+    mounts.mount(disk, plan.part(Role::Boot)?, &root.join("boot"))?;
+    Ok(Disk {
+        mounts,
+        target,
+        plan,
+        root,
+        storage_mounted: false,
+    })
+}
+
+/// The seed fetched onto the target's root filesystem and its layer unpacked there.
+fn seed_pull(o: &InstallOpts, d: &Disk) -> Result<()> {
+    let seed = &d.plan.seed;
+    let work = d.root.join(WORK);
+    let files = work.join("files");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    {
+        let opened = imgmode_image::oci::open_image_with(&o.store, seed, &d.plan.auth, &work)
+            .with_context(|| format!("fetching the seed {seed}"))?;
+        tar_extract_from(
+            imgmode_image::extract::read_ahead(opened.image.open_layer(0)?),
+            &files,
+            &imgmode_image::extract::Policy::plain(),
+        )
+        .context("unpacking the seed's layer")?;
+    }
+    let missing = missing_seed_files(&files)?;
+    ensure!(
+        missing.is_empty(),
+        "the seed {seed} is incomplete: missing {}",
+        missing.join(", ")
+    );
+    Ok(())
+}
+
+/// `manifest.json`'s version against `seedVersion`; the booted deployment, its origin and
+/// kernel arguments.
+fn seed_version(o: &InstallOpts, work: PathBuf) -> Result<Seed> {
+    let (c, cfg) = (&o.config, &o.config_name);
+    let files = work.join("files");
+    let info = SeedClusterInfo::parse(&std::fs::read_to_string(files.join("manifest.json"))?)
+        .context("the seed's manifest.json")?;
+    ensure!(
+        info.seed_cluster_ocp_version == c.seed_version,
+        "seed version mismatch: {cfg} asks for seedVersion {:?}, the seed's manifest.json says {:?}",
+        c.seed_version,
+        info.seed_cluster_ocp_version
+    );
+    let (stateroot, commit) =
+        booted_deployment(&std::fs::read_to_string(files.join("rpm-ostree.json"))?)?;
+    let origin = files.join(format!("ostree-{commit}.0.origin"));
+    let origin = if origin.is_file() {
+        origin
+    } else {
+        find_origin(&files, &commit)?
+    };
+    let kargs = kernel_arguments(&std::fs::read_to_string(
+        files.join("mco-currentconfig.json"),
+    )?)?;
+    Ok(Seed {
+        work,
+        files,
+        info,
+        stateroot,
+        commit,
+        origin,
+        kargs,
+    })
+}
+
+/// The new sysroot, and the seed's repository pulled into it.
+fn ostree_pull_local(m: &Path, s: &Seed) -> Result<()> {
+    let sysroot = imgmode_os::disk::init_sysroot(m, &s.stateroot)?;
+    sysroot.unlock();
+    drop(sysroot);
+    let seed_repo = s.work.join("repo");
+    tar_extract(&seed_tarball(&s.files, "ostree")?, &seed_repo)?;
+    let repo = m.join("ostree/repo");
+    let refs = Run::new("ostree")
+        .arg(format!("--repo={}", seed_repo.display()))
+        .arg("refs")
+        .read()
+        .context("listing the seed repository's refs")?;
+    let wanted = pull_refs(&refs, &s.commit);
+    Run::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("pull-local")
+        .arg(&seed_repo)
+        .args(&wanted)
+        .output()
+        .context("ostree pull-local from the seed's repository")?;
+    imgmode_support::fs::remove_tree(&seed_repo)
+}
+
+/// The seed's commit deployed with its kernel arguments and origin; returns the deployment.
+fn deploy(m: &Path, s: &Seed) -> Result<PathBuf> {
+    let (stateroot, commit) = (&s.stateroot, &s.commit);
+    let mut deploy = Run::new("ostree")
+        .args(["admin", "deploy"])
+        .arg(format!("--sysroot={}", m.display()))
+        .arg(format!("--os={stateroot}"))
+        .arg(format!("--origin-file={}", s.origin.display()));
+    for k in &s.kargs {
+        deploy = deploy.arg(format!("--karg-append={k}"));
+    }
+    deploy
+        .arg(commit)
+        .output()
+        .with_context(|| format!("deploying the seed's commit {commit}"))?;
+    let deploy_dir = m.join(format!("ostree/deploy/{stateroot}/deploy/{commit}.0"));
+    ensure!(
+        deploy_dir.join("usr").is_dir(),
+        "ostree wrote no deployment at {}",
+        deploy_dir.display()
+    );
+    Ok(deploy_dir)
+}
+
+/// `var.tgz` into the stateroot, `etc.tgz` and `etc.deletions` into the deployment, and the
+/// container storage's mount unit; returns how many paths were deleted.
+fn restore_var_etc(d: &Disk, s: &Seed, deploy_dir: &Path) -> Result<usize> {
+    tar_extract(
+        &seed_tarball(&s.files, "var")?,
+        &d.root.join(format!("ostree/deploy/{}", s.stateroot)),
+    )?;
+    tar_extract(&seed_tarball(&s.files, "etc")?, deploy_dir)?;
+    let deletions = etc_deletions(&std::fs::read_to_string(s.files.join("etc.deletions"))?)?;
+    for rel in &deletions {
+        let p = deploy_dir.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p)?,
+            Ok(_) => std::fs::remove_file(&p)?,
+            Err(_) => {}
+        }
+    }
+    let unit_dir = deploy_dir.join("etc/systemd/system");
+    let unit = "var-lib-containers.mount";
+    std::fs::create_dir_all(unit_dir.join("local-fs.target.wants"))?;
+    std::fs::write(
+        unit_dir.join(unit),
+        container_storage_unit(&d.plan.extra.label),
+    )?;
+    let wants = unit_dir.join("local-fs.target.wants").join(unit);
+    let _ = std::fs::remove_file(&wants);
+    std::os::unix::fs::symlink(format!("../{unit}"), &wants)?;
+    Ok(deletions.len())
+}
+
+/// The payload onto the extra partition (mounted on `storage`) and its registry's files
+/// into the deployment.
+fn payload(d: &mut Disk, storage: &Path, deploy_dir: &Path) -> Result<()> {
+    let Some((dir, p, setup)) = &d.plan.payload else {
+        return Ok(());
+    };
+    d.mounts
+        .mount(&d.target.disk, d.plan.part(Role::Extra)?, storage)?;
+    d.storage_mounted = true;
+    let name = crate::payload::registry::INSTALLED_ROOT
+        .strip_prefix(CONTAINER_STORAGE)
+        .context("the payload's place is not under the container storage")?
+        .trim_start_matches('/');
+    // blob by blob, each checked against its digest before it is renamed into place
+    crate::payload::store::add(&storage.join(name), dir)
+        .context("copying the payload onto the disk")?;
+    crate::payload::registry::write_files(
+        deploy_dir,
+        &setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false),
+    )
+}
+
+/// The images of `containers.list` into the extra partition (mounted on `storage`); returns
+/// them.
+fn precache(steps: &Steps, d: &mut Disk, s: &Seed, storage: &Path) -> Result<Vec<String>> {
+    let list = std::fs::read_to_string(s.files.join("containers.list"))?;
+    let images: Vec<String> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    steps.step(&format!(
+        "precaching {} image(s) of containers.list into the {} partition",
+        images.len(),
+        d.plan.extra.label
+    ));
+    if images.is_empty() {
+        return Ok(images);
+    }
+    if !d.storage_mounted {
+        d.mounts
+            .mount(&d.target.disk, d.plan.part(Role::Extra)?, storage)?;
+        d.storage_mounted = true;
+    }
+    let runroot = s.work.join("runroot");
+    for img in &images {
+        let dest = format!(
+            "containers-storage:[overlay@{}+{}]{img}",
+            storage.join("storage").display(),
+            runroot.display()
+        );
+        imgmode_image::skopeo::Copy::new(format!("docker://{img}"), dest)
+            .src_auth(&d.plan.auth)
+            .retry_times(3)
+            .run()
+            .with_context(|| format!("precaching {img} (containers.list of the seed)"))?;
+    }
+    Ok(images)
+}
+
+/// GRUB for BIOS and UEFI from the deployment's own files.
+fn bootloader(d: &Disk, s: &Seed, deploy_dir: &Path) -> Result<()> {
+    let grub = imgmode_os::grub::Grub::from_deployment(deploy_dir)?;
+    grub.write_boot_config(&d.root.join("boot"))?;
+    let gwork = s.work.join("grub");
+    std::fs::create_dir_all(&gwork)?;
+    grub.install_bios(&d.target.disk, d.plan.part(Role::BiosBoot)?, &gwork)?;
+    grub.install_uefi(&d.target.disk, d.plan.part(Role::Esp)?, &gwork)
+}
+
+/// The post script, with the target mounted.
+fn post_script(script: &Path, m: &Path, deploy_dir: &Path, stateroot: &str) -> Result<()> {
+    Run::new(script)
+        .env("IMGMODE_IBI_SYSROOT", m)
+        .env("IMGMODE_IBI_DEPLOYMENT", deploy_dir)
+        .env("IMGMODE_IBI_STATEROOT", stateroot)
+        .output()
+        .with_context(|| format!("the post script {} failed", script.display()))?;
+    Ok(())
+}
+
+/// The work files removed, the install's record written, everything unmounted.
+fn finish(
+    o: &InstallOpts,
+    mut d: Disk,
+    s: Seed,
+    images: Vec<String>,
+    etc_deleted: usize,
+    t0: Instant,
+) -> Result<Installed> {
+    imgmode_support::fs::remove_tree(&s.work)?;
+    let mut installed = Installed {
+        disk: d.target.disk.display().to_string(),
+        seed: seed_reference(&o.config.seed_image),
+        seed_from: o.seed_from.clone(),
+        payload: d.plan.payload.as_ref().map(|(_, p, _)| p.id.clone()),
+        seed_version: s.info.seed_cluster_ocp_version,
+        stateroot: s.stateroot,
+        commit: s.commit,
+        kernel_arguments: s.kargs,
+        layout: d.plan.layout,
+        precached: images,
+        etc_deleted,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    // what was installed, for the installed system's administrators
+    let record = d.root.join(format!(
+        "ostree/deploy/{}{INSTALL_RECORD}",
+        installed.stateroot
+    ));
+    if let Some(p) = record.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&record, serde_json::to_vec_pretty(&installed)?)
+        .with_context(|| format!("writing {}", record.display()))?;
+    let _ = Run::new("sync").output();
+    d.mounts.unmount_all()?;
+    installed.seconds = t0.elapsed().as_secs_f64();
+    Ok(installed)
+}
