@@ -15,10 +15,6 @@
 pub mod harness;
 pub mod scenarios;
 
-// The paths `cargo xtask` and the integration tests use.
-pub use harness::{artifacts, direct, qemu, registry, seed};
-pub use scenarios::ibi;
-
 use anyhow::{bail, Result};
 use harness::context::RunContext;
 use std::path::{Path, PathBuf};
@@ -83,7 +79,7 @@ pub struct Outcome {
 /// Run scenarios one at a time (2 cores: one TCG VM at a time), writing JUnit reports.
 pub fn run(
     chosen: &[scenarios::Scenario],
-    artifacts: &artifacts::Artifacts,
+    artifacts: &harness::artifacts::Artifacts,
     out_dir: &Path,
     keep: bool,
 ) -> Result<Vec<Outcome>> {

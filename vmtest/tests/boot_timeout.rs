@@ -1,7 +1,7 @@
 //! A VM that never shows what a scenario waits for fails with the wait named, the time it
 //! waited and the console's tail (the error class "VM boot timeout" of docs/errors.md).
 
-use imgmode_vmtest::qemu::{Boot, Vm, VmConfig};
+use imgmode_vmtest::harness::qemu::{Boot, Vm, VmConfig};
 use std::time::Duration;
 
 #[tokio::test]

@@ -170,7 +170,7 @@ fn disk_builds(imgmode: &Path, scratch: &Path, rows: &mut Vec<Row>) -> Result<Pa
 /// Boot to multi-user.target: the ostree disk through firmware and directly, and the same
 /// image's tree as a plain ext4 root (no ostree) directly; one VM at a time.
 fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
-    use imgmode_vmtest::qemu::Boot;
+    use imgmode_vmtest::harness::qemu::Boot;
     use imgmode_vmtest::scenarios::time_to_ready;
     let state = state_dir();
     // The same tree without ostree: check out the image commit, put /etc back.
@@ -210,7 +210,7 @@ fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
     anyhow::ensure!(st.success(), "qemu-img convert");
     std::fs::remove_file(&plain_raw)?;
 
-    let direct = imgmode_vmtest::direct::from_disk(ostree_disk, &scratch.join("direct"), "")?;
+    let direct = imgmode_vmtest::harness::direct::from_disk(ostree_disk, &scratch.join("direct"), "")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -40,7 +40,7 @@ fn mib(b: u64) -> f64 {
 fn unpack_repo(layout: &Path, scratch: &Path) -> Result<(PathBuf, u64)> {
     let tree = scratch.join("root");
     std::fs::create_dir_all(&tree)?;
-    for layer in imgmode_vmtest::seed::layout_layers(layout)? {
+    for layer in imgmode_vmtest::harness::seed::layout_layers(layout)? {
         crate::sh(
             Command::new("tar")
                 .arg("-xzf")
