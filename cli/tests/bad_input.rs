@@ -204,3 +204,55 @@ fn not_root_is_named_and_nothing_is_written() {
     );
     assert!(!work.exists() && !td.path().join("state").exists());
 }
+
+/// `--format` is global, but a verb whose output has one form refuses it (a usage error naming
+/// the verb) instead of ignoring it; `disk`'s own `--format` is the disk image format.
+#[test]
+fn format_refused_by_verbs_with_one_output_form() {
+    let td = tempfile::tempdir().unwrap();
+    for (args, verb) in [
+        (&["push", "a", "b", "--format", "json"][..], "imgmode push"),
+        (
+            &["--format", "json", "seed", "check", "s", "--config", "c"][..],
+            "imgmode seed check",
+        ),
+        (
+            &["payload", "remove", "x", "--format", "json"][..],
+            "imgmode payload remove",
+        ),
+        (
+            &["completions", "bash", "--format", "json"][..],
+            "imgmode completions",
+        ),
+        (
+            &["--format", "json", "container", "image", "list"][..],
+            "imgmode container",
+        ),
+        (
+            &["internal", "man-pages", "d", "--format", "json"][..],
+            "imgmode internal man-pages",
+        ),
+        (
+            &["--format", "json", "disk", "x", "-o", "y"][..],
+            "imgmode disk",
+        ),
+    ] {
+        let o = imgmode(td.path(), args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: --format json: ") && err.contains(verb),
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    // verbs with structured output take it before or after the verb
+    for args in [
+        &["images", "--format", "json"][..],
+        &["--format", "json", "images"],
+    ] {
+        let o = imgmode(td.path(), args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "[]\n", "{args:?}");
+    }
+}

@@ -29,20 +29,6 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/imgmode";
 /// Default cache directory.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/imgmode";
 
-/// The state directory from `$IMGMODE_STATE_DIR` or the default.
-pub fn state_dir_from_env() -> PathBuf {
-    std::env::var_os("IMGMODE_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_STATE_DIR.into())
-}
-
-/// The cache directory from `$IMGMODE_CACHE_DIR` or the default.
-pub fn cache_dir_from_env() -> PathBuf {
-    std::env::var_os("IMGMODE_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_CACHE_DIR.into())
-}
-
 /// The local image store.
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -1,0 +1,276 @@
+//! The command line: clap's definitions of every verb and its arguments.
+
+pub mod base;
+pub mod format;
+pub mod ibi;
+pub mod image;
+pub mod internal;
+pub mod layering;
+pub mod node;
+pub mod payload;
+pub mod recert;
+pub mod seed;
+
+use crate::output::OutputFormat;
+use base::{BaseCmd, DiskArgs};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use format::FormatValue;
+use ibi::IbiCmd;
+use image::ImageCmd;
+use internal::InternalCmd;
+use layering::{BuildArgs, ContainerArgs, LayerCmd, PushArgs};
+use node::{ApplyArgs, ApplyMachineconfigArgs, StatusArgs, SwitchArgs, UpgradeArgs};
+use payload::{MirrorArgs, PayloadCmd};
+use recert::RecertArgs;
+use seed::SeedCmd;
+use std::ffi::OsString;
+
+/// Build, deploy and test image-mode (bootc/ostree) operating systems.
+#[derive(Debug, Parser)]
+#[command(name = "imgmode", version, max_term_width = 80)]
+#[command(
+    after_help = "Local images are named without a transport (imgmode-base); every other \
+image is a containers-transports(5) reference (docker://, oci:, oci-archive:, \
+containers-storage:, dir:).\n\nEnvironment: IMGMODE_STATE_DIR (default /var/lib/imgmode), \
+IMGMODE_CACHE_DIR (default /var/cache/imgmode), RUST_LOG."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every verb takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Hide progress output.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// How results are printed (default: human).
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = format::output_format())]
+    pub format: Option<FormatValue>,
+}
+
+impl GlobalArgs {
+    /// The output format: `--format`'s, human when none was given.
+    pub fn output_format(&self) -> OutputFormat {
+        match self.format {
+            Some(FormatValue::Output(f)) => f,
+            _ => OutputFormat::Human,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The default base image, built from Debian packages.
+    #[command(subcommand)]
+    Base(BaseCmd),
+    /// Write a bootable raw or qcow2 disk image from a bootable container image.
+    #[command(after_help = "Example: imgmode disk imgmode-base --format qcow2 -o disk.qcow2")]
+    Disk(DiskArgs),
+    /// List the images in the local store.
+    Images,
+    /// Build a bootable image from a Containerfile (podman), lint it, store it.
+    #[command(
+        after_help = "Example: imgmode build -f containerfiles/layered/rsyslog/Containerfile \
+-t rsyslog containerfiles/layered/rsyslog\n\nFROM may name an image of the local store \
+(FROM imgmode-base); it is handed to podman as localhost/NAME:TAG."
+    )]
+    Build(BuildArgs),
+    /// Copy an image to any transport (e.g. docker://registry/repo:tag), or into the local
+    /// store when DEST is a plain name.
+    Push(PushArgs),
+    /// Fetch and stage the image the booted deployment follows.
+    Upgrade(UpgradeArgs),
+    /// Stage a deployment of another image, and follow it for upgrades.
+    Switch(SwitchArgs),
+    /// Boot the previous deployment next; a staged deployment is dropped.
+    Rollback(ApplyArgs),
+    /// Apply a MachineConfig's spec.osImageURL (by digest) to this node.
+    ApplyMachineconfig(ApplyMachineconfigArgs),
+    /// The applied MachineConfig was deleted: return to the image the node ran before it.
+    Revert(ApplyArgs),
+    /// Image mode objects: build a MachineOSConfig into a MachineOSBuild.
+    #[command(subcommand)]
+    Layer(LayerCmd),
+    /// Seed images (lifecycle-agent format): create on a seed system, inspect, check.
+    #[command(subcommand)]
+    Seed(SeedCmd),
+    /// Image-based installation: install a seed onto a disk (run by the installation ISO).
+    #[command(subcommand)]
+    Ibi(IbiCmd),
+    /// Release payloads (mirror directories): check them.
+    #[command(subcommand)]
+    Payload(PayloadCmd),
+    /// One image's contents.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Write images into the distribution (registry v2) filesystem layout that a stock
+    /// registry serves (docker-registry's storage.filesystem.rootdirectory = DIR).
+    #[command(
+        after_help = "IMAGE is a registry reference (quay.io/org/img:tag, docker://..., \
+...@sha256:...; its repository is the path without the registry) or REF=REPO[:TAG] for any \
+transport (oci:DIR, oci-archive:F, containers-storage:...). Manifest lists are kept. Every \
+manifest is read and the space checked before anything is written; blobs already in DIR are \
+not fetched again, an interrupted run resumes, every blob's size and digest are checked before \
+a repository links to it."
+    )]
+    Mirror(MirrorArgs),
+    /// Show the booted, staged and rollback deployments.
+    Status(StatusArgs),
+    /// Regenerate every certificate, key and JWT of a cluster copy and rename it.
+    #[command(
+        after_help = "Configuration comes from these flags or from the YAML/JSON file \
+named by RECERT_CONFIG, never both. Example: imgmode recert --etcd-endpoint \
+http://127.0.0.1:2379 --static-dir /etc/kubernetes --cluster-rename new:example.org \
+--summary-file /var/tmp/recert-summary.yaml"
+    )]
+    Recert(RecertArgs),
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Internal verbs for tests, benchmarks and fixtures.
+    #[command(subcommand, hide = true)]
+    Internal(InternalCmd),
+    /// `container lint IMAGE`; any other arguments go to ostree-ext's container commands
+    /// (what `ostree container ...` runs).
+    #[command(disable_help_flag = true)]
+    Container(ContainerArgs),
+}
+
+impl Command {
+    /// The verb as typed when its output has one form, so that it takes no `--format`.
+    fn one_output_form(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Push(_) => "push",
+            Command::Seed(SeedCmd::Check(_)) => "seed check",
+            Command::Payload(PayloadCmd::Remove { .. }) => "payload remove",
+            Command::Ibi(IbiCmd::PostPivot(_)) => "ibi post-pivot",
+            Command::Completions { .. } => "completions",
+            Command::Internal(c) => c.verb(),
+            Command::Container(a) if !a.is_lint() => "container",
+            _ => return None,
+        })
+    }
+}
+
+impl Cli {
+    /// Parse a command line (`argv[0]` first). Besides what clap refuses, a usage error (exit
+    /// 2) for a `--format` given to a verb that prints one form of output, which would
+    /// otherwise be ignored.
+    pub fn parse_args(args: &[OsString]) -> Result<Cli, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        let refused = match (&cli.command, cli.global.format) {
+            (
+                Command::Disk(DiskArgs {
+                    format: FormatValue::Output(f),
+                    ..
+                }),
+                _,
+            ) => Some(format!(
+                "--format {}: imgmode disk has one form of output; its own --format, after the \
+                 verb, is the disk image format (raw or qcow2)",
+                name(*f)
+            )),
+            (c, Some(FormatValue::Output(f))) => c.one_output_form().map(|verb| {
+                format!(
+                    "--format {}: imgmode {verb} has one form of output and takes no --format",
+                    name(f)
+                )
+            }),
+            _ => None,
+        };
+        match refused {
+            Some(msg) => Err(Cli::command().error(ErrorKind::ArgumentConflict, msg)),
+            None => Ok(cli),
+        }
+    }
+}
+
+/// An output format as typed.
+fn name(f: OutputFormat) -> String {
+    f.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_fits_80_columns() {
+        let mut cmd = Cli::command();
+        let check = |c: &mut clap::Command| {
+            let help = c.render_long_help().to_string();
+            for line in help.lines() {
+                assert!(line.chars().count() <= 80, "{}: {line:?}", c.get_name());
+            }
+        };
+        check(&mut cmd);
+        for sub in cmd.get_subcommands_mut() {
+            check(sub);
+        }
+    }
+
+    #[test]
+    fn unknown_disk_format_is_a_usage_error() {
+        let err = Cli::try_parse_from(["imgmode", "disk", "x", "-o", "y", "--format", "vmdk"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("vmdk"));
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        Cli::parse_args(&args)
+    }
+
+    #[test]
+    fn format_is_global_and_keeps_disks_own() {
+        for args in [
+            &["imgmode", "images", "--format", "json"][..],
+            &["imgmode", "--format", "json", "images"][..],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.global.output_format(), OutputFormat::Json, "{args:?}");
+        }
+        let cli = parse(&["imgmode", "disk", "x", "-o", "y", "--format", "raw"]).unwrap();
+        let Command::Disk(d) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            d.format,
+            FormatValue::Disk(imgmode_os::disk::DiskFormat::Raw)
+        );
+        assert_eq!(cli.global.output_format(), OutputFormat::Human);
+        let err = parse(&["imgmode", "--format", "json", "disk", "x", "-o", "y"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("imgmode disk"), "{err}");
+    }
+
+    #[test]
+    fn verbs_with_one_output_form_refuse_format() {
+        for args in [
+            &["imgmode", "push", "a", "b", "--format", "json"][..],
+            &[
+                "imgmode", "--format", "yaml", "seed", "check", "s", "--config", "c",
+            ][..],
+            &["imgmode", "internal", "man-pages", "d", "--format", "human"][..],
+            &["imgmode", "completions", "bash", "--format", "json"][..],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains("takes no --format"), "{err}");
+        }
+        parse(&["imgmode", "push", "a", "b"]).unwrap();
+        parse(&["imgmode", "container", "lint", "x", "--format", "json"]).unwrap();
+    }
+}

@@ -1,0 +1,59 @@
+//! The node-side verbs: `imgmode upgrade`, `switch`, `rollback`, `apply-machineconfig`,
+//! `revert`, and `status`.
+
+use std::path::PathBuf;
+
+/// Options of the node-side verbs.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The sysroot (the root of an ostree system).
+    #[arg(long, default_value = "/")]
+    pub sysroot: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    /// Only fetch the manifest and config; say whether an update is available.
+    #[arg(long, conflicts_with = "apply")]
+    pub check: bool,
+    /// Reboot into the new deployment when one was staged.
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SwitchArgs {
+    /// The image: a containers-transports(5) or ostree-ext reference.
+    pub image: String,
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyMachineconfigArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `rollback` and `revert`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The sysroot to read (the root of an ostree system).
+    #[arg(long, default_value = "/")]
+    pub sysroot: PathBuf,
+}

@@ -1,0 +1,80 @@
+//! `imgmode payload` and `imgmode mirror`: release payloads as mirror directories.
+
+use crate::args::image::RegistryArgs;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use imgmode_image::mirror;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum PayloadCmd {
+    /// Check a mirror directory: every blob's sha256, every repository link, the record.
+    Verify { dir: PathBuf },
+    /// The payloads this host holds (served on port 22625) and which are in use.
+    Status {
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
+        store: PathBuf,
+        /// The container storage whose images count as in use.
+        #[arg(long, default_value = "/var/lib/containers/storage")]
+        storage: PathBuf,
+    },
+    /// Copy a payload in: from a mirror directory, or an ISO (file or device) that carries
+    /// one in /payload (an installation ISO made with --payload).
+    Add {
+        source: PathBuf,
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
+        store: PathBuf,
+    },
+    /// Remove a payload (by its ID); refused while the container storage holds its images.
+    Remove {
+        id: String,
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
+        store: PathBuf,
+        #[arg(long, default_value = "/var/lib/containers/storage")]
+        storage: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MirrorArgs {
+    /// An image to mirror (repeatable).
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// A file of images, one per line (# comments).
+    #[arg(long = "images", value_name = "FILE")]
+    pub images_file: Option<PathBuf>,
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+impl MirrorArgs {
+    /// The mirror's options: the `--image`s, then the `--images` file's.
+    pub fn opts(self) -> Result<mirror::MirrorOpts> {
+        let mut args = self.images;
+        if let Some(f) = &self.images_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading --images {}", f.display()))?;
+            args.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        anyhow::ensure!(
+            !args.is_empty(),
+            "no images: give --image IMAGE (repeatable) or --images FILE"
+        );
+        let images = args
+            .iter()
+            .map(|a| mirror::MirrorImage::parse(a))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(mirror::MirrorOpts {
+            images,
+            dir: self.dir,
+            auth: self.registry.into(),
+        })
+    }
+}

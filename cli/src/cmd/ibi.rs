@@ -1,0 +1,111 @@
+//! `imgmode ibi`: image-based installation.
+
+use crate::args::ibi::{CreateImageArgs, IbiCmd, InstallArgs, Machine, PostPivotArgs};
+use crate::cmd::ctx::Ctx;
+use anyhow::{Context, Result};
+use imgmode_ibi::config::ImageBasedInstallationConfig;
+use imgmode_support::size::human_size;
+use std::path::Path;
+
+pub fn run(cmd: IbiCmd, cx: &Ctx) -> Result<()> {
+    match cmd {
+        IbiCmd::CreateConfigImage { dir } => create_config_image(&dir, cx),
+        IbiCmd::PostPivot(a) => post_pivot(a, cx),
+        IbiCmd::Install(a) => install(a, cx),
+        IbiCmd::CreateImage(a) => create_image(a, cx),
+    }
+}
+
+fn create_config_image(dir: &Path, cx: &Ctx) -> Result<()> {
+    let c = imgmode_ibi::configiso::create(dir)?;
+    cx.print(&c, |c| {
+        format!(
+            "wrote {} for cluster {}.{} (host {}, cluster ID {}, infra ID {}, {} extra manifest file(s))\n  {}\n  {}\n",
+            c.iso.display(),
+            c.cluster_name,
+            c.base_domain,
+            c.hostname,
+            c.cluster_id,
+            c.infra_id,
+            c.extra_manifests,
+            c.kubeconfig.display(),
+            c.kubeadmin_password.display()
+        )
+    })
+}
+
+fn post_pivot(a: PostPivotArgs, cx: &Ctx) -> Result<()> {
+    let m = imgmode_seed::postpivot::run(&a.into(), cx.steps())?;
+    println!(
+        "post-pivot done: cluster {}.{} (infra ID {}), host {}",
+        m.cluster_name, m.base_domain, m.infra_id, m.hostname
+    );
+    Ok(())
+}
+
+fn install(a: InstallArgs, cx: &Ctx) -> Result<()> {
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("reading {}", a.config.display()))?;
+    let cfg = ImageBasedInstallationConfig::parse(&text, &a.config.display().to_string())?;
+    let reboot = a.reboot;
+    let machine = Machine {
+        architecture: cx.ambient.arch.clone(),
+        fips: cx.ambient.fips,
+        store: cx.store(),
+    };
+    let o = a.opts(cfg, machine);
+    let steps = cx.steps();
+    let out = imgmode_ibi::install::install(&o, &steps)?;
+    steps.finish();
+    cx.print(&out, |i| {
+        format!(
+            "installed seed {} ({}) on {}: stateroot {}, commit {}, {} image(s) precached, in {:.0}s\n",
+            i.seed,
+            i.seed_version,
+            i.disk,
+            i.stateroot,
+            i.commit,
+            i.precached.len(),
+            i.seconds
+        )
+    })?;
+    if reboot {
+        restart(o.config.shutdown)?;
+    }
+    Ok(())
+}
+
+/// After the installation: reboot, or power off when the config says `shutdown: true`.
+fn restart(shutdown: bool) -> Result<()> {
+    let action = if shutdown { "poweroff" } else { "reboot" };
+    imgmode_support::cmd::Run::new("systemctl")
+        .arg(action)
+        .output()
+        .with_context(|| format!("systemctl {action}"))?;
+    Ok(())
+}
+
+fn create_image(a: CreateImageArgs, cx: &Ctx) -> Result<()> {
+    let o = a.opts(cx.store(), cx.ambient.cache_dir.clone());
+    let steps = cx.steps();
+    let c = imgmode_ibi::installiso::create_image(&o, &steps)?;
+    steps.finish();
+    cx.print(&c, |c| {
+        format!(
+            "wrote {} ({}): installs {} ({}) onto {}{}; live system {} (kernel {}, root filesystem {} in a {} archive)\n",
+            c.iso.display(),
+            human_size(c.live.iso_bytes),
+            c.seed,
+            c.seed_version,
+            c.installation_disk,
+            c.embedded_seed
+                .as_deref()
+                .map(|d| format!(", seed embedded ({d})"))
+                .unwrap_or_default(),
+            c.live.image,
+            c.live.kernel,
+            human_size(c.live.rootfs_tree_bytes),
+            human_size(c.live.rootfs_bytes)
+        )
+    })
+}

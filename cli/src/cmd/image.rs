@@ -1,0 +1,54 @@
+//! `imgmode images` and `imgmode image`.
+
+use crate::args::image::{ImageCmd, UnpackArgs};
+use crate::cmd::ctx::Ctx;
+use anyhow::{Context, Result};
+
+pub fn images(cx: &Ctx) -> Result<()> {
+    let list = cx.store().list()?;
+    cx.print(&list, |l| {
+        let mut s = String::new();
+        for i in l {
+            s.push_str(&format!("{:<32} {}\n", i.name, i.digest));
+        }
+        s
+    })
+}
+
+pub fn run(cmd: ImageCmd, cx: &Ctx) -> Result<()> {
+    match cmd {
+        ImageCmd::Unpack(a) => unpack(a, cx),
+    }
+}
+
+fn unpack(a: UnpackArgs, cx: &Ctx) -> Result<()> {
+    let max = a
+        .max_size
+        .as_deref()
+        .map(imgmode_support::size::parse_size)
+        .transpose()
+        .context("--max-size")?;
+    let steps = cx.steps();
+    let out = imgmode_image::extract::unpack_image(
+        &cx.store(),
+        &a.image,
+        &a.dir,
+        &a.registry.into(),
+        max,
+        &steps,
+    )?;
+    steps.finish();
+    cx.print(&out, |o| {
+        format!(
+            "{} ({}) unpacked into {}: {} layers, {} entries, {} bytes, {} whiteouts, {:.1} s\n",
+            o.image,
+            o.manifest_digest,
+            o.dir.display(),
+            o.layers,
+            o.entries,
+            o.bytes,
+            o.whiteouts,
+            o.seconds
+        )
+    })
+}

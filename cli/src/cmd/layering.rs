@@ -1,0 +1,135 @@
+//! `imgmode build`, `push`, `layer` and `container` (lint, and ostree-ext's commands).
+
+use crate::args::layering::{
+    BuildArgs, ContainerArgs, LayerBuildArgs, LayerCmd, LintArgs, PushArgs,
+};
+use crate::cmd::ctx::Ctx;
+use crate::output;
+use anyhow::Result;
+use imgmode_image::imgref::{self, UserImageRef};
+use ostree_ext::container::{ImageReference, Transport};
+use std::ffi::OsString;
+
+pub fn build(a: BuildArgs, cx: &Ctx) -> Result<()> {
+    let opts = a.opts(cx.store())?;
+    let out = imgmode_layering::build::build(&opts, &cx.steps())?;
+    cx.print(&out, |o| {
+        let mut s = String::new();
+        for w in o.lint.warnings().chain(o.lint.fatal()) {
+            s.push_str(&format!("lint {}: {}\n", w.name, w.message));
+        }
+        s.push_str(&format!(
+            "{}\n  reference: {}\n  digest: {}\n  layers: {} shared with the base, {} new\n",
+            o.name, o.reference, o.digest, o.reused_layers, o.new_layers
+        ));
+        s
+    })
+}
+
+pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
+    let PushArgs {
+        src,
+        dest,
+        tls_verify,
+        digestfile,
+    } = a;
+    let store = cx.store();
+    let src_ref = store.resolve(&src)?;
+    let dest_ref = match imgref::parse(&dest)? {
+        UserImageRef::Remote(r) => r,
+        UserImageRef::Local(name) => {
+            // into the local store: a staging layout, renamed into place when complete
+            let staged = store.staging()?;
+            let digest = imgmode_layering::build::push(
+                &src_ref.imgref,
+                &ImageReference {
+                    transport: Transport::OciDir,
+                    name: staged.path().display().to_string(),
+                },
+                false,
+                None,
+                digestfile.as_deref(),
+            )?;
+            store.publish(staged, &name)?;
+            println!("copied {src} to the local store as {name} ({digest})");
+            return Ok(());
+        }
+    };
+    let digest = imgmode_layering::build::push(
+        &src_ref.imgref,
+        &dest_ref.imgref,
+        tls_verify,
+        None,
+        digestfile.as_deref(),
+    )?;
+    println!("pushed {src} to {dest} as {digest}");
+    Ok(())
+}
+
+pub fn layer(cmd: LayerCmd, cx: &Ctx) -> Result<()> {
+    match cmd {
+        LayerCmd::Build(a) => layer_build(a, cx),
+    }
+}
+
+fn layer_build(a: LayerBuildArgs, cx: &Ctx) -> Result<()> {
+    let opts = a.opts(cx.store());
+    let b = imgmode_layering::machineos::layer_build(&opts, &cx.steps())?;
+    cx.print(&b, |b| {
+        format!(
+            "{}: {}\n  image: {}\n",
+            b.metadata.name,
+            b.state().unwrap_or("-"),
+            b.status.current_image_pull_spec.as_deref().unwrap_or("-")
+        )
+    })
+}
+
+/// `imgmode container lint ...` is imgmode's; any other `container` command is ostree-ext's.
+pub fn container(a: ContainerArgs, cx: &Ctx) -> Result<()> {
+    if a.is_lint() {
+        return lint(a.lint_args(), cx);
+    }
+    let argv = ["ostree-container".into(), "container".into()]
+        .into_iter()
+        .chain(a.args);
+    ostree_container(argv)
+}
+
+fn lint(a: LintArgs, cx: &Ctx) -> Result<()> {
+    if a.list {
+        for (name, sev, what) in imgmode_layering::lint::LINTS {
+            println!("{name:<18} {:<8} {what}", format!("{sev:?}").to_lowercase());
+        }
+        return Ok(());
+    }
+    let report = match (&a.image, &a.rootfs) {
+        (Some(img), _) => imgmode_layering::image::lint_image(&cx.store(), img)?,
+        (None, Some(dir)) => {
+            let tree = imgmode_layering::tree::Tree::from_dir(dir, true)?;
+            let mut r = imgmode_layering::lint::lint(
+                &dir.display().to_string(),
+                &tree,
+                &Default::default(),
+            );
+            // A root directory has no labels to check.
+            r.results.retain(|x| x.name != "bootc-label");
+            r
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    output::print(a.format.unwrap_or(cx.format), &report, |r| r.to_human())?;
+    match report.error() {
+        Some(e) if !a.no_fail => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Run ostree-ext's CLI (what `ostree container ...` execs) on the process's runtime.
+pub fn ostree_container<I>(argv: I) -> Result<()>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    imgmode_support::runtime::block_on(ostree_ext::cli::run_from_iter(argv))?
+}

@@ -1,0 +1,106 @@
+//! `imgmode payload` and `imgmode mirror`.
+
+use crate::args::payload::{MirrorArgs, PayloadCmd};
+use crate::cmd::ctx::Ctx;
+use anyhow::Result;
+use imgmode_support::size::human_size;
+use std::path::Path;
+
+pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
+    match cmd {
+        PayloadCmd::Verify { dir } => verify(&dir, cx),
+        PayloadCmd::Status { store, storage } => status(&store, &storage, cx),
+        PayloadCmd::Add { source, store } => add(&source, &store, cx),
+        PayloadCmd::Remove { id, store, storage } => remove(&id, &store, &storage),
+    }
+}
+
+fn verify(dir: &Path, cx: &Ctx) -> Result<()> {
+    let v = imgmode_image::mirror::verify(dir)?;
+    cx.print(&v, |v| {
+        format!(
+            "{}: payload {} ({} image(s), {}): {} blobs ({}) and {} links verified\n",
+            dir.display(),
+            v.payload.id,
+            v.payload.images.len(),
+            v.payload.architectures.join(", "),
+            v.blobs,
+            human_size(v.bytes),
+            v.links
+        )
+    })
+}
+
+fn status(store: &Path, storage: &Path, cx: &Ctx) -> Result<()> {
+    let held = imgmode_ibi::payload::store::status(store, storage)?;
+    cx.print(&held, |held| {
+        if held.is_empty() {
+            return format!("{} holds no payload\n", store.display());
+        }
+        held.iter()
+            .map(|h| {
+                let mut s = format!(
+                    "{} ({}){}\n",
+                    h.payload.id,
+                    h.payload.architectures.join(", "),
+                    if h.in_use.is_empty() { "" } else { " in use" }
+                );
+                for i in &h.payload.images {
+                    s.push_str(&format!("  {} {} ({})\n", i.name(), i.digest, i.source));
+                }
+                s
+            })
+            .collect()
+    })
+}
+
+fn add(source: &Path, store: &Path, cx: &Ctx) -> Result<()> {
+    let p = imgmode_ibi::payload::registry::add_from(store, source)?;
+    cx.print(&p, |p| {
+        format!(
+            "added payload {} ({} image(s)) to {}\n",
+            p.id,
+            p.images.len(),
+            store.display()
+        )
+    })
+}
+
+fn remove(id: &str, store: &Path, storage: &Path) -> Result<()> {
+    let p = imgmode_ibi::payload::store::remove(store, id, storage)?;
+    println!(
+        "removed payload {} ({} image(s)) from {}",
+        p.id,
+        p.images.len(),
+        store.display()
+    );
+    Ok(())
+}
+
+pub fn mirror(a: MirrorArgs, cx: &Ctx) -> Result<()> {
+    let opts = a.opts()?;
+    let steps = cx.steps();
+    let out = imgmode_image::mirror::mirror(&opts, &steps)?;
+    steps.finish();
+    cx.print(&out, |o| {
+        let mut s = String::new();
+        for i in &o.images {
+            s.push_str(&format!(
+                "{} -> {} ({}, {} manifest(s))\n",
+                i.source,
+                i.name(),
+                i.digest,
+                i.manifests
+            ));
+        }
+        s.push_str(&format!(
+            "{}: {} blobs ({}), {} new ({})\n",
+            o.dir.display(),
+            o.blobs,
+            human_size(o.bytes),
+            o.new_blobs,
+            human_size(o.new_bytes)
+        ));
+        s
+    })
+}

@@ -1,0 +1,28 @@
+//! How results are printed: for people, or as JSON or YAML (the global `--format`).
+
+use anyhow::Result;
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// How data is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Human,
+    Json,
+    Yaml,
+}
+
+/// Print `value` in `format`; `human` renders it for people.
+pub fn print<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    match format {
+        OutputFormat::Human => print!("{}", human(value)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(value)?),
+    }
+    Ok(())
+}
