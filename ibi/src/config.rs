@@ -3,8 +3,8 @@
 //! does not support is reported by name instead of being dropped.
 
 use anyhow::{bail, Result};
-use imgmode_support::yaml::{check_type, parse as parse_yaml};
 pub use imgmode_seed::reconfig::Proxy;
+use imgmode_support::yaml::{check_type, parse as parse_yaml};
 use serde::{Deserialize, Serialize};
 
 pub const KIND: &str = "ImageBasedInstallationConfig";

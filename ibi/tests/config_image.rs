@@ -3,9 +3,9 @@
 //! the new name and the API's admin CA accepts its client certificate, while the seed's own CA
 //! trusts nothing anymore. Checked with OpenSSL's verifier on recert's real output.
 
-use imgmode_testkit::pki::{self as testpki, PkiSpec};
 use imgmode_ibi::configiso;
 use imgmode_seed::reconfig::SeedReconfiguration;
+use imgmode_testkit::pki::{self as testpki, PkiSpec};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509StoreContext, X509VerifyResult, X509};

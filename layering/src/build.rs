@@ -11,12 +11,11 @@
 use crate::lint::LintReport;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
-use imgmode_support::cmd::{require_tools, Run};
 pub use imgmode_image::oci::canonical_json;
 use imgmode_image::oci::{put_blob, HashingWriter};
 use imgmode_image::skopeo::{self, RegistryAuth};
 use imgmode_image::store::OciImage;
-use {imgmode_image::Store, imgmode_support::Steps};
+use imgmode_support::cmd::{require_tools, Run};
 use ostree_ext::container::ImageReference;
 use ostree_ext::oci_spec::image::{
     DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
@@ -24,6 +23,7 @@ use ostree_ext::oci_spec::image::{
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use {imgmode_image::Store, imgmode_support::Steps};
 
 #[derive(Debug, Clone)]
 pub struct BuildOpts {

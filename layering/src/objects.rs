@@ -4,10 +4,10 @@
 //! rather than silently dropped.
 
 use anyhow::{anyhow, bail, Context, Result};
+use imgmode_os::node::{current_imgref, switch, UpdateOpts, UpdateOutcome};
 use ostree_ext::container::OstreeImageReference;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use imgmode_os::node::{current_imgref, switch, UpdateOpts, UpdateOutcome};
 use std::path::{Path, PathBuf};
 
 pub const API_VERSION: &str = "machineconfiguration.openshift.io/v1";

@@ -31,8 +31,8 @@ use std::time::{Instant, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 
 use cert::{Cert, ValidityPolicy};
-use imgmode_support::runtime::block_on;
 use config::Checked;
+use imgmode_support::runtime::block_on;
 use keys::PrivateKey;
 use plan::{KeyAction, Plan};
 use registry::Registry;

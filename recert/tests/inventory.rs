@@ -1,8 +1,8 @@
 //! `key_inventory`: every private key of a tree by public-key fingerprint, so two clusters
 //! made from one seed can be compared key by key.
 
-use imgmode_testkit::pki::{self as testpki, PkiSpec};
 use imgmode_recert::{key_inventory, RecertConfig};
+use imgmode_testkit::pki::{self as testpki, PkiSpec};
 
 #[test]
 fn inventories_of_two_recerted_copies_are_disjoint() {

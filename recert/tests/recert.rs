@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use imgmode_recert::cert::Cert;
 use imgmode_recert::config::RecertConfig;
 use imgmode_recert::registry::Registry;
-use imgmode_testkit::pki::{self as testpki, Pki, PkiSpec};
 use imgmode_recert::text;
+use imgmode_testkit::pki::{self as testpki, Pki, PkiSpec};
 
 struct Etcd {
     child: Child,

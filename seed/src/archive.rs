@@ -4,9 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 use imgmode_image::extract::{read_ahead, unpack_into, Budget, Policy, Unpacked};
+use imgmode_support::cmd::Run;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use imgmode_support::cmd::Run;
 use std::process::Stdio;
 
 /// GNU tar options every seed tarball is made with.

@@ -12,12 +12,12 @@
 //! - [`probe`]: the client side, with a kubeconfig's CA and client certificate (what
 //!   `imgmode seed create` uses to decide the cluster is healthy).
 
+use crate::pki::{self as testpki, PkiSpec};
 use anyhow::{bail, Context, Result};
 use imgmode_recert::etcd::{Etcd, EtcdObject};
+use imgmode_recert::keys::KeyKind;
 use imgmode_seed::cluster::{random_suffix, random_uuid};
 use imgmode_support::host::first_global_ipv4;
-use imgmode_recert::keys::KeyKind;
-use crate::pki::{self as testpki, PkiSpec};
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -197,7 +197,10 @@ fn build_seed() -> Result<()> {
     let imgmode = build_imgmode()?;
     let t0 = std::time::Instant::now();
     eprintln!("==> [1/5] the base image (imgmode base build; a cache hit when unchanged)");
-    let a = imgmode_vmtest::harness::artifacts::base_image(&imgmode, &root.join("containerfiles/base"))?;
+    let a = imgmode_vmtest::harness::artifacts::base_image(
+        &imgmode,
+        &root.join("containerfiles/base"),
+    )?;
     let dir = root.join("target/seed");
     let archive = dir.join("seed.oci-archive");
     let n = std::sync::atomic::AtomicUsize::new(1);
@@ -205,8 +208,9 @@ fn build_seed() -> Result<()> {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         eprintln!("==> [{i}] [{:>4}s] {m}", t0.elapsed().as_secs());
     };
-    let s = tokio::runtime::Runtime::new()?
-        .block_on(imgmode_vmtest::harness::seed::build_seed(&a, &dir, &archive, &step))?;
+    let s = tokio::runtime::Runtime::new()?.block_on(imgmode_vmtest::harness::seed::build_seed(
+        &a, &dir, &archive, &step,
+    ))?;
     println!(
         "seed image {} ({}) in the local store, and {}\n  from the seed VM in {:.0}s (total {:.0}s); inspect it: imgmode seed inspect {}",
         s.image,

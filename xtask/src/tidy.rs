@@ -44,8 +44,8 @@ const SOURCE_ROOTS: &[&str] = &[
 
 /// Run every rule; the violations, one message each.
 pub fn check(root: &Path) -> Result<Vec<String>> {
-    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md"))
-        .context("reading ARCHITECTURE.md")?;
+    let doc =
+        std::fs::read_to_string(root.join("ARCHITECTURE.md")).context("reading ARCHITECTURE.md")?;
     let mut v = crate_graph(root, &doc)?;
     let allow = allow_list(&doc)?;
     let tools = tool_table(root)?;
@@ -116,7 +116,13 @@ fn documented_graph(doc: &str) -> Result<Graph> {
 fn actual_graph(root: &Path) -> Result<Graph> {
     let out = std::process::Command::new(env!("CARGO"))
         .current_dir(root)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
@@ -152,7 +158,9 @@ fn graph_differences(doc: &Graph, actual: &Graph) -> Result<Vec<String>> {
     let mut v = vec![];
     for (name, deps) in actual {
         let Some(want) = doc.get(name) else {
-            v.push(format!("crate {name} is not in ARCHITECTURE.md's crate graph"));
+            v.push(format!(
+                "crate {name} is not in ARCHITECTURE.md's crate graph"
+            ));
             continue;
         };
         for d in deps.difference(want) {
@@ -224,7 +232,9 @@ impl SourceFile {
         let mut files = vec![];
         let mut stack = vec![root.join(src)];
         while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            for e in
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+            {
                 let p = e?.path();
                 if p.is_dir() {
                     stack.push(p);
@@ -604,16 +614,33 @@ mod tests {
         let files = SourceFile::load_crate(td.path(), "ibi/src").unwrap();
         let c = circles(&files);
         assert_eq!(c, ["import circle between ibi/src/a.rs <-> ibi/src/b.rs"]);
-        let allow = allow_list("<!-- tidy:allow -->\n```\nCommand::new: builder/support/src/cmd.rs\n```\n").unwrap();
+        let allow =
+            allow_list("<!-- tidy:allow -->\n```\nCommand::new: builder/support/src/cmd.rs\n```\n")
+                .unwrap();
         let tools: BTreeSet<String> = ["sh".to_string()].into();
         let v: Vec<String> = files
             .iter()
             .flat_map(|f| f.rule_violations(&allow, &tools))
             .collect();
-        assert!(v.iter().any(|m| m.starts_with("ibi/src/a.rs:2: `Command::new` is allowed only in builder/support/src/cmd.rs")), "{v:?}");
-        assert!(!v.iter().any(|m| m.contains("b.rs") && m.contains("Command::new")), "test code is exempt: {v:?}");
-        assert!(v.iter().any(|m| m.contains("fn g is 122 lines long")), "{v:?}");
-        assert!(v.iter().any(|m| m.contains("Run::new(\"nosuchtool\")")), "{v:?}");
+        assert!(
+            v.iter().any(|m| m.starts_with(
+                "ibi/src/a.rs:2: `Command::new` is allowed only in builder/support/src/cmd.rs"
+            )),
+            "{v:?}"
+        );
+        assert!(
+            !v.iter()
+                .any(|m| m.contains("b.rs") && m.contains("Command::new")),
+            "test code is exempt: {v:?}"
+        );
+        assert!(
+            v.iter().any(|m| m.contains("fn g is 122 lines long")),
+            "{v:?}"
+        );
+        assert!(
+            v.iter().any(|m| m.contains("Run::new(\"nosuchtool\")")),
+            "{v:?}"
+        );
 
         let doc = Graph::from([("imgmode-ibi".to_string(), BTreeSet::new())]);
         let actual = Graph::from([(

@@ -80,7 +80,12 @@ use crate::skopeo::RegistryAuth;
 
 /// Open any image argument (local name or transport reference) as an OCI layout.
 pub fn open_image(store: &Store, arg: &str) -> Result<OpenedImage> {
-    open_image_with(store, arg, &RegistryAuth::default(), &tempfile::env::temp_dir())
+    open_image_with(
+        store,
+        arg,
+        &RegistryAuth::default(),
+        &tempfile::env::temp_dir(),
+    )
 }
 
 /// [`open_image`] with registry credentials; a copy (any transport but `oci:`) is made in a
@@ -182,7 +187,8 @@ fn preflight_fetch(
         return Ok(());
     }
     let inspect = |r: &str| -> Result<Vec<u8>> {
-        crate::skopeo::inspect_raw(r, auth).with_context(|| format!("{arg}: the image cannot be read"))
+        crate::skopeo::inspect_raw(r, auth)
+            .with_context(|| format!("{arg}: the image cannot be read"))
     };
     let mut raw = inspect(&imgref.to_string())?;
     if let ManifestSize::List(d) = manifest_bytes(&raw)? {
@@ -199,7 +205,12 @@ fn preflight_fetch(
     let ManifestSize::Bytes(need) = manifest_bytes(&raw)? else {
         bail!("{arg}: a manifest list inside a manifest list");
     };
-    fits(arg, need, tmp_parent, imgmode_support::fs::free_bytes(tmp_parent)?)
+    fits(
+        arg,
+        need,
+        tmp_parent,
+        imgmode_support::fs::free_bytes(tmp_parent)?,
+    )
 }
 
 /// Does a copy of `need` bytes (plus 2 % and 16 MiB) fit in `free` bytes at `dir`?

@@ -11,8 +11,8 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use std::io::{Seek, SeekFrom, Write};
 use rustix::fs::IFlags;
+use std::io::{Seek, SeekFrom, Write};
 
 const OWNER_FILE: &str = ".imgmode-owner-pid";
 
@@ -165,7 +165,6 @@ pub fn write_at(path: &Path, offset: u64, data: &[u8]) -> Result<()> {
     f.sync_data()?;
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,6 @@ pub fn first_global_ipv4() -> Result<String> {
         .context("no global IPv4 address on this machine; pass --ip")
 }
 
-
 /// This machine's architecture in MachineOSConfig's `containerfileArch` spelling.
 pub fn containerfile_arch() -> &'static str {
     match std::env::consts::ARCH {

@@ -234,7 +234,9 @@ mod tests {
         assert_eq!(s.done, ["one", "two"]);
         assert_eq!(s.error, None);
 
-        let e = StepLog::resume(&p, "opts-b", Steps::hidden()).err().unwrap();
+        let e = StepLog::resume(&p, "opts-b", Steps::hidden())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("other options (opts-a)"), "{e}");
     }
 
@@ -271,6 +273,9 @@ mod tests {
         let s = read(&p);
         assert_eq!((s.status.as_str(), s.done.len()), ("done", 2));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

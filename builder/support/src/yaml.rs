@@ -40,7 +40,9 @@ mod tests {
             #[allow(dead_code)]
             a: u32,
         }
-        let e = parse::<T>("a: 1\nb: 2\n", "x.yaml").unwrap_err().to_string();
+        let e = parse::<T>("a: 1\nb: 2\n", "x.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.yaml: line 2, column 1:"), "{e}");
         assert!(e.contains("unknown field `b`"), "{e}");
         let e = check_type("x.yaml", "Pod", "v1", "Node", "v1").unwrap_err();

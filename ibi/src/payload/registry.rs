@@ -16,8 +16,8 @@ pub const PAYLOAD_DIR: &str = "payload";
 
 use crate::pki::{ca, pem_cert, pem_key, server_cert};
 use anyhow::{ensure, Context, Result};
-use imgmode_os::live::LiveFile;
 use imgmode_image::mirror::Payload;
+use imgmode_os::live::LiveFile;
 use std::path::Path;
 
 pub const PORT: u16 = 22625;
@@ -283,9 +283,7 @@ pub fn write_files(root: &Path, files: &[LiveFile]) -> Result<()> {
             std::fs::create_dir_all(d)?;
         }
         match &f.content {
-            Content::File { data, mode } => {
-                imgmode_support::fs::write_atomic(&p, data, *mode)?
-            }
+            Content::File { data, mode } => imgmode_support::fs::write_atomic(&p, data, *mode)?,
             Content::Symlink(t) => {
                 let _ = std::fs::remove_file(&p);
                 std::os::unix::fs::symlink(t, &p)?;

@@ -11,8 +11,8 @@
 //!   the repository links are rewritten for the payloads that remain, and blobs nothing
 //!   references any more are deleted.
 
-use imgmode_image::mirror::{self, Mirrored, Payload, PAYLOAD_RECORD, V2};
 use anyhow::{bail, ensure, Context, Result};
+use imgmode_image::mirror::{self, Mirrored, Payload, PAYLOAD_RECORD, V2};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

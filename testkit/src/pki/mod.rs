@@ -16,10 +16,10 @@ use base64::Engine;
 use serde_json::json;
 use x509_cert::name::Name;
 
-use imgmode_recert::keys::{self, KeyKind, PrivateKey};
-use imgmode_recert::text::{pem_encode, B64URL};
 use certs::{Leaves, Names, Signers, RSA};
 use files::SP;
+use imgmode_recert::keys::{self, KeyKind, PrivateKey};
+use imgmode_recert::text::{pem_encode, B64URL};
 use issue::{issue, Req};
 
 pub use issue::San;
@@ -109,7 +109,8 @@ impl Pki {
 
 /// A service-account token signed like kube-apiserver does (RS256, kid = key ID of the SPKI).
 pub fn service_account_token(key: &PrivateKey, namespace: &str, sa: &str) -> String {
-    let header = json!({"alg": key.jws_alg(), "kid": imgmode_recert::plan::kube_kid(&key.spki_der())});
+    let header =
+        json!({"alg": key.jws_alg(), "kid": imgmode_recert::plan::kube_kid(&key.spki_der())});
     let claims = json!({
         "iss": "kubernetes/serviceaccount",
         "kubernetes.io/serviceaccount/namespace": namespace,

@@ -210,7 +210,8 @@ fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
     anyhow::ensure!(st.success(), "qemu-img convert");
     std::fs::remove_file(&plain_raw)?;
 
-    let direct = imgmode_vmtest::harness::direct::from_disk(ostree_disk, &scratch.join("direct"), "")?;
+    let direct =
+        imgmode_vmtest::harness::direct::from_disk(ostree_disk, &scratch.join("direct"), "")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

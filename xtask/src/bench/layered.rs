@@ -87,7 +87,8 @@ fn upgrade_bytes(imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
     build(&data)?;
     // Both versions go through a local registry, so the bytes the upgrade fetches are counted
     // on the wire (the registry's access log), not estimated.
-    let registry = imgmode_vmtest::harness::registry::Registry::start(&scratch.path().join("registry"))?;
+    let registry =
+        imgmode_vmtest::harness::registry::Registry::start(&scratch.path().join("registry"))?;
     let reg = registry.host_addr();
     // skopeo's image proxy (ostree-ext) reads the system's registries.conf only: a drop-in
     // for this loopback port alone, removed when the benchmark ends (or fails)
