@@ -12,10 +12,11 @@ use crate::lint::LintReport;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
 pub use imgmode_image::oci::canonical_json;
-use imgmode_image::oci::{put_blob, HashingWriter};
+use imgmode_image::oci::put_blob;
 use imgmode_image::skopeo::{self, RegistryAuth};
 use imgmode_image::store::OciImage;
 use imgmode_support::cmd::{require_tools, Run};
+use imgmode_support::io::HashingWriter;
 use ostree_ext::container::ImageReference;
 use ostree_ext::oci_spec::image::{
     DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,

@@ -3,8 +3,9 @@
 //! temporary name and renamed when complete.
 
 use anyhow::{bail, Context, Result};
-use imgmode_image::extract::{read_ahead, unpack_into, Budget, Policy, Unpacked};
+use imgmode_image::extract::{unpack_into, Budget, Policy, Unpacked};
 use imgmode_support::cmd::Run;
+use imgmode_support::io::read_ahead;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

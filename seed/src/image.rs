@@ -7,9 +7,10 @@ use crate::gates;
 use crate::manifest::SeedClusterInfo;
 use anyhow::{bail, Context, Result};
 use imgmode_image::imgref::{self, UserImageRef};
-use imgmode_image::oci::{canonical_json, put_blob, HashingWriter};
+use imgmode_image::oci::{canonical_json, put_blob};
 use imgmode_image::skopeo::{self, RegistryAuth};
 use imgmode_image::Store;
+use imgmode_support::io::HashingWriter;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -293,7 +294,7 @@ pub fn list_layer(r: impl Read) -> Result<Vec<SeedFile>> {
                 link_to: Some(String::from_utf8_lossy(&e.link).into_owned()),
             }),
             Some(Kind::File) => {
-                let mut h = imgmode_image::oci::HashingWriter::new(std::io::sink());
+                let mut h = HashingWriter::new(std::io::sink());
                 std::io::copy(&mut t.data(), &mut h)?;
                 let (sha256, size) = h.finish()?;
                 out.push(SeedFile {

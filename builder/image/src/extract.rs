@@ -31,7 +31,7 @@ mod sparse;
 mod write;
 mod xattrs;
 
-pub use image::{read_ahead, unpack_image, ImageUnpacked};
+pub use image::{unpack_image, ImageUnpacked};
 pub use name::Name;
 pub use policy::{Budget, Policy, Special};
 pub use xattrs::{acl_from_text, acl_from_text_with};

@@ -22,6 +22,7 @@ use crate::digest::sha256_hex;
 use crate::skopeo::RegistryAuth;
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_support::cmd::require_tools;
+use imgmode_support::io::hash_file;
 use imgmode_support::progress::Steps;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -474,15 +475,6 @@ pub fn parse_refs(raw: &[u8]) -> Result<Refs> {
 pub fn blob_path(v2: &Path, digest: &str) -> Result<PathBuf> {
     let hex = sha256_hex(digest)?;
     Ok(v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
-}
-
-/// sha256 and size of a file.
-pub fn hash_file(p: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
-    let mut h = crate::oci::HashingWriter::new(std::io::sink());
-    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", p.display()))?;
-    let (hex, n) = h.finish()?;
-    Ok((format!("sha256:{hex}"), n))
 }
 
 /// Write `text` at `path` through a temporary name.

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use ostree_ext::container::Transport;
 use serde::Serialize;
 use sha2::Digest;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Write `data` as a blob of the layout at `dir`; its digest.
@@ -34,40 +33,6 @@ pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         }
     }
     Ok(serde_json::to_vec(&sort(serde_json::to_value(v)?))?)
-}
-
-/// A writer that hashes (SHA-256) and counts what passes through; `finish` gives the hex
-/// digest and the byte count.
-pub struct HashingWriter<W> {
-    inner: W,
-    hash: sha2::Sha256,
-    n: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hash: sha2::Sha256::new(),
-            n: 0,
-        }
-    }
-    pub fn finish(mut self) -> Result<(String, u64)> {
-        self.inner.flush()?;
-        Ok((hex::encode(self.hash.finalize()), self.n))
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// An image opened as an OCI layout; a temporary copy is removed on drop.

@@ -2,6 +2,7 @@
 //!
 //! - [`cmd`]: the one runner of external tools (a missing tool names its Debian package).
 //! - [`fs`]: atomic writes, scratch work directories, free space, writes at an offset.
+//! - [`io`]: IO adapters (hashing and counting, a file's digest, read-ahead decompression).
 //! - [`host`]: facts about this machine in the spellings images use.
 //! - [`progress`]: the step printer every long verb reports through.
 //! - [`runtime`]: the one tokio runtime the synchronous code blocks on.
@@ -14,6 +15,7 @@
 pub mod cmd;
 pub mod fs;
 pub mod host;
+pub mod io;
 pub mod progress;
 pub mod runtime;
 pub mod size;

@@ -345,7 +345,7 @@ fn seed_pull(o: &InstallOpts, d: &Disk) -> Result<()> {
         let opened = imgmode_image::oci::open_image_with(&o.store, seed, &d.plan.auth, &work)
             .with_context(|| format!("fetching the seed {seed}"))?;
         tar_extract_from(
-            imgmode_image::extract::read_ahead(opened.image.open_layer(0)?),
+            imgmode_support::io::read_ahead(opened.image.open_layer(0)?),
             &files,
             &imgmode_image::extract::Policy::plain(),
         )

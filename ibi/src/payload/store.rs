@@ -176,7 +176,7 @@ pub fn add(store: &Path, src: &Path) -> Result<Payload> {
         std::fs::create_dir_all(dest.parent().unwrap())?;
         let tmp = dest.with_file_name("data.imgmode-tmp");
         std::fs::copy(mirror::blob_path(&sv2, d)?, &tmp)?;
-        let (got, _) = mirror::hash_file(&tmp)?;
+        let (got, _) = imgmode_support::io::hash_file(&tmp)?;
         if &got != d {
             let _ = std::fs::remove_file(&tmp);
             bail!(

@@ -4,7 +4,6 @@
 use super::{unpack, Budget, Policy, Unpacked};
 use anyhow::{anyhow, bail, Context, Result};
 use cap_std::fs::Dir;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What `imgmode image unpack` did.
@@ -65,23 +64,28 @@ pub fn unpack_image(
             l.digest(),
             l.size()
         ));
-        let u =
-            unpack(read_ahead(img.open_layer(i)?), &root, &policy, &mut budget).map_err(|e| {
-                // a damaged blob is named as such even where the damage broke the tar stream first
-                let blob = img.blob(l.digest().as_ref());
-                match blob.and_then(|b| crate::mirror::hash_file(&b)) {
-                    Ok((d, n)) if d != l.digest().to_string() || n != l.size() => anyhow!(
-                        "blob {} is corrupted or truncated: {n} bytes hashing to {d} ({e:#})",
-                        l.digest()
-                    ),
-                    _ => e,
-                }
-                .context(format!(
-                    "unpacking layer {} ({}) of {image}",
-                    i + 1,
+        let u = unpack(
+            imgmode_support::io::read_ahead(img.open_layer(i)?),
+            &root,
+            &policy,
+            &mut budget,
+        )
+        .map_err(|e| {
+            // a damaged blob is named as such even where the damage broke the tar stream first
+            let blob = img.blob(l.digest().as_ref());
+            match blob.and_then(|b| imgmode_support::io::hash_file(&b)) {
+                Ok((d, n)) if d != l.digest().to_string() || n != l.size() => anyhow!(
+                    "blob {} is corrupted or truncated: {n} bytes hashing to {d} ({e:#})",
                     l.digest()
-                ))
-            })?;
+                ),
+                _ => e,
+            }
+            .context(format!(
+                "unpacking layer {} ({}) of {image}",
+                i + 1,
+                l.digest()
+            ))
+        })?;
         total.entries += u.entries;
         total.bytes += u.bytes;
         total.whiteouts += u.whiteouts;
@@ -108,57 +112,4 @@ pub fn unpack_image(
         whiteouts: total.whiteouts,
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// Decompress on another thread: `r` is read ahead in 256 KiB chunks (at most 2 MiB queued)
-/// while the caller writes files, as `tar` reading from a `gzip -d` pipe does. Errors from
-/// `r` arrive in order, after the chunks before them.
-pub fn read_ahead(mut r: impl Read + Send + 'static) -> impl Read {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
-    std::thread::spawn(move || loop {
-        let mut buf = vec![0u8; 256 << 10];
-        match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.send(Ok(buf)).is_err() {
-                    break; // the reader went away
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                break;
-            }
-        }
-    });
-    ReadAhead {
-        rx,
-        cur: Vec::new(),
-        pos: 0,
-    }
-}
-
-struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.cur = chunk?;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0), // the sender finished: end of stream
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
