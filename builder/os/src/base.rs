@@ -10,10 +10,12 @@
 //!    [`convert_to_ostree_layout`]. Keyed by the recipe version, `image.yaml`, `packages.txt` and
 //!    the dracut configuration (which must be present while the kernel is installed).
 //! 2. **final** (`imgmode/base/<name>`): the rootfs commit with the overlay and the `imgmode`
-//!    binary layered on top by `ostree commit --tree=ref=.. --tree=dir=..` (no checkout), then
+//!    binary layered on top by the equivalent of `ostree commit --tree=ref=.. --tree=dir=..` (no
+//!    checkout; libostree through the bindings, see [`crate::ostree::commit`]), then
 //!    encapsulated with ostree-ext into the local store. Keyed by every input; the key is
 //!    recorded in the image label [`INPUTS_LABEL`], so an unchanged rebuild is a cache hit.
 
+use crate::ostree::{CommitOpts, Tree};
 use anyhow::{bail, Context, Result};
 use imgmode_image::store::Store;
 use imgmode_support::cmd::{require_root, require_tools, Run};
@@ -213,7 +215,7 @@ pub struct BuildOutcome {
 /// Build (or reuse) the base image described by `opts.definition`.
 pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     require_root("building the base image (mmdebstrap, ostree commit with file ownership)")?;
-    require_tools(&["mmdebstrap", "ostree"])?;
+    require_tools(&["mmdebstrap"])?;
     if opts.to_containers_storage {
         require_tools(&["skopeo"])?;
     }
@@ -238,18 +240,13 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         humantime_compact(std::time::SystemTime::now())
     );
     let final_ref = format!("imgmode/base/{name}");
-    let commit = Run::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["commit", "--no-bindings", "--bootable"])
-        .arg(format!("--branch={final_ref}"))
-        .arg(format!("--tree=ref={rootfs_ref}"))
-        .arg(format!("--tree=dir={}", layer.display()))
-        .arg(format!("--add-metadata-string=version={version}"))
-        .arg(format!("--subject={name} {version}"))
-        .read()
-        .context("committing the base image")?
-        .trim()
-        .to_string();
+    let commit = crate::ostree::commit(
+        &repo,
+        &final_ref,
+        &[Tree::Ref(&rootfs_ref), Tree::Dir(&layer)],
+        &final_commit_opts(&name, &version),
+    )
+    .context("committing the base image")?;
     crate::ostree::require_one_kernel(&repo, &commit)?;
 
     steps.step("encapsulating as a bootable container image");
@@ -335,18 +332,38 @@ fn build_rootfs(
         steps.step("converting the root filesystem to the ostree layout");
         let kver = convert_to_ostree_layout(&rootfs)?;
         steps.step(&format!("committing the root filesystem (kernel {kver})"));
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["commit", "--no-bindings", "--consume"])
-            .arg(format!("--branch={rootfs_ref}"))
-            .arg(format!("--tree=dir={}", rootfs.display()))
-            .arg(format!("--subject=imgmode rootfs {}", spec.image.suite))
-            .output()
-            .context("committing the converted root filesystem")?;
+        crate::ostree::commit(
+            repo,
+            rootfs_ref,
+            &[Tree::Dir(&rootfs)],
+            &rootfs_commit_opts(&spec.image.suite),
+        )
+        .context("committing the converted root filesystem")?;
     } else {
         steps.step("root filesystem inputs unchanged; reusing the cached rootfs commit");
     }
     prune_stale_rootfs(repo, rootfs_ref)
+}
+
+/// Stage 1's commit (`ostree commit --no-bindings --consume --subject="imgmode rootfs SUITE"`):
+/// the converted tree is consumed as it is written.
+fn rootfs_commit_opts(suite: &str) -> CommitOpts {
+    CommitOpts {
+        subject: Some(format!("imgmode rootfs {suite}")),
+        consume: true,
+        ..Default::default()
+    }
+}
+
+/// The final commit (`ostree commit --no-bindings --bootable
+/// --add-metadata-string=version=VERSION --subject="NAME VERSION"`).
+fn final_commit_opts(name: &str, version: &str) -> CommitOpts {
+    CommitOpts {
+        subject: Some(format!("{name} {version}")),
+        metadata: vec![("version".into(), version.into())],
+        bootable: true,
+        ..Default::default()
+    }
 }
 
 /// Labels of the base image (ostree-ext adds `ostree.commit`, `ostree.final-diffid` and
@@ -418,58 +435,26 @@ pub fn humantime_rfc3339(t: std::time::SystemTime) -> String {
 pub fn ensure_repo(path: &Path) -> Result<PathBuf> {
     if !path.join("config").is_file() {
         std::fs::create_dir_all(path)?;
-        Run::new("ostree")
-            .arg(format!("--repo={}", path.display()))
-            .args(["init", "--mode=bare"])
-            .output()
-            .with_context(|| format!("creating the ostree repo {}", path.display()))?;
+        crate::ostree::init_repo(path, "bare")?;
     }
     Ok(path.to_path_buf())
 }
 
 fn ref_exists(repo: &Path, r: &str) -> Result<bool> {
-    let out = Run::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["refs", "--list"])
-        .read()?;
-    Ok(out.lines().any(|l| l.trim() == r))
+    Ok(crate::ostree::list_refs(repo, None)?.iter().any(|l| l == r))
 }
 
 /// Drop cached rootfs commits of other inputs, so the cache repo does not grow with every
 /// package list change.
 fn prune_stale_rootfs(repo: &Path, keep: &str) -> Result<()> {
-    let refs = Run::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["refs", "--list", "imgmode/rootfs"])
-        .read()?;
-    let stale: Vec<String> = refs
-        .lines()
-        .map(|r| {
-            let r = r.trim();
-            // `refs --list PREFIX` prints full names; older ostree printed them relative.
-            if r.starts_with("imgmode/rootfs/") {
-                r.to_string()
-            } else {
-                format!("imgmode/rootfs/{r}")
-            }
-        })
-        .filter(|r| !r.ends_with('/') && r != keep)
+    let stale: Vec<String> = crate::ostree::list_refs(repo, Some("imgmode/rootfs"))?
+        .into_iter()
+        .filter(|r| r != keep)
         .collect();
     if stale.is_empty() {
         return Ok(());
     }
-    for r in &stale {
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["refs", "--delete", r])
-            .output()?;
-    }
-    Run::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["prune", "--refs-only"])
-        .output()
-        .context("pruning stale rootfs commits")?;
-    Ok(())
+    crate::ostree::delete_refs_and_prune(repo, &stale).context("pruning stale rootfs commits")
 }
 
 /// The arguments of the build's mmdebstrap run (without the program name): suite, variant,
@@ -820,22 +805,123 @@ mod tests {
         crate::ostree::init_repo(&repo, "bare-user").unwrap();
         let tree = td.path().join("tree");
         std::fs::create_dir_all(&tree).unwrap();
+        let mut commits = Vec::new();
         for (i, r) in ["imgmode/rootfs/old", "imgmode/rootfs/new", "imgmode/base/x"]
             .iter()
             .enumerate()
         {
             std::fs::write(tree.join("f"), i.to_string()).unwrap();
-            crate::ostree::commit_dir(&repo, r, &tree).unwrap();
+            commits.push(crate::ostree::commit_dir(&repo, r, &tree).unwrap());
         }
         prune_stale_rootfs(&repo, "imgmode/rootfs/new").unwrap();
-        let refs = Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .arg("refs")
-            .read()
-            .unwrap();
-        let mut refs: Vec<&str> = refs.lines().collect();
-        refs.sort();
+        let refs = crate::ostree::list_refs(&repo, None).unwrap();
         assert_eq!(refs, ["imgmode/base/x", "imgmode/rootfs/new"]);
+        // the old rootfs commit went with its ref; the others stay
+        let r = crate::ostree::open_repo(&repo).unwrap();
+        let has = |c: &str| {
+            r.has_object(
+                ostree_ext::ostree::ObjectType::Commit,
+                c,
+                ostree_ext::gio::Cancellable::NONE,
+            )
+            .unwrap()
+        };
+        assert!(!has(&commits[0]));
+        assert!(has(&commits[1]) && has(&commits[2]));
+        // nothing to prune: a no-op
+        prune_stale_rootfs(&repo, "imgmode/rootfs/new").unwrap();
+        assert_eq!(crate::ostree::list_refs(&repo, None).unwrap(), refs);
+    }
+
+    /// The base build's two commits through the bindings have the checksums the `ostree
+    /// commit` commands they replace gave (same trees, metadata, subjects, parents; the time
+    /// fixed on both sides), so base images stay reproducible. In a bare repository as the
+    /// build makes them when root, else bare-user.
+    #[test]
+    fn base_commits_match_the_cli() {
+        use crate::ostree::cli_check::{listing, make_tree, ostree, repo_arg, EPOCH};
+        let td = tempfile::tempdir().unwrap();
+        let t = td.path();
+        let (a, b) = (t.join("cli-repo"), t.join("lib-repo"));
+        let mode = if rustix::process::geteuid().is_root() {
+            "bare"
+        } else {
+            "bare-user"
+        };
+        ostree(&[&repo_arg(&a), "init", &format!("--mode={mode}")]);
+        std::fs::create_dir_all(&b).unwrap();
+        crate::ostree::init_repo(&b, mode).unwrap();
+        let (rootfs_ref, final_ref) = ("imgmode/rootfs/k", "imgmode/base/t");
+        let (suite, name, version) = ("trixie", "t", "trixie.202611230000");
+        let ov = t.join("overlay");
+        std::fs::create_dir_all(ov.join("etc/dracut.conf.d")).unwrap();
+        std::fs::write(ov.join("etc/dracut.conf.d/a.conf"), "x").unwrap();
+        std::fs::write(ov.join("README"), "r").unwrap();
+        let bin = t.join("imgmode");
+        std::fs::write(&bin, "#!").unwrap();
+        let layer = t.join("layer");
+        prepare_layer(&ov, &bin, &layer).unwrap();
+        // twice: the second round has the first round's commits as parents
+        for round in 0..2 {
+            let (ra, rb) = (
+                t.join(format!("rootfs-a{round}")),
+                t.join(format!("rootfs-b{round}")),
+            );
+            make_tree(&ra);
+            make_tree(&rb);
+            std::fs::write(ra.join("round"), round.to_string()).unwrap();
+            std::fs::write(rb.join("round"), round.to_string()).unwrap();
+            let want = ostree(&[
+                &repo_arg(&a),
+                "commit",
+                "--no-bindings",
+                "--consume",
+                &format!("--branch={rootfs_ref}"),
+                &format!("--tree=dir={}", ra.display()),
+                &format!("--subject=imgmode rootfs {suite}"),
+            ]);
+            let got = crate::ostree::commit(
+                &b,
+                rootfs_ref,
+                &[Tree::Dir(&rb)],
+                &CommitOpts {
+                    timestamp: Some(EPOCH),
+                    ..rootfs_commit_opts(suite)
+                },
+            )
+            .unwrap();
+            assert_eq!(want.trim(), got, "rootfs commit, round {round}");
+            // --consume: what was committed is gone on both sides alike
+            assert_eq!(listing(&ra), listing(&rb));
+
+            let want = ostree(&[
+                &repo_arg(&a),
+                "commit",
+                "--no-bindings",
+                "--bootable",
+                &format!("--branch={final_ref}"),
+                &format!("--tree=ref={rootfs_ref}"),
+                &format!("--tree=dir={}", layer.display()),
+                &format!("--add-metadata-string=version={version}"),
+                &format!("--subject={name} {version}"),
+            ]);
+            let got = crate::ostree::commit(
+                &b,
+                final_ref,
+                &[Tree::Ref(rootfs_ref), Tree::Dir(&layer)],
+                &CommitOpts {
+                    timestamp: Some(EPOCH),
+                    ..final_commit_opts(name, version)
+                },
+            )
+            .unwrap();
+            assert_eq!(want.trim(), got, "final commit, round {round}");
+            crate::ostree::require_one_kernel(&b, &got).unwrap();
+        }
+        assert_eq!(
+            crate::ostree::list_refs(&a, None).unwrap(),
+            crate::ostree::list_refs(&b, None).unwrap()
+        );
     }
 
     #[test]

@@ -16,17 +16,17 @@
 //! 5. qcow2 output is converted with `qemu-img`; the result is renamed over the output path
 //!    only when complete.
 
-use imgmode_support::cmd::{require_root, require_tools, Run};
 use crate::partition::{self, Firmware, Layout, Role, RootFs};
-use imgmode_support::progress::Steps;
-use imgmode_image::store::Store;
 use anyhow::{anyhow, bail, Context, Result};
+use imgmode_image::store::Store;
+use imgmode_support::cmd::{require_root, require_tools, Run};
+use imgmode_support::fs::{du_bytes, output_parent};
+use imgmode_support::host::host_arch;
+use imgmode_support::progress::Steps;
+use imgmode_support::size;
 use ostree_ext::container::store::{ImageImporter, PrepareResult};
 use ostree_ext::container::{self as oc, OstreeImageReference};
 use ostree_ext::{gio, ostree};
-use imgmode_support::fs::{du_bytes, output_parent};
-use imgmode_support::host::host_arch;
-use imgmode_support::size;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -118,7 +118,7 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
         .map(|t| opts.store.resolve(t).context("--target-imgref"))
         .transpose()?;
     require_root("writing a disk image (ostree deploy with file ownership, mkfs)")?;
-    let mut tools = vec!["sgdisk", "mkfs.ext4", "ostree", "skopeo"];
+    let mut tools = vec!["sgdisk", "mkfs.ext4", "skopeo"];
     if opts.firmware.uefi() {
         tools.extend(["mkfs.vfat", "mmd", "mcopy"]);
     }
@@ -257,19 +257,13 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
 /// (`boot/` may be a mounted filesystem). The sysroot is returned locked.
 pub fn init_sysroot(dir: &Path, stateroot: &str) -> Result<ostree::Sysroot> {
     std::fs::create_dir_all(dir)?;
-    Run::new("ostree")
-        .args(["admin", "init-fs", "--modern"])
-        .arg(dir)
-        .output()?;
+    crate::ostree::init_fs(dir)?;
     let repo = dir.join("ostree/repo");
     for (k, v) in [
         ("sysroot.bootloader", "syslinux"),
         ("sysroot.readonly", "false"),
     ] {
-        Run::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(["config", "set", k, v])
-            .output()?;
+        crate::ostree::config_set(&repo, k, v)?;
     }
     // ostree's syslinux backend keeps its menu at boot/loader/syslinux.cfg and expects
     // boot/syslinux/syslinux.cfg to link to it; loader.0 is the empty "before" state.

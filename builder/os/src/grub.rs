@@ -13,9 +13,9 @@
 //! for an embedding partition. UEFI: the image is `/EFI/BOOT/BOOTX64.EFI` on the ESP, the
 //! removable-media path that firmware boots without NVRAM entries.
 
-use imgmode_support::cmd::Run;
 use crate::partition::{Partition, BOOT_LABEL};
 use anyhow::{bail, Context, Result};
+use imgmode_support::cmd::Run;
 use std::path::{Path, PathBuf};
 
 const SECTOR: u64 = 512;

@@ -118,7 +118,7 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     let parent = check_opts(opts)?;
     let imgref = opts.store.resolve(&opts.image)?;
     require_root("writing a live ISO (the image's files keep their owners)")?;
-    require_tools(&["ostree", "skopeo", "xorriso", "mkfs.vfat", "mmd", "mcopy"])?;
+    require_tools(&["skopeo", "xorriso", "mkfs.vfat", "mmd", "mcopy"])?;
 
     let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "live-")?;
     let w = work.path();
@@ -195,19 +195,10 @@ fn check_out_image(
     steps: &Steps,
 ) -> Result<(String, String)> {
     let repo_dir = w.join("repo");
-    Run::new("ostree")
-        .arg(format!("--repo={}", repo_dir.display()))
-        .args(["init", "--mode=bare"])
-        .output()?;
-    let repo = ostree_ext::ostree::Repo::new(&ostree_ext::gio::File::for_path(&repo_dir));
-    repo.open(ostree_ext::gio::Cancellable::NONE)?;
+    crate::ostree::init_repo(&repo_dir, "bare")?;
+    let repo = crate::ostree::open_repo(&repo_dir)?;
     let (commit, digest) = crate::disk::fetch_image(&repo, imgref, steps)?;
-    Run::new("ostree")
-        .arg(format!("--repo={}", repo_dir.display()))
-        .args(["checkout", &commit])
-        .arg(tree)
-        .output()
-        .context("checking out the image's tree")?;
+    crate::ostree::checkout(&repo, &commit, tree).context("checking out the image's tree")?;
     Ok((commit, digest))
 }
 
