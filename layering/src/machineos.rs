@@ -444,7 +444,7 @@ pub struct MachineOSBuildStatus {
 }
 
 fn now() -> String {
-    imgmode_os::base::humantime_rfc3339(std::time::SystemTime::now())
+    imgmode_support::time::rfc3339(std::time::SystemTime::now())
 }
 
 impl MachineOSBuild {

@@ -276,7 +276,7 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
 /// with nothing staged, the output. Returns the booted deployment and the output.
 fn preflight(o: &CreateOpts) -> Result<(ostree::Deployment, Output)> {
     require_root("imgmode seed create")?;
-    require_tools(&["tar", "systemctl", "ostree", "du"])?;
+    require_tools(&["tar", "systemctl", "du"])?;
     if !o.sysroot.join("run/ostree-booted").exists() {
         bail!("not an ostree-booted system ({} missing): seed create captures the booted ostree deployment of a seed system", o.sysroot.join("run/ostree-booted").display());
     }
@@ -491,10 +491,7 @@ fn archive_var(o: &CreateOpts, work: &Path) -> Result<Written> {
 /// [`ETC_EXCLUDES`].
 fn archive_etc(o: &CreateOpts, work: &Path) -> Result<Written> {
     let comp = o.compression;
-    let diff = Run::new("ostree")
-        .args(["admin", "config-diff", "--sysroot"])
-        .arg(&o.sysroot)
-        .read()?;
+    let diff = imgmode_os::ostree::config_diff(&o.sysroot)?;
     let (changed, deleted) = parse_config_diff(&diff);
     let mut del = String::new();
     for d in &deleted {
@@ -594,7 +591,7 @@ fn write_image(
         &[("lca-cli", "imgmode")],
         &labels,
         imgmode_support::host::host_arch(),
-        &imgmode_os::base::humantime_rfc3339(std::time::SystemTime::now()),
+        &imgmode_support::time::rfc3339(std::time::SystemTime::now()),
         staged.path(),
     )?;
     let reference = image::publish(store, staged, output)?;

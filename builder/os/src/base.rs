@@ -237,7 +237,7 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     let version = format!(
         "{}.{}",
         spec.image.suite,
-        humantime_compact(std::time::SystemTime::now())
+        imgmode_support::time::compact(std::time::SystemTime::now())
     );
     let final_ref = format!("imgmode/base/{name}");
     let commit = crate::ostree::commit(
@@ -397,38 +397,6 @@ fn copy_to_containers_storage(
     )
     .run()?;
     Ok(Some(dest))
-}
-
-/// A compact UTC timestamp (YYYYMMDDHHMM) for version strings.
-fn humantime_compact(t: std::time::SystemTime) -> String {
-    let s = humantime_rfc3339(t);
-    s.chars().filter(|c| c.is_ascii_digit()).take(12).collect()
-}
-
-pub fn humantime_rfc3339(t: std::time::SystemTime) -> String {
-    // Days-from-civil, inverse: enough for version strings without a date crate.
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 /// Create the bare repo if needed.
@@ -922,12 +890,5 @@ mod tests {
             crate::ostree::list_refs(&a, None).unwrap(),
             crate::ostree::list_refs(&b, None).unwrap()
         );
-    }
-
-    #[test]
-    fn timestamps() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        assert_eq!(humantime_rfc3339(t), "2023-11-14T22:13:20Z");
-        assert_eq!(humantime_compact(t), "202311142213");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`runtime`]: the one tokio runtime the synchronous code blocks on.
 //! - [`size`]: binary units, `10G`-style arguments, sizes for people.
 //! - [`steplog`]: the one checkpoint / step log of every resumable or recorded flow.
+//! - [`time`]: timestamps (RFC 3339, UTC).
 //! - [`yaml`]: typed YAML input with file/line/column errors and kind/apiVersion checks.
 //!
 //! Invariant: this crate depends on no other imgmode crate.
@@ -20,6 +21,7 @@ pub mod progress;
 pub mod runtime;
 pub mod size;
 pub mod steplog;
+pub mod time;
 pub mod yaml;
 
 pub use progress::Steps;

@@ -201,7 +201,6 @@ fn preflight(o: &InstallOpts) -> Result<Target> {
         "mcopy",
         "mount",
         "umount",
-        "ostree",
         "skopeo",
     ])?;
     let disk = PathBuf::from(&o.config.installation_disk);
@@ -403,18 +402,10 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<()> {
     let seed_repo = s.work.join("repo");
     tar_extract(&seed_tarball(&s.files, "ostree")?, &seed_repo)?;
     let repo = m.join("ostree/repo");
-    let refs = Run::new("ostree")
-        .arg(format!("--repo={}", seed_repo.display()))
-        .arg("refs")
-        .read()
+    let refs = imgmode_os::ostree::list_refs(&seed_repo, None)
         .context("listing the seed repository's refs")?;
-    let wanted = pull_refs(&refs, &s.commit);
-    Run::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .arg("pull-local")
-        .arg(&seed_repo)
-        .args(&wanted)
-        .output()
+    let wanted = pull_refs(&refs.join("\n"), &s.commit);
+    imgmode_os::ostree::pull_local(&repo, &seed_repo, &wanted)
         .context("ostree pull-local from the seed's repository")?;
     imgmode_support::fs::remove_tree(&seed_repo)
 }
@@ -422,17 +413,7 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<()> {
 /// The seed's commit deployed with its kernel arguments and origin; returns the deployment.
 fn deploy(m: &Path, s: &Seed) -> Result<PathBuf> {
     let (stateroot, commit) = (&s.stateroot, &s.commit);
-    let mut deploy = Run::new("ostree")
-        .args(["admin", "deploy"])
-        .arg(format!("--sysroot={}", m.display()))
-        .arg(format!("--os={stateroot}"))
-        .arg(format!("--origin-file={}", s.origin.display()));
-    for k in &s.kargs {
-        deploy = deploy.arg(format!("--karg-append={k}"));
-    }
-    deploy
-        .arg(commit)
-        .output()
+    imgmode_os::ostree::admin_deploy(m, stateroot, &s.origin, &s.kargs, commit)
         .with_context(|| format!("deploying the seed's commit {commit}"))?;
     let deploy_dir = m.join(format!("ostree/deploy/{stateroot}/deploy/{commit}.0"));
     ensure!(
