@@ -1,6 +1,7 @@
 //! Everything the process reads from its surroundings: the command line, the environment, the
-//! running executable's path and the kernel's facts under `/proc`. Read once, at start, by
-//! [`Ambient::read`]; everything else in this crate gets them as values from here.
+//! running executable's path and the kernel's facts (through `imgmode_support::host`). Read
+//! once, at start, by [`Ambient::read`]; everything else in this crate gets them as values
+//! from here.
 
 use anyhow::{anyhow, Context, Result};
 use imgmode_image::store::{Store, DEFAULT_CACHE_DIR, DEFAULT_STATE_DIR};
@@ -43,8 +44,8 @@ impl Ambient {
             rust_log: std::env::var("RUST_LOG").ok(),
             recert_config: std::env::var_os("RECERT_CONFIG").map(PathBuf::from),
             current_exe: std::env::current_exe().map_err(|e| e.to_string()),
-            fips: read_trimmed("/proc/sys/crypto/fips_enabled").is_some_and(|s| s == "1"),
-            hostname: read_trimmed("/proc/sys/kernel/hostname"),
+            fips: imgmode_support::host::fips_enabled(),
+            hostname: imgmode_support::host::hostname().ok(),
             arch: imgmode_support::host::host_arch().to_string(),
         }
     }
@@ -71,11 +72,4 @@ impl Ambient {
             .and_then(|a| Path::new(a).file_name())
             .is_some_and(|n| n == "ostree-container")
     }
-}
-
-/// A file's text without surrounding white space; `None` when it cannot be read.
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
 }

@@ -234,15 +234,7 @@ pub struct OciImage {
 impl OciImage {
     /// Read the (first) image of the OCI layout at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let read = |p: PathBuf| -> Result<Vec<u8>> {
-            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
-        };
-        let index: Index = serde_json::from_slice(&read(dir.join("index.json"))?)
-            .with_context(|| format!("parsing {}/index.json", dir.display()))?;
-        let desc = index
-            .manifests
-            .first()
-            .ok_or_else(|| anyhow!("{} holds no image", dir.display()))?;
+        let desc = first_manifest(dir)?;
         let verified = |digest: &str, size: Option<u64>, what: &str| -> Result<Vec<u8>> {
             let raw = read(blob_path(dir, digest)?)?;
             crate::digest::verify_bytes(what, &raw, digest, size)
@@ -312,21 +304,29 @@ impl OciImage {
     }
 }
 
+/// A file of an OCI layout.
+fn read(p: PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The first manifest an OCI layout's `index.json` names.
+fn first_manifest(dir: &Path) -> Result<Descriptor> {
+    let index: Index = serde_json::from_slice(&read(dir.join("index.json"))?)
+        .with_context(|| format!("parsing {}/index.json", dir.display()))?;
+    index
+        .manifests
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("{} holds no image", dir.display()))
+}
+
 /// The manifest digest and config labels of the single image in an OCI layout directory.
 ///
 /// Parsed leniently on purpose (only the index, the config digest and the labels), so that
 /// `imgmode images` lists layouts whose config oci-spec's strict types refuse (for example one
 /// without `history`); [`OciImage::open`] is the full parse.
 pub fn read_oci_layout(dir: &Path) -> Result<(String, BTreeMap<String, String>)> {
-    let read = |p: PathBuf| -> Result<Vec<u8>> {
-        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
-    };
-    let index: Index = serde_json::from_slice(&read(dir.join("index.json"))?)
-        .with_context(|| format!("parsing {}/index.json", dir.display()))?;
-    let desc = index
-        .manifests
-        .first()
-        .ok_or_else(|| anyhow!("{} holds no image", dir.display()))?;
+    let desc = first_manifest(dir)?;
     let manifest: Manifest = serde_json::from_slice(&read(blob_path(dir, &desc.digest)?)?)
         .with_context(|| format!("parsing manifest {}", desc.digest))?;
     let config: ImageConfig =

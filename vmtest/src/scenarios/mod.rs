@@ -21,12 +21,19 @@ use boot::Mode;
 use futures::future::BoxFuture;
 use std::path::Path;
 
-/// Kept here for `cargo xtask bench`.
-pub use crate::harness::guest::time_to_ready;
-
 /// How a scenario runs: with the run's shared state, in its output directory; the message
 /// of a pass.
 pub type RunFn = for<'a> fn(&'a RunContext, &'a Path) -> BoxFuture<'a, Result<String>>;
+
+/// A scenario that is synchronous code over the shared images, run on a blocking thread.
+fn blocking<'a>(
+    ctx: &'a RunContext,
+    dir: &'a Path,
+    f: fn(&crate::harness::artifacts::Artifacts, &Path) -> Result<String>,
+) -> BoxFuture<'a, Result<String>> {
+    let (a, d) = (ctx.artifacts.clone(), dir.to_path_buf());
+    Box::pin(async move { tokio::task::spawn_blocking(move || f(&a, &d)).await? })
+}
 
 /// A scenario: a name, what it proves, and how.
 pub struct Scenario {
@@ -85,12 +92,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "layer-build",
             about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, FAILED after retries, bad configs)",
-            run: |ctx, d| {
-                let (a, d) = (ctx.artifacts.clone(), d.to_path_buf());
-                Box::pin(async move {
-                    tokio::task::spawn_blocking(move || layer_build::layer_build(&a, &d)).await?
-                })
-            },
+            run: |ctx, d| blocking(ctx, d, layer_build::layer_build),
         },
         Scenario {
             name: "seed",
@@ -110,12 +112,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
-            run: |ctx, d| {
-                let (a, d) = (ctx.artifacts.clone(), d.to_path_buf());
-                Box::pin(async move {
-                    tokio::task::spawn_blocking(move || disk_checks::disk_checks(&a, &d)).await?
-                })
-            },
+            run: |ctx, d| blocking(ctx, d, disk_checks::disk_checks),
         },
     ]
 }

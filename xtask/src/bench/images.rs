@@ -170,8 +170,8 @@ fn disk_builds(imgmode: &Path, scratch: &Path, rows: &mut Vec<Row>) -> Result<Pa
 /// Boot to multi-user.target: the ostree disk through firmware and directly, and the same
 /// image's tree as a plain ext4 root (no ostree) directly; one VM at a time.
 fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
+    use imgmode_vmtest::harness::guest::time_to_ready;
     use imgmode_vmtest::harness::qemu::Boot;
-    use imgmode_vmtest::scenarios::time_to_ready;
     let state = state_dir();
     // The same tree without ostree: check out the image commit, put /etc back.
     let tree = scratch.join("plain-tree");
