@@ -12,11 +12,10 @@ use crate::lint::LintReport;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
 pub use imgmode_image::oci::canonical_json;
-use imgmode_image::oci::put_blob;
+use imgmode_image::oci::{put_blob, BlobWriter};
 use imgmode_image::skopeo::{self, RegistryAuth};
 use imgmode_image::store::OciImage;
 use imgmode_support::cmd::{require_tools, Run};
-use imgmode_support::io::HashingWriter;
 use ostree_ext::container::ImageReference;
 use ostree_ext::oci_spec::image::{
     DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
@@ -385,16 +384,11 @@ fn assemble(
             continue;
         }
         // a new layer: gzip it (fast level, as the base image's layers)
-        let tmp = out.join("blobs/sha256/.layer.tmp");
-        let mut enc = flate2::write::GzEncoder::new(
-            HashingWriter::new(std::fs::File::create(&tmp)?),
-            flate2::Compression::fast(),
-        );
+        let mut enc =
+            flate2::write::GzEncoder::new(BlobWriter::new(out)?, flate2::Compression::fast());
         let mut src = built.open_layer(i)?;
         std::io::copy(&mut src, &mut enc).with_context(|| format!("compressing layer {i}"))?;
-        let (hash, size) = enc.finish()?.finish()?;
-        let digest = format!("sha256:{hash}");
-        std::fs::rename(&tmp, out.join("blobs/sha256").join(&hash))?;
+        let (digest, size) = enc.finish()?.finish()?;
         let mut b = DescriptorBuilder::default()
             .media_type(MediaType::ImageLayerGzip)
             .digest(digest.parse::<ostree_ext::oci_spec::image::Digest>()?)

@@ -7,7 +7,7 @@ use crate::gates;
 use crate::manifest::SeedClusterInfo;
 use anyhow::{bail, Context, Result};
 use imgmode_image::imgref::{self, UserImageRef};
-use imgmode_image::oci::{canonical_json, put_blob};
+use imgmode_image::oci::{canonical_json, put_blob, BlobWriter};
 use imgmode_image::skopeo::{self, RegistryAuth};
 use imgmode_image::Store;
 use imgmode_support::io::HashingWriter;
@@ -33,11 +33,7 @@ pub fn write_layout(
 ) -> Result<String> {
     std::fs::create_dir_all(out.join("blobs/sha256"))?;
     std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let tmp = out.join("blobs/sha256/.layer.tmp");
-    let mut b = tar::Builder::new(HashingWriter::new(std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&tmp)?,
-    )));
+    let mut b = tar::Builder::new(BlobWriter::new(out)?);
     b.mode(tar::HeaderMode::Deterministic);
     for f in files {
         let p = dir.join(f);
@@ -58,9 +54,7 @@ pub fn write_layout(
         h.set_mode(0o755);
         b.append_link(&mut h, name, target)?;
     }
-    let (hash, size) = b.into_inner()?.finish()?;
-    std::fs::rename(&tmp, out.join("blobs/sha256").join(&hash))?;
-    let diff_id = format!("sha256:{hash}");
+    let (diff_id, size) = b.into_inner()?.finish()?;
     let config = json!({
         "architecture": architecture,
         "os": "linux",

@@ -16,6 +16,51 @@ pub fn put_blob(dir: &Path, data: &[u8]) -> Result<String> {
     Ok(format!("sha256:{hex}"))
 }
 
+/// The one way a streamed blob (a layer) goes into an OCI layout: written to a temporary file
+/// in `blobs/sha256`, hashed and counted on the way, and renamed to its digest by
+/// [`BlobWriter::finish`]; dropped unfinished, it leaves nothing.
+pub struct BlobWriter {
+    blobs: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    w: HashingWriter<std::io::BufWriter<std::fs::File>>,
+}
+
+impl BlobWriter {
+    /// A blob of the layout at `layout` (its `blobs/sha256` must exist).
+    pub fn new(layout: &Path) -> Result<Self> {
+        let blobs = layout.join("blobs/sha256");
+        let tmp = tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&blobs)
+            .with_context(|| format!("creating a blob in {}", blobs.display()))?;
+        let w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp.reopen()?));
+        Ok(Self { blobs, tmp, w })
+    }
+
+    /// The blob in place under its digest: (`sha256:…`, size).
+    pub fn finish(self) -> Result<(String, u64)> {
+        let (hex, size) = self.w.finish()?;
+        // blobs are readable by all, as the other files of a layout (tempfile makes 0600)
+        use std::os::unix::fs::PermissionsExt;
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        self.tmp
+            .persist(self.blobs.join(&hex))
+            .with_context(|| format!("writing blob sha256:{hex}"))?;
+        Ok((format!("sha256:{hex}"), size))
+    }
+}
+
+impl std::io::Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
 /// JSON with every object's keys sorted, so that equal content always has the same digest
 /// (oci-spec keeps annotations in a HashMap).
 pub fn canonical_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -42,6 +87,7 @@ pub struct OpenedImage {
 }
 
 use crate::skopeo::RegistryAuth;
+use imgmode_support::io::HashingWriter;
 
 /// Open any image argument (local name or transport reference) as an OCI layout.
 pub fn open_image(store: &Store, arg: &str) -> Result<OpenedImage> {
@@ -196,6 +242,26 @@ fn fits(arg: &str, need: u64, dir: &Path, free: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_blob_is_named_by_its_digest_and_an_unfinished_one_leaves_nothing() {
+        let td = tempfile::tempdir().unwrap();
+        let blobs = td.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let mut w = BlobWriter::new(td.path()).unwrap();
+        w.write_all(b"abc").unwrap();
+        let (digest, size) = w.finish().unwrap();
+        let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!((digest, size), (format!("sha256:{hex}"), 3));
+        let meta = std::fs::metadata(blobs.join(hex)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        let mut w = BlobWriter::new(td.path()).unwrap();
+        w.write_all(b"partial").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1);
+    }
     use std::collections::HashMap;
 
     /// A manifest's claimed sizes decide before any fetch: an absurd layer size (or sizes
