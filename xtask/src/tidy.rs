@@ -42,26 +42,53 @@ const SOURCE_ROOTS: &[&str] = &[
     "xtask/src",
 ];
 
-/// Run every rule; the violations, one message each.
-pub fn check(root: &Path) -> Result<Vec<String>> {
+/// What the rules found: the violations (one message each) and the longest non-test
+/// function and file, for the record.
+pub struct Report {
+    pub violations: Vec<String>,
+    /// (`path:line fn name`, lines)
+    pub longest_fn: (String, usize),
+    /// (path, lines of non-test code)
+    pub longest_file: (String, usize),
+}
+
+/// Run every rule.
+pub fn report(root: &Path) -> Result<Report> {
     let doc =
         std::fs::read_to_string(root.join("ARCHITECTURE.md")).context("reading ARCHITECTURE.md")?;
-    let mut v = crate_graph(root, &doc)?;
+    let mut r = Report {
+        violations: crate_graph(root, &doc)?,
+        longest_fn: (String::new(), 0),
+        longest_file: (String::new(), 0),
+    };
     let allow = allow_list(&doc)?;
     let tools = tool_table(root)?;
     for src in SOURCE_ROOTS {
         let files = SourceFile::load_crate(root, src)?;
-        v.extend(circles(&files));
+        r.violations.extend(circles(&files));
         for f in &files {
-            v.extend(f.rule_violations(&allow, &tools));
+            r.violations.extend(f.rule_violations(&allow, &tools));
+            for (name, line, len) in &f.functions {
+                if *len > r.longest_fn.1 {
+                    r.longest_fn = (format!("{}:{line} fn {name}", f.rel), *len);
+                }
+            }
+            if f.code_lines() > r.longest_file.1 {
+                r.longest_file = (f.rel.clone(), f.code_lines());
+            }
         }
     }
-    Ok(v)
+    Ok(r)
 }
 
 /// `cargo xtask tidy`.
 pub fn run(root: &Path) -> Result<()> {
-    let v = check(root)?;
+    let r = report(root)?;
+    let v = r.violations;
+    println!(
+        "tidy: longest non-test function {} ({} lines); largest file {} ({} lines of non-test code)",
+        r.longest_fn.0, r.longest_fn.1, r.longest_file.0, r.longest_file.1
+    );
     if v.is_empty() {
         println!("tidy: every rule holds");
         return Ok(());
@@ -277,9 +304,14 @@ impl SourceFile {
         })
     }
 
+    /// Non-blank lines of non-test code.
+    fn code_lines(&self) -> usize {
+        self.code.iter().filter(|l| !l.trim().is_empty()).count()
+    }
+
     fn rule_violations(&self, allow: &AllowList, tools: &BTreeSet<String>) -> Vec<String> {
         let mut v = vec![];
-        let lines = self.code.iter().filter(|l| !l.trim().is_empty()).count();
+        let lines = self.code_lines();
         if lines > MAX_FILE_LINES {
             v.push(format!(
                 "{} has {lines} lines of non-test code (at most {MAX_FILE_LINES}); split it by concern",
@@ -588,7 +620,7 @@ mod tests {
 
     #[test]
     fn the_architecture_rules_hold() {
-        let v = check(&root()).unwrap();
+        let v = report(&root()).unwrap().violations;
         assert!(v.is_empty(), "tidy violations:\n{}", v.join("\n"));
     }
 

@@ -145,29 +145,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     crate::ostree::require_one_kernel(&sysroot_dir.join("ostree/repo"), &commit)?;
 
     steps.step("deploying");
-    let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
-    kargs.extend(opts.kargs.iter().cloned());
-    let kargs_ref: Vec<&str> = kargs.iter().map(|s| s.as_str()).collect();
-    let mut dopts = oc::deploy::DeployOpts::default();
-    dopts.kargs = Some(&kargs_ref);
-    dopts.target_imgref = target.as_ref();
-    imgmode_support::runtime::block_on(oc::deploy::deploy(
-        &sysroot,
-        STATEROOT,
-        &imgref,
-        Some(dopts),
-    ))?
-    .with_context(|| format!("deploying {}", imgref.imgref))?;
-    sysroot.load(gio::Cancellable::NONE)?;
-    let deployment = sysroot
-        .deployments()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("ostree wrote no deployment"))?;
-    let deploy_dir = sysroot_dir.join(sysroot.deployment_dirpath(&deployment).as_str());
-    sysroot.unlock();
-    drop(sysroot);
-
+    let deploy_dir = deploy(opts, sysroot, &sysroot_dir, &imgref, target.as_ref())?;
     customize(opts, &sysroot_dir, &deploy_dir)?;
 
     // Split the tree: /boot goes to its own partition.
@@ -211,36 +189,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     ));
     let raw = work.path().join("disk.raw");
     write_disk(&raw, &layout, &sysroot_dir, &bootfs, &grub, work.path())?;
-
-    let parent = output_parent(&opts.output)?;
-    let tmp_out = tempfile::Builder::new()
-        .prefix(".imgmode-disk-")
-        .tempfile_in(parent)?
-        .into_temp_path();
-    match opts.format {
-        DiskFormat::Raw => {
-            // Same filesystem: a rename; otherwise a sparse copy.
-            if std::fs::rename(&raw, &tmp_out).is_err() {
-                Run::new("cp")
-                    .args(["--sparse=always"])
-                    .arg(&raw)
-                    .arg(&*tmp_out)
-                    .output()?;
-            }
-        }
-        DiskFormat::Qcow2 => {
-            steps.step("converting to qcow2");
-            Run::new("qemu-img")
-                .args(["convert", "-f", "raw", "-O", "qcow2"])
-                .arg(&raw)
-                .arg(&*tmp_out)
-                .output()?;
-        }
-    }
-    std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(0o644))?;
-    tmp_out
-        .persist(&opts.output)
-        .with_context(|| format!("writing {}", opts.output.display()))?;
+    publish(opts, &raw, steps)?;
     let bytes_written = allocated_bytes(&opts.output)?;
     Ok(DiskOutcome {
         output: opts.output.clone(),
@@ -251,6 +200,74 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
         layout,
         bytes_written,
     })
+}
+
+/// Deploy the fetched image into the sysroot with the base and the caller's kernel
+/// arguments; the deployment's directory. The sysroot is unlocked and closed.
+fn deploy(
+    opts: &DiskOpts,
+    sysroot: ostree::Sysroot,
+    sysroot_dir: &Path,
+    imgref: &OstreeImageReference,
+    target: Option<&OstreeImageReference>,
+) -> Result<PathBuf> {
+    let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
+    kargs.extend(opts.kargs.iter().cloned());
+    let kargs_ref: Vec<&str> = kargs.iter().map(|s| s.as_str()).collect();
+    let mut dopts = oc::deploy::DeployOpts::default();
+    dopts.kargs = Some(&kargs_ref);
+    dopts.target_imgref = target;
+    imgmode_support::runtime::block_on(oc::deploy::deploy(
+        &sysroot,
+        STATEROOT,
+        imgref,
+        Some(dopts),
+    ))?
+    .with_context(|| format!("deploying {}", imgref.imgref))?;
+    sysroot.load(gio::Cancellable::NONE)?;
+    let deployment = sysroot
+        .deployments()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("ostree wrote no deployment"))?;
+    let deploy_dir = sysroot_dir.join(sysroot.deployment_dirpath(&deployment).as_str());
+    sysroot.unlock();
+    Ok(deploy_dir)
+}
+
+/// The raw disk at the output path in the asked format, through a temporary name in the
+/// output's directory.
+fn publish(opts: &DiskOpts, raw: &Path, steps: &Steps) -> Result<()> {
+    let parent = output_parent(&opts.output)?;
+    let tmp_out = tempfile::Builder::new()
+        .prefix(".imgmode-disk-")
+        .tempfile_in(parent)?
+        .into_temp_path();
+    match opts.format {
+        DiskFormat::Raw => {
+            // Same filesystem: a rename; otherwise a sparse copy.
+            if std::fs::rename(raw, &tmp_out).is_err() {
+                Run::new("cp")
+                    .args(["--sparse=always"])
+                    .arg(raw)
+                    .arg(&*tmp_out)
+                    .output()?;
+            }
+        }
+        DiskFormat::Qcow2 => {
+            steps.step("converting to qcow2");
+            Run::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(raw)
+                .arg(&*tmp_out)
+                .output()?;
+        }
+    }
+    std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(0o644))?;
+    tmp_out
+        .persist(&opts.output)
+        .with_context(|| format!("writing {}", opts.output.display()))?;
+    Ok(())
 }
 
 /// `ostree admin init-fs` + `os-init` of `stateroot` with the syslinux backend prepared
