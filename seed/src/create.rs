@@ -301,6 +301,13 @@ fn open_log(o: &CreateOpts, work: &Path, steps: Steps) -> Result<StepLog> {
         compression: o.compression.name().to_string(),
     })?;
     let path = work.join(STEP_LOG);
+    if !path.exists() && (work.join("run.json").exists() || work.join("checks").exists()) {
+        bail!(
+            "{} holds a seed creation started by an older imgmode (run.json and checks/, not {STEP_LOG}); finish it with that imgmode, or remove {} (and start the cluster services again) to start over",
+            work.display(),
+            work.display()
+        );
+    }
     let earlier = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice::<StepState>(&b).ok());
@@ -686,6 +693,14 @@ mod tests {
                 td.path().display()
             )
         );
+
+        // a work directory of the older checkpoint format is refused, never started over
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir(old.path().join("checks")).unwrap();
+        std::fs::write(old.path().join("run.json"), "{}").unwrap();
+        let e = open_log(&o, old.path(), Steps::hidden()).err().unwrap();
+        assert!(e.to_string().contains("started by an older imgmode"), "{e}");
+        assert!(old.path().join("run.json").exists());
     }
 
     #[test]

@@ -158,6 +158,7 @@ impl StepLog {
         match r {
             Ok(_) => {
                 self.close_step();
+                self.state.step.clear();
                 self.state.status = "done".into();
             }
             Err(e) => {
@@ -270,6 +271,7 @@ mod tests {
         assert_eq!(read(&p).step, "partition");
         assert_eq!(read(&p).done, ["preflight"]);
         log.finish(&Ok(())).unwrap();
+        assert_eq!(read(&p).step, "", "a finished run names no step");
         let s = read(&p);
         assert_eq!((s.status.as_str(), s.done.len()), ("done", 2));
         use std::os::unix::fs::PermissionsExt;
