@@ -174,6 +174,12 @@ impl Cli {
                  verb, is the disk image format (raw or qcow2)",
                 name(*f)
             )),
+            // both given: clap keeps disk's own value, so the global one is caught as typed
+            (Command::Disk(_), _) if global_format_before(args, "disk") => Some(
+                "--format before disk: imgmode disk has one form of output; its own --format, \
+                 after the verb, is the disk image format (raw or qcow2)"
+                    .to_string(),
+            ),
             (c, Some(FormatValue::Output(f))) => c.one_output_form().map(|verb| {
                 format!(
                     "--format {}: imgmode {verb} has one form of output and takes no --format",
@@ -187,6 +193,15 @@ impl Cli {
             None => Ok(cli),
         }
     }
+}
+
+/// Whether `--format` was typed before the first `verb` argument (as a global option).
+fn global_format_before(args: &[OsString], verb: &str) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| a.as_os_str() != verb)
+        .filter_map(|a| a.to_str())
+        .any(|a| a == "--format" || a.starts_with("--format="))
 }
 
 /// An output format as typed.
@@ -251,6 +266,11 @@ mod tests {
             FormatValue::Disk(imgmode_os::disk::DiskFormat::Raw)
         );
         assert_eq!(cli.global.output_format(), OutputFormat::Human);
+        let err = parse(&[
+            "imgmode", "--format", "json", "disk", "x", "-o", "y", "--format", "raw",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--format before disk"), "{err}");
         let err = parse(&["imgmode", "--format", "json", "disk", "x", "-o", "y"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("imgmode disk"), "{err}");
