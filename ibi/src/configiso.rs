@@ -21,6 +21,7 @@ use imgmode_seed::reconfig::{
     LB_SIGNER_CN, LOCALHOST_SIGNER_CN, SERVICE_NETWORK_SIGNER_CN, VOLUME_LABEL,
 };
 use imgmode_support::cmd::Run;
+use imgmode_support::validate as v;
 use imgmode_support::yaml::parse as parse_yaml;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -62,10 +63,41 @@ impl ImageBasedConfig {
         if c.hostname.trim().is_empty() {
             bail!("{what}: hostname is required");
         }
-        if !valid_dns_label(&c.hostname.replace('.', "-")) {
-            bail!("{what}: hostname {:?} is not a valid host name", c.hostname);
+        if v::dns_name(&c.hostname).is_err() {
+            bail!(
+                "{what}: hostname {} is not a valid host name",
+                v::shown(&c.hostname)
+            );
         }
+        c.check_fields(what)?;
         Ok(c)
+    }
+
+    /// Every optional field a user may write, checked before it reaches a file, a unit, a
+    /// certificate or the cluster.
+    fn check_fields(&self, what: &str) -> Result<()> {
+        if !self.release_registry.is_empty() {
+            v::field(
+                what,
+                "releaseRegistry",
+                &self.release_registry,
+                v::registry_location,
+            )?;
+        }
+        if !self.cluster_id.is_empty() {
+            v::field(what, "clusterID", &self.cluster_id, v::uuid)?;
+        }
+        if !self.infra_id.is_empty() {
+            v::field(what, "infraID", &self.infra_id, v::dns_label)?;
+        }
+        for s in &self.additional_ntp_sources {
+            v::field(what, "additionalNTPSources entry", s, v::host)?;
+        }
+        for (k, val) in &self.node_labels {
+            v::field(what, "nodeLabels key", k, v::label_key)?;
+            v::field(what, &format!("nodeLabels[{k}]"), val, v::label_value)?;
+        }
+        Ok(())
     }
 }
 
@@ -82,15 +114,6 @@ pub struct InstallConfig {
     pub fips: bool,
     /// The file as written.
     pub raw: String,
-}
-
-fn valid_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 impl InstallConfig {
@@ -142,11 +165,18 @@ impl InstallConfig {
                 bail!("{what}: {name} is required");
             }
         }
-        if !valid_dns_label(&c.cluster_name) {
+        if v::dns_label(&c.cluster_name).is_err() {
             bail!(
-                "{what}: metadata.name {:?} is not a valid cluster name (lowercase letters, digits and '-')",
-                c.cluster_name
+                "{what}: metadata.name {} is not a valid cluster name (lowercase letters, digits and '-')",
+                v::shown(&c.cluster_name)
             );
+        }
+        v::field(what, "baseDomain", &c.base_domain, v::dns_name)?;
+        for n in &c.machine_networks {
+            v::field(what, "networking.machineNetwork cidr", n, v::cidr)?;
+        }
+        if !c.ssh_key.is_empty() {
+            v::field(what, "sshKey", &c.ssh_key, v::ssh_public_keys)?;
         }
         let ps: serde_json::Value = serde_json::from_str(&c.pull_secret)
             .with_context(|| format!("{what}: pullSecret is not JSON"))?;
@@ -469,7 +499,7 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
 mod tests {
     use super::*;
 
-    pub(crate) const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: ibi1\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\n  networkType: OVNKubernetes\ncontrolPlane:\n  name: master\n  replicas: 1\ncompute:\n- name: worker\n  replicas: 0\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"r.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3Nza test\n";
+    pub(crate) const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: ibi1\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\n  networkType: OVNKubernetes\ncontrolPlane:\n  name: master\n  replicas: 1\ncompute:\n- name: worker\n  replicas: 0\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"r.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT test\n";
     pub(crate) const IB_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: ibi1\nhostname: node1\nreleaseRegistry: quay.io\nnodeLabels:\n  node-role.kubernetes.io/edge: \"\"\nadditionalNTPSources:\n- 10.0.2.2\n";
 
     #[test]

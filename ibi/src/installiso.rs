@@ -199,11 +199,9 @@ fn ssh_key<'a>(c: &'a ImageBasedInstallationConfig, name: &str) -> Result<Option
         .map(str::trim)
         .filter(|k| !k.is_empty());
     if let Some(k) = ssh_key {
-        ensure!(
-            k.lines()
-                .all(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-") || l.starts_with("sk-")),
-            "{name}: sshKey does not look like OpenSSH public keys"
-        );
+        imgmode_support::validate::ssh_public_keys(k).map_err(|p| {
+            anyhow::anyhow!("{name}: sshKey does not look like OpenSSH public keys: it {p}")
+        })?;
     }
     Ok(ssh_key)
 }

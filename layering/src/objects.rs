@@ -70,6 +70,13 @@ pub fn check_type_meta(
     if meta.name.is_empty() {
         bail!("{what}: metadata.name is required");
     }
+    // a Kubernetes object name (a DNS subdomain); it also names files (MachineOSBuild records)
+    imgmode_support::validate::field(
+        what,
+        "metadata.name",
+        &meta.name,
+        imgmode_support::validate::dns_name,
+    )?;
     Ok(())
 }
 
@@ -244,6 +251,18 @@ mod tests {
 
     fn mc(spec: &str) -> String {
         format!("apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata:\n  name: os-layer-custom\n  labels:\n    machineconfiguration.openshift.io/role: worker\nspec:\n{spec}")
+    }
+
+    #[test]
+    fn object_names_that_are_paths_are_refused() {
+        for bad in ["../../x", "/abs", "Up_per", "a\\nb"] {
+            let y = mc(&format!("  osImageURL: quay.io/a/b@{D}\n"))
+                .replace("name: os-layer-custom", &format!("name: \"{bad}\""));
+            let e = MachineConfig::from_yaml(&y, "mc.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("mc.yaml: metadata.name "), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! recert's configuration. Field names are those of the recert tool users already know, so a
 //! `RECERT_CONFIG` file written for it reads the same here.
 
+use imgmode_support::validate as v;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -56,24 +57,32 @@ pub struct ClusterRename {
 }
 
 impl ClusterRename {
+    /// `name:domain[:infraID]`; the name and infra ID are DNS labels and the domain a DNS
+    /// name (RFC 1123, lowercase), because they become certificate names.
     pub fn parse(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split(':').collect();
-        let ok = |p: &str| !p.is_empty() && !p.contains(char::is_whitespace);
-        match parts.as_slice() {
-            [name, domain] if ok(name) && ok(domain) => Ok(ClusterRename {
-                name: name.to_string(),
-                domain: domain.to_string(),
-                infra_id: None,
-            }),
-            [name, domain, infra] if ok(name) && ok(domain) && ok(infra) => Ok(ClusterRename {
-                name: name.to_string(),
-                domain: domain.to_string(),
-                infra_id: Some(infra.to_string()),
-            }),
-            _ => bail!(
-                "cluster_rename {s:?} is not name:domain[:infraID] (e.g. new-sno:example.com)"
+        let (name, domain, infra) = match parts.as_slice() {
+            _ if parts.iter().any(|p| p.is_empty()) => bail!(
+                "cluster_rename {} is not name:domain[:infraID] (e.g. new-sno:example.com)",
+                v::shown(s)
             ),
+            [name, domain] => (*name, *domain, None),
+            [name, domain, infra] => (*name, *domain, Some(*infra)),
+            _ => bail!(
+                "cluster_rename {} is not name:domain[:infraID] (e.g. new-sno:example.com)",
+                v::shown(s)
+            ),
+        };
+        v::field("cluster_rename", "name", name, v::dns_label)?;
+        v::field("cluster_rename", "domain", domain, v::dns_name)?;
+        if let Some(i) = infra {
+            v::field("cluster_rename", "infraID", i, v::dns_label)?;
         }
+        Ok(ClusterRename {
+            name: name.to_string(),
+            domain: domain.to_string(),
+            infra_id: infra.map(str::to_string),
+        })
     }
 }
 
@@ -88,6 +97,10 @@ impl ReplaceRule {
     pub fn parse(s: &str) -> Result<Self> {
         match s.split_once(':') {
             Some((old, new)) if !old.is_empty() && !new.is_empty() && !new.contains(':') => {
+                v::field("cn_san_replace_rules", "old value", old, v::single_line)?;
+                // the new value becomes a CN or SAN: a DNS name (maybe a wildcard) or an IP
+                let host = new.strip_prefix("*.").unwrap_or(new);
+                v::field("cn_san_replace_rules", "new value", new, |_| v::host(host))?;
                 Ok(ReplaceRule {
                     old: old.into(),
                     new: new.into(),
@@ -161,6 +174,9 @@ impl RecertConfig {
         if (self.hostname.is_some() || self.ip.is_some()) && self.etcd_endpoint.is_none() {
             bail!("hostname and ip need etcd_endpoint: the old values are read from the node object in etcd");
         }
+        if let Some(h) = &self.hostname {
+            v::field("recert", "hostname", h, v::dns_name)?;
+        }
         if let Some(ip) = &self.ip {
             ip.parse::<std::net::IpAddr>()
                 .with_context(|| format!("ip {ip:?} is not an IP address"))?;
@@ -231,8 +247,23 @@ mod tests {
             let e = ClusterRename::parse(bad).unwrap_err().to_string();
             assert!(e.contains("name:domain[:infraID]"), "{bad}: {e}");
         }
+        let e = ClusterRename::parse("Bad_Name:exa_mple.ORG")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster_rename: name \"Bad_Name\" has 'B'"),
+            "{e}"
+        );
+        let e = ClusterRename::parse("sno:exa_mple.org")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster_rename: domain \"exa_mple.org\""), "{e}");
         assert!(ReplaceRule::parse("a:b").is_ok());
+        assert!(ReplaceRule::parse("api.old.x:*.apps.new.x").is_ok());
+        assert!(ReplaceRule::parse("old:10.0.0.1").is_ok());
         assert!(ReplaceRule::parse("ab").is_err());
+        let e = ReplaceRule::parse("a:b\nc").unwrap_err().to_string();
+        assert!(e.contains("new value \"b\\nc\""), "{e}");
         let k = UseKeyRule::parse("kube-apiserver-lb-signer /k/lb.key").unwrap();
         assert_eq!(k.cn, "kube-apiserver-lb-signer");
         assert!(UseKeyRule::parse("/k/lb.key").is_err());

@@ -5,6 +5,7 @@
 //! name instead of being ignored.
 
 use anyhow::{bail, Context, Result};
+use imgmode_support::validate as v;
 use serde_yaml::Value;
 
 /// One `.network` file: (file name, content).
@@ -47,76 +48,12 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
         .get("routes")
         .map(|r| seq(r, "config").to_vec())
         .unwrap_or_default();
+    for d in &dns {
+        v::field("networkConfig", "dns-resolver server", d, v::ip)?;
+    }
     let mut out = vec![];
     for (i, iface) in seq(&v, "interfaces").iter().enumerate() {
-        let name = text(iface, "name")
-            .with_context(|| format!("networkConfig interfaces[{i}] has no name"))?;
-        let kind = text(iface, "type").unwrap_or_else(|| "ethernet".into());
-        if kind != "ethernet" {
-            bail!("networkConfig interface {name}: type {kind} is not supported by imgmode (ethernet only)");
-        }
-        if text(iface, "state").as_deref() == Some("absent") {
-            continue;
-        }
-        let mut m = format!(
-            "# Written by imgmode post-pivot from networkConfig (nmstate).\n[Match]\nName={name}\n"
-        );
-        if let Some(mac) = text(iface, "mac-address") {
-            m.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase()));
-        }
-        m.push_str("\n[Network]\n");
-        let mut dhcp = vec![];
-        let mut addresses = vec![];
-        for fam in ["ipv4", "ipv6"] {
-            let Some(f) = iface.get(fam) else { continue };
-            if f.get("enabled").and_then(|e| e.as_bool()) == Some(false) {
-                continue;
-            }
-            let auto = if fam == "ipv4" { "dhcp" } else { "autoconf" };
-            if f.get(auto).and_then(|d| d.as_bool()) == Some(true)
-                || (fam == "ipv6" && f.get("dhcp").and_then(|d| d.as_bool()) == Some(true))
-            {
-                dhcp.push(fam);
-            }
-            for a in seq(f, "address") {
-                let ip = text(a, "ip").with_context(|| {
-                    format!("networkConfig interface {name}: an {fam} address has no ip")
-                })?;
-                let len = text(a, "prefix-length").with_context(|| {
-                    format!("networkConfig interface {name}: address {ip} has no prefix-length")
-                })?;
-                ip.parse::<std::net::IpAddr>().with_context(|| {
-                    format!("networkConfig interface {name}: {ip:?} is not an IP address")
-                })?;
-                addresses.push(format!("{ip}/{len}"));
-            }
-        }
-        match (dhcp.contains(&"ipv4"), dhcp.contains(&"ipv6")) {
-            (true, true) => m.push_str("DHCP=yes\n"),
-            (true, false) => m.push_str("DHCP=ipv4\n"),
-            (false, true) => m.push_str("DHCP=ipv6\n"),
-            (false, false) => m.push_str("DHCP=no\n"),
-        }
-        for a in &addresses {
-            m.push_str(&format!("Address={a}\n"));
-        }
-        for d in &dns {
-            m.push_str(&format!("DNS={d}\n"));
-        }
-        for r in routes
-            .iter()
-            .filter(|r| text(r, "next-hop-interface").is_none_or(|n| n == name))
-        {
-            let dest =
-                text(r, "destination").context("networkConfig: a route has no destination")?;
-            let gw = text(r, "next-hop-address")
-                .context("networkConfig: a route has no next-hop-address")?;
-            m.push_str(&format!("\n[Route]\nDestination={dest}\nGateway={gw}\n"));
-            if let Some(metric) = text(r, "metric") {
-                m.push_str(&format!("Metric={metric}\n"));
-            }
-        }
-        out.push((format!("10-imgmode-{name}.network"), m));
+        out.extend(interface_file(i, iface, &dns, &routes)?);
     }
     for key in ["ovs-db", "ovn"] {
         if v.get(key).is_some() {
@@ -124,6 +61,135 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
         }
     }
     Ok(out)
+}
+
+/// One interface's `.network` file; `None` for an interface that is `absent`.
+fn interface_file(
+    i: usize,
+    iface: &Value,
+    dns: &[String],
+    routes: &[Value],
+) -> Result<Option<NetworkFile>> {
+    let name = text(iface, "name")
+        .with_context(|| format!("networkConfig interfaces[{i}] has no name"))?;
+    // it names a file and goes into one
+    v::field("networkConfig", "interface name", &name, interface_name)?;
+    let kind = text(iface, "type").unwrap_or_else(|| "ethernet".into());
+    if kind != "ethernet" {
+        bail!("networkConfig interface {name}: type {kind} is not supported by imgmode (ethernet only)");
+    }
+    if text(iface, "state").as_deref() == Some("absent") {
+        return Ok(None);
+    }
+    let mut m = format!(
+        "# Written by imgmode post-pivot from networkConfig (nmstate).\n[Match]\nName={name}\n"
+    );
+    if let Some(mac) = text(iface, "mac-address") {
+        v::field("networkConfig", "mac-address", &mac, mac_address)?;
+        m.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase()));
+    }
+    m.push_str("\n[Network]\n");
+    let mut dhcp = vec![];
+    let mut addresses = vec![];
+    for fam in ["ipv4", "ipv6"] {
+        let Some(f) = iface.get(fam) else { continue };
+        if f.get("enabled").and_then(|e| e.as_bool()) == Some(false) {
+            continue;
+        }
+        let auto = if fam == "ipv4" { "dhcp" } else { "autoconf" };
+        if f.get(auto).and_then(|d| d.as_bool()) == Some(true)
+            || (fam == "ipv6" && f.get("dhcp").and_then(|d| d.as_bool()) == Some(true))
+        {
+            dhcp.push(fam);
+        }
+        for a in seq(f, "address") {
+            let ip = text(a, "ip").with_context(|| {
+                format!("networkConfig interface {name}: an {fam} address has no ip")
+            })?;
+            let len = text(a, "prefix-length").with_context(|| {
+                format!("networkConfig interface {name}: address {ip} has no prefix-length")
+            })?;
+            let addr = ip.parse::<std::net::IpAddr>().with_context(|| {
+                format!("networkConfig interface {name}: {ip:?} is not an IP address")
+            })?;
+            let n: u32 = len.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "networkConfig interface {name}: address {ip} has the prefix-length {}, not a number",
+                    v::shown(&len)
+                )
+            })?;
+            v::prefix_length(addr.is_ipv6(), n).map_err(|p| {
+                anyhow::anyhow!(
+                    "networkConfig interface {name}: address {ip} has a prefix-length that {p}"
+                )
+            })?;
+            addresses.push(format!("{ip}/{len}"));
+        }
+    }
+    match (dhcp.contains(&"ipv4"), dhcp.contains(&"ipv6")) {
+        (true, true) => m.push_str("DHCP=yes\n"),
+        (true, false) => m.push_str("DHCP=ipv4\n"),
+        (false, true) => m.push_str("DHCP=ipv6\n"),
+        (false, false) => m.push_str("DHCP=no\n"),
+    }
+    for a in &addresses {
+        m.push_str(&format!("Address={a}\n"));
+    }
+    for d in dns {
+        m.push_str(&format!("DNS={d}\n"));
+    }
+    for r in routes
+        .iter()
+        .filter(|r| text(r, "next-hop-interface").is_none_or(|n| n == name))
+    {
+        let dest = text(r, "destination").context("networkConfig: a route has no destination")?;
+        let gw = text(r, "next-hop-address")
+            .context("networkConfig: a route has no next-hop-address")?;
+        v::field("networkConfig", "route destination", &dest, v::cidr)?;
+        v::field("networkConfig", "route next-hop-address", &gw, v::ip)?;
+        if let Some(metric) = text(r, "metric") {
+            v::field("networkConfig", "route metric", &metric, |m| {
+                m.parse::<u32>()
+                    .map(|_| ())
+                    .map_err(|_| "is not a number".to_string())
+            })?;
+        }
+        m.push_str(&format!("\n[Route]\nDestination={dest}\nGateway={gw}\n"));
+        if let Some(metric) = text(r, "metric") {
+            m.push_str(&format!("Metric={metric}\n"));
+        }
+    }
+    Ok(Some((format!("10-imgmode-{name}.network"), m)))
+}
+
+/// A network interface name as the kernel allows it (1 to 15 bytes, no '/', no white space
+/// or control characters); it also names the `.network` file.
+fn interface_name(s: &str) -> Result<(), v::Problem> {
+    v::file_name(s)?;
+    if s.len() > 15 {
+        return Err(format!(
+            "is {} bytes long; an interface name has at most 15",
+            s.len()
+        ));
+    }
+    if s.chars().any(char::is_whitespace) || s.contains(':') {
+        return Err("has white space or ':', which interface names cannot hold".into());
+    }
+    Ok(())
+}
+
+/// `52:54:00:AA:BB:CC`.
+fn mac_address(s: &str) -> Result<(), v::Problem> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        Ok(())
+    } else {
+        Err("is not a MAC address (six pairs of hexadecimal digits, ':' between)".into())
+    }
 }
 
 /// The first static IPv4 address of the configuration (the node IP), if any.
@@ -174,5 +240,34 @@ mod tests {
         assert!(e.to_string().contains("type bond is not supported"), "{e}");
         let e = to_networkd("interfaces:\n- name: e\n  ipv4:\n    address:\n    - ip: 10.0.0.300\n      prefix-length: 8\n").unwrap_err();
         assert!(e.to_string().contains("is not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn values_that_would_reach_files_unchecked_are_refused() {
+        let iface = |name: &str, ip: &str, len: &str| {
+            format!("interfaces:\n- name: {name:?}\n  ipv4:\n    address:\n    - ip: {ip}\n      prefix-length: {len}\n")
+        };
+        for (yaml, want) in [
+            (iface("eth0\nName=*", "10.0.0.2", "24"), "interface name"),
+            (iface("../../x", "10.0.0.2", "24"), "interface name"),
+            (iface("averyveryverylongname", "10.0.0.2", "24"), "at most 15"),
+            (iface("eth0", "10.0.0.2", "77"), "0 to 32"),
+            (iface("eth0", "fd00::2", "129"), "0 to 128"),
+            (
+                "interfaces:\n- name: eth0\ndns-resolver:\n  config:\n    server:\n    - \"1.1.1.1\\nDNS=evil\"\n".to_string(),
+                "dns-resolver server",
+            ),
+            (
+                "interfaces:\n- name: eth0\nroutes:\n  config:\n  - destination: 0.0.0.0/99\n    next-hop-address: 10.0.0.1\n".to_string(),
+                "route destination",
+            ),
+            (
+                "interfaces:\n- name: eth0\n  mac-address: zz\n".to_string(),
+                "mac-address",
+            ),
+        ] {
+            let e = format!("{:#}", to_networkd(&yaml).unwrap_err());
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
     }
 }

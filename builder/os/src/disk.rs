@@ -94,9 +94,9 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
     if let Some(k) = &opts.root_ssh_key {
         let text = std::fs::read_to_string(k)
             .with_context(|| format!("reading --root-ssh-key {}", k.display()))?;
-        if !text.trim_start().starts_with("ssh-") && !text.trim_start().starts_with("ecdsa-") {
+        if let Err(p) = imgmode_support::validate::ssh_public_keys(&text) {
             bail!(
-                "--root-ssh-key {} does not look like an OpenSSH public key",
+                "--root-ssh-key {} does not look like an OpenSSH public key: it {p}",
                 k.display()
             );
         }

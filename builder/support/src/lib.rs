@@ -9,6 +9,8 @@
 //! - [`size`]: binary units, `10G`-style arguments, sizes for people.
 //! - [`steplog`]: the one checkpoint / step log of every resumable or recorded flow.
 //! - [`time`]: timestamps (RFC 3339, UTC).
+//! - [`validate`]: the one validation layer for values users give (DNS names, IPs, CIDRs,
+//!   UUIDs, label keys, file names, single-line text) and how a refusal shows the value.
 //! - [`yaml`]: typed YAML input with file/line/column errors and kind/apiVersion checks.
 //!
 //! Invariant: this crate depends on no other imgmode crate.
@@ -22,6 +24,7 @@ pub mod runtime;
 pub mod size;
 pub mod steplog;
 pub mod time;
+pub mod validate;
 pub mod yaml;
 
 pub use progress::Steps;
