@@ -287,6 +287,13 @@ mod tests {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT a";
         assert!(ssh_public_keys(key).is_ok());
         assert!(ssh_public_keys(&format!("{key}\n\n{key}\n")).is_ok());
+        // the keys the VM scenarios give (vmtest links no product crate)
+        for k in [
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-ibi",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-live",
+        ] {
+            assert!(ssh_public_keys(k).is_ok(), "{k}");
+        }
         for bad in [
             "hello",
             "ssh-ed25519 AAAAC3Nza test",
