@@ -256,3 +256,70 @@ fn format_refused_by_verbs_with_one_output_form() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "[]\n", "{args:?}");
     }
 }
+
+/// Values that would end up in a certificate, a file name or a unit are checked by the one
+/// validation layer (imgmode_support::validate), the same way from flags and from files.
+#[test]
+fn values_bound_for_files_units_and_certificates_are_checked() {
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    let pki = d.join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let dir = pki.to_str().unwrap();
+    let none = d.join("nothing-written");
+    // recert: a cluster name and a SAN that are not DNS names
+    fails(
+        d,
+        &[
+            "recert",
+            "--static-dir",
+            dir,
+            "--cluster-rename",
+            "Bad_Name:exa_mple.ORG",
+        ],
+        "which is not a lowercase letter, digit or '-'",
+        &none,
+    );
+    fails(
+        d,
+        &["recert", "--static-dir", dir, "--cn-san-replace", "a:b\nc"],
+        "new value \"b\\nc\" is neither an IP address nor a DNS name",
+        &none,
+    );
+    fails(
+        d,
+        &["recert", "--static-dir", dir, "--cn-san-replace", "a\nb:c"],
+        "it must be one line of printable text",
+        &none,
+    );
+    // the configuration ISO: an infra ID that is a path, a CIDR that is no CIDR
+    let conf = d.join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let ic = "apiVersion: v1\nmetadata:\n  name: edge1\nbaseDomain: example.net\npullSecret: '{\"auths\":{}}'\n";
+    let ib =
+        "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: edge1\nhostname: node7\n";
+    let c = conf.to_str().unwrap();
+    let iso = conf.join("imagebasedconfig.iso");
+    for (install, based, needle) in [
+        (
+            ic.to_string(),
+            format!("{ib}infraID: ../../x\n"),
+            "infraID \"../../x\"",
+        ),
+        (
+            format!("{ic}networking:\n  machineNetwork:\n  - cidr: 10.0.0.0/99\n"),
+            ib.to_string(),
+            "has a prefix length that is longer than an IPv4 prefix can be",
+        ),
+        (
+            ic.to_string(),
+            format!("{ib}additionalNTPSources:\n- \"pool.ntp.org\\nserver evil\"\n"),
+            "additionalNTPSources entry",
+        ),
+    ] {
+        std::fs::write(conf.join("install-config.yaml"), install).unwrap();
+        std::fs::write(conf.join("image-based-config.yaml"), based).unwrap();
+        fails(d, &["ibi", "create-config-image", "--dir", c], needle, &iso);
+        assert!(!conf.join("auth").exists(), "{needle}: auth/ written");
+    }
+}

@@ -251,7 +251,10 @@ mod tests {
             (iface("eth0\nName=*", "10.0.0.2", "24"), "interface name"),
             (iface("../../x", "10.0.0.2", "24"), "interface name"),
             (iface("averyveryverylongname", "10.0.0.2", "24"), "at most 15"),
-            (iface("eth0", "10.0.0.2", "77"), "0 to 32"),
+            (
+                iface("eth0", "10.0.0.2", "77"),
+                "is longer than an IPv4 prefix can be (0 to 32",
+            ),
             (iface("eth0", "fd00::2", "129"), "0 to 128"),
             (
                 "interfaces:\n- name: eth0\ndns-resolver:\n  config:\n    server:\n    - \"1.1.1.1\\nDNS=evil\"\n".to_string(),
