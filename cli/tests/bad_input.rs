@@ -110,6 +110,10 @@ fn usage_errors_exit_2() {
             "unexpected argument '--frobnicate'",
         ),
         (&["disk", "x"][..], "required arguments were not provided"),
+        (
+            &["image", "unpack", "x", "d", "--max-size", "banana"][..],
+            "invalid value 'banana'",
+        ),
     ] {
         let o = imgmode(td.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -22,8 +22,8 @@ pub struct UnpackArgs {
     pub image: String,
     pub dir: PathBuf,
     /// Refuse to unpack more than this (e.g. 20G); default: the free space where DIR goes.
-    #[arg(long, value_name = "SIZE")]
-    pub max_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = imgmode_support::size::parse_size)]
+    pub max_size: Option<u64>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

@@ -2,7 +2,7 @@
 
 use crate::args::image::{ImageCmd, UnpackArgs};
 use crate::cmd::ctx::Ctx;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub fn images(cx: &Ctx) -> Result<()> {
     let list = cx.store().list()?;
@@ -22,12 +22,7 @@ pub fn run(cmd: ImageCmd, cx: &Ctx) -> Result<()> {
 }
 
 fn unpack(a: UnpackArgs, cx: &Ctx) -> Result<()> {
-    let max = a
-        .max_size
-        .as_deref()
-        .map(imgmode_support::size::parse_size)
-        .transpose()
-        .context("--max-size")?;
+    let max = a.max_size;
     let steps = cx.steps();
     let out = imgmode_image::extract::unpack_image(
         &cx.store(),
