@@ -114,6 +114,10 @@ fn usage_errors_exit_2() {
             &["image", "unpack", "x", "d", "--max-size", "banana"][..],
             "invalid value 'banana'",
         ),
+        (
+            &["seed", "check", "s", "--config", "c", "--arch", "x86_64"][..],
+            "is not an OCI architecture name",
+        ),
     ] {
         let o = imgmode(td.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

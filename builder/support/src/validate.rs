@@ -230,6 +230,22 @@ pub fn registry_location(s: &str) -> std::result::Result<(), Problem> {
     self::host(&name).map_err(|p| format!("has the host {} that {p}", shown(host)))
 }
 
+/// An architecture as OCI images name it (Go's GOARCH values: `amd64`, `arm64`, `ppc64le`,
+/// `s390x`, ...).
+pub fn oci_architecture(s: &str) -> std::result::Result<(), Problem> {
+    const KNOWN: &[&str] = &[
+        "amd64", "arm64", "ppc64le", "s390x", "386", "arm", "riscv64", "mips64le", "loong64",
+    ];
+    if KNOWN.contains(&s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "is not an OCI architecture name (one of {})",
+            KNOWN.join(", ")
+        ))
+    }
+}
+
 /// OpenSSH public keys, one per line (`TYPE BASE64 [COMMENT]`, as `authorized_keys` holds
 /// them); each is parsed with the `ssh-key` crate.
 pub fn ssh_public_keys(s: &str) -> std::result::Result<(), Problem> {
@@ -283,6 +299,8 @@ mod tests {
         assert!(host("pool.ntp.org").is_ok());
         assert!(host("pool.ntp.org\nserver evil").is_err());
         assert!(single_line("a\tb").is_err());
+        assert!(oci_architecture("arm64").is_ok());
+        assert!(oci_architecture("x86_64").unwrap_err().contains("amd64"));
         let key =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT a";
         assert!(ssh_public_keys(key).is_ok());

@@ -33,8 +33,8 @@ pub struct SeedCheckArgs {
     /// The installation has FIPS enabled.
     #[arg(long)]
     pub fips: bool,
-    /// Target architecture (default: this machine's).
-    #[arg(long)]
+    /// Target architecture as images name it, e.g. amd64 or arm64 (default: this machine's).
+    #[arg(long, value_parser = oci_arch)]
     pub arch: Option<String>,
 }
 
@@ -117,4 +117,11 @@ impl SeedCreateArgs {
         o.recert = !self.skip_recert;
         Ok(o)
     }
+}
+
+/// `--arch`: an OCI architecture name, or a usage error naming the known ones.
+fn oci_arch(s: &str) -> Result<String, String> {
+    imgmode_support::validate::oci_architecture(s)
+        .map(|()| s.to_string())
+        .map_err(|p| format!("{s:?} {p}"))
 }
