@@ -16,10 +16,10 @@ use crate::cluster::{check_health, etcd_objects, start_and_wait_healthy, systemc
 use crate::image::{self, Output};
 use crate::manifest::SeedClusterInfo;
 use crate::{LABEL_CLUSTER_INFO, LABEL_COMPRESSION, LABEL_FORMAT_VERSION, SEED_FORMAT_VERSION};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use imgmode_recert::config::RecertConfig;
 use imgmode_support::cmd::{require_root, require_tools, Run};
-use imgmode_support::steplog::{StepLog, StepState};
+use imgmode_support::steplog::{OtherRun, StepLog};
 use ostree_ext::ostree;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -109,7 +109,7 @@ struct RunId {
     compression: String,
 }
 
-/// The step log in the work directory: [`StepState`] as JSON, its run the options that must
+/// The step log in the work directory: [`imgmode_support::steplog::StepState`] as JSON, its run the options that must
 /// match for a resume (`{"output":…,"compression":…}`).
 pub const STEP_LOG: &str = "steps.json";
 
@@ -308,18 +308,17 @@ fn open_log(o: &CreateOpts, work: &Path, steps: Steps) -> Result<StepLog> {
             work.display()
         );
     }
-    let earlier = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<StepState>(&b).ok());
-    if let Some(earlier) = earlier.filter(|e| e.run != run_id) {
-        bail!(
-            "{} holds an interrupted seed creation with other options ({}); run that command again to resume it, or remove {} (and start the cluster services again) to start over",
-            work.display(),
-            earlier.run,
-            work.display()
-        );
-    }
-    let (log, resumed) = StepLog::resume(&path, &run_id, steps)?;
+    let (log, resumed) = StepLog::resume(&path, &run_id, steps).map_err(|e| {
+        match e.downcast_ref::<OtherRun>() {
+            Some(other) => anyhow!(
+                "{} holds an interrupted seed creation with other options ({}); run that command again to resume it, or remove {} (and start the cluster services again) to start over",
+                work.display(),
+                other.run,
+                work.display()
+            ),
+            None => e,
+        }
+    })?;
     if resumed {
         log.steps()
             .step(&format!("resuming the seed creation in {}", work.display()));

@@ -13,7 +13,7 @@
 //! and only reports. The file is replaced atomically after every change.
 
 use crate::progress::Steps;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,28 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// [`StepLog::resume`] found an interrupted run with another identity at `path`.
+#[derive(Debug)]
+pub struct OtherRun {
+    pub path: PathBuf,
+    /// The identity the log records.
+    pub run: String,
+}
+
+impl std::fmt::Display for OtherRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} records an interrupted run with other options ({}); run that command again to resume it, or remove {} to start over",
+            self.path.display(),
+            self.run,
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for OtherRun {}
 
 /// A step log bound to its file, reporting steps to the user through [`Steps`].
 pub struct StepLog {
@@ -62,8 +84,9 @@ impl StepLog {
     }
 
     /// A log that continues the run recorded at `path` when its identity is `run`; a run with
-    /// another identity is refused (the message says how to resume or start over). Returns
-    /// the log and whether it resumed.
+    /// another identity is refused with an [`OtherRun`] error (its message says how to resume
+    /// or start over; a caller may word it for its flow). Returns the log and whether it
+    /// resumed.
     pub fn resume(path: &Path, run: &str, steps: Steps) -> Result<(Self, bool)> {
         let earlier = match std::fs::read(path) {
             Ok(b) => Some(
@@ -75,12 +98,13 @@ impl StepLog {
         };
         let resumed = earlier.is_some();
         let state = match earlier {
-            Some(s) if s.run != run => bail!(
-                "{} records an interrupted run with other options ({}); run that command again to resume it, or remove {} to start over",
-                path.display(),
-                s.run,
-                path.display()
-            ),
+            Some(s) if s.run != run => {
+                return Err(OtherRun {
+                    path: path.to_path_buf(),
+                    run: s.run,
+                }
+                .into())
+            }
             Some(s) => StepState {
                 status: "running".into(),
                 error: None,
@@ -194,6 +218,7 @@ impl StepLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::bail;
 
     fn read(p: &Path) -> StepState {
         serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
