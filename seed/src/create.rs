@@ -109,8 +109,8 @@ struct RunId {
     compression: String,
 }
 
-/// The step log in the work directory: [`imgmode_support::steplog::StepState`] as JSON, its run the options that must
-/// match for a resume (`{"output":…,"compression":…}`).
+/// The step log in the work directory: [`imgmode_support::steplog::StepState`] as JSON, its
+/// run the options that must match for a resume (`{"output":…,"compression":…}`).
 pub const STEP_LOG: &str = "steps.json";
 
 struct Ctx<'a> {

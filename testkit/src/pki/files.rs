@@ -12,13 +12,12 @@ use imgmode_recert::text::{b64_encode, pem_encode};
 /// Where the operators keep their static-pod resources (relative to the root).
 pub(super) const SP: &str = "etc/kubernetes/static-pod-resources";
 
+/// Write `rel` under `root` with `mode` from the start (keys are 0600 before they hold a
+/// byte): a temporary file renamed into place, the directories made.
 pub(super) fn write(root: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().expect("relative path has a parent"))?;
-    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
+    imgmode_support::fs::write_atomic(&p, text.as_bytes(), mode)
+        .with_context(|| format!("writing {}", p.display()))
 }
 
 fn kubeconfig(server: &str, ca: &str, cert: &str, key: &str, user: &str) -> String {
