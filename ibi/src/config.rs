@@ -3,7 +3,7 @@
 //! does not support is reported by name instead of being dropped.
 
 use anyhow::{bail, Result};
-pub use imgmode_seed::reconfig::Proxy;
+use imgmode_seed::reconfig::Proxy;
 use imgmode_support::yaml::{check_type, parse as parse_yaml};
 use serde::{Deserialize, Serialize};
 

@@ -24,8 +24,8 @@
 //! lca writes RHCOS with coreos-installer first and removes that deployment at the end;
 //! imgmode writes the partitions and the bootloader itself from the seed's own commit, so the
 //! installed disk holds exactly one deployment and there is no live-OS deployment to remove.
-//! A state file ([`State`]) records the current step, the steps done with their seconds and,
-//! on failure, the error.
+//! A state file (the step log's [`imgmode_support::steplog::StepState`]) records the current
+//! step, the steps done with their seconds and, on failure, the error.
 
 use crate::config::{
     ImageBasedInstallationConfig, DEFAULT_EXTRA_PARTITION_NUMBER, DEFAULT_EXTRA_PARTITION_START,
@@ -97,11 +97,6 @@ pub struct Installed {
     pub etc_deleted: usize,
     pub seconds: f64,
 }
-
-/// The state file: `{"status": "running|failed|done", "step": …, "done": […], "seconds":
-/// {…}, "error": …}` (the step running or failed, the steps done and their seconds), written
-/// by the one step log ([`StepLog`]).
-pub use imgmode_support::steplog::StepState as State;
 
 /// The seed reference as a transport reference: the installer's `seedImage` is a registry
 /// reference without a transport (`quay.io/org/seed:tag`); any imgmode image argument works.

@@ -35,7 +35,7 @@ fn serial() -> Result<openssl::asn1::Asn1Integer> {
     Ok(bn.to_asn1_integer()?)
 }
 
-/// A self-signed CA with OpenShift's signer subject (encoded OU=openshift, then CN=<cn>, as
+/// A self-signed CA with OpenShift's signer subject (encoded `OU=openshift`, then `CN=<cn>`, as
 /// OpenShift's Go tooling writes it). No key identifiers: a
 /// client trusting it matches the cluster's re-signed CA by name and key alone.
 pub fn ca(cn: &str, days: u32) -> Result<Signer> {
