@@ -51,6 +51,12 @@ pub const PACKAGES: &[&str] = &[
     "util-linux",
     // cargo check of fuzz/ (cargo xtask ci) builds libfuzzer-sys's C++ in its build script
     "g++",
+    // the rest of support::cmd::TOOLS that tests run on the host (Debian's base has them;
+    // named so a minimal machine gets them too)
+    "tar",
+    "coreutils",
+    "mount",
+    "hostname",
 ];
 
 /// Packages taken from bookworm-backports on Debian 12.
