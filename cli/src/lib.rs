@@ -21,13 +21,21 @@ pub fn main() -> std::process::ExitCode {
     let result = if ambient.is_ostree_container() {
         cmd::ostree_container(ambient.args.iter().cloned())
     } else {
-        let cli = Cli::parse_args(&ambient.args).unwrap_or_else(|e| e.exit());
+        let cli = match Cli::parse_args(&ambient.args) {
+            Ok(cli) => cli,
+            // help and version as clap prints them; usage errors made terminal-safe (exit 2)
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                eprint!("{}", output::terminal_safe(&e.render().to_string()));
+                return std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+            }
+        };
         cmd::run(cli, &ambient)
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::terminal_safe(&format!("{e:#}")));
             std::process::ExitCode::from(1)
         }
     }

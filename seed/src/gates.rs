@@ -32,7 +32,11 @@ pub fn read_labels(labels: &BTreeMap<String, String>) -> Result<(u32, SeedCluste
     let info = labels.get(LABEL_CLUSTER_INFO).with_context(|| {
         format!("the seed image has no {LABEL_CLUSTER_INFO} label (seed cluster info)")
     })?;
-    Ok((v, SeedClusterInfo::parse(info)?))
+    let info = SeedClusterInfo::parse_from(
+        info,
+        &format!("the seed image's {LABEL_CLUSTER_INFO} label (the seed cluster info); the seed is damaged or was not made by imgmode seed create or lifecycle-agent: make it again"),
+    )?;
+    Ok((v, info))
 }
 
 /// Check every gate; all failures in one error, one per line.

@@ -58,8 +58,15 @@ pub struct SeedClusterInfo {
 }
 
 impl SeedClusterInfo {
+    /// Parse the seed cluster info from `manifest.json` in a seed's work directory.
     pub fn parse(text: &str) -> Result<Self> {
-        serde_json::from_str(text).context("parsing the seed cluster info (manifest.json)")
+        Self::parse_from(text, "the seed cluster info (manifest.json)")
+    }
+
+    /// Parse the seed cluster info from `source`, which the error names (a file, or the seed
+    /// image's label).
+    pub fn parse_from(text: &str, source: &str) -> Result<Self> {
+        serde_json::from_str(text).with_context(|| format!("parsing {source}"))
     }
 
     pub fn to_json(&self) -> String {

@@ -56,13 +56,28 @@ impl MirrorImage {
     /// the repository is its path without the registry) or `REF=REPO[:TAG]` for any transport.
     pub fn parse(arg: &str) -> Result<Self> {
         let arg = arg.trim();
+        ensure!(
+            !arg.is_empty() && !arg.contains(char::is_whitespace) && !arg.contains(char::is_control),
+            "{} is not an image reference: it is empty or holds spaces or control characters",
+            imgmode_support::validate::shown(arg)
+        );
         if let Some((src, name)) = split_target(arg) {
+            let src = if src.contains("://") || crate::imgref::parse(src).is_ok() {
+                crate::imgref::parse(src)?;
+                src.to_string()
+            } else {
+                // a registry reference without its transport
+                let r = format!("docker://{src}");
+                crate::imgref::parse(&r)
+                    .with_context(|| format!("{src} is neither a transport reference nor a registry reference"))?;
+                r
+            };
             let (repo, tag) = match name.rsplit_once(':') {
                 Some((r, t)) if !t.contains('/') => (r.to_string(), Some(t.to_string())),
                 _ => (name.to_string(), None),
             };
             let img = Self {
-                source: src.to_string(),
+                source: src,
                 repo,
                 tag,
             };
@@ -519,8 +534,22 @@ fn walk_manifests(
 /// An image to mirror and its manifests (top first): digest, raw bytes, what each names.
 type Plan<'a> = (&'a MirrorImage, Vec<(String, Vec<u8>, Refs)>);
 
-/// Mirror the images into `opts.dir`.
+/// Mirror the images into `opts.dir`. A run that fails leaves no staging layout (and no
+/// directory, when it created it); one that is killed keeps the staging layout, which the next
+/// run resumes from.
 pub fn mirror(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
+    let created = !opts.dir.exists();
+    let result = mirror_into(opts, steps);
+    if result.is_err() {
+        let _ = imgmode_support::fs::remove_tree(&opts.dir.join(STAGING));
+        if created {
+            let _ = imgmode_support::fs::remove_tree(&opts.dir);
+        }
+    }
+    result
+}
+
+fn mirror_into(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
     preflight(opts)?;
     let dir = &opts.dir;
     let v2 = dir.join(V2);
@@ -777,7 +806,9 @@ mod tests {
             ("quay.io/Org/img:1", "not valid"),
             ("quay.io/org/img@sha256:AB", "64 lowercase hex"),
             ("quay.io/org/img@md5:00", "unsupported algorithm"),
-            ("oci:/tmp/x=repo:bad tag", "not valid"),
+            ("oci:/tmp/x=repo:bad tag", "holds spaces or control characters"),
+            ("oci:/tmp/x=repo:bad!tag", "not valid"),
+            ("ftp://h/x=repo", "unsupported transport"),
         ] {
             let e = MirrorImage::parse(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

@@ -109,20 +109,19 @@ pub fn open_image_with(
 ) -> Result<OpenedImage> {
     let r = store.resolve(arg)?;
     if r.imgref.transport == Transport::OciDir {
-        // oci:PATH[:TAG] -- a layout directory holding one image
-        let path = PathBuf::from(&r.imgref.name);
-        let dir = if path.join("index.json").is_file() {
-            path
-        } else {
-            let (p, _) = r
-                .imgref
-                .name
-                .rsplit_once(':')
-                .unwrap_or((&r.imgref.name, ""));
-            PathBuf::from(p)
-        };
+        // oci:PATH[:TAG] -- exactly the image tagged TAG, or the layout's only image
+        let (dir, tag) = oci_dir_and_tag(&r.imgref.name);
+        if !dir.exists() {
+            bail!("{arg}: {} not found", dir.display());
+        }
+        if !dir.join("index.json").is_file() {
+            bail!(
+                "{arg}: {} is not an OCI image layout (no index.json); give the directory skopeo or podman wrote with oci:DIR",
+                dir.display()
+            );
+        }
         return Ok(OpenedImage {
-            image: OciImage::open(&dir)?,
+            image: OciImage::open_tagged(&dir, tag)?,
             _tmp: None,
         });
     }
@@ -141,6 +140,17 @@ pub fn open_image_with(
         image: OciImage::open(&dest)?,
         _tmp: Some(tmp),
     })
+}
+
+/// `PATH[:TAG]` of an `oci:` reference: containers-transports(5) allows no `:` in PATH, so the
+/// last `:` starts the tag (an empty tag is no tag).
+pub fn oci_dir_and_tag(name: &str) -> (PathBuf, Option<&str>) {
+    match name.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') => {
+            (PathBuf::from(dir), Some(tag).filter(|t| !t.is_empty()))
+        }
+        _ => (PathBuf::from(name), None),
+    }
 }
 
 /// Bytes an image's manifest says a copy of it takes: config and layers (compressed, as

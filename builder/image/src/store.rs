@@ -44,6 +44,21 @@ pub struct StoredImage {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What [`Store::list`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub images: Vec<StoredImage>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A store entry that cannot be read (a damaged or hand-edited layout).
+#[derive(Debug)]
+pub struct Unreadable {
+    pub name: String,
+    pub dir: PathBuf,
+    pub error: String,
+}
+
 impl Store {
     pub fn new(state: impl Into<PathBuf>) -> Self {
         Self {
@@ -164,9 +179,10 @@ impl Store {
         })
     }
 
-    /// Every image in the store, sorted by name.
-    pub fn list(&self) -> Result<Vec<StoredImage>> {
-        let mut out = Vec::new();
+    /// Every image in the store, sorted by name; an entry that cannot be read is in
+    /// [`Listing::unreadable`] instead, so one corrupt image hides none of the others.
+    pub fn list(&self) -> Result<Listing> {
+        let mut out = Listing::default();
         let images = self.images();
         let Ok(repos) = std::fs::read_dir(&images) else {
             return Ok(out);
@@ -183,23 +199,55 @@ impl Store {
                 if tname.starts_with('.') || !tag.path().join("index.json").is_file() {
                     continue;
                 }
-                out.push(self.inspect(&format!("{rname}:{tname}"))?);
+                let name = format!("{rname}:{tname}");
+                match self.inspect(&name) {
+                    Ok(i) => out.images.push(i),
+                    Err(e) => out.unreadable.push(Unreadable {
+                        name,
+                        dir: tag.path(),
+                        error: format!("{e:#}"),
+                    }),
+                }
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.images.sort_by(|a, b| a.name.cmp(&b.name));
+        out.unreadable.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Descriptor {
     digest: String,
     #[serde(default)]
     size: Option<u64>,
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+#[derive(Deserialize, Clone)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
 }
 #[derive(Deserialize)]
 struct Index {
     manifests: Vec<Descriptor>,
+}
+
+/// The annotation an OCI layout's index uses for a tag (`oci:DIR:TAG`).
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+impl Descriptor {
+    fn tag(&self) -> Option<&str> {
+        self.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
+    }
 }
 #[derive(Deserialize)]
 struct Manifest {
@@ -232,9 +280,16 @@ pub struct OciImage {
 }
 
 impl OciImage {
-    /// Read the (first) image of the OCI layout at `dir`.
+    /// Read the only image of the OCI layout at `dir` (see [`OciImage::open_tagged`]).
     pub fn open(dir: &Path) -> Result<Self> {
-        let desc = first_manifest(dir)?;
+        Self::open_tagged(dir, None)
+    }
+
+    /// Read the image tagged `tag` in the OCI layout at `dir` (`oci:DIR:TAG`), or, with no tag,
+    /// its only image. A tag the index does not hold, or several images and no tag, is refused
+    /// naming the tags there are; a multi-architecture index yields this machine's image.
+    pub fn open_tagged(dir: &Path, tag: Option<&str>) -> Result<Self> {
+        let desc = select_manifest(dir, tag)?;
         let verified = |digest: &str, size: Option<u64>, what: &str| -> Result<Vec<u8>> {
             let raw = read(blob_path(dir, digest)?)?;
             crate::digest::verify_bytes(what, &raw, digest, size)
@@ -245,12 +300,10 @@ impl OciImage {
             serde_json::from_slice(&verified(&desc.digest, desc.size, "manifest")?)
                 .with_context(|| format!("parsing manifest {}", desc.digest))?;
         let cd = manifest.config();
-        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&verified(
+        let config = parse_config(
+            &verified(cd.digest().as_ref(), Some(cd.size()), "image config")?,
             cd.digest().as_ref(),
-            Some(cd.size()),
-            "image config",
-        )?)
-        .with_context(|| format!("parsing image config {}", cd.digest()))?;
+        )?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest_digest: desc.digest.clone(),
@@ -309,15 +362,94 @@ fn read(p: PathBuf) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
 }
 
-/// The first manifest an OCI layout's `index.json` names.
-fn first_manifest(dir: &Path) -> Result<Descriptor> {
+/// An image config as the OCI image spec allows it: `history` is optional there (oci-spec's
+/// type requires it, so an absent one reads as empty); `rootfs` is required and refused by name.
+fn parse_config(raw: &[u8], digest: &str) -> Result<oci_spec::image::ImageConfiguration> {
+    let mut v: serde_json::Value = serde_json::from_slice(raw)
+        .with_context(|| format!("image config {digest} is not JSON"))?;
+    let obj = v
+        .as_object_mut()
+        .with_context(|| format!("image config {digest} is not a JSON object"))?;
+    if !obj.contains_key("rootfs") {
+        bail!("image config {digest} has no \"rootfs\", which the OCI image spec requires; rebuild the image with a standard tool (podman, buildah, skopeo)");
+    }
+    if obj.get("history").is_none_or(serde_json::Value::is_null) {
+        obj.insert("history".into(), serde_json::Value::Array(Vec::new()));
+    }
+    serde_json::from_value(v).with_context(|| format!("parsing image config {digest}"))
+}
+
+/// The image of an OCI layout that `tag` names (its `org.opencontainers.image.ref.name`), or the
+/// only one when no tag is given; an image index entry resolves to this machine's architecture.
+fn select_manifest(dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
     let index: Index = serde_json::from_slice(&read(dir.join("index.json"))?)
         .with_context(|| format!("parsing {}/index.json", dir.display()))?;
-    index
+    let tags = || {
+        let t: Vec<&str> = index.manifests.iter().filter_map(Descriptor::tag).collect();
+        if t.is_empty() {
+            "it has no tagged images".to_string()
+        } else {
+            format!("its tags: {}", t.join(", "))
+        }
+    };
+    let shown = imgmode_support::validate::shown;
+    let mut chosen: Vec<&Descriptor> = match tag {
+        Some(t) => index.manifests.iter().filter(|d| d.tag() == Some(t)).collect(),
+        None => index.manifests.iter().collect(),
+    };
+    chosen.dedup_by(|a, b| a.digest == b.digest);
+    let desc = match (chosen.as_slice(), tag) {
+        ([one], _) => (*one).clone(),
+        ([], None) => bail!("{} holds no image", dir.display()),
+        ([], Some(t)) => bail!(
+            "{} has no image tagged {}; {}",
+            dir.display(),
+            shown(t),
+            tags()
+        ),
+        (_, Some(t)) => bail!(
+            "{} has {} different images tagged {}; keep one of them",
+            dir.display(),
+            chosen.len(),
+            shown(t)
+        ),
+        (_, None) => bail!(
+            "{} holds {} images and no tag was given; name one as oci:{}:TAG ({})",
+            dir.display(),
+            chosen.len(),
+            dir.display(),
+            tags()
+        ),
+    };
+    if desc.media_type.as_deref() != Some(INDEX_MEDIA_TYPE) {
+        return Ok(desc);
+    }
+    // a multi-architecture image: this machine's entry of the nested index
+    let nested: Index = serde_json::from_slice(&read(blob_path(dir, &desc.digest)?)?)
+        .with_context(|| format!("parsing image index {}", desc.digest))?;
+    let arch = imgmode_support::host::host_arch();
+    let found: Vec<String> = nested
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .map(|p| format!("{}/{}", p.os, p.architecture))
+        .collect();
+    nested
         .manifests
         .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("{} holds no image", dir.display()))
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+        })
+        .with_context(|| {
+            format!(
+                "the image index {} in {} has no linux/{arch} image (it has: {})",
+                desc.digest,
+                dir.display(),
+                found.join(", ")
+            )
+        })
 }
 
 /// The manifest digest and config labels of the single image in an OCI layout directory.
@@ -326,7 +458,7 @@ fn first_manifest(dir: &Path) -> Result<Descriptor> {
 /// `imgmode images` lists layouts whose config oci-spec's strict types refuse (for example one
 /// without `history`); [`OciImage::open`] is the full parse.
 pub fn read_oci_layout(dir: &Path) -> Result<(String, BTreeMap<String, String>)> {
-    let desc = first_manifest(dir)?;
+    let desc = select_manifest(dir, None)?;
     let manifest: Manifest = serde_json::from_slice(&read(blob_path(dir, &desc.digest)?)?)
         .with_context(|| format!("parsing manifest {}", desc.digest))?;
     let config: ImageConfig =
@@ -366,7 +498,7 @@ mod tests {
             write_fake_layout(st.path(), &format!("v{round}"));
             store.publish(st, "demo").unwrap();
         }
-        let list = store.list().unwrap();
+        let list = store.list().unwrap().images;
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].name, "demo:latest");
         assert_eq!(list[0].labels["version"], "v1");
@@ -403,5 +535,106 @@ mod tests {
             format!(r#"{{"manifests":[{{"digest":"{manifest}"}}]}}"#),
         )
         .unwrap();
+    }
+
+    /// A layout with one image per (tag, config JSON); an empty tag is an untagged entry.
+    fn layout_of(dir: &Path, images: &[(&str, &str)]) -> Vec<String> {
+        use sha2::Digest;
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |data: &[u8]| {
+            let d = hex::encode(sha2::Sha256::digest(data));
+            std::fs::write(blobs.join(&d), data).unwrap();
+            (format!("sha256:{d}"), data.len())
+        };
+        let mut entries = Vec::new();
+        let mut digests = Vec::new();
+        for (tag, config) in images {
+            let (c, cn) = put(config.as_bytes());
+            let m = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{c}","size":{cn}}},"layers":[],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{c}","size":{cn}}},"annotations":{{"a":"b"}}}}"#
+            );
+            let (m, mn) = put(m.as_bytes());
+            let ann = if tag.is_empty() {
+                String::new()
+            } else {
+                format!(r#","annotations":{{"{REF_NAME}":"{tag}"}}"#)
+            };
+            entries.push(format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m}","size":{mn}{ann}}}"#
+            ));
+            digests.push(m);
+        }
+        std::fs::write(
+            dir.join("index.json"),
+            format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, entries.join(",")),
+        )
+        .unwrap();
+        digests
+    }
+
+    const CONFIG: &str = r#"{"architecture":"amd64","os":"linux","config":{"Labels":{"v":"TAG"}},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+
+    #[test]
+    fn a_tag_selects_exactly_its_image_or_fails() {
+        let td = tempfile::tempdir().unwrap();
+        let one = CONFIG.replace("TAG", "one");
+        let two = CONFIG.replace("TAG", "two");
+        let d = layout_of(td.path(), &[("one", &one), ("two", &two)]);
+        let img = OciImage::open_tagged(td.path(), Some("two")).unwrap();
+        assert_eq!(img.manifest_digest, d[1]);
+        assert_eq!(img.labels()["v"], "two");
+        let err = OciImage::open_tagged(td.path(), Some("three"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has no image tagged \"three\"; its tags: one, two"),
+            "{err}"
+        );
+        let err = format!("{:#}", OciImage::open(td.path()).unwrap_err());
+        assert!(
+            err.contains("holds 2 images and no tag was given; name one as oci:"),
+            "{err}"
+        );
+        assert!(read_oci_layout(td.path()).is_err());
+    }
+
+    #[test]
+    fn configs_without_history_read_and_without_rootfs_are_named() {
+        let td = tempfile::tempdir().unwrap();
+        // no history, empty layers, a subject and annotations in the manifest: all allowed
+        layout_of(td.path(), &[("", CONFIG)]);
+        let img = OciImage::open(td.path()).unwrap();
+        assert!(img.config.history().is_empty());
+        assert!(img.manifest.layers().is_empty());
+
+        let td = tempfile::tempdir().unwrap();
+        layout_of(td.path(), &[("", r#"{"architecture":"amd64","os":"linux"}"#)]);
+        let err = format!("{:#}", OciImage::open(td.path()).unwrap_err());
+        assert!(err.contains("has no \"rootfs\""), "{err}");
+    }
+
+    #[test]
+    fn an_image_index_yields_this_machines_image() {
+        use sha2::Digest;
+        let td = tempfile::tempdir().unwrap();
+        let arch = imgmode_support::host::host_arch();
+        let d = layout_of(td.path(), &[("", CONFIG), ("", CONFIG)]);
+        let nested = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"platform":{{"os":"linux","architecture":"s390x"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"platform":{{"os":"linux","architecture":"{arch}"}}}}]}}"#,
+            d[0], d[1]
+        );
+        let hex = hex::encode(sha2::Sha256::digest(nested.as_bytes()));
+        std::fs::write(td.path().join("blobs/sha256").join(&hex), &nested).unwrap();
+        std::fs::write(
+            td.path().join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{INDEX_MEDIA_TYPE}","digest":"sha256:{hex}","size":{},"annotations":{{"{REF_NAME}":"multi"}}}}]}}"#,
+                nested.len()
+            ),
+        )
+        .unwrap();
+        let desc = select_manifest(td.path(), Some("multi")).unwrap();
+        assert_eq!(desc.digest, d[1]);
     }
 }

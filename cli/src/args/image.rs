@@ -32,10 +32,10 @@ pub struct UnpackArgs {
 #[derive(Debug, clap::Args)]
 pub struct RegistryArgs {
     /// Registry credentials (a pull secret or containers-auth.json).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::existing_file)]
     authfile: Option<PathBuf>,
     /// A directory of CA certificates (*.crt) trusted for the registries.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::existing_dir)]
     cert_dir: Option<PathBuf>,
 }
 

@@ -123,7 +123,7 @@ pub struct LayerBuildArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub tls_verify: bool,
     /// Registry credentials for the push (the push secret as a containers-auth.json).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::existing_file)]
     pub authfile: Option<PathBuf>,
 }
 

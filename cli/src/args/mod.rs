@@ -15,6 +15,7 @@ use crate::output::OutputFormat;
 use base::{BaseCmd, DiskArgs};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use format::FormatValue;
 use ibi::IbiCmd;
 use image::ImageCmd;
@@ -196,6 +197,27 @@ impl Cli {
 }
 
 /// Whether `--format` was typed before the first `verb` argument (as a global option).
+/// A flag naming a file that must exist (credentials, keys): a missing one is a usage error
+/// naming it, not a surprise later (or never, when the flag is only read on some paths).
+pub fn existing_file(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => Ok(p),
+        Ok(_) => Err(format!("{s} is not a file")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
+/// A flag naming a directory that must exist (CA certificates).
+pub fn existing_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_dir() => Ok(p),
+        Ok(_) => Err(format!("{s} is not a directory")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
 fn global_format_before(args: &[OsString], verb: &str) -> bool {
     args.iter()
         .skip(1)

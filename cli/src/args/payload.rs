@@ -52,25 +52,33 @@ pub struct MirrorArgs {
 impl MirrorArgs {
     /// The mirror's options: the `--image`s, then the `--images` file's.
     pub fn opts(self) -> Result<mirror::MirrorOpts> {
-        let mut args = self.images;
+        let mut images = self
+            .images
+            .iter()
+            .map(|a| mirror::MirrorImage::parse(a).with_context(|| format!("--image {a:?}")))
+            .collect::<Result<Vec<_>>>()?;
         if let Some(f) = &self.images_file {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("reading --images {}", f.display()))?;
-            args.extend(
-                text.lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim())
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string),
-            );
+            for (n, line) in text.lines().enumerate() {
+                let l = line.split('#').next().unwrap_or("").trim();
+                if l.is_empty() {
+                    continue;
+                }
+                images.push(mirror::MirrorImage::parse(l).with_context(|| {
+                    format!(
+                        "{}:{}: {} is not an image to mirror (one IMAGE or IMAGE=REPO[:TAG] per line, # comments)",
+                        f.display(),
+                        n + 1,
+                        imgmode_support::validate::shown(l)
+                    )
+                })?);
+            }
         }
         anyhow::ensure!(
-            !args.is_empty(),
+            !images.is_empty(),
             "no images: give --image IMAGE (repeatable) or --images FILE"
         );
-        let images = args
-            .iter()
-            .map(|a| mirror::MirrorImage::parse(a))
-            .collect::<Result<Vec<_>>>()?;
         Ok(mirror::MirrorOpts {
             images,
             dir: self.dir,

@@ -5,8 +5,17 @@ use crate::cmd::ctx::Ctx;
 use anyhow::Result;
 
 pub fn images(cx: &Ctx) -> Result<()> {
-    let list = cx.store().list()?;
-    cx.print(&list, |l| {
+    let listing = cx.store().list()?;
+    for u in &listing.unreadable {
+        crate::output::warn(&format!(
+            "skipping image {} in {}: {}; rebuild or push it again under that name, or remove it with: rm -rf {}",
+            u.name,
+            u.dir.display(),
+            u.error,
+            u.dir.display()
+        ));
+    }
+    cx.print(&listing.images, |l| {
         let mut s = String::new();
         for i in l {
             s.push_str(&format!("{:<32} {}\n", i.name, i.digest));
