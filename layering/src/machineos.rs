@@ -5,8 +5,8 @@
 //! rendered MachineConfig applied (files, systemd units, kernel arguments), generated here as
 //! a first build stage. Each build is recorded as a `MachineOSBuild` YAML named
 //! `<config>-<hash>` (the hash covers the config's spec, the rendered MachineConfig and the
-//! base digest), whose conditions move PREPARED -> BUILDING -> SUCCEEDED or FAILED (after three
-//! retries); a build found still BUILDING is marked INTERRUPTED and redone; a SUCCEEDED build is
+//! base digest), whose conditions move PREPARED -> BUILDING -> SUCCEEDED or FAILED (a failed
+//! build at once, a failed push after three retries); a build found still BUILDING is marked INTERRUPTED and redone; a SUCCEEDED build is
 //! reused unless the config carries the `machineconfiguration.openshift.io/rebuild`
 //! annotation. The pushed image's digested pull spec lands in `status.currentImagePullSpec`.
 
@@ -24,7 +24,7 @@ pub const REBUILD_ANNOTATION: &str = "machineconfiguration.openshift.io/rebuild"
 pub const ROLE_LABEL: &str = "machineconfiguration.openshift.io/role";
 /// Pools every OpenShift cluster has.
 pub const DEFAULT_POOLS: &[&str] = &["master", "worker"];
-/// How many times a failed build is retried.
+/// How many times a failed push is retried (a failed build is not: it would fail the same way).
 pub const RETRIES: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -685,13 +685,22 @@ impl BuildJob<'_> {
                     mosb.save(path)?;
                     return Ok(mosb);
                 }
-                Err(e) => {
+                Err((stage, e)) => {
                     mosb.set_state(
                         "Failed",
                         "BuildFailed",
                         &format!("attempt {attempt}: {e:#}"),
                     );
                     mosb.save(path)?;
+                    if stage == Stage::Build {
+                        // the same inputs build the same way: retrying cannot help
+                        mosb.status.build_end = Some(now());
+                        mosb.save(path)?;
+                        return Err(e.context(format!(
+                            "MachineOSBuild {name} failed to build (not retried: the same Containerfile and inputs fail the same way); see {}",
+                            path.display()
+                        )));
+                    }
                     last_err = Some(e);
                 }
             }
@@ -699,14 +708,14 @@ impl BuildJob<'_> {
         mosb.status.build_end = Some(now());
         mosb.save(path)?;
         Err(last_err.expect("at least one attempt").context(format!(
-            "MachineOSBuild {name} failed {} times; see {}",
+            "MachineOSBuild {name} failed to push {} times; see {}",
             RETRIES + 1,
             path.display()
         )))
     }
 
-    /// One attempt: the image built and pushed; the pushed digest.
-    fn build_and_push(&self, steps: &Steps) -> Result<String> {
+    /// One attempt: the image built and pushed; the pushed digest, or the stage that failed.
+    fn build_and_push(&self, steps: &Steps) -> std::result::Result<String, (Stage, anyhow::Error)> {
         let opts = self.opts;
         crate::build::build(
             &crate::build::BuildOpts {
@@ -719,11 +728,13 @@ impl BuildJob<'_> {
                 no_cache: false,
             },
             steps,
-        )?;
+        )
+        .map_err(|e| (Stage::Build, e))?;
         let push_spec = self.push_spec;
         steps.step(&format!("pushing to {push_spec}"));
+        let src = opts.store.oci_ref(self.tag).map_err(|e| (Stage::Build, e))?;
         crate::build::push(
-            &opts.store.oci_ref(self.tag)?,
+            &src,
             &ImageReference {
                 transport: Transport::Registry,
                 name: push_spec.to_string(),
@@ -732,7 +743,15 @@ impl BuildJob<'_> {
             opts.authfile.as_deref(),
             None,
         )
+        .map_err(|e| (Stage::Push, e))
     }
+}
+
+/// Where an attempt failed: a build is deterministic (not retried), a push may be transient.
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    Build,
+    Push,
 }
 
 #[cfg(test)]

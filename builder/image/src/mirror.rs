@@ -29,6 +29,9 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod verify;
+pub use verify::{verify, Verified};
+
 /// Where the layout starts inside the directory (the registry's `rootdirectory`).
 pub const V2: &str = "docker/registry/v2";
 const STAGING: &str = ".imgmode-mirror-staging";
@@ -128,7 +131,7 @@ impl MirrorImage {
         Ok(img)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let ok_component = |c: &str| {
             !c.is_empty()
                 && c.chars()
@@ -181,6 +184,7 @@ pub struct MirrorOpts {
 
 /// One mirrored image.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
 pub struct Mirrored {
     pub source: String,
     pub repo: String,
@@ -204,6 +208,7 @@ impl Mirrored {
 /// The record of what a mirror directory holds (`DIR/imgmode-payload.json`): its images,
 /// their architectures, and an ID (sha256 of the sorted image list) that names the payload.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Payload {
     pub id: String,
     pub images: Vec<Mirrored>,
@@ -278,7 +283,7 @@ fn write_payload_record(dir: &Path, v2: &Path, new: &[Mirrored]) -> Result<Paylo
 }
 
 /// The architectures of the image `digest` in the blob store (an index: every instance's).
-fn architectures(v2: &Path, digest: &str) -> Result<Vec<String>> {
+pub(crate) fn architectures(v2: &Path, digest: &str) -> Result<Vec<String>> {
     let raw = std::fs::read(blob_path(v2, digest)?)?;
     let refs = parse_refs(&raw)?;
     let mut out = vec![];
@@ -350,87 +355,6 @@ pub fn payload_id(images: &[Mirrored]) -> Result<String> {
 /// Write `value` as JSON at `path` through a temporary name.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     imgmode_support::fs::write_atomic(path, &serde_json::to_vec_pretty(value)?, 0o644)
-}
-
-/// What [`verify`] checked.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verified {
-    pub payload: Payload,
-    pub blobs: usize,
-    pub bytes: u64,
-    pub links: usize,
-}
-
-/// Check a mirror directory: every blob's sha256 is its name, every repository link names a
-/// blob that is there, every recorded image's manifest is linked. Fails on the first problem,
-/// naming the file.
-pub fn verify(dir: &Path) -> Result<Verified> {
-    let payload = Payload::read(dir)?;
-    let v2 = dir.join(V2);
-    let blobs_dir = v2.join("blobs/sha256");
-    let (mut blobs, mut bytes, mut links) = (0usize, 0u64, 0usize);
-    let mut prefixes: Vec<_> = std::fs::read_dir(&blobs_dir)
-        .with_context(|| format!("{} has no blob store", dir.display()))?
-        .collect::<std::io::Result<_>>()?;
-    prefixes.sort_by_key(|e| e.file_name());
-    for p in prefixes {
-        for e in std::fs::read_dir(p.path())? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let want = format!("sha256:{name}");
-            sha256_hex(&want)
-                .with_context(|| format!("{} is not a blob directory", e.path().display()))?;
-            let data = e.path().join("data");
-            let (got, n) = hash_file(&data)?;
-            ensure!(
-                got == want,
-                "{} is corrupted: its sha256 is {got}; the payload cannot be trusted (copy it again from its source)",
-                data.display()
-            );
-            blobs += 1;
-            bytes += n;
-        }
-    }
-    let repos = v2.join("repositories");
-    let mut stack = vec![repos.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let e = e?;
-            let path = e.path();
-            if e.file_type()?.is_dir() {
-                stack.push(path);
-            } else if e.file_name() == "link" {
-                let target = std::fs::read_to_string(&path)?;
-                ensure!(
-                    blob_path(&v2, target.trim())
-                        .with_context(|| format!("{} holds no digest", path.display()))?
-                        .is_file(),
-                    "{} links to {target}, which the blob store does not hold",
-                    path.display()
-                );
-                links += 1;
-            }
-        }
-    }
-    for i in &payload.images {
-        let link = repos.join(format!(
-            "{}/_manifests/revisions/sha256/{}/link",
-            i.repo,
-            sha256_hex(&i.digest)?
-        ));
-        ensure!(
-            link.is_file(),
-            "{PAYLOAD_RECORD} lists {}@{}, which the repositories do not link",
-            i.repo,
-            i.digest
-        );
-    }
-    Ok(Verified {
-        payload,
-        blobs,
-        bytes,
-        links,
-    })
 }
 
 #[derive(Debug, Clone, Serialize)]

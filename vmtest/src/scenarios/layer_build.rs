@@ -237,7 +237,8 @@ fn rebuilt_on_annotation(lb: &LayerBuild, b: &Mosb) -> Result<()> {
     Ok(())
 }
 
-/// Step 4, a broken Containerfile: FAILED after 1 + 3 attempts.
+/// Step 4, a broken Containerfile: FAILED at the first attempt (a build is deterministic);
+/// a push to a registry that is not there: FAILED after 1 + 3 attempts.
 fn broken_containerfile_fails(lb: &LayerBuild) -> Result<()> {
     let out = &lb.out;
     std::fs::write(
@@ -247,19 +248,39 @@ fn broken_containerfile_fails(lb: &LayerBuild) -> Result<()> {
     let (ok, _, stderr) = lb.build()?;
     ensure!(!ok, "a broken Containerfile built");
     ensure!(
-        stderr.contains("failed 4 times"),
+        stderr.contains("failed to build (not retried"),
         "unexpected failure message:\n{stderr}"
     );
-    let failed = std::fs::read_dir(out)?
-        .filter_map(|e| e.ok())
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .find(|t| t.contains("BuildFailed"))
-        .context("no MachineOSBuild records the failure")?;
+    // the only failed record so far
+    let failed = failed_record(out, "BuildFailed")?;
     ensure!(
-        failed.contains("attempts: 4"),
-        "the failed build does not record 4 attempts"
+        failed.contains("attempts: 1\n"),
+        "the failed build does not record 1 attempt:\n{failed}"
+    );
+    // nothing listens on port 1: every push fails, and is retried
+    let unreachable = lb.mosc(GOOD, "").replace(&lb.push, "127.0.0.1:1/os/unreachable:latest");
+    std::fs::write(&lb.cfg, unreachable)?;
+    let (ok, _, stderr) = lb.build()?;
+    ensure!(!ok, "a push to a closed port succeeded");
+    ensure!(
+        stderr.contains("failed to push 4 times"),
+        "unexpected failure message:\n{stderr}"
+    );
+    let failed = failed_record(out, "127.0.0.1:1/os/unreachable")?;
+    ensure!(
+        failed.contains("attempts: 4\n"),
+        "the failed push does not record 4 attempts:\n{failed}"
     );
     Ok(())
+}
+
+/// The MachineOSBuild record in `out` that failed and mentions `needle`.
+fn failed_record(out: &std::path::Path, needle: &str) -> Result<String> {
+    std::fs::read_dir(out)?
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .find(|t| t.contains("BuildFailed") && t.contains(needle))
+        .with_context(|| format!("no MachineOSBuild records the failure of {needle}"))
 }
 
 /// Step 5, bad configs are refused before any build.
