@@ -2,7 +2,7 @@
 //! `ImageBasedInstallationConfig` (`v1beta1`), read as users already write it. A field imgmode
 //! does not support is reported by name instead of being dropped.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 use imgmode_seed::reconfig::Proxy;
 use imgmode_support::yaml::{check_type, parse as parse_yaml};
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,98 @@ impl ImageBasedInstallationConfig {
                 bail!("{what}: {name} is required");
             }
         }
+        c.check_values(what)?;
         Ok(c)
+    }
+
+    /// Every value checked before it reaches a unit, a file, registries.conf or a disk: a
+    /// newline in `seedImage` or `installationDisk` must never become a unit directive.
+    fn check_values(&self, what: &str) -> Result<()> {
+        use imgmode_support::validate as v;
+        if !self.metadata.name.is_empty() {
+            v::field(what, "metadata.name", &self.metadata.name, v::dns_name)?;
+        }
+        v::field(what, "seedImage", &self.seed_image, |s| {
+            v::single_line(s)?;
+            if s.contains(char::is_whitespace) {
+                return Err("holds a space; an image reference has none".into());
+            }
+            imgmode_image::imgref::parse(&crate::install::seed_reference(s))
+                .map(|_| ())
+                .map_err(|e| format!("is not an image reference: {e}"))
+        })?;
+        v::field(what, "seedVersion", &self.seed_version, v::release_version)?;
+        v::field(
+            what,
+            "installationDisk",
+            &self.installation_disk,
+            v::device_path,
+        )?;
+        let ps: serde_json::Value = serde_json::from_str(&self.pull_secret).with_context(|| {
+            format!("{what}: pullSecret is not JSON; it must be a pull secret such as {{\"auths\":{{...}}}}")
+        })?;
+        ensure!(
+            ps.get("auths").is_some_and(|a| a.is_object()),
+            "{what}: pullSecret has no \"auths\" object"
+        );
+        if let Some(l) = &self.extra_partition_label {
+            v::field(what, "extraPartitionLabel", l, v::partition_label)?;
+        }
+        if let Some(n) = self.extra_partition_number {
+            ensure!(
+                (1..=128).contains(&n),
+                "{what}: extraPartitionNumber {n} is not a GPT partition number (1 to 128)"
+            );
+        }
+        if let Some(st) = self
+            .extra_partition_start
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
+            v::field(what, "extraPartitionStart", st, |s| {
+                imgmode_support::size::parse_size(s.strip_prefix('-').unwrap_or(s))
+                    .map(|_| ())
+                    .map_err(|_| {
+                        "is not a size (e.g. -40G: 40 GiB before the disk's end, or 100G: at 100 GiB)"
+                            .to_string()
+                    })
+            })?;
+        }
+        if let Some(r) = self.release_registry.as_deref().filter(|s| !s.is_empty()) {
+            v::field(what, "releaseRegistry", r, v::registry_location)?;
+        }
+        for (i, src) in self.image_digest_sources.iter().enumerate() {
+            v::field(
+                what,
+                &format!("imageDigestSources[{i}].source"),
+                &src.source,
+                v::registry_location,
+            )?;
+            for m in &src.mirrors {
+                v::field(
+                    what,
+                    &format!("imageDigestSources[{i}] mirror"),
+                    m,
+                    v::registry_location,
+                )?;
+            }
+        }
+        if let Some(p) = &self.proxy {
+            check_proxy(what, p)?;
+        }
+        if let Some(b) = self
+            .additional_trust_bundle
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            check_trust_bundle(what, b)?;
+        }
+        if let Some(n) = &self.network_config {
+            let text = serde_yaml::to_string(n)?;
+            imgmode_seed::nmstate::to_networkd(&text)
+                .with_context(|| format!("{what}: networkConfig"))?;
+        }
+        Ok(())
     }
 
     pub fn extra_partition_label(&self) -> &str {
@@ -142,6 +233,35 @@ impl ImageBasedInstallationConfig {
     pub fn has_proxy(&self) -> bool {
         self.proxy.as_ref().is_some_and(Proxy::is_set)
     }
+}
+
+/// A proxy's URLs and noProxy list (install-config and ImageBasedInstallationConfig alike).
+pub fn check_proxy(what: &str, p: &Proxy) -> Result<()> {
+    use imgmode_support::validate as v;
+    for (name, val) in [
+        ("proxy.httpProxy", &p.http_proxy),
+        ("proxy.httpsProxy", &p.https_proxy),
+    ] {
+        if !val.is_empty() {
+            v::field(what, name, val, v::proxy_url)?;
+        }
+    }
+    if !p.no_proxy.is_empty() {
+        v::field(what, "proxy.noProxy", &p.no_proxy, v::no_proxy)?;
+    }
+    Ok(())
+}
+
+/// `additionalTrustBundle`: PEM certificates, each parsed with OpenSSL.
+pub fn check_trust_bundle(what: &str, pem: &str) -> Result<()> {
+    let certs = openssl::x509::X509::stack_from_pem(pem.as_bytes()).map_err(|e| {
+        anyhow::anyhow!("{what}: additionalTrustBundle is not PEM certificates: {e}")
+    })?;
+    ensure!(
+        !certs.is_empty(),
+        "{what}: additionalTrustBundle holds no certificate (-----BEGIN CERTIFICATE----- blocks)"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -178,6 +178,12 @@ impl InstallConfig {
         if !c.ssh_key.is_empty() {
             v::field(what, "sshKey", &c.ssh_key, v::ssh_public_keys)?;
         }
+        if let Some(p) = &c.proxy {
+            crate::config::check_proxy(what, p)?;
+        }
+        if !c.additional_trust_bundle.is_empty() {
+            crate::config::check_trust_bundle(what, &c.additional_trust_bundle)?;
+        }
         let ps: serde_json::Value = serde_json::from_str(&c.pull_secret)
             .with_context(|| format!("{what}: pullSecret is not JSON"))?;
         ensure!(

@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn the_extra_partition_defaults_follow_the_installer() {
         let c = ImageBasedInstallationConfig::parse(
-            "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: s/x\nseedVersion: v\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\n",
+            "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: s/x\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\n",
             "cfg",
         )
         .unwrap();

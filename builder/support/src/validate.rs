@@ -260,6 +260,127 @@ pub fn ssh_public_keys(s: &str) -> std::result::Result<(), Problem> {
     Ok(())
 }
 
+/// A proxy URL as install-config and ImageBasedInstallationConfig write it:
+/// `http[s]://[USER[:PASSWORD]@]HOST[:PORT][/]`.
+pub fn proxy_url(s: &str) -> std::result::Result<(), Problem> {
+    single_line(s)?;
+    if s.contains(char::is_whitespace) {
+        return Err("holds a space; a proxy is one URL".into());
+    }
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| "is not an http:// or https:// URL".to_string())?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('/') || authority.contains('?') || authority.contains('#') {
+        return Err("has a path; a proxy URL is http[s]://[USER:PASSWORD@]HOST[:PORT]".into());
+    }
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        // [IPv6]:port
+        Some(v6) => {
+            let (h, p) = v6
+                .split_once(']')
+                .ok_or_else(|| "has an unclosed '['".to_string())?;
+            (h, p.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("has the port {}, not 1 to 65535", shown(p)));
+        }
+    }
+    self::host(&host.to_ascii_lowercase())
+        .map_err(|p| format!("has the host {} that {p}", shown(host)))
+}
+
+/// A `noProxy` list: comma-separated host names, `.domain` suffixes, IP addresses, CIDRs or `*`.
+pub fn no_proxy(s: &str) -> std::result::Result<(), Problem> {
+    single_line(s)?;
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let name = entry
+            .strip_prefix('.')
+            .unwrap_or(entry)
+            .to_ascii_lowercase();
+        let ok = entry == "*" || cidr(entry).is_ok() || host(&name).is_ok();
+        if !ok {
+            return Err(format!(
+                "has the entry {} that is neither a host, a .domain, an IP address, a CIDR nor *",
+                shown(entry)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A disk as a configuration names it: an absolute path (a device under `/dev`, or a disk
+/// image file) with no `.` or `..` component and no spaces.
+pub fn device_path(s: &str) -> std::result::Result<(), Problem> {
+    single_line(s)?;
+    if !s.starts_with('/') || s.len() < 2 || s.split('/').any(|c| c == ".." || c == ".") {
+        return Err(
+            "is not an absolute path to a disk (e.g. /dev/vda or /dev/disk/by-id/...)".into(),
+        );
+    }
+    if s.contains(char::is_whitespace) {
+        return Err(
+            "holds a space; name the device by a path without one (/dev/disk/by-id/...)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A release version (`4.17.0`, `4.18.0-rc.1`, `4.16.0+build.5`): three dot-separated numbers,
+/// then an optional `-` or `+` suffix of letters, digits, '.' and '-'.
+pub fn release_version(s: &str) -> std::result::Result<(), Problem> {
+    single_line(s)?;
+    let end = s.find(['-', '+']).unwrap_or(s.len());
+    let (core, suffix) = s.split_at(end);
+    let parts: Vec<&str> = core.split('.').collect();
+    let numbers = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let suffix_ok = suffix
+        .chars()
+        .skip(1)
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '+')
+        && suffix != "-"
+        && suffix != "+";
+    if numbers && suffix_ok {
+        Ok(())
+    } else {
+        Err(
+            "is not a release version (X.Y.Z, optionally -SUFFIX, e.g. 4.17.0 or 4.18.0-rc.1)"
+                .into(),
+        )
+    }
+}
+
+/// A GPT partition and filesystem label: 1 to 16 letters, digits, '-' and '_' (what ext4 and
+/// xfs labels take, so the same name labels the partition and its filesystem).
+pub fn partition_label(s: &str) -> std::result::Result<(), Problem> {
+    if s.is_empty() || s.len() > 16 {
+        return Err(format!(
+            "is {} characters long; a label has 1 to 16",
+            s.len()
+        ));
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        Some(c) => Err(format!(
+            "has {c:?}, which is not a letter, digit, '-' or '_'"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +444,55 @@ mod tests {
     }
 
     #[test]
+    fn proxies_devices_versions_and_labels() {
+        for good in [
+            "http://proxy.example:3128",
+            "https://user:pw@10.0.0.1:8443/",
+            "http://[fd00::1]:3128",
+        ] {
+            assert!(proxy_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "proxy.example:3128",
+            "http://proxy example",
+            "http://p:0",
+            "http://p/path",
+            "http://p\n",
+            "ftp://p",
+        ] {
+            assert!(proxy_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(no_proxy(".cluster.local,10.0.0.0/8,localhost,*,fd00::1").is_ok());
+        assert!(no_proxy("a b").is_err());
+        assert!(no_proxy("a,\nb").is_err());
+        assert!(device_path("/dev/disk/by-id/wwn-0x5000c500a0b1c2d3").is_ok());
+        for bad in [
+            "vda",
+            "/dev/../etc/passwd",
+            "/dev/vda\nExecStart=x",
+            "/dev/v da",
+        ] {
+            assert!(device_path(bad).is_err(), "{bad:?}");
+        }
+        for good in ["4.17.0", "4.18.0-rc.1", "4.16.0+build.5", "10.0.12-ec.2"] {
+            assert!(release_version(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "4.17",
+            "4.17.x",
+            "v4.17.0",
+            "4.17.0-",
+            "4.17.0 ",
+            "4.17.0-a b",
+        ] {
+            assert!(release_version(bad).is_err(), "{bad:?}");
+        }
+        assert!(partition_label("varlibcontainers").is_ok());
+        assert!(partition_label("varlibcontainers1").is_err());
+        assert!(partition_label("a b").is_err());
+    }
+
+    #[test]
     fn messages_name_the_field_and_show_the_value_safely() {
         let e = field("ibc.yaml", "hostname", "a\nb", single_line).unwrap_err();
         assert_eq!(
@@ -339,7 +509,10 @@ mod tests {
         /// name, a unit, a certificate or a terminal: no control characters, no path.
         #[test]
         fn what_passes_is_safe(s in "\\PC*|.*[\\n\\r\\t/.].*") {
-            for check in [dns_label, dns_name, host, file_name, registry_location, label_key] {
+            for check in [
+                dns_label, dns_name, host, file_name, registry_location, label_key, proxy_url,
+                no_proxy, device_path, release_version, partition_label,
+            ] {
                 if check(&s).is_ok() {
                     prop_assert!(!s.chars().any(|c| c.is_control()), "{s:?}");
                 }
