@@ -389,7 +389,7 @@ fn create_image_names_bad_input_and_writes_nothing() {
         ),
         (
             format!("{good}sshKey: hello\n"),
-            "sshKey does not look like OpenSSH public keys",
+            "sshKey \"hello\" has line 1 that is not an OpenSSH public key",
         ),
         (
             format!("{good}imageDigestSources:\n- source: quay.io/org\n"),

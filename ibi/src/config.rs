@@ -163,6 +163,14 @@ impl ImageBasedInstallationConfig {
             ps.get("auths").is_some_and(|a| a.is_object()),
             "{what}: pullSecret has no \"auths\" object"
         );
+        if let Some(k) = self
+            .ssh_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            v::field(what, "sshKey", k, v::ssh_public_keys)?;
+        }
         if let Some(l) = &self.extra_partition_label {
             v::field(what, "extraPartitionLabel", l, v::partition_label)?;
         }

@@ -732,7 +732,10 @@ impl BuildJob<'_> {
         .map_err(|e| (Stage::Build, e))?;
         let push_spec = self.push_spec;
         steps.step(&format!("pushing to {push_spec}"));
-        let src = opts.store.oci_ref(self.tag).map_err(|e| (Stage::Build, e))?;
+        let src = opts
+            .store
+            .oci_ref(self.tag)
+            .map_err(|e| (Stage::Build, e))?;
         crate::build::push(
             &src,
             &ImageReference {

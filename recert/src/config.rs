@@ -150,6 +150,23 @@ pub struct Checked {
     pub threads: usize,
 }
 
+/// An etcd client URL: `http://HOST:PORT` or `https://HOST:PORT` (a host name or an IP).
+fn etcd_url(s: &str) -> std::result::Result<(), v::Problem> {
+    v::single_line(s)?;
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| {
+            "is not an http:// or https:// URL (e.g. http://127.0.0.1:2379)".to_string()
+        })?;
+    v::proxy_url(&format!("http://{rest}")).map_err(|p| {
+        p.replace(
+            "a proxy URL is http[s]://[USER:PASSWORD@]HOST[:PORT]",
+            "an etcd endpoint is http[s]://HOST:PORT",
+        )
+    })
+}
+
 impl RecertConfig {
     pub fn check(self) -> Result<Checked> {
         if self.etcd_endpoint.is_none()
@@ -173,6 +190,9 @@ impl RecertConfig {
         }
         if (self.hostname.is_some() || self.ip.is_some()) && self.etcd_endpoint.is_none() {
             bail!("hostname and ip need etcd_endpoint: the old values are read from the node object in etcd");
+        }
+        if let Some(e) = &self.etcd_endpoint {
+            v::field("recert", "etcd_endpoint", e, etcd_url)?;
         }
         if let Some(h) = &self.hostname {
             v::field("recert", "hostname", h, v::dns_name)?;

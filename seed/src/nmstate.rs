@@ -34,6 +34,49 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
         return Ok(vec![]);
     }
     let v: Value = serde_yaml::from_str(nmstate).context("networkConfig is not YAML")?;
+    for key in ["ovs-db", "ovn"] {
+        if v.get(key).is_some() {
+            bail!("networkConfig: {key} is not supported by imgmode");
+        }
+    }
+    known_keys(
+        "networkConfig",
+        &v,
+        &["interfaces", "dns-resolver", "routes"],
+    )?;
+    if let Some(d) = v.get("dns-resolver") {
+        known_keys("networkConfig dns-resolver", d, &["config"])?;
+        if let Some(c) = d.get("config") {
+            known_keys("networkConfig dns-resolver config", c, &["server"])?;
+        }
+    }
+    if let Some(r) = v.get("routes") {
+        known_keys("networkConfig routes", r, &["config"])?;
+        for (i, route) in seq(r, "config").iter().enumerate() {
+            known_keys(
+                &format!("networkConfig routes config[{i}]"),
+                route,
+                &[
+                    "destination",
+                    "next-hop-address",
+                    "next-hop-interface",
+                    "metric",
+                    "table-id",
+                ],
+            )?;
+            if let Some(n) = text(route, "next-hop-interface") {
+                let named = seq(&v, "interfaces")
+                    .iter()
+                    .any(|i| text(i, "name").as_deref() == Some(n.as_str()));
+                if !named {
+                    bail!(
+                        "networkConfig routes config[{i}]: next-hop-interface {} is not one of the interfaces; add it under interfaces or drop the route",
+                        v::shown(&n)
+                    );
+                }
+            }
+        }
+    }
     let dns: Vec<String> = v
         .get("dns-resolver")
         .and_then(|d| d.get("config"))
@@ -55,12 +98,26 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
     for (i, iface) in seq(&v, "interfaces").iter().enumerate() {
         out.extend(interface_file(i, iface, &dns, &routes)?);
     }
-    for key in ["ovs-db", "ovn"] {
-        if v.get(key).is_some() {
-            bail!("networkConfig: {key} is not supported by imgmode");
+    Ok(out)
+}
+
+/// Refuse any key of the mapping `v` that imgmode does not apply, by name (a setting written
+/// and silently ignored is worse than one refused).
+fn known_keys(what: &str, v: &Value, allowed: &[&str]) -> Result<()> {
+    let Some(m) = v.as_mapping() else {
+        return Ok(());
+    };
+    for k in m.keys() {
+        let k = k.as_str().unwrap_or("?");
+        if !allowed.contains(&k) {
+            bail!(
+                "{what}: {} is not supported by imgmode (it applies {}); remove it",
+                v::shown(k),
+                allowed.join(", ")
+            );
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One interface's `.network` file; `None` for an interface that is `absent`.
@@ -72,6 +129,11 @@ fn interface_file(
 ) -> Result<Option<NetworkFile>> {
     let name = text(iface, "name")
         .with_context(|| format!("networkConfig interfaces[{i}] has no name"))?;
+    known_keys(
+        &format!("networkConfig interfaces[{i}]"),
+        iface,
+        &["name", "type", "state", "mac-address", "ipv4", "ipv6"],
+    )?;
     // it names a file and goes into one
     v::field("networkConfig", "interface name", &name, interface_name)?;
     let kind = text(iface, "type").unwrap_or_else(|| "ethernet".into());
@@ -93,6 +155,11 @@ fn interface_file(
     let mut addresses = vec![];
     for fam in ["ipv4", "ipv6"] {
         let Some(f) = iface.get(fam) else { continue };
+        let what = format!("networkConfig interface {name} {fam}");
+        known_keys(&what, f, &["enabled", "dhcp", "autoconf", "address"])?;
+        for a in seq(f, "address") {
+            known_keys(&format!("{what} address"), a, &["ip", "prefix-length"])?;
+        }
         if f.get("enabled").and_then(|e| e.as_bool()) == Some(false) {
             continue;
         }
@@ -157,6 +224,15 @@ fn interface_file(
         m.push_str(&format!("\n[Route]\nDestination={dest}\nGateway={gw}\n"));
         if let Some(metric) = text(r, "metric") {
             m.push_str(&format!("Metric={metric}\n"));
+        }
+        if let Some(table) = text(r, "table-id") {
+            v::field("networkConfig", "route table-id", &table, |t| {
+                match t.parse::<u32>() {
+                    Ok(n) if n > 0 => Ok(()),
+                    _ => Err("is not a routing table number (1 to 4294967295; 254 is main)".into()),
+                }
+            })?;
+            m.push_str(&format!("Table={table}\n"));
         }
     }
     Ok(Some((format!("10-imgmode-{name}.network"), m)))
@@ -223,7 +299,7 @@ mod tests {
             "DHCP=no\n",
             "Address=192.168.111.80/24\n",
             "DNS=192.168.111.1\n",
-            "[Route]\nDestination=0.0.0.0/0\nGateway=192.168.111.1\n",
+            "[Route]\nDestination=0.0.0.0/0\nGateway=192.168.111.1\nTable=254\n",
         ] {
             assert!(c.contains(want), "{want:?} missing in:\n{c}");
         }

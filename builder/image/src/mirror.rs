@@ -60,7 +60,9 @@ impl MirrorImage {
     pub fn parse(arg: &str) -> Result<Self> {
         let arg = arg.trim();
         ensure!(
-            !arg.is_empty() && !arg.contains(char::is_whitespace) && !arg.contains(char::is_control),
+            !arg.is_empty()
+                && !arg.contains(char::is_whitespace)
+                && !arg.contains(char::is_control),
             "{} is not an image reference: it is empty or holds spaces or control characters",
             imgmode_support::validate::shown(arg)
         );
@@ -71,8 +73,9 @@ impl MirrorImage {
             } else {
                 // a registry reference without its transport
                 let r = format!("docker://{src}");
-                crate::imgref::parse(&r)
-                    .with_context(|| format!("{src} is neither a transport reference nor a registry reference"))?;
+                crate::imgref::parse(&r).with_context(|| {
+                    format!("{src} is neither a transport reference nor a registry reference")
+                })?;
                 r
             };
             let (repo, tag) = match name.rsplit_once(':') {
@@ -730,7 +733,10 @@ mod tests {
             ("quay.io/Org/img:1", "not valid"),
             ("quay.io/org/img@sha256:AB", "64 lowercase hex"),
             ("quay.io/org/img@md5:00", "unsupported algorithm"),
-            ("oci:/tmp/x=repo:bad tag", "holds spaces or control characters"),
+            (
+                "oci:/tmp/x=repo:bad tag",
+                "holds spaces or control characters",
+            ),
             ("oci:/tmp/x=repo:bad!tag", "not valid"),
             ("ftp://h/x=repo", "unsupported transport"),
         ] {

@@ -394,7 +394,11 @@ fn select_manifest(dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
     };
     let shown = imgmode_support::validate::shown;
     let mut chosen: Vec<&Descriptor> = match tag {
-        Some(t) => index.manifests.iter().filter(|d| d.tag() == Some(t)).collect(),
+        Some(t) => index
+            .manifests
+            .iter()
+            .filter(|d| d.tag() == Some(t))
+            .collect(),
         None => index.manifests.iter().collect(),
     };
     chosen.dedup_by(|a, b| a.digest == b.digest);
@@ -567,7 +571,10 @@ mod tests {
         }
         std::fs::write(
             dir.join("index.json"),
-            format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, entries.join(",")),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+                entries.join(",")
+            ),
         )
         .unwrap();
         digests
@@ -609,7 +616,10 @@ mod tests {
         assert!(img.manifest.layers().is_empty());
 
         let td = tempfile::tempdir().unwrap();
-        layout_of(td.path(), &[("", r#"{"architecture":"amd64","os":"linux"}"#)]);
+        layout_of(
+            td.path(),
+            &[("", r#"{"architecture":"amd64","os":"linux"}"#)],
+        );
         let err = format!("{:#}", OciImage::open(td.path()).unwrap_err());
         assert!(err.contains("has no \"rootfs\""), "{err}");
     }

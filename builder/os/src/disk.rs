@@ -102,16 +102,21 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
         }
     }
     if let Some(h) = &opts.root_password_hash {
-        if !h.starts_with('$') || h.contains(':') || h.contains('\n') {
+        if !h.starts_with('$') || h.contains(':') || h.contains(char::is_control) || h.contains(' ')
+        {
             bail!("--root-password-hash must be a crypt(3) hash such as the output of `openssl passwd -6`");
         }
     }
     for k in &opts.kargs {
-        if k.is_empty() || k.contains('\n') {
-            bail!("invalid kernel argument {k:?}");
+        if k.is_empty() || k.contains(char::is_control) || (k.contains(' ') && !k.contains('"')) {
+            bail!(
+                "invalid kernel argument {}: one argument per --karg, no control characters (quote a value with spaces: name=\"a b\")",
+                imgmode_support::validate::shown(k)
+            );
         }
     }
     let imgref = opts.store.resolve(&opts.image)?;
+    check_local_layout(&imgref)?;
     let target = opts
         .target_imgref
         .as_deref()
@@ -347,7 +352,17 @@ fn image_error(imgref: &OstreeImageReference, e: anyhow::Error) -> anyhow::Error
     if missing {
         anyhow!("image {} not found: {text}", imgref.imgref)
     } else {
-        e.context(format!("reading image {}", imgref.imgref))
+        explain_config_error(e).context(format!("reading image {}", imgref.imgref))
+    }
+}
+
+/// The ostree importer's serde message for a config without `history` (optional in the OCI
+/// spec, required by the importer), said in words.
+pub(crate) fn explain_config_error(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e:#}").contains("missing field `history`") {
+        e.context("the image's config has no history: the OCI spec allows that, but the ostree importer imgmode deploys with needs it; rebuild the image with podman or buildah (they record it)")
+    } else {
+        e
     }
 }
 
@@ -355,6 +370,32 @@ fn image_error(imgref: &OstreeImageReference, e: anyhow::Error) -> anyhow::Error
 /// the older `ostree.bootable=true`?
 pub fn is_bootable<'a>(label: impl Fn(&str) -> Option<&'a str>) -> bool {
     label("containers.bootc") == Some("1") || label("ostree.bootable") == Some("true")
+}
+
+/// An `oci:` layout (a local name resolves to one) is checked before any work directory is
+/// made: exactly the image its tag names, bootable, for this architecture, and with what the
+/// ostree importer needs of its config (`history`, optional in the OCI spec, is required there).
+pub fn check_local_layout(imgref: &OstreeImageReference) -> Result<()> {
+    use ostree_ext::container::Transport;
+    if imgref.imgref.transport != Transport::OciDir {
+        return Ok(());
+    }
+    let (dir, tag) = imgmode_image::oci::oci_dir_and_tag(&imgref.imgref.name);
+    if !dir.join("index.json").is_file() {
+        // the importer names a missing layout
+        return Ok(());
+    }
+    let img = imgmode_image::store::OciImage::open_tagged(&dir, tag)?;
+    check_config(imgref, &img.config)?;
+    let raw = std::fs::read(img.blob(img.manifest.config().digest().as_ref())?)?;
+    let v: serde_json::Value = serde_json::from_slice(&raw)?;
+    if v.get("history").is_none_or(serde_json::Value::is_null) {
+        bail!(
+            "image {} has no history in its config: the OCI spec allows that, but the ostree importer imgmode deploys with needs it; rebuild the image with podman or buildah (they record it)",
+            imgref.imgref
+        );
+    }
+    Ok(())
 }
 
 /// Refuse images that are not bootable or not for this architecture.

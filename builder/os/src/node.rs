@@ -352,6 +352,7 @@ async fn fetch(
     current: Current<'_>,
     steps: &imgmode_support::Steps,
 ) -> Result<Fetched> {
+    crate::disk::check_local_layout(target).context("nothing was changed")?;
     let mut imp = ImageImporter::new(repo, target, Default::default())
         .await
         .with_context(|| format!("opening {target}"))?;
@@ -359,6 +360,7 @@ async fn fetch(
     let prepared = imp
         .prepare()
         .await
+        .map_err(|e| crate::disk::explain_config_error(e))
         .with_context(|| format!("fetching the manifest of {target}"))?;
     match prepared {
         PrepareResult::AlreadyPresent(state) => Ok(already_present(state, target, opts, current)),

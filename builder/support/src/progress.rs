@@ -48,7 +48,11 @@ impl Steps {
             b.println(format!("==> {msg}"));
             b.set_message(msg.to_string());
         } else if self.plain {
-            eprintln!("==> [{:>4}s] {msg}", self.start.elapsed().as_secs());
+            eprintln!(
+                "==> [{:>4}s] {}",
+                self.start.elapsed().as_secs(),
+                crate::validate::terminal_safe(msg)
+            );
         }
     }
 

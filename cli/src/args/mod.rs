@@ -15,7 +15,6 @@ use crate::output::OutputFormat;
 use base::{BaseCmd, DiskArgs};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
 use format::FormatValue;
 use ibi::IbiCmd;
 use image::ImageCmd;
@@ -26,6 +25,7 @@ use payload::{MirrorArgs, PayloadCmd};
 use recert::RecertArgs;
 use seed::SeedCmd;
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// Build, deploy and test image-mode (bootc/ostree) operating systems.
 #[derive(Debug, Parser)]

@@ -258,7 +258,9 @@ fn broken_containerfile_fails(lb: &LayerBuild) -> Result<()> {
         "the failed build does not record 1 attempt:\n{failed}"
     );
     // nothing listens on port 1: every push fails, and is retried
-    let unreachable = lb.mosc(GOOD, "").replace(&lb.push, "127.0.0.1:1/os/unreachable:latest");
+    let unreachable = lb
+        .mosc(GOOD, "")
+        .replace(&lb.push, "127.0.0.1:1/os/unreachable:latest");
     std::fs::write(&lb.cfg, unreachable)?;
     let (ok, _, stderr) = lb.build()?;
     ensure!(!ok, "a push to a closed port succeeded");
