@@ -5,7 +5,7 @@ mod common;
 use common::{imgmode, is_root, require, write_oci, Need};
 use std::path::Path;
 
-const CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: t\nseedImage: quay.io/example/seed:1\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{}'\n";
+const CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: t\nseedImage: quay.io/example/seed:1\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\n";
 
 fn seed_labels(format: u32, version: &str) -> String {
     format!(

@@ -145,7 +145,7 @@ impl ImageBasedInstallationConfig {
             if s.contains(char::is_whitespace) {
                 return Err("holds a space; an image reference has none".into());
             }
-            imgmode_image::imgref::parse(&crate::install::seed_reference(s))
+            imgmode_image::imgref::parse(&seed_reference(s))
                 .map(|_| ())
                 .map_err(|e| format!("is not an image reference: {e}"))
         })?;
@@ -243,6 +243,17 @@ impl ImageBasedInstallationConfig {
     }
 }
 
+/// The seed reference as a transport reference: the installer's `seedImage` is a registry
+/// reference without a transport (`quay.io/org/seed:tag`); any imgmode image argument works.
+pub fn seed_reference(seed_image: &str) -> String {
+    let s = seed_image.trim();
+    if s.contains('/') && imgmode_image::imgref::parse(s).is_err() {
+        format!("docker://{s}")
+    } else {
+        s.to_string()
+    }
+}
+
 /// A proxy's URLs and noProxy list (install-config and ImageBasedInstallationConfig alike).
 pub fn check_proxy(what: &str, p: &Proxy) -> Result<()> {
     use imgmode_support::validate as v;
@@ -276,7 +287,7 @@ pub fn check_trust_bundle(what: &str, pem: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: example\nseedImage: quay.io/example/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\nsshKey: ssh-ed25519 AAAA\nextraPartitionStart: -40G\nnetworkConfig:\n  interfaces: []\n";
+    const GOOD: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: example\nseedImage: quay.io/example/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT a\nextraPartitionStart: -40G\nnetworkConfig:\n  interfaces: []\n";
 
     #[test]
     fn reads_the_installers_config() {

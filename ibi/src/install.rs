@@ -98,17 +98,6 @@ pub struct Installed {
     pub seconds: f64,
 }
 
-/// The seed reference as a transport reference: the installer's `seedImage` is a registry
-/// reference without a transport (`quay.io/org/seed:tag`); any imgmode image argument works.
-pub fn seed_reference(seed_image: &str) -> String {
-    let s = seed_image.trim();
-    if s.contains('/') && imgmode_image::imgref::parse(s).is_err() {
-        format!("docker://{s}")
-    } else {
-        s.to_string()
-    }
-}
-
 /// The extra partition the config asks for.
 pub fn extra_partition(c: &ImageBasedInstallationConfig) -> ExtraPartition {
     ExtraPartition {
@@ -418,6 +407,7 @@ fn missing_seed_files(files: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::seed_reference;
 
     #[test]
     fn seed_image_without_transport_is_a_registry_reference() {

@@ -334,7 +334,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
 
     // the live system's image before the seed is copied
     o.store.resolve(&o.image)?;
-    let seed = crate::install::seed_reference(&c.seed_image);
+    let seed = crate::config::seed_reference(&c.seed_image);
     let work = imgmode_support::fs::WorkDir::new(&o.cache_dir.join("work"), "ibi-iso-")?;
     let mut iso_dirs = vec![];
     let mut embedded_seed = None;

@@ -253,7 +253,7 @@ pub fn network_config_rows() -> Vec<Row> {
         ib(&format!("{}  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: not-an-ip\n      next-hop-interface: eth0\n", eth("")), "\"not-an-ip\""),
         ib(&format!("{}  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: 10.0.0.1\n      next-hop-interface: eth9\n", eth("")), "next-hop-interface \"eth9\" is not one of the interfaces"),
         ib(&format!("{}  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: 10.0.0.1\n      table-id: main\n", eth("")), "route table-id \"main\" is not a routing table number"),
-        ib(&eth("    mtu: 9000\n"), "\"mtu\" is not supported by imgmode"),
+        ib(&eth("    mtu: 9000\n"), "\"mtu\" is not supported by imgmode (it applies name, type, state, mac-address, ipv4, ipv6); remove it"),
         ib(&eth("    ipv4:\n      enabled: true\n      dhcp-client-id: x\n"), "\"dhcp-client-id\" is not supported by imgmode"),
         ib(&eth("    ipv4:\n      enabled: true\n      address:\n      - ip: 10.0.0.5\n        prefix-length: 24\n        valid-lifetime: 1\n"), "\"valid-lifetime\" is not supported"),
         ib("networkConfig:\n  ovs-db: {}\n", "ovs-db is not supported by imgmode"),

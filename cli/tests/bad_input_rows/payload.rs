@@ -148,7 +148,7 @@ pub fn mirror_rows() -> Vec<Row> {
         .file("list", "# images\nquay.io/org/a:1\n!!! garbage @@\n"),
         row(
             1,
-            "@D/list:2:",
+            "@D/list:2: \"quay.io/Org/b:1\" is not an image to mirror (one IMAGE or IMAGE=REPO[:TAG] per line, # comments)",
             &["mirror", "--images", "@D/list", "--dir", "@D/m"],
         )
         .file("list", "quay.io/org/a:1\nquay.io/Org/b:1 # upper case\n"),

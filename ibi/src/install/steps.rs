@@ -6,9 +6,10 @@
 use super::{
     booted_deployment, cleanup_disk, container_storage_unit, disk_in_use, disk_size, etc_deletions,
     extra_partition, find_origin, kernel_arguments, missing_seed_files, pull_refs, registry_auth,
-    root_needed, seed_reference, seed_tarball, InstallOpts, Installed, Mounts, CONTAINER_STORAGE,
-    INSTALL_RECORD, WORK,
+    root_needed, seed_tarball, InstallOpts, Installed, Mounts, CONTAINER_STORAGE, INSTALL_RECORD,
+    WORK,
 };
+use crate::config::seed_reference;
 use anyhow::{ensure, Context, Result};
 use imgmode_image::skopeo::RegistryAuth;
 use imgmode_os::partition::{ExtraPartition, Firmware, Layout, Partition, Role};
