@@ -188,4 +188,18 @@ mod tests {
             assert!(err.contains(needle), "{input}: {err}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a user types, a reference that parses carries no control character, and a
+        /// local name never holds a path separator or `..` (it becomes a directory name).
+        #[test]
+        fn what_parses_is_safe(s in "\\PC*|.*[\\n\\r\\x1b/.:].*") {
+            if let Ok(r) = parse(&s) {
+                proptest::prop_assert!(!s.trim().chars().any(char::is_control), "{s:?}");
+                if let UserImageRef::Local(n) = r {
+                    proptest::prop_assert!(!n.contains('/') && !n.contains(".."), "{n:?}");
+                }
+            }
+        }
+    }
 }

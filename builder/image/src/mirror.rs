@@ -777,4 +777,20 @@ mod tests {
         assert!(parse_refs(bad.as_bytes()).is_err());
         assert!(parse_refs(br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());
     }
+
+    proptest::proptest! {
+        /// An image argument that parses has no white space or control character, and its
+        /// repository and tag (which become directories of the layout) no `..` or empty part.
+        #[test]
+        fn what_parses_is_safe(s in "\\PC*|.*[ \\n\\x1b/.:=@].*") {
+            if let Ok(i) = MirrorImage::parse(&s) {
+                proptest::prop_assert!(!i.source.contains(char::is_whitespace));
+                proptest::prop_assert!(!i.source.contains(char::is_control));
+                proptest::prop_assert!(i.repo.split('/').all(|c| !c.is_empty() && c != ".." && c != "."), "{i:?}");
+                if let Some(t) = &i.tag {
+                    proptest::prop_assert!(!t.contains('/') && !t.starts_with('.'), "{i:?}");
+                }
+            }
+        }
+    }
 }

@@ -91,7 +91,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "layer-build",
-            about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, FAILED after retries, bad configs)",
+            about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, a failed build FAILED at once, a failed push after 3 retries, bad configs)",
             run: |ctx, d| blocking(ctx, d, layer_build::layer_build),
         },
         Scenario {
