@@ -42,7 +42,10 @@ impl Ambient {
             state_dir: dir("IMGMODE_STATE_DIR", DEFAULT_STATE_DIR),
             cache_dir: dir("IMGMODE_CACHE_DIR", DEFAULT_CACHE_DIR),
             rust_log: std::env::var("RUST_LOG").ok(),
-            recert_config: std::env::var_os("RECERT_CONFIG").map(PathBuf::from),
+            // set but empty is not set (as `RECERT_CONFIG= imgmode recert ...` means)
+            recert_config: std::env::var_os("RECERT_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             current_exe: std::env::current_exe().map_err(|e| e.to_string()),
             fips: imgmode_support::host::fips_enabled(),
             hostname: imgmode_support::host::hostname().ok(),

@@ -20,7 +20,7 @@ pub fn print<T: Serialize>(
     human: impl FnOnce(&T) -> String,
 ) -> Result<()> {
     match format {
-        OutputFormat::Human => print!("{}", human(value)),
+        OutputFormat::Human => print!("{}", terminal_safe(&human(value))),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
         OutputFormat::Yaml => print!("{}", serde_yaml::to_string(value)?),
     }
@@ -32,4 +32,9 @@ pub use imgmode_support::validate::{terminal_safe, MAX_LINE};
 /// Print a warning on stderr, made [`terminal_safe`].
 pub fn warn(msg: &str) {
     eprintln!("warning: {}", terminal_safe(msg));
+}
+
+/// Print a line for people on stdout, made [`terminal_safe`].
+pub fn say(msg: &str) {
+    println!("{}", terminal_safe(msg));
 }

@@ -277,12 +277,12 @@ fn fixtures(fx: &Path) {
     );
     write_oci(
         &fx.join("seed-416"),
-        r#""com.openshift.lifecycle-agent.seed_format_version":"4","com.openshift.lifecycle-agent.seed_cluster_info":"{\"seed_cluster_ocp_version\":\"4.16.2\",\"has_proxy\":false,\"has_fips\":false}""#,
+        r#""com.openshift.lifecycle-agent.seed_format_version":"4","com.openshift.lifecycle-agent.seed_cluster_info":"{\"seed_cluster_ocp_version\":\"4.16.2\",\"base_domain\":\"example.com\",\"cluster_name\":\"seed\",\"has_proxy\":false,\"has_fips\":false}""#,
         "amd64",
     );
     write_oci(
         &fx.join("seed-v9"),
-        r#""com.openshift.lifecycle-agent.seed_format_version":"9","com.openshift.lifecycle-agent.seed_cluster_info":"{}""#,
+        r#""com.openshift.lifecycle-agent.seed_format_version":"9","com.openshift.lifecycle-agent.seed_cluster_info":"{\"seed_cluster_ocp_version\":\"4.17.0\",\"base_domain\":\"example.com\",\"cluster_name\":\"seed\"}""#,
         "amd64",
     );
     // an image whose config has no rootfs; one whose layer escapes
@@ -300,6 +300,40 @@ fn fixtures(fx: &Path) {
         "amd64",
         &[tar_of(&[("../escape", "x")])],
     );
+    write_oci(
+        &fx.join("seed-04"),
+        r#""com.openshift.lifecycle-agent.seed_format_version":"04","com.openshift.lifecycle-agent.seed_cluster_info":"{\"seed_cluster_ocp_version\":\"4.17.0\",\"base_domain\":\"example.com\",\"cluster_name\":\"seed\"}""#,
+        "amd64",
+    );
+    // layouts that are not what the OCI image spec says
+    let copy = |name: &str| {
+        let d = fx.join(name);
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(fx.join("plain"))
+            .arg(&d)
+            .status()
+            .unwrap()
+            .success());
+        d
+    };
+    std::fs::remove_file(copy("nolayout").join("oci-layout")).unwrap();
+    std::fs::write(
+        copy("layout9").join("oci-layout"),
+        r#"{"imageLayoutVersion":"9.9"}"#,
+    )
+    .unwrap();
+    rewrite(
+        &copy("diffid-wrong"),
+        |_| {},
+        |c| c["rootfs"]["diff_ids"] = serde_json::json!([format!("sha256:{}", "0".repeat(64))]),
+    );
+    rewrite(
+        &copy("diffid-missing"),
+        |_| {},
+        |c| c["rootfs"]["diff_ids"] = serde_json::json!([]),
+    );
+    rewrite(&copy("schema1"), |m| m["schemaVersion"] = 1.into(), |_| {});
     std::fs::create_dir_all(fx.join("not-a-layout")).unwrap();
     std::fs::write(fx.join("a-file"), "not a directory").unwrap();
     // a payload: the plain image mirrored
@@ -347,6 +381,40 @@ fn merge_layouts(dest: &Path, srcs: &[(&str, &Path)]) {
     .unwrap();
 }
 
+/// Rewrite the one-image layout at `dir`: its manifest and config edited, every digest and
+/// size after them made right again (as a tool writing such an image would).
+fn rewrite(
+    dir: &Path,
+    edit_manifest: impl FnOnce(&mut serde_json::Value),
+    edit_config: impl FnOnce(&mut serde_json::Value),
+) {
+    use sha2::Digest;
+    let blobs = dir.join("blobs/sha256");
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap())
+            .unwrap()
+    };
+    let put = |v: &serde_json::Value| {
+        let data = serde_json::to_vec(v).unwrap();
+        let hex = hex::encode(sha2::Sha256::digest(&data));
+        std::fs::write(blobs.join(&hex), &data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    edit_config(&mut config);
+    let (c, cn) = put(&config);
+    manifest["config"]["digest"] = c.into();
+    manifest["config"]["size"] = cn.into();
+    edit_manifest(&mut manifest);
+    let (m, mn) = put(&manifest);
+    index["manifests"][0]["digest"] = m.into();
+    index["manifests"][0]["size"] = mn.into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
 /// A one-image layout of no layers and the given config.
 fn config_only_layout(dir: &Path, config: &str) {
     use sha2::Digest;
@@ -367,15 +435,20 @@ fn config_only_layout(dir: &Path, config: &str) {
     .unwrap();
 }
 
-/// Copy the payload fixture to `@D/p` (preps edit the copy).
-pub fn copy_payload(d: &Path, fx: &Path) {
+/// `cp -a from to`.
+pub fn cp_a(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
-        .arg(fx.join("payload"))
-        .arg(d.join("p"))
+        .arg(from)
+        .arg(to)
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Copy the payload fixture to `@D/p` (preps edit the copy).
+pub fn copy_payload(d: &Path, fx: &Path) {
+    cp_a(&fx.join("payload"), &d.join("p"));
 }
 
 /// Edit the record of the payload copy at `@D/p` with `f`.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 fn seed_labels(version: &str) -> String {
     format!(
-        r#""com.openshift.lifecycle-agent.seed_format_version":"4","com.openshift.lifecycle-agent.seed_cluster_info":"{{\"seed_cluster_ocp_version\":\"{version}\",\"has_proxy\":false,\"has_fips\":false}}""#
+        r#""com.openshift.lifecycle-agent.seed_format_version":"4","com.openshift.lifecycle-agent.seed_cluster_info":"{{\"seed_cluster_ocp_version\":\"{version}\",\"base_domain\":\"example.com\",\"cluster_name\":\"seed\",\"has_proxy\":false,\"has_fips\":false}}""#
     )
 }
 

@@ -9,7 +9,7 @@ const CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nm
 
 fn seed_labels(format: u32, version: &str) -> String {
     format!(
-        r#""com.openshift.lifecycle-agent.seed_format_version":"{format}","com.openshift.lifecycle-agent.seed_cluster_info":"{{\"seed_cluster_ocp_version\":\"{version}\",\"has_proxy\":false,\"has_fips\":false}}""#
+        r#""com.openshift.lifecycle-agent.seed_format_version":"{format}","com.openshift.lifecycle-agent.seed_cluster_info":"{{\"seed_cluster_ocp_version\":\"{version}\",\"base_domain\":\"example.com\",\"cluster_name\":\"seed\",\"has_proxy\":false,\"has_fips\":false}}""#
     )
 }
 

@@ -101,6 +101,36 @@ impl ImageBasedConfig {
     }
 }
 
+/// The top-level fields of the OpenShift installer's `install-config.yaml` (`InstallConfig`,
+/// apiVersion v1); anything else is a typing mistake and refused.
+const INSTALL_CONFIG_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "additionalTrustBundle",
+    "additionalTrustBundlePolicy",
+    "sshKey",
+    "baseDomain",
+    "networking",
+    "controlPlane",
+    "arbiter",
+    "compute",
+    "platform",
+    "pullSecret",
+    "proxy",
+    "imageContentSources",
+    "imageDigestSources",
+    "publish",
+    "fips",
+    "cpuPartitioningMode",
+    "credentialsMode",
+    "bootstrapInPlace",
+    "capabilities",
+    "featureSet",
+    "featureGates",
+    "operatorPublishingStrategy",
+];
+
 /// What imgmode reads of `install-config.yaml` (the rest is carried verbatim in the manifest).
 #[derive(Debug, Clone, Default)]
 pub struct InstallConfig {
@@ -131,6 +161,18 @@ impl InstallConfig {
         };
         if s(&["apiVersion"]) != "v1" {
             bail!("{what}: apiVersion must be v1 (an install-config.yaml)");
+        }
+        if let Some(m) = v.as_mapping() {
+            for k in m.keys() {
+                let k = k.as_str().unwrap_or("?");
+                if !INSTALL_CONFIG_FIELDS.contains(&k) {
+                    bail!(
+                        "{what}: unknown field {} (not a field of install-config.yaml: {})",
+                        v::shown(k),
+                        INSTALL_CONFIG_FIELDS.join(", ")
+                    );
+                }
+            }
         }
         let c = InstallConfig {
             cluster_name: s(&["metadata", "name"]),
@@ -462,6 +504,13 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
             p.display()
         );
     }
+    if let Ok(m) = std::fs::symlink_metadata(&auth) {
+        ensure!(
+            m.is_dir(),
+            "{} exists and is not a directory (a symlink or a file); move it away and run again",
+            auth.display()
+        );
+    }
     let extra = extra_manifests(dir)?;
 
     let signers = Signers::new()?;
@@ -481,7 +530,14 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         imgmode_support::fs::write_private(&sauth.join(f), &content)?;
     }
     // everything is complete: move into place
-    std::fs::create_dir_all(&auth)?;
+    if !auth.is_dir() {
+        // it holds the cluster's admin credentials: the owner's only
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&auth)
+            .with_context(|| format!("creating {}", auth.display()))?;
+    }
     std::fs::rename(sauth.join("kubeconfig"), auth.join("kubeconfig"))?;
     std::fs::rename(
         sauth.join("kubeadmin-password"),

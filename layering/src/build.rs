@@ -178,6 +178,12 @@ pub fn preflight(opts: &BuildOpts) -> Result<String> {
         if !a.contains('=') {
             bail!("--build-arg {a:?} is not KEY=VALUE");
         }
+        if a.contains(char::is_control) {
+            bail!(
+                "--build-arg {} holds a control character; a build argument is one line",
+                imgmode_support::validate::shown(a)
+            );
+        }
     }
     require_tools(&["podman", "skopeo"])?;
     Ok(text)

@@ -14,7 +14,7 @@ pub use imgmode_image::oci::{open_image as open, OpenedImage};
 pub fn tree_of(image: &OciImage) -> Result<Tree> {
     let mut t = Tree::default();
     for (i, l) in image.manifest.layers().iter().enumerate() {
-        t.apply_layer(image.open_layer(i)?)
+        t.apply_layer(image.open_layer_with_diff_id(i)?)
             .with_context(|| format!("reading layer {} ({})", i, l.digest()))?;
     }
     Ok(t)

@@ -28,12 +28,16 @@ pub const DEFAULT_POOLS: &[&str] = &["master", "worker"];
 pub const RETRIES: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MachineOSConfig {
     pub api_version: String,
     pub kind: String,
     pub metadata: ObjectMeta,
     pub spec: MachineOSConfigSpec,
+    /// What a cluster reports (an object saved with `oc get -o yaml`); never read: the build's
+    /// state is the MachineOSBuild record.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +116,26 @@ impl MachineOSConfig {
     }
 
     pub fn push_spec(&self) -> Result<&str> {
+        if let Some(p) = self
+            .spec
+            .rendered_image_push_spec
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
+            imgmode_support::validate::field(
+                &format!("MachineOSConfig {}", self.metadata.name),
+                "spec.renderedImagePushSpec",
+                p,
+                |s| {
+                    imgmode_support::validate::single_line(s)?;
+                    imgmode_image::imgref::parse(&format!("docker://{s}"))
+                        .map(|_| ())
+                        .map_err(|e| {
+                            format!("is not a registry reference (REGISTRY/REPO:TAG): {e}")
+                        })
+                },
+            )?;
+        }
         self.spec
             .rendered_image_push_spec
             .as_deref()

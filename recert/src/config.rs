@@ -191,6 +191,14 @@ impl RecertConfig {
         if (self.hostname.is_some() || self.ip.is_some()) && self.etcd_endpoint.is_none() {
             bail!("hostname and ip need etcd_endpoint: the old values are read from the node object in etcd");
         }
+        for (name, f) in [
+            ("summary_file", &self.summary_file),
+            ("summary_file_clean", &self.summary_file_clean),
+        ] {
+            if let Some(f) = f {
+                v::field("recert", name, &f.to_string_lossy(), v::single_line)?;
+            }
+        }
         if let Some(e) = &self.etcd_endpoint {
             v::field("recert", "etcd_endpoint", e, etcd_url)?;
         }

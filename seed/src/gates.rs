@@ -25,10 +25,19 @@ pub fn read_labels(labels: &BTreeMap<String, String>) -> Result<(u32, SeedCluste
     let v = labels.get(LABEL_FORMAT_VERSION).with_context(|| {
         format!("the image has no {LABEL_FORMAT_VERSION} label: it is not a seed image (make one with imgmode seed create)")
     })?;
+    let canonical = !v.is_empty()
+        && v.chars().all(|c| c.is_ascii_digit())
+        && !(v.len() > 1 && v.starts_with('0'));
     let v: u32 = v
-        .trim()
         .parse()
-        .with_context(|| format!("{LABEL_FORMAT_VERSION} is {v:?}, not a number"))?;
+        .ok()
+        .filter(|_| canonical)
+        .with_context(|| {
+            format!(
+                "{LABEL_FORMAT_VERSION} is {}, not a number such as {SEED_FORMAT_VERSION}; the seed is damaged or was not made by imgmode seed create or lifecycle-agent",
+                imgmode_support::validate::shown(v)
+            )
+        })?;
     let info = labels.get(LABEL_CLUSTER_INFO).with_context(|| {
         format!("the seed image has no {LABEL_CLUSTER_INFO} label (seed cluster info)")
     })?;
@@ -116,7 +125,40 @@ mod tests {
     fn info() -> SeedClusterInfo {
         SeedClusterInfo {
             seed_cluster_ocp_version: "4.17.0".into(),
+            base_domain: "example.com".into(),
+            cluster_name: "seed".into(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn labels_that_are_not_what_their_names_say_are_refused() {
+        for v in ["4\n", " 4", "04", "+4", ""] {
+            let e = read_labels(&labels(v, &info())).unwrap_err().to_string();
+            assert!(e.contains("not a number such as 4"), "{v:?}: {e}");
+        }
+        for (edit, field) in [
+            (r#"{"seed_cluster_ocp_version":"4.16.0"}"#, "base_domain"),
+            (
+                r#"{"seed_cluster_ocp_version":"4.16.0","base_domain":"example.com","cluster_name":"a\u001b[31m\nb"}"#,
+                "cluster_name",
+            ),
+            (
+                r#"{"seed_cluster_ocp_version":"4.16.0","base_domain":"example.com","cluster_name":"seed","node_ip":"999.1.1.1"}"#,
+                "node_ip",
+            ),
+            (
+                r#"{"seed_cluster_ocp_version":"4.16.0","base_domain":"example.com","cluster_name":"seed","release_registry":"http://evil/\n"}"#,
+                "release_registry",
+            ),
+            ("[]", "seed_cluster_ocp_version"),
+        ] {
+            let l = BTreeMap::from([
+                (LABEL_FORMAT_VERSION.to_string(), "4".to_string()),
+                (LABEL_CLUSTER_INFO.to_string(), edit.to_string()),
+            ]);
+            let e = format!("{:#}", read_labels(&l).unwrap_err());
+            assert!(e.contains(field), "{edit}: {e}");
         }
     }
 
@@ -131,7 +173,7 @@ mod tests {
             seed_cluster_ocp_version: "4.16.2".into(),
             has_fips: true,
             has_proxy: true,
-            ..Default::default()
+            ..info()
         };
         let e = check(&labels("3", &i), "arm64", &target())
             .unwrap_err()

@@ -66,7 +66,73 @@ impl SeedClusterInfo {
     /// Parse the seed cluster info from `source`, which the error names (a file, or the seed
     /// image's label).
     pub fn parse_from(text: &str, source: &str) -> Result<Self> {
-        serde_json::from_str(text).with_context(|| format!("parsing {source}"))
+        let info: Self = serde_json::from_str(text).with_context(|| format!("parsing {source}"))?;
+        info.check().with_context(|| format!("checking {source}"))?;
+        Ok(info)
+    }
+
+    /// Every value the installer and post-pivot use (to compare, and to rename from): the
+    /// version, the cluster's name and domain are required; the others, when set, must be what
+    /// their names say.
+    pub fn check(&self) -> Result<()> {
+        use imgmode_support::validate as v;
+        let what = "seed cluster info";
+        v::field(
+            what,
+            "seed_cluster_ocp_version",
+            &self.seed_cluster_ocp_version,
+            v::release_version,
+        )?;
+        v::field(what, "base_domain", &self.base_domain, v::dns_name)?;
+        v::field(what, "cluster_name", &self.cluster_name, v::dns_label)?;
+        if !self.node_ip.is_empty() {
+            v::field(what, "node_ip", &self.node_ip, v::ip)?;
+        }
+        for ip in &self.node_ips {
+            v::field(what, "node_ips entry", ip, v::ip)?;
+        }
+        if !self.sno_hostname.is_empty() {
+            v::field(what, "sno_hostname", &self.sno_hostname, v::dns_name)?;
+        }
+        if !self.release_registry.is_empty() {
+            v::field(
+                what,
+                "release_registry",
+                &self.release_registry,
+                v::registry_location,
+            )?;
+        }
+        for c in self
+            .cluster_network_cidr
+            .iter()
+            .chain(&self.service_network_cidr)
+            .chain(&self.machine_networks)
+        {
+            v::field(what, "network CIDR", c, v::cidr)?;
+        }
+        for (name, val) in [
+            ("recert_image_pull_spec", &self.recert_image_pull_spec),
+            ("ingress_certificate_cn", &self.ingress_certificate_cn),
+            (
+                "container_storage_mountpoint_target",
+                &self.container_storage_mountpoint_target,
+            ),
+        ] {
+            if !val.is_empty() {
+                v::field(what, name, val, v::single_line)?;
+            }
+        }
+        if let Some(b) = &self.additional_trust_bundle {
+            if !b.proxy_configmap_name.is_empty() {
+                v::field(
+                    what,
+                    "additionalTrustBundle.proxyConfigmapName",
+                    &b.proxy_configmap_name,
+                    v::dns_name,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> String {

@@ -34,6 +34,12 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
         return Ok(vec![]);
     }
     let v: Value = serde_yaml::from_str(nmstate).context("networkConfig is not YAML")?;
+    if v.is_null() {
+        return Ok(vec![]);
+    }
+    if !v.is_mapping() {
+        bail!("networkConfig is not an nmstate mapping (interfaces, dns-resolver, routes)");
+    }
     for key in ["ovs-db", "ovn"] {
         if v.get(key).is_some() {
             bail!("networkConfig: {key} is not supported by imgmode");

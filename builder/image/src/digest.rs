@@ -65,7 +65,8 @@ pub struct VerifyingReader<R> {
     inner: R,
     hash: sha2::Sha256,
     n: u64,
-    size: u64,
+    /// `None`: a layer's uncompressed content, checked against its diff ID (no size known).
+    size: Option<u64>,
     want: String,
     done: bool,
 }
@@ -78,17 +79,29 @@ impl<R: Read> VerifyingReader<R> {
             inner,
             hash: sha2::Sha256::new(),
             n: 0,
-            size,
+            size: Some(size),
             want: want.to_string(),
             done: false,
         })
     }
 
+    /// A layer's uncompressed stream, checked against `diff_id` (the image config's
+    /// `rootfs.diff_ids` entry) when it ends.
+    pub fn diff_id(inner: R, diff_id: &str) -> Result<Self> {
+        let mut r = Self::new(inner, diff_id, 0)?;
+        r.size = None;
+        Ok(r)
+    }
+
     fn corrupt(&self, why: String) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("blob {} is corrupted or truncated: {why}", self.want),
-        )
+        let what = match self.size {
+            Some(_) => format!("blob {} is corrupted or truncated", self.want),
+            None => format!(
+                "a layer does not match the diff ID {} the image config gives it (rootfs.diff_ids)",
+                self.want
+            ),
+        };
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {why}"))
     }
 }
 
@@ -99,16 +112,13 @@ impl<R: Read> Read for VerifyingReader<R> {
         }
         let got = self.inner.read(buf)?;
         self.n += got as u64;
-        if self.n > self.size {
-            return Err(self.corrupt(format!(
-                "more than the {} bytes its descriptor says",
-                self.size
-            )));
+        if let Some(size) = self.size.filter(|s| self.n > *s) {
+            return Err(self.corrupt(format!("more than the {size} bytes its descriptor says")));
         }
         self.hash.update(&buf[..got]);
         if got == 0 && !buf.is_empty() {
-            if self.n != self.size {
-                return Err(self.corrupt(format!("{} of {} bytes", self.n, self.size)));
+            if let Some(size) = self.size.filter(|s| self.n != *s) {
+                return Err(self.corrupt(format!("{} of {size} bytes", self.n)));
             }
             let h = std::mem::take(&mut self.hash);
             let digest = format!("sha256:{}", hex::encode(h.finalize()));

@@ -53,9 +53,14 @@ pub fn is_local_name(name: &str) -> bool {
 
 /// Parse an image argument.
 pub fn parse(s: &str) -> Result<UserImageRef> {
-    let s = s.trim();
     if s.is_empty() {
         bail!("empty image reference");
+    }
+    if s.contains(char::is_control) || s.trim() != s {
+        bail!(
+            "invalid image reference {}: it holds a control character or starts or ends with white space",
+            imgmode_support::validate::shown(s)
+        );
     }
     if s.starts_with("ostree-") {
         let r = OstreeImageReference::try_from(s).map_err(|e| {
@@ -107,6 +112,21 @@ fn split_transport(s: &str) -> Option<(&str, &str)> {
     looks_like_transport.then_some((prefix, rest))
 }
 
+/// A tag as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn tag_name(t: &str) -> std::result::Result<(), String> {
+    let ok_first = t
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok_rest = t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok_first || !ok_rest || t.len() > 128 {
+        return Err("is not a tag (1 to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-')".into());
+    }
+    Ok(())
+}
+
 /// `docker://` -> `docker`, `oci:` -> `oci`.
 fn transport_name(t: &str) -> &str {
     t.trim_end_matches("//").trim_end_matches(':')
@@ -115,6 +135,41 @@ fn transport_name(t: &str) -> &str {
 fn validate_name(imgref: &ImageReference) -> Result<()> {
     if imgref.name.is_empty() {
         bail!("image reference {imgref} names no image");
+    }
+    if matches!(imgref.transport, Transport::OciDir | Transport::OciArchive) {
+        let (path, tag) = match imgref.name.rsplit_once(':') {
+            Some((p, t)) if !t.contains('/') => (p, Some(t)),
+            _ => (imgref.name.as_str(), None),
+        };
+        if path.contains('@') {
+            bail!(
+                "image reference {imgref}: an {}: reference names a tag (PATH:TAG), not a digest; a layout's images are told apart by tag",
+                imgref.transport
+            );
+        }
+        if let Some(t) = tag.filter(|t| !t.is_empty()) {
+            tag_name(t).map_err(|p| {
+                anyhow!(
+                    "image reference {imgref}: the tag {} {p}",
+                    imgmode_support::validate::shown(t)
+                )
+            })?;
+        }
+    }
+    if imgref.transport == Transport::Registry {
+        let last = imgref.name.rsplit('/').next().unwrap_or_default();
+        let last = last.split('@').next().unwrap_or_default();
+        if let Some((_, t)) = last.rsplit_once(':') {
+            tag_name(t).map_err(|p| {
+                anyhow!(
+                    "image reference {imgref}: the tag {} {p}",
+                    imgmode_support::validate::shown(t)
+                )
+            })?;
+        }
+        if imgref.name.contains(char::is_whitespace) {
+            bail!("image reference {imgref} holds a space");
+        }
     }
     if matches!(imgref.transport, Transport::Registry) && imgref.name.contains("://") {
         bail!("invalid registry reference {:?}", imgref.name);
@@ -195,7 +250,8 @@ mod tests {
         #[test]
         fn what_parses_is_safe(s in "\\PC*|.*[\\n\\r\\x1b/.:].*") {
             if let Ok(r) = parse(&s) {
-                proptest::prop_assert!(!s.trim().chars().any(char::is_control), "{s:?}");
+                proptest::prop_assert!(!s.chars().any(char::is_control), "{s:?}");
+                proptest::prop_assert!(s.trim() == s, "{s:?}");
                 if let UserImageRef::Local(n) = r {
                     proptest::prop_assert!(!n.contains('/') && !n.contains(".."), "{n:?}");
                 }

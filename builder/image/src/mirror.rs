@@ -29,7 +29,10 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod links;
 mod verify;
+use links::prune_links;
+pub use links::{expected_links, write_links_under, write_repository_links};
 pub use verify::{verify, Verified};
 
 /// Where the layout starts inside the directory (the registry's `rootdirectory`).
@@ -58,7 +61,6 @@ impl MirrorImage {
     /// `REF` (a registry reference: `quay.io/org/img:tag`, `docker://...`, `...@sha256:...`;
     /// the repository is its path without the registry) or `REF=REPO[:TAG]` for any transport.
     pub fn parse(arg: &str) -> Result<Self> {
-        let arg = arg.trim();
         ensure!(
             !arg.is_empty()
                 && !arg.contains(char::is_whitespace)
@@ -66,6 +68,9 @@ impl MirrorImage {
             "{} is not an image reference: it is empty or holds spaces or control characters",
             imgmode_support::validate::shown(arg)
         );
+        if let Some(src) = arg.strip_suffix('=') {
+            bail!("{arg}: nothing follows '='; write {src}=REPO[:TAG]");
+        }
         if let Some((src, name)) = split_target(arg) {
             let src = if src.contains("://") || crate::imgref::parse(src).is_ok() {
                 crate::imgref::parse(src)?;
@@ -304,49 +309,6 @@ pub(crate) fn architectures(v2: &Path, digest: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The repository links of `images` (revisions of every manifest level, `_layers` of every
-/// config and layer, the tag) under `v2`'s repositories; the manifests are read from the blob
-/// store, so every blob must be in place first.
-pub fn write_repository_links(v2: &Path, images: &[Mirrored]) -> Result<()> {
-    write_links_under(&v2.join("repositories"), images, v2)
-}
-
-/// [`write_repository_links`] into another repositories directory (`repos`).
-pub fn write_links_under(repos: &Path, images: &[Mirrored], v2: &Path) -> Result<()> {
-    for img in images {
-        let repo = repos.join(&img.repo);
-        let mut level = vec![img.digest.clone()];
-        while let Some(d) = level.pop() {
-            let raw = std::fs::read(blob_path(v2, &d)?)
-                .with_context(|| format!("the blob store lacks manifest {d}"))?;
-            let refs = parse_refs(&raw)?;
-            write_link(
-                &repo.join(format!(
-                    "_manifests/revisions/sha256/{}/link",
-                    sha256_hex(&d)?
-                )),
-                &d,
-            )?;
-            for b in &refs.blobs {
-                write_link(
-                    &repo.join(format!("_layers/sha256/{}/link", sha256_hex(&b.digest)?)),
-                    &b.digest,
-                )?;
-            }
-            level.extend(refs.manifests.iter().map(|m| m.digest.clone()));
-        }
-        if let Some(tag) = &img.tag {
-            let t = repo.join("_manifests/tags").join(tag);
-            write_link(
-                &t.join(format!("index/sha256/{}/link", sha256_hex(&img.digest)?)),
-                &img.digest,
-            )?;
-            write_link(&t.join("current/link"), &img.digest)?;
-        }
-    }
-    Ok(())
-}
-
 /// A payload's ID: the sha256 of its sorted image list.
 pub fn payload_id(images: &[Mirrored]) -> Result<String> {
     Ok(format!(
@@ -417,14 +379,6 @@ pub fn parse_refs(raw: &[u8]) -> Result<Refs> {
 pub fn blob_path(v2: &Path, digest: &str) -> Result<PathBuf> {
     let hex = sha256_hex(digest)?;
     Ok(v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
-}
-
-/// Write `text` at `path` through a temporary name.
-fn write_link(path: &Path, text: &str) -> Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
-        return Ok(());
-    }
-    imgmode_support::fs::write_atomic(path, text.as_bytes(), 0o644)
 }
 
 /// Every manifest of an image (top first) with its raw bytes, read through `get`, which
@@ -508,6 +462,7 @@ fn mirror_into(opts: &MirrorOpts, steps: &Steps) -> Result<MirrorOutcome> {
     write_repository_links(&v2, &out)?;
     imgmode_support::fs::remove_tree(&staging)?;
     let payload = write_payload_record(dir, &v2, &out)?;
+    prune_links(&v2, &payload)?;
     Ok(MirrorOutcome {
         dir: dir.clone(),
         payload,
@@ -526,12 +481,37 @@ fn preflight(opts: &MirrorOpts) -> Result<()> {
     let dir = &opts.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut seen = BTreeSet::new();
+    let mut tags = BTreeMap::new();
     for i in &opts.images {
         ensure!(
             seen.insert((i.repo.clone(), i.tag.clone(), i.source.clone())),
             "{} is given twice",
             i.source
         );
+        if let Some(t) = &i.tag {
+            if let Some(other) = tags.insert((i.repo.clone(), t.clone()), i.source.clone()) {
+                bail!(
+                    "{other} and {} are both given as {}:{t}; a tag names one image: give one of them another tag",
+                    i.source,
+                    i.repo
+                );
+            }
+        }
+    }
+    // a directory of something else is not a mirror to add to
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries {
+            let name = e?.file_name();
+            let n = name.to_string_lossy();
+            if !["docker", STAGING, PAYLOAD_RECORD].contains(&n.as_ref()) && !n.starts_with(".tmp")
+            {
+                bail!(
+                    "{} holds {} and is not an imgmode mirror directory; give an empty or new directory, or one imgmode mirror wrote",
+                    dir.display(),
+                    imgmode_support::validate::shown(&n)
+                );
+            }
+        }
     }
     Ok(())
 }

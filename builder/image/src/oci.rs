@@ -142,6 +142,18 @@ pub fn open_image_with(
     })
 }
 
+/// For an `oci:` reference to an existing layout: it names exactly one image (its tag's, or
+/// the layout's only one), so a copy never takes another; other references pass unchecked.
+pub fn check_oci_ref(r: &ostree_ext::container::ImageReference) -> Result<()> {
+    if r.transport == Transport::OciDir {
+        let (dir, tag) = oci_dir_and_tag(&r.name);
+        if dir.join("index.json").is_file() {
+            OciImage::open_tagged(&dir, tag)?;
+        }
+    }
+    Ok(())
+}
+
 /// `PATH[:TAG]` of an `oci:` reference: containers-transports(5) allows no `:` in PATH, so the
 /// last `:` starts the tag (an empty tag is no tag).
 pub fn oci_dir_and_tag(name: &str) -> (PathBuf, Option<&str>) {

@@ -17,7 +17,7 @@
 //! (apt archives) only; deleting it, or the state directory's `repo/`, is always safe.
 
 use crate::imgref::{self, UserImageRef};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource, Transport};
 use ostree_ext::oci_spec;
 use serde::{Deserialize, Serialize};
@@ -296,14 +296,28 @@ impl OciImage {
                 .with_context(|| format!("reading the image in {}", dir.display()))?;
             Ok(raw)
         };
+        check_layout_file(dir)?;
         let manifest: oci_spec::image::ImageManifest =
             serde_json::from_slice(&verified(&desc.digest, desc.size, "manifest")?)
                 .with_context(|| format!("parsing manifest {}", desc.digest))?;
+        ensure!(
+            manifest.schema_version() == 2,
+            "manifest {} in {} has schemaVersion {}; OCI and Docker v2 manifests have 2",
+            desc.digest,
+            dir.display(),
+            manifest.schema_version()
+        );
         let cd = manifest.config();
         let config = parse_config(
             &verified(cd.digest().as_ref(), Some(cd.size()), "image config")?,
             cd.digest().as_ref(),
         )?;
+        let (layers, diff_ids) = (manifest.layers().len(), config.rootfs().diff_ids().len());
+        ensure!(
+            layers == diff_ids,
+            "the image in {} has {layers} layer(s) but its config lists {diff_ids} in rootfs.diff_ids; the image is inconsistent: build or copy it again",
+            dir.display()
+        );
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest_digest: desc.digest.clone(),
@@ -324,6 +338,42 @@ impl OciImage {
             .and_then(|c| c.labels().clone())
             .map(|l| l.into_iter().collect())
             .unwrap_or_default()
+    }
+
+    /// [`OciImage::open_layer`], and the uncompressed content checked against the config's
+    /// `rootfs.diff_ids[i]` as it streams (what `image unpack` and `container lint` read: an
+    /// image whose config describes other layers than it has is refused). The seed's layer is
+    /// read with `open_layer` alone: its blob digest is pinned by the manifest already, and a
+    /// second hash of gigabytes would slow every install.
+    pub fn open_layer_with_diff_id(&self, i: usize) -> Result<Box<dyn std::io::Read + Send>> {
+        let l = self
+            .manifest
+            .layers()
+            .get(i)
+            .ok_or_else(|| anyhow!("the image has no layer {i}"))?;
+        let diff_id = self
+            .config
+            .rootfs()
+            .diff_ids()
+            .get(i)
+            .ok_or_else(|| {
+                anyhow!("the image config's rootfs.diff_ids has no entry for layer {i}")
+            })?
+            .clone();
+        let mt = l.media_type().to_string();
+        if mt.ends_with(".tar") || mt.ends_with("diff.tar") {
+            // uncompressed: the diff ID is the blob's digest, which open_layer verifies
+            ensure!(
+                diff_id == l.digest().as_ref(),
+                "layer {i} is uncompressed with digest {}, but the image config's rootfs.diff_ids says {diff_id}; the image is inconsistent: build or copy it again",
+                l.digest()
+            );
+            return self.open_layer(i);
+        }
+        Ok(Box::new(crate::digest::VerifyingReader::diff_id(
+            self.open_layer(i)?,
+            &diff_id,
+        )?))
     }
 
     /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type); its size and
@@ -360,6 +410,26 @@ impl OciImage {
 /// A file of an OCI layout.
 fn read(p: PathBuf) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The layout's `oci-layout` file: present, with an `imageLayoutVersion` of 1.x.
+fn check_layout_file(dir: &Path) -> Result<()> {
+    let p = dir.join("oci-layout");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).with_context(|| {
+        format!(
+            "{} has no oci-layout file: not an OCI image layout (write it with skopeo, podman or buildah)",
+            dir.display()
+        )
+    })?)
+    .with_context(|| format!("{} is not JSON", p.display()))?;
+    let version = v["imageLayoutVersion"].as_str().unwrap_or_default();
+    ensure!(
+        version.starts_with("1."),
+        "{} says imageLayoutVersion {}; imgmode reads layouts of version 1.x",
+        p.display(),
+        imgmode_support::validate::shown(version)
+    );
+    Ok(())
 }
 
 /// An image config as the OCI image spec allows it: `history` is optional there (oci-spec's
@@ -577,6 +647,7 @@ mod tests {
             ),
         )
         .unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         digests
     }
 

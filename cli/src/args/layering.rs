@@ -175,7 +175,7 @@ pub struct LintArgs {
     #[arg(long)]
     pub no_fail: bool,
     /// List the lints and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["image", "rootfs", "no_fail"])]
     pub list: bool,
     // Parsed apart from imgmode's command line (`container` takes its arguments verbatim), so
     // it has a --format of its own; imgmode's global --format (before `container`) is the default.

@@ -6,6 +6,9 @@ use clap::Subcommand;
 use imgmode_image::mirror;
 use std::path::PathBuf;
 
+/// The container storage a payload's images count as in use in, when `--storage` is not given.
+pub const DEFAULT_STORAGE: &str = "/var/lib/containers/storage";
+
 #[derive(Debug, Subcommand)]
 pub enum PayloadCmd {
     /// Check a mirror directory: every blob's sha256, every repository link, the record.
@@ -14,9 +17,10 @@ pub enum PayloadCmd {
     Status {
         #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
-        /// The container storage whose images count as in use.
-        #[arg(long, default_value = "/var/lib/containers/storage")]
-        storage: PathBuf,
+        /// The container storage whose images count as in use (default
+        /// /var/lib/containers/storage; when given, it must exist).
+        #[arg(long, value_parser = crate::args::existing_dir)]
+        storage: Option<PathBuf>,
     },
     /// Copy a payload in: from a mirror directory, or an ISO (file or device) that carries
     /// one in /payload (an installation ISO made with --payload).
@@ -30,8 +34,10 @@ pub enum PayloadCmd {
         id: String,
         #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
-        #[arg(long, default_value = "/var/lib/containers/storage")]
-        storage: PathBuf,
+        /// The container storage whose images count as in use (default
+        /// /var/lib/containers/storage; when given, it must exist).
+        #[arg(long, value_parser = crate::args::existing_dir)]
+        storage: Option<PathBuf>,
     },
 }
 

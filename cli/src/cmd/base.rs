@@ -31,12 +31,12 @@ fn build(a: BaseBuildArgs, cx: &Ctx) -> Result<()> {
 pub fn disk(a: DiskArgs, cx: &Ctx) -> Result<()> {
     let opts = a.opts(cx.store(), cx.ambient.cache_dir.clone())?;
     let out = disk::build(&opts, &cx.steps())?;
-    println!(
+    crate::output::say(&format!(
         "wrote {} ({:?}, {} allocated) from {}",
         out.output.display(),
         out.format,
         imgmode_support::size::human_size(out.bytes_written),
         out.image_digest
-    );
+    ));
     Ok(())
 }

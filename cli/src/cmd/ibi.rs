@@ -36,10 +36,10 @@ fn create_config_image(dir: &Path, cx: &Ctx) -> Result<()> {
 
 fn post_pivot(a: PostPivotArgs, cx: &Ctx) -> Result<()> {
     let m = imgmode_seed::postpivot::run(&a.into(), cx.steps())?;
-    println!(
+    crate::output::say(&format!(
         "post-pivot done: cluster {}.{} (infra ID {}), host {}",
         m.cluster_name, m.base_domain, m.infra_id, m.hostname
-    );
+    ));
     Ok(())
 }
 

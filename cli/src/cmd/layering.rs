@@ -5,7 +5,7 @@ use crate::args::layering::{
 };
 use crate::cmd::ctx::Ctx;
 use crate::output;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use imgmode_image::imgref::{self, UserImageRef};
 use ostree_ext::container::{ImageReference, Transport};
 use std::ffi::OsString;
@@ -35,6 +35,10 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
     } = a;
     let store = cx.store();
     let src_ref = store.resolve(&src)?;
+    imgmode_image::oci::check_oci_ref(&src_ref.imgref)?;
+    if let Some(f) = &digestfile {
+        writable_file(f, "--digestfile")?;
+    }
     let dest_ref = match imgref::parse(&dest)? {
         UserImageRef::Remote(r) => r,
         UserImageRef::Local(name) => {
@@ -51,18 +55,33 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
                 digestfile.as_deref(),
             )?;
             store.publish(staged, &name)?;
-            println!("copied {src} to the local store as {name} ({digest})");
+            crate::output::say(&format!(
+                "copied {src} to the local store as {name} ({digest})"
+            ));
             return Ok(());
         }
     };
+    // a layout or archive this push creates is removed again when the push fails
+    let made = matches!(
+        dest_ref.imgref.transport,
+        Transport::OciDir | Transport::OciArchive | Transport::Dir
+    )
+    .then(|| imgmode_image::oci::oci_dir_and_tag(&dest_ref.imgref.name).0)
+    .filter(|p| !p.exists());
     let digest = imgmode_layering::build::push(
         &src_ref.imgref,
         &dest_ref.imgref,
         tls_verify,
         None,
         digestfile.as_deref(),
-    )?;
-    println!("pushed {src} to {dest} as {digest}");
+    )
+    .inspect_err(|_| {
+        if let Some(p) = &made {
+            let _ = imgmode_support::fs::remove_tree(p);
+            let _ = std::fs::remove_file(p);
+        }
+    })?;
+    crate::output::say(&format!("pushed {src} to {dest} as {digest}"));
     Ok(())
 }
 
@@ -99,7 +118,10 @@ pub fn container(a: ContainerArgs, cx: &Ctx) -> Result<()> {
 fn lint(a: LintArgs, cx: &Ctx) -> Result<()> {
     if a.list {
         for (name, sev, what) in imgmode_layering::lint::LINTS {
-            println!("{name:<18} {:<8} {what}", format!("{sev:?}").to_lowercase());
+            crate::output::say(&format!(
+                "{name:<18} {:<8} {what}",
+                format!("{sev:?}").to_lowercase()
+            ));
         }
         return Ok(());
     }
@@ -132,4 +154,17 @@ where
 {
     let argv: Vec<OsString> = argv.into_iter().collect();
     imgmode_support::runtime::block_on(ostree_ext::cli::run_from_iter(argv))?
+}
+
+/// A file a verb will write: its directory exists, it is not a directory, and its name is one
+/// line (it is printed and recorded).
+fn writable_file(f: &std::path::Path, flag: &str) -> Result<()> {
+    let shown = imgmode_support::validate::shown(&f.to_string_lossy());
+    anyhow::ensure!(
+        !f.to_string_lossy().contains(char::is_control),
+        "{flag} {shown} holds a control character; name a file without one"
+    );
+    anyhow::ensure!(!f.is_dir(), "{flag} {shown} is a directory; name a file");
+    imgmode_support::fs::output_parent(f).with_context(|| format!("{flag} {shown}"))?;
+    Ok(())
 }

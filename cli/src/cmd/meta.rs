@@ -21,6 +21,6 @@ pub fn man_pages(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     clap_mangen::generate_to(Cli::command(), dir)
         .with_context(|| format!("writing the manual pages into {}", dir.display()))?;
-    println!("wrote the manual pages into {}", dir.display());
+    crate::output::say(&format!("wrote the manual pages into {}", dir.display()));
     Ok(())
 }

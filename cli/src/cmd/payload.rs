@@ -9,9 +9,11 @@ use std::path::Path;
 pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
     match cmd {
         PayloadCmd::Verify { dir } => verify(&dir, cx),
-        PayloadCmd::Status { store, storage } => status(&store, &storage, cx),
+        PayloadCmd::Status { store, storage } => status(&store, &storage_or_default(storage), cx),
         PayloadCmd::Add { source, store } => add(&source, &store, cx),
-        PayloadCmd::Remove { id, store, storage } => remove(&id, &store, &storage),
+        PayloadCmd::Remove { id, store, storage } => {
+            remove(&id, &store, &storage_or_default(storage))
+        }
     }
 }
 
@@ -68,12 +70,12 @@ fn add(source: &Path, store: &Path, cx: &Ctx) -> Result<()> {
 
 fn remove(id: &str, store: &Path, storage: &Path) -> Result<()> {
     let p = imgmode_ibi::payload::store::remove(store, id, storage)?;
-    println!(
+    crate::output::say(&format!(
         "removed payload {} ({} image(s)) from {}",
         p.id,
         p.images.len(),
         store.display()
-    );
+    ));
     Ok(())
 }
 
@@ -103,4 +105,9 @@ pub fn mirror(a: MirrorArgs, cx: &Ctx) -> Result<()> {
         ));
         s
     })
+}
+
+/// `--storage`, or the default container storage.
+fn storage_or_default(storage: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    storage.unwrap_or_else(|| crate::args::payload::DEFAULT_STORAGE.into())
 }

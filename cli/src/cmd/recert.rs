@@ -18,13 +18,21 @@ fn config(args: RecertArgs, file: Option<&Path>) -> Result<RecertConfig> {
     let from_flags = RecertConfig::from(args);
     match file {
         Some(path) => {
-            if from_flags != RecertConfig::default() {
+            // --dry-run only makes a run safer: it may go with a configuration file
+            let dry_run = from_flags.dry_run;
+            let others = RecertConfig {
+                dry_run: false,
+                ..from_flags
+            };
+            if others != RecertConfig::default() {
                 anyhow::bail!(
-                    "RECERT_CONFIG is set ({}) and configuration flags were given; use one or the other",
+                    "RECERT_CONFIG is set ({}) and configuration flags were given; use one or the other (--dry-run alone may go with RECERT_CONFIG)",
                     path.display()
                 );
             }
-            imgmode_recert::config::load_file(path)
+            let mut c = imgmode_recert::config::load_file(path)?;
+            c.dry_run |= dry_run;
+            Ok(c)
         }
         None => Ok(from_flags),
     }

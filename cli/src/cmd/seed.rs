@@ -70,12 +70,12 @@ fn check(a: SeedCheckArgs, cx: &Ctx) -> Result<()> {
     let t = cfg.gate_target(&arch, fips);
     let info = gates::check(&h.labels, &h.architecture, &t)
         .with_context(|| format!("seed {arg} does not fit {}", config.display()))?;
-    println!(
+    crate::output::say(&format!(
         "seed {arg} fits {}: format {}, seed version {}, {}",
         config.display(),
         imgmode_seed::SEED_FORMAT_VERSION,
         info.seed_cluster_ocp_version,
         h.architecture
-    );
+    ));
     Ok(())
 }

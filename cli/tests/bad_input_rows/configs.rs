@@ -121,6 +121,18 @@ pub fn configuration_iso_rows() -> Vec<Row> {
     let long = "a".repeat(64);
     let huge = "h".repeat(1_000_000);
     vec![
+        ic(
+            "",
+            "foo: bar\n",
+            "unknown field \"foo\" (not a field of install-config.yaml",
+        ),
+        ic("", "platfrom:\n  none: {}\n", "unknown field \"platfrom\""),
+        config_iso(
+            Some(IC),
+            Some(IB),
+            "auth exists and is not a directory (a symlink or a file)",
+        )
+        .file("auth", "not a directory"),
         config_iso(
             Some(IC),
             Some(&IB.replace("node7", "Bad_Host")),
@@ -241,6 +253,7 @@ pub fn network_config_rows() -> Vec<Row> {
         format!("networkConfig:\n  interfaces:\n  - name: eth0\n    type: ethernet\n{body}")
     };
     vec![
+        ib("networkConfig: \"::: not nmstate\"\n", "networkConfig is not an nmstate mapping"),
         ib("networkConfig:\n  interfaces:\n  - name: \"eth0\\nDNS=6.6.6.6\"\n    type: ethernet\n", "networkConfig"),
         ib("networkConfig:\n  interfaces:\n  - name: ../x\n    type: ethernet\n", "\"../x\""),
         ib("networkConfig:\n  interfaces:\n  - name: bond0\n    type: bond\n", "type bond is not supported"),

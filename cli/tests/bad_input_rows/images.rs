@@ -97,6 +97,72 @@ pub fn image_reference_rows() -> Vec<Row> {
     ]
 }
 
+/// References as typed with a stray character, and references no spec allows.
+pub fn typed_reference_rows() -> Vec<Row> {
+    vec![
+        unpack("oci:@F/two:one\n", "starts or ends with white space"),
+        unpack("oci:@F/two:one ", "starts or ends with white space"),
+        unpack(" oci:@F/two:one", "starts or ends with white space"),
+        lint("oci:@F/two:one\n", "holds a control character"),
+        unpack(
+            "oci:@F/two@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "reference names a tag (PATH:TAG), not a digest",
+        ),
+        unpack("oci:@F/two:-bad", "is not a tag (1 to 128 letters"),
+        row(
+            1,
+            "is not a tag (1 to 128 letters",
+            &[
+                "push",
+                "oci:@F/plain",
+                &format!("oci:@D/pd:{}", "a".repeat(300)),
+            ],
+        ),
+        row(
+            1,
+            "starts or ends with white space",
+            &["push", "oci:@F/plain", "oci:@D/pd:t "],
+        ),
+        row(
+            1,
+            "holds 2 images and no tag was given",
+            &["push", "oci:@F/untagged", "oci:@D/pd:x"],
+        ),
+        row(
+            1,
+            "--digestfile \"@D/nodir/df\": output directory @D/nodir does not exist",
+            &[
+                "push",
+                "--digestfile",
+                "@D/nodir/df",
+                "oci:@F/plain",
+                "oci:@D/pd:t",
+            ],
+        ),
+        row(
+            1,
+            "is a directory; name a file",
+            &["push", "--digestfile", "@D", "oci:@F/plain", "oci:@D/pd:t"],
+        ),
+        row(
+            1,
+            "holds a control character; name a file without one",
+            &[
+                "push",
+                "--digestfile",
+                "@D/d\nf",
+                "oci:@F/plain",
+                "oci:@D/pd:t",
+            ],
+        ),
+        row(
+            1,
+            "the tag \"bad tag\" is not a tag",
+            &["push", "oci:@F/plain", "docker://quay.io/org/img:bad tag"],
+        ),
+    ]
+}
+
 /// What an image holds: not bootable, another architecture, no rootfs, hostile layers, more
 /// than the budget, an output that exists.
 pub fn image_content_rows() -> Vec<Row> {
@@ -197,6 +263,27 @@ pub fn image_content_rows() -> Vec<Row> {
             ],
         ),
         lint("oci:@F/norootfs", "has no \"rootfs\""),
+        unpack(
+            "oci:@F/nolayout",
+            "has no oci-layout file: not an OCI image layout",
+        ),
+        unpack(
+            "oci:@F/layout9",
+            "says imageLayoutVersion \"9.9\"; imgmode reads layouts of version 1.x",
+        ),
+        unpack(
+            "oci:@F/diffid-wrong",
+            "but the image config's rootfs.diff_ids says sha256:0000",
+        ),
+        unpack(
+            "oci:@F/diffid-missing",
+            "has 1 layer(s) but its config lists 0 in rootfs.diff_ids",
+        ),
+        unpack(
+            "oci:@F/schema1",
+            "has schemaVersion 1; OCI and Docker v2 manifests have 2",
+        ),
+        lint("oci:@F/diffid-wrong", "rootfs.diff_ids says"),
     ]
 }
 
@@ -218,6 +305,25 @@ pub fn seed_image_rows() -> Vec<Row> {
             "parsing the seed image's com.openshift.lifecycle-agent.seed_cluster_info label",
         ),
         check("oci:@F/plain", "it is not a seed image"),
+        check(
+            "oci:@F/seed-04",
+            "seed_format_version is \"04\", not a number such as 4",
+        ),
+        row(
+            1,
+            "networkConfig is not an nmstate mapping",
+            &[
+                "seed",
+                "check",
+                "oci:@F/seed-416",
+                "--config",
+                "@D/ibi.yaml",
+            ],
+        )
+        .file(
+            "ibi.yaml",
+            &format!("{IBI}networkConfig: \"::: not nmstate\"\n"),
+        ),
         check("oci:@F/seed-416", "seed version mismatch"),
         check(
             "oci:@F/seed-v9",

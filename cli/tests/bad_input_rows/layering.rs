@@ -32,6 +32,27 @@ const MC: &str = "apiVersion: machineconfiguration.openshift.io/v1\nkind: Machin
 pub fn layer_and_node_rows() -> Vec<Row> {
     vec![
         layer(
+            "kind: MachineOSConfig\n",
+            "kind: MachineOSConfig\nfoo: bar\n",
+            "unknown field `foo`",
+        ),
+        layer(
+            "renderedImagePushSpec: registry.example.com:5000/os/image:latest\n",
+            "renderedImagePushSpec: \"oci:/tmp/x\\n:latest\"\n",
+            "spec.renderedImagePushSpec \"oci:/tmp/x\\n:latest\"",
+        ),
+        layer(
+            "renderedImagePushSpec: registry.example.com:5000/os/image:latest\n",
+            "renderedImagePushSpec: registry.example.com/os/image:bad!tag\n",
+            "is not a registry reference",
+        ),
+        row(
+            1,
+            "--build-arg \"A=1\\nRUN x\" holds a control character",
+            &["build", "--build-arg", "A=1\nRUN x", "@D/ctx"],
+        )
+        .file("ctx/Containerfile", "FROM scratch\n"),
+        layer(
             "name: layered-image\n",
             "name: ../../x\n",
             "metadata.name \"../../x\"",

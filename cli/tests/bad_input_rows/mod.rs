@@ -14,6 +14,7 @@ mod usage;
 pub fn all_rows() -> Vec<Row> {
     let mut v = vec![];
     v.extend(images::image_reference_rows());
+    v.extend(images::typed_reference_rows());
     v.extend(images::image_content_rows());
     v.extend(images::seed_image_rows());
     v.extend(configs::installation_config_rows());

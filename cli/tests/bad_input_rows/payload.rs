@@ -77,6 +77,33 @@ fn symlinked_link(d: &Path, fx: &Path) {
     std::fs::remove_file(&tag).unwrap();
     std::os::unix::fs::symlink(d.join("link-elsewhere"), &tag).unwrap();
 }
+const REPO: &str = "p/docker/registry/v2/repositories/test/plain";
+fn extra_tag(d: &Path, fx: &Path) {
+    copy_payload(d, fx);
+    let tags = d.join(REPO).join("_manifests/tags");
+    crate::cp_a(&tags.join("1"), &tags.join("2"));
+}
+fn extra_repository(d: &Path, fx: &Path) {
+    copy_payload(d, fx);
+    crate::cp_a(
+        &d.join(REPO),
+        &d.join("p/docker/registry/v2/repositories/test/other"),
+    );
+}
+fn stray_file(d: &Path, fx: &Path) {
+    copy_payload(d, fx);
+    std::fs::write(d.join(REPO).join("stray"), "x").unwrap();
+}
+fn no_layer_links(d: &Path, fx: &Path) {
+    copy_payload(d, fx);
+    std::fs::remove_dir_all(d.join(REPO).join("_layers")).unwrap();
+}
+fn padded_link(d: &Path, fx: &Path) {
+    copy_payload(d, fx);
+    let link = d.join(REPO).join("_manifests/tags/1/current/link");
+    let text = std::fs::read_to_string(&link).unwrap();
+    std::fs::write(&link, format!("\n{text}\n\n")).unwrap();
+}
 fn no_record(d: &Path, fx: &Path) {
     copy_payload(d, fx);
     std::fs::remove_file(d.join("p/imgmode-payload.json")).unwrap();
@@ -89,6 +116,22 @@ fn malformed_record(d: &Path, fx: &Path) {
 pub fn payload_rows() -> Vec<Row> {
     const EDITED: &str = "the record was edited or the payload is damaged";
     vec![
+        verify(
+            extra_tag,
+            "tags/2/current/link is not part of any image imgmode-payload.json lists",
+        ),
+        verify(
+            extra_repository,
+            "is not part of any image imgmode-payload.json lists",
+        ),
+        verify(stray_file, "test/plain/stray is not part of any image"),
+        verify(
+            no_layer_links,
+            "is missing (a registry could not serve the image)",
+        ),
+        verify(padded_link, "current/link holds \"\\nsha256:"),
+        add(extra_repository, "is not part of any image"),
+        add(no_layer_links, "is missing"),
         verify(
             arch_edited,
             "the architectures are [\"arm64\"]; the images' configs say [\"amd64\"]",
@@ -140,6 +183,10 @@ pub fn payload_rows() -> Vec<Row> {
 pub fn mirror_rows() -> Vec<Row> {
     let m = |image: &str, says: &str| row(1, says, &["mirror", "--image", image, "--dir", "@D/m"]);
     vec![
+        row(1, "are both given as t/p:1; a tag names one image", &["mirror", "--image", "oci:@F/two:one=t/p:1", "--image", "oci:@F/two:two=t/p:1", "--dir", "@D/m"]),
+        m("oci:@F/plain=", "nothing follows '='; write"),
+        m("oci:@F/plain=t/p:1\n", "holds spaces or control characters"),
+        row(1, "holds \"mine\" and is not an imgmode mirror directory", &["mirror", "--image", "oci:@F/plain=t/p:1", "--dir", "@D/m"]).file("m/mine", "keep"),
         row(
             1,
             "@D/list:3: \"!!! garbage @@\" is not an image to mirror",

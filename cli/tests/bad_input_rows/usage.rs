@@ -9,6 +9,23 @@ fn usage(args: &[&str], says: &str) -> Row {
 pub fn usage_rows() -> Vec<Row> {
     vec![
         usage(
+            &[
+                "payload",
+                "remove",
+                "sha256:x",
+                "--store",
+                "@D",
+                "--storage",
+                "@D/nostorage",
+            ],
+            "@D/nostorage: No such file or directory",
+        ),
+        usage(
+            &["payload", "status", "--storage", "@D/nostorage"],
+            "@D/nostorage: No such file or directory",
+        ),
+        usage(&["container", "lint", "--list", "x"], "cannot be used with"),
+        usage(
             &["disk", "x", "-o", "y", "--format", "vmdk"],
             "invalid value 'vmdk'",
         ),

@@ -27,7 +27,7 @@ pub fn layer_build(a: &Artifacts, dir: &Path) -> Result<String> {
     bad_configs_are_refused(&lb)?;
     drop(registry);
     Ok(format!(
-        "{} Succeeded as {pull}; reused when unchanged; rebuilt on annotation; broken Containerfile FAILED after 4 attempts; 3 bad configs refused",
+        "{} Succeeded as {pull}; reused when unchanged; rebuilt on annotation; broken Containerfile FAILED at its first attempt, unreachable push after 4; 3 bad configs refused",
         b.metadata.name
     ))
 }

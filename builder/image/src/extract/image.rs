@@ -65,7 +65,7 @@ pub fn unpack_image(
             l.size()
         ));
         let u = unpack(
-            imgmode_support::io::read_ahead(img.open_layer(i)?),
+            imgmode_support::io::read_ahead(img.open_layer_with_diff_id(i)?),
             &root,
             &policy,
             &mut budget,

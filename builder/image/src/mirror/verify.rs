@@ -4,7 +4,8 @@
 //! file inside the directory whose sha256 is its name; every link names a blob that is there.
 
 use super::{
-    architectures, blob_path, parse_refs, payload_id, MirrorImage, Payload, PAYLOAD_RECORD, V2,
+    architectures, blob_path, expected_links, parse_refs, payload_id, MirrorImage, Payload,
+    PAYLOAD_RECORD, V2,
 };
 use crate::digest::sha256_hex;
 use anyhow::{bail, ensure, Context, Result};
@@ -31,8 +32,8 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         real_dir(&d)?;
     }
     let (blobs, bytes) = verify_blobs(dir, &v2)?;
-    let links = verify_links(&v2)?;
     verify_record(&payload, &v2)?;
+    let links = verify_links(&v2, &payload)?;
     Ok(Verified {
         payload,
         blobs,
@@ -93,38 +94,54 @@ fn verify_blobs(dir: &Path, v2: &Path) -> Result<(usize, u64)> {
     Ok((blobs, bytes))
 }
 
-/// Every repository link: a regular file naming a blob that is there.
-fn verify_links(v2: &Path) -> Result<usize> {
+/// The repositories hold exactly the links the recorded images need (no other repository,
+/// tag, link or file, none missing), each a regular file holding exactly its digest.
+fn verify_links(v2: &Path, payload: &Payload) -> Result<usize> {
     let repos = v2.join("repositories");
     real_dir(&repos)?;
-    let mut links = 0;
-    let mut stack = vec![repos];
+    let expected = expected_links(&payload.images, v2)?;
+    let mut found = BTreeSet::new();
+    let mut stack = vec![repos.clone()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
             let e = e?;
             let path = e.path();
             let t = e.file_type()?;
+            let rel = path.strip_prefix(&repos)?.to_path_buf();
             if t.is_dir() {
                 stack.push(path);
-            } else if t.is_symlink() {
-                bail!(
-                    "{} is a symlink; a payload holds only its own files: copy it again from its source",
-                    path.display()
-                );
-            } else if e.file_name() == "link" {
-                let target = std::fs::read_to_string(&path)?;
-                ensure!(
-                    blob_path(v2, target.trim())
-                        .with_context(|| format!("{} holds no digest", path.display()))?
-                        .is_file(),
-                    "{} links to {target}, which the blob store does not hold",
-                    path.display()
-                );
-                links += 1;
+                continue;
             }
+            if t.is_symlink() || !t.is_file() {
+                bail!(
+                    "{} is a symlink or a special file; a payload holds only its own files: copy it again from its source",
+                    path.display()
+                );
+            }
+            let Some(want) = expected.get(&rel) else {
+                bail!(
+                    "{} is not part of any image {PAYLOAD_RECORD} lists (a repository, tag or file added by hand?); make the payload again with imgmode mirror",
+                    path.display()
+                );
+            };
+            let got = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            ensure!(
+                &got == want,
+                "{} holds {}, not {want}; the payload is damaged: copy it again from its source",
+                path.display(),
+                imgmode_support::validate::shown(&got)
+            );
+            found.insert(rel);
         }
     }
-    Ok(links)
+    if let Some(missing) = expected.keys().find(|k| !found.contains(*k)) {
+        bail!(
+            "{} is missing (a registry could not serve the image); the payload is incomplete: copy it again from its source",
+            repos.join(missing).display()
+        );
+    }
+    Ok(found.len())
 }
 
 /// The record against what the blobs say: each image linked under its repository and tag, its
@@ -156,12 +173,13 @@ fn verify_record(payload: &Payload, v2: &Path) -> Result<()> {
         if let Some(tag) = &i.tag {
             let current = repos.join(format!("{}/_manifests/tags/{tag}/current/link", i.repo));
             let at = std::fs::read_to_string(&current).unwrap_or_default();
-            if at.trim() != i.digest {
+            if at != i.digest {
                 return Err(wrong(format!(
-                    "{}:{tag} is {}, but the repository's tag points at {:?}",
+                    "{}:{tag} is {}, but the repository's tag link {} holds {}",
                     i.repo,
                     i.digest,
-                    at.trim()
+                    current.display(),
+                    imgmode_support::validate::shown(&at)
                 )));
             }
         }
