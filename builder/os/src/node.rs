@@ -360,7 +360,7 @@ async fn fetch(
     let prepared = imp
         .prepare()
         .await
-        .map_err(|e| crate::disk::explain_config_error(e))
+        .map_err(crate::disk::explain_config_error)
         .with_context(|| format!("fetching the manifest of {target}"))?;
     match prepared {
         PrepareResult::AlreadyPresent(state) => Ok(already_present(state, target, opts, current)),
