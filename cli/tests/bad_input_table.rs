@@ -18,7 +18,7 @@
 //! in strict mode (`IMGMODE_TEST_STRICT=1`, as CI runs) and are counted as skipped otherwise.
 
 mod common;
-use common::{tar_of, write_oci, write_oci_layers, Need};
+use common::{put_blob, rewrite_layout, tar_of, write_oci, write_oci_layers, Need};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -323,17 +323,17 @@ fn fixtures(fx: &Path) {
         r#"{"imageLayoutVersion":"9.9"}"#,
     )
     .unwrap();
-    rewrite(
+    rewrite_layout(
         &copy("diffid-wrong"),
         |_| {},
         |c| c["rootfs"]["diff_ids"] = serde_json::json!([format!("sha256:{}", "0".repeat(64))]),
     );
-    rewrite(
+    rewrite_layout(
         &copy("diffid-missing"),
         |_| {},
         |c| c["rootfs"]["diff_ids"] = serde_json::json!([]),
     );
-    rewrite(&copy("schema1"), |m| m["schemaVersion"] = 1.into(), |_| {});
+    rewrite_layout(&copy("schema1"), |m| m["schemaVersion"] = 1.into(), |_| {});
     std::fs::create_dir_all(fx.join("not-a-layout")).unwrap();
     std::fs::write(fx.join("a-file"), "not a directory").unwrap();
     // a payload: the plain image mirrored
@@ -381,50 +381,11 @@ fn merge_layouts(dest: &Path, srcs: &[(&str, &Path)]) {
     .unwrap();
 }
 
-/// Rewrite the one-image layout at `dir`: its manifest and config edited, every digest and
-/// size after them made right again (as a tool writing such an image would).
-fn rewrite(
-    dir: &Path,
-    edit_manifest: impl FnOnce(&mut serde_json::Value),
-    edit_config: impl FnOnce(&mut serde_json::Value),
-) {
-    use sha2::Digest;
-    let blobs = dir.join("blobs/sha256");
-    let read = |d: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap())
-            .unwrap()
-    };
-    let put = |v: &serde_json::Value| {
-        let data = serde_json::to_vec(v).unwrap();
-        let hex = hex::encode(sha2::Sha256::digest(&data));
-        std::fs::write(blobs.join(&hex), &data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
-    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
-    edit_config(&mut config);
-    let (c, cn) = put(&config);
-    manifest["config"]["digest"] = c.into();
-    manifest["config"]["size"] = cn.into();
-    edit_manifest(&mut manifest);
-    let (m, mn) = put(&manifest);
-    index["manifests"][0]["digest"] = m.into();
-    index["manifests"][0]["size"] = mn.into();
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-}
-
 /// A one-image layout of no layers and the given config.
 fn config_only_layout(dir: &Path, config: &str) {
-    use sha2::Digest;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let d = hex::encode(sha2::Sha256::digest(data));
-        std::fs::write(blobs.join(&d), data).unwrap();
-        (format!("sha256:{d}"), data.len())
-    };
+    let put = |data: &[u8]| put_blob(&blobs, data);
     let (c, cn) = put(config.as_bytes());
     let (m, mn) = put(format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{c}","size":{cn}}},"layers":[]}}"#).as_bytes());
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();

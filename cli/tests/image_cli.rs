@@ -202,35 +202,6 @@ fn hostile_layers_budgets_and_bad_references_are_refused() {
     assert_eq!(leftovers(t.path()), Vec::<String>::new());
 }
 
-/// Rewrite the config of the one-image layout at `dir` with `edit`, re-hashing the config, the
-/// manifest and the index entry (as a tool writing such an image would).
-fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    use sha2::Digest;
-    let blobs = dir.join("blobs/sha256");
-    let read = |d: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap())
-            .unwrap()
-    };
-    let put = |v: &serde_json::Value| {
-        let data = serde_json::to_vec(v).unwrap();
-        let hex = hex::encode(sha2::Sha256::digest(&data));
-        std::fs::write(blobs.join(&hex), &data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
-    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
-    edit(&mut config);
-    let (c, cn) = put(&config);
-    manifest["config"]["digest"] = c.into();
-    manifest["config"]["size"] = cn.into();
-    let (m, mn) = put(&manifest);
-    index["manifests"][0]["digest"] = m.into();
-    index["manifests"][0]["size"] = mn.into();
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-}
-
 /// The OCI image spec makes a config's `history` optional: such an image is read (unpacked and
 /// linted), and `oci:DIR:TAG` opens exactly the image tagged TAG.
 #[test]
@@ -238,9 +209,13 @@ fn images_without_history_are_read_and_a_tag_names_its_image() {
     let td = tempfile::tempdir().unwrap();
     let src = td.path().join("src");
     layout(&src);
-    edit_config(&src, |c| {
-        c.as_object_mut().unwrap().remove("history");
-    });
+    common::rewrite_layout(
+        &src,
+        |_| {},
+        |c| {
+            c.as_object_mut().unwrap().remove("history");
+        },
+    );
     let out = td.path().join("out");
     let (ok, _, err) = run(
         td.path(),

@@ -56,16 +56,48 @@ pub fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
     tar
 }
 
+/// Write `data` as a blob into `blobs` (a layout's `blobs/sha256`): its digest and size.
+pub fn put_blob(blobs: &Path, data: &[u8]) -> (String, usize) {
+    use sha2::Digest;
+    let d = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(blobs.join(&d), data).unwrap();
+    (format!("sha256:{d}"), data.len())
+}
+
+/// Rewrite the one-image layout at `dir`: its manifest and config edited, every digest and
+/// size after them made right again (as a tool writing such an image would).
+#[allow(dead_code)]
+pub fn rewrite_layout(
+    dir: &Path,
+    edit_manifest: impl FnOnce(&mut serde_json::Value),
+    edit_config: impl FnOnce(&mut serde_json::Value),
+) {
+    let blobs = dir.join("blobs/sha256");
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap())
+            .unwrap()
+    };
+    let put = |v: &serde_json::Value| put_blob(&blobs, &serde_json::to_vec(v).unwrap());
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    edit_config(&mut config);
+    let (c, cn) = put(&config);
+    manifest["config"]["digest"] = c.into();
+    manifest["config"]["size"] = cn.into();
+    edit_manifest(&mut manifest);
+    let (m, mn) = put(&manifest);
+    index["manifests"][0]["digest"] = m.into();
+    index["manifests"][0]["size"] = mn.into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
 /// An OCI layout of one image whose layers are the given uncompressed tars.
 pub fn write_oci_layers(dir: &Path, labels: &str, arch: &str, layers: &[Vec<u8>]) {
-    use sha2::Digest;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let d = hex::encode(sha2::Sha256::digest(data));
-        std::fs::write(blobs.join(&d), data).unwrap();
-        (format!("sha256:{d}"), data.len())
-    };
+    let put = |data: &[u8]| put_blob(&blobs, data);
     let layers: Vec<(String, usize)> = layers.iter().map(|l| put(l)).collect();
     // `{LAYER}` in the labels stands for the (first) layer's digest (e.g. for ostree.final-diffid)
     let labels = labels.replace("{LAYER}", &layers[0].0);
