@@ -620,17 +620,36 @@ pub fn layer_build(opts: &LayerBuildOpts, steps: &Steps) -> Result<MachineOSBuil
 
 /// The base image: podman's name for it, and its digest.
 fn base_image(opts: &LayerBuildOpts) -> Result<(String, String)> {
+    let not_bootable = |labels: &BTreeMap<String, String>| {
+        (!imgmode_os::disk::is_bootable(|k| labels.get(k).map(String::as_str))).then(|| {
+            anyhow!(
+                "the base image {} is not bootable: it has neither the label containers.bootc=1 nor ostree.bootable=true; give a bootc base image such as imgmode-base",
+                opts.base
+            )
+        })
+    };
     Ok(match imgmode_image::imgref::parse(&opts.base)? {
         imgmode_image::imgref::UserImageRef::Local(n) => {
-            let d = opts.store.inspect(&n)?.digest;
-            (crate::build::containers_storage_name(&n)?, d)
+            let stored = opts.store.inspect(&n)?;
+            if let Some(e) = not_bootable(&stored.labels) {
+                return Err(e);
+            }
+            (crate::build::containers_storage_name(&n)?, stored.digest)
         }
         imgmode_image::imgref::UserImageRef::Remote(r) => {
-            let d = imgmode_image::skopeo::inspect_digest(
-                &r.imgref.to_string(),
-                &imgmode_image::skopeo::RegistryAuth::default(),
+            let auth = imgmode_image::skopeo::RegistryAuth::default();
+            let config: serde_json::Value = serde_json::from_slice(
+                &imgmode_image::skopeo::inspect_config(&r.imgref.to_string(), &auth)
+                    .with_context(|| format!("inspecting the base image {}", opts.base))?,
             )
-            .with_context(|| format!("inspecting the base image {}", opts.base))?;
+            .with_context(|| format!("the base image {}'s config is not JSON", opts.base))?;
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(config["config"]["Labels"].clone()).unwrap_or_default();
+            if let Some(e) = not_bootable(&labels) {
+                return Err(e);
+            }
+            let d = imgmode_image::skopeo::inspect_digest(&r.imgref.to_string(), &auth)
+                .with_context(|| format!("inspecting the base image {}", opts.base))?;
             let from = match r.imgref.transport {
                 ostree_ext::container::Transport::Registry => r.imgref.name.clone(),
                 _ => r.imgref.to_string(),

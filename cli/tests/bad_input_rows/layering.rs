@@ -31,6 +31,24 @@ const MC: &str = "apiVersion: machineconfiguration.openshift.io/v1\nkind: Machin
 
 pub fn layer_and_node_rows() -> Vec<Row> {
     vec![
+        row(
+            1,
+            "the base image oci:@F/plain is not bootable",
+            &[
+                "layer",
+                "build",
+                "@D/mosc.yaml",
+                "--base",
+                "oci:@F/plain",
+                "--machineconfigs",
+                "@D/mc",
+                "--output-dir",
+                "@D/out",
+            ],
+        )
+        .file("mosc.yaml", MOSC)
+        .dir("mc")
+        .dir("out"),
         layer(
             "kind: MachineOSConfig\n",
             "kind: MachineOSConfig\nfoo: bar\n",
