@@ -22,7 +22,7 @@ pub fn print<T: Serialize>(
     match format {
         OutputFormat::Human => print!("{}", terminal_safe(&human(value))),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        OutputFormat::Yaml => print!("{}", yaml_serde::to_string(value)?),
     }
     Ok(())
 }

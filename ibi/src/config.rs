@@ -81,7 +81,7 @@ pub struct ImageBasedInstallationConfig {
     pub shutdown: bool,
     /// nmstate YAML, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_config: Option<serde_yaml::Value>,
+    pub network_config: Option<yaml_serde::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -108,7 +108,7 @@ impl ImageBasedInstallationConfig {
 impl ImageBasedInstallationConfig {
     /// Parse and validate; `what` names the file in messages.
     pub fn parse(text: &str, what: &str) -> Result<Self> {
-        let raw: serde_yaml::Value = parse_yaml(text, what)?;
+        let raw: yaml_serde::Value = parse_yaml(text, what)?;
         if let Some(m) = raw.as_mapping() {
             for (k, _) in m {
                 let Some(k) = k.as_str() else { continue };
@@ -224,7 +224,7 @@ impl ImageBasedInstallationConfig {
             check_trust_bundle(what, b)?;
         }
         if let Some(n) = &self.network_config {
-            let text = serde_yaml::to_string(n)?;
+            let text = yaml_serde::to_string(n)?;
             imgmode_seed::nmstate::to_networkd(&text)
                 .with_context(|| format!("{what}: networkConfig"))?;
         }

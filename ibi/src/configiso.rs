@@ -25,6 +25,7 @@ use imgmode_support::validate as v;
 use imgmode_support::yaml::parse as parse_yaml;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub const KIND: &str = "ImageBasedConfig";
@@ -45,7 +46,7 @@ pub struct ImageBasedConfig {
     pub release_registry: String,
     /// nmstate YAML, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_config: Option<serde_yaml::Value>,
+    pub network_config: Option<yaml_serde::Value>,
     #[serde(default)]
     pub node_labels: BTreeMap<String, String>,
     #[serde(default, rename = "clusterID")]
@@ -148,7 +149,7 @@ pub struct InstallConfig {
 
 impl InstallConfig {
     pub fn parse(text: &str, what: &str) -> Result<Self> {
-        let v: serde_yaml::Value = parse_yaml(text, what)?;
+        let v: yaml_serde::Value = parse_yaml(text, what)?;
         let s = |path: &[&str]| -> String {
             let mut cur = &v;
             for p in path {
@@ -182,7 +183,7 @@ impl InstallConfig {
             additional_trust_bundle: s(&["additionalTrustBundle"]),
             proxy: v
                 .get("proxy")
-                .map(|p| serde_yaml::from_value(p.clone()))
+                .map(|p| yaml_serde::from_value(p.clone()))
                 .transpose()
                 .with_context(|| format!("{what}: proxy"))?,
             machine_networks: v
@@ -271,9 +272,9 @@ fn kubeadmin_password() -> String {
 }
 
 /// The nmstate config as YAML text ("" when none).
-fn nmstate_text(v: &Option<serde_yaml::Value>) -> Result<String> {
+fn nmstate_text(v: &Option<yaml_serde::Value>) -> Result<String> {
     Ok(match v {
-        Some(v) if !v.is_null() => serde_yaml::to_string(v)?,
+        Some(v) if !v.is_null() => yaml_serde::to_string(v)?,
         _ => String::new(),
     })
 }
@@ -543,7 +544,11 @@ pub fn create(dir: &Path) -> Result<ConfigImage> {
         sauth.join("kubeadmin-password"),
         auth.join("kubeadmin-password"),
     )?;
+    // it carries signer keys and the pull secret: the owner's only
+    std::fs::set_permissions(&tmp_iso, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::File::open(&tmp_iso)?.sync_all()?;
     std::fs::rename(&tmp_iso, &iso)?;
+    imgmode_support::fs::sync_dir(dir)?;
     Ok(ConfigImage {
         iso,
         kubeconfig: auth.join("kubeconfig"),

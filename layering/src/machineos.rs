@@ -37,7 +37,7 @@ pub struct MachineOSConfig {
     /// What a cluster reports (an object saved with `oc get -o yaml`); never read: the build's
     /// state is the MachineOSBuild record.
     #[serde(default, skip_serializing)]
-    pub status: Option<serde_yaml::Value>,
+    pub status: Option<yaml_serde::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,7 +47,7 @@ pub struct MachineOSConfigSpec {
     #[serde(default)]
     pub container_file: Vec<ContainerFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_builder: Option<serde_yaml::Value>,
+    pub image_builder: Option<yaml_serde::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image_pull_secret: Option<NameRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,7 +156,7 @@ impl MachineOSConfig {
 pub struct ClusterConfig {
     /// pool name -> roles whose MachineConfigs it takes
     pub pools: BTreeMap<String, Vec<String>>,
-    pub machineconfigs: Vec<serde_yaml::Value>,
+    pub machineconfigs: Vec<yaml_serde::Value>,
 }
 
 impl ClusterConfig {
@@ -179,8 +179,8 @@ impl ClusterConfig {
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f)?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let v = serde_yaml::Value::deserialize(doc)
+            for doc in yaml_serde::Deserializer::from_str(&text) {
+                let v = yaml_serde::Value::deserialize(doc)
                     .with_context(|| format!("parsing {}", f.display()))?;
                 match v.get("kind").and_then(|k| k.as_str()) {
                     Some("MachineConfig") => c.machineconfigs.push(v),
@@ -204,14 +204,14 @@ impl ClusterConfig {
     }
 
     /// The MachineConfigs of `pool`, sorted by name (MCO renders in name order).
-    pub fn for_pool(&self, pool: &str) -> Result<Vec<&serde_yaml::Value>> {
+    pub fn for_pool(&self, pool: &str) -> Result<Vec<&yaml_serde::Value>> {
         let roles = self.pools.get(pool).ok_or_else(|| {
             anyhow!(
                 "unknown machine config pool {pool:?}: known pools are {}; define it with a MachineConfigPool in --machineconfigs",
                 self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
-        let mut mcs: Vec<&serde_yaml::Value> = self
+        let mut mcs: Vec<&yaml_serde::Value> = self
             .machineconfigs
             .iter()
             .filter(|m| {
@@ -227,7 +227,7 @@ impl ClusterConfig {
 
 /// The roles a MachineConfigPool selects: `matchLabels` or `matchExpressions` (operator In) on
 /// the role label; its own name when it has no selector.
-fn pool_roles(v: &serde_yaml::Value, name: &str) -> Vec<String> {
+fn pool_roles(v: &yaml_serde::Value, name: &str) -> Vec<String> {
     let sel = &v["spec"]["machineConfigSelector"];
     let mut roles = Vec::new();
     if let Some(r) = sel["matchLabels"][ROLE_LABEL].as_str() {
@@ -300,7 +300,7 @@ fn percent_decode(s: &str) -> Result<Vec<u8>> {
 }
 
 /// Merge MachineConfigs in order; later ones win for the same file or unit.
-pub fn render(pool: &str, mcs: &[&serde_yaml::Value]) -> Result<Rendered> {
+pub fn render(pool: &str, mcs: &[&yaml_serde::Value]) -> Result<Rendered> {
     let mut r = Rendered::default();
     let mut names = Vec::new();
     for mc in mcs {
@@ -512,7 +512,7 @@ impl MachineOSBuild {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::objects::write_atomic(path, serde_yaml::to_string(self)?.as_bytes())
+        crate::objects::write_atomic(path, yaml_serde::to_string(self)?.as_bytes())
     }
 
     pub fn load(path: &Path) -> Result<Option<Self>> {

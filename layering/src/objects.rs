@@ -43,15 +43,15 @@ pub struct MachineConfigSpec {
     pub os_image_url: Option<String>,
     /// Every other field, refused by name when non-empty.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, yaml_serde::Value>,
 }
 
-fn is_empty_value(v: &serde_yaml::Value) -> bool {
+fn is_empty_value(v: &yaml_serde::Value) -> bool {
     match v {
-        serde_yaml::Value::Null => true,
-        serde_yaml::Value::Sequence(s) => s.is_empty(),
-        serde_yaml::Value::Mapping(m) => m.is_empty(),
-        serde_yaml::Value::String(s) => s.is_empty(),
+        yaml_serde::Value::Null => true,
+        yaml_serde::Value::Sequence(s) => s.is_empty(),
+        yaml_serde::Value::Mapping(m) => m.is_empty(),
+        yaml_serde::Value::String(s) => s.is_empty(),
         _ => false,
     }
 }

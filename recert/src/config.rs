@@ -137,7 +137,7 @@ pub fn load_file(path: &Path) -> Result<RecertConfig> {
 }
 
 pub fn parse(text: &str) -> Result<RecertConfig> {
-    Ok(serde_yaml::from_str(text)?)
+    Ok(yaml_serde::from_str(text)?)
 }
 
 /// The configuration checked and with its rules parsed.

@@ -188,8 +188,8 @@ pub fn cluster_identity(objects: &[EtcdObject]) -> Option<(String, String, Optio
     let cm = objects
         .iter()
         .find(|o| o.key == "/kubernetes.io/configmaps/kube-system/cluster-config-v1")?;
-    let ic: serde_yaml::Value =
-        serde_yaml::from_str(cm.value["data"]["install-config"].as_str()?).ok()?;
+    let ic: yaml_serde::Value =
+        yaml_serde::from_str(cm.value["data"]["install-config"].as_str()?).ok()?;
     let name = ic.get("metadata")?.get("name")?.as_str()?.to_string();
     let domain = ic.get("baseDomain")?.as_str()?.to_string();
     let infra = objects

@@ -79,7 +79,7 @@ impl Summary {
                 c.pem = None;
             }
         }
-        Ok(serde_yaml::to_string(&s)?)
+        Ok(yaml_serde::to_string(&s)?)
     }
 
     pub fn write(&self, path: &Path, clean: bool) -> Result<()> {

@@ -189,7 +189,7 @@ pub fn kubeconfig_data_fields(text: &str) -> Vec<(String, String)> {
     if !text.contains("-data:") {
         return vec![];
     }
-    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+    let Ok(doc) = yaml_serde::from_str::<yaml_serde::Value>(text) else {
         return vec![];
     };
     let mut out = vec![];

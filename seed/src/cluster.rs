@@ -130,7 +130,7 @@ pub struct KubeCreds {
 pub fn read_kubeconfig(path: &Path) -> Result<KubeCreds> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-    let v: serde_yaml::Value = serde_yaml::from_str(&text)
+    let v: yaml_serde::Value = yaml_serde::from_str(&text)
         .with_context(|| format!("parsing the kubeconfig {}", path.display()))?;
     let field = |section: &str, inner: &str, name: &str| -> Result<String> {
         v.get(section)

@@ -42,6 +42,14 @@ pub const VAR_EXCLUDES: &[&str] = &[
     "var/lib/ovn-ic/etc/ovnkube-node-certs/*",
     "var/lib/imgmode/images",
     "var/lib/imgmode/repo",
+    // the seed host's own secrets and identity, which no site may inherit: root's SSH keys,
+    // kubelet's pull secret (post-pivot writes the site's), systemd's credential key and
+    // random seed, and a post-pivot state from an earlier install
+    "var/roothome/.ssh/authorized_keys",
+    "var/lib/kubelet/config.json",
+    "var/lib/systemd/credential.secret",
+    "var/lib/systemd/random-seed",
+    "var/lib/imgmode/post-pivot",
 ];
 
 /// `/etc` entries that belong to one machine (relative to `/etc`): never in `etc.tgz`.
@@ -52,6 +60,8 @@ pub const ETC_EXCLUDES: &[&str] = &[
     "machine-config-daemon/orig/var/lib/kubelet",
     "openvswitch/conf.db",
     "openvswitch/.conf.db.~lock~",
+    // SSH host keys: every host makes its own
+    "ssh/ssh_host_*",
 ];
 
 #[derive(Debug, Clone)]
@@ -142,9 +152,11 @@ pub fn parse_config_diff(text: &str) -> (Vec<String>, Vec<String>) {
 
 /// Is `/etc/<p>` one of [`ETC_EXCLUDES`] or inside one?
 pub fn etc_excluded(p: &str) -> bool {
-    ETC_EXCLUDES
-        .iter()
-        .any(|e| p == *e || p.strip_prefix(e).is_some_and(|r| r.starts_with('/')))
+    ETC_EXCLUDES.iter().any(|e| match e.strip_suffix('*') {
+        // `dir/prefix*`: a name in dir starting with prefix (tar's --exclude glob)
+        Some(prefix) => p.starts_with(prefix) && !p[prefix.len()..].contains('/'),
+        None => p == *e || p.strip_prefix(e).is_some_and(|r| r.starts_with('/')),
+    })
 }
 
 /// Bytes under `path` on its filesystem (`du -sxb`).
@@ -470,7 +482,7 @@ fn recert_force_expire(o: &CreateOpts, work: &Path) -> Result<()> {
         let summary = imgmode_recert::run(&cfg.check()?)?;
         std::fs::write(
             work.join("recert-summary.yaml"),
-            serde_yaml::to_string(&summary)?,
+            yaml_serde::to_string(&summary)?,
         )?;
     }
     Ok(())
@@ -710,5 +722,8 @@ mod tests {
         ));
         assert!(!etc_excluded("hostname.d"));
         assert!(!etc_excluded("kubernetes/kubeconfig"));
+        assert!(etc_excluded("ssh/ssh_host_ed25519_key"));
+        assert!(etc_excluded("ssh/ssh_host_rsa_key.pub"));
+        assert!(!etc_excluded("ssh/sshd_config"));
     }
 }

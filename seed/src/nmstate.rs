@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use imgmode_support::validate as v;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// One `.network` file: (file name, content).
 pub type NetworkFile = (String, String);
@@ -33,7 +33,7 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
     if nmstate.trim().is_empty() {
         return Ok(vec![]);
     }
-    let v: Value = serde_yaml::from_str(nmstate).context("networkConfig is not YAML")?;
+    let v: Value = yaml_serde::from_str(nmstate).context("networkConfig is not YAML")?;
     if v.is_null() {
         return Ok(vec![]);
     }

@@ -21,7 +21,7 @@ use imgmode_support::cmd::Run;
 use imgmode_support::fs::write_private;
 use imgmode_support::steplog::StepLog;
 use imgmode_support::Steps;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -130,7 +130,7 @@ pub fn manifest_docs(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = vec![];
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in yaml_serde::Deserializer::from_str(&text) {
         let v = serde_json::Value::deserialize(doc)
             .with_context(|| format!("{}: not a YAML or JSON manifest", path.display()))?;
         if !v.is_null() {
@@ -178,12 +178,23 @@ fn fetch_config(o: &PostPivotOpts) -> Result<()> {
         let text = std::fs::read_to_string(&manifest).with_context(|| {
             format!("the configuration ISO has no {MANIFEST_PATH}; make it with imgmode ibi create-config-image")
         })?;
-        parse_manifest(&text)?;
         let extra = read_extra_manifests(&o.mount_dir.join(EXTRA_MANIFESTS))?;
+        let m = parse_manifest(&text)?;
         write_private(&o.state_dir.join("manifest.json"), &text)?;
-        std::fs::write(
-            o.state_dir.join("extra-manifests.json"),
-            serde_json::to_vec(&extra)?,
+        write_private(
+            &o.state_dir.join("extra-manifests.json"),
+            &serde_json::to_string(&extra)?,
+        )?;
+        let rec = Reconfigured {
+            cluster_name: m.cluster_name,
+            base_domain: m.base_domain,
+            cluster_id: m.cluster_id,
+            infra_id: m.infra_id,
+            hostname: m.hostname,
+        };
+        write_private(
+            &o.state_dir.join(RECONFIGURED),
+            &serde_json::to_string(&rec)?,
         )?;
         Ok(())
     })();
@@ -219,20 +230,53 @@ pub fn recert_config(m: &SeedReconfiguration, keys: &Path, ip: &str) -> Result<R
     })
 }
 
+/// What post-pivot made of the host, kept in its state (`reconfigured.json`): names only, no
+/// secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reconfigured {
+    pub cluster_name: String,
+    pub base_domain: String,
+    pub cluster_id: String,
+    pub infra_id: String,
+    pub hostname: String,
+}
+
+/// The files of the state that hold secrets while post-pivot runs (the configuration's signer
+/// keys, pull secret and extra manifests): removed, and the removal synced, before `done`.
+const SECRET_STATE: &[&str] = &["manifest.json", "extra-manifests.json", "keys"];
+
 /// Run post-pivot.
-pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<SeedReconfiguration> {
+pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<Reconfigured> {
     imgmode_support::cmd::require_root("imgmode ibi post-pivot")?;
     std::fs::create_dir_all(&o.state_dir)?;
     std::fs::set_permissions(&o.state_dir, std::fs::Permissions::from_mode(0o700))?;
     let (mut log, _) = StepLog::resume(&o.state_dir.join(STEP_LOG), RUN, steps)?;
-    let r = run_steps(o, &mut log);
+    // every step done (a run stopped before `done`): the secrets may be gone already
+    let r = if log.is_done(LAST_STEP) {
+        Ok(())
+    } else {
+        run_steps(o, &mut log).map(|_| ())
+    };
     let fin = log.finish(&r);
-    let m = r?;
+    r?;
     fin?;
-    std::fs::write(o.state_dir.join("done"), b"done\n")?;
+    for f in SECRET_STATE {
+        imgmode_support::fs::remove_tree(&o.state_dir.join(f))?;
+        let _ = std::fs::remove_file(o.state_dir.join(f));
+    }
+    imgmode_support::fs::sync_dir(&o.state_dir)?;
+    imgmode_support::fs::write_atomic(&o.state_dir.join("done"), b"done\n", 0o600)?;
     let _ = Run::new("systemctl").args(["disable", UNIT]).output();
-    Ok(m)
+    let rec = std::fs::read(o.state_dir.join(RECONFIGURED))
+        .with_context(|| format!("reading {}", o.state_dir.join(RECONFIGURED).display()))?;
+    Ok(serde_json::from_slice(&rec)?)
 }
+
+/// The last step of [`run_steps`].
+const LAST_STEP: &str = "start";
+/// [`Reconfigured`]'s file in the state directory.
+const RECONFIGURED: &str = "reconfigured.json";
 
 /// The steps, each skipped when the log records it as done.
 fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration> {
@@ -280,18 +324,20 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
 
 /// Root's SSH key, the pull secret, the network, the hostname and the NTP sources.
 fn configure_host(m: &SeedReconfiguration) -> Result<()> {
-    if !m.ssh_key.trim().is_empty() {
-        let ak = Path::new("/root/.ssh/authorized_keys");
-        let have = std::fs::read_to_string(ak).unwrap_or_default();
-        let mut text = have.clone();
-        for k in m.ssh_key.lines().map(str::trim).filter(|k| !k.is_empty()) {
-            if !have.lines().any(|l| l.trim() == k) {
-                text.push_str(k);
-                text.push('\n');
-            }
-        }
-        write_private(ak, &text)?;
+    // the site's keys replace whatever the seed carried: the seed's owner logs in nowhere
+    let ak = Path::new("/root/.ssh/authorized_keys");
+    let keys: Vec<&str> = m
+        .ssh_key
+        .lines()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    if keys.is_empty() {
+        let _ = std::fs::remove_file(ak);
+    } else {
+        std::fs::create_dir_all("/root/.ssh")?;
         std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
+        write_private(ak, &format!("{}\n", keys.join("\n")))?;
     }
     write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
     let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;

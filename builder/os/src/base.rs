@@ -97,7 +97,7 @@ impl BaseSpec {
                 image_path.display()
             )
         })?;
-        let image: ImageYaml = serde_yaml::from_str(&text)
+        let image: ImageYaml = yaml_serde::from_str(&text)
             .with_context(|| format!("parsing {}", image_path.display()))?;
         if !imgmode_image::imgref::is_local_name(&image.name) || image.name.contains(':') {
             bail!(

@@ -264,7 +264,10 @@ fn write_iso(
         x = x.arg(format!("/{}={}", p.trim_matches('/'), d.display()));
     }
     x.output().context("xorriso could not write the ISO")?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    // the live system's configuration may hold secrets (a pull secret, a registry's TLS key):
+    // the ISO stays the owner's only, as tempfile made it
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
     tmp.persist(&opts.output)
         .with_context(|| format!("writing {}", opts.output.display()))?;
     Ok(())

@@ -17,7 +17,10 @@ use std::io::{Seek, SeekFrom, Write};
 const OWNER_FILE: &str = ".imgmode-owner-pid";
 
 /// Write `contents` to `path` with permission bits `mode`, by a temporary file in the same
-/// directory renamed over `path` when complete; the directory is made.
+/// directory renamed over `path` when complete; the directory is made. The temporary file is
+/// created 0600 (tempfile's mode) and given `mode` before a byte is written; the data is synced
+/// before the rename and the directory after it, so a crash leaves the old file or the new one,
+/// never an empty or partial one.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
@@ -27,12 +30,22 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, contents)?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    std::io::Write::write_all(&mut tmp, contents)?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Make a directory's entries (a rename, a new file) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing the directory {}", dir.display()))
 }
 
 /// Write a file only root can read (mode 0600), through a temporary name renamed when

@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Result};
 
 /// Parse YAML (or JSON) into `T`; `what` names the input in errors, with the line and column.
 pub fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
-    serde_yaml::from_str(text).map_err(|e| match e.location() {
+    yaml_serde::from_str(text).map_err(|e| match e.location() {
         Some(l) => anyhow!("{what}: line {}, column {}: {e}", l.line(), l.column()),
         None => anyhow!("{what}: {e}"),
     })

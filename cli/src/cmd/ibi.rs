@@ -36,6 +36,7 @@ fn create_config_image(dir: &Path, cx: &Ctx) -> Result<()> {
 
 fn post_pivot(a: PostPivotArgs, cx: &Ctx) -> Result<()> {
     let m = imgmode_seed::postpivot::run(&a.into(), cx.steps())?;
+    // names only: the configuration's keys are gone from the state by now
     crate::output::say(&format!(
         "post-pivot done: cluster {}.{} (infra ID {}), host {}",
         m.cluster_name, m.base_domain, m.infra_id, m.hostname

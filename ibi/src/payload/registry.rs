@@ -299,11 +299,11 @@ pub fn write_files(root: &Path, files: &[LiveFile]) -> Result<()> {
 
 /// The installation config's text with `ca_pem` appended to its additionalTrustBundle.
 pub fn with_trust(config_text: &str, ca_pem: &str) -> Result<String> {
-    let mut v: serde_yaml::Value = serde_yaml::from_str(config_text)?;
+    let mut v: yaml_serde::Value = yaml_serde::from_str(config_text)?;
     let m = v
         .as_mapping_mut()
         .context("the installation config is not a YAML mapping")?;
-    let key = serde_yaml::Value::from("additionalTrustBundle");
+    let key = yaml_serde::Value::from("additionalTrustBundle");
     let old = m
         .get(&key)
         .and_then(|b| b.as_str())
@@ -314,8 +314,8 @@ pub fn with_trust(config_text: &str, ca_pem: &str) -> Result<String> {
     } else {
         format!("{old}\n{ca_pem}")
     };
-    m.insert(key, serde_yaml::Value::from(bundle));
-    Ok(serde_yaml::to_string(&v)?)
+    m.insert(key, yaml_serde::Value::from(bundle));
+    Ok(yaml_serde::to_string(&v)?)
 }
 
 #[cfg(test)]
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(sans, ["localhost"]);
         let with =
             with_trust("seedImage: x\nadditionalTrustBundle: |\n  OLD\n", &s.ca_pem).unwrap();
-        let v: serde_yaml::Value = serde_yaml::from_str(&with).unwrap();
+        let v: yaml_serde::Value = yaml_serde::from_str(&with).unwrap();
         let b = v["additionalTrustBundle"].as_str().unwrap();
         assert!(b.starts_with("OLD\n-----BEGIN CERTIFICATE-----"), "{b}");
     }

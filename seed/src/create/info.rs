@@ -38,18 +38,18 @@ fn cluster_version(objects: &[EtcdObject]) -> Result<(String, String)> {
 }
 
 /// The install-config of `kube-system/cluster-config-v1` (null when there is none).
-fn install_config(objects: &[EtcdObject]) -> serde_yaml::Value {
+fn install_config(objects: &[EtcdObject]) -> yaml_serde::Value {
     find(
         objects,
         "/kubernetes.io/configmaps/kube-system/cluster-config-v1",
     )
     .and_then(|c| c["data"]["install-config"].as_str())
-    .and_then(|t| serde_yaml::from_str(t).ok())
+    .and_then(|t| yaml_serde::from_str(t).ok())
     .unwrap_or_default()
 }
 
 /// The install-config's `networking.machineNetwork` CIDRs.
-fn machine_networks(install_config: &serde_yaml::Value) -> Vec<String> {
+fn machine_networks(install_config: &yaml_serde::Value) -> Vec<String> {
     install_config
         .get("networking")
         .and_then(|n| n.get("machineNetwork"))

@@ -88,6 +88,9 @@ fi
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 echo "FACT hostname=$(hostname)"
 echo "FACT ssh-key=$(yesno grep -q imgmode-vmtest-ibi /root/.ssh/authorized_keys)"
+echo "FACT authorized-keys=$(grep -c . /root/.ssh/authorized_keys)"
+echo "FACT post-pivot-secrets=$(cd /var/lib/imgmode/post-pivot && ls -d manifest.json extra-manifests.json keys 2>/dev/null | tr '\n' ' ')none"
+echo "FACT post-pivot-state-mode=$(stat -c %a /var/lib/imgmode/post-pivot)"
 echo "FACT pull-secret=$(yesno grep -q vmtest-ibi-registry /var/lib/kubelet/config.json)"
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.kubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.seedkubeconfig" --connect-to 127.0.0.1
@@ -529,6 +532,11 @@ fn check_installed(
         ("post-pivot-enabled", "disabled"),
         ("hostname", h.hostname),
         ("ssh-key", "yes"),
+        // the site's key replaced the seed's: it is the only one
+        ("authorized-keys", "1"),
+        // post-pivot removed the configuration's keys, pull secret and manifests
+        ("post-pivot-secrets", "none"),
+        ("post-pivot-state-mode", "700"),
         ("pull-secret", "yes"),
     ] {
         ensure!(
