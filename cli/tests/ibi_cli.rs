@@ -227,16 +227,44 @@ fn ibi_install_refuses_a_disk_in_use() {
     let mounted = sh(&format!("mount {dev} {}", mnt.display()))
         .status
         .success();
-    let r = mounted.then(|| install(d, &config(&seed, Path::new(&dev), "")));
+    // the mounted disk by its name, through a link (as /dev/disk/by-id/ names it), and the
+    // image file while a loop device is attached to it
+    let link = d.join("by-id-link");
+    std::os::unix::fs::symlink(&dev, &link).unwrap();
+    let runs = mounted.then(|| {
+        [
+            install(d, &config(&seed, Path::new(&dev), "")),
+            install(d, &config(&seed, &link, "")),
+            install(d, &config(&seed, &img, "")),
+        ]
+    });
     sh(&format!("umount {}; losetup -d {dev}", mnt.display()));
-    let r = r.expect("mounting the loop device failed");
-    assert!(!r.ok);
+    let [by_name, by_link, by_file] = runs.expect("mounting the loop device failed");
+    for (r, disk) in [
+        (&by_name, dev.clone()),
+        (&by_link, link.display().to_string()),
+    ] {
+        assert!(!r.ok);
+        assert!(
+            r.err
+                .contains(&format!("installationDisk {disk} is in use"))
+                && r.err.contains("is mounted on"),
+            "{}",
+            r.err
+        );
+    }
+    assert!(!by_file.ok);
     assert!(
-        r.err.contains(&format!("installationDisk {dev} is in use"))
-            && r.err.contains("is mounted on"),
+        by_file
+            .err
+            .contains(&format!("is in use ({dev} is attached to it)")),
         "{}",
-        r.err
+        by_file.err
     );
+    // the filesystem is still there: nothing wiped it (a mounted ext4 changes its own
+    // superblock, so the bytes are not compared)
+    let probe = sh(&format!("blkid -p -s TYPE -o value {}", img.display()));
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "ext4");
 }
 
 const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: edge1\nbaseDomain: example.net\npullSecret: '{\"auths\":{}}'\n";

@@ -42,6 +42,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use {imgmode_image::Store, imgmode_support::Steps};
 
+mod disk;
 mod steps;
 
 /// Where container storage is mounted on the installed system.
@@ -124,33 +125,6 @@ pub fn root_needed(layer_bytes: u64) -> u64 {
 fn disk_size(path: &Path) -> Result<u64> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     Ok(f.seek(SeekFrom::End(0))?)
-}
-
-/// Mount points of `disk` or its partitions, and swap use.
-fn disk_in_use(disk: &Path) -> Result<Vec<String>> {
-    let canon = std::fs::canonicalize(disk)?;
-    let name = canon.display().to_string();
-    let mut users = vec![];
-    let holds = |dev: &str| {
-        let Ok(d) = std::fs::canonicalize(dev) else {
-            return false;
-        };
-        let d = d.display().to_string();
-        d == name
-            || d.strip_prefix(&name)
-                .is_some_and(|r| r.trim_start_matches('p').parse::<u32>().is_ok())
-    };
-    for (source, target) in imgmode_support::host::mounts()? {
-        if source.starts_with('/') && holds(&source) {
-            users.push(format!("{source} is mounted on {target}"));
-        }
-    }
-    for dev in imgmode_support::host::swaps() {
-        if holds(&dev) {
-            users.push(format!("{dev} is in use as swap"));
-        }
-    }
-    Ok(users)
 }
 
 /// Filesystems mounted for the install, unmounted in reverse order on drop.

@@ -59,6 +59,22 @@ pub fn mounts() -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Every mount's device number (`MAJOR:MINOR`) and mount point, from `/proc/self/mountinfo`
+/// (a device mounted through a path that no longer names it is found by its number).
+pub fn mount_devices() -> Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let dev = f.nth(2)?.to_string();
+            let target = f.nth(1)?.to_string();
+            Some((dev, target))
+        })
+        .collect())
+}
+
 /// The devices and files in use as swap, from `/proc/swaps` (none when it cannot be read).
 pub fn swaps() -> Vec<String> {
     std::fs::read_to_string("/proc/swaps")

@@ -4,7 +4,7 @@
 //! (with a payload), precache, bootloader, post-script (with a script), finish.
 
 use super::{
-    booted_deployment, cleanup_disk, container_storage_unit, disk_in_use, disk_size, etc_deletions,
+    booted_deployment, cleanup_disk, container_storage_unit, disk_size, etc_deletions,
     extra_partition, find_origin, kernel_arguments, missing_seed_files, pull_refs, registry_auth,
     root_needed, seed_tarball, InstallOpts, Installed, Mounts, CONTAINER_STORAGE, INSTALL_RECORD,
     WORK,
@@ -21,7 +21,6 @@ use imgmode_support::cmd::{require_root, require_tools, Run};
 use imgmode_support::size;
 use imgmode_support::steplog::StepLog;
 use imgmode_support::Steps;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -46,6 +45,8 @@ struct Target {
     disk: PathBuf,
     block: bool,
     size: u64,
+    /// The exclusive hold on the disk, from preflight through the wipe.
+    claim: super::disk::Claimed,
 }
 
 /// A payload to copy: its directory, what it holds and the registry serving it.
@@ -108,8 +109,11 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
         "seed-gates",
         &format!("checking the seed {seed} (labels only)"),
     )?;
+    let mut target = target;
     let plan = seed_gates(o, &target, seed)?;
 
+    // the seed's gates took a while: the disk is checked again, still held
+    super::disk::recheck(&o.config_name, &target.claim)?;
     if o.config.skip_disk_cleanup {
         log.file.enter("disk-cleanup-skipped")?;
     } else {
@@ -119,6 +123,8 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
         )?;
         cleanup_disk(&target.disk, target.block)?;
     }
+    // partitions are made next: mkfs and mount claim them, which the hold would refuse
+    target.claim.release();
     let extra = &plan.extra;
     log.step(
         "partition",
@@ -205,30 +211,13 @@ fn preflight(o: &InstallOpts) -> Result<Target> {
         "skopeo",
     ])?;
     let disk = PathBuf::from(&o.config.installation_disk);
-    let meta = std::fs::metadata(&disk).with_context(|| {
-        format!(
-            "{cfg}: installationDisk {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
-            disk.display()
-        )
-    })?;
-    let ft = meta.file_type();
-    ensure!(
-        ft.is_block_device() || ft.is_file(),
-        "{cfg}: installationDisk {} is neither a block device nor a disk image file",
-        disk.display()
-    );
-    let users = disk_in_use(&disk)?;
-    ensure!(
-        users.is_empty(),
-        "{cfg}: installationDisk {} is in use ({}); imgmode ibi does not write a disk the running system uses",
-        disk.display(),
-        users.join(", ")
-    );
+    let claim = super::disk::claim(cfg, &disk)?;
     let size = disk_size(&disk)?;
     Ok(Target {
+        block: claim.block,
         disk,
-        block: ft.is_block_device(),
         size,
+        claim,
     })
 }
 

@@ -1,0 +1,235 @@
+//! The installation disk: resolved once to a whole disk, refused when anything uses it, and
+//! held (an exclusive open and a BSD lock, as udev and other installers honour) from the check
+//! through the wipe, with the check repeated right before the wipe.
+//!
+//! "In use" is read from the kernel (sysfs and the mount table by device number), not from
+//! paths: the disk or a partition mounted (directly or through device-mapper, md or LVM), in
+//! use as swap, held by another block device (a device-mapper target, an md array, a LVM
+//! physical volume), or the whole disk named through a link or by a partition. A disk image
+//! file is refused while a loop device is attached to it.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The disk an install writes, claimed.
+pub(crate) struct Claimed {
+    /// The disk (a block device node, or a disk image file), as the config named it.
+    pub path: PathBuf,
+    pub block: bool,
+    /// The exclusive open with its lock; dropped after the wipe.
+    lock: Option<File>,
+}
+
+impl Claimed {
+    /// Give up the exclusive hold (before partitions are made: mkfs and mount claim them).
+    pub fn release(&mut self) {
+        self.lock = None;
+    }
+}
+
+/// Resolve, check and claim `disk` (`cfg` names the config in messages).
+pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
+    let meta = std::fs::metadata(disk).with_context(|| {
+        format!(
+            "{cfg}: installationDisk {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
+            disk.display()
+        )
+    })?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        if let Some(loop_dev) = attached_loop(disk)? {
+            bail!(
+                "{cfg}: installationDisk {} is in use ({loop_dev} is attached to it); detach it with losetup -d {loop_dev} first",
+                disk.display()
+            );
+        }
+        return Ok(Claimed {
+            path: disk.to_path_buf(),
+            block: false,
+            lock: None,
+        });
+    }
+    if !ft.is_block_device() {
+        bail!(
+            "{cfg}: installationDisk {} is neither a block device nor a disk image file",
+            disk.display()
+        );
+    }
+    let name = sys_name(&meta)?;
+    let sys = Path::new("/sys/class/block").join(&name);
+    if sys.join("partition").exists() {
+        let parent = std::fs::canonicalize(&sys)
+            .ok()
+            .and_then(|p| {
+                p.parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        bail!(
+            "{cfg}: installationDisk {} is the partition {name}; name the whole disk (/dev/{parent}): the install replaces its partition table",
+            disk.display()
+        );
+    }
+    refuse_if_used(cfg, disk, &name)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc_o_excl())
+        .open(disk)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{cfg}: installationDisk {} is in use (the kernel refuses an exclusive open: {e}); imgmode ibi does not write a disk the running system uses",
+                disk.display()
+            )
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        anyhow::anyhow!(
+            "{cfg}: installationDisk {} is locked by another program (udev or another installer: {e}); wait for it and run again",
+            disk.display()
+        )
+    })?;
+    Ok(Claimed {
+        path: disk.to_path_buf(),
+        block: true,
+        lock: Some(file),
+    })
+}
+
+/// The check again, right before the wipe (minutes may have passed since [`claim`]).
+pub(crate) fn recheck(cfg: &str, c: &Claimed) -> Result<()> {
+    if !c.block {
+        if let Some(loop_dev) = attached_loop(&c.path)? {
+            bail!(
+                "{cfg}: installationDisk {} came into use ({loop_dev} was attached to it); nothing was written",
+                c.path.display()
+            );
+        }
+        return Ok(());
+    }
+    let name = sys_name(&std::fs::metadata(&c.path)?)?;
+    refuse_if_used(cfg, &c.path, &name)
+}
+
+fn refuse_if_used(cfg: &str, disk: &Path, name: &str) -> Result<()> {
+    let users = users(name)?;
+    if !users.is_empty() {
+        bail!(
+            "{cfg}: installationDisk {} is in use ({}); imgmode ibi does not write a disk the running system uses",
+            disk.display(),
+            users.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// O_EXCL: for a block device, the open fails while the kernel holds the device (mounted,
+/// swap, a device-mapper or md member).
+fn libc_o_excl() -> i32 {
+    rustix::fs::OFlags::EXCL.bits() as i32
+}
+
+/// The kernel's name of a block device (`vda`, `loop0`), from its device number.
+fn sys_name(meta: &std::fs::Metadata) -> Result<String> {
+    let rdev = meta.rdev();
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let target = std::fs::canonicalize(&link).with_context(|| {
+        format!(
+            "the kernel has no block device {major}:{minor} ({})",
+            link.display()
+        )
+    })?;
+    Ok(target
+        .file_name()
+        .context("a block device without a name")?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// What uses the disk `name`: mounts, swap and holders of it, its partitions and everything
+/// built on them.
+pub(crate) fn users(name: &str) -> Result<Vec<String>> {
+    let class = Path::new("/sys/class/block");
+    let mut devices = vec![name.to_string()];
+    let disk_dir = class.join(name);
+    for e in
+        std::fs::read_dir(&disk_dir).with_context(|| format!("reading {}", disk_dir.display()))?
+    {
+        let n = e?.file_name().to_string_lossy().into_owned();
+        if n.starts_with(name) && disk_dir.join(&n).join("partition").exists() {
+            devices.push(n);
+        }
+    }
+    let mut out = vec![];
+    // holders, transitively: device-mapper (LVM, dm-crypt, multipath), md
+    let mut all: BTreeSet<String> = devices.iter().cloned().collect();
+    let mut stack = devices.clone();
+    while let Some(d) = stack.pop() {
+        let Ok(holders) = std::fs::read_dir(class.join(&d).join("holders")) else {
+            continue;
+        };
+        for h in holders {
+            let h = h?.file_name().to_string_lossy().into_owned();
+            let what = std::fs::read_to_string(class.join(&h).join("dm/name"))
+                .map(|n| format!("device-mapper {}", n.trim()))
+                .unwrap_or_else(|_| h.clone());
+            if devices.contains(&d) {
+                out.push(format!(
+                    "{d} is held by {what} (LVM, dm-crypt, md or multipath)"
+                ));
+            }
+            if all.insert(h.clone()) {
+                stack.push(h);
+            }
+        }
+    }
+    let numbers: BTreeSet<String> = all
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(class.join(d).join("dev")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    for (dev, target) in imgmode_support::host::mount_devices()? {
+        if numbers.contains(&dev) {
+            out.push(format!("device {dev} is mounted on {target}"));
+        }
+    }
+    for swap in imgmode_support::host::swaps() {
+        let Ok(m) = std::fs::metadata(&swap) else {
+            continue;
+        };
+        let n = format!(
+            "{}:{}",
+            rustix::fs::major(m.rdev()),
+            rustix::fs::minor(m.rdev())
+        );
+        if m.file_type().is_block_device() && numbers.contains(&n) {
+            out.push(format!("{swap} is in use as swap"));
+        }
+    }
+    Ok(out)
+}
+
+/// The loop device attached to the file `path`, if any.
+fn attached_loop(path: &Path) -> Result<Option<String>> {
+    let want = std::fs::canonicalize(path)?;
+    let Ok(entries) = std::fs::read_dir("/sys/class/block") else {
+        return Ok(None);
+    };
+    for e in entries {
+        let e = e?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.starts_with("loop") {
+            continue;
+        }
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if Path::new(b.trim()) == want {
+                return Ok(Some(format!("/dev/{n}")));
+            }
+        }
+    }
+    Ok(None)
+}
