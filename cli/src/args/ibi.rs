@@ -10,6 +10,11 @@ use std::path::PathBuf;
 pub enum IbiCmd {
     /// The configuration ISO (volume cluster-config) from DIR's install-config.yaml and
     /// image-based-config.yaml, plus DIR/auth/kubeconfig and DIR/auth/kubeadmin-password.
+    #[command(
+        after_help = "Secrets: the ISO (signer keys, the pull secret, the kubeadmin password's \
+hash) and DIR/auth/ (the admin kubeconfig and the kubeadmin password) are written for their \
+owner only (0600, auth/ 0700); keep them so, and delete the ISO once the host is installed."
+    )]
     CreateConfigImage {
         #[arg(long)]
         dir: PathBuf,
@@ -20,7 +25,8 @@ pub enum IbiCmd {
     /// Install the seed of an image-based-installation-config.yaml onto its installationDisk.
     #[command(
         after_help = "Every check runs before the disk is touched: the config, the disk (exists, \
-not mounted, big enough), and the seed's gates read from its labels. Then the disk is cleaned \
+a whole disk, nothing mounted, swap or device-mapper/md on it, big enough; held exclusively \
+until it is wiped), and the seed's gates read from its labels. Then the disk is cleaned \
 (unless skipDiskCleanup), partitioned (with the extra partition for container storage), the \
 seed's ostree commit deployed with its kernel arguments and origin, var.tgz, etc.tgz and \
 etc.deletions restored, containers.list precached and GRUB installed. The state file says \
@@ -34,7 +40,9 @@ which step runs, or failed and why."
 to a USB disk (hybrid). The live system carries the config (pull secret, trust bundle), sshKey \
 for root, imageDigestSources as registries.conf mirrors and the proxy, and runs `imgmode ibi \
 install --reboot` from imgmode-ibi-install.service with the progress on the console. With \
---embed-seed the seed is copied into the ISO and installed from there (no registry needed)."
+--embed-seed the seed is copied into the ISO and installed from there (no registry needed). \
+Secrets: the ISO holds the pull secret (and with --payload the registry's TLS key and \
+credentials), so it is written for its owner only (0600)."
     )]
     CreateImage(CreateImageArgs),
 }
