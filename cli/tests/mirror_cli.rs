@@ -389,6 +389,22 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     };
     // a: manifest, config, layer; b: manifest, config (the layer is shared)
     assert_eq!(blob_count(), 5);
+    // a blob the store holds is trusted only after it hashes to its name again: damaged, it
+    // is copied again when a payload that needs it is added
+    let damaged = std::fs::read_dir(store.join("docker/registry/v2/blobs/sha256"))
+        .unwrap()
+        .flat_map(|p| std::fs::read_dir(p.unwrap().path()).unwrap())
+        .map(|b| b.unwrap().path().join("data"))
+        .next()
+        .unwrap();
+    let good = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, b"damaged").unwrap();
+    for p in [&pa, &pb] {
+        let (ok, _, err) = run(&["payload", "add", p.to_str().unwrap(), "--store", s]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(std::fs::read(&damaged).unwrap(), good, "the damaged blob was kept");
+    assert_eq!(blob_count(), 5);
     // payload a's image is in the container storage: in use
     let (a_digest, _) = index_digest(&a);
     std::fs::create_dir_all(storage.join("overlay-images")).unwrap();

@@ -3,8 +3,9 @@
 //! union's record in `imgmode-payload.json` (what [`imgmode_image::mirror::verify`] checks).
 //!
 //! - [`add`]: a payload (a mirror directory, e.g. on a newly attached ISO) is verified, then
-//!   its missing blobs are copied in (each checked against its digest before it is renamed into
-//!   place), its repository links written, and its record last.
+//!   its missing blobs are copied in (each checked against its digest and synced before it is
+//!   renamed into place; a blob already held is hashed again before it is trusted), its
+//!   repository links written, and its record last. `add` and `remove` hold the store's lock.
 //! - [`status`]: the payloads held, and which of their images the host's container storage
 //!   holds (in use).
 //! - [`remove`]: refused while any image of the payload is in use; otherwise the record goes,
@@ -142,8 +143,46 @@ fn write_union(store: &Path) -> Result<Payload> {
     Ok(union)
 }
 
+/// The store's lock, held by `add` and `remove` (one changes the store at a time); waits for a
+/// run that holds it.
+fn lock(store: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(store).with_context(|| format!("creating {}", store.display()))?;
+    let path = store.join(".imgmode-payload.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(f)
+}
+
+/// Copy the blob `d` from the source layout into place under `dest` through a temporary name,
+/// checked against its digest and synced before the rename.
+fn copy_blob(src_v2: &Path, d: &str, dest: &Path, src: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest.parent().expect("a blob has a directory"))?;
+    let tmp = dest.with_file_name("data.imgmode-tmp");
+    std::fs::copy(mirror::blob_path(src_v2, d)?, &tmp)?;
+    let (got, _) = imgmode_support::io::hash_file(&tmp)?;
+    if got != d {
+        let _ = std::fs::remove_file(&tmp);
+        bail!(
+            "blob {d} changed while it was copied from {} (sha256 {got})",
+            src.display()
+        );
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dest)?;
+    imgmode_support::fs::sync_dir(dest.parent().expect("a blob has a directory"))
+}
+
 /// Add the payload at `src` (a mirror directory) to `store`; returns its record.
 pub fn add(store: &Path, src: &Path) -> Result<Payload> {
+    let _lock = lock(store)?;
     let checked = mirror::verify(src).with_context(|| format!("the payload {}", src.display()))?;
     let p = checked.payload;
     let (sv2, dv2) = (src.join(V2), store.join(V2));
@@ -170,21 +209,19 @@ pub fn add(store: &Path, src: &Path) -> Result<Payload> {
     );
     for d in &all {
         let dest = mirror::blob_path(&dv2, d)?;
-        if dest.is_file() {
+        // a blob the store holds already is trusted only once it hashes to its name again
+        // (a damaged one is replaced from the verified source)
+        let present = std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file())
+            && imgmode_support::io::hash_file(&dest).is_ok_and(|(got, _)| &got == d);
+        if present {
             continue;
         }
-        std::fs::create_dir_all(dest.parent().unwrap())?;
-        let tmp = dest.with_file_name("data.imgmode-tmp");
-        std::fs::copy(mirror::blob_path(&sv2, d)?, &tmp)?;
-        let (got, _) = imgmode_support::io::hash_file(&tmp)?;
-        if &got != d {
-            let _ = std::fs::remove_file(&tmp);
-            bail!(
-                "blob {d} changed while it was copied from {} (sha256 {got})",
-                src.display()
-            );
+        // a damaged copy (or a symlink where a blob belongs) goes first
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            std::fs::remove_file(&dest)
+                .with_context(|| format!("removing the damaged blob {}", dest.display()))?;
         }
-        std::fs::rename(&tmp, &dest)?;
+        copy_blob(&sv2, d, &dest, src)?;
     }
     mirror::write_repository_links(&dv2, &p.images)?;
     mirror::write_json(&record_path(store, &p.id)?, &p)?;
@@ -196,6 +233,13 @@ pub fn add(store: &Path, src: &Path) -> Result<Payload> {
 /// of its images.
 pub fn remove(store: &Path, id: &str, storage: &Path) -> Result<Payload> {
     let record = record_path(store, id)?;
+    if !store.is_dir() {
+        bail!(
+            "{} holds no payload {id} (imgmode payload status lists them)",
+            store.display()
+        );
+    }
+    let _lock = lock(store)?;
     let held = status(store, storage)?;
     let Some(h) = held.iter().find(|h| h.payload.id == id) else {
         bail!(
