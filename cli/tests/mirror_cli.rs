@@ -403,7 +403,11 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
         let (ok, _, err) = run(&["payload", "add", p.to_str().unwrap(), "--store", s]);
         assert!(ok, "{err}");
     }
-    assert_eq!(std::fs::read(&damaged).unwrap(), good, "the damaged blob was kept");
+    assert_eq!(
+        std::fs::read(&damaged).unwrap(),
+        good,
+        "the damaged blob was kept"
+    );
     assert_eq!(blob_count(), 5);
     // payload a's image is in the container storage: in use
     let (a_digest, _) = index_digest(&a);

@@ -16,7 +16,7 @@ use crate::cluster::{check_health, etcd_objects, start_and_wait_healthy, systemc
 use crate::image::{self, Output};
 use crate::manifest::SeedClusterInfo;
 use crate::{LABEL_CLUSTER_INFO, LABEL_COMPRESSION, LABEL_FORMAT_VERSION, SEED_FORMAT_VERSION};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use imgmode_recert::config::RecertConfig;
 use imgmode_support::cmd::{require_root, require_tools, Run};
 use imgmode_support::steplog::{OtherRun, StepLog};
@@ -42,6 +42,7 @@ pub const VAR_EXCLUDES: &[&str] = &[
     "var/lib/ovn-ic/etc/ovnkube-node-certs/*",
     "var/lib/imgmode/images",
     "var/lib/imgmode/repo",
+    "var/lib/imgmode/seed-work",
     // the seed host's own secrets and identity, which no site may inherit: root's SSH keys,
     // kubelet's pull secret (post-pivot writes the site's), systemd's credential key and
     // random seed, and a post-pivot state from an earlier install
@@ -70,7 +71,7 @@ pub struct CreateOpts {
     pub output: String,
     /// `/` on the seed system.
     pub sysroot: PathBuf,
-    /// Archives and the step log (`/var/tmp/imgmode-seed`: excluded from `var.tgz`).
+    /// Archives and the step log ([`DEFAULT_WORK_DIR`]: excluded from `var.tgz`).
     pub work_dir: PathBuf,
     /// The seed system's cluster: its services, etcd, kubeconfig and static directories.
     pub cluster: Cluster,
@@ -88,7 +89,7 @@ impl CreateOpts {
         CreateOpts {
             output: output.to_string(),
             sysroot: "/".into(),
-            work_dir: "/var/tmp/imgmode-seed".into(),
+            work_dir: DEFAULT_WORK_DIR.into(),
             cluster: Cluster::default(),
             recert: true,
             restore: true,
@@ -225,12 +226,50 @@ fn recert_config(o: &CreateOpts, force_expire: bool) -> RecertConfig {
     }
 }
 
+/// Where `seed create` keeps its archives and checkpoints by default: under imgmode's state,
+/// root's only (not `/var/tmp`, where anyone may plant a directory or a symlink first).
+pub const DEFAULT_WORK_DIR: &str = "/var/lib/imgmode/seed-work";
+
+/// The work directory, made 0700 when new; an existing one is trusted (its checkpoints and
+/// tarballs resumed) only when it is a real directory of this user that nobody else may use.
+pub fn prepare_work_dir(work: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::symlink_metadata(work) {
+        Ok(m) => {
+            let me = rustix::process::geteuid().as_raw();
+            ensure!(
+                m.is_dir(),
+                "the work directory {} is not a directory (a symlink or a file); remove it or give another --work-dir",
+                work.display()
+            );
+            ensure!(
+                m.uid() == me && m.mode() & 0o077 == 0,
+                "the work directory {} is not this user's alone (owner {}, mode {:o}); its checkpoints cannot be trusted: remove it or give another --work-dir",
+                work.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = work.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(work)
+                .with_context(|| format!("creating the work directory {}", work.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", work.display())),
+    }
+}
+
 /// Run `imgmode seed create`.
 pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
     let (booted, output) = preflight(o)?;
     let work = o.work_dir.clone();
-    std::fs::create_dir_all(&work)
-        .with_context(|| format!("creating the work directory {}", work.display()))?;
+    prepare_work_dir(&work)?;
     let log = open_log(o, &work, steps)?;
     let mut c = Ctx {
         o,
@@ -679,6 +718,29 @@ mod tests {
             parse_config_diff("M    hostname\nA    kubernetes\nA    my file\nD    motd\n\n");
         assert_eq!(c, vec!["hostname", "kubernetes", "my file"]);
         assert_eq!(d, vec!["motd"]);
+    }
+
+    #[test]
+    fn a_work_directory_is_trusted_only_when_it_is_ours_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let td = tempfile::tempdir().unwrap();
+        let fresh = td.path().join("a/work");
+        prepare_work_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        prepare_work_dir(&fresh).unwrap();
+        let open = td.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = prepare_work_dir(&open).unwrap_err().to_string();
+        assert!(e.contains("is not this user's alone"), "{e}");
+        let link = td.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let e = prepare_work_dir(&link).unwrap_err().to_string();
+        assert!(
+            e.contains("is not a directory (a symlink or a file)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -91,8 +91,9 @@ pub struct SeedCreateArgs {
     /// zstd[:1-19].
     #[arg(long, default_value = "gzip:1")]
     pub compression: String,
-    /// Archives and checkpoints.
-    #[arg(long, default_value = "/var/tmp/imgmode-seed")]
+    /// Archives and checkpoints: a directory only root can use (made 0700; an existing one
+    /// that is a symlink, not root's, or open to others is refused).
+    #[arg(long, default_value = imgmode_seed::create::DEFAULT_WORK_DIR)]
     pub work_dir: PathBuf,
     /// Leave the cluster services stopped and the certificates expired.
     #[arg(long)]
