@@ -287,7 +287,7 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
     let yml = std::fs::read_to_string(conf.join("registry.yml"))
         .unwrap()
         .replace(&format!("/{CONF_DIR}"), conf.to_str().unwrap())
-        .replace(&format!(":{PORT}"), &format!("127.0.0.1:{port}"));
+        .replace(&format!("127.0.0.1:{PORT}"), &format!("127.0.0.1:{port}"));
     std::fs::write(conf.join("registry.yml"), yml).unwrap();
     let mut child = Command::new("docker-registry")
         .arg("serve")

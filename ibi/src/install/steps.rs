@@ -460,6 +460,8 @@ fn payload(d: &mut Disk, storage: &Path, deploy_dir: &Path) -> Result<()> {
     // blob by blob, each checked against its digest before it is renamed into place
     crate::payload::store::add(&storage.join(name), dir)
         .context("copying the payload onto the disk")?;
+    // this host's own CA and key: no two installs from one ISO share the registry's TLS key
+    let setup = setup.for_this_host()?;
     crate::payload::registry::write_files(
         deploy_dir,
         &setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false),

@@ -84,6 +84,24 @@ impl RegistrySetup {
         })
     }
 
+    /// The same credentials with a new CA and server certificate: what an installed system
+    /// serves with, so no two hosts installed from one ISO share the registry's TLS key.
+    pub fn for_this_host(&self) -> Result<Self> {
+        let signer = ca("imgmode payload registry CA", 3650)?;
+        let server = server_cert(
+            &signer,
+            "localhost",
+            &["localhost", "127.0.0.1", "::1"],
+            3650,
+        )?;
+        Ok(Self {
+            ca_pem: pem_cert(&signer)?,
+            cert_pem: pem_cert(&server)?,
+            key_pem: pem_key(&server)?,
+            htpasswd: self.htpasswd.clone(),
+        })
+    }
+
     /// Read the setup a live system carries (under `root`/[`CONF_DIR`]).
     pub fn read(root: &Path) -> Result<Self> {
         let d = root.join(CONF_DIR);
@@ -128,9 +146,12 @@ storage:
   redirect:
     disable: true
 http:
-  addr: :{PORT}
+  # loopback only: the node's own pulls
+  addr: 127.0.0.1:{PORT}
   tls:
     certificate: {conf}/tls.crt
+    # the key and the htpasswd come from the unit's credentials (REGISTRY_HTTP_TLS_KEY,
+    # REGISTRY_AUTH_HTPASSWD_PATH), readable by the service's own user only
     key: {conf}/tls.key
 auth:
   htpasswd:
@@ -149,6 +170,26 @@ RequiresMountsFor={payload_dir}
 Type=exec
 ExecStartPre=/bin/sh -c 'if ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; then echo \"port {PORT} is already taken (ss -ltnp sport = :{PORT} shows by what); the payload registry cannot start\" >&2; exit 1; fi'
 {verify}ExecStart=/usr/bin/docker-registry serve {conf}/registry.yml
+# its own user, reading the payload (world-readable, read-only here) and its secrets only:
+# the key and the htpasswd as credentials
+DynamicUser=yes
+LoadCredential=tls.key:{conf}/tls.key
+LoadCredential=htpasswd:{conf}/htpasswd
+Environment=REGISTRY_HTTP_TLS_KEY=%d/tls.key
+Environment=REGISTRY_AUTH_HTPASSWD_PATH=%d/htpasswd
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+SystemCallArchitectures=native
 ExecStartPost=/usr/bin/timeout 60 /bin/sh -c 'until ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; do sleep 0.5; done'
 
 [Install]
@@ -421,9 +462,10 @@ mod tests {
         let yml = get("etc/imgmode/payload/registry.yml");
         assert!(yml.contains("rootdirectory: /run/imgmode/iso/payload"));
         assert!(yml.contains("readonly:\n      enabled: true"));
-        assert!(yml.contains("addr: :22625"));
+        assert!(yml.contains("addr: 127.0.0.1:22625"));
         assert!(yml.contains("path: /etc/imgmode/payload/htpasswd"));
         let unit = get("etc/systemd/system/imgmode-payload-registry.service");
+        assert!(unit.contains("DynamicUser=yes") && unit.contains("LoadCredential=tls.key:"));
         assert!(
             unit.contains("ExecStartPre=/usr/bin/imgmode payload verify /run/imgmode/iso/payload")
         );
@@ -448,5 +490,18 @@ mod tests {
         let v: yaml_serde::Value = yaml_serde::from_str(&with).unwrap();
         let b = v["additionalTrustBundle"].as_str().unwrap();
         assert!(b.starts_with("OLD\n-----BEGIN CERTIFICATE-----"), "{b}");
+    }
+
+    #[test]
+    fn each_installed_host_gets_its_own_tls_key_and_the_same_credentials() {
+        let secret = r#"{"auths":{"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQ="}}}"#;
+        let iso = RegistrySetup::new(secret).unwrap();
+        let host = iso.for_this_host().unwrap();
+        assert_ne!(host.key_pem, iso.key_pem);
+        assert_ne!(host.ca_pem, iso.ca_pem);
+        assert_eq!(host.htpasswd, iso.htpasswd);
+        let ca = openssl::x509::X509::from_pem(host.ca_pem.as_bytes()).unwrap();
+        let cert = openssl::x509::X509::from_pem(host.cert_pem.as_bytes()).unwrap();
+        assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
     }
 }
