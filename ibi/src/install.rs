@@ -384,6 +384,28 @@ mod tests {
     use crate::config::seed_reference;
 
     #[test]
+    fn a_registry_seed_is_pulled_by_the_digest_its_gates_read() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        for (seed, want) in [
+            (
+                "docker://quay.io/org/seed:4.17",
+                format!("docker://quay.io/org/seed@{d}"),
+            ),
+            (
+                "docker://10.0.2.2:5000/imgmode-seed:4.17.0",
+                format!("docker://10.0.2.2:5000/imgmode-seed@{d}"),
+            ),
+            (
+                &format!("docker://quay.io/org/seed@sha256:{}", "cd".repeat(32)),
+                format!("docker://quay.io/org/seed@{d}"),
+            ),
+            ("oci:/run/iso/seed", "oci:/run/iso/seed".to_string()),
+        ] {
+            assert_eq!(steps::pinned(seed, &d), want, "{seed}");
+        }
+    }
+
+    #[test]
     fn seed_image_without_transport_is_a_registry_reference() {
         assert_eq!(
             seed_reference("quay.io/org/seed:4.17"),

@@ -193,6 +193,8 @@ pub fn publish(store: &Store, staged: tempfile::TempDir, out: &Output) -> Result
 #[derive(Debug, Clone, Serialize)]
 pub struct Header {
     pub reference: String,
+    /// The sha256 of the manifest read (what a pull by digest fetches again, exactly).
+    pub manifest_digest: String,
     pub labels: BTreeMap<String, String>,
     pub architecture: String,
     /// (media type, digest, size)
@@ -211,7 +213,11 @@ pub fn read_header(store: &Store, arg: &str, auth: &RegistryAuth) -> Result<Head
         serde_json::from_slice(&out)
             .with_context(|| format!("parsing skopeo inspect {extra} of {arg}"))
     };
-    let manifest = inspect("--raw")?;
+    let raw =
+        skopeo::inspect_raw(&r, auth).with_context(|| format!("reading the seed image {arg}"))?;
+    let manifest_digest = imgmode_image::digest::sha256(&raw);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw)
+        .with_context(|| format!("parsing skopeo inspect --raw of {arg}"))?;
     if manifest.get("manifests").is_some() {
         bail!("{arg} is a manifest list; name the seed image for one architecture (by digest)");
     }
@@ -240,6 +246,7 @@ pub fn read_header(store: &Store, arg: &str, auth: &RegistryAuth) -> Result<Head
         .unwrap_or_default();
     Ok(Header {
         reference: r,
+        manifest_digest,
         labels,
         architecture: config["architecture"]
             .as_str()

@@ -253,6 +253,9 @@ fn seed_gates(o: &InstallOpts, t: &Target, seed: String) -> Result<Plan> {
         Some(dir) => Some(check_payload(o, dir, &layout, &extra)?),
         None => None,
     };
+    // what passed the gates is what is installed: a registry's seed is pulled by the digest
+    // of the manifest just read, never by its tag again
+    let seed = pinned(&seed, &header.manifest_digest);
     Ok(Plan {
         seed,
         auth,
@@ -261,6 +264,23 @@ fn seed_gates(o: &InstallOpts, t: &Target, seed: String) -> Result<Plan> {
         layout,
         payload,
     })
+}
+
+/// A registry reference (`docker://REPO[:TAG][@DIGEST]`) pinned to `digest`; other
+/// transports (a layout on the ISO, a local name) are returned as they are.
+pub(super) fn pinned(seed: &str, digest: &str) -> String {
+    let Some(rest) = seed.strip_prefix("docker://") else {
+        return seed.to_string();
+    };
+    let repo = rest.split('@').next().unwrap_or(rest);
+    let (path, last) = repo.rsplit_once('/').unwrap_or(("", repo));
+    let last = last.split(':').next().unwrap_or(last);
+    let repo = if path.is_empty() {
+        last.to_string()
+    } else {
+        format!("{path}/{last}")
+    };
+    format!("docker://{repo}@{digest}")
 }
 
 /// The payload at `dir`: for this machine's architecture, and room for it on the extra
