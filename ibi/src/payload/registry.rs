@@ -160,52 +160,7 @@ auth:
 ",
             id = payload.id
         );
-        let unit = format!(
-            "# Written by imgmode.
-[Unit]
-Description=imgmode payload registry on port {PORT} ({n} image(s) of payload {id})
-RequiresMountsFor={payload_dir}
-{before}
-[Service]
-Type=exec
-ExecStartPre=/bin/sh -c 'if ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; then echo \"port {PORT} is already taken (ss -ltnp sport = :{PORT} shows by what); the payload registry cannot start\" >&2; exit 1; fi'
-{verify}ExecStart=/usr/bin/docker-registry serve {conf}/registry.yml
-# its own user, reading the payload (world-readable, read-only here) and its secrets only:
-# the key and the htpasswd as credentials
-DynamicUser=yes
-LoadCredential=tls.key:{conf}/tls.key
-LoadCredential=htpasswd:{conf}/htpasswd
-Environment=REGISTRY_HTTP_TLS_KEY=%d/tls.key
-Environment=REGISTRY_AUTH_HTPASSWD_PATH=%d/htpasswd
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-PrivateDevices=yes
-NoNewPrivileges=yes
-CapabilityBoundingSet=
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictNamespaces=yes
-LockPersonality=yes
-SystemCallArchitectures=native
-ExecStartPost=/usr/bin/timeout 60 /bin/sh -c 'until ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; do sleep 0.5; done'
-
-[Install]
-WantedBy=multi-user.target
-",
-            n = payload.images.len(),
-            id = payload.id,
-            before = before
-                .map(|b| format!("Before={b}\n"))
-                .unwrap_or_default(),
-            verify = if verify {
-                format!("# a tampered payload is never served\nExecStartPre=/usr/bin/imgmode payload verify {payload_dir}\n")
-            } else {
-                String::new()
-            },
-        );
+        let unit = unit(payload_dir, payload, before, verify);
         let mut mirrors = String::from(
             "# Written by imgmode: the payload's repositories from the local registry.\n",
         );
@@ -357,6 +312,58 @@ pub fn with_trust(config_text: &str, ca_pem: &str) -> Result<String> {
     };
     m.insert(key, yaml_serde::Value::from(bundle));
     Ok(yaml_serde::to_string(&v)?)
+}
+
+/// The registry's unit: checks the port (and the payload, when asked), then serves it as its
+/// own dynamic user in a read-only sandbox.
+fn unit(payload_dir: &str, payload: &Payload, before: Option<&str>, verify: bool) -> String {
+    let conf = format!("/{CONF_DIR}");
+    format!(
+        "# Written by imgmode.
+[Unit]
+Description=imgmode payload registry on port {PORT} ({n} image(s) of payload {id})
+RequiresMountsFor={payload_dir}
+{before}
+[Service]
+Type=exec
+ExecStartPre=/bin/sh -c 'if ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; then echo \"port {PORT} is already taken (ss -ltnp sport = :{PORT} shows by what); the payload registry cannot start\" >&2; exit 1; fi'
+{verify}ExecStart=/usr/bin/docker-registry serve {conf}/registry.yml
+# its own user, reading the payload (world-readable, read-only here) and its secrets only:
+# the key and the htpasswd as credentials
+DynamicUser=yes
+LoadCredential=tls.key:{conf}/tls.key
+LoadCredential=htpasswd:{conf}/htpasswd
+Environment=REGISTRY_HTTP_TLS_KEY=%d/tls.key
+Environment=REGISTRY_AUTH_HTPASSWD_PATH=%d/htpasswd
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+ExecStartPost=/usr/bin/timeout 60 /bin/sh -c 'until ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; do sleep 0.5; done'
+
+[Install]
+WantedBy=multi-user.target
+",
+        n = payload.images.len(),
+        id = payload.id,
+        before = before
+            .map(|b| format!("Before={b}\n"))
+            .unwrap_or_default(),
+        verify = if verify {
+            format!("# a tampered payload is never served\nExecStartPre=/usr/bin/imgmode payload verify {payload_dir}\n")
+        } else {
+            String::new()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -182,8 +182,9 @@ fn copy_blob(src_v2: &Path, d: &str, dest: &Path, src: &Path) -> Result<()> {
 
 /// Add the payload at `src` (a mirror directory) to `store`; returns its record.
 pub fn add(store: &Path, src: &Path) -> Result<Payload> {
-    let _lock = lock(store)?;
+    // the source first: a payload refused leaves no store behind
     let checked = mirror::verify(src).with_context(|| format!("the payload {}", src.display()))?;
+    let _lock = lock(store)?;
     let p = checked.payload;
     let (sv2, dv2) = (src.join(V2), store.join(V2));
     std::fs::create_dir_all(&dv2).with_context(|| format!("creating {}", store.display()))?;
