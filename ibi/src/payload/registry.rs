@@ -68,25 +68,17 @@ impl RegistrySetup {
     /// pull secret's credentials for [`HOST`].
     pub fn new(pull_secret: &str) -> Result<Self> {
         let (user, password) = credentials(pull_secret)?;
-        let signer = ca("imgmode payload registry CA", 3650)?;
-        let server = server_cert(
-            &signer,
-            "localhost",
-            &["localhost", "127.0.0.1", "::1"],
-            3650,
-        )?;
         let hash = bcrypt::hash(&password, 10)?;
-        Ok(Self {
-            ca_pem: pem_cert(&signer)?,
-            cert_pem: pem_cert(&server)?,
-            key_pem: pem_key(&server)?,
-            htpasswd: format!("{user}:{hash}\n"),
-        })
+        Self::with_new_tls(format!("{user}:{hash}\n"))
     }
 
     /// The same credentials with a new CA and server certificate: what an installed system
     /// serves with, so no two hosts installed from one ISO share the registry's TLS key.
     pub fn for_this_host(&self) -> Result<Self> {
+        Self::with_new_tls(self.htpasswd.clone())
+    }
+
+    fn with_new_tls(htpasswd: String) -> Result<Self> {
         let signer = ca("imgmode payload registry CA", 3650)?;
         let server = server_cert(
             &signer,
@@ -98,7 +90,7 @@ impl RegistrySetup {
             ca_pem: pem_cert(&signer)?,
             cert_pem: pem_cert(&server)?,
             key_pem: pem_key(&server)?,
-            htpasswd: self.htpasswd.clone(),
+            htpasswd,
         })
     }
 
