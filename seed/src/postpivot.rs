@@ -261,16 +261,29 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<Reconfigured> {
     let fin = log.finish(&r);
     r?;
     fin?;
-    for f in SECRET_STATE {
-        imgmode_support::fs::remove_tree(&o.state_dir.join(f))?;
-        let _ = std::fs::remove_file(o.state_dir.join(f));
-    }
-    imgmode_support::fs::sync_dir(&o.state_dir)?;
+    remove_secret_state(&o.state_dir)?;
     imgmode_support::fs::write_atomic(&o.state_dir.join("done"), b"done\n", 0o600)?;
     let _ = Run::new("systemctl").args(["disable", UNIT]).output();
     let rec = std::fs::read(o.state_dir.join(RECONFIGURED))
         .with_context(|| format!("reading {}", o.state_dir.join(RECONFIGURED).display()))?;
     Ok(serde_json::from_slice(&rec)?)
+}
+
+/// Remove [`SECRET_STATE`] from the state directory `dir` (what is already gone is fine) and
+/// make the removal durable.
+fn remove_secret_state(dir: &Path) -> Result<()> {
+    for f in SECRET_STATE {
+        let p = dir.join(f);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => imgmode_support::fs::remove_tree(&p)?,
+            Ok(_) => {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+    imgmode_support::fs::sync_dir(dir)
 }
 
 /// The last step of [`run_steps`].
@@ -436,6 +449,23 @@ mod tests {
                 .contains("names no cluster, base domain or hostname"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_secret_state_goes_and_the_names_stay() {
+        let td = tempfile::tempdir().unwrap();
+        let d = td.path();
+        write_private(&d.join("manifest.json"), "{}").unwrap();
+        write_private(&d.join("extra-manifests.json"), "[]").unwrap();
+        write_private(&d.join("keys/admin.key"), "KEY").unwrap();
+        write_private(&d.join(RECONFIGURED), "{}").unwrap();
+        remove_secret_state(d).unwrap();
+        for f in SECRET_STATE {
+            assert!(!d.join(f).exists(), "{f}");
+        }
+        assert!(d.join(RECONFIGURED).exists());
+        // a second run (stopped before `done`) finds them gone already
+        remove_secret_state(d).unwrap();
     }
 
     #[test]
