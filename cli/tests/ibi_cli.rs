@@ -344,6 +344,17 @@ fn create_config_image_names_bad_input_and_never_half_writes() {
     let kubeconfig = std::fs::read_to_string(d.join("auth/kubeconfig")).unwrap();
     assert!(kubeconfig.contains("server: https://api.edge1.example.net:6443"));
     let password = std::fs::read_to_string(d.join("auth/kubeadmin-password")).unwrap();
+    // every output holds a secret: its owner's only
+    for (f, want) in [
+        ("imagebasedconfig.iso", 0o600),
+        ("auth", 0o700),
+        ("auth/kubeconfig", 0o600),
+        ("auth/kubeadmin-password", 0o600),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{f} is {mode:o}");
+    }
     let iso = std::fs::read(d.join("imagebasedconfig.iso")).unwrap();
     // ISO 9660 primary volume descriptor at 32 KiB: volume identifier at offset 40
     assert_eq!(&iso[0x8001..0x8006], b"CD001");
