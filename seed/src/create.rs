@@ -82,6 +82,10 @@ pub struct CreateOpts {
     pub self_exe: PathBuf,
     /// Written as `recert_image_pull_spec`.
     pub tool_version: String,
+    /// Make a seed of a system post-pivot configured for a site (an installed copy of a seed):
+    /// refused unless asked, since that site's settings would travel with it; its post-pivot
+    /// state is left out either way.
+    pub allow_installed_copy: bool,
 }
 
 impl CreateOpts {
@@ -96,6 +100,7 @@ impl CreateOpts {
             compression: Compression::default(),
             self_exe,
             tool_version: tool_version.to_string(),
+            allow_installed_copy: false,
         }
     }
 }
@@ -331,6 +336,7 @@ fn preflight(o: &CreateOpts) -> Result<(ostree::Deployment, Output)> {
     if !o.sysroot.join("run/ostree-booted").exists() {
         bail!("not an ostree-booted system ({} missing): seed create captures the booted ostree deployment of a seed system", o.sysroot.join("run/ostree-booted").display());
     }
+    refuse_installed_copy(o)?;
     let sysroot = imgmode_os::ostree::load_sysroot(&o.sysroot)?;
     let booted = sysroot
         .booted_deployment()
@@ -343,6 +349,20 @@ fn preflight(o: &CreateOpts) -> Result<(ostree::Deployment, Output)> {
         require_tools(&["skopeo"])?;
     }
     Ok((booted, output))
+}
+
+/// A system that post-pivot configured for a site (its state is under
+/// `/var/lib/imgmode/post-pivot`) is not a seed system: its hostname, network, keys and cluster
+/// name belong to that site.
+fn refuse_installed_copy(o: &CreateOpts) -> Result<()> {
+    let state = o.sysroot.join("var/lib/imgmode/post-pivot");
+    if state.exists() && !o.allow_installed_copy {
+        bail!(
+            "this system is an installed copy of a seed, configured for a site by post-pivot ({} exists): a seed made from it would carry that site's hostname, network, SSH key and cluster name; make seeds on a seed system, or pass --allow-installed-copy to make one anyway (the post-pivot state is left out)",
+            state.display()
+        );
+    }
+    Ok(())
 }
 
 /// The step log of `work`: a new one, or the interrupted run's when it had the same options.
@@ -718,6 +738,19 @@ mod tests {
             parse_config_diff("M    hostname\nA    kubernetes\nA    my file\nD    motd\n\n");
         assert_eq!(c, vec!["hostname", "kubernetes", "my file"]);
         assert_eq!(d, vec!["motd"]);
+    }
+
+    #[test]
+    fn an_installed_copy_is_refused_unless_asked() {
+        let td = tempfile::tempdir().unwrap();
+        let mut o = CreateOpts::new("seed", "/bin/true".into(), "imgmode test");
+        o.sysroot = td.path().to_path_buf();
+        refuse_installed_copy(&o).unwrap();
+        std::fs::create_dir_all(td.path().join("var/lib/imgmode/post-pivot")).unwrap();
+        let e = refuse_installed_copy(&o).unwrap_err().to_string();
+        assert!(e.contains("pass --allow-installed-copy"), "{e}");
+        o.allow_installed_copy = true;
+        refuse_installed_copy(&o).unwrap();
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct SeedCreateArgs {
     /// Skip recert (the certificates are captured as they are).
     #[arg(long)]
     pub skip_recert: bool,
+    /// Make a seed of an installed copy of a seed (a system post-pivot configured for a site);
+    /// refused otherwise, since that site's settings would travel with it.
+    #[arg(long)]
+    pub allow_installed_copy: bool,
 }
 
 impl SeedCreateArgs {
@@ -116,6 +120,7 @@ impl SeedCreateArgs {
         o.work_dir = self.work_dir;
         o.restore = !self.no_restore;
         o.recert = !self.skip_recert;
+        o.allow_installed_copy = self.allow_installed_copy;
         Ok(o)
     }
 }
