@@ -442,9 +442,10 @@ fn seed_reconfiguration(
 fn write_iso(stage: &Path, manifest: &SeedReconfiguration, extra: &[PathBuf]) -> Result<PathBuf> {
     let cc = stage.join("tree/cluster-configuration");
     std::fs::create_dir_all(&cc)?;
-    std::fs::write(
-        cc.join("manifest.json"),
-        serde_json::to_vec_pretty(manifest)?,
+    // signer keys and the pull secret: the owner's only from the start
+    imgmode_support::fs::write_private(
+        &cc.join("manifest.json"),
+        &serde_json::to_string_pretty(manifest)?,
     )?;
     let em = stage.join("tree").join(EXTRA_MANIFESTS);
     std::fs::create_dir_all(&em)?;
