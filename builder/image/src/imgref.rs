@@ -12,6 +12,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource, Transport};
+use std::path::PathBuf;
 
 /// Transports a user may name, for the "unsupported transport" message.
 pub const TRANSPORTS: &[&str] = &[
@@ -112,6 +113,17 @@ fn split_transport(s: &str) -> Option<(&str, &str)> {
     looks_like_transport.then_some((prefix, rest))
 }
 
+/// `PATH[:TAG]` of an `oci:` reference: containers-transports(5) allows no `:` in PATH, so the
+/// last `:` starts the tag (an empty tag is no tag).
+pub fn oci_dir_and_tag(name: &str) -> (PathBuf, Option<&str>) {
+    match name.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') => {
+            (PathBuf::from(dir), Some(tag).filter(|t| !t.is_empty()))
+        }
+        _ => (PathBuf::from(name), None),
+    }
+}
+
 /// A tag as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn tag_name(t: &str) -> std::result::Result<(), String> {
     let ok_first = t
@@ -136,36 +148,31 @@ fn validate_name(imgref: &ImageReference) -> Result<()> {
     if imgref.name.is_empty() {
         bail!("image reference {imgref} names no image");
     }
+    let check_tag = |t: &str| {
+        tag_name(t).map_err(|p| {
+            anyhow!(
+                "image reference {imgref}: the tag {} {p}",
+                imgmode_support::validate::shown(t)
+            )
+        })
+    };
     if matches!(imgref.transport, Transport::OciDir | Transport::OciArchive) {
-        let (path, tag) = match imgref.name.rsplit_once(':') {
-            Some((p, t)) if !t.contains('/') => (p, Some(t)),
-            _ => (imgref.name.as_str(), None),
-        };
-        if path.contains('@') {
+        let (path, tag) = oci_dir_and_tag(&imgref.name);
+        if path.to_string_lossy().contains('@') {
             bail!(
                 "image reference {imgref}: an {}: reference names a tag (PATH:TAG), not a digest; a layout's images are told apart by tag",
                 imgref.transport
             );
         }
-        if let Some(t) = tag.filter(|t| !t.is_empty()) {
-            tag_name(t).map_err(|p| {
-                anyhow!(
-                    "image reference {imgref}: the tag {} {p}",
-                    imgmode_support::validate::shown(t)
-                )
-            })?;
+        if let Some(t) = tag {
+            check_tag(t)?;
         }
     }
     if imgref.transport == Transport::Registry {
         let last = imgref.name.rsplit('/').next().unwrap_or_default();
         let last = last.split('@').next().unwrap_or_default();
         if let Some((_, t)) = last.rsplit_once(':') {
-            tag_name(t).map_err(|p| {
-                anyhow!(
-                    "image reference {imgref}: the tag {} {p}",
-                    imgmode_support::validate::shown(t)
-                )
-            })?;
+            check_tag(t)?;
         }
         if imgref.name.contains(char::is_whitespace) {
             bail!("image reference {imgref} holds a space");

@@ -154,11 +154,7 @@ impl MirrorImage {
         );
         if let Some(t) = &self.tag {
             ensure!(
-                !t.is_empty()
-                    && t.len() <= 128
-                    && t.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                    && !t.starts_with(['.', '-']),
+                crate::imgref::tag_name(t).is_ok(),
                 "{}: tag {t:?} is not valid",
                 self.source
             );

@@ -110,7 +110,7 @@ pub fn open_image_with(
     let r = store.resolve(arg)?;
     if r.imgref.transport == Transport::OciDir {
         // oci:PATH[:TAG] -- exactly the image tagged TAG, or the layout's only image
-        let (dir, tag) = oci_dir_and_tag(&r.imgref.name);
+        let (dir, tag) = crate::imgref::oci_dir_and_tag(&r.imgref.name);
         if !dir.exists() {
             bail!("{arg}: {} not found", dir.display());
         }
@@ -146,23 +146,12 @@ pub fn open_image_with(
 /// the layout's only one), so a copy never takes another; other references pass unchecked.
 pub fn check_oci_ref(r: &ostree_ext::container::ImageReference) -> Result<()> {
     if r.transport == Transport::OciDir {
-        let (dir, tag) = oci_dir_and_tag(&r.name);
+        let (dir, tag) = crate::imgref::oci_dir_and_tag(&r.name);
         if dir.join("index.json").is_file() {
             OciImage::open_tagged(&dir, tag)?;
         }
     }
     Ok(())
-}
-
-/// `PATH[:TAG]` of an `oci:` reference: containers-transports(5) allows no `:` in PATH, so the
-/// last `:` starts the tag (an empty tag is no tag).
-pub fn oci_dir_and_tag(name: &str) -> (PathBuf, Option<&str>) {
-    match name.rsplit_once(':') {
-        Some((dir, tag)) if !tag.contains('/') => {
-            (PathBuf::from(dir), Some(tag).filter(|t| !t.is_empty()))
-        }
-        _ => (PathBuf::from(name), None),
-    }
 }
 
 /// Bytes an image's manifest says a copy of it takes: config and layers (compressed, as

@@ -380,7 +380,7 @@ pub fn check_local_layout(imgref: &OstreeImageReference) -> Result<()> {
     if imgref.imgref.transport != Transport::OciDir {
         return Ok(());
     }
-    let (dir, tag) = imgmode_image::oci::oci_dir_and_tag(&imgref.imgref.name);
+    let (dir, tag) = imgmode_image::imgref::oci_dir_and_tag(&imgref.imgref.name);
     if !dir.join("index.json").is_file() {
         // the importer names a missing layout
         return Ok(());

@@ -66,7 +66,7 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
         dest_ref.imgref.transport,
         Transport::OciDir | Transport::OciArchive | Transport::Dir
     )
-    .then(|| imgmode_image::oci::oci_dir_and_tag(&dest_ref.imgref.name).0)
+    .then(|| imgmode_image::imgref::oci_dir_and_tag(&dest_ref.imgref.name).0)
     .filter(|p| !p.exists());
     let digest = imgmode_layering::build::push(
         &src_ref.imgref,
