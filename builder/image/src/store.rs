@@ -277,6 +277,9 @@ pub struct OciImage {
     pub manifest_digest: String,
     pub manifest: oci_spec::image::ImageManifest,
     pub config: oci_spec::image::ImageConfiguration,
+    /// Whether the config holds `history` (optional in the OCI spec, read as empty when absent;
+    /// ostree-ext's importer requires it).
+    pub has_history: bool,
 }
 
 impl OciImage {
@@ -308,7 +311,7 @@ impl OciImage {
             manifest.schema_version()
         );
         let cd = manifest.config();
-        let config = parse_config(
+        let (config, has_history) = parse_config(
             &verified(cd.digest().as_ref(), Some(cd.size()), "image config")?,
             cd.digest().as_ref(),
         )?;
@@ -323,6 +326,7 @@ impl OciImage {
             manifest_digest: desc.digest.clone(),
             manifest,
             config,
+            has_history,
         })
     }
 
@@ -340,17 +344,21 @@ impl OciImage {
             .unwrap_or_default()
     }
 
+    /// The descriptor of layer `i`.
+    fn layer(&self, i: usize) -> Result<&oci_spec::image::Descriptor> {
+        self.manifest
+            .layers()
+            .get(i)
+            .ok_or_else(|| anyhow!("the image has no layer {i}"))
+    }
+
     /// [`OciImage::open_layer`], and the uncompressed content checked against the config's
     /// `rootfs.diff_ids[i]` as it streams (what `image unpack` and `container lint` read: an
     /// image whose config describes other layers than it has is refused). The seed's layer is
     /// read with `open_layer` alone: its blob digest is pinned by the manifest already, and a
     /// second hash of gigabytes would slow every install.
     pub fn open_layer_with_diff_id(&self, i: usize) -> Result<Box<dyn std::io::Read + Send>> {
-        let l = self
-            .manifest
-            .layers()
-            .get(i)
-            .ok_or_else(|| anyhow!("the image has no layer {i}"))?;
+        let l = self.layer(i)?;
         let diff_id = self
             .config
             .rootfs()
@@ -360,8 +368,7 @@ impl OciImage {
                 anyhow!("the image config's rootfs.diff_ids has no entry for layer {i}")
             })?
             .clone();
-        let mt = l.media_type().to_string();
-        if mt.ends_with(".tar") || mt.ends_with("diff.tar") {
+        if is_uncompressed(&l.media_type().to_string()) {
             // uncompressed: the diff ID is the blob's digest, which open_layer verifies
             ensure!(
                 diff_id == l.digest().as_ref(),
@@ -379,11 +386,7 @@ impl OciImage {
     /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type); its size and
     /// digest are verified as it streams, so reading it to the end fails if it is corrupt.
     pub fn open_layer(&self, i: usize) -> Result<Box<dyn std::io::Read + Send>> {
-        let l = self
-            .manifest
-            .layers()
-            .get(i)
-            .ok_or_else(|| anyhow!("the image has no layer {i}"))?;
+        let l = self.layer(i)?;
         let path = self.blob(l.digest().as_ref())?;
         let f = std::io::BufReader::with_capacity(
             1 << 20,
@@ -399,7 +402,7 @@ impl OciImage {
             Box::new(flate2::bufread::MultiGzDecoder::new(f))
         } else if mt.ends_with("+zstd") {
             Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
-        } else if mt.ends_with(".tar") || mt.ends_with("diff.tar") {
+        } else if is_uncompressed(&mt) {
             Box::new(f)
         } else {
             bail!("layer {} has unsupported media type {mt}", l.digest())
@@ -410,6 +413,11 @@ impl OciImage {
 /// A file of an OCI layout.
 fn read(p: PathBuf) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// A layer media type of a plain tar (OCI `…tar`, Docker `…diff.tar`).
+fn is_uncompressed(media_type: &str) -> bool {
+    media_type.ends_with(".tar") || media_type.ends_with("diff.tar")
 }
 
 /// The layout's `oci-layout` file: present, with an `imageLayoutVersion` of 1.x.
@@ -434,7 +442,8 @@ fn check_layout_file(dir: &Path) -> Result<()> {
 
 /// An image config as the OCI image spec allows it: `history` is optional there (oci-spec's
 /// type requires it, so an absent one reads as empty); `rootfs` is required and refused by name.
-fn parse_config(raw: &[u8], digest: &str) -> Result<oci_spec::image::ImageConfiguration> {
+/// The config, and whether it held `history`.
+fn parse_config(raw: &[u8], digest: &str) -> Result<(oci_spec::image::ImageConfiguration, bool)> {
     let mut v: serde_json::Value = serde_json::from_slice(raw)
         .with_context(|| format!("image config {digest} is not JSON"))?;
     let obj = v
@@ -443,10 +452,13 @@ fn parse_config(raw: &[u8], digest: &str) -> Result<oci_spec::image::ImageConfig
     if !obj.contains_key("rootfs") {
         bail!("image config {digest} has no \"rootfs\", which the OCI image spec requires; rebuild the image with a standard tool (podman, buildah, skopeo)");
     }
-    if obj.get("history").is_none_or(serde_json::Value::is_null) {
+    let has_history = !obj.get("history").is_none_or(serde_json::Value::is_null);
+    if !has_history {
         obj.insert("history".into(), serde_json::Value::Array(Vec::new()));
     }
-    serde_json::from_value(v).with_context(|| format!("parsing image config {digest}"))
+    let config =
+        serde_json::from_value(v).with_context(|| format!("parsing image config {digest}"))?;
+    Ok((config, has_history))
 }
 
 /// The image of an OCI layout that `tag` names (its `org.opencontainers.image.ref.name`), or the
@@ -684,6 +696,7 @@ mod tests {
         layout_of(td.path(), &[("", CONFIG)]);
         let img = OciImage::open(td.path()).unwrap();
         assert!(img.config.history().is_empty());
+        assert!(!img.has_history);
         assert!(img.manifest.layers().is_empty());
 
         let td = tempfile::tempdir().unwrap();

@@ -387,9 +387,7 @@ pub fn check_local_layout(imgref: &OstreeImageReference) -> Result<()> {
     }
     let img = imgmode_image::store::OciImage::open_tagged(&dir, tag)?;
     check_config(imgref, &img.config)?;
-    let raw = std::fs::read(img.blob(img.manifest.config().digest().as_ref())?)?;
-    let v: serde_json::Value = serde_json::from_slice(&raw)?;
-    if v.get("history").is_none_or(serde_json::Value::is_null) {
+    if !img.has_history {
         bail!(
             "image {} has no history in its config: the OCI spec allows that, but the ostree importer imgmode deploys with needs it; rebuild the image with podman or buildah (they record it)",
             imgref.imgref
