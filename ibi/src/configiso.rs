@@ -163,17 +163,12 @@ impl InstallConfig {
         if s(&["apiVersion"]) != "v1" {
             bail!("{what}: apiVersion must be v1 (an install-config.yaml)");
         }
-        if let Some(m) = v.as_mapping() {
-            for k in m.keys() {
-                let k = k.as_str().unwrap_or("?");
-                if !INSTALL_CONFIG_FIELDS.contains(&k) {
-                    bail!(
-                        "{what}: unknown field {} (not a field of install-config.yaml: {})",
-                        v::shown(k),
-                        INSTALL_CONFIG_FIELDS.join(", ")
-                    );
-                }
-            }
+        if let Some(k) = imgmode_support::yaml::unknown_key(&v, INSTALL_CONFIG_FIELDS) {
+            bail!(
+                "{what}: unknown field {} (not a field of install-config.yaml: {})",
+                v::shown(k),
+                INSTALL_CONFIG_FIELDS.join(", ")
+            );
         }
         let c = InstallConfig {
             cluster_name: s(&["metadata", "name"]),

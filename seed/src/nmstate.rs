@@ -110,18 +110,12 @@ pub fn to_networkd(nmstate: &str) -> Result<Vec<NetworkFile>> {
 /// Refuse any key of the mapping `v` that imgmode does not apply, by name (a setting written
 /// and silently ignored is worse than one refused).
 fn known_keys(what: &str, v: &Value, allowed: &[&str]) -> Result<()> {
-    let Some(m) = v.as_mapping() else {
-        return Ok(());
-    };
-    for k in m.keys() {
-        let k = k.as_str().unwrap_or("?");
-        if !allowed.contains(&k) {
-            bail!(
-                "{what}: {} is not supported by imgmode (it applies {}); remove it",
-                v::shown(k),
-                allowed.join(", ")
-            );
-        }
+    if let Some(k) = imgmode_support::yaml::unknown_key(v, allowed) {
+        bail!(
+            "{what}: {} is not supported by imgmode (it applies {}); remove it",
+            v::shown(k),
+            allowed.join(", ")
+        );
     }
     Ok(())
 }

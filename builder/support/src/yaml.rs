@@ -11,6 +11,15 @@ pub fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T
     })
 }
 
+/// The first key of the mapping `v` that is not one of `allowed` (none when `v` is not a
+/// mapping): what a caller refuses by name, in its own words.
+pub fn unknown_key<'a>(v: &'a yaml_serde::Value, allowed: &[&str]) -> Option<&'a str> {
+    v.as_mapping()?
+        .keys()
+        .map(|k| k.as_str().unwrap_or("?"))
+        .find(|k| !allowed.contains(k))
+}
+
 /// The object's `kind` and `apiVersion` are the ones expected.
 pub fn check_type(
     what: &str,
@@ -45,6 +54,10 @@ mod tests {
             .to_string();
         assert!(e.starts_with("x.yaml: line 2, column 1:"), "{e}");
         assert!(e.contains("unknown field `b`"), "{e}");
+        let v: yaml_serde::Value = yaml_serde::from_str("a: 1\nb: 2\n").unwrap();
+        assert_eq!(unknown_key(&v, &["a", "b"]), None);
+        assert_eq!(unknown_key(&v, &["a"]), Some("b"));
+        assert_eq!(unknown_key(&yaml_serde::Value::Null, &[]), None);
         let e = check_type("x.yaml", "Pod", "v1", "Node", "v1").unwrap_err();
         assert_eq!(e.to_string(), "x.yaml: kind is \"Pod\", expected Node");
         let e = check_type("x.yaml", "Node", "v2", "Node", "v1").unwrap_err();
