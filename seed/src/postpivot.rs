@@ -273,15 +273,7 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<Reconfigured> {
 /// make the removal durable.
 fn remove_secret_state(dir: &Path) -> Result<()> {
     for f in SECRET_STATE {
-        let p = dir.join(f);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => imgmode_support::fs::remove_tree(&p)?,
-            Ok(_) => {
-                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
-        }
+        imgmode_support::fs::remove_path(&dir.join(f))?;
     }
     imgmode_support::fs::sync_dir(dir)
 }

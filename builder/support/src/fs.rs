@@ -102,6 +102,17 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
 }
 
+/// Remove `path` whatever it is: a directory tree ([`remove_tree`]), or a file or symlink (not
+/// followed); a path that is not there is fine.
+pub fn remove_path(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(_) => std::fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn clear_flags(dir: &Path) -> Result<()> {
     let blocking = IFlags::IMMUTABLE | IFlags::APPEND;
     let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;

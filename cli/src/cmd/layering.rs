@@ -77,8 +77,7 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
     )
     .inspect_err(|_| {
         if let Some(p) = &made {
-            let _ = imgmode_support::fs::remove_tree(p);
-            let _ = std::fs::remove_file(p);
+            let _ = imgmode_support::fs::remove_path(p);
         }
     })?;
     crate::output::say(&format!("pushed {src} to {dest} as {digest}"));
