@@ -368,7 +368,7 @@ impl OciImage {
                 anyhow!("the image config's rootfs.diff_ids has no entry for layer {i}")
             })?
             .clone();
-        if is_uncompressed(&l.media_type().to_string()) {
+        if is_uncompressed(l.media_type().as_ref()) {
             // uncompressed: the diff ID is the blob's digest, which open_layer verifies
             ensure!(
                 diff_id == l.digest().as_ref(),
