@@ -7,11 +7,12 @@
 //! `DIR/auth/kubeconfig` for the new cluster.
 //!
 //! The kubeconfig works after post-pivot because the API's signers are fixed here: new keys for
-//! the load-balancer, localhost and service-network serving signers and for the admin
-//! kubeconfig signer travel in the manifest, and post-pivot hands them to recert as
-//! `use_key_rules`, so recert re-signs the cluster's certificates with exactly these keys. The
-//! kubeconfig trusts CA certificates made from the serving keys and authenticates with a client
-//! certificate from the admin key.
+//! the load-balancer, localhost and service-network serving signers travel in the manifest, and
+//! post-pivot hands them to recert as `use_key_rules`, so recert re-signs the API's serving
+//! certificates with exactly these keys. The admin kubeconfig signer travels as its certificate
+//! only (recert's `use_cert_rules` puts it in the API's client CA bundle): the client
+//! certificate is made here and the signer's key is dropped when this command ends, so no key
+//! that can mint `system:masters` certificates leaves this machine.
 
 use crate::pki::{ca, leaf, pem_cert, pem_key, Signer};
 use anyhow::{bail, ensure, Context, Result};
@@ -411,8 +412,8 @@ fn seed_reconfiguration(
                     service_network_signer_private_key: pem_key(&s.service)?,
                 },
                 client_auth_crypto: ClientAuthCrypto {
+                    // the certificate only: the key stays here (see `reconfig`)
                     admin_ca_certificate: pem_cert(&s.admin)?,
-                    admin_signer_private_key: pem_key(&s.admin)?,
                 },
             },
             ingress_crypto: IngressCrypto::default(),

@@ -52,6 +52,35 @@ fn kubeconfig_field(text: &str, name: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(v).unwrap()
 }
 
+/// No private key anywhere in the manifest verifies as the issuer of the admin client
+/// certificate (the admin kubeconfig signer's key stays where the ISO was made).
+fn assert_no_admin_signer_key(m: &SeedReconfiguration, kubeconfig: &str) {
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let client = X509::from_pem(&kubeconfig_field(kubeconfig, "client-certificate-data")).unwrap();
+    let v = serde_json::to_value(m).unwrap();
+    let mut all = vec![];
+    strings(&v, &mut all);
+    let keys: Vec<_> = all
+        .into_iter()
+        .filter(|s| s.contains("PRIVATE KEY"))
+        .map(|s| openssl::pkey::PKey::private_key_from_pem(s.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3, "the three serving signers' keys, and no other");
+    for k in &keys {
+        assert!(
+            !client.verify(k).unwrap(),
+            "the configuration holds the admin client certificate's signing key"
+        );
+    }
+}
+
 #[test]
 fn recert_with_the_configuration_keeps_auth_kubeconfig_working() {
     imgmode_testkit::require!(imgmode_testkit::Need::Tool("xorriso"));
@@ -63,7 +92,7 @@ fn recert_with_the_configuration_keeps_auth_kubeconfig_working() {
     };
     testpki::generate(&spec, &root).unwrap();
     let serving = root.join("etc/kubernetes/static-pod-resources/kube-apiserver-certs/secrets/external-loadbalancer-serving-certkey/tls.crt");
-    let admin_ca = root.join("etc/kubernetes/static-pod-resources/signers/admin-signer/tls.crt");
+    let admin_ca = root.join(testpki::CLIENT_CA);
     let lb_ca = root.join("etc/kubernetes/static-pod-resources/signers/lb-signer/tls.crt");
     for p in [&serving, &admin_ca, &lb_ca] {
         assert!(p.is_file(), "testpki wrote no {}", p.display());
@@ -111,6 +140,7 @@ fn recert_with_the_configuration_keeps_auth_kubeconfig_working() {
         &m.kubeadmin_password_hash
     )
     .unwrap());
+    assert_no_admin_signer_key(&m, &std::fs::read_to_string(&made.kubeconfig).unwrap());
     // a second run refuses to replace the first one's auth
     let e = configiso::create(&conf).unwrap_err().to_string();
     assert!(e.contains("exists; move it away"), "{e}");
@@ -137,6 +167,6 @@ fn recert_with_the_configuration_keeps_auth_kubeconfig_working() {
         .expect("auth/kubeconfig trusts the renamed API serving certificate");
     verifies(&ca, &served, Some("api.seed.example.com")).expect_err("the old name is gone");
     verifies(&std::fs::read(&admin_ca).unwrap(), &client, None)
-        .expect("the API's admin CA accepts auth/kubeconfig's client certificate");
+        .expect("the API's client CA bundle accepts auth/kubeconfig's client certificate");
     verifies(&seed_lb_ca, &served, None).expect_err("the seed's CA must not verify the copy");
 }

@@ -197,9 +197,16 @@ fn recert_regenerates_renames_and_rewrites_files_and_etcd() {
         "every generated certificate is found"
     );
 
+    // The cluster holds the admin kubeconfig CA's certificate but not its key (as in
+    // OpenShift): like post-pivot, give recert a new one to put in its place.
+    let other = testpki::generate(&PkiSpec::default(), &td.path().join("other")).unwrap();
+    let new_admin_ca = td.path().join("admin-ca.crt");
+    std::fs::write(&new_admin_ca, other.cert("admin-signer").cert_pem()).unwrap();
+
     // A dry run writes nothing but the summary.
     let dry_summary = td.path().join("dry.yaml");
     let mut cfg = config(&root, Some(&etcd), &dry_summary);
+    cfg.use_cert_rules = vec![new_admin_ca.clone()];
     cfg.dry_run = true;
     cfg.cluster_rename = Some("new:example.org:new-9qz".into());
     let s = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap();
@@ -213,6 +220,7 @@ fn recert_regenerates_renames_and_rewrites_files_and_etcd() {
     let summary = td.path().join("summary.yaml");
     let clean = td.path().join("summary-clean.yaml");
     let mut cfg = config(&root, Some(&etcd), &summary);
+    cfg.use_cert_rules = vec![new_admin_ca.clone()];
     cfg.summary_file_clean = Some(clean.clone());
     cfg.cluster_rename = Some("new:example.org:new-9qz".into());
     cfg.hostname = Some("new-node".into());
@@ -570,12 +578,22 @@ fn force_expire_and_use_rules_keep_what_they_say() {
     let now = std::time::SystemTime::now();
     let lb_spki = lb.key.spki_der();
     let ingress_der = &ingress.der;
+    let admin_ca = &pki.cert("admin-signer").der;
     for c in &new.certs {
-        if &c.cert.der == ingress_der {
+        if &c.cert.der == ingress_der || &c.cert.der == admin_ca {
             continue;
         }
         assert!(c.cert.not_after() < now, "{} not expired", c.cert.subject());
     }
+    // The admin kubeconfig CA, whose key the cluster does not hold, is kept, and said so.
+    assert!(new.certs.iter().any(|c| &c.cert.der == admin_ca));
+    assert!(
+        s.warnings.iter().any(|w| w.contains("kept certificate")
+            && w.contains("admin-kubeconfig-signer")
+            && w.contains("private key was not found")),
+        "{:?}",
+        s.warnings
+    );
     // The lb signer kept the given key, was re-signed (new signature), and still signs its leaf.
     let new_lb = new
         .certs

@@ -6,7 +6,8 @@
 //! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: SSH key for root, the
 //! pull secret (`/var/lib/kubelet/config.json`), the hostname, NTP sources; stops the cluster
 //! services, starts etcd, runs recert (cluster rename `name:domain:infraID`, hostname, node IP,
-//! the configuration's signer keys as `use_key_rules`, lifetimes extended), applies the extra
+//! the configuration's signer keys as `use_key_rules` and its admin CA certificate as
+//! `use_cert_rules`, lifetimes extended), applies the extra
 //! manifests into etcd, starts the services, waits for the API's `/readyz`, and disables
 //! itself. Each finished step is recorded in the state directory's step log (`steps.json`), so a
 //! restart resumes and recert never runs twice; `done` makes the unit's condition false for
@@ -204,8 +205,9 @@ fn fetch_config(o: &PostPivotOpts) -> Result<()> {
 
 /// recert's configuration for a SeedReconfiguration (without the etcd endpoint and the
 /// directories to scan): the cluster rename with the infra ID, hostname and node IP, and the
-/// configuration's signer keys, written into `keys` (private), as `use_key_rules`. Lifetimes
-/// are extended: the seed's certificates were force-expired.
+/// configuration's signer keys as `use_key_rules` and admin CA certificate as `use_cert_rules`,
+/// written into `keys` (private). Lifetimes are extended: the seed's certificates were
+/// force-expired.
 pub fn recert_config(m: &SeedReconfiguration, keys: &Path, ip: &str) -> Result<RecertConfig> {
     std::fs::create_dir_all(keys)?;
     std::fs::set_permissions(keys, std::fs::Permissions::from_mode(0o700))?;
@@ -215,6 +217,12 @@ pub fn recert_config(m: &SeedReconfiguration, keys: &Path, ip: &str) -> Result<R
         write_private(&p, pem)?;
         use_key_rules.push(format!("{cn} {}", p.display()));
     }
+    let mut use_cert_rules = vec![];
+    for (cn, pem) in m.kept_certs() {
+        let p = keys.join(format!("{cn}.crt"));
+        write_private(&p, pem)?;
+        use_cert_rules.push(p);
+    }
     let rename = if m.infra_id.is_empty() {
         format!("{}:{}", m.cluster_name, m.base_domain)
     } else {
@@ -222,6 +230,7 @@ pub fn recert_config(m: &SeedReconfiguration, keys: &Path, ip: &str) -> Result<R
     };
     Ok(RecertConfig {
         use_key_rules,
+        use_cert_rules,
         cluster_rename: Some(rename),
         hostname: Some(m.hostname.clone()),
         ip: Some(ip.to_string()),

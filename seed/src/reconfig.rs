@@ -3,8 +3,11 @@
 //! labelled `cluster-config`, plus `extra-manifests/`). `imgmode-ibi` writes it; post-pivot
 //! ([`crate::postpivot`]) reads and applies it.
 //!
-//! imgmode adds one field to lifecycle-agent's: `admin_signer_private_key`, so recert re-signs
-//! the cluster's own admin client certificates under the new admin CA.
+//! As in lifecycle-agent, the admin kubeconfig signer travels as its certificate only
+//! (`admin_ca_certificate`, recert's `use_cert_rules`): its key stays on the machine that made
+//! the configuration, so no key that can mint `system:masters` client certificates reaches a
+//! site. The cluster's own `system:admin` clients are signed by the node's admin signer, which
+//! recert regenerates like any other key it finds.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,8 +41,7 @@ impl Proxy {
     }
 }
 
-/// lifecycle-agent's SeedReconfiguration (`cluster-configuration/manifest.json`), plus
-/// imgmode's `admin_signer_private_key` (see the module docs).
+/// lifecycle-agent's SeedReconfiguration (`cluster-configuration/manifest.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SeedReconfiguration {
     pub api_version: u32,
@@ -100,11 +102,8 @@ pub struct ServingCrypto {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClientAuthCrypto {
+    /// The new admin kubeconfig CA's certificate (PEM); recert puts it in place of the seed's.
     pub admin_ca_certificate: String,
-    /// imgmode: the admin signer's key, so recert re-signs the cluster's own admin client
-    /// certificates under the new CA.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub admin_signer_private_key: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -132,13 +131,22 @@ impl SeedReconfiguration {
                 SERVICE_NETWORK_SIGNER_CN,
                 s.serving_crypto.service_network_signer_private_key.as_str(),
             ),
-            (
-                ADMIN_SIGNER_CN,
-                s.client_auth_crypto.admin_signer_private_key.as_str(),
-            ),
         ]
         .into_iter()
         .filter(|(_, k)| !k.trim().is_empty())
         .collect()
+    }
+
+    /// The `(CN, PEM certificate)` pairs post-pivot gives recert as `use_cert_rules`: the
+    /// admin kubeconfig CA, when the configuration names one.
+    pub fn kept_certs(&self) -> Vec<(&'static str, &str)> {
+        let c = &self
+            .kubeconfig_crypto_retention
+            .kube_api_crypto
+            .client_auth_crypto;
+        [(ADMIN_SIGNER_CN, c.admin_ca_certificate.as_str())]
+            .into_iter()
+            .filter(|(_, c)| !c.trim().is_empty())
+            .collect()
     }
 }

@@ -7,7 +7,8 @@
 //!   `/var/lib/kubelet`, secrets and configmaps in etcd), and the cluster-scoped objects seed
 //!   creation reads (ClusterVersion, Network, Proxy, install-config).
 //! - [`serve`]: the "API server": HTTPS with the API serving certificate, requires a client
-//!   certificate issued by the admin kubeconfig signer, answers `/readyz` and `/healthz` by
+//!   certificate issued by a CA of the client CA bundle (the admin kubeconfig signer, whose key
+//!   the cluster does not hold, or the node's `system:admin` signer), answers `/readyz` and `/healthz` by
 //!   reading etcd, `/version` with the ClusterVersion.
 //! - [`probe`]: the client side, with a kubeconfig's CA and client certificate (what
 //!   `imgmode seed create` uses to decide the cluster is healthy).
@@ -187,7 +188,7 @@ pub fn serving_paths(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (
         s.join("tls.crt"),
         s.join("tls.key"),
-        sp.join("signers/admin-signer/tls.crt"),
+        root.join(testpki::CLIENT_CA),
     )
 }
 
@@ -338,7 +339,7 @@ mod tests {
             .starts_with("https://api-int.seed.example.com:"));
         let (code, body) = probe(&creds, "/readyz", Some("127.0.0.1")).unwrap();
         assert_eq!((code, body.as_str()), (200, "/readyz"));
-        // a certificate the admin signer did not issue (the API's own serving pair) is refused
+        // a certificate no client CA issued (the API's own serving pair) is refused
         let other = KubeCreds {
             cert_pem: std::fs::read(&crt).unwrap(),
             key_pem: std::fs::read(&key).unwrap(),

@@ -54,7 +54,11 @@ pub(super) struct Signers {
     pub(super) lb: Issued,
     pub(super) localhost: Issued,
     pub(super) ingress: Issued,
+    /// The admin kubeconfig signer: its key stays with whoever made the cluster (the
+    /// installer; the configuration ISO's maker), the cluster keeps its certificate only.
     pub(super) admin: Issued,
+    /// Signs the node's own `system:admin` client (node-kubeconfigs, `/etc/kubernetes/kubeconfig`).
+    pub(super) node_admin: Issued,
     pub(super) kubelet: Issued,
     pub(super) csr: Issued,
     pub(super) etcd: Issued,
@@ -93,6 +97,14 @@ impl Signers {
             ),
             None,
         )?;
+        let node_admin = issue(
+            ca(
+                "node-system-admin-signer",
+                "CN=openshift-kube-apiserver-operator_node-system-admin-signer@1700000000",
+                RSA,
+            ),
+            None,
+        )?;
         let kubelet = issue(
             ca("kubelet-signer", "CN=kubelet-signer,OU=openshift", RSA),
             None,
@@ -114,6 +126,7 @@ impl Signers {
             localhost,
             ingress,
             admin,
+            node_admin,
             kubelet,
             csr,
             etcd,
@@ -146,7 +159,7 @@ impl Leaves {
                 sans: vec![],
                 days: 3650,
             },
-            Some(&s.admin),
+            Some(&s.node_admin),
         )?;
         let (node_client, node_serving) = Self::kubelet(spec, n, s)?;
         let etcd_serving = issue(

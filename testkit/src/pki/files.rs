@@ -36,6 +36,7 @@ pub(super) fn write_roots_bundle(r: &Path, s: &Signers) -> Result<()> {
         &s.localhost,
         &s.ingress,
         &s.admin,
+        &s.node_admin,
         &s.kubelet,
         &s.etcd,
     ]
@@ -102,12 +103,25 @@ pub(super) fn write_etcd(r: &Path, spec: &PkiSpec, s: &Signers, l: &Leaves) -> R
     )
 }
 
-/// Signer keys live next to their certificates, as the operators keep them.
+/// Where kube-apiserver reads the CAs of the client certificates it accepts (relative to the
+/// root): the admin kubeconfig signer's and the node's `system:admin` signer's.
+pub const CLIENT_CA: &str =
+    "etc/kubernetes/static-pod-resources/kube-apiserver-certs/configmaps/client-ca/ca-bundle.crt";
+
+/// Signer keys live next to their certificates, as the operators keep them. The admin
+/// kubeconfig signer is the exception, as in OpenShift: the cluster holds its certificate (in
+/// the client CA bundle) and never its key.
 pub(super) fn write_signers(r: &Path, s: &Signers) -> Result<()> {
+    write(
+        r,
+        CLIENT_CA,
+        &(s.admin.cert_pem() + &s.node_admin.cert_pem()),
+        0o644,
+    )?;
     for c in [
         &s.lb,
         &s.localhost,
-        &s.admin,
+        &s.node_admin,
         &s.kubelet,
         &s.csr,
         &s.ingress,

@@ -22,6 +22,7 @@ use imgmode_recert::keys::{self, KeyKind, PrivateKey};
 use imgmode_recert::text::{pem_encode, B64URL};
 use issue::{issue, Req};
 
+pub use files::CLIENT_CA;
 pub use issue::San;
 
 /// What to generate.
@@ -151,6 +152,7 @@ pub fn generate(spec: &PkiSpec, root: &Path) -> Result<Pki> {
         signers.localhost,
         signers.ingress,
         signers.admin,
+        signers.node_admin,
         signers.kubelet,
         signers.csr,
         signers.etcd,

@@ -69,6 +69,14 @@ pub(super) fn tls_secrets(
             &[("tls.crt", &s.lb.cert_pem()), ("tls.key", &s.lb.key_pem())],
         ),
         secret(
+            "openshift-kube-apiserver-operator",
+            "node-system-admin-signer",
+            &[
+                ("tls.crt", &s.node_admin.cert_pem()),
+                ("tls.key", &s.node_admin.key_pem()),
+            ],
+        ),
+        secret(
             "openshift-kube-apiserver",
             "node-kubeconfigs",
             &[("lb-int.kubeconfig", &admin_kubeconfig(n, s, l))],
@@ -108,6 +116,11 @@ pub(super) fn cluster_objects(
                 "ca-bundle.crt",
                 &(s.lb.cert_pem() + &s.localhost.cert_pem()),
             )],
+        ),
+        configmap(
+            "openshift-config",
+            "admin-kubeconfig-client-ca",
+            &[("ca-bundle.crt", &s.admin.cert_pem())],
         ),
         configmap(
             "openshift-config-managed",
