@@ -227,7 +227,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             .join(", ")
     );
     Ok(format!(
-        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1), auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {}",
+        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {}",
         isos[0].iso_mib,
         isos[0].seconds,
         r1.live_root,
@@ -312,6 +312,7 @@ fn make_isos(
             .arg(&conf),
         "imgmode ibi create-config-image",
     )?;
+    no_admin_signer_key(h, &conf)?;
 
     eprintln!(
         "==> {}: the installation ISO (imgmode ibi create-image{})",
@@ -353,6 +354,84 @@ fn make_isos(
         iso_mib,
         seconds,
     })
+}
+
+/// The configuration ISO carries no key that can sign admin client certificates: the
+/// manifest's admin CA issued `auth/kubeconfig`'s client certificate (OpenSSL verifies it),
+/// and none of the manifest's private keys has that CA's public key.
+fn no_admin_signer_key(h: &Host, conf: &Path) -> Result<()> {
+    use base64::Engine;
+    let chk = conf.join("check");
+    std::fs::create_dir_all(&chk)?;
+    let manifest = chk.join("manifest.json");
+    run(
+        Command::new("xorriso")
+            .args(["-osirrox", "on", "-indev"])
+            .arg(conf.join("imagebasedconfig.iso"))
+            .args(["-extract", "/cluster-configuration/manifest.json"])
+            .arg(&manifest),
+        "xorriso (the configuration ISO's manifest)",
+    )?;
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
+    let admin_ca = m["kubeconfig_crypto_retention"]["kube_api_crypto"]["client_auth_crypto"]
+        ["admin_ca_certificate"]
+        .as_str()
+        .context("the manifest has no admin_ca_certificate")?;
+    std::fs::write(chk.join("admin-ca.pem"), admin_ca)?;
+    let kc = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
+    let client = kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+        .context("auth/kubeconfig has no client certificate")?;
+    std::fs::write(
+        chk.join("client.pem"),
+        base64::engine::general_purpose::STANDARD.decode(client)?,
+    )?;
+    run(
+        Command::new("openssl")
+            .args(["verify", "-partial_chain", "-CAfile"])
+            .arg(chk.join("admin-ca.pem"))
+            .arg(chk.join("client.pem")),
+        "openssl verify (auth/kubeconfig's client certificate under the manifest's admin CA)",
+    )?;
+    let ca_key = run(
+        Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(chk.join("admin-ca.pem")),
+        "openssl x509 -pubkey",
+    )?;
+    fn keys<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) if s.contains("PRIVATE KEY") => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = vec![];
+    keys(&m, &mut found);
+    ensure!(
+        !found.is_empty(),
+        "{}: the manifest holds no signer key",
+        h.name
+    );
+    for (i, k) in found.iter().enumerate() {
+        let p = chk.join(format!("key-{i}.pem"));
+        std::fs::write(&p, k)?;
+        let public = run(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&p),
+            "openssl pkey -pubout",
+        )?;
+        ensure!(
+            public != ca_key,
+            "{}: the configuration ISO holds the admin kubeconfig signer's private key",
+            h.name
+        );
+    }
+    std::fs::remove_dir_all(&chk)?;
+    Ok(())
 }
 
 /// Boot `h`'s VM: a blank disk first in the boot order, the installation ISO second, the
