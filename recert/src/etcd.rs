@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp,
+};
 
 use crate::text::{b64_decode, b64_encode};
 
@@ -127,6 +129,35 @@ impl Etcd {
             });
         }
         Ok(out)
+    }
+
+    /// Drop every earlier revision of every key (a physical compaction at the current
+    /// revision) and give the space back (defragment), so values that were replaced are gone
+    /// from the database file too, not only from the current view.
+    pub async fn forget_history(&mut self) -> Result<()> {
+        let status = self
+            .client
+            .status()
+            .await
+            .with_context(|| format!("reading etcd's revision at {}", self.endpoint))?;
+        let revision = status
+            .header()
+            .map(|h| h.revision())
+            .context("etcd answered its status without a revision")?;
+        self.client
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+            .with_context(|| {
+                format!(
+                    "compacting etcd at {} to revision {revision}",
+                    self.endpoint
+                )
+            })?;
+        self.client
+            .defragment()
+            .await
+            .with_context(|| format!("defragmenting etcd at {}", self.endpoint))?;
+        Ok(())
     }
 
     /// Write one object if nobody changed it since it was read.

@@ -2,35 +2,14 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use imgmode_recert::cert::Cert;
 use imgmode_recert::config::RecertConfig;
 use imgmode_recert::registry::Registry;
 use imgmode_recert::text;
 use imgmode_testkit::pki::{self as testpki, Pki, PkiSpec};
-
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use imgmode_testkit::TestEtcd as Etcd;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -40,53 +19,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir().unwrap();
-    let (c, p) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{c}");
-    let peer = format!("http://127.0.0.1:{p}");
-    let child = Command::new("etcd")
-        .args(["--name", "t", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &endpoint,
-            "--advertise-client-urls",
-            &endpoint,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("t={peer}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
-        .spawn()
-        .expect("etcd (Debian package etcd-server) must be installed: cargo xtask deps");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = rt().block_on(async {
-            match etcd_client::Client::connect([endpoint.as_str()], None).await {
-                Ok(mut c) => c.status().await.is_ok(),
-                Err(_) => false,
-            }
-        });
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "etcd did not start; see {}",
-            dir.path().join("etcd.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Etcd {
-        child,
-        endpoint,
-        _dir: dir,
-    }
+    Etcd::start()
 }
 
 fn load(etcd: &Etcd, pki: &Pki) {
@@ -472,7 +405,7 @@ fn bad_input_is_named_and_leaves_the_tree_alone() {
 
     // etcd unreachable: fails before touching the filesystem.
     let mut cfg = config(&root, None, &td.path().join("s.yaml"));
-    cfg.etcd_endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
+    cfg.etcd_endpoint = Some(format!("http://127.0.0.1:{}", imgmode_testkit::free_port()));
     let err = format!(
         "{:#}",
         imgmode_recert::run(&cfg.check().unwrap()).unwrap_err()

@@ -7,9 +7,10 @@
 //! preflight (root, ostree-booted, nothing staged, output writable, free space) -> health
 //! (services active, etcd answers, the API's `/readyz` with the admin kubeconfig) -> seed
 //! cluster info -> containers.list -> stop the cluster services -> recert `force_expire`
-//! -> stop etcd -> `var`, `etc` (+ `etc.deletions`), `ostree` tarballs -> `rpm-ostree.json`,
+//! -> the pull secret in etcd replaced by a placeholder (saved in the work directory) -> stop
+//! etcd -> `var`, `etc` (+ `etc.deletions`), `ostree` tarballs -> `rpm-ostree.json`,
 //! `mco-currentconfig.json`, the booted `.origin`, this binary -> the one-layer image ->
-//! restore (etcd, recert `extend_expiration`, services, health again).
+//! restore (etcd, the pull secret, recert `extend_expiration`, services, health again).
 
 use crate::archive::{tar_create, Compression, Written};
 use crate::cluster::{check_health, etcd_objects, start_and_wait_healthy, systemctl, Cluster};
@@ -128,6 +129,9 @@ struct RunId {
 /// The step log in the work directory: [`imgmode_support::steplog::StepState`] as JSON, its
 /// run the options that must match for a resume (`{"output":…,"compression":…}`).
 pub const STEP_LOG: &str = "steps.json";
+/// The seed system's own pull secret while the seed is captured (in the work directory, 0600),
+/// put back into etcd by the restore.
+const SAVED_PULL_SECRET: &str = "pull-secret.json";
 
 struct Ctx<'a> {
     o: &'a CreateOpts,
@@ -455,6 +459,20 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
     log.once("recert", "recert: force-expiring every certificate", |_| {
         recert_force_expire(o, work)
     })?;
+    log.once(
+        "pull-secret",
+        "replacing the cluster's pull secret in etcd with a placeholder",
+        |_| {
+            if let Some(e) = &o.cluster.etcd_service {
+                systemctl("start", e)?;
+            }
+            crate::pullsecret::replace_with_placeholder(
+                &o.cluster.etcd_endpoint,
+                &work.join(SAVED_PULL_SECRET),
+            )?;
+            Ok(())
+        },
+    )?;
     log.once("stop-etcd", "stopping etcd", |_| {
         if let Some(e) = &o.cluster.etcd_service {
             systemctl("stop", e)?;
@@ -717,6 +735,10 @@ pub fn restore(o: &CreateOpts) -> Result<()> {
     if let Some(e) = &o.cluster.etcd_service {
         systemctl("start", e)?;
     }
+    crate::pullsecret::put_back(
+        &o.cluster.etcd_endpoint,
+        &o.work_dir.join(SAVED_PULL_SECRET),
+    )?;
     if o.recert {
         let cfg = recert_config(o, false);
         imgmode_recert::run(&cfg.check()?).context("recert extend_expiration")?;

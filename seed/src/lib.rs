@@ -13,7 +13,8 @@
 //!   label).
 //! - [`archive`]: the seed's tarballs (GNU tar through gzip or zstd), written and unpacked.
 //! - [`cluster`]: the cluster a seed system runs (services, etcd, kubeconfig, static
-//!   directories) and its health checks.
+//!   directories) and its health checks; [`pullsecret`]: the cluster's pull secret in etcd,
+//!   a placeholder in seeds.
 //! - [`reconfig`]: the SeedReconfiguration contract the configuration ISO carries;
 //!   [`postpivot`] applies it on an installed copy's first boot ([`nmstate`] turns its
 //!   `networkConfig` into systemd-networkd files).
@@ -28,6 +29,7 @@ pub mod image;
 pub mod manifest;
 pub mod nmstate;
 pub mod postpivot;
+pub mod pullsecret;
 pub mod reconfig;
 
 /// The seed format this imgmode writes and reads (lifecycle-agent's current one).

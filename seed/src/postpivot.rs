@@ -4,7 +4,7 @@
 //!
 //! Waits for the configuration ISO (volume label `cluster-config`), reads
 //! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: SSH key for root, the
-//! pull secret (`/var/lib/kubelet/config.json`), the hostname, NTP sources; stops the cluster
+//! pull secret (`/var/lib/kubelet/config.json`; in etcd with the extra manifests), the hostname, NTP sources; stops the cluster
 //! services, starts etcd, runs recert (cluster rename `name:domain:infraID`, hostname, node IP,
 //! the configuration's signer keys as `use_key_rules` and its admin CA certificate as
 //! `use_cert_rules`, lifetimes extended), applies the extra
@@ -402,14 +402,26 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
     Ok(())
 }
 
-/// The kubeadmin secret (when the configuration has a password) and the extra manifests,
-/// put into etcd over what is there.
+/// The site's pull secret (over the seed's placeholder, its metadata kept), the kubeadmin
+/// secret (when the configuration has a password) and the extra manifests, put into etcd over
+/// what is there.
 fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
     let existing = etcd_objects(&c.etcd_endpoint)?;
     let mut objects = extra.to_vec();
     if !m.kubeadmin_password_hash.is_empty() {
         objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
     }
+    let site = crate::pullsecret::object(&m.pull_secret);
+    let pull_secret = match existing.iter().find(|o| o.key == crate::pullsecret::KEY) {
+        Some(o) => {
+            let mut v = o.value.clone();
+            v["type"] = site["type"].clone();
+            v["data"] = site["data"].clone();
+            v
+        }
+        None => site,
+    };
+    objects.insert(0, pull_secret);
     imgmode_support::runtime::block_on(async {
         let mut e = Etcd::connect(&c.etcd_endpoint).await?;
         for v in &objects {

@@ -15,6 +15,7 @@
 
 use crate::pki::{self as testpki, PkiSpec};
 use anyhow::{bail, Context, Result};
+use base64::Engine;
 use imgmode_recert::etcd::{Etcd, EtcdObject};
 use imgmode_recert::keys::KeyKind;
 use imgmode_seed::cluster::{random_suffix, random_uuid};
@@ -88,7 +89,15 @@ pub fn cluster_objects(id: &Identity, release_image: &str) -> Vec<(String, serde
         id.cluster_name,
         id.ip.rsplit_once('.').map_or(id.ip.clone(), |(a, _)| format!("{a}.0"))
     );
+    // the seed system's own registry credentials, which no seed may carry
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("seed-owner:{}", random_suffix(24)));
+    let pull_secret = format!(r#"{{"auths":{{"quay.io":{{"auth":"{auth}"}}}}}}"#);
     vec![
+        (
+            imgmode_seed::pullsecret::KEY.into(),
+            imgmode_seed::pullsecret::object(&pull_secret),
+        ),
         (
             "/kubernetes.io/configmaps/kube-system/cluster-config-v1".into(),
             json!({"kind": "ConfigMap", "apiVersion": "v1",

@@ -187,6 +187,80 @@ macro_rules! require {
     };
 }
 
+/// A throwaway etcd (Debian package etcd-server) on two free loopback ports, with its data in
+/// a temporary directory; killed when dropped. Tests that need [`Need::Tool`]`("etcd")` start
+/// one.
+pub struct TestEtcd {
+    child: std::process::Child,
+    pub endpoint: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP port nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl TestEtcd {
+    /// Start it and wait (up to 30 s) until it answers; panics with its log's path otherwise.
+    pub fn start() -> Self {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (c, p) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{c}");
+        let peer = format!("http://127.0.0.1:{p}");
+        let log = dir.path().join("etcd.log");
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("etcd's log"))
+            .spawn()
+            .expect("etcd (Debian package etcd-server) must be installed: cargo xtask deps");
+        let etcd = TestEtcd {
+            child,
+            endpoint,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while imgmode_support::runtime::block_on(async {
+            imgmode_recert::etcd::Etcd::connect(&etcd.endpoint)
+                .await
+                .is_err()
+        })
+        .unwrap_or(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        etcd
+    }
+
+    /// Its data directory (`member/snap/db` is the database file, `member/wal/` the log).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,9 @@ echo seed > /etc/imgmode-seed-marker
 rm -f __DELETED__
 mkdir -p /mnt/out
 mount /dev/disk/by-id/virtio-seedout /mnt/out
+ps() { imgmode internal test-cluster get /kubernetes.io/secrets/openshift-config/pull-secret; }
+ps_before=$(ps)
+echo "FACT seed-pull-secret=$(echo "$ps_before" | sed -n 's/.*"\.dockerconfigjson":"\([^"]*\)".*/\1/p')"
 echo "RUN imgmode seed create"
 rc=0
 imgmode seed create --output oci:/mnt/out/seed:latest --service imgmode-apiserver.service \
@@ -98,6 +101,7 @@ echo "CREATED $(tr -d '\n' < /run/seed-create.json)"
 echo "FACT restored=$(yesno probe)"
 echo "FACT apiserver=$(systemctl is-active imgmode-apiserver.service)"
 echo "FACT etcd=$(systemctl is-active etcd.service)"
+echo "FACT pull-secret-restored=$(yesno test "$ps_before" = "$(ps)")"
 sync
 umount /mnt/out
 echo "IMGMODE-PHASE-1-END"

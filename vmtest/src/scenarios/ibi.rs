@@ -96,6 +96,7 @@ run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmt
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.seedkubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
 echo "KUBEADMIN $(imgmode internal test-cluster get /kubernetes.io/secrets/kube-system/kubeadmin)"
+echo "PULLSECRET $(imgmode internal test-cluster get /kubernetes.io/secrets/openshift-config/pull-secret)"
 echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
@@ -227,7 +228,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             .join(", ")
     );
     Ok(format!(
-        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest is in etcd; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {}",
+        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {}",
         isos[0].iso_mib,
         isos[0].seconds,
         r1.live_root,
@@ -630,7 +631,7 @@ fn check_installed(
 
 /// Post-pivot's result: `auth/kubeconfig` of the configuration `conf` reaches /readyz, the
 /// seed's kubeconfig does not, the extra manifest is in etcd, the kubeadmin secret holds the
-/// hash of `auth/kubeadmin-password`.
+/// hash of `auth/kubeadmin-password`, the cluster's pull secret is the site's.
 fn check_cluster(h: &Host, conf: &Path, b: &Phase, results: &str) -> Result<()> {
     // auth/kubeconfig of the configuration reaches /readyz: the served certificate names
     // api.<name>.example.org and chains to the configuration's signer, and the API accepts
@@ -666,6 +667,27 @@ fn check_cluster(h: &Host, conf: &Path, b: &Phase, results: &str) -> Result<()> 
             .decode(secret["data"]["kubeadmin"].as_str().unwrap_or_default())
             .context("the kubeadmin secret's data is not base64")?
     };
+    // openshift-config/pull-secret is the site's, over the seed's placeholder
+    let secret: serde_json::Value = serde_json::from_str(
+        report_line(results, "PULLSECRET ").context("the guest reported no pull secret")?,
+    )
+    .with_context(|| format!("{}: no openshift-config/pull-secret in etcd", h.name))?;
+    let dockerconfig = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                secret["data"][".dockerconfigjson"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+            .context("the pull secret's data is not base64")?
+    };
+    ensure!(
+        dockerconfig == br#"{"auths":{"vmtest-ibi-registry.example":{"auth":"eDp5"}}}"#,
+        "{}: openshift-config/pull-secret in etcd is not the site's: {}",
+        h.name,
+        String::from_utf8_lossy(&dockerconfig)
+    );
     let password = std::fs::read_to_string(conf.join("auth/kubeadmin-password"))?;
     ensure!(
         bcrypt::verify(password.trim(), &String::from_utf8_lossy(&hash)).unwrap_or(false),

@@ -72,6 +72,10 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
         f("apiserver"),
         f("etcd")
     );
+    ensure!(
+        f("pull-secret-restored") == "yes",
+        "the seed system's openshift-config/pull-secret was not put back after seed create"
+    );
     let ins = inspect(a)?;
     let id = &s.identity;
     check_cluster_info(&ins, id)?;
@@ -83,6 +87,7 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
     extract_layer(&s.layout, &x)?;
     check_content(&ins, &x, s)?;
     check_etc_and_var(&x, f("deleted-existed"))?;
+    no_seed_pull_secret(&x, f("seed-pull-secret"))?;
     let expired = expired_certificates(dir, &x)?;
     check_digest_and_origin(s, &x, &origin)?;
     check_gates(a, dir, id)?;
@@ -92,7 +97,7 @@ fn verify(a: &Artifacts, dir: &Path, s: &SeedBuild) -> Result<String> {
         .map(|a| a.iter().filter_map(|f| f["size"].as_u64()).sum())
         .unwrap_or(0);
     Ok(format!(
-        "seed {} ({}; {} files, {} MiB; {expired} certificates expired) from cluster {}.{} on {}; commit {}; VM {:.0}s; restored",
+        "seed {} ({}; {} files, {} MiB; {expired} certificates expired; the placeholder pull secret in etcd, the seed system's put back) from cluster {}.{} on {}; commit {}; VM {:.0}s; restored",
         s.digest,
         digest_in_store,
         got.len(),
@@ -255,6 +260,42 @@ fn check_etc_and_var(x: &Path, deleted_existed: &str) -> Result<()> {
             "var.tgz carries content of {bad}"
         );
     }
+    Ok(())
+}
+
+/// etcd's database file in `var.tgz` holds the placeholder pull secret and no revision of the
+/// seed system's own (`b64`, its `.dockerconfigjson` as etcd stored it). etcd's write-ahead
+/// log is not checked: it keeps every write until etcd's own snapshot truncates it.
+fn no_seed_pull_secret(x: &Path, b64: &str) -> Result<()> {
+    ensure!(
+        b64.len() > 16,
+        "the seed system reported no pull secret before seed create ({b64:?})"
+    );
+    let var = members(&x.join("var.tgz"))?;
+    let db = var
+        .iter()
+        .find(|m| m.starts_with("var/lib/etcd/") && m.ends_with("member/snap/db"))
+        .context("var.tgz holds no etcd database (var/lib/etcd/.../member/snap/db)")?;
+    let out = Command::new("tar")
+        .arg("-xzOf")
+        .arg(x.join("var.tgz"))
+        .arg(db)
+        .output()
+        .context("tar (etcd's database from var.tgz)")?;
+    ensure!(out.status.success(), "tar -xzOf var.tgz {db} failed");
+    let has = |needle: &[u8]| out.stdout.windows(needle.len()).any(|w| w == needle);
+    ensure!(
+        !has(b64.as_bytes()),
+        "the seed's etcd database ({db}) holds the seed system's pull secret"
+    );
+    use base64::Engine;
+    let placeholder = base64::engine::general_purpose::STANDARD.encode(
+        r#"{"auths":{"registry.connect.redhat.com":{"username":"empty","password":"empty","auth":"ZW1wdHk6ZW1wdHk=","email":""}}}"#,
+    );
+    ensure!(
+        has(placeholder.as_bytes()),
+        "the seed's etcd database ({db}) does not hold lifecycle-agent's placeholder pull secret"
+    );
     Ok(())
 }
 
