@@ -72,7 +72,11 @@ fn assert_no_admin_signer_key(m: &SeedReconfiguration, kubeconfig: &str) {
         .filter(|s| s.contains("PRIVATE KEY"))
         .map(|s| openssl::pkey::PKey::private_key_from_pem(s.as_bytes()).unwrap())
         .collect();
-    assert_eq!(keys.len(), 3, "the three serving signers' keys, and no other");
+    assert_eq!(
+        keys.len(),
+        3,
+        "the three serving signers' keys, and no other"
+    );
     for k in &keys {
         assert!(
             !client.verify(k).unwrap(),
