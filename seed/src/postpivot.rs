@@ -3,15 +3,15 @@
 //! lifecycle-agent sneaks its post-pivot unit into the seed), with `Restart=on-failure`.
 //!
 //! Waits for the configuration ISO (volume label `cluster-config`), reads
-//! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: SSH key for root, the
-//! pull secret (`/var/lib/kubelet/config.json`; in etcd with the extra manifests), the hostname, NTP sources; stops the cluster
-//! services, starts etcd, runs recert (cluster rename `name:domain:infraID`, hostname, node IP,
-//! the configuration's signer keys as `use_key_rules` and its admin CA certificate as
-//! `use_cert_rules`, lifetimes extended), applies the extra
-//! manifests into etcd, starts the services, waits for the API's `/readyz`, and disables
-//! itself. Each finished step is recorded in the state directory's step log (`steps.json`), so a
-//! restart resumes and recert never runs twice; `done` makes the unit's condition false for
-//! good.
+//! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: SSH key for root, new
+//! SSH host keys, the pull secret (`/var/lib/kubelet/config.json`; in etcd with the extra
+//! manifests), the hostname, NTP sources; stops the cluster services, starts etcd, runs recert
+//! (cluster rename `name:domain:infraID`, hostname, node IP, the configuration's signer keys as
+//! `use_key_rules` and its admin CA certificate as `use_cert_rules`, lifetimes extended),
+//! applies the extra manifests into etcd, starts the services, waits for the API's `/readyz`,
+//! and disables itself. Each finished step is recorded in the state directory's step log
+//! (`steps.json`), so a restart resumes and recert never runs twice; `done` makes the unit's
+//! condition false for good.
 
 use crate::cluster::{etcd_objects, start_and_wait_healthy, systemctl, Cluster};
 use crate::reconfig::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
@@ -336,7 +336,27 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     Ok(m)
 }
 
-/// Root's SSH key, the pull secret, the network, the hostname and the NTP sources.
+/// New SSH host keys under `root` (`etc/ssh/ssh_host_*`): whatever keys the seed carried are
+/// removed and `ssh-keygen -A` makes every type anew, so no two sites of one seed share a host
+/// key. A system without an SSH server (no `etc/ssh/sshd_config`) is left alone.
+pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
+    let dir = root.join("etc/ssh");
+    if !dir.join("sshd_config").exists() {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing the seed's SSH host key {}", e.path().display()))?;
+        }
+    }
+    Run::new("ssh-keygen").arg("-A").arg("-f").arg(root).output()?;
+    Ok(())
+}
+
+/// Root's SSH key, new SSH host keys, the pull secret, the network, the hostname and the NTP
+/// sources.
 fn configure_host(m: &SeedReconfiguration) -> Result<()> {
     // the site's keys replace whatever the seed carried: the seed's owner logs in nowhere
     let ak = Path::new("/root/.ssh/authorized_keys");
@@ -353,6 +373,11 @@ fn configure_host(m: &SeedReconfiguration) -> Result<()> {
         std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
         write_private(ak, &format!("{}\n", keys.join("\n")))?;
     }
+    regenerate_ssh_host_keys(Path::new("/"))?;
+    // sshd (when it runs) serves the new keys
+    let _ = Run::new("systemctl")
+        .args(["try-restart", "ssh.service"])
+        .output();
     write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
     let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;
     if !network.is_empty() {
@@ -446,6 +471,28 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ssh_host_keys_are_made_anew() {
+        imgmode_testkit::require!(imgmode_testkit::Need::Tool("ssh-keygen"));
+        let td = tempfile::tempdir().unwrap();
+        let ssh = td.path().join("etc/ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        // no SSH server: nothing made
+        regenerate_ssh_host_keys(td.path()).unwrap();
+        assert_eq!(std::fs::read_dir(&ssh).unwrap().count(), 0);
+        std::fs::write(ssh.join("sshd_config"), "").unwrap();
+        regenerate_ssh_host_keys(td.path()).unwrap();
+        let first = std::fs::read(ssh.join("ssh_host_ed25519_key")).unwrap();
+        std::fs::write(ssh.join("ssh_host_dsa_key"), "a seed's old key").unwrap();
+        regenerate_ssh_host_keys(td.path()).unwrap();
+        assert_ne!(std::fs::read(ssh.join("ssh_host_ed25519_key")).unwrap(), first);
+        assert!(!ssh.join("ssh_host_dsa_key").exists(), "the seed's keys go");
+        for t in ["rsa", "ecdsa", "ed25519"] {
+            let m = std::fs::metadata(ssh.join(format!("ssh_host_{t}_key"))).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{t}");
+        }
+    }
 
     #[test]
     fn malformed_configuration_is_named() {

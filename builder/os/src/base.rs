@@ -686,6 +686,10 @@ mod tests {
         std::fs::write(r.join("boot/initrd.img-6.12.0-1-amd64"), "i").unwrap();
         std::fs::write(r.join("boot/config-6.12.0-1-amd64"), "c").unwrap();
         std::fs::write(r.join("etc/machine-id"), "abc").unwrap();
+        std::fs::create_dir_all(r.join("etc/ssh")).unwrap();
+        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "sshd_config"] {
+            std::fs::write(r.join("etc/ssh").join(f), "k").unwrap();
+        }
         std::fs::write(r.join("root/.bashrc"), "x").unwrap();
         std::fs::create_dir_all(r.join("dev/pts")).unwrap();
         std::os::unix::net::UnixListener::bind(r.join("dev/log")).unwrap();
@@ -699,6 +703,11 @@ mod tests {
             std::fs::read_to_string(r.join("usr/etc/machine-id")).unwrap(),
             ""
         );
+        let ssh: Vec<String> = std::fs::read_dir(r.join("usr/etc/ssh"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(ssh, ["sshd_config"], "the image ships no SSH host key");
         assert_eq!(
             std::fs::read_link(r.join("ostree")).unwrap(),
             Path::new("sysroot/ostree")

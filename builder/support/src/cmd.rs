@@ -53,6 +53,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("partx", "util-linux"),
     ("systemctl", "systemd"),
     ("networkctl", "systemd"),
+    ("ssh-keygen", "openssh-client"),
 ];
 
 /// The Debian package that ships `tool`, if imgmode knows it.

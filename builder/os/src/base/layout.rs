@@ -15,7 +15,8 @@ pub const DPKG_DB: &str = "/usr/lib/sysimage/dpkg";
 /// - `/sysroot` is created and `/ostree` links to `sysroot/ostree`;
 /// - toplevel state directories become links into `/var` (`/home`, `/root`, `/opt`, `/srv`,
 ///   `/mnt`, `/usr/local`), with `tmpfiles.d` creating their targets;
-/// - `/tmp` and `/run` are emptied, `/var/tmp` removed, `/etc/machine-id` reset for first boot;
+/// - `/tmp` and `/run` are emptied, `/var/tmp` removed, `/etc/machine-id` reset for first boot,
+///   the SSH host keys removed (every machine makes its own);
 /// - dpkg's database moves to [`DPKG_DB`] and `/var/lib/dpkg` links there, so `dpkg -l`
 ///   on a node lists the packages of the image it booted.
 pub fn convert_to_ostree_layout(root: &Path) -> Result<String> {
@@ -85,11 +86,21 @@ fn move_kernel(root: &Path) -> Result<String> {
     Ok(kver)
 }
 
-/// `/etc` -> `/usr/etc`, with the machine ID reset for the first boot.
+/// `/etc` -> `/usr/etc`, with the machine ID reset for the first boot and the SSH host keys
+/// the package made removed (each machine makes its own: `imgmode-ssh-keygen.service`).
 fn etc_to_usr_etc(root: &Path) -> Result<()> {
     let etc = root.join("etc");
     let usretc = root.join("usr/etc");
     std::fs::write(etc.join("machine-id"), "")?;
+    if let Ok(entries) = std::fs::read_dir(etc.join("ssh")) {
+        for e in entries {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+    }
     if usretc.exists() {
         bail!(
             "{} exists already; the root filesystem is converted twice",
