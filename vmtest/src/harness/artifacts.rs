@@ -15,6 +15,22 @@ pub const TEST_KARG: &str = "imgmode.vmtest=1";
 pub const TEST_SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT imgmode-vmtest";
 
+/// A new OpenSSH key pair (ed25519, no passphrase) at `path` (private, 0600) and
+/// `path.pub`, made by `ssh-keygen`, replacing any earlier pair; returns the public key line.
+pub fn ssh_keypair(path: &Path, comment: &str) -> Result<String> {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+        "ssh-keygen (openssh-client)",
+    )?;
+    Ok(std::fs::read_to_string(path.with_extension("pub"))?
+        .trim()
+        .to_string())
+}
+
 /// What scenarios get.
 #[derive(Debug, Clone)]
 pub struct Artifacts {

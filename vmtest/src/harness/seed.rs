@@ -7,7 +7,7 @@
 //! and shares it ([`crate::harness::context::RunContext::shared_seed`]); the `seed` scenario's
 //! checks of it are in `scenarios/seed.rs`.
 
-use crate::harness::artifacts::{imgmode_json, run, Artifacts, TEST_KARG, TEST_SSH_KEY};
+use crate::harness::artifacts::{imgmode_json, run, ssh_keypair, Artifacts, TEST_KARG};
 use crate::harness::guest::{
     diag_section, job, parse_phase, report_line, GuestDeployment, Phase, SHUTDOWN_TIMEOUT,
 };
@@ -38,6 +38,9 @@ pub struct SeedBuild {
     pub layout: PathBuf,
     /// The seed system's disk (reusable).
     pub disk: PathBuf,
+    /// The private key root's `authorized_keys` on the seed system accepts (the seed's owner;
+    /// no installed copy may accept it).
+    pub owner_key: PathBuf,
     /// Facts and the `imgmode status` the guest reported before making the seed.
     pub phase: PhaseReport,
     /// The test cluster's identity (`identity.json`).
@@ -137,14 +140,18 @@ pub fn seed_system_disk(a: &Artifacts, dir: &Path, step: &dyn Fn(&str)) -> Resul
     let b: BuildOut = serde_json::from_str(&out).context("parsing imgmode build --format json")?;
     let disk = dir.join("seed-system.qcow2");
     let stamp = dir.join("seed-system.digest");
-    if disk.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&b.digest) {
+    let owner = dir.join("seed-owner");
+    if disk.exists()
+        && owner.exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&b.digest)
+    {
         step("the seed system's disk is up to date");
         return Ok(disk);
     }
     step("writing the seed system's disk");
-    let key = dir.join("root.pub");
-    std::fs::write(&key, format!("{TEST_SSH_KEY}\n"))?;
     let _ = std::fs::remove_file(&stamp);
+    ssh_keypair(&owner, "imgmode-vmtest-seed-owner")?;
+    let key = owner.with_extension("pub");
     imgmode_json(
         a,
         &[
@@ -195,6 +202,7 @@ pub async fn build_seed(
         digest,
         archive: archive.to_path_buf(),
         layout,
+        owner_key: dir.join("seed-owner"),
         disk,
         phase: PhaseReport {
             facts: made.phase.facts.clone(),

@@ -10,7 +10,7 @@
 //! through SeaBIOS and installs from the seed embedded in its ISO after the registry is gone.
 //! The two hosts share no private key.
 
-use crate::harness::artifacts::{run, Artifacts};
+use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
     diag_section, job, parse_phase, report_line, run_job_timed, Phase, BOOT_TIMEOUT,
@@ -29,7 +29,7 @@ use std::time::Duration;
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
 const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
-const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd9b2hxQ3JtY2ZxQ1k5b2l4d0ZxVnRrR0lqU0N0eHd4 imgmode-vmtest-ibi\n";
+const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: __SSHKEY__\n";
 const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nreleaseRegistry: quay.io\n";
 const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imgmode-extra\n  namespace: default\ndata:\n  origin: from-the-config-iso\n";
 /// The partition label the scenario's config asks for.
@@ -92,6 +92,15 @@ echo "FACT authorized-keys=$(grep -c . /root/.ssh/authorized_keys)"
 echo "FACT post-pivot-secrets=$(cd /var/lib/imgmode/post-pivot && ls -d manifest.json extra-manifests.json keys 2>/dev/null | tr '\n' ' ')none"
 echo "FACT post-pivot-state-mode=$(stat -c %a /var/lib/imgmode/post-pivot)"
 echo "FACT pull-secret=$(yesno grep -q vmtest-ibi-registry /var/lib/kubelet/config.json)"
+# SSH: the site's key logs in, the seed owner's does not; the host keys are this host's own
+install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.sitekey" /run/vmtest-sitekey
+install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.seedkey" /run/vmtest-seedkey
+sshtry() { ssh -i "$1" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 root@127.0.0.1 true 2>/dev/null; }
+echo "FACT sshd=$(systemctl is-active ssh.service)"
+echo "FACT ssh-site-key=$(yesno sshtry /run/vmtest-sitekey)"
+echo "FACT ssh-seed-key=$(yesno sshtry /run/vmtest-seedkey)"
+rm -f /run/vmtest-sitekey /run/vmtest-seedkey
+echo "HOSTKEYS $(for f in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf "$f" | cut -d' ' -f2; done | tr '\n' ' ')"
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.kubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmtest.seedkubeconfig" --connect-to 127.0.0.1
 run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
@@ -227,8 +236,17 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let shared_host_keys: Vec<&String> = r1
+        .host_keys
+        .iter()
+        .filter(|k| r2.host_keys.contains(k))
+        .collect();
+    ensure!(
+        shared_host_keys.is_empty(),
+        "two hosts from one seed share SSH host keys: {shared_host_keys:?}"
+    );
     Ok(format!(
-        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {}",
+        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd, SSH takes the site's key and refuses the seed owner's; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {} and none of its SSH host keys",
         isos[0].iso_mib,
         isos[0].seconds,
         r1.live_root,
@@ -258,6 +276,8 @@ struct Host {
 /// A host's two ISOs.
 struct Isos {
     conf: PathBuf,
+    /// The private key of the configuration's `sshKey`.
+    site_key: PathBuf,
     install_iso: PathBuf,
     iso_mib: f64,
     seconds: f64,
@@ -267,6 +287,8 @@ struct Isos {
 struct HostResult {
     /// fingerprint -> location of every private key
     keys: BTreeMap<String, String>,
+    /// The SSH host keys' fingerprints.
+    host_keys: Vec<String>,
     live_boot: f64,
     live_root: String,
     install: f64,
@@ -293,9 +315,14 @@ fn make_isos(
     let conf = dir.join(format!("config-{}", h.name));
     let _ = std::fs::remove_dir_all(&conf);
     std::fs::create_dir_all(&conf)?;
+    // the site's SSH key: a real pair, so the installed host can be logged in to with it
+    let site_key = dir.join(format!("site-key-{}", h.name));
+    let site_pub = ssh_keypair(&site_key, "imgmode-vmtest-ibi")?;
     std::fs::write(
         conf.join("install-config.yaml"),
-        INSTALL_CONFIG.replace("__NAME__", h.name),
+        INSTALL_CONFIG
+            .replace("__NAME__", h.name)
+            .replace("__SSHKEY__", &site_pub),
     )?;
     std::fs::write(
         conf.join("image-based-config.yaml"),
@@ -351,6 +378,7 @@ fn make_isos(
         / (1024.0 * 1024.0);
     Ok(Isos {
         conf,
+        site_key,
         install_iso,
         iso_mib,
         seconds,
@@ -470,7 +498,17 @@ async fn boot_host(
         LIVE_SCRIPT.replace("__REFUSALS__", if h.refusals { "yes" } else { "no" }),
     )
     .credential("vmtest.kubeconfig", kubeconfig)
-    .credential("vmtest.seedkubeconfig", seed_kubeconfig.to_string());
+    .credential("vmtest.seedkubeconfig", seed_kubeconfig.to_string())
+    .credential("vmtest.sitekey", std::fs::read_to_string(&isos.site_key)?)
+    .credential(
+        "vmtest.seedkey",
+        std::fs::read_to_string(&seed.owner_key).with_context(|| {
+            format!(
+                "the seed owner's key {} (made with the seed system's disk)",
+                seed.owner_key.display()
+            )
+        })?,
+    );
     let (results, wall_ready) = run_job_timed(
         &cfg,
         &dir.join(h.name),
@@ -489,8 +527,19 @@ async fn boot_host(
     let (install, b, commit) = check_installed(h, &results, seed, firmware)?;
     check_cluster(h, conf, &b, &results)?;
     let keys = key_inventory(h, &results)?;
+    let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    ensure!(
+        host_keys.len() >= 3 && host_keys.iter().all(|k| k.starts_with("SHA256:")),
+        "{}: the installed system lists SSH host keys {host_keys:?}; expected rsa, ecdsa and ed25519",
+        h.name
+    );
     Ok(HostResult {
         keys,
+        host_keys,
         live_boot,
         live_root,
         install,
@@ -618,6 +667,10 @@ fn check_installed(
         ("post-pivot-secrets", "none"),
         ("post-pivot-state-mode", "700"),
         ("pull-secret", "yes"),
+        // sshd runs, takes the site's key and refuses the seed owner's
+        ("sshd", "active"),
+        ("ssh-site-key", "yes"),
+        ("ssh-seed-key", "no"),
     ] {
         ensure!(
             b.fact(fact) == want,

@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod disk_checks;
+pub mod disk_in_use;
 pub mod ibi;
 pub mod layer_build;
 pub mod layered_rollback;
@@ -101,13 +102,18 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "ibi",
-            about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); the two hosts share no private key",
+            about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); SSH takes the site's key and refuses the seed owner's; the two hosts share no private key and no SSH host key",
             run: |ctx, d| Box::pin(ibi::ibi(ctx, d)),
         },
         Scenario {
             name: "registry-less",
             about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull",
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
+        },
+        Scenario {
+            name: "disk-in-use",
+            about: "imgmode ibi install refuses, at preflight and with the data intact, an active LVM volume group's member (by name and by-id link), an md RAID1 member and the running root's disk (the guest's kernel has device-mapper and md); freed, the same disks pass the check",
+            run: |ctx, d| Box::pin(disk_in_use::disk_in_use(ctx, d)),
         },
         Scenario {
             name: "disk-checks",
