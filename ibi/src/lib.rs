@@ -10,12 +10,15 @@
 //!   SeedReconfiguration (`imgmode_seed::reconfig`) that post-pivot applies.
 //! - [`payload`]: registry-less installs (the payload registry) and the host's payloads.
 //! - [`pki`]: the installer's X.509 issuing (OpenSSL).
+//! - `inroot`: every write into the installed root after the seed's tarballs, beneath a
+//!   directory handle (a seed's symlink never leads it onto the installer's files).
 //!
 //! Invariant: depends on `imgmode-seed` (never the reverse) and on `imgmode-support`,
 //! `imgmode-image`, `imgmode-os`; it never reads the environment.
 
 pub mod config;
 pub mod configiso;
+mod inroot;
 pub mod install;
 pub mod installiso;
 pub mod payload;

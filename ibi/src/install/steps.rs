@@ -10,6 +10,7 @@ use super::{
     WORK,
 };
 use crate::config::seed_reference;
+use crate::inroot::InRoot;
 use anyhow::{ensure, Context, Result};
 use imgmode_image::skopeo::RegistryAuth;
 use imgmode_os::partition::{ExtraPartition, Firmware, Layout, Partition, Role};
@@ -163,9 +164,10 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
     )?;
     let etc_deleted = restore_var_etc(&d, &s, &deploy_dir)?;
 
-    let storage = d
-        .root
-        .join(format!("ostree/deploy/{}{CONTAINER_STORAGE}", s.stateroot));
+    // the extra partition is mounted on the stateroot's container storage: a real directory
+    // there, not a symlink the seed's var.tgz planted
+    let storage = InRoot::open(&stateroot_dir(&d, &s), "the stateroot")?
+        .mount_point(Path::new(CONTAINER_STORAGE.trim_start_matches('/')))?;
     if let Some((_, p, _)) = &d.plan.payload {
         let what = format!(
             "copying the payload {} ({} image(s)) onto the {} partition",
@@ -436,32 +438,33 @@ fn deploy(m: &Path, s: &Seed) -> Result<PathBuf> {
 
 /// `var.tgz` into the stateroot, `etc.tgz` and `etc.deletions` into the deployment, and the
 /// container storage's mount unit; returns how many paths were deleted.
+/// From here on every write into the deployment and the stateroot goes beneath their handles
+/// ([`InRoot`]): the tarballs may have planted symlinks that lead out of them.
 fn restore_var_etc(d: &Disk, s: &Seed, deploy_dir: &Path) -> Result<usize> {
-    tar_extract(
-        &seed_tarball(&s.files, "var")?,
-        &d.root.join(format!("ostree/deploy/{}", s.stateroot)),
-    )?;
+    tar_extract(&seed_tarball(&s.files, "var")?, &stateroot_dir(d, s))?;
     tar_extract(&seed_tarball(&s.files, "etc")?, deploy_dir)?;
     let deletions = etc_deletions(&std::fs::read_to_string(s.files.join("etc.deletions"))?)?;
+    let r = InRoot::open(deploy_dir, "the deployment")?;
     for rel in &deletions {
-        let p = deploy_dir.join(rel);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p)?,
-            Ok(_) => std::fs::remove_file(&p)?,
-            Err(_) => {}
-        }
+        r.remove(rel).context("applying the seed's etc.deletions")?;
     }
-    let unit_dir = deploy_dir.join("etc/systemd/system");
+    let units = Path::new("etc/systemd/system");
     let unit = "var-lib-containers.mount";
-    std::fs::create_dir_all(unit_dir.join("local-fs.target.wants"))?;
-    std::fs::write(
-        unit_dir.join(unit),
-        container_storage_unit(&d.plan.extra.label),
+    r.write(
+        &units.join(unit),
+        container_storage_unit(&d.plan.extra.label).as_bytes(),
+        0o644,
     )?;
-    let wants = unit_dir.join("local-fs.target.wants").join(unit);
-    let _ = std::fs::remove_file(&wants);
-    std::os::unix::fs::symlink(format!("../{unit}"), &wants)?;
+    r.symlink(
+        &format!("../{unit}"),
+        &units.join("local-fs.target.wants").join(unit),
+    )?;
     Ok(deletions.len())
+}
+
+/// The stateroot's directory (its `var`).
+fn stateroot_dir(d: &Disk, s: &Seed) -> PathBuf {
+    d.root.join(format!("ostree/deploy/{}", s.stateroot))
 }
 
 /// The payload onto the extra partition (mounted on `storage`) and its registry's files
@@ -573,15 +576,16 @@ fn finish(
         seconds: t0.elapsed().as_secs_f64(),
     };
     // what was installed, for the installed system's administrators
-    let record = d.root.join(format!(
-        "ostree/deploy/{}{INSTALL_RECORD}",
-        installed.stateroot
-    ));
-    if let Some(p) = record.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    std::fs::write(&record, serde_json::to_vec_pretty(&installed)?)
-        .with_context(|| format!("writing {}", record.display()))?;
+    InRoot::open(
+        &d.root
+            .join(format!("ostree/deploy/{}", installed.stateroot)),
+        "the stateroot",
+    )?
+    .write(
+        Path::new(INSTALL_RECORD.trim_start_matches('/')),
+        &serde_json::to_vec_pretty(&installed)?,
+        0o644,
+    )?;
     let _ = Run::new("sync").output();
     d.mounts.unmount_all()?;
     installed.seconds = t0.elapsed().as_secs_f64();

@@ -261,25 +261,19 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
     }
 }
 
-/// Write `files` (relative paths) under `root`, parents made, files by temporary name.
+/// Write `files` (relative paths) under `root`, parents made, files by temporary name with
+/// their modes from the start; beneath `root`'s handle, so a symlink in the root (a seed's)
+/// never leads a write outside it.
 pub fn write_files(root: &Path, files: &[LiveFile]) -> Result<()> {
     use imgmode_os::live::Content;
-    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let r = crate::inroot::InRoot::open(root, "the root")?;
     for f in files {
-        let p = root.join(&f.path);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
+        let rel = Path::new(&f.path);
         match &f.content {
-            Content::File { data, mode } => imgmode_support::fs::write_atomic(&p, data, *mode)?,
-            Content::Symlink(t) => {
-                let _ = std::fs::remove_file(&p);
-                std::os::unix::fs::symlink(t, &p)?;
-            }
-            Content::Dir(mode) => {
-                std::fs::create_dir_all(&p)?;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
-            }
+            Content::File { data, mode } => r.write(rel, data, *mode)?,
+            Content::Symlink(t) => r.symlink(t, rel)?,
+            Content::Dir(mode) => r.dir(rel, *mode)?,
         }
     }
     Ok(())
