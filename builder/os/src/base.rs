@@ -687,7 +687,11 @@ mod tests {
         std::fs::write(r.join("boot/config-6.12.0-1-amd64"), "c").unwrap();
         std::fs::write(r.join("etc/machine-id"), "abc").unwrap();
         std::fs::create_dir_all(r.join("etc/ssh")).unwrap();
-        for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "sshd_config"] {
+        for f in [
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+            "sshd_config",
+        ] {
             std::fs::write(r.join("etc/ssh").join(f), "k").unwrap();
         }
         std::fs::write(r.join("root/.bashrc"), "x").unwrap();

@@ -100,7 +100,8 @@ impl Grub {
         Ok(d)
     }
 
-    /// Run the image's grub-mkimage with the image's own dynamic loader and libraries; the
+    /// Run the image's grub-mkimage with the image's own dynamic loader and libraries, in a
+    /// sandbox ([`Run::sandboxed`]: read-only, no network, writing one fresh directory only); the
     /// embedded config finds the filesystem labelled `label` and reads `prefix`/grub.cfg there.
     #[allow(clippy::too_many_arguments)]
     fn mkimage(
@@ -120,7 +121,12 @@ impl Grub {
         )?;
         let libdir = self.root.join("usr/lib/x86_64-linux-gnu");
         let ld = libdir.join("ld-linux-x86-64.so.2");
-        Run::new(&ld)
+        // the image's code, confined: it reads what it likes and writes one fresh directory
+        let made = work.join(format!("mkimage-{format}"));
+        let _ = std::fs::remove_dir_all(&made);
+        std::fs::create_dir_all(&made)?;
+        let made_file = made.join("image");
+        Run::sandboxed(&ld, &[&made])
             .arg("--library-path")
             .arg(&libdir)
             .arg(self.root.join("usr/bin/grub-mkimage"))
@@ -133,11 +139,15 @@ impl Grub {
             .arg("-p")
             .arg(prefix)
             .arg("-o")
-            .arg(out)
+            .arg(&made_file)
             .args(COMMON_MODULES)
             .args(modules)
             .output()
             .with_context(|| format!("building the GRUB {platform} image"))?;
+        std::fs::rename(&made_file, out)
+            .or_else(|_| std::fs::copy(&made_file, out).map(|_| ()))
+            .with_context(|| format!("moving the GRUB {platform} image to {}", out.display()))?;
+        std::fs::remove_dir_all(&made)?;
         Ok(())
     }
 

@@ -54,6 +54,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("systemctl", "systemd"),
     ("networkctl", "systemd"),
     ("ssh-keygen", "openssh-client"),
+    ("bwrap", "bubblewrap"),
+    ("unshare", "util-linux"),
 ];
 
 /// The Debian package that ships `tool`, if imgmode knows it.
@@ -121,6 +123,59 @@ impl Run {
             display: program.to_string_lossy().into_owned(),
             cmd: Command::new(program),
         }
+    }
+
+    /// `program` from an image (someone else's code) confined with bubblewrap: the whole
+    /// file system read-only, `writable` directories the only places it may write, a fresh
+    /// `/dev`, `/proc` and `/tmp`, no network and no other namespaces shared, every
+    /// capability dropped, its own session, killed with imgmode. On a root that is the
+    /// initial ramfs (a live system), where the kernel refuses bwrap's `pivot_root`, the root
+    /// is first made a mount of its own in a private mount namespace.
+    pub fn sandboxed(program: impl AsRef<OsStr>, writable: &[&Path]) -> Self {
+        Self::sandboxed_on(program, writable, crate::host::root_is_initramfs())
+    }
+
+    /// [`Run::sandboxed`], saying whether the root must be made a mount first.
+    pub fn sandboxed_on(
+        program: impl AsRef<OsStr>,
+        writable: &[&Path],
+        remount_root: bool,
+    ) -> Self {
+        const BWRAP: &[&str] = &[
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--cap-drop",
+            "ALL",
+            "--new-session",
+            "--die-with-parent",
+        ];
+        // the root bound recursively onto a directory of itself, moved over `/` and entered:
+        // the same tree, now a mount that can be pivoted (only in this namespace)
+        const REMOUNT: &str = "set -e; r=/run/imgmode-sandbox-root; mkdir -p \"$r\"; mount --rbind / \"$r\"; cd \"$r\"; mount --move . /; exec chroot . \"$@\"";
+        let mut r = if remount_root {
+            Run::new("unshare")
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .args([REMOUNT, "sh", "bwrap"])
+        } else {
+            Run::new("bwrap")
+        }
+        .args(BWRAP);
+        for w in writable {
+            r = r.arg("--bind").arg(w).arg(w);
+        }
+        r.arg("--").arg(program)
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -257,6 +312,50 @@ mod tests {
         assert_eq!(package_for("sgdisk"), Some("gdisk"));
         assert_eq!(package_for("mcopy"), Some("mtools"));
         assert_eq!(package_for("nope"), None);
+    }
+
+    /// The sandbox, both ways in (directly, and with the root made a mount first as on a live
+    /// system): the program writes its writable directory and nothing else, sees no network
+    /// but loopback, and holds no capability.
+    #[test]
+    fn a_sandboxed_program_writes_only_where_it_may_and_has_no_network() {
+        imgmode_testkit::require!(
+            imgmode_testkit::Need::Root,
+            imgmode_testkit::Need::Tool("bwrap"),
+            imgmode_testkit::Need::Tool("unshare")
+        );
+        let td = tempfile::tempdir().unwrap();
+        let (out, other) = (td.path().join("out"), td.path().join("other"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        for remount in [false, true] {
+            let script = format!(
+                "echo ok > {o}/made; if echo x > {x}/escaped 2>/dev/null; then echo WROTE-OUTSIDE; fi; \
+                 grep -c : /proc/net/dev; grep CapEff /proc/self/status",
+                o = out.display(),
+                x = other.display()
+            );
+            let r = Run::sandboxed_on("/bin/sh", &[&out], remount)
+                .args(["-c", &script])
+                .output()
+                .unwrap_or_else(|e| panic!("remount {remount}: {e:#}"));
+            let said = String::from_utf8_lossy(&r.stdout);
+            assert!(!said.contains("WROTE-OUTSIDE"), "remount {remount}: {said}");
+            let mut lines = said.lines();
+            assert_eq!(
+                lines.next(),
+                Some("1"),
+                "remount {remount}: only lo: {said}"
+            );
+            assert_eq!(
+                lines.next().map(|l| l.split_whitespace().last()),
+                Some(Some("0000000000000000")),
+                "remount {remount}: {said}"
+            );
+            assert_eq!(std::fs::read_to_string(out.join("made")).unwrap(), "ok\n");
+            assert!(!other.join("escaped").exists());
+            std::fs::remove_file(out.join("made")).unwrap();
+        }
     }
 
     #[test]

@@ -75,6 +75,20 @@ pub fn mount_devices() -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Is `/` the kernel's initial ramfs (`rootfs`), as in a live system that runs from its
+/// initramfs? There `pivot_root` is refused, which sandboxes need.
+pub fn root_is_initramfs() -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        left.split_whitespace().nth(4) == Some("/")
+            && right.split_whitespace().next() == Some("rootfs")
+    })
+}
+
 /// The devices and files in use as swap, from `/proc/swaps` (none when it cannot be read).
 pub fn swaps() -> Vec<String> {
     std::fs::read_to_string("/proc/swaps")
