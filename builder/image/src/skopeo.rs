@@ -61,8 +61,30 @@ pub fn inspect_digest(reference: &str, auth: &RegistryAuth) -> Result<String> {
         .to_string())
 }
 
+/// `skopeo` with the trust policy settled: the machine's containers-policy.json when it has
+/// one (skopeo reads it itself, so a signature requirement there holds for imgmode too);
+/// without one, images are accepted unsigned (`--insecure-policy`), said once per run.
+pub fn skopeo() -> Run {
+    skopeo_under(imgmode_support::host::containers_policy().as_deref())
+}
+
+/// [`skopeo`] on a machine whose policy is `policy`.
+fn skopeo_under(policy: Option<&Path>) -> Run {
+    let r = Run::new("skopeo");
+    if policy.is_some() {
+        return r;
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "this machine has no containers-policy.json (/etc/containers/policy.json or ~/.config/containers/policy.json): images are accepted without checking signatures; write one to require them"
+        )
+    });
+    r.arg("--insecure-policy")
+}
+
 fn inspect(reference: &str, auth: &RegistryAuth, what: &[&str]) -> Result<std::process::Output> {
-    Run::new("skopeo")
+    skopeo()
         .arg("inspect")
         .args(what)
         .args(auth.flags(""))
@@ -154,7 +176,7 @@ impl Copy {
 
     /// Run the copy; skopeo's last lines of stderr are in the error.
     pub fn run(self) -> Result<()> {
-        Run::new("skopeo").args(self.args()).output()?;
+        skopeo().args(self.args()).output()?;
         Ok(())
     }
 }
@@ -162,6 +184,16 @@ impl Copy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_go_unchecked_only_where_there_is_no_policy() {
+        let (_, with) = skopeo_under(Some(Path::new("/etc/containers/policy.json")))
+            .arg("inspect")
+            .into_command();
+        assert_eq!(with, "skopeo inspect");
+        let (_, without) = skopeo_under(None).arg("inspect").into_command();
+        assert_eq!(without, "skopeo --insecure-policy inspect");
+    }
 
     #[test]
     fn auth_flags_go_to_their_side() {

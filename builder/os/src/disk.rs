@@ -316,7 +316,7 @@ pub(crate) fn fetch_image(
             .await
             .map_err(|e| image_error(imgref, e))?;
         check_config(imgref, &config)?;
-        let mut imp = ImageImporter::new(repo, imgref, Default::default())
+        let mut imp = ImageImporter::new(repo, imgref, crate::proxy_config())
             .await
             .map_err(|e| image_error(imgref, e))?;
         let prep = imp.prepare().await.map_err(|e| image_error(imgref, e))?;

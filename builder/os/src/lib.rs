@@ -18,3 +18,12 @@ pub mod live;
 pub mod node;
 pub mod ostree;
 pub mod partition;
+
+/// ostree-ext's image proxy (`skopeo experimental-image-proxy`) under the same trust policy as
+/// every other skopeo imgmode runs ([`imgmode_image::skopeo::skopeo`]).
+pub(crate) fn proxy_config() -> ostree_ext::containers_image_proxy::ImageProxyConfig {
+    ostree_ext::containers_image_proxy::ImageProxyConfig {
+        skopeo_cmd: Some(imgmode_image::skopeo::skopeo().into_command().0),
+        ..Default::default()
+    }
+}

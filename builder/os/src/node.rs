@@ -353,7 +353,7 @@ async fn fetch(
     steps: &imgmode_support::Steps,
 ) -> Result<Fetched> {
     crate::disk::check_local_layout(target).context("nothing was changed")?;
-    let mut imp = ImageImporter::new(repo, target, Default::default())
+    let mut imp = ImageImporter::new(repo, target, crate::proxy_config())
         .await
         .with_context(|| format!("opening {target}"))?;
     imp.require_bootable();

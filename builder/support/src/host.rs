@@ -99,6 +99,17 @@ pub fn swaps() -> Vec<String> {
         .collect()
 }
 
+/// The containers-policy.json(5) the image tools (skopeo, and ostree-ext through it) obey on
+/// this machine: the user's (`$HOME/.config/containers/policy.json`) before the system's
+/// (`/etc/containers/policy.json`); `None` when there is neither.
+pub fn containers_policy() -> Option<std::path::PathBuf> {
+    let user = std::env::var_os("HOME")
+        .map(|h| std::path::Path::new(&h).join(".config/containers/policy.json"));
+    user.into_iter()
+        .chain([std::path::PathBuf::from("/etc/containers/policy.json")])
+        .find(|p| p.is_file())
+}
+
 /// Does process `pid` exist?
 pub fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
