@@ -46,6 +46,12 @@ pub struct RecertConfig {
     pub fail_on_invalid_pem: bool,
     /// Run even though the summary file says this tree was already recerted.
     pub force_rerun: bool,
+    /// imgmode: where the plan is kept while it is committed (default: the summary file's
+    /// path plus `.plan`); a run that finds it finishes that plan.
+    pub plan_file: Option<PathBuf>,
+    /// Tests: stop the commit after this many writes, as a crash would.
+    #[serde(skip)]
+    pub interrupt_after_writes: Option<usize>,
 }
 
 /// `cluster_rename` parsed.

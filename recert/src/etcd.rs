@@ -16,7 +16,7 @@ pub const SECRETS: &str = "/kubernetes.io/secrets/";
 pub const CONFIGMAPS: &str = "/kubernetes.io/configmaps/";
 pub const NODES: &str = "/kubernetes.io/minions/";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EtcdObject {
     pub key: String,
     pub value: serde_json::Value,

@@ -9,13 +9,16 @@
 //!    ([`text`]) into a deduplicated [`registry`];
 //! 3. decide, per certificate and key, what happens, and make the new objects from the roots
 //!    down ([`plan`]), applying the name rules ([`rename`]);
-//! 4. rewrite every location (temp file + rename; one etcd transaction per object), unless
-//!    `dry_run`; replace SSH host keys ([`ssh`]); write the [`summary`].
+//! 4. write the plan's journal (every new object and file, 0600, synced), then rewrite every
+//!    location (temp file + rename; one etcd transaction per object), unless `dry_run`;
+//!    replace SSH host keys ([`ssh`]); write the [`summary`] and delete the journal. A run that
+//!    finds a journal finishes it instead of planning again ([`journal`]).
 
 pub mod cert;
 pub mod config;
 pub mod etcd;
 pub mod filesystem;
+mod journal;
 pub mod keypool;
 pub mod keys;
 pub mod plan;
@@ -241,6 +244,10 @@ pub fn key_inventory(
 /// Run recert. The summary is also written where the configuration says.
 pub fn run(c: &Checked) -> Result<Summary> {
     let t0 = Instant::now();
+    let journal_path = journal::path(&c.cfg).filter(|_| !c.cfg.dry_run);
+    if let Some(p) = journal_path.as_ref().filter(|p| p.exists()) {
+        return resume(c, p);
+    }
     refuse_rerun(c)?;
     let (use_certs, use_keys) = read_use_rules(c)?;
     let mut etcd = match &c.cfg.etcd_endpoint {
@@ -271,17 +278,9 @@ pub fn run(c: &Checked) -> Result<Summary> {
     let changed_objects = rewrite_objects(&plan, &renamer, &mut objects)?;
     let processing_ms = t_proc.elapsed().as_millis();
 
-    let t_commit = Instant::now();
-    let written = commit(c, etcd.as_mut(), &changed_objects, &new_files)?;
-    let ssh_keys = match &c.cfg.regenerate_server_ssh_keys {
-        Some(dir) => ssh::regenerate_host_keys(dir, c.cfg.dry_run)?,
-        None => vec![],
-    };
-    let commit_ms = t_commit.elapsed().as_millis();
-
     let rules = renamer.report();
     let warnings = warnings(&reg, &plan, &rules);
-    let summary = Summary {
+    let mut summary = Summary {
         tool: format!("imgmode-recert {}", env!("CARGO_PKG_VERSION")),
         dry_run: c.cfg.dry_run,
         threads: c.threads,
@@ -298,30 +297,109 @@ pub fn run(c: &Checked) -> Result<Summary> {
             public_keys: plan.public_keys.len(),
             jwts: plan.jwts.len(),
         },
-        ssh_host_keys_regenerated: ssh_keys,
+        ssh_host_keys_regenerated: vec![],
         locations_by_kind: locations_by_kind(&reg),
         rules,
         certificates: plan.report.clone(),
         private_keys: key_reports(&reg, &key_actions),
         jwts: jwt_reports(&reg, &plan),
-        written,
+        written: planned_writes(&changed_objects, &new_files),
         warnings,
         timings: Timings {
             scan_ms,
             key_generation_ms: generated.total.as_millis(),
             key_generation_wait_ms: generated.wait.as_millis(),
             processing_ms,
-            commit_ms,
-            total_ms: t0.elapsed().as_millis(),
+            ..Default::default()
         },
     };
+    if c.cfg.dry_run {
+        for w in &mut summary.written {
+            w.push_str(" (dry run)");
+        }
+        if let Some(dir) = &c.cfg.regenerate_server_ssh_keys {
+            summary.ssh_host_keys_regenerated = ssh::regenerate_host_keys(dir, true)?;
+        }
+    } else {
+        let t_commit = Instant::now();
+        let j = journal::Journal {
+            objects: changed_objects,
+            files: new_files,
+            summary: summary.clone(),
+        };
+        if let Some(p) = &journal_path {
+            j.save(p)?;
+        }
+        journal::apply(
+            etcd.as_mut(),
+            &j.objects,
+            &j.files,
+            false,
+            c.cfg.interrupt_after_writes,
+        )?;
+        summary.ssh_host_keys_regenerated = match &c.cfg.regenerate_server_ssh_keys {
+            Some(dir) => ssh::regenerate_host_keys(dir, false)?,
+            None => vec![],
+        };
+        summary.timings.commit_ms = t_commit.elapsed().as_millis();
+    }
+    summary.timings.total_ms = t0.elapsed().as_millis();
+    finish(c, &summary, journal_path.as_deref())?;
+    Ok(summary)
+}
+
+/// A run interrupted in its commit: its journal's writes made again, then its summary.
+fn resume(c: &Checked, path: &std::path::Path) -> Result<Summary> {
+    let j = journal::Journal::load(path)?;
+    let mut etcd = match (&c.cfg.etcd_endpoint, j.objects.is_empty()) {
+        (Some(e), false) => Some(block_on(etcd::Etcd::connect(e))??),
+        _ => None,
+    };
+    journal::apply(
+        etcd.as_mut(),
+        &j.objects,
+        &j.files,
+        true,
+        c.cfg.interrupt_after_writes,
+    )?;
+    let mut summary = j.summary;
+    summary.ssh_host_keys_regenerated = match &c.cfg.regenerate_server_ssh_keys {
+        Some(dir) => ssh::regenerate_host_keys(dir, false)?,
+        None => vec![],
+    };
+    summary.warnings.push(format!(
+        "resumed an interrupted run from its plan {}: every planned write made again",
+        path.display()
+    ));
+    finish(c, &summary, Some(path))?;
+    Ok(summary)
+}
+
+/// The summaries written (the summary file is the mark of a finished run), then the journal
+/// deleted.
+fn finish(c: &Checked, summary: &Summary, journal: Option<&std::path::Path>) -> Result<()> {
     if let Some(p) = &c.cfg.summary_file {
         summary.write(p, false)?;
     }
     if let Some(p) = &c.cfg.summary_file_clean {
         summary.write(p, true)?;
     }
-    Ok(summary)
+    if let Some(p) = journal.filter(|p| p.exists()) {
+        journal::Journal::remove(p)?;
+    }
+    Ok(())
+}
+
+/// What the commit writes, in its order: `etcd KEY`, then `file PATH`.
+fn planned_writes(
+    objects: &[etcd::EtcdObject],
+    files: &[(std::path::PathBuf, String)],
+) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| format!("etcd {}", o.key))
+        .chain(files.iter().map(|(p, _)| format!("file {}", p.display())))
+        .collect()
 }
 
 /// A tree whose summary file exists was already recerted: refuse unless `force_rerun`.
@@ -417,41 +495,6 @@ fn rewrite_objects(
     Ok(changed_objects)
 }
 
-/// Write the changed objects and files (one etcd transaction per object, temp file + rename
-/// per file), or only list them when `dry_run`; returns what was (or would be) written.
-fn commit(
-    c: &Checked,
-    etcd: Option<&mut etcd::Etcd>,
-    changed_objects: &[etcd::EtcdObject],
-    new_files: &[(std::path::PathBuf, String)],
-) -> Result<Vec<String>> {
-    let mut written = vec![];
-    if !c.cfg.dry_run {
-        if let Some(e) = etcd {
-            for obj in changed_objects {
-                block_on(e.put(obj))??;
-                written.push(format!("etcd {}", obj.key));
-            }
-        }
-        for (path, text) in new_files {
-            filesystem::write_atomic(path, text.as_bytes())?;
-            written.push(format!("file {}", path.display()));
-        }
-    } else {
-        written.extend(
-            changed_objects
-                .iter()
-                .map(|o| format!("etcd {} (dry run)", o.key)),
-        );
-        written.extend(
-            new_files
-                .iter()
-                .map(|(p, _)| format!("file {} (dry run)", p.display())),
-        );
-    }
-    Ok(written)
-}
-
 /// The scan's and the plan's warnings, then one per name rule that matched nothing.
 fn warnings(reg: &Registry, plan: &Plan, rules: &[rename::RuleReport]) -> Vec<String> {
     let mut warnings = reg.warnings.clone();
@@ -506,7 +549,7 @@ fn jwt_reports(reg: &Registry, plan: &Plan) -> Vec<JwtReport> {
     reg.jwts
         .iter()
         .map(|(t, l)| JwtReport {
-            token: "<redacted>",
+            token: "<redacted>".into(),
             regenerated: plan.jwts.contains_key(t),
             locations: l.clone(),
         })

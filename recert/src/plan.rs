@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cert::{self, Cert, NameRewriter, Resign, ValidityPolicy};
 use crate::keys::{self, KeyKind, PrivateKey};
@@ -52,7 +52,7 @@ pub fn issuer_graph(reg: &Registry) -> Vec<Option<usize>> {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CertAction {
     Regenerate,
@@ -62,7 +62,7 @@ pub enum CertAction {
     Keep(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyAction {
     Regenerate,
@@ -213,7 +213,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CertReport {
     pub subject: String,
     pub issuer: String,
@@ -223,7 +223,7 @@ pub struct CertReport {
     pub action: CertAction,
     pub locations: Vec<String>,
     /// The new certificate in PEM (public material).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pem: Option<String>,
 }
 

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::CertReport;
 use crate::rename::RuleReport;
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Counts {
     pub certificates: usize,
     pub private_keys: usize,
@@ -18,22 +18,22 @@ pub struct Counts {
     pub jwts: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyReport {
     pub kind: String,
     pub action: String,
     pub locations: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JwtReport {
     /// Always redacted: the token itself is a credential.
-    pub token: &'static str,
+    pub token: String,
     pub regenerated: bool,
     pub locations: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Timings {
     pub scan_ms: u128,
     /// Wall time of the key-generation pool, from its start during the scan to its last key.
@@ -45,18 +45,18 @@ pub struct Timings {
     pub total_ms: u128,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterRenameReport {
     pub from: String,
     pub to: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub tool: String,
     pub dry_run: bool,
     pub threads: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_rename: Option<ClusterRenameReport>,
     pub found: Counts,
     pub regenerated: Counts,

@@ -578,3 +578,167 @@ fn extend_after_force_expire_restores_the_lifetimes() {
         );
     }
 }
+
+/// The plan recert left when interrupted, as (etcd key or file path -> new content).
+fn journal_contents(plan: &Path) -> Vec<(String, String)> {
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(plan).unwrap()).unwrap();
+    let mut out: Vec<(String, String)> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f[0].as_str().unwrap().to_string(),
+                f[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for o in j["objects"].as_array().unwrap() {
+        out.push((
+            o["key"].as_str().unwrap().to_string(),
+            serde_json::to_string(&o["value"]).unwrap(),
+        ));
+    }
+    out
+}
+
+/// Every planned write of `plan` holds in `root` and `etcd`, no seed key survives, the plan is
+/// gone and a further run refuses.
+fn finished_as_planned(
+    what: &str,
+    planned: &[(String, String)],
+    cfg: &RecertConfig,
+    root: &Path,
+    etcd: &Etcd,
+    seed_keys: &HashSet<Vec<u8>>,
+) {
+    let dump = etcd_dump(etcd);
+    for (at, content) in planned {
+        let now = if at.starts_with("/kubernetes.io/") {
+            dump.iter().find(|(k, _)| k == at).map(|(_, v)| {
+                serde_json::to_string(&serde_json::from_str::<serde_json::Value>(v).unwrap())
+                    .unwrap()
+            })
+        } else {
+            std::fs::read_to_string(at).ok()
+        };
+        assert_eq!(now.as_ref(), Some(content), "{what}: {at}");
+    }
+    for k in &registry_of(&everything(root, Some(etcd))).keys {
+        assert!(
+            !seed_keys.contains(&k.key.spki_der()),
+            "{what}: a seed key survives at {:?}",
+            k.locations
+        );
+    }
+    assert!(
+        !cfg.summary_file
+            .as_ref()
+            .unwrap()
+            .with_extension("yaml.plan")
+            .exists(),
+        "{what}: the plan outlived the commit"
+    );
+    let again = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap_err();
+    assert!(
+        again.to_string().contains("already recerted"),
+        "{what}: {again}"
+    );
+}
+
+/// A fresh copy of the seed tree at `root`, and the seed's objects back in `etcd`.
+fn fresh_copy(seed: &Path, root: &Path, etcd: &Etcd, pki: &Pki) {
+    let _ = std::fs::remove_dir_all(root);
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(seed)
+        .arg(root)
+        .status()
+        .unwrap()
+        .success());
+    load(etcd, pki);
+}
+
+/// A crash anywhere in the commit, then recert run again: the second run finishes the first
+/// one's plan. Every file and object holds exactly what the plan says (no mix of two plans),
+/// no seed key survives, the plan (which holds private keys, 0600) is gone, and a third run
+/// refuses. First for real at a few places of a first run; then, with one plan, after each
+/// of its writes in turn (a resumed run makes the same writes in the same order, so it stops
+/// where a first run would have).
+#[test]
+fn an_interrupted_commit_is_finished_by_the_next_run() {
+    use imgmode_testkit::Need;
+    use std::os::unix::fs::PermissionsExt;
+    imgmode_testkit::require!(Need::Tool("etcd"));
+    let td = tempfile::tempdir().unwrap();
+    let seed = td.path().join("seed");
+    let pki = testpki::generate(&PkiSpec::default(), &seed).unwrap();
+    let etcd = start_etcd();
+    load(&etcd, &pki);
+    let seed_keys: HashSet<Vec<u8>> = registry_of(&everything(&seed, Some(&etcd)))
+        .keys
+        .iter()
+        .map(|k| k.key.spki_der())
+        .collect();
+    let root = td.path().join("copy");
+    let summary = td.path().join("s.yaml");
+    let plan = td.path().join("s.yaml.plan");
+    let mut cfg = config(&root, Some(&etcd), &summary);
+    cfg.cluster_rename = Some("new:example.org".into());
+    let kept_plan = td.path().join("kept.plan");
+    let mut total = 0;
+    for n in [0usize, 1, 7] {
+        fresh_copy(&seed, &root, &etcd, &pki);
+        let _ = std::fs::remove_file(&summary);
+        cfg.interrupt_after_writes = Some(n);
+        let e = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("interrupted after"), "{e:#}");
+        assert!(!summary.exists(), "an interrupted run wrote its summary");
+        assert_eq!(
+            std::fs::metadata(&plan).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let planned = journal_contents(&plan);
+        total = planned.len();
+        if n == 0 {
+            std::fs::copy(&plan, &kept_plan).unwrap();
+        }
+        cfg.interrupt_after_writes = None;
+        let s = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap();
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("resumed an interrupted run")),
+            "{:?}",
+            s.warnings
+        );
+        finished_as_planned(
+            &format!("a first run stopped after {n} writes"),
+            &planned,
+            &cfg,
+            &root,
+            &etcd,
+            &seed_keys,
+        );
+    }
+    assert!(total > 10, "the plan writes {total} things");
+    let planned = journal_contents(&kept_plan);
+    for n in 0..total {
+        fresh_copy(&seed, &root, &etcd, &pki);
+        let _ = std::fs::remove_file(&summary);
+        std::fs::copy(&kept_plan, &plan).unwrap();
+        cfg.interrupt_after_writes = Some(n);
+        let e = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("interrupted after"), "{e:#}");
+        cfg.interrupt_after_writes = None;
+        imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap();
+        finished_as_planned(
+            &format!("stopped after {n} writes"),
+            &planned,
+            &cfg,
+            &root,
+            &etcd,
+            &seed_keys,
+        );
+    }
+}

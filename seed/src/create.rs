@@ -231,6 +231,12 @@ fn recert_config(o: &CreateOpts, force_expire: bool) -> RecertConfig {
         force_expire,
         extend_expiration: !force_expire,
         force_rerun: true,
+        // an interrupted recert is finished, not planned again, when seed create resumes
+        plan_file: Some(o.work_dir.join(if force_expire {
+            "recert-expire.plan"
+        } else {
+            "recert-extend.plan"
+        })),
         ..Default::default()
     }
 }

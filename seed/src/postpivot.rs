@@ -347,11 +347,16 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let e = e?;
         if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            std::fs::remove_file(e.path())
-                .with_context(|| format!("removing the seed's SSH host key {}", e.path().display()))?;
+            std::fs::remove_file(e.path()).with_context(|| {
+                format!("removing the seed's SSH host key {}", e.path().display())
+            })?;
         }
     }
-    Run::new("ssh-keygen").arg("-A").arg("-f").arg(root).output()?;
+    Run::new("ssh-keygen")
+        .arg("-A")
+        .arg("-f")
+        .arg(root)
+        .output()?;
     Ok(())
 }
 
@@ -486,7 +491,10 @@ mod tests {
         let first = std::fs::read(ssh.join("ssh_host_ed25519_key")).unwrap();
         std::fs::write(ssh.join("ssh_host_dsa_key"), "a seed's old key").unwrap();
         regenerate_ssh_host_keys(td.path()).unwrap();
-        assert_ne!(std::fs::read(ssh.join("ssh_host_ed25519_key")).unwrap(), first);
+        assert_ne!(
+            std::fs::read(ssh.join("ssh_host_ed25519_key")).unwrap(),
+            first
+        );
         assert!(!ssh.join("ssh_host_dsa_key").exists(), "the seed's keys go");
         for t in ["rsa", "ecdsa", "ed25519"] {
             let m = std::fs::metadata(ssh.join(format!("ssh_host_{t}_key"))).unwrap();

@@ -58,6 +58,10 @@ pub struct RecertArgs {
     /// Run although the summary file marks the tree as recerted.
     #[arg(long)]
     pub force_rerun: bool,
+    /// Where the plan is kept (0600) while it is committed (default: the summary file's path
+    /// plus `.plan`); a run that finds it finishes that plan instead of planning again.
+    #[arg(long)]
+    pub plan_file: Option<PathBuf>,
 }
 
 impl From<RecertArgs> for imgmode_recert::RecertConfig {
@@ -81,6 +85,8 @@ impl From<RecertArgs> for imgmode_recert::RecertConfig {
             threads: a.threads,
             fail_on_invalid_pem: a.fail_on_invalid_pem,
             force_rerun: a.force_rerun,
+            plan_file: a.plan_file,
+            interrupt_after_writes: None,
         }
     }
 }
