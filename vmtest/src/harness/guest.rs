@@ -37,11 +37,23 @@ ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/{script}"'
 /// What every guest script starts with: `set -eu`, a report of the status a script ended with
 /// when it was not 0 (`IMGMODE-SCRIPT-FAILED rc=N`, which fails the wait for its result at
 /// once), and the helpers: `yesno CMD` prints yes/no, `run CMD` prints the command, its output
-/// and `RC <status>` (the one way a step may fail without ending the script).
+/// and `RC <status>` (the one way a step may fail without ending the script), `filemodes TAG
+/// DIR...` lists every file under the directories with its mode and whether it holds a secret
+/// (a private key, a pull secret, a kubeconfig's client key, an htpasswd hash), for
+/// [`file_modes`].
 pub(crate) const GUEST_PRELUDE: &str = r#"set -eu
 trap 'rc=$?; [ "$rc" -eq 0 ] || echo "IMGMODE-SCRIPT-FAILED rc=$rc"' EXIT
 yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 run() { echo "RUN $*"; rc=0; "$@" 2>&1 || rc=$?; echo "RC $rc"; }
+filemodes() {
+  t=$1; shift; echo "FILEMODES-$t-BEGIN"
+  find "$@" -xdev -type f 2>/dev/null | while IFS= read -r f; do
+    s=no
+    grep -qsE -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' -e '"auths"[[:space:]]*:' -e 'client-key-data:' -e '^[^:#[:space:]]+:[$]2[aby][$]' "$f" && s=yes
+    echo "$(stat -c %a "$f") $s $f"
+  done
+  echo "FILEMODES-$t-END"
+}
 "#;
 
 /// `script` with [`GUEST_PRELUDE`] in front.
@@ -75,6 +87,43 @@ pub(crate) fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> 
         .lines()
         .find_map(|l| l.strip_prefix(prefix))
         .map(str::trim)
+}
+
+/// The `filemodes TAG ...` listing of a report: every file as `MODE secret|- PATH`; fails when
+/// it is missing or empty, or when a file holding a secret is readable by group or others.
+pub(crate) fn file_modes(report: &str, tag: &str, what: &str) -> Result<String> {
+    let body = report
+        .split_once(&format!("FILEMODES-{tag}-BEGIN"))
+        .and_then(|(_, r)| r.split_once(&format!("FILEMODES-{tag}-END")))
+        .map(|(b, _)| b)
+        .with_context(|| format!("{what}: the guest listed no file modes ({tag})"))?;
+    let mut out = String::new();
+    let mut open = vec![];
+    let mut n = 0;
+    for l in body.lines().filter(|l| !l.trim().is_empty()) {
+        let mut f = l.splitn(3, ' ');
+        let (Some(mode), Some(secret), Some(path)) = (f.next(), f.next(), f.next()) else {
+            anyhow::bail!("{what}: a file-mode line is malformed: {l:?}");
+        };
+        let m = u32::from_str_radix(mode, 8)
+            .with_context(|| format!("{what}: the mode of {path} is {mode:?}"))?;
+        let secret = secret == "yes";
+        if secret && m & 0o077 != 0 {
+            open.push(format!("{path} ({mode})"));
+        }
+        n += 1;
+        out.push_str(&format!(
+            "{mode:>4} {} {path}\n",
+            if secret { "secret" } else { "-     " }
+        ));
+    }
+    ensure!(n > 0, "{what}: the file-mode listing ({tag}) is empty");
+    ensure!(
+        open.is_empty(),
+        "{what}: files holding a secret are readable by group or others: {}",
+        open.join(", ")
+    );
+    Ok(out)
 }
 
 /// One phase's report.

@@ -9,7 +9,8 @@
 
 use crate::harness::artifacts::{imgmode_json, run, ssh_keypair, Artifacts, TEST_KARG};
 use crate::harness::guest::{
-    diag_section, job, parse_phase, report_line, GuestDeployment, Phase, SHUTDOWN_TIMEOUT,
+    diag_section, file_modes, job, parse_phase, report_line, GuestDeployment, Phase,
+    SHUTDOWN_TIMEOUT,
 };
 use crate::harness::qemu::{Boot, Vm, VmConfig};
 use anyhow::{bail, ensure, Context, Result};
@@ -105,6 +106,7 @@ echo "FACT restored=$(yesno probe)"
 echo "FACT apiserver=$(systemctl is-active imgmode-apiserver.service)"
 echo "FACT etcd=$(systemctl is-active etcd.service)"
 echo "FACT pull-secret-restored=$(yesno test "$ps_before" = "$(ps)")"
+filemodes seed /mnt/out/seed /var/lib/imgmode /etc/kubernetes /var/lib/kubelet /var/lib/etcd /root/.ssh /etc/ssh
 sync
 umount /mnt/out
 echo "IMGMODE-PHASE-1-END"
@@ -285,6 +287,11 @@ async fn run_seed_vm(dir: &Path, disk: &Path, out_img: &Path) -> Result<SeedVmRe
         "imgmode seed create failed in the guest (rc {rc}); console tail:\n{tail}"
     );
     shut?;
+    // what seed create wrote (the seed, its state) and the secrets it handled, with modes
+    std::fs::write(
+        dir.join("file-modes-seed.txt"),
+        file_modes(&results, "seed", "the seed system")?,
+    )?;
     let booted = p.booted()?;
     let identity: serde_json::Value = serde_json::from_str(
         report_line(&results, "IDENTITY ").context("the guest reported no identity")?,

@@ -13,7 +13,7 @@
 use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
-    diag_section, job, parse_phase, report_line, run_job_timed, Phase, BOOT_TIMEOUT,
+    diag_section, file_modes, job, parse_phase, report_line, run_job_timed, Phase, BOOT_TIMEOUT,
 };
 use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
 use crate::harness::media::{blank_disk, cdrom};
@@ -70,6 +70,7 @@ if [ "__REFUSALS__" = yes ]; then
   run imgmode ibi install --config /run/ibi-nodisk.yaml --state /run/ibi-nodisk-state.json
   echo "FACT untouched=$(yesno cmp -s -n 4194304 /dev/vda /dev/zero)"
 fi
+filemodes live /etc/imgmode /root/.ssh /etc/containers /etc/ssh /run/imgmode
 echo "IMGMODE-PHASE-0-END"
 "#;
 
@@ -106,6 +107,7 @@ run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmt
 run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
 echo "KUBEADMIN $(imgmode internal test-cluster get /kubernetes.io/secrets/kube-system/kubeadmin)"
 echo "PULLSECRET $(imgmode internal test-cluster get /kubernetes.io/secrets/openshift-config/pull-secret)"
+filemodes installed /var/lib/imgmode /etc/imgmode /etc/systemd/system /root/.ssh /var/lib/kubelet /etc/ssh /etc/containers /etc/kubernetes /var/lib/etcd
 echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
@@ -341,6 +343,15 @@ fn make_isos(
         "imgmode ibi create-config-image",
     )?;
     no_admin_signer_key(h, &conf)?;
+    private_outputs(
+        &[
+            (conf.join("imagebasedconfig.iso"), 0o600),
+            (conf.join("auth"), 0o700),
+            (conf.join("auth/kubeconfig"), 0o600),
+            (conf.join("auth/kubeadmin-password"), 0o600),
+        ],
+        &dir.join(format!("file-modes-host-{}.txt", h.name)),
+    )?;
 
     eprintln!(
         "==> {}: the installation ISO (imgmode ibi create-image{})",
@@ -372,6 +383,11 @@ fn make_isos(
     run(&mut cmd, "imgmode ibi create-image")?;
     let seconds = t0.elapsed().as_secs_f64();
     let install_iso = isodir.join("imgmode-ibi.iso");
+    // it carries the pull secret (and, with a payload, the registry's key and htpasswd)
+    private_outputs(
+        &[(install_iso.clone(), 0o600)],
+        &dir.join(format!("file-modes-host-iso-{}.txt", h.name)),
+    )?;
     let iso_mib = std::fs::metadata(&install_iso)
         .context("imgmode ibi create-image wrote no imgmode-ibi.iso")?
         .len() as f64
@@ -383,6 +399,27 @@ fn make_isos(
         iso_mib,
         seconds,
     })
+}
+
+/// The host-side outputs that hold secrets have exactly these modes; the listing goes to `out`.
+fn private_outputs(files: &[(PathBuf, u32)], out: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut listing = String::new();
+    for (p, want) in files {
+        let mode = std::fs::metadata(p)
+            .with_context(|| format!("{} was not written", p.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        listing.push_str(&format!("{mode:o} {}\n", p.display()));
+        ensure!(
+            mode == *want,
+            "{} is mode {mode:o}; it holds secrets and must be {want:o}",
+            p.display()
+        );
+    }
+    std::fs::write(out, listing)?;
+    Ok(())
 }
 
 /// The configuration ISO carries no key that can sign admin client certificates: the
@@ -525,6 +562,15 @@ async fn boot_host(
     };
     let (live_root, live_boot) = check_live(h, &results, firmware)?;
     let (install, b, commit) = check_installed(h, &results, seed, firmware)?;
+    // every file the install, post-pivot and the live system wrote, with its mode: no secret
+    // readable by group or others (the listings stay in the scenario's directory)
+    for tag in ["live", "installed"] {
+        let listing = file_modes(&results, tag, h.name)?;
+        std::fs::write(
+            dir.join(h.name).join(format!("file-modes-{tag}.txt")),
+            listing,
+        )?;
+    }
     check_cluster(h, conf, &b, &results)?;
     let keys = key_inventory(h, &results)?;
     let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")

@@ -8,7 +8,9 @@
 
 use crate::harness::artifacts::{run, Artifacts};
 use crate::harness::context::RunContext;
-use crate::harness::guest::{job, parse_phase, report_line, run_job, Phase, BOOT_TIMEOUT};
+use crate::harness::guest::{
+    file_modes, job, parse_phase, report_line, run_job, Phase, BOOT_TIMEOUT,
+};
 use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
 use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::qemu::{Boot, VmConfig};
@@ -46,12 +48,14 @@ run skopeo inspect --no-creds --raw docker://localhost:22625/imgmode-seed:__VERS
 const LIVE_SCRIPT: &str = r#"echo "IMGMODE-PHASE-0-BEGIN"
 __FAILED_UNITS__
 __CHECKS__
+filemodes live /etc/imgmode /root/.ssh /etc/containers /run/imgmode
 echo "IMGMODE-PHASE-0-END"
 "#;
 
 const BOOTED_SCRIPT: &str = r#"grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
 __CHECKS__
+filemodes installed /etc/imgmode /var/lib/imgmode /etc/containers /root/.ssh /etc/systemd/system
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 p=/var/lib/containers/imgmode-payload
 run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
@@ -121,6 +125,10 @@ pub async fn registry_less(ctx: &RunContext, dir: &Path) -> Result<String> {
     for (n, what) in [(0u32, "the live system"), (1, "the installed system")] {
         let p = parse_phase(&results, n).with_context(|| format!("{what} reported nothing"))?;
         check_system(&p, what, &seed_ref, &seed_digest)?;
+        // the registry's TLS key and htpasswd, the pull secret: none readable by others
+        let tag = if n == 0 { "live" } else { "installed" };
+        let listing = file_modes(&results, tag, what)?;
+        std::fs::write(dir.join(format!("file-modes-{tag}.txt")), listing)?;
         if n == 0 {
             no_failed_live_units(&p, what)?;
         }
