@@ -126,7 +126,7 @@ impl Grub {
         let _ = std::fs::remove_dir_all(&made);
         std::fs::create_dir_all(&made)?;
         let made_file = made.join("image");
-        Run::sandboxed(&ld, &[&made])
+        Run::sandboxed(&ld, &[&made], imgmode_support::host::root_is_initramfs())
             .arg("--library-path")
             .arg(&libdir)
             .arg(self.root.join("usr/bin/grub-mkimage"))

@@ -128,19 +128,11 @@ impl Run {
     /// `program` from an image (someone else's code) confined with bubblewrap: the whole
     /// file system read-only, `writable` directories the only places it may write, a fresh
     /// `/dev`, `/proc` and `/tmp`, no network and no other namespaces shared, every
-    /// capability dropped, its own session, killed with imgmode. On a root that is the
-    /// initial ramfs (a live system), where the kernel refuses bwrap's `pivot_root`, the root
-    /// is first made a mount of its own in a private mount namespace.
-    pub fn sandboxed(program: impl AsRef<OsStr>, writable: &[&Path]) -> Self {
-        Self::sandboxed_on(program, writable, crate::host::root_is_initramfs())
-    }
-
-    /// [`Run::sandboxed`], saying whether the root must be made a mount first.
-    pub fn sandboxed_on(
-        program: impl AsRef<OsStr>,
-        writable: &[&Path],
-        remount_root: bool,
-    ) -> Self {
+    /// capability dropped, its own session, killed with imgmode. With `remount_root` (a root
+    /// that is the initial ramfs, as in a live system: `host::root_is_initramfs`), where the
+    /// kernel refuses bwrap's `pivot_root`, the root is first made a mount of its own in a
+    /// private mount namespace.
+    pub fn sandboxed(program: impl AsRef<OsStr>, writable: &[&Path], remount_root: bool) -> Self {
         const BWRAP: &[&str] = &[
             "--ro-bind",
             "/",
@@ -335,7 +327,7 @@ mod tests {
                 o = out.display(),
                 x = other.display()
             );
-            let r = Run::sandboxed_on("/bin/sh", &[&out], remount)
+            let r = Run::sandboxed("/bin/sh", &[&out], remount)
                 .args(["-c", &script])
                 .output()
                 .unwrap_or_else(|e| panic!("remount {remount}: {e:#}"));
