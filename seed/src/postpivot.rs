@@ -336,6 +336,54 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     Ok(m)
 }
 
+/// Where timesyncd takes imgmode's NTP sources.
+pub const TIMESYNCD_CONF: &str = "/etc/systemd/timesyncd.conf.d/50-imgmode.conf";
+
+/// `additionalNTPSources` (chrony `server`/`pool` lines, as lifecycle-agent carries them) for
+/// systemd-timesyncd: `[Time]` with `NTP=` naming them.
+pub fn timesyncd_conf(chrony_config: &str) -> Result<String> {
+    let mut servers = vec![];
+    for l in chrony_config
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("server" | "pool"), Some(host)) => servers.push(host),
+            _ => bail!(
+                "the configuration's NTP sources hold a line that is not a server or pool: {l:?}"
+            ),
+        }
+    }
+    Ok(format!("[Time]\nNTP={}\n", servers.join(" ")))
+}
+
+/// The configuration's NTP sources for the time service the system has: chrony (a sources
+/// file) or systemd-timesyncd (a drop-in); refused when it has neither.
+fn ntp_sources(chrony_config: &str) -> Result<()> {
+    if Path::new("/etc/chrony").is_dir() {
+        std::fs::create_dir_all("/etc/chrony/sources.d")?;
+        std::fs::write("/etc/chrony/sources.d/imgmode.sources", chrony_config)?;
+        let _ = Run::new("systemctl")
+            .args(["try-restart", "chrony.service"])
+            .output();
+        return Ok(());
+    }
+    if Path::new("/usr/lib/systemd/systemd-timesyncd").exists() {
+        imgmode_support::fs::write_atomic(
+            Path::new(TIMESYNCD_CONF),
+            timesyncd_conf(chrony_config)?.as_bytes(),
+            0o644,
+        )?;
+        let _ = Run::new("systemctl")
+            .args(["try-restart", "systemd-timesyncd.service"])
+            .output();
+        return Ok(());
+    }
+    bail!("the configuration gives additionalNTPSources, and this system has neither chrony nor systemd-timesyncd to use them; add one to the seed's image")
+}
+
 /// New SSH host keys under `root` (`etc/ssh/ssh_host_*`): whatever keys the seed carried are
 /// removed and `ssh-keygen -A` makes every type anew, so no two sites of one seed share a host
 /// key. A system without an SSH server (no `etc/ssh/sshd_config`) is left alone.
@@ -404,9 +452,8 @@ fn configure_host(m: &SeedReconfiguration) -> Result<()> {
     }
     std::fs::write("/etc/hostname", format!("{}\n", m.hostname))?;
     Run::new("hostname").arg(&m.hostname).output()?;
-    if !m.chrony_config.is_empty() && Path::new("/etc/chrony").is_dir() {
-        std::fs::create_dir_all("/etc/chrony/sources.d")?;
-        std::fs::write("/etc/chrony/sources.d/imgmode.sources", &m.chrony_config)?;
+    if !m.chrony_config.is_empty() {
+        ntp_sources(&m.chrony_config)?;
     }
     Ok(())
 }
@@ -476,6 +523,17 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ntp_sources_become_a_timesyncd_drop_in() {
+        assert_eq!(
+            timesyncd_conf("server ntp1.example.org iburst\npool 2.pool.example.org iburst\n")
+                .unwrap(),
+            "[Time]\nNTP=ntp1.example.org 2.pool.example.org\n"
+        );
+        let e = timesyncd_conf("makestep 1 3\n").unwrap_err().to_string();
+        assert!(e.contains("not a server or pool"), "{e}");
+    }
 
     #[test]
     fn ssh_host_keys_are_made_anew() {

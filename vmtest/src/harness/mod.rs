@@ -12,10 +12,11 @@
 //!   once per run).
 //! - [`media`]: payload disks, blank installation disks, ISOs as CD-ROMs; [`install_iso`]:
 //!   what the installation-ISO scenarios share (the live system's checks, the seed in a TLS
-//!   registry); [`registry`]: a throwaway `docker-registry` on the host's loopback.
+//!   registry); [`registry`]: a throwaway `docker-registry` on the host's loopback;
+//!   [`secrets`]: host-side checks of the installer's secret outputs.
 //!
 //! Dependencies point one way: `artifacts`, `health` and `registry` use no other module here;
-//! `media` uses `artifacts`; `qemu` uses `health`; `direct` and `guest` use `qemu`;
+//! `media` and `secrets` use `artifacts`; `qemu` uses `health`; `direct` and `guest` use `qemu`;
 //! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` uses `artifacts`
 //! and `seed`; `install_iso` uses `context` and the rest.
 
@@ -29,4 +30,5 @@ pub mod layered_image;
 pub mod media;
 pub mod qemu;
 pub mod registry;
+pub mod secrets;
 pub mod seed;

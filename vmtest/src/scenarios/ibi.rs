@@ -18,6 +18,7 @@ use crate::harness::guest::{
 use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
 use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::qemu::{Boot, VmConfig};
+use crate::harness::secrets::{no_admin_signer_key, private_outputs};
 use crate::harness::seed::{extract_layer, SeedBuild};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
 const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
 const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: __SSHKEY__\n";
-const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nreleaseRegistry: quay.io\n";
+const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nreleaseRegistry: quay.io\nadditionalNTPSources:\n- ntp1.example.org\n- ntp2.example.org\n";
 const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imgmode-extra\n  namespace: default\ndata:\n  origin: from-the-config-iso\n";
 /// The partition label the scenario's config asks for.
 const EXTRA_LABEL: &str = "containers";
@@ -107,6 +108,7 @@ run imgmode internal test-cluster probe --kubeconfig "$CREDENTIALS_DIRECTORY/vmt
 run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-extra
 echo "KUBEADMIN $(imgmode internal test-cluster get /kubernetes.io/secrets/kube-system/kubeadmin)"
 echo "PULLSECRET $(imgmode internal test-cluster get /kubernetes.io/secrets/openshift-config/pull-secret)"
+echo "FACT ntp=$(sed -n 's/^NTP=//p' /etc/systemd/timesyncd.conf.d/50-imgmode.conf | tr ' ' ',')"
 filemodes installed /var/lib/imgmode /etc/imgmode /etc/systemd/system /root/.ssh /var/lib/kubelet /etc/ssh /etc/containers /etc/kubernetes /var/lib/etcd
 echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
@@ -342,7 +344,7 @@ fn make_isos(
             .arg(&conf),
         "imgmode ibi create-config-image",
     )?;
-    no_admin_signer_key(h, &conf)?;
+    no_admin_signer_key(h.name, &conf)?;
     private_outputs(
         &[
             (conf.join("imagebasedconfig.iso"), 0o600),
@@ -399,105 +401,6 @@ fn make_isos(
         iso_mib,
         seconds,
     })
-}
-
-/// The host-side outputs that hold secrets have exactly these modes; the listing goes to `out`.
-fn private_outputs(files: &[(PathBuf, u32)], out: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut listing = String::new();
-    for (p, want) in files {
-        let mode = std::fs::metadata(p)
-            .with_context(|| format!("{} was not written", p.display()))?
-            .permissions()
-            .mode()
-            & 0o777;
-        listing.push_str(&format!("{mode:o} {}\n", p.display()));
-        ensure!(
-            mode == *want,
-            "{} is mode {mode:o}; it holds secrets and must be {want:o}",
-            p.display()
-        );
-    }
-    std::fs::write(out, listing)?;
-    Ok(())
-}
-
-/// The configuration ISO carries no key that can sign admin client certificates: the
-/// manifest's admin CA issued `auth/kubeconfig`'s client certificate (OpenSSL verifies it),
-/// and none of the manifest's private keys has that CA's public key.
-fn no_admin_signer_key(h: &Host, conf: &Path) -> Result<()> {
-    use base64::Engine;
-    let chk = conf.join("check");
-    std::fs::create_dir_all(&chk)?;
-    let manifest = chk.join("manifest.json");
-    run(
-        Command::new("xorriso")
-            .args(["-osirrox", "on", "-indev"])
-            .arg(conf.join("imagebasedconfig.iso"))
-            .args(["-extract", "/cluster-configuration/manifest.json"])
-            .arg(&manifest),
-        "xorriso (the configuration ISO's manifest)",
-    )?;
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
-    let admin_ca = m["kubeconfig_crypto_retention"]["kube_api_crypto"]["client_auth_crypto"]
-        ["admin_ca_certificate"]
-        .as_str()
-        .context("the manifest has no admin_ca_certificate")?;
-    std::fs::write(chk.join("admin-ca.pem"), admin_ca)?;
-    let kc = std::fs::read_to_string(conf.join("auth/kubeconfig"))?;
-    let client = kc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
-        .context("auth/kubeconfig has no client certificate")?;
-    std::fs::write(
-        chk.join("client.pem"),
-        base64::engine::general_purpose::STANDARD.decode(client)?,
-    )?;
-    run(
-        Command::new("openssl")
-            .args(["verify", "-partial_chain", "-CAfile"])
-            .arg(chk.join("admin-ca.pem"))
-            .arg(chk.join("client.pem")),
-        "openssl verify (auth/kubeconfig's client certificate under the manifest's admin CA)",
-    )?;
-    let ca_key = run(
-        Command::new("openssl")
-            .args(["x509", "-pubkey", "-noout", "-in"])
-            .arg(chk.join("admin-ca.pem")),
-        "openssl x509 -pubkey",
-    )?;
-    fn keys<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-        match v {
-            serde_json::Value::String(s) if s.contains("PRIVATE KEY") => out.push(s),
-            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|v| keys(v, out)),
-            _ => {}
-        }
-    }
-    let mut found = vec![];
-    keys(&m, &mut found);
-    ensure!(
-        !found.is_empty(),
-        "{}: the manifest holds no signer key",
-        h.name
-    );
-    for (i, k) in found.iter().enumerate() {
-        let p = chk.join(format!("key-{i}.pem"));
-        std::fs::write(&p, k)?;
-        let public = run(
-            Command::new("openssl")
-                .args(["pkey", "-pubout", "-in"])
-                .arg(&p),
-            "openssl pkey -pubout",
-        )?;
-        ensure!(
-            public != ca_key,
-            "{}: the configuration ISO holds the admin kubeconfig signer's private key",
-            h.name
-        );
-    }
-    std::fs::remove_dir_all(&chk)?;
-    Ok(())
 }
 
 /// Boot `h`'s VM: a blank disk first in the boot order, the installation ISO second, the
@@ -717,6 +620,8 @@ fn check_installed(
         ("sshd", "active"),
         ("ssh-site-key", "yes"),
         ("ssh-seed-key", "no"),
+        // additionalNTPSources, for the base image's systemd-timesyncd
+        ("ntp", "ntp1.example.org,ntp2.example.org"),
     ] {
         ensure!(
             b.fact(fact) == want,
