@@ -75,18 +75,24 @@ pub(crate) fn apply(
     files: &[(PathBuf, String)],
     resume: bool,
     interrupt_after: Option<usize>,
-) -> Result<Vec<String>> {
-    let mut written = vec![];
-    let mut step = |what: String| -> Result<()> {
+    written: &mut Vec<String>,
+) -> Result<()> {
+    // a write is counted once it is made: a run that fails before its first write changed
+    // nothing (and its caller may plan again)
+    let interrupt = |written: &Vec<String>| -> Result<()> {
         if interrupt_after == Some(written.len()) {
             anyhow::bail!(
                 "recert interrupted after {} writes (a test's interruption)",
                 written.len()
             );
         }
-        written.push(what);
         Ok(())
     };
+    anyhow::ensure!(
+        objects.is_empty() || etcd.is_some(),
+        "recert's plan holds {} etcd objects and no etcd_endpoint is given; run it with the same etcd_endpoint to finish the plan",
+        objects.len()
+    );
     if let (Some(e), false) = (etcd, objects.is_empty()) {
         let now: BTreeMap<String, EtcdObject> = if resume {
             block_on(e.scan())??
@@ -97,29 +103,34 @@ pub(crate) fn apply(
             BTreeMap::new()
         };
         for obj in objects {
-            if !resume {
-                step(format!("etcd {}", obj.key))?;
-                block_on(e.put(obj))??;
-                continue;
-            }
+            interrupt(written)?;
             let current = now.get(&obj.key);
-            if current.is_some_and(|c| c.value == obj.value) {
-                step(format!("etcd {}", obj.key))?;
-                continue;
+            if !resume {
+                block_on(e.put(obj))??;
+            } else if !current.is_some_and(|c| c.value == obj.value) {
+                let put = EtcdObject {
+                    mod_revision: current.map_or(0, |c| c.mod_revision),
+                    ..obj.clone()
+                };
+                block_on(e.put(&put))??;
             }
-            step(format!("etcd {}", obj.key))?;
-            let put = EtcdObject {
-                mod_revision: current.map_or(0, |c| c.mod_revision),
-                ..obj.clone()
-            };
-            block_on(e.put(&put))??;
+            written.push(format!("etcd {}", obj.key));
         }
     }
+    let mut dirs = std::collections::BTreeSet::new();
     for (path, text) in files {
-        step(format!("file {}", path.display()))?;
+        interrupt(written)?;
         crate::filesystem::write_atomic(path, text.as_bytes())?;
+        written.push(format!("file {}", path.display()));
+        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+        }
     }
-    Ok(written)
+    // the renames are durable before the plan may go
+    for d in dirs {
+        imgmode_support::fs::sync_dir(&d)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

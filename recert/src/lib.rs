@@ -330,13 +330,25 @@ pub fn run(c: &Checked) -> Result<Summary> {
         if let Some(p) = &journal_path {
             j.save(p)?;
         }
-        journal::apply(
+        let mut done = vec![];
+        let applied = journal::apply(
             etcd.as_mut(),
             &j.objects,
             &j.files,
             false,
             c.cfg.interrupt_after_writes,
-        )?;
+            &mut done,
+        );
+        if let Err(e) = applied {
+            // nothing was written (an etcd object changed under recert, say): the plan goes,
+            // and the next run plans again from what is there
+            if done.is_empty() {
+                if let Some(p) = &journal_path {
+                    journal::Journal::remove(p)?;
+                }
+            }
+            return Err(e);
+        }
         summary.ssh_host_keys_regenerated = match &c.cfg.regenerate_server_ssh_keys {
             Some(dir) => ssh::regenerate_host_keys(dir, false)?,
             None => vec![],
@@ -361,6 +373,7 @@ fn resume(c: &Checked, path: &std::path::Path) -> Result<Summary> {
         &j.files,
         true,
         c.cfg.interrupt_after_writes,
+        &mut vec![],
     )?;
     let mut summary = j.summary;
     summary.ssh_host_keys_regenerated = match &c.cfg.regenerate_server_ssh_keys {

@@ -331,7 +331,10 @@ pub fn create(o: &CreateOpts, store: &Store, steps: Steps) -> Result<Created> {
         c.log
             .steps()
             .step("leaving the cluster services stopped (--no-restore)");
-        c.log.finish(&Ok(()))?;
+        // but not without its pull secret: etcd runs just long enough to take it back
+        let r = put_pull_secret_back(o);
+        c.log.finish(&r)?;
+        r?;
     }
     created.timings = c.log.state().seconds.clone();
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
@@ -392,10 +395,9 @@ fn open_log(o: &CreateOpts, work: &Path, steps: Steps) -> Result<StepLog> {
     let (log, resumed) = StepLog::resume(&path, &run_id, steps).map_err(|e| {
         match e.downcast_ref::<OtherRun>() {
             Some(other) => anyhow!(
-                "{} holds an interrupted seed creation with other options ({}); run that command again to resume it, or remove {} (and start the cluster services again) to start over",
+                "{} holds an interrupted seed creation with other options ({}); run that command again to resume it (removing the directory instead loses the seed system's pull secret, which it holds while etcd has the seed's placeholder)",
                 work.display(),
-                other.run,
-                work.display()
+                other.run
             ),
             None => e,
         }
@@ -664,13 +666,7 @@ fn write_image(
     created: &mut Created,
 ) -> Result<()> {
     let comp = o.compression;
-    let mut files: Vec<String> = std::fs::read_dir(work)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !matches!(n.as_str(), STEP_LOG | "recert-summary.yaml") && !n.ends_with(".tmp"))
-        .collect();
-    files.sort();
+    let files = seed_files(work, comp)?;
     let info = std::fs::read_to_string(work.join("manifest.json"))?;
     let labels = BTreeMap::from([
         (
@@ -708,6 +704,34 @@ fn write_image(
     Ok(())
 }
 
+/// The seed's files, by name: lifecycle-agent's fixed set (the `lca-cli` alias is added when
+/// the image is written), the three tarballs and the booted deployment's origin. Nothing else
+/// of the work directory goes in (its step log, recert's summary and plans, the seed system's
+/// saved pull secret, temporaries).
+fn seed_files(work: &Path, comp: Compression) -> Result<Vec<String>> {
+    let mut files: Vec<String> = crate::FIXED_FILES
+        .iter()
+        .filter(|f| **f != "lca-cli")
+        .map(|f| f.to_string())
+        .chain(crate::TARBALLS.iter().map(|t| comp.file_name(t)))
+        .collect();
+    for e in std::fs::read_dir(work)? {
+        let n = e?.file_name().to_string_lossy().into_owned();
+        if n.starts_with("ostree-") && n.ends_with(".origin") {
+            files.push(n);
+        }
+    }
+    for f in &files {
+        ensure!(
+            work.join(f).is_file(),
+            "the seed's {f} is missing from {}",
+            work.display()
+        );
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// The post-pivot unit and its enablement link, relative to the seed's root.
 fn post_pivot_paths(o: &CreateOpts) -> (PathBuf, PathBuf) {
     let sd = o.sysroot.join("etc/systemd/system");
@@ -729,6 +753,22 @@ fn write_post_pivot_unit(o: &CreateOpts) -> Result<()> {
     )?;
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(format!("../{}", crate::postpivot::UNIT), &link)?;
+    Ok(())
+}
+
+/// The seed system's own pull secret back into etcd (started for it, and stopped again).
+fn put_pull_secret_back(o: &CreateOpts) -> Result<()> {
+    let saved = o.work_dir.join(SAVED_PULL_SECRET);
+    if !saved.exists() {
+        return Ok(());
+    }
+    if let Some(e) = &o.cluster.etcd_service {
+        systemctl("start", e)?;
+    }
+    crate::pullsecret::put_back(&o.cluster.etcd_endpoint, &saved)?;
+    if let Some(e) = &o.cluster.etcd_service {
+        systemctl("stop", e)?;
+    }
     Ok(())
 }
 
@@ -823,7 +863,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "{0} holds an interrupted seed creation with other options ({{\"output\":\"seed-a\",\"compression\":\"gzip\"}}); run that command again to resume it, or remove {0} (and start the cluster services again) to start over",
+                "{0} holds an interrupted seed creation with other options ({{\"output\":\"seed-a\",\"compression\":\"gzip\"}}); run that command again to resume it (removing the directory instead loses the seed system's pull secret, which it holds while etcd has the seed's placeholder)",
                 td.path().display()
             )
         );

@@ -14,7 +14,7 @@
 //! removable-media path that firmware boots without NVRAM entries.
 
 use crate::partition::{Partition, BOOT_LABEL};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use imgmode_support::cmd::Run;
 use std::path::{Path, PathBuf};
 
@@ -144,9 +144,30 @@ impl Grub {
             .args(modules)
             .output()
             .with_context(|| format!("building the GRUB {platform} image"))?;
-        std::fs::rename(&made_file, out)
-            .or_else(|_| std::fs::copy(&made_file, out).map(|_| ()))
-            .with_context(|| format!("moving the GRUB {platform} image to {}", out.display()))?;
+        // what the sandboxed program left is untrusted: a regular file, read without following
+        // a link (nor blocking on a FIFO), or nothing
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(
+                    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+                )
+                .open(&made_file)
+                .with_context(|| {
+                    format!("grub-mkimage left no regular file {}", made_file.display())
+                })?
+        };
+        ensure!(
+            f.metadata()?.is_file(),
+            "grub-mkimage left {} as something else than a regular file",
+            made_file.display()
+        );
+        let mut dest = std::fs::File::create(out)
+            .with_context(|| format!("writing the GRUB {platform} image {}", out.display()))?;
+        std::io::copy(&mut f, &mut dest)?;
+        dest.sync_all()?;
+        drop(f);
         std::fs::remove_dir_all(&made)?;
         Ok(())
     }

@@ -127,7 +127,7 @@ impl Run {
 
     /// `program` from an image (someone else's code) confined with bubblewrap: the whole
     /// file system read-only, `writable` directories the only places it may write, a fresh
-    /// `/dev`, `/proc` and `/tmp`, no network and no other namespaces shared, every
+    /// `/dev`, `/proc`, `/tmp` and `/run` (no host socket reachable), no network and no other namespaces shared, every
     /// capability dropped, its own session, killed with imgmode. With `remount_root` (a root
     /// that is the initial ramfs, as in a live system: `host::root_is_initramfs`), where the
     /// kernel refuses bwrap's `pivot_root`, the root is first made a mount of its own in a
@@ -143,6 +143,10 @@ impl Run {
             "/proc",
             "--tmpfs",
             "/tmp",
+            // the host's sockets (systemd's private one, D-Bus) live here: a program with uid
+            // 0 that could connect to them could ask systemd to run anything outside
+            "--tmpfs",
+            "/run",
             "--unshare-net",
             "--unshare-ipc",
             "--unshare-pid",
@@ -323,7 +327,8 @@ mod tests {
         for remount in [false, true] {
             let script = format!(
                 "echo ok > {o}/made; if echo x > {x}/escaped 2>/dev/null; then echo WROTE-OUTSIDE; fi; \
-                 grep -c : /proc/net/dev; grep CapEff /proc/self/status",
+                 grep -c : /proc/net/dev; grep CapEff /proc/self/status; \
+                 if [ -e /run/systemd ]; then echo HOST-RUN; fi",
                 o = out.display(),
                 x = other.display()
             );
@@ -333,6 +338,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("remount {remount}: {e:#}"));
             let said = String::from_utf8_lossy(&r.stdout);
             assert!(!said.contains("WROTE-OUTSIDE"), "remount {remount}: {said}");
+            assert!(
+                !said.contains("HOST-RUN"),
+                "remount {remount}: /run is the host's"
+            );
             let mut lines = said.lines();
             assert_eq!(
                 lines.next(),

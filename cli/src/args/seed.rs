@@ -95,8 +95,8 @@ pub struct SeedCreateArgs {
     /// that is a symlink, not root's, or open to others is refused).
     #[arg(long, default_value = imgmode_seed::create::DEFAULT_WORK_DIR)]
     pub work_dir: PathBuf,
-    /// Leave the cluster services stopped, the certificates expired and the placeholder pull
-    /// secret in etcd (the seed system's own is not kept).
+    /// Leave the cluster services and etcd stopped and the certificates expired (etcd runs a
+    /// moment at the end to take back the seed system's own pull secret).
     #[arg(long)]
     pub no_restore: bool,
     /// Skip recert (the certificates are captured as they are).

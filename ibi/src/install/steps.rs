@@ -441,7 +441,26 @@ fn deploy(m: &Path, s: &Seed) -> Result<PathBuf> {
 /// From here on every write into the deployment and the stateroot goes beneath their handles
 /// ([`InRoot`]): the tarballs may have planted symlinks that lead out of them.
 fn restore_var_etc(d: &Disk, s: &Seed, deploy_dir: &Path) -> Result<usize> {
-    tar_extract(&seed_tarball(&s.files, "var")?, &stateroot_dir(d, s))?;
+    let stateroot = stateroot_dir(d, s);
+    let top = |p: &Path| -> Result<std::collections::BTreeSet<std::ffi::OsString>> {
+        std::fs::read_dir(p)?.map(|e| Ok(e?.file_name())).collect()
+    };
+    let before = top(&stateroot)?;
+    tar_extract(&seed_tarball(&s.files, "var")?, &stateroot)?;
+    // var.tgz holds var/ and nothing else: the stateroot's deployments stay ostree's
+    for n in top(&stateroot)?.difference(&before) {
+        ensure!(
+            n == "var",
+            "the seed's var.tgz wrote {} into the stateroot {}; a seed's var.tgz holds var/ only",
+            n.to_string_lossy(),
+            stateroot.display()
+        );
+    }
+    ensure!(
+        std::fs::symlink_metadata(deploy_dir)?.is_dir(),
+        "the deployment {} is no longer a directory after var.tgz; the seed is refused",
+        deploy_dir.display()
+    );
     tar_extract(&seed_tarball(&s.files, "etc")?, deploy_dir)?;
     let deletions = etc_deletions(&std::fs::read_to_string(s.files.join("etc.deletions"))?)?;
     let r = InRoot::open(deploy_dir, "the deployment")?;
