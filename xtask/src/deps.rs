@@ -33,7 +33,10 @@ pub const PACKAGES: &[&str] = &[
     "squashfs-tools",
     "erofs-utils",
     "fdisk",
+    // the sandbox grub-mkimage runs in (support::cmd::Run::sandboxed)
     "bubblewrap",
+    // post-pivot's SSH host keys (tested on the host), vmtest's SSH key pairs
+    "openssh-client",
     // recert tests check chains with `openssl verify`; the ibi scenario's registry CA
     "openssl",
     // VM tests
