@@ -39,7 +39,8 @@ ExecStart=/bin/sh -c 'exec sh "$CREDENTIALS_DIRECTORY/{script}"'
 /// once), and the helpers: `yesno CMD` prints yes/no, `run CMD` prints the command, its output
 /// and `RC <status>` (the one way a step may fail without ending the script), `filemodes TAG
 /// DIR...` lists every file under the directories with its mode and whether it holds a secret
-/// (a private key, a pull secret, a kubeconfig's client key, an htpasswd hash), for
+/// as text (a private key, a pull secret, a kubeconfig's client key, an htpasswd hash; binary
+/// files such as image blobs and databases are listed, not searched), for
 /// [`file_modes`].
 pub(crate) const GUEST_PRELUDE: &str = r#"set -eu
 trap 'rc=$?; [ "$rc" -eq 0 ] || echo "IMGMODE-SCRIPT-FAILED rc=$rc"' EXIT
@@ -49,7 +50,7 @@ filemodes() {
   t=$1; shift; echo "FILEMODES-$t-BEGIN"
   find "$@" -xdev -type f 2>/dev/null | while IFS= read -r f; do
     s=no
-    grep -qsE -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' -e '"auths"[[:space:]]*:' -e 'client-key-data:' -e '^[^:#[:space:]]+:[$]2[aby][$]' "$f" && s=yes
+    grep -qsIE -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' -e '"auths"[[:space:]]*:' -e 'client-key-data:' -e '^[^:#[:space:]]+:[$]2[aby][$]' "$f" && s=yes
     echo "$(stat -c %a "$f") $s $f"
   done
   echo "FILEMODES-$t-END"
