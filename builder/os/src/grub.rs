@@ -121,29 +121,36 @@ impl Grub {
         )?;
         let libdir = self.root.join("usr/lib/x86_64-linux-gnu");
         let ld = libdir.join("ld-linux-x86-64.so.2");
-        // the image's code, confined: it reads what it likes and writes one fresh directory
+        // the image's code, confined: it reads the deployment and its early config (bound back
+        // in: a live installer's target is under the sandbox's fresh /run) and writes one
+        // fresh directory
         let made = work.join(format!("mkimage-{format}"));
         let _ = std::fs::remove_dir_all(&made);
         std::fs::create_dir_all(&made)?;
         let made_file = made.join("image");
-        Run::sandboxed(&ld, &[&made], imgmode_support::host::root_is_initramfs())
-            .arg("--library-path")
-            .arg(&libdir)
-            .arg(self.root.join("usr/bin/grub-mkimage"))
-            .arg("-O")
-            .arg(format)
-            .arg("-d")
-            .arg(self.moddir(platform)?)
-            .arg("-c")
-            .arg(&early)
-            .arg("-p")
-            .arg(prefix)
-            .arg("-o")
-            .arg(&made_file)
-            .args(COMMON_MODULES)
-            .args(modules)
-            .output()
-            .with_context(|| format!("building the GRUB {platform} image"))?;
+        Run::sandboxed(
+            &ld,
+            &[self.root.as_path(), work],
+            &[&made],
+            imgmode_support::host::root_is_initramfs(),
+        )
+        .arg("--library-path")
+        .arg(&libdir)
+        .arg(self.root.join("usr/bin/grub-mkimage"))
+        .arg("-O")
+        .arg(format)
+        .arg("-d")
+        .arg(self.moddir(platform)?)
+        .arg("-c")
+        .arg(&early)
+        .arg("-p")
+        .arg(prefix)
+        .arg("-o")
+        .arg(&made_file)
+        .args(COMMON_MODULES)
+        .args(modules)
+        .output()
+        .with_context(|| format!("building the GRUB {platform} image"))?;
         // what the sandboxed program left is untrusted: a regular file, read without following
         // a link (nor blocking on a FIFO), or nothing
         let mut f = {

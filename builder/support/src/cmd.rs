@@ -127,12 +127,18 @@ impl Run {
 
     /// `program` from an image (someone else's code) confined with bubblewrap: the whole
     /// file system read-only, `writable` directories the only places it may write, a fresh
-    /// `/dev`, `/proc`, `/tmp` and `/run` (no host socket reachable), no network and no other namespaces shared, every
+    /// `/dev`, `/proc`, `/tmp` and `/run` (no host socket reachable; `readable` directories are
+    /// bound back, read-only, for inputs that live under `/run`), no network and no other namespaces shared, every
     /// capability dropped, its own session, killed with imgmode. With `remount_root` (a root
     /// that is the initial ramfs, as in a live system: `host::root_is_initramfs`), where the
     /// kernel refuses bwrap's `pivot_root`, the root is first made a mount of its own in a
     /// private mount namespace.
-    pub fn sandboxed(program: impl AsRef<OsStr>, writable: &[&Path], remount_root: bool) -> Self {
+    pub fn sandboxed(
+        program: impl AsRef<OsStr>,
+        readable: &[&Path],
+        writable: &[&Path],
+        remount_root: bool,
+    ) -> Self {
         const BWRAP: &[&str] = &[
             "--ro-bind",
             "/",
@@ -168,6 +174,11 @@ impl Run {
             Run::new("bwrap")
         }
         .args(BWRAP);
+        // what the program reads that may live under the hidden /run (a live installer mounts
+        // its target there), then what it may write
+        for p in readable {
+            r = r.arg("--ro-bind").arg(p).arg(p);
+        }
         for w in writable {
             r = r.arg("--bind").arg(w).arg(w);
         }
@@ -324,15 +335,19 @@ mod tests {
         let (out, other) = (td.path().join("out"), td.path().join("other"));
         std::fs::create_dir_all(&out).unwrap();
         std::fs::create_dir_all(&other).unwrap();
+        // an input under /run, as a live installer's target is
+        let input = tempfile::tempdir_in("/run").unwrap();
+        std::fs::write(input.path().join("in"), "input\n").unwrap();
         for remount in [false, true] {
             let script = format!(
                 "echo ok > {o}/made; if echo x > {x}/escaped 2>/dev/null; then echo WROTE-OUTSIDE; fi; \
                  grep -c : /proc/net/dev; grep CapEff /proc/self/status; \
-                 if [ -e /run/systemd ]; then echo HOST-RUN; fi",
+                 if [ -e /run/systemd ]; then echo HOST-RUN; fi; cat {i}/in",
                 o = out.display(),
-                x = other.display()
+                x = other.display(),
+                i = input.path().display()
             );
-            let r = Run::sandboxed("/bin/sh", &[&out], remount)
+            let r = Run::sandboxed("/bin/sh", &[input.path()], &[&out], remount)
                 .args(["-c", &script])
                 .output()
                 .unwrap_or_else(|e| panic!("remount {remount}: {e:#}"));
@@ -342,6 +357,7 @@ mod tests {
                 !said.contains("HOST-RUN"),
                 "remount {remount}: /run is the host's"
             );
+            assert!(said.contains("input"), "remount {remount}: {said}");
             let mut lines = said.lines();
             assert_eq!(
                 lines.next(),
