@@ -25,7 +25,8 @@ conf() {
   printf 'apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: registry.invalid/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: %s\npullSecret: %s\n' \
     "$1" "'{\"auths\":{}}'" > "/run/ibi-$2.yaml"
 }
-install() { run imgmode ibi install --config "/run/ibi-$1.yaml" --state "/run/ibi-$1.json"; echo "STATE-$1 $(tr -d '\n' < /run/ibi-$1.json 2>/dev/null)"; }
+# printf, not echo: dash's echo would turn the JSON's \n escapes into line breaks
+install() { run imgmode ibi install --config "/run/ibi-$1.yaml" --state "/run/ibi-$1.json"; printf 'STATE-%s %s\n' "$1" "$(tr -d '\n' < /run/ibi-$1.json 2>/dev/null)"; }
 lvm=$(readlink -f /dev/disk/by-id/virtio-lvm1)
 md1=$(readlink -f /dev/disk/by-id/virtio-md1)
 md2=$(readlink -f /dev/disk/by-id/virtio-md2)
