@@ -2,7 +2,7 @@
 //! touched, each failure says what is wrong, and the state file names the failed step.
 
 mod common;
-use common::{imgmode, mirror_test_image, require, write_oci, Need};
+use common::{imgmode, mirror_test_image, require, write_oci, Need, INSTALL_NEEDS};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -74,16 +74,6 @@ fn sparse(dir: &Path, name: &str, size: u64) -> PathBuf {
     std::fs::File::create(&p).unwrap().set_len(size).unwrap();
     p
 }
-
-/// What `imgmode ibi install` needs on this machine.
-const INSTALL_NEEDS: [Need; 6] = [
-    Need::Root,
-    Need::Tool("skopeo"),
-    Need::Tool("sgdisk"),
-    Need::Tool("ostree"),
-    Need::Tool("mkfs.vfat"),
-    Need::Tool("mmd"),
-];
 
 #[test]
 fn ibi_install_checks_everything_before_touching_the_disk() {

@@ -9,7 +9,7 @@
 //! `ostree admin deploy` onto a disk image, with the files lifecycle-agent's format names.
 
 mod common;
-use common::{imgmode, require, write_oci_layers, Need};
+use common::{imgmode, require, write_oci_layers, Need, INSTALL_NEEDS};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -109,15 +109,8 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
 
 #[test]
 fn a_hostile_seed_never_reaches_the_host() {
-    require!(
-        Need::Root,
-        Need::LoopDevice,
-        Need::Tool("skopeo"),
-        Need::Tool("sgdisk"),
-        Need::Tool("ostree"),
-        Need::Tool("mkfs.vfat"),
-        Need::Tool("mmd"),
-    );
+    require!(Need::LoopDevice);
+    require!(all INSTALL_NEEDS);
     let td = tempfile::tempdir().unwrap();
     let d = td.path();
     let host = d.join("host");

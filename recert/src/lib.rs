@@ -317,9 +317,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
         for w in &mut summary.written {
             w.push_str(" (dry run)");
         }
-        if let Some(dir) = &c.cfg.regenerate_server_ssh_keys {
-            summary.ssh_host_keys_regenerated = ssh::regenerate_host_keys(dir, true)?;
-        }
+        summary.ssh_host_keys_regenerated = ssh_host_keys(c)?;
     } else {
         let t_commit = Instant::now();
         let j = journal::Journal {
@@ -349,15 +347,20 @@ pub fn run(c: &Checked) -> Result<Summary> {
             }
             return Err(e);
         }
-        summary.ssh_host_keys_regenerated = match &c.cfg.regenerate_server_ssh_keys {
-            Some(dir) => ssh::regenerate_host_keys(dir, false)?,
-            None => vec![],
-        };
+        summary.ssh_host_keys_regenerated = ssh_host_keys(c)?;
         summary.timings.commit_ms = t_commit.elapsed().as_millis();
     }
     summary.timings.total_ms = t0.elapsed().as_millis();
     finish(c, &summary, journal_path.as_deref())?;
     Ok(summary)
+}
+
+/// The SSH host keys `regenerate_server_ssh_keys` names, replaced (listed only on a dry run).
+fn ssh_host_keys(c: &Checked) -> Result<Vec<String>> {
+    match &c.cfg.regenerate_server_ssh_keys {
+        Some(dir) => ssh::regenerate_host_keys(dir, c.cfg.dry_run),
+        None => Ok(vec![]),
+    }
 }
 
 /// A run interrupted in its commit: its journal's writes made again, then its summary.
@@ -376,10 +379,7 @@ fn resume(c: &Checked, path: &std::path::Path) -> Result<Summary> {
         &mut vec![],
     )?;
     let mut summary = j.summary;
-    summary.ssh_host_keys_regenerated = match &c.cfg.regenerate_server_ssh_keys {
-        Some(dir) => ssh::regenerate_host_keys(dir, false)?,
-        None => vec![],
-    };
+    summary.ssh_host_keys_regenerated = ssh_host_keys(c)?;
     summary.warnings.push(format!(
         "resumed an interrupted run from its plan {}: every planned write made again",
         path.display()

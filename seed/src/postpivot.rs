@@ -363,8 +363,11 @@ pub fn timesyncd_conf(chrony_config: &str) -> Result<String> {
 /// file) or systemd-timesyncd (a drop-in); refused when it has neither.
 fn ntp_sources(chrony_config: &str) -> Result<()> {
     if Path::new("/etc/chrony").is_dir() {
-        std::fs::create_dir_all("/etc/chrony/sources.d")?;
-        std::fs::write("/etc/chrony/sources.d/imgmode.sources", chrony_config)?;
+        imgmode_support::fs::write_atomic(
+            Path::new("/etc/chrony/sources.d/imgmode.sources"),
+            chrony_config.as_bytes(),
+            0o644,
+        )?;
         let _ = Run::new("systemctl")
             .args(["try-restart", "chrony.service"])
             .output();

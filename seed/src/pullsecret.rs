@@ -77,13 +77,17 @@ pub fn replace_with_placeholder(endpoint: &str, saved: &Path) -> Result<bool> {
                 )
             })?;
     }
-    let mut v = current.value.clone();
-    v["data"] = object(PLACEHOLDER)["data"].clone();
-    put(endpoint, KEY, v).context("putting the placeholder pull secret into etcd")?;
-    // etcd keeps replaced values as earlier revisions in its database file, which the seed
-    // archives: drop them
+    let mut placeholder = current.clone();
+    placeholder.value["data"] = object(PLACEHOLDER)["data"].clone();
     imgmode_support::runtime::block_on(async {
-        Etcd::connect(endpoint).await?.forget_history().await
+        let mut e = Etcd::connect(endpoint).await?;
+        // over the revision just read: a writer in between fails the step, never overwritten
+        e.put(&placeholder)
+            .await
+            .context("putting the placeholder pull secret into etcd")?;
+        // etcd keeps replaced values as earlier revisions in its database file, which the
+        // seed archives: drop them
+        e.forget_history().await
     })??;
     Ok(true)
 }

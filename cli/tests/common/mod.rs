@@ -17,6 +17,17 @@ pub fn imgmode(state: &Path, args: &[&str]) -> Output {
 #[allow(unused_imports)] // not every test crate has a precondition
 pub use imgmode_testkit::{require, Need};
 
+/// What `imgmode ibi install` needs on this machine.
+#[allow(dead_code)] // only the install tests use it
+pub const INSTALL_NEEDS: [Need; 6] = [
+    Need::Root,
+    Need::Tool("skopeo"),
+    Need::Tool("sgdisk"),
+    Need::Tool("ostree"),
+    Need::Tool("mkfs.vfat"),
+    Need::Tool("mmd"),
+];
+
 /// Are the tests running as root? (For tests that check both sides; a test that needs root
 /// says so with `require!(Need::Root)`.)
 #[allow(dead_code)]

@@ -32,8 +32,12 @@ pub(crate) fn private_outputs(files: &[(PathBuf, u32)], out: &Path) -> Result<()
 /// and none of the manifest's private keys has that CA's public key.
 pub(crate) fn no_admin_signer_key(host: &str, conf: &Path) -> Result<()> {
     use base64::Engine;
-    let chk = conf.join("check");
-    std::fs::create_dir_all(&chk)?;
+    // the manifest and the keys taken out of it: a private directory (0700), removed on every
+    // way out
+    let tmp = tempfile::Builder::new()
+        .prefix(".check-")
+        .tempdir_in(conf)?;
+    let chk = tmp.path();
     let manifest = chk.join("manifest.json");
     run(
         Command::new("xorriso")
@@ -101,6 +105,5 @@ pub(crate) fn no_admin_signer_key(host: &str, conf: &Path) -> Result<()> {
             host
         );
     }
-    std::fs::remove_dir_all(&chk)?;
     Ok(())
 }
