@@ -1,4 +1,5 @@
-//! The etcd half. Objects are Kubernetes-style JSON under `/kubernetes.io/<resource>/...`:
+//! The etcd half. Objects are Kubernetes-style JSON under `/kubernetes.io/<resource>/...` (the
+//! layout of a real control plane: [`storage_key`]):
 //! secrets carry base64 `data` values, configmaps plain-text `data` values. Each changed object
 //! is written back in its own transaction, guarded by the revision it was read at.
 
@@ -186,6 +187,104 @@ impl Etcd {
     }
 }
 
+/// API groups whose resources kube-apiserver stores without a group prefix (`""` is the core
+/// group).
+const UNPREFIXED_GROUPS: &[&str] = &[
+    "",
+    "apps",
+    "batch",
+    "autoscaling",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "networking.k8s.io",
+    "storage.k8s.io",
+    "scheduling.k8s.io",
+    "coordination.k8s.io",
+    "admissionregistration.k8s.io",
+    "certificates.k8s.io",
+    "discovery.k8s.io",
+    "node.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "events.k8s.io",
+    "resource.k8s.io",
+];
+
+/// API groups openshift-apiserver and oauth-apiserver serve, stored under `/openshift.io/`.
+const OPENSHIFT_APISERVER_GROUPS: &[&str] = &[
+    "apps.openshift.io",
+    "authorization.openshift.io",
+    "build.openshift.io",
+    "image.openshift.io",
+    "oauth.openshift.io",
+    "project.openshift.io",
+    "quota.openshift.io",
+    "route.openshift.io",
+    "template.openshift.io",
+    "user.openshift.io",
+];
+
+/// Kinds whose storage path is not their lowercase plural.
+const STORAGE_EXCEPTIONS: &[(&str, &str, &str)] = &[
+    ("", "Node", "minions"),
+    ("", "Service", "services/specs"),
+    ("", "Endpoints", "services/endpoints"),
+    ("networking.k8s.io", "Ingress", "ingress"),
+    (
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "apiextensions.k8s.io/customresourcedefinitions",
+    ),
+    (
+        "apiregistration.k8s.io",
+        "APIService",
+        "apiregistration.k8s.io/apiservices",
+    ),
+];
+
+/// The resource (plural) of a kind, as the API names it.
+fn plural(kind: &str) -> String {
+    let l = kind.to_ascii_lowercase();
+    let consonant_y = l
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']));
+    if let Some(stem) = consonant_y {
+        format!("{stem}ies")
+    } else if ["s", "x", "z", "ch", "sh"].iter().any(|e| l.ends_with(e)) {
+        format!("{l}es")
+    } else {
+        format!("{l}s")
+    }
+}
+
+/// Where a real control plane keeps an object (OpenShift's kube-apiserver prefix
+/// `/kubernetes.io`): built-in groups under `/kubernetes.io/<resource>/`, custom resources
+/// (OpenShift's `config.openshift.io` among them) under `/kubernetes.io/<group>/<resource>/`,
+/// openshift-apiserver's groups under `/openshift.io/<resource>/`; then `<namespace>/<name>`
+/// or `<name>`.
+pub fn storage_key(api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<String> {
+    if api_version.is_empty() || kind.is_empty() || name.is_empty() {
+        bail!("an object needs apiVersion, kind and metadata.name to have an etcd key");
+    }
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let path = if let Some((_, _, p)) = STORAGE_EXCEPTIONS
+        .iter()
+        .find(|(g, k, _)| *g == group && *k == kind)
+    {
+        format!("/kubernetes.io/{p}")
+    } else if UNPREFIXED_GROUPS.contains(&group) {
+        format!("/kubernetes.io/{}", plural(kind))
+    } else if OPENSHIFT_APISERVER_GROUPS.contains(&group) {
+        format!("/openshift.io/{}", plural(kind))
+    } else {
+        format!("/kubernetes.io/{group}/{}", plural(kind))
+    };
+    Ok(if namespace.is_empty() {
+        format!("{path}/{name}")
+    } else {
+        format!("{path}/{namespace}/{name}")
+    })
+}
+
 /// The node's name and internal IP, from the single node object.
 pub fn node_identity(objects: &[EtcdObject]) -> Result<Option<(String, Option<String>)>> {
     let nodes: Vec<&EtcdObject> = objects
@@ -229,4 +328,62 @@ pub fn cluster_identity(objects: &[EtcdObject]) -> Option<(String, String, Optio
         .and_then(|o| o.value["status"]["infrastructureName"].as_str())
         .map(str::to_string);
     Some((name, domain, infra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_apiservers_layout() {
+        let k = |a: &str, kind: &str, ns: &str| storage_key(a, kind, ns, "n").unwrap();
+        assert_eq!(k("v1", "ConfigMap", "ns"), "/kubernetes.io/configmaps/ns/n");
+        assert_eq!(k("v1", "Node", ""), "/kubernetes.io/minions/n");
+        assert_eq!(
+            k("v1", "Service", "ns"),
+            "/kubernetes.io/services/specs/ns/n"
+        );
+        assert_eq!(
+            k("v1", "Endpoints", "ns"),
+            "/kubernetes.io/services/endpoints/ns/n"
+        );
+        assert_eq!(
+            k("apps/v1", "Deployment", "ns"),
+            "/kubernetes.io/deployments/ns/n"
+        );
+        assert_eq!(
+            k("networking.k8s.io/v1", "Ingress", "ns"),
+            "/kubernetes.io/ingress/ns/n"
+        );
+        assert_eq!(
+            k("networking.k8s.io/v1", "NetworkPolicy", "ns"),
+            "/kubernetes.io/networkpolicies/ns/n"
+        );
+        assert_eq!(
+            k("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", ""),
+            "/kubernetes.io/clusterrolebindings/n"
+        );
+        assert_eq!(
+            k("config.openshift.io/v1", "ClusterVersion", ""),
+            "/kubernetes.io/config.openshift.io/clusterversions/n"
+        );
+        assert_eq!(
+            k("config.openshift.io/v1", "Proxy", ""),
+            "/kubernetes.io/config.openshift.io/proxies/n"
+        );
+        assert_eq!(
+            k("machineconfiguration.openshift.io/v1", "MachineConfig", ""),
+            "/kubernetes.io/machineconfiguration.openshift.io/machineconfigs/n"
+        );
+        assert_eq!(
+            k("route.openshift.io/v1", "Route", "ns"),
+            "/openshift.io/routes/ns/n"
+        );
+        assert_eq!(
+            k("apiextensions.k8s.io/v1", "CustomResourceDefinition", ""),
+            "/kubernetes.io/apiextensions.k8s.io/customresourcedefinitions/n"
+        );
+        assert_eq!(k("v1", "Gateway", "ns"), "/kubernetes.io/gateways/ns/n");
+        assert!(storage_key("", "ConfigMap", "", "n").is_err());
+    }
 }

@@ -54,6 +54,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("systemctl", "systemd"),
     ("networkctl", "systemd"),
     ("ssh-keygen", "openssh-client"),
+    ("update-ca-certificates", "ca-certificates"),
     ("bwrap", "bubblewrap"),
     ("unshare", "util-linux"),
 ];

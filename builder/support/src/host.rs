@@ -14,15 +14,23 @@ pub fn host_arch() -> &'static str {
 
 /// The first global IPv4 address (`ip -4 -o addr show scope global`).
 pub fn first_global_ipv4() -> Result<String> {
+    global_ipv4s()?
+        .into_iter()
+        .next()
+        .context("no global IPv4 address on this machine; pass --ip")
+}
+
+/// Every global IPv4 address of this machine, in the kernel's order.
+pub fn global_ipv4s() -> Result<Vec<String>> {
     let text = crate::cmd::Run::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])
         .read()?;
-    text.lines()
+    Ok(text
+        .lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
         .filter_map(|a| a.split('/').next())
         .map(str::to_string)
-        .next()
-        .context("no global IPv4 address on this machine; pass --ip")
+        .collect())
 }
 
 /// This machine's architecture in MachineOSConfig's `containerfileArch` spelling.

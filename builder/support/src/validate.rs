@@ -160,6 +160,32 @@ pub fn cidr(s: &str) -> std::result::Result<(), Problem> {
     prefix_length(addr.is_ipv6(), len).map_err(|p| format!("has a prefix length that {p}"))
 }
 
+/// Whether the address `ip` lies in `cidr` (both IPv4 or both IPv6); a malformed value is in
+/// nothing.
+pub fn cidr_contains(cidr: &str, ip: &str) -> bool {
+    use std::net::IpAddr;
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len), Ok(ip)) = (
+        net.parse::<IpAddr>(),
+        len.parse::<u32>(),
+        ip.parse::<IpAddr>(),
+    ) else {
+        return false;
+    };
+    let (net, ip, bits) = match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(i)), 32),
+        (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+        _ => return false,
+    };
+    if len > bits {
+        return false;
+    }
+    let shift = bits - len;
+    shift >= bits || (net >> shift) == (ip >> shift)
+}
+
 /// A UUID in its text form (`8-4-4-4-12` hexadecimal digits).
 pub fn uuid(s: &str) -> std::result::Result<(), Problem> {
     let groups: Vec<&str> = s.split('-').collect();
@@ -410,6 +436,17 @@ pub fn partition_label(s: &str) -> std::result::Result<(), Problem> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cidr_membership() {
+        assert!(cidr_contains("10.0.2.0/24", "10.0.2.15"));
+        assert!(!cidr_contains("10.0.2.0/24", "10.0.3.15"));
+        assert!(cidr_contains("0.0.0.0/0", "192.0.2.1"));
+        assert!(cidr_contains("fd00::/8", "fd12::1"));
+        assert!(!cidr_contains("fd00::/8", "10.0.2.15"));
+        assert!(!cidr_contains("10.0.2.0/33", "10.0.2.15"));
+        assert!(!cidr_contains("nonsense", "10.0.2.15"));
+    }
+
     use super::*;
     use proptest::prelude::*;
 
