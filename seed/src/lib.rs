@@ -17,7 +17,7 @@
 //!   a placeholder in seeds.
 //! - [`reconfig`]: the SeedReconfiguration contract the configuration ISO carries;
 //!   [`postpivot`] applies it on an installed copy's first boot ([`nmstate`] turns its
-//!   `networkConfig` into systemd-networkd files).
+//!   `networkConfig` into systemd-networkd files, [`site`] its cluster and host settings).
 //!
 //! The installer that consumes seeds is `imgmode-ibi`.
 
@@ -31,6 +31,7 @@ pub mod nmstate;
 pub mod postpivot;
 pub mod pullsecret;
 pub mod reconfig;
+pub mod site;
 
 /// The seed format this imgmode writes and reads (lifecycle-agent's current one).
 pub const SEED_FORMAT_VERSION: u32 = 4;

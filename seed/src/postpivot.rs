@@ -74,25 +74,18 @@ pub fn unit_text(o: &Cluster, exe: &str) -> String {
     )
 }
 
-/// etcd key of a Kubernetes object: `/kubernetes.io/<resource>/[<namespace>/]<name>`, the
-/// resource being the lowercase plural of the kind.
+/// etcd key of a Kubernetes object: where a real control plane stores its group, version and
+/// kind ([`imgmode_recert::etcd::storage_key`]).
 pub fn object_key(v: &serde_json::Value) -> Result<String> {
     let kind = v["kind"].as_str().context("a manifest has no kind")?;
+    let api_version = v["apiVersion"]
+        .as_str()
+        .with_context(|| format!("a manifest of kind {kind} has no apiVersion"))?;
     let name = v["metadata"]["name"]
         .as_str()
         .context("a manifest has no metadata.name")?;
-    let lower = kind.to_ascii_lowercase();
-    let resource = if lower.ends_with('s') {
-        format!("{lower}es")
-    } else if let Some(stem) = lower.strip_suffix('y') {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    };
-    Ok(match v["metadata"]["namespace"].as_str() {
-        Some(ns) if !ns.is_empty() => format!("/kubernetes.io/{resource}/{ns}/{name}"),
-        _ => format!("/kubernetes.io/{resource}/{name}"),
-    })
+    let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+    imgmode_recert::etcd::storage_key(api_version, kind, ns, name)
 }
 
 /// OpenShift's `kube-system/kubeadmin` secret: the kubeadmin password's bcrypt hash.
@@ -301,12 +294,17 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
         serde_json::from_slice(&std::fs::read(o.state_dir.join("manifest.json"))?)?;
     let extra: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(o.state_dir.join("extra-manifests.json"))?)?;
+    let c = &o.cluster;
+    log.once(
+        "site",
+        "the site's settings checked; proxy, trust bundle and release mirror on the host",
+        |_| site_host_settings(c, &m),
+    )?;
     log.once(
         "host",
         "SSH key, pull secret, hostname, NTP sources",
         |_| configure_host(&m),
     )?;
-    let c = &o.cluster;
     log.once(
         "stop",
         "stopping the cluster services, starting etcd",
@@ -327,7 +325,7 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     )?;
     log.once(
         "extra-manifests",
-        "the kubeadmin secret and the extra manifests into etcd",
+        "the site's cluster objects, the kubeadmin secret and the extra manifests into etcd",
         |_| put_manifests(c, &m, &extra),
     )?;
     log.once("start", "starting the cluster services", |_| {
@@ -411,6 +409,40 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The site's settings checked before anything changes (install-config's `fips` against the
+/// kernel, the proxy against the seed's, through [`crate::site::cluster_updates`] on etcd as the
+/// seed left it), then the host's side of the proxy, trust bundle and release registry.
+fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
+    crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
+    if let Some(e) = &c.etcd_service {
+        systemctl("start", e)?;
+    }
+    let existing = etcd_objects(&c.etcd_endpoint)?;
+    crate::site::cluster_updates(&existing, m)?;
+    let files =
+        crate::site::host_files(m, crate::site::seed_release_registry(&existing).as_deref())?;
+    for f in &files {
+        match &f.content {
+            Some(text) => {
+                if let Some(dir) = f.path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                imgmode_support::fs::write_atomic(&f.path, text.as_bytes(), f.mode)?;
+            }
+            None => imgmode_support::fs::remove_path(&f.path)?,
+        }
+    }
+    if files
+        .iter()
+        .any(|f| f.path.starts_with(crate::site::TRUST_DIR))
+    {
+        Run::new("update-ca-certificates").output()?;
+    }
+    Run::new("systemctl").arg("daemon-reload").output()?;
+    Ok(())
+}
+
 /// Root's SSH key, new SSH host keys, the pull secret, the network, the hostname and the NTP
 /// sources.
 fn configure_host(m: &SeedReconfiguration) -> Result<()> {
@@ -464,11 +496,7 @@ fn configure_host(m: &SeedReconfiguration) -> Result<()> {
 /// recert with the configuration: new certificates under its signer keys, the cluster renamed.
 fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
     let c = &o.cluster;
-    let ip = if m.node_ip.is_empty() {
-        imgmode_support::host::first_global_ipv4()?
-    } else {
-        m.node_ip.clone()
-    };
+    let ip = crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?)?;
     let mut cfg = recert_config(m, &o.state_dir.join("keys"), &ip)?;
     cfg.etcd_endpoint = Some(c.etcd_endpoint.clone());
     cfg.static_dirs = c
@@ -486,6 +514,14 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
 /// secret (when the configuration has a password) and the extra manifests, put into etcd over
 /// what is there.
 fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
+    let updates = crate::site::cluster_updates(&etcd_objects(&c.etcd_endpoint)?, m)?;
+    imgmode_support::runtime::block_on(async {
+        let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+        for o in &updates {
+            e.put(o).await?;
+        }
+        anyhow::Ok(())
+    })??;
     let existing = etcd_objects(&c.etcd_endpoint)?;
     let mut objects = extra.to_vec();
     if !m.kubeadmin_password_hash.is_empty() {
@@ -621,11 +657,14 @@ mod tests {
         let cm =
             json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"}});
         assert_eq!(object_key(&cm).unwrap(), "/kubernetes.io/configmaps/ns/a");
-        let p = json!({"kind":"Policy","metadata":{"name":"p"}});
-        assert_eq!(object_key(&p).unwrap(), "/kubernetes.io/policies/p");
-        let i = json!({"kind":"Ingress","metadata":{"name":"i","namespace":"x"}});
-        assert_eq!(object_key(&i).unwrap(), "/kubernetes.io/ingresses/x/i");
-        assert!(object_key(&json!({"kind":"X"})).is_err());
+        let p = json!({"apiVersion":"config.openshift.io/v1","kind":"Proxy","metadata":{"name":"cluster"}});
+        assert_eq!(
+            object_key(&p).unwrap(),
+            "/kubernetes.io/config.openshift.io/proxies/cluster"
+        );
+        let i = json!({"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"i","namespace":"x"}});
+        assert_eq!(object_key(&i).unwrap(), "/kubernetes.io/ingress/x/i");
+        assert!(object_key(&json!({"kind":"X","metadata":{"name":"x"}})).is_err());
     }
 
     #[test]

@@ -1,0 +1,517 @@
+//! The site's settings of a SeedReconfiguration that post-pivot applies beyond recert's rename
+//! and keys: what goes into the cluster's objects in etcd ([`cluster_updates`]) and what goes
+//! onto the host ([`host_files`], [`node_ip`], [`check_fips`]).
+//!
+//! | Setting | Cluster | Host |
+//! |---|---|---|
+//! | `cluster_id` | ClusterVersion `version` `spec.clusterID` | |
+//! | `node_labels` | the Node's `metadata.labels` | |
+//! | `proxy` | Proxy `cluster` `spec` and `status` | `/etc/mco/proxy.env`, crio's and kubelet's environment |
+//! | `additionalTrustBundle` | ConfigMap `openshift-config/user-ca-bundle`, Proxy `spec.trustedCA` | the system trust store |
+//! | `release_registry` | ImageDigestMirrorSet `imgmode-release-registry` | a `registries.conf.d` mirror |
+//! | `install_config` | ConfigMap `kube-system/cluster-config-v1` | (`fips`: checked against the kernel) |
+//! | `machine_networks` | | the node IP recert writes: the host's address in them |
+//!
+//! As lifecycle-agent requires, a seed made with a proxy installs only with one and a seed made
+//! without one only without (the proxy is part of the seed's rendered machine configuration).
+
+use anyhow::{bail, Context, Result};
+use imgmode_recert::etcd::{EtcdObject, NODES};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+use crate::reconfig::SeedReconfiguration;
+
+pub const CLUSTER_VERSION: &str = "/kubernetes.io/config.openshift.io/clusterversions/version";
+pub const PROXY: &str = "/kubernetes.io/config.openshift.io/proxies/cluster";
+pub const USER_CA_BUNDLE: &str = "/kubernetes.io/configmaps/openshift-config/user-ca-bundle";
+pub const CLUSTER_CONFIG: &str = "/kubernetes.io/configmaps/kube-system/cluster-config-v1";
+pub const RELEASE_MIRROR_NAME: &str = "imgmode-release-registry";
+pub const RELEASE_MIRROR: &str =
+    "/kubernetes.io/config.openshift.io/imagedigestmirrorsets/imgmode-release-registry";
+
+/// Where the machine config daemon keeps the proxy's environment (crio and kubelet read it).
+pub const PROXY_ENV: &str = "/etc/mco/proxy.env";
+/// The units whose environment takes the proxy.
+pub const PROXY_UNITS: &[&str] = &["crio.service", "kubelet.service"];
+/// The site's trust bundle in Debian's local trust store (one file per certificate).
+pub const TRUST_DIR: &str = "/usr/local/share/ca-certificates";
+/// The prefix of those files.
+pub const TRUST_PREFIX: &str = "openshift-config-user-ca-bundle";
+/// The release registry's mirror on the host.
+pub const RELEASE_MIRROR_CONF: &str = "/etc/containers/registries.conf.d/50-imgmode-release.conf";
+
+fn find<'a>(existing: &'a [EtcdObject], key: &str) -> Option<&'a EtcdObject> {
+    existing.iter().find(|o| o.key == key)
+}
+
+/// The object at `key` to change: the existing one (its revision kept for the guarded write)
+/// or `fresh` when there is none.
+fn object(existing: &[EtcdObject], key: &str, fresh: Value) -> EtcdObject {
+    find(existing, key).cloned().unwrap_or(EtcdObject {
+        key: key.to_string(),
+        value: fresh,
+        mod_revision: 0,
+    })
+}
+
+/// The registry (host and port) of an image reference.
+fn registry_of(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// The seed's release registry, from its ClusterVersion's desired image.
+pub fn seed_release_registry(existing: &[EtcdObject]) -> Option<String> {
+    let cv = find(existing, CLUSTER_VERSION)?;
+    registry_of(cv.value["status"]["desired"]["image"].as_str()?).map(str::to_string)
+}
+
+/// Whether the seed's cluster has a proxy (its Proxy object names one).
+fn seed_has_proxy(existing: &[EtcdObject]) -> bool {
+    find(existing, PROXY).is_some_and(|p| {
+        ["httpProxy", "httpsProxy"]
+            .iter()
+            .any(|k| p.value["spec"][k].as_str().is_some_and(|s| !s.is_empty()))
+    })
+}
+
+/// The cluster objects the site's settings change, each to be written over the revision it
+/// was read at. Refuses a proxy setting that does not match the seed's.
+pub fn cluster_updates(
+    existing: &[EtcdObject],
+    m: &SeedReconfiguration,
+) -> Result<Vec<EtcdObject>> {
+    let mut out = vec![];
+    let site_proxy = m.proxy.as_ref().filter(|p| p.is_set());
+    match (seed_has_proxy(existing), site_proxy.is_some()) {
+        (true, false) => bail!("proxy mismatch: the seed's cluster uses a proxy and the configuration (install-config.yaml proxy) sets none; give the site's proxy, or install a seed made without one"),
+        (false, true) => bail!("proxy mismatch: the configuration sets a proxy and the seed's cluster uses none; install a seed made from a cluster with a proxy"),
+        _ => {}
+    }
+    if !m.cluster_id.is_empty() {
+        let mut cv = find(existing, CLUSTER_VERSION).cloned().with_context(|| {
+            format!(
+                "the seed's etcd has no ClusterVersion ({CLUSTER_VERSION}) to give the cluster ID"
+            )
+        })?;
+        cv.value["spec"]["clusterID"] = json!(m.cluster_id);
+        out.push(cv);
+    }
+    if !m.node_labels.is_empty() {
+        let nodes: Vec<&EtcdObject> = existing
+            .iter()
+            .filter(|o| o.key.starts_with(NODES))
+            .collect();
+        let [node] = nodes.as_slice() else {
+            bail!(
+                "nodeLabels: the seed's etcd holds {} node objects under {NODES}; a seed has exactly one",
+                nodes.len()
+            );
+        };
+        let mut node = (*node).clone();
+        if !node.value["metadata"]["labels"].is_object() {
+            node.value["metadata"]["labels"] = json!({});
+        }
+        for (k, v) in &m.node_labels {
+            node.value["metadata"]["labels"][k.as_str()] = json!(v);
+        }
+        out.push(node);
+    }
+    let bundle = m.additional_trust_bundle.user_ca_bundle.trim();
+    if !bundle.is_empty() {
+        let mut cm = object(
+            existing,
+            USER_CA_BUNDLE,
+            json!({"kind": "ConfigMap", "apiVersion": "v1",
+                   "metadata": {"name": "user-ca-bundle", "namespace": "openshift-config"}}),
+        );
+        cm.value["data"] = json!({ "ca-bundle.crt": format!("{bundle}\n") });
+        out.push(cm);
+    }
+    if site_proxy.is_some() || !bundle.is_empty() {
+        let mut p = object(
+            existing,
+            PROXY,
+            json!({"kind": "Proxy", "apiVersion": "config.openshift.io/v1",
+                   "metadata": {"name": "cluster"}, "spec": {}}),
+        );
+        if let Some(sp) = site_proxy {
+            for (k, v) in [
+                ("httpProxy", &sp.http_proxy),
+                ("httpsProxy", &sp.https_proxy),
+                ("noProxy", &sp.no_proxy),
+            ] {
+                p.value["spec"][k] = json!(v);
+                p.value["status"][k] = json!(v);
+            }
+        }
+        if !bundle.is_empty() {
+            p.value["spec"]["trustedCA"] = json!({"name": "user-ca-bundle"});
+        }
+        out.push(p);
+    }
+    if !m.install_config.trim().is_empty() {
+        let mut cm = find(existing, CLUSTER_CONFIG).cloned().with_context(|| {
+            format!("the seed's etcd has no {CLUSTER_CONFIG} to take the install-config")
+        })?;
+        cm.value["data"]["install-config"] = json!(m.install_config);
+        out.push(cm);
+    }
+    if let Some(seed_reg) = release_mirror_source(existing, m) {
+        let mut idms = object(existing, RELEASE_MIRROR, json!({}));
+        idms.value = json!({"kind": "ImageDigestMirrorSet", "apiVersion": "config.openshift.io/v1",
+            "metadata": {"name": RELEASE_MIRROR_NAME},
+            "spec": {"imageDigestMirrors": [{"source": seed_reg, "mirrors": [m.release_registry]}]}});
+        out.push(idms);
+    }
+    Ok(out)
+}
+
+/// The seed's release registry when the site's `release_registry` differs from it: the
+/// release's images are then pulled by digest from the site's registry instead.
+fn release_mirror_source(existing: &[EtcdObject], m: &SeedReconfiguration) -> Option<String> {
+    let site = m.release_registry.trim();
+    if site.is_empty() {
+        return None;
+    }
+    seed_release_registry(existing).filter(|seed| seed != site)
+}
+
+/// One file post-pivot writes on the host: path, content, mode. `None` content removes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFile {
+    pub path: PathBuf,
+    pub content: Option<String>,
+    pub mode: u32,
+}
+
+fn file(path: &str, content: String) -> HostFile {
+    HostFile {
+        path: PathBuf::from(path),
+        content: Some(content),
+        mode: 0o644,
+    }
+}
+
+/// The proxy's environment (`KEY=value` lines, in both spellings programs read).
+pub fn proxy_env(m: &SeedReconfiguration) -> Option<String> {
+    let p = m.proxy.as_ref().filter(|p| p.is_set())?;
+    let mut s = String::new();
+    for (k, v) in [
+        ("HTTP_PROXY", &p.http_proxy),
+        ("HTTPS_PROXY", &p.https_proxy),
+        ("NO_PROXY", &p.no_proxy),
+    ] {
+        if !v.is_empty() {
+            s.push_str(&format!("{k}={v}\n{}={v}\n", k.to_ascii_lowercase()));
+        }
+    }
+    Some(s)
+}
+
+/// The host files of the proxy, the trust bundle and the release registry's mirror (given
+/// the seed's release registry from etcd).
+pub fn host_files(
+    m: &SeedReconfiguration,
+    seed_release_registry: Option<&str>,
+) -> Result<Vec<HostFile>> {
+    let mut out = vec![];
+    match proxy_env(m) {
+        Some(env) => {
+            out.push(file(PROXY_ENV, env));
+            for u in PROXY_UNITS {
+                out.push(file(
+                    &format!("/etc/systemd/system/{u}.d/10-imgmode-proxy.conf"),
+                    format!("# Written by imgmode post-pivot: the cluster's proxy.\n[Service]\nEnvironmentFile={PROXY_ENV}\n"),
+                ));
+            }
+        }
+        None => out.push(HostFile {
+            path: PROXY_ENV.into(),
+            content: None,
+            mode: 0o644,
+        }),
+    }
+    let bundle = m.additional_trust_bundle.user_ca_bundle.trim();
+    if !bundle.is_empty() {
+        let certs = openssl::x509::X509::stack_from_pem(bundle.as_bytes())
+            .context("additionalTrustBundle is not PEM certificates")?;
+        for (i, c) in certs.iter().enumerate() {
+            let pem = String::from_utf8(c.to_pem()?)?;
+            out.push(file(&format!("{TRUST_DIR}/{TRUST_PREFIX}-{i}.crt"), pem));
+        }
+    }
+    let site = m.release_registry.trim();
+    if let Some(seed) = seed_release_registry.filter(|s| !site.is_empty() && *s != site) {
+        out.push(file(
+            RELEASE_MIRROR_CONF,
+            format!("# Written by imgmode post-pivot: the site's release registry (releaseRegistry).\n[[registry]]\nprefix = \"{seed}\"\nlocation = \"{seed}\"\n\n[[registry.mirror]]\nlocation = \"{site}\"\npull-from-mirror = \"digest-only\"\n"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The node IP recert writes: the configuration's `node_ip`; else the host's first address in
+/// one of `machine_networks`; else its first address. An address outside every machine
+/// network is refused.
+pub fn node_ip(m: &SeedReconfiguration, host_addrs: &[String]) -> Result<String> {
+    let nets = &m.machine_networks;
+    let inside = |ip: &str| {
+        nets.is_empty()
+            || nets
+                .iter()
+                .any(|n| imgmode_support::validate::cidr_contains(n, ip))
+    };
+    if !m.node_ip.is_empty() {
+        if !inside(&m.node_ip) {
+            bail!(
+                "the configuration's node IP {} is outside machineNetwork ({}); fix install-config.yaml networking.machineNetwork",
+                m.node_ip,
+                nets.join(", ")
+            );
+        }
+        return Ok(m.node_ip.clone());
+    }
+    host_addrs
+        .iter()
+        .find(|a| inside(a))
+        .cloned()
+        .with_context(|| {
+            if host_addrs.is_empty() {
+                "no global IPv4 address on this host to be the node IP; check networkConfig"
+                    .to_string()
+            } else {
+                format!(
+                    "no address of this host ({}) is in machineNetwork ({}); fix networkConfig or install-config.yaml networking.machineNetwork",
+                    host_addrs.join(", "),
+                    nets.join(", ")
+                )
+            }
+        })
+}
+
+/// install-config's `fips` against the kernel's FIPS mode (which the seed's image decides):
+/// a mismatch is refused before anything changes.
+pub fn check_fips(install_config: &str, fips_enabled: bool) -> Result<()> {
+    if install_config.trim().is_empty() {
+        return Ok(());
+    }
+    let v: yaml_serde::Value = yaml_serde::from_str(install_config)
+        .context("the configuration's install-config is not YAML")?;
+    let fips = v.get("fips").and_then(|f| f.as_bool()).unwrap_or(false);
+    match (fips, fips_enabled) {
+        (true, false) => bail!("install-config.yaml sets fips: true and this seed's system is not in FIPS mode; install a seed made from a FIPS cluster, or remove fips"),
+        (false, true) => bail!("this seed's system runs in FIPS mode and install-config.yaml does not set fips: true; set it, or install a seed made without FIPS"),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconfig::{Proxy, TrustBundle};
+
+    fn obj(key: &str, value: Value, rev: i64) -> EtcdObject {
+        EtcdObject {
+            key: key.into(),
+            value,
+            mod_revision: rev,
+        }
+    }
+
+    fn seed() -> Vec<EtcdObject> {
+        vec![
+            obj(
+                CLUSTER_VERSION,
+                json!({"kind": "ClusterVersion", "spec": {"clusterID": "seed-id"},
+                       "status": {"desired": {"image": "quay.io/openshift-release-dev/ocp-release@sha256:aa"}}}),
+                7,
+            ),
+            obj(
+                "/kubernetes.io/minions/node1",
+                json!({"kind": "Node", "metadata": {"name": "node1", "labels": {"a": "1"}}}),
+                8,
+            ),
+            obj(
+                PROXY,
+                json!({"kind": "Proxy", "metadata": {"name": "cluster"}, "spec": {"trustedCA": {"name": ""}}}),
+                9,
+            ),
+            obj(
+                CLUSTER_CONFIG,
+                json!({"kind": "ConfigMap", "data": {"install-config": "seed"}}),
+                10,
+            ),
+        ]
+    }
+
+    fn pem() -> String {
+        let key = openssl::pkey::PKey::generate_ed25519().unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "site-ca").unwrap();
+        let name = name.build();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::null()).unwrap();
+        String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_cluster_setting_lands_in_its_object() {
+        let bundle = pem();
+        let m = SeedReconfiguration {
+            cluster_id: "11111111-2222-4333-8444-555555555555".into(),
+            node_labels: [("node-role.kubernetes.io/edge".to_string(), String::new())].into(),
+            additional_trust_bundle: TrustBundle {
+                user_ca_bundle: bundle.clone(),
+            },
+            install_config: "apiVersion: v1\nmetadata:\n  name: site\n".into(),
+            release_registry: "mirror.site.example:5000".into(),
+            ..Default::default()
+        };
+        let u = cluster_updates(&seed(), &m).unwrap();
+        let get = |k: &str| u.iter().find(|o| o.key == k).unwrap();
+        assert_eq!(
+            get(CLUSTER_VERSION).value["spec"]["clusterID"],
+            m.cluster_id
+        );
+        assert_eq!(get(CLUSTER_VERSION).mod_revision, 7);
+        let node = get("/kubernetes.io/minions/node1");
+        assert_eq!(node.value["metadata"]["labels"]["a"], "1");
+        assert_eq!(
+            node.value["metadata"]["labels"]["node-role.kubernetes.io/edge"],
+            ""
+        );
+        assert_eq!(
+            get(USER_CA_BUNDLE).value["data"]["ca-bundle.crt"],
+            format!("{}\n", bundle.trim())
+        );
+        assert_eq!(get(USER_CA_BUNDLE).mod_revision, 0);
+        assert_eq!(
+            get(PROXY).value["spec"]["trustedCA"]["name"],
+            "user-ca-bundle"
+        );
+        assert_eq!(
+            get(CLUSTER_CONFIG).value["data"]["install-config"],
+            m.install_config
+        );
+        let idms = &get(RELEASE_MIRROR).value["spec"]["imageDigestMirrors"][0];
+        assert_eq!(idms["source"], "quay.io");
+        assert_eq!(idms["mirrors"][0], "mirror.site.example:5000");
+        // the same registry as the seed's: no mirror
+        let same = SeedReconfiguration {
+            release_registry: "quay.io".into(),
+            ..Default::default()
+        };
+        assert!(cluster_updates(&seed(), &same).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_proxy_must_match_the_seeds() {
+        let proxy = Proxy {
+            http_proxy: "http://proxy.site:3128".into(),
+            https_proxy: String::new(),
+            no_proxy: ".site".into(),
+        };
+        let m = SeedReconfiguration {
+            proxy: Some(proxy.clone()),
+            ..Default::default()
+        };
+        let e = cluster_updates(&seed(), &m).unwrap_err().to_string();
+        assert!(
+            e.starts_with("proxy mismatch: the configuration sets a proxy"),
+            "{e}"
+        );
+        let mut proxied = seed();
+        proxied[2].value["spec"]["httpProxy"] = json!("http://proxy.seed:3128");
+        let e = cluster_updates(&proxied, &SeedReconfiguration::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("proxy mismatch: the seed's cluster uses a proxy"),
+            "{e}"
+        );
+        let u = cluster_updates(&proxied, &m).unwrap();
+        assert_eq!(u[0].key, PROXY);
+        assert_eq!(u[0].value["spec"]["httpProxy"], "http://proxy.site:3128");
+        assert_eq!(u[0].value["status"]["noProxy"], ".site");
+        let files = host_files(&m, None).unwrap();
+        assert_eq!(
+            files[0].content.as_deref(),
+            Some("HTTP_PROXY=http://proxy.site:3128\nhttp_proxy=http://proxy.site:3128\nNO_PROXY=.site\nno_proxy=.site\n")
+        );
+        assert!(files[1..].iter().all(|f| f
+            .content
+            .as_deref()
+            .unwrap()
+            .contains("EnvironmentFile=/etc/mco/proxy.env")));
+        assert_eq!(files.len(), 1 + PROXY_UNITS.len());
+    }
+
+    #[test]
+    fn trust_bundle_and_release_mirror_reach_the_host() {
+        let (a, b) = (pem(), pem());
+        let m = SeedReconfiguration {
+            additional_trust_bundle: TrustBundle {
+                user_ca_bundle: format!("{a}{b}"),
+            },
+            release_registry: "mirror.site.example:5000".into(),
+            ..Default::default()
+        };
+        let files = host_files(&m, Some("quay.io")).unwrap();
+        assert_eq!(files[0].content, None, "no proxy: its environment goes");
+        assert_eq!(
+            files[1].path,
+            PathBuf::from(format!("{TRUST_DIR}/{TRUST_PREFIX}-0.crt"))
+        );
+        assert_eq!(files[1].content.as_deref(), Some(a.as_str()));
+        assert_eq!(files[2].content.as_deref(), Some(b.as_str()));
+        let conf = files[3].content.as_deref().unwrap();
+        assert!(conf.contains("prefix = \"quay.io\""), "{conf}");
+        assert!(
+            conf.contains("location = \"mirror.site.example:5000\""),
+            "{conf}"
+        );
+        assert_eq!(
+            host_files(&m, Some("mirror.site.example:5000"))
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn the_node_ip_is_the_hosts_address_in_the_machine_network() {
+        let addrs = vec!["192.168.1.5".to_string(), "10.0.2.15".to_string()];
+        let mut m = SeedReconfiguration::default();
+        assert_eq!(node_ip(&m, &addrs).unwrap(), "192.168.1.5");
+        m.machine_networks = vec!["10.0.2.0/24".into()];
+        assert_eq!(node_ip(&m, &addrs).unwrap(), "10.0.2.15");
+        m.machine_networks = vec!["172.16.0.0/12".into()];
+        let e = node_ip(&m, &addrs).unwrap_err().to_string();
+        assert!(e.contains("no address of this host (192.168.1.5, 10.0.2.15) is in machineNetwork (172.16.0.0/12)"), "{e}");
+        m.node_ip = "172.16.0.9".into();
+        assert_eq!(node_ip(&m, &addrs).unwrap(), "172.16.0.9");
+        m.node_ip = "10.9.9.9".into();
+        assert!(node_ip(&m, &addrs).is_err());
+    }
+
+    #[test]
+    fn fips_must_match_the_seed() {
+        check_fips("", false).unwrap();
+        check_fips("apiVersion: v1\nfips: false\n", false).unwrap();
+        check_fips("apiVersion: v1\nfips: true\n", true).unwrap();
+        let e = check_fips("apiVersion: v1\nfips: true\n", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("install-config.yaml sets fips: true"), "{e}");
+        assert!(check_fips("apiVersion: v1\n", true).is_err());
+    }
+}
