@@ -9,6 +9,7 @@
 //! - `sshKey` as root's authorized key of the live system (to watch the install);
 //! - `imageDigestSources` as `registries.conf` mirrors (digest pulls only, as OpenShift's
 //!   ImageDigestMirrorSet), `proxy` as the unit's proxy environment;
+//! - `networkConfig` as the live system's network (systemd-networkd files from nmstate);
 //! - the installation unit, with the progress on the console.
 //!
 //! `--embed-seed` copies the seed into the ISO (`/seed`, an OCI layout) so the install needs no
@@ -281,7 +282,24 @@ fn live_files(
             conf,
         ));
     }
+    files.extend(live_network(c)?);
     Ok(files)
+}
+
+/// `networkConfig` (nmstate) as the live system's systemd-networkd files: the installer reaches
+/// its registry with the site's static addresses, routes and DNS where there is no DHCP.
+pub fn live_network(c: &ImageBasedInstallationConfig) -> Result<Vec<LiveFile>> {
+    let Some(n) = &c.network_config else {
+        return Ok(vec![]);
+    };
+    let files =
+        imgmode_seed::nmstate::to_networkd(&yaml_serde::to_string(n)?).context("networkConfig")?;
+    Ok(files
+        .into_iter()
+        .map(|(name, content)| {
+            LiveFile::file(&format!("etc/systemd/network/{name}"), 0o644, content)
+        })
+        .collect())
 }
 
 /// The seed copied into `dest` (an OCI layout) for the ISO; returns its manifest digest.
@@ -407,6 +425,34 @@ mod tests {
             "t.yaml",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn network_config_becomes_the_live_systems_network() {
+        let c = ImageBasedInstallationConfig::parse(
+            "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: quay.io/org/seed:4.17\nseedVersion: 4.17.0\ninstallationDisk: /dev/vda\npullSecret: '{\"auths\":{}}'\nnetworkConfig:\n  interfaces:\n  - name: enp1s0\n    type: ethernet\n    state: up\n    ipv4:\n      enabled: true\n      dhcp: false\n      address:\n      - ip: 192.0.2.10\n        prefix-length: 24\n  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: 192.0.2.1\n      next-hop-interface: enp1s0\n  dns-resolver:\n    config:\n      server:\n      - 192.0.2.53\n",
+            "cfg",
+        )
+        .unwrap();
+        let files = live_network(&c).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[0].path,
+            "etc/systemd/network/10-imgmode-enp1s0.network"
+        );
+        let live::Content::File { data, mode } = &files[0].content else {
+            panic!("not a file")
+        };
+        assert_eq!(*mode, 0o644);
+        let text = String::from_utf8_lossy(data);
+        for want in [
+            "Address=192.0.2.10/24",
+            "Gateway=192.0.2.1",
+            "DNS=192.0.2.53",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert!(!text.contains("DHCP=yes"), "{text}");
     }
 
     #[test]

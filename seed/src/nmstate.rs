@@ -1,6 +1,7 @@
 //! The part of nmstate (`networkConfig` of ImageBasedConfig and ImageBasedInstallationConfig)
 //! that a single-node host needs, written as systemd-networkd files (the network stack of the
-//! base image): ethernet interfaces matched by name or MAC address, static IPv4/IPv6 addresses
+//! base image): ethernet interfaces matched by name, by name and MAC address, or by MAC address
+//! alone (`identifier: mac-address`), static IPv4/IPv6 addresses
 //! or DHCP, routes, and DNS servers. Anything else (bonds, VLANs, OVS bridges) is refused by
 //! name instead of being ignored.
 
@@ -132,7 +133,15 @@ fn interface_file(
     known_keys(
         &format!("networkConfig interfaces[{i}]"),
         iface,
-        &["name", "type", "state", "mac-address", "ipv4", "ipv6"],
+        &[
+            "name",
+            "type",
+            "state",
+            "identifier",
+            "mac-address",
+            "ipv4",
+            "ipv6",
+        ],
     )?;
     // it names a file and goes into one
     v::field("networkConfig", "interface name", &name, interface_name)?;
@@ -143,12 +152,29 @@ fn interface_file(
     if text(iface, "state").as_deref() == Some("absent") {
         return Ok(None);
     }
-    let mut m = format!(
-        "# Written by imgmode post-pivot from networkConfig (nmstate).\n[Match]\nName={name}\n"
-    );
-    if let Some(mac) = text(iface, "mac-address") {
-        v::field("networkConfig", "mac-address", &mac, mac_address)?;
-        m.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase()));
+    // nmstate's `identifier: mac-address`: the MAC address finds the interface and the name
+    // only names the profile (the kernel's name need not be known)
+    let by_mac = match text(iface, "identifier").as_deref() {
+        None | Some("name") => false,
+        Some("mac-address") => true,
+        Some(other) => bail!(
+            "networkConfig interface {name}: identifier {} is not name or mac-address",
+            v::shown(other)
+        ),
+    };
+    let mut m = String::from("# Written by imgmode from networkConfig (nmstate).\n[Match]\n");
+    if !by_mac {
+        m.push_str(&format!("Name={name}\n"));
+    }
+    match text(iface, "mac-address") {
+        Some(mac) => {
+            v::field("networkConfig", "mac-address", &mac, mac_address)?;
+            m.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase()));
+        }
+        None if by_mac => {
+            bail!("networkConfig interface {name}: identifier mac-address needs a mac-address")
+        }
+        None => {}
     }
     m.push_str("\n[Network]\n");
     let mut dhcp = vec![];
@@ -303,6 +329,33 @@ mod tests {
         ] {
             assert!(c.contains(want), "{want:?} missing in:\n{c}");
         }
+    }
+
+    #[test]
+    fn an_interface_found_by_its_mac_address_alone() {
+        let y = "interfaces:\n- name: site0\n  identifier: mac-address\n  mac-address: 52:54:00:12:34:56\n  ipv4:\n    enabled: true\n    address:\n    - ip: 10.0.2.50\n      prefix-length: 24\n";
+        let f = to_networkd(y).unwrap();
+        assert_eq!(f[0].0, "10-imgmode-site0.network");
+        assert!(
+            f[0].1.contains("[Match]\nMACAddress=52:54:00:12:34:56\n"),
+            "{}",
+            f[0].1
+        );
+        assert!(!f[0].1.contains("Name="), "{}", f[0].1);
+        let e = to_networkd("interfaces:\n- name: site0\n  identifier: mac-address\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("identifier mac-address needs a mac-address"),
+            "{e}"
+        );
+        let e = to_networkd("interfaces:\n- name: site0\n  identifier: path\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("identifier \"path\" is not name or mac-address"),
+            "{e}"
+        );
     }
 
     #[test]
