@@ -54,6 +54,8 @@ pub struct InitOpts {
     /// Defaults: the kernel's hostname and the first global IPv4 address.
     pub hostname: Option<String>,
     pub ip: Option<String>,
+    /// The cluster's proxy (none by default).
+    pub proxy: Option<imgmode_seed::reconfig::Proxy>,
 }
 
 /// The identity `init` made, kept in `<state_dir>/identity.json`.
@@ -81,8 +83,28 @@ pub fn get(etcd_endpoint: &str, key: &str) -> Result<serde_json::Value> {
         .with_context(|| format!("etcd at {etcd_endpoint} has no object {key}"))
 }
 
+/// Every object under the key prefix `prefix`, as a JSON array.
+pub fn list(etcd_endpoint: &str, prefix: &str) -> Result<serde_json::Value> {
+    let objects = imgmode_seed::cluster::etcd_objects(etcd_endpoint)?;
+    Ok(objects
+        .into_iter()
+        .filter(|o| o.key.starts_with(prefix))
+        .map(|o| o.value)
+        .collect())
+}
+
 /// The cluster-scoped objects beyond the PKI, as OpenShift keeps them.
-pub fn cluster_objects(id: &Identity, release_image: &str) -> Vec<(String, serde_json::Value)> {
+pub fn cluster_objects(
+    id: &Identity,
+    release_image: &str,
+    proxy: Option<&imgmode_seed::reconfig::Proxy>,
+) -> Vec<(String, serde_json::Value)> {
+    let mut proxy_spec = json!({"trustedCA": {"name": ""}});
+    if let Some(p) = proxy {
+        proxy_spec["httpProxy"] = json!(p.http_proxy);
+        proxy_spec["httpsProxy"] = json!(p.https_proxy);
+        proxy_spec["noProxy"] = json!(p.no_proxy);
+    }
     let install_config = format!(
         "apiVersion: v1\nbaseDomain: {}\nmetadata:\n  name: {}\nfips: false\nnetworking:\n  clusterNetwork:\n  - cidr: 10.128.0.0/14\n    hostPrefix: 23\n  machineNetwork:\n  - cidr: {}/24\n  serviceNetwork:\n  - 172.30.0.0/16\n",
         id.base_domain,
@@ -121,7 +143,7 @@ pub fn cluster_objects(id: &Identity, release_image: &str) -> Vec<(String, serde
         (
             "/kubernetes.io/config.openshift.io/proxies/cluster".into(),
             json!({"kind": "Proxy", "apiVersion": "config.openshift.io/v1",
-                "metadata": {"name": "cluster"}, "spec": {"trustedCA": {"name": ""}}}),
+                "metadata": {"name": "cluster"}, "spec": proxy_spec}),
         ),
     ]
 }
@@ -165,7 +187,7 @@ pub fn init(o: &InitOpts) -> Result<Identity> {
     };
     // later entries win: the full install-config replaces testpki's short one
     let mut objects: Vec<(String, serde_json::Value)> = pki.etcd_objects;
-    objects.extend(cluster_objects(&id, &o.release_image));
+    objects.extend(cluster_objects(&id, &o.release_image, o.proxy.as_ref()));
     let mut map = std::collections::BTreeMap::new();
     for (k, v) in objects {
         map.insert(k, v);

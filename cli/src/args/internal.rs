@@ -101,7 +101,8 @@ pub enum TestClusterCmd {
         #[arg(long = "static-dir", default_values = ["/etc/kubernetes", "/var/lib/kubelet"])]
         static_dirs: Vec<PathBuf>,
     },
-    /// Print one etcd object (JSON) by key; exit 1 when it does not exist.
+    /// Print one etcd object (JSON) by key, or every object under a key ending in `/` (a JSON
+    /// array); exit 1 when the key does not exist.
     Get {
         key: String,
         #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -157,6 +158,13 @@ pub struct TestClusterInitArgs {
     pub hostname: Option<String>,
     #[arg(long)]
     pub ip: Option<String>,
+    /// The cluster's proxy (its Proxy object's `httpProxy` and `httpsProxy`): a seed of this
+    /// cluster installs only with a proxy.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// The proxy's `noProxy` list.
+    #[arg(long, requires = "proxy")]
+    pub no_proxy: Option<String>,
 }
 
 impl TestClusterInitArgs {
@@ -173,6 +181,11 @@ impl TestClusterInitArgs {
             extra_leaves: self.extra_leaves,
             hostname: self.hostname.or(hostname),
             ip: self.ip,
+            proxy: self.proxy.map(|url| imgmode_seed::reconfig::Proxy {
+                http_proxy: url.clone(),
+                https_proxy: url,
+                no_proxy: self.no_proxy.unwrap_or_default(),
+            }),
         }
     }
 }

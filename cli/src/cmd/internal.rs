@@ -71,7 +71,12 @@ fn test_cluster(cmd: TestClusterCmd, cx: &Ctx) -> Result<()> {
             static_dirs,
         } => keys(&etcd_endpoint, static_dirs),
         TestClusterCmd::Get { key, etcd_endpoint } => {
-            let v = testcluster::get(&etcd_endpoint, &key)?;
+            // a key ending in '/' is a prefix: every object under it, as an array
+            let v = if key.ends_with('/') {
+                testcluster::list(&etcd_endpoint, &key)?
+            } else {
+                testcluster::get(&etcd_endpoint, &key)?
+            };
             println!("{}", serde_json::to_string(&v)?);
             Ok(())
         }

@@ -20,6 +20,7 @@ use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::qemu::{Boot, VmConfig};
 use crate::harness::secrets::{no_admin_signer_key, private_outputs};
 use crate::harness::seed::{extract_layer, SeedBuild};
+use crate::scenarios::ibi_site;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
 const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
 const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: __SSHKEY__\n";
-const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nreleaseRegistry: quay.io\nadditionalNTPSources:\n- ntp1.example.org\n- ntp2.example.org\n";
+const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nadditionalNTPSources:\n- ntp1.example.org\n- ntp2.example.org\n";
 const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imgmode-extra\n  namespace: default\ndata:\n  origin: from-the-config-iso\n";
 /// The partition label the scenario's config asks for.
 const EXTRA_LABEL: &str = "containers";
@@ -60,6 +61,7 @@ echo "FACT live-firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT live-ssh-key=$(yesno grep -q imgmode-vmtest-live /root/.ssh/authorized_keys)"
 echo "FACT live-unit=$(systemctl is-enabled imgmode-ibi-install.service)"
 echo "FACT live-config-mode=$(stat -c %a $c)"
+echo "FACT live-address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
 if [ "__REFUSALS__" = yes ]; then
   # this unit runs before the install unit (and its wait for the network): wait here too, so
   # the refusals meet the registry and not a missing route
@@ -109,7 +111,7 @@ run imgmode internal test-cluster get /kubernetes.io/configmaps/default/imgmode-
 echo "KUBEADMIN $(imgmode internal test-cluster get /kubernetes.io/secrets/kube-system/kubeadmin)"
 echo "PULLSECRET $(imgmode internal test-cluster get /kubernetes.io/secrets/openshift-config/pull-secret)"
 echo "FACT ntp=$(sed -n 's/^NTP=//p' /etc/systemd/timesyncd.conf.d/50-imgmode.conf | tr ' ' ',')"
-filemodes installed /var/lib/imgmode /etc/imgmode /etc/systemd/system /root/.ssh /var/lib/kubelet /etc/ssh /etc/containers /etc/kubernetes /var/lib/etcd
+__SITE__filemodes installed /var/lib/imgmode /etc/imgmode /etc/systemd/system /root/.ssh /var/lib/kubelet /etc/ssh /etc/containers /etc/kubernetes /var/lib/etcd
 echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT karg=$(yesno grep -qw imgmode.vmtest=1 /proc/cmdline)"
@@ -186,6 +188,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             boot: Boot::Uefi,
             embed_seed: false,
             refusals: true,
+            static_live: true,
         },
         Host {
             name: "ibi2",
@@ -194,6 +197,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             boot: Boot::Bios,
             embed_seed: true,
             refusals: false,
+            static_live: false,
         },
     ];
     // both ISOs while the registry runs: host 1's live system pulls the seed from it (as
@@ -275,6 +279,9 @@ struct Host {
     embed_seed: bool,
     /// Run the refused installs in the live system before its own install.
     refusals: bool,
+    /// The live system takes a static address from the installation config's networkConfig
+    /// (DHCP off) and reaches the registry with it.
+    static_live: bool,
 }
 
 /// A host's two ISOs.
@@ -285,6 +292,8 @@ struct Isos {
     install_iso: PathBuf,
     iso_mib: f64,
     seconds: f64,
+    /// The trust bundle the configurations give (the registry's CA).
+    trust_bundle: String,
 }
 
 /// What a host's VM proved.
@@ -322,17 +331,20 @@ fn make_isos(
     // the site's SSH key: a real pair, so the installed host can be logged in to with it
     let site_key = dir.join(format!("site-key-{}", h.name));
     let site_pub = ssh_keypair(&site_key, "imgmode-vmtest-ibi")?;
+    let bundle: String = ca.lines().map(|l| format!("  {l}\n")).collect();
     std::fs::write(
         conf.join("install-config.yaml"),
-        INSTALL_CONFIG
+        format!("{INSTALL_CONFIG}{}", ibi_site::INSTALL_CONFIG)
             .replace("__NAME__", h.name)
-            .replace("__SSHKEY__", &site_pub),
+            .replace("__SSHKEY__", &site_pub)
+            .replace("__BUNDLE__", &bundle),
     )?;
     std::fs::write(
         conf.join("image-based-config.yaml"),
         IMAGE_BASED_CONFIG
             .replace("__NAME__", h.name)
-            .replace("__HOST__", h.hostname),
+            .replace("__HOST__", h.hostname)
+            + &ibi_site::image_based_config(h.name),
     )?;
     if h.extra_manifest {
         std::fs::create_dir_all(conf.join("extra-manifests"))?;
@@ -363,7 +375,6 @@ fn make_isos(
     let isodir = dir.join(format!("iso-{}", h.name));
     let _ = std::fs::remove_dir_all(&isodir);
     std::fs::create_dir_all(&isodir)?;
-    let bundle: String = ca.lines().map(|l| format!("  {l}\n")).collect();
     let config = isodir.join("image-based-installation-config.yaml");
     std::fs::write(
         &config,
@@ -371,7 +382,8 @@ fn make_isos(
             .replace("__REG__", reg)
             .replace("__VERSION__", version)
             .replace("__LABEL__", EXTRA_LABEL)
-            .replace("__BUNDLE__", &bundle),
+            .replace("__BUNDLE__", &bundle)
+            + &ibi_site::installation_config(h.static_live),
     )?;
     let t0 = std::time::Instant::now();
     let mut cmd = Command::new(&a.imgmode);
@@ -400,6 +412,7 @@ fn make_isos(
         install_iso,
         iso_mib,
         seconds,
+        trust_bundle: ca.to_string(),
     })
 }
 
@@ -433,7 +446,7 @@ async fn boot_host(
                 memory_mib: 3072,
                 ..VmConfig::new(&blank, h.boot.clone())
             },
-            BOOTED_SCRIPT.to_string(),
+            BOOTED_SCRIPT.replace("__SITE__", ibi_site::SCRIPT),
         ),
         LIVE_SCRIPT.replace("__REFUSALS__", if h.refusals { "yes" } else { "no" }),
     )
@@ -475,6 +488,7 @@ async fn boot_host(
         )?;
     }
     check_cluster(h, conf, &b, &results)?;
+    ibi_site::check(h.name, &b, &results, &isos.trust_bundle)?;
     let keys = key_inventory(h, &results)?;
     let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")
         .unwrap_or_default()
@@ -523,6 +537,17 @@ fn check_live(h: &Host, results: &str, firmware: &str) -> Result<(String, f64)> 
             "{}: the live system: {fact} is {:?}, expected {want:?}",
             h.name,
             l.fact(fact)
+        );
+    }
+    if h.static_live {
+        // networkConfig of the installation config: the live system's only address is the
+        // static one (no DHCP lease), and the install pulls the seed through it
+        let addrs: Vec<&str> = l.fact("live-address").split_whitespace().collect();
+        ensure!(
+            addrs == [ibi_site::LIVE_ADDRESS],
+            "{}: the live system's addresses are {addrs:?}, expected only {} from networkConfig",
+            h.name,
+            ibi_site::LIVE_ADDRESS
         );
     }
     if h.refusals {

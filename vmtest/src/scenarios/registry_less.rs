@@ -34,6 +34,10 @@ seedVersion: __VERSION__
 installationDisk: /dev/vda
 pullSecret: '__SECRET__'
 extraPartitionStart: -3G
+proxy:
+  httpProxy: http://proxy.site.invalid:3128
+  httpsProxy: http://proxy.site.invalid:3128
+  noProxy: 10.0.2.2,127.0.0.1,localhost
 ";
 
 /// Checks both systems run: the registry, pulls by the original name through it, the

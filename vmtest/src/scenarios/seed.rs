@@ -366,11 +366,17 @@ fn check_digest_and_origin(s: &SeedBuild, x: &Path, origin: &str) -> Result<()> 
 /// The compatibility gates against the real seed, before any layer is fetched: `imgmode seed
 /// check` passes with the seed's version and refuses another.
 fn check_gates(a: &Artifacts, dir: &Path, id: &serde_json::Value) -> Result<()> {
-    let cfg = |version: &str| -> Result<PathBuf> {
-        let p = dir.join(format!("ibi-{version}.yaml"));
+    // the seed system's cluster uses a proxy: an installation needs one
+    let cfg = |version: &str, proxy: bool| -> Result<PathBuf> {
+        let p = dir.join(format!("ibi-{version}-{proxy}.yaml"));
+        let proxy = if proxy {
+            "proxy:\n  httpProxy: http://proxy.site.invalid:3128\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &p,
-            format!("apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: vmtest\nseedImage: {SEED_IMAGE}\nseedVersion: {version}\ninstallationDisk: /dev/vda\npullSecret: '{{\"auths\":{{}}}}'\n"),
+            format!("apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nmetadata:\n  name: vmtest\nseedImage: {SEED_IMAGE}\nseedVersion: {version}\ninstallationDisk: /dev/vda\npullSecret: '{{\"auths\":{{}}}}'\n{proxy}"),
         )?;
         Ok(p)
     };
@@ -382,17 +388,23 @@ fn check_gates(a: &Artifacts, dir: &Path, id: &serde_json::Value) -> Result<()> 
             "check",
             SEED_IMAGE,
             "--config",
-            &cfg(version)?.display().to_string(),
+            &cfg(version, true)?.display().to_string(),
         ],
     )?;
-    let bad = Command::new(&a.imgmode)
-        .args(["seed", "check", SEED_IMAGE, "--config"])
-        .arg(cfg("4.0.0")?)
-        .output()?;
-    let err = String::from_utf8_lossy(&bad.stderr);
-    ensure!(
-        !bad.status.success() && err.contains("seed version mismatch"),
-        "seed check accepted a seedVersion mismatch: {err}"
-    );
+    for (config, refusal) in [
+        (cfg("4.0.0", true)?, "seed version mismatch"),
+        (cfg(version, false)?, "proxy mismatch"),
+    ] {
+        let bad = Command::new(&a.imgmode)
+            .args(["seed", "check", SEED_IMAGE, "--config"])
+            .arg(&config)
+            .output()?;
+        let err = String::from_utf8_lossy(&bad.stderr);
+        ensure!(
+            !bad.status.success() && err.contains(refusal),
+            "seed check accepted {} (expected {refusal}): {err}",
+            config.display()
+        );
+    }
     Ok(())
 }
