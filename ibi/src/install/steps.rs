@@ -179,7 +179,13 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
         payload(&mut d, &storage, &deploy_dir)?;
     }
     log.file.enter("precache")?;
-    let images = precache(log.steps, &mut d, &s, &storage)?;
+    let images = precache(
+        log.steps,
+        &mut d,
+        &s,
+        &storage,
+        o.config.release_registry.as_deref(),
+    )?;
     log.step(
         "bootloader",
         "installing GRUB (BIOS and UEFI) from the deployment",
@@ -512,7 +518,30 @@ fn payload(d: &mut Disk, storage: &Path, deploy_dir: &Path) -> Result<()> {
 
 /// The images of `containers.list` into the extra partition (mounted on `storage`); returns
 /// them.
-fn precache(steps: &Steps, d: &mut Disk, s: &Seed, storage: &Path) -> Result<Vec<String>> {
+/// Where precache pulls `img` from: the installation config's `releaseRegistry` in place of
+/// the seed's release registry (same repository, same digest), else the image's own place.
+/// The image is stored under its own name either way, as the cluster refers to it.
+pub(crate) fn precache_source(
+    img: &str,
+    seed_registry: &str,
+    site_registry: Option<&str>,
+) -> String {
+    match site_registry.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(site) if !seed_registry.is_empty() && site != seed_registry => img
+            .strip_prefix(seed_registry)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map_or_else(|| img.to_string(), |rest| format!("{site}/{rest}")),
+        _ => img.to_string(),
+    }
+}
+
+fn precache(
+    steps: &Steps,
+    d: &mut Disk,
+    s: &Seed,
+    storage: &Path,
+    release_registry: Option<&str>,
+) -> Result<Vec<String>> {
     let list = std::fs::read_to_string(s.files.join("containers.list"))?;
     let images: Vec<String> = list
         .lines()
@@ -540,11 +569,14 @@ fn precache(steps: &Steps, d: &mut Disk, s: &Seed, storage: &Path) -> Result<Vec
             storage.join("storage").display(),
             runroot.display()
         );
-        imgmode_image::skopeo::Copy::new(format!("docker://{img}"), dest)
+        let src = precache_source(img, &s.info.release_registry, release_registry);
+        imgmode_image::skopeo::Copy::new(format!("docker://{src}"), dest)
             .src_auth(&d.plan.auth)
             .retry_times(3)
             .run()
-            .with_context(|| format!("precaching {img} (containers.list of the seed)"))?;
+            .with_context(|| {
+                format!("precaching {img} from {src} (containers.list of the seed)")
+            })?;
     }
     Ok(images)
 }
@@ -609,4 +641,24 @@ fn finish(
     d.mounts.unmount_all()?;
     installed.seconds = t0.elapsed().as_secs_f64();
     Ok(installed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn release_images_are_pulled_from_the_sites_release_registry() {
+        let img = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:aa";
+        assert_eq!(
+            super::precache_source(img, "quay.io", Some("mirror.site:5000")),
+            "mirror.site:5000/openshift-release-dev/ocp-v4.0-art-dev@sha256:aa"
+        );
+        assert_eq!(super::precache_source(img, "quay.io", None), img);
+        assert_eq!(super::precache_source(img, "quay.io", Some("quay.io")), img);
+        // another registry's image, or a registry whose name only begins the same
+        assert_eq!(super::precache_source(img, "quay", Some("m:5000")), img);
+        assert_eq!(
+            super::precache_source("registry.redhat.io/x@sha256:bb", "quay.io", Some("m:5000")),
+            "registry.redhat.io/x@sha256:bb"
+        );
+    }
 }
