@@ -142,7 +142,9 @@ fn a_hostile_seed_never_reaches_the_host() {
             "var/lib/containers in the stateroot",
         ),
     ];
-    for (what, etc, var, deletions, want) in cases {
+    for (i, (what, etc, var, deletions, want)) in cases.into_iter().enumerate() {
+        // skipDiskCleanup on the last case: the cleanup step is skipped, and said so
+        let skip_cleanup = i == 2;
         let seed = d.join("seed");
         hostile_seed(
             &d.join("work"),
@@ -161,7 +163,7 @@ fn a_hostile_seed_never_reaches_the_host() {
         std::fs::write(
             &cfg,
             format!(
-                "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: oci:{}\nseedVersion: 4.17.0\ninstallationDisk: {}\npullSecret: '{{\"auths\":{{}}}}'\n",
+                "apiVersion: v1beta1\nkind: ImageBasedInstallationConfig\nseedImage: oci:{}\nseedVersion: 4.17.0\ninstallationDisk: {}\npullSecret: '{{\"auths\":{{}}}}'\nskipDiskCleanup: {skip_cleanup}\n",
                 seed.display(),
                 disk.display()
             ),
@@ -186,6 +188,21 @@ fn a_hostile_seed_never_reaches_the_host() {
             serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
         assert_eq!(out.status.code(), Some(1), "{what}: {err}");
         assert_eq!(st["step"], "restore-var-etc", "{what}: {err}");
+        let done: Vec<&str> = st["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        let (ran, not) = if skip_cleanup {
+            ("disk-cleanup-skipped", "disk-cleanup")
+        } else {
+            ("disk-cleanup", "disk-cleanup-skipped")
+        };
+        assert!(
+            done.contains(&ran) && !done.contains(&not),
+            "{what}: steps done {done:?}"
+        );
         assert!(
             err.contains(want)
                 && (err.contains("leads outside it") || err.contains("through a symlink")),

@@ -223,6 +223,8 @@ impl InstallConfig {
         if !c.additional_trust_bundle.is_empty() {
             crate::config::check_trust_bundle(what, &c.additional_trust_bundle)?;
         }
+        imgmode_seed::site::digest_sources(text).with_context(|| what.to_string())?;
+        single_node(what, &v)?;
         let ps: serde_json::Value = serde_json::from_str(&c.pull_secret)
             .with_context(|| format!("{what}: pullSecret is not JSON"))?;
         ensure!(
@@ -231,6 +233,36 @@ impl InstallConfig {
         );
         Ok(c)
     }
+}
+
+/// An image-based install makes a single-node cluster: `controlPlane.replicas` 1 (when given),
+/// no compute replicas, no arbiter.
+fn single_node(what: &str, v: &yaml_serde::Value) -> Result<()> {
+    let replicas = |n: &yaml_serde::Value| n.get("replicas").and_then(|r| r.as_u64());
+    if let Some(r) = v.get("controlPlane").and_then(replicas) {
+        ensure!(
+            r == 1,
+            "{what}: controlPlane.replicas is {r}; an image-based install makes a single-node cluster (replicas: 1)"
+        );
+    }
+    for (i, pool) in v
+        .get("compute")
+        .and_then(|c| c.as_sequence())
+        .map_or(&[][..], |c| c.as_slice())
+        .iter()
+        .enumerate()
+    {
+        let r = replicas(pool).unwrap_or(0);
+        ensure!(
+            r == 0,
+            "{what}: compute[{i}].replicas is {r}; an image-based install makes a single-node cluster (replicas: 0)"
+        );
+    }
+    ensure!(
+        v.get("arbiter").is_none(),
+        "{what}: arbiter is not supported: an image-based install makes a single-node cluster"
+    );
+    Ok(())
 }
 
 /// What `create-config-image` wrote.
@@ -565,6 +597,30 @@ mod tests {
 
     pub(crate) const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: ibi1\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\n  networkType: OVNKubernetes\ncontrolPlane:\n  name: master\n  replicas: 1\ncompute:\n- name: worker\n  replicas: 0\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"r.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMmW4fGQ0d2dDqJv1c3Q8w6l9Q2S8Cz1b9wY0mX7o0vT test\n";
     pub(crate) const IB_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: ibi1\nhostname: node1\nreleaseRegistry: quay.io\nnodeLabels:\n  node-role.kubernetes.io/edge: \"\"\nadditionalNTPSources:\n- 10.0.2.2\n";
+
+    #[test]
+    fn a_multi_node_install_config_is_refused() {
+        let base = "apiVersion: v1\nmetadata:\n  name: c\nbaseDomain: example.org\npullSecret: '{\"auths\":{}}'\n";
+        InstallConfig::parse(&format!("{base}controlPlane:\n  name: master\n  replicas: 1\ncompute:\n- name: worker\n  replicas: 0\n"), "ic").unwrap();
+        for (extra, want) in [
+            (
+                "controlPlane:\n  replicas: 3\n",
+                "controlPlane.replicas is 3",
+            ),
+            (
+                "compute:\n- name: worker\n  replicas: 2\n",
+                "compute[0].replicas is 2",
+            ),
+            ("arbiter:\n  replicas: 1\n", "arbiter is not supported"),
+            ("imageDigestSources:\n- source: quay.io\n", "has no mirrors"),
+        ] {
+            let e = format!(
+                "{:#}",
+                InstallConfig::parse(&format!("{base}{extra}"), "ic").unwrap_err()
+            );
+            assert!(e.contains(want), "{e}");
+        }
+    }
 
     #[test]
     fn configs_are_read_and_required_fields_named() {

@@ -67,37 +67,25 @@ pub struct CreatedImage {
     pub live: LiveOutcome,
 }
 
-/// `registries.conf` for `imageDigestSources`: each source mirrored, by digest only.
+/// `registries.conf` for `imageDigestSources`: each source mirrored, by digest only (the
+/// locations were checked when the config was read).
 pub fn registries_conf(c: &ImageBasedInstallationConfig) -> Result<Option<String>> {
     if c.image_digest_sources.is_empty() {
         return Ok(None);
     }
-    let q = |s: &str| -> Result<String> {
-        ensure!(
-            !s.is_empty() && !s.contains(['"', '\\', '\n', ' ']),
-            "imageDigestSources: {s:?} is not a registry or repository name"
-        );
-        Ok(format!("\"{s}\""))
-    };
-    let mut out = String::from("# Written by imgmode ibi create-image from imageDigestSources.\n");
+    let mut entries = vec![];
     for s in &c.image_digest_sources {
         ensure!(
             !s.mirrors.is_empty(),
             "imageDigestSources: {} has no mirrors",
             s.source
         );
-        out.push_str(&format!(
-            "\n[[registry]]\nprefix = {0}\nlocation = {0}\n",
-            q(&s.source)?
-        ));
-        for m in &s.mirrors {
-            out.push_str(&format!(
-                "\n[[registry.mirror]]\nlocation = {}\npull-from-mirror = \"digest-only\"\n",
-                q(m)?
-            ));
-        }
+        entries.push((s.source.clone(), s.mirrors.clone()));
     }
-    Ok(Some(out))
+    Ok(Some(imgmode_seed::site::mirrors_conf(
+        "Written by imgmode ibi create-image from imageDigestSources.",
+        &entries,
+    )))
 }
 
 /// Where the installation unit gets the seed and the images from.

@@ -614,6 +614,9 @@ mod tests {
                 .contains("names no cluster, base domain or hostname"),
             "{e}"
         );
+        // a field imgmode does not apply is refused by name, never dropped
+        let e = parse_manifest(r#"{"api_version":1,"base_domain":"d","cluster_name":"x","cluster_id":"","infra_id":"","hostname":"h","status_proxy":{},"kubeconfig_crypto_retention":{"kube_api_crypto":{"serving_crypto":{"loadbalancer_external_signer_private_key":"","localhost_signer_private_key":"","service_network_signer_private_key":""},"client_auth_crypto":{"admin_ca_certificate":""}}},"kubeadmin_password_hash":"","pull_secret":"{}","install_config":""}"#).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `status_proxy`"), "{e:#}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub const ADMIN_SIGNER_CN: &str = "admin-kubeconfig-signer";
 
 /// The cluster-wide proxy (`proxy` of install-config and of the installation config).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Proxy {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub http_proxy: String,
@@ -43,6 +43,7 @@ impl Proxy {
 
 /// lifecycle-agent's SeedReconfiguration (`cluster-configuration/manifest.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct SeedReconfiguration {
     pub api_version: u32,
     pub base_domain: String,
@@ -75,12 +76,14 @@ pub struct SeedReconfiguration {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct TrustBundle {
     #[serde(rename = "userCaBundle", default)]
     pub user_ca_bundle: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct KubeconfigCryptoRetention {
     pub kube_api_crypto: KubeApiCrypto,
     #[serde(default)]
@@ -88,12 +91,14 @@ pub struct KubeconfigCryptoRetention {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct KubeApiCrypto {
     pub serving_crypto: ServingCrypto,
     pub client_auth_crypto: ClientAuthCrypto,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ServingCrypto {
     pub loadbalancer_external_signer_private_key: String,
     pub localhost_signer_private_key: String,
@@ -101,12 +106,14 @@ pub struct ServingCrypto {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ClientAuthCrypto {
     /// The new admin kubeconfig CA's certificate (PEM); recert puts it in place of the seed's.
     pub admin_ca_certificate: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct IngressCrypto {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ingress_ca: String,

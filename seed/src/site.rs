@@ -9,13 +9,14 @@
 //! | `proxy` | Proxy `cluster` `spec` and `status` | `/etc/mco/proxy.env`, crio's and kubelet's environment |
 //! | `additionalTrustBundle` | ConfigMap `openshift-config/user-ca-bundle`, Proxy `spec.trustedCA` | the system trust store |
 //! | `release_registry` | ImageDigestMirrorSet `imgmode-release-registry` | a `registries.conf.d` mirror |
-//! | `install_config` | ConfigMap `kube-system/cluster-config-v1` | (`fips`: checked against the kernel) |
+//! | install-config `imageDigestSources` | ImageDigestMirrorSet `imgmode-image-digest-sources` | a `registries.conf.d` mirror |
+//! | `install_config` | ConfigMap `kube-system/cluster-config-v1`; the fields the seed decides (networks, network type, feature set and gates, capabilities, CPU partitioning, platform) must match the seed's | (`fips`: checked against the kernel) |
 //! | `machine_networks` | | the node IP recert writes: the host's address in them |
 //!
 //! As lifecycle-agent requires, a seed made with a proxy installs only with one and a seed made
 //! without one only without (the proxy is part of the seed's rendered machine configuration).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use imgmode_recert::etcd::{EtcdObject, NODES};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -40,6 +41,96 @@ pub const TRUST_DIR: &str = "/usr/local/share/ca-certificates";
 pub const TRUST_PREFIX: &str = "openshift-config-user-ca-bundle";
 /// The release registry's mirror on the host.
 pub const RELEASE_MIRROR_CONF: &str = "/etc/containers/registries.conf.d/50-imgmode-release.conf";
+/// install-config's imageDigestSources as an ImageDigestMirrorSet and on the host.
+pub const DIGEST_MIRRORS_NAME: &str = "imgmode-image-digest-sources";
+pub const DIGEST_MIRRORS: &str =
+    "/kubernetes.io/config.openshift.io/imagedigestmirrorsets/imgmode-image-digest-sources";
+pub const DIGEST_MIRRORS_CONF: &str =
+    "/etc/containers/registries.conf.d/50-imgmode-digest-sources.conf";
+
+/// A source and its mirrors (an ImageDigestMirrorSet's entry).
+pub type DigestMirror = (String, Vec<String>);
+
+/// install-config's `imageDigestSources` and its older spelling `imageContentSources`, each
+/// location checked before it reaches registries.conf.
+pub fn digest_sources(install_config: &str) -> Result<Vec<DigestMirror>> {
+    use imgmode_support::validate as v;
+    if install_config.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let ic: yaml_serde::Value = yaml_serde::from_str(install_config)
+        .context("the configuration's install-config is not YAML")?;
+    let mut out = vec![];
+    for field in ["imageDigestSources", "imageContentSources"] {
+        let Some(list) = ic.get(field).and_then(|l| l.as_sequence()) else {
+            continue;
+        };
+        for (i, e) in list.iter().enumerate() {
+            let what = format!("{field}[{i}]");
+            let source = e
+                .get("source")
+                .and_then(|s| s.as_str())
+                .with_context(|| format!("install-config.yaml {what} has no source"))?;
+            v::field(
+                "install-config.yaml",
+                &format!("{what}.source"),
+                source,
+                v::registry_location,
+            )?;
+            let mut mirrors = vec![];
+            for m in e
+                .get("mirrors")
+                .and_then(|m| m.as_sequence())
+                .map_or(&[][..], |m| m.as_slice())
+            {
+                let m = m
+                    .as_str()
+                    .with_context(|| format!("install-config.yaml {what}: a mirror is not text"))?;
+                v::field(
+                    "install-config.yaml",
+                    &format!("{what} mirror"),
+                    m,
+                    v::registry_location,
+                )?;
+                mirrors.push(m.to_string());
+            }
+            ensure!(
+                !mirrors.is_empty(),
+                "install-config.yaml {what} ({source}) has no mirrors"
+            );
+            out.push((source.to_string(), mirrors));
+        }
+    }
+    Ok(out)
+}
+
+/// registries.conf entries mirroring each source, by digest only (as OpenShift renders an
+/// ImageDigestMirrorSet); the locations must be checked already.
+pub fn mirrors_conf(header: &str, entries: &[DigestMirror]) -> String {
+    let mut out = format!("# {header}\n");
+    for (source, mirrors) in entries {
+        out.push_str(&format!(
+            "\n[[registry]]\nprefix = \"{source}\"\nlocation = \"{source}\"\n"
+        ));
+        for m in mirrors {
+            out.push_str(&format!(
+                "\n[[registry.mirror]]\nlocation = \"{m}\"\npull-from-mirror = \"digest-only\"\n"
+            ));
+        }
+    }
+    out
+}
+
+fn idms(existing: &[EtcdObject], key: &str, name: &str, entries: &[DigestMirror]) -> EtcdObject {
+    let mut o = object(existing, key, json!({}));
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|(s, m)| json!({"source": s, "mirrors": m}))
+        .collect();
+    o.value = json!({"kind": "ImageDigestMirrorSet", "apiVersion": "config.openshift.io/v1",
+        "metadata": {"name": name}, "spec": {"imageDigestMirrors": list}});
+    o
+}
 
 fn find<'a>(existing: &'a [EtcdObject], key: &str) -> Option<&'a EtcdObject> {
     existing.iter().find(|o| o.key == key)
@@ -155,20 +246,102 @@ pub fn cluster_updates(
         let mut cm = find(existing, CLUSTER_CONFIG).cloned().with_context(|| {
             format!("the seed's etcd has no {CLUSTER_CONFIG} to take the install-config")
         })?;
-        cm.value["data"]["install-config"] = json!(m.install_config);
+        let seed_ic = cm.value["data"]["install-config"]
+            .as_str()
+            .unwrap_or_default();
+        cm.value["data"]["install-config"] =
+            json!(merged_install_config(seed_ic, &m.install_config)?);
         out.push(cm);
     }
     if let Some(seed_reg) = release_mirror_source(existing, m) {
-        let mut idms = object(existing, RELEASE_MIRROR, json!({}));
-        idms.value = json!({"kind": "ImageDigestMirrorSet", "apiVersion": "config.openshift.io/v1",
-            "metadata": {"name": RELEASE_MIRROR_NAME},
-            "spec": {"imageDigestMirrors": [{"source": seed_reg, "mirrors": [m.release_registry]}]}});
-        out.push(idms);
+        let entry = (seed_reg, vec![m.release_registry.trim().to_string()]);
+        out.push(idms(
+            existing,
+            RELEASE_MIRROR,
+            RELEASE_MIRROR_NAME,
+            &[entry],
+        ));
+    }
+    let sources = digest_sources(&m.install_config)?;
+    if !sources.is_empty() {
+        out.push(idms(
+            existing,
+            DIGEST_MIRRORS,
+            DIGEST_MIRRORS_NAME,
+            &sources,
+        ));
     }
     Ok(out)
 }
 
-/// The seed's release registry when the site's `release_registry` differs from it: the
+/// install-config fields the seed's cluster decides, with the installer's default where it
+/// has one: a site leaves them out (the seed's stay) or repeats the seed's value (its default
+/// when the seed's install-config has none); any other value is refused by name.
+const SEED_FIXED: &[(&[&str], Option<&str>)] = &[
+    (&["networking", "networkType"], Some("OVNKubernetes")),
+    (
+        &["networking", "clusterNetwork"],
+        Some("[{cidr: 10.128.0.0/14, hostPrefix: 23}]"),
+    ),
+    (&["networking", "serviceNetwork"], Some("[172.30.0.0/16]")),
+    (&["featureSet"], Some("Default")),
+    (&["featureGates"], None),
+    (&["capabilities"], None),
+    (&["cpuPartitioningMode"], Some("None")),
+    (&["platform"], Some("{none: {}}")),
+];
+
+fn get_path<'a>(v: &'a yaml_serde::Value, path: &[&str]) -> Option<&'a yaml_serde::Value> {
+    path.iter().try_fold(v, |cur, k| cur.get(k))
+}
+
+/// The install-config the installed cluster keeps (`kube-system/cluster-config-v1`): the
+/// site's, with the seed-decided fields it leaves out taken from the seed's; a seed-decided
+/// field the site sets otherwise than the seed is refused.
+pub fn merged_install_config(seed_ic: &str, site_ic: &str) -> Result<String> {
+    use yaml_serde::Value as Y;
+    let seed: Y = yaml_serde::from_str(seed_ic)
+        .context("the seed's install-config (kube-system/cluster-config-v1) is not YAML")?;
+    let mut site: Y =
+        yaml_serde::from_str(site_ic).context("the configuration's install-config is not YAML")?;
+    for (path, default) in SEED_FIXED {
+        let name = path.join(".");
+        let seed_v = get_path(&seed, path)
+            .cloned()
+            .or_else(|| default.map(|d| yaml_serde::from_str(d).expect("a default is YAML")));
+        match (get_path(&site, path), &seed_v) {
+            (None, None) => {}
+            (Some(v), Some(want)) if v == want || (name == "featureSet" && v == &Y::from("")) => {}
+            (Some(v), want) => bail!(
+                "install-config.yaml {name} is {}, and the seed's cluster has {}: a seed's {name} cannot change; make the seed from a cluster with this {name}, or leave {name} out",
+                yaml_serde::to_string(v).unwrap_or_default().trim(),
+                want.as_ref().map_or("none".to_string(), |w| yaml_serde::to_string(w)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string())
+            ),
+            (None, Some(want)) => {
+                if get_path(&seed, path).is_some() {
+                    let mut cur = &mut site;
+                    for k in &path[..path.len() - 1] {
+                        if cur.get(k).is_none() {
+                            cur.as_mapping_mut()
+                                .context("the configuration's install-config is not a mapping")?
+                                .insert(Y::from(*k), Y::Mapping(Default::default()));
+                        }
+                        cur = cur.get_mut(k).expect("just made");
+                    }
+                    cur.as_mapping_mut()
+                        .context("the configuration's install-config is not a mapping")?
+                        .insert(Y::from(path[path.len() - 1]), want.clone());
+                }
+            }
+        }
+    }
+    Ok(yaml_serde::to_string(&site)?)
+}
+
+/// The seed's release registry when the site's/// The seed's release registry when the site's `release_registry` differs from it: the
 /// release's images are then pulled by digest from the site's registry instead.
 fn release_mirror_source(existing: &[EtcdObject], m: &SeedReconfiguration) -> Option<String> {
     let site = m.release_registry.trim();
@@ -246,7 +419,20 @@ pub fn host_files(
     if let Some(seed) = seed_release_registry.filter(|s| !site.is_empty() && *s != site) {
         out.push(file(
             RELEASE_MIRROR_CONF,
-            format!("# Written by imgmode post-pivot: the site's release registry (releaseRegistry).\n[[registry]]\nprefix = \"{seed}\"\nlocation = \"{seed}\"\n\n[[registry.mirror]]\nlocation = \"{site}\"\npull-from-mirror = \"digest-only\"\n"),
+            mirrors_conf(
+                "Written by imgmode post-pivot: the site's release registry (releaseRegistry).",
+                &[(seed.to_string(), vec![site.to_string()])],
+            ),
+        ));
+    }
+    let sources = digest_sources(&m.install_config)?;
+    if !sources.is_empty() {
+        out.push(file(
+            DIGEST_MIRRORS_CONF,
+            mirrors_conf(
+                "Written by imgmode post-pivot: install-config.yaml imageDigestSources.",
+                &sources,
+            ),
         ));
     }
     Ok(out)
@@ -311,6 +497,7 @@ pub fn check_fips(install_config: &str, fips_enabled: bool) -> Result<()> {
 mod tests {
     use super::*;
     use crate::reconfig::{Proxy, TrustBundle};
+    use std::path::Path;
 
     fn obj(key: &str, value: Value, rev: i64) -> EtcdObject {
         EtcdObject {
@@ -501,6 +688,85 @@ mod tests {
         assert_eq!(node_ip(&m, &addrs).unwrap(), "172.16.0.9");
         m.node_ip = "10.9.9.9".into();
         assert!(node_ip(&m, &addrs).is_err());
+    }
+
+    #[test]
+    fn seed_decided_install_config_fields_are_kept_or_refused() {
+        let seed = "apiVersion: v1\nfips: false\nnetworking:\n  clusterNetwork:\n  - cidr: 10.128.0.0/14\n    hostPrefix: 23\n  serviceNetwork:\n  - 172.30.0.0/16\n";
+        // left out: the seed's stay in the cluster's record
+        let m = merged_install_config(seed, "apiVersion: v1\nmetadata:\n  name: site\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\n").unwrap();
+        let v: yaml_serde::Value = yaml_serde::from_str(&m).unwrap();
+        assert_eq!(
+            v["networking"]["serviceNetwork"][0],
+            yaml_serde::Value::from("172.30.0.0/16")
+        );
+        assert_eq!(
+            v["networking"]["machineNetwork"][0]["cidr"],
+            yaml_serde::Value::from("10.0.2.0/24")
+        );
+        assert_eq!(v["metadata"]["name"], yaml_serde::Value::from("site"));
+        // repeated, or the installer's default where the seed recorded none
+        merged_install_config(seed, "apiVersion: v1\nnetworking:\n  serviceNetwork:\n  - 172.30.0.0/16\n  networkType: OVNKubernetes\nplatform:\n  none: {}\nfeatureSet: Default\n").unwrap();
+        for (site, field) in [
+            (
+                "networking:\n  serviceNetwork:\n  - 10.96.0.0/12\n",
+                "networking.serviceNetwork",
+            ),
+            (
+                "networking:\n  networkType: OpenShiftSDN\n",
+                "networking.networkType",
+            ),
+            ("featureSet: TechPreviewNoUpgrade\n", "featureSet"),
+            (
+                "capabilities:\n  baselineCapabilitySet: None\n",
+                "capabilities",
+            ),
+            ("platform:\n  baremetal: {}\n", "platform"),
+        ] {
+            let e = merged_install_config(seed, &format!("apiVersion: v1\n{site}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("install-config.yaml {field} is ")),
+                "{e}"
+            );
+            assert!(e.contains("cannot change"), "{e}");
+        }
+    }
+
+    #[test]
+    fn install_config_digest_sources_become_mirrors() {
+        let ic = "apiVersion: v1\nimageDigestSources:\n- source: quay.io/openshift-release-dev/ocp-release\n  mirrors:\n  - mirror.site:5000/ocp/release\nimageContentSources:\n- source: registry.redhat.io\n  mirrors:\n  - mirror.site:5000/rh\n";
+        let m = SeedReconfiguration {
+            install_config: ic.into(),
+            ..Default::default()
+        };
+        let u = cluster_updates(&seed(), &m).unwrap();
+        let o = u.iter().find(|o| o.key == DIGEST_MIRRORS).unwrap();
+        assert_eq!(
+            o.value["spec"]["imageDigestMirrors"],
+            json!([{"source": "quay.io/openshift-release-dev/ocp-release", "mirrors": ["mirror.site:5000/ocp/release"]},
+                   {"source": "registry.redhat.io", "mirrors": ["mirror.site:5000/rh"]}])
+        );
+        let files = host_files(&m, Some("quay.io")).unwrap();
+        let conf = files
+            .iter()
+            .find(|f| f.path == Path::new(DIGEST_MIRRORS_CONF))
+            .and_then(|f| f.content.clone())
+            .unwrap();
+        assert!(conf.contains("prefix = \"registry.redhat.io\"\nlocation = \"registry.redhat.io\"\n\n[[registry.mirror]]\nlocation = \"mirror.site:5000/rh\"\npull-from-mirror = \"digest-only\""), "{conf}");
+        for (bad, want) in [
+            ("imageDigestSources:\n- source: quay.io\n", "has no mirrors"),
+            (
+                "imageDigestSources:\n- source: \"quay.io\\\"\\n[x]\"\n  mirrors: [m.site]\n",
+                "imageDigestSources[0].source",
+            ),
+        ] {
+            let e = digest_sources(&format!("apiVersion: v1\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

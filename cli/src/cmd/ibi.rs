@@ -76,9 +76,19 @@ fn install(a: InstallArgs, cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// What follows the installation: `poweroff` when the config says `shutdown: true`, else
+/// `reboot`.
+fn restart_action(shutdown: bool) -> &'static str {
+    if shutdown {
+        "poweroff"
+    } else {
+        "reboot"
+    }
+}
+
 /// After the installation: reboot, or power off when the config says `shutdown: true`.
 fn restart(shutdown: bool) -> Result<()> {
-    let action = if shutdown { "poweroff" } else { "reboot" };
+    let action = restart_action(shutdown);
     imgmode_support::cmd::Run::new("systemctl")
         .arg(action)
         .output()
@@ -109,4 +119,13 @@ fn create_image(a: CreateImageArgs, cx: &Ctx) -> Result<()> {
             human_size(c.live.rootfs_bytes)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shutdown_powers_off_instead_of_rebooting() {
+        assert_eq!(super::restart_action(true), "poweroff");
+        assert_eq!(super::restart_action(false), "reboot");
+    }
 }
