@@ -52,6 +52,20 @@ pub struct Metadata {
     pub namespace: String,
 }
 
+impl Metadata {
+    /// The config object's own name and namespace: DNS names when given.
+    pub fn check(&self, what: &str) -> Result<()> {
+        use imgmode_support::validate as v;
+        if !self.name.is_empty() {
+            v::field(what, "metadata.name", &self.name, v::dns_name)?;
+        }
+        if !self.namespace.is_empty() {
+            v::field(what, "metadata.namespace", &self.namespace, v::dns_label)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageBasedInstallationConfig {
@@ -137,9 +151,7 @@ impl ImageBasedInstallationConfig {
     /// newline in `seedImage` or `installationDisk` must never become a unit directive.
     fn check_values(&self, what: &str) -> Result<()> {
         use imgmode_support::validate as v;
-        if !self.metadata.name.is_empty() {
-            v::field(what, "metadata.name", &self.metadata.name, v::dns_name)?;
-        }
+        self.metadata.check(what)?;
         v::field(what, "seedImage", &self.seed_image, |s| {
             v::single_line(s)?;
             if s.contains(char::is_whitespace) {

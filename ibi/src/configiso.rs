@@ -78,6 +78,7 @@ impl ImageBasedConfig {
     /// Every optional field a user may write, checked before it reaches a file, a unit, a
     /// certificate or the cluster.
     fn check_fields(&self, what: &str) -> Result<()> {
+        self.metadata.check(what)?;
         if !self.release_registry.is_empty() {
             v::field(
                 what,
@@ -262,6 +263,10 @@ fn single_node(what: &str, v: &yaml_serde::Value) -> Result<()> {
         v.get("arbiter").is_none(),
         "{what}: arbiter is not supported: an image-based install makes a single-node cluster"
     );
+    ensure!(
+        v.get("bootstrapInPlace").is_none(),
+        "{what}: bootstrapInPlace is not supported: an image-based install writes the disk its installation config names"
+    );
     Ok(())
 }
 
@@ -428,7 +433,7 @@ fn seed_reconfiguration(
         )
     })?;
     Ok(SeedReconfiguration {
-        api_version: 1,
+        api_version: imgmode_seed::reconfig::API_VERSION,
         base_domain: ic.base_domain.clone(),
         cluster_name: ic.cluster_name.clone(),
         cluster_id,
@@ -612,6 +617,10 @@ mod tests {
                 "compute[0].replicas is 2",
             ),
             ("arbiter:\n  replicas: 1\n", "arbiter is not supported"),
+            (
+                "bootstrapInPlace:\n  installationDisk: /dev/sda\n",
+                "bootstrapInPlace is not supported",
+            ),
             ("imageDigestSources:\n- source: quay.io\n", "has no mirrors"),
         ] {
             let e = format!(

@@ -142,6 +142,16 @@ pub fn parse_manifest(text: &str) -> Result<SeedReconfiguration> {
         !m.cluster_name.is_empty() && !m.base_domain.is_empty() && !m.hostname.is_empty(),
         "the configuration ISO's {MANIFEST_PATH} names no cluster, base domain or hostname"
     );
+    ensure!(
+        m.api_version == crate::reconfig::API_VERSION,
+        "the configuration ISO's {MANIFEST_PATH} has api_version {}; this imgmode reads {}: make the ISO with a matching imgmode ibi create-config-image",
+        m.api_version,
+        crate::reconfig::API_VERSION
+    );
+    ensure!(
+        m.kubeconfig_crypto_retention.ingress_crypto.ingress_ca.trim().is_empty(),
+        "the configuration ISO's {MANIFEST_PATH} gives ingress_crypto.ingress_ca, which imgmode does not apply (recert makes a new ingress CA); make the ISO without it"
+    );
     crate::nmstate::to_networkd(&m.raw_nm_state_config)
         .with_context(|| format!("the configuration ISO's {MANIFEST_PATH}: raw_nm_state_config"))?;
     Ok(m)
@@ -616,7 +626,21 @@ mod tests {
         );
         // a field imgmode does not apply is refused by name, never dropped
         let e = parse_manifest(r#"{"api_version":1,"base_domain":"d","cluster_name":"x","cluster_id":"","infra_id":"","hostname":"h","status_proxy":{},"kubeconfig_crypto_retention":{"kube_api_crypto":{"serving_crypto":{"loadbalancer_external_signer_private_key":"","localhost_signer_private_key":"","service_network_signer_private_key":""},"client_auth_crypto":{"admin_ca_certificate":""}}},"kubeadmin_password_hash":"","pull_secret":"{}","install_config":""}"#).unwrap_err();
-        assert!(format!("{e:#}").contains("unknown field `status_proxy`"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("unknown field `status_proxy`"),
+            "{e:#}"
+        );
+        let good = r#"{"api_version":1,"base_domain":"d","cluster_name":"x","cluster_id":"","infra_id":"","hostname":"h","kubeconfig_crypto_retention":{"kube_api_crypto":{"serving_crypto":{"loadbalancer_external_signer_private_key":"","localhost_signer_private_key":"","service_network_signer_private_key":""},"client_auth_crypto":{"admin_ca_certificate":""}}},"kubeadmin_password_hash":"","pull_secret":"{}","install_config":""}"#;
+        parse_manifest(good).unwrap();
+        let e =
+            parse_manifest(&good.replace(r#""api_version":1"#, r#""api_version":2"#)).unwrap_err();
+        assert!(e.to_string().contains("has api_version 2"), "{e}");
+        let e = parse_manifest(&good.replace(
+            r#"}}},"kubeadmin"#,
+            r#"}},"ingress_crypto":{"ingress_ca":"KEY"}},"kubeadmin"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("ingress_crypto.ingress_ca"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 /// The ISO's volume label, which post-pivot waits for.
 pub const VOLUME_LABEL: &str = "cluster-config";
+/// The SeedReconfiguration `api_version` imgmode writes and reads (lifecycle-agent's).
+pub const API_VERSION: u32 = 1;
 pub const MANIFEST_PATH: &str = "cluster-configuration/manifest.json";
 pub const EXTRA_MANIFESTS: &str = "extra-manifests";
 

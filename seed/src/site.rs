@@ -7,7 +7,7 @@
 //! | `cluster_id` | ClusterVersion `version` `spec.clusterID` | |
 //! | `node_labels` | the Node's `metadata.labels` | |
 //! | `proxy` | Proxy `cluster` `spec` and `status` | `/etc/mco/proxy.env`, crio's and kubelet's environment |
-//! | `additionalTrustBundle` | ConfigMap `openshift-config/user-ca-bundle`, Proxy `spec.trustedCA` | the system trust store |
+//! | `additionalTrustBundle` | ConfigMap `openshift-config/user-ca-bundle`; Proxy `spec.trustedCA` with a proxy or `additionalTrustBundlePolicy: Always` | the system trust store |
 //! | `release_registry` | ImageDigestMirrorSet `imgmode-release-registry` | a `registries.conf.d` mirror |
 //! | install-config `imageDigestSources` | ImageDigestMirrorSet `imgmode-image-digest-sources` | a `registries.conf.d` mirror |
 //! | `install_config` | ConfigMap `kube-system/cluster-config-v1`; the fields the seed decides (networks, network type, feature set and gates, capabilities, CPU partitioning, platform) must match the seed's | (`fips`: checked against the kernel) |
@@ -220,7 +220,9 @@ pub fn cluster_updates(
         cm.value["data"] = json!({ "ca-bundle.crt": format!("{bundle}\n") });
         out.push(cm);
     }
-    if site_proxy.is_some() || !bundle.is_empty() {
+    let trusted_ca =
+        !bundle.is_empty() && (site_proxy.is_some() || trust_bundle_always(&m.install_config)?);
+    if site_proxy.is_some() || trusted_ca {
         let mut p = object(
             existing,
             PROXY,
@@ -237,7 +239,7 @@ pub fn cluster_updates(
                 p.value["status"][k] = json!(v);
             }
         }
-        if !bundle.is_empty() {
+        if trusted_ca {
             p.value["spec"]["trustedCA"] = json!({"name": "user-ca-bundle"});
         }
         out.push(p);
@@ -289,7 +291,28 @@ const SEED_FIXED: &[(&[&str], Option<&str>)] = &[
     (&["capabilities"], None),
     (&["cpuPartitioningMode"], Some("None")),
     (&["platform"], Some("{none: {}}")),
+    (&["publish"], Some("External")),
+    (&["credentialsMode"], None),
+    (&["operatorPublishingStrategy"], None),
 ];
+
+/// install-config's `additionalTrustBundlePolicy`: whether the trust bundle becomes the
+/// cluster proxy's trusted CA always, or only with a proxy (the installer's default).
+fn trust_bundle_always(install_config: &str) -> Result<bool> {
+    if install_config.trim().is_empty() {
+        return Ok(false);
+    }
+    let ic: yaml_serde::Value = yaml_serde::from_str(install_config)
+        .context("the configuration's install-config is not YAML")?;
+    match ic.get("additionalTrustBundlePolicy").map(|p| p.as_str()) {
+        None | Some(Some("Proxyonly")) => Ok(false),
+        Some(Some("Always")) => Ok(true),
+        Some(other) => bail!(
+            "install-config.yaml additionalTrustBundlePolicy is {}; it is Proxyonly or Always",
+            other.unwrap_or("not text")
+        ),
+    }
+}
 
 fn get_path<'a>(v: &'a yaml_serde::Value, path: &[&str]) -> Option<&'a yaml_serde::Value> {
     path.iter().try_fold(v, |cur, k| cur.get(k))
@@ -581,9 +604,23 @@ mod tests {
             format!("{}\n", bundle.trim())
         );
         assert_eq!(get(USER_CA_BUNDLE).mod_revision, 0);
-        assert_eq!(
-            get(PROXY).value["spec"]["trustedCA"]["name"],
-            "user-ca-bundle"
+        // no proxy and the default policy (Proxyonly): the bundle is not the proxy's CA
+        assert!(u.iter().all(|o| o.key != PROXY));
+        let always = SeedReconfiguration {
+            install_config: "apiVersion: v1\nadditionalTrustBundlePolicy: Always\n".into(),
+            ..m.clone()
+        };
+        let u2 = cluster_updates(&seed(), &always).unwrap();
+        let p = u2.iter().find(|o| o.key == PROXY).unwrap();
+        assert_eq!(p.value["spec"]["trustedCA"]["name"], "user-ca-bundle");
+        let bad = SeedReconfiguration {
+            install_config: "apiVersion: v1\nadditionalTrustBundlePolicy: Sometimes\n".into(),
+            ..m.clone()
+        };
+        let e = cluster_updates(&seed(), &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("additionalTrustBundlePolicy is Sometimes"),
+            "{e}"
         );
         assert_eq!(
             get(CLUSTER_CONFIG).value["data"]["install-config"],

@@ -33,6 +33,7 @@ fn create(from: &str, to: &str, says: &str) -> Row {
 /// The installation config: `ImageBasedInstallationConfig`, field by field.
 pub fn installation_config_rows() -> Vec<Row> {
     vec![
+        create("", "metadata:\n  namespace: Bad_NS\n", "metadata.namespace \"Bad_NS\""),
         create("seedImage: quay.io/org/seed:4.17\n", "seedImage: \"quay.io/org/seed:4.17\\nExecStart=/bin/sh\"\n", "seedImage \"quay.io/org/seed:4.17\\nExecStart=/bin/sh\" holds the control character '\\n'"),
         create("seedImage: quay.io/org/seed:4.17\n", "seedImage: quay.io/org/seed 4.17\n", "seedImage \"quay.io/org/seed 4.17\" holds a space"),
         create("seedImage: quay.io/org/seed:4.17\n", "seedImage: ftp://h/seed\n", "seedImage \"ftp://h/seed\" is not an image reference"),
@@ -137,6 +138,18 @@ pub fn configuration_iso_rows() -> Vec<Row> {
             Some(IC),
             Some(&IB.replace("node7", "Bad_Host")),
             "hostname \"Bad_Host\" is not a valid host name",
+        ),
+        config_iso(
+            Some(IC),
+            Some(&IB.replace("  name: edge1\n", "  name: edge1\n  namespace: Bad_NS\n")),
+            "metadata.namespace \"Bad_NS\"",
+        ),
+        config_iso(
+            Some(&format!(
+                "{IC}controlPlane:\n  name: master\n  replicas: 3\n"
+            )),
+            Some(IB),
+            "controlPlane.replicas is 3; an image-based install makes a single-node cluster",
         ),
         config_iso(
             Some(IC),
@@ -266,7 +279,7 @@ pub fn network_config_rows() -> Vec<Row> {
         ib(&format!("{}  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: not-an-ip\n      next-hop-interface: eth0\n", eth("")), "\"not-an-ip\""),
         ib(&format!("{}  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: 10.0.0.1\n      next-hop-interface: eth9\n", eth("")), "next-hop-interface \"eth9\" is not one of the interfaces"),
         ib(&format!("{}  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: 10.0.0.1\n      table-id: main\n", eth("")), "route table-id \"main\" is not a routing table number"),
-        ib(&eth("    mtu: 9000\n"), "\"mtu\" is not supported by imgmode (it applies name, type, state, mac-address, ipv4, ipv6); remove it"),
+        ib(&eth("    mtu: 9000\n"), "\"mtu\" is not supported by imgmode (it applies name, type, state, identifier, mac-address, ipv4, ipv6); remove it"),
         ib(&eth("    ipv4:\n      enabled: true\n      dhcp-client-id: x\n"), "\"dhcp-client-id\" is not supported by imgmode"),
         ib(&eth("    ipv4:\n      enabled: true\n      address:\n      - ip: 10.0.0.5\n        prefix-length: 24\n        valid-lifetime: 1\n"), "\"valid-lifetime\" is not supported"),
         ib("networkConfig:\n  ovs-db: {}\n", "ovs-db is not supported by imgmode"),
