@@ -390,6 +390,8 @@ fn extra_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
                 "{}: a manifest has no metadata.name",
                 p.display()
             );
+            // its etcd key and encoding, as post-pivot will write it
+            imgmode_seed::postpivot::object_key(&v).with_context(|| p.display().to_string())?;
         }
         extra.push(p);
     }

@@ -46,6 +46,10 @@ pub struct RecertConfig {
     pub fail_on_invalid_pem: bool,
     /// Run even though the summary file says this tree was already recerted.
     pub force_rerun: bool,
+    /// imgmode: skip an etcd value recert cannot read (encrypted, neither JSON nor Kubernetes
+    /// protobuf, a protobuf kind it does not read holding a PEM block) instead of failing;
+    /// whatever keys it holds stay. The summary counts them under `skipped`.
+    pub skip_unreadable_values: bool,
     /// imgmode: where the plan is kept while it is committed (default: the summary file's
     /// path plus `.plan`); a run that finds it finishes that plan.
     pub plan_file: Option<PathBuf>,

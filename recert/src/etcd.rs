@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp,
 };
@@ -20,9 +20,18 @@ pub const NODES: &str = "/kubernetes.io/minions/";
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EtcdObject {
     pub key: String,
+    /// The object as JSON: the value itself, or the JSON view of a protobuf value
+    /// ([`crate::kpb`]).
     pub value: serde_json::Value,
     pub mod_revision: i64,
+    /// Kubernetes protobuf: the value as read (base64; empty for a new object), into which a
+    /// write puts the view's changes. `None`: stored as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protobuf: Option<String>,
 }
+
+/// How a value under `/kubernetes.io/` is stored.
+pub const ENCODINGS: &[&str] = &["json", "protobuf", "protobuf-unread", "skipped"];
 
 /// A value inside an object that may hold secrets.
 #[derive(Debug, Clone)]
@@ -33,6 +42,51 @@ pub struct Field {
 }
 
 impl EtcdObject {
+    /// A new object, stored as a real kube-apiserver stores its kind: Kubernetes protobuf for
+    /// the built-in kinds [`crate::kpb`] writes, JSON for the rest (custom resources).
+    pub fn new(key: impl Into<String>, value: serde_json::Value) -> Self {
+        let proto = crate::kpb::supported(
+            value["apiVersion"].as_str().unwrap_or_default(),
+            value["kind"].as_str().unwrap_or_default(),
+        );
+        EtcdObject {
+            key: key.into(),
+            value,
+            mod_revision: 0,
+            protobuf: proto.then(String::new),
+        }
+    }
+
+    /// `value` at `key` written over the object `existing` holds there (its revision and its
+    /// encoding kept), or a new object.
+    pub fn over(existing: &[EtcdObject], key: &str, value: serde_json::Value) -> Self {
+        match existing.iter().find(|o| o.key == key) {
+            Some(o) => EtcdObject { value, ..o.clone() },
+            None => EtcdObject::new(key, value),
+        }
+    }
+
+    /// `json` or `protobuf`.
+    pub fn encoding(&self) -> &'static str {
+        if self.protobuf.is_some() {
+            "protobuf"
+        } else {
+            "json"
+        }
+    }
+
+    /// The bytes etcd gets.
+    pub fn stored(&self) -> Result<Vec<u8>> {
+        match &self.protobuf {
+            None => Ok(serde_json::to_vec(&self.value)?),
+            Some(orig) => {
+                let orig = b64_decode(orig).context("the object's protobuf as read")?;
+                crate::kpb::encode((!orig.is_empty()).then_some(orig.as_slice()), &self.value)
+                    .with_context(|| format!("encoding etcd {} as Kubernetes protobuf", self.key))
+            }
+        }
+    }
+
     pub fn location(&self, field: &str) -> String {
         format!("etcd {} data.{field}", self.key)
     }
@@ -109,27 +163,43 @@ impl Etcd {
         })
     }
 
-    /// Every object under `/kubernetes.io/` whose value is JSON.
+    /// Every object under `/kubernetes.io/`, JSON or Kubernetes protobuf; a value neither can
+    /// read fails the scan ([`Etcd::scan_values`]).
     pub async fn scan(&mut self) -> Result<Vec<EtcdObject>> {
+        Ok(self.scan_values(false).await?.0)
+    }
+
+    /// Every object under `/kubernetes.io/`, and the count of values per encoding
+    /// ([`ENCODINGS`]). An encrypted value (`k8s:enc:...`), one that is neither JSON nor
+    /// Kubernetes protobuf, and a protobuf kind imgmode does not read that holds a PEM block
+    /// fail the scan by name, or with `skip_unreadable` are counted as `skipped`.
+    pub async fn scan_values(
+        &mut self,
+        skip_unreadable: bool,
+    ) -> Result<(Vec<EtcdObject>, std::collections::BTreeMap<String, usize>)> {
         let resp = self
             .client
             .get(PREFIX, Some(GetOptions::new().with_prefix()))
             .await
             .with_context(|| format!("reading {PREFIX} from etcd at {}", self.endpoint))?;
         let mut out = vec![];
+        let mut counts = std::collections::BTreeMap::new();
         for kv in resp.kvs() {
             let key = kv.key_str()?.to_string();
-            // Protobuf-encoded objects start with "k8s\0"; only JSON is handled.
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(kv.value()) else {
-                continue;
+            let (encoding, obj) = match read_value(&key, kv.value(), kv.mod_revision()) {
+                Ok(r) => r,
+                Err(e) if skip_unreadable => {
+                    tracing::warn!("skipping etcd {key}: {e:#}");
+                    ("skipped", None)
+                }
+                Err(e) => return Err(e.context(format!(
+                    "etcd {key} cannot be read; a value left unread could keep the seed's keys (recert --skip-unreadable-values skips it, at that risk)"
+                ))),
             };
-            out.push(EtcdObject {
-                key,
-                value,
-                mod_revision: kv.mod_revision(),
-            });
+            *counts.entry(encoding.to_string()).or_insert(0) += 1;
+            out.extend(obj);
         }
-        Ok(out)
+        Ok((out, counts))
     }
 
     /// Drop every earlier revision of every key (a physical compaction at the current
@@ -163,7 +233,7 @@ impl Etcd {
 
     /// Write one object if nobody changed it since it was read.
     pub async fn put(&mut self, obj: &EtcdObject) -> Result<()> {
-        let value = serde_json::to_vec(&obj.value)?;
+        let value = obj.stored()?;
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 obj.key.as_str(),
@@ -185,6 +255,55 @@ impl Etcd {
         }
         Ok(())
     }
+}
+
+/// One etcd value: its encoding and the object (none for a protobuf kind imgmode does not
+/// read that holds no PEM block).
+fn read_value(
+    key: &str,
+    bytes: &[u8],
+    mod_revision: i64,
+) -> Result<(&'static str, Option<EtcdObject>)> {
+    if let Some(rest) = bytes.strip_prefix(b"k8s:enc:") {
+        let provider: String = String::from_utf8_lossy(rest)
+            .split(':')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(":");
+        bail!("the value is encrypted (k8s:enc:{provider}); imgmode reads no encrypted etcd values: turn etcd encryption off on the seed cluster first");
+    }
+    if crate::kpb::is_protobuf(bytes) {
+        let d = crate::kpb::decode(bytes)?;
+        if !d.known {
+            ensure!(
+                !bytes.windows(10).any(|w| w == b"-----BEGIN"),
+                "a protobuf {} {}, which imgmode does not read, holds a PEM block (a key or certificate recert would miss)",
+                d.view["apiVersion"].as_str().unwrap_or_default(),
+                d.view["kind"].as_str().unwrap_or_default()
+            );
+            return Ok(("protobuf-unread", None));
+        }
+        return Ok((
+            "protobuf",
+            Some(EtcdObject {
+                key: key.to_string(),
+                value: d.view,
+                mod_revision,
+                protobuf: Some(b64_encode(bytes)),
+            }),
+        ));
+    }
+    let value = serde_json::from_slice::<serde_json::Value>(bytes)
+        .context("the value is neither JSON nor Kubernetes protobuf")?;
+    Ok((
+        "json",
+        Some(EtcdObject {
+            key: key.to_string(),
+            value,
+            mod_revision,
+            protobuf: None,
+        }),
+    ))
 }
 
 /// API groups whose resources kube-apiserver stores without a group prefix (`""` is the core
@@ -222,6 +341,17 @@ const OPENSHIFT_APISERVER_GROUPS: &[&str] = &[
     "template.openshift.io",
     "user.openshift.io",
 ];
+
+/// Whether a real control plane stores `api_version`/`kind` as Kubernetes protobuf (the
+/// built-in and openshift-apiserver types; custom resources are JSON).
+pub fn stored_as_protobuf(api_version: &str, kind: &str) -> bool {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    UNPREFIXED_GROUPS.contains(&group)
+        || OPENSHIFT_APISERVER_GROUPS.contains(&group)
+        || STORAGE_EXCEPTIONS
+            .iter()
+            .any(|(g, k, _)| *g == group && *k == kind)
+}
 
 /// Kinds whose storage path is not their lowercase plural.
 const STORAGE_EXCEPTIONS: &[(&str, &str, &str)] = &[

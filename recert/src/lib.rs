@@ -21,6 +21,7 @@ pub mod filesystem;
 mod journal;
 pub mod keypool;
 pub mod keys;
+pub mod kpb;
 pub mod plan;
 pub mod registry;
 pub mod rename;
@@ -230,9 +231,8 @@ pub fn key_inventory(
         .keys
         .iter()
         .map(|k| {
-            use sha2::Digest;
             (
-                hex::encode(sha2::Sha256::digest(k.key.spki_der())),
+                hex::encode(openssl::sha::sha256(&k.key.spki_der())),
                 k.locations.first().cloned().unwrap_or_default(),
             )
         })
@@ -256,7 +256,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
     };
 
     let pool = keypool::KeyPool::start(c.threads, SPECULATIVE_KEYS);
-    let (reg, mut objects, files) = scan(c, etcd.as_mut())?;
+    let (reg, mut objects, files, etcd_values) = scan(c, etcd.as_mut())?;
     let scan_ms = t0.elapsed().as_millis();
 
     let (renamer, rename_report) = build_renamer(c, &objects, &reg)?;
@@ -299,6 +299,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
         },
         ssh_host_keys_regenerated: vec![],
         locations_by_kind: locations_by_kind(&reg),
+        etcd_values,
         rules,
         certificates: plan.report.clone(),
         private_keys: key_reports(&reg, &key_actions),
@@ -429,15 +430,19 @@ fn refuse_rerun(c: &Checked) -> Result<()> {
 }
 
 /// Scan etcd's objects (when connected) and the configured files into one registry.
-fn scan(
-    c: &Checked,
-    etcd: Option<&mut etcd::Etcd>,
-) -> Result<(Registry, Vec<etcd::EtcdObject>, Vec<filesystem::TextFile>)> {
+type Scanned = (
+    Registry,
+    Vec<etcd::EtcdObject>,
+    Vec<filesystem::TextFile>,
+    BTreeMap<String, usize>,
+);
+
+fn scan(c: &Checked, etcd: Option<&mut etcd::Etcd>) -> Result<Scanned> {
     let strict = c.cfg.fail_on_invalid_pem;
     let mut reg = Registry::default();
-    let objects = match etcd {
-        Some(e) => block_on(e.scan())??,
-        None => vec![],
+    let (objects, encodings) = match etcd {
+        Some(e) => block_on(e.scan_values(c.cfg.skip_unreadable_values))??,
+        None => (vec![], BTreeMap::new()),
     };
     for obj in &objects {
         for f in obj.fields() {
@@ -448,7 +453,7 @@ fn scan(
     for f in &files {
         reg.scan_text(&f.location(), &f.text, strict)?;
     }
-    Ok((reg, objects, files))
+    Ok((reg, objects, files, encodings))
 }
 
 fn validity_policy(c: &Checked) -> ValidityPolicy {

@@ -62,6 +62,10 @@ pub struct Summary {
     pub regenerated: Counts,
     pub ssh_host_keys_regenerated: Vec<String>,
     pub locations_by_kind: std::collections::BTreeMap<String, usize>,
+    /// etcd's values under `/kubernetes.io/` by how they are stored
+    /// ([`crate::etcd::ENCODINGS`]): none is passed over without being counted.
+    #[serde(default)]
+    pub etcd_values: std::collections::BTreeMap<String, usize>,
     pub rules: Vec<RuleReport>,
     pub certificates: Vec<CertReport>,
     pub private_keys: Vec<KeyReport>,

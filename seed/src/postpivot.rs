@@ -85,6 +85,11 @@ pub fn object_key(v: &serde_json::Value) -> Result<String> {
         .as_str()
         .context("a manifest has no metadata.name")?;
     let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+    ensure!(
+        !imgmode_recert::etcd::stored_as_protobuf(api_version, kind)
+            || imgmode_recert::kpb::supported(api_version, kind),
+        "{api_version} {kind} {name}: a real control plane stores it as Kubernetes protobuf, which imgmode writes only for Secret, ConfigMap, Node and Namespace; apply it once the cluster runs"
+    );
     imgmode_recert::etcd::storage_key(api_version, kind, ns, name)
 }
 
@@ -552,16 +557,7 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
         let mut e = Etcd::connect(&c.etcd_endpoint).await?;
         for v in &objects {
             let key = object_key(v)?;
-            let rev = existing
-                .iter()
-                .find(|o| o.key == key)
-                .map_or(0, |o| o.mod_revision);
-            e.put(&EtcdObject {
-                key,
-                value: v.clone(),
-                mod_revision: rev,
-            })
-            .await?;
+            e.put(&EtcdObject::over(&existing, &key, v.clone())).await?;
         }
         anyhow::Ok(())
     })??;
@@ -689,9 +685,12 @@ mod tests {
             object_key(&p).unwrap(),
             "/kubernetes.io/config.openshift.io/proxies/cluster"
         );
-        let i = json!({"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"i","namespace":"x"}});
-        assert_eq!(object_key(&i).unwrap(), "/kubernetes.io/ingress/x/i");
+        let n = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}});
+        assert_eq!(object_key(&n).unwrap(), "/kubernetes.io/namespaces/x");
         assert!(object_key(&json!({"kind":"X","metadata":{"name":"x"}})).is_err());
+        let d = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d","namespace":"x"}});
+        let e = object_key(&d).unwrap_err().to_string();
+        assert!(e.contains("stores it as Kubernetes protobuf"), "{e}");
     }
 
     #[test]

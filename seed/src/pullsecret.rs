@@ -44,18 +44,10 @@ pub fn dockerconfigjson(v: &serde_json::Value) -> Option<String> {
 
 /// Put `value` at `key` over whatever is there.
 pub fn put(endpoint: &str, key: &str, value: serde_json::Value) -> Result<()> {
-    let rev = etcd_objects(endpoint)?
-        .into_iter()
-        .find(|o| o.key == key)
-        .map_or(0, |o| o.mod_revision);
+    let obj = EtcdObject::over(&etcd_objects(endpoint)?, key, value);
     imgmode_support::runtime::block_on(async {
         let mut e = Etcd::connect(endpoint).await?;
-        e.put(&EtcdObject {
-            key: key.to_string(),
-            value,
-            mod_revision: rev,
-        })
-        .await
+        e.put(&obj).await
     })?
 }
 
@@ -133,13 +125,10 @@ mod tests {
         let mut original = object(real);
         original["metadata"]["uid"] = json!("0a1b");
         put(&etcd.endpoint, KEY, original.clone()).unwrap();
-        let b64 = original["data"][".dockerconfigjson"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        // a Secret is Kubernetes protobuf in etcd: its data bytes are stored as they are
         let in_db = || {
             let db = std::fs::read(etcd.data_dir().join("member/snap/db")).unwrap();
-            db.windows(b64.len()).any(|w| w == b64.as_bytes())
+            db.windows(real.len()).any(|w| w == real.as_bytes())
         };
         // etcd commits its database file every 100 ms: wait until it holds the secret
         let t0 = std::time::Instant::now();

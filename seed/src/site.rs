@@ -139,11 +139,9 @@ fn find<'a>(existing: &'a [EtcdObject], key: &str) -> Option<&'a EtcdObject> {
 /// The object at `key` to change: the existing one (its revision kept for the guarded write)
 /// or `fresh` when there is none.
 fn object(existing: &[EtcdObject], key: &str, fresh: Value) -> EtcdObject {
-    find(existing, key).cloned().unwrap_or(EtcdObject {
-        key: key.to_string(),
-        value: fresh,
-        mod_revision: 0,
-    })
+    find(existing, key)
+        .cloned()
+        .unwrap_or_else(|| EtcdObject::new(key, fresh))
 }
 
 /// The registry (host and port) of an image reference.
@@ -527,6 +525,7 @@ mod tests {
             key: key.into(),
             value,
             mod_revision: rev,
+            protobuf: None,
         }
     }
 

@@ -196,12 +196,9 @@ pub fn init(o: &InitOpts) -> Result<Identity> {
     imgmode_support::runtime::block_on(async {
         let mut etcd = Etcd::connect(&o.etcd_endpoint).await?;
         for (key, value) in map {
-            etcd.put(&EtcdObject {
-                key,
-                value,
-                mod_revision: 0,
-            })
-            .await?;
+            // built-in kinds as Kubernetes protobuf, custom resources as JSON: what a real
+            // kube-apiserver stores
+            etcd.put(&EtcdObject::new(key, value)).await?;
         }
         anyhow::Ok(())
     })??;

@@ -58,6 +58,10 @@ pub struct RecertArgs {
     /// Run although the summary file marks the tree as recerted.
     #[arg(long)]
     pub force_rerun: bool,
+    /// Skip an etcd value recert cannot read (encrypted, or neither JSON nor Kubernetes
+    /// protobuf) instead of failing: whatever keys it holds stay.
+    #[arg(long)]
+    pub skip_unreadable_values: bool,
     /// Where the plan is kept (0600) while it is committed (default: the summary file's path
     /// plus `.plan`); a run that finds it finishes that plan instead of planning again.
     #[arg(long)]
@@ -85,6 +89,7 @@ impl From<RecertArgs> for imgmode_recert::RecertConfig {
             threads: a.threads,
             fail_on_invalid_pem: a.fail_on_invalid_pem,
             force_rerun: a.force_rerun,
+            skip_unreadable_values: a.skip_unreadable_values,
             plan_file: a.plan_file,
             interrupt_after_writes: None,
         }

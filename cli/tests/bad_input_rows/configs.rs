@@ -145,6 +145,15 @@ pub fn configuration_iso_rows() -> Vec<Row> {
             "metadata.namespace \"Bad_NS\"",
         ),
         config_iso(
+            Some(IC),
+            Some(IB),
+            "apps/v1 Deployment d: a real control plane stores it as Kubernetes protobuf",
+        )
+        .file(
+            "extra-manifests/d.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: x\n",
+        ),
+        config_iso(
             Some(&format!(
                 "{IC}controlPlane:\n  name: master\n  replicas: 3\n"
             )),

@@ -309,16 +309,19 @@ fn no_seed_pull_secret(x: &Path, b64: &str) -> Result<()> {
         .context("tar (etcd's database from var.tgz)")?;
     ensure!(out.status.success(), "tar -xzOf var.tgz {db} failed");
     let has = |needle: &[u8]| out.stdout.windows(needle.len()).any(|w| w == needle);
+    use base64::Engine;
+    let b64e = base64::engine::general_purpose::STANDARD;
+    // a Secret is Kubernetes protobuf in etcd (its data raw); as JSON it would be base64
+    let raw = b64e
+        .decode(b64)
+        .context("the seed system's pull secret data is not base64")?;
     ensure!(
-        !has(b64.as_bytes()),
+        !has(&raw) && !has(b64.as_bytes()),
         "the seed's etcd database ({db}) holds the seed system's pull secret"
     );
-    use base64::Engine;
-    let placeholder = base64::engine::general_purpose::STANDARD.encode(
-        r#"{"auths":{"registry.connect.redhat.com":{"username":"empty","password":"empty","auth":"ZW1wdHk6ZW1wdHk=","email":""}}}"#,
-    );
+    let placeholder = r#"{"auths":{"registry.connect.redhat.com":{"username":"empty","password":"empty","auth":"ZW1wdHk6ZW1wdHk=","email":""}}}"#;
     ensure!(
-        has(placeholder.as_bytes()),
+        has(placeholder.as_bytes()) || has(b64e.encode(placeholder).as_bytes()),
         "the seed's etcd database ({db}) does not hold lifecycle-agent's placeholder pull secret"
     );
     Ok(())

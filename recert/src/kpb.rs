@@ -1,0 +1,500 @@
+//! Kubernetes protobuf in etcd: how kube-apiserver stores built-in types. A value is `k8s\0`
+//! followed by a `runtime.Unknown` (type meta, the object's own protobuf in `raw`, empty
+//! content encoding and type). The types come from `k8s-pb` (generated from Kubernetes' real
+//! `.proto` definitions) and are encoded with `prost`.
+//!
+//! imgmode reads every such value into a JSON view shaped like the object's JSON (`kind`,
+//! `apiVersion`, `metadata` with name, namespace, uid, labels and annotations, and per kind
+//! `data`/`type`, `data`/`binaryData`, `status.addresses`), which the rest of recert and
+//! post-pivot read and change as they do JSON objects. Writing back changes only the top-level
+//! fields (and, in `metadata`, only the labels and annotations) whose view changed: every other
+//! field, known to `k8s-pb` or not (a newer Kubernetes), is copied byte for byte. A change the
+//! writer cannot make (a renamed object, a Node's addresses) is refused by name.
+//!
+//! Read and written: Secret, ConfigMap, Node, Namespace (core `v1`). Any other kind is read as
+//! its type meta only: recert refuses it when it holds a PEM block (it could carry a key or
+//! certificate recert would miss).
+
+use anyhow::{bail, ensure, Context, Result};
+use k8s_pb::api::core::v1::{ConfigMap, Namespace, Node, NodeAddress, NodeStatus, Secret};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, skip_field, WireType};
+use prost::Message;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use crate::text::{b64_decode, b64_encode};
+
+/// The prefix of a protobuf value.
+pub const MAGIC: &[u8] = b"k8s\0";
+
+/// Whether an etcd value is Kubernetes protobuf.
+pub fn is_protobuf(value: &[u8]) -> bool {
+    value.starts_with(MAGIC)
+}
+
+/// The kinds this module reads and writes whole.
+pub fn supported(api_version: &str, kind: &str) -> bool {
+    api_version == "v1" && matches!(kind, "Secret" | "ConfigMap" | "Node" | "Namespace")
+}
+
+/// A protobuf value read.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The JSON view (type meta only for a kind that is not [`supported`]).
+    pub view: Value,
+    /// The kind is [`supported`].
+    pub known: bool,
+}
+
+fn envelope(value: &[u8]) -> Result<Unknown> {
+    let body = value
+        .strip_prefix(MAGIC)
+        .context("not Kubernetes protobuf (no k8s\\0 prefix)")?;
+    Unknown::decode(body)
+        .context("a Kubernetes protobuf envelope (runtime.Unknown) that does not decode")
+}
+
+fn type_meta(u: &Unknown) -> (String, String) {
+    let t = u.type_meta.clone().unwrap_or_default();
+    (
+        t.api_version.unwrap_or_default(),
+        t.kind.unwrap_or_default(),
+    )
+}
+
+/// Read a protobuf value into its JSON view.
+pub fn decode(value: &[u8]) -> Result<Decoded> {
+    let u = envelope(value)?;
+    let (api_version, kind) = type_meta(&u);
+    let raw = u.raw.unwrap_or_default();
+    let mut view = json!({"apiVersion": api_version, "kind": kind});
+    if !supported(&api_version, &kind) {
+        return Ok(Decoded { view, known: false });
+    }
+    let what = || format!("a protobuf {kind} that does not decode");
+    let body = match kind.as_str() {
+        "Secret" => {
+            let s = Secret::decode(raw.as_slice()).with_context(what)?;
+            let mut v = json!({"metadata": meta_view(s.metadata.as_ref())});
+            if let Some(t) = s.r#type {
+                v["type"] = json!(t);
+            }
+            if !s.data.is_empty() {
+                v["data"] = bytes_map_view(&s.data);
+            }
+            v
+        }
+        "ConfigMap" => {
+            let c = ConfigMap::decode(raw.as_slice()).with_context(what)?;
+            let mut v = json!({"metadata": meta_view(c.metadata.as_ref())});
+            if !c.data.is_empty() {
+                v["data"] = json!(c.data);
+            }
+            if !c.binary_data.is_empty() {
+                v["binaryData"] = bytes_map_view(&c.binary_data);
+            }
+            v
+        }
+        "Node" => {
+            let n = Node::decode(raw.as_slice()).with_context(what)?;
+            let addrs: Vec<Value> = n
+                .status
+                .map(|s| s.addresses)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| json!({"type": a.r#type.unwrap_or_default(), "address": a.address.unwrap_or_default()}))
+                .collect();
+            json!({"metadata": meta_view(n.metadata.as_ref()), "status": {"addresses": addrs}})
+        }
+        _ => {
+            let n = Namespace::decode(raw.as_slice()).with_context(what)?;
+            json!({"metadata": meta_view(n.metadata.as_ref())})
+        }
+    };
+    for (k, v) in body.as_object().expect("an object") {
+        view[k] = v.clone();
+    }
+    Ok(Decoded { view, known: true })
+}
+
+fn bytes_map_view(m: &BTreeMap<String, Vec<u8>>) -> Value {
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| (k.clone(), json!(b64_encode(v))))
+            .collect(),
+    )
+}
+
+fn meta_view(m: Option<&ObjectMeta>) -> Value {
+    let mut v = Map::new();
+    let Some(m) = m else {
+        return Value::Object(v);
+    };
+    for (k, s) in [
+        ("name", &m.name),
+        ("namespace", &m.namespace),
+        ("uid", &m.uid),
+    ] {
+        if let Some(s) = s {
+            v.insert(k.into(), json!(s));
+        }
+    }
+    if !m.labels.is_empty() {
+        v.insert("labels".into(), json!(m.labels));
+    }
+    if !m.annotations.is_empty() {
+        v.insert("annotations".into(), json!(m.annotations));
+    }
+    Value::Object(v)
+}
+
+fn string_map(v: &Value, what: &str) -> Result<BTreeMap<String, String>> {
+    let Some(o) = v.as_object() else {
+        ensure!(v.is_null(), "{what} is not a map");
+        return Ok(BTreeMap::new());
+    };
+    o.iter()
+        .map(|(k, v)| {
+            let s = v
+                .as_str()
+                .with_context(|| format!("{what}[{k}] is not text"))?;
+            Ok((k.clone(), s.to_string()))
+        })
+        .collect()
+}
+
+fn bytes_map(v: &Value, what: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+    string_map(v, what)?
+        .into_iter()
+        .map(|(k, s)| {
+            let b = b64_decode(&s).with_context(|| format!("{what}[{k}] is not base64"))?;
+            Ok((k, b))
+        })
+        .collect()
+}
+
+fn meta_from_view(v: &Value) -> Result<ObjectMeta> {
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    Ok(ObjectMeta {
+        name: s("name"),
+        namespace: s("namespace"),
+        uid: s("uid"),
+        labels: string_map(&v["labels"], "metadata.labels")?,
+        annotations: string_map(&v["annotations"], "metadata.annotations")?,
+        ..Default::default()
+    })
+}
+
+/// A whole object from its view (a new object: nothing to keep).
+fn encode_new(kind: &str, view: &Value) -> Result<Vec<u8>> {
+    let metadata = Some(meta_from_view(&view["metadata"])?);
+    Ok(match kind {
+        "Secret" => Secret {
+            metadata,
+            data: bytes_map(&view["data"], "data")?,
+            r#type: view["type"].as_str().map(str::to_string),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "ConfigMap" => ConfigMap {
+            metadata,
+            data: string_map(&view["data"], "data")?,
+            binary_data: bytes_map(&view["binaryData"], "binaryData")?,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "Namespace" => Namespace {
+            metadata,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        "Node" => {
+            let mut addresses = vec![];
+            for a in view["status"]["addresses"].as_array().into_iter().flatten() {
+                addresses.push(NodeAddress {
+                    r#type: a["type"].as_str().map(str::to_string),
+                    address: a["address"].as_str().map(str::to_string),
+                });
+            }
+            Node {
+                metadata,
+                status: Some(NodeStatus {
+                    addresses,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        }
+        _ => bail!("a new {kind} is not written as protobuf by imgmode"),
+    })
+}
+
+/// The byte ranges of `msg`'s top-level fields: (tag, start, end).
+fn fields(msg: &[u8]) -> Result<Vec<(u32, usize, usize)>> {
+    let mut out = vec![];
+    let mut buf = msg;
+    while !buf.is_empty() {
+        let start = msg.len() - buf.len();
+        let (tag, wt) = decode_key(&mut buf).context("a protobuf field key")?;
+        skip_field(wt, tag, &mut buf, Default::default()).context("a protobuf field")?;
+        out.push((tag, start, msg.len() - buf.len()));
+    }
+    Ok(out)
+}
+
+/// `msg` without its top-level fields numbered `drop`, then `append` (encoded fields).
+fn splice(msg: &[u8], drop: &[u32], append: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(msg.len() + append.len());
+    for (tag, a, b) in fields(msg)? {
+        if !drop.contains(&tag) {
+            out.extend_from_slice(&msg[a..b]);
+        }
+    }
+    out.extend_from_slice(append);
+    Ok(out)
+}
+
+/// The payload of the (last) length-delimited top-level field `tag` of `msg`.
+fn payload(msg: &[u8], tag: u32) -> Result<Option<Vec<u8>>> {
+    let mut found = None;
+    for (t, a, b) in fields(msg)? {
+        if t == tag {
+            let mut buf = &msg[a..b];
+            let (_, wt) = decode_key(&mut buf)?;
+            ensure!(
+                wt == WireType::LengthDelimited,
+                "field {tag} is not a message"
+            );
+            let len = decode_varint(&mut buf)? as usize;
+            ensure!(len == buf.len(), "field {tag} has a wrong length");
+            found = Some(buf.to_vec());
+        }
+    }
+    Ok(found)
+}
+
+/// One length-delimited field.
+fn message_field(tag: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    encode_key(tag, WireType::LengthDelimited, &mut out);
+    encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The object `original` (its inner protobuf) with the changes of `view` against `old`.
+fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Result<Vec<u8>> {
+    let keys: std::collections::BTreeSet<&String> = old
+        .as_object()
+        .into_iter()
+        .flatten()
+        .chain(view.as_object().into_iter().flatten())
+        .map(|(k, _)| k)
+        .collect();
+    let mut drop = vec![];
+    let mut append = vec![];
+    for k in keys {
+        if old[k.as_str()] == view[k.as_str()] {
+            continue;
+        }
+        match (kind, k.as_str()) {
+            ("Secret", "data") => {
+                drop.push(2);
+                append.extend(
+                    Secret {
+                        data: bytes_map(&view["data"], "data")?,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                );
+            }
+            ("Secret", "type") => {
+                drop.push(3);
+                append.extend(
+                    Secret {
+                        r#type: view["type"].as_str().map(str::to_string),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                );
+            }
+            ("ConfigMap", "data") => {
+                drop.push(2);
+                append.extend(
+                    ConfigMap {
+                        data: string_map(&view["data"], "data")?,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                );
+            }
+            ("ConfigMap", "binaryData") => {
+                drop.push(3);
+                append.extend(
+                    ConfigMap {
+                        binary_data: bytes_map(&view["binaryData"], "binaryData")?,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                );
+            }
+            (_, "metadata") => {
+                let (o, n) = (&old["metadata"], &view["metadata"]);
+                for fixed in ["name", "namespace", "uid"] {
+                    ensure!(
+                        o[fixed] == n[fixed],
+                        "metadata.{fixed} of a protobuf {kind} cannot change (from {} to {})",
+                        o[fixed],
+                        n[fixed]
+                    );
+                }
+                let meta = payload(original, 1)?.unwrap_or_default();
+                let m = ObjectMeta {
+                    labels: string_map(&n["labels"], "metadata.labels")?,
+                    annotations: string_map(&n["annotations"], "metadata.annotations")?,
+                    ..Default::default()
+                };
+                let new_meta = splice(&meta, &[11, 12], &m.encode_to_vec())?;
+                drop.push(1);
+                append.extend(message_field(1, &new_meta));
+            }
+            (_, other) => bail!("imgmode does not write {other} of a protobuf {kind}"),
+        }
+    }
+    splice(original, &drop, &append)
+}
+
+/// The etcd value for the JSON view `view`: the changes against `original` (a value read
+/// from etcd) written into it, or a new object.
+pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
+    let api_version = view["apiVersion"].as_str().unwrap_or_default().to_string();
+    let kind = view["kind"].as_str().unwrap_or_default().to_string();
+    ensure!(
+        supported(&api_version, &kind),
+        "imgmode does not write a protobuf {api_version} {kind}"
+    );
+    if let Some(orig) = original {
+        let u = envelope(orig)?;
+        ensure!(
+            type_meta(&u) == (api_version.clone(), kind.clone()),
+            "a protobuf {:?} cannot become a {api_version} {kind}",
+            type_meta(&u)
+        );
+        let old = decode(orig)?.view;
+        let old_raw = u.raw.unwrap_or_default();
+        let raw = encode_changes(&kind, &old_raw, &old, view)?;
+        if raw == old_raw {
+            return Ok(orig.to_vec());
+        }
+        // the envelope as it was, but its raw object
+        let body = splice(&orig[MAGIC.len()..], &[2], &message_field(2, &raw))?;
+        return Ok([MAGIC, &body].concat());
+    }
+    let raw = encode_new(&kind, view)?;
+    let u = Unknown {
+        type_meta: Some(TypeMeta {
+            api_version: Some(api_version),
+            kind: Some(kind),
+        }),
+        raw: Some(raw),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut out = MAGIC.to_vec();
+    out.extend(u.encode_to_vec());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_with_unknown_field() -> Vec<u8> {
+        let s = Secret {
+            metadata: Some(ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("ns".into()),
+                labels: [("a".to_string(), String::new())].into(),
+                ..Default::default()
+            }),
+            data: [("tls.key".to_string(), b"OLD".to_vec())].into(),
+            r#type: Some("kubernetes.io/tls".into()),
+            ..Default::default()
+        };
+        let mut raw = s.encode_to_vec();
+        // a field a newer Kubernetes added (tag 99, a string)
+        raw.extend(message_field(99, b"future"));
+        let u = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+            }),
+            raw: Some(raw),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        [MAGIC, &u.encode_to_vec()].concat()
+    }
+
+    #[test]
+    fn a_secret_round_trips_and_keeps_what_it_does_not_know() {
+        let orig = secret_with_unknown_field();
+        let d = decode(&orig).unwrap();
+        assert!(d.known);
+        assert_eq!(d.view["metadata"]["name"], "s");
+        assert_eq!(d.view["data"]["tls.key"], b64_encode(b"OLD"));
+        // unchanged: the same bytes
+        assert_eq!(encode(Some(&orig), &d.view).unwrap(), orig);
+        let mut v = d.view.clone();
+        v["data"]["tls.key"] = json!(b64_encode(b"NEW"));
+        v["metadata"]["labels"]["b"] = json!("2");
+        let new = encode(Some(&orig), &v).unwrap();
+        let back = decode(&new).unwrap().view;
+        assert_eq!(back, v);
+        let inner = envelope(&new).unwrap().raw.unwrap();
+        assert!(
+            fields(&inner).unwrap().iter().any(|(t, _, _)| *t == 99),
+            "the unknown field is kept"
+        );
+        v["metadata"]["name"] = json!("other");
+        let e = encode(Some(&orig), &v).unwrap_err().to_string();
+        assert!(
+            e.contains("metadata.name of a protobuf Secret cannot change"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn new_objects_and_other_kinds() {
+        let v = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "c", "namespace": "ns"}, "data": {"k": "v"}});
+        let b = encode(None, &v).unwrap();
+        assert!(is_protobuf(&b));
+        assert_eq!(decode(&b).unwrap().view, v);
+        let e = encode(
+            None,
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("does not write a protobuf apps/v1 Deployment"),
+            "{e}"
+        );
+        let u = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("apps/v1".into()),
+                kind: Some("Deployment".into()),
+            }),
+            raw: Some(vec![]),
+            ..Default::default()
+        };
+        let d = decode(&[MAGIC, &u.encode_to_vec()].concat()).unwrap();
+        assert!(!d.known);
+        assert_eq!(d.view["kind"], "Deployment");
+        assert!(decode(b"k8s\0\xff\xff").is_err());
+    }
+}
