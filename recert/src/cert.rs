@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use der::asn1::{BitString, Ia5String, OctetString, Utf8StringRef};
 use der::{Any, Decode, Encode, Tag, Tagged};
-use sha1::Digest;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, SubjectAltName, SubjectKeyIdentifier,
@@ -141,7 +140,7 @@ fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
 
 /// RFC 5280 method 1 key identifier: SHA-1 of the subjectPublicKey bits.
 pub fn key_id(spki: &spki::SubjectPublicKeyInfoOwned) -> Vec<u8> {
-    sha1::Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec()
+    openssl::sha::sha1(spki.subject_public_key.raw_bytes()).to_vec()
 }
 
 /// Rewrites names: applied to every string attribute of subjects and issuers, to DNS SANs and
@@ -206,7 +205,7 @@ pub fn resign(old: &Cert, r: &Resign) -> Result<Vec<u8>> {
     tbs.issuer = r.issuer_name.clone();
     tbs.subject_public_key_info = r.spki.clone();
     let mut serial = [0u8; 16];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut serial);
+    openssl::rand::rand_bytes(&mut serial).expect("OpenSSL's random bytes");
     serial[0] &= 0x7f;
     serial[0] |= 0x01;
     tbs.serial_number = SerialNumber::new(&serial)?;

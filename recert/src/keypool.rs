@@ -144,7 +144,8 @@ mod tests {
         let needs = HashMap::from([
             (KeyKind::P256, 3),
             (KeyKind::P384, 1),
-            (KeyKind::Rsa(1024), 2),
+            (KeyKind::Rsa(2048), 1),
+            (KeyKind::Ed25519, 1),
         ]);
         let got = pool.finish(&needs).unwrap();
         for (kind, n) in &needs {

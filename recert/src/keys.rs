@@ -1,13 +1,20 @@
 //! Private and public keys: parsing every encoding a cluster uses (PKCS#1, PKCS#8, SEC1, SPKI),
-//! generating a key of the same type, signing and verifying.
+//! generating a key of the same type, signing and verifying. All of it is OpenSSL (the
+//! `openssl` crate, the host's libcrypto): one crypto stack with the rest of imgmode, and
+//! FIPS-capable wherever the host's OpenSSL is. The ASN.1 around the keys (OIDs, SPKI
+//! structures) is `der`/`spki`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use der::asn1::{AnyRef, ObjectIdentifier};
 use der::{Decode, Encode};
-use pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey};
-use pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
-use rsa::traits::PublicKeyParts;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::rsa::Rsa;
+use openssl::sign::{Signer, Verifier};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 pub const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -22,12 +29,16 @@ pub const SHA512_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.
 pub const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 pub const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 
+/// The smallest RSA key recert makes.
+pub const MIN_RSA_BITS: usize = 2048;
+
 /// The type and size of a key; a regenerated key always has the same kind as the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum KeyKind {
     Rsa(usize),
     P256,
     P384,
+    Ed25519,
 }
 
 impl std::fmt::Display for KeyKind {
@@ -36,20 +47,21 @@ impl std::fmt::Display for KeyKind {
             KeyKind::Rsa(bits) => write!(f, "RSA {bits}"),
             KeyKind::P256 => f.write_str("EC P-256"),
             KeyKind::P384 => f.write_str("EC P-384"),
+            KeyKind::Ed25519 => f.write_str("Ed25519"),
         }
     }
 }
 
 /// A key type recert cannot regenerate; the caller names the object it came from.
 #[derive(Debug, thiserror::Error)]
-#[error("unsupported key type {0}; recert regenerates RSA, EC P-256 and EC P-384 keys")]
+#[error("unsupported key type {0}; recert regenerates RSA, EC P-256, EC P-384 and Ed25519 keys")]
 pub struct Unsupported(pub String);
 
+/// A private key (OpenSSL's), with its kind.
 #[derive(Clone)]
-pub enum PrivateKey {
-    Rsa(Box<rsa::RsaPrivateKey>),
-    P256(p256::SecretKey),
-    P384(p384::SecretKey),
+pub struct PrivateKey {
+    pkey: PKey<Private>,
+    kind: KeyKind,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -73,117 +85,130 @@ pub fn is_public_key_label(label: &str) -> bool {
     matches!(label, SPKI_LABEL | PKCS1_PUBLIC_LABEL)
 }
 
-fn curve_name(oid: &ObjectIdentifier) -> String {
-    match *oid {
-        ED25519 => "Ed25519".into(),
-        o if o == ObjectIdentifier::new_unwrap("1.3.101.113") => "Ed448".into(),
-        o if o == ObjectIdentifier::new_unwrap("1.3.132.0.35") => "EC P-521".into(),
-        o => format!("with algorithm OID {o}"),
+/// The kind of an OpenSSL key, or the name of a type recert does not regenerate.
+fn kind_of<T: openssl::pkey::HasPublic>(
+    pkey: &PKey<T>,
+) -> std::result::Result<KeyKind, Unsupported> {
+    match pkey.id() {
+        Id::RSA => Ok(KeyKind::Rsa(pkey.bits() as usize)),
+        Id::ED25519 => Ok(KeyKind::Ed25519),
+        Id::ED448 => Err(Unsupported("Ed448".into())),
+        Id::EC => {
+            let curve = pkey.ec_key().ok().and_then(|k| k.group().curve_name());
+            match curve {
+                Some(Nid::X9_62_PRIME256V1) => Ok(KeyKind::P256),
+                Some(Nid::SECP384R1) => Ok(KeyKind::P384),
+                Some(Nid::SECP521R1) => Err(Unsupported("EC P-521".into())),
+                Some(n) => Err(Unsupported(format!(
+                    "EC curve {}",
+                    n.short_name().unwrap_or("unknown")
+                ))),
+                None => Err(Unsupported("EC key without a named curve".into())),
+            }
+        }
+        other => Err(Unsupported(format!(
+            "with OpenSSL key type {}",
+            other.as_raw()
+        ))),
+    }
+}
+
+fn ec_group(kind: KeyKind) -> Result<EcGroup> {
+    let nid = match kind {
+        KeyKind::P256 => Nid::X9_62_PRIME256V1,
+        KeyKind::P384 => Nid::SECP384R1,
+        other => bail!("{other} is not an EC curve"),
+    };
+    Ok(EcGroup::from_curve_name(nid)?)
+}
+
+/// The digest an ECDSA key of `kind` signs with, and its signature's half size (JWS).
+fn ec_digest(kind: KeyKind) -> (MessageDigest, usize) {
+    match kind {
+        KeyKind::P384 => (MessageDigest::sha384(), 48),
+        _ => (MessageDigest::sha256(), 32),
     }
 }
 
 impl PrivateKey {
-    pub fn kind(&self) -> KeyKind {
-        match self {
-            PrivateKey::Rsa(k) => KeyKind::Rsa(k.size() * 8),
-            PrivateKey::P256(_) => KeyKind::P256,
-            PrivateKey::P384(_) => KeyKind::P384,
-        }
+    fn wrap(pkey: PKey<Private>) -> Result<Self> {
+        let kind = kind_of(&pkey)?;
+        Ok(PrivateKey { pkey, kind })
     }
 
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// A new key of `kind`; RSA keys of fewer than [`MIN_RSA_BITS`] bits are refused.
     pub fn generate(kind: KeyKind) -> Result<Self> {
-        let mut rng = rand::thread_rng();
-        Ok(match kind {
-            KeyKind::Rsa(bits) => PrivateKey::Rsa(Box::new(
-                rsa::RsaPrivateKey::new(&mut rng, bits)
-                    .with_context(|| format!("generating an RSA {bits} key"))?,
-            )),
-            KeyKind::P256 => PrivateKey::P256(p256::SecretKey::random(&mut rng)),
-            KeyKind::P384 => PrivateKey::P384(p384::SecretKey::random(&mut rng)),
-        })
+        let pkey = match kind {
+            KeyKind::Rsa(bits) => {
+                ensure!(
+                    bits >= MIN_RSA_BITS,
+                    "an RSA {bits} key is too weak to make anew: recert makes RSA keys of at least {MIN_RSA_BITS} bits"
+                );
+                PKey::from_rsa(
+                    Rsa::generate(bits as u32)
+                        .with_context(|| format!("generating an RSA {bits} key"))?,
+                )?
+            }
+            KeyKind::P256 | KeyKind::P384 => {
+                PKey::from_ec_key(EcKey::generate(ec_group(kind)?.as_ref())?)?
+            }
+            KeyKind::Ed25519 => PKey::generate_ed25519()?,
+        };
+        Ok(PrivateKey { pkey, kind })
     }
 
     /// Parse a private key from a PEM block's label and DER body.
     pub fn from_pem_der(label: &str, der: &[u8]) -> Result<Self> {
-        match label {
-            PKCS1_LABEL => Ok(PrivateKey::Rsa(Box::new(
-                rsa::RsaPrivateKey::from_pkcs1_der(der).context("parsing a PKCS#1 RSA key")?,
-            ))),
+        let pkey = match label {
+            PKCS1_LABEL => {
+                PKey::from_rsa(Rsa::private_key_from_der(der).context("parsing a PKCS#1 RSA key")?)?
+            }
             SEC1_LABEL => {
                 let ec = sec1::EcPrivateKey::from_der(der).context("parsing a SEC1 EC key")?;
-                // Without parameters the curve follows from the scalar's size.
-                let curve = match (
-                    ec.parameters.and_then(|p| p.named_curve()),
-                    ec.private_key.len(),
-                ) {
-                    (Some(c), _) => c,
-                    (None, 32) => P256_CURVE,
-                    (None, 48) => P384_CURVE,
-                    (None, n) => bail!("SEC1 EC key without a named curve ({n}-byte scalar)"),
-                };
-                match curve {
-                    P256_CURVE => Ok(PrivateKey::P256(p256::SecretKey::from_sec1_der(der)?)),
-                    P384_CURVE => Ok(PrivateKey::P384(p384::SecretKey::from_sec1_der(der)?)),
-                    other => Err(Unsupported(format!("EC curve {other}")).into()),
-                }
+                ensure!(
+                    ec.parameters.and_then(|p| p.named_curve()).is_some(),
+                    "a SEC1 EC key without a named curve; recert reads EC keys that name their curve"
+                );
+                PKey::from_ec_key(
+                    EcKey::private_key_from_der(der).context("parsing a SEC1 EC key")?,
+                )?
             }
-            PKCS8_LABEL => {
-                let info = pkcs8::PrivateKeyInfo::from_der(der).context("parsing a PKCS#8 key")?;
-                match info.algorithm.oid {
-                    RSA_ENCRYPTION => Ok(PrivateKey::Rsa(Box::new(
-                        rsa::RsaPrivateKey::from_pkcs8_der(der)?,
-                    ))),
-                    EC_PUBLIC_KEY => {
-                        let curve: ObjectIdentifier = info
-                            .algorithm
-                            .parameters_oid()
-                            .context("PKCS#8 EC key without a named curve")?;
-                        match curve {
-                            P256_CURVE => {
-                                Ok(PrivateKey::P256(p256::SecretKey::from_pkcs8_der(der)?))
-                            }
-                            P384_CURVE => {
-                                Ok(PrivateKey::P384(p384::SecretKey::from_pkcs8_der(der)?))
-                            }
-                            other => Err(Unsupported(format!("EC curve {other}")).into()),
-                        }
-                    }
-                    other => Err(Unsupported(curve_name(&other)).into()),
-                }
-            }
+            PKCS8_LABEL => PKey::private_key_from_pkcs8(der).context("parsing a PKCS#8 key")?,
             other => bail!("PEM block {other:?} is not a private key"),
-        }
+        };
+        Self::wrap(pkey)
     }
 
     /// Encode the key the way `label` says (the encoding the old key had).
     pub fn to_pem_der(&self, label: &str) -> Result<Vec<u8>> {
-        Ok(match (label, self) {
-            (PKCS1_LABEL, PrivateKey::Rsa(k)) => k.to_pkcs1_der()?.as_bytes().to_vec(),
-            (SEC1_LABEL, PrivateKey::P256(k)) => k.to_sec1_der()?.to_vec(),
-            (SEC1_LABEL, PrivateKey::P384(k)) => k.to_sec1_der()?.to_vec(),
-            (PKCS8_LABEL, PrivateKey::Rsa(k)) => k.to_pkcs8_der()?.as_bytes().to_vec(),
-            (PKCS8_LABEL, PrivateKey::P256(k)) => k.to_pkcs8_der()?.as_bytes().to_vec(),
-            (PKCS8_LABEL, PrivateKey::P384(k)) => k.to_pkcs8_der()?.as_bytes().to_vec(),
-            (label, k) => bail!("cannot encode a {} key as {label:?}", k.kind()),
+        Ok(match (label, self.kind) {
+            (PKCS1_LABEL, KeyKind::Rsa(_)) => self.pkey.rsa()?.private_key_to_der()?,
+            (SEC1_LABEL, KeyKind::P256 | KeyKind::P384) => {
+                self.pkey.ec_key()?.private_key_to_der()?
+            }
+            (PKCS8_LABEL, _) => self.pkey.private_key_to_pkcs8()?,
+            (label, k) => bail!("cannot encode a {k} key as {label:?}"),
         })
     }
 
     /// The label a freshly written key of this type gets.
     pub fn default_label(&self) -> &'static str {
-        match self {
-            PrivateKey::Rsa(_) => PKCS1_LABEL,
-            _ => SEC1_LABEL,
+        match self.kind {
+            KeyKind::Rsa(_) => PKCS1_LABEL,
+            KeyKind::P256 | KeyKind::P384 => SEC1_LABEL,
+            KeyKind::Ed25519 => PKCS8_LABEL,
         }
     }
 
     /// DER SubjectPublicKeyInfo of the public half: the key's identity in recert.
     pub fn spki_der(&self) -> Vec<u8> {
-        let doc = match self {
-            PrivateKey::Rsa(k) => k.to_public_key().to_public_key_der(),
-            PrivateKey::P256(k) => k.public_key().to_public_key_der(),
-            PrivateKey::P384(k) => k.public_key().to_public_key_der(),
-        };
-        doc.expect("encoding a public key").as_bytes().to_vec()
+        self.pkey
+            .public_key_to_der()
+            .expect("encoding a public key")
     }
 
     pub fn spki(&self) -> SubjectPublicKeyInfoOwned {
@@ -192,59 +217,49 @@ impl PrivateKey {
 
     /// The signature algorithm this key signs certificates with.
     pub fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        match self {
-            PrivateKey::Rsa(_) => AlgorithmIdentifierOwned {
-                oid: SHA256_WITH_RSA,
-                parameters: Some(der::Any::from(AnyRef::NULL)),
-            },
-            PrivateKey::P256(_) => AlgorithmIdentifierOwned {
-                oid: ECDSA_SHA256,
-                parameters: None,
-            },
-            PrivateKey::P384(_) => AlgorithmIdentifierOwned {
-                oid: ECDSA_SHA384,
-                parameters: None,
-            },
-        }
+        let (oid, parameters) = match self.kind {
+            KeyKind::Rsa(_) => (SHA256_WITH_RSA, Some(der::Any::from(AnyRef::NULL))),
+            KeyKind::P256 => (ECDSA_SHA256, None),
+            KeyKind::P384 => (ECDSA_SHA384, None),
+            KeyKind::Ed25519 => (ED25519, None),
+        };
+        AlgorithmIdentifierOwned { oid, parameters }
     }
 
     /// Sign for an X.509 certificate (ECDSA signatures DER-encoded).
     pub fn sign_x509(&self, msg: &[u8]) -> Vec<u8> {
-        match self {
-            PrivateKey::Rsa(k) => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new((**k).clone())
-                .sign(msg)
-                .to_vec(),
-            PrivateKey::P256(k) => {
-                let s: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(k).sign(msg);
-                s.to_der().as_bytes().to_vec()
-            }
-            PrivateKey::P384(k) => {
-                let s: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(k).sign(msg);
-                s.to_der().as_bytes().to_vec()
-            }
+        let mut signer = match self.kind {
+            KeyKind::Rsa(_) => Signer::new(MessageDigest::sha256(), &self.pkey),
+            KeyKind::P256 | KeyKind::P384 => Signer::new(ec_digest(self.kind).0, &self.pkey),
+            KeyKind::Ed25519 => Signer::new_without_digest(&self.pkey),
         }
+        .expect("a signer for an own key");
+        signer
+            .sign_oneshot_to_vec(msg)
+            .expect("signing with an own key")
     }
 
     /// Sign for a JWT (JWS: ECDSA signatures as fixed-size r||s).
     pub fn sign_jws(&self, msg: &[u8]) -> Vec<u8> {
-        match self {
-            PrivateKey::Rsa(_) => self.sign_x509(msg),
-            PrivateKey::P256(k) => {
-                let s: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(k).sign(msg);
-                s.to_bytes().to_vec()
+        let sig = self.sign_x509(msg);
+        match self.kind {
+            KeyKind::P256 | KeyKind::P384 => {
+                let n = ec_digest(self.kind).1;
+                let s = EcdsaSig::from_der(&sig).expect("OpenSSL's own ECDSA signature");
+                let mut out = s.r().to_vec_padded(n as i32).expect("r fits");
+                out.extend(s.s().to_vec_padded(n as i32).expect("s fits"));
+                out
             }
-            PrivateKey::P384(k) => {
-                let s: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(k).sign(msg);
-                s.to_bytes().to_vec()
-            }
+            _ => sig,
         }
     }
 
     pub fn jws_alg(&self) -> &'static str {
-        match self {
-            PrivateKey::Rsa(_) => "RS256",
-            PrivateKey::P256(_) => "ES256",
-            PrivateKey::P384(_) => "ES384",
+        match self.kind {
+            KeyKind::Rsa(_) => "RS256",
+            KeyKind::P256 => "ES256",
+            KeyKind::P384 => "ES384",
+            KeyKind::Ed25519 => "EdDSA",
         }
     }
 }
@@ -253,17 +268,14 @@ impl PrivateKey {
 pub fn public_key_spki(label: &str, der: &[u8]) -> Result<Vec<u8>> {
     match label {
         SPKI_LABEL => {
-            let spki = SubjectPublicKeyInfoOwned::from_der(der).context("parsing a public key")?;
-            match spki.algorithm.oid {
-                RSA_ENCRYPTION | EC_PUBLIC_KEY => Ok(der.to_vec()),
-                other => Err(Unsupported(curve_name(&other)).into()),
-            }
+            let k = PKey::public_key_from_der(der).context("parsing a public key")?;
+            kind_of(&k)?;
+            Ok(der.to_vec())
         }
-        PKCS1_PUBLIC_LABEL => Ok(rsa::RsaPublicKey::from_pkcs1_der(der)
-            .context("parsing a PKCS#1 RSA public key")?
-            .to_public_key_der()?
-            .as_bytes()
-            .to_vec()),
+        PKCS1_PUBLIC_LABEL => Ok(PKey::from_rsa(
+            Rsa::public_key_from_der_pkcs1(der).context("parsing a PKCS#1 RSA public key")?,
+        )?
+        .public_key_to_der()?),
         other => bail!("PEM block {other:?} is not a public key"),
     }
 }
@@ -272,10 +284,9 @@ pub fn public_key_spki(label: &str, der: &[u8]) -> Result<Vec<u8>> {
 pub fn encode_public_key(label: &str, spki_der: &[u8]) -> Result<Vec<u8>> {
     match label {
         SPKI_LABEL => Ok(spki_der.to_vec()),
-        PKCS1_PUBLIC_LABEL => Ok(rsa::RsaPublicKey::from_public_key_der(spki_der)?
-            .to_pkcs1_der()?
-            .as_bytes()
-            .to_vec()),
+        PKCS1_PUBLIC_LABEL => Ok(PKey::public_key_from_der(spki_der)?
+            .rsa()?
+            .public_key_to_der_pkcs1()?),
         other => bail!("PEM block {other:?} is not a public key"),
     }
 }
@@ -283,49 +294,52 @@ pub fn encode_public_key(label: &str, spki_der: &[u8]) -> Result<Vec<u8>> {
 /// Verify a signature made over `msg` by the key in `spki_der` with algorithm `alg`; `jws`
 /// selects the fixed-size ECDSA encoding JWTs use.
 pub fn verify(spki_der: &[u8], alg: &ObjectIdentifier, msg: &[u8], sig: &[u8], jws: bool) -> bool {
-    fn rsa_verify<D>(spki: &[u8], msg: &[u8], sig: &[u8]) -> bool
-    where
-        D: sha2::Digest + pkcs8::AssociatedOid,
-    {
-        let Ok(key) = rsa::RsaPublicKey::from_public_key_der(spki) else {
-            return false;
-        };
-        let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
-            return false;
-        };
-        rsa::pkcs1v15::VerifyingKey::<D>::new(key)
-            .verify(msg, &sig)
-            .is_ok()
-    }
-    match *alg {
-        SHA256_WITH_RSA => rsa_verify::<sha2::Sha256>(spki_der, msg, sig),
-        SHA384_WITH_RSA => rsa_verify::<sha2::Sha384>(spki_der, msg, sig),
-        SHA512_WITH_RSA => rsa_verify::<sha2::Sha512>(spki_der, msg, sig),
-        SHA1_WITH_RSA => rsa_verify::<sha1::Sha1>(spki_der, msg, sig),
-        ECDSA_SHA256 => {
-            let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der) else {
-                return false;
-            };
-            let sig = if jws {
-                p256::ecdsa::Signature::from_slice(sig)
-            } else {
-                p256::ecdsa::Signature::from_der(sig)
-            };
-            sig.is_ok_and(|s| key.verify(msg, &s).is_ok())
-        }
-        ECDSA_SHA384 => {
-            let Ok(key) = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der) else {
-                return false;
-            };
-            let sig = if jws {
-                p384::ecdsa::Signature::from_slice(sig)
-            } else {
-                p384::ecdsa::Signature::from_der(sig)
-            };
-            sig.is_ok_and(|s| key.verify(msg, &s).is_ok())
-        }
+    let Ok(key) = PKey::public_key_from_der(spki_der) else {
+        return false;
+    };
+    let digest = match *alg {
+        SHA256_WITH_RSA | ECDSA_SHA256 => Some(MessageDigest::sha256()),
+        SHA384_WITH_RSA | ECDSA_SHA384 => Some(MessageDigest::sha384()),
+        SHA512_WITH_RSA => Some(MessageDigest::sha512()),
+        SHA1_WITH_RSA => Some(MessageDigest::sha1()),
+        ED25519 => None,
+        _ => return false,
+    };
+    let ecdsa = matches!(*alg, ECDSA_SHA256 | ECDSA_SHA384);
+    let rsa = matches!(
+        *alg,
+        SHA256_WITH_RSA | SHA384_WITH_RSA | SHA512_WITH_RSA | SHA1_WITH_RSA
+    );
+    let key_ok = match key.id() {
+        Id::RSA => rsa,
+        Id::EC => ecdsa,
+        Id::ED25519 => *alg == ED25519,
         _ => false,
+    };
+    if !key_ok {
+        return false;
     }
+    let der_sig;
+    let sig = if jws && ecdsa {
+        let n = sig.len() / 2;
+        let (Ok(r), Ok(s)) = (BigNum::from_slice(&sig[..n]), BigNum::from_slice(&sig[n..])) else {
+            return false;
+        };
+        let Ok(der) = EcdsaSig::from_private_components(r, s).and_then(|s| s.to_der()) else {
+            return false;
+        };
+        der_sig = der;
+        der_sig.as_slice()
+    } else {
+        sig
+    };
+    let verifier = match digest {
+        Some(d) => Verifier::new(d, &key),
+        None => Verifier::new_without_digest(&key),
+    };
+    verifier
+        .and_then(|mut v| v.verify_oneshot(sig, msg))
+        .unwrap_or(false)
 }
 
 /// The signature OID a JWS `alg` names.
@@ -336,30 +350,15 @@ pub fn jws_alg_oid(alg: &str) -> Option<ObjectIdentifier> {
         "RS512" => Some(SHA512_WITH_RSA),
         "ES256" => Some(ECDSA_SHA256),
         "ES384" => Some(ECDSA_SHA384),
+        "EdDSA" => Some(ED25519),
         _ => None,
     }
 }
 
 /// The kind of the key in an SPKI, for keys recert meets only as public keys.
 pub fn spki_kind(spki_der: &[u8]) -> Result<KeyKind> {
-    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)?;
-    match spki.algorithm.oid {
-        RSA_ENCRYPTION => Ok(KeyKind::Rsa(
-            rsa::RsaPublicKey::from_public_key_der(spki_der)?.size() * 8,
-        )),
-        EC_PUBLIC_KEY => match spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
-            .context("EC public key without a named curve")?
-        {
-            P256_CURVE => Ok(KeyKind::P256),
-            P384_CURVE => Ok(KeyKind::P384),
-            other => Err(Unsupported(format!("EC curve {other}")).into()),
-        },
-        other => Err(Unsupported(curve_name(&other)).into()),
-    }
+    let k: PKey<Public> = PKey::public_key_from_der(spki_der).context("parsing a public key")?;
+    Ok(kind_of(&k)?)
 }
 
 /// Re-encode an SPKI to DER (used after parsing from a certificate).
@@ -373,11 +372,17 @@ mod tests {
 
     #[test]
     fn every_encoding_round_trips_and_keeps_identity() {
-        for kind in [KeyKind::Rsa(1024), KeyKind::P256, KeyKind::P384] {
+        for kind in [
+            KeyKind::Rsa(2048),
+            KeyKind::P256,
+            KeyKind::P384,
+            KeyKind::Ed25519,
+        ] {
             let k = PrivateKey::generate(kind).unwrap();
             assert_eq!(k.kind(), kind);
             let labels: &[&str] = match kind {
                 KeyKind::Rsa(_) => &[PKCS1_LABEL, PKCS8_LABEL],
+                KeyKind::Ed25519 => &[PKCS8_LABEL],
                 _ => &[SEC1_LABEL, PKCS8_LABEL],
             };
             for label in labels {
@@ -387,34 +392,33 @@ mod tests {
             }
             let msg = b"tbs";
             let sig = k.sign_x509(msg);
-            assert!(verify(
-                &k.spki_der(),
-                &k.signature_algorithm().oid,
-                msg,
-                &sig,
-                false
-            ));
-            assert!(!verify(
-                &k.spki_der(),
-                &k.signature_algorithm().oid,
-                b"other",
-                &sig,
-                false
-            ));
+            let alg = k.signature_algorithm().oid;
+            assert!(verify(&k.spki_der(), &alg, msg, &sig, false), "{kind}");
+            assert!(
+                !verify(&k.spki_der(), &alg, b"other", &sig, false),
+                "{kind}"
+            );
             let jws = k.sign_jws(msg);
             let oid = jws_alg_oid(k.jws_alg()).unwrap();
-            assert!(verify(&k.spki_der(), &oid, msg, &jws, true));
+            assert!(verify(&k.spki_der(), &oid, msg, &jws, true), "{kind}");
             assert_eq!(spki_kind(&k.spki_der()).unwrap(), kind);
         }
     }
 
     #[test]
-    fn ed25519_is_named_as_unsupported() {
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        let k = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
-        let der = k.to_pkcs8_der().unwrap();
-        let err = PrivateKey::from_pem_der(PKCS8_LABEL, der.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("Ed25519"), "{err}");
+    fn weak_and_unknown_keys_are_named() {
+        let e = PrivateKey::generate(KeyKind::Rsa(1024)).unwrap_err();
+        assert!(e.to_string().contains("at least 2048 bits"), "{e}");
+        let ed448 = PKey::generate_ed448()
+            .unwrap()
+            .private_key_to_pkcs8()
+            .unwrap();
+        let err = PrivateKey::from_pem_der(PKCS8_LABEL, &ed448).unwrap_err();
+        assert!(err.to_string().contains("Ed448"), "{err}");
         assert!(err.downcast_ref::<Unsupported>().is_some());
+        let p521 = EcKey::generate(&EcGroup::from_curve_name(Nid::SECP521R1).unwrap()).unwrap();
+        let err =
+            PrivateKey::from_pem_der(SEC1_LABEL, &p521.private_key_to_der().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("EC P-521"), "{err}");
     }
 }

@@ -229,8 +229,7 @@ pub struct CertReport {
 
 /// The Kubernetes key ID of a service-account signing key: base64url(SHA-256(SPKI DER)).
 pub fn kube_kid(spki_der: &[u8]) -> String {
-    use sha2::Digest;
-    B64URL.encode(sha2::Sha256::digest(spki_der))
+    B64URL.encode(openssl::sha::sha256(spki_der))
 }
 
 /// What re-signing a certificate needs besides the decisions: the registry, the new key of

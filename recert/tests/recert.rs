@@ -413,15 +413,13 @@ fn bad_input_is_named_and_leaves_the_tree_alone() {
     assert!(err.contains("connecting to etcd at"), "{err}");
     assert_eq!(everything(&root, None), before);
 
-    // Ed25519 keys cannot be regenerated: the error names the file.
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
-    let ed = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
+    // Ed448 keys cannot be regenerated: the error names the file.
+    let ed = openssl::pkey::PKey::generate_ed448()
+        .unwrap()
+        .private_key_to_pkcs8()
+        .unwrap();
     let ed_path = root.join("etc/ed.key");
-    std::fs::write(
-        &ed_path,
-        text::pem_encode("PRIVATE KEY", ed.to_pkcs8_der().unwrap().as_bytes()),
-    )
-    .unwrap();
+    std::fs::write(&ed_path, text::pem_encode("PRIVATE KEY", &ed)).unwrap();
     let err = format!(
         "{:#}",
         imgmode_recert::run(
@@ -431,10 +429,7 @@ fn bad_input_is_named_and_leaves_the_tree_alone() {
         )
         .unwrap_err()
     );
-    assert!(
-        err.contains("Ed25519") && err.contains("etc/ed.key"),
-        "{err}"
-    );
+    assert!(err.contains("Ed448") && err.contains("etc/ed.key"), "{err}");
     std::fs::remove_file(&ed_path).unwrap();
 
     // Unparseable PEM: skipped with file and line, or fatal when asked.
