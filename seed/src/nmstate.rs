@@ -122,6 +122,36 @@ fn known_keys(what: &str, v: &Value, allowed: &[&str]) -> Result<()> {
 }
 
 /// One interface's `.network` file; `None` for an interface that is `absent`.
+/// The `[Match]` section of interface `name`: by name, by name and MAC address, or (nmstate's
+/// `identifier: mac-address`) by MAC address alone, the name then only naming the profile.
+fn match_section(name: &str, iface: &Value) -> Result<String> {
+    // nmstate's `identifier: mac-address`: the MAC address finds the interface and the name
+    // only names the profile (the kernel's name need not be known)
+    let by_mac = match text(iface, "identifier").as_deref() {
+        None | Some("name") => false,
+        Some("mac-address") => true,
+        Some(other) => bail!(
+            "networkConfig interface {name}: identifier {} is not name or mac-address",
+            v::shown(other)
+        ),
+    };
+    let mut m = String::from("# Written by imgmode from networkConfig (nmstate).\n[Match]\n");
+    if !by_mac {
+        m.push_str(&format!("Name={name}\n"));
+    }
+    match text(iface, "mac-address") {
+        Some(mac) => {
+            v::field("networkConfig", "mac-address", &mac, mac_address)?;
+            m.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase()));
+        }
+        None if by_mac => {
+            bail!("networkConfig interface {name}: identifier mac-address needs a mac-address")
+        }
+        None => {}
+    }
+    Ok(m)
+}
+
 fn interface_file(
     i: usize,
     iface: &Value,
@@ -152,30 +182,7 @@ fn interface_file(
     if text(iface, "state").as_deref() == Some("absent") {
         return Ok(None);
     }
-    // nmstate's `identifier: mac-address`: the MAC address finds the interface and the name
-    // only names the profile (the kernel's name need not be known)
-    let by_mac = match text(iface, "identifier").as_deref() {
-        None | Some("name") => false,
-        Some("mac-address") => true,
-        Some(other) => bail!(
-            "networkConfig interface {name}: identifier {} is not name or mac-address",
-            v::shown(other)
-        ),
-    };
-    let mut m = String::from("# Written by imgmode from networkConfig (nmstate).\n[Match]\n");
-    if !by_mac {
-        m.push_str(&format!("Name={name}\n"));
-    }
-    match text(iface, "mac-address") {
-        Some(mac) => {
-            v::field("networkConfig", "mac-address", &mac, mac_address)?;
-            m.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase()));
-        }
-        None if by_mac => {
-            bail!("networkConfig interface {name}: identifier mac-address needs a mac-address")
-        }
-        None => {}
-    }
+    let mut m = match_section(&name, iface)?;
     m.push_str("\n[Network]\n");
     let mut dhcp = vec![];
     let mut addresses = vec![];
