@@ -61,6 +61,8 @@ echo "FACT live-firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT live-ssh-key=$(yesno grep -q imgmode-vmtest-live /root/.ssh/authorized_keys)"
 echo "FACT live-unit=$(systemctl is-enabled imgmode-ibi-install.service)"
 echo "FACT live-config-mode=$(stat -c %a $c)"
+# the addresses once the network is up (networkConfig's static one on host 1)
+/usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1 || echo "FACT network-wait=timed-out"
 echo "FACT live-address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
 if [ "__REFUSALS__" = yes ]; then
   # this unit runs before the install unit (and its wait for the network): wait here too, so
