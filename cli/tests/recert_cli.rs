@@ -87,7 +87,7 @@ fn flags_and_recert_config_are_exclusive_and_both_work() {
 /// The classes "etcd unreachable" and "keys recert cannot regenerate" of docs/errors.md, through
 /// the binary: exit 1, the endpoint or the file named, nothing in the tree changed.
 #[test]
-fn an_unreachable_etcd_and_an_ed25519_key_are_named_and_the_tree_is_kept() {
+fn an_unreachable_etcd_and_an_ed448_key_are_named_and_the_tree_is_kept() {
     imgmode_testkit::require!(imgmode_testkit::Need::Tool("openssl"));
     let td = tempfile::tempdir().unwrap();
     let root = td.path().join("root");
@@ -124,7 +124,7 @@ fn an_unreachable_etcd_and_an_ed25519_key_are_named_and_the_tree_is_kept() {
     let ed = root.join("etc/ed.key");
     std::fs::create_dir_all(ed.parent().unwrap()).unwrap();
     let st = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .args(["genpkey", "-algorithm", "ed448", "-out"])
         .arg(&ed)
         .status()
         .expect("openssl (cargo xtask deps)");
@@ -133,10 +133,7 @@ fn an_unreachable_etcd_and_an_ed25519_key_are_named_and_the_tree_is_kept() {
     let o = imgmode(&["--static-dir", root_s], None);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("Ed25519") && err.contains("etc/ed.key"),
-        "{err}"
-    );
+    assert!(err.contains("Ed448") && err.contains("etc/ed.key"), "{err}");
     assert_eq!(snapshot(&root), before);
 }
 

@@ -143,9 +143,10 @@ fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
     let e = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap_err();
     let e = format!("{e:#}");
     assert!(
-        e.contains(enc) && e.contains("encrypted (k8s:enc:aescbc:v1)"),
+        e.contains(enc) && e.contains("the value is encrypted (k8s:enc:aescbc:v1)"),
         "{e}"
     );
+    assert!(e.contains("cannot be read; a value left unread could keep the seed's keys"));
     assert_eq!(found(&etcd, &markers).len(), in_etcd, "nothing changed");
 
     // skipped when asked, and counted
