@@ -4,6 +4,8 @@
 //! recert's own) and none holds a certificate, key or token of before. An encrypted value is
 //! refused by name, and skipped (and counted) only when asked.
 
+mod common;
+
 use imgmode_recert::config::RecertConfig;
 use imgmode_recert::etcd::EtcdObject;
 use imgmode_recert::kpb;
@@ -12,35 +14,8 @@ use imgmode_testkit::{require, Need, TestEtcd};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Every value under `/kubernetes.io/`, raw.
-fn dump(etcd: &TestEtcd) -> Vec<(String, Vec<u8>)> {
-    rt().block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
-            .await
-            .unwrap();
-        let r = c
-            .get(
-                "/kubernetes.io/",
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        r.kvs()
-            .iter()
-            .map(|kv| (kv.key_str().unwrap().to_string(), kv.value().to_vec()))
-            .collect()
-    })
-}
-
 fn put_raw(etcd: &TestEtcd, key: &str, value: Vec<u8>) {
-    rt().block_on(async {
+    common::rt().block_on(async {
         let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
             .await
             .unwrap();
@@ -93,7 +68,7 @@ fn markers(pki: &testpki::Pki) -> Vec<(String, String)> {
 }
 
 fn found(etcd: &TestEtcd, markers: &[(String, String)]) -> Vec<String> {
-    let all: String = dump(etcd)
+    let all: String = common::etcd_raw(etcd)
         .iter()
         .map(|(k, v)| format!("{k}\n{}\n", independent_text(v)))
         .collect();
@@ -179,7 +154,7 @@ fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
         "after recert, protoc --decode_raw still finds: {left:?}"
     );
     // the objects are still what they were: protobuf of the same kinds, readable by recert
-    for (k, v) in dump(&etcd) {
+    for (k, v) in common::etcd_raw(&etcd) {
         if k == enc {
             continue;
         }

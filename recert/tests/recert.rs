@@ -1,5 +1,7 @@
 //! recert end to end on generated PKIs: files and a real etcd on a loopback port.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,19 +13,12 @@ use imgmode_recert::text;
 use imgmode_testkit::pki::{self as testpki, Pki, PkiSpec};
 use imgmode_testkit::TestEtcd as Etcd;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn start_etcd() -> Etcd {
     Etcd::start()
 }
 
 fn load(etcd: &Etcd, pki: &Pki) {
-    rt().block_on(async {
+    common::rt().block_on(async {
         let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
             .await
             .unwrap();
@@ -36,27 +31,10 @@ fn load(etcd: &Etcd, pki: &Pki) {
 }
 
 fn etcd_dump(etcd: &Etcd) -> Vec<(String, String)> {
-    rt().block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
-            .await
-            .unwrap();
-        let r = c
-            .get(
-                "/kubernetes.io/",
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        r.kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key_str().unwrap().to_string(),
-                    kv.value_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    })
+    common::etcd_raw(etcd)
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .collect()
 }
 
 /// Every file's content plus every etcd value, with secrets' base64 data decoded.
