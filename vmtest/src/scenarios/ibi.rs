@@ -64,6 +64,7 @@ echo "FACT live-config-mode=$(stat -c %a $c)"
 # the addresses once the network is up (networkConfig's static one on host 1)
 /usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1 || echo "FACT network-wait=timed-out"
 echo "FACT live-address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
+echo "FACT live-dhcp-leases=$(ls /run/systemd/netif/leases 2>/dev/null | wc -l)"
 if [ "__REFUSALS__" = yes ]; then
   # this unit runs before the install unit (and its wait for the network): wait here too, so
   # the refusals meet the registry and not a missing route
@@ -550,6 +551,12 @@ fn check_live(h: &Host, results: &str, firmware: &str) -> Result<(String, f64)> 
             "{}: the live system's addresses are {addrs:?}, expected only {} from networkConfig",
             h.name,
             ibi_site::LIVE_ADDRESS
+        );
+        ensure!(
+            l.fact("live-dhcp-leases") == "0",
+            "{}: the live system holds {} DHCP lease(s); networkConfig turned DHCP off",
+            h.name,
+            l.fact("live-dhcp-leases")
         );
     }
     if h.refusals {
