@@ -61,7 +61,14 @@ impl EtcdObject {
     /// encoding kept), or a new object.
     pub fn over(existing: &[EtcdObject], key: &str, value: serde_json::Value) -> Self {
         match existing.iter().find(|o| o.key == key) {
-            Some(o) => EtcdObject { value, ..o.clone() },
+            Some(o) => {
+                let mut value = value;
+                // the object's identity stays the stored one (a manifest carries no uid)
+                if value["metadata"]["uid"].is_null() && !o.value["metadata"]["uid"].is_null() {
+                    value["metadata"]["uid"] = o.value["metadata"]["uid"].clone();
+                }
+                EtcdObject { value, ..o.clone() }
+            }
             None => EtcdObject::new(key, value),
         }
     }
@@ -163,10 +170,12 @@ impl Etcd {
         })
     }
 
-    /// Every object under `/kubernetes.io/`, JSON or Kubernetes protobuf; a value neither can
-    /// read fails the scan ([`Etcd::scan_values`]).
+    /// Every object under `/kubernetes.io/` that can be read, JSON or Kubernetes protobuf: for
+    /// readers that look up objects (seed info, post-pivot's settings, a plan's resume). A
+    /// value it cannot read is passed over with a warning; recert's own scan is
+    /// [`Etcd::scan_values`], which refuses it.
     pub async fn scan(&mut self) -> Result<Vec<EtcdObject>> {
-        Ok(self.scan_values(false).await?.0)
+        Ok(self.scan_values(true).await?.0)
     }
 
     /// Every object under `/kubernetes.io/`, and the count of values per encoding
@@ -331,12 +340,10 @@ const UNPREFIXED_GROUPS: &[&str] = &[
 /// API groups openshift-apiserver and oauth-apiserver serve, stored under `/openshift.io/`.
 const OPENSHIFT_APISERVER_GROUPS: &[&str] = &[
     "apps.openshift.io",
-    "authorization.openshift.io",
     "build.openshift.io",
     "image.openshift.io",
     "oauth.openshift.io",
     "project.openshift.io",
-    "quota.openshift.io",
     "route.openshift.io",
     "template.openshift.io",
     "user.openshift.io",
@@ -515,5 +522,26 @@ mod tests {
         );
         assert_eq!(k("v1", "Gateway", "ns"), "/kubernetes.io/gateways/ns/n");
         assert!(storage_key("", "ConfigMap", "", "n").is_err());
+        // ClusterResourceQuota is a custom resource in OpenShift 4
+        assert_eq!(
+            k("quota.openshift.io/v1", "ClusterResourceQuota", ""),
+            "/kubernetes.io/quota.openshift.io/clusterresourcequotas/n"
+        );
+    }
+
+    #[test]
+    fn a_write_over_an_object_keeps_its_identity_and_encoding() {
+        let stored = EtcdObject {
+            key: "/kubernetes.io/secrets/ns/s".into(),
+            value: serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns", "uid": "u-1"}}),
+            mod_revision: 7,
+            protobuf: Some("orig".into()),
+        };
+        let manifest = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}});
+        let o = EtcdObject::over(std::slice::from_ref(&stored), &stored.key, manifest.clone());
+        assert_eq!(o.value["metadata"]["uid"], "u-1");
+        assert_eq!((o.mod_revision, o.encoding()), (7, "protobuf"));
+        let n = EtcdObject::over(&[], "/kubernetes.io/secrets/ns/t", manifest);
+        assert_eq!((n.mod_revision, n.encoding()), (0, "protobuf"));
     }
 }

@@ -367,6 +367,57 @@ fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Res
     splice(original, &drop, &append)
 }
 
+/// Whether a JSON value says nothing (null, or an empty object, array or string).
+fn empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// `view` as this module writes it: a Secret's `stringData` folded into `data` (as the API
+/// server does), and every field it cannot write refused by name, so nothing a manifest says
+/// is dropped on the way to etcd.
+fn writable(kind: &str, view: &Value) -> Result<Value> {
+    let mut v = view.clone();
+    if kind == "Secret" {
+        if let Some(sd) = v.get("stringData").cloned().filter(|s| !empty(s)) {
+            for (k, s) in string_map(&sd, "stringData")? {
+                v["data"][k.as_str()] = json!(b64_encode(s.as_bytes()));
+            }
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("stringData");
+        }
+    }
+    let top: &[&str] = match kind {
+        "Secret" => &["apiVersion", "kind", "metadata", "type", "data"],
+        "ConfigMap" => &["apiVersion", "kind", "metadata", "data", "binaryData"],
+        "Node" => &["apiVersion", "kind", "metadata", "status"],
+        _ => &["apiVersion", "kind", "metadata"],
+    };
+    for (k, val) in v.as_object().into_iter().flatten() {
+        ensure!(
+            top.contains(&k.as_str()) || empty(val),
+            "{kind} {}: imgmode does not write its {k} as protobuf; leave it out, or apply it once the cluster runs",
+            v["metadata"]["name"].as_str().unwrap_or_default()
+        );
+    }
+    for (k, val) in v["metadata"].as_object().into_iter().flatten() {
+        ensure!(
+            ["name", "namespace", "uid", "labels", "annotations"].contains(&k.as_str())
+                || empty(val)
+                || k == "creationTimestamp",
+            "{kind} {}: imgmode does not write metadata.{k} as protobuf; leave it out",
+            v["metadata"]["name"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(v)
+}
+
 /// The etcd value for the JSON view `view`: the changes against `original` (a value read
 /// from etcd) written into it, or a new object.
 pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
@@ -376,6 +427,7 @@ pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
         supported(&api_version, &kind),
         "imgmode does not write a protobuf {api_version} {kind}"
     );
+    let view = &writable(&kind, view)?;
     if let Some(orig) = original {
         let u = envelope(orig)?;
         ensure!(
@@ -496,5 +548,25 @@ mod tests {
         assert!(!d.known);
         assert_eq!(d.view["kind"], "Deployment");
         assert!(decode(b"k8s\0\xff\xff").is_err());
+    }
+
+    #[test]
+    fn what_a_manifest_says_is_written_or_refused() {
+        let s = json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": "s", "namespace": "ns", "creationTimestamp": null},
+                       "stringData": {"password": "pw"}, "type": "Opaque"});
+        let back = decode(&encode(None, &s).unwrap()).unwrap().view;
+        assert_eq!(back["data"]["password"], b64_encode(b"pw"));
+        let mut imm = s.clone();
+        imm["immutable"] = json!(true);
+        let e = encode(None, &imm).unwrap_err().to_string();
+        assert!(e.contains("does not write its immutable"), "{e}");
+        let mut owned = s.clone();
+        owned["metadata"]["ownerReferences"] = json!([{"kind": "X"}]);
+        let e = encode(None, &owned).unwrap_err().to_string();
+        assert!(e.contains("metadata.ownerReferences"), "{e}");
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"},
+                        "spec": {}, "status": {}});
+        encode(None, &ns).unwrap();
     }
 }

@@ -121,7 +121,6 @@ fn known_keys(what: &str, v: &Value, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// One interface's `.network` file; `None` for an interface that is `absent`.
 /// The `[Match]` section of interface `name`: by name, by name and MAC address, or (nmstate's
 /// `identifier: mac-address`) by MAC address alone, the name then only naming the profile.
 fn match_section(name: &str, iface: &Value) -> Result<String> {
@@ -136,7 +135,10 @@ fn match_section(name: &str, iface: &Value) -> Result<String> {
         ),
     };
     let mut m = String::from("# Written by imgmode from networkConfig (nmstate).\n[Match]\n");
-    if !by_mac {
+    if by_mac {
+        // bridges, bonds and VLANs can carry the NIC's MAC address: the NIC only
+        m.push_str("Type=ether\n");
+    } else {
         m.push_str(&format!("Name={name}\n"));
     }
     match text(iface, "mac-address") {
@@ -152,6 +154,7 @@ fn match_section(name: &str, iface: &Value) -> Result<String> {
     Ok(m)
 }
 
+/// One interface's `.network` file; `None` for an interface that is `absent`.
 fn interface_file(
     i: usize,
     iface: &Value,
@@ -344,7 +347,8 @@ mod tests {
         let f = to_networkd(y).unwrap();
         assert_eq!(f[0].0, "10-imgmode-site0.network");
         assert!(
-            f[0].1.contains("[Match]\nMACAddress=52:54:00:12:34:56\n"),
+            f[0].1
+                .contains("[Match]\nType=ether\nMACAddress=52:54:00:12:34:56\n"),
             "{}",
             f[0].1
         );

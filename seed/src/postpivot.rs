@@ -425,17 +425,31 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
 }
 
 /// The site's settings checked before anything changes (install-config's `fips` against the
-/// kernel, the proxy against the seed's, through [`crate::site::cluster_updates`] on etcd as the
-/// seed left it), then the host's side of the proxy, trust bundle and release registry.
+/// kernel, the node IP against the machine networks, the proxy and the seed-decided fields
+/// against the seed's, through [`crate::site::cluster_updates`] on etcd as the seed left it),
+/// then the host's side of the proxy, trust bundle and registry mirrors.
 fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
+    crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?)?;
     if let Some(e) = &c.etcd_service {
         systemctl("start", e)?;
     }
     let existing = etcd_objects(&c.etcd_endpoint)?;
     crate::site::cluster_updates(&existing, m)?;
-    let files =
-        crate::site::host_files(m, crate::site::seed_release_registry(&existing).as_deref())?;
+    let files = crate::site::host_files(&existing, m)?;
+    // a trust bundle of an earlier run (or the seed's) does not linger
+    if let Ok(dir) = std::fs::read_dir(crate::site::TRUST_DIR) {
+        for e in dir.flatten() {
+            let stale = e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::site::TRUST_PREFIX)
+                && !files.iter().any(|f| f.path == e.path());
+            if stale {
+                imgmode_support::fs::remove_path(&e.path())?;
+            }
+        }
+    }
     for f in &files {
         match &f.content {
             Some(text) => {
@@ -448,11 +462,8 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
             None => imgmode_support::fs::remove_path(&f.path)?,
         }
     }
-    if files
-        .iter()
-        .any(|f| f.path.starts_with(crate::site::TRUST_DIR))
-    {
-        Run::new("update-ca-certificates").output()?;
+    if Path::new(crate::site::TRUST_DIR).is_dir() {
+        Run::new("update-ca-certificates").arg("--fresh").output()?;
     }
     Run::new("systemctl").arg("daemon-reload").output()?;
     Ok(())
@@ -529,15 +540,8 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
 /// secret (when the configuration has a password) and the extra manifests, put into etcd over
 /// what is there.
 fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
-    let updates = crate::site::cluster_updates(&etcd_objects(&c.etcd_endpoint)?, m)?;
-    imgmode_support::runtime::block_on(async {
-        let mut e = Etcd::connect(&c.etcd_endpoint).await?;
-        for o in &updates {
-            e.put(o).await?;
-        }
-        anyhow::Ok(())
-    })??;
     let existing = etcd_objects(&c.etcd_endpoint)?;
+    let updates = crate::site::cluster_updates(&existing, m)?;
     let mut objects = extra.to_vec();
     if !m.kubeadmin_password_hash.is_empty() {
         objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
@@ -553,11 +557,34 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
         None => site,
     };
     objects.insert(0, pull_secret);
+    let keyed: Vec<(String, &serde_json::Value)> = objects
+        .iter()
+        .map(|v| Ok((object_key(v)?, v)))
+        .collect::<Result<_>>()?;
+    // every object encoded before the first write: one that cannot be stored fails the step
+    // with etcd untouched
+    for o in updates.iter().cloned().chain(
+        keyed
+            .iter()
+            .map(|(k, v)| EtcdObject::over(&existing, k, (*v).clone())),
+    ) {
+        o.stored()
+            .with_context(|| format!("the site's etcd object {}", o.key))?;
+    }
     imgmode_support::runtime::block_on(async {
         let mut e = Etcd::connect(&c.etcd_endpoint).await?;
-        for v in &objects {
-            let key = object_key(v)?;
-            e.put(&EtcdObject::over(&existing, &key, v.clone())).await?;
+        for o in &updates {
+            e.put(o).await?;
+        }
+        anyhow::Ok(())
+    })??;
+    // over what the updates left (a manifest may name an object they changed)
+    let existing = etcd_objects(&c.etcd_endpoint)?;
+    imgmode_support::runtime::block_on(async {
+        let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+        for (key, v) in &keyed {
+            e.put(&EtcdObject::over(&existing, key, (*v).clone()))
+                .await?;
         }
         anyhow::Ok(())
     })??;

@@ -236,6 +236,7 @@ pub fn cluster_updates(
                 p.value["spec"][k] = json!(v);
                 p.value["status"][k] = json!(v);
             }
+            p.value["status"]["noProxy"] = json!(effective_no_proxy(existing, m)?);
         }
         if trusted_ca {
             p.value["spec"]["trustedCA"] = json!({"name": "user-ca-bundle"});
@@ -359,10 +360,15 @@ pub fn merged_install_config(seed_ic: &str, site_ic: &str) -> Result<String> {
             }
         }
     }
+    // the cluster's record of its install-config holds no pull secret (as the installer
+    // keeps it): the secret lives in openshift-config/pull-secret only
+    if let Some(map) = site.as_mapping_mut() {
+        map.remove("pullSecret");
+    }
     Ok(yaml_serde::to_string(&site)?)
 }
 
-/// The seed's release registry when the site's/// The seed's release registry when the site's `release_registry` differs from it: the
+/// The seed's release registry when the site's `release_registry` differs from it: the
 /// release's images are then pulled by digest from the site's registry instead.
 fn release_mirror_source(existing: &[EtcdObject], m: &SeedReconfiguration) -> Option<String> {
     let site = m.release_registry.trim();
@@ -380,6 +386,15 @@ pub struct HostFile {
     pub mode: u32,
 }
 
+/// A file the site's settings do not call for: removed.
+fn gone(path: &str) -> HostFile {
+    HostFile {
+        path: PathBuf::from(path),
+        content: None,
+        mode: 0o644,
+    }
+}
+
 fn file(path: &str, content: String) -> HostFile {
     HostFile {
         path: PathBuf::from(path),
@@ -388,30 +403,84 @@ fn file(path: &str, content: String) -> HostFile {
     }
 }
 
-/// The proxy's environment (`KEY=value` lines, in both spellings programs read).
-pub fn proxy_env(m: &SeedReconfiguration) -> Option<String> {
-    let p = m.proxy.as_ref().filter(|p| p.is_set())?;
+/// The cluster's own destinations that never go through the proxy, after the site's
+/// `noProxy`: what OpenShift's network operator puts in the Proxy's `status.noProxy` (local
+/// addresses, the service domains, the internal API name, and the machine, cluster and
+/// service networks of the install-config as the cluster keeps it).
+pub fn effective_no_proxy(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<String> {
+    let seed_ic = find(existing, CLUSTER_CONFIG)
+        .and_then(|o| o.value["data"]["install-config"].as_str())
+        .unwrap_or_default();
+    let ic: yaml_serde::Value = if m.install_config.trim().is_empty() {
+        yaml_serde::from_str(seed_ic).unwrap_or_default()
+    } else {
+        yaml_serde::from_str(&merged_install_config(seed_ic, &m.install_config)?)?
+    };
+    let mut out: Vec<String> = m
+        .proxy
+        .as_ref()
+        .map(|p| {
+            p.no_proxy
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.extend(
+        ["localhost", "127.0.0.1", ".svc", ".cluster.local"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    if !m.cluster_name.is_empty() && !m.base_domain.is_empty() {
+        out.push(format!("api-int.{}.{}", m.cluster_name, m.base_domain));
+    }
+    out.extend(m.machine_networks.iter().cloned());
+    let net = |k: &str| -> Vec<String> {
+        ic.get("networking")
+            .and_then(|n| n.get(k))
+            .and_then(|l| l.as_sequence())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|e| e.get("cidr").unwrap_or(e).as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    out.extend(net("machineNetwork"));
+    out.extend(net("clusterNetwork"));
+    out.extend(net("serviceNetwork"));
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|s| !s.is_empty() && seen.insert(s.clone()));
+    Ok(out.join(","))
+}
+
+/// The proxy's environment (`KEY=value` lines, in both spellings programs read), with the
+/// cluster's own destinations in `NO_PROXY`.
+pub fn proxy_env(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Option<String>> {
+    let Some(p) = m.proxy.as_ref().filter(|p| p.is_set()) else {
+        return Ok(None);
+    };
+    let no_proxy = effective_no_proxy(existing, m)?;
     let mut s = String::new();
     for (k, v) in [
         ("HTTP_PROXY", &p.http_proxy),
         ("HTTPS_PROXY", &p.https_proxy),
-        ("NO_PROXY", &p.no_proxy),
+        ("NO_PROXY", &no_proxy),
     ] {
         if !v.is_empty() {
             s.push_str(&format!("{k}={v}\n{}={v}\n", k.to_ascii_lowercase()));
         }
     }
-    Some(s)
+    Ok(Some(s))
 }
 
-/// The host files of the proxy, the trust bundle and the release registry's mirror (given
-/// the seed's release registry from etcd).
-pub fn host_files(
-    m: &SeedReconfiguration,
-    seed_release_registry: Option<&str>,
-) -> Result<Vec<HostFile>> {
+/// The host files of the proxy, the trust bundle and the registry mirrors, given etcd as the
+/// seed left it; a setting the site does not give removes its file.
+pub fn host_files(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Vec<HostFile>> {
+    let seed_release_registry = seed_release_registry(existing);
+    let seed_release_registry = seed_release_registry.as_deref();
     let mut out = vec![];
-    match proxy_env(m) {
+    match proxy_env(existing, m)? {
         Some(env) => {
             out.push(file(PROXY_ENV, env));
             for u in PROXY_UNITS {
@@ -445,6 +514,8 @@ pub fn host_files(
                 &[(seed.to_string(), vec![site.to_string()])],
             ),
         ));
+    } else {
+        out.push(gone(RELEASE_MIRROR_CONF));
     }
     let sources = digest_sources(&m.install_config)?;
     if !sources.is_empty() {
@@ -455,6 +526,8 @@ pub fn host_files(
                 &sources,
             ),
         ));
+    } else {
+        out.push(gone(DIGEST_MIRRORS_CONF));
     }
     Ok(out)
 }
@@ -661,21 +734,36 @@ mod tests {
             e.starts_with("proxy mismatch: the seed's cluster uses a proxy"),
             "{e}"
         );
+        let m = SeedReconfiguration {
+            cluster_name: "site".into(),
+            base_domain: "example.org".into(),
+            machine_networks: vec!["10.0.2.0/24".into()],
+            ..m
+        };
         let u = cluster_updates(&proxied, &m).unwrap();
         assert_eq!(u[0].key, PROXY);
         assert_eq!(u[0].value["spec"]["httpProxy"], "http://proxy.site:3128");
-        assert_eq!(u[0].value["status"]["noProxy"], ".site");
-        let files = host_files(&m, None).unwrap();
+        assert_eq!(u[0].value["spec"]["noProxy"], ".site");
+        // the cluster's own destinations never go through the proxy (the seed's
+        // install-config here names no networks)
+        let internal =
+            ".site,localhost,127.0.0.1,.svc,.cluster.local,api-int.site.example.org,10.0.2.0/24";
+        assert_eq!(u[0].value["status"]["noProxy"], internal);
+        let files = host_files(&proxied, &m).unwrap();
         assert_eq!(
-            files[0].content.as_deref(),
-            Some("HTTP_PROXY=http://proxy.site:3128\nhttp_proxy=http://proxy.site:3128\nNO_PROXY=.site\nno_proxy=.site\n")
+            files[0].content.as_deref().unwrap(),
+            format!("HTTP_PROXY=http://proxy.site:3128\nhttp_proxy=http://proxy.site:3128\nNO_PROXY={internal}\nno_proxy={internal}\n")
         );
-        assert!(files[1..].iter().all(|f| f
+        assert!(files[1..=PROXY_UNITS.len()].iter().all(|f| f
             .content
             .as_deref()
             .unwrap()
             .contains("EnvironmentFile=/etc/mco/proxy.env")));
-        assert_eq!(files.len(), 1 + PROXY_UNITS.len());
+        // no mirrors asked: their files go
+        assert!(files[PROXY_UNITS.len() + 1..]
+            .iter()
+            .all(|f| f.content.is_none()));
+        assert_eq!(files.len(), 3 + PROXY_UNITS.len());
     }
 
     #[test]
@@ -688,7 +776,7 @@ mod tests {
             release_registry: "mirror.site.example:5000".into(),
             ..Default::default()
         };
-        let files = host_files(&m, Some("quay.io")).unwrap();
+        let files = host_files(&seed(), &m).unwrap();
         assert_eq!(files[0].content, None, "no proxy: its environment goes");
         assert_eq!(
             files[1].path,
@@ -702,12 +790,11 @@ mod tests {
             conf.contains("location = \"mirror.site.example:5000\""),
             "{conf}"
         );
-        assert_eq!(
-            host_files(&m, Some("mirror.site.example:5000"))
-                .unwrap()
-                .len(),
-            3
-        );
+        let mut same = seed();
+        same[0].value["status"]["desired"]["image"] = json!("mirror.site.example:5000/r@sha256:aa");
+        let files = host_files(&same, &m).unwrap();
+        assert_eq!(files.len(), 5);
+        assert!(files[3..].iter().all(|f| f.content.is_none()), "no mirror");
     }
 
     #[test]
@@ -730,7 +817,11 @@ mod tests {
     fn seed_decided_install_config_fields_are_kept_or_refused() {
         let seed = "apiVersion: v1\nfips: false\nnetworking:\n  clusterNetwork:\n  - cidr: 10.128.0.0/14\n    hostPrefix: 23\n  serviceNetwork:\n  - 172.30.0.0/16\n";
         // left out: the seed's stay in the cluster's record
-        let m = merged_install_config(seed, "apiVersion: v1\nmetadata:\n  name: site\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\n").unwrap();
+        let m = merged_install_config(seed, "apiVersion: v1\nmetadata:\n  name: site\npullSecret: '{\"auths\":{\"r\":{\"auth\":\"c2l0ZTpzM2NyZXQ=\"}}}'\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\n").unwrap();
+        assert!(
+            !m.contains("pullSecret") && !m.contains("c2l0ZTpzM2NyZXQ="),
+            "{m}"
+        );
         let v: yaml_serde::Value = yaml_serde::from_str(&m).unwrap();
         assert_eq!(
             v["networking"]["serviceNetwork"][0],
@@ -784,7 +875,7 @@ mod tests {
             json!([{"source": "quay.io/openshift-release-dev/ocp-release", "mirrors": ["mirror.site:5000/ocp/release"]},
                    {"source": "registry.redhat.io", "mirrors": ["mirror.site:5000/rh"]}])
         );
-        let files = host_files(&m, Some("quay.io")).unwrap();
+        let files = host_files(&seed(), &m).unwrap();
         let conf = files
             .iter()
             .find(|f| f.path == Path::new(DIGEST_MIRRORS_CONF))

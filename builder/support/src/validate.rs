@@ -269,6 +269,14 @@ pub fn registry_location(s: &str) -> std::result::Result<(), Problem> {
     if let Some(c) = s.chars().find(|c| c.is_whitespace()) {
         return Err(format!("has the space character {c:?}"));
     }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-/:@".contains(*c)))
+    {
+        return Err(format!(
+            "has the character {c:?}, which no registry or repository name holds"
+        ));
+    }
     let host = s.split('/').next().unwrap_or_default();
     let (name, port) = match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, Some(p)),
