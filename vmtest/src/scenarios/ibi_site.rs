@@ -50,7 +50,8 @@ pub fn cluster_id(host: &str) -> String {
 
 /// The installed system's report of the settings (in the booted job, after post-pivot).
 pub const SCRIPT: &str = r#"for k in config.openshift.io/clusterversions/version config.openshift.io/proxies/cluster configmaps/openshift-config/user-ca-bundle config.openshift.io/imagedigestmirrorsets/imgmode-release-registry minions/; do
-  echo "SITEOBJ $k $(imgmode internal test-cluster get /kubernetes.io/$k)"
+  # printf, not echo: dash's echo turns the JSON's escaped newlines into line breaks
+  printf 'SITEOBJ %s %s\n' "$k" "$(imgmode internal test-cluster get /kubernetes.io/$k)"
 done
 echo "FACT proxy-env=$(yesno grep -qx 'HTTPS_PROXY=http://proxy.site.invalid:3128' /etc/mco/proxy.env)"
 echo "FACT proxy-dropins=$(grep -l '^EnvironmentFile=/etc/mco/proxy.env$' /etc/systemd/system/crio.service.d/10-imgmode-proxy.conf /etc/systemd/system/kubelet.service.d/10-imgmode-proxy.conf 2>/dev/null | wc -l)"
