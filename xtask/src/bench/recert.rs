@@ -46,15 +46,26 @@ pub(super) fn run(imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
                 anyhow::bail!("recert failed: {}", String::from_utf8_lossy(&out.stderr));
             }
             let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            // every certificate and key found was regenerated, and both thread counts wrote
-            // the same files
-            for kind in ["certificates", "private_keys"] {
+            // every certificate and key found was regenerated, but the certificates recert
+            // keeps and says so (the admin kubeconfig CA, whose key the cluster does not
+            // hold), and both thread counts wrote the same files
+            let kept = s["certificates"].as_array().map_or(0, |c| {
+                c.iter()
+                    .filter(|c| c["action"].get("keep").is_some())
+                    .count()
+            });
+            anyhow::ensure!(
+                kept <= 1,
+                "recert ({threads} threads) kept {kept} certificates; only the admin kubeconfig CA may stay"
+            );
+            for (kind, allowed) in [("certificates", kept), ("private_keys", 0)] {
+                let (found, regenerated) = (
+                    s["found"][kind].as_u64().unwrap_or(0),
+                    s["regenerated"][kind].as_u64().unwrap_or(0),
+                );
                 anyhow::ensure!(
-                    s["found"][kind] == s["regenerated"][kind]
-                        && s["found"][kind].as_u64() > Some(0),
-                    "recert ({threads} threads) found {} {kind} but regenerated {}",
-                    s["found"][kind],
-                    s["regenerated"][kind]
+                    found == regenerated + allowed as u64 && found > 0,
+                    "recert ({threads} threads) found {found} {kind} but regenerated {regenerated} (and kept {allowed})"
                 );
             }
             let mut written: Vec<String> = s["written"]
@@ -71,7 +82,7 @@ pub(super) fn run(imgmode: &Path, rows: &mut Vec<Row>) -> Result<()> {
                 "recert with {threads} threads wrote other files than with 1"
             );
             let compared = format!(
-                "all {} certificates and {} keys found were regenerated; {} files written, the same with 1 and 2 threads",
+                "{} certificates found, all regenerated but the {kept} recert keeps (the admin kubeconfig CA, whose key the cluster does not hold); {} keys found, all regenerated; {} files written, the same with 1 and 2 threads",
                 s["found"]["certificates"],
                 s["found"]["private_keys"],
                 written.len()
