@@ -50,6 +50,10 @@ pub struct RecertConfig {
     /// protobuf, a protobuf kind it does not read holding a PEM block) instead of failing;
     /// whatever keys it holds stay. The summary counts them under `skipped`.
     pub skip_unreadable_values: bool,
+    /// imgmode: the cluster's EncryptionConfiguration (`apiserver.config.k8s.io/v1`): etcd
+    /// values encrypted with its `aescbc` or `aesgcm` keys are read and written back with the
+    /// key they were read with.
+    pub encryption_config: Option<PathBuf>,
     /// imgmode: where the plan is kept while it is committed (default: the summary file's
     /// path plus `.plan`); a run that finds it finishes that plan.
     pub plan_file: Option<PathBuf>,

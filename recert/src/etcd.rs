@@ -28,10 +28,20 @@ pub struct EtcdObject {
     /// write puts the view's changes. `None`: stored as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protobuf: Option<String>,
+    /// Encrypted at rest with this provider and key (`aescbc:key1`): written back so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<String>,
 }
 
 /// How a value under `/kubernetes.io/` is stored.
-pub const ENCODINGS: &[&str] = &["json", "protobuf", "protobuf-unread", "skipped"];
+/// `encrypted` counts, besides, the values that were encrypted at rest (read with the keys).
+pub const ENCODINGS: &[&str] = &[
+    "json",
+    "protobuf",
+    "protobuf-unread",
+    "skipped",
+    "encrypted",
+];
 
 /// A value inside an object that may hold secrets.
 #[derive(Debug, Clone)]
@@ -54,6 +64,7 @@ impl EtcdObject {
             value,
             mod_revision: 0,
             protobuf: proto.then(String::new),
+            encrypted: None,
         }
     }
 
@@ -138,6 +149,8 @@ impl EtcdObject {
 pub struct Etcd {
     client: Client,
     endpoint: String,
+    /// The cluster's encryption keys, to read and write encrypted values.
+    keys: Option<std::sync::Arc<crate::encryption::EncryptionKeys>>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,7 +180,17 @@ impl Etcd {
         Ok(Etcd {
             client,
             endpoint: endpoint.to_string(),
+            keys: None,
         })
+    }
+
+    /// Read and write encrypted values with the cluster's keys.
+    pub fn with_encryption(
+        mut self,
+        keys: std::sync::Arc<crate::encryption::EncryptionKeys>,
+    ) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Every object under `/kubernetes.io/` that can be read, JSON or Kubernetes protobuf: for
@@ -195,7 +218,24 @@ impl Etcd {
         let mut counts = std::collections::BTreeMap::new();
         for kv in resp.kvs() {
             let key = kv.key_str()?.to_string();
-            let (encoding, obj) = match read_value(&key, kv.value(), kv.mod_revision()) {
+            let read = match (
+                kv.value().starts_with(crate::encryption::PREFIX),
+                &self.keys,
+            ) {
+                (true, Some(keys)) => keys.decrypt(&key, kv.value()).and_then(|(plain, with)| {
+                    let (enc, obj) = read_value(&key, &plain, kv.mod_revision())?;
+                    *counts.entry("encrypted".to_string()).or_insert(0) += 1;
+                    Ok((
+                        enc,
+                        obj.map(|o| EtcdObject {
+                            encrypted: Some(with),
+                            ..o
+                        }),
+                    ))
+                }),
+                _ => read_value(&key, kv.value(), kv.mod_revision()),
+            };
+            let (encoding, obj) = match read {
                 Ok(r) => r,
                 Err(e) if skip_unreadable => {
                     tracing::warn!("skipping etcd {key}: {e:#}");
@@ -242,7 +282,16 @@ impl Etcd {
 
     /// Write one object if nobody changed it since it was read.
     pub async fn put(&mut self, obj: &EtcdObject) -> Result<()> {
-        let value = obj.stored()?;
+        let mut value = obj.stored()?;
+        if let Some(with) = &obj.encrypted {
+            let keys = self.keys.as_ref().with_context(|| {
+                format!(
+                    "etcd {} is encrypted ({with}) and no encryption configuration is given",
+                    obj.key
+                )
+            })?;
+            value = keys.encrypt(&obj.key, with, &value)?;
+        }
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 obj.key.as_str(),
@@ -279,7 +328,7 @@ fn read_value(
             .take(2)
             .collect::<Vec<_>>()
             .join(":");
-        bail!("the value is encrypted (k8s:enc:{provider}); imgmode reads no encrypted etcd values: turn etcd encryption off on the seed cluster first");
+        bail!("the value is encrypted (k8s:enc:{provider}); give recert the cluster's EncryptionConfiguration (--encryption-config), or turn etcd encryption off on the seed cluster first");
     }
     if crate::kpb::is_protobuf(bytes) {
         let d = crate::kpb::decode(bytes)?;
@@ -299,6 +348,7 @@ fn read_value(
                 value: d.view,
                 mod_revision,
                 protobuf: Some(b64_encode(bytes)),
+                encrypted: None,
             }),
         ));
     }
@@ -311,6 +361,7 @@ fn read_value(
             value,
             mod_revision,
             protobuf: None,
+            encrypted: None,
         }),
     ))
 }
@@ -536,6 +587,7 @@ mod tests {
             value: serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns", "uid": "u-1"}}),
             mod_revision: 7,
             protobuf: Some("orig".into()),
+            encrypted: None,
         };
         let manifest = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}});
         let o = EtcdObject::over(std::slice::from_ref(&stored), &stored.key, manifest.clone());

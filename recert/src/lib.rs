@@ -16,6 +16,7 @@
 
 pub mod cert;
 pub mod config;
+pub mod encryption;
 pub mod etcd;
 pub mod filesystem;
 mod journal;
@@ -241,6 +242,15 @@ pub fn key_inventory(
     Ok(out)
 }
 
+/// etcd at `endpoint`, with the configuration's encryption keys when it names them.
+fn connect(c: &Checked, endpoint: &str) -> Result<etcd::Etcd> {
+    let e = block_on(etcd::Etcd::connect(endpoint))??;
+    Ok(match &c.cfg.encryption_config {
+        Some(p) => e.with_encryption(std::sync::Arc::new(encryption::EncryptionKeys::load(p)?)),
+        None => e,
+    })
+}
+
 /// Run recert. The summary is also written where the configuration says.
 pub fn run(c: &Checked) -> Result<Summary> {
     let t0 = Instant::now();
@@ -251,7 +261,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
     refuse_rerun(c)?;
     let (use_certs, use_keys) = read_use_rules(c)?;
     let mut etcd = match &c.cfg.etcd_endpoint {
-        Some(e) => Some(block_on(etcd::Etcd::connect(e))??),
+        Some(e) => Some(connect(c, e)?),
         None => None,
     };
 
@@ -368,7 +378,7 @@ fn ssh_host_keys(c: &Checked) -> Result<Vec<String>> {
 fn resume(c: &Checked, path: &std::path::Path) -> Result<Summary> {
     let j = journal::Journal::load(path)?;
     let mut etcd = match (&c.cfg.etcd_endpoint, j.objects.is_empty()) {
-        (Some(e), false) => Some(block_on(etcd::Etcd::connect(e))??),
+        (Some(e), false) => Some(connect(c, e)?),
         _ => None,
     };
     journal::apply(

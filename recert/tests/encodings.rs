@@ -173,3 +173,91 @@ fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
         }
     }
 }
+
+#[test]
+fn encrypted_values_are_read_and_written_back_encrypted() {
+    require!(Need::Tool("etcd"));
+    require!(Need::Tool("protoc"));
+    let etcd = TestEtcd::start();
+    let td = tempfile::tempdir().unwrap();
+    let root = td.path().join("root");
+    let pki = testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let key = [5u8; 32];
+    let prefix = b"k8s:enc:aescbc:v1:key1:";
+    let aescbc = |plain: &[u8]| -> Vec<u8> {
+        let iv = [1u8; 16];
+        let ct =
+            openssl::symm::encrypt(openssl::symm::Cipher::aes_256_cbc(), &key, Some(&iv), plain)
+                .unwrap();
+        [&prefix[..], &iv, &ct].concat()
+    };
+    let target =
+        "/kubernetes.io/secrets/openshift-kube-apiserver-operator/loadbalancer-serving-signer";
+    for (k, v) in &pki.etcd_objects {
+        let stored = EtcdObject::new(k.clone(), v.clone()).stored().unwrap();
+        put_raw(&etcd, k, if k == target { aescbc(&stored) } else { stored });
+    }
+    let markers: Vec<(String, String)> = markers(&pki)
+        .into_iter()
+        .filter(|(what, _)| what.ends_with("lb-signer"))
+        .collect();
+    assert_eq!(markers.len(), 2, "{markers:?}");
+    let cfg_file = td.path().join("encryption.yaml");
+    std::fs::write(
+        &cfg_file,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {}\n  - identity: {{}}\n",
+            imgmode_recert::text::b64_encode(&key)
+        ),
+    )
+    .unwrap();
+    let s = imgmode_recert::run(
+        &RecertConfig {
+            static_dirs: vec![root.clone()],
+            etcd_endpoint: Some(etcd.endpoint.clone()),
+            summary_file: Some(td.path().join("summary.yaml")),
+            threads: Some(2),
+            encryption_config: Some(cfg_file),
+            ..Default::default()
+        }
+        .check()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.etcd_values.get("encrypted"),
+        Some(&1),
+        "{:?}",
+        s.etcd_values
+    );
+    let (_, after) = common::etcd_raw(&etcd)
+        .into_iter()
+        .find(|(k, _)| k == target)
+        .unwrap();
+    assert!(
+        after.starts_with(prefix),
+        "written back encrypted with key1"
+    );
+    let data = &after[prefix.len()..];
+    let plain = openssl::symm::decrypt(
+        openssl::symm::Cipher::aes_256_cbc(),
+        &key,
+        Some(&data[..16]),
+        &data[16..],
+    )
+    .unwrap();
+    let text = independent_text(&plain);
+    assert!(
+        text.contains("BEGIN"),
+        "the secret still holds its PEM blocks"
+    );
+    let left: Vec<&String> = markers
+        .iter()
+        .filter(|(_, m)| text.contains(m.as_str()))
+        .map(|(w, _)| w)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the encrypted secret still holds: {left:?}"
+    );
+}

@@ -599,6 +599,7 @@ mod tests {
             value,
             mod_revision: rev,
             protobuf: None,
+            encrypted: None,
         }
     }
 

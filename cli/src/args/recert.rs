@@ -62,6 +62,10 @@ pub struct RecertArgs {
     /// protobuf) instead of failing: whatever keys it holds stay.
     #[arg(long)]
     pub skip_unreadable_values: bool,
+    /// The cluster's EncryptionConfiguration: etcd values encrypted with its aescbc or aesgcm
+    /// keys are read and written back encrypted with the same key.
+    #[arg(long)]
+    pub encryption_config: Option<PathBuf>,
     /// Where the plan is kept (0600) while it is committed (default: the summary file's path
     /// plus `.plan`); a run that finds it finishes that plan instead of planning again.
     #[arg(long)]
@@ -90,6 +94,7 @@ impl From<RecertArgs> for imgmode_recert::RecertConfig {
             fail_on_invalid_pem: a.fail_on_invalid_pem,
             force_rerun: a.force_rerun,
             skip_unreadable_values: a.skip_unreadable_values,
+            encryption_config: a.encryption_config,
             plan_file: a.plan_file,
             interrupt_after_writes: None,
         }
