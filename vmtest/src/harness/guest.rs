@@ -51,7 +51,10 @@ filemodes() {
   find "$@" -xdev -type f 2>/dev/null | while IFS= read -r f; do
     s=no
     grep -qsIE -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' -e '"auths"[[:space:]]*:' -e 'client-key-data:' -e '^[^:#[:space:]]+:[$]2[aby][$]' "$f" && s=yes
-    echo "$(stat -c %a "$f") $s $f"
+    # a file that went away since find listed it (a temporary file another program renamed
+    # into place, such as ssh-keygen's at boot) has no mode to report
+    m=$(stat -c %a "$f" 2>/dev/null) || continue
+    echo "$m $s $f"
   done
   echo "FILEMODES-$t-END"
 }
