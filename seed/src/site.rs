@@ -145,19 +145,18 @@ fn object(existing: &[EtcdObject], key: &str, fresh: Value) -> EtcdObject {
 }
 
 /// The registry (host and port) of an image reference.
-fn registry_of(image: &str) -> Option<&str> {
-    let (first, _) = image.split_once('/')?;
-    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
-}
-
-/// The seed's release registry, from its ClusterVersion's desired image.
+/// The cluster's release registry: the registry part of its ClusterVersion's desired image
+/// (what a seed records as `release_registry`).
 pub fn seed_release_registry(existing: &[EtcdObject]) -> Option<String> {
     let cv = find(existing, CLUSTER_VERSION)?;
-    registry_of(cv.value["status"]["desired"]["image"].as_str()?).map(str::to_string)
+    let (registry, _) = cv.value["status"]["desired"]["image"]
+        .as_str()?
+        .split_once('/')?;
+    Some(registry.to_string())
 }
 
-/// Whether the seed's cluster has a proxy (its Proxy object names one).
-fn seed_has_proxy(existing: &[EtcdObject]) -> bool {
+/// Whether the cluster has a proxy (its Proxy object names one).
+pub fn seed_has_proxy(existing: &[EtcdObject]) -> bool {
     find(existing, PROXY).is_some_and(|p| {
         ["httpProxy", "httpsProxy"]
             .iter()

@@ -20,20 +20,13 @@ fn strings(v: &serde_json::Value, f: impl Fn(&serde_json::Value) -> Option<&str>
 
 /// The ClusterVersion's desired version and the registry of its release image.
 fn cluster_version(objects: &[EtcdObject]) -> Result<(String, String)> {
-    let cv = find(
-        objects,
-        "/kubernetes.io/config.openshift.io/clusterversions/version",
-    )
-    .context("etcd has no ClusterVersion (config.openshift.io/clusterversions/version)")?;
+    let cv = find(objects, crate::site::CLUSTER_VERSION)
+        .context("etcd has no ClusterVersion (config.openshift.io/clusterversions/version)")?;
     let version = cv["status"]["desired"]["version"]
         .as_str()
         .context("the ClusterVersion has no status.desired.version")?
         .to_string();
-    let release_registry = cv["status"]["desired"]["image"]
-        .as_str()
-        .and_then(|i| i.split_once('/'))
-        .map(|(r, _)| r.to_string())
-        .unwrap_or_default();
+    let release_registry = crate::site::seed_release_registry(objects).unwrap_or_default();
     Ok((version, release_registry))
 }
 
@@ -103,15 +96,8 @@ pub fn gather_cluster_info(o: &CreateOpts, objects: &[EtcdObject]) -> Result<See
     let (hostname, ip) = imgmode_recert::etcd::node_identity(objects)?
         .context("etcd has no node object under /kubernetes.io/minions/")?;
     let (version, release_registry) = cluster_version(objects)?;
-    let proxy = find(
-        objects,
-        "/kubernetes.io/config.openshift.io/proxies/cluster",
-    );
-    let has_proxy = proxy.is_some_and(|p| {
-        ["httpProxy", "httpsProxy"]
-            .iter()
-            .any(|k| p["spec"][k].as_str().is_some_and(|s| !s.is_empty()))
-    });
+    let proxy = find(objects, crate::site::PROXY);
+    let has_proxy = crate::site::seed_has_proxy(objects);
     let network = find(
         objects,
         "/kubernetes.io/config.openshift.io/networks/cluster",
