@@ -540,55 +540,50 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
 /// secret (when the configuration has a password) and the extra manifests, put into etcd over
 /// what is there.
 fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
-    let existing = etcd_objects(&c.etcd_endpoint)?;
-    let updates = crate::site::cluster_updates(&existing, m)?;
-    let mut objects = extra.to_vec();
-    if !m.kubeadmin_password_hash.is_empty() {
-        objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
-    }
-    let site = crate::pullsecret::object(&m.pull_secret);
-    let pull_secret = match existing.iter().find(|o| o.key == crate::pullsecret::KEY) {
-        Some(o) => {
-            let mut v = o.value.clone();
-            v["type"] = site["type"].clone();
-            v["data"] = site["data"].clone();
-            v
-        }
-        None => site,
-    };
-    objects.insert(0, pull_secret);
-    let keyed: Vec<(String, &serde_json::Value)> = objects
-        .iter()
-        .map(|v| Ok((object_key(v)?, v)))
-        .collect::<Result<_>>()?;
-    // every object encoded before the first write: one that cannot be stored fails the step
-    // with etcd untouched
-    for o in updates.iter().cloned().chain(
-        keyed
-            .iter()
-            .map(|(k, v)| EtcdObject::over(&existing, k, (*v).clone())),
-    ) {
-        o.stored()
-            .with_context(|| format!("the site's etcd object {}", o.key))?;
-    }
     imgmode_support::runtime::block_on(async {
         let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+        let existing = e.scan().await?;
+        let updates = crate::site::cluster_updates(&existing, m)?;
+        let mut objects = extra.to_vec();
+        if !m.kubeadmin_password_hash.is_empty() {
+            objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));
+        }
+        let site = crate::pullsecret::object(&m.pull_secret);
+        let pull_secret = match existing.iter().find(|o| o.key == crate::pullsecret::KEY) {
+            Some(o) => {
+                let mut v = o.value.clone();
+                v["type"] = site["type"].clone();
+                v["data"] = site["data"].clone();
+                v
+            }
+            None => site,
+        };
+        objects.insert(0, pull_secret);
+        let keyed: Vec<(String, &serde_json::Value)> = objects
+            .iter()
+            .map(|v| Ok((object_key(v)?, v)))
+            .collect::<Result<_>>()?;
+        // every object encoded before the first write: one that cannot be stored fails the
+        // step with etcd untouched
+        for o in updates.iter().cloned().chain(
+            keyed
+                .iter()
+                .map(|(k, v)| EtcdObject::over(&existing, k, (*v).clone())),
+        ) {
+            o.stored()
+                .with_context(|| format!("the site's etcd object {}", o.key))?;
+        }
         for o in &updates {
             e.put(o).await?;
         }
-        anyhow::Ok(())
-    })??;
-    // over what the updates left (a manifest may name an object they changed)
-    let existing = etcd_objects(&c.etcd_endpoint)?;
-    imgmode_support::runtime::block_on(async {
-        let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+        // over what the updates left (a manifest may name an object they changed)
+        let existing = e.scan().await?;
         for (key, v) in &keyed {
             e.put(&EtcdObject::over(&existing, key, (*v).clone()))
                 .await?;
         }
         anyhow::Ok(())
-    })??;
-    Ok(())
+    })?
 }
 
 #[cfg(test)]
