@@ -66,9 +66,13 @@ fn type_meta(u: &Unknown) -> (String, String) {
 
 /// Read a protobuf value into its JSON view.
 pub fn decode(value: &[u8]) -> Result<Decoded> {
-    let u = envelope(value)?;
-    let (api_version, kind) = type_meta(&u);
-    let raw = u.raw.unwrap_or_default();
+    decode_envelope(&envelope(value)?)
+}
+
+/// The JSON view of a decoded envelope.
+fn decode_envelope(u: &Unknown) -> Result<Decoded> {
+    let (api_version, kind) = type_meta(u);
+    let raw: &[u8] = u.raw.as_deref().unwrap_or_default();
     let mut view = json!({"apiVersion": api_version, "kind": kind});
     if !supported(&api_version, &kind) {
         return Ok(Decoded { view, known: false });
@@ -76,7 +80,7 @@ pub fn decode(value: &[u8]) -> Result<Decoded> {
     let what = || format!("a protobuf {kind} that does not decode");
     let body = match kind.as_str() {
         "Secret" => {
-            let s = Secret::decode(raw.as_slice()).with_context(what)?;
+            let s = Secret::decode(raw).with_context(what)?;
             let mut v = json!({"metadata": meta_view(s.metadata.as_ref())});
             if let Some(t) = s.r#type {
                 v["type"] = json!(t);
@@ -87,7 +91,7 @@ pub fn decode(value: &[u8]) -> Result<Decoded> {
             v
         }
         "ConfigMap" => {
-            let c = ConfigMap::decode(raw.as_slice()).with_context(what)?;
+            let c = ConfigMap::decode(raw).with_context(what)?;
             let mut v = json!({"metadata": meta_view(c.metadata.as_ref())});
             if !c.data.is_empty() {
                 v["data"] = json!(c.data);
@@ -98,7 +102,7 @@ pub fn decode(value: &[u8]) -> Result<Decoded> {
             v
         }
         "Node" => {
-            let n = Node::decode(raw.as_slice()).with_context(what)?;
+            let n = Node::decode(raw).with_context(what)?;
             let addrs: Vec<Value> = n
                 .status
                 .map(|s| s.addresses)
@@ -109,7 +113,7 @@ pub fn decode(value: &[u8]) -> Result<Decoded> {
             json!({"metadata": meta_view(n.metadata.as_ref()), "status": {"addresses": addrs}})
         }
         _ => {
-            let n = Namespace::decode(raw.as_slice()).with_context(what)?;
+            let n = Namespace::decode(raw).with_context(what)?;
             json!({"metadata": meta_view(n.metadata.as_ref())})
         }
     };
@@ -300,47 +304,39 @@ fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Res
         if old[k.as_str()] == view[k.as_str()] {
             continue;
         }
-        match (kind, k.as_str()) {
-            ("Secret", "data") => {
-                drop.push(2);
-                append.extend(
-                    Secret {
-                        data: bytes_map(&view["data"], "data")?,
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                );
-            }
-            ("Secret", "type") => {
-                drop.push(3);
-                append.extend(
-                    Secret {
-                        r#type: view["type"].as_str().map(str::to_string),
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                );
-            }
-            ("ConfigMap", "data") => {
-                drop.push(2);
-                append.extend(
-                    ConfigMap {
-                        data: string_map(&view["data"], "data")?,
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                );
-            }
-            ("ConfigMap", "binaryData") => {
-                drop.push(3);
-                append.extend(
-                    ConfigMap {
-                        binary_data: bytes_map(&view["binaryData"], "binaryData")?,
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                );
-            }
+        let (tag, field) = match (kind, k.as_str()) {
+            ("Secret", "data") => (
+                2,
+                Secret {
+                    data: bytes_map(&view["data"], "data")?,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            ("Secret", "type") => (
+                3,
+                Secret {
+                    r#type: view["type"].as_str().map(str::to_string),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            ("ConfigMap", "data") => (
+                2,
+                ConfigMap {
+                    data: string_map(&view["data"], "data")?,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            ("ConfigMap", "binaryData") => (
+                3,
+                ConfigMap {
+                    binary_data: bytes_map(&view["binaryData"], "binaryData")?,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
             (_, "metadata") => {
                 let (o, n) = (&old["metadata"], &view["metadata"]);
                 for fixed in ["name", "namespace", "uid"] {
@@ -357,12 +353,15 @@ fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Res
                     annotations: string_map(&n["annotations"], "metadata.annotations")?,
                     ..Default::default()
                 };
-                let new_meta = splice(&meta, &[11, 12], &m.encode_to_vec())?;
-                drop.push(1);
-                append.extend(message_field(1, &new_meta));
+                (
+                    1,
+                    message_field(1, &splice(&meta, &[11, 12], &m.encode_to_vec())?),
+                )
             }
             (_, other) => bail!("imgmode does not write {other} of a protobuf {kind}"),
-        }
+        };
+        drop.push(tag);
+        append.extend(field);
     }
     splice(original, &drop, &append)
 }
@@ -435,7 +434,7 @@ pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
             "a protobuf {:?} cannot become a {api_version} {kind}",
             type_meta(&u)
         );
-        let old = decode(orig)?.view;
+        let old = decode_envelope(&u)?.view;
         let old_raw = u.raw.unwrap_or_default();
         let raw = encode_changes(&kind, &old_raw, &old, view)?;
         if raw == old_raw {
