@@ -174,9 +174,9 @@ mod tests {
         let cfg = td.path().join("enc.yaml");
         let k32 = crate::text::b64_encode(&[7u8; 32]);
         let k16 = crate::text::b64_encode(&[9u8; 16]);
-        std::fs::write(
+        imgmode_support::fs::write_private(
             &cfg,
-            format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {k32}\n  - aesgcm:\n      keys:\n      - name: g1\n        secret: {k16}\n  - identity: {{}}\n"),
+            &format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {k32}\n  - aesgcm:\n      keys:\n      - name: g1\n        secret: {k16}\n  - identity: {{}}\n"),
         )
         .unwrap();
         let keys = EncryptionKeys::load(&cfg).unwrap();

@@ -79,14 +79,41 @@ fn found(etcd: &TestEtcd, markers: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
-    require!(Need::Tool("etcd"));
-    require!(Need::Tool("protoc"));
+/// A running etcd, a scratch directory, a PKI generated under its `root`, and recert's
+/// configuration for both (files and etcd, a summary, two threads).
+struct Fixture {
+    etcd: TestEtcd,
+    td: tempfile::TempDir,
+    pki: testpki::Pki,
+    cfg: RecertConfig,
+}
+
+/// (The tests check first that etcd and protoc are here.)
+fn fixture() -> Fixture {
     let etcd = TestEtcd::start();
     let td = tempfile::tempdir().unwrap();
     let root = td.path().join("root");
     let pki = testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let cfg = RecertConfig {
+        static_dirs: vec![root],
+        etcd_endpoint: Some(etcd.endpoint.clone()),
+        summary_file: Some(td.path().join("summary.yaml")),
+        threads: Some(2),
+        ..Default::default()
+    };
+    Fixture { etcd, td, pki, cfg }
+}
+
+#[test]
+fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
+    require!(Need::Tool("etcd"));
+    require!(Need::Tool("protoc"));
+    let Fixture {
+        etcd,
+        td: _scratch,
+        pki,
+        cfg,
+    } = fixture();
     let mut encodings = std::collections::BTreeMap::<&str, usize>::new();
     for (k, v) in &pki.etcd_objects {
         let o = EtcdObject::new(k.clone(), v.clone());
@@ -107,14 +134,6 @@ fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
     // an encrypted value: refused by name, nothing written
     let enc = "/kubernetes.io/secrets/openshift-config/encrypted";
     put_raw(&etcd, enc, b"k8s:enc:aescbc:v1:key1:\x01\x02".to_vec());
-    let summary = td.path().join("summary.yaml");
-    let cfg = RecertConfig {
-        static_dirs: vec![root.clone()],
-        etcd_endpoint: Some(etcd.endpoint.clone()),
-        summary_file: Some(summary.clone()),
-        threads: Some(2),
-        ..Default::default()
-    };
     let e = imgmode_recert::run(&cfg.clone().check().unwrap()).unwrap_err();
     let e = format!("{e:#}");
     assert!(
@@ -178,10 +197,7 @@ fn protobuf_secrets_and_configmaps_are_rekeyed_completely() {
 fn encrypted_values_are_read_and_written_back_encrypted() {
     require!(Need::Tool("etcd"));
     require!(Need::Tool("protoc"));
-    let etcd = TestEtcd::start();
-    let td = tempfile::tempdir().unwrap();
-    let root = td.path().join("root");
-    let pki = testpki::generate(&PkiSpec::default(), &root).unwrap();
+    let Fixture { etcd, td, pki, cfg } = fixture();
     let key = [5u8; 32];
     let prefix = b"k8s:enc:aescbc:v1:key1:";
     let aescbc = |plain: &[u8]| -> Vec<u8> {
@@ -203,9 +219,10 @@ fn encrypted_values_are_read_and_written_back_encrypted() {
         .collect();
     assert_eq!(markers.len(), 2, "{markers:?}");
     let cfg_file = td.path().join("encryption.yaml");
-    std::fs::write(
+    // it holds the encryption key: private from the start
+    imgmode_support::fs::write_private(
         &cfg_file,
-        format!(
+        &format!(
             "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {}\n  - identity: {{}}\n",
             imgmode_recert::text::b64_encode(&key)
         ),
@@ -213,12 +230,8 @@ fn encrypted_values_are_read_and_written_back_encrypted() {
     .unwrap();
     let s = imgmode_recert::run(
         &RecertConfig {
-            static_dirs: vec![root.clone()],
-            etcd_endpoint: Some(etcd.endpoint.clone()),
-            summary_file: Some(td.path().join("summary.yaml")),
-            threads: Some(2),
             encryption_config: Some(cfg_file),
-            ..Default::default()
+            ..cfg
         }
         .check()
         .unwrap(),

@@ -397,7 +397,7 @@ fn bad_input_is_named_and_leaves_the_tree_alone() {
         .private_key_to_pkcs8()
         .unwrap();
     let ed_path = root.join("etc/ed.key");
-    std::fs::write(&ed_path, text::pem_encode("PRIVATE KEY", &ed)).unwrap();
+    imgmode_support::fs::write_private(&ed_path, &text::pem_encode("PRIVATE KEY", &ed)).unwrap();
     let err = format!(
         "{:#}",
         imgmode_recert::run(
