@@ -473,31 +473,38 @@ pub fn storage_key(api_version: &str, kind: &str, namespace: &str, name: &str) -
     })
 }
 
-/// The node's name and internal IP, from the single node object.
-pub fn node_identity(objects: &[EtcdObject]) -> Result<Option<(String, Option<String>)>> {
+/// The node object of a single-node cluster (none when etcd holds no node; more than one is
+/// refused).
+pub fn the_node(objects: &[EtcdObject]) -> Result<Option<&EtcdObject>> {
     let nodes: Vec<&EtcdObject> = objects
         .iter()
         .filter(|o| o.key.starts_with(NODES))
         .collect();
     match nodes.as_slice() {
         [] => Ok(None),
-        [n] => {
-            let name = n.key[NODES.len()..].to_string();
-            let ip = n.value["status"]["addresses"]
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .find(|x| x["type"] == "InternalIP")
-                        .and_then(|x| x["address"].as_str())
-                })
-                .map(str::to_string);
-            Ok(Some((name, ip)))
-        }
+        [n] => Ok(Some(n)),
         many => bail!(
-            "found {} node objects under {NODES}; hostname and ip changes need a single-node cluster",
+            "found {} node objects under {NODES}; a single-node cluster has one",
             many.len()
         ),
     }
+}
+
+/// The node's name and internal IP, from the single node object.
+pub fn node_identity(objects: &[EtcdObject]) -> Result<Option<(String, Option<String>)>> {
+    let Some(n) = the_node(objects)? else {
+        return Ok(None);
+    };
+    let name = n.key[NODES.len()..].to_string();
+    let ip = n.value["status"]["addresses"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x["type"] == "InternalIP")
+                .and_then(|x| x["address"].as_str())
+        })
+        .map(str::to_string);
+    Ok(Some((name, ip)))
 }
 
 /// The cluster's name, base domain and infra ID: from the install-config in the

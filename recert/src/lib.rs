@@ -156,7 +156,8 @@ fn build_renamer(
         report = Some(ClusterRenameReport { from, to });
     }
     if c.cfg.hostname.is_some() || c.cfg.ip.is_some() {
-        let (old_host, old_ip) = etcd::node_identity(objects)?
+        let (old_host, old_ip) = etcd::node_identity(objects)
+            .context("hostname/ip changes")?
             .ok_or_else(|| anyhow!("hostname/ip: no node object under {} in etcd", etcd::NODES))?;
         if let Some(h) = &c.cfg.hostname {
             r.add("hostname", &old_host, h, Match::Exact, false);

@@ -171,6 +171,7 @@ pub fn cluster_updates(
     m: &SeedReconfiguration,
 ) -> Result<Vec<EtcdObject>> {
     let mut out = vec![];
+    let cluster_ic = cluster_install_config(existing, m)?;
     let site_proxy = m.proxy.as_ref().filter(|p| p.is_set());
     match (seed_has_proxy(existing), site_proxy.is_some()) {
         (true, false) => bail!("proxy mismatch: the seed's cluster uses a proxy and the configuration (install-config.yaml proxy) sets none; give the site's proxy, or install a seed made without one"),
@@ -187,17 +188,12 @@ pub fn cluster_updates(
         out.push(cv);
     }
     if !m.node_labels.is_empty() {
-        let nodes: Vec<&EtcdObject> = existing
-            .iter()
-            .filter(|o| o.key.starts_with(NODES))
-            .collect();
-        let [node] = nodes.as_slice() else {
-            bail!(
-                "nodeLabels: the seed's etcd holds {} node objects under {NODES}; a seed has exactly one",
-                nodes.len()
-            );
-        };
-        let mut node = (*node).clone();
+        let mut node = imgmode_recert::etcd::the_node(existing)
+            .context("nodeLabels")?
+            .with_context(|| {
+                format!("nodeLabels: the seed's etcd holds no node object under {NODES}")
+            })?
+            .clone();
         if !node.value["metadata"]["labels"].is_object() {
             node.value["metadata"]["labels"] = json!({});
         }
@@ -230,12 +226,12 @@ pub fn cluster_updates(
             for (k, v) in [
                 ("httpProxy", &sp.http_proxy),
                 ("httpsProxy", &sp.https_proxy),
-                ("noProxy", &sp.no_proxy),
             ] {
                 p.value["spec"][k] = json!(v);
                 p.value["status"][k] = json!(v);
             }
-            p.value["status"]["noProxy"] = json!(effective_no_proxy(existing, m)?);
+            p.value["spec"]["noProxy"] = json!(sp.no_proxy);
+            p.value["status"]["noProxy"] = json!(effective_no_proxy(m, &cluster_ic));
         }
         if trusted_ca {
             p.value["spec"]["trustedCA"] = json!({"name": "user-ca-bundle"});
@@ -246,11 +242,7 @@ pub fn cluster_updates(
         let mut cm = find(existing, CLUSTER_CONFIG).cloned().with_context(|| {
             format!("the seed's etcd has no {CLUSTER_CONFIG} to take the install-config")
         })?;
-        let seed_ic = cm.value["data"]["install-config"]
-            .as_str()
-            .unwrap_or_default();
-        cm.value["data"]["install-config"] =
-            json!(merged_install_config(seed_ic, &m.install_config)?);
+        cm.value["data"]["install-config"] = json!(cluster_ic);
         out.push(cm);
     }
     if let Some(seed_reg) = release_mirror_source(existing, m) {
@@ -406,15 +398,8 @@ fn file(path: &str, content: String) -> HostFile {
 /// `noProxy`: what OpenShift's network operator puts in the Proxy's `status.noProxy` (local
 /// addresses, the service domains, the internal API name, and the machine, cluster and
 /// service networks of the install-config as the cluster keeps it).
-pub fn effective_no_proxy(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<String> {
-    let seed_ic = find(existing, CLUSTER_CONFIG)
-        .and_then(|o| o.value["data"]["install-config"].as_str())
-        .unwrap_or_default();
-    let ic: yaml_serde::Value = if m.install_config.trim().is_empty() {
-        yaml_serde::from_str(seed_ic).unwrap_or_default()
-    } else {
-        yaml_serde::from_str(&merged_install_config(seed_ic, &m.install_config)?)?
-    };
+pub fn effective_no_proxy(m: &SeedReconfiguration, cluster_ic: &str) -> String {
+    let ic: yaml_serde::Value = yaml_serde::from_str(cluster_ic).unwrap_or_default();
     let mut out: Vec<String> = m
         .proxy
         .as_ref()
@@ -450,7 +435,21 @@ pub fn effective_no_proxy(existing: &[EtcdObject], m: &SeedReconfiguration) -> R
     out.extend(net("serviceNetwork"));
     let mut seen = std::collections::BTreeSet::new();
     out.retain(|s| !s.is_empty() && seen.insert(s.clone()));
-    Ok(out.join(","))
+    out.join(",")
+}
+
+/// The install-config the cluster keeps once the site's settings are applied: the site's
+/// merged over the seed's record ([`merged_install_config`]), or the seed's when the site
+/// gives none.
+pub fn cluster_install_config(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<String> {
+    let seed_ic = find(existing, CLUSTER_CONFIG)
+        .and_then(|o| o.value["data"]["install-config"].as_str())
+        .unwrap_or_default();
+    if m.install_config.trim().is_empty() {
+        Ok(seed_ic.to_string())
+    } else {
+        merged_install_config(seed_ic, &m.install_config)
+    }
 }
 
 /// The proxy's environment (`KEY=value` lines, in both spellings programs read), with the
@@ -459,7 +458,7 @@ pub fn proxy_env(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Opt
     let Some(p) = m.proxy.as_ref().filter(|p| p.is_set()) else {
         return Ok(None);
     };
-    let no_proxy = effective_no_proxy(existing, m)?;
+    let no_proxy = effective_no_proxy(m, &cluster_install_config(existing, m)?);
     let mut s = String::new();
     for (k, v) in [
         ("HTTP_PROXY", &p.http_proxy),
