@@ -375,22 +375,8 @@ fn extra_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
             p.display()
         );
         for v in imgmode_seed::postpivot::manifest_docs(&p)? {
-            for field in ["apiVersion", "kind"] {
-                ensure!(
-                    v.get(field).and_then(|f| f.as_str()).is_some(),
-                    "{}: a manifest has no {field}",
-                    p.display()
-                );
-            }
-            ensure!(
-                v.get("metadata")
-                    .and_then(|m| m.get("name"))
-                    .and_then(|n| n.as_str())
-                    .is_some(),
-                "{}: a manifest has no metadata.name",
-                p.display()
-            );
-            // its etcd key and encoding, as post-pivot will write it
+            // its kind, apiVersion and name, and its etcd key and encoding, as post-pivot will
+            // write it
             imgmode_seed::postpivot::object_key(&v).with_context(|| p.display().to_string())?;
         }
         extra.push(p);
