@@ -3,7 +3,10 @@
 //! lifecycle-agent sneaks its post-pivot unit into the seed), with `Restart=on-failure`.
 //!
 //! Waits for the configuration ISO (volume label `cluster-config`), reads
-//! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: SSH key for root, new
+//! `cluster-configuration/manifest.json` (a SeedReconfiguration), then: the network
+//! (`networkConfig` as systemd-networkd files, applied first and waited for: the unit does not
+//! wait for network-online.target, so a site without DHCP comes up on its static address), the
+//! site's settings, SSH key for root, new
 //! SSH host keys, the pull secret (`/var/lib/kubelet/config.json`; in etcd with the extra
 //! manifests), the hostname, NTP sources; stops the cluster services, starts etcd, runs recert
 //! (cluster rename `name:domain:infraID`, hostname, node IP, the configuration's signer keys as
@@ -66,7 +69,7 @@ pub fn unit_text(o: &Cluster, exe: &str) -> String {
     format!(
         "# Written by imgmode seed create: reconfigures a copy of this seed from the cluster-config ISO.\n\
          [Unit]\nDescription=imgmode post-pivot: configure this seed copy from the cluster-config ISO\n\
-         Wants=network-online.target\nAfter=network-online.target\n\
+         After=network.target systemd-networkd.service\n\
          ConditionPathExists=!{STATE_DIR}/done\n\n\
          [Service]\nType=oneshot\nRemainAfterExit=yes\nRestart=on-failure\nRestartSec=10\n\
          ExecStart={exe} ibi post-pivot{args}\n\n\
@@ -311,6 +314,14 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
         serde_json::from_slice(&std::fs::read(o.state_dir.join("extra-manifests.json"))?)?;
     let c = &o.cluster;
     log.once(
+        "network",
+        "the configuration's networkConfig on the host, the node IP's address up",
+        |_| {
+            apply_network(&m)?;
+            node_ip(&m, NODE_IP_WAIT).map(|_| ())
+        },
+    )?;
+    log.once(
         "site",
         "the site's settings checked; proxy, trust bundle and release mirror on the host",
         |_| site_host_settings(c, &m),
@@ -430,7 +441,7 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
 /// then the host's side of the proxy, trust bundle and registry mirrors.
 fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
-    crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?)?;
+    node_ip(m, Duration::ZERO)?;
     if let Some(e) = &c.etcd_service {
         systemctl("start", e)?;
     }
@@ -469,8 +480,48 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     Ok(())
 }
 
-/// Root's SSH key, new SSH host keys, the pull secret, the network, the hostname and the NTP
-/// sources.
+/// How long post-pivot waits for the node IP's address: static addresses come at once, a DHCP
+/// lease may take a while (post-pivot does not wait for network-online.target, which on a site
+/// without DHCP only comes once the configuration's static network is applied).
+const NODE_IP_WAIT: Duration = Duration::from_secs(120);
+
+/// The node IP ([`crate::site::node_ip`]) from the host's addresses, waiting up to `wait` for
+/// one (a DHCP lease, a static address being set).
+fn node_ip(m: &SeedReconfiguration, wait: Duration) -> Result<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?) {
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(1)),
+            r => return r,
+        }
+    }
+}
+
+/// The configuration's `networkConfig` (nmstate) as systemd-networkd files, applied at once:
+/// first, so that a site without DHCP has its static address before anything needs it.
+fn apply_network(m: &SeedReconfiguration) -> Result<()> {
+    let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;
+    if !network.is_empty() {
+        let dir = Path::new("/etc/systemd/network");
+        std::fs::create_dir_all(dir)?;
+        for (name, content) in &network {
+            std::fs::write(dir.join(name), content)?;
+        }
+        // networkd picks the files up; without it running they apply at the next boot
+        let _ = Run::new("networkctl").arg("reload").output();
+        let _ = Run::new("networkctl")
+            .arg("reconfigure")
+            .args(
+                network
+                    .iter()
+                    .filter_map(|(n, _)| n.strip_prefix("10-imgmode-")?.strip_suffix(".network")),
+            )
+            .output();
+    }
+    Ok(())
+}
+
+/// Root's SSH key, new SSH host keys, the pull secret, the hostname and the NTP sources.
 fn configure_host(m: &SeedReconfiguration) -> Result<()> {
     // the site's keys replace whatever the seed carried: the seed's owner logs in nowhere
     let ak = Path::new("/root/.ssh/authorized_keys");
@@ -493,24 +544,6 @@ fn configure_host(m: &SeedReconfiguration) -> Result<()> {
         .args(["try-restart", "ssh.service"])
         .output();
     write_private(Path::new("/var/lib/kubelet/config.json"), &m.pull_secret)?;
-    let network = crate::nmstate::to_networkd(&m.raw_nm_state_config)?;
-    if !network.is_empty() {
-        let dir = Path::new("/etc/systemd/network");
-        std::fs::create_dir_all(dir)?;
-        for (name, content) in &network {
-            std::fs::write(dir.join(name), content)?;
-        }
-        // networkd picks the files up; without it running they apply at the next boot
-        let _ = Run::new("networkctl").arg("reload").output();
-        let _ = Run::new("networkctl")
-            .arg("reconfigure")
-            .args(
-                network
-                    .iter()
-                    .filter_map(|(n, _)| n.strip_prefix("10-imgmode-")?.strip_suffix(".network")),
-            )
-            .output();
-    }
     std::fs::write("/etc/hostname", format!("{}\n", m.hostname))?;
     Run::new("hostname").arg(&m.hostname).output()?;
     if !m.chrony_config.is_empty() {
@@ -522,7 +555,7 @@ fn configure_host(m: &SeedReconfiguration) -> Result<()> {
 /// recert with the configuration: new certificates under its signer keys, the cluster renamed.
 fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
     let c = &o.cluster;
-    let ip = crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?)?;
+    let ip = node_ip(m, Duration::ZERO)?;
     let mut cfg = recert_config(m, &o.state_dir.join("keys"), &ip)?;
     cfg.etcd_endpoint = Some(c.etcd_endpoint.clone());
     cfg.static_dirs = c
@@ -725,6 +758,8 @@ mod tests {
         assert!(u.contains("ExecStart=/usr/bin/imgmode ibi post-pivot --service imgmode-apiserver.service --etcd-service etcd.service --etcd-endpoint http://127.0.0.1:2379 --kubeconfig /etc/kubernetes/kubeconfig --static-dir /etc/kubernetes"), "{u}");
         assert!(u.contains("Restart=on-failure"));
         assert!(u.contains("ConditionPathExists=!/var/lib/imgmode/post-pivot/done"));
+        // a site without DHCP reaches network-online only once post-pivot set its address
+        assert!(!u.contains("network-online"), "{u}");
     }
 
     #[test]

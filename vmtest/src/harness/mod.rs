@@ -13,9 +13,12 @@
 //! - [`media`]: payload disks, blank installation disks, ISOs as CD-ROMs; [`install_iso`]:
 //!   what the installation-ISO scenarios share (the live system's checks, the seed in a TLS
 //!   registry); [`registry`]: a throwaway `docker-registry` on the host's loopback;
+//!   [`privnet`]: a private network with no DHCP server (a tap device), onto which a host
+//!   service is forwarded;
 //!   [`secrets`]: host-side checks of the installer's secret outputs.
 //!
-//! Dependencies point one way: `artifacts`, `health` and `registry` use no other module here;
+//! Dependencies point one way: `artifacts`, `health` and `privnet` use no other module here;
+//! `registry` uses `privnet` (its certificate names the private network's host address);
 //! `media` and `secrets` use `artifacts`; `qemu` uses `health`; `direct` and `guest` use `qemu`;
 //! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` uses `artifacts`
 //! and `seed`; `install_iso` uses `context` and the rest.
@@ -28,6 +31,7 @@ pub mod health;
 pub mod install_iso;
 pub mod layered_image;
 pub mod media;
+pub mod privnet;
 pub mod qemu;
 pub mod registry;
 pub mod secrets;

@@ -10,8 +10,8 @@ pub const GUEST_HOST_ADDR: &str = "10.0.2.2";
 
 pub struct Registry {
     pub port: u16,
-    /// With TLS: the CA (PEM) that signed the registry's certificate (for 127.0.0.1 and
-    /// 10.0.2.2), and a directory holding it as `ca.crt` (skopeo's `--dest-cert-dir`).
+    /// With TLS: the CA (PEM) that signed the registry's certificate (for 127.0.0.1, 10.0.2.2
+    /// and the private network's host address), and a directory holding it as `ca.crt` (skopeo's `--dest-cert-dir`).
     pub tls: Option<(String, PathBuf)>,
     child: std::process::Child,
 }
@@ -172,7 +172,10 @@ fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     )?;
     std::fs::write(
         p("ext.cnf"),
-        format!("subjectAltName=IP:127.0.0.1,IP:{GUEST_HOST_ADDR}\nextendedKeyUsage=serverAuth\n"),
+        format!(
+            "subjectAltName=IP:127.0.0.1,IP:{GUEST_HOST_ADDR},IP:{}\nextendedKeyUsage=serverAuth\n",
+            super::privnet::HOST_ADDR
+        ),
     )?;
     ossl(
         &[

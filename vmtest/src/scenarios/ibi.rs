@@ -6,7 +6,9 @@
 //! the disk, where post-pivot runs with the configuration ISO: the seed's commit, /etc and
 //! /var, container storage on the extra partition, the new name, hostname and keys
 //! (`auth/kubeconfig` works, the seed's does not; the extra manifest in etcd). Host 1 boots
-//! through OVMF and pulls from a TLS registry (trust bundle, pull secret); host 2 boots
+//! through OVMF on a private network with no DHCP server, where its live system and then its
+//! installed system take static addresses from `networkConfig`, and pulls from a TLS registry
+//! (trust bundle, pull secret) on that network; host 2 boots
 //! through SeaBIOS and installs from the seed embedded in its ISO after the registry is gone.
 //! The two hosts share no private key.
 
@@ -17,6 +19,7 @@ use crate::harness::guest::{
 };
 use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
 use crate::harness::media::{blank_disk, cdrom};
+use crate::harness::privnet::{self, PrivateNet};
 use crate::harness::qemu::{Boot, VmConfig};
 use crate::harness::secrets::{no_admin_signer_key, private_outputs};
 use crate::harness::seed::{extract_layer, SeedBuild};
@@ -31,7 +34,7 @@ use std::time::Duration;
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
 const POST_PIVOT_TIMEOUT: Duration = Duration::from_secs(600);
-const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\nnetworking:\n  machineNetwork:\n  - cidr: 10.0.2.0/24\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: __SSHKEY__\n";
+const INSTALL_CONFIG: &str = "apiVersion: v1\nmetadata:\n  name: __NAME__\nbaseDomain: example.org\ncontrolPlane:\n  name: master\n  replicas: 1\nplatform:\n  none: {}\npullSecret: '{\"auths\":{\"vmtest-ibi-registry.example\":{\"auth\":\"eDp5\"}}}'\nsshKey: __SSHKEY__\n";
 const IMAGE_BASED_CONFIG: &str = "apiVersion: v1beta1\nkind: ImageBasedConfig\nmetadata:\n  name: __NAME__\nhostname: __HOST__\nadditionalNTPSources:\n- ntp1.example.org\n- ntp2.example.org\n";
 const EXTRA_MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imgmode-extra\n  namespace: default\ndata:\n  origin: from-the-config-iso\n";
 /// The partition label the scenario's config asks for.
@@ -191,7 +194,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             boot: Boot::Uefi,
             embed_seed: false,
             refusals: true,
-            static_live: true,
+            no_dhcp: true,
         },
         Host {
             name: "ibi2",
@@ -200,24 +203,38 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             boot: Boot::Bios,
             embed_seed: true,
             refusals: false,
-            static_live: false,
+            no_dhcp: false,
         },
     ];
-    // both ISOs while the registry runs: host 1's live system pulls the seed from it (as
-    // 10.0.2.2), host 2's ISO carries a copy made here (from 127.0.0.1)
+    // host 1's network: no DHCP server, the registry forwarded onto it
+    let mut net = PrivateNet::create()?;
+    net.forward(reg.port)?;
+    // both ISOs while the registry runs: host 1's live system pulls the seed from it (as the
+    // private network's host), host 2's ISO carries a copy made here (from 127.0.0.1)
     let mut isos = vec![];
     for h in &hosts {
         let reg_addr = if h.embed_seed {
             reg.host_addr()
+        } else if h.no_dhcp {
+            format!("{}:{}", privnet::HOST_ADDR, reg.port)
         } else {
             reg.guest_addr()
         };
         isos.push(make_isos(a, dir, h, &reg_addr, &version, &ca)?);
     }
-    let r1 = boot_host(dir, &hosts[0], &isos[0], &seed, &seed_kubeconfig).await?;
+    let r1 = boot_host(
+        dir,
+        &hosts[0],
+        &isos[0],
+        &seed,
+        &seed_kubeconfig,
+        Some(&net),
+    )
+    .await?;
     // host 2 installs from the seed its ISO carries: no registry from here on
+    drop(net);
     drop(reg);
-    let r2 = boot_host(dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig).await?;
+    let r2 = boot_host(dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig, None).await?;
     // the benchmark's baseline, in this run: host 2's installed disk booted again
     let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
     let plain = plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
@@ -257,7 +274,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         "two hosts from one seed share SSH host keys: {shared_host_keys:?}"
     );
     Ok(format!(
-        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd, SSH takes the site's key and refuses the seed owner's; the configuration's cluster ID, node labels, proxy, trust bundle and release mirror are in the cluster's objects and on the host, and its live system installed over networkConfig's static address with no DHCP lease; live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {} and none of its SSH host keys",
+        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd, SSH takes the site's key and refuses the seed owner's; the configuration's cluster ID, node labels, proxy, trust bundle and release mirror are in the cluster's objects and on the host, and on a private network with no DHCP server its live system installed over the installation config's static address and its installed system came up on the configuration's (no DHCP lease in either); live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {} and none of its SSH host keys",
         isos[0].iso_mib,
         isos[0].seconds,
         r1.live_root,
@@ -282,9 +299,11 @@ struct Host {
     embed_seed: bool,
     /// Run the refused installs in the live system before its own install.
     refusals: bool,
-    /// The live system takes a static address from the installation config's networkConfig
-    /// (DHCP off) and reaches the registry with it.
-    static_live: bool,
+    /// On a private network with no DHCP server ([`privnet`]): the live system takes a static
+    /// address from the installation config's networkConfig and reaches the registry with it,
+    /// the installed system another from the configuration's; otherwise QEMU user networking
+    /// with its DHCP.
+    no_dhcp: bool,
 }
 
 /// A host's two ISOs.
@@ -337,7 +356,7 @@ fn make_isos(
     let bundle: String = ca.lines().map(|l| format!("  {l}\n")).collect();
     std::fs::write(
         conf.join("install-config.yaml"),
-        format!("{INSTALL_CONFIG}{}", ibi_site::INSTALL_CONFIG)
+        format!("{INSTALL_CONFIG}{}", ibi_site::install_config(h.no_dhcp))
             .replace("__NAME__", h.name)
             .replace("__SSHKEY__", &site_pub)
             .replace("__BUNDLE__", &bundle),
@@ -347,7 +366,7 @@ fn make_isos(
         IMAGE_BASED_CONFIG
             .replace("__NAME__", h.name)
             .replace("__HOST__", h.hostname)
-            + &ibi_site::image_based_config(h.name),
+            + &ibi_site::image_based_config(h.name, h.no_dhcp),
     )?;
     if h.extra_manifest {
         std::fs::create_dir_all(conf.join("extra-manifests"))?;
@@ -386,7 +405,7 @@ fn make_isos(
             .replace("__VERSION__", version)
             .replace("__LABEL__", EXTRA_LABEL)
             .replace("__BUNDLE__", &bundle)
-            + &ibi_site::installation_config(h.static_live),
+            + &ibi_site::installation_config(h.no_dhcp),
     )?;
     let t0 = std::time::Instant::now();
     let mut cmd = Command::new(&a.imgmode);
@@ -429,6 +448,7 @@ async fn boot_host(
     isos: &Isos,
     seed: &SeedBuild,
     seed_kubeconfig: &str,
+    net: Option<&PrivateNet>,
 ) -> Result<HostResult> {
     let conf = &isos.conf;
     let blank = dir.join(format!("blank-{}.qcow2", h.name));
@@ -441,11 +461,14 @@ async fn boot_host(
     );
     let mut extra_args = cdrom(&isos.install_iso, "live", 0, Some(2)).to_vec();
     extra_args.extend(cdrom(&conf.join("imagebasedconfig.iso"), "cfg", 1, None));
+    if let Some(net) = net {
+        extra_args.extend(net.qemu_args(ibi_site::MAC));
+    }
     let cfg = live_job(
         job(
             VmConfig {
                 extra_args,
-                network: true,
+                network: net.is_none(),
                 memory_mib: 3072,
                 ..VmConfig::new(&blank, h.boot.clone())
             },
@@ -491,7 +514,7 @@ async fn boot_host(
         )?;
     }
     check_cluster(h, conf, &b, &results)?;
-    ibi_site::check(h.name, &b, &results, &isos.trust_bundle)?;
+    ibi_site::check(h.name, &b, &results, &isos.trust_bundle, h.no_dhcp)?;
     let keys = key_inventory(h, &results)?;
     let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")
         .unwrap_or_default()
@@ -542,7 +565,7 @@ fn check_live(h: &Host, results: &str, firmware: &str) -> Result<(String, f64)> 
             l.fact(fact)
         );
     }
-    if h.static_live {
+    if h.no_dhcp {
         // networkConfig of the installation config: the live system's only address is the
         // static one (no DHCP lease), and the install pulls the seed through it
         let addrs: Vec<&str> = l.fact("live-address").split_whitespace().collect();

@@ -5,38 +5,68 @@
 //!
 //! The seed system's cluster uses a proxy (the test cluster's first boot is given one), so its
 //! seeds install only with a proxy, as lifecycle-agent requires; the site's proxy leaves the
-//! scenario's registry (`10.0.2.2`) out, so the live system pulls from it directly.
+//! scenario's registry (`10.0.2.2`, or the private network's host) out, so the live system
+//! pulls from it directly.
+//!
+//! Host 1 runs on a private network with no DHCP server ([`crate::harness::privnet`]): its
+//! live system and its installed system take static addresses from the installation config's
+//! and the configuration's `networkConfig`, and the machine network is the private one.
 
 use crate::harness::guest::{report_line, Phase};
+use crate::harness::privnet;
 use anyhow::{ensure, Context, Result};
 
 /// The site's proxy (nothing listens there; every address the scenario uses is in noProxy).
 pub const SITE_PROXY: &str = "http://proxy.site.invalid:3128";
-const NO_PROXY: &str = "10.0.2.2,127.0.0.1,localhost,.example.org";
+const NO_PROXY: &str = "10.0.2.2,10.77.0.1,127.0.0.1,localhost,.example.org";
 /// The site's release registry (the seed's is quay.io).
 pub const RELEASE_MIRROR: &str = "mirror.vmtest.example:5000";
-/// The live system's static address of host 1 (no DHCP asked).
-pub const LIVE_ADDRESS: &str = "10.0.2.50/24";
+/// The live system's static address of host 1 (no DHCP on its network).
+pub const LIVE_ADDRESS: &str = "10.77.0.50/24";
+/// The installed system's static address of host 1, from the configuration ISO (another one
+/// than the live system's, so that it cannot be a leftover of the install).
+pub const INSTALLED_ADDRESS: &str = "10.77.0.60/24";
+/// The MAC address of the private network's NIC (QEMU's default for a first NIC).
+pub const MAC: &str = "52:54:00:12:34:56";
 
 /// install-config.yaml's site part; `__BUNDLE__` is the trust bundle, indented.
-pub const INSTALL_CONFIG: &str = "proxy:\n  httpProxy: http://proxy.site.invalid:3128\n  httpsProxy: http://proxy.site.invalid:3128\n  noProxy: 10.0.2.2,127.0.0.1,localhost,.example.org\nfips: false\nadditionalTrustBundle: |\n__BUNDLE__";
-
-/// image-based-config.yaml's site part.
-pub fn image_based_config(host: &str) -> String {
-    format!(
-        "clusterID: {}\nreleaseRegistry: {RELEASE_MIRROR}\nnodeLabels:\n  node-role.kubernetes.io/edge: \"\"\n  site: {host}\n",
-        cluster_id(host)
-    )
+pub fn install_config(no_dhcp: bool) -> String {
+    let net = if no_dhcp {
+        privnet::CIDR
+    } else {
+        "10.0.2.0/24"
+    };
+    format!("networking:\n  machineNetwork:\n  - cidr: {net}\nproxy:\n  httpProxy: {SITE_PROXY}\n  httpsProxy: {SITE_PROXY}\n  noProxy: {NO_PROXY}\nfips: false\nadditionalTrustBundle: |\n__BUNDLE__")
 }
 
-/// The installation config's site part: the proxy, and with `static_live` the live system's
-/// network (found by QEMU's MAC address, DHCP off).
-pub fn installation_config(static_live: bool) -> String {
+/// nmstate for the private network's NIC (found by its MAC address): `address`, DHCP off, the
+/// host as gateway and DNS server.
+fn network_config(address: &str) -> String {
+    let (ip, prefix) = address.split_once('/').expect("an address/prefix");
+    let gw = privnet::HOST_ADDR;
+    format!("networkConfig:\n  interfaces:\n  - name: site0\n    type: ethernet\n    state: up\n    identifier: mac-address\n    mac-address: {MAC}\n    ipv4:\n      enabled: true\n      dhcp: false\n      address:\n      - ip: {ip}\n        prefix-length: {prefix}\n    ipv6:\n      enabled: false\n  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: {gw}\n      next-hop-interface: site0\n  dns-resolver:\n    config:\n      server:\n      - {gw}\n")
+}
+
+/// image-based-config.yaml's site part; with `no_dhcp`, the installed system's static network.
+pub fn image_based_config(host: &str, no_dhcp: bool) -> String {
+    let mut s = format!(
+        "clusterID: {}\nreleaseRegistry: {RELEASE_MIRROR}\nnodeLabels:\n  node-role.kubernetes.io/edge: \"\"\n  site: {host}\n",
+        cluster_id(host)
+    );
+    if no_dhcp {
+        s.push_str(&network_config(INSTALLED_ADDRESS));
+    }
+    s
+}
+
+/// The installation config's site part: the proxy, and with `no_dhcp` the live system's
+/// static network.
+pub fn installation_config(no_dhcp: bool) -> String {
     let mut s = format!(
         "proxy:\n  httpProxy: {SITE_PROXY}\n  httpsProxy: {SITE_PROXY}\n  noProxy: {NO_PROXY}\n"
     );
-    if static_live {
-        s.push_str("networkConfig:\n  interfaces:\n  - name: site0\n    type: ethernet\n    state: up\n    identifier: mac-address\n    mac-address: 52:54:00:12:34:56\n    ipv4:\n      enabled: true\n      dhcp: false\n      address:\n      - ip: 10.0.2.50\n        prefix-length: 24\n    ipv6:\n      enabled: false\n  routes:\n    config:\n    - destination: 0.0.0.0/0\n      next-hop-address: 10.0.2.2\n      next-hop-interface: site0\n  dns-resolver:\n    config:\n      server:\n      - 10.0.2.3\n");
+    if no_dhcp {
+        s.push_str(&network_config(LIVE_ADDRESS));
     }
     s
 }
@@ -63,6 +93,7 @@ echo "FACT trust-store=$(test -n "$body" && echo $instore || echo no-file)"
 echo "SITECA $body"
 echo "FACT release-mirror=$(yesno grep -q 'location = "mirror.vmtest.example:5000"' /etc/containers/registries.conf.d/50-imgmode-release.conf)"
 echo "FACT node-address=$(ip -4 -o addr show scope global | awk '{print $4}' | head -1)"
+echo "FACT dhcp-leases=$(ls /run/systemd/netif/leases 2>/dev/null | wc -l)"
 "#;
 
 /// One object the guest printed (`SITEOBJ <key> <json>`).
@@ -75,7 +106,7 @@ fn object(results: &str, key: &str) -> Result<serde_json::Value> {
 
 /// Every site setting in its place on the installed host `host` (whose report is `b` and
 /// `results`); `ca` is the trust bundle the configuration gave.
-pub(crate) fn check(host: &str, b: &Phase, results: &str, ca: &str) -> Result<()> {
+pub(crate) fn check(host: &str, b: &Phase, results: &str, ca: &str, no_dhcp: bool) -> Result<()> {
     let cv = object(results, "config.openshift.io/clusterversions/version")?;
     ensure!(
         cv["spec"]["clusterID"] == cluster_id(host).as_str(),
@@ -98,10 +129,25 @@ pub(crate) fn check(host: &str, b: &Phase, results: &str, ca: &str) -> Result<()
         .and_then(|x| x["address"].as_str())
         .unwrap_or_default();
     let host_ip = b.fact("node-address").split('/').next().unwrap_or_default();
+    let (net, want) = if no_dhcp {
+        (
+            privnet::CIDR,
+            INSTALLED_ADDRESS.split('/').next().unwrap_or_default(),
+        )
+    } else {
+        ("10.0.2.0/24", "10.0.2.15")
+    };
     ensure!(
-        ip == host_ip && ip.starts_with("10.0.2."),
-        "{host}: the Node's InternalIP is {ip:?}; the host's address in machineNetwork 10.0.2.0/24 is {host_ip:?}"
+        ip == host_ip && ip == want,
+        "{host}: the Node's InternalIP is {ip:?}; the host's address in machineNetwork {net} is {host_ip:?}, expected {want}"
     );
+    if no_dhcp {
+        ensure!(
+            b.fact("dhcp-leases") == "0",
+            "{host}: the installed system holds {} DHCP lease(s) on a network without DHCP",
+            b.fact("dhcp-leases")
+        );
+    }
     let proxy = object(results, "config.openshift.io/proxies/cluster")?;
     ensure!(
         proxy["spec"]["httpProxy"] == SITE_PROXY
