@@ -3,7 +3,10 @@
 //! (`apiserver.config.k8s.io/v1`), recert reads `aescbc` (AES-CBC, PKCS#7, a 16-byte IV first)
 //! and `aesgcm` (AES-GCM, a 12-byte nonce first, the 16-byte tag last, the etcd key as
 //! authenticated data) values and writes each back with the provider and key it was read
-//! with. Other providers (`kms`, `secretbox`) are refused by name. All through OpenSSL.
+//! with. A new object is written as kube-apiserver would write it: with the first provider of
+//! the first `resources` entry that names its resource (`secrets`, `routes.route.openshift.io`,
+//! `*.apps`, `*.*`), in plain text when that is `identity`. Other providers (`kms`,
+//! `secretbox`) are refused by name. All through OpenSSL.
 
 use anyhow::{bail, ensure, Context, Result};
 use openssl::symm::{decrypt, decrypt_aead, encrypt, encrypt_aead, Cipher};
@@ -17,6 +20,9 @@ pub const PREFIX: &[u8] = b"k8s:enc:";
 #[derive(Default)]
 pub struct EncryptionKeys {
     keys: BTreeMap<(String, String), Vec<u8>>,
+    /// Per `resources` entry, in order: the resources it names and how a new value of them is
+    /// written (`aescbc:key1`; `None` for `identity`).
+    writers: Vec<(Vec<String>, Option<String>)>,
 }
 
 impl std::fmt::Debug for EncryptionKeys {
@@ -39,6 +45,47 @@ fn split(value: &[u8]) -> Result<(String, String, String, &[u8])> {
         .context("an encrypted value without its key name")?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok((text(provider), text(version), text(name), data))
+}
+
+/// The core resources kube-apiserver stores under `/kubernetes.io/<resource>/`.
+const CORE: &[&str] = &[
+    "configmaps",
+    "endpoints",
+    "events",
+    "limitranges",
+    "namespaces",
+    "nodes",
+    "persistentvolumeclaims",
+    "persistentvolumes",
+    "pods",
+    "podtemplates",
+    "replicationcontrollers",
+    "resourcequotas",
+    "secrets",
+    "serviceaccounts",
+    "services",
+];
+
+/// The resource and API group of the object stored at the etcd key `key`: the group is known
+/// for core resources (``) and group-prefixed keys (`/kubernetes.io/<group>/<resource>/`), and
+/// `None` for the other built-in groups' keys, which name no group.
+fn resource_of(key: &str) -> Option<(String, Option<String>)> {
+    let rest = key
+        .strip_prefix("/kubernetes.io/")
+        .or_else(|| key.strip_prefix("/openshift.io/"))?;
+    let mut seg = rest.split('/');
+    let first = seg.next()?;
+    if first.contains('.') {
+        return Some((seg.next()?.to_string(), Some(first.to_string())));
+    }
+    let resource = match (first, seg.next()) {
+        ("minions", _) => "nodes",
+        ("services", Some("endpoints")) => "endpoints",
+        ("services", _) => "services",
+        (r, _) => r,
+    };
+    let group = (key.starts_with("/kubernetes.io/") && CORE.contains(&resource)).then(String::new);
+    Some((resource.to_string(), group))
 }
 
 fn aes(provider: &str, len: usize) -> Result<Cipher> {
@@ -66,9 +113,35 @@ impl EncryptionKeys {
             "{what} is not an EncryptionConfiguration (apiserver.config.k8s.io/v1)"
         );
         let mut keys = BTreeMap::new();
+        let mut writers = vec![];
         let resources = v.get("resources").and_then(|r| r.as_sequence());
         for r in resources.into_iter().flatten() {
             let providers = r.get("providers").and_then(|p| p.as_sequence());
+            let names: Vec<String> = r
+                .get("resources")
+                .and_then(|n| n.as_sequence())
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect();
+            // the first provider writes: its first key, or plain text for identity
+            let first = providers.and_then(|p| p.first());
+            let writer = first.and_then(|p| p.as_mapping()).and_then(|m| {
+                let (name, body) = m.iter().next()?;
+                let name = name.as_str()?;
+                if name == "identity" {
+                    return None;
+                }
+                let key = body
+                    .get("keys")
+                    .and_then(|k| k.as_sequence())
+                    .and_then(|k| k.first())
+                    .and_then(|k| k.get("name"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default();
+                Some(format!("{name}:{key}"))
+            });
+            writers.push((names, writer));
             for p in providers.into_iter().flatten() {
                 for provider in ["aescbc", "aesgcm"] {
                     let ks = p
@@ -98,7 +171,23 @@ impl EncryptionKeys {
             !keys.is_empty(),
             "{what} holds no aescbc or aesgcm key; recert reads values those providers wrote"
         );
-        Ok(EncryptionKeys { keys })
+        Ok(EncryptionKeys { keys, writers })
+    }
+
+    /// How kube-apiserver writes a new value at the etcd key `key` (`aescbc:key1`), or `None`
+    /// for plain text (`identity`, or no `resources` entry names the resource).
+    pub fn write_with(&self, key: &str) -> Option<String> {
+        let (resource, group) = resource_of(key)?;
+        let names = |n: &String| match &group {
+            Some(g) if g.is_empty() => *n == resource || n == "*." || n == "*.*",
+            Some(g) => *n == format!("{resource}.{g}") || *n == format!("*.{g}") || n == "*.*",
+            // a group the key does not name: the resource's name decides, or `*.*`
+            None => n.split_once('.').map(|(r, _)| r) == Some(resource.as_str()) || n == "*.*",
+        };
+        self.writers
+            .iter()
+            .find(|(ns, _)| ns.iter().any(names))
+            .and_then(|(_, w)| w.clone())
     }
 
     fn key(&self, provider: &str, name: &str) -> Result<&[u8]> {
@@ -209,5 +298,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key \"other\""), "{e}");
+        // a new secret is written with the first provider's first key; configmaps are not named
+        assert_eq!(
+            keys.write_with("/kubernetes.io/secrets/a/b").as_deref(),
+            Some("aescbc:key1")
+        );
+        assert_eq!(keys.write_with("/kubernetes.io/configmaps/a/b"), None);
+    }
+
+    #[test]
+    fn a_new_value_is_written_as_the_first_naming_entry_says() {
+        let td = tempfile::tempdir().unwrap();
+        let cfg = td.path().join("enc.yaml");
+        let k = crate::text::b64_encode(&[3u8; 32]);
+        imgmode_support::fs::write_private(
+            &cfg,
+            &format!("kind: EncryptionConfiguration\nresources:\n- resources: [configmaps, deployments.apps, '*.apps']\n  providers:\n  - identity: {{}}\n  - aesgcm:\n      keys:\n      - name: old\n        secret: {k}\n- resources: ['*.*']\n  providers:\n  - aesgcm:\n      keys:\n      - name: new\n        secret: {k}\n      - name: old\n        secret: {k}\n"),
+        )
+        .unwrap();
+        let keys = EncryptionKeys::load(&cfg).unwrap();
+        for (key, want) in [
+            ("/kubernetes.io/configmaps/ns/c", None),
+            ("/kubernetes.io/deployments/ns/d", None),
+            ("/kubernetes.io/daemonsets/ns/d", Some("aesgcm:new")),
+            ("/kubernetes.io/secrets/ns/s", Some("aesgcm:new")),
+            ("/kubernetes.io/minions/n", Some("aesgcm:new")),
+            (
+                "/kubernetes.io/route.openshift.io/routes/ns/r",
+                Some("aesgcm:new"),
+            ),
+            ("/openshift.io/routes/ns/r", Some("aesgcm:new")),
+            ("/registry/other", None),
+        ] {
+            assert_eq!(keys.write_with(key).as_deref(), want, "{key}");
+        }
     }
 }

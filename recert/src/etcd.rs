@@ -283,7 +283,11 @@ impl Etcd {
     /// Write one object if nobody changed it since it was read.
     pub async fn put(&mut self, obj: &EtcdObject) -> Result<()> {
         let mut value = obj.stored()?;
-        if let Some(with) = &obj.encrypted {
+        // a new object is encrypted as kube-apiserver would write it
+        let new_with = (obj.mod_revision == 0 && obj.encrypted.is_none())
+            .then(|| self.keys.as_ref()?.write_with(&obj.key))
+            .flatten();
+        if let Some(with) = obj.encrypted.as_ref().or(new_with.as_ref()) {
             let keys = self.keys.as_ref().with_context(|| {
                 format!(
                     "etcd {} is encrypted ({with}) and no encryption configuration is given",

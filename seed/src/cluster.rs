@@ -28,6 +28,9 @@ pub struct Cluster {
     pub api_address: Option<String>,
     /// Directories recert scans.
     pub static_dirs: Vec<PathBuf>,
+    /// The cluster's EncryptionConfiguration (kube-apiserver's `--encryption-provider-config`)
+    /// when it encrypts etcd values at rest: they are read and written with its keys.
+    pub encryption_config: Option<PathBuf>,
 }
 
 impl Default for Cluster {
@@ -44,6 +47,7 @@ impl Default for Cluster {
                 "/var/lib/kubelet".into(),
                 "/etc/machine-config-daemon".into(),
             ],
+            encryption_config: None,
         }
     }
 }
@@ -60,11 +64,26 @@ fn is_active(unit: &str) -> bool {
         .succeeds()
 }
 
-/// Every `/kubernetes.io/` object in etcd.
-pub fn etcd_objects(endpoint: &str) -> Result<Vec<EtcdObject>> {
+/// The cluster's etcd, reading and writing values encrypted at rest with the keys of its
+/// encryption configuration (when it has one).
+pub async fn connect_etcd(o: &Cluster) -> Result<Etcd> {
+    let e = Etcd::connect(&o.etcd_endpoint).await?;
+    Ok(match &o.encryption_config {
+        Some(path) => e.with_encryption(std::sync::Arc::new(
+            imgmode_recert::encryption::EncryptionKeys::load(path).with_context(|| {
+                format!("the cluster's encryption configuration {}", path.display())
+            })?,
+        )),
+        None => e,
+    })
+}
+
+/// Every `/kubernetes.io/` object in the cluster's etcd. A value that cannot be read (encrypted
+/// with no encryption configuration given, an unknown encoding) fails by name: seed creation and
+/// post-pivot must not pass over a pull secret or a key they cannot see.
+pub fn etcd_objects(o: &Cluster) -> Result<Vec<EtcdObject>> {
     imgmode_support::runtime::block_on(async {
-        let mut e = Etcd::connect(endpoint).await?;
-        e.scan().await
+        Ok::<_, anyhow::Error>(connect_etcd(o).await?.scan_values(false).await?.0)
     })?
 }
 
@@ -75,8 +94,7 @@ pub fn check_health(o: &Cluster) -> Result<()> {
             bail!("seed system unhealthy: {unit} is not active (see systemctl status {unit}); start it, or name the cluster's units with --service");
         }
     }
-    let objects =
-        etcd_objects(&o.etcd_endpoint).context("seed system unhealthy: etcd does not answer")?;
+    let objects = etcd_objects(o).context("seed system unhealthy: etcd does not answer")?;
     if objects.is_empty() {
         bail!(
             "seed system unhealthy: etcd at {} holds no /kubernetes.io/ objects",

@@ -231,6 +231,7 @@ fn recert_config(o: &CreateOpts, force_expire: bool) -> RecertConfig {
         force_expire,
         extend_expiration: !force_expire,
         force_rerun: true,
+        encryption_config: o.cluster.encryption_config.clone(),
         // an interrupted recert is finished, not planned again, when seed create resumes
         plan_file: Some(o.work_dir.join(if force_expire {
             "recert-expire.plan"
@@ -444,7 +445,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
         "cluster-info",
         "recording the seed cluster info (manifest.json)",
         |_| {
-            let objects = etcd_objects(&o.cluster.etcd_endpoint)?;
+            let objects = etcd_objects(&o.cluster)?;
             let info = gather_cluster_info(o, &objects)?;
             std::fs::write(work.join("manifest.json"), info.to_json())?;
             created.cluster_info = info;
@@ -474,10 +475,7 @@ fn capture(c: &mut Ctx, booted: &ostree::Deployment, output: &Output, store: &St
             if let Some(e) = &o.cluster.etcd_service {
                 systemctl("start", e)?;
             }
-            crate::pullsecret::replace_with_placeholder(
-                &o.cluster.etcd_endpoint,
-                &work.join(SAVED_PULL_SECRET),
-            )?;
+            crate::pullsecret::replace_with_placeholder(&o.cluster, &work.join(SAVED_PULL_SECRET))?;
             Ok(())
         },
     )?;
@@ -765,7 +763,7 @@ fn put_pull_secret_back(o: &CreateOpts) -> Result<()> {
     if let Some(e) = &o.cluster.etcd_service {
         systemctl("start", e)?;
     }
-    crate::pullsecret::put_back(&o.cluster.etcd_endpoint, &saved)?;
+    crate::pullsecret::put_back(&o.cluster, &saved)?;
     if let Some(e) = &o.cluster.etcd_service {
         systemctl("stop", e)?;
     }
@@ -781,10 +779,7 @@ pub fn restore(o: &CreateOpts) -> Result<()> {
     if let Some(e) = &o.cluster.etcd_service {
         systemctl("start", e)?;
     }
-    crate::pullsecret::put_back(
-        &o.cluster.etcd_endpoint,
-        &o.work_dir.join(SAVED_PULL_SECRET),
-    )?;
+    crate::pullsecret::put_back(&o.cluster, &o.work_dir.join(SAVED_PULL_SECRET))?;
     if o.recert {
         let cfg = recert_config(o, false);
         imgmode_recert::run(&cfg.check()?).context("recert extend_expiration")?;

@@ -20,7 +20,7 @@ use crate::cluster::{etcd_objects, start_and_wait_healthy, systemctl, Cluster};
 use crate::reconfig::{SeedReconfiguration, EXTRA_MANIFESTS, MANIFEST_PATH, VOLUME_LABEL};
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_recert::config::RecertConfig;
-use imgmode_recert::etcd::{Etcd, EtcdObject};
+use imgmode_recert::etcd::EtcdObject;
 use imgmode_support::cmd::Run;
 use imgmode_support::fs::write_private;
 use imgmode_support::steplog::StepLog;
@@ -65,6 +65,9 @@ pub fn unit_text(o: &Cluster, exe: &str) -> String {
     args.push_str(&format!(" --kubeconfig {}", o.kubeconfig.display()));
     for d in &o.static_dirs {
         args.push_str(&format!(" --static-dir {}", d.display()));
+    }
+    if let Some(p) = &o.encryption_config {
+        args.push_str(&format!(" --encryption-config {}", p.display()));
     }
     format!(
         "# Written by imgmode seed create: reconfigures a copy of this seed from the cluster-config ISO.\n\
@@ -445,7 +448,7 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     if let Some(e) = &c.etcd_service {
         systemctl("start", e)?;
     }
-    let existing = etcd_objects(&c.etcd_endpoint)?;
+    let existing = etcd_objects(c)?;
     crate::site::cluster_updates(&existing, m)?;
     let files = crate::site::host_files(&existing, m)?;
     // a trust bundle of an earlier run (or the seed's) does not linger
@@ -558,6 +561,7 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
     let ip = node_ip(m, Duration::ZERO)?;
     let mut cfg = recert_config(m, &o.state_dir.join("keys"), &ip)?;
     cfg.etcd_endpoint = Some(c.etcd_endpoint.clone());
+    cfg.encryption_config = c.encryption_config.clone();
     cfg.static_dirs = c
         .static_dirs
         .iter()
@@ -574,7 +578,7 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
 /// what is there.
 fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
     imgmode_support::runtime::block_on(async {
-        let mut e = Etcd::connect(&c.etcd_endpoint).await?;
+        let mut e = crate::cluster::connect_etcd(c).await?;
         let existing = e.scan().await?;
         let updates = crate::site::cluster_updates(&existing, m)?;
         let mut objects = extra.to_vec();
@@ -760,6 +764,19 @@ mod tests {
         assert!(u.contains("ConditionPathExists=!/var/lib/imgmode/post-pivot/done"));
         // a site without DHCP reaches network-online only once post-pivot set its address
         assert!(!u.contains("network-online"), "{u}");
+    }
+
+    #[test]
+    fn the_unit_reads_an_encrypted_cluster_with_its_configuration() {
+        let o = Cluster {
+            encryption_config: Some("/etc/kubernetes/encryption-config.yaml".into()),
+            ..Default::default()
+        };
+        let u = unit_text(&o, "/usr/bin/imgmode");
+        assert!(
+            u.contains(" --encryption-config /etc/kubernetes/encryption-config.yaml\n"),
+            "{u}"
+        );
     }
 
     #[test]

@@ -7,10 +7,10 @@
 //! puts the saved secret back when it restores the seed system. Post-pivot writes the site's
 //! pull secret over the placeholder.
 
-use crate::cluster::etcd_objects;
+use crate::cluster::{connect_etcd, etcd_objects, Cluster};
 use anyhow::{Context, Result};
 use base64::Engine;
-use imgmode_recert::etcd::{Etcd, EtcdObject};
+use imgmode_recert::etcd::EtcdObject;
 use serde_json::json;
 use std::path::Path;
 
@@ -43,20 +43,17 @@ pub fn dockerconfigjson(v: &serde_json::Value) -> Option<String> {
 }
 
 /// Put `value` at `key` over whatever is there.
-pub fn put(endpoint: &str, key: &str, value: serde_json::Value) -> Result<()> {
-    let obj = EtcdObject::over(&etcd_objects(endpoint)?, key, value);
-    imgmode_support::runtime::block_on(async {
-        let mut e = Etcd::connect(endpoint).await?;
-        e.put(&obj).await
-    })?
+pub fn put(c: &Cluster, key: &str, value: serde_json::Value) -> Result<()> {
+    let obj = EtcdObject::over(&etcd_objects(c)?, key, value);
+    imgmode_support::runtime::block_on(async { connect_etcd(c).await?.put(&obj).await })?
 }
 
 /// Seed creation, with etcd running: save the pull secret into `saved` (0600; kept when it is
 /// already there, so a resumed run never saves the placeholder), put the placeholder in its
 /// place (the object's metadata kept) and drop etcd's history, so the database file the seed
 /// archives holds no earlier revision of it. A cluster without the object is left alone.
-pub fn replace_with_placeholder(endpoint: &str, saved: &Path) -> Result<bool> {
-    let objects = etcd_objects(endpoint)?;
+pub fn replace_with_placeholder(c: &Cluster, saved: &Path) -> Result<bool> {
+    let objects = etcd_objects(c)?;
     let Some(current) = objects.iter().find(|o| o.key == KEY) else {
         return Ok(false);
     };
@@ -72,7 +69,7 @@ pub fn replace_with_placeholder(endpoint: &str, saved: &Path) -> Result<bool> {
     let mut placeholder = current.clone();
     placeholder.value["data"] = object(PLACEHOLDER)["data"].clone();
     imgmode_support::runtime::block_on(async {
-        let mut e = Etcd::connect(endpoint).await?;
+        let mut e = connect_etcd(c).await?;
         // over the revision just read: a writer in between fails the step, never overwritten
         e.put(&placeholder)
             .await
@@ -85,7 +82,7 @@ pub fn replace_with_placeholder(endpoint: &str, saved: &Path) -> Result<bool> {
 }
 
 /// Seed restore, with etcd running: put the saved pull secret back and delete the saved copy.
-pub fn put_back(endpoint: &str, saved: &Path) -> Result<()> {
+pub fn put_back(c: &Cluster, saved: &Path) -> Result<()> {
     let text = match std::fs::read_to_string(saved) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -93,7 +90,7 @@ pub fn put_back(endpoint: &str, saved: &Path) -> Result<()> {
     };
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("the saved pull secret {} is malformed", saved.display()))?;
-    put(endpoint, KEY, v).context("putting the seed system's pull secret back into etcd")?;
+    put(c, KEY, v).context("putting the seed system's pull secret back into etcd")?;
     imgmode_support::fs::remove_path(saved)
 }
 
@@ -103,8 +100,8 @@ mod tests {
     use imgmode_testkit::Need;
     use std::os::unix::fs::PermissionsExt;
 
-    fn current(endpoint: &str) -> Option<serde_json::Value> {
-        etcd_objects(endpoint)
+    fn current(c: &Cluster) -> Option<serde_json::Value> {
+        etcd_objects(c)
             .unwrap()
             .into_iter()
             .find(|o| o.key == KEY)
@@ -115,30 +112,87 @@ mod tests {
     fn a_seed_carries_the_placeholder_and_the_seed_system_gets_its_secret_back() {
         imgmode_testkit::require!(Need::Tool("etcd"));
         let etcd = imgmode_testkit::TestEtcd::start();
+        let c = Cluster {
+            etcd_endpoint: etcd.endpoint.clone(),
+            ..Default::default()
+        };
+        placeholder_round_trip(&etcd, &c, true);
+    }
+
+    /// A cluster that encrypts secrets at rest: the same, read and written with its key; the
+    /// pull secret is never in etcd's database in plain text.
+    #[test]
+    fn an_encrypted_cluster_is_read_and_written_with_its_key() {
+        imgmode_testkit::require!(Need::Tool("etcd"));
+        let etcd = imgmode_testkit::TestEtcd::start();
+        let td = tempfile::tempdir().unwrap();
+        let cfg = td.path().join("encryption-config.yaml");
+        let key = imgmode_recert::text::b64_encode(&[5u8; 32]);
+        imgmode_support::fs::write_private(
+            &cfg,
+            &format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {key}\n  - identity: {{}}\n"),
+        )
+        .unwrap();
+        let c = Cluster {
+            etcd_endpoint: etcd.endpoint.clone(),
+            encryption_config: Some(cfg),
+            ..Default::default()
+        };
+        placeholder_round_trip(&etcd, &c, false);
+        let db = std::fs::read(etcd.data_dir().join("member/snap/db")).unwrap();
+        let marker = b"k8s:enc:aescbc:v1:key1:";
+        assert!(
+            db.windows(marker.len()).any(|w| w == marker),
+            "the secret is not encrypted in etcd's database"
+        );
+        // without the key the value is refused by name, not skipped
+        let plain = Cluster {
+            etcd_endpoint: etcd.endpoint.clone(),
+            ..Default::default()
+        };
+        let e = format!(
+            "{:#}",
+            replace_with_placeholder(&plain, &td.path().join("s")).unwrap_err()
+        );
+        assert!(
+            e.contains("the value is encrypted (k8s:enc:aescbc") && e.contains(KEY),
+            "{e}"
+        );
+    }
+
+    /// Replace the pull secret with the placeholder and put it back, on the cluster `c`;
+    /// `plain_in_db`: etcd's database file holds the secret in plain text once written.
+    fn placeholder_round_trip(etcd: &imgmode_testkit::TestEtcd, c: &Cluster, plain_in_db: bool) {
         let td = tempfile::tempdir().unwrap();
         let saved = td.path().join("pull-secret.json");
         // no object: nothing to do
-        assert!(!replace_with_placeholder(&etcd.endpoint, &saved).unwrap());
+        assert!(!replace_with_placeholder(c, &saved).unwrap());
         assert!(!saved.exists());
 
         let real = r#"{"auths":{"seed.example.com":{"auth":"c2VlZDpzM2NyZXQ="}}}"#;
         let mut original = object(real);
         original["metadata"]["uid"] = json!("0a1b");
-        put(&etcd.endpoint, KEY, original.clone()).unwrap();
+        put(c, KEY, original.clone()).unwrap();
         // a Secret is Kubernetes protobuf in etcd: its data bytes are stored as they are
         let in_db = || {
             let db = std::fs::read(etcd.data_dir().join("member/snap/db")).unwrap();
             db.windows(real.len()).any(|w| w == real.as_bytes())
         };
-        // etcd commits its database file every 100 ms: wait until it holds the secret
-        let t0 = std::time::Instant::now();
-        while !in_db() {
-            assert!(t0.elapsed().as_secs() < 10, "etcd never wrote its database");
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        if plain_in_db {
+            // etcd commits its database file every 100 ms: wait until it holds the secret
+            let t0 = std::time::Instant::now();
+            while !in_db() {
+                assert!(t0.elapsed().as_secs() < 10, "etcd never wrote its database");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        } else {
+            assert_eq!(current(c).unwrap(), original, "read back with the key");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(!in_db(), "etcd's database holds the secret in plain text");
         }
 
-        assert!(replace_with_placeholder(&etcd.endpoint, &saved).unwrap());
-        let now = current(&etcd.endpoint).unwrap();
+        assert!(replace_with_placeholder(c, &saved).unwrap());
+        let now = current(c).unwrap();
         assert!(
             !in_db(),
             "etcd's database file still holds the replaced revision"
@@ -148,15 +202,15 @@ mod tests {
         let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // a resumed run does not save the placeholder over the real secret
-        assert!(replace_with_placeholder(&etcd.endpoint, &saved).unwrap());
+        assert!(replace_with_placeholder(c, &saved).unwrap());
         let kept: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
         assert_eq!(dockerconfigjson(&kept).unwrap(), real);
 
-        put_back(&etcd.endpoint, &saved).unwrap();
-        assert_eq!(current(&etcd.endpoint).unwrap(), original);
+        put_back(c, &saved).unwrap();
+        assert_eq!(current(c).unwrap(), original);
         assert!(!saved.exists(), "the saved copy is deleted once restored");
         // and again: nothing saved, nothing to do
-        put_back(&etcd.endpoint, &saved).unwrap();
+        put_back(c, &saved).unwrap();
     }
 }

@@ -73,9 +73,17 @@ pub struct Identity {
     pub etcd_objects: usize,
 }
 
+/// The test cluster's etcd at `etcd_endpoint` (its values are not encrypted).
+fn at(etcd_endpoint: &str) -> imgmode_seed::cluster::Cluster {
+    imgmode_seed::cluster::Cluster {
+        etcd_endpoint: etcd_endpoint.to_string(),
+        ..Default::default()
+    }
+}
+
 /// One etcd object's JSON value by key.
 pub fn get(etcd_endpoint: &str, key: &str) -> Result<serde_json::Value> {
-    let objects = imgmode_seed::cluster::etcd_objects(etcd_endpoint)?;
+    let objects = imgmode_seed::cluster::etcd_objects(&at(etcd_endpoint))?;
     objects
         .into_iter()
         .find(|o| o.key == key)
@@ -85,7 +93,7 @@ pub fn get(etcd_endpoint: &str, key: &str) -> Result<serde_json::Value> {
 
 /// Every object under the key prefix `prefix`, as a JSON array.
 pub fn list(etcd_endpoint: &str, prefix: &str) -> Result<serde_json::Value> {
-    let objects = imgmode_seed::cluster::etcd_objects(etcd_endpoint)?;
+    let objects = imgmode_seed::cluster::etcd_objects(&at(etcd_endpoint))?;
     Ok(objects
         .into_iter()
         .filter(|o| o.key.starts_with(prefix))

@@ -57,6 +57,10 @@ pub struct ClusterArgs {
     /// /etc/machine-config-daemon).
     #[arg(long = "static-dir")]
     pub static_dirs: Vec<PathBuf>,
+    /// The cluster's EncryptionConfiguration (kube-apiserver's --encryption-provider-config)
+    /// when it encrypts etcd values at rest: read and written with its aescbc/aesgcm keys.
+    #[arg(long)]
+    pub encryption_config: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -77,6 +81,7 @@ impl ClusterArgs {
         if !self.static_dirs.is_empty() {
             o.static_dirs = self.static_dirs;
         }
+        o.encryption_config = self.encryption_config;
     }
 }
 
