@@ -42,3 +42,60 @@ fn man_pages_are_written_for_every_verb() {
     let pages = std::fs::read_dir(&dir).unwrap().count();
     assert!(pages > 30, "{pages} pages");
 }
+
+/// `cargo install` installs the binary only: `install-extras` adds the manual pages and the
+/// completions under a prefix, where man and the shells look for them.
+#[test]
+fn install_extras_puts_pages_and_completions_where_they_are_looked_for() {
+    let td = tempfile::tempdir().unwrap();
+    let prefix = td.path().join("usr-local");
+    let (ok, out, err) = run(
+        td.path(),
+        &["install-extras", "--prefix", prefix.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("manual pages and the bash, zsh and fish completions"),
+        "{out}"
+    );
+    for (rel, needle) in [
+        ("share/man/man1/imgmode-ibi-install.1", "\\-\\-seed\\-from"),
+        ("share/man/man1/imgmode-install-extras.1", "\\-\\-prefix"),
+        ("share/bash-completion/completions/imgmode", "_imgmode()"),
+        ("share/zsh/vendor-completions/_imgmode", "#compdef imgmode"),
+        (
+            "share/fish/vendor_completions.d/imgmode.fish",
+            "complete -c imgmode",
+        ),
+    ] {
+        let text =
+            std::fs::read_to_string(prefix.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(text.contains(needle), "{rel} does not hold {needle}");
+    }
+}
+
+/// man itself reads an installed page (man-db, from `cargo xtask deps`).
+#[test]
+fn man_reads_an_installed_page() {
+    imgmode_testkit::require!(imgmode_testkit::Need::Tool("man"));
+    let td = tempfile::tempdir().unwrap();
+    let prefix = td.path().join("p");
+    let (ok, _, err) = run(
+        td.path(),
+        &["install-extras", "--prefix", prefix.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let m = std::process::Command::new("man")
+        .args([
+            "-M",
+            prefix.join("share/man").to_str().unwrap(),
+            "imgmode-ibi-install",
+        ])
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&m.stdout);
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    assert!(text.contains("--seed-from"), "{text}");
+}

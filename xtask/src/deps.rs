@@ -49,6 +49,8 @@ pub const PACKAGES: &[&str] = &[
     "zstd",
     // the payload registry unit's port check (ss), run for real by a unit test
     "iproute2",
+    // the manual pages' test reads an installed page with man
+    "man-db",
     // the hostile-archive corpus script; setpriv for the not-root test
     "python3",
     "util-linux",

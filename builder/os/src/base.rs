@@ -191,6 +191,9 @@ pub struct BuildOpts {
     pub cache_dir: PathBuf,
     /// The `imgmode` binary to embed (normally the running executable).
     pub imgmode_binary: PathBuf,
+    /// Files the image gets besides the binary, by their path under `/usr` (the binary's
+    /// manual pages and shell completions, made from it: its bytes key them).
+    pub usr_files: Vec<(PathBuf, Vec<u8>)>,
     /// Rebuild even when the inputs are unchanged (stage 1 included).
     pub force: bool,
     /// Also copy the result into containers-storage as `localhost/<name>:latest`.
@@ -234,6 +237,11 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     steps.step("layering the overlay and the imgmode binary");
     let layer = work.path().join("layer");
     prepare_layer(&spec.overlay(), &opts.imgmode_binary, &layer)?;
+    for (rel, bytes) in &opts.usr_files {
+        let path = layer.join("usr").join(rel);
+        std::fs::create_dir_all(path.parent().context("a file under /usr")?)?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
     let version = format!(
         "{}.{}",
         spec.image.suite,

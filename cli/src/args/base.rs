@@ -33,18 +33,21 @@ pub struct BaseBuildArgs {
 }
 
 impl BaseBuildArgs {
-    /// The build's options; `imgmode_binary` is the binary layered into the image.
+    /// The build's options; `imgmode_binary` is the binary layered into the image, with
+    /// `usr_files` (its manual pages and completions).
     pub fn opts(
         self,
         store: Store,
         cache_dir: PathBuf,
         imgmode_binary: PathBuf,
+        usr_files: Vec<(PathBuf, Vec<u8>)>,
     ) -> base::BuildOpts {
         base::BuildOpts {
             definition: self.definition,
             store,
             cache_dir,
             imgmode_binary,
+            usr_files,
             force: self.force,
             to_containers_storage: self.to_containers_storage,
             max_compression: self.max_compression,

@@ -132,6 +132,12 @@ http://127.0.0.1:2379 --static-dir /etc/kubernetes --cluster-rename new:example.
     Recert(RecertArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Install the manual pages and the bash, zsh and fish completions under PREFIX/share
+    /// (what `cargo install` leaves out; the base image has them under /usr).
+    InstallExtras {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
     /// Internal verbs for tests, benchmarks and fixtures.
     #[command(subcommand, hide = true)]
     Internal(InternalCmd),
@@ -150,6 +156,7 @@ impl Command {
             Command::Payload(PayloadCmd::Remove { .. }) => "payload remove",
             Command::Ibi(IbiCmd::PostPivot(_)) => "ibi post-pivot",
             Command::Completions { .. } => "completions",
+            Command::InstallExtras { .. } => "install-extras",
             Command::Internal(c) => c.verb(),
             Command::Container(a) if !a.is_lint() => "container",
             _ => return None,

@@ -13,7 +13,12 @@ pub fn run(cmd: BaseCmd, cx: &Ctx) -> Result<()> {
 
 fn build(a: BaseBuildArgs, cx: &Ctx) -> Result<()> {
     let exe = cx.ambient.imgmode_binary()?;
-    let opts = a.opts(cx.store(), cx.ambient.cache_dir.clone(), exe);
+    let opts = a.opts(
+        cx.store(),
+        cx.ambient.cache_dir.clone(),
+        exe,
+        crate::cmd::meta::shell_files()?,
+    );
     let out = base::build(&opts, &cx.steps())?;
     cx.print(&out, |o| {
         format!(

@@ -43,6 +43,7 @@ pub fn run(cli: Cli, ambient: &Ambient) -> Result<()> {
         Command::Status(a) => status::status(a, &cx),
         Command::Recert(a) => recert::recert(a, &cx),
         Command::Completions { shell } => meta::completions(shell),
+        Command::InstallExtras { prefix } => meta::install_extras(&prefix),
         Command::Internal(c) => internal::run(c, &cx),
         Command::Container(a) => layering::container(a, &cx),
     }
