@@ -2,6 +2,7 @@
 //!
 //! - [`cluster`]: the test cluster, a stand-in for a single-node control plane.
 //! - [`pki`]: an OpenShift-shaped PKI for tests, benchmarks and the test cluster.
+//! - [`guide`]: the user guides' command blocks, which tests and VM scenarios run.
 //! - [`require!`]: one place that decides whether a test can run on this machine.
 //!
 //! A test names what it needs ([`Need`]) with [`require!`]. When everything is there the test
@@ -19,6 +20,7 @@
 //! Invariant: no test returns early on its own; every skip goes through [`require!`].
 
 pub mod cluster;
+pub mod guide;
 pub mod pki;
 
 use std::io::Write;

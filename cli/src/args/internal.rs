@@ -31,6 +31,14 @@ pub enum InternalCmd {
     GenTestPki(GenTestPkiArgs),
     /// Write the manual pages (imgmode.1, imgmode-VERB.1, imgmode-VERB-SUB.1) into DIR.
     ManPages { dir: PathBuf },
+    /// The guides' blocks a VM scenario runs (`sh vm=SCENARIO` in docs/guide/): print the
+    /// guest script that runs them, or with --check, check the guest's report of it.
+    GuideBlocks {
+        scenario: String,
+        /// The guest's report (the results log) to check.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
 }
 
 impl InternalCmd {
@@ -43,6 +51,7 @@ impl InternalCmd {
             InternalCmd::MmdebstrapArgs { .. } => "internal mmdebstrap-args",
             InternalCmd::GenTestPki(_) => "internal gen-test-pki",
             InternalCmd::ManPages { .. } => "internal man-pages",
+            InternalCmd::GuideBlocks { .. } => "internal guide-blocks",
         }
     }
 }

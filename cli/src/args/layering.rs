@@ -166,7 +166,7 @@ impl ContainerArgs {
 #[command(name = "imgmode container lint", max_term_width = 80)]
 pub struct LintArgs {
     /// The image: a local name or a containers-transports(5) reference.
-    #[arg(required_unless_present = "rootfs")]
+    #[arg(required_unless_present_any = ["rootfs", "list"])]
     pub image: Option<String>,
     /// Lint a root directory instead (e.g. / as the last RUN of a Containerfile).
     #[arg(long, conflicts_with = "image")]

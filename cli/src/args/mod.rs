@@ -322,4 +322,49 @@ mod tests {
         parse(&["imgmode", "push", "a", "b"]).unwrap();
         parse(&["imgmode", "container", "lint", "x", "--format", "json"]).unwrap();
     }
+
+    /// Every `imgmode` command a guide shows parses with today's flags, so renaming or
+    /// removing a documented flag fails this test (`docs/guide/`, shown and run blocks alike).
+    #[test]
+    fn every_imgmode_command_in_the_guides_parses() {
+        use imgmode_testkit::guide;
+        let blocks = guide::all(&guide::dir()).unwrap();
+        let mut checked = 0;
+        for b in blocks.iter().filter(|b| b.is_shell()) {
+            for cmd in guide::commands(&b.text) {
+                let words = shlex::split(&cmd)
+                    .unwrap_or_else(|| panic!("{}: unbalanced quotes in {cmd}", b.place()));
+                // the first command, without `sudo` or VAR=value in front
+                let words: Vec<&str> = words
+                    .iter()
+                    .map(String::as_str)
+                    .skip_while(|w| *w == "sudo" || (w.contains('=') && !w.starts_with('-')))
+                    .take_while(|w| {
+                        !matches!(*w, "|" | "||" | "&&" | ";")
+                            && !w.starts_with('>')
+                            && !w.starts_with("2>")
+                    })
+                    .collect();
+                if words.first() != Some(&"imgmode") {
+                    continue;
+                }
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    use clap::error::ErrorKind::*;
+                    // a file the example names need not exist here
+                    let absent_file = e.kind() == ValueValidation
+                        && e.to_string().contains("No such file or directory");
+                    assert!(
+                        matches!(e.kind(), DisplayHelp | DisplayVersion) || absent_file,
+                        "{}: `{cmd}` does not parse: {e}",
+                        b.place()
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 35,
+            "only {checked} imgmode commands in the guides"
+        );
+    }
 }

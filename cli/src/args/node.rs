@@ -27,6 +27,7 @@ pub struct UpgradeArgs {
 pub struct SwitchArgs {
     /// The image: a containers-transports(5) or ostree-ext reference.
     pub image: String,
+    /// Reboot into the new deployment once it is staged.
     #[arg(long)]
     pub apply: bool,
     #[command(flatten)]
@@ -35,7 +36,9 @@ pub struct SwitchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyMachineconfigArgs {
+    /// The MachineConfig (YAML or JSON); its spec.osImageURL must name a digest.
     pub file: PathBuf,
+    /// Reboot into the new deployment once it is staged.
     #[arg(long)]
     pub apply: bool,
     #[command(flatten)]
@@ -45,6 +48,7 @@ pub struct ApplyMachineconfigArgs {
 /// `rollback` and `revert`.
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
+    /// Reboot into that deployment now.
     #[arg(long)]
     pub apply: bool,
     #[command(flatten)]

@@ -24,6 +24,7 @@ pub fn run(cmd: InternalCmd, cx: &Ctx) -> Result<()> {
         }
         InternalCmd::GenTestPki(a) => gen_test_pki(a),
         InternalCmd::ManPages { dir } => meta::man_pages(&dir),
+        InternalCmd::GuideBlocks { scenario, check } => guide_blocks(&scenario, check.as_deref()),
     }
 }
 
@@ -39,6 +40,30 @@ fn mmdebstrap_args(definition: &Path, rootfs: &Path, cx: &Ctx) -> Result<()> {
     let spec = imgmode_os::base::BaseSpec::load(definition)?;
     let args = imgmode_os::base::mmdebstrap_args(&spec, &cx.ambient.cache_dir, rootfs);
     println!("{}", serde_json::to_string(&args)?);
+    Ok(())
+}
+
+/// `internal guide-blocks`: the guest script of a scenario's guide blocks, or the check of its
+/// report (`imgmode_testkit::guide`).
+fn guide_blocks(scenario: &str, check: Option<&std::path::Path>) -> Result<()> {
+    use imgmode_testkit::guide;
+    let blocks = guide::for_scenario(&guide::dir(), scenario)?;
+    anyhow::ensure!(
+        !blocks.is_empty(),
+        "no guide block is marked sh vm={scenario} in {}",
+        guide::dir().display()
+    );
+    match check {
+        None => print!("{}", guide::guest_script(&blocks)),
+        Some(path) => {
+            let report = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let n = guide::check_report(&blocks, &report)?;
+            crate::output::say(&format!(
+                "{n} guide block(s) ran in {scenario} as the guides show"
+            ));
+        }
+    }
     Ok(())
 }
 

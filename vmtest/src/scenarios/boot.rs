@@ -1,7 +1,7 @@
 //! The boot scenarios: `boot`, `boot-uefi`, `boot-raw` and `boot-direct` boot the shared disk
 //! through SeaBIOS, OVMF, as raw, and with QEMU loading the kernel, and check what
-//! `imgmode status` reports in the guest; `degraded-boot` adds a unit that fails at boot and
-//! proves the harness refuses such a boot.
+//! `imgmode status` reports in the guest (`boot` also runs the guides' `sh vm=boot` blocks);
+//! `degraded-boot` adds a unit that fails at boot and proves the harness refuses such a boot.
 
 use crate::harness::artifacts::{TEST_KARG, TEST_SSH_KEY};
 use crate::harness::context::RunContext;
@@ -19,9 +19,10 @@ After=multi-user.target
 
 [Service]
 Type=oneshot
+ImportCredential=vmtest.*
 StandardOutput=file:/dev/virtio-ports/org.imgmode.results
 StandardError=journal
-ExecStart=/bin/sh -c 'echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMODE-AUTHKEY $$(cat /root/.ssh/authorized_keys)"; echo "IMGMODE-OSTREE-CONTAINER $$(ostree container image list --repo=/ostree/repo | tr "\n" " ")"; echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$$?'
+ExecStart=/bin/sh -c 'if [ -f "$$CREDENTIALS_DIRECTORY/vmtest.guide" ]; then sh "$$CREDENTIALS_DIRECTORY/vmtest.guide"; fi; echo "IMGMODE-CMDLINE $$(cat /proc/cmdline)"; echo "IMGMODE-AUTHKEY $$(cat /root/.ssh/authorized_keys)"; echo "IMGMODE-OSTREE-CONTAINER $$(ostree container image list --repo=/ostree/repo | tr "\n" " ")"; echo IMGMODE-STATUS-BEGIN; imgmode status --format json; echo IMGMODE-DONE rc=$$?'
 "#;
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +85,12 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
     } else {
         &a.base_disk
     };
-    let cfg = VmConfig::new(disk, firmware).job_unit("imgmode-vmtest.service", STATUS_UNIT);
+    let mut cfg = VmConfig::new(disk, firmware).job_unit("imgmode-vmtest.service", STATUS_UNIT);
+    // `boot` runs the guides' blocks marked for it (docs/guide/, sh vm=boot) before the status
+    let guide = mode == Mode::Bios;
+    if guide {
+        cfg = cfg.credential("vmtest.guide", guide_blocks(&a.imgmode, None)?);
+    }
     let mut vm = Vm::start(&cfg, dir).await?;
     // GRUB must have run: its menu is the proof that firmware loaded our bootloader.
     let result = async { vm.wait_for_result("IMGMODE-DONE", BOOT_TIMEOUT).await }.await;
@@ -97,6 +103,13 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
     };
     let booted_after = vm.elapsed();
     let console = vm.console();
+    let guide_note = if guide {
+        let file = dir.join("guide-report.log");
+        std::fs::write(&file, &report)?;
+        format!("; {}", guide_blocks(&a.imgmode, Some(&file))?.trim())
+    } else {
+        String::new()
+    };
     let json = parse_status_report(&report)?;
     std::fs::write(dir.join("status.json"), &json)?;
     let status: Status = serde_json::from_str(&json).context("parsing the guest's status JSON")?;
@@ -169,11 +182,31 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
     vm.powerdown().await?;
     let events = vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
     Ok(format!(
-        "booted {got} ({}) in {:.0}s; clean ACPI shutdown; {} QMP events",
+        "booted {got} ({}) in {:.0}s; clean ACPI shutdown; {} QMP events{guide_note}",
         a.base_digest,
         booted_after.as_secs_f64(),
         events.len()
     ))
+}
+
+/// `imgmode internal guide-blocks boot`: the guest script of the guides' `sh vm=boot` blocks,
+/// or with `check` (the guest's report) the check that each ran and printed what its guide
+/// shows (its message on success, the failed block's place and output otherwise).
+fn guide_blocks(imgmode: &Path, check: Option<&Path>) -> Result<String> {
+    let mut cmd = std::process::Command::new(imgmode);
+    cmd.args(["internal", "guide-blocks", "boot"]);
+    if let Some(c) = check {
+        cmd.arg("--check").arg(c);
+    }
+    let out = cmd
+        .output()
+        .context("running imgmode internal guide-blocks")?;
+    ensure!(
+        out.status.success(),
+        "the guides' vm=boot blocks: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The unit `degraded-boot` adds: it fails at every boot.

@@ -186,26 +186,7 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         "tar (the seed's kubeconfig from etc.tgz)",
     )?;
 
-    let hosts = [
-        Host {
-            name: "ibi1",
-            hostname: "node1",
-            extra_manifest: true,
-            boot: Boot::Uefi,
-            embed_seed: false,
-            refusals: true,
-            no_dhcp: true,
-        },
-        Host {
-            name: "ibi2",
-            hostname: "node2",
-            extra_manifest: false,
-            boot: Boot::Bios,
-            embed_seed: true,
-            refusals: false,
-            no_dhcp: false,
-        },
-    ];
+    let hosts = hosts();
     // host 1's network: no DHCP server, the registry forwarded onto it
     let mut net = PrivateNet::create()?;
     net.forward(reg.port)?;
@@ -287,6 +268,31 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         r2.keys.len(),
         r1.keys.len()
     ))
+}
+
+/// Host 1: UEFI, the seed from the registry on a private network without DHCP, the refused
+/// installs first, an extra manifest; host 2: BIOS, the seed embedded in its ISO.
+fn hosts() -> [Host; 2] {
+    [
+        Host {
+            name: "ibi1",
+            hostname: "node1",
+            extra_manifest: true,
+            boot: Boot::Uefi,
+            embed_seed: false,
+            refusals: true,
+            no_dhcp: true,
+        },
+        Host {
+            name: "ibi2",
+            hostname: "node2",
+            extra_manifest: false,
+            boot: Boot::Bios,
+            embed_seed: true,
+            refusals: false,
+            no_dhcp: false,
+        },
+    ]
 }
 
 /// One host: its configuration, and how its installation ISO is made and booted.
