@@ -86,6 +86,33 @@ fn every_guide_with_blocks_to_run_is_run_here() {
     );
 }
 
+/// The VM scenarios that run their guide blocks (`vmtest/src/scenarios/`, through
+/// `imgmode internal guide-blocks`): a block marked for another would never run.
+const VM_SCENARIOS: &[&str] = &["boot", "ibi"];
+
+#[test]
+fn every_vm_block_names_a_scenario_that_runs_it() {
+    for b in guide::all(&guide::dir()).unwrap() {
+        if let Some(s) = b.run_tag().and_then(|t| t.strip_prefix("vm=")) {
+            assert!(
+                VM_SCENARIOS.contains(&s),
+                "{}: no scenario runs the guide blocks of vm={s} (those that do: {VM_SCENARIOS:?})",
+                b.place()
+            );
+        }
+    }
+    // and each of those scenarios asks for its blocks
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmtest/src/scenarios");
+    for s in VM_SCENARIOS {
+        let text = std::fs::read_to_string(src.join(format!("{s}.rs"))).unwrap();
+        assert!(
+            text.contains(&format!("guide_blocks(&a.imgmode, \"{s}\""))
+                || text.contains(&format!("guide_blocks(imgmode, \"{s}\"")),
+            "vmtest/src/scenarios/{s}.rs does not run its guide blocks"
+        );
+    }
+}
+
 #[test]
 fn image_based_install_guide() {
     run_guide("image-based-install.md");

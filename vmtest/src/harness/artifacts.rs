@@ -66,6 +66,27 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `imgmode internal guide-blocks SCENARIO`: the guest script of the guides' `sh vm=SCENARIO`
+/// blocks, or with `check` (the guest's report, saved) the check that each ran and printed
+/// what its guide shows: its message, or an error naming the block and what it printed.
+pub(crate) fn guide_blocks(imgmode: &Path, scenario: &str, check: Option<&Path>) -> Result<String> {
+    let mut cmd = Command::new(imgmode);
+    cmd.args(["internal", "guide-blocks", scenario]);
+    if let Some(c) = check {
+        cmd.arg("--check").arg(c);
+    }
+    let out = cmd
+        .output()
+        .context("running imgmode internal guide-blocks")?;
+    if !out.status.success() {
+        bail!(
+            "the guides' vm={scenario} blocks: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Run the `imgmode` binary like a user; its stdout.
 pub(crate) fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
     run(

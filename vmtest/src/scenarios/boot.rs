@@ -3,7 +3,7 @@
 //! `imgmode status` reports in the guest (`boot` also runs the guides' `sh vm=boot` blocks);
 //! `degraded-boot` adds a unit that fails at boot and proves the harness refuses such a boot.
 
-use crate::harness::artifacts::{TEST_KARG, TEST_SSH_KEY};
+use crate::harness::artifacts::{guide_blocks, TEST_KARG, TEST_SSH_KEY};
 use crate::harness::context::RunContext;
 use crate::harness::direct;
 use crate::harness::guest::{report_line, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
@@ -89,7 +89,7 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
     // `boot` runs the guides' blocks marked for it (docs/guide/, sh vm=boot) before the status
     let guide = mode == Mode::Bios;
     if guide {
-        cfg = cfg.credential("vmtest.guide", guide_blocks(&a.imgmode, None)?);
+        cfg = cfg.credential("vmtest.guide", guide_blocks(&a.imgmode, "boot", None)?);
     }
     let mut vm = Vm::start(&cfg, dir).await?;
     // GRUB must have run: its menu is the proof that firmware loaded our bootloader.
@@ -106,7 +106,10 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
     let guide_note = if guide {
         let file = dir.join("guide-report.log");
         std::fs::write(&file, &report)?;
-        format!("; {}", guide_blocks(&a.imgmode, Some(&file))?.trim())
+        format!(
+            "; {}",
+            guide_blocks(&a.imgmode, "boot", Some(&file))?.trim()
+        )
     } else {
         String::new()
     };
@@ -187,26 +190,6 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
         booted_after.as_secs_f64(),
         events.len()
     ))
-}
-
-/// `imgmode internal guide-blocks boot`: the guest script of the guides' `sh vm=boot` blocks,
-/// or with `check` (the guest's report) the check that each ran and printed what its guide
-/// shows (its message on success, the failed block's place and output otherwise).
-fn guide_blocks(imgmode: &Path, check: Option<&Path>) -> Result<String> {
-    let mut cmd = std::process::Command::new(imgmode);
-    cmd.args(["internal", "guide-blocks", "boot"]);
-    if let Some(c) = check {
-        cmd.arg("--check").arg(c);
-    }
-    let out = cmd
-        .output()
-        .context("running imgmode internal guide-blocks")?;
-    ensure!(
-        out.status.success(),
-        "the guides' vm=boot blocks: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The unit `degraded-boot` adds: it fails at every boot.

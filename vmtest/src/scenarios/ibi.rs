@@ -12,7 +12,7 @@
 //! through SeaBIOS and installs from the seed embedded in its ISO after the registry is gone.
 //! The two hosts share no private key.
 
-use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
+use crate::harness::artifacts::{guide_blocks, run, ssh_keypair, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
     diag_section, file_modes, job, parse_phase, report_line, run_job_timed, Phase, BOOT_TIMEOUT,
@@ -210,12 +210,22 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         &seed,
         &seed_kubeconfig,
         Some(&net),
+        &a.imgmode,
     )
     .await?;
     // host 2 installs from the seed its ISO carries: no registry from here on
     drop(net);
     drop(reg);
-    let r2 = boot_host(dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig, None).await?;
+    let r2 = boot_host(
+        dir,
+        &hosts[1],
+        &isos[1],
+        &seed,
+        &seed_kubeconfig,
+        None,
+        &a.imgmode,
+    )
+    .await?;
     // the benchmark's baseline, in this run: host 2's installed disk booted again
     let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
     let plain = plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
@@ -455,6 +465,7 @@ async fn boot_host(
     seed: &SeedBuild,
     seed_kubeconfig: &str,
     net: Option<&PrivateNet>,
+    imgmode: &Path,
 ) -> Result<HostResult> {
     let conf = &isos.conf;
     let blank = dir.join(format!("blank-{}.qcow2", h.name));
@@ -478,7 +489,14 @@ async fn boot_host(
                 memory_mib: 3072,
                 ..VmConfig::new(&blank, h.boot.clone())
             },
-            BOOTED_SCRIPT.replace("__SITE__", ibi_site::SCRIPT),
+            BOOTED_SCRIPT.replace(
+                "__SITE__",
+                &format!(
+                    "{}{}",
+                    ibi_site::SCRIPT,
+                    guide_blocks(imgmode, "ibi", None)?
+                ),
+            ),
         ),
         LIVE_SCRIPT.replace("__REFUSALS__", if h.refusals { "yes" } else { "no" }),
     )
@@ -521,6 +539,10 @@ async fn boot_host(
     }
     check_cluster(h, conf, &b, &results)?;
     ibi_site::check(h.name, &b, &results, &isos.trust_bundle, h.no_dhcp)?;
+    // the image-based install guide's blocks (sh vm=ibi), run on the installed system
+    let report = dir.join(h.name).join("guide-report.log");
+    std::fs::write(&report, &results)?;
+    guide_blocks(imgmode, "ibi", Some(&report))?;
     let keys = key_inventory(h, &results)?;
     let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")
         .unwrap_or_default()
