@@ -160,24 +160,7 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
             "the kernel command line has no BOOT_IMAGE=: the disk was not booted through GRUB"
         );
     }
-    let cmdline = report_line(&report, "IMGMODE-CMDLINE").unwrap_or_default();
-    ensure!(
-        cmdline.split_whitespace().any(|a| a == TEST_KARG),
-        "--karg {} is not on the kernel command line: {cmdline}",
-        TEST_KARG
-    );
-    // `ostree container` runs ostree-ext through /usr/libexec/libostree/ext/ostree-container
-    // (imgmode) and must see the image the disk was deployed from.
-    let listed = report_line(&report, "IMGMODE-OSTREE-CONTAINER").unwrap_or_default();
-    ensure!(
-        listed.contains("imgmode-base/latest"),
-        "`ostree container image list` in the guest does not list the deployed image: {listed:?}"
-    );
-    ensure!(
-        report_line(&report, "IMGMODE-AUTHKEY") == Some(TEST_SSH_KEY),
-        "root's authorized_keys does not hold the --root-ssh-key key: {:?}",
-        report_line(&report, "IMGMODE-AUTHKEY")
-    );
+    guest_facts(&report)?;
     ensure!(
         vm.query_status().await? == "running",
         "VM not running before powerdown"
@@ -190,6 +173,30 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
         booted_after.as_secs_f64(),
         events.len()
     ))
+}
+
+/// The guest's facts besides the status: the test kernel argument, `ostree container` (imgmode
+/// as ostree-ext) listing the deployed image, and root's key from `--root-ssh-key`.
+fn guest_facts(report: &str) -> Result<()> {
+    let cmdline = report_line(report, "IMGMODE-CMDLINE").unwrap_or_default();
+    ensure!(
+        cmdline.split_whitespace().any(|a| a == TEST_KARG),
+        "--karg {} is not on the kernel command line: {cmdline}",
+        TEST_KARG
+    );
+    // `ostree container` runs ostree-ext through /usr/libexec/libostree/ext/ostree-container
+    // (imgmode) and must see the image the disk was deployed from.
+    let listed = report_line(report, "IMGMODE-OSTREE-CONTAINER").unwrap_or_default();
+    ensure!(
+        listed.contains("imgmode-base/latest"),
+        "`ostree container image list` in the guest does not list the deployed image: {listed:?}"
+    );
+    ensure!(
+        report_line(report, "IMGMODE-AUTHKEY") == Some(TEST_SSH_KEY),
+        "root's authorized_keys does not hold the --root-ssh-key key: {:?}",
+        report_line(report, "IMGMODE-AUTHKEY")
+    );
+    Ok(())
 }
 
 /// The unit `degraded-boot` adds: it fails at every boot.
