@@ -8,8 +8,9 @@
 //! `data`/`type`, `data`/`binaryData`, `status.addresses`), which the rest of recert and
 //! post-pivot read and change as they do JSON objects. Writing back changes only the top-level
 //! fields (and, in `metadata`, only the labels and annotations) whose view changed: every other
-//! field, known to `k8s-pb` or not (a newer Kubernetes), is copied byte for byte. A change the
-//! writer cannot make (a renamed object, a Node's addresses) is refused by name.
+//! field, known to `k8s-pb` or not (a newer Kubernetes), is copied byte for byte; a Node's
+//! `status.addresses` are written inside its status, the rest of the status kept as it is. A
+//! change the writer cannot make (a renamed object) is refused by name.
 //!
 //! Read and written: Secret, ConfigMap, Node, Namespace (core `v1`). Any other kind is read as
 //! its type meta only: recert refuses it when it holds a PEM block (it could carry a key or
@@ -337,6 +338,26 @@ fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Res
                 }
                 .encode_to_vec(),
             ),
+            ("Node", "status") => {
+                // the addresses only (as the kubelet reports them); conditions, capacity,
+                // node info and every other status field stay as they are
+                let mut addresses = vec![];
+                for a in view["status"]["addresses"].as_array().into_iter().flatten() {
+                    addresses.push(NodeAddress {
+                        r#type: a["type"].as_str().map(str::to_string),
+                        address: a["address"].as_str().map(str::to_string),
+                    });
+                }
+                let status = payload(original, 3)?.unwrap_or_default();
+                let new = NodeStatus {
+                    addresses,
+                    ..Default::default()
+                };
+                (
+                    3,
+                    message_field(3, &splice(&status, &[5], &new.encode_to_vec())?),
+                )
+            }
             (_, "metadata") => {
                 let (o, n) = (&old["metadata"], &view["metadata"]);
                 for fixed in ["name", "namespace", "uid"] {
@@ -516,6 +537,45 @@ mod tests {
             e.contains("metadata.name of a protobuf Secret cannot change"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_nodes_addresses_change_and_the_rest_of_its_status_stays() {
+        let n = Node {
+            metadata: Some(ObjectMeta {
+                name: Some("seed-node".into()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                phase: Some("Running".into()),
+                addresses: vec![NodeAddress {
+                    r#type: Some("InternalIP".into()),
+                    address: Some("10.0.2.15".into()),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut raw = n.encode_to_vec();
+        raw.extend(message_field(99, b"future"));
+        let u = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+            }),
+            raw: Some(raw),
+            ..Default::default()
+        };
+        let orig = [MAGIC, &u.encode_to_vec()].concat();
+        let mut v = decode(&orig).unwrap().view;
+        v["status"]["addresses"] = json!([{"type": "InternalIP", "address": "10.77.0.60"},
+                                          {"type": "Hostname", "address": "node1"}]);
+        let new = encode(Some(&orig), &v).unwrap();
+        assert_eq!(decode(&new).unwrap().view, v);
+        let inner = envelope(&new).unwrap().raw.unwrap();
+        let back = Node::decode(inner.as_slice()).unwrap();
+        assert_eq!(back.status.unwrap().phase.as_deref(), Some("Running"));
+        assert!(fields(&inner).unwrap().iter().any(|(t, _, _)| *t == 99));
     }
 
     #[test]

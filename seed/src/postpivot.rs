@@ -444,12 +444,12 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
 /// then the host's side of the proxy, trust bundle and registry mirrors.
 fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
-    node_ip(m, Duration::ZERO)?;
+    let ip = node_ip(m, Duration::ZERO)?;
     if let Some(e) = &c.etcd_service {
         systemctl("start", e)?;
     }
     let existing = etcd_objects(c)?;
-    crate::site::cluster_updates(&existing, m)?;
+    crate::site::cluster_updates(&existing, m, Some(&ip))?;
     let files = crate::site::host_files(&existing, m)?;
     // a trust bundle of an earlier run (or the seed's) does not linger
     if let Ok(dir) = std::fs::read_dir(crate::site::TRUST_DIR) {
@@ -577,10 +577,11 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
 /// secret (when the configuration has a password) and the extra manifests, put into etcd over
 /// what is there.
 fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Value]) -> Result<()> {
+    let ip = node_ip(m, Duration::ZERO)?;
     imgmode_support::runtime::block_on(async {
         let mut e = crate::cluster::connect_etcd(c).await?;
         let existing = e.scan().await?;
-        let updates = crate::site::cluster_updates(&existing, m)?;
+        let updates = crate::site::cluster_updates(&existing, m, Some(&ip))?;
         let mut objects = extra.to_vec();
         if !m.kubeadmin_password_hash.is_empty() {
             objects.insert(0, kubeadmin_secret(&m.kubeadmin_password_hash));

@@ -164,11 +164,51 @@ pub fn seed_has_proxy(existing: &[EtcdObject]) -> bool {
     })
 }
 
+/// The Node with the configuration's `nodeLabels` and, with `node_ip`, the site's InternalIP
+/// and Hostname addresses; `None` when that changes nothing.
+fn node_update(
+    existing: &[EtcdObject],
+    m: &SeedReconfiguration,
+    node_ip: Option<&str>,
+) -> Result<Option<EtcdObject>> {
+    let Some(seed_node) = imgmode_recert::etcd::the_node(existing).context("the Node")? else {
+        if !m.node_labels.is_empty() {
+            bail!("nodeLabels: the seed's etcd holds no node object under {NODES}");
+        }
+        return Ok(None);
+    };
+    let mut node = seed_node.clone();
+    if !m.node_labels.is_empty() && !node.value["metadata"]["labels"].is_object() {
+        node.value["metadata"]["labels"] = json!({});
+    }
+    for (k, v) in &m.node_labels {
+        node.value["metadata"]["labels"][k.as_str()] = json!(v);
+    }
+    if let Some(ip) = node_ip {
+        let mut addrs: Vec<serde_json::Value> = node.value["status"]["addresses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["type"] != "InternalIP" && a["type"] != "Hostname")
+            .collect();
+        addrs.insert(0, json!({"type": "InternalIP", "address": ip}));
+        if !m.hostname.is_empty() {
+            addrs.insert(1, json!({"type": "Hostname", "address": m.hostname}));
+        }
+        node.value["status"]["addresses"] = json!(addrs);
+    }
+    Ok((node.value != seed_node.value).then_some(node))
+}
+
 /// The cluster objects the site's settings change, each to be written over the revision it
-/// was read at. Refuses a proxy setting that does not match the seed's.
+/// was read at; with `node_ip`, the Node's InternalIP and Hostname addresses become the site's
+/// (what the kubelet reports when it starts). Refuses a proxy setting that does not match the
+/// seed's.
 pub fn cluster_updates(
     existing: &[EtcdObject],
     m: &SeedReconfiguration,
+    node_ip: Option<&str>,
 ) -> Result<Vec<EtcdObject>> {
     let mut out = vec![];
     let cluster_ic = cluster_install_config(existing, m)?;
@@ -187,19 +227,7 @@ pub fn cluster_updates(
         cv.value["spec"]["clusterID"] = json!(m.cluster_id);
         out.push(cv);
     }
-    if !m.node_labels.is_empty() {
-        let mut node = imgmode_recert::etcd::the_node(existing)
-            .context("nodeLabels")?
-            .with_context(|| {
-                format!("nodeLabels: the seed's etcd holds no node object under {NODES}")
-            })?
-            .clone();
-        if !node.value["metadata"]["labels"].is_object() {
-            node.value["metadata"]["labels"] = json!({});
-        }
-        for (k, v) in &m.node_labels {
-            node.value["metadata"]["labels"][k.as_str()] = json!(v);
-        }
+    if let Some(node) = node_update(existing, m, node_ip)? {
         out.push(node);
     }
     let bundle = m.additional_trust_bundle.user_ca_bundle.trim();
@@ -657,7 +685,7 @@ mod tests {
             release_registry: "mirror.site.example:5000".into(),
             ..Default::default()
         };
-        let u = cluster_updates(&seed(), &m).unwrap();
+        let u = cluster_updates(&seed(), &m, None).unwrap();
         let get = |k: &str| u.iter().find(|o| o.key == k).unwrap();
         assert_eq!(
             get(CLUSTER_VERSION).value["spec"]["clusterID"],
@@ -668,6 +696,20 @@ mod tests {
         assert_eq!(node.value["metadata"]["labels"]["a"], "1");
         assert_eq!(
             node.value["metadata"]["labels"]["node-role.kubernetes.io/edge"],
+            ""
+        );
+        // with the node IP, the Node's addresses are the site's (as its kubelet reports them)
+        let with_ip = cluster_updates(&seed(), &m, Some("10.77.0.60")).unwrap();
+        let n = with_ip
+            .iter()
+            .find(|o| o.key == "/kubernetes.io/minions/node1")
+            .unwrap();
+        assert_eq!(
+            n.value["status"]["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.77.0.60"})
+        );
+        assert_eq!(
+            n.value["metadata"]["labels"]["node-role.kubernetes.io/edge"],
             ""
         );
         assert_eq!(
@@ -681,14 +723,16 @@ mod tests {
             install_config: "apiVersion: v1\nadditionalTrustBundlePolicy: Always\n".into(),
             ..m.clone()
         };
-        let u2 = cluster_updates(&seed(), &always).unwrap();
+        let u2 = cluster_updates(&seed(), &always, None).unwrap();
         let p = u2.iter().find(|o| o.key == PROXY).unwrap();
         assert_eq!(p.value["spec"]["trustedCA"]["name"], "user-ca-bundle");
         let bad = SeedReconfiguration {
             install_config: "apiVersion: v1\nadditionalTrustBundlePolicy: Sometimes\n".into(),
             ..m.clone()
         };
-        let e = cluster_updates(&seed(), &bad).unwrap_err().to_string();
+        let e = cluster_updates(&seed(), &bad, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("additionalTrustBundlePolicy is Sometimes"),
             "{e}"
@@ -705,7 +749,7 @@ mod tests {
             release_registry: "quay.io".into(),
             ..Default::default()
         };
-        assert!(cluster_updates(&seed(), &same).unwrap().is_empty());
+        assert!(cluster_updates(&seed(), &same, None).unwrap().is_empty());
     }
 
     #[test]
@@ -719,14 +763,14 @@ mod tests {
             proxy: Some(proxy.clone()),
             ..Default::default()
         };
-        let e = cluster_updates(&seed(), &m).unwrap_err().to_string();
+        let e = cluster_updates(&seed(), &m, None).unwrap_err().to_string();
         assert!(
             e.starts_with("proxy mismatch: the configuration sets a proxy"),
             "{e}"
         );
         let mut proxied = seed();
         proxied[2].value["spec"]["httpProxy"] = json!("http://proxy.seed:3128");
-        let e = cluster_updates(&proxied, &SeedReconfiguration::default())
+        let e = cluster_updates(&proxied, &SeedReconfiguration::default(), None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -739,7 +783,7 @@ mod tests {
             machine_networks: vec!["10.0.2.0/24".into()],
             ..m
         };
-        let u = cluster_updates(&proxied, &m).unwrap();
+        let u = cluster_updates(&proxied, &m, None).unwrap();
         assert_eq!(u[0].key, PROXY);
         assert_eq!(u[0].value["spec"]["httpProxy"], "http://proxy.site:3128");
         assert_eq!(u[0].value["spec"]["noProxy"], ".site");
@@ -867,7 +911,7 @@ mod tests {
             install_config: ic.into(),
             ..Default::default()
         };
-        let u = cluster_updates(&seed(), &m).unwrap();
+        let u = cluster_updates(&seed(), &m, None).unwrap();
         let o = u.iter().find(|o| o.key == DIGEST_MIRRORS).unwrap();
         assert_eq!(
             o.value["spec"]["imageDigestMirrors"],
