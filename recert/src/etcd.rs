@@ -43,12 +43,39 @@ pub const ENCODINGS: &[&str] = &[
     "encrypted",
 ];
 
+/// One step of a path into a JSON object: a key, or an element of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
+
 /// A value inside an object that may hold secrets.
 #[derive(Debug, Clone)]
 pub struct Field {
-    pub name: String,
+    /// Where it is: `data`, `tls.crt`; or `webhooks`, 0, `clientConfig`, `caBundle`.
+    pub path: Vec<Step>,
+    /// Its text (base64-decoded where the object stores it so).
     pub text: String,
     pub base64: bool,
+}
+
+impl Field {
+    /// The path as people read it: `data.tls.crt`, `webhooks[0].clientConfig.caBundle`.
+    pub fn name(&self) -> String {
+        let mut out = String::new();
+        for s in &self.path {
+            match s {
+                Step::Key(k) if out.is_empty() => out.push_str(k),
+                Step::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
 }
 
 impl EtcdObject {
@@ -105,8 +132,9 @@ impl EtcdObject {
         }
     }
 
-    pub fn location(&self, field: &str) -> String {
-        format!("etcd {} data.{field}", self.key)
+    /// Where `field` is, for messages and the summary: `etcd KEY data.tls.crt`.
+    pub fn location(&self, field: &Field) -> String {
+        format!("etcd {} {}", self.key, field.name())
     }
 
     pub fn is_configmap(&self) -> bool {
@@ -116,33 +144,47 @@ impl EtcdObject {
     /// The text fields of `data` (base64-decoded for secrets; binary values are skipped).
     pub fn fields(&self) -> Vec<Field> {
         let base64 = self.key.starts_with(SECRETS);
-        let Some(data) = self.value.get("data").and_then(|d| d.as_object()) else {
-            return vec![];
-        };
-        data.iter()
-            .filter_map(|(k, v)| {
-                let s = v.as_str()?;
-                let text = if base64 {
-                    String::from_utf8(b64_decode(s).ok()?).ok()?
-                } else {
-                    s.to_string()
-                };
-                Some(Field {
-                    name: k.clone(),
-                    text,
-                    base64,
-                })
-            })
-            .collect()
+        let mut out = vec![];
+        for (k, v) in self
+            .value
+            .get("data")
+            .and_then(|d| d.as_object())
+            .into_iter()
+            .flatten()
+        {
+            let Some(s) = v.as_str() else { continue };
+            let text = if base64 {
+                match b64_decode(s).ok().and_then(|b| String::from_utf8(b).ok()) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                s.to_string()
+            };
+            out.push(Field {
+                path: vec![Step::Key("data".into()), Step::Key(k.clone())],
+                text,
+                base64,
+            });
+        }
+        out
     }
 
-    pub fn set_field(&mut self, f: &Field, text: &str) {
-        let v = if f.base64 {
+    /// `field` (one of [`EtcdObject::fields`]) holding `text` now.
+    pub fn set_field(&mut self, field: &Field, text: &str) {
+        let v = if field.base64 {
             b64_encode(text.as_bytes())
         } else {
             text.to_string()
         };
-        self.value["data"][f.name.as_str()] = serde_json::Value::String(v);
+        let mut at = &mut self.value;
+        for s in &field.path {
+            at = match s {
+                Step::Key(k) => &mut at[k.as_str()],
+                Step::Index(i) => &mut at[*i],
+            };
+        }
+        *at = serde_json::Value::String(v);
     }
 }
 
