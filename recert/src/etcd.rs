@@ -1,7 +1,11 @@
 //! The etcd half. Objects are Kubernetes-style JSON under `/kubernetes.io/<resource>/...` (the
-//! layout of a real control plane: [`storage_key`]):
-//! secrets carry base64 `data` values, configmaps plain-text `data` values. Each changed object
-//! is written back in its own transaction, guarded by the revision it was read at.
+//! layout of a real control plane: [`storage_key`]), stored as JSON or Kubernetes protobuf
+//! ([`crate::kpb`], read into the same JSON). The fields recert reads and rewrites
+//! ([`EtcdObject::fields`]): `data` values (base64 in secrets, plain text in configmaps), and the
+//! certificate fields of the kinds that carry CA bundles ([`crate::kpb::pem_paths`]: a
+//! webhook's `caBundle`, an APIService's, a CRD conversion webhook's, a CSR's
+//! `status.certificate`; base64 PEM). Each changed object is written back in its own
+//! transaction, guarded by the revision it was read at.
 
 use std::time::Duration;
 
@@ -43,19 +47,47 @@ pub const ENCODINGS: &[&str] = &[
     "encrypted",
 ];
 
+/// One step of a path into a JSON object: a key, or an element of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
+
 /// A value inside an object that may hold secrets.
 #[derive(Debug, Clone)]
 pub struct Field {
-    pub name: String,
+    /// Where it is: `data`, `tls.crt`; or `webhooks`, 0, `clientConfig`, `caBundle`.
+    pub path: Vec<Step>,
+    /// Its text (base64-decoded where the object stores it so).
     pub text: String,
     pub base64: bool,
 }
 
+impl Field {
+    /// The path as people read it: `data.tls.crt`, `webhooks[0].clientConfig.caBundle`.
+    pub fn name(&self) -> String {
+        let mut out = String::new();
+        for s in &self.path {
+            match s {
+                Step::Key(k) if out.is_empty() => out.push_str(k),
+                Step::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
 impl EtcdObject {
     /// A new object, stored as a real kube-apiserver stores its kind: Kubernetes protobuf for
-    /// the built-in kinds [`crate::kpb`] writes, JSON for the rest (custom resources).
+    /// the built-in kinds [`crate::kpb`] builds whole ([`crate::kpb::writes_new`]), JSON for
+    /// the rest (custom resources).
     pub fn new(key: impl Into<String>, value: serde_json::Value) -> Self {
-        let proto = crate::kpb::supported(
+        let proto = crate::kpb::writes_new(
             value["apiVersion"].as_str().unwrap_or_default(),
             value["kind"].as_str().unwrap_or_default(),
         );
@@ -105,44 +137,90 @@ impl EtcdObject {
         }
     }
 
-    pub fn location(&self, field: &str) -> String {
-        format!("etcd {} data.{field}", self.key)
+    /// Where `field` is, for messages and the summary: `etcd KEY data.tls.crt`.
+    pub fn location(&self, field: &Field) -> String {
+        format!("etcd {} {}", self.key, field.name())
     }
 
     pub fn is_configmap(&self) -> bool {
         self.key.starts_with(CONFIGMAPS)
     }
 
-    /// The text fields of `data` (base64-decoded for secrets; binary values are skipped).
+    /// The text fields: of `data` (base64-decoded for secrets), then the certificate fields
+    /// of the kinds that carry them ([`crate::kpb::pem_paths`], base64-decoded), in a JSON
+    /// object and a protobuf one's view alike. Values that are not text are skipped (binary
+    /// data is no PEM).
     pub fn fields(&self) -> Vec<Field> {
         let base64 = self.key.starts_with(SECRETS);
-        let Some(data) = self.value.get("data").and_then(|d| d.as_object()) else {
-            return vec![];
-        };
-        data.iter()
-            .filter_map(|(k, v)| {
-                let s = v.as_str()?;
-                let text = if base64 {
-                    String::from_utf8(b64_decode(s).ok()?).ok()?
-                } else {
-                    s.to_string()
+        let mut out = vec![];
+        for (k, v) in self
+            .value
+            .get("data")
+            .and_then(|d| d.as_object())
+            .into_iter()
+            .flatten()
+        {
+            let Some(s) = v.as_str() else { continue };
+            let text = if base64 {
+                match b64_decode(s).ok().and_then(|b| String::from_utf8(b).ok()) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                s.to_string()
+            };
+            out.push(Field {
+                path: vec![Step::Key("data".into()), Step::Key(k.clone())],
+                text,
+                base64,
+            });
+        }
+        let paths = crate::kpb::pem_paths(
+            self.value["apiVersion"].as_str().unwrap_or_default(),
+            self.value["kind"].as_str().unwrap_or_default(),
+        );
+        for path in paths {
+            for (idx, v) in crate::kpb::places(&self.value, path) {
+                let Some(text) = v
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| b64_decode(s).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+                else {
+                    continue;
                 };
-                Some(Field {
-                    name: k.clone(),
+                let mut idx = idx.into_iter();
+                let mut steps = vec![];
+                for seg in path.iter() {
+                    steps.push(Step::Key(seg.json.into()));
+                    if seg.repeated {
+                        steps.extend(idx.next().map(Step::Index));
+                    }
+                }
+                out.push(Field {
+                    path: steps,
                     text,
-                    base64,
-                })
-            })
-            .collect()
+                    base64: true,
+                });
+            }
+        }
+        out
     }
 
-    pub fn set_field(&mut self, f: &Field, text: &str) {
-        let v = if f.base64 {
+    /// `field` (one of [`EtcdObject::fields`]) holding `text` now.
+    pub fn set_field(&mut self, field: &Field, text: &str) {
+        let v = if field.base64 {
             b64_encode(text.as_bytes())
         } else {
             text.to_string()
         };
-        self.value["data"][f.name.as_str()] = serde_json::Value::String(v);
+        let mut at = &mut self.value;
+        for s in &field.path {
+            at = match s {
+                Step::Key(k) => &mut at[k.as_str()],
+                Step::Index(i) => &mut at[*i],
+            };
+        }
+        *at = serde_json::Value::String(v);
     }
 }
 
@@ -589,6 +667,145 @@ mod tests {
             k("quota.openshift.io/v1", "ClusterResourceQuota", ""),
             "/kubernetes.io/quota.openshift.io/clusterresourcequotas/n"
         );
+    }
+
+    /// A protobuf etcd value of `api_version`/`kind` whose object is `raw`.
+    fn protobuf(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+        use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+        use prost::Message;
+        let u = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+            }),
+            raw: Some(raw),
+            ..Default::default()
+        };
+        [crate::kpb::MAGIC, &u.encode_to_vec()].concat()
+    }
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn certificate_fields_are_read_and_set_by_their_path_in_both_encodings() {
+        use k8s_pb::api::admissionregistration::v1 as adm;
+        use k8s_pb::api::certificates::v1 as cert;
+        use prost::Message;
+        let hook = |ca: Option<&str>| adm::ValidatingWebhook {
+            client_config: Some(adm::WebhookClientConfig {
+                ca_bundle: ca.map(|c| c.as_bytes().to_vec()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let vwc = adm::ValidatingWebhookConfiguration {
+            webhooks: vec![hook(None), hook(Some(PEM))],
+            ..Default::default()
+        };
+        let key = "/kubernetes.io/validatingwebhookconfigurations/v";
+        let raw = protobuf(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            vwc.encode_to_vec(),
+        );
+        let (enc, obj) = read_value(key, &raw, 3).unwrap();
+        let mut obj = obj.unwrap();
+        assert_eq!(enc, "protobuf");
+        let f = obj.fields();
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].text.as_str(), f[0].base64), (PEM, true));
+        assert_eq!(
+            obj.location(&f[0]),
+            format!("etcd {key} webhooks[1].clientConfig.caBundle")
+        );
+        obj.set_field(&f[0], "NEW");
+        assert_eq!(obj.fields()[0].text, "NEW");
+        assert_eq!(obj.value["webhooks"][0], serde_json::json!({}));
+        let back = crate::kpb::decode(&obj.stored().unwrap()).unwrap().view;
+        assert_eq!(
+            back["webhooks"][1]["clientConfig"]["caBundle"],
+            b64_encode(b"NEW")
+        );
+
+        // the same paths in a JSON object: a CRD as kube-apiserver keeps it (v1beta1)
+        let crd = EtcdObject::new(
+            "/kubernetes.io/apiextensions.k8s.io/customresourcedefinitions/w",
+            serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "w"}, "spec": {"group": "example.com", "conversion": {"strategy": "Webhook",
+                "webhookClientConfig": {"url": "https://c", "caBundle": b64_encode(PEM.as_bytes())}}}}),
+        );
+        assert_eq!(crd.encoding(), "json");
+        let f = crd.fields();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].name(), "spec.conversion.webhookClientConfig.caBundle");
+        assert_eq!(f[0].text, PEM);
+
+        // secrets and configmaps: `data`, as before
+        let s = EtcdObject::new(
+            "/kubernetes.io/secrets/ns/s",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"tls.crt": b64_encode(PEM.as_bytes()), "bin": b64_encode(&[0xff, 0xfe])}}),
+        );
+        let f = s.fields();
+        assert_eq!(f.len(), 1, "binary values are skipped");
+        assert_eq!(
+            s.location(&f[0]),
+            "etcd /kubernetes.io/secrets/ns/s data.tls.crt"
+        );
+        let c = EtcdObject::new(
+            "/kubernetes.io/configmaps/ns/c",
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                "data": {"ca-bundle.crt": PEM}}),
+        );
+        assert_eq!(
+            (c.fields()[0].text.as_str(), c.fields()[0].base64),
+            (PEM, false)
+        );
+
+        // a CSR's request is a PEM block recert keeps: no refusal
+        let csr = cert::CertificateSigningRequest {
+            spec: Some(cert::CertificateSigningRequestSpec {
+                request: Some(
+                    b"-----BEGIN CERTIFICATE REQUEST-----\nUg==\n-----END CERTIFICATE REQUEST-----\n"
+                        .to_vec(),
+                ),
+                ..Default::default()
+            }),
+            status: Some(cert::CertificateSigningRequestStatus {
+                certificate: Some(PEM.as_bytes().to_vec()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let raw = protobuf(
+            "certificates.k8s.io/v1",
+            "CertificateSigningRequest",
+            csr.encode_to_vec(),
+        );
+        let (_, obj) = read_value("/kubernetes.io/certificatesigningrequests/c", &raw, 1).unwrap();
+        let f = obj.unwrap().fields();
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].name().as_str(), f[0].text.as_str()),
+            ("status.certificate", PEM)
+        );
+    }
+
+    #[test]
+    fn another_protobuf_kind_holding_a_pem_block_is_refused() {
+        let raw = protobuf("apps/v1", "Deployment", PEM.as_bytes().to_vec());
+        let e = read_value("/kubernetes.io/deployments/ns/d", &raw, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "a protobuf apps/v1 Deployment, which imgmode does not read, holds a PEM block"
+            ),
+            "{e}"
+        );
+        let raw = protobuf("apps/v1", "Deployment", b"no pem".to_vec());
+        let (enc, obj) = read_value("/kubernetes.io/deployments/ns/d", &raw, 1).unwrap();
+        assert_eq!((enc, obj.is_none()), ("protobuf-unread", true));
     }
 
     #[test]

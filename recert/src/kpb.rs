@@ -5,27 +5,47 @@
 //!
 //! imgmode reads every such value into a JSON view shaped like the object's JSON (`kind`,
 //! `apiVersion`, `metadata` with name, namespace, uid, labels and annotations, and per kind
-//! `data`/`type`, `data`/`binaryData`, `status.addresses`), which the rest of recert and
-//! post-pivot read and change as they do JSON objects. Writing back changes only the top-level
-//! fields (and, in `metadata`, only the labels and annotations) whose view changed: every other
-//! field, known to `k8s-pb` or not (a newer Kubernetes), is copied byte for byte; a Node's
-//! `status.addresses` are written inside its status, the rest of the status kept as it is. A
-//! change the writer cannot make (a renamed object) is refused by name.
+//! `data`/`type`, `data`/`binaryData`, `status.addresses`, or the certificate fields below),
+//! which the rest of recert and post-pivot read and change as they do JSON objects. Writing
+//! back changes only the fields whose view changed: for Secret, ConfigMap, Node and Namespace
+//! the top-level fields (and, in `metadata`, only the labels and annotations); for the kinds
+//! with certificate fields, each such field in place, down its path of nested messages
+//! (`kpb/wire.rs`). Every other field, known to `k8s-pb` or not (a newer Kubernetes), at
+//! any depth, is copied byte for byte; a Node's `status.addresses` are written inside its
+//! status, the rest of the status kept. A change the writer cannot make (a renamed object, a
+//! webhook's rules) is refused by name.
 //!
-//! Read and written: Secret, ConfigMap, Node, Namespace (core `v1`). Any other kind is read as
-//! its type meta only: recert refuses it when it holds a PEM block (it could carry a key or
-//! certificate recert would miss).
+//! Read and written:
+//!
+//! - Secret, ConfigMap, Node, Namespace (core `v1`): read, rewritten, and built whole as new
+//!   objects ([`writes_new`]).
+//! - The kinds with certificate fields (`kpb/bundles.rs` has the paths and field numbers):
+//!   Validating/MutatingWebhookConfiguration `webhooks[].clientConfig.caBundle`, APIService
+//!   `spec.caBundle`, CustomResourceDefinition's conversion webhook `caBundle` (`v1` and the
+//!   `v1beta1` kube-apiserver stores), CertificateSigningRequest `status.certificate`; a CSR's
+//!   `spec.request` (a certificate request: a public key, no secret) is kept as it is and not
+//!   in the view. These are read and rewritten in place, not built as new objects: their
+//!   other fields (webhook rules and selectors, a CRD's schema) are not in the view, and
+//!   post-pivot refuses extra manifests of these kinds when the ISO is made. A PEM block
+//!   anywhere else in such a value makes it refused, as below.
+//! - Any other kind is read as its type meta only: recert refuses it when it holds a PEM
+//!   block (it could carry a key or certificate recert would miss).
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_pb::api::core::v1::{ConfigMap, Namespace, Node, NodeAddress, NodeStatus, Secret};
 use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
-use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, skip_field, WireType};
 use prost::Message;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 use crate::text::{b64_decode, b64_encode};
+use wire::{message_field, payload, splice};
+
+mod bundles;
+mod wire;
+
+pub use bundles::{pem_paths, places, Path, Seg};
 
 /// The prefix of a protobuf value.
 pub const MAGIC: &[u8] = b"k8s\0";
@@ -35,17 +55,23 @@ pub fn is_protobuf(value: &[u8]) -> bool {
     value.starts_with(MAGIC)
 }
 
-/// The kinds this module reads and writes whole.
-pub fn supported(api_version: &str, kind: &str) -> bool {
+/// The kinds this module builds whole, as new objects: Secret, ConfigMap, Node, Namespace.
+pub fn writes_new(api_version: &str, kind: &str) -> bool {
     api_version == "v1" && matches!(kind, "Secret" | "ConfigMap" | "Node" | "Namespace")
+}
+
+/// The kinds this module reads into a JSON view and writes back into their bytes: those it
+/// [`writes_new`], and the kinds whose certificate fields it reads ([`pem_paths`]).
+pub fn reads(api_version: &str, kind: &str) -> bool {
+    writes_new(api_version, kind) || bundles::find(api_version, kind).is_some()
 }
 
 /// A protobuf value read.
 #[derive(Debug, Clone)]
 pub struct Decoded {
-    /// The JSON view (type meta only for a kind that is not [`supported`]).
+    /// The JSON view (type meta only for a kind this module does not [`reads`]).
     pub view: Value,
-    /// The kind is [`supported`].
+    /// The kind is one this module [`reads`].
     pub known: bool,
 }
 
@@ -75,12 +101,13 @@ fn decode_envelope(u: &Unknown) -> Result<Decoded> {
     let (api_version, kind) = type_meta(u);
     let raw: &[u8] = u.raw.as_deref().unwrap_or_default();
     let mut view = json!({"apiVersion": api_version, "kind": kind});
-    if !supported(&api_version, &kind) {
+    if !reads(&api_version, &kind) {
         return Ok(Decoded { view, known: false });
     }
     let what = || format!("a protobuf {kind} that does not decode");
-    let body = match kind.as_str() {
-        "Secret" => {
+    let body = match (bundles::find(&api_version, &kind), kind.as_str()) {
+        (Some(b), _) => bundles::view(b, raw)?,
+        (None, "Secret") => {
             let s = Secret::decode(raw).with_context(what)?;
             let mut v = json!({"metadata": meta_view(s.metadata.as_ref())});
             if let Some(t) = s.r#type {
@@ -91,7 +118,7 @@ fn decode_envelope(u: &Unknown) -> Result<Decoded> {
             }
             v
         }
-        "ConfigMap" => {
+        (None, "ConfigMap") => {
             let c = ConfigMap::decode(raw).with_context(what)?;
             let mut v = json!({"metadata": meta_view(c.metadata.as_ref())});
             if !c.data.is_empty() {
@@ -102,7 +129,7 @@ fn decode_envelope(u: &Unknown) -> Result<Decoded> {
             }
             v
         }
-        "Node" => {
+        (None, "Node") => {
             let n = Node::decode(raw).with_context(what)?;
             let addrs: Vec<Value> = n
                 .status
@@ -233,61 +260,29 @@ fn encode_new(kind: &str, view: &Value) -> Result<Vec<u8>> {
             }
             .encode_to_vec()
         }
+        // the kinds read for their certificate fields only: see the module's doc
         _ => bail!("a new {kind} is not written as protobuf by imgmode"),
     })
 }
 
-/// The byte ranges of `msg`'s top-level fields: (tag, start, end).
-fn fields(msg: &[u8]) -> Result<Vec<(u32, usize, usize)>> {
-    let mut out = vec![];
-    let mut buf = msg;
-    while !buf.is_empty() {
-        let start = msg.len() - buf.len();
-        let (tag, wt) = decode_key(&mut buf).context("a protobuf field key")?;
-        skip_field(wt, tag, &mut buf, Default::default()).context("a protobuf field")?;
-        out.push((tag, start, msg.len() - buf.len()));
+/// The metadata of `original` (an object's inner protobuf) with the labels and annotations of
+/// `new`; a change of its name, namespace or uid (against `old`) is refused.
+fn metadata_payload(kind: &str, original: &[u8], old: &Value, new: &Value) -> Result<Vec<u8>> {
+    for fixed in ["name", "namespace", "uid"] {
+        ensure!(
+            old[fixed] == new[fixed],
+            "metadata.{fixed} of a protobuf {kind} cannot change (from {} to {})",
+            old[fixed],
+            new[fixed]
+        );
     }
-    Ok(out)
-}
-
-/// `msg` without its top-level fields numbered `drop`, then `append` (encoded fields).
-fn splice(msg: &[u8], drop: &[u32], append: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(msg.len() + append.len());
-    for (tag, a, b) in fields(msg)? {
-        if !drop.contains(&tag) {
-            out.extend_from_slice(&msg[a..b]);
-        }
-    }
-    out.extend_from_slice(append);
-    Ok(out)
-}
-
-/// The payload of the (last) length-delimited top-level field `tag` of `msg`.
-fn payload(msg: &[u8], tag: u32) -> Result<Option<Vec<u8>>> {
-    let mut found = None;
-    for (t, a, b) in fields(msg)? {
-        if t == tag {
-            let mut buf = &msg[a..b];
-            let (_, wt) = decode_key(&mut buf)?;
-            ensure!(
-                wt == WireType::LengthDelimited,
-                "field {tag} is not a message"
-            );
-            let len = decode_varint(&mut buf)? as usize;
-            ensure!(len == buf.len(), "field {tag} has a wrong length");
-            found = Some(buf.to_vec());
-        }
-    }
-    Ok(found)
-}
-
-/// One length-delimited field.
-fn message_field(tag: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![];
-    encode_key(tag, WireType::LengthDelimited, &mut out);
-    encode_varint(body.len() as u64, &mut out);
-    out.extend_from_slice(body);
-    out
+    let meta = payload(original, 1)?.unwrap_or_default();
+    let m = ObjectMeta {
+        labels: string_map(&new["labels"], "metadata.labels")?,
+        annotations: string_map(&new["annotations"], "metadata.annotations")?,
+        ..Default::default()
+    };
+    splice(&meta, &[11, 12], &m.encode_to_vec())
 }
 
 /// The object `original` (its inner protobuf) with the changes of `view` against `old`.
@@ -358,27 +353,13 @@ fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Res
                     message_field(3, &splice(&status, &[5], &new.encode_to_vec())?),
                 )
             }
-            (_, "metadata") => {
-                let (o, n) = (&old["metadata"], &view["metadata"]);
-                for fixed in ["name", "namespace", "uid"] {
-                    ensure!(
-                        o[fixed] == n[fixed],
-                        "metadata.{fixed} of a protobuf {kind} cannot change (from {} to {})",
-                        o[fixed],
-                        n[fixed]
-                    );
-                }
-                let meta = payload(original, 1)?.unwrap_or_default();
-                let m = ObjectMeta {
-                    labels: string_map(&n["labels"], "metadata.labels")?,
-                    annotations: string_map(&n["annotations"], "metadata.annotations")?,
-                    ..Default::default()
-                };
-                (
+            (_, "metadata") => (
+                1,
+                message_field(
                     1,
-                    message_field(1, &splice(&meta, &[11, 12], &m.encode_to_vec())?),
-                )
-            }
+                    &metadata_payload(kind, original, &old["metadata"], &view["metadata"])?,
+                ),
+            ),
             (_, other) => bail!("imgmode does not write {other} of a protobuf {kind}"),
         };
         drop.push(tag);
@@ -401,7 +382,7 @@ fn empty(v: &Value) -> bool {
 /// `view` as this module writes it: a Secret's `stringData` folded into `data` (as the API
 /// server does), and every field it cannot write refused by name, so nothing a manifest says
 /// is dropped on the way to etcd.
-fn writable(kind: &str, view: &Value) -> Result<Value> {
+fn writable(api_version: &str, kind: &str, view: &Value) -> Result<Value> {
     let mut v = view.clone();
     if kind == "Secret" {
         if let Some(sd) = v.get("stringData").cloned().filter(|s| !empty(s)) {
@@ -413,11 +394,12 @@ fn writable(kind: &str, view: &Value) -> Result<Value> {
             o.remove("stringData");
         }
     }
-    let top: &[&str] = match kind {
-        "Secret" => &["apiVersion", "kind", "metadata", "type", "data"],
-        "ConfigMap" => &["apiVersion", "kind", "metadata", "data", "binaryData"],
-        "Node" => &["apiVersion", "kind", "metadata", "status"],
-        _ => &["apiVersion", "kind", "metadata"],
+    let top: Vec<&str> = match (bundles::find(api_version, kind), kind) {
+        (Some(b), _) => bundles::top_keys(b),
+        (None, "Secret") => vec!["apiVersion", "kind", "metadata", "type", "data"],
+        (None, "ConfigMap") => vec!["apiVersion", "kind", "metadata", "data", "binaryData"],
+        (None, "Node") => vec!["apiVersion", "kind", "metadata", "status"],
+        _ => vec!["apiVersion", "kind", "metadata"],
     };
     for (k, val) in v.as_object().into_iter().flatten() {
         ensure!(
@@ -444,10 +426,10 @@ pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
     let api_version = view["apiVersion"].as_str().unwrap_or_default().to_string();
     let kind = view["kind"].as_str().unwrap_or_default().to_string();
     ensure!(
-        supported(&api_version, &kind),
+        reads(&api_version, &kind),
         "imgmode does not write a protobuf {api_version} {kind}"
     );
-    let view = &writable(&kind, view)?;
+    let view = &writable(&api_version, &kind, view)?;
     if let Some(orig) = original {
         let u = envelope(orig)?;
         ensure!(
@@ -457,12 +439,15 @@ pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
         );
         let old = decode_envelope(&u)?.view;
         let old_raw = u.raw.unwrap_or_default();
-        let raw = encode_changes(&kind, &old_raw, &old, view)?;
+        let raw = match bundles::find(&api_version, &kind) {
+            Some(b) => bundles::encode_changes(b, &old_raw, &old, view)?,
+            None => encode_changes(&kind, &old_raw, &old, view)?,
+        };
         if raw == old_raw {
             return Ok(orig.to_vec());
         }
         // the envelope as it was, but its raw object
-        let body = splice(&orig[MAGIC.len()..], &[2], &message_field(2, &raw))?;
+        let body = wire::replace(&orig[MAGIC.len()..], &[wire::Step::one(2)], &raw)?;
         return Ok([MAGIC, &body].concat());
     }
     let raw = encode_new(&kind, view)?;
@@ -528,7 +513,10 @@ mod tests {
         assert_eq!(back, v);
         let inner = envelope(&new).unwrap().raw.unwrap();
         assert!(
-            fields(&inner).unwrap().iter().any(|(t, _, _)| *t == 99),
+            wire::fields(&inner)
+                .unwrap()
+                .iter()
+                .any(|(t, _, _)| *t == 99),
             "the unknown field is kept"
         );
         v["metadata"]["name"] = json!("other");
@@ -575,7 +563,10 @@ mod tests {
         let inner = envelope(&new).unwrap().raw.unwrap();
         let back = Node::decode(inner.as_slice()).unwrap();
         assert_eq!(back.status.unwrap().phase.as_deref(), Some("Running"));
-        assert!(fields(&inner).unwrap().iter().any(|(t, _, _)| *t == 99));
+        assert!(wire::fields(&inner)
+            .unwrap()
+            .iter()
+            .any(|(t, _, _)| *t == 99));
     }
 
     #[test]

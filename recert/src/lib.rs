@@ -222,7 +222,7 @@ pub fn key_inventory(
         })??;
         for obj in &objects {
             for f in obj.fields() {
-                reg.scan_text(&obj.location(&f.name), &f.text, false)?;
+                reg.scan_text(&obj.location(&f), &f.text, false)?;
             }
         }
     }
@@ -457,7 +457,7 @@ fn scan(c: &Checked, etcd: Option<&mut etcd::Etcd>) -> Result<Scanned> {
     };
     for obj in &objects {
         for f in obj.fields() {
-            reg.scan_text(&obj.location(&f.name), &f.text, strict)?;
+            reg.scan_text(&obj.location(&f), &f.text, strict)?;
         }
     }
     let files = filesystem::scan(&c.cfg.static_dirs, &c.cfg.static_files)?;
@@ -508,7 +508,7 @@ fn rewrite_objects(
         let mut changed = false;
         for field in obj.fields() {
             let mut new = text::walk(&field.text, "", &mut map_visitor(plan))
-                .with_context(|| format!("rewriting {}", obj.location(&field.name)))?;
+                .with_context(|| format!("rewriting {}", obj.location(&field)))?;
             if obj.is_configmap() || text::is_kubeconfig(&new) {
                 new = renamer.rewrite_text(&new);
             }
