@@ -483,14 +483,12 @@ const OPENSHIFT_APISERVER_GROUPS: &[&str] = &[
 ];
 
 /// Whether a real control plane stores `api_version`/`kind` as Kubernetes protobuf (the
-/// built-in and openshift-apiserver types; custom resources are JSON).
-pub fn stored_as_protobuf(api_version: &str, kind: &str) -> bool {
+/// built-in and openshift-apiserver types). Custom resources are JSON, and so are
+/// CustomResourceDefinitions and APIServices: kube-apiserver's apiextensions and aggregator
+/// servers store them with a JSON codec.
+pub fn stored_as_protobuf(api_version: &str) -> bool {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    UNPREFIXED_GROUPS.contains(&group)
-        || OPENSHIFT_APISERVER_GROUPS.contains(&group)
-        || STORAGE_EXCEPTIONS
-            .iter()
-            .any(|(g, k, _)| *g == group && *k == kind)
+    UNPREFIXED_GROUPS.contains(&group) || OPENSHIFT_APISERVER_GROUPS.contains(&group)
 }
 
 /// Kinds whose storage path is not their lowercase plural.

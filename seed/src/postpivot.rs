@@ -92,7 +92,7 @@ pub fn object_key(v: &serde_json::Value) -> Result<String> {
         .context("a manifest has no metadata.name")?;
     let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
     ensure!(
-        !imgmode_recert::etcd::stored_as_protobuf(api_version, kind)
+        !imgmode_recert::etcd::stored_as_protobuf(api_version)
             || imgmode_recert::kpb::writes_new(api_version, kind),
         "{api_version} {kind} {name}: a real control plane stores it as Kubernetes protobuf, which imgmode writes only for Secret, ConfigMap, Node and Namespace; apply it once the cluster runs"
     );
