@@ -37,10 +37,20 @@ impl PrivateNet {
     /// when something on the host serves DHCP, which would make the network not DHCP-less.
     pub fn create() -> Result<Self> {
         let ifname = format!("imgvm{}", std::process::id());
-        // a device of an earlier run of this pid (a crash) goes first
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &ifname])
-            .output();
+        // the devices of earlier runs that crashed go first: a second device with the host's
+        // address would take the network's route
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .context("running ip (apt-get install iproute2)")?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split(':').nth(1).unwrap_or_default().trim();
+            if name.starts_with("imgvm") {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", name])
+                    .output();
+            }
+        }
         ip(&["tuntap", "add", "dev", &ifname, "mode", "tap"])?;
         let net = PrivateNet {
             ifname,
