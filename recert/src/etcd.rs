@@ -667,21 +667,6 @@ mod tests {
         );
     }
 
-    /// A protobuf etcd value of `api_version`/`kind` whose object is `raw`.
-    fn protobuf(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
-        use prost::Message;
-        let u = Unknown {
-            type_meta: Some(TypeMeta {
-                api_version: Some(api_version.into()),
-                kind: Some(kind.into()),
-            }),
-            raw: Some(raw),
-            ..Default::default()
-        };
-        [crate::kpb::MAGIC, &u.encode_to_vec()].concat()
-    }
-
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n";
 
     #[test]
@@ -701,7 +686,7 @@ mod tests {
             ..Default::default()
         };
         let key = "/kubernetes.io/validatingwebhookconfigurations/v";
-        let raw = protobuf(
+        let raw = crate::kpb::wrap(
             "admissionregistration.k8s.io/v1",
             "ValidatingWebhookConfiguration",
             vwc.encode_to_vec(),
@@ -775,7 +760,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let raw = protobuf(
+        let raw = crate::kpb::wrap(
             "certificates.k8s.io/v1",
             "CertificateSigningRequest",
             csr.encode_to_vec(),
@@ -791,7 +776,7 @@ mod tests {
 
     #[test]
     fn another_protobuf_kind_holding_a_pem_block_is_refused() {
-        let raw = protobuf("apps/v1", "Deployment", PEM.as_bytes().to_vec());
+        let raw = crate::kpb::wrap("apps/v1", "Deployment", PEM.as_bytes().to_vec());
         let e = read_value("/kubernetes.io/deployments/ns/d", &raw, 1)
             .unwrap_err()
             .to_string();
@@ -801,7 +786,7 @@ mod tests {
             ),
             "{e}"
         );
-        let raw = protobuf("apps/v1", "Deployment", b"no pem".to_vec());
+        let raw = crate::kpb::wrap("apps/v1", "Deployment", b"no pem".to_vec());
         let (enc, obj) = read_value("/kubernetes.io/deployments/ns/d", &raw, 1).unwrap();
         assert_eq!((enc, obj.is_none()), ("protobuf-unread", true));
     }

@@ -451,18 +451,22 @@ pub fn encode(original: Option<&[u8]>, view: &Value) -> Result<Vec<u8>> {
         return Ok([MAGIC, &body].concat());
     }
     let raw = encode_new(&kind, view)?;
+    Ok(wrap(&api_version, &kind, raw))
+}
+
+/// An etcd value as kube-apiserver writes it: the object `raw` of `api_version`/`kind` in its
+/// envelope (`k8s\0` and a `runtime.Unknown` with empty content encoding and type).
+pub fn wrap(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
     let u = Unknown {
         type_meta: Some(TypeMeta {
-            api_version: Some(api_version),
-            kind: Some(kind),
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
         }),
         raw: Some(raw),
         content_encoding: Some(String::new()),
         content_type: Some(String::new()),
     };
-    let mut out = MAGIC.to_vec();
-    out.extend(u.encode_to_vec());
-    Ok(out)
+    [MAGIC, &u.encode_to_vec()].concat()
 }
 
 #[cfg(test)]
@@ -484,16 +488,7 @@ mod tests {
         let mut raw = s.encode_to_vec();
         // a field a newer Kubernetes added (tag 99, a string)
         raw.extend(message_field(99, b"future"));
-        let u = Unknown {
-            type_meta: Some(TypeMeta {
-                api_version: Some("v1".into()),
-                kind: Some("Secret".into()),
-            }),
-            raw: Some(raw),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        };
-        [MAGIC, &u.encode_to_vec()].concat()
+        wrap("v1", "Secret", raw)
     }
 
     #[test]
@@ -546,15 +541,7 @@ mod tests {
         };
         let mut raw = n.encode_to_vec();
         raw.extend(message_field(99, b"future"));
-        let u = Unknown {
-            type_meta: Some(TypeMeta {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-            }),
-            raw: Some(raw),
-            ..Default::default()
-        };
-        let orig = [MAGIC, &u.encode_to_vec()].concat();
+        let orig = wrap("v1", "Node", raw);
         let mut v = decode(&orig).unwrap().view;
         v["status"]["addresses"] = json!([{"type": "InternalIP", "address": "10.77.0.60"},
                                           {"type": "Hostname", "address": "node1"}]);
@@ -586,15 +573,7 @@ mod tests {
             e.contains("does not write a protobuf apps/v1 Deployment"),
             "{e}"
         );
-        let u = Unknown {
-            type_meta: Some(TypeMeta {
-                api_version: Some("apps/v1".into()),
-                kind: Some("Deployment".into()),
-            }),
-            raw: Some(vec![]),
-            ..Default::default()
-        };
-        let d = decode(&[MAGIC, &u.encode_to_vec()].concat()).unwrap();
+        let d = decode(&wrap("apps/v1", "Deployment", vec![])).unwrap();
         assert!(!d.known);
         assert_eq!(d.view["kind"], "Deployment");
         assert!(decode(b"k8s\0\xff\xff").is_err());

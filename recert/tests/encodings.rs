@@ -18,7 +18,7 @@ use k8s_pb::api::admissionregistration::v1 as adm;
 use k8s_pb::api::certificates::v1 as cert;
 use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crd;
 use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use k8s_pb::kube_aggregator::pkg::apis::apiregistration::v1 as agg;
 use prost::Message;
 use std::io::Write;
@@ -104,20 +104,6 @@ fn found(etcd: &TestEtcd, markers: &[(String, String)]) -> Vec<String> {
         .filter(|(_, m)| all.contains(m.as_str()))
         .map(|(what, _)| what.clone())
         .collect()
-}
-
-/// An etcd value as kube-apiserver writes it: `raw` of `api_version`/`kind` in its envelope.
-fn protobuf(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-    let u = Unknown {
-        type_meta: Some(TypeMeta {
-            api_version: Some(api_version.into()),
-            kind: Some(kind.into()),
-        }),
-        raw: Some(raw),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
-    };
-    [kpb::MAGIC, &u.encode_to_vec()].concat()
 }
 
 fn meta(name: &str) -> Option<ObjectMeta> {
@@ -284,11 +270,11 @@ fn certificate_carriers(pki: &testpki::Pki) -> Vec<(String, Vec<u8>)> {
     vec![
         (
             WEBHOOKS.to_string(),
-            protobuf(adm_v1, "ValidatingWebhookConfiguration", vwc),
+            kpb::wrap(adm_v1, "ValidatingWebhookConfiguration", vwc),
         ),
         (
             key(adm_v1, "MutatingWebhookConfiguration", "recert-test"),
-            protobuf(adm_v1, "MutatingWebhookConfiguration", mwc.encode_to_vec()),
+            kpb::wrap(adm_v1, "MutatingWebhookConfiguration", mwc.encode_to_vec()),
         ),
         (
             key(
@@ -296,7 +282,7 @@ fn certificate_carriers(pki: &testpki::Pki) -> Vec<(String, Vec<u8>)> {
                 "APIService",
                 "v1.test.example.com",
             ),
-            protobuf(
+            kpb::wrap(
                 "apiregistration.k8s.io/v1",
                 "APIService",
                 api.encode_to_vec(),
@@ -308,7 +294,7 @@ fn certificate_carriers(pki: &testpki::Pki) -> Vec<(String, Vec<u8>)> {
                 "CustomResourceDefinition",
                 "widgets.test.example.com",
             ),
-            protobuf(crd_v1, "CustomResourceDefinition", widgets.encode_to_vec()),
+            kpb::wrap(crd_v1, "CustomResourceDefinition", widgets.encode_to_vec()),
         ),
         (
             key(
@@ -316,7 +302,7 @@ fn certificate_carriers(pki: &testpki::Pki) -> Vec<(String, Vec<u8>)> {
                 "CertificateSigningRequest",
                 "csr-recert-test",
             ),
-            protobuf(
+            kpb::wrap(
                 "certificates.k8s.io/v1",
                 "CertificateSigningRequest",
                 csr.encode_to_vec(),

@@ -470,11 +470,10 @@ pub(super) fn encode_changes(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{decode, encode, MAGIC};
+    use super::super::{decode, encode, wrap};
     use super::*;
     use k8s_pb::api::admissionregistration::v1 as adm;
     use k8s_pb::api::certificates::v1 as cert;
-    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
     use k8s_pb::kube_aggregator::pkg::apis::apiregistration::v1 as agg;
 
     const OLD: &str = "-----BEGIN CERTIFICATE-----\nT0xE\n-----END CERTIFICATE-----\n";
@@ -503,20 +502,6 @@ mod tests {
             path: Some("/convert".into()),
             port: Some(443),
         })
-    }
-
-    /// An etcd value: `raw` of `api_version`/`kind` in its envelope.
-    fn wrap(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        let u = Unknown {
-            type_meta: Some(TypeMeta {
-                api_version: Some(api_version.into()),
-                kind: Some(kind.into()),
-            }),
-            raw: Some(raw),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        };
-        [MAGIC, &u.encode_to_vec()].concat()
     }
 
     /// One kind as kube-apiserver would store it, built with its `k8s-pb` type, with fields a
