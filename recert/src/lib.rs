@@ -12,7 +12,7 @@
 //! 4. write the plan's journal (every new object and file, 0600, synced), then rewrite every
 //!    location (temp file + rename; one etcd transaction per object), unless `dry_run`;
 //!    replace SSH host keys ([`ssh`]); write the [`summary`] and delete the journal. A run that
-//!    finds a journal finishes it instead of planning again ([`journal`]).
+//!    finds a journal finishes it instead of planning again (`journal.rs`).
 
 pub mod cert;
 pub mod config;
