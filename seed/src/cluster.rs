@@ -78,13 +78,16 @@ pub async fn connect_etcd(o: &Cluster) -> Result<Etcd> {
     })
 }
 
-/// Every `/kubernetes.io/` object in the cluster's etcd. A value that cannot be read (encrypted
-/// with no encryption configuration given, an unknown encoding) fails by name: seed creation and
+/// Every `/kubernetes.io/` object `e` holds. A value that cannot be read (encrypted with no
+/// encryption configuration given, an unknown encoding) fails by name: seed creation and
 /// post-pivot must not pass over a pull secret or a key they cannot see.
+pub async fn objects(e: &mut Etcd) -> Result<Vec<EtcdObject>> {
+    Ok(e.scan_values(false).await?.0)
+}
+
+/// [`objects`] of the cluster's etcd.
 pub fn etcd_objects(o: &Cluster) -> Result<Vec<EtcdObject>> {
-    imgmode_support::runtime::block_on(async {
-        Ok::<_, anyhow::Error>(connect_etcd(o).await?.scan_values(false).await?.0)
-    })?
+    imgmode_support::runtime::block_on(async { objects(&mut connect_etcd(o).await?).await })?
 }
 
 /// Every health check, the first failure named.

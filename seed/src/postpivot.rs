@@ -580,7 +580,7 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
     let ip = node_ip(m, Duration::ZERO)?;
     imgmode_support::runtime::block_on(async {
         let mut e = crate::cluster::connect_etcd(c).await?;
-        let existing = e.scan().await?;
+        let existing = crate::cluster::objects(&mut e).await?;
         let updates = crate::site::cluster_updates(&existing, m, Some(&ip))?;
         let mut objects = extra.to_vec();
         if !m.kubeadmin_password_hash.is_empty() {
@@ -615,7 +615,7 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
             e.put(o).await?;
         }
         // over what the updates left (a manifest may name an object they changed)
-        let existing = e.scan().await?;
+        let existing = crate::cluster::objects(&mut e).await?;
         for (key, v) in &keyed {
             e.put(&EtcdObject::over(&existing, key, (*v).clone()))
                 .await?;

@@ -7,7 +7,7 @@
 //! puts the saved secret back when it restores the seed system. Post-pivot writes the site's
 //! pull secret over the placeholder.
 
-use crate::cluster::{connect_etcd, etcd_objects, Cluster};
+use crate::cluster::{connect_etcd, etcd_objects, objects, Cluster};
 use anyhow::{Context, Result};
 use base64::Engine;
 use imgmode_recert::etcd::EtcdObject;
@@ -44,8 +44,11 @@ pub fn dockerconfigjson(v: &serde_json::Value) -> Option<String> {
 
 /// Put `value` at `key` over whatever is there.
 pub fn put(c: &Cluster, key: &str, value: serde_json::Value) -> Result<()> {
-    let obj = EtcdObject::over(&etcd_objects(c)?, key, value);
-    imgmode_support::runtime::block_on(async { connect_etcd(c).await?.put(&obj).await })?
+    imgmode_support::runtime::block_on(async {
+        let mut e = connect_etcd(c).await?;
+        let obj = EtcdObject::over(&objects(&mut e).await?, key, value);
+        e.put(&obj).await
+    })?
 }
 
 /// Seed creation, with etcd running: save the pull secret into `saved` (0600; kept when it is

@@ -144,7 +144,6 @@ fn object(existing: &[EtcdObject], key: &str, fresh: Value) -> EtcdObject {
         .unwrap_or_else(|| EtcdObject::new(key, fresh))
 }
 
-/// The registry (host and port) of an image reference.
 /// The cluster's release registry: the registry part of its ClusterVersion's desired image
 /// (what a seed records as `release_registry`).
 pub fn seed_release_registry(existing: &[EtcdObject]) -> Option<String> {
