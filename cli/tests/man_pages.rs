@@ -43,17 +43,23 @@ fn man_pages_are_written_for_every_verb() {
     assert!(pages > 30, "{pages} pages");
 }
 
+/// `imgmode install-extras --prefix TD/usr-local`: the prefix and what it printed.
+fn install_extras(td: &std::path::Path) -> (std::path::PathBuf, String) {
+    let prefix = td.join("usr-local");
+    let (ok, out, err) = run(
+        td,
+        &["install-extras", "--prefix", prefix.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    (prefix, out)
+}
+
 /// `cargo install` installs the binary only: `install-extras` adds the manual pages and the
 /// completions under a prefix, where man and the shells look for them.
 #[test]
 fn install_extras_puts_pages_and_completions_where_they_are_looked_for() {
     let td = tempfile::tempdir().unwrap();
-    let prefix = td.path().join("usr-local");
-    let (ok, out, err) = run(
-        td.path(),
-        &["install-extras", "--prefix", prefix.to_str().unwrap()],
-    );
-    assert!(ok, "{err}");
+    let (prefix, out) = install_extras(td.path());
     assert!(
         out.contains("manual pages and the bash, zsh and fish completions"),
         "{out}"
@@ -79,12 +85,7 @@ fn install_extras_puts_pages_and_completions_where_they_are_looked_for() {
 fn man_reads_an_installed_page() {
     imgmode_testkit::require!(imgmode_testkit::Need::Tool("man"));
     let td = tempfile::tempdir().unwrap();
-    let prefix = td.path().join("p");
-    let (ok, _, err) = run(
-        td.path(),
-        &["install-extras", "--prefix", prefix.to_str().unwrap()],
-    );
-    assert!(ok, "{err}");
+    let (prefix, _) = install_extras(td.path());
     let m = std::process::Command::new("man")
         .args([
             "-M",

@@ -46,9 +46,7 @@ impl PrivateNet {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split(':').nth(1).unwrap_or_default().trim();
             if name.starts_with("imgvm") {
-                let _ = std::process::Command::new("ip")
-                    .args(["link", "del", name])
-                    .output();
+                let _ = ip(&["link", "del", name]);
             }
         }
         ip(&["tuntap", "add", "dev", &ifname, "mode", "tap"])?;
@@ -136,8 +134,6 @@ impl Drop for PrivateNet {
             // wake the accept loop so that it sees the flag
             let _ = TcpStream::connect((HOST_ADDR, f.port));
         }
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.ifname])
-            .output();
+        let _ = ip(&["link", "del", &self.ifname]);
     }
 }

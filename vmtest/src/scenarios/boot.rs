@@ -104,8 +104,8 @@ pub(crate) async fn boot(ctx: &RunContext, dir: &Path, mode: Mode) -> Result<Str
     let booted_after = vm.elapsed();
     let console = vm.console();
     let guide_note = if guide {
-        let file = dir.join("guide-report.log");
-        std::fs::write(&file, &report)?;
+        // the guest's report as the results port captured it
+        let file = dir.join("results.log");
         format!(
             "; {}",
             guide_blocks(&a.imgmode, "boot", Some(&file))?.trim()

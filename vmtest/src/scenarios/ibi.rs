@@ -540,9 +540,7 @@ async fn boot_host(
     check_cluster(h, conf, &b, &results)?;
     ibi_site::check(h.name, &b, &results, &isos.trust_bundle, h.no_dhcp)?;
     // the image-based install guide's blocks (sh vm=ibi), run on the installed system
-    let report = dir.join(h.name).join("guide-report.log");
-    std::fs::write(&report, &results)?;
-    guide_blocks(imgmode, "ibi", Some(&report))?;
+    guide_blocks(imgmode, "ibi", Some(&dir.join(h.name).join("results.log")))?;
     let keys = key_inventory(h, &results)?;
     let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")
         .unwrap_or_default()
