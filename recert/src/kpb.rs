@@ -242,24 +242,12 @@ fn encode_new(kind: &str, view: &Value) -> Result<Vec<u8>> {
             ..Default::default()
         }
         .encode_to_vec(),
-        "Node" => {
-            let mut addresses = vec![];
-            for a in view["status"]["addresses"].as_array().into_iter().flatten() {
-                addresses.push(NodeAddress {
-                    r#type: a["type"].as_str().map(str::to_string),
-                    address: a["address"].as_str().map(str::to_string),
-                });
-            }
-            Node {
-                metadata,
-                status: Some(NodeStatus {
-                    addresses,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-            .encode_to_vec()
+        "Node" => Node {
+            metadata,
+            status: Some(node_status(view)),
+            ..Default::default()
         }
+        .encode_to_vec(),
         // the kinds read for their certificate fields only: see the module's doc
         _ => bail!("a new {kind} is not written as protobuf by imgmode"),
     })
@@ -283,6 +271,23 @@ fn metadata_payload(kind: &str, original: &[u8], old: &Value, new: &Value) -> Re
         ..Default::default()
     };
     splice(&meta, &[11, 12], &m.encode_to_vec())
+}
+
+/// A Node's status as its view has it: the addresses (the only status field in the view).
+fn node_status(view: &Value) -> NodeStatus {
+    let addresses = view["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| NodeAddress {
+            r#type: a["type"].as_str().map(str::to_string),
+            address: a["address"].as_str().map(str::to_string),
+        })
+        .collect();
+    NodeStatus {
+        addresses,
+        ..Default::default()
+    }
 }
 
 /// The object `original` (its inner protobuf) with the changes of `view` against `old`.
@@ -336,18 +341,8 @@ fn encode_changes(kind: &str, original: &[u8], old: &Value, view: &Value) -> Res
             ("Node", "status") => {
                 // the addresses only (as the kubelet reports them); conditions, capacity,
                 // node info and every other status field stay as they are
-                let mut addresses = vec![];
-                for a in view["status"]["addresses"].as_array().into_iter().flatten() {
-                    addresses.push(NodeAddress {
-                        r#type: a["type"].as_str().map(str::to_string),
-                        address: a["address"].as_str().map(str::to_string),
-                    });
-                }
                 let status = payload(original, 3)?.unwrap_or_default();
-                let new = NodeStatus {
-                    addresses,
-                    ..Default::default()
-                };
+                let new = node_status(view);
                 (
                     3,
                     message_field(3, &splice(&status, &[5], &new.encode_to_vec())?),
