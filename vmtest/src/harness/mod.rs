@@ -16,10 +16,12 @@
 //!   [`privnet`]: a private network with no DHCP server (a tap device), onto which a host
 //!   service is forwarded;
 //!   [`secrets`]: host-side checks of the installer's secret outputs.
+//! - [`timeline`]: the console's lines on the host's clock, cut into phases (the benchmarks'
+//!   per-phase tables and pictures).
 //!
 //! Dependencies point one way: `artifacts`, `health` and `privnet` use no other module here;
 //! `registry` uses `privnet` (its certificate names the private network's host address);
-//! `media` and `secrets` use `artifacts`; `qemu` uses `health`; `direct` and `guest` use `qemu`;
+//! `media` and `secrets` use `artifacts`; `qemu` uses `health` and `timeline`; `direct` and `guest` use `qemu`;
 //! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` uses `artifacts`
 //! and `seed`; `install_iso` uses `context` and the rest.
 
@@ -36,3 +38,4 @@ pub mod qemu;
 pub mod registry;
 pub mod secrets;
 pub mod seed;
+pub mod timeline;

@@ -19,6 +19,7 @@
 //!   [`Vm::wait_shutdown`] too.
 
 use crate::harness::health::{self, parse_health, HealthReport, HEALTH_PORT, JOBS_TARGET};
+use crate::harness::timeline::{self, strip_ansi};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use qapi::futures::{QapiService, QmpStreamTokio};
@@ -239,28 +240,6 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
     a
 }
 
-/// `text` without ANSI escape sequences (systemd colours unit names on the console).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                // parameters and intermediates, then one final byte in @..~
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Standard base64 (RFC 4648) with padding.
 pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -295,6 +274,8 @@ pub struct Vm {
     console_offset: usize,
     started: Instant,
     unfinished_startup: Option<&'static str>,
+    /// Times the console's lines (`console.times`) until the VM is dropped.
+    _clock: timeline::Recorder,
 }
 
 impl Vm {
@@ -312,6 +293,8 @@ impl Vm {
             .kill_on_drop(true)
             .spawn()
             .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        let started = Instant::now();
+        let clock = timeline::Recorder::start(dir, started)?;
         let (qmp, events) = connect_qmp(dir).await?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -320,8 +303,9 @@ impl Vm {
             events,
             seen_events: Vec::new(),
             console_offset: 0,
-            started: Instant::now(),
+            started,
             unfinished_startup: cfg.unfinished_startup,
+            _clock: clock,
         })
     }
 

@@ -23,6 +23,7 @@ use crate::harness::privnet::{self, PrivateNet};
 use crate::harness::qemu::{Boot, VmConfig};
 use crate::harness::secrets::{no_admin_signer_key, private_outputs};
 use crate::harness::seed::{extract_layer, SeedBuild};
+use crate::harness::timeline::{console_lines, steps_of, Marker, Timeline};
 use crate::scenarios::ibi_site;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
@@ -88,8 +89,9 @@ grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
 # post-pivot runs before multi-user.target; on failure it restarts, so wait for its marker
 i=0
-until test -f /var/lib/imgmode/post-pivot/done; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 2; done
+until test -f /var/lib/imgmode/post-pivot/done; do i=$((i + 1)); [ $i -gt 3000 ] && break; sleep 0.2; done
 echo "UPTIME-READY $(cut -d' ' -f1 /proc/uptime)"
+echo "POSTPIVOTSTEPS $(tr -d '\n' < /var/lib/imgmode/post-pivot/steps.json)"
 echo "FACT post-pivot-done=$(yesno test -f /var/lib/imgmode/post-pivot/done)"
 echo "FACT post-pivot-enabled=$(systemctl is-enabled imgmode-post-pivot.service 2>/dev/null)"
 if ! test -f /var/lib/imgmode/post-pivot/done; then
@@ -156,15 +158,73 @@ pub struct Timings {
     pub live_boot: f64,
     pub install: f64,
     pub first_boot_ready: f64,
+    /// Both runs cut into phases on the host's clock (`target/bench/ibi-phases.*`).
+    #[serde(default)]
+    pub phases: Timeline,
+    #[serde(default)]
+    pub plain_phases: Timeline,
+}
+
+/// The phases of a boot from QEMU's start, as the console shows them (the installed system's
+/// half of [`ibi_phases`], and the plain boot's whole).
+const BOOT_MARKERS: [Marker<'static>; 4] = [
+    Marker::new("firmware", ""),
+    Marker::optional("GRUB", "GNU GRUB"),
+    Marker::new("kernel and initrd", "Linux version"),
+    Marker::new("userspace", "Welcome to"),
+];
+
+/// Host 2's run from QEMU's start to post-pivot done (`end`), cut at its console's lines: the
+/// live system's boot, the install (its progress lines nested), the reboot into the disk and
+/// post-pivot (its step log's steps nested).
+fn ibi_phases(dir: &Path, results: &str, end: f64) -> Result<Timeline> {
+    let lines = console_lines(dir)?;
+    // GRUB's lines show where its terminal is the serial console (the ISO's menu is; the
+    // disk's may show nothing before the kernel)
+    let markers = [
+        Marker::new("firmware", ""),
+        Marker::optional("GRUB menu (ISO)", "GNU GRUB"),
+        Marker::optional("GRUB loads the live system", "Booting `"),
+        Marker::new("kernel unpacks the live root", "Linux version"),
+        Marker::new("live userspace", "Welcome to"),
+        Marker::new("install", "==> ["),
+        Marker::optional("live system shutdown", "Stopping "),
+        Marker::new("firmware and GRUB (disk)", "reboot: Restarting"),
+        Marker::new("kernel and initrd", "Linux version"),
+        Marker::new("userspace to post-pivot", "Welcome to"),
+        Marker::new("post-pivot", "Starting imgmode-post-pivot"),
+        Marker::new("to ready", "Finished imgmode-post-pivot"),
+    ];
+    let mut t = Timeline::from_console(
+        "image-based install, QEMU start to post-pivot done",
+        &lines,
+        &markers,
+        end,
+    )?;
+    t.nest_progress("install", &lines)?;
+    let state: serde_json::Value = serde_json::from_str(
+        report_line(results, "POSTPIVOTSTEPS ")
+            .context("the guest reported no post-pivot steps")?,
+    )
+    .context("post-pivot's step log")?;
+    t.nest("post-pivot", &steps_of(&state)?)?;
+    Ok(t)
 }
 
 /// A plain boot of `disk` through `boot`: wall-clock seconds from QEMU's start until startup
 /// was over (the job runs after the boot's health report).
-pub async fn plain_boot(disk: &Path, boot: Boot, dir: &Path) -> Result<f64> {
+pub async fn plain_boot(disk: &Path, boot: Boot, dir: &Path) -> Result<(f64, Timeline)> {
     let script = "echo IMGMODE-PHASE-1-BEGIN\necho \"UPTIME-READY $(cut -d' ' -f1 /proc/uptime)\"\necho IMGMODE-PHASE-1-END\nsystemctl poweroff\n";
     let cfg = job(VmConfig::new(disk, boot), script.to_string());
     let (_, ready) = run_job_timed(&cfg, dir, "the plain boot", BOOT_TIMEOUT, true).await?;
-    ready.context("the plain boot reported no UPTIME-READY")
+    let ready = ready.context("the plain boot reported no UPTIME-READY")?;
+    let phases = Timeline::from_console(
+        "plain boot of the installed disk, QEMU start to ready",
+        &console_lines(dir)?,
+        &BOOT_MARKERS,
+        ready,
+    )?;
+    Ok((ready, phases))
 }
 
 /// The `ibi` scenario.
@@ -228,13 +288,16 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
     .await?;
     // the benchmark's baseline, in this run: host 2's installed disk booted again
     let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
-    let plain = plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
+    let (plain, plain_phases) =
+        plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
     let timings = Timings {
         end_to_end: r2.wall_ready,
         plain_boot: plain,
         live_boot: r2.live_boot,
         install: r2.install,
         first_boot_ready: r2.first_boot_ready,
+        phases: r2.phases.clone(),
+        plain_phases,
     };
     std::fs::write(
         dir.join("timings.json"),
@@ -347,6 +410,8 @@ struct HostResult {
     /// Wall clock from QEMU's start to the installed system's post-pivot done.
     wall_ready: f64,
     commit: String,
+    /// That span cut into phases.
+    phases: Timeline,
 }
 
 /// `h`'s configuration ISO (`imgmode ibi create-config-image`) and installation ISO
@@ -559,6 +624,7 @@ async fn boot_host(
         live_root,
         install,
         first_boot_ready: uptime(&results, "UPTIME-READY")?,
+        phases: ibi_phases(&dir.join(h.name), &results, wall_ready)?,
         wall_ready,
         commit,
     })

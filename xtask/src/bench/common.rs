@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -29,6 +29,11 @@ pub(super) fn state_dir() -> PathBuf {
     std::env::var_os("IMGMODE_STATE_DIR").map_or_else(|| "/var/lib/imgmode".into(), PathBuf::from)
 }
 
+/// Where the benchmarks write their results and pictures: `target/bench/`.
+pub(super) fn bench_dir(root: &Path) -> PathBuf {
+    root.join("target/bench")
+}
+
 pub(super) fn timed(cmd: &mut Command) -> Result<f64> {
     let t = Instant::now();
     let out = cmd
@@ -44,6 +49,28 @@ pub(super) fn timed(cmd: &mut Command) -> Result<f64> {
         );
     }
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// Run `cmd` to completion, its stderr read as it comes: its seconds and each stderr line with
+/// the second it arrived (for a per-phase timeline of its progress lines).
+pub(super) fn timed_lines(cmd: &mut Command) -> Result<(f64, Vec<(f64, String)>)> {
+    use std::io::BufRead;
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut lines = Vec::new();
+    for l in std::io::BufReader::new(child.stderr.take().context("no stderr pipe")?).lines() {
+        lines.push((t.elapsed().as_secs_f64(), l?));
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        anyhow::bail!("{cmd:?} failed ({status}): {}", text.join("\n"));
+    }
+    Ok((t.elapsed().as_secs_f64(), lines))
 }
 
 /// Run `cmd` to completion: its stdout, or an error naming `what` with its stderr.

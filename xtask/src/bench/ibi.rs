@@ -19,6 +19,10 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
     let t: imgmode_vmtest::scenarios::ibi::Timings = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("vmtest ibi wrote no {}", path.display()))?,
     )?;
+    // the per-phase breakdown of both sides, as tables and pictures
+    let out = super::common::bench_dir(root);
+    t.phases.write(&out.join("ibi-phases"))?;
+    t.plain_phases.write(&out.join("ibi-plain-boot-phases"))?;
     rows.push(Row {
         name: "IBI end to end (TCG)".into(),
         seconds: t.end_to_end,

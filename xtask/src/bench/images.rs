@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::common::{state_dir, stdout_of, timed, Row};
+use super::common::{bench_dir, state_dir, stdout_of, timed, timed_lines, Row};
+use imgmode_vmtest::harness::timeline::{Marker, Timeline};
 
 /// The base build, full and with only the overlay changed, against mmdebstrap with the same
 /// arguments; disk builds; boots (see [`boot_rows`]).
@@ -19,7 +20,7 @@ pub(super) fn run(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()
     )?;
 
     let scratch = tempfile::tempdir_in(std::env::temp_dir())?;
-    let mm = full_build(imgmode, &def, scratch.path(), rows)?;
+    let mm = full_build(root, imgmode, &def, scratch.path(), rows)?;
     incremental_build(imgmode, &def, scratch.path(), mm, rows)?;
     let qcow2 = disk_builds(imgmode, scratch.path(), rows)?;
     rows.extend(boot_rows(&qcow2, scratch.path())?);
@@ -28,11 +29,18 @@ pub(super) fn run(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()
 
 /// The full base build against the build's own mmdebstrap run, both installing the same
 /// packages; returns mmdebstrap's best time.
-fn full_build(imgmode: &Path, def: &Path, scratch: &Path, rows: &mut Vec<Row>) -> Result<f64> {
+fn full_build(
+    root: &Path,
+    imgmode: &Path,
+    def: &Path,
+    scratch: &Path,
+    rows: &mut Vec<Row>,
+) -> Result<f64> {
     // The baseline is the build's own mmdebstrap run: the same arguments (suite, variant,
     // components, mirrors, packages, the dracut configuration and package cache hooks), asked
     // of imgmode itself. Each side runs twice, alternating; the best of each counts.
     let (mut mm, mut full) = (f64::MAX, f64::MAX);
+    let mut phases = None;
     let mut baseline_packages = None;
     for i in 0..2 {
         let mm_root = scratch.join(format!("rootfs-{i}"));
@@ -52,11 +60,19 @@ fn full_build(imgmode: &Path, def: &Path, scratch: &Path, rows: &mut Vec<Row>) -
             )?));
         }
         std::fs::remove_dir_all(&mm_root).ok();
-        full = full.min(timed(
+        // its progress lines (not --quiet: one line per step, as in a CI log) time its phases
+        let (secs, lines) = timed_lines(
             Command::new(imgmode)
-                .args(["base", "build", "--quiet", "--force", "--definition"])
+                .args(["base", "build", "--force", "--definition"])
                 .arg(def),
-        )?);
+        )?;
+        if secs < full {
+            full = secs;
+            phases = Some(base_build_phases(&lines, secs, mm)?);
+        }
+    }
+    if let Some(t) = phases {
+        t.write(&bench_dir(root).join("base-build-phases"))?;
     }
     let image_status = stdout_of(
         Command::new("ostree")
@@ -92,6 +108,26 @@ fn full_build(imgmode: &Path, def: &Path, scratch: &Path, rows: &mut Vec<Row>) -
         ..Row::default()
     });
     Ok(mm)
+}
+
+/// The base build's phases from its progress lines (`==> [  Ns] step`), with mmdebstrap's own
+/// time `mm` (the baseline) for the note in the title.
+fn base_build_phases(lines: &[(f64, String)], secs: f64, mm: f64) -> Result<Timeline> {
+    let m = Marker::new;
+    Timeline::from_console(
+        &format!("base build, full ({secs:.1} s; mmdebstrap alone {mm:.1} s)"),
+        lines,
+        &[
+            m("inputs key", ""),
+            m("mmdebstrap", "] mmdebstrap "),
+            m("ostree layout", "] converting the root filesystem"),
+            m("rootfs commit", "] committing the root filesystem"),
+            m("overlay commit", "] layering the overlay"),
+            m("encapsulation", "] encapsulating as a bootable"),
+            Marker::optional("containers-storage copy", "] copying to "),
+        ],
+        secs,
+    )
 }
 
 /// The base build with only the overlay changed against mmdebstrap's time `mm`; the shipped
