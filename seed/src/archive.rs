@@ -107,7 +107,7 @@ impl Compression {
 }
 
 /// A decompressing reader chosen by the stream's magic bytes (gzip, zstd or plain tar).
-pub fn decompressed(r: impl Read + Send + 'static) -> Result<Box<dyn Read + Send>> {
+pub fn decompressed<'a>(r: impl Read + Send + 'a) -> Result<Box<dyn Read + Send + 'a>> {
     let mut r = BufReader::with_capacity(1 << 20, r);
     let magic = {
         use std::io::BufRead;
@@ -214,6 +214,31 @@ pub fn tar_extract(tarball: &Path, dest: &Path) -> Result<Unpacked> {
         &Policy::system_archive(),
     )
     .with_context(|| format!("unpacking {}", tarball.display()))
+}
+
+/// [`tar_extract`] of a seed tarball read from `r` as it streams past (a member of the seed
+/// image's layer, never written to disk): decompressed on this thread, written on another.
+pub fn tar_extract_streamed(r: &mut (dyn Read + Send), dest: &Path) -> Result<Unpacked> {
+    imgmode_support::io::pipe_through(
+        |w| {
+            std::io::copy(&mut decompressed(r)?, w).context("decompressing")?;
+            Ok(())
+        },
+        |tar| tar_extract_from(tar, dest, &Policy::system_archive()),
+    )
+}
+
+/// [`tar_extract_from`], handing the regular files `divert` names to it instead of writing
+/// them (see [`imgmode_image::extract::Divert`]).
+pub fn tar_extract_diverting(
+    r: impl Read + Send,
+    dest: &Path,
+    policy: &Policy,
+    divert: imgmode_image::extract::Divert,
+) -> Result<Unpacked> {
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let mut budget = Budget::free_space(dest, None)?;
+    imgmode_image::extract::unpack_into_diverting(r, dest, policy, &mut budget, divert)
 }
 
 /// Unpack an uncompressed tar stream into `dest` under `policy`; what it unpacks may take

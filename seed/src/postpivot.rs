@@ -442,6 +442,37 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
 /// kernel, the node IP against the machine networks, the proxy and the seed-decided fields
 /// against the seed's, through [`crate::site::cluster_updates`] on etcd as the seed left it),
 /// then the host's side of the proxy, trust bundle and registry mirrors.
+/// The system's trust store of links (`update-ca-certificates` keeps it).
+const CERTS_DIR: &str = "/etc/ssl/certs";
+
+/// `update-ca-certificates` after the trust files `changed` were written or removed, with the
+/// result of `--fresh` at a fraction of its cost (it relinks every CA of the system, several
+/// seconds under emulation): the links of the changed files go first, so the tool links them
+/// anew (a file whose name stayed and whose certificate changed gets its new hash link), and
+/// what is left dangling afterwards (the hash links of certificates gone) is removed.
+fn update_trust_store(certs: &Path, changed: &[PathBuf]) -> Result<()> {
+    for f in changed {
+        let Some(stem) = f.file_stem() else { continue };
+        let link = certs.join(format!("{}.pem", stem.to_string_lossy()));
+        if link.is_symlink() {
+            imgmode_support::fs::remove_path(&link)?;
+        }
+    }
+    Run::new("update-ca-certificates").output()?;
+    remove_dangling_links(certs)
+}
+
+/// Remove the symlinks in `dir` whose targets are gone.
+fn remove_dangling_links(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_symlink() && !p.exists() {
+            imgmode_support::fs::remove_path(&p)?;
+        }
+    }
+    Ok(())
+}
+
 fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
     let ip = node_ip(m, Duration::ZERO)?;
@@ -452,6 +483,7 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
     crate::site::cluster_updates(&existing, m, Some(&ip))?;
     let files = crate::site::host_files(&existing, m)?;
     // a trust bundle of an earlier run (or the seed's) does not linger
+    let mut trust_changed = Vec::new();
     if let Ok(dir) = std::fs::read_dir(crate::site::TRUST_DIR) {
         for e in dir.flatten() {
             let stale = e
@@ -461,7 +493,13 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
                 && !files.iter().any(|f| f.path == e.path());
             if stale {
                 imgmode_support::fs::remove_path(&e.path())?;
+                trust_changed.push(e.path());
             }
+        }
+    }
+    for f in &files {
+        if f.path.starts_with(crate::site::TRUST_DIR) {
+            trust_changed.push(f.path.clone());
         }
     }
     for f in &files {
@@ -477,7 +515,7 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
         }
     }
     if Path::new(crate::site::TRUST_DIR).is_dir() {
-        Run::new("update-ca-certificates").arg("--fresh").output()?;
+        update_trust_store(Path::new(CERTS_DIR), &trust_changed)?;
     }
     Run::new("systemctl").arg("daemon-reload").output()?;
     Ok(())
@@ -627,6 +665,23 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dangling_links_go_and_the_rest_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("real.crt"), "x").unwrap();
+        std::os::unix::fs::symlink(p.join("real.crt"), p.join("real.pem")).unwrap();
+        std::os::unix::fs::symlink("gone.pem", p.join("abcd1234.0")).unwrap();
+        std::os::unix::fs::symlink("real.pem", p.join("0123abcd.0")).unwrap();
+        remove_dangling_links(p).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["0123abcd.0", "real.crt", "real.pem"]);
+    }
     use serde_json::json;
 
     #[test]

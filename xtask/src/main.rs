@@ -1,6 +1,6 @@
 //! `cargo xtask`: developer and CI tasks.
 //!
-//! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n]`
+//! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n] [--release]`
 //! - `cargo xtask bench [--out FILE]`
 //! - `cargo xtask test [--strict]`: the workspace's tests, with skipped tests counted and listed.
 //! - `cargo xtask tidy`: the architecture rules of ARCHITECTURE.md, checked on the source.
@@ -38,6 +38,10 @@ enum Cmd {
         /// Run shard i of n (1-based), e.g. 1/2.
         #[arg(long)]
         shard: Option<imgmode_vmtest::Shard>,
+        /// Put the release build of imgmode in the images (as users install it) instead of
+        /// the debug build; `bench ibi` times it this way.
+        #[arg(long)]
+        release: bool,
     },
     /// Measure speed against baselines in the same run; prints a table and writes JSON.
     Bench {
@@ -134,6 +138,7 @@ fn vmtest(
     list: bool,
     keep: bool,
     shard: Option<imgmode_vmtest::Shard>,
+    release: bool,
 ) -> Result<()> {
     let chosen = imgmode_vmtest::select(&names, shard)?;
     if list {
@@ -148,7 +153,11 @@ fn vmtest(
     }
     let root = workspace_root();
     let out = root.join("target/vmtest");
-    let imgmode = build_imgmode()?;
+    let imgmode = if release {
+        build_imgmode_release()?
+    } else {
+        build_imgmode()?
+    };
     eprintln!("==> building the images the scenarios share");
     let artifacts = imgmode_vmtest::harness::artifacts::build(
         &imgmode,
@@ -282,7 +291,7 @@ fn ci() -> Result<()> {
     tidy::run(&root)?;
     fuzz_check()?;
     test(true)?;
-    vmtest(Vec::new(), false, false, None)
+    vmtest(Vec::new(), false, false, None, false)
 }
 
 fn main() -> std::process::ExitCode {
@@ -293,7 +302,8 @@ fn main() -> std::process::ExitCode {
             list,
             keep,
             shard,
-        } => vmtest(scenarios, list, keep, shard),
+            release,
+        } => vmtest(scenarios, list, keep, shard, release),
         Cmd::Bench {
             suites,
             out,

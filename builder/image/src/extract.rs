@@ -54,6 +54,15 @@ pub struct Unpacked {
     pub whiteouts: u64,
 }
 
+/// Regular files the caller takes instead of the extractor writing them: a tarball inside
+/// the archive is unpacked as it streams past, with no copy of it on disk.
+pub struct Divert<'a> {
+    /// Names as the archive gives them, checked and without a leading `./` or `/` (`a/b`).
+    pub names: &'a [String],
+    /// Called with one of `names` and its member's data; what it leaves unread is skipped.
+    pub take: &'a mut dyn FnMut(&str, &mut (dyn Read + Send)) -> Result<()>,
+}
+
 /// Unpack the tar stream `r` beneath `root` under `policy`, charging `budget`.
 pub fn unpack(r: impl Read, root: &Dir, policy: &Policy, budget: &mut Budget) -> Result<Unpacked> {
     let mut t = TarReader::new(r);
@@ -61,10 +70,38 @@ pub fn unpack(r: impl Read, root: &Dir, policy: &Policy, budget: &mut Budget) ->
     while let Some(e) = t.next_entry()? {
         x.entry(&e, &mut t.data(), budget)?;
     }
+    finish(t, x)
+}
+
+/// [`unpack`], handing the regular files `divert` names to it instead of writing them.
+fn unpack_diverting(
+    r: impl Read + Send,
+    root: &Dir,
+    policy: &Policy,
+    budget: &mut Budget,
+    d: Divert,
+) -> Result<Unpacked> {
+    let mut t = TarReader::new(r);
+    let mut x = Extractor::new(root, policy);
+    while let Some(e) = t.next_entry()? {
+        if e.kind == Some(crate::tarstream::Kind::File) {
+            let name = Name::parse(&e.path)?.0.join("/");
+            if d.names.contains(&name) {
+                (d.take)(&name, &mut t.data()).with_context(|| format!("{name} in the archive"))?;
+                continue;
+            }
+        }
+        x.entry(&e, &mut t.data(), budget)?;
+    }
+    finish(t, x)
+}
+
+/// The directories' modes and times, then the rest of the stream read to its end: a
+/// verifying source (an image layer) checks its digest there. Writers pad archives with zeros
+/// (GNU tar to 10 KiB records); anything else after the end-of-archive marker, or more
+/// padding than any writer adds, is refused.
+fn finish<R: Read>(t: TarReader<R>, mut x: Extractor) -> Result<Unpacked> {
     x.finish_dirs()?;
-    // Read to the stream's end: a verifying source (an image layer) checks its digest there.
-    // Writers pad archives with zeros (GNU tar to 10 KiB records); anything else after the
-    // end-of-archive marker, or more padding than any writer adds, is refused.
     let mut rest = t.into_inner().take(TRAILING_MAX + 1);
     let mut buf = vec![0u8; 64 << 10];
     let mut trailing = 0u64;
@@ -91,10 +128,27 @@ pub fn unpack_into(
     policy: &Policy,
     budget: &mut Budget,
 ) -> Result<Unpacked> {
+    unpack(r, &open_dest(dest)?, policy, budget)
+        .with_context(|| format!("unpacking into {}", dest.display()))
+}
+
+/// [`unpack_into`], handing the regular files `divert` names to it instead of writing them.
+pub fn unpack_into_diverting(
+    r: impl Read + Send,
+    dest: &Path,
+    policy: &Policy,
+    budget: &mut Budget,
+    divert: Divert,
+) -> Result<Unpacked> {
+    unpack_diverting(r, &open_dest(dest)?, policy, budget, divert)
+        .with_context(|| format!("unpacking into {}", dest.display()))
+}
+
+/// `dest`, created if missing, opened as the extractor's only authority.
+fn open_dest(dest: &Path) -> Result<Dir> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let root = Dir::open_ambient_dir(dest, cap_std::ambient_authority())
-        .with_context(|| format!("opening {}", dest.display()))?;
-    unpack(r, &root, policy, budget).with_context(|| format!("unpacking into {}", dest.display()))
+    Dir::open_ambient_dir(dest, cap_std::ambient_authority())
+        .with_context(|| format!("opening {}", dest.display()))
 }
 
 #[cfg(test)]
@@ -148,6 +202,61 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// A diverted member goes to the caller, read as it streams, and is not written; its
+    /// name is matched as checked (`./x` is `x`); the rest is written as usual.
+    #[test]
+    fn diverted_members_go_to_the_caller_and_nowhere_else() {
+        let d = tempfile::tempdir().unwrap();
+        let archive = layer(&[
+            ("./inner.tgz", Some("streamed bytes")),
+            ("dir/", None),
+            ("dir/inner.tgz", Some("not diverted: another name")),
+            ("kept", Some("kept")),
+        ]);
+        let mut got = vec![];
+        let diverted = ["inner.tgz".to_string()];
+        let mut take = |name: &str, r: &mut (dyn Read + Send)| -> Result<()> {
+            let mut s = String::new();
+            r.read_to_string(&mut s)?;
+            got.push((name.to_string(), s));
+            Ok(())
+        };
+        let out = unpack_into_diverting(
+            &archive[..],
+            d.path(),
+            &Policy::plain(),
+            &mut Budget::new(1 << 20),
+            Divert {
+                names: &diverted,
+                take: &mut take,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [("inner.tgz".to_string(), "streamed bytes".to_string())]
+        );
+        assert_eq!(names(d.path()), ["dir", "dir/inner.tgz", "kept"]);
+        assert_eq!(out.entries, 3);
+        // the caller's error names the member
+        let mut fail = |_: &str, _: &mut (dyn Read + Send)| -> Result<()> { bail!("bad gzip") };
+        let e = unpack_into_diverting(
+            &archive[..],
+            tempfile::tempdir().unwrap().path(),
+            &Policy::plain(),
+            &mut Budget::new(1 << 20),
+            Divert {
+                names: &diverted,
+                take: &mut fail,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("inner.tgz in the archive: bad gzip"),
+            "{e:#}"
+        );
     }
 
     /// Layers replay like an OCI runtime's: whiteouts remove, opaque directories hide the

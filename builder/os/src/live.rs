@@ -1,7 +1,7 @@
 //! Live ISOs: a bootable image's own tree, running from RAM.
 //!
-//! The ISO holds the image's kernel (`/live/vmlinuz`), its whole root filesystem as a
-//! zstd-compressed `newc` cpio (`/live/rootfs.img`), and the caller's files as a second,
+//! The ISO holds the image's kernel (`/live/vmlinuz`), its root filesystem (all of it but
+//! documentation and translations) as a zstd-compressed `newc` cpio (`/live/rootfs.img`), and the caller's files as a second,
 //! uncompressed cpio (`/live/config.img`). GRUB loads both archives as one initramfs; the
 //! kernel unpacks them into its RAM-backed root filesystem (later archives override earlier
 //! ones) and runs systemd from there (`rdinit=`): no initramfs logic, no device-mapper, and
@@ -326,6 +326,19 @@ fn live_name(rel: &str, kver: &str) -> Option<String> {
             return None;
         }
     }
+    // an unattended installer shows no documentation and no translations: they stay out of
+    // the RAM root, which the firmware reads and the kernel unpacks on every boot (the
+    // licences stay: usr/share/doc/PACKAGE/copyright; the man pages stay, for whoever logs in)
+    if rel.starts_with("usr/share/locale/") {
+        return None;
+    }
+    if let Some(d) = rel.strip_prefix("usr/share/doc/") {
+        let parts: Vec<&str> = d.split('/').collect();
+        let keep = parts.len() == 1 || (parts.len() == 2 && parts[1] == "copyright");
+        if !keep {
+            return None;
+        }
+    }
     // the live system is no ostree deployment: /etc is the image's /usr/etc
     if rel == "etc" || rel.starts_with("etc/") {
         return None;
@@ -485,6 +498,23 @@ mod tests {
             live_name("usr/etcetera", "6.1").as_deref(),
             Some("usr/etcetera")
         );
+    }
+
+    #[test]
+    fn the_live_root_leaves_out_documentation_and_translations_but_not_licences() {
+        for (rel, kept) in [
+            ("usr/share/doc", true),
+            ("usr/share/doc/bash", true),
+            ("usr/share/doc/bash/copyright", true),
+            ("usr/share/doc/bash/changelog.Debian.gz", false),
+            ("usr/share/doc/bash/examples", false),
+            ("usr/share/doc/bash/examples/copyright", false),
+            ("usr/share/locale", true),
+            ("usr/share/locale/de/LC_MESSAGES/bash.mo", false),
+            ("usr/share/man/man1/imgmode.1.gz", true),
+        ] {
+            assert_eq!(live_name(rel, "6.1").is_some(), kept, "{rel}");
+        }
     }
 
     #[test]

@@ -78,6 +78,79 @@ pub fn read_ahead(mut r: impl Read + Send + 'static) -> impl Read {
     }
 }
 
+/// Hand a stream to another thread: `produce` writes it (in 256 KiB chunks, at most 2 MiB
+/// queued) while `consume` reads it on a scoped thread, as `gzip -d | tar -x` does across two
+/// processes; returns what `consume` returns. When both fail, the producer's error is given
+/// unless it only says that the consumer stopped reading.
+pub fn pipe_through<T: Send>(
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T> + Send,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            consume(&mut ReadAhead {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            })
+        });
+        let mut w = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let produced = produce(&mut w).and_then(|()| Ok(w.flush()?));
+        drop(w);
+        let consumed = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
+        match (produced, consumed) {
+            (Ok(()), c) => c,
+            (Err(p), Err(c)) if is_broken_pipe(&p) => Err(c),
+            (Err(p), _) => Err(p),
+        }
+    })
+}
+
+const CHUNK: usize = 256 << 10;
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The writing end of [`pipe_through`].
+struct ChunkWriter {
+    tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = b.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the reading side stopped early",
+            )
+        })
+    }
+}
+
 struct ReadAhead {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
     cur: Vec<u8>,
@@ -128,5 +201,52 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_pipe_through_a_thread_carries_the_stream_and_the_right_error() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+        let got = pipe_through(
+            |w| {
+                for c in data.chunks(100_000) {
+                    w.write_all(c)?;
+                }
+                Ok(())
+            },
+            |r| {
+                let mut v = vec![];
+                r.read_to_end(&mut v)?;
+                Ok(v)
+            },
+        )
+        .unwrap();
+        assert_eq!(got, data);
+        // the reader stops: its error, not the writer's broken pipe
+        let e = pipe_through(
+            |w| loop {
+                w.write_all(&[0u8; 4096])?;
+            },
+            |r| -> Result<()> {
+                let mut b = [0u8; 10];
+                r.read_exact(&mut b)?;
+                anyhow::bail!("hostile archive")
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "hostile archive");
+        // the writer fails: its error, whatever the reader made of the short stream
+        let e = pipe_through(
+            |w| {
+                w.write_all(b"abc")?;
+                anyhow::bail!("corrupt gzip")
+            },
+            |r| {
+                let mut v = vec![];
+                r.read_to_end(&mut v)?;
+                Ok(v)
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "corrupt gzip");
     }
 }

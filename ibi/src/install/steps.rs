@@ -12,9 +12,12 @@ use super::{
 use crate::config::seed_reference;
 use crate::inroot::InRoot;
 use anyhow::{ensure, Context, Result};
+use imgmode_image::extract::Divert;
 use imgmode_image::skopeo::RegistryAuth;
 use imgmode_os::partition::{ExtraPartition, Firmware, Layout, Partition, Role};
-use imgmode_seed::archive::{tar_extract, tar_extract_from};
+use imgmode_seed::archive::{
+    tar_extract, tar_extract_diverting, tar_extract_streamed, Compression,
+};
 use imgmode_seed::gates;
 use imgmode_seed::image;
 use imgmode_seed::manifest::SeedClusterInfo;
@@ -139,13 +142,19 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
     )?;
     let mut d = partition(target, plan, &o.mount_dir)?;
 
-    log.step("seed-pull", &format!("fetching the seed {}", d.plan.seed))?;
+    log.step(
+        "seed-pull",
+        &format!(
+            "fetching the seed {} (its ostree tarball unpacked as it streams)",
+            d.plan.seed
+        ),
+    )?;
     seed_pull(o, &d)?;
     log.file.enter("seed-version")?;
     let s = seed_version(o, d.root.join(WORK))?;
     log.step(
         "ostree-pull-local",
-        "unpacking ostree.tgz and pulling the seed's commit into the new sysroot",
+        "pulling the seed's commit into the new sysroot",
     )?;
     ostree_pull_local(d.root, &s)?;
     log.step(
@@ -358,17 +367,39 @@ fn seed_pull(o: &InstallOpts, d: &Disk) -> Result<()> {
     let work = d.root.join(WORK);
     let files = work.join("files");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // The seed's ostree tarball is unpacked as it streams out of the layer: never written
+    // to the disk as a file, read back and then unpacked (two copies of its bytes saved).
+    let repo = work.join("repo");
+    let ostree_names = Compression::file_names("ostree");
+    let mut streamed = None;
     {
         let opened = imgmode_image::oci::open_image_with(&o.store, seed, &d.plan.auth, &work)
             .with_context(|| format!("fetching the seed {seed}"))?;
-        tar_extract_from(
+        let mut take = |name: &str, r: &mut (dyn std::io::Read + Send)| -> Result<()> {
+            ensure!(
+                streamed.is_none(),
+                "the seed {seed} holds two ostree tarballs ({} and {name})",
+                streamed.as_deref().unwrap_or_default()
+            );
+            tar_extract_streamed(r, &repo)?;
+            streamed = Some(name.to_string());
+            Ok(())
+        };
+        tar_extract_diverting(
             imgmode_support::io::read_ahead(opened.image.open_layer(0)?),
             &files,
             &imgmode_image::extract::Policy::plain(),
+            Divert {
+                names: &ostree_names,
+                take: &mut take,
+            },
         )
         .context("unpacking the seed's layer")?;
     }
-    let missing = missing_seed_files(&files)?;
+    let mut missing = missing_seed_files(&files)?;
+    if streamed.is_some() {
+        missing.retain(|m| m != "ostree.tgz");
+    }
     ensure!(
         missing.is_empty(),
         "the seed {seed} is incomplete: missing {}",
@@ -417,8 +448,8 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<()> {
     let sysroot = imgmode_os::disk::init_sysroot(m, &s.stateroot)?;
     sysroot.unlock();
     drop(sysroot);
+    // unpacked by seed-pull as the layer streamed past
     let seed_repo = s.work.join("repo");
-    tar_extract(&seed_tarball(&s.files, "ostree")?, &seed_repo)?;
     let repo = m.join("ostree/repo");
     let refs = imgmode_os::ostree::list_refs(&seed_repo, None)
         .context("listing the seed repository's refs")?;

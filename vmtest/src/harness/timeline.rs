@@ -5,8 +5,7 @@
 //!
 //! QEMU writes the serial console to `console.log` and stamps nothing. [`Recorder`] polls the
 //! file's length every [`POLL`] and appends `MILLISECONDS BYTES` to `console.times` whenever it
-//! grew, so a line's time is the first sample that includes its first byte (to within one
-//! poll).
+//! grew, so a line's time is the first sample that includes all of it (to within one poll).
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -76,14 +75,17 @@ fn parse_samples(text: &str) -> Result<Vec<(f64, u64)>> {
         .collect()
 }
 
-/// Each line of `console` with the time of the first sample whose length covers its first
-/// byte (a line written after the last sample gets the last sample's time).
+/// Each line of `console` with the time of the first sample that holds all of it, its newline
+/// included (a line written after the last sample gets the last sample's time). The end, not
+/// the start: a line's first bytes may be escape sequences written long before its text (GRUB
+/// clears the screen, then loads the kernel for seconds before the kernel's first line).
 fn timed_lines(console: &[u8], samples: &[(f64, u64)]) -> Vec<(f64, String)> {
     let mut out = Vec::new();
     let mut offset = 0u64;
     let mut s = 0;
     for raw in console.split(|b| *b == b'\n') {
-        while s + 1 < samples.len() && samples[s].1 <= offset {
+        let newline = offset + raw.len() as u64;
+        while s + 1 < samples.len() && samples[s].1 <= newline {
             s += 1;
         }
         let t = samples.get(s).map_or(0.0, |x| x.0);
@@ -162,6 +164,17 @@ impl<'a> Marker<'a> {
         }
     }
 }
+
+/// The phases of a boot from QEMU's start, as its console shows them: the firmware (or QEMU
+/// loading a kernel given directly), GRUB where its terminal is the serial console, the
+/// kernel and the initramfs, and the real root's userspace (systemd's welcome after the
+/// switch; an initramfs of dracut says "Booting initrd" instead).
+pub const BOOT_MARKERS: [Marker<'static>; 4] = [
+    Marker::new("firmware", ""),
+    Marker::optional("GRUB", "GNU GRUB"),
+    Marker::new("kernel and initrd", "Linux version"),
+    Marker::new("userspace", "Welcome to"),
+];
 
 impl Timeline {
     /// Cut `lines` into `markers`' phases; the last runs until `end`. A marker that never
@@ -449,8 +462,9 @@ mod tests {
     #[test]
     fn lines_take_the_first_sample_that_holds_them() {
         let console = b"SeaBIOS\nLinux version 6\r\n\x1b[0;32mWelcome\x1b[0m to Debian\nlate";
-        // "SeaBIOS\n" is 8 bytes, the kernel line 17, the welcome line 30
-        let samples = [(0.5, 8), (2.0, 25), (3.0, 60)];
+        // "SeaBIOS\n" is 8 bytes, the kernel line 17, the welcome line 29; the kernel line's
+        // first two bytes arrived at 1.0, the rest at 2.0
+        let samples = [(0.5, 8), (1.0, 10), (2.0, 25), (3.0, 60)];
         let l = timed_lines(console, &samples);
         assert_eq!(
             l,

@@ -23,7 +23,7 @@ use crate::harness::privnet::{self, PrivateNet};
 use crate::harness::qemu::{Boot, VmConfig};
 use crate::harness::secrets::{no_admin_signer_key, private_outputs};
 use crate::harness::seed::{extract_layer, SeedBuild};
-use crate::harness::timeline::{console_lines, steps_of, Marker, Timeline};
+use crate::harness::timeline::{console_lines, steps_of, Marker, Timeline, BOOT_MARKERS};
 use crate::scenarios::ibi_site;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
@@ -164,15 +164,6 @@ pub struct Timings {
     #[serde(default)]
     pub plain_phases: Timeline,
 }
-
-/// The phases of a boot from QEMU's start, as the console shows them (the installed system's
-/// half of [`ibi_phases`], and the plain boot's whole).
-const BOOT_MARKERS: [Marker<'static>; 4] = [
-    Marker::new("firmware", ""),
-    Marker::optional("GRUB", "GNU GRUB"),
-    Marker::new("kernel and initrd", "Linux version"),
-    Marker::new("userspace", "Welcome to"),
-];
 
 /// Host 2's run from QEMU's start to post-pivot done (`end`), cut at its console's lines: the
 /// live system's boot, the install (its progress lines nested), the reboot into the disk and

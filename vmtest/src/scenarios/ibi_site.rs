@@ -90,6 +90,9 @@ body=$(grep -v -- ----- "$ca" 2>/dev/null | tr -d '\n')
 store=$(tr -d '\n' < /etc/ssl/certs/ca-certificates.crt)
 case "$store" in *"$body"*) instore=yes;; *) instore=no;; esac
 echo "FACT trust-store=$(test -n "$body" && echo $instore || echo no-file)"
+# its hash link too: found by subject in the links directory alone (no bundle file)
+echo "FACT trust-hash-link=$(yesno openssl verify -no-CAfile -CApath /etc/ssl/certs "$ca")"
+echo "FACT trust-dangling-links=$(find /etc/ssl/certs -xtype l | wc -l)"
 echo "SITECA $body"
 echo "FACT release-mirror=$(yesno grep -q 'location = "mirror.vmtest.example:5000"' /etc/containers/registries.conf.d/50-imgmode-release.conf)"
 echo "FACT node-address=$(ip -4 -o addr show scope global | awk '{print $4}' | head -1)"
@@ -178,6 +181,8 @@ pub(crate) fn check(host: &str, b: &Phase, results: &str, ca: &str, no_dhcp: boo
         ("proxy-env", "yes"),
         ("proxy-dropins", "2"),
         ("trust-store", "yes"),
+        ("trust-hash-link", "yes"),
+        ("trust-dangling-links", "0"),
         ("release-mirror", "yes"),
     ] {
         ensure!(

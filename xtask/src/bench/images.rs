@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::common::{bench_dir, state_dir, stdout_of, timed, timed_lines, Row};
-use imgmode_vmtest::harness::timeline::{Marker, Timeline};
+use imgmode_vmtest::harness::timeline::{console_lines, Marker, Timeline, BOOT_MARKERS};
 
 /// The base build, full and with only the overlay changed, against mmdebstrap with the same
 /// arguments; disk builds; boots (see [`boot_rows`]).
@@ -23,7 +23,7 @@ pub(super) fn run(root: &Path, imgmode: &Path, rows: &mut Vec<Row>) -> Result<()
     let mm = full_build(root, imgmode, &def, scratch.path(), rows)?;
     incremental_build(imgmode, &def, scratch.path(), mm, rows)?;
     let qcow2 = disk_builds(imgmode, scratch.path(), rows)?;
-    rows.extend(boot_rows(&qcow2, scratch.path())?);
+    rows.extend(boot_rows(root, &qcow2, scratch.path())?);
     Ok(())
 }
 
@@ -205,7 +205,7 @@ fn disk_builds(imgmode: &Path, scratch: &Path, rows: &mut Vec<Row>) -> Result<Pa
 
 /// Boot to multi-user.target: the ostree disk through firmware and directly, and the same
 /// image's tree as a plain ext4 root (no ostree) directly; one VM at a time.
-fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
+fn boot_rows(root: &Path, ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
     use imgmode_vmtest::harness::guest::time_to_ready;
     use imgmode_vmtest::harness::qemu::Boot;
     let state = state_dir();
@@ -260,16 +260,42 @@ fn boot_rows(ostree_disk: &Path, scratch: &Path) -> Result<Vec<Row>> {
     };
     // TCG boot times vary by a few seconds; take the best of RUNS for each.
     const RUNS: usize = 2;
-    let best = |disk: &Path, boot: &Boot| -> Result<f64> {
+    // the best run's phases, from its console, go to target/bench/boot-phases-NAME.*
+    let best = |disk: &Path, boot: &Boot, name: &str, title: &str| -> Result<f64> {
         let mut best = f64::MAX;
         for _ in 0..RUNS {
-            best = best.min(rt.block_on(time_to_ready(disk, boot.clone(), &vmdir))?);
+            let secs = rt.block_on(time_to_ready(disk, boot.clone(), &vmdir))?;
+            if secs < best {
+                best = secs;
+                Timeline::from_console(
+                    &format!("{title}, QEMU start to ready"),
+                    &console_lines(&vmdir)?,
+                    &BOOT_MARKERS,
+                    secs,
+                )?
+                .write(&bench_dir(root).join(format!("boot-phases-{name}")))?;
+            }
         }
         Ok(best)
     };
-    let plain_s = best(&plain, &plain_boot)?;
-    let direct_s = best(ostree_disk, &direct)?;
-    let bios_s = best(ostree_disk, &Boot::Bios)?;
+    let plain_s = best(
+        &plain,
+        &plain_boot,
+        "plain",
+        "plain ext4 root, direct kernel",
+    )?;
+    let direct_s = best(
+        ostree_disk,
+        &direct,
+        "ostree-direct",
+        "ostree, direct kernel",
+    )?;
+    let bios_s = best(
+        ostree_disk,
+        &Boot::Bios,
+        "ostree-bios",
+        "ostree, SeaBIOS and GRUB",
+    )?;
     let baseline = "same tree, plain ext4 root, direct kernel boot".to_string();
     Ok(vec![
         Row {

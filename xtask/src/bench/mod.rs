@@ -16,6 +16,10 @@
 //!   <= 1.10), and the bytes an upgrade fetches after one layer changed against that layer's
 //!   size (target <= 1.2) (`cargo xtask bench layered`).
 //!
+//! Per-phase breakdowns (Markdown tables and SVG timelines under `target/bench/`): the base
+//! build from its progress lines, each boot and the IBI run from console lines timed on the
+//! host ([`imgmode_vmtest::harness::timeline`]).
+//!
 //! Benchmarks are not tests: no test asserts a time. Targets are ratios against a baseline
 //! measured in the same run on the same input; `cargo xtask bench --check` exits non-zero and
 //! names every row that misses its target (`--target 'ROW<=X'` overrides one, to try the gate).
