@@ -286,7 +286,11 @@ pub fn run(o: &PostPivotOpts, steps: Steps) -> Result<Reconfigured> {
     fin?;
     remove_secret_state(&o.state_dir)?;
     imgmode_support::fs::write_atomic(&o.state_dir.join("done"), b"done\n", 0o600)?;
-    let _ = Run::new("systemctl").args(["disable", UNIT]).output();
+    // the unit's condition (no `done`) keeps it from running again; disabling it tidies up
+    // without reloading systemd (a reload runs every generator: seconds under emulation)
+    let _ = Run::new("systemctl")
+        .args(["disable", "--no-reload", UNIT])
+        .output();
     let rec = std::fs::read(o.state_dir.join(RECONFIGURED))
         .with_context(|| format!("reading {}", o.state_dir.join(RECONFIGURED).display()))?;
     Ok(serde_json::from_slice(&rec)?)
