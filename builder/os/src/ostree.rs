@@ -552,6 +552,54 @@ pub fn pull_local(repo: &Path, from: &Path, refs_or_commits: &[String]) -> Resul
     Ok(())
 }
 
+/// [`pull_local`]'s result at the cost of one rename, where that is the same thing: `from`'s
+/// whole object store becomes `repo`'s, then each of `refs` (ref names of `from`; commit
+/// checksums are skipped, their objects come along) is set in `repo` to what it names in
+/// `from`. Only when both are in the same mode on one filesystem and `repo` holds no object
+/// yet (a new sysroot's); otherwise nothing is touched and it returns false. Like a local
+/// pull (trusted, as `ostree pull-local` is by default) it checks no object's checksum; unlike
+/// one it also keeps objects no ref reaches (a prune drops them).
+pub fn adopt_objects(repo: &Path, from: &Path, refs: &[String]) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dest = open_repo(repo)?;
+    let src = open_repo(from)?;
+    let (objects, theirs) = (repo.join("objects"), from.join("objects"));
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let empty = std::fs::read_dir(&objects)
+        .with_context(|| format!("reading {}", objects.display()))?
+        .next()
+        .is_none();
+    if dest.mode() != src.mode()
+        || dev(&objects).is_none()
+        || dev(&objects) != dev(&theirs)
+        || !empty
+    {
+        return Ok(false);
+    }
+    // what the refs name, read before anything moves
+    let mut targets = Vec::new();
+    for r in refs {
+        if r.len() == 64 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+            src.require_rev(r)
+                .with_context(|| format!("{} has no commit {r}", from.display()))?;
+            continue;
+        }
+        let c = src
+            .require_rev(r)
+            .with_context(|| format!("resolving the ref {r} of {}", from.display()))?;
+        targets.push((r.clone(), c));
+    }
+    std::fs::remove_dir(&objects).with_context(|| format!("removing {}", objects.display()))?;
+    std::fs::rename(&theirs, &objects)
+        .with_context(|| format!("moving {} to {}", theirs.display(), objects.display()))?;
+    let dest = open_repo(repo)?;
+    for (r, c) in &targets {
+        dest.set_ref_immediate(None, r, Some(c.as_str()), gio::Cancellable::NONE)
+            .with_context(|| format!("setting the ref {r} of {}", repo.display()))?;
+    }
+    Ok(true)
+}
+
 /// `ostree admin init-fs --modern DIR`: `DIR/boot` and the sysroot's `ostree/repo` (bare) and
 /// `ostree/deploy`. `dir` must exist.
 pub fn init_fs(dir: &Path) -> Result<()> {
@@ -1123,6 +1171,80 @@ mod tests {
             pull_local(&all, &src, &["nope".into()]).unwrap_err()
         );
         assert!(err.contains("nope"), "{err}");
+    }
+
+    /// Adopting the object store gives what a local pull of the same refs gives (the refs,
+    /// complete trees, `ostree fsck` clean); it refuses, touching nothing, a repository that
+    /// already holds objects or one in another mode.
+    #[test]
+    fn adopting_the_objects_is_a_local_pull_in_one_rename() {
+        let td = tempfile::tempdir().unwrap();
+        let src = td.path().join("src");
+        init_repo(&src, "bare-user").unwrap();
+        let tree = td.path().join("tree");
+        make_tree(&tree);
+        let first = commit_dir(&src, "os/x", &tree).unwrap();
+        std::fs::write(tree.join("usr/etc/os-release"), "ID=other\n").unwrap();
+        let second = commit_dir(&src, "os/x", &tree).unwrap();
+        commit_dir(&src, "ostree/container/image/x", &tree).unwrap();
+        let (pulled, adopted) = (td.path().join("pulled"), td.path().join("adopted"));
+        for d in [&pulled, &adopted] {
+            init_repo(d, "bare-user").unwrap();
+        }
+        let wanted = [
+            "os/x".to_string(),
+            "ostree/container/image/x".to_string(),
+            first.clone(),
+        ];
+        pull_local(&pulled, &src, &wanted).unwrap();
+        // a copy of the source to adopt from (the adoption moves its objects)
+        let copy = td.path().join("copy");
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(adopt_objects(&adopted, &copy, &wanted).unwrap());
+        assert!(!copy.join("objects").exists());
+        assert_eq!(
+            list_refs(&adopted, None).unwrap(),
+            list_refs(&pulled, None).unwrap()
+        );
+        let r = open_repo(&adopted).unwrap();
+        assert_eq!(r.require_rev("os/x").unwrap(), second);
+        cli(&[&repo_arg(&adopted), "fsck", "--quiet"]);
+        let (x, y) = (td.path().join("x"), td.path().join("y"));
+        let opts = ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::User,
+            ..Default::default()
+        };
+        for (repo, out) in [(&pulled, &x), (&adopted, &y)] {
+            open_repo(repo)
+                .unwrap()
+                .checkout_at(
+                    Some(&opts),
+                    ostree::AT_FDCWD,
+                    out,
+                    &first,
+                    gio::Cancellable::NONE,
+                )
+                .unwrap();
+        }
+        assert_eq!(listing(&x), listing(&y));
+        // not into a repository with objects, not across modes: untouched, false
+        assert!(!adopt_objects(&pulled, &src, &wanted).unwrap());
+        let archive = td.path().join("archive");
+        init_repo(&archive, "archive").unwrap();
+        assert!(!adopt_objects(&archive, &src, &wanted).unwrap());
+        assert!(src.join("objects").read_dir().unwrap().next().is_some());
+        // a ref the source lacks fails before anything moves
+        let fresh = td.path().join("fresh");
+        init_repo(&fresh, "bare-user").unwrap();
+        let e = adopt_objects(&fresh, &src, &["nope".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("nope"), "{e:#}");
+        assert!(src.join("objects").read_dir().unwrap().next().is_some());
     }
 
     #[test]

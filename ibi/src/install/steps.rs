@@ -156,7 +156,7 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
         "ostree-pull-local",
         "pulling the seed's commit into the new sysroot",
     )?;
-    ostree_pull_local(d.root, &s)?;
+    let prune = ostree_pull_local(d.root, &s)?;
     log.step(
         "deploy",
         &format!(
@@ -167,6 +167,10 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
         ),
     )?;
     let deploy_dir = deploy(d.root, &s)?;
+    if prune {
+        imgmode_os::ostree::delete_refs_and_prune(&d.root.join("ostree/repo"), &[])
+            .context("pruning the objects of the seed's other deployments")?;
+    }
     log.step(
         "restore-var-etc",
         "restoring var.tgz into the stateroot, etc.tgz and etc.deletions into the deployment",
@@ -443,8 +447,9 @@ fn seed_version(o: &InstallOpts, work: PathBuf) -> Result<Seed> {
     })
 }
 
-/// The new sysroot, and the seed's repository pulled into it.
-fn ostree_pull_local(m: &Path, s: &Seed) -> Result<()> {
+/// The new sysroot, and the seed's repository pulled into it; whether unreachable objects
+/// came along (to prune after the deploy).
+fn ostree_pull_local(m: &Path, s: &Seed) -> Result<bool> {
     let sysroot = imgmode_os::disk::init_sysroot(m, &s.stateroot)?;
     sysroot.unlock();
     drop(sysroot);
@@ -454,9 +459,23 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<()> {
     let refs = imgmode_os::ostree::list_refs(&seed_repo, None)
         .context("listing the seed repository's refs")?;
     let wanted = pull_refs(&refs.join("\n"), &s.commit);
-    imgmode_os::ostree::pull_local(&repo, &seed_repo, &wanted)
-        .context("ostree pull-local from the seed's repository")?;
-    imgmode_support::fs::remove_tree(&seed_repo)
+    // the unpacked repository is on the new root filesystem already: its object store moves
+    // into the sysroot in one rename (a local pull links every object, seconds per thousand
+    // under emulation); a seed in another repository mode is pulled
+    let adopted = imgmode_os::ostree::adopt_objects(&repo, &seed_repo, &wanted)
+        .context("moving the seed repository's objects into the new sysroot")?;
+    if !adopted {
+        imgmode_os::ostree::pull_local(&repo, &seed_repo, &wanted)
+            .context("ostree pull-local from the seed's repository")?;
+    }
+    imgmode_support::fs::remove_tree(&seed_repo)?;
+    // a pull took only what the refs and the booted commit reach; the seed's other
+    // deployments' objects came along with the store, so they go once the new deployment
+    // holds its commit
+    let rpm: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.files.join("rpm-ostree.json"))?)?;
+    let deployments = rpm["deployments"].as_array().map_or(0, Vec::len);
+    Ok(adopted && deployments > 1)
 }
 
 /// The seed's commit deployed with its kernel arguments and origin; returns the deployment.
