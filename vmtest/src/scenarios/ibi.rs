@@ -23,17 +23,15 @@ use crate::harness::privnet::{self, PrivateNet};
 use crate::harness::qemu::{Boot, VmConfig};
 use crate::harness::secrets::{no_admin_signer_key, private_outputs};
 use crate::harness::seed::{extract_layer, SeedBuild};
-use crate::harness::timeline::{console_lines, steps_of, Marker, Timeline, BOOT_MARKERS};
+use crate::harness::timeline::Timeline;
 use crate::scenarios::ibi_site;
+use crate::scenarios::ibi_timing::{ibi_phases, plain_boot, Timings, HOST_MEMORY_MIB};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The hosts' memory: the live system runs from RAM. The benchmark's plain boot is the same
-/// machine (the kernel's early boot takes longer with more memory to set up).
-const HOST_MEMORY_MIB: u32 = 3072;
 /// Installing under TCG: fetching and unpacking the seed, pull-local, deploy.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Post-pivot under TCG: waiting for the ISO, recert of the test cluster, services, /readyz.
@@ -143,89 +141,6 @@ fn uptime(results: &str, tag: &str) -> Result<f64> {
     report_line(results, &format!("{tag} "))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("the guest reported no {tag}"))
-}
-
-/// The IBI benchmark's figures, measured in each `ibi` run and written to its
-/// `timings.json` (read by `cargo xtask bench ibi`, which runs the scenario). The host without
-/// refusal phases (host 2, SeaBIOS, the seed on its ISO) is timed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Timings {
-    /// Wall clock from QEMU's start with the installation ISO and a blank disk until the
-    /// installed system's startup was over with post-pivot done.
-    pub end_to_end: f64,
-    /// Wall clock from QEMU's start until the same installed disk, booted again through the
-    /// same firmware, was over its startup: the baseline, measured in the same run.
-    pub plain_boot: f64,
-    /// Guest uptimes, for the note: the live system up, the install, the first boot's
-    /// post-pivot done.
-    pub live_boot: f64,
-    pub install: f64,
-    pub first_boot_ready: f64,
-    /// Both runs cut into phases on the host's clock (`target/bench/ibi-phases.*`).
-    #[serde(default)]
-    pub phases: Timeline,
-    #[serde(default)]
-    pub plain_phases: Timeline,
-}
-
-/// Host 2's run from QEMU's start to post-pivot done (`end`), cut at its console's lines: the
-/// live system's boot, the install (its progress lines nested), the reboot into the disk and
-/// post-pivot (its step log's steps nested).
-fn ibi_phases(dir: &Path, results: &str, end: f64) -> Result<Timeline> {
-    let lines = console_lines(dir)?;
-    // GRUB's lines show where its terminal is the serial console (the ISO's menu is; the
-    // disk's may show nothing before the kernel)
-    let markers = [
-        Marker::new("firmware", ""),
-        Marker::optional("GRUB menu (ISO)", "GNU GRUB"),
-        Marker::optional("GRUB loads the live system", "Booting `"),
-        Marker::new("kernel unpacks the live root", "Linux version"),
-        Marker::new("live userspace", "Welcome to"),
-        Marker::new("install", "==> ["),
-        Marker::optional("live system shutdown", "Stopping "),
-        Marker::new("firmware and GRUB (disk)", "reboot: Restarting"),
-        Marker::new("kernel and initrd", "Linux version"),
-        Marker::new("userspace to post-pivot", "Welcome to"),
-        Marker::new("post-pivot", "Starting imgmode-post-pivot"),
-        Marker::new("to ready", "Finished imgmode-post-pivot"),
-    ];
-    let mut t = Timeline::from_console(
-        "image-based install, QEMU start to post-pivot done",
-        &lines,
-        &markers,
-        end,
-    )?;
-    t.nest_progress("install", &lines)?;
-    let state: serde_json::Value = serde_json::from_str(
-        report_line(results, "POSTPIVOTSTEPS ")
-            .context("the guest reported no post-pivot steps")?,
-    )
-    .context("post-pivot's step log")?;
-    t.nest("post-pivot", &steps_of(&state)?)?;
-    Ok(t)
-}
-
-/// A plain boot of `disk` through `boot` on the hosts' machine (their memory): wall-clock
-/// seconds from QEMU's start until startup was over (the job runs after the boot's health
-/// report), and its phases.
-pub async fn plain_boot(disk: &Path, boot: Boot, dir: &Path) -> Result<(f64, Timeline)> {
-    let script = "echo IMGMODE-PHASE-1-BEGIN\necho \"UPTIME-READY $(cut -d' ' -f1 /proc/uptime)\"\necho IMGMODE-PHASE-1-END\nsystemctl poweroff\n";
-    let cfg = job(
-        VmConfig {
-            memory_mib: HOST_MEMORY_MIB,
-            ..VmConfig::new(disk, boot)
-        },
-        script.to_string(),
-    );
-    let (_, ready) = run_job_timed(&cfg, dir, "the plain boot", BOOT_TIMEOUT, true).await?;
-    let ready = ready.context("the plain boot reported no UPTIME-READY")?;
-    let phases = Timeline::from_console(
-        "plain boot of the installed disk, QEMU start to ready",
-        &console_lines(dir)?,
-        &BOOT_MARKERS,
-        ready,
-    )?;
-    Ok((ready, phases))
 }
 
 /// The `ibi` scenario.

@@ -11,6 +11,7 @@ pub mod disk_checks;
 pub mod disk_in_use;
 pub mod ibi;
 pub(crate) mod ibi_site;
+pub mod ibi_timing;
 pub mod layer_build;
 pub mod layered_rollback;
 pub mod powercut;

@@ -18,7 +18,7 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
         crate::vmtest(vec!["ibi".into()], false, false, None, true)?;
     }
     let path = root.join("target/vmtest/ibi/timings.json");
-    let t: imgmode_vmtest::scenarios::ibi::Timings = serde_json::from_slice(
+    let t: imgmode_vmtest::scenarios::ibi_timing::Timings = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("vmtest ibi wrote no {}", path.display()))?,
     )?;
     // the per-phase breakdown of both sides, as tables and pictures
