@@ -75,7 +75,7 @@ pub(crate) fn ibi_phases(dir: &Path, results: &str, end: f64) -> Result<Timeline
 
 /// A plain boot of `disk` through `boot` on the hosts' machine (their memory): wall-clock
 /// seconds from QEMU's start until startup was over (the job runs after the boot's health
-/// report), and its phases.
+/// report), and its phases; the best of [`PLAIN_RUNS`] boots.
 pub async fn plain_boot(disk: &Path, boot: Boot, dir: &Path) -> Result<(f64, Timeline)> {
     let script = "echo IMGMODE-PHASE-1-BEGIN\necho \"UPTIME-READY $(cut -d' ' -f1 /proc/uptime)\"\necho IMGMODE-PHASE-1-END\nsystemctl poweroff\n";
     let cfg = job(
@@ -85,13 +85,27 @@ pub async fn plain_boot(disk: &Path, boot: Boot, dir: &Path) -> Result<(f64, Tim
         },
         script.to_string(),
     );
-    let (_, ready) = run_job_timed(&cfg, dir, "the plain boot", BOOT_TIMEOUT, true).await?;
-    let ready = ready.context("the plain boot reported no UPTIME-READY")?;
-    let phases = Timeline::from_console(
-        "plain boot of the installed disk, QEMU start to ready",
-        &console_lines(dir)?,
-        &BOOT_MARKERS,
-        ready,
-    )?;
-    Ok((ready, phases))
+    // TCG boot times vary by seconds from one boot to the next: the best of PLAIN_RUNS is the
+    // baseline (the lower the baseline, the harder the ratio's target)
+    let mut best: Option<(f64, Timeline)> = None;
+    for i in 0..PLAIN_RUNS {
+        let d = dir.join(format!("run-{}", i + 1));
+        let (_, ready) = run_job_timed(&cfg, &d, "the plain boot", BOOT_TIMEOUT, true).await?;
+        let ready = ready.context("the plain boot reported no UPTIME-READY")?;
+        if best.as_ref().is_none_or(|b| ready < b.0) {
+            let phases = Timeline::from_console(
+                &format!(
+                    "plain boot of the installed disk, QEMU start to ready (best of {PLAIN_RUNS})"
+                ),
+                &console_lines(&d)?,
+                &BOOT_MARKERS,
+                ready,
+            )?;
+            best = Some((ready, phases));
+        }
+    }
+    best.context("no plain boot ran")
 }
+
+/// How many times the plain boot runs (its best counts).
+const PLAIN_RUNS: usize = 2;
