@@ -946,17 +946,46 @@ mod tests {
         assert_eq!(list_refs(&repo, None).unwrap(), ["a/b/d", "a/x", "ab"]);
     }
 
-    #[test]
-    fn pull_local_copies_refs_and_commits() {
-        let td = tempfile::tempdir().unwrap();
-        let src = td.path().join("src");
+    /// A bare-user repository `dir/src` whose ref `os/x` has two commits (returned, first
+    /// and second) and whose ref `other_ref` names a third.
+    fn two_commits(dir: &Path, other_ref: &str) -> (std::path::PathBuf, String, String) {
+        let src = dir.join("src");
         init_repo(&src, "bare-user").unwrap();
-        let tree = td.path().join("tree");
+        let tree = dir.join("tree");
         make_tree(&tree);
         let first = commit_dir(&src, "os/x", &tree).unwrap();
         std::fs::write(tree.join("usr/etc/os-release"), "ID=other\n").unwrap();
         let second = commit_dir(&src, "os/x", &tree).unwrap();
-        commit_dir(&src, "other", &tree).unwrap();
+        commit_dir(&src, other_ref, &tree).unwrap();
+        (src, first, second)
+    }
+
+    /// `rev` checks out of `a` and `b` (into `dir/x` and `dir/y`) as the same tree.
+    fn same_checkouts(dir: &Path, a: &Path, b: &Path, rev: &str) {
+        let (x, y) = (dir.join("x"), dir.join("y"));
+        let opts = ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::User,
+            ..Default::default()
+        };
+        for (repo, out) in [(a, &x), (b, &y)] {
+            open_repo(repo)
+                .unwrap()
+                .checkout_at(
+                    Some(&opts),
+                    ostree::AT_FDCWD,
+                    out,
+                    rev,
+                    gio::Cancellable::NONE,
+                )
+                .unwrap();
+        }
+        assert_eq!(listing(&x), listing(&y));
+    }
+
+    #[test]
+    fn pull_local_copies_refs_and_commits() {
+        let td = tempfile::tempdir().unwrap();
+        let (src, first, second) = two_commits(td.path(), "other");
         // by ref and by commit (first is only the parent of os/x)
         let (cli_dest, dest) = (td.path().join("cli-dest"), td.path().join("dest"));
         for d in [&cli_dest, &dest] {
@@ -982,24 +1011,7 @@ mod tests {
             r.load_commit(c).unwrap();
         }
         // the pulled tree is complete: it checks out the same as the source's
-        let (x, y) = (td.path().join("x"), td.path().join("y"));
-        let opts = ostree::RepoCheckoutAtOptions {
-            mode: ostree::RepoCheckoutMode::User,
-            ..Default::default()
-        };
-        for (repo, out) in [(&src, &x), (&dest, &y)] {
-            open_repo(repo)
-                .unwrap()
-                .checkout_at(
-                    Some(&opts),
-                    ostree::AT_FDCWD,
-                    out,
-                    &first,
-                    gio::Cancellable::NONE,
-                )
-                .unwrap();
-        }
-        assert_eq!(listing(&x), listing(&y));
+        same_checkouts(td.path(), &src, &dest, &first);
         // nothing named: every ref; a relative path works like an absolute one
         let all = td.path().join("all");
         init_repo(&all, "bare-user").unwrap();
@@ -1021,14 +1033,7 @@ mod tests {
     #[test]
     fn adopting_the_objects_is_a_local_pull_in_one_rename() {
         let td = tempfile::tempdir().unwrap();
-        let src = td.path().join("src");
-        init_repo(&src, "bare-user").unwrap();
-        let tree = td.path().join("tree");
-        make_tree(&tree);
-        let first = commit_dir(&src, "os/x", &tree).unwrap();
-        std::fs::write(tree.join("usr/etc/os-release"), "ID=other\n").unwrap();
-        let second = commit_dir(&src, "os/x", &tree).unwrap();
-        commit_dir(&src, "ostree/container/image/x", &tree).unwrap();
+        let (src, first, second) = two_commits(td.path(), "ostree/container/image/x");
         let (pulled, adopted) = (td.path().join("pulled"), td.path().join("adopted"));
         for d in [&pulled, &adopted] {
             init_repo(d, "bare-user").unwrap();
@@ -1057,24 +1062,7 @@ mod tests {
         let r = open_repo(&adopted).unwrap();
         assert_eq!(r.require_rev("os/x").unwrap(), second);
         cli(&[&repo_arg(&adopted), "fsck", "--quiet"]);
-        let (x, y) = (td.path().join("x"), td.path().join("y"));
-        let opts = ostree::RepoCheckoutAtOptions {
-            mode: ostree::RepoCheckoutMode::User,
-            ..Default::default()
-        };
-        for (repo, out) in [(&pulled, &x), (&adopted, &y)] {
-            open_repo(repo)
-                .unwrap()
-                .checkout_at(
-                    Some(&opts),
-                    ostree::AT_FDCWD,
-                    out,
-                    &first,
-                    gio::Cancellable::NONE,
-                )
-                .unwrap();
-        }
-        assert_eq!(listing(&x), listing(&y));
+        same_checkouts(td.path(), &pulled, &adopted, &first);
         // not into a repository with objects, not across modes: untouched, false
         assert!(!adopt_objects(&pulled, &src, &wanted).unwrap());
         let archive = td.path().join("archive");
