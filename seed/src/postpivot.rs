@@ -75,6 +75,7 @@ pub fn unit_text(o: &Cluster, exe: &str) -> String {
          After=network.target systemd-networkd.service\n\
          ConditionPathExists=!{STATE_DIR}/done\n\n\
          [Service]\nType=oneshot\nRemainAfterExit=yes\nRestart=on-failure\nRestartSec=10\n\
+         StandardOutput=journal+console\nStandardError=journal+console\n\
          ExecStart={exe} ibi post-pivot{args}\n\n\
          [Install]\nWantedBy=multi-user.target\n"
     )
@@ -331,7 +332,7 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     log.once(
         "site",
         "the site's settings checked; proxy, trust bundle and release mirror on the host",
-        |_| site_host_settings(c, &m),
+        |l| site_host_settings(c, &m, l.steps()),
     )?;
     log.once(
         "host",
@@ -477,15 +478,18 @@ fn remove_dangling_links(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
+fn site_host_settings(c: &Cluster, m: &SeedReconfiguration, steps: &Steps) -> Result<()> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
     let ip = node_ip(m, Duration::ZERO)?;
     if let Some(e) = &c.etcd_service {
+        steps.step(&format!("site: starting {e}"));
         systemctl("start", e)?;
     }
+    steps.step("site: reading the cluster's objects and checking the site's settings");
     let existing = etcd_objects(c)?;
     crate::site::cluster_updates(&existing, m, Some(&ip))?;
     let files = crate::site::host_files(&existing, m)?;
+    steps.step("site: writing the host's files");
     // a trust bundle of an earlier run (or the seed's) does not linger
     let mut trust_changed = Vec::new();
     if let Ok(dir) = std::fs::read_dir(crate::site::TRUST_DIR) {
@@ -519,8 +523,10 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration) -> Result<()> {
         }
     }
     if Path::new(crate::site::TRUST_DIR).is_dir() {
+        steps.step("site: updating the trust store (update-ca-certificates)");
         update_trust_store(Path::new(CERTS_DIR), &trust_changed)?;
     }
+    steps.step("site: reloading systemd (the proxy's drop-ins)");
     Run::new("systemctl").arg("daemon-reload").output()?;
     Ok(())
 }
