@@ -322,8 +322,8 @@ impl Timeline {
         s
     }
 
-    /// The timeline drawn: one row of bars per depth, each labelled with its name and seconds,
-    /// and a seconds axis.
+    /// The timeline drawn: one row of bars per depth, each labelled with its name and seconds
+    /// (in a legend under the seconds axis when the bar is too narrow for it).
     pub fn svg(&self) -> String {
         use svg::node::element::{Line, Rectangle, Text, Title};
         const W: f64 = 1200.0;
@@ -335,7 +335,18 @@ impl Timeline {
         ];
         let scale = (W - 2.0 * LEFT) / self.end.max(1.0);
         let rows = self.spans.iter().map(|s| s.depth).max().unwrap_or(0) as f64 + 1.0;
-        let height = TOP + rows * ROW + 40.0;
+        let label = |sp: &Span| format!("{} {:.1}s", sp.name, sp.seconds);
+        // bars too narrow for their label are named in a legend under the axis
+        let unlabelled: Vec<usize> = (0..self.spans.len())
+            .filter(|i| {
+                let sp = &self.spans[*i];
+                (sp.seconds * scale).max(1.0) <= 6.0 * label(sp).len() as f64
+            })
+            .collect();
+        const COLUMNS: usize = 3;
+        const LINE: f64 = 16.0;
+        let legend_top = TOP + rows * ROW + 30.0;
+        let height = legend_top + (unlabelled.len().div_ceil(COLUMNS)) as f64 * LINE + 10.0;
         let mut doc = svg::Document::new()
             .set("xmlns", "http://www.w3.org/2000/svg")
             .set("width", W)
@@ -353,7 +364,7 @@ impl Timeline {
             let x = LEFT + sp.start * scale;
             let w = (sp.seconds * scale).max(1.0);
             let y = TOP + sp.depth as f64 * ROW;
-            let label = format!("{} {:.1}s", sp.name, sp.seconds);
+            let label = label(sp);
             doc = doc.add(
                 Rectangle::new()
                     .set("x", x)
@@ -408,6 +419,29 @@ impl Timeline {
                         .set("text-anchor", "middle"),
                 );
             t += tick;
+        }
+        // in time order down each column
+        let per_column = unlabelled.len().div_ceil(COLUMNS).max(1);
+        for (k, i) in unlabelled.iter().enumerate() {
+            let sp = &self.spans[*i];
+            let x = LEFT + (k / per_column) as f64 * (W - 2.0 * LEFT) / COLUMNS as f64;
+            let y = legend_top + (k % per_column) as f64 * LINE;
+            let indent = if sp.depth > 0 { "  " } else { "" };
+            doc = doc
+                .add(
+                    Rectangle::new()
+                        .set("x", x)
+                        .set("y", y - 9.0)
+                        .set("width", 10)
+                        .set("height", 10)
+                        .set("fill", PALETTE[i % PALETTE.len()]),
+                )
+                .add(
+                    Text::new(format!("{indent}{}", label(sp)))
+                        .set("x", x + 14.0)
+                        .set("y", y)
+                        .set("xml:space", "preserve"),
+                );
         }
         doc.to_string()
     }
