@@ -329,7 +329,7 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
             node_ip(&m, NODE_IP_WAIT).map(|_| ())
         },
     )?;
-    log.once(
+    let mut trust = log.once(
         "site",
         "the site's settings checked; proxy, trust bundle and release mirror on the host",
         |l| site_host_settings(c, &m, l.steps()),
@@ -361,6 +361,11 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
         "extra-manifests",
         "the site's cluster objects, the kubeadmin secret and the extra manifests into etcd",
         |_| put_manifests(c, &m, &extra),
+    )?;
+    log.once(
+        "trust",
+        "the trust store's update (started by site) finished",
+        |_| finish_trust_store(trust.take()),
     )?;
     log.once("start", "starting the cluster services", |_| {
         start_and_wait_healthy(c, 180, "the cluster did not become healthy")
@@ -456,6 +461,14 @@ const CERTS_DIR: &str = "/etc/ssl/certs";
 /// anew (a file whose name stayed and whose certificate changed gets its new hash link), and
 /// what is left dangling afterwards (the hash links of certificates gone) is removed.
 fn update_trust_store(certs: &Path, changed: &[PathBuf]) -> Result<()> {
+    unlink_trust_files(certs, changed)?;
+    Run::new("update-ca-certificates").output()?;
+    remove_dangling_links(certs)
+}
+
+/// Remove the links in `certs` of the trust files `changed`, so `update-ca-certificates`
+/// links them anew (and rehashes).
+fn unlink_trust_files(certs: &Path, changed: &[PathBuf]) -> Result<()> {
     for f in changed {
         let Some(stem) = f.file_stem() else { continue };
         let link = certs.join(format!("{}.pem", stem.to_string_lossy()));
@@ -463,8 +476,7 @@ fn update_trust_store(certs: &Path, changed: &[PathBuf]) -> Result<()> {
             imgmode_support::fs::remove_path(&link)?;
         }
     }
-    Run::new("update-ca-certificates").output()?;
-    remove_dangling_links(certs)
+    Ok(())
 }
 
 /// Remove the symlinks in `dir` whose targets are gone.
@@ -478,7 +490,11 @@ fn remove_dangling_links(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn site_host_settings(c: &Cluster, m: &SeedReconfiguration, steps: &Steps) -> Result<()> {
+fn site_host_settings(
+    c: &Cluster,
+    m: &SeedReconfiguration,
+    steps: &Steps,
+) -> Result<Option<TrustUpdate>> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
     let ip = node_ip(m, Duration::ZERO)?;
     if let Some(e) = &c.etcd_service {
@@ -522,14 +538,52 @@ fn site_host_settings(c: &Cluster, m: &SeedReconfiguration, steps: &Steps) -> Re
             None => imgmode_support::fs::remove_path(&f.path)?,
         }
     }
-    if Path::new(crate::site::TRUST_DIR).is_dir() {
-        steps.step("site: updating the trust store (update-ca-certificates)");
-        update_trust_store(Path::new(CERTS_DIR), &trust_changed)?;
-    }
+    // update-ca-certificates runs a process per CA of the system (15 s under TCG): it runs
+    // alongside the next steps, and the `trust` step waits for it before the services start
+    let trust = if Path::new(crate::site::TRUST_DIR).is_dir() {
+        steps.step("site: updating the trust store (update-ca-certificates, in the background)");
+        unlink_trust_files(Path::new(CERTS_DIR), &trust_changed)?;
+        Some(std::thread::spawn(|| {
+            Run::new("update-ca-certificates").output().map(|_| ())
+        }))
+    } else {
+        None
+    };
     steps.step("site: reloading systemd (the proxy's drop-ins)");
     Run::new("systemctl").arg("daemon-reload").output()?;
-    Ok(())
+    Ok(trust)
 }
+
+/// The trust store's update that [`site_host_settings`] started; in a run resumed after the
+/// `site` step (the update's thread gone with the process that ran it), the update again, for
+/// every trust file of the site.
+fn finish_trust_store(started: Option<TrustUpdate>) -> Result<()> {
+    let certs = Path::new(CERTS_DIR);
+    match started {
+        Some(t) => {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("the trust store's update panicked"))??;
+            remove_dangling_links(certs)
+        }
+        None if Path::new(crate::site::TRUST_DIR).is_dir() => {
+            let mut ours = Vec::new();
+            for e in std::fs::read_dir(crate::site::TRUST_DIR)? {
+                let e = e?;
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::site::TRUST_PREFIX)
+                {
+                    ours.push(e.path());
+                }
+            }
+            update_trust_store(certs, &ours)
+        }
+        None => Ok(()),
+    }
+}
+
+/// `update-ca-certificates` running on its own thread.
+type TrustUpdate = std::thread::JoinHandle<Result<()>>;
 
 /// How long post-pivot waits for the node IP's address: static addresses come at once, a DHCP
 /// lease may take a while (post-pivot does not wait for network-online.target, which on a site
