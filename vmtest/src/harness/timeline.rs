@@ -325,7 +325,7 @@ impl Timeline {
     /// The timeline drawn: one row of bars per depth, each labelled with its name and seconds
     /// (in a legend under the seconds axis when the bar is too narrow for it).
     pub fn svg(&self) -> String {
-        use svg::node::element::{Line, Rectangle, Text, Title};
+        use svg::node::element::{Rectangle, Text, Title};
         const W: f64 = 1200.0;
         const LEFT: f64 = 10.0;
         const ROW: f64 = 56.0;
@@ -392,34 +392,7 @@ impl Timeline {
                 );
             }
         }
-        let axis = TOP + rows * ROW;
-        let tick = if self.end > 300.0 {
-            60.0
-        } else if self.end > 60.0 {
-            10.0
-        } else {
-            5.0
-        };
-        let mut t = 0.0;
-        while t <= self.end {
-            let x = LEFT + t * scale;
-            doc = doc
-                .add(
-                    Line::new()
-                        .set("x1", x)
-                        .set("x2", x)
-                        .set("y1", axis - 8.0)
-                        .set("y2", axis - 2.0)
-                        .set("stroke", "black"),
-                )
-                .add(
-                    Text::new(format!("{t:.0}"))
-                        .set("x", x)
-                        .set("y", axis + 10.0)
-                        .set("text-anchor", "middle"),
-                );
-            t += tick;
-        }
+        doc = seconds_axis(doc, self.end, LEFT, scale, TOP + rows * ROW);
         // in time order down each column
         let per_column = unlabelled.len().div_ceil(COLUMNS).max(1);
         for (k, i) in unlabelled.iter().enumerate() {
@@ -455,6 +428,39 @@ impl Timeline {
         std::fs::write(stem.with_extension("svg"), self.svg())?;
         Ok(())
     }
+}
+
+/// Ticks and their seconds along `y`, every 5, 10 or 60 s as the span `end` asks.
+fn seconds_axis(mut doc: svg::Document, end: f64, left: f64, scale: f64, y: f64) -> svg::Document {
+    use svg::node::element::{Line, Text};
+    let tick = if end > 300.0 {
+        60.0
+    } else if end > 60.0 {
+        10.0
+    } else {
+        5.0
+    };
+    let mut t = 0.0;
+    while t <= end {
+        let x = left + t * scale;
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", x)
+                    .set("x2", x)
+                    .set("y1", y - 8.0)
+                    .set("y2", y - 2.0)
+                    .set("stroke", "black"),
+            )
+            .add(
+                Text::new(format!("{t:.0}"))
+                    .set("x", x)
+                    .set("y", y + 10.0)
+                    .set("text-anchor", "middle"),
+            );
+        t += tick;
+    }
+    doc
 }
 
 /// A progress message cut to its first words (a step's name in a table).
