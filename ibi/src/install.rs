@@ -363,15 +363,16 @@ fn find_origin(files: &Path, commit: &str) -> Result<PathBuf> {
     bail!("the seed has no ostree-{commit}.<serial>.origin for its booted deployment")
 }
 
-/// Required seed files missing from the unpacked layer.
-fn missing_seed_files(files: &Path) -> Result<Vec<String>> {
+/// Required seed files missing from the unpacked layer; the tarballs of `streamed` (stems)
+/// were unpacked as the layer streamed past, so they are not looked for in `files`.
+fn missing_seed_files(files: &Path, streamed: &[&str]) -> Result<Vec<String>> {
     let mut missing: Vec<String> = imgmode_seed::FIXED_FILES
         .iter()
         .filter(|f| **f != "lca-cli" && !files.join(f).exists())
         .map(|f| f.to_string())
         .collect();
     for stem in imgmode_seed::TARBALLS {
-        if seed_tarball(files, stem).is_err() {
+        if !streamed.contains(stem) && seed_tarball(files, stem).is_err() {
             missing.push(format!("{stem}.tgz"));
         }
     }

@@ -236,17 +236,19 @@ pub fn tar_extract_diverting(
     policy: &Policy,
     divert: imgmode_image::extract::Divert,
 ) -> Result<Unpacked> {
-    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let mut budget = Budget::free_space(dest, None)?;
-    imgmode_image::extract::unpack_into_diverting(r, dest, policy, &mut budget, divert)
+    imgmode_image::extract::unpack_into_diverting(r, dest, policy, &mut free_space(dest)?, divert)
 }
 
 /// Unpack an uncompressed tar stream into `dest` under `policy`; what it unpacks may take
 /// the free space of `dest`'s filesystem and no more (a decompression bomb stops there).
 pub fn tar_extract_from(r: impl Read, dest: &Path, policy: &Policy) -> Result<Unpacked> {
+    unpack_into(r, dest, policy, &mut free_space(dest)?)
+}
+
+/// `dest` (created if missing) and a budget of its filesystem's free space.
+fn free_space(dest: &Path) -> Result<Budget> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let mut budget = Budget::free_space(dest, None)?;
-    unpack_into(r, dest, policy, &mut budget)
+    Budget::free_space(dest, None)
 }
 
 #[cfg(test)]

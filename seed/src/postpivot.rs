@@ -448,10 +448,6 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The site's settings checked before anything changes (install-config's `fips` against the
-/// kernel, the node IP against the machine networks, the proxy and the seed-decided fields
-/// against the seed's, through [`crate::site::cluster_updates`] on etcd as the seed left it),
-/// then the host's side of the proxy, trust bundle and registry mirrors.
 /// The system's trust store of links (`update-ca-certificates` keeps it).
 const CERTS_DIR: &str = "/etc/ssl/certs";
 
@@ -461,14 +457,6 @@ const CERTS_DIR: &str = "/etc/ssl/certs";
 /// anew (a file whose name stayed and whose certificate changed gets its new hash link), and
 /// what is left dangling afterwards (the hash links of certificates gone) is removed.
 fn update_trust_store(certs: &Path, changed: &[PathBuf]) -> Result<()> {
-    unlink_trust_files(certs, changed)?;
-    Run::new("update-ca-certificates").output()?;
-    remove_dangling_links(certs)
-}
-
-/// Remove the links in `certs` of the trust files `changed`, so `update-ca-certificates`
-/// links them anew (and rehashes).
-fn unlink_trust_files(certs: &Path, changed: &[PathBuf]) -> Result<()> {
     for f in changed {
         let Some(stem) = f.file_stem() else { continue };
         let link = certs.join(format!("{}.pem", stem.to_string_lossy()));
@@ -476,7 +464,28 @@ fn unlink_trust_files(certs: &Path, changed: &[PathBuf]) -> Result<()> {
             imgmode_support::fs::remove_path(&link)?;
         }
     }
-    Ok(())
+    Run::new("update-ca-certificates").output()?;
+    remove_dangling_links(certs)
+}
+
+/// The site's trust files in the host's store ([`crate::site::TRUST_DIR`], named
+/// [`crate::site::TRUST_PREFIX`]...); none when the store has no such directory.
+fn trust_files() -> Result<Vec<PathBuf>> {
+    let dir = Path::new(crate::site::TRUST_DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(crate::site::TRUST_PREFIX)
+        {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
 }
 
 /// Remove the symlinks in `dir` whose targets are gone.
@@ -490,6 +499,12 @@ fn remove_dangling_links(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The site's settings checked before anything changes (install-config's `fips` against the
+/// kernel, the node IP against the machine networks, the proxy and the seed-decided fields
+/// against the seed's, through [`crate::site::cluster_updates`] on etcd as the seed left it),
+/// then the host's side of the proxy, trust bundle and registry mirrors.
+/// `update-ca-certificates` (a process per CA of the system, 15 s under TCG) is started on a
+/// thread of its own, returned for the `trust` step to wait for.
 fn site_host_settings(
     c: &Cluster,
     m: &SeedReconfiguration,
@@ -508,17 +523,10 @@ fn site_host_settings(
     steps.step("site: writing the host's files");
     // a trust bundle of an earlier run (or the seed's) does not linger
     let mut trust_changed = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(crate::site::TRUST_DIR) {
-        for e in dir.flatten() {
-            let stale = e
-                .file_name()
-                .to_string_lossy()
-                .starts_with(crate::site::TRUST_PREFIX)
-                && !files.iter().any(|f| f.path == e.path());
-            if stale {
-                imgmode_support::fs::remove_path(&e.path())?;
-                trust_changed.push(e.path());
-            }
+    for p in trust_files()? {
+        if !files.iter().any(|f| f.path == p) {
+            imgmode_support::fs::remove_path(&p)?;
+            trust_changed.push(p);
         }
     }
     for f in &files {
@@ -542,9 +550,8 @@ fn site_host_settings(
     // alongside the next steps, and the `trust` step waits for it before the services start
     let trust = if Path::new(crate::site::TRUST_DIR).is_dir() {
         steps.step("site: updating the trust store (update-ca-certificates, in the background)");
-        unlink_trust_files(Path::new(CERTS_DIR), &trust_changed)?;
-        Some(std::thread::spawn(|| {
-            Run::new("update-ca-certificates").output().map(|_| ())
+        Some(std::thread::spawn(move || {
+            update_trust_store(Path::new(CERTS_DIR), &trust_changed)
         }))
     } else {
         None
@@ -558,25 +565,12 @@ fn site_host_settings(
 /// `site` step (the update's thread gone with the process that ran it), the update again, for
 /// every trust file of the site.
 fn finish_trust_store(started: Option<TrustUpdate>) -> Result<()> {
-    let certs = Path::new(CERTS_DIR);
     match started {
-        Some(t) => {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("the trust store's update panicked"))??;
-            remove_dangling_links(certs)
-        }
+        Some(t) => t
+            .join()
+            .map_err(|_| anyhow::anyhow!("the trust store's update panicked"))?,
         None if Path::new(crate::site::TRUST_DIR).is_dir() => {
-            let mut ours = Vec::new();
-            for e in std::fs::read_dir(crate::site::TRUST_DIR)? {
-                let e = e?;
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(crate::site::TRUST_PREFIX)
-                {
-                    ours.push(e.path());
-                }
-            }
-            update_trust_store(certs, &ours)
+            update_trust_store(Path::new(CERTS_DIR), &trust_files()?)
         }
         None => Ok(()),
     }
@@ -729,6 +723,7 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn dangling_links_go_and_the_rest_stay() {
@@ -746,7 +741,6 @@ mod tests {
         left.sort();
         assert_eq!(left, ["0123abcd.0", "real.crt", "real.pem"]);
     }
-    use serde_json::json;
 
     #[test]
     fn ntp_sources_become_a_timesyncd_drop_in() {

@@ -1,11 +1,11 @@
 //! Live ISOs: a bootable image's own tree, running from RAM.
 //!
 //! The ISO holds the image's kernel (`/live/vmlinuz`), its root filesystem (all of it but
-//! documentation and translations) as a zstd-compressed `newc` cpio (`/live/rootfs.img`), and the caller's files as a second,
-//! uncompressed cpio (`/live/config.img`). GRUB loads both archives as one initramfs; the
-//! kernel unpacks them into its RAM-backed root filesystem (later archives override earlier
-//! ones) and runs systemd from there (`rdinit=`): no initramfs logic, no device-mapper, and
-//! the ISO is not needed after boot. The ostree layout is undone on the way (`/usr/etc`
+//! documentation and translations) as a zstd-compressed `newc` cpio (`/live/rootfs.img`),
+//! and the caller's files as a second, uncompressed cpio (`/live/config.img`). GRUB loads
+//! both archives as one initramfs; the kernel unpacks them into its RAM-backed root
+//! filesystem (later archives override earlier ones) and runs systemd from there
+//! (`rdinit=`): no initramfs logic, no device-mapper, and the ISO is not needed after boot. The ostree layout is undone on the way (`/usr/etc`
 //! becomes `/etc`; the kernel and the image's own initramfs stay out of the root).
 //!
 //! Booting: GRUB from the image ([`crate::grub::Grub::iso_images`]) as the El Torito BIOS

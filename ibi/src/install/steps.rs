@@ -98,6 +98,8 @@ struct Seed {
     commit: String,
     origin: PathBuf,
     kargs: Vec<String>,
+    /// How many deployments the seed system had (rpm-ostree.json).
+    deployments: usize,
 }
 
 /// Run the steps in order; nothing is written to the disk before seed-gates has passed.
@@ -400,10 +402,8 @@ fn seed_pull(o: &InstallOpts, d: &Disk) -> Result<()> {
         )
         .context("unpacking the seed's layer")?;
     }
-    let mut missing = missing_seed_files(&files)?;
-    if streamed.is_some() {
-        missing.retain(|m| m != "ostree.tgz");
-    }
+    let streamed: &[&str] = if streamed.is_some() { &["ostree"] } else { &[] };
+    let missing = missing_seed_files(&files, streamed)?;
     ensure!(
         missing.is_empty(),
         "the seed {seed} is incomplete: missing {}",
@@ -425,8 +425,11 @@ fn seed_version(o: &InstallOpts, work: PathBuf) -> Result<Seed> {
         c.seed_version,
         info.seed_cluster_ocp_version
     );
-    let (stateroot, commit) =
-        booted_deployment(&std::fs::read_to_string(files.join("rpm-ostree.json"))?)?;
+    let rpm = std::fs::read_to_string(files.join("rpm-ostree.json"))?;
+    let (stateroot, commit) = booted_deployment(&rpm)?;
+    let deployments = serde_json::from_str::<serde_json::Value>(&rpm)?["deployments"]
+        .as_array()
+        .map_or(0, Vec::len);
     let origin = files.join(format!("ostree-{commit}.0.origin"));
     let origin = if origin.is_file() {
         origin
@@ -444,6 +447,7 @@ fn seed_version(o: &InstallOpts, work: PathBuf) -> Result<Seed> {
         commit,
         origin,
         kargs,
+        deployments,
     })
 }
 
@@ -472,10 +476,7 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<bool> {
     // a pull took only what the refs and the booted commit reach; the seed's other
     // deployments' objects came along with the store, so they go once the new deployment
     // holds its commit
-    let rpm: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.files.join("rpm-ostree.json"))?)?;
-    let deployments = rpm["deployments"].as_array().map_or(0, Vec::len);
-    Ok(adopted && deployments > 1)
+    Ok(adopted && s.deployments > 1)
 }
 
 /// The seed's commit deployed with its kernel arguments and origin; returns the deployment.

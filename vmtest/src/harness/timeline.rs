@@ -52,7 +52,8 @@ impl Drop for Recorder {
     }
 }
 
-/// The console's lines (ANSI escapes removed) with the second each first appeared.
+/// The console's lines (ANSI escapes removed), each with the second it was complete on the
+/// console (see [`timed_lines`]).
 pub fn console_lines(dir: &Path) -> Result<Vec<(f64, String)>> {
     let console = std::fs::read(dir.join("console.log"))
         .with_context(|| format!("reading {}", dir.join("console.log").display()))?;
@@ -224,14 +225,18 @@ impl Timeline {
         })
     }
 
+    /// The index of the phase (depth 0) named `name`.
+    fn phase(&self, name: &str) -> Result<usize> {
+        self.spans
+            .iter()
+            .position(|s| s.name == name && s.depth == 0)
+            .with_context(|| format!("{}: no phase {name:?}", self.title))
+    }
+
     /// Put `steps` (name, seconds, in the order they ran) under `phase`, laid end to end from
     /// the phase's start, and what the steps do not account for as `(other)`.
     pub fn nest(&mut self, phase: &str, steps: &[(String, f64)]) -> Result<()> {
-        let i = self
-            .spans
-            .iter()
-            .position(|s| s.name == phase && s.depth == 0)
-            .with_context(|| format!("{}: no phase {phase:?}", self.title))?;
+        let i = self.phase(phase)?;
         let parent = self.spans[i].clone();
         let mut at = parent.start;
         let mut children = Vec::new();
@@ -262,12 +267,7 @@ impl Timeline {
     /// when its output is no terminal) found on the console during the phase: each runs until
     /// the next, the last until the phase ends. A phase with no such line is left as it is.
     pub fn nest_progress(&mut self, phase: &str, lines: &[(f64, String)]) -> Result<()> {
-        let p = self
-            .spans
-            .iter()
-            .find(|s| s.name == phase && s.depth == 0)
-            .with_context(|| format!("{}: no phase {phase:?}", self.title))?
-            .clone();
+        let p = self.spans[self.phase(phase)?].clone();
         let end = p.start + p.seconds;
         let marks: Vec<(f64, String)> = lines
             .iter()

@@ -34,21 +34,9 @@ pub(super) fn bench_dir(root: &Path) -> PathBuf {
     root.join("target/bench")
 }
 
+/// Run `cmd` to completion: its seconds (its stdout dropped; its stderr in the error).
 pub(super) fn timed(cmd: &mut Command) -> Result<f64> {
-    let t = Instant::now();
-    let out = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(t.elapsed().as_secs_f64())
+    Ok(timed_lines(cmd)?.0)
 }
 
 /// Run `cmd` to completion, its stderr read as it comes: its seconds and each stderr line with
@@ -57,13 +45,17 @@ pub(super) fn timed_lines(cmd: &mut Command) -> Result<(f64, Vec<(f64, String)>)
     use std::io::BufRead;
     let t = Instant::now();
     let mut child = cmd
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let mut lines = Vec::new();
-    for l in std::io::BufReader::new(child.stderr.take().context("no stderr pipe")?).lines() {
-        lines.push((t.elapsed().as_secs_f64(), l?));
+    for l in std::io::BufReader::new(child.stderr.take().context("no stderr pipe")?).split(b'\n') {
+        lines.push((
+            t.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&l?).into_owned(),
+        ));
     }
     let status = child.wait()?;
     if !status.success() {
