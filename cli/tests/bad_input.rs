@@ -96,8 +96,8 @@ fn usage_errors_exit_2() {
     let td = tempfile::tempdir().unwrap();
     for (args, says) in [
         (
-            &["disk", "x", "-o", "y", "--format", "vmdk"][..],
-            "invalid value 'vmdk'",
+            &["disk", "x", "-o", "y", "--format", "vdi"][..],
+            "invalid value 'vdi'",
         ),
         (
             &["disk", "x", "-o", "y", "--size", "lots"][..],

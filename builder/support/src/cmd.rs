@@ -39,6 +39,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("debugfs", "e2fsprogs"),
     ("tar", "tar"),
+    ("gzip", "gzip"),
     ("du", "coreutils"),
     ("cp", "coreutils"),
     ("sync", "coreutils"),

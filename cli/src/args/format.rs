@@ -23,7 +23,7 @@ pub fn output_format() -> impl TypedValueParser<Value = FormatValue> {
     EnumValueParser::<OutputFormat>::new().map(FormatValue::Output)
 }
 
-/// `imgmode disk --format`: raw or qcow2.
+/// `imgmode disk --format`: raw, qcow2, vmdk, vhd, ami or gce.
 pub fn disk_format() -> impl TypedValueParser<Value = FormatValue> {
     EnumValueParser::<DiskFormat>::new().map(FormatValue::Disk)
 }

@@ -26,8 +26,8 @@ pub fn usage_rows() -> Vec<Row> {
         ),
         usage(&["container", "lint", "--list", "x"], "cannot be used with"),
         usage(
-            &["disk", "x", "-o", "y", "--format", "vmdk"],
-            "invalid value 'vmdk'",
+            &["disk", "x", "-o", "y", "--format", "vdi"],
+            "invalid value 'vdi'",
         ),
         usage(
             &["disk", "x", "-o", "y", "--size", "lots"],
