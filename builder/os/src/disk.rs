@@ -1,4 +1,5 @@
-//! `imgmode disk`: write a bootable raw or qcow2 disk image from a bootable container image.
+//! `imgmode disk`: write a bootable disk image (raw, qcow2, vmdk, vhd, ami, gce) from a bootable
+//! container image, customised by the flags and by a bootc-image-builder `--config` file.
 //!
 //! Steps:
 //! 1. preflight: root, tools, output path, image reference, and the image's manifest and
@@ -9,12 +10,14 @@
 //!    upgrades come from), ostree's `syslinux` bootloader backend writing
 //!    `/boot/loader/syslinux.cfg`;
 //! 3. the deployment gets `/etc/fstab` for `/boot` (and the ESP), the user customizations, and
-//!    its stateroot `/var` seeded from the image;
+//!    its stateroot `/var` seeded from the image; the config's users and groups
+//!    ([`users`]) and its `/` and `/boot` minimum sizes are applied, and an account or size
+//!    the image cannot take is refused before the disk is written;
 //! 4. the GPT of [`crate::partition::Layout`] is written with sgdisk, filesystems are made
 //!    from directories (`mkfs.ext4 -d`, mkfs.vfat + mtools, mkfs.xfs through a loop device),
 //!    and GRUB from the image's own modules is installed for BIOS and UEFI ([`crate::grub`]);
-//! 5. qcow2 output is converted with `qemu-img`; the result is renamed over the output path
-//!    only when complete.
+//! 5. the raw disk is converted to the asked [`format`] and renamed over the output path only
+//!    when complete.
 
 use crate::partition::{self, Firmware, Layout, Role, RootFs};
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,13 +33,12 @@ use ostree_ext::{gio, ostree};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Output format of the disk image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskFormat {
-    Raw,
-    Qcow2,
-}
+pub mod config;
+pub mod format;
+mod users;
+
+use config::BuildConfig;
+pub use format::DiskFormat;
 
 /// Stateroot (osname) of the deployment written to disks.
 pub const STATEROOT: &str = "default";
@@ -60,6 +62,8 @@ pub struct DiskOpts {
     pub firmware: Firmware,
     pub root_ssh_key: Option<PathBuf>,
     pub root_password_hash: Option<String>,
+    /// A bootc-image-builder build configuration (`config.toml` or `config.json`).
+    pub config: Option<PathBuf>,
     /// The reference recorded as the deployment's origin (where upgrades look); defaults to
     /// the source image.
     pub target_imgref: Option<String>,
@@ -81,9 +85,16 @@ pub struct DiskOutcome {
     pub bytes_written: u64,
 }
 
-/// Check what can be checked without reading the image; nothing is written. Returns the
-/// resolved source and target references.
-pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<OstreeImageReference>)> {
+/// What [`preflight`] found: the resolved references and the configuration file.
+#[derive(Debug)]
+pub struct Checked {
+    pub imgref: OstreeImageReference,
+    pub target: Option<OstreeImageReference>,
+    pub config: BuildConfig,
+}
+
+/// Check what can be checked without reading the image; nothing is written.
+pub fn preflight(opts: &DiskOpts) -> Result<Checked> {
     if opts.output.exists() && !opts.force {
         bail!(
             "output {} exists; pass --force to replace it",
@@ -107,7 +118,11 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
             bail!("--root-password-hash must be a crypt(3) hash such as the output of `openssl passwd -6`");
         }
     }
-    for k in &opts.kargs {
+    let config = match &opts.config {
+        Some(p) => BuildConfig::load(p)?,
+        None => BuildConfig::default(),
+    };
+    for k in opts.kargs.iter().chain(&config.kargs("--config")?) {
         if k.is_empty() || k.contains(char::is_control) || (k.contains(' ') && !k.contains('"')) {
             bail!(
                 "invalid kernel argument {}: one argument per --karg, no control characters (quote a value with spaces: name=\"a b\")",
@@ -130,16 +145,30 @@ pub fn preflight(opts: &DiskOpts) -> Result<(OstreeImageReference, Option<Ostree
     if opts.root_fs == RootFs::Xfs {
         tools.extend(["mkfs.xfs", "losetup", "mount"]);
     }
-    if opts.format == DiskFormat::Qcow2 {
-        tools.push("qemu-img");
+    tools.extend(opts.format.tools());
+    if config
+        .customizations
+        .user
+        .iter()
+        .any(|u| u.password.as_ref().is_some_and(|p| !p.is_hash()))
+    {
+        tools.push("openssl");
     }
     require_tools(&tools)?;
-    Ok((imgref, target))
+    Ok(Checked {
+        imgref,
+        target,
+        config,
+    })
 }
 
 /// Write the disk image.
 pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
-    let (imgref, target) = preflight(opts)?;
+    let Checked {
+        imgref,
+        target,
+        config,
+    } = preflight(opts)?;
 
     let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "disk-")?;
     let sysroot_dir = work.path().join("sysroot");
@@ -150,8 +179,15 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     crate::ostree::require_one_kernel(&sysroot_dir.join("ostree/repo"), &commit)?;
 
     steps.step("deploying");
-    let deploy_dir = deploy(opts, sysroot, &sysroot_dir, &imgref, target.as_ref())?;
-    customize(opts, &sysroot_dir, &deploy_dir)?;
+    let deploy_dir = deploy(
+        opts,
+        &config,
+        sysroot,
+        &sysroot_dir,
+        &imgref,
+        target.as_ref(),
+    )?;
+    customize(opts, &config, &sysroot_dir, &deploy_dir)?;
 
     // Split the tree: /boot goes to its own partition.
     let bootfs = work.path().join("bootfs");
@@ -162,22 +198,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
         std::fs::Permissions::from_mode(0o755),
     )?;
 
-    let root_used = du_bytes(&sysroot_dir)?;
-    let boot_used = du_bytes(&bootfs)?;
-    // Room for a second deployment's kernel and initramfs during upgrades.
-    if boot_used * 2 + 32 * size::MIB > partition::BOOT_SIZE {
-        bail!(
-            "the image's kernel and initramfs take {} in /boot; the {} boot partition cannot hold two deployments",
-            size::human_size(boot_used),
-            size::human_size(partition::BOOT_SIZE)
-        );
-    }
-    // Filesystem overhead plus room for /var and one more deployment's changed files.
-    let root_needed = root_used + root_used / 5 + 512 * size::MIB;
-    let size = opts
-        .size
-        .unwrap_or(DEFAULT_SIZE.max(root_needed + size::GIB));
-    let layout = Layout::new(size, opts.firmware, opts.root_fs, root_needed)?;
+    let (size, layout) = plan_layout(opts, &config, &sysroot_dir, &bootfs, steps)?;
 
     steps.step("installing the bootloader files");
     let grub = crate::grub::Grub::from_deployment(&deploy_dir)?;
@@ -186,10 +207,7 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     steps.step(&format!(
         "writing the {} disk ({}, firmware {:?})",
         size::human_size(size),
-        match opts.format {
-            DiskFormat::Raw => "raw",
-            DiskFormat::Qcow2 => "qcow2",
-        },
+        opts.format.name(),
         opts.firmware
     ));
     let raw = work.path().join("disk.raw");
@@ -207,10 +225,57 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     })
 }
 
-/// Deploy the fetched image into the sysroot with the base and the caller's kernel
-/// arguments; the deployment's directory. The sysroot is unlocked and closed.
+/// The disk's size and layout: the `/boot` partition at least its `minsize` and big enough
+/// for two deployments' kernels, the root at least what the image needs (and its `minsize`),
+/// the disk `--size` or what those need, rounded up to the format's size unit.
+fn plan_layout(
+    opts: &DiskOpts,
+    config: &BuildConfig,
+    rootdir: &Path,
+    bootdir: &Path,
+    steps: &Steps,
+) -> Result<(u64, Layout)> {
+    let root_used = du_bytes(rootdir)?;
+    let boot_used = du_bytes(bootdir)?;
+    // Room for a second deployment's kernel and initramfs during upgrades.
+    let boot_needed = boot_used * 2 + 32 * size::MIB;
+    config::check_minsize(config, "/boot", boot_needed)?;
+    let boot_size = config
+        .minsize("/boot")
+        .map_or(partition::BOOT_SIZE, |m| m.div_ceil(size::MIB) * size::MIB)
+        .max(partition::BOOT_SIZE);
+    if boot_needed > boot_size {
+        bail!(
+            "the image's kernel and initramfs take {} in /boot; the {} boot partition cannot hold two deployments; give /boot a larger minsize in --config",
+            size::human_size(boot_used),
+            size::human_size(boot_size)
+        );
+    }
+    // Filesystem overhead plus room for /var and one more deployment's changed files.
+    let image_needs = root_used + root_used / 5 + 512 * size::MIB;
+    config::check_minsize(config, "/", image_needs)?;
+    let root_needed = config.minsize("/").unwrap_or(0).max(image_needs);
+    let extra_boot = boot_size - partition::BOOT_SIZE;
+    let wanted = opts
+        .size
+        .unwrap_or(DEFAULT_SIZE.max(root_needed + extra_boot + size::GIB));
+    let size = opts.format.round_size(wanted);
+    if size != wanted {
+        steps.step(&format!(
+            "{} disks are whole {}: the disk is {size} bytes, not {wanted}",
+            opts.format.name(),
+            size::human_size(opts.format.size_unit())
+        ));
+    }
+    let layout = Layout::with_boot_size(size, opts.firmware, opts.root_fs, root_needed, boot_size)?;
+    Ok((size, layout))
+}
+
+/// Deploy the fetched image into the sysroot with the base, the caller's and the config's
+/// kernel arguments; the deployment's directory. The sysroot is unlocked and closed.
 fn deploy(
     opts: &DiskOpts,
+    config: &BuildConfig,
     sysroot: ostree::Sysroot,
     sysroot_dir: &Path,
     imgref: &OstreeImageReference,
@@ -218,6 +283,7 @@ fn deploy(
 ) -> Result<PathBuf> {
     let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
     kargs.extend(opts.kargs.iter().cloned());
+    kargs.extend(config.kargs("--config")?);
     let kargs_ref: Vec<&str> = kargs.iter().map(|s| s.as_str()).collect();
     let mut dopts = oc::deploy::DeployOpts::default();
     dopts.kargs = Some(&kargs_ref);
@@ -248,26 +314,10 @@ fn publish(opts: &DiskOpts, raw: &Path, steps: &Steps) -> Result<()> {
         .prefix(".imgmode-disk-")
         .tempfile_in(parent)?
         .into_temp_path();
-    match opts.format {
-        DiskFormat::Raw => {
-            // Same filesystem: a rename; otherwise a sparse copy.
-            if std::fs::rename(raw, &tmp_out).is_err() {
-                Run::new("cp")
-                    .args(["--sparse=always"])
-                    .arg(raw)
-                    .arg(&*tmp_out)
-                    .output()?;
-            }
-        }
-        DiskFormat::Qcow2 => {
-            steps.step("converting to qcow2");
-            Run::new("qemu-img")
-                .args(["convert", "-f", "raw", "-O", "qcow2"])
-                .arg(raw)
-                .arg(&*tmp_out)
-                .output()?;
-        }
+    if !opts.format.is_raw() {
+        steps.step(&format!("converting to {}", opts.format.name()));
     }
+    format::convert(raw, &tmp_out, opts.format)?;
     std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(0o644))?;
     tmp_out
         .persist(&opts.output)
@@ -423,8 +473,8 @@ pub fn check_config(
     Ok(())
 }
 
-/// fstab, root customizations and the stateroot's /var.
-fn customize(opts: &DiskOpts, sysroot: &Path, deploy: &Path) -> Result<()> {
+/// fstab, the stateroot's /var, root's customizations and the config's accounts.
+fn customize(opts: &DiskOpts, config: &BuildConfig, sysroot: &Path, deploy: &Path) -> Result<()> {
     // Like bootc systems, the ESP is not mounted at runtime: only bootloader updates touch it.
     let fstab = format!("LABEL={} /boot ext4 defaults 1 2\n", partition::BOOT_LABEL);
     let etc = deploy.join("etc");
@@ -463,7 +513,7 @@ fn customize(opts: &DiskOpts, sysroot: &Path, deploy: &Path) -> Result<()> {
         let new = set_root_hash(&text, hash)?;
         std::fs::write(&shadow, new)?;
     }
-    Ok(())
+    users::apply(config, deploy, &var)
 }
 
 /// Replace root's password field in a shadow file.
@@ -609,6 +659,7 @@ mod tests {
             firmware: Firmware::Both,
             root_ssh_key: None,
             root_password_hash: None,
+            config: None,
             target_imgref: None,
             force: false,
             store: Store::new(dir.join("state")),

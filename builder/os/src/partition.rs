@@ -110,6 +110,17 @@ impl Layout {
         root_fs: RootFs,
         root_needed: u64,
     ) -> Result<Self> {
+        Self::with_boot_size(disk_size, firmware, root_fs, root_needed, BOOT_SIZE)
+    }
+
+    /// [`Layout::new`] with a `/boot` partition of `boot_size` bytes (whole MiB).
+    pub fn with_boot_size(
+        disk_size: u64,
+        firmware: Firmware,
+        root_fs: RootFs,
+        root_needed: u64,
+        boot_size: u64,
+    ) -> Result<Self> {
         let mut parts = Vec::new();
         let mut at = MIB; // first usable aligned offset after the primary GPT
         let mut push = |role, label: &str, type_code, size: u64, fs| {
@@ -131,7 +142,7 @@ impl Layout {
         if firmware.uefi() {
             push(Role::Esp, ESP_LABEL, "ef00", ESP_SIZE, Some("vfat"));
         }
-        push(Role::Boot, BOOT_LABEL, "8300", BOOT_SIZE, Some("ext4"));
+        push(Role::Boot, BOOT_LABEL, "8300", boot_size, Some("ext4"));
         let fixed = at;
         let min_disk = fixed + root_needed + GPT_TAIL;
         let min_disk = min_disk.div_ceil(MIB) * MIB;

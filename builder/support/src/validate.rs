@@ -442,6 +442,34 @@ pub fn partition_label(s: &str) -> std::result::Result<(), Problem> {
     }
 }
 
+/// A user or group name as `useradd` and `groupadd` take it (shadow-utils' portable rule):
+/// 1 to 32 characters, a lowercase letter or '_' first, then lowercase letters, digits, '_'
+/// and '-', and an optional final '$'.
+pub fn account_name(s: &str) -> std::result::Result<(), Problem> {
+    if s.is_empty() || s.len() > 32 {
+        return Err(format!(
+            "is {} characters long; an account name has 1 to 32",
+            s.len()
+        ));
+    }
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let first = body.chars().next().unwrap_or('$');
+    if !(first.is_ascii_lowercase() || first == '_') {
+        return Err(format!(
+            "starts with {first:?}; an account name starts with a lowercase letter or '_'"
+        ));
+    }
+    match body
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+    {
+        Some(c) => Err(format!(
+            "has {c:?}, which is not a lowercase letter, digit, '_' or '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -457,6 +485,24 @@ mod tests {
 
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn account_names() {
+        for ok in ["alice", "_svc", "a-b_c9", "machine$", "w"] {
+            assert_eq!(account_name(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "1 to 32"),
+            ("Alice", "starts with 'A'"),
+            ("9a", "starts with '9'"),
+            ("a b", "' '"),
+            ("a:b", "':'"),
+            ("a/../b", "'/'"),
+            (&"a".repeat(33), "1 to 32"),
+        ] {
+            assert!(account_name(bad).unwrap_err().contains(why), "{bad}");
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped_and_long_lines_cut() {

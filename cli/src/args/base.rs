@@ -83,6 +83,10 @@ pub struct DiskArgs {
     /// crypt(3) password hash for root (e.g. from `openssl passwd -6`).
     #[arg(long)]
     pub root_password_hash: Option<String>,
+    /// bootc-image-builder build configuration (config.toml or config.json): users, groups,
+    /// filesystem minsize for / and /boot, kernel append.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Image reference recorded for upgrades (default: IMAGE).
     #[arg(long)]
     pub target_imgref: Option<String>,
@@ -96,7 +100,7 @@ impl DiskArgs {
     /// command line is parsed).
     pub fn opts(self, store: Store, cache_dir: PathBuf) -> Result<disk::DiskOpts> {
         let FormatValue::Disk(format) = self.format else {
-            bail!("imgmode disk: --format is the disk image format (raw or qcow2)");
+            bail!("imgmode disk: --format is the disk image format (raw, qcow2, vmdk, vhd, ami or gce)");
         };
         Ok(disk::DiskOpts {
             image: self.image,
@@ -108,6 +112,7 @@ impl DiskArgs {
             firmware: self.firmware,
             root_ssh_key: self.root_ssh_key,
             root_password_hash: self.root_password_hash,
+            config: self.config,
             target_imgref: self.target_imgref,
             force: self.force,
             store,

@@ -236,6 +236,55 @@ pub fn image_content_rows() -> Vec<Row> {
                 "console=ttyS0\nrd.break",
             ],
         ),
+        row(
+            1,
+            "--config @D/c.toml: unknown field `hostname`",
+            &[
+                "disk",
+                "oci:@F/bootable",
+                "-o",
+                "@D/d.raw",
+                "--config",
+                "@D/c.toml",
+            ],
+        )
+        .file("c.toml", "[customizations]\nhostname = \"x\"\n"),
+        row(
+            1,
+            "customizations.filesystem mountpoint \"/var/data\": imgmode disk lays out / and /boot",
+            &[
+                "disk",
+                "oci:@F/bootable",
+                "--format",
+                "vhd",
+                "-o",
+                "@D/d.vhd",
+                "--config",
+                "@D/c.json",
+            ],
+        )
+        .file(
+            "c.json",
+            r#"{"customizations": {"filesystem": [{"mountpoint": "/var/data", "minsize": "1 GiB"}]}}"#,
+        ),
+        row(
+            1,
+            "customizations.user \"alice\": key is not an OpenSSH public key",
+            &[
+                "disk",
+                "oci:@F/bootable",
+                "--format",
+                "gce",
+                "-o",
+                "@D/d.tar.gz",
+                "--config",
+                "@D/c.toml",
+            ],
+        )
+        .file(
+            "c.toml",
+            "[[customizations.user]]\nname = \"alice\"\npassword = \"secret-pw\"\nkey = \"nope\"\n",
+        ),
         unpack(
             "oci:@F/norootfs",
             "has no \"rootfs\", which the OCI image spec requires",
