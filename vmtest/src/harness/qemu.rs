@@ -74,6 +74,9 @@ pub struct VmConfig {
     /// The disk to boot; the VM writes to a qcow2 overlay in the scenario directory, so the
     /// disk itself is never modified and can be shared by scenarios.
     pub disk: PathBuf,
+    /// The disk's format as QEMU names it; `None`: what `qemu-img info` probes. A fixed VHD
+    /// must be named (`vpc`): its footer is at its end only, so the probe takes it for raw.
+    pub disk_format: Option<&'static str>,
     pub boot: Boot,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -93,6 +96,7 @@ impl VmConfig {
     pub fn new(disk: impl Into<PathBuf>, boot: Boot) -> Self {
         Self {
             disk: disk.into(),
+            disk_format: None,
             boot,
             memory_mib: 2048,
             cpus: 2,
@@ -540,8 +544,12 @@ async fn prepare_dir(cfg: &VmConfig, dir: &Path) -> Result<()> {
     }
     let disk = std::fs::canonicalize(&cfg.disk)
         .with_context(|| format!("disk image {} not found", cfg.disk.display()))?;
-    let info = tokio::process::Command::new("qemu-img")
-        .args(["info", "--output=json"])
+    let mut info = tokio::process::Command::new("qemu-img");
+    info.args(["info", "--output=json"]);
+    if let Some(f) = cfg.disk_format {
+        info.args(["-f", f]);
+    }
+    let info = info
         .arg(&disk)
         .output()
         .await

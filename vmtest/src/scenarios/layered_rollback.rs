@@ -1,6 +1,8 @@
 //! `layered-rollback`: a layered image built with `imgmode build` on the host, delivered to a
 //! node from an `oci-archive:` on an attached disk and from a registry, switched to, rolled
-//! back, applied and reverted through a MachineConfig.
+//! back, applied and reverted through a MachineConfig; then the base image's update timer
+//! stages, with no command typed, a digest pushed to the followed tag after the node booted,
+//! and the next boot runs it.
 //!
 //! The guest runs one job script per boot; the phase it is in lives in `/var` so that it
 //! survives reboots, and every phase reports facts and `imgmode status --format json` between
@@ -13,7 +15,7 @@ use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_T
 use crate::harness::media::payload_disk;
 use crate::harness::qemu::{Vm, VmConfig};
 use crate::harness::registry::Registry;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Shared helpers of the guest scripts.
@@ -79,7 +81,11 @@ pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
     }
     .credential("vmtest.mc", mc);
     let mut vm = Vm::start(&cfg, dir).await?;
-    let result = check_phases(&mut vm, a, &layered, &reg).await;
+    let result = async {
+        check_phases(&mut vm, a, &layered, &reg).await?;
+        check_auto_update(&mut vm, a, &layered, &registry, &reg).await
+    }
+    .await;
     if let Err(e) = result {
         let _ = vm.quit().await;
         drop(registry);
@@ -89,7 +95,7 @@ pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
     vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
     drop(registry);
     Ok(format!(
-        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert; 5 boots in {secs:.0}s",
+        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert -> follow a registry tag -> the update timer stages the tag's new digest -> booted; 7 boots in {secs:.0}s",
         layered.digest
     ))
 }
@@ -103,6 +109,16 @@ fn publish_layered(a: &Artifacts, dir: &Path) -> Result<(LayeredImage, Registry,
         "the layered image has the base image's digest"
     );
     let registry = Registry::start(&dir.join("registry"))?;
+    // the tag the node follows in phases 5 to 7 holds the base image until the node booted it
+    imgmode_json(
+        a,
+        &[
+            "push",
+            "--tls-verify=false",
+            "imgmode-base",
+            &format!("docker://{}/imgmode/auto:latest", registry.host_addr()),
+        ],
+    )?;
     let dest = format!("docker://{}/imgmode/layered:1", registry.host_addr());
     let digestfile = dir.join("pushed.digest");
     imgmode_json(
@@ -162,6 +178,30 @@ case "$phase" in
   run imgmode revert
   next; end; systemctl --no-block reboot ;;
 5)
+  facts
+  run imgmode switch ostree-unverified-registry:{reg}/imgmode/auto:latest
+  next; end; systemctl --no-block reboot ;;
+6)
+  facts
+  # the update timer, due a second after boot instead of an hour (its unit is the image's)
+  d=/run/systemd/system/imgmode-fetch-apply-updates.timer.d
+  mkdir -p "$d"
+  printf '[Timer]\nOnBootSec=\nOnBootSec=1s\nOnUnitInactiveSec=\nOnUnitInactiveSec=3s\nRandomizedDelaySec=0\n' > "$d/vmtest.conf"
+  systemctl daemon-reload
+  systemctl restart imgmode-fetch-apply-updates.timer
+  echo "FACT timer-enabled=$(systemctl is-enabled imgmode-fetch-apply-updates.timer)"
+  # a first check finds the followed tag unchanged; then the host pushes a new digest to it
+  n=0; until journalctl -b -u imgmode-fetch-apply-updates.service -o cat | grep -q 'Finished'; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 1; done
+  echo "FACT staged-before-push=$(yesno sh -c 'imgmode status --format json | grep -q "\"staged\": true"')"
+  echo "IMGMODE-PUSH-NOW"
+  n=0; until imgmode status --format json | grep -q '"staged": true'; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 2; done
+  systemctl stop imgmode-fetch-apply-updates.timer
+  while systemctl is-active -q imgmode-fetch-apply-updates.service; do sleep 1; done
+  echo "FACT service-result=$(systemctl show -p Result --value imgmode-fetch-apply-updates.service)"
+  echo "FACT service-runs=$(journalctl -b -u imgmode-fetch-apply-updates.service -o cat | grep -c 'Finished' || true)"
+  facts
+  next; end; systemctl --no-block reboot ;;
+7)
   facts; end; systemctl --no-block poweroff ;;
 esac
 "#
@@ -231,7 +271,8 @@ async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &
         b.container_image_reference
     );
     p.ran_ok("imgmode revert")?;
-    // 5: back on the base, following the base image's reference again
+    // 5: back on the base, following the base image's reference again; then follow the
+    // registry's auto:latest (the base image, by tag)
     let p = phase(vm, 5, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
     expect_facts(&p, 5, false)?;
     let b = expect_booted(&p, 5, &a.base_digest, "base")?;
@@ -240,6 +281,75 @@ async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &
         "phase 5: origin {:?}, expected the original {:?}",
         b.container_image_reference,
         base.container_image_reference
+    );
+    p.ran_ok("imgmode switch")?;
+    Ok(())
+}
+
+/// Phases 6 and 7: booted on the base from `auto:latest`, the update timer's first check finds
+/// nothing new; the host pushes the layered image to the tag; the timer stages it with no
+/// command run; the next boot is the layered image, still following the tag.
+async fn check_auto_update(
+    vm: &mut Vm,
+    a: &Artifacts,
+    layered: &LayeredImage,
+    registry: &Registry,
+    reg: &str,
+) -> Result<()> {
+    let follow = format!("ostree-unverified-registry:{reg}/imgmode/auto:latest");
+    vm.wait_for_result("IMGMODE-PUSH-NOW", BOOT_TIMEOUT + PHASE_TIMEOUT)
+        .await?;
+    let (a2, dest) = (
+        a.clone(),
+        format!("docker://{}/imgmode/auto:latest", registry.host_addr()),
+    );
+    tokio::task::spawn_blocking(move || {
+        imgmode_json(
+            &a2,
+            &["push", "--tls-verify=false", "vmtest-layered", &dest],
+        )
+    })
+    .await??;
+    let p = phase(vm, 6, PHASE_TIMEOUT).await?;
+    expect_facts(&p, 6, false)?;
+    let b = expect_booted(&p, 6, &a.base_digest, "base")?;
+    ensure!(
+        b.container_image_reference.as_deref() == Some(follow.as_str()),
+        "phase 6: origin {:?}, expected {follow}",
+        b.container_image_reference
+    );
+    for (fact, want) in [
+        ("timer-enabled", "enabled"),
+        ("staged-before-push", "no"),
+        ("service-result", "success"),
+    ] {
+        ensure!(
+            p.fact(fact) == want,
+            "phase 6 (the update timer): {fact} is {:?}, expected {want:?}",
+            p.fact(fact)
+        );
+    }
+    let runs: u32 = p.fact("service-runs").parse().unwrap_or(0);
+    ensure!(
+        runs >= 2,
+        "phase 6: the update service ran {runs} time(s); expected a check before the push and one after"
+    );
+    let staged = p
+        .staged()
+        .context("phase 6: the update timer staged nothing after the push")?;
+    ensure!(
+        staged.container_image_reference_digest.as_deref() == Some(layered.digest.as_str()),
+        "phase 6: the timer staged {:?}, not the pushed {}",
+        staged.container_image_reference_digest,
+        layered.digest
+    );
+    let p = phase(vm, 7, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 7, true)?;
+    let b = expect_booted(&p, 7, &layered.digest, "layered")?;
+    ensure!(
+        b.container_image_reference.as_deref() == Some(follow.as_str()),
+        "phase 7: origin {:?}, expected {follow}",
+        b.container_image_reference
     );
     Ok(())
 }

@@ -1,0 +1,235 @@
+//! `disk-formats`: the cloud and hypervisor formats of `imgmode disk` boot from their own
+//! files, customised by a bootc-image-builder configuration.
+//!
+//! The base image is written twice with the same customisations: as a streamOptimized vmdk
+//! from a `config.toml`, booted through OVMF (vSphere's EFI firmware), and as a fixed vhd from
+//! the same settings in `config.json`, booted through SeaBIOS (Azure's generation 1). QEMU
+//! reads each through its own format driver (the overlay's backing format is what `qemu-img
+//! info` finds). In each guest: the configured user logs in over SSH with its key (to sshd on
+//! 127.0.0.1), is in `wheel` (a group the file defines), its password hash verifies the
+//! configured password, its home is its own and 0700; `/boot` and `/` have at least their
+//! `minsize`; the kernel command line has the file's `append`; and `imgmode status` reports
+//! the base image booted.
+
+use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
+use crate::harness::context::RunContext;
+use crate::harness::guest::{job, parse_phase, run_job, BOOT_TIMEOUT};
+use crate::harness::qemu::{Boot, VmConfig};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+use std::process::Command;
+
+/// The configured user's password (test data: it reaches the guest as a credential).
+const PASSWORD: &str = "vmtest correct horse";
+/// The kernel argument of the file's `customizations.kernel.append`.
+const APPEND_KARG: &str = "imgmode.vmtest.config=1";
+/// `minsize` of `/boot` and `/`, in MiB.
+const BOOT_MIB: u64 = 700;
+const ROOT_MIB: u64 = 12 * 1024;
+
+fn config_toml(key: &str) -> String {
+    format!(
+        r#"[[customizations.group]]
+name = "wheel"
+
+[[customizations.user]]
+name = "alice"
+password = "{PASSWORD}"
+key = "{key}"
+groups = ["wheel"]
+
+[[customizations.filesystem]]
+mountpoint = "/boot"
+minsize = "{BOOT_MIB} MiB"
+
+[[customizations.filesystem]]
+mountpoint = "/"
+minsize = "{} GiB"
+
+[customizations.kernel]
+append = "{APPEND_KARG}"
+"#,
+        ROOT_MIB / 1024
+    )
+}
+
+fn config_json(key: &str) -> String {
+    serde_json::json!({
+        "customizations": {
+            "group": [{"name": "wheel"}],
+            "user": [{"name": "alice", "password": PASSWORD, "key": key, "groups": ["wheel"]}],
+            "filesystem": [
+                {"mountpoint": "/boot", "minsize": format!("{BOOT_MIB} MiB")},
+                {"mountpoint": "/", "minsize": ROOT_MIB * 1024 * 1024},
+            ],
+            "kernel": {"append": APPEND_KARG},
+        }
+    })
+    .to_string()
+}
+
+const SCRIPT: &str = r#"echo IMGMODE-PHASE-1-BEGIN
+echo "FACT cmdline=$(cat /proc/cmdline)"
+echo STATUS-BEGIN
+imgmode status --format json
+echo STATUS-END
+install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.userkey" /run/vmtest-userkey
+echo "FACT sshd=$(systemctl is-active ssh.service)"
+echo "FACT ssh=$(ssh -i /run/vmtest-userkey -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 alice@127.0.0.1 'echo "$(id -un) $(id -Gn)"' 2>&1 | tr '\n' ' ')"
+hash=$(getent shadow alice | cut -d: -f2)
+echo "FACT password=$(perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no"' "$(cat "$CREDENTIALS_DIRECTORY/vmtest.password")" "$hash")"
+echo "FACT home=$(stat -c '%U %G %a' /var/home/alice)"
+echo "FACT boot-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/boot)"
+echo "FACT root-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/root)"
+echo IMGMODE-PHASE-1-END
+systemctl poweroff
+"#;
+
+/// `disk-formats`.
+pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let a = ctx.artifacts.clone();
+    std::fs::create_dir_all(dir)?;
+    let key_path = dir.join("alice");
+    let public = ssh_keypair(&key_path, "imgmode-vmtest-alice")?;
+    let private = std::fs::read_to_string(&key_path)?;
+    std::fs::write(dir.join("config.toml"), config_toml(&public))?;
+    std::fs::write(dir.join("config.json"), config_json(&public))?;
+    let mut said = Vec::new();
+    for (format, qemu_format, config, boot, firmware) in [
+        ("vmdk", "vmdk", "config.toml", Boot::Uefi, "OVMF"),
+        ("vhd", "vpc", "config.json", Boot::Bios, "SeaBIOS"),
+    ] {
+        let disk = dir.join(format!("base.{format}"));
+        let (a2, d2, c2) = (a.clone(), disk.clone(), dir.join(config));
+        let info =
+            tokio::task::spawn_blocking(move || write_disk(&a2, format, qemu_format, &c2, &d2))
+                .await??;
+        let vm = VmConfig {
+            disk_format: Some(qemu_format),
+            ..VmConfig::new(&disk, boot)
+        };
+        let cfg = job(vm, SCRIPT.to_string())
+            .credential("vmtest.userkey", private.clone())
+            .credential("vmtest.password", PASSWORD);
+        let results = run_job(
+            &cfg,
+            &dir.join(format!("vm-{format}")),
+            &format!("the {format} disk"),
+            BOOT_TIMEOUT,
+        )
+        .await?;
+        std::fs::remove_file(&disk)?;
+        check_guest(&a, &results).with_context(|| format!("the {format} disk ({config})"))?;
+        said.push(format!("{format} ({info}) through {firmware}"));
+    }
+    Ok(format!(
+        "booted {}; alice logged in with her key, in wheel, her password verifies; /boot and / at least their minsize; the append on the command line",
+        said.join(" and ")
+    ))
+}
+
+/// `imgmode disk --format FORMAT --config CONFIG`, then the host's check of the file with
+/// `qemu-img info` reading it as `qemu_format` (for vmdk the streamOptimized subformat, which
+/// `qemu-img check` passes; for vhd a fixed VHD's size: the virtual size and the footer); a
+/// summary.
+fn write_disk(
+    a: &Artifacts,
+    format: &str,
+    qemu_format: &str,
+    config: &Path,
+    disk: &Path,
+) -> Result<String> {
+    run(
+        Command::new(&a.imgmode)
+            .args([
+                "disk",
+                "imgmode-base",
+                "--quiet",
+                "--force",
+                "--format",
+                format,
+            ])
+            .arg("--config")
+            .arg(config)
+            .arg("-o")
+            .arg(disk),
+        &format!("imgmode disk --format {format} --config"),
+    )?;
+    let info = run(
+        Command::new("qemu-img")
+            .args(["info", "--output=json", "-f", qemu_format])
+            .arg(disk),
+        "qemu-img info",
+    )?;
+    let info: serde_json::Value = serde_json::from_str(&info)?;
+    if format == "vmdk" {
+        let sub = &info["format-specific"]["data"]["create-type"];
+        ensure!(
+            sub == "streamOptimized",
+            "the vmdk is {sub}, not streamOptimized: {info}"
+        );
+        run(
+            Command::new("qemu-img")
+                .args(["check", "-f", "vmdk"])
+                .arg(disk),
+            "qemu-img check of the vmdk",
+        )?;
+    } else {
+        let len = std::fs::metadata(disk)?.len();
+        let size = info["virtual-size"].as_u64().unwrap_or(0);
+        ensure!(
+            size.is_multiple_of(1 << 20) && len == size + 512,
+            "the vhd is {len} bytes for a virtual size of {size}: not a fixed, 1 MiB-aligned VHD"
+        );
+    }
+    Ok(format!(
+        "{qemu_format}, {} GiB",
+        info["virtual-size"].as_u64().unwrap_or(0) >> 30
+    ))
+}
+
+fn check_guest(a: &Artifacts, results: &str) -> Result<()> {
+    let p = parse_phase(results, 1)?;
+    let booted = p.booted()?;
+    ensure!(
+        booted.container_image_reference_digest.as_deref() == Some(a.base_digest.as_str()),
+        "booted {:?}, not the base image {}",
+        booted.container_image_reference_digest,
+        a.base_digest
+    );
+    ensure!(
+        p.fact("cmdline")
+            .split_whitespace()
+            .any(|k| k == APPEND_KARG),
+        "the config's append {APPEND_KARG} is not on the kernel command line: {}",
+        p.fact("cmdline")
+    );
+    ensure!(p.fact("sshd") == "active", "sshd is {}", p.fact("sshd"));
+    let ssh = p.fact("ssh");
+    let mut words = ssh.split_whitespace();
+    ensure!(
+        words.next() == Some("alice") && words.any(|g| g == "wheel"),
+        "ssh alice@ with the config's key: expected `alice … wheel`, got {ssh:?}"
+    );
+    ensure!(
+        p.fact("password") == "yes",
+        "alice's password hash does not verify the config's password"
+    );
+    ensure!(
+        p.fact("home") == "alice alice 700",
+        "alice's home is {:?}, expected alice's own with mode 700",
+        p.fact("home")
+    );
+    let bytes = |f: &str| p.fact(f).parse::<u64>().unwrap_or(0);
+    ensure!(
+        bytes("boot-bytes") >= BOOT_MIB << 20,
+        "/boot is {} bytes, under its minsize of {BOOT_MIB} MiB",
+        p.fact("boot-bytes")
+    );
+    ensure!(
+        bytes("root-bytes") >= ROOT_MIB << 20,
+        "/ is {} bytes, under its minsize of {ROOT_MIB} MiB",
+        p.fact("root-bytes")
+    );
+    Ok(())
+}
