@@ -41,9 +41,17 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// Pick scenarios by name (all when `names` is empty), then by shard.
-pub fn select(names: &[String], shard: Option<Shard>) -> Result<Vec<scenarios::Scenario>> {
+/// Pick scenarios by name (all when `names` is empty; with `ci_tier`, the CI tier's), then by
+/// shard.
+pub fn select(
+    names: &[String],
+    shard: Option<Shard>,
+    ci_tier: bool,
+) -> Result<Vec<scenarios::Scenario>> {
     let all = scenarios::all();
+    if ci_tier && !names.is_empty() {
+        bail!("--ci-tier picks the scenarios itself; name none");
+    }
     for n in names {
         if !all.iter().any(|s| s.name == n) {
             let known: Vec<_> = all.iter().map(|s| s.name).collect();
@@ -56,6 +64,7 @@ pub fn select(names: &[String], shard: Option<Shard>) -> Result<Vec<scenarios::S
     let chosen: Vec<_> = all
         .into_iter()
         .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .filter(|s| !ci_tier || s.not_in_ci.is_none())
         .collect();
     Ok(match shard {
         None => chosen,
@@ -192,11 +201,15 @@ mod tests {
 
     #[test]
     fn shards_partition_the_scenarios() {
-        let all: Vec<_> = select(&[], None).unwrap().iter().map(|s| s.name).collect();
+        let all: Vec<_> = select(&[], None, false)
+            .unwrap()
+            .iter()
+            .map(|s| s.name)
+            .collect();
         let mut union = Vec::new();
         for i in 1..=2 {
             let sh: Shard = format!("{i}/2").parse().unwrap();
-            union.extend(select(&[], Some(sh)).unwrap().iter().map(|s| s.name));
+            union.extend(select(&[], Some(sh), false).unwrap().iter().map(|s| s.name));
         }
         union.sort();
         let mut sorted = all.clone();
@@ -209,7 +222,9 @@ mod tests {
 
     #[test]
     fn unknown_scenarios_are_named() {
-        let err = select(&["nope".into()], None).unwrap_err().to_string();
+        let err = select(&["nope".into()], None, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("unknown scenario \"nope\"") && err.contains("boot"),
             "{err}"

@@ -42,6 +42,10 @@ enum Cmd {
         /// the debug build; `bench ibi` times it this way.
         #[arg(long)]
         release: bool,
+        /// Run the CI tier: every scenario but those whose area others prove (`--list` with
+        /// it says which are left out and why); what `cargo xtask ci` runs.
+        #[arg(long)]
+        ci_tier: bool,
     },
     /// Measure speed against baselines in the same run; prints a table and writes JSON.
     Bench {
@@ -139,12 +143,22 @@ fn vmtest(
     keep: bool,
     shard: Option<imgmode_vmtest::Shard>,
     release: bool,
+    ci_tier: bool,
 ) -> Result<()> {
-    let chosen = imgmode_vmtest::select(&names, shard)?;
+    let chosen = imgmode_vmtest::select(&names, shard, ci_tier)?;
     if list {
         for s in &chosen {
             println!("{:<12} {}", s.name, s.about);
         }
+    }
+    if ci_tier {
+        for s in imgmode_vmtest::scenarios::all() {
+            if let Some(why) = s.not_in_ci {
+                eprintln!("==> vmtest {}: not in the CI tier: {why}", s.name);
+            }
+        }
+    }
+    if list {
         return Ok(());
     }
     if chosen.is_empty() {
@@ -159,10 +173,14 @@ fn vmtest(
         build_imgmode()?
     };
     eprintln!("==> building the images the scenarios share");
+    let raw = chosen
+        .iter()
+        .any(|s| imgmode_vmtest::scenarios::RAW_DISK_SCENARIOS.contains(&s.name));
     let artifacts = imgmode_vmtest::harness::artifacts::build(
         &imgmode,
         &root.join("containerfiles/base"),
         &out.join("artifacts"),
+        raw,
     )?;
     let outcomes = imgmode_vmtest::run(&chosen, &artifacts, &out, keep)?;
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
@@ -291,7 +309,7 @@ fn ci() -> Result<()> {
     tidy::run(&root)?;
     fuzz_check()?;
     test(true)?;
-    vmtest(Vec::new(), false, false, None, false)
+    vmtest(Vec::new(), false, false, None, false, true)
 }
 
 fn main() -> std::process::ExitCode {
@@ -303,7 +321,8 @@ fn main() -> std::process::ExitCode {
             keep,
             shard,
             release,
-        } => vmtest(scenarios, list, keep, shard, release),
+            ci_tier,
+        } => vmtest(scenarios, list, keep, shard, release, ci_tier),
         Cmd::Bench {
             suites,
             out,

@@ -43,7 +43,7 @@ pub struct Artifacts {
     pub base_labels: BTreeMap<String, String>,
     /// A qcow2 disk of the base image, bootable from BIOS and UEFI.
     pub base_disk: PathBuf,
-    /// The same image written as a raw disk.
+    /// The same image written as a raw disk (empty unless a chosen scenario boots it).
     pub base_raw: PathBuf,
 }
 
@@ -95,8 +95,9 @@ pub(crate) fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
     )
 }
 
-/// Build (or reuse, when the inputs are unchanged) the base image and write its disk into `dir`.
-pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts> {
+/// Build (or reuse, when the inputs are unchanged) the base image and write its qcow2 disk, and
+/// with `raw` its raw disk, into `dir`.
+pub fn build(imgmode: &Path, definition: &Path, dir: &Path, raw: bool) -> Result<Artifacts> {
     std::fs::create_dir_all(dir)?;
     let mut a = base_image(imgmode, definition)?;
     let key = dir.join("root.pub");
@@ -115,7 +116,9 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path) -> Result<Artifacts>
         Ok(path)
     };
     a.base_disk = disk("qcow2")?;
-    a.base_raw = disk("raw")?;
+    if raw {
+        a.base_raw = disk("raw")?;
+    }
     Ok(a)
 }
 

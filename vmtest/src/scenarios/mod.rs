@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod disk_checks;
+pub mod disk_formats;
 pub mod disk_in_use;
 pub mod ibi;
 pub(crate) mod ibi_site;
@@ -43,7 +44,13 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     pub run: RunFn,
+    /// Left out of the CI tier (`cargo xtask ci`), and why: which scenarios of the tier prove
+    /// its area. `None`: in the tier. `cargo xtask vmtest` runs every scenario.
+    pub not_in_ci: Option<&'static str>,
 }
+
+/// The scenarios that boot the shared raw disk (the run writes it only for them).
+pub const RAW_DISK_SCENARIOS: &[&str] = &["boot-raw"];
 
 impl std::fmt::Debug for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,67 +67,86 @@ pub fn all() -> Vec<Scenario> {
             name: "boot",
             about:
                 "the base qcow2 boots through SeaBIOS and GRUB; status reports the image's commit",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Bios)),
         },
         Scenario {
             name: "boot-uefi",
             about: "the same disk boots through OVMF and GRUB EFI",
+            not_in_ci: Some("disk-formats boots the vmdk imgmode disk writes through OVMF and GRUB EFI, and ibi's first host boots its installed disk through OVMF"),
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Uefi)),
         },
         Scenario {
             name: "boot-raw",
             about: "the raw disk of the same image boots through SeaBIOS and GRUB",
+            not_in_ci: Some("disk-formats boots the fixed vhd, which is the raw disk followed by a 512-byte footer, through SeaBIOS and GRUB; disk-checks checks a raw disk's table and filesystems"),
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::BiosRaw)),
         },
         Scenario {
             name: "boot-direct",
             about: "the deployment boots with -kernel/-initrd/-append taken from the disk's boot entry",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Direct)),
         },
         Scenario {
             name: "degraded-boot",
             about: "the harness catches a degraded system: the base disk booted with a unit that fails at boot is refused, naming the unit and its journal",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(boot::degraded_boot(ctx, d)),
         },
         Scenario {
             name: "layered-rollback",
             about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(layered_rollback::layered_rollback(ctx, d)),
         },
         Scenario {
             name: "powercut",
             about: "12 hard resets spread over upgrades (at least one while fetching, while staging, in finalize before the bootloader swap, and after it): the old or the new deployment always boots and ostree fsck is clean",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d)),
         },
         Scenario {
             name: "layer-build",
             about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, a failed build FAILED at once, a failed push after 3 retries, bad configs)",
+            not_in_ci: None,
             run: |ctx, d| blocking(ctx, d, layer_build::layer_build),
         },
         Scenario {
             name: "seed",
             about: "just build-seed: the test cluster boots healthy, imgmode seed create in the guest, the seed's labels, file set, commit, etc.deletions and expired certificates checked on the host; seed check gates",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(seed::seed_scenario(ctx, d)),
         },
         Scenario {
             name: "ibi",
             about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); SSH takes the site's key and refuses the seed owner's; the two hosts share no private key and no SSH host key",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(ibi::ibi(ctx, d)),
         },
         Scenario {
             name: "registry-less",
             about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
         },
         Scenario {
             name: "disk-in-use",
             about: "imgmode ibi install refuses, at preflight and with the data intact, an active LVM volume group's member (by name and by-id link), an md RAID1 member and the running root's disk (the guest's kernel has device-mapper and md); freed, the same disks pass the check",
+            not_in_ci: None,
             run: |ctx, d| Box::pin(disk_in_use::disk_in_use(ctx, d)),
         },
         Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
+            not_in_ci: None,
             run: |ctx, d| blocking(ctx, d, disk_checks::disk_checks),
+        },
+        Scenario {
+            name: "disk-formats",
+            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk boots through OVMF and the fixed vhd through SeaBIOS, each from its own format; the user logs in over SSH with the key, the password verifies, the partitions have their minsize",
+            not_in_ci: None,
+            run: |ctx, d| Box::pin(disk_formats::disk_formats(ctx, d)),
         },
     ]
 }
@@ -128,6 +154,29 @@ pub fn all() -> Vec<Scenario> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_scenario_left_out_of_ci_names_ci_scenarios_that_cover_it() {
+        let all = all();
+        let in_ci: Vec<&str> = all
+            .iter()
+            .filter(|s| s.not_in_ci.is_none())
+            .map(|s| s.name)
+            .collect();
+        for s in all.iter() {
+            if let Some(why) = s.not_in_ci {
+                assert!(
+                    why.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                        .any(|w| in_ci.contains(&w)),
+                    "{}: the reason it is not in the CI tier names no scenario of the tier: {why}",
+                    s.name
+                );
+            }
+        }
+        for n in RAW_DISK_SCENARIOS {
+            assert!(all.iter().any(|s| s.name == *n), "{n}");
+        }
+    }
 
     #[test]
     fn scenario_names_are_unique() {
