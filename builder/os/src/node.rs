@@ -21,7 +21,7 @@ use ostree_ext::container::OstreeImageReference;
 use ostree_ext::prelude::*;
 use ostree_ext::{gio, glib, ostree};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 /// Where bootc-style images carry kernel arguments.
@@ -108,6 +108,22 @@ pub fn current_imgref(sysroot_path: &Path) -> Result<OstreeImageReference> {
     OstreeImageReference::try_from(origin.as_str()).map_err(|e| {
         anyhow!("the booted deployment's origin {origin:?} is not an image reference: {e}")
     })
+}
+
+/// The path a local reference (`oci:`, `oci-archive:`, `docker-archive:`, `dir:`) names, when
+/// this machine does not have it: a disk written from a build machine's store follows a path
+/// of that machine, so an automatic update on the node has nothing to fetch.
+pub fn missing_local_path(target: &OstreeImageReference) -> Option<PathBuf> {
+    use ostree_ext::container::Transport;
+    let name = &target.imgref.name;
+    let path = match target.imgref.transport {
+        Transport::OciDir | Transport::OciArchive | Transport::DockerArchive => {
+            imgmode_image::imgref::oci_dir_and_tag(name).0
+        }
+        Transport::Dir => PathBuf::from(name),
+        Transport::Registry | Transport::ContainerStorage => return None,
+    };
+    (!path.exists()).then_some(path)
 }
 
 /// Kernel arguments an image's `kargs.d` files ask for (bootc's format: TOML with
@@ -281,9 +297,11 @@ async fn stage(
         let n = state.manifest.layers().len();
         (state, (n, 0usize, 0u64))
     } else {
+        let staged = sysroot.staged_deployment();
         let current = Current {
             booted: booted.as_ref(),
             merge: merge.as_ref(),
+            staged: staged.as_ref(),
         };
         match fetch(&repo, sysroot_path, target, opts, current, &steps).await? {
             Fetched::Done(outcome) => return Ok(outcome),
@@ -333,6 +351,8 @@ async fn stage(
 struct Current<'a> {
     booted: Option<&'a ostree::Deployment>,
     merge: Option<&'a ostree::Deployment>,
+    /// The deployment staged for the next boot, if any.
+    staged: Option<&'a ostree::Deployment>,
 }
 
 /// What fetching found: the answer already (nothing changes, or `--check`), or the image in
@@ -369,21 +389,27 @@ async fn fetch(
 }
 
 /// The image is in the repository: unchanged when the deployment already runs it and
-/// follows `target`.
+/// follows `target`, or when it is staged already, following `target` (a second update
+/// check before the reboot, such as the update timer's, stages nothing again).
 fn already_present(
     state: Box<LayeredImageState>,
     target: &OstreeImageReference,
     opts: &UpdateOpts,
     current: Current<'_>,
 ) -> Fetched {
-    let Current { booted, merge } = current;
-    let unchanged = booted
-        .or(merge)
-        .is_some_and(|d| d.csum() == state.merge_commit.as_str())
-        && merge
-            .and_then(|d| d.origin())
+    let Current {
+        booted,
+        merge,
+        staged,
+    } = current;
+    let follows = |d: Option<&ostree::Deployment>| {
+        d.and_then(|d| d.origin())
             .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
-            .is_some_and(|o| o.as_str() == target.to_string());
+            .is_some_and(|o| o.as_str() == target.to_string())
+    };
+    let runs =
+        |d: Option<&ostree::Deployment>| d.is_some_and(|d| d.csum() == state.merge_commit.as_str());
+    let unchanged = (runs(booted.or(merge)) && follows(merge)) || (runs(staged) && follows(staged));
     let outcome = UpdateOutcome {
         image: target.to_string(),
         digest: state.manifest_digest.to_string(),
@@ -593,6 +619,30 @@ pub fn rollback(sysroot_path: &Path) -> Result<RollbackOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_path_the_node_lacks_is_named() {
+        let r = |s: &str| OstreeImageReference::try_from(s).unwrap();
+        let td = tempfile::tempdir().unwrap();
+        let have = format!("ostree-unverified-image:oci:{}", td.path().display());
+        assert_eq!(missing_local_path(&r(&have)), None);
+        assert_eq!(
+            missing_local_path(&r(
+                "ostree-unverified-image:oci:/nonexistent/imgmode-base/latest"
+            )),
+            Some(PathBuf::from("/nonexistent/imgmode-base/latest"))
+        );
+        assert_eq!(
+            missing_local_path(&r(
+                "ostree-unverified-image:oci-archive:/nonexistent/a.tar:1"
+            )),
+            Some(PathBuf::from("/nonexistent/a.tar"))
+        );
+        assert_eq!(
+            missing_local_path(&r("ostree-unverified-registry:quay.io/org/os:latest")),
+            None
+        );
+    }
 
     #[test]
     fn kargs_files() {

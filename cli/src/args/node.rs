@@ -19,6 +19,11 @@ pub struct UpgradeArgs {
     /// Reboot into the new deployment when one was staged.
     #[arg(long)]
     pub apply: bool,
+    /// As the update timer runs it: when the node follows a local path it does not have (a
+    /// disk written from a build machine's store), say so and succeed, as there is nothing to
+    /// fetch.
+    #[arg(long)]
+    pub auto: bool,
     #[command(flatten)]
     pub node: NodeArgs,
 }

@@ -7,6 +7,19 @@ use imgmode_image::imgref::{self, UserImageRef};
 use imgmode_os::node::{self, UpdateOutcome};
 
 pub fn upgrade(a: UpgradeArgs, cx: &Ctx) -> Result<()> {
+    if a.auto {
+        let target = node::current_imgref(&a.node.sysroot)?;
+        if let Some(path) = node::missing_local_path(&target) {
+            eprintln!(
+                "{}",
+                imgmode_support::validate::terminal_safe(&format!(
+                    "imgmode upgrade: this node follows {target}, and {} is not on this machine: nothing to fetch. To receive updates, follow a registry: imgmode switch docker://REGISTRY/IMAGE (or write the disk with --target-imgref)",
+                    path.display()
+                ))
+            );
+            return Ok(());
+        }
+    }
     let opts = node::UpdateOpts {
         check: a.check,
         ..cx.update_opts()

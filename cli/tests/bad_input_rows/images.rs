@@ -238,7 +238,7 @@ pub fn image_content_rows() -> Vec<Row> {
         ),
         row(
             1,
-            "--config @D/c.toml: unknown field `hostname`",
+            "unknown field `hostname`, expected one of `user`, `group`, `filesystem`, `kernel`",
             &[
                 "disk",
                 "oci:@F/bootable",

@@ -75,7 +75,7 @@ imgmode status --format json
 echo STATUS-END
 install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.userkey" /run/vmtest-userkey
 echo "FACT sshd=$(systemctl is-active ssh.service)"
-echo "FACT ssh=$(ssh -i /run/vmtest-userkey -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 alice@127.0.0.1 'echo "$(id -un) $(id -Gn)"' 2>&1 | tr '\n' ' ')"
+echo "FACT ssh=$(ssh -i /run/vmtest-userkey -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30 alice@127.0.0.1 'echo "$(id -un) $(id -Gn)"' 2>&1 | tr '\n' ' ')"
 hash=$(getent shadow alice | cut -d: -f2)
 echo "FACT password=$(perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no"' "$(cat "$CREDENTIALS_DIRECTORY/vmtest.password")" "$hash")"
 echo "FACT home=$(stat -c '%U %G %a' /var/home/alice)"

@@ -196,7 +196,8 @@ case "$phase" in
   echo "IMGMODE-PUSH-NOW"
   n=0; until imgmode status --format json | grep -q '"staged": true'; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 2; done
   systemctl stop imgmode-fetch-apply-updates.timer
-  while systemctl is-active -q imgmode-fetch-apply-updates.service; do sleep 1; done
+  # a oneshot service is `activating` while it runs (is-active would say no at once)
+  while [ "$(systemctl show -P ActiveState imgmode-fetch-apply-updates.service)" = activating ]; do sleep 1; done
   echo "FACT service-result=$(systemctl show -p Result --value imgmode-fetch-apply-updates.service)"
   echo "FACT service-runs=$(journalctl -b -u imgmode-fetch-apply-updates.service -o cat | grep -c 'Finished' || true)"
   facts

@@ -81,15 +81,16 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
-    /// A crypt(3) hash (`$id$…`) is used as given; anything else is the password itself.
+    /// A crypt(3) hash of a known method (`$1$`, `$2b$`, `$5$`, `$6$`, `$7$`, `$y$`, `$gy$`
+    /// …) is used as given; anything else is the password itself.
     pub fn is_hash(&self) -> bool {
-        let s = &self.0;
-        s.starts_with('$')
-            && s[1..]
-                .split('$')
-                .next()
-                .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
-            && s.matches('$').count() >= 2
+        const IDS: &[&str] = &[
+            "1", "2a", "2b", "2x", "2y", "5", "6", "7", "y", "gy", "sha1", "md5",
+        ];
+        self.0
+            .strip_prefix('$')
+            .and_then(|r| r.split_once('$'))
+            .is_some_and(|(id, rest)| IDS.contains(&id) && !rest.is_empty())
     }
 
     /// The text (a hash, or the password to hash).
@@ -135,16 +136,42 @@ pub struct Kernel {
 const MAX_ID: u32 = 60_000;
 
 impl BuildConfig {
-    /// Read and check `path`: TOML for `.toml`, JSON for `.json`.
+    /// Read and check `path`: TOML for `.toml`, JSON for `.json`. bootc-image-builder's older
+    /// form, everything under a top-level `blueprint`, is read too.
+    ///
+    /// The file may hold passwords, so no message quotes it: a syntax error says what and
+    /// where (line and column), not the line itself, and a `password` that is not text is
+    /// refused before the fields are typed (serde's type errors show the value).
     pub fn load(path: &Path) -> Result<Self> {
         let what = format!("--config {}", path.display());
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {what}"))?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let cfg: Self = match ext {
-            "toml" => toml::from_str(&text).map_err(|e| anyhow!("{what}: {}", e.to_string().trim()))?,
+        let mut value: serde_json::Value = match ext {
+            "toml" => {
+                let v: toml::Value = toml::from_str(&text).map_err(|e| {
+                    let (line, col) = e.span().map_or((0, 0), |s| line_column(&text, s.start));
+                    anyhow!("{what}: line {line} column {col}: {}", e.message().trim())
+                })?;
+                serde_json::to_value(v)?
+            }
             "json" => serde_json::from_str(&text).map_err(|e| anyhow!("{what}: {e}"))?,
             _ => bail!("{what}: the file must be TOML (name ending in .toml) or JSON (.json), as bootc-image-builder's config.toml and config.json are"),
         };
+        if let Some(obj) = value.as_object_mut() {
+            if obj.contains_key("blueprint") {
+                if obj.len() > 1 {
+                    bail!("{what}: blueprint (bootc-image-builder's older form) must be the file's only top-level key");
+                }
+                value = obj.remove("blueprint").unwrap_or_default();
+            }
+        }
+        let users = value["customizations"]["user"].as_array().cloned();
+        for (i, u) in users.unwrap_or_default().iter().enumerate() {
+            if u.get("password").is_some_and(|p| !p.is_string()) {
+                bail!("{what}: customizations.user entry {} has a password that is not text (it is not shown)", i + 1);
+            }
+        }
+        let cfg: Self = serde_json::from_value(value).map_err(|e| anyhow!("{what}: {e}"))?;
         cfg.check(&what)?;
         Ok(cfg)
     }
@@ -269,6 +296,14 @@ impl BuildConfig {
     pub fn has_accounts(&self) -> bool {
         !self.customizations.user.is_empty() || !self.customizations.group.is_empty()
     }
+}
+
+/// 1-based line and column of byte `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 fn check_user(what: &str, u: &User) -> Result<()> {
@@ -446,6 +481,24 @@ append = "nosmt=force quiet  x=\"a b\""
             .customizations
             .user
             .is_empty());
+        // bootc-image-builder's older form: everything under `blueprint`
+        let b = load(
+            "config.toml",
+            "[[blueprint.customizations.user]]\nname = \"bob\"\n",
+        )
+        .unwrap();
+        assert_eq!(b.customizations.user[0].name, "bob");
+        // only known crypt methods are hashes: a password may start with '$'
+        for (p, hash) in [
+            ("$6$s$h", true),
+            ("$y$j9T$s$h", true),
+            ("$2b$10$x", true),
+            ("$ecret$1", false),
+            ("$6$", false),
+            ("plain", false),
+        ] {
+            assert_eq!(Password(p.into()).is_hash(), hash, "{p}");
+        }
     }
 
     #[test]
@@ -533,6 +586,34 @@ append = "nosmt=force quiet  x=\"a b\""
             err.contains("not shown") && !err.contains("$6$x$y"),
             "{err}"
         );
+        // and no error quotes the file
+        for (name, text) in [
+            (
+                "c.toml",
+                "[[customizations.user]]\nname = \"a\"\npassword = \"hunt\\qer2\"\n",
+            ),
+            (
+                "c.toml",
+                "[[customizations.user]]\nname = \"a\"\npassword = 4242424242\n",
+            ),
+            (
+                "c.json",
+                r#"{"customizations": {"user": [{"name": "a", "password": 4242424242}]}}"#,
+            ),
+            (
+                "c.toml",
+                "[[customizations.user]]\nname = \"a\"\npasswd = \"hunter2\"\n",
+            ),
+        ] {
+            let err = format!("{:#}", load(name, text).unwrap_err());
+            assert!(
+                !err.contains("hunt") && !err.contains("4242"),
+                "{text}: {err}"
+            );
+        }
+        let bad_escape = "[[customizations.user]]\nname = \"a\"\npassword = \"hunt\\qer2\"\n";
+        let err = format!("{:#}", load("c.toml", bad_escape).unwrap_err());
+        assert!(err.contains("line 3 column"), "{err}");
     }
 
     #[test]

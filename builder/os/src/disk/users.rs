@@ -7,7 +7,13 @@
 //! and a uid, gid, home, shell or description that differs from the image's is refused. New
 //! accounts take the first free id from 1000 (`UID_MIN`), a private group of their name (the
 //! uid as gid when free), `/var/home/NAME` and `/bin/bash` (or `/bin/sh` without bash).
-//! A group named in `groups` must exist in the image or in the file's `group` list.
+//! A group named in `groups` must exist in the image or in the file's `group` list. New users
+//! get subordinate uid and gid ranges (`/etc/subuid`, `/etc/subgid`: 65536 ids from 100000 on,
+//! after the ranges there), as `useradd` gives them, so rootless podman works for them.
+//!
+//! Homes are written under the stateroot's `var`, which comes from the image: no path
+//! component below `var` may be a symbolic link (an image's `var/home -> /etc` would otherwise
+//! lead the writes onto the machine running `imgmode disk`).
 
 use super::config::{BuildConfig, User};
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,6 +29,9 @@ pub struct Accounts {
     pub shadow: Vec<Vec<String>>,
     pub group: Vec<Vec<String>>,
     pub gshadow: Option<Vec<Vec<String>>>,
+    /// `/etc/subuid` and `/etc/subgid` (empty when absent; written when new users need them).
+    pub subuid: Vec<Vec<String>>,
+    pub subgid: Vec<Vec<String>>,
 }
 
 fn parse(text: &str) -> Vec<Vec<String>> {
@@ -59,6 +68,8 @@ impl Accounts {
                 .exists()
                 .then(|| read("gshadow").map(|t| parse(&t)))
                 .transpose()?,
+            subuid: parse(&std::fs::read_to_string(etc.join("subuid")).unwrap_or_default()),
+            subgid: parse(&std::fs::read_to_string(etc.join("subgid")).unwrap_or_default()),
         })
     }
 
@@ -71,6 +82,11 @@ impl Accounts {
         ];
         if let Some(g) = &self.gshadow {
             files.push(("gshadow", g));
+        }
+        for (f, rows) in [("subuid", &self.subuid), ("subgid", &self.subgid)] {
+            if !rows.is_empty() || etc.join(f).exists() {
+                files.push((f, rows));
+            }
         }
         for (f, rows) in files {
             std::fs::write(etc.join(f), render(rows))
@@ -223,6 +239,9 @@ impl Accounts {
                 home.clone(),
                 u.shell.clone().unwrap_or_else(|| shell.to_string()),
             ]);
+            for sub in [&mut self.subuid, &mut self.subgid] {
+                sub.push(subordinate_range(sub, &u.name));
+            }
             self.shadow.push(vec![
                 u.name.clone(),
                 "*".into(),
@@ -250,6 +269,17 @@ impl Accounts {
         }
         Ok((uid, gid, home))
     }
+}
+
+/// The next subordinate id range for `name`: 65536 ids from 100000 or after the last range.
+fn subordinate_range(rows: &[Vec<String>], name: &str) -> Vec<String> {
+    const FIRST: u64 = 100_000;
+    const COUNT: u64 = 65_536;
+    let start = rows
+        .iter()
+        .filter_map(|r| Some(r.get(1)?.parse::<u64>().ok()? + r.get(2)?.parse::<u64>().ok()?))
+        .fold(FIRST, u64::max);
+    vec![name.to_string(), start.to_string(), COUNT.to_string()]
 }
 
 /// Hash a password with SHA-512 crypt (`openssl passwd -6`), the password given on stdin so
@@ -298,7 +328,9 @@ pub fn physical_home(deploy: &Path, var: &Path, home: &str) -> Result<PathBuf> {
     if let Ok(link) = std::fs::read_link(deploy.join(top)) {
         let link = link.to_string_lossy().trim_start_matches('/').to_string();
         if let Some(in_var) = link.strip_prefix("var/") {
-            return Ok(var.join(in_var).join(rest));
+            if !in_var.split('/').any(|c| c == "..") {
+                return Ok(var.join(in_var).join(rest));
+            }
         }
     }
     bail!(
@@ -339,12 +371,13 @@ pub fn apply(cfg: &BuildConfig, deploy: &Path, var: &Path) -> Result<()> {
             .apply_user(u, hash.as_deref(), shell, days)
             .context("--config")?;
         let dir = physical_home(deploy, var, &home)
+            .and_then(|d| no_links_below(var, &d.join(".ssh/authorized_keys")).map(|()| d))
             .with_context(|| format!("--config: customizations.user {}", shown(&u.name)))?;
         homes.push((u, uid, gid, dir));
     }
     acc.write(&etc)?;
     for (u, uid, gid, dir) in homes {
-        make_home(deploy, &dir, uid, gid, u.key.as_deref())
+        make_home(deploy, var, &dir, uid, gid, u.key.as_deref())
             .with_context(|| format!("making the home of {}", shown(&u.name)))?;
     }
     Ok(())
@@ -352,10 +385,26 @@ pub fn apply(cfg: &BuildConfig, deploy: &Path, var: &Path) -> Result<()> {
 
 /// Make `dir` (0700, with `/etc/skel` when new) and its `.ssh/authorized_keys` holding `key`,
 /// all owned by `uid:gid`.
-fn make_home(deploy: &Path, dir: &Path, uid: u32, gid: u32, key: Option<&str>) -> Result<()> {
+fn make_home(
+    deploy: &Path,
+    var: &Path,
+    dir: &Path,
+    uid: u32,
+    gid: u32,
+    key: Option<&str>,
+) -> Result<()> {
     let own = |p: &Path| std::os::unix::fs::lchown(p, Some(uid), Some(gid));
+    no_links_below(var, &dir.join(".ssh/authorized_keys"))?;
     if !dir.exists() {
-        std::fs::create_dir_all(dir)?;
+        // parents such as var/home: 0755 whatever this process's umask
+        let mut p = var.to_path_buf();
+        for c in dir.strip_prefix(var)?.components() {
+            p.push(c);
+            if !p.exists() {
+                std::fs::create_dir(&p)?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
         let skel = deploy.join("etc/skel");
         if skel.is_dir() {
             Run::new("cp")
@@ -385,6 +434,25 @@ fn make_home(deploy: &Path, dir: &Path, uid: u32, gid: u32, key: Option<&str>) -
         }
         imgmode_support::fs::write_private(&ak, &text)?;
         own(&ak)?;
+    }
+    Ok(())
+}
+
+/// Refuse when a component of `path` below `var` is a symbolic link (components that do not
+/// exist yet are fine: they are made as directories).
+fn no_links_below(var: &Path, path: &Path) -> Result<()> {
+    let mut p = var.to_path_buf();
+    for c in path.strip_prefix(var)?.components() {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "/var/{} is a symbolic link in the image; imgmode does not follow links when it writes a home",
+                p.strip_prefix(var)?.display()
+            ),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -484,6 +552,35 @@ mod tests {
         assert_eq!(std::fs::metadata(var.join("home/bob")).unwrap().uid(), 2000);
         // root's key went to /root -> var/roothome
         assert!(var.join("roothome/.ssh/authorized_keys").exists());
+        // subordinate ids for the new users, not for root
+        assert_eq!(etc("subuid"), "alice:100000:65536\nbob:165536:65536\n");
+        assert_eq!(etc("subgid"), etc("subuid"));
+    }
+
+    #[test]
+    fn links_in_the_images_var_are_not_followed() {
+        let td = tempfile::tempdir().unwrap();
+        let (deploy, var) = image(&td.path().join("img"));
+        let outside = td.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, var.join("home")).unwrap();
+        let cfg = config(&format!(
+            "[[customizations.user]]\nname = \"alice\"\nkey = \"{KEY}\"\n"
+        ));
+        let err = format!("{:#}", apply(&cfg, &deploy, &var).unwrap_err());
+        assert!(err.contains("/var/home is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // a link inside an existing home (root's) is refused as well
+        std::os::unix::fs::symlink(&outside, var.join("roothome/.ssh")).unwrap();
+        let cfg = config(&format!(
+            "[[customizations.user]]\nname = \"root\"\nkey = \"{KEY}\"\n"
+        ));
+        let err = format!("{:#}", apply(&cfg, &deploy, &var).unwrap_err());
+        assert!(
+            err.contains("/var/roothome/.ssh is a symbolic link"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]
