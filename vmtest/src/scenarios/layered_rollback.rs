@@ -10,7 +10,9 @@
 
 use crate::harness::artifacts::{imgmode_json, Artifacts};
 use crate::harness::context::RunContext;
-use crate::harness::guest::{phase, GuestDeployment, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
+use crate::harness::guest::{
+    diag_section, phase, GuestDeployment, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT,
+};
 use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_TIMEOUT};
 use crate::harness::media::payload_disk;
 use crate::harness::qemu::{Vm, VmConfig};
@@ -191,10 +193,13 @@ case "$phase" in
   systemctl restart imgmode-fetch-apply-updates.timer
   echo "FACT timer-enabled=$(systemctl is-enabled imgmode-fetch-apply-updates.timer)"
   # a first check finds the followed tag unchanged; then the host pushes a new digest to it
-  n=0; until journalctl -b -u imgmode-fetch-apply-updates.service -o cat | grep -q 'Finished'; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 1; done
+  svc=imgmode-fetch-apply-updates.service
+  n=0; until [ "$(systemctl show -P ExecMainExitTimestampMonotonic $svc)" != 0 ]; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 1; done
+  echo "FACT first-result=$(systemctl show -P Result $svc)"
   echo "FACT staged-before-push=$(yesno sh -c 'imgmode status --format json | grep -q "\"staged\": true"')"
   echo "IMGMODE-PUSH-NOW"
-  n=0; until imgmode status --format json | grep -q '"staged": true'; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 2; done
+  n=0; until imgmode status --format json | grep -q '"staged": true'; do n=$((n+1)); [ $n -lt 150 ] || break; systemctl is-failed -q $svc && break; sleep 2; done
+  echo DIAG-BEGIN; journalctl -b -u $svc -o short-monotonic --no-pager | tail -40; echo DIAG-END
   systemctl stop imgmode-fetch-apply-updates.timer
   # a oneshot service is `activating` while it runs (is-active would say no at once)
   while [ "$(systemctl show -P ActiveState imgmode-fetch-apply-updates.service)" = activating ]; do sleep 1; done
@@ -321,13 +326,15 @@ async fn check_auto_update(
     );
     for (fact, want) in [
         ("timer-enabled", "enabled"),
+        ("first-result", "success"),
         ("staged-before-push", "no"),
         ("service-result", "success"),
     ] {
         ensure!(
             p.fact(fact) == want,
-            "phase 6 (the update timer): {fact} is {:?}, expected {want:?}",
-            p.fact(fact)
+            "phase 6 (the update timer): {fact} is {:?}, expected {want:?}; the service's journal:\n{}",
+            p.fact(fact),
+            diag_section(&std::fs::read_to_string(vm.dir().join("results.log"))?)
         );
     }
     let runs: u32 = p.fact("service-runs").parse().unwrap_or(0);

@@ -625,7 +625,7 @@ append = "nosmt=force quiet  x=\"a b\""
         .unwrap();
         let err = check_minsize(&c, "/", 2 * GIB).unwrap_err().to_string();
         assert!(
-            err.contains("mountpoint \"/\" minsize 1.0 GiB is too small"),
+            err.contains("customizations.filesystem mountpoint \"/\" minsize 1.0 GiB is too small for this image: it needs at least 2.0 GiB"),
             "{err}"
         );
         check_minsize(&c, "/", GIB / 2).unwrap();
