@@ -25,7 +25,7 @@ const PASSWORD: &str = "vmtest correct horse";
 const APPEND_KARG: &str = "imgmode.vmtest.config=1";
 /// `minsize` of `/boot` and `/`, in MiB.
 const BOOT_MIB: u64 = 700;
-const ROOT_MIB: u64 = 12 * 1024;
+const ROOT_MIB: u64 = 10 * 1024;
 
 fn config_toml(key: &str) -> String {
     format!(

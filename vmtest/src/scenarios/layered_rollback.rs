@@ -185,16 +185,18 @@ case "$phase" in
   next; end; systemctl --no-block reboot ;;
 6)
   facts
-  # the update timer, due a second after boot instead of an hour (its unit is the image's)
+  # the update timer, due a second after boot instead of an hour (its unit is the image's);
+  # an empty On*Sec= resets every timer of the unit, so it comes once, first
   d=/run/systemd/system/imgmode-fetch-apply-updates.timer.d
   mkdir -p "$d"
-  printf '[Timer]\nOnBootSec=\nOnBootSec=1s\nOnUnitInactiveSec=\nOnUnitInactiveSec=3s\nRandomizedDelaySec=0\n' > "$d/vmtest.conf"
+  printf '[Timer]\nOnBootSec=\nOnBootSec=1s\nOnUnitInactiveSec=3s\nRandomizedDelaySec=0\n' > "$d/vmtest.conf"
   systemctl daemon-reload
   systemctl restart imgmode-fetch-apply-updates.timer
   echo "FACT timer-enabled=$(systemctl is-enabled imgmode-fetch-apply-updates.timer)"
   # a first check finds the followed tag unchanged; then the host pushes a new digest to it
   svc=imgmode-fetch-apply-updates.service
   n=0; until [ "$(systemctl show -P ExecMainExitTimestampMonotonic $svc)" != 0 ]; do n=$((n+1)); [ $n -lt 300 ] || break; sleep 1; done
+  echo "FACT first-run=$(yesno test "$(systemctl show -P ExecMainExitTimestampMonotonic $svc)" != 0)"
   echo "FACT first-result=$(systemctl show -P Result $svc)"
   echo "FACT staged-before-push=$(yesno sh -c 'imgmode status --format json | grep -q "\"staged\": true"')"
   echo "IMGMODE-PUSH-NOW"
@@ -326,6 +328,7 @@ async fn check_auto_update(
     );
     for (fact, want) in [
         ("timer-enabled", "enabled"),
+        ("first-run", "yes"),
         ("first-result", "success"),
         ("staged-before-push", "no"),
         ("service-result", "success"),
