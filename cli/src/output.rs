@@ -20,11 +20,21 @@ pub fn print<T: Serialize>(
     human: impl FnOnce(&T) -> String,
 ) -> Result<()> {
     match format {
-        OutputFormat::Human => print!("{}", terminal_safe(&human(value))),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        OutputFormat::Yaml => print!("{}", yaml_serde::to_string(value)?),
+        OutputFormat::Human => out(&terminal_safe(&human(value))),
+        OutputFormat::Json => out(&format!("{}\n", serde_json::to_string_pretty(value)?)),
+        OutputFormat::Yaml => out(&yaml_serde::to_string(value)?),
     }
-    Ok(())
+}
+
+/// Write `text` to stdout. A reader that went away (`| head`, `| grep -q`) ends the output
+/// quietly: the command did its work, and `print!` would panic on the broken pipe.
+fn out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 pub use imgmode_support::validate::{terminal_safe, MAX_LINE};
@@ -36,5 +46,5 @@ pub fn warn(msg: &str) {
 
 /// Print a line for people on stdout, made [`terminal_safe`].
 pub fn say(msg: &str) {
-    println!("{}", terminal_safe(msg));
+    let _ = out(&format!("{}\n", terminal_safe(msg)));
 }

@@ -276,3 +276,25 @@ fn a_corrupt_store_entry_is_named_and_skipped() {
         "{err}"
     );
 }
+
+/// A reader that goes away (`imgmode … | grep -q`, `| head`) ends the output quietly: exit 0
+/// and no panic on stderr (print! panics on a broken pipe).
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let td = tempfile::tempdir().unwrap();
+    for args in [&["--format", "json", "images"][..], &["images"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgmode"))
+            .args(args)
+            .env("IMGMODE_STATE_DIR", td.path().join("state"))
+            .env("IMGMODE_CACHE_DIR", td.path().join("cache"))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
