@@ -92,8 +92,21 @@ pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
     let key_path = dir.join("alice");
     let public = ssh_keypair(&key_path, "imgmode-vmtest-alice")?;
     let private = std::fs::read_to_string(&key_path)?;
-    std::fs::write(dir.join("config.toml"), config_toml(&public))?;
-    std::fs::write(dir.join("config.json"), config_json(&public))?;
+    // the configurations hold the user's password: 0600 from the start, removed after use
+    for (name, text) in [
+        ("config.toml", config_toml(&public)),
+        ("config.json", config_json(&public)),
+    ] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(dir.join(name));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))?
+            .write_all(text.as_bytes())?;
+    }
     let mut said = Vec::new();
     for (format, qemu_format, config, boot, firmware) in [
         ("vmdk", "vmdk", "config.toml", Boot::Uefi, "OVMF"),
@@ -121,6 +134,9 @@ pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
         std::fs::remove_file(&disk)?;
         check_guest(&a, &results).with_context(|| format!("the {format} disk ({config})"))?;
         said.push(format!("{format} ({info}) through {firmware}"));
+    }
+    for f in ["config.toml", "config.json", "alice", "alice.pub"] {
+        std::fs::remove_file(dir.join(f))?;
     }
     Ok(format!(
         "booted {}; alice logged in with her key, in wheel, her password verifies; /boot and / at least their minsize; the append on the command line",
