@@ -42,7 +42,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use {imgmode_image::Store, imgmode_support::Steps};
 
-mod disk;
+pub(crate) mod disk;
 mod steps;
 
 /// Where container storage is mounted on the installed system.

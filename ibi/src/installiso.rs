@@ -164,16 +164,16 @@ WantedBy=multi-user.target
     ))
 }
 
-/// The mount unit of the ISO in the live system.
-fn iso_mount_unit() -> String {
+/// The mount unit, at `mount`, of the ISO labelled `label` in its live system.
+pub(crate) fn iso_mount_unit(label: &str, mount: &str) -> String {
     format!(
-        "# Written by imgmode ibi create-image.
+        "# Written by imgmode.
 [Unit]
 Description=The imgmode installation ISO
 
 [Mount]
-What=/dev/disk/by-label/{LABEL}
-Where={ISO_MOUNT}
+What=/dev/disk/by-label/{label}
+Where={mount}
 Type=iso9660
 Options=ro
 "
@@ -352,7 +352,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
         files.push(LiveFile::file(
             &format!("etc/systemd/system/{}", mount_unit_name(ISO_MOUNT)),
             0o644,
-            iso_mount_unit(),
+            iso_mount_unit(LABEL, ISO_MOUNT),
         ));
     }
     if o.embed_seed {
@@ -389,7 +389,7 @@ pub fn create_image(o: &CreateImageOpts, steps: &Steps) -> Result<CreatedImage> 
 }
 
 /// systemd's mount unit name for an absolute path without special characters.
-fn mount_unit_name(path: &str) -> String {
+pub(crate) fn mount_unit_name(path: &str) -> String {
     format!(
         "{}.mount",
         path.trim_matches('/')

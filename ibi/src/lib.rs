@@ -6,6 +6,9 @@
 //!   the seed's deployment, its restore and precache, as named steps a state file records.
 //! - [`installiso`]: `imgmode ibi create-image`, the installation ISO (a live ISO from
 //!   `imgmode-os` with the config, its unit and optionally the seed and a payload).
+//! - [`imageiso`]: `imgmode iso`, an unattended installer ISO for any bootable image (its disk
+//!   image written by `imgmode-os`, carried on a live ISO), and `imgmode install-from-iso`,
+//!   what its live system runs.
 //! - [`configiso`]: `imgmode ibi create-config-image`, the configuration ISO carrying the
 //!   SeedReconfiguration (`imgmode_seed::reconfig`) that post-pivot applies.
 //! - [`payload`]: registry-less installs (the payload registry) and the host's payloads.
@@ -18,6 +21,7 @@
 
 pub mod config;
 pub mod configiso;
+pub mod imageiso;
 mod inroot;
 pub mod install;
 pub mod installiso;

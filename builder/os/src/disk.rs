@@ -67,6 +67,11 @@ pub struct DiskOpts {
     /// The reference recorded as the deployment's origin (where upgrades look); defaults to
     /// the source image.
     pub target_imgref: Option<String>,
+    /// The disk is the payload of an installer ISO (`imgmode iso`): the config's
+    /// `[customizations.installer]` is accepted (it is refused otherwise), and without `size`
+    /// the disk is the smallest that holds the image (the installer grows the root partition
+    /// to the target disk).
+    pub for_installer: bool,
     pub force: bool,
     pub store: Store,
     pub cache_dir: PathBuf,
@@ -122,6 +127,12 @@ pub fn preflight(opts: &DiskOpts) -> Result<Checked> {
         Some(p) => BuildConfig::load(p)?,
         None => BuildConfig::default(),
     };
+    if config.customizations.installer.is_some() && !opts.for_installer {
+        bail!(
+            "--config {}: customizations.installer is for the installer ISO (imgmode iso); imgmode disk writes no installer: leave it out of this file",
+            opts.config.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
     for k in opts.kargs.iter().chain(&config.kargs("--config")?) {
         if k.is_empty() || k.contains(char::is_control) || (k.contains(' ') && !k.contains('"')) {
             bail!(
@@ -256,9 +267,11 @@ fn plan_layout(
     config::check_minsize(config, "/", image_needs)?;
     let root_needed = config.minsize("/").unwrap_or(0).max(image_needs);
     let extra_boot = boot_size - partition::BOOT_SIZE;
-    let wanted = opts
-        .size
-        .unwrap_or(DEFAULT_SIZE.max(root_needed + extra_boot + size::GIB));
+    let wanted = match (opts.size, opts.for_installer) {
+        (Some(s), _) => s,
+        (None, true) => Layout::min_disk_size(opts.firmware, root_needed, boot_size),
+        (None, false) => DEFAULT_SIZE.max(root_needed + extra_boot + size::GIB),
+    };
     let size = opts.format.round_size(wanted);
     if size != wanted {
         steps.step(&format!(
@@ -661,6 +674,7 @@ mod tests {
             root_password_hash: None,
             config: None,
             target_imgref: None,
+            for_installer: false,
             force: false,
             store: Store::new(dir.join("state")),
             cache_dir: dir.join("cache"),

@@ -113,6 +113,19 @@ impl Layout {
         Self::with_boot_size(disk_size, firmware, root_fs, root_needed, BOOT_SIZE)
     }
 
+    /// The smallest disk (whole MiB) whose root partition holds `root_needed` bytes, with a
+    /// `/boot` partition of `boot_size` bytes and `firmware`'s partitions.
+    pub fn min_disk_size(firmware: Firmware, root_needed: u64, boot_size: u64) -> u64 {
+        let mut fixed = MIB + boot_size;
+        if firmware.bios() {
+            fixed += BIOS_SIZE;
+        }
+        if firmware.uefi() {
+            fixed += ESP_SIZE;
+        }
+        (fixed + root_needed + GPT_TAIL).div_ceil(MIB) * MIB
+    }
+
     /// [`Layout::new`] with a `/boot` partition of `boot_size` bytes (whole MiB).
     pub fn with_boot_size(
         disk_size: u64,
@@ -144,8 +157,7 @@ impl Layout {
         }
         push(Role::Boot, BOOT_LABEL, "8300", boot_size, Some("ext4"));
         let fixed = at;
-        let min_disk = fixed + root_needed + GPT_TAIL;
-        let min_disk = min_disk.div_ceil(MIB) * MIB;
+        let min_disk = Self::min_disk_size(firmware, root_needed, boot_size);
         if disk_size < min_disk {
             bail!(
                 "disk size {} is too small for this image: at least {} is needed (root filesystem {}, boot partitions {}); pass --size {}",

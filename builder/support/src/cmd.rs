@@ -29,6 +29,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("mount", "mount"),
     ("umount", "mount"),
     ("e2fsck", "e2fsprogs"),
+    ("resize2fs", "e2fsprogs"),
+    ("xfs_growfs", "xfsprogs"),
     ("wipefs", "util-linux"),
     ("setpriv", "util-linux"),
     ("sfdisk", "fdisk"),

@@ -114,6 +114,7 @@ impl DiskArgs {
             root_password_hash: self.root_password_hash,
             config: self.config,
             target_imgref: self.target_imgref,
+            for_installer: false,
             force: self.force,
             store,
             cache_dir,

@@ -176,3 +176,65 @@ impl CreateImageArgs {
         }
     }
 }
+
+/// `imgmode iso`.
+#[derive(Debug, clap::Args)]
+pub struct IsoArgs {
+    /// The bootable image to install: a local name or a containers-transports(5) reference.
+    pub image: String,
+    /// Where the ISO is written.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// bootc-image-builder build configuration (config.toml or config.json): users, groups,
+    /// filesystem minsize for / and /boot, kernel append, and [customizations.installer]
+    /// installation-disk.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Extra kernel argument of the installed system (repeatable).
+    #[arg(long = "karg")]
+    pub kargs: Vec<String>,
+    /// Root filesystem type of the installed system.
+    #[arg(long, value_enum, default_value = "ext4")]
+    pub root_fs: imgmode_os::partition::RootFs,
+    /// Image reference the installed system follows for upgrades (default: IMAGE).
+    #[arg(long)]
+    pub target_imgref: Option<String>,
+    /// The live system's image (it must carry an imgmode with install-from-iso).
+    #[arg(long, default_value = "imgmode-base")]
+    pub live_image: String,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl IsoArgs {
+    pub fn opts(self, store: Store, cache_dir: PathBuf) -> imgmode_ibi::imageiso::IsoOpts {
+        imgmode_ibi::imageiso::IsoOpts {
+            image: self.image,
+            output: self.output,
+            config: self.config,
+            kargs: self.kargs,
+            root_fs: self.root_fs,
+            target_imgref: self.target_imgref,
+            live_image: self.live_image,
+            force: self.force,
+            store,
+            cache_dir,
+        }
+    }
+}
+
+/// `imgmode install-from-iso`.
+#[derive(Debug, clap::Args)]
+pub struct InstallFromIsoArgs {
+    /// The ISO's imgmode/ directory, mounted.
+    #[arg(default_value = imgmode_ibi::imageiso::ISO_MOUNT_DIR)]
+    pub dir: PathBuf,
+    /// The disk to write (default: the one the ISO's config names, else the machine's one
+    /// disk that could be a target).
+    #[arg(long)]
+    pub disk: Option<PathBuf>,
+    /// When done, reboot into the installed system.
+    #[arg(long)]
+    pub reboot: bool,
+}

@@ -16,7 +16,7 @@ use base::{BaseCmd, DiskArgs};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use format::FormatValue;
-use ibi::IbiCmd;
+use ibi::{IbiCmd, InstallFromIsoArgs, IsoArgs};
 use image::ImageCmd;
 use internal::InternalCmd;
 use layering::{BuildArgs, ContainerArgs, LayerCmd, PushArgs};
@@ -74,6 +74,17 @@ pub enum Command {
         after_help = "Example: imgmode disk imgmode-base --format qcow2 -o disk.qcow2\n\nFormats: raw; qcow2; vmdk (streamOptimized, for vSphere); vhd (fixed, 1 MiB-aligned, for Azure); ami (raw of whole GiB, for AWS import-snapshot); gce (disk.raw in a gzipped oldgnu tar, for Google Compute Engine). --config takes bootc-image-builder's config.toml or config.json: users (password, key, groups), groups, filesystem minsize for / and /boot, kernel append; any other key is refused."
     )]
     Disk(DiskArgs),
+    /// An unattended installer ISO for a bootable image: its live system writes the image
+    /// onto the disk the config names and reboots into it.
+    #[command(
+        after_help = "Example: imgmode iso imgmode-base --config config.toml -o install.iso\n\nThe image is written as a disk image with imgmode disk's customizations (users, groups, filesystem minsize, kernel append from --config, --karg) and carried compressed on the ISO with its SHA-256. Booted (BIOS or UEFI, as a CD or written to a USB disk), the live system runs imgmode install-from-iso: the disk named by installation-disk under [customizations.installer] (else the machine's one disk that could be a target) is refused while anything uses it, written, checked, its root partition and filesystem grown to the end of the disk, and the machine reboots into it."
+    )]
+    Iso(IsoArgs),
+    /// Install what an `imgmode iso` ISO carries onto a disk (its live system runs this).
+    #[command(
+        after_help = "The disk is --disk, else the one the ISO's config names, else the machine's one disk that is not read-only, removable, in use or virtual (several are refused, named). It is held exclusively and refused while anything uses it or when smaller than the disk image; the image is checked against its SHA-256 as it is written (a mismatch leaves the disk blank), then the root partition and filesystem grow to the end of the disk."
+    )]
+    InstallFromIso(InstallFromIsoArgs),
     /// List the images in the local store.
     Images,
     /// Build a bootable image from a Containerfile (podman), lint it, store it.

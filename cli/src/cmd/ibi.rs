@@ -1,6 +1,8 @@
 //! `imgmode ibi`: image-based installation.
 
-use crate::args::ibi::{CreateImageArgs, IbiCmd, InstallArgs, Machine, PostPivotArgs};
+use crate::args::ibi::{
+    CreateImageArgs, IbiCmd, InstallArgs, InstallFromIsoArgs, IsoArgs, Machine, PostPivotArgs,
+};
 use crate::cmd::ctx::Ctx;
 use anyhow::{Context, Result};
 use imgmode_ibi::config::ImageBasedInstallationConfig;
@@ -119,6 +121,59 @@ fn create_image(a: CreateImageArgs, cx: &Ctx) -> Result<()> {
             human_size(c.live.rootfs_bytes)
         )
     })
+}
+
+/// `imgmode iso`.
+pub fn iso(a: IsoArgs, cx: &Ctx) -> Result<()> {
+    let o = a.opts(cx.store(), cx.ambient.cache_dir.clone());
+    let steps = cx.steps();
+    let c = imgmode_ibi::imageiso::create(&o, &steps)?;
+    steps.finish();
+    cx.print(&c, |c| {
+        format!(
+            "wrote {} ({}): installs {} ({}) onto {}; disk image {} ({} compressed); live system {} (kernel {})\n",
+            c.iso.display(),
+            human_size(c.live.iso_bytes),
+            c.record.image,
+            c.record.image_digest,
+            c.record
+                .installation_disk
+                .as_deref()
+                .unwrap_or("the machine's one disk"),
+            human_size(c.record.disk_size),
+            human_size(c.disk_file_bytes),
+            c.live.image,
+            c.live.kernel,
+        )
+    })
+}
+
+/// `imgmode install-from-iso`.
+pub fn install_from_iso(a: InstallFromIsoArgs, cx: &Ctx) -> Result<()> {
+    let steps = cx.steps();
+    let i = imgmode_ibi::imageiso::install::install(
+        &imgmode_ibi::imageiso::install::InstallOpts {
+            dir: a.dir,
+            disk: a.disk,
+        },
+        &steps,
+    )?;
+    steps.finish();
+    cx.print(&i, |i| {
+        format!(
+            "installed {} ({}) on {} ({}, root partition {}) in {:.0}s\n",
+            i.image,
+            i.image_digest,
+            i.disk.display(),
+            human_size(i.disk_bytes),
+            human_size(i.root_bytes),
+            i.seconds
+        )
+    })?;
+    if a.reboot {
+        restart(false)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub fn run(cli: Cli, ambient: &Ambient) -> Result<()> {
     match cli.command {
         Command::Base(c) => base::run(c, &cx),
         Command::Disk(a) => base::disk(a, &cx),
+        Command::Iso(a) => ibi::iso(a, &cx),
+        Command::InstallFromIso(a) => ibi::install_from_iso(a, &cx),
         Command::Images => image::images(&cx),
         Command::Build(a) => layering::build(a, &cx),
         Command::Push(a) => layering::push(a, &cx),

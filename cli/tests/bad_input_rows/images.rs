@@ -285,6 +285,45 @@ pub fn image_content_rows() -> Vec<Row> {
             "c.toml",
             "[[customizations.user]]\nname = \"alice\"\npassword = \"secret-pw\"\nkey = \"nope\"\n",
         ),
+        row(
+            1,
+            "customizations.installer is for the installer ISO (imgmode iso); imgmode disk writes no installer",
+            &[
+                "disk",
+                "oci:@F/bootable",
+                "-o",
+                "@D/d.qcow2",
+                "--config",
+                "@D/c.toml",
+            ],
+        )
+        .file(
+            "c.toml",
+            "[customizations.installer]\ninstallation-disk = \"/dev/vda\"\n",
+        ),
+        row(
+            1,
+            "customizations.installer: kickstart is anaconda's; imgmode's installer is not anaconda",
+            &["iso", "oci:@F/bootable", "-o", "@D/i.iso", "--config", "@D/c.toml"],
+        )
+        .file(
+            "c.toml",
+            "[customizations.installer.kickstart]\ncontents = \"autopart\"\n",
+        ),
+        row(
+            1,
+            "customizations.installer installation-disk \"vda\" is not an absolute path to a disk",
+            &["iso", "oci:@F/bootable", "-o", "@D/i.iso", "--config", "@D/c.json"],
+        )
+        .file(
+            "c.json",
+            r#"{"customizations": {"installer": {"installation-disk": "vda"}}}"#,
+        ),
+        row(
+            1,
+            "is this an ISO written by imgmode iso, mounted there?",
+            &["install-from-iso", "--disk", "@D/disk.img", "@D/no-iso"],
+        ),
         unpack(
             "oci:@F/norootfs",
             "has no \"rootfs\", which the OCI image spec requires",

@@ -28,13 +28,19 @@ impl Claimed {
     pub fn release(&mut self) {
         self.lock = None;
     }
+
+    /// The exclusive open of a block device (read and write), while it is held.
+    pub fn file(&self) -> Option<&File> {
+        self.lock.as_ref()
+    }
 }
 
-/// Resolve, check and claim `disk` (`cfg` names the config in messages).
-pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
+/// Resolve, check and claim `disk`; `named` says in messages where it was named (`FILE:
+/// installationDisk`).
+pub(crate) fn claim(named: &str, disk: &Path) -> Result<Claimed> {
     let meta = std::fs::metadata(disk).with_context(|| {
         format!(
-            "{cfg}: installationDisk {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
+            "{named} {} does not exist; name a disk of this machine (lsblk lists them), e.g. /dev/disk/by-id/...",
             disk.display()
         )
     })?;
@@ -42,7 +48,7 @@ pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
     if ft.is_file() {
         if let Some(loop_dev) = attached_loop(disk)? {
             bail!(
-                "{cfg}: installationDisk {} is in use ({loop_dev} is attached to it); detach it with losetup -d {loop_dev} first",
+                "{named} {} is in use ({loop_dev} is attached to it); detach it with losetup -d {loop_dev} first",
                 disk.display()
             );
         }
@@ -54,7 +60,7 @@ pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
     }
     if !ft.is_block_device() {
         bail!(
-            "{cfg}: installationDisk {} is neither a block device nor a disk image file",
+            "{named} {} is neither a block device nor a disk image file",
             disk.display()
         );
     }
@@ -70,11 +76,11 @@ pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
             })
             .unwrap_or_default();
         bail!(
-            "{cfg}: installationDisk {} is the partition {name}; name the whole disk (/dev/{parent}): the install replaces its partition table",
+            "{named} {} is the partition {name}; name the whole disk (/dev/{parent}): the install replaces its partition table",
             disk.display()
         );
     }
-    refuse_if_used(cfg, disk, &name)?;
+    refuse_if_used(named, disk, &name)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -82,13 +88,13 @@ pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
         .open(disk)
         .map_err(|e| {
             anyhow::anyhow!(
-                "{cfg}: installationDisk {} is in use (the kernel refuses an exclusive open: {e}); imgmode ibi does not write a disk the running system uses",
+                "{named} {} is in use (the kernel refuses an exclusive open: {e}); imgmode does not write a disk the running system uses",
                 disk.display()
             )
         })?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
         anyhow::anyhow!(
-            "{cfg}: installationDisk {} is locked by another program (udev or another installer: {e}); wait for it and run again",
+            "{named} {} is locked by another program (udev or another installer: {e}); wait for it and run again",
             disk.display()
         )
     })?;
@@ -100,25 +106,25 @@ pub(crate) fn claim(cfg: &str, disk: &Path) -> Result<Claimed> {
 }
 
 /// The check again, right before the wipe (minutes may have passed since [`claim`]).
-pub(crate) fn recheck(cfg: &str, c: &Claimed) -> Result<()> {
+pub(crate) fn recheck(named: &str, c: &Claimed) -> Result<()> {
     if !c.block {
         if let Some(loop_dev) = attached_loop(&c.path)? {
             bail!(
-                "{cfg}: installationDisk {} came into use ({loop_dev} was attached to it); nothing was written",
+                "{named} {} came into use ({loop_dev} was attached to it); nothing was written",
                 c.path.display()
             );
         }
         return Ok(());
     }
     let name = sys_name(&std::fs::metadata(&c.path)?)?;
-    refuse_if_used(cfg, &c.path, &name)
+    refuse_if_used(named, &c.path, &name)
 }
 
-fn refuse_if_used(cfg: &str, disk: &Path, name: &str) -> Result<()> {
+fn refuse_if_used(named: &str, disk: &Path, name: &str) -> Result<()> {
     let users = users(name)?;
     if !users.is_empty() {
         bail!(
-            "{cfg}: installationDisk {} is in use ({}); imgmode ibi does not write a disk the running system uses",
+            "{named} {} is in use ({}); imgmode does not write a disk the running system uses",
             disk.display(),
             users.join(", ")
         );

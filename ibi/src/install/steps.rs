@@ -119,7 +119,10 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
     let plan = seed_gates(o, &target, seed)?;
 
     // the seed's gates took a while: the disk is checked again, still held
-    super::disk::recheck(&o.config_name, &target.claim)?;
+    super::disk::recheck(
+        &format!("{}: installationDisk", o.config_name),
+        &target.claim,
+    )?;
     if o.config.skip_disk_cleanup {
         log.file.enter("disk-cleanup-skipped")?;
     } else {
@@ -234,7 +237,7 @@ fn preflight(o: &InstallOpts) -> Result<Target> {
         "skopeo",
     ])?;
     let disk = PathBuf::from(&o.config.installation_disk);
-    let claim = super::disk::claim(cfg, &disk)?;
+    let claim = super::disk::claim(&format!("{cfg}: installationDisk"), &disk)?;
     let size = disk_size(&disk)?;
     Ok(Target {
         block: claim.block,

@@ -51,6 +51,23 @@ pub struct Customizations {
     #[serde(default)]
     pub filesystem: Vec<Filesystem>,
     pub kernel: Option<Kernel>,
+    /// `imgmode iso` only: `imgmode disk` refuses it by name.
+    pub installer: Option<Installer>,
+}
+
+/// `[customizations.installer]`: what the installer ISO of `imgmode iso` does. bootc-image-builder's
+/// `unattended` is read (imgmode's installer never asks); `installation-disk` is imgmode's own
+/// key; anaconda's `kickstart` and `modules` and `sudo-nopasswd` are refused by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Installer {
+    /// The disk the installer writes (`/dev/disk/by-id/…` names one that stays the same);
+    /// without it, the machine's one disk that could be a target.
+    pub installation_disk: Option<String>,
+    pub unattended: Option<bool>,
+    pub kickstart: Option<serde_json::Value>,
+    pub modules: Option<serde_json::Value>,
+    pub sudo_nopasswd: Option<serde_json::Value>,
 }
 
 /// `[[customizations.user]]`: a new account, or a change to one the image has.
@@ -234,8 +251,19 @@ impl BuildConfig {
                 );
             }
         }
+        if let Some(i) = &c.installer {
+            check_installer(what, i)?;
+        }
         self.kargs(what)?;
         Ok(())
+    }
+
+    /// `installation-disk` of `[customizations.installer]`.
+    pub fn installation_disk(&self) -> Option<&str> {
+        self.customizations
+            .installer
+            .as_ref()
+            .and_then(|i| i.installation_disk.as_deref())
     }
 
     /// The kernel arguments of `customizations.kernel.append`, split as the kernel splits
@@ -296,6 +324,31 @@ impl BuildConfig {
     pub fn has_accounts(&self) -> bool {
         !self.customizations.user.is_empty() || !self.customizations.group.is_empty()
     }
+}
+
+fn check_installer(what: &str, i: &Installer) -> Result<()> {
+    let w = format!("{what}: customizations.installer");
+    if i.kickstart.is_some() || i.modules.is_some() {
+        bail!(
+            "{w}: {} is anaconda's; imgmode's installer is not anaconda and runs no kickstart: name the disk with installation-disk, and give accounts as customizations.user",
+            if i.kickstart.is_some() { "kickstart" } else { "modules" }
+        );
+    }
+    if i.sudo_nopasswd.is_some() {
+        bail!("{w}: sudo-nopasswd is not supported: put a sudoers drop-in (/etc/sudoers.d/) in the image's Containerfile");
+    }
+    if i.unattended == Some(false) {
+        bail!("{w}: unattended = false: imgmode's installer ISO always installs without asking; leave unattended out or set it to true");
+    }
+    if let Some(d) = &i.installation_disk {
+        validate::field(
+            what,
+            "customizations.installer installation-disk",
+            d,
+            validate::device_path,
+        )?;
+    }
+    Ok(())
 }
 
 /// 1-based line and column of byte `at` in `text`.
@@ -453,6 +506,46 @@ minsize = 1073741824
 [customizations.kernel]
 append = "nosmt=force quiet  x=\"a b\""
 "#;
+
+    #[test]
+    fn the_installer_section_names_the_disk_and_refuses_anacondas_keys() {
+        let c = load(
+            "config.toml",
+            "[customizations.installer]\nunattended = true\ninstallation-disk = \"/dev/disk/by-id/virtio-target\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.installation_disk(), Some("/dev/disk/by-id/virtio-target"));
+        assert_eq!(load("config.toml", "").unwrap().installation_disk(), None);
+        for (text, msg) in [
+            (
+                "[customizations.installer.kickstart]\ncontents = \"autopart\"\n",
+                "kickstart is anaconda's",
+            ),
+            (
+                "[customizations.installer.modules]\nenable = [\"x\"]\n",
+                "modules is anaconda's",
+            ),
+            (
+                "[customizations.installer]\nsudo-nopasswd = [\"alice\"]\n",
+                "sudo-nopasswd is not supported",
+            ),
+            (
+                "[customizations.installer]\nunattended = false\n",
+                "always installs without asking",
+            ),
+            (
+                "[customizations.installer]\ninstallation-disk = \"/dev/../etc\"\n",
+                "is not an absolute path to a disk",
+            ),
+            (
+                "[customizations.installer]\ndisk = \"/dev/vda\"\n",
+                "unknown field `disk`",
+            ),
+        ] {
+            let err = format!("{:#}", load("config.toml", text).unwrap_err());
+            assert!(err.contains(msg), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn bib_config_toml_and_json_read_the_same() {
