@@ -4,8 +4,8 @@
 //! - [`harness`]: the machinery (QEMU and QMP, the health unit, direct kernel boot, the guest
 //!   job protocol, the shared images and seed, media, the throwaway registry).
 //! - [`scenarios`]: one file per scenario, each built only from [`harness`].
-//! - Here: selecting and sharding scenarios, running them one at a time with one
-//!   [`RunContext`] for the run, and writing JUnit.
+//! - Here: selecting and sharding scenarios, running them (one at a time, or in lanes that
+//!   run at once) with one [`RunContext`] for the run, and writing JUnit.
 //!
 //! Every scenario writes `target/vmtest/<scenario>/`: `console.log`, `qmp-events.jsonl`,
 //! `results.log`, `qemu-cmdline.txt` and `junit.xml`; the run writes `target/vmtest/junit.xml`.
@@ -85,54 +85,141 @@ pub struct Outcome {
     pub result: Result<String, String>,
 }
 
-/// Run scenarios one at a time (2 cores: one TCG VM at a time), writing JUnit reports.
+/// Which scenarios each lane runs, as indexes into `chosen`, in run order.
+///
+/// With one lane: every scenario in the suite's order. With more: scenarios that share state
+/// ([`scenarios::Scenario::shares`]) form one unit, kept in the suite's order and run by one
+/// lane; units go, longest first by their estimates, to the lane with the least work so far.
+pub fn plan_lanes(chosen: &[scenarios::Scenario], lanes: usize) -> Vec<Vec<usize>> {
+    let lanes = lanes.clamp(1, chosen.len().max(1));
+    if lanes == 1 {
+        return vec![(0..chosen.len()).collect()];
+    }
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    for (i, s) in chosen.iter().enumerate() {
+        let with = s
+            .shares
+            .and_then(|key| units.iter().position(|u| chosen[u[0]].shares == Some(key)));
+        match with {
+            Some(u) => units[u].push(i),
+            None => units.push(vec![i]),
+        }
+    }
+    let cost = |u: &Vec<usize>| -> u32 { u.iter().map(|&i| chosen[i].est_seconds).sum() };
+    // longest first; ties keep the suite's order
+    units.sort_by_key(|u| std::cmp::Reverse(cost(u)));
+    let mut plan: Vec<(u32, Vec<usize>)> = vec![(0, Vec::new()); lanes];
+    for u in units {
+        let lane = (0..lanes).min_by_key(|&l| plan[l].0).unwrap_or(0);
+        plan[lane].0 += cost(&u);
+        plan[lane].1.extend(u);
+    }
+    plan.into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Run scenarios, writing JUnit reports: in `lanes` lanes at once, each lane one scenario at
+/// a time ([`plan_lanes`]); with one lane, in the suite's order. Each lane is a thread with its
+/// own runtime; the run's [`RunContext`] is shared.
 pub fn run(
     chosen: &[scenarios::Scenario],
     artifacts: &harness::artifacts::Artifacts,
     out_dir: &Path,
     keep: bool,
+    lanes: usize,
 ) -> Result<Vec<Outcome>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let ctx = RunContext::new(artifacts.clone());
-    let mut outcomes = Vec::new();
-    for s in chosen {
-        let dir = out_dir.join(s.name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        eprintln!("==> vmtest {}: {}", s.name, s.about);
-        let start = Instant::now();
-        let result = rt
-            .block_on((s.run)(&ctx, &dir))
-            .map_err(|e| format!("{e:#}"));
-        let seconds = start.elapsed().as_secs_f64();
-        match &result {
-            Ok(msg) => eprintln!("==> vmtest {}: PASS ({seconds:.0}s) {msg}", s.name),
-            Err(e) => eprintln!(
-                "==> vmtest {}: FAIL ({seconds:.0}s): {e}\n    logs: {}",
-                s.name,
-                dir.display()
-            ),
+    let plan = plan_lanes(chosen, lanes);
+    if plan.len() > 1 {
+        for (l, lane) in plan.iter().enumerate() {
+            let names: Vec<&str> = lane.iter().map(|&i| chosen[i].name).collect();
+            eprintln!("==> vmtest lane {}: {}", l + 1, names.join(", "));
         }
-        let outcome = Outcome {
-            name: s.name,
-            seconds,
-            result,
-        };
-        write_junit(
-            &dir.join("junit.xml"),
-            std::slice::from_ref(&outcome),
-            out_dir,
-        )?;
-        if !keep {
-            remove_disposable(&dir);
-        }
-        outcomes.push(outcome);
     }
+    let done = std::sync::Mutex::new(Vec::<(usize, Outcome)>::new());
+    std::thread::scope(|sc| -> Result<()> {
+        let handles: Vec<_> = plan
+            .iter()
+            .enumerate()
+            .map(|(l, lane)| {
+                let (ctx, done) = (&ctx, &done);
+                let label = if plan.len() > 1 {
+                    format!(" [lane {}]", l + 1)
+                } else {
+                    String::new()
+                };
+                sc.spawn(move || -> Result<()> {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()?;
+                    for &i in lane {
+                        let o = run_one(&rt, ctx, &chosen[i], out_dir, keep, &label)?;
+                        done.lock()
+                            .map_err(|_| anyhow::anyhow!("a lane panicked"))?
+                            .push((i, o));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a vmtest lane panicked"))??;
+        }
+        Ok(())
+    })?;
+    let mut done = done
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a lane panicked"))?;
+    done.sort_by_key(|(i, _)| *i);
+    let outcomes: Vec<Outcome> = done.into_iter().map(|(_, o)| o).collect();
     write_junit(&out_dir.join("junit.xml"), &outcomes, out_dir)?;
     Ok(outcomes)
+}
+
+/// Run one scenario in its fresh directory; report it, write its JUnit, tidy its directory.
+fn run_one(
+    rt: &tokio::runtime::Runtime,
+    ctx: &RunContext,
+    s: &scenarios::Scenario,
+    out_dir: &Path,
+    keep: bool,
+    label: &str,
+) -> Result<Outcome> {
+    let dir = out_dir.join(s.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("==> vmtest {}{label}: {}", s.name, s.about);
+    let start = Instant::now();
+    let result = rt
+        .block_on((s.run)(ctx, &dir))
+        .map_err(|e| format!("{e:#}"));
+    let seconds = start.elapsed().as_secs_f64();
+    match &result {
+        Ok(msg) => eprintln!("==> vmtest {}: PASS ({seconds:.0}s) {msg}", s.name),
+        Err(e) => eprintln!(
+            "==> vmtest {}: FAIL ({seconds:.0}s): {e}\n    logs: {}",
+            s.name,
+            dir.display()
+        ),
+    }
+    let outcome = Outcome {
+        name: s.name,
+        seconds,
+        result,
+    };
+    write_junit(
+        &dir.join("junit.xml"),
+        std::slice::from_ref(&outcome),
+        out_dir,
+    )?;
+    if !keep {
+        remove_disposable(&dir);
+    }
+    Ok(outcome)
 }
 
 /// Remove what a finished scenario no longer needs, at any depth under `dir`: VM disk
@@ -218,6 +305,43 @@ mod tests {
         assert!("0/2".parse::<Shard>().is_err());
         assert!("3/2".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());
+    }
+
+    #[test]
+    fn lanes_keep_shared_state_together_and_balance_the_rest() {
+        let chosen = select(&[], None, true).unwrap();
+        assert_eq!(
+            plan_lanes(&chosen, 1),
+            vec![(0..chosen.len()).collect::<Vec<_>>()]
+        );
+        let plan = plan_lanes(&chosen, 2);
+        assert_eq!(plan.len(), 2);
+        let mut all: Vec<usize> = plan.concat();
+        all.sort();
+        assert_eq!(all, (0..chosen.len()).collect::<Vec<_>>());
+        for key in [scenarios::SEED, scenarios::LAYERED] {
+            let members: Vec<usize> = (0..chosen.len())
+                .filter(|&i| chosen[i].shares == Some(key))
+                .collect();
+            assert!(members.len() >= 2, "{key}");
+            let lane = plan.iter().find(|l| l.contains(&members[0])).unwrap();
+            let order: Vec<usize> = lane
+                .iter()
+                .copied()
+                .filter(|i| members.contains(i))
+                .collect();
+            assert_eq!(order, members, "{key}: one lane, the suite's order");
+        }
+        let load = |l: &Vec<usize>| -> u32 { l.iter().map(|&i| chosen[i].est_seconds).sum() };
+        let total: u32 = chosen.iter().map(|s| s.est_seconds).sum();
+        let (a, b) = (load(&plan[0]), load(&plan[1]));
+        assert!(
+            a.max(b) - a.min(b) <= total / 10,
+            "unbalanced lanes: {a} s and {b} s"
+        );
+        // more lanes than scenarios: one lane each
+        let two = select(&["boot".into(), "seed".into()], None, false).unwrap();
+        assert_eq!(plan_lanes(&two, 8).len(), 2);
     }
 
     #[test]

@@ -46,6 +46,11 @@ enum Cmd {
         /// it says which are left out and why); what `cargo xtask ci` runs.
         #[arg(long)]
         ci_tier: bool,
+        /// Run the scenarios in N lanes at once, each lane one VM scenario at a time;
+        /// scenarios that share state (the seed, the layered images) keep to one lane.
+        /// `cargo xtask ci` uses 2.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        lanes: u16,
     },
     /// Measure speed against baselines in the same run; prints a table and writes JSON.
     Bench {
@@ -144,6 +149,7 @@ fn vmtest(
     shard: Option<imgmode_vmtest::Shard>,
     release: bool,
     ci_tier: bool,
+    lanes: usize,
 ) -> Result<()> {
     let chosen = imgmode_vmtest::select(&names, shard, ci_tier)?;
     if list {
@@ -182,7 +188,7 @@ fn vmtest(
         &out.join("artifacts"),
         raw,
     )?;
-    let outcomes = imgmode_vmtest::run(&chosen, &artifacts, &out, keep)?;
+    let outcomes = imgmode_vmtest::run(&chosen, &artifacts, &out, keep, lanes)?;
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     println!(
         "vmtest: {} passed, {} failed",
@@ -309,8 +315,12 @@ fn ci() -> Result<()> {
     tidy::run(&root)?;
     fuzz_check()?;
     test(true)?;
-    vmtest(Vec::new(), false, false, None, false, true)
+    vmtest(Vec::new(), false, false, None, false, true, CI_LANES)
 }
+
+/// Lanes CI runs the VM scenarios in: two TCG VMs at once on the reference machine's two
+/// cores (one VM keeps about 1.2 of them busy; the host's work between boots fills the rest).
+const CI_LANES: usize = 2;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -322,7 +332,8 @@ fn main() -> std::process::ExitCode {
             shard,
             release,
             ci_tier,
-        } => vmtest(scenarios, list, keep, shard, release, ci_tier),
+            lanes,
+        } => vmtest(scenarios, list, keep, shard, release, ci_tier, lanes.into()),
         Cmd::Bench {
             suites,
             out,

@@ -38,9 +38,12 @@ impl RunContext {
     }
 
     /// A new seed made in `dir`, kept as the run's seed from now on (the `seed` scenario).
+    /// The lock is held while it is made: a scenario of another lane asking for the seed
+    /// meanwhile waits for this one rather than making its own into the same store name.
     pub async fn new_seed(&self, dir: &Path) -> Result<SeedBuild> {
+        let mut g = self.seed.lock().await;
         let s = make_seed(&self.artifacts, dir).await?;
-        *self.seed.lock().await = Some(s.clone());
+        *g = Some(s.clone());
         Ok(s)
     }
 }

@@ -31,8 +31,13 @@ struct BuildOut {
     reused_layers: usize,
 }
 
+/// One build of the layered images at a time in a run whose lanes run at once: both write
+/// the same names in the store.
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Build (podman's layer cache makes a repeat quick) the layered image.
 pub fn build_layered(a: &Artifacts) -> Result<LayeredImage> {
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let cf = &a.containerfiles;
     let rsyslog = cf.join("layered/rsyslog");
     let kargs = cf.join("layered/kargs");

@@ -13,6 +13,7 @@ pub mod disk_in_use;
 pub mod ibi;
 pub(crate) mod ibi_site;
 pub mod ibi_timing;
+pub mod install_iso;
 pub mod layer_build;
 pub mod layered_rollback;
 pub mod powercut;
@@ -47,7 +48,18 @@ pub struct Scenario {
     /// Left out of the CI tier (`cargo xtask ci`), and why: which scenarios of the tier prove
     /// its area. `None`: in the tier. `cargo xtask vmtest` runs every scenario.
     pub not_in_ci: Option<&'static str>,
+    /// What it shares with other scenarios of the run ([`SEED`], [`LAYERED`]): scenarios
+    /// sharing something run in one lane, in the suite's order (`--lanes`, [`crate::plan_lanes`]).
+    pub shares: Option<&'static str>,
+    /// About how long it runs on the reference machine (2 cores, TCG), in seconds: how lanes
+    /// are balanced, never a limit.
+    pub est_seconds: u32,
 }
+
+/// The run's seed: the `seed` scenario makes it, `ibi` and `registry-less` install it.
+pub const SEED: &str = "the seed";
+/// The layered images built on the host and the payload disks made of them.
+pub const LAYERED: &str = "the layered images";
 
 /// The scenarios that boot the shared raw disk (the run writes it only for them).
 pub const RAW_DISK_SCENARIOS: &[&str] = &["boot-raw"];
@@ -68,85 +80,129 @@ pub fn all() -> Vec<Scenario> {
             about:
                 "the base qcow2 boots through SeaBIOS and GRUB; status reports the image's commit",
             not_in_ci: None,
+            shares: None,
+            est_seconds: 54,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Bios)),
         },
         Scenario {
             name: "boot-uefi",
             about: "the same disk boots through OVMF and GRUB EFI",
             not_in_ci: Some("disk-formats boots the vmdk imgmode disk writes through OVMF and GRUB EFI, and ibi's first host boots its installed disk through OVMF"),
+            shares: None,
+            est_seconds: 60,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Uefi)),
         },
         Scenario {
             name: "boot-raw",
             about: "the raw disk of the same image boots through SeaBIOS and GRUB",
             not_in_ci: Some("disk-formats boots the fixed vhd, which is the raw disk followed by a 512-byte footer, through SeaBIOS and GRUB; disk-checks checks a raw disk's table and filesystems"),
+            shares: None,
+            est_seconds: 55,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::BiosRaw)),
         },
         Scenario {
             name: "boot-direct",
             about: "the deployment boots with -kernel/-initrd/-append taken from the disk's boot entry",
             not_in_ci: Some("boot boots the same disk's boot entry through GRUB; QEMU loading the kernel itself is the benchmarks' way to time a boot (cargo xtask bench images), not a way users boot"),
+            shares: None,
+            est_seconds: 54,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Direct)),
         },
         Scenario {
             name: "degraded-boot",
             about: "the harness catches a degraded system: the base disk booted with a unit that fails at boot is refused, naming the unit and its journal",
             not_in_ci: None,
+            shares: None,
+            est_seconds: 44,
             run: |ctx, d| Box::pin(boot::degraded_boot(ctx, d)),
         },
         Scenario {
             name: "layered-rollback",
             about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
             not_in_ci: None,
+            shares: Some(LAYERED),
+            est_seconds: 800,
             run: |ctx, d| Box::pin(layered_rollback::layered_rollback(ctx, d)),
         },
         Scenario {
             name: "powercut",
-            about: "12 hard resets spread over upgrades (at least one while fetching, while staging, in finalize before the bootloader swap, and after it): the old or the new deployment always boots and ostree fsck is clean",
+            about: "5 hard resets aimed at each point of an upgrade (as fetching and staging begin, as finalize begins, right after the bootloader swap, finalize on the way back): the old or the new deployment always boots, the new one after the swap, and ostree fsck is clean",
             not_in_ci: None,
-            run: |ctx, d| Box::pin(powercut::powercut(ctx, d)),
+            shares: Some(LAYERED),
+            est_seconds: 790,
+            run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::CUTS)),
+        },
+        Scenario {
+            name: "powercut-spread",
+            about: "8 more hard resets at times spread over upgrades (0.3 to 9 s into the switch, 0.5 and 1.6 s into finalize, two more bootloader swaps): the old or the new deployment always boots and ostree fsck is clean",
+            not_in_ci: Some("powercut aims a reset at each point of an upgrade these spread-out resets fall in (fetching, finalize, after the bootloader swap) and checks the same boot and fsck after each"),
+            shares: Some(LAYERED),
+            est_seconds: 1050,
+            run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::SPREAD_CUTS)),
         },
         Scenario {
             name: "layer-build",
             about: "imgmode layer build: MachineOSConfig + pool MachineConfigs -> pushed image and a MachineOSBuild (reuse, rebuild annotation, a failed build FAILED at once, a failed push after 3 retries, bad configs)",
             not_in_ci: None,
+            shares: None,
+            est_seconds: 10,
             run: |ctx, d| blocking(ctx, d, layer_build::layer_build),
         },
         Scenario {
             name: "seed",
             about: "just build-seed: the test cluster boots healthy, imgmode seed create in the guest, the seed's labels, file set, commit, etc.deletions and expired certificates checked on the host; seed check gates",
             not_in_ci: None,
+            shares: Some(SEED),
+            est_seconds: 290,
             run: |ctx, d| Box::pin(seed::seed_scenario(ctx, d)),
         },
         Scenario {
             name: "ibi",
             about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); SSH takes the site's key and refuses the seed owner's; the two hosts share no private key and no SSH host key",
             not_in_ci: None,
+            shares: Some(SEED),
+            est_seconds: 890,
             run: |ctx, d| Box::pin(ibi::ibi(ctx, d)),
         },
         Scenario {
             name: "registry-less",
             about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull",
             not_in_ci: None,
+            shares: Some(SEED),
+            est_seconds: 590,
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
         },
         Scenario {
             name: "disk-in-use",
             about: "imgmode ibi install refuses, at preflight and with the data intact, an active LVM volume group's member (by name and by-id link), an md RAID1 member and the running root's disk (the guest's kernel has device-mapper and md); freed, the same disks pass the check",
             not_in_ci: None,
+            shares: None,
+            est_seconds: 80,
             run: |ctx, d| Box::pin(disk_in_use::disk_in_use(ctx, d)),
         },
         Scenario {
             name: "disk-checks",
             about: "qcow2 passes qemu-img check; raw (xfs root) passes sgdisk -v, e2fsck, fsck.vfat, xfs_repair; too-small --size is refused",
             not_in_ci: None,
+            shares: None,
+            est_seconds: 75,
             run: |ctx, d| blocking(ctx, d, disk_checks::disk_checks),
         },
         Scenario {
             name: "disk-formats",
             about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk boots through OVMF and the fixed vhd through SeaBIOS, each from its own format; the user logs in over SSH with the key, the password verifies, the partitions have their minsize",
             not_in_ci: None,
+            shares: None,
+            est_seconds: 280,
             run: |ctx, d| Box::pin(disk_formats::disk_formats(ctx, d)),
+        },
+        Scenario {
+            name: "install-iso",
+            about: "imgmode iso with a bootc-image-builder config: the unattended installer ISO boots (SeaBIOS, CD) beside two blank disks, installs the base image onto the disk the config names (the other untouched), grows its root to the disk and reboots into it; the config's user logs in over SSH with its key, in wheel; its append is on the command line",
+            not_in_ci: None,
+            shares: None,
+            est_seconds: 330,
+            run: |ctx, d| Box::pin(install_iso::install_iso(ctx, d)),
         },
     ]
 }

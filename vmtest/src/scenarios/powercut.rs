@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// Where a power cut is injected, relative to an upgrade.
 #[derive(Debug, Clone, Copy)]
-enum Cut {
+pub enum Cut {
     /// `delay` seconds after `imgmode switch` started (fetching, then staging).
     DuringSwitch(f64),
     /// `delay` seconds after `imgmode switch` said it began this step (`fetching` the layers,
@@ -41,22 +41,30 @@ const AFTER_SWAP: &str = "right after the bootloader update";
 /// What ostree logs when finalization starts at shutdown.
 const FINALIZING: &str = "Finalizing staged deployment";
 
-/// The cuts, spread over an upgrade: 6 while fetching/staging (two of them as a step begins),
-/// 4 during finalize, 2 right after the bootloader update.
-const CUTS: &[Cut] = &[
+/// `powercut`'s cuts: one aimed at each point of an upgrade (as fetching and staging begin,
+/// as finalize begins, right after the bootloader swap), then finalize again on the way back
+/// (layered -> base).
+pub const CUTS: &[Cut] = &[
     // the first boot runs the base image: the switch to the layered one fetches layers
     Cut::AtStep(FETCHING, 0.2),
     Cut::AtStep(STAGING, 0.2),
-    Cut::DuringSwitch(0.3),
     Cut::DuringFinalize(0.0),
     Cut::AfterBootloader,
+    Cut::DuringFinalize(1.0),
+];
+
+/// `powercut-spread`'s cuts: the same upgrade cut at times spread over it rather than aimed at
+/// its steps (0.3 to 9 s into the switch, 0.5 and 1.6 s into finalize), and a second bootloader
+/// swap.
+pub const SPREAD_CUTS: &[Cut] = &[
+    Cut::DuringSwitch(0.3),
     Cut::DuringSwitch(2.0),
     Cut::DuringFinalize(0.5),
+    Cut::AfterBootloader,
     Cut::DuringSwitch(5.0),
-    Cut::DuringFinalize(1.0),
+    Cut::DuringFinalize(1.6),
     Cut::AfterBootloader,
     Cut::DuringSwitch(9.0),
-    Cut::DuringFinalize(1.6),
 ];
 
 /// The powercut guest job: every boot reports status and `ostree fsck`, then switches to the
@@ -92,9 +100,11 @@ sync
 systemctl --no-block reboot
 "#;
 
-/// `powercut`: hard resets (QMP `system_reset`) at points spread over upgrades; after each the
-/// node boots the old or the new deployment and `ostree fsck` is clean.
-pub async fn powercut(ctx: &RunContext, dir: &Path) -> Result<String> {
+/// `powercut` (`cuts` = [`CUTS`]) and `powercut-spread` ([`SPREAD_CUTS`]): hard resets (QMP
+/// `system_reset`) at points over upgrades; after each the node boots the old or the new
+/// deployment and `ostree fsck` is clean, and the resets landed in every kind of point the cuts
+/// aim at.
+pub async fn powercut(ctx: &RunContext, dir: &Path, cuts: &[Cut]) -> Result<String> {
     let a = &ctx.artifacts;
     let (a2, d2) = (a.clone(), dir.to_path_buf());
     let (layered, payload) = tokio::task::spawn_blocking(move || stage_payload(&a2, &d2)).await??;
@@ -106,7 +116,7 @@ pub async fn powercut(ctx: &RunContext, dir: &Path) -> Result<String> {
     let result = async {
         let mut boot = 1u32;
         let mut p = phase(&mut vm, boot, PHASE_TIMEOUT).await?;
-        for (i, cut) in CUTS.iter().enumerate() {
+        for (i, cut) in cuts.iter().enumerate() {
             // the boot before the cut is sound
             let before = check_boot(&p, boot, &known)?;
             let landed = inject(&mut vm, *cut, boot, dir).await?;
@@ -137,19 +147,8 @@ pub async fn powercut(ctx: &RunContext, dir: &Path) -> Result<String> {
                 short(&after)
             ));
         }
-        // the cuts must have landed in every phase of an update, not only where timing put them
-        for (phase, any_of) in [
-            ("while fetching", &[FETCHING][..]),
-            ("while staging", &[STAGING][..]),
-            (
-                "finalize before the bootloader swap",
-                &[FINALIZE_BEFORE_SWAP][..],
-            ),
-            (
-                "after the bootloader swap",
-                &[AFTER_SWAP, FINALIZE_AFTER_SWAP][..],
-            ),
-        ] {
+        // the cuts must have landed in every phase they aim at, not only where timing put them
+        for (phase, any_of) in aimed_at(cuts) {
             ensure!(
                 landings.iter().any(|l| any_of.contains(l)),
                 "no reset landed {phase}; where they landed: {landings:?}"
@@ -163,10 +162,37 @@ pub async fn powercut(ctx: &RunContext, dir: &Path) -> Result<String> {
     result?;
     Ok(format!(
         "{} resets injected, {} boots good, ostree fsck clean after each: {}",
-        CUTS.len(),
+        cuts.len(),
         log.len(),
         log.join("; ")
     ))
+}
+
+/// The phases of an update `cuts` aim at, each with the landings that count as reaching it:
+/// a cut into the switch must land while fetching (and one aimed at staging while staging), a
+/// cut into finalize before the bootloader swap, a cut after the swap after it.
+fn aimed_at(cuts: &[Cut]) -> Vec<(&'static str, &'static [&'static str])> {
+    let mut phases: Vec<(&'static str, &'static [&'static str])> = Vec::new();
+    let mut add = |p: (&'static str, &'static [&'static str])| {
+        if !phases.iter().any(|q| q.0 == p.0) {
+            phases.push(p);
+        }
+    };
+    for c in cuts {
+        match c {
+            Cut::DuringSwitch(_) | Cut::AtStep(FETCHING, _) => add(("while fetching", &[FETCHING])),
+            Cut::AtStep(_, _) => add(("while staging", &[STAGING])),
+            Cut::DuringFinalize(_) => add((
+                "finalize before the bootloader swap",
+                &[FINALIZE_BEFORE_SWAP],
+            )),
+            Cut::AfterBootloader => add((
+                "after the bootloader swap",
+                &[AFTER_SWAP, FINALIZE_AFTER_SWAP],
+            )),
+        }
+    }
+    phases
 }
 
 /// The layered image, and a payload disk under `dir` holding it and the base image as

@@ -15,7 +15,7 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
     if !reuse {
         // the binary users install, in every image of the run (the live system's installer,
         // the seed's post-pivot and recert)
-        crate::vmtest(vec!["ibi".into()], false, false, None, true, false)?;
+        crate::vmtest(vec!["ibi".into()], false, false, None, true, false, 1)?;
     }
     let path = root.join("target/vmtest/ibi/timings.json");
     let t: imgmode_vmtest::scenarios::ibi_timing::Timings = serde_json::from_slice(
