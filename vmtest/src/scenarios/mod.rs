@@ -74,6 +74,15 @@ impl std::fmt::Debug for Scenario {
 
 /// Every scenario, in the order `cargo xtask vmtest` runs them.
 pub fn all() -> Vec<Scenario> {
+    let mut v = boot_scenarios();
+    v.extend(node_scenarios());
+    v.extend(install_scenarios());
+    v.extend(disk_scenarios());
+    v
+}
+
+/// The scenarios of the base disk's boots.
+fn boot_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "boot",
@@ -116,6 +125,12 @@ pub fn all() -> Vec<Scenario> {
             est_seconds: 44,
             run: |ctx, d| Box::pin(boot::degraded_boot(ctx, d)),
         },
+    ]
+}
+
+/// The scenarios of nodes: layered images, updates, power cuts, `imgmode layer build`.
+fn node_scenarios() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "layered-rollback",
             about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
@@ -148,6 +163,12 @@ pub fn all() -> Vec<Scenario> {
             est_seconds: 10,
             run: |ctx, d| blocking(ctx, d, layer_build::layer_build),
         },
+    ]
+}
+
+/// The scenarios of seeds and installs from ISOs.
+fn install_scenarios() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "seed",
             about: "just build-seed: the test cluster boots healthy, imgmode seed create in the guest, the seed's labels, file set, commit, etc.deletions and expired certificates checked on the host; seed check gates",
@@ -172,6 +193,12 @@ pub fn all() -> Vec<Scenario> {
             est_seconds: 590,
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
         },
+    ]
+}
+
+/// The scenarios of disks: in use, their checks, formats, the installer ISO.
+fn disk_scenarios() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "disk-in-use",
             about: "imgmode ibi install refuses, at preflight and with the data intact, an active LVM volume group's member (by name and by-id link), an md RAID1 member and the running root's disk (the guest's kernel has device-mapper and md); freed, the same disks pass the check",
