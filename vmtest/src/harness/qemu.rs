@@ -1,6 +1,7 @@
 //! One QEMU virtual machine under test: process, QMP control, serial console, results port.
 //!
-//! - QEMU runs with `-accel tcg -cpu max` (KVM hangs on these machines) and `-display none`.
+//! - QEMU runs with `-accel tcg -cpu max` (KVM hangs on these machines; `tcg,thread=single` while
+//!   lanes run VMs at once) and `-display none`.
 //! - QMP is a unix socket driven with the `qapi` crate; every event is appended to
 //!   `qmp-events.jsonl` in the scenario directory.
 //! - The serial console goes to `console.log`, which [`Vm::wait_for_console`] tails; kernel
@@ -147,6 +148,28 @@ impl VmConfig {
     }
 }
 
+/// Run every VM's vCPUs on one host thread (`-accel tcg,thread=single`) instead of one each
+/// (multi-threaded TCG). Set while lanes run VMs at once ([`crate::run`]): each VM then keeps
+/// one core busy instead of contending for both, and no guest sees its vCPUs descheduled in
+/// the middle of the kernel patching its own code across CPUs (a seed VM's kernel died of an
+/// `int3` in `hrtimer_start_range_ns` two seconds into its boot, with two multi-threaded VMs
+/// on the two cores).
+static ONE_HOST_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-accel`'s value: TCG, with all vCPUs on one host thread when `one_thread`.
+fn accel(one_thread: bool) -> &'static str {
+    if one_thread {
+        "tcg,thread=single"
+    } else {
+        "tcg"
+    }
+}
+
+/// See [`ONE_HOST_THREAD`].
+pub fn one_host_thread_per_vm(on: bool) {
+    ONE_HOST_THREAD.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Paths of firmware files from Debian's `ovmf` package.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -160,7 +183,7 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
         "-machine".into(),
         "q35".into(),
         "-accel".into(),
-        "tcg".into(),
+        accel(ONE_HOST_THREAD.load(std::sync::atomic::Ordering::Relaxed)).into(),
         "-cpu".into(),
         "max".into(),
         "-smp".into(),
@@ -679,6 +702,7 @@ mod tests {
         let a = qemu_args(&cfg, Path::new("/s"));
         let s = a.join(" ");
         assert!(s.contains("-accel tcg -cpu max"));
+        assert_eq!(accel(true), "tcg,thread=single");
         assert!(s.contains("-qmp unix:/s/qmp.sock,server=on,wait=off"));
         assert!(s.contains("file,id=console,path=/s/console.log"));
         assert!(s.contains(&format!("name={RESULTS_PORT}")));
