@@ -132,7 +132,7 @@ pub fn run(
 ) -> Result<Vec<Outcome>> {
     let ctx = RunContext::new(artifacts.clone());
     let plan = plan_lanes(chosen, lanes);
-    harness::qemu::one_host_thread_per_vm(plan.len() > 1);
+    harness::qemu::one_vcpu_per_vm(plan.len() > 1);
     if plan.len() > 1 {
         for (l, lane) in plan.iter().enumerate() {
             let names: Vec<&str> = lane.iter().map(|&i| chosen[i].name).collect();

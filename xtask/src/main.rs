@@ -319,7 +319,8 @@ fn ci() -> Result<()> {
 }
 
 /// Lanes CI runs the VM scenarios in: two TCG VMs at once on the reference machine's two
-/// cores (one VM keeps about 1.2 of them busy; the host's work between boots fills the rest).
+/// cores, one vCPU each (a boot takes about 88 s so, 56 s alone; the host's work between boots
+/// overlaps the other lane's VM).
 const CI_LANES: usize = 2;
 
 fn main() -> std::process::ExitCode {

@@ -141,18 +141,18 @@ fn node_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "powercut",
-            about: "5 hard resets aimed at each point of an upgrade (as fetching and staging begin, as finalize begins, right after the bootloader swap, finalize on the way back): the old or the new deployment always boots, the new one after the swap, and ostree fsck is clean",
+            about: "4 hard resets aimed at each point of an upgrade (as fetching and staging begin, as finalize begins, right after the bootloader swap): the old or the new deployment always boots, the new one after the swap, and ostree fsck is clean",
             not_in_ci: None,
             shares: Some(LAYERED),
-            est_seconds: 790,
+            est_seconds: 660,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::CUTS)),
         },
         Scenario {
             name: "powercut-spread",
-            about: "8 more hard resets at times spread over upgrades (0.3 to 9 s into the switch, 0.5 and 1.6 s into finalize, two more bootloader swaps): the old or the new deployment always boots and ostree fsck is clean",
+            about: "9 more hard resets at times spread over upgrades in both directions (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize, two more bootloader swaps): the old or the new deployment always boots and ostree fsck is clean",
             not_in_ci: Some("powercut aims a reset at each point of an upgrade these spread-out resets fall in (fetching, finalize, after the bootloader swap) and checks the same boot and fsck after each"),
             shares: Some(LAYERED),
-            est_seconds: 1050,
+            est_seconds: 1180,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::SPREAD_CUTS)),
         },
         Scenario {

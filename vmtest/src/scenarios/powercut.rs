@@ -42,22 +42,21 @@ const AFTER_SWAP: &str = "right after the bootloader update";
 const FINALIZING: &str = "Finalizing staged deployment";
 
 /// `powercut`'s cuts: one aimed at each point of an upgrade (as fetching and staging begin,
-/// as finalize begins, right after the bootloader swap), then finalize again on the way back
-/// (layered -> base).
+/// as finalize begins, right after the bootloader swap).
 pub const CUTS: &[Cut] = &[
     // the first boot runs the base image: the switch to the layered one fetches layers
     Cut::AtStep(FETCHING, 0.2),
     Cut::AtStep(STAGING, 0.2),
     Cut::DuringFinalize(0.0),
     Cut::AfterBootloader,
-    Cut::DuringFinalize(1.0),
 ];
 
 /// `powercut-spread`'s cuts: the same upgrade cut at times spread over it rather than aimed at
-/// its steps (0.3 to 9 s into the switch, 0.5 and 1.6 s into finalize), and a second bootloader
-/// swap.
+/// its steps (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize), and two more bootloader
+/// swaps.
 pub const SPREAD_CUTS: &[Cut] = &[
     Cut::DuringSwitch(0.3),
+    Cut::DuringFinalize(1.0),
     Cut::DuringSwitch(2.0),
     Cut::DuringFinalize(0.5),
     Cut::AfterBootloader,
