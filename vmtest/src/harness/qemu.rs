@@ -1,7 +1,6 @@
 //! One QEMU virtual machine under test: process, QMP control, serial console, results port.
 //!
-//! - QEMU runs with `-accel tcg -cpu max` (KVM hangs on these machines) and `-display none`;
-//!   VMs get one vCPU while lanes run them at once.
+//! - QEMU runs with `-accel tcg -cpu max` (KVM hangs on these machines) and `-display none`.
 //! - QMP is a unix socket driven with the `qapi` crate; every event is appended to
 //!   `qmp-events.jsonl` in the scenario directory.
 //! - The serial console goes to `console.log`, which [`Vm::wait_for_console`] tails; kernel
@@ -148,29 +147,6 @@ impl VmConfig {
     }
 }
 
-/// Give every VM one vCPU (`-smp 1`) instead of its configuration's: set while lanes run VMs
-/// at once ([`crate::run`]). Each VM then keeps one of the two cores busy instead of two
-/// multi-threaded TCG VMs contending for both, and no guest kernel patches its own code across
-/// vCPUs that the host deschedules (a seed VM's kernel died of an `int3` in
-/// `hrtimer_start_range_ns` two seconds into its boot, two 2-vCPU VMs on the two cores). Two
-/// 2-vCPU VMs in one host thread each (`tcg,thread=single`) were slower still: a boot took 99 s
-/// against 88 s with one vCPU and 56 s alone.
-static ONE_VCPU: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The VM's vCPUs: one when `one_core`, else the configuration's.
-fn cpus(cfg: &VmConfig, one_core: bool) -> u32 {
-    if one_core {
-        1
-    } else {
-        cfg.cpus
-    }
-}
-
-/// See [`ONE_VCPU`].
-pub fn one_vcpu_per_vm(on: bool) {
-    ONE_VCPU.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Paths of firmware files from Debian's `ovmf` package.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -188,7 +164,7 @@ pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
         "-cpu".into(),
         "max".into(),
         "-smp".into(),
-        cpus(cfg, ONE_VCPU.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
+        cfg.cpus.to_string(),
         "-m".into(),
         format!("{}M", cfg.memory_mib),
         "-display".into(),
@@ -703,7 +679,6 @@ mod tests {
         let a = qemu_args(&cfg, Path::new("/s"));
         let s = a.join(" ");
         assert!(s.contains("-accel tcg -cpu max"));
-        assert_eq!(cpus(&VmConfig::new("/d.qcow2", Boot::Bios), true), 1);
         assert!(s.contains("-qmp unix:/s/qmp.sock,server=on,wait=off"));
         assert!(s.contains("file,id=console,path=/s/console.log"));
         assert!(s.contains(&format!("name={RESULTS_PORT}")));
