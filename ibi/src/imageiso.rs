@@ -23,7 +23,7 @@ use imgmode_os::partition::{Firmware, Role, RootFs};
 use imgmode_support::fs::output_parent;
 use imgmode_support::Steps;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub mod install;
@@ -211,28 +211,24 @@ pub fn create(o: &IsoOpts, steps: &Steps) -> Result<CreatedIso> {
 /// `raw` compressed with zstd into `out`; the raw bytes' SHA-256 (hex) and count, and the
 /// compressed size.
 fn compress(raw: &Path, out: &Path) -> Result<(String, u64, u64)> {
-    use sha2::Digest;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut input = std::fs::File::open(raw)?;
-    let f = std::fs::File::create(out)?;
+    // the disk image holds the config's password hashes, if any: its owner's only
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)?;
     let mut enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), 3)?;
     enc.include_checksum(true)?;
-    let mut sha = sha2::Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        enc.write_all(&buf[..n])?;
-        total += n as u64;
-    }
+    let mut hashing = imgmode_support::io::HashingWriter::new(&mut enc);
+    std::io::copy(&mut input, &mut hashing)?;
+    let (sha, total) = hashing.finish()?;
     let mut w = enc.finish()?;
     w.flush()?;
     let f = w.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
-    Ok((hex::encode(sha.finalize()), total, f.metadata()?.len()))
+    Ok((sha, total, f.metadata()?.len()))
 }
 
 /// The live system's files: the ISO's mount unit and the installation unit (enabled).
@@ -360,6 +356,9 @@ mod tests {
         let bytes = std::fs::read(&raw).unwrap();
         assert_eq!(sha, hex::encode(sha2::Sha256::digest(&bytes)));
         assert!(packed < 64 << 10, "{packed}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the compressed disk image's mode");
         let back = zstd::decode_all(std::fs::File::open(&out).unwrap()).unwrap();
         assert_eq!(back, bytes);
     }

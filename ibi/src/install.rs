@@ -122,7 +122,7 @@ pub fn root_needed(layer_bytes: u64) -> u64 {
 }
 
 /// Size of a block device or image file.
-fn disk_size(path: &Path) -> Result<u64> {
+pub(crate) fn disk_size(path: &Path) -> Result<u64> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     Ok(f.seek(SeekFrom::End(0))?)
 }

@@ -223,7 +223,14 @@ pub fn build(opts: &DiskOpts, steps: &Steps) -> Result<DiskOutcome> {
     ));
     let raw = work.path().join("disk.raw");
     write_disk(&raw, &layout, &sysroot_dir, &bootfs, &grub, work.path())?;
-    publish(opts, &raw, steps)?;
+    // a password's hash in the image makes the disk a secret: its owner's only
+    let secret = opts.root_password_hash.is_some()
+        || config
+            .customizations
+            .user
+            .iter()
+            .any(|u| u.password.is_some());
+    publish(opts, &raw, secret, steps)?;
     let bytes_written = allocated_bytes(&opts.output)?;
     Ok(DiskOutcome {
         output: opts.output.clone(),
@@ -320,8 +327,8 @@ fn deploy(
 }
 
 /// The raw disk at the output path in the asked format, through a temporary name in the
-/// output's directory.
-fn publish(opts: &DiskOpts, raw: &Path, steps: &Steps) -> Result<()> {
+/// output's directory (created 0600); readable by all (0644) unless `secret`.
+fn publish(opts: &DiskOpts, raw: &Path, secret: bool, steps: &Steps) -> Result<()> {
     let parent = output_parent(&opts.output)?;
     let tmp_out = tempfile::Builder::new()
         .prefix(".imgmode-disk-")
@@ -331,7 +338,8 @@ fn publish(opts: &DiskOpts, raw: &Path, steps: &Steps) -> Result<()> {
         steps.step(&format!("converting to {}", opts.format.name()));
     }
     format::convert(raw, &tmp_out, opts.format)?;
-    std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(0o644))?;
+    let mode = if secret { 0o600 } else { 0o644 };
+    std::fs::set_permissions(&tmp_out, std::fs::Permissions::from_mode(mode))?;
     tmp_out
         .persist(&opts.output)
         .with_context(|| format!("writing {}", opts.output.display()))?;

@@ -23,7 +23,7 @@ use imgmode_support::size::human_size;
 use imgmode_support::Steps;
 use serde::Serialize;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +85,7 @@ pub fn install(o: &InstallOpts, steps: &Steps) -> Result<Installed> {
         ),
     };
     let mut claimed = claim(&named, &disk)?;
-    let disk_bytes = size_of(&disk)?;
+    let disk_bytes = crate::install::disk_size(&disk)?;
     ensure!(
         disk_bytes >= r.disk_size,
         "{named} {} holds {}; the disk image of {} needs at least {}: install onto a larger disk",
@@ -177,12 +177,6 @@ fn read_record(path: &Path) -> Result<Record> {
         );
     }
     Ok(r)
-}
-
-/// Bytes of a disk (a block device or a disk image file).
-fn size_of(disk: &Path) -> Result<u64> {
-    let mut f = File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
-    Ok(f.seek(SeekFrom::End(0))?)
 }
 
 /// Stream the compressed disk image onto `target` at offset 0 and check its size and digest.

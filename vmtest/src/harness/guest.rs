@@ -157,7 +157,51 @@ pub(crate) struct GuestDeployment {
     pub(crate) container_image_reference_digest: Option<String>,
 }
 
+/// Guest shell lines: `user` logs in over SSH to this machine's sshd with the private key of
+/// the credential `vmtest.userkey` (copied 0600 for the login, removed after it); `FACT ssh=`
+/// is what `id -un` and `id -Gn` printed there, or the error. [`Phase::logged_in`] checks it.
+pub(crate) fn ssh_login_sh(user: &str) -> String {
+    format!(
+        r#"install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.userkey" /run/vmtest-userkey
+echo "FACT ssh=$(ssh -i /run/vmtest-userkey -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30 {user}@127.0.0.1 'echo "$(id -un) $(id -Gn)"' 2>&1 | tr '\n' ' ')"
+rm -f /run/vmtest-userkey
+"#
+    )
+}
+
 impl Phase {
+    /// The login of [`ssh_login_sh`] worked: it ran as `user`, a member of `group`.
+    pub(crate) fn logged_in(&self, user: &str, group: &str) -> Result<()> {
+        let ssh = self.fact("ssh");
+        let mut words = ssh.split_whitespace();
+        ensure!(
+            words.next() == Some(user) && words.any(|g| g == group),
+            "ssh {user}@ with the config's key: expected `{user} … {group}`, got {ssh:?}"
+        );
+        Ok(())
+    }
+
+    /// The booted deployment runs the image of manifest digest `digest`.
+    pub(crate) fn booted_image(&self, digest: &str) -> Result<()> {
+        let booted = self.booted()?;
+        ensure!(
+            booted.container_image_reference_digest.as_deref() == Some(digest),
+            "booted {:?}, not the image {digest}",
+            booted.container_image_reference_digest
+        );
+        Ok(())
+    }
+
+    /// `FACT cmdline` (the guest's `/proc/cmdline`) holds the config's append `karg`.
+    pub(crate) fn has_append_karg(&self, karg: &str) -> Result<()> {
+        ensure!(
+            self.fact("cmdline").split_whitespace().any(|k| k == karg),
+            "the config's append {karg} is not on the kernel command line: {}",
+            self.fact("cmdline")
+        );
+        Ok(())
+    }
+
     pub(crate) fn fact(&self, k: &str) -> &str {
         self.facts.get(k).map(String::as_str).unwrap_or("?")
     }

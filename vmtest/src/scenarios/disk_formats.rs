@@ -13,7 +13,7 @@
 
 use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
 use crate::harness::context::RunContext;
-use crate::harness::guest::{job, parse_phase, run_job, BOOT_TIMEOUT};
+use crate::harness::guest::{job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
 use crate::harness::qemu::{Boot, VmConfig};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
@@ -73,9 +73,8 @@ echo "FACT cmdline=$(cat /proc/cmdline)"
 echo STATUS-BEGIN
 imgmode status --format json
 echo STATUS-END
-install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.userkey" /run/vmtest-userkey
 echo "FACT sshd=$(systemctl is-active ssh.service)"
-echo "FACT ssh=$(ssh -i /run/vmtest-userkey -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30 alice@127.0.0.1 'echo "$(id -un) $(id -Gn)"' 2>&1 | tr '\n' ' ')"
+__SSH_LOGIN__
 hash=$(getent shadow alice | cut -d: -f2)
 echo "FACT password=$(perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no"' "$(cat "$CREDENTIALS_DIRECTORY/vmtest.password")" "$hash")"
 echo "FACT home=$(stat -c '%U %G %a' /var/home/alice)"
@@ -121,9 +120,12 @@ pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
             disk_format: Some(qemu_format),
             ..VmConfig::new(&disk, boot)
         };
-        let cfg = job(vm, SCRIPT.to_string())
-            .credential("vmtest.userkey", private.clone())
-            .credential("vmtest.password", PASSWORD);
+        let cfg = job(
+            vm,
+            SCRIPT.replace("__SSH_LOGIN__\n", &ssh_login_sh("alice")),
+        )
+        .credential("vmtest.userkey", private.clone())
+        .credential("vmtest.password", PASSWORD);
         let results = run_job(
             &cfg,
             &dir.join(format!("vm-{format}")),
@@ -171,6 +173,13 @@ fn write_disk(
             .arg(disk),
         &format!("imgmode disk --format {format} --config"),
     )?;
+    // the config holds a password: its hash makes the disk a secret
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(disk)?.permissions().mode() & 0o777;
+    ensure!(
+        mode == 0o600,
+        "the {format} disk holds a password hash and is mode {mode:o}, not 0600"
+    );
     let info = run(
         Command::new("qemu-img")
             .args(["info", "--output=json", "-f", qemu_format])
@@ -206,27 +215,10 @@ fn write_disk(
 
 fn check_guest(a: &Artifacts, results: &str) -> Result<()> {
     let p = parse_phase(results, 1)?;
-    let booted = p.booted()?;
-    ensure!(
-        booted.container_image_reference_digest.as_deref() == Some(a.base_digest.as_str()),
-        "booted {:?}, not the base image {}",
-        booted.container_image_reference_digest,
-        a.base_digest
-    );
-    ensure!(
-        p.fact("cmdline")
-            .split_whitespace()
-            .any(|k| k == APPEND_KARG),
-        "the config's append {APPEND_KARG} is not on the kernel command line: {}",
-        p.fact("cmdline")
-    );
+    p.booted_image(&a.base_digest)?;
+    p.has_append_karg(APPEND_KARG)?;
     ensure!(p.fact("sshd") == "active", "sshd is {}", p.fact("sshd"));
-    let ssh = p.fact("ssh");
-    let mut words = ssh.split_whitespace();
-    ensure!(
-        words.next() == Some("alice") && words.any(|g| g == "wheel"),
-        "ssh alice@ with the config's key: expected `alice … wheel`, got {ssh:?}"
-    );
+    p.logged_in("alice", "wheel")?;
     ensure!(
         p.fact("password") == "yes",
         "alice's password hash does not verify the config's password"

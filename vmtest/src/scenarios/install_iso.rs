@@ -11,7 +11,7 @@
 
 use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
 use crate::harness::context::RunContext;
-use crate::harness::guest::{job, parse_phase, run_job, BOOT_TIMEOUT};
+use crate::harness::guest::{job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
 use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::qemu::{Boot, VmConfig};
 use anyhow::{ensure, Context, Result};
@@ -53,9 +53,7 @@ echo STATUS-END
 echo "FACT root-disk=$(lsblk -no PKNAME /dev/disk/by-label/root)"
 echo "FACT root-part-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/root)"
 echo "FACT root-fs-bytes=$(df -B1 --output=size /sysroot | tail -1 | tr -d ' ')"
-install -m 600 "$CREDENTIALS_DIRECTORY/vmtest.userkey" /run/vmtest-userkey
-echo "FACT ssh=$(ssh -i /run/vmtest-userkey -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30 bob@127.0.0.1 'echo "$(id -un) $(id -Gn)"' 2>&1 | tr '\n' ' ')"
-rm -f /run/vmtest-userkey
+__SSH_LOGIN__
 echo IMGMODE-PHASE-1-END
 systemctl poweroff
 "#;
@@ -114,7 +112,7 @@ pub async fn install_iso(ctx: &RunContext, dir: &Path) -> Result<String> {
             ),
             ..VmConfig::new(&target, Boot::Bios)
         },
-        SCRIPT.to_string(),
+        SCRIPT.replace("__SSH_LOGIN__\n", &ssh_login_sh("bob")),
     )
     .credential("vmtest.userkey", private);
     let results = run_job(
@@ -155,13 +153,8 @@ fn write_iso(a: &Artifacts, config: &Path, iso: &Path) -> Result<(IsoRecord, u64
 /// the user and the kernel argument of the config. The root filesystem's size in MiB.
 fn check_installed(a: &Artifacts, results: &str, image_bytes: u64) -> Result<u64> {
     let p = parse_phase(results, 1)?;
-    let booted = p.booted()?;
-    ensure!(
-        booted.container_image_reference_digest.as_deref() == Some(a.base_digest.as_str()),
-        "the installed system booted {:?}, not the base image {}",
-        booted.container_image_reference_digest,
-        a.base_digest
-    );
+    p.booted_image(&a.base_digest)
+        .context("the installed system")?;
     ensure!(
         p.fact("root-disk") == "vda",
         "the root filesystem is on {:?}, not on the config's /dev/vda",
@@ -176,19 +169,8 @@ fn check_installed(a: &Artifacts, results: &str, image_bytes: u64) -> Result<u64
             p.fact(f)
         );
     }
-    let ssh = p.fact("ssh");
-    let mut words = ssh.split_whitespace();
-    ensure!(
-        words.next() == Some("bob") && words.any(|g| g == "wheel"),
-        "ssh bob@ with the config's key: expected `bob … wheel`, got {ssh:?}"
-    );
-    ensure!(
-        p.fact("cmdline")
-            .split_whitespace()
-            .any(|k| k == APPEND_KARG),
-        "the config's append {APPEND_KARG} is not on the kernel command line: {}",
-        p.fact("cmdline")
-    );
+    p.logged_in("bob", "wheel")?;
+    p.has_append_karg(APPEND_KARG)?;
     Ok(bytes("root-fs-bytes") >> 20)
 }
 
