@@ -138,10 +138,15 @@ pub fn run(
     chosen: &[scenarios::Scenario],
     artifacts: &harness::artifacts::Artifacts,
     out_dir: &Path,
-    keep: bool,
-    lanes: usize,
+    opts: RunOpts,
 ) -> Result<Vec<Outcome>> {
-    let ctx = RunContext::new(artifacts.clone());
+    let RunOpts {
+        keep,
+        lanes,
+        baselines,
+    } = opts;
+    let mut ctx = RunContext::new(artifacts.clone());
+    ctx.baselines = baselines;
     let plan = plan_lanes(chosen, lanes);
     if plan.len() > 1 {
         for (l, lane) in plan.iter().enumerate() {
@@ -189,6 +194,17 @@ pub fn run(
     let outcomes: Vec<Outcome> = done.into_iter().map(|(_, o)| o).collect();
     write_junit(&out_dir.join("junit.xml"), &outcomes, out_dir)?;
     Ok(outcomes)
+}
+
+/// How [`run`] runs the chosen scenarios.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOpts {
+    /// Keep every scenario's disk overlays and firmware variables.
+    pub keep: bool,
+    /// Lanes to run in ([`plan_lanes`]).
+    pub lanes: usize,
+    /// Also measure the benchmarks' baselines ([`RunContext::baselines`]).
+    pub baselines: bool,
 }
 
 /// Run one scenario in its fresh directory; report it, write its JUnit, tidy its directory.

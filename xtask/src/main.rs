@@ -1,6 +1,7 @@
 //! `cargo xtask`: developer and CI tasks.
 //!
-//! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n] [--release]`
+//! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n] [--release] [--ci-tier]
+//!   [--lanes N] [--baselines]`
 //! - `cargo xtask bench [--out FILE]`
 //! - `cargo xtask test [--strict]`: the workspace's tests, with skipped tests counted and listed.
 //! - `cargo xtask tidy`: the architecture rules of ARCHITECTURE.md, checked on the source.
@@ -51,6 +52,12 @@ enum Cmd {
         /// VM keeps two cores busy: at most one lane per two cores is allowed.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         lanes: u16,
+        /// Also measure the benchmarks' baselines in the scenarios that have one (`ibi`: its
+        /// second host's installed disk booted again, twice) and write their figures
+        /// (`target/vmtest/ibi/timings.json`); `bench ibi` runs the scenario so, and
+        /// `bench --reuse-vmtest` reads them.
+        #[arg(long)]
+        baselines: bool,
     },
     /// Measure speed against baselines in the same run; prints a table and writes JSON.
     Bench {
@@ -142,15 +149,28 @@ pub fn build_imgmode_release() -> Result<PathBuf> {
     Ok(root.join("target/release/imgmode"))
 }
 
-fn vmtest(
-    names: Vec<String>,
+/// How `cargo xtask vmtest` runs (its flags).
+#[derive(Default)]
+pub(crate) struct VmtestOpts {
     list: bool,
     keep: bool,
     shard: Option<imgmode_vmtest::Shard>,
     release: bool,
     ci_tier: bool,
     lanes: usize,
-) -> Result<()> {
+    baselines: bool,
+}
+
+fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
+    let VmtestOpts {
+        list,
+        keep,
+        shard,
+        release,
+        ci_tier,
+        lanes,
+        baselines,
+    } = o;
     let chosen = imgmode_vmtest::select(&names, shard, ci_tier)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if lanes > imgmode_vmtest::max_lanes(cores) {
@@ -195,7 +215,16 @@ fn vmtest(
         &out.join("artifacts"),
         raw,
     )?;
-    let outcomes = imgmode_vmtest::run(&chosen, &artifacts, &out, keep, lanes)?;
+    let outcomes = imgmode_vmtest::run(
+        &chosen,
+        &artifacts,
+        &out,
+        imgmode_vmtest::RunOpts {
+            keep,
+            lanes,
+            baselines,
+        },
+    )?;
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     println!(
         "vmtest: {} passed, {} failed",
@@ -322,7 +351,14 @@ fn ci() -> Result<()> {
     tidy::run(&root)?;
     fuzz_check()?;
     test(true)?;
-    vmtest(Vec::new(), false, false, None, false, true, CI_LANES)
+    vmtest(
+        Vec::new(),
+        VmtestOpts {
+            ci_tier: true,
+            lanes: CI_LANES,
+            ..VmtestOpts::default()
+        },
+    )
 }
 
 /// Lanes CI runs the VM scenarios in: one on the reference machine's two cores (a TCG VM keeps
@@ -340,7 +376,19 @@ fn main() -> std::process::ExitCode {
             release,
             ci_tier,
             lanes,
-        } => vmtest(scenarios, list, keep, shard, release, ci_tier, lanes.into()),
+            baselines,
+        } => vmtest(
+            scenarios,
+            VmtestOpts {
+                list,
+                keep,
+                shard,
+                release,
+                ci_tier,
+                lanes: lanes.into(),
+                baselines,
+            },
+        ),
         Cmd::Bench {
             suites,
             out,

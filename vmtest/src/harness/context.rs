@@ -15,6 +15,10 @@ pub struct RunContext {
     pub artifacts: Artifacts,
     /// The seed made in this run, shared by every scenario that needs one (made once per run).
     seed: Mutex<Option<SeedBuild>>,
+    /// Measure the benchmarks' baselines too (`cargo xtask vmtest --baselines`, which `cargo
+    /// xtask bench ibi` runs): `ibi` boots its second host's installed disk again for the IBI
+    /// benchmark's ratio. Off, a scenario proves its claims only.
+    pub baselines: bool,
 }
 
 impl RunContext {
@@ -22,6 +26,7 @@ impl RunContext {
         Self {
             artifacts,
             seed: Mutex::new(None),
+            baselines: false,
         }
     }
 

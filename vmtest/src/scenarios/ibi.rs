@@ -202,23 +202,25 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         &a.imgmode,
     )
     .await?;
-    // the benchmark's baseline, in this run: host 2's installed disk booted again
-    let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
-    let (plain, plain_phases) =
-        plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
-    let timings = Timings {
-        end_to_end: r2.wall_ready,
-        plain_boot: plain,
-        live_boot: r2.live_boot,
-        install: r2.install,
-        first_boot_ready: r2.first_boot_ready,
-        phases: r2.phases.clone(),
-        plain_phases,
-    };
-    std::fs::write(
-        dir.join("timings.json"),
-        serde_json::to_vec_pretty(&timings)?,
-    )?;
+    if ctx.baselines {
+        // the benchmark's baseline, in this run: host 2's installed disk booted again
+        let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
+        let (plain, plain_phases) =
+            plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
+        let timings = Timings {
+            end_to_end: r2.wall_ready,
+            plain_boot: plain,
+            live_boot: r2.live_boot,
+            install: r2.install,
+            first_boot_ready: r2.first_boot_ready,
+            phases: r2.phases.clone(),
+            plain_phases,
+        };
+        std::fs::write(
+            dir.join("timings.json"),
+            serde_json::to_vec_pretty(&timings)?,
+        )?;
+    }
     let shared: Vec<&String> = r1
         .keys
         .keys()

@@ -1,7 +1,8 @@
 //! The `ibi` scenario's benchmark figures: host 2's run (the installation ISO booted onto a
 //! blank disk until post-pivot is done) cut into phases on the host's clock, and the
 //! baseline measured in the same run, the same installed disk booted again on the same
-//! machine (`cargo xtask bench ibi` reads both from `timings.json`).
+//! machine, when the run measures baselines (`cargo xtask bench ibi` reads both from
+//! `timings.json`).
 
 use crate::harness::guest::{job, report_line, run_job_timed, BOOT_TIMEOUT};
 use crate::harness::qemu::{Boot, VmConfig};
@@ -13,8 +14,9 @@ use std::path::Path;
 /// machine (the kernel's early boot takes longer with more memory to set up).
 pub(crate) const HOST_MEMORY_MIB: u32 = 3072;
 
-/// The IBI benchmark's figures, measured in each `ibi` run and written to its
-/// `timings.json` (read by `cargo xtask bench ibi`, which runs the scenario). The host without
+/// The IBI benchmark's figures, measured in an `ibi` run with the baselines
+/// (`cargo xtask vmtest --baselines`) and written to its `timings.json` (read by `cargo xtask
+/// bench ibi`, which runs the scenario so). The host without
 /// refusal phases (host 2, SeaBIOS, the seed on its ISO) is timed.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Timings {

@@ -15,11 +15,24 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
     if !reuse {
         // the binary users install, in every image of the run (the live system's installer,
         // the seed's post-pivot and recert)
-        crate::vmtest(vec!["ibi".into()], false, false, None, true, false, 1)?;
+        crate::vmtest(
+            vec!["ibi".into()],
+            crate::VmtestOpts {
+                release: true,
+                lanes: 1,
+                baselines: true,
+                ..crate::VmtestOpts::default()
+            },
+        )?;
     }
     let path = root.join("target/vmtest/ibi/timings.json");
     let t: imgmode_vmtest::scenarios::ibi_timing::Timings = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("vmtest ibi wrote no {}", path.display()))?,
+        &std::fs::read(&path).with_context(|| {
+            format!(
+                "no {}: the last `cargo xtask vmtest ibi` did not measure the baseline; run `cargo xtask vmtest ibi --release --baselines` or the bench without --reuse-vmtest",
+                path.display()
+            )
+        })?,
     )?;
     // the per-phase breakdown of both sides, as tables and pictures
     let out = super::common::bench_dir(root);
