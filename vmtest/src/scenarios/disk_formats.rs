@@ -84,8 +84,43 @@ echo IMGMODE-PHASE-1-END
 systemctl poweroff
 "#;
 
-/// `disk-formats`.
-pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
+/// A format `disk-formats` writes from its configuration file, read back by QEMU's driver
+/// for it, and booted through the firmware of the platform that takes it.
+#[derive(Debug, Clone)]
+pub struct Format {
+    name: &'static str,
+    qemu_format: &'static str,
+    config: &'static str,
+    boot: Boot,
+    firmware: &'static str,
+}
+
+/// The streamOptimized vmdk, from `config.toml`, through OVMF (vSphere's EFI firmware).
+pub const VMDK: Format = Format {
+    name: "vmdk",
+    qemu_format: "vmdk",
+    config: "config.toml",
+    boot: Boot::Uefi,
+    firmware: "OVMF",
+};
+/// The fixed vhd, from `config.json`, through SeaBIOS (Azure's generation 1).
+pub const VHD: Format = Format {
+    name: "vhd",
+    qemu_format: "vpc",
+    config: "config.json",
+    boot: Boot::Bios,
+    firmware: "SeaBIOS",
+};
+
+/// `disk-formats` (`write` = [VMDK, VHD], `boot` = [VMDK]) and `disk-formats-vhd` (the vhd
+/// written and booted): each format of `write` is written from its configuration and checked
+/// on the host; those of `boot` are booted too, and the user logs in.
+pub async fn disk_formats(
+    ctx: &RunContext,
+    dir: &Path,
+    write: &[Format],
+    boot: &[Format],
+) -> Result<String> {
     let a = ctx.artifacts.clone();
     std::fs::create_dir_all(dir)?;
     let key_path = dir.join("alice");
@@ -106,19 +141,22 @@ pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
             .open(dir.join(name))?
             .write_all(text.as_bytes())?;
     }
-    let mut said = Vec::new();
-    for (format, qemu_format, config, boot, firmware) in [
-        ("vmdk", "vmdk", "config.toml", Boot::Uefi, "OVMF"),
-        ("vhd", "vpc", "config.json", Boot::Bios, "SeaBIOS"),
-    ] {
+    let (mut said, mut checked) = (Vec::new(), Vec::new());
+    for f in write {
+        let (format, qemu_format, config, firmware) = (f.name, f.qemu_format, f.config, f.firmware);
         let disk = dir.join(format!("base.{format}"));
         let (a2, d2, c2) = (a.clone(), disk.clone(), dir.join(config));
         let info =
             tokio::task::spawn_blocking(move || write_disk(&a2, format, qemu_format, &c2, &d2))
                 .await??;
+        if !boot.iter().any(|b| b.name == format) {
+            std::fs::remove_file(&disk)?;
+            checked.push(format!("{format} ({info}, from {config})"));
+            continue;
+        }
         let vm = VmConfig {
             disk_format: Some(qemu_format),
-            ..VmConfig::new(&disk, boot)
+            ..VmConfig::new(&disk, f.boot.clone())
         };
         let cfg = job(
             vm,
@@ -140,8 +178,20 @@ pub async fn disk_formats(ctx: &RunContext, dir: &Path) -> Result<String> {
     for f in ["config.toml", "config.json", "alice", "alice.pub"] {
         std::fs::remove_file(dir.join(f))?;
     }
+    ensure!(
+        !said.is_empty(),
+        "disk-formats booted none of the formats it wrote"
+    );
+    let also = if checked.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; also wrote and checked on the host {} (not booted here)",
+            checked.join(", ")
+        )
+    };
     Ok(format!(
-        "booted {}; alice logged in with her key, in wheel, her password verifies; /boot and / at least their minsize; the append on the command line",
+        "booted {}; alice logged in with her key, in wheel, her password verifies; /boot and / at least their minsize; the append on the command line{also}",
         said.join(" and ")
     ))
 }

@@ -1,8 +1,10 @@
 //! `layered-rollback`: a layered image built with `imgmode build` on the host, delivered to a
 //! node from an `oci-archive:` on an attached disk and from a registry, switched to, rolled
-//! back, applied and reverted through a MachineConfig; then the base image's update timer
-//! stages, with no command typed, a digest pushed to the followed tag after the node booted,
-//! and the next boot runs it.
+//! back, applied and reverted through a MachineConfig.
+//!
+//! `update-timer` (here too: the same images, guest helpers and checks): a node following a
+//! registry tag; the base image's update timer stages, with no command typed, a digest pushed
+//! to the tag after the node booted, and the next boot runs it.
 //!
 //! The guest runs one job script per boot; the phase it is in lives in `/var` so that it
 //! survives reboots, and every phase reports facts and `imgmode status --format json` between
@@ -11,11 +13,11 @@
 use crate::harness::artifacts::{imgmode_json, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
-    diag_section, phase, GuestDeployment, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT,
+    diag_section, job, phase, GuestDeployment, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT,
 };
 use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_TIMEOUT};
 use crate::harness::media::payload_disk;
-use crate::harness::qemu::{Vm, VmConfig};
+use crate::harness::qemu::{Boot, Vm, VmConfig};
 use crate::harness::registry::Registry;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -34,8 +36,10 @@ facts() {
 }
 next() { echo $((phase + 1)) > "$state/phase"; sync; }
 end() { echo "IMGMODE-PHASE-$phase-END"; }
-mkdir -p /mnt/payload
-mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/payload
+if [ -e /dev/disk/by-id/virtio-payload ]; then
+  mkdir -p /mnt/payload
+  mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/payload
+fi
 "#;
 
 fn expect_facts(p: &Phase, n: u32, layered: bool) -> Result<()> {
@@ -83,11 +87,7 @@ pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
     }
     .credential("vmtest.mc", mc);
     let mut vm = Vm::start(&cfg, dir).await?;
-    let result = async {
-        check_phases(&mut vm, a, &layered, &reg).await?;
-        check_auto_update(&mut vm, a, &layered, &registry, &reg).await
-    }
-    .await;
+    let result = check_phases(&mut vm, a, &layered, &reg).await;
     if let Err(e) = result {
         let _ = vm.quit().await;
         drop(registry);
@@ -97,7 +97,7 @@ pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
     vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
     drop(registry);
     Ok(format!(
-        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert -> follow a registry tag -> the update timer stages the tag's new digest -> booted; 7 boots in {secs:.0}s",
+        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert; 5 boots in {secs:.0}s",
         layered.digest
     ))
 }
@@ -111,16 +111,6 @@ fn publish_layered(a: &Artifacts, dir: &Path) -> Result<(LayeredImage, Registry,
         "the layered image has the base image's digest"
     );
     let registry = Registry::start(&dir.join("registry"))?;
-    // the tag the node follows in phases 5 to 7 holds the base image until the node booted it
-    imgmode_json(
-        a,
-        &[
-            "push",
-            "--tls-verify=false",
-            "imgmode-base",
-            &format!("docker://{}/imgmode/auto:latest", registry.host_addr()),
-        ],
-    )?;
     let dest = format!("docker://{}/imgmode/layered:1", registry.host_addr());
     let digestfile = dir.join("pushed.digest");
     imgmode_json(
@@ -150,16 +140,25 @@ fn publish_layered(a: &Artifacts, dir: &Path) -> Result<(LayeredImage, Registry,
     Ok((layered, registry, payload, pushed))
 }
 
+/// The guest's registry entry for `reg` (plain HTTP), written in each scenario's first phase.
+fn insecure_registry_sh(reg: &str) -> String {
+    format!(
+        r#"mkdir -p /etc/containers/registries.conf.d
+printf '[[registry]]\nlocation = "{reg}"\ninsecure = true\n' > /etc/containers/registries.conf.d/50-vmtest.conf
+"#
+    )
+}
+
 /// The guest's job: one phase per boot (switch from the disk, upgrade --check, switch from the
 /// registry and rollback, MachineConfig by digest, revert); `reg` is the registry as the
 /// guest names it.
 fn rollback_script(reg: &str) -> String {
+    let registry = insecure_registry_sh(reg);
     format!(
         r#"{SCRIPT_HEAD}
 case "$phase" in
 1)
-  mkdir -p /etc/containers/registries.conf.d
-  printf '[[registry]]\nlocation = "{reg}"\ninsecure = true\n' > /etc/containers/registries.conf.d/50-vmtest.conf
+  {registry}
   echo marker > /etc/imgmode-vmtest-marker
   facts
   run imgmode switch oci-archive:/mnt/payload/layered.tar
@@ -180,10 +179,26 @@ case "$phase" in
   run imgmode revert
   next; end; systemctl --no-block reboot ;;
 5)
+  facts; end; systemctl --no-block poweroff ;;
+esac
+"#
+    )
+}
+
+/// `update-timer`'s job: follow the registry's `auto:latest` (the base image, by tag); the
+/// update timer, due a second after boot, finds it unchanged, then stages the digest the host
+/// pushed to it; the next boot runs it.
+fn timer_script(reg: &str) -> String {
+    let registry = insecure_registry_sh(reg);
+    format!(
+        r#"{SCRIPT_HEAD}
+case "$phase" in
+1)
+  {registry}
   facts
   run imgmode switch ostree-unverified-registry:{reg}/imgmode/auto:latest
   next; end; systemctl --no-block reboot ;;
-6)
+2)
   facts
   # the update timer, due a second after boot instead of an hour (its unit is the image's);
   # an empty On*Sec= resets every timer of the unit, so it comes once, first
@@ -209,7 +224,7 @@ case "$phase" in
   echo "FACT service-runs=$(journalctl -b -u imgmode-fetch-apply-updates.service -o cat | grep -c 'Finished' || true)"
   facts
   next; end; systemctl --no-block reboot ;;
-7)
+3)
   facts; end; systemctl --no-block poweroff ;;
 esac
 "#
@@ -279,8 +294,7 @@ async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &
         b.container_image_reference
     );
     p.ran_ok("imgmode revert")?;
-    // 5: back on the base, following the base image's reference again; then follow the
-    // registry's auto:latest (the base image, by tag)
+    // 5: back on the base, following the base image's reference again
     let p = phase(vm, 5, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
     expect_facts(&p, 5, false)?;
     let b = expect_booted(&p, 5, &a.base_digest, "base")?;
@@ -290,13 +304,60 @@ async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &
         b.container_image_reference,
         base.container_image_reference
     );
-    p.ran_ok("imgmode switch")?;
     Ok(())
 }
 
-/// Phases 6 and 7: booted on the base from `auto:latest`, the update timer's first check finds
-/// nothing new; the host pushes the layered image to the tag; the timer stages it with no
-/// command run; the next boot is the layered image, still following the tag.
+/// `update-timer`.
+pub async fn update_timer(ctx: &RunContext, dir: &Path) -> Result<String> {
+    let a = &ctx.artifacts;
+    let a2 = a.clone();
+    let layered = tokio::task::spawn_blocking(move || build_layered(&a2)).await??;
+    let registry = Registry::start(&dir.join("registry"))?;
+    // the tag the node follows holds the base image until the node booted it
+    imgmode_json(
+        a,
+        &[
+            "push",
+            "--tls-verify=false",
+            "imgmode-base",
+            &format!("docker://{}/imgmode/auto:latest", registry.host_addr()),
+        ],
+    )?;
+    let reg = registry.guest_addr();
+    let cfg = job(
+        VmConfig {
+            network: true,
+            ..VmConfig::new(&a.base_disk, Boot::Bios)
+        },
+        timer_script(&reg),
+    );
+    let mut vm = Vm::start(&cfg, dir).await?;
+    let result = async {
+        // 1: the base; follow the registry's auto:latest (the base image, by tag)
+        let p = phase(&mut vm, 1, PHASE_TIMEOUT).await?;
+        expect_facts(&p, 1, false)?;
+        expect_booted(&p, 1, &a.base_digest, "base")?;
+        p.ran_ok("imgmode switch")?;
+        check_auto_update(&mut vm, a, &layered, &registry, &reg).await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = vm.quit().await;
+        drop(registry);
+        return Err(e);
+    }
+    let secs = vm.elapsed().as_secs_f64();
+    vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
+    drop(registry);
+    Ok(format!(
+        "base -> follow a registry tag -> the update timer finds it unchanged, then stages the digest pushed to it ({}) -> booted; 3 boots in {secs:.0}s",
+        layered.digest
+    ))
+}
+
+/// `update-timer`'s phases 2 and 3: booted on the base from `auto:latest`, the update timer's
+/// first check finds nothing new; the host pushes the layered image to the tag; the timer
+/// stages it with no command run; the next boot is the layered image, still following the tag.
 async fn check_auto_update(
     vm: &mut Vm,
     a: &Artifacts,
@@ -318,12 +379,12 @@ async fn check_auto_update(
         )
     })
     .await??;
-    let p = phase(vm, 6, PHASE_TIMEOUT).await?;
-    expect_facts(&p, 6, false)?;
-    let b = expect_booted(&p, 6, &a.base_digest, "base")?;
+    let p = phase(vm, 2, PHASE_TIMEOUT).await?;
+    expect_facts(&p, 2, false)?;
+    let b = expect_booted(&p, 2, &a.base_digest, "base")?;
     ensure!(
         b.container_image_reference.as_deref() == Some(follow.as_str()),
-        "phase 6: origin {:?}, expected {follow}",
+        "phase 2: origin {:?}, expected {follow}",
         b.container_image_reference
     );
     for (fact, want) in [
@@ -335,7 +396,7 @@ async fn check_auto_update(
     ] {
         ensure!(
             p.fact(fact) == want,
-            "phase 6 (the update timer): {fact} is {:?}, expected {want:?}; the service's journal:\n{}",
+            "phase 2 (the update timer): {fact} is {:?}, expected {want:?}; the service's journal:\n{}",
             p.fact(fact),
             diag_section(&std::fs::read_to_string(vm.dir().join("results.log"))?)
         );
@@ -343,23 +404,23 @@ async fn check_auto_update(
     let runs: u32 = p.fact("service-runs").parse().unwrap_or(0);
     ensure!(
         runs >= 2,
-        "phase 6: the update service ran {runs} time(s); expected a check before the push and one after"
+        "phase 2: the update service ran {runs} time(s); expected a check before the push and one after"
     );
     let staged = p
         .staged()
-        .context("phase 6: the update timer staged nothing after the push")?;
+        .context("phase 2: the update timer staged nothing after the push")?;
     ensure!(
         staged.container_image_reference_digest.as_deref() == Some(layered.digest.as_str()),
-        "phase 6: the timer staged {:?}, not the pushed {}",
+        "phase 2: the timer staged {:?}, not the pushed {}",
         staged.container_image_reference_digest,
         layered.digest
     );
-    let p = phase(vm, 7, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
-    expect_facts(&p, 7, true)?;
-    let b = expect_booted(&p, 7, &layered.digest, "layered")?;
+    let p = phase(vm, 3, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 3, true)?;
+    let b = expect_booted(&p, 3, &layered.digest, "layered")?;
     ensure!(
         b.container_image_reference.as_deref() == Some(follow.as_str()),
-        "phase 7: origin {:?}, expected {follow}",
+        "phase 3: origin {:?}, expected {follow}",
         b.container_image_reference
     );
     Ok(())

@@ -1,7 +1,8 @@
 //! VM scenarios. Each proves one claim end to end or fails with its console log saved; none
 //! warns and continues.
 //!
-//! One file per scenario (the boot variants and `degraded-boot` share `boot.rs`), each built
+//! One file per scenario (the boot variants and `degraded-boot` share `boot.rs`,
+//! `update-timer` shares `layered_rollback.rs`), each built
 //! only from [`crate::harness`]: no scenario file uses another. Each scenario's function gets
 //! the run's [`RunContext`] (the shared images, the seed made once per run) and its own
 //! output directory.
@@ -136,23 +137,31 @@ fn node_scenarios() -> Vec<Scenario> {
             about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
             not_in_ci: None,
             shares: Some(LAYERED),
-            est_seconds: 800,
+            est_seconds: 580,
             run: |ctx, d| Box::pin(layered_rollback::layered_rollback(ctx, d)),
         },
         Scenario {
+            name: "update-timer",
+            about: "a node following a registry tag: the base image's update timer finds the tag unchanged, then stages with no command typed the digest pushed to it after the node booted, and the next boot runs it, still following the tag",
+            not_in_ci: Some("layered-rollback runs imgmode upgrade --check against a registry and stages and boots the same layered image from that registry, by tag and then by digest through a MachineConfig; the timer's service runs the same verb, imgmode upgrade --auto"),
+            shares: Some(LAYERED),
+            est_seconds: 330,
+            run: |ctx, d| Box::pin(layered_rollback::update_timer(ctx, d)),
+        },
+        Scenario {
             name: "powercut",
-            about: "4 hard resets aimed at each point of an upgrade (as fetching and staging begin, as finalize begins, right after the bootloader swap): the old or the new deployment always boots, the new one after the swap, and ostree fsck is clean",
+            about: "3 hard resets aimed at the points of an upgrade where a reset leaves the disk in its own state (as fetching begins, as finalize begins, right after the bootloader swap): the old or the new deployment always boots, the new one after the swap, and ostree fsck is clean",
             not_in_ci: None,
             shares: Some(LAYERED),
-            est_seconds: 660,
+            est_seconds: 600,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::CUTS)),
         },
         Scenario {
             name: "powercut-spread",
-            about: "9 more hard resets at times spread over upgrades in both directions (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize, two more bootloader swaps): the old or the new deployment always boots and ostree fsck is clean",
-            not_in_ci: Some("powercut aims a reset at each point of an upgrade these spread-out resets fall in (fetching, finalize, after the bootloader swap) and checks the same boot and fsck after each"),
+            about: "10 more hard resets: one aimed as staging begins, and 9 at times spread over upgrades in both directions (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize, two more bootloader swaps): the old or the new deployment always boots and ostree fsck is clean",
+            not_in_ci: Some("powercut aims a reset at each point of an upgrade these spread-out resets fall in (fetching, finalize, after the bootloader swap) and checks the same boot and fsck after each; a reset as staging begins leaves an unreferenced, half-checked-out deployment, as one while fetching leaves unreferenced objects, and the old deployment boots either way"),
             shares: Some(LAYERED),
-            est_seconds: 1180,
+            est_seconds: 1300,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::SPREAD_CUTS)),
         },
         Scenario {
@@ -217,11 +226,25 @@ fn disk_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "disk-formats",
-            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk boots through OVMF and the fixed vhd through SeaBIOS, each from its own format; the user logs in over SSH with the key, the password verifies, the partitions have their minsize",
+            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk (config.toml) boots through OVMF from its own format, the user logs in over SSH with the key, the password verifies, the partitions have their minsize; the fixed vhd (the same settings in config.json) is written and checked on the host",
             not_in_ci: None,
             shares: None,
-            est_seconds: 280,
-            run: |ctx, d| Box::pin(disk_formats::disk_formats(ctx, d)),
+            est_seconds: 170,
+            run: |ctx, d| {
+                use disk_formats::{VHD, VMDK};
+                Box::pin(disk_formats::disk_formats(ctx, d, &[VMDK, VHD], &[VMDK]))
+            },
+        },
+        Scenario {
+            name: "disk-formats-vhd",
+            about: "the fixed vhd imgmode disk writes from a bootc-image-builder config.json boots through SeaBIOS from its own format; the same user, password, minsize and append checks as disk-formats",
+            not_in_ci: Some("disk-formats writes the vhd from config.json and checks it on the host (a fixed, aligned VHD: the raw disk and its footer), and install-iso boots a raw disk imgmode's disk code wrote through SeaBIOS; config.json reads to the same settings as config.toml (a unit test)"),
+            shares: None,
+            est_seconds: 120,
+            run: |ctx, d| {
+                use disk_formats::VHD;
+                Box::pin(disk_formats::disk_formats(ctx, d, &[VHD], &[VHD]))
+            },
         },
         Scenario {
             name: "install-iso",

@@ -41,20 +41,23 @@ const AFTER_SWAP: &str = "right after the bootloader update";
 /// What ostree logs when finalization starts at shutdown.
 const FINALIZING: &str = "Finalizing staged deployment";
 
-/// `powercut`'s cuts: one aimed at each point of an upgrade (as fetching and staging begin,
-/// as finalize begins, right after the bootloader swap).
+/// `powercut`'s cuts: one aimed at each point of an upgrade where the disk changes under a
+/// reset in its own way: as fetching begins (objects being written: `ostree fsck`), as
+/// finalize begins (the new deployment being written at shutdown), right after the bootloader
+/// swap (the new one must boot).
 pub const CUTS: &[Cut] = &[
     // the first boot runs the base image: the switch to the layered one fetches layers
     Cut::AtStep(FETCHING, 0.2),
-    Cut::AtStep(STAGING, 0.2),
     Cut::DuringFinalize(0.0),
     Cut::AfterBootloader,
 ];
 
-/// `powercut-spread`'s cuts: the same upgrade cut at times spread over it rather than aimed at
-/// its steps (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize), and two more bootloader
-/// swaps.
+/// `powercut-spread`'s cuts: one aimed as staging begins (a deployment being checked out,
+/// before anything points at it), then the same upgrade cut at times spread over it rather
+/// than aimed at its steps (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize), and two
+/// more bootloader swaps.
 pub const SPREAD_CUTS: &[Cut] = &[
+    Cut::AtStep(STAGING, 0.2),
     Cut::DuringSwitch(0.3),
     Cut::DuringFinalize(1.0),
     Cut::DuringSwitch(2.0),
