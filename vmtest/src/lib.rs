@@ -68,12 +68,21 @@ pub fn select(
         .collect();
     Ok(match shard {
         None => chosen,
-        Some(sh) => chosen
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % sh.count == sh.index - 1)
-            .map(|(_, s)| s)
-            .collect(),
+        Some(sh) => {
+            // the shards are lanes on separate machines: what shares state stays together,
+            // the rest is balanced by the scenarios' usual lengths; each in the suite's order
+            let mut mine = plan(&chosen, sh.count)
+                .into_iter()
+                .nth(sh.index - 1)
+                .unwrap_or_default();
+            mine.sort_unstable();
+            chosen
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| mine.contains(i))
+                .map(|(_, s)| s)
+                .collect()
+        }
     })
 }
 
@@ -98,6 +107,16 @@ pub fn max_lanes(cores: usize) -> usize {
 /// lane; units go, longest first by their estimates, to the lane with the least work so far.
 pub fn plan_lanes(chosen: &[scenarios::Scenario], lanes: usize) -> Vec<Vec<usize>> {
     let lanes = lanes.clamp(1, chosen.len().max(1));
+    plan(chosen, lanes)
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// [`plan_lanes`]' plan for exactly `lanes` lanes (`--shard i/n`: n of them), some perhaps
+/// empty.
+fn plan(chosen: &[scenarios::Scenario], lanes: usize) -> Vec<Vec<usize>> {
+    let lanes = lanes.max(1);
     if lanes == 1 {
         return vec![(0..chosen.len()).collect()];
     }
@@ -120,10 +139,7 @@ pub fn plan_lanes(chosen: &[scenarios::Scenario], lanes: usize) -> Vec<Vec<usize
         plan[lane].0 += cost(&u);
         plan[lane].1.extend(u);
     }
-    plan.into_iter()
-        .map(|(_, l)| l)
-        .filter(|l| !l.is_empty())
-        .collect()
+    plan.into_iter().map(|(_, l)| l).collect()
 }
 
 /// Run scenarios, writing JUnit reports: in `lanes` lanes at once, each lane one scenario at
@@ -329,6 +345,33 @@ mod tests {
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(union, sorted);
+        // what shares the seed (or the layered images) is in one shard, in the suite's order
+        for n in 2..=4 {
+            for key in [scenarios::SEED, scenarios::LAYERED] {
+                let holding: Vec<Vec<&str>> = (1..=n)
+                    .map(|i| {
+                        let sh: Shard = format!("{i}/{n}").parse().unwrap();
+                        select(&[], Some(sh), true)
+                            .unwrap()
+                            .iter()
+                            .filter(|s| s.shares == Some(key))
+                            .map(|s| s.name)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                assert_eq!(holding.len(), 1, "{key} over shards of {n}: {holding:?}");
+            }
+        }
+        let seed_shard: Vec<&str> = (1..=3)
+            .map(|i| select(&[], Some(format!("{i}/3").parse().unwrap()), true).unwrap())
+            .find(|v| v.iter().any(|s| s.name == "seed"))
+            .unwrap()
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| ["seed", "ibi", "registry-less"].contains(n))
+            .collect();
+        assert_eq!(seed_shard, ["seed", "ibi", "registry-less"]);
         assert!("0/2".parse::<Shard>().is_err());
         assert!("3/2".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());

@@ -191,7 +191,7 @@ fn install_scenarios() -> Vec<Scenario> {
             about: "imgmode ibi create-image: the installation ISO boots (OVMF and SeaBIOS) with a blank disk, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed (from a TLS registry with the trust bundle and pull secret, or embedded in the ISO with the registry gone) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); SSH takes the site's key and refuses the seed owner's; the two hosts share no private key and no SSH host key",
             not_in_ci: None,
             shares: Some(SEED),
-            est_seconds: 890,
+            est_seconds: 740,
             run: |ctx, d| Box::pin(ibi::ibi(ctx, d)),
         },
         Scenario {
