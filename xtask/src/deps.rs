@@ -100,7 +100,26 @@ fn apt(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask deps`: the Debian packages, then the pipeline linters (from npm, into the
+/// cache directory).
 pub fn install() -> Result<()> {
+    install_packages()?;
+    if !crate::pipelines::npm_found() {
+        ensure_root("npm (Debian's nodejs and npm) for the pipeline linters")?;
+        apt(&["update", "-qq"])?;
+        apt(&["install", "-y", "-qq", "nodejs", "npm"])?;
+    }
+    crate::pipelines::install_linters()
+}
+
+fn ensure_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("missing {what}; run `cargo xtask deps` as root");
+    }
+    Ok(())
+}
+
+fn install_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         eprintln!("==> all {} Debian packages are installed", PACKAGES.len());

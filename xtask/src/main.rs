@@ -5,11 +5,14 @@
 //! - `cargo xtask bench [--out FILE]`
 //! - `cargo xtask test [--strict]`: the workspace's tests, with skipped tests counted and listed.
 //! - `cargo xtask tidy`: the architecture rules of ARCHITECTURE.md, checked on the source.
-//! - `cargo xtask ci`: what `.ci/run` runs after installing packages.
+//! - `cargo xtask ci [--no-vmtest]`: what `.ci/run` runs after installing packages.
+//! - `cargo xtask lint-pipelines`, `cargo xtask junit-merge [--ci-tier] -o OUT REPORT...`: the
+//!   pipeline definitions' linters, and one JUnit report of the shards' (`pipelines.rs`).
 
 mod bench;
 mod deps;
 mod fuzz;
+mod pipelines;
 mod tidy;
 
 use anyhow::{bail, Context, Result};
@@ -98,9 +101,29 @@ enum Cmd {
     /// and `/proc` reads may appear, file and function lengths, the tool table), every
     /// violation printed.
     Tidy,
-    /// fmt, clippy, tidy, the fuzz targets' build, strict tests and every VM scenario, as CI
-    /// runs them.
-    Ci,
+    /// fmt, clippy, tidy, the pipeline linters, the fuzz targets' build, strict tests and the
+    /// VM scenarios of the CI tier, as CI runs them.
+    Ci {
+        /// Everything but the VM scenarios: a pipeline's checks job, whose shards run
+        /// `vmtest --ci-tier --shard i/n`.
+        #[arg(long)]
+        no_vmtest: bool,
+    },
+    /// The pipeline definitions (`.github/workflows/`, `tekton/`) through their linters
+    /// (action-validator, tekton-lint; `cargo xtask deps` installs them).
+    LintPipelines,
+    /// Merge the shards' JUnit reports into one, print a summary, fail when a scenario failed.
+    JunitMerge {
+        /// The shards' reports (`target/vmtest/junit.xml` of each).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where the merged report goes.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Fail unless every scenario of the CI tier is in exactly one report.
+        #[arg(long)]
+        ci_tier: bool,
+    },
     /// Install the Debian packages imgmode needs (idempotent; needs root).
     Deps,
     /// Install what is missing, then build imgmode-base and target/imgmode-base.qcow2.
@@ -334,7 +357,7 @@ fn fuzz_check() -> Result<()> {
         .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))
 }
 
-fn ci() -> Result<()> {
+fn ci(no_vmtest: bool) -> Result<()> {
     let root = workspace_root();
     let cargo = env!("CARGO");
     sh(Command::new(cargo)
@@ -349,8 +372,12 @@ fn ci() -> Result<()> {
         "warnings",
     ]))?;
     tidy::run(&root)?;
+    pipelines::lint(&root)?;
     fuzz_check()?;
     test(true)?;
+    if no_vmtest {
+        return Ok(());
+    }
     vmtest(
         Vec::new(),
         VmtestOpts {
@@ -408,7 +435,13 @@ fn main() -> std::process::ExitCode {
         Cmd::Fuzz { seconds, targets } => fuzz::run(&workspace_root(), seconds, &targets),
         Cmd::Test { strict } => test(strict),
         Cmd::Tidy => tidy::run(&workspace_root()),
-        Cmd::Ci => ci(),
+        Cmd::Ci { no_vmtest } => ci(no_vmtest),
+        Cmd::LintPipelines => pipelines::lint(&workspace_root()),
+        Cmd::JunitMerge {
+            reports,
+            out,
+            ci_tier,
+        } => pipelines::junit_merge(&reports, &out, ci_tier),
         Cmd::Deps => deps::install(),
         Cmd::Build => build_default(),
         Cmd::BuildSeed => build_seed(),
