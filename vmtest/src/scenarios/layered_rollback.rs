@@ -88,14 +88,7 @@ pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
     .credential("vmtest.mc", mc);
     let mut vm = Vm::start(&cfg, dir).await?;
     let result = check_phases(&mut vm, a, &layered, &reg).await;
-    if let Err(e) = result {
-        let _ = vm.quit().await;
-        drop(registry);
-        return Err(e);
-    }
-    let secs = vm.elapsed().as_secs_f64();
-    vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
-    drop(registry);
+    let secs = finish(vm, registry, result).await?;
     Ok(format!(
         "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert; 5 boots in {secs:.0}s",
         layered.digest
@@ -307,6 +300,21 @@ async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &
     Ok(())
 }
 
+/// The end of a scenario's VM: after the phases' checks (`result`) the guest powers off by
+/// itself; on a failure it is stopped. The registry stops either way. Returns the VM's
+/// seconds.
+async fn finish(vm: Vm, registry: Registry, result: Result<()>) -> Result<f64> {
+    if let Err(e) = result {
+        let _ = vm.quit().await;
+        drop(registry);
+        return Err(e);
+    }
+    let secs = vm.elapsed().as_secs_f64();
+    vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
+    drop(registry);
+    Ok(secs)
+}
+
 /// `update-timer`.
 pub async fn update_timer(ctx: &RunContext, dir: &Path) -> Result<String> {
     let a = &ctx.artifacts;
@@ -341,14 +349,7 @@ pub async fn update_timer(ctx: &RunContext, dir: &Path) -> Result<String> {
         check_auto_update(&mut vm, a, &layered, &registry, &reg).await
     }
     .await;
-    if let Err(e) = result {
-        let _ = vm.quit().await;
-        drop(registry);
-        return Err(e);
-    }
-    let secs = vm.elapsed().as_secs_f64();
-    vm.wait_shutdown(SHUTDOWN_TIMEOUT).await?;
-    drop(registry);
+    let secs = finish(vm, registry, result).await?;
     Ok(format!(
         "base -> follow a registry tag -> the update timer finds it unchanged, then stages the digest pushed to it ({}) -> booted; 3 boots in {secs:.0}s",
         layered.digest
