@@ -33,34 +33,8 @@ enum Cmd {
     Vmtest {
         /// Scenarios to run (default: all).
         scenarios: Vec<String>,
-        /// List the scenarios and exit.
-        #[arg(long)]
-        list: bool,
-        /// Keep disk overlays and firmware variables of every scenario.
-        #[arg(long)]
-        keep: bool,
-        /// Run shard i of n (1-based), e.g. 1/2.
-        #[arg(long)]
-        shard: Option<imgmode_vmtest::Shard>,
-        /// Put the release build of imgmode in the images (as users install it) instead of
-        /// the debug build; `bench ibi` times it this way.
-        #[arg(long)]
-        release: bool,
-        /// Run the CI tier: every scenario but those whose area others prove (`--list` with
-        /// it says which are left out and why); what `cargo xtask ci` runs.
-        #[arg(long)]
-        ci_tier: bool,
-        /// Run the scenarios in N lanes at once, each lane one VM scenario at a time;
-        /// scenarios that share state (the seed, the layered images) keep to one lane. A TCG
-        /// VM keeps two cores busy: at most one lane per two cores is allowed.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
-        lanes: u16,
-        /// Also measure the benchmarks' baselines in the scenarios that have one (`ibi`: its
-        /// second host's installed disk booted again, twice) and write their figures
-        /// (`target/vmtest/ibi/timings.json`); `bench ibi` runs the scenario so, and
-        /// `bench --reuse-vmtest` reads them.
-        #[arg(long)]
-        baselines: bool,
+        #[command(flatten)]
+        opts: VmtestOpts,
     },
     /// Measure speed against baselines in the same run; prints a table and writes JSON.
     Bench {
@@ -172,15 +146,36 @@ pub fn build_imgmode_release() -> Result<PathBuf> {
     Ok(root.join("target/release/imgmode"))
 }
 
-/// How `cargo xtask vmtest` runs (its flags).
-#[derive(Default)]
+/// How `cargo xtask vmtest` runs: its flags (also what `ci` and `bench ibi` run it with).
+#[derive(clap::Args, Default)]
 pub(crate) struct VmtestOpts {
+    /// List the scenarios and exit.
+    #[arg(long)]
     list: bool,
+    /// Keep disk overlays and firmware variables of every scenario.
+    #[arg(long)]
     keep: bool,
+    /// Run shard i of n (1-based), e.g. 1/2.
+    #[arg(long)]
     shard: Option<imgmode_vmtest::Shard>,
+    /// Put the release build of imgmode in the images (as users install it) instead of
+    /// the debug build; `bench ibi` times it this way.
+    #[arg(long)]
     release: bool,
+    /// Run the CI tier: every scenario but those whose area others prove (`--list` with
+    /// it says which are left out and why); what `cargo xtask ci` runs.
+    #[arg(long)]
     ci_tier: bool,
-    lanes: usize,
+    /// Run the scenarios in N lanes at once, each lane one VM scenario at a time;
+    /// scenarios that share state (the seed, the layered images) keep to one lane. A TCG
+    /// VM keeps two cores busy: at most one lane per two cores is allowed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    lanes: u16,
+    /// Also measure the benchmarks' baselines in the scenarios that have one (`ibi`: its
+    /// second host's installed disk booted again, twice) and write their figures
+    /// (`target/vmtest/ibi/timings.json`); `bench ibi` runs the scenario so, and
+    /// `bench --reuse-vmtest` reads them.
+    #[arg(long)]
     baselines: bool,
 }
 
@@ -194,6 +189,7 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
         lanes,
         baselines,
     } = o;
+    let lanes = usize::from(lanes);
     let chosen = imgmode_vmtest::select(&names, shard, ci_tier)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if lanes > imgmode_vmtest::max_lanes(cores) {
@@ -390,32 +386,12 @@ fn ci(no_vmtest: bool) -> Result<()> {
 
 /// Lanes CI runs the VM scenarios in: one on the reference machine's two cores (a TCG VM keeps
 /// both busy; see `imgmode_vmtest::run`).
-const CI_LANES: usize = 1;
+const CI_LANES: u16 = 1;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Vmtest {
-            scenarios,
-            list,
-            keep,
-            shard,
-            release,
-            ci_tier,
-            lanes,
-            baselines,
-        } => vmtest(
-            scenarios,
-            VmtestOpts {
-                list,
-                keep,
-                shard,
-                release,
-                ci_tier,
-                lanes: lanes.into(),
-                baselines,
-            },
-        ),
+        Cmd::Vmtest { scenarios, opts } => vmtest(scenarios, opts),
         Cmd::Bench {
             suites,
             out,
