@@ -20,7 +20,7 @@ use imgmode_image::store::Store;
 use imgmode_support::cmd::{require_root, require_tools, Run};
 use imgmode_support::progress::Steps;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What a file added to the live root filesystem is.
@@ -122,10 +122,19 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
 
     let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "live-")?;
     let w = work.path();
-    steps.step(&format!("reading {}", imgref.imgref));
-    let tree = w.join("tree");
-    let (commit, digest) = check_out_image(&imgref, w, &tree, steps)?;
-    let kver = kernel_version(&tree)?;
+    let cache_key = match imgmode_image::imgref::parse(&opts.image)? {
+        imgmode_image::imgref::UserImageRef::Local(name) => Some(opts.store.inspect(&name)?.digest),
+        imgmode_image::imgref::UserImageRef::Remote(_) => None,
+    };
+    let root = match cache_key {
+        Some(digest) => cached_root(opts, &imgref, &digest, steps)?,
+        None => {
+            steps.step(&format!("reading {}", imgref.imgref));
+            prepare_root(&imgref, w, &w.join("root"), steps)?
+        }
+    };
+    let tree = root.dir.join("tree");
+    let kver = root.meta.kernel.clone();
 
     let iso = w.join("iso");
     std::fs::create_dir_all(iso.join("boot/grub"))?;
@@ -134,10 +143,8 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
         tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
         iso.join("live/vmlinuz"),
     )?;
-
-    steps.step("archiving the root filesystem (zstd cpio)");
     let rootfs = iso.join("live/rootfs.img");
-    let tree_bytes = write_rootfs(&tree, &kver, &rootfs)?;
+    link_or_copy(&root.dir.join(ROOTFS), &rootfs)?;
     let rootfs_bytes = std::fs::metadata(&rootfs)?.len();
     let config = iso.join("live/config.img");
     write_config(&tree, &opts.files, &config)?;
@@ -147,12 +154,18 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
 
     steps.step("writing the ISO (xorriso)");
     write_iso(opts, parent, &iso, &boot)?;
+    let RootMeta {
+        commit,
+        digest,
+        kernel,
+        tree_bytes,
+    } = root.meta.clone();
     Ok(LiveOutcome {
         output: opts.output.clone(),
         image: imgref.to_string(),
         image_digest: digest,
         commit,
-        kernel: kver,
+        kernel,
         rootfs_tree_bytes: tree_bytes,
         rootfs_bytes,
         iso_bytes: std::fs::metadata(&opts.output)?.len(),
@@ -186,20 +199,184 @@ fn check_opts(opts: &LiveOpts) -> Result<&Path> {
     Ok(parent)
 }
 
-/// Fetch the image into a fresh repository in `w` and check its tree out at `tree`; the
-/// commit and the manifest digest.
-fn check_out_image(
+/// Fetch the image into a fresh repository in `w`, check its tree out at `dir/tree` and archive
+/// it at `dir/rootfs.img`: the live root, described by `dir/meta.json`.
+fn prepare_root(
     imgref: &ostree_ext::container::OstreeImageReference,
     w: &Path,
-    tree: &Path,
+    dir: &Path,
     steps: &Steps,
-) -> Result<(String, String)> {
+) -> Result<LiveRoot> {
     let repo_dir = w.join("repo");
     crate::ostree::init_repo(&repo_dir, "bare")?;
     let repo = crate::ostree::open_repo(&repo_dir)?;
     let (commit, digest) = crate::disk::fetch_image(&repo, imgref, steps)?;
-    crate::ostree::checkout(&repo, &commit, tree).context("checking out the image's tree")?;
-    Ok((commit, digest))
+    std::fs::create_dir_all(dir)?;
+    let tree = dir.join("tree");
+    // a hard-link checkout: the tree keeps its files when the repository goes
+    crate::ostree::checkout(&repo, &commit, &tree).context("checking out the image's tree")?;
+    let kernel = kernel_version(&tree)?;
+    steps.step("archiving the root filesystem (zstd cpio)");
+    let tree_bytes = write_rootfs(&tree, &kernel, &dir.join(ROOTFS))?;
+    let meta = RootMeta {
+        commit,
+        digest,
+        kernel,
+        tree_bytes,
+    };
+    std::fs::write(dir.join(META), serde_json::to_vec(&meta)?)?;
+    Ok(LiveRoot {
+        dir: dir.to_path_buf(),
+        meta,
+        _lock: None,
+    })
+}
+
+/// Version of the live root's layout and archive ([`live_name`], [`write_rootfs`]): part of the
+/// cache key, so a change of either never reuses an older archive.
+const LIVE_ROOT_VERSION: u32 = 1;
+/// Live roots kept in the cache (each about the image's size and its archive's).
+const KEEP_LIVE_ROOTS: usize = 2;
+const ROOTFS: &str = "rootfs.img";
+const META: &str = "meta.json";
+
+/// What a prepared live root is.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RootMeta {
+    commit: String,
+    digest: String,
+    kernel: String,
+    tree_bytes: u64,
+}
+
+/// A live root: `dir/tree` (the image's files), `dir/rootfs.img` (their archive); a cached
+/// one is held under a shared lock, so that no other build evicts it while it is read.
+struct LiveRoot {
+    dir: PathBuf,
+    meta: RootMeta,
+    _lock: Option<std::fs::File>,
+}
+
+/// The live root of the local image whose manifest digest is `digest`, from the cache
+/// (`<cache>/live/`), prepared and stored there first when it is not in it. The image's
+/// digest names its contents, so an entry never goes stale; the oldest entries beyond
+/// [`KEEP_LIVE_ROOTS`] are removed. An ISO build of an image built earlier skips the import,
+/// the checkout and the compression: most of its time.
+fn cached_root(
+    opts: &LiveOpts,
+    imgref: &ostree_ext::container::OstreeImageReference,
+    digest: &str,
+    steps: &Steps,
+) -> Result<LiveRoot> {
+    use rustix::fs::{flock, FlockOperation};
+    let cache = opts.cache_dir.join("live");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cache)
+        .with_context(|| format!("creating {}", cache.display()))?;
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let entry = cache.join(format!("v{LIVE_ROOT_VERSION}-{hex}"));
+    let lockfile = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join(".lock"))?;
+    let mut stored = false;
+    for _ in 0..3 {
+        flock(&lockfile, FlockOperation::LockShared).context("locking the live root cache")?;
+        if entry.join(META).is_file() {
+            // its last use, which eviction goes by
+            std::fs::File::options()
+                .write(true)
+                .open(entry.join(META))?
+                .set_modified(std::time::SystemTime::now())?;
+            let meta: RootMeta = serde_json::from_slice(&std::fs::read(entry.join(META))?)
+                .with_context(|| format!("reading {}", entry.join(META).display()))?;
+            if !stored {
+                steps.step(&format!(
+                    "reusing the live root of {digest} from {} (no import, checkout or archive)",
+                    entry.display()
+                ));
+            }
+            return Ok(LiveRoot {
+                dir: entry,
+                meta,
+                _lock: Some(lockfile),
+            });
+        }
+        flock(&lockfile, FlockOperation::Unlock)?;
+        steps.step(&format!("reading {} ({digest})", imgref.imgref));
+        let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "liveroot-")?;
+        let fresh = work.path().join("root");
+        let root = prepare_root(imgref, work.path(), &fresh, steps)?;
+        ensure!(
+            root.meta.digest == digest,
+            "the image changed while it was read ({digest}, then {}); build the ISO again",
+            root.meta.digest
+        );
+        // an entry is whole or absent (eviction renames it away first); when another build
+        // stored it meanwhile, that one stays
+        if std::fs::rename(&fresh, &entry).is_err() && !entry.join(META).is_file() {
+            imgmode_support::fs::remove_tree(&entry)?;
+            std::fs::rename(&fresh, &entry)
+                .with_context(|| format!("storing {}", entry.display()))?;
+        }
+        stored = true;
+        if flock(&lockfile, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            evict_live_roots(&cache, &entry)?;
+            flock(&lockfile, FlockOperation::Unlock)?;
+        }
+    }
+    bail!(
+        "the live root of {digest} was removed from {} while this build stored it, three times; is another imgmode filling the cache? Try again",
+        cache.display()
+    )
+}
+
+/// Remove the cached live roots beyond the [`KEEP_LIVE_ROOTS`] used last (`keep` always stays),
+/// and what an earlier removal left.
+fn evict_live_roots(cache: &Path, keep: &Path) -> Result<()> {
+    let mut entries = vec![];
+    let mut gone = vec![];
+    for e in std::fs::read_dir(cache)? {
+        let e = e?;
+        let p = e.path();
+        if p == keep || !e.file_type()?.is_dir() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".evict-") {
+            gone.push(p);
+            continue;
+        }
+        let used = std::fs::metadata(p.join(META))
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        entries.push((used, p, name));
+    }
+    entries.sort();
+    let n = entries.len().saturating_sub(KEEP_LIVE_ROOTS - 1);
+    for (_, p, name) in entries.into_iter().take(n) {
+        // renamed first: a removal cut short leaves no entry that looks whole
+        let to = cache.join(format!(".evict-{name}"));
+        std::fs::rename(&p, &to).with_context(|| format!("removing {}", p.display()))?;
+        gone.push(to);
+    }
+    for p in gone {
+        imgmode_support::fs::remove_tree(&p)?;
+    }
+    Ok(())
+}
+
+/// Hard-link `from` at `to` (same filesystem), or copy it.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
 }
 
 /// GRUB's El Torito and UEFI images from the image's tree into `iso`, with the menu.
@@ -480,6 +657,101 @@ fn tree_path(live: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn opts(dir: &Path) -> LiveOpts {
+        LiveOpts {
+            image: "imgmode-base".into(),
+            output: dir.join("out.iso"),
+            label: "T".into(),
+            title: "t".into(),
+            files: vec![],
+            iso_dirs: vec![],
+            kargs: vec![],
+            force: false,
+            store: Store::new(dir.join("state")),
+            cache_dir: dir.join("cache"),
+        }
+    }
+
+    fn stored_root(cache: &Path, name: &str, age_s: u64) -> PathBuf {
+        let e = cache.join(name);
+        std::fs::create_dir_all(e.join("tree/usr")).unwrap();
+        std::fs::write(e.join(ROOTFS), b"archive").unwrap();
+        let meta = RootMeta {
+            commit: "c".into(),
+            digest: format!("sha256:{}", name.trim_start_matches("v1-")),
+            kernel: "6.1".into(),
+            tree_bytes: 7,
+        };
+        std::fs::write(e.join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+        std::fs::File::options()
+            .write(true)
+            .open(e.join(META))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        e
+    }
+
+    /// A stored live root is used as it is: the image (here an OCI directory that does not
+    /// exist) is not read again, and the entry's last use moves to now.
+    #[test]
+    fn a_cached_live_root_is_reused_without_reading_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        let hex = "ab".repeat(32);
+        let e = stored_root(&o.cache_dir.join("live"), &format!("v1-{hex}"), 3600);
+        let imgref = ostree_ext::container::OstreeImageReference::try_from(
+            format!(
+                "ostree-unverified-image:oci:{}",
+                d.path().join("absent").display()
+            )
+            .as_str(),
+        )
+        .unwrap();
+        let root = cached_root(&o, &imgref, &format!("sha256:{hex}"), &Steps::new(true)).unwrap();
+        assert_eq!(root.dir, e);
+        assert_eq!(
+            (root.meta.kernel.as_str(), root.meta.tree_bytes),
+            ("6.1", 7)
+        );
+        let used = std::fs::metadata(e.join(META)).unwrap().modified().unwrap();
+        assert!(used.elapsed().unwrap() < std::time::Duration::from_secs(600));
+        // a different digest is not that entry: it is read from the image, which is absent
+        let err = cached_root(
+            &o,
+            &imgref,
+            &format!("sha256:{}", "cd".repeat(32)),
+            &Steps::new(true),
+        )
+        .err()
+        .expect("an absent image cannot be read");
+        assert!(!format!("{err:#}").is_empty());
+        assert!(e.join(META).is_file(), "a failed read removes no entry");
+    }
+
+    /// Eviction keeps the entry just stored and the roots used last, and removes what an
+    /// interrupted removal left.
+    #[test]
+    fn eviction_keeps_the_live_roots_used_last() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path();
+        let fresh = stored_root(cache, "v1-new", 9000);
+        let recent = stored_root(cache, "v1-recent", 10);
+        stored_root(cache, "v1-old", 5000);
+        stored_root(cache, "v1-older", 8000);
+        std::fs::create_dir_all(cache.join(".evict-v1-half/tree")).unwrap();
+        std::fs::write(cache.join(".lock"), b"").unwrap();
+        evict_live_roots(cache, &fresh).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock", "v1-new", "v1-recent"]);
+        assert!(recent.join(ROOTFS).is_file());
+    }
 
     #[test]
     fn the_live_root_undoes_the_ostree_layout() {
