@@ -200,6 +200,9 @@ pub struct BuildOpts {
     pub to_containers_storage: bool,
     /// gzip layers at the default level instead of the fastest.
     pub max_compression: bool,
+    /// An image built elsewhere (a containers-transports reference) to reuse, when its
+    /// [`INPUTS_LABEL`] is this build's inputs key, instead of building.
+    pub cache_from: Option<String>,
 }
 
 /// What [`build`] produced.
@@ -212,6 +215,8 @@ pub struct BuildOutcome {
     pub version: String,
     pub inputs: String,
     pub cached: bool,
+    /// The `--cache-from` reference the image was copied from (its inputs key matched).
+    pub reused_from: Option<String>,
     pub containers_storage: Option<String>,
 }
 
@@ -227,6 +232,14 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
     let inputs = spec.inputs_key(&opts.imgmode_binary)?;
     if let Some(outcome) = reuse_stored(opts, &name, &inputs, steps)? {
         return Ok(outcome);
+    }
+    if let Some(from) = opts.cache_from.as_ref().filter(|_| !opts.force) {
+        if reuse_from(&opts.store, from, &name, &inputs, steps)? {
+            let mut outcome = reuse_stored(opts, &name, &inputs, steps)?
+                .context("the image copied from --cache-from is not in the store")?;
+            outcome.reused_from = Some(from.clone());
+            return Ok(outcome);
+        }
     }
 
     let repo = ensure_repo(&opts.store.repo_path())?;
@@ -277,6 +290,7 @@ pub fn build(opts: &BuildOpts, steps: &Steps) -> Result<BuildOutcome> {
         version,
         inputs,
         cached: false,
+        reused_from: None,
         containers_storage: cs,
     })
 }
@@ -314,8 +328,87 @@ fn reuse_stored(
             .unwrap_or_default(),
         inputs: inputs.to_string(),
         cached: true,
+        reused_from: None,
         containers_storage: cs,
     }))
+}
+
+/// `--cache-from`: when the image at `from` was built from `inputs` (its [`INPUTS_LABEL`]),
+/// copy it into the store as `name`, digest unchanged, and return true. An image that is not
+/// there, or was built from other inputs, is said so and builds; one that cannot be read
+/// (registry unreachable, credentials refused) is an error: the caller asked for it.
+pub fn reuse_from(
+    store: &Store,
+    from: &str,
+    name: &str,
+    inputs: &str,
+    steps: &Steps,
+) -> Result<bool> {
+    use imgmode_image::skopeo::{self, RegistryAuth};
+    let src = imgmode_image::imgref::parse(from)
+        .ok()
+        .and_then(|r| match r {
+            imgmode_image::imgref::UserImageRef::Remote(r) => Some(r.imgref.to_string()),
+            imgmode_image::imgref::UserImageRef::Local(_) => None,
+        })
+        .with_context(|| {
+            format!("--cache-from {from:?}: give a containers-transports reference, e.g. docker://registry.example/imgmode-base:latest or oci:/path/to/layout")
+        })?;
+    steps.step(&format!("looking for an image of these inputs at {src}"));
+    let config = match skopeo::inspect_config(&src, &RegistryAuth::default()) {
+        Ok(c) => c,
+        Err(e) if is_not_found(&format!("{e:#}")) => {
+            steps.step(&format!("{src} does not exist yet; building"));
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("--cache-from {src}: could not read it; check the reference, the registry's credentials (REGISTRY_AUTH_FILE) and trust (/etc/containers/certs.d), or leave --cache-from out to build")
+            })
+        }
+    };
+    let config: serde_json::Value = serde_json::from_slice(&config)
+        .with_context(|| format!("--cache-from {src}: its config is not JSON"))?;
+    let theirs = config["config"]["Labels"][INPUTS_LABEL].as_str();
+    if theirs != Some(inputs) {
+        steps.step(&format!(
+            "{src} was built from other inputs ({} label {}, these inputs {}); building",
+            INPUTS_LABEL,
+            theirs.map_or("absent".to_string(), |t| short(t).to_string()),
+            short(inputs)
+        ));
+        return Ok(false);
+    }
+    let staging = store.staging()?;
+    skopeo::Copy::new(&src, format!("oci:{}", staging.path().display()))
+        .preserve_digests()
+        .run()
+        .with_context(|| format!("--cache-from {src}: copying it into the store"))?;
+    store.publish(staging, name)?;
+    let digest = store.inspect(name)?.digest;
+    steps.step(&format!(
+        "reused {src} ({digest}): built elsewhere from the same inputs ({})",
+        short(inputs)
+    ));
+    Ok(true)
+}
+
+/// Whether skopeo's error says the image is not there (as opposed to unreachable or refused).
+fn is_not_found(err: &str) -> bool {
+    let e = err.to_ascii_lowercase();
+    [
+        "manifest unknown",
+        "name unknown",
+        "no such file or directory",
+        "not found",
+        "no descriptor found",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
+}
+
+fn short(key: &str) -> &str {
+    &key[..key.len().min(12)]
 }
 
 /// Stage 1: mmdebstrap, the ostree layout and the commit `rootfs_ref`, unless it is cached;
@@ -601,6 +694,89 @@ fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imgmode_testkit::{require, Need};
+
+    /// An OCI layout at `dir` of one small image labelled with `inputs`; its manifest digest.
+    fn layout_with_inputs(dir: &Path, inputs: &str) -> String {
+        use imgmode_image::oci::put_blob;
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("etc/hello").unwrap();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, &b"hello"[..]).unwrap();
+        let layer = tar.into_inner().unwrap();
+        let l = put_blob(dir, &layer).unwrap();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Labels": {INPUTS_LABEL: inputs}},
+            "rootfs": {"type": "layers", "diff_ids": [l]},
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let c = put_blob(dir, &config).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": layer.len()}],
+        }))
+        .unwrap();
+        let m = put_blob(dir, &manifest).unwrap();
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        m
+    }
+
+    /// `--cache-from`: an image of other inputs, or none at all, builds; one of the same inputs
+    /// lands in the store with its digest unchanged; one that cannot be read is an error.
+    #[test]
+    fn cache_from_reuses_only_an_image_of_the_same_inputs() {
+        require!(Need::Tool("skopeo"));
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path().join("state"));
+        let steps = Steps::new(true);
+        let other = d.path().join("other");
+        layout_with_inputs(&other, "other-inputs");
+        let reused = |dir: &Path| {
+            reuse_from(
+                &store,
+                &format!("oci:{}:latest", dir.display()),
+                "imgmode-base",
+                "k1",
+                &steps,
+            )
+        };
+        assert!(!reused(&other).unwrap());
+        assert!(!reused(&d.path().join("absent")).unwrap());
+        assert!(!store.contains("imgmode-base").unwrap());
+
+        let same = d.path().join("same");
+        let digest = layout_with_inputs(&same, "k1");
+        assert!(reused(&same).unwrap());
+        let img = store.inspect("imgmode-base").unwrap();
+        assert_eq!(img.digest, digest, "copied by digest");
+        assert_eq!(img.labels[INPUTS_LABEL], "k1");
+
+        // unreadable is not absent: a layout whose index is not JSON
+        let broken = d.path().join("broken");
+        layout_with_inputs(&broken, "k1");
+        std::fs::write(broken.join("index.json"), b"{").unwrap();
+        let err = format!("{:#}", reused(&broken).unwrap_err());
+        assert!(err.contains("could not read it"), "{err}");
+        let err = format!(
+            "{:#}",
+            reuse_from(&store, "imgmode-base", "imgmode-base", "k1", &steps).unwrap_err()
+        );
+        assert!(
+            err.contains("give a containers-transports reference"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn package_list_parsing() {

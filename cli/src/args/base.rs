@@ -30,6 +30,11 @@ pub struct BaseBuildArgs {
     /// the fastest level.
     #[arg(long)]
     pub max_compression: bool,
+    /// Reuse the image at this containers-transports reference (docker://…, oci:DIR…) when it
+    /// was built from the same inputs (its org.imgmode.base.inputs label), instead of
+    /// building: a CI job's build, pulled by the shards. Not there, or other inputs: builds.
+    #[arg(long, value_name = "REF")]
+    pub cache_from: Option<String>,
 }
 
 impl BaseBuildArgs {
@@ -51,6 +56,7 @@ impl BaseBuildArgs {
             force: self.force,
             to_containers_storage: self.to_containers_storage,
             max_compression: self.max_compression,
+            cache_from: self.cache_from,
         }
     }
 }

@@ -24,7 +24,11 @@ fn build(a: BaseBuildArgs, cx: &Ctx) -> Result<()> {
         format!(
             "{} {}\n  reference: {}\n  digest: {}\n  commit: {}\n  version: {}\n",
             o.name,
-            if o.cached { "(cached)" } else { "(built)" },
+            match (&o.reused_from, o.cached) {
+                (Some(from), _) => format!("(reused from {from})"),
+                (None, true) => "(cached)".to_string(),
+                (None, false) => "(built)".to_string(),
+            },
             o.reference,
             o.digest,
             o.commit,
