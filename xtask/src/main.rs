@@ -125,12 +125,27 @@ fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 /// Build the imgmode binary the way tests use it, and return its path.
+///
+/// It is the binary `cargo test --workspace` builds (and leaves at `target/debug/imgmode`):
+/// `cargo build -p imgmode` resolves the dependencies' features for that one package, which
+/// makes 47 of its 301 libraries (the glib and ostree stack, ostree-ext, tonic, every
+/// imgmode crate) different builds from the tests' ones. In CI, where the tests ran first,
+/// this build is free instead of a second compile of most of the product.
 pub fn build_imgmode() -> Result<PathBuf> {
     let root = workspace_root();
-    sh(Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "imgmode"]))?;
-    Ok(root.join("target/debug/imgmode"))
+    sh(Command::new(env!("CARGO")).current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--no-run",
+        "--quiet",
+    ]))?;
+    let bin = root.join("target/debug/imgmode");
+    anyhow::ensure!(
+        bin.is_file(),
+        "cargo test --workspace --no-run left no {}",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 /// Build the imgmode binary as users install it (release), and return its path.
