@@ -15,6 +15,8 @@ pub const PACKAGES: &[&str] = &[
     "libostree-dev",
     "libglib2.0-dev",
     "libzstd-dev",
+    // libz-sys builds its bundled zlib-ng with cmake (flate2's zlib-ng-compat)
+    "cmake",
     "libssl-dev",
     // etcd-client compiles etcd's gRPC protocol files
     "protobuf-compiler",

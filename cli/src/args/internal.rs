@@ -9,7 +9,7 @@ pub enum InternalCmd {
     SeedUnpack { tarball: PathBuf, dir: PathBuf },
     /// Write one seed tarball of DIR/PATH... (benchmarks): GNU tar piped through the compressor.
     SeedArchive {
-        #[arg(long, default_value = "gzip:1")]
+        #[arg(long, default_value = "gzip:2")]
         compression: String,
         /// The tarball to write.
         out: PathBuf,

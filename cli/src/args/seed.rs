@@ -92,9 +92,9 @@ pub struct SeedCreateArgs {
     pub output: String,
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Tarball compression: gzip[:1-9] (default gzip:1, readable by lifecycle-agent) or
+    /// Tarball compression: gzip[:1-9] (default gzip:2, readable by lifecycle-agent) or
     /// zstd[:1-19].
-    #[arg(long, default_value = "gzip:1")]
+    #[arg(long, default_value = "gzip:2")]
     pub compression: String,
     /// Archives and checkpoints: a directory only root can use (made 0700; an existing one
     /// that is a symlink, not root's, or open to others is refused).
