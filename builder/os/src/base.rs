@@ -357,7 +357,7 @@ pub fn reuse_from(
     steps.step(&format!("looking for an image of these inputs at {src}"));
     let config = match skopeo::inspect_config(&src, &RegistryAuth::default()) {
         Ok(c) => c,
-        Err(e) if is_not_found(&format!("{e:#}")) => {
+        Err(e) if crate::disk::says_image_missing(&format!("{e:#}")) => {
             steps.step(&format!("{src} does not exist yet; building"));
             return Ok(false);
         }
@@ -391,20 +391,6 @@ pub fn reuse_from(
         short(inputs)
     ));
     Ok(true)
-}
-
-/// Whether skopeo's error says the image is not there (as opposed to unreachable or refused).
-fn is_not_found(err: &str) -> bool {
-    let e = err.to_ascii_lowercase();
-    [
-        "manifest unknown",
-        "name unknown",
-        "no such file or directory",
-        "not found",
-        "no descriptor found",
-    ]
-    .iter()
-    .any(|m| e.contains(m))
 }
 
 fn short(key: &str) -> &str {
@@ -588,8 +574,9 @@ fn run_mmdebstrap(spec: &BaseSpec, cache_dir: &Path, rootfs: &Path, work: &Path)
     Ok(())
 }
 
-/// The kernel's install hook ran dracut, but possibly before ostree-boot was unpacked (apt
-/// orders unrelated packages freely). Rebuild the initramfs when it lacks ostree-prepare-root.
+/// The kernel's install hook ran dracut, but possibly before ostree-boot or the configured
+/// compressor was unpacked (apt orders unrelated packages freely). Rebuild the initramfs when
+/// it lacks ostree-prepare-root or is not compressed as `/etc/dracut.conf.d` asks.
 fn ensure_ostree_initramfs(rootfs: &Path) -> Result<()> {
     let boot = rootfs.join("boot");
     let Some(initrd) = std::fs::read_dir(&boot)?
@@ -605,10 +592,20 @@ fn ensure_ostree_initramfs(rootfs: &Path) -> Result<()> {
         .args(["lsinitrd", &format!("/boot/{name}")])
         .read()
         .context("listing the initramfs")?;
-    if listing.contains("ostree-prepare-root") {
+    let wanted = configured_compression(&rootfs.join("etc/dracut.conf.d"))?;
+    let found = main_archive_magic(&std::fs::read(initrd.path())?);
+    let compressed_as_asked = match (wanted.as_deref(), found) {
+        (Some("zstd"), Some(m)) => m == ZSTD_MAGIC,
+        (Some("gzip"), Some(m)) => m[..2] == GZIP_MAGIC,
+        (Some(_) | None, _) => true,
+    };
+    if listing.contains("ostree-prepare-root") && compressed_as_asked {
         return Ok(());
     }
-    tracing::info!("initramfs lacks the ostree module; running dracut again");
+    tracing::info!(
+        "initramfs lacks the ostree module or is not {} as configured; running dracut again",
+        wanted.as_deref().unwrap_or("compressed")
+    );
     Run::new("chroot")
         .arg(rootfs)
         .args([
@@ -621,6 +618,67 @@ fn ensure_ostree_initramfs(rootfs: &Path) -> Result<()> {
         .output()
         .context("rebuilding the initramfs with the ostree module")?;
     Ok(())
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The last `compress=` the dracut configuration files in `dir` set, in dracut's reading order
+/// (file name order), unquoted; `None` when none sets it.
+fn configured_compression(dir: &Path) -> Result<Option<String>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    files.sort();
+    let mut found = None;
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        for line in text.lines() {
+            if let Some(v) = line.trim().strip_prefix("compress=") {
+                found = Some(v.trim().trim_matches(['"', '\'']).to_string());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The first four bytes of an initramfs's main archive: past the uncompressed `newc` cpio
+/// archives dracut puts first (early microcode) and the zero padding after them.
+fn main_archive_magic(data: &[u8]) -> Option<[u8; 4]> {
+    let mut at = 0usize;
+    loop {
+        while data.get(at) == Some(&0) {
+            at += 1;
+        }
+        if !data[at.min(data.len())..].starts_with(b"070701") {
+            return data
+                .get(at..at + 4)
+                .map(|m| m.try_into().expect("four bytes"));
+        }
+        // newc: 110-byte header of hex fields, name and data each padded to 4 bytes
+        loop {
+            let hex = |field: usize| {
+                let f = data.get(at + 6 + 8 * field..at + 14 + 8 * field)?;
+                usize::from_str_radix(std::str::from_utf8(f).ok()?, 16).ok()
+            };
+            let (size, namesize) = (hex(6)?, hex(11)?);
+            let name = data.get(at + 110..at + 110 + namesize)?;
+            let end_of_name = (at + 110 + namesize).next_multiple_of(4);
+            at = (end_of_name + size).next_multiple_of(4);
+            if name.starts_with(b"TRAILER!!!") {
+                break;
+            }
+            if !data.get(at..)?.starts_with(b"070701") {
+                return None;
+            }
+        }
+    }
 }
 
 /// `usr/etc/`), `/usr/bin/imgmode` and the `ostree container` link.
@@ -787,6 +845,73 @@ mod tests {
         assert!(parse_packages("# nothing\n").is_err());
     }
 
+    /// A newc cpio archive of `files` (name, data), as dracut's early microcode archive.
+    fn newc(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut entry = |name: &str, data: &[u8]| {
+            let name = format!("{name}\0");
+            out.extend_from_slice(b"070701");
+            for field in 0..13 {
+                let v = match field {
+                    1 => 0o100644,
+                    6 => data.len(),
+                    11 => name.len(),
+                    _ => 0,
+                };
+                out.extend_from_slice(format!("{v:08x}").as_bytes());
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.resize(out.len().next_multiple_of(4), 0);
+            out.extend_from_slice(data);
+            out.resize(out.len().next_multiple_of(4), 0);
+        };
+        for (n, d) in files {
+            entry(n, d);
+        }
+        entry("TRAILER!!!", b"");
+        out
+    }
+
+    /// The check that makes the base build run dracut again when the kernel's hook wrote the
+    /// initramfs before the configured compressor was installed (it was silently gzip).
+    #[test]
+    fn initramfs_compression_is_read_past_the_early_cpio() {
+        let zst = [&ZSTD_MAGIC[..], b"rest"].concat();
+        assert_eq!(main_archive_magic(&zst), Some(ZSTD_MAGIC));
+        let mut early = newc(&[("kernel/x86/microcode/GenuineIntel.bin", b"12345")]);
+        early.resize(early.len().next_multiple_of(512), 0);
+        let gz = [&early[..], &[0x1f, 0x8b, 8, 0], b"tail"].concat();
+        assert_eq!(main_archive_magic(&gz), Some([0x1f, 0x8b, 8, 0]));
+        let two = [newc(&[("a", b"1")]), newc(&[("b", b"22")]), zst.clone()].concat();
+        assert_eq!(main_archive_magic(&two), Some(ZSTD_MAGIC));
+        // a cut-short archive has no main archive to name
+        assert_eq!(main_archive_magic(&early[..60]), None);
+        assert_eq!(main_archive_magic(&newc(&[("a", b"1")])), None);
+
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            configured_compression(&d.path().join("none")).unwrap(),
+            None
+        );
+        std::fs::write(d.path().join("10-a.conf"), "compress=\"gzip\"\n").unwrap();
+        std::fs::write(
+            d.path().join("20-b.conf"),
+            "hostonly=\"no\"\n compress='zstd'\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("30-c.txt"), "compress=xz\n").unwrap();
+        assert_eq!(
+            configured_compression(d.path()).unwrap().as_deref(),
+            Some("zstd")
+        );
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../containerfiles/base/overlay/etc/dracut.conf.d");
+        assert_eq!(
+            configured_compression(&shipped).unwrap().as_deref(),
+            Some("zstd")
+        );
+    }
+
     #[test]
     fn the_shipped_definition_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../containerfiles/base");
@@ -799,6 +924,7 @@ mod tests {
             "ostree-boot",
             "dracut",
             "linux-image-amd64",
+            "zstd",
         ] {
             assert!(spec.packages.iter().any(|p| p == must), "{must} missing");
         }

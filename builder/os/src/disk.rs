@@ -409,18 +409,37 @@ pub(crate) fn fetch_image(
     })?
 }
 
+/// What the containers-image library (through skopeo or its image proxy) says when an image is
+/// not there, as opposed to unreachable or refused:
+/// - `manifest unknown`, `name unknown`: a registry's MANIFEST_UNKNOWN (no such tag or digest)
+///   and NAME_UNKNOWN (no such repository);
+/// - `no such file or directory`: an `oci:` layout, `oci-archive:` or `dir:` path that is not
+///   there;
+/// - `no descriptor found`: an `oci:` layout without a manifest of that name;
+/// - `no such image`: `containers-storage:` without it;
+/// - `not found`: the rest (`docker-archive:` and `containers-storage:` say it so).
+///
+/// Never "does not exist": Docker Hub says "repository does not exist or may require
+/// authorization" for a repository it will not show, which is a credentials problem.
+const IMAGE_MISSING: [&str; 6] = [
+    "manifest unknown",
+    "name unknown",
+    "no such file or directory",
+    "no descriptor found",
+    "no such image",
+    "not found",
+];
+
+/// Whether an error's text (`{e:#}`, with its causes) says the image is not there
+/// ([`IMAGE_MISSING`]); `disk` and `base build --cache-from` decide on it.
+pub(crate) fn says_image_missing(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    IMAGE_MISSING.iter().any(|m| text.contains(m))
+}
+
 fn image_error(imgref: &OstreeImageReference, e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}");
-    let missing = [
-        "manifest unknown",
-        "no such file",
-        "not found",
-        "does not exist",
-        "no such image",
-    ]
-    .iter()
-    .any(|n| text.to_lowercase().contains(n));
-    if missing {
+    if says_image_missing(&text) {
         anyhow!("image {} not found: {text}", imgref.imgref)
     } else {
         explain_config_error(e).context(format!("reading image {}", imgref.imgref))
@@ -659,6 +678,36 @@ fn mkfs_xfs(raw: &Path, p: &partition::Partition, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each marker, as the tools print it, reads as a missing image; credentials, trust and
+    /// network failures do not, Docker Hub's "does not exist or may require authorization"
+    /// among them.
+    #[test]
+    fn missing_images_are_told_from_unreadable_ones() {
+        for missing in [
+            "reading manifest latest in 127.0.0.1:5000/x: manifest unknown",
+            "initializing source docker://127.0.0.1:5000/nope:1: reading manifest 1 in 127.0.0.1:5000/nope: name unknown: repository name not known to registry",
+            "open /tmp/layout/index.json: no such file or directory",
+            "choosing image instance: no descriptor found for reference \"other\"",
+            "reading image: no such image",
+            "Error: docker-archive:/tmp/a.tar: image not found",
+        ] {
+            assert!(says_image_missing(missing), "{missing}");
+        }
+        for m in IMAGE_MISSING {
+            assert!(says_image_missing(&m.to_uppercase()), "{m}");
+        }
+        for unreadable in [
+            "reading manifest latest in docker.io/library/private: requested access to the resource is denied",
+            "repository does not exist or may require 'docker login'",
+            "unauthorized: authentication required",
+            "pinging container registry 127.0.0.1:5000: Get \"https://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused",
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+            "open /tmp/layout/index.json: permission denied",
+        ] {
+            assert!(!says_image_missing(unreadable), "{unreadable}");
+        }
+    }
 
     #[test]
     fn root_password_hash_is_set() {
