@@ -365,6 +365,12 @@ fn fuzz_check() -> Result<()> {
     sh(Command::new(env!("CARGO"))
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", root.join("target"))
+        // a check never links: libfuzzer-sys's build script then names this library instead
+        // of compiling libFuzzer's C++ (`cargo xtask fuzz` builds it, through cargo fuzz)
+        .env(
+            "CUSTOM_LIBFUZZER_PATH",
+            root.join("target/no-libfuzzer/libfuzzer.a"),
+        )
         .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))
 }
 
