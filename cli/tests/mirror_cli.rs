@@ -459,6 +459,147 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     assert!(!ok && err.contains("holds no payload"), "{err}");
 }
 
+/// A payload whose image an ostree deployment runs is in use: `payload status` names the
+/// deployment, `payload remove` is refused naming it, and once the deployment is gone the
+/// removal goes through. The deployment is a real one (`ostree admin deploy`) of a commit
+/// carrying the image's manifest, as the container importer writes it.
+#[test]
+fn a_payload_a_deployment_runs_is_not_removed() {
+    require!(Need::Tool("skopeo"), Need::Tool("ostree"));
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let (a, pa) = (t.join("a"), t.join("payload-a"));
+    mirror_test_image(t, &a, &pa, r#""n":"a""#, "amd64", "rel/a:1");
+    let store = t.join("store");
+    let storage = t.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let (s, st) = (store.to_str().unwrap(), storage.to_str().unwrap());
+    let (ok, out, err) = run(
+        t,
+        &[
+            "payload",
+            "add",
+            pa.to_str().unwrap(),
+            "--store",
+            s,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // a sysroot deploying a commit of image a (its manifest and digest in the commit's
+    // metadata, the keys the container importer writes)
+    let sysroot = t.join("sysroot");
+    let tree = t.join("tree");
+    std::fs::create_dir_all(tree.join("usr/lib/modules/6.1.0-test")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
+    std::fs::write(tree.join("usr/lib/modules/6.1.0-test/vmlinuz"), "k").unwrap();
+    std::fs::write(tree.join("usr/lib/modules/6.1.0-test/initramfs.img"), "i").unwrap();
+    std::fs::write(tree.join("usr/etc/os-release"), "ID=test\n").unwrap();
+    let (digest, _) = index_digest(&a);
+    let manifest = std::fs::read_to_string(
+        a.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    std::fs::create_dir_all(&sysroot).unwrap();
+    let ostree = |args: &[String]| {
+        let o = Command::new("ostree").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ostree {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let sr = format!("--sysroot={}", sysroot.display());
+    ostree(&[
+        "admin".into(),
+        "init-fs".into(),
+        "--modern".into(),
+        sysroot.display().to_string(),
+    ]);
+    ostree(&[
+        "admin".into(),
+        "os-init".into(),
+        "default".into(),
+        sr.clone(),
+    ]);
+    let commit = ostree(&[
+        "commit".into(),
+        format!("--repo={}/ostree/repo", sysroot.display()),
+        "--branch=test".into(),
+        format!("--tree=dir={}", tree.display()),
+        format!("--add-metadata-string=ostree.manifest-digest={digest}"),
+        format!("--add-metadata-string=ostree.manifest={manifest}"),
+    ]);
+    ostree(&[
+        "admin".into(),
+        "deploy".into(),
+        sr.clone(),
+        "--os=default".into(),
+        "test".into(),
+    ]);
+    let deployment = format!("the deployment default-{commit}.0");
+
+    let sysroot_s = sysroot.to_str().unwrap();
+    let users = ["--store", s, "--storage", st, "--sysroot", sysroot_s];
+    let (ok, out, err) = run(
+        t,
+        &[&["payload", "status"][..], &users, &["--format", "json"]].concat(),
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["in_use"][0]["digest"], digest.as_str(), "{out}");
+    assert_eq!(v[0]["in_use"][0]["by"][0], deployment.as_str(), "{out}");
+    let (ok, out, err) = run(t, &[&["payload", "status"][..], &users].concat());
+    assert!(
+        ok && out.contains(&format!("in use: {digest} by {deployment}")),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(t, &[&["payload", "remove", &id][..], &users].concat());
+    assert!(
+        !ok && err.contains(&format!(
+            "the payload {id} is in use: {digest} by {deployment}"
+        )),
+        "{err}"
+    );
+    assert!(store.join("docker/registry/v2/repositories/rel/a").exists());
+    // without a sysroot (a host that is not an ostree system) nothing runs it
+    let plain = t.join("plain-root");
+    std::fs::create_dir_all(&plain).unwrap();
+    let (ok, out, err) = run(
+        t,
+        &[
+            "payload",
+            "status",
+            "--store",
+            s,
+            "--storage",
+            st,
+            "--sysroot",
+            plain.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["in_use"],
+        serde_json::json!([])
+    );
+    // the deployment gone, the payload goes
+    ostree(&["admin".into(), "undeploy".into(), sr, "0".into()]);
+    let (ok, _, err) = run(t, &[&["payload", "remove", &id][..], &users].concat());
+    assert!(ok, "{err}");
+    assert!(!store.join("docker/registry/v2/repositories/rel/a").exists());
+}
+
 /// `payload add` from an ISO that carries /payload (as an installation ISO made with
 /// --payload does), mounted read-only while it is copied.
 #[test]
@@ -527,4 +668,89 @@ fn a_payload_is_added_from_an_iso() {
         &["payload", "add", empty.to_str().unwrap(), "--store", s],
     );
     assert!(!ok && err.contains("carries no payload"), "{err}");
+}
+
+/// An ISO whose payload the filesystem cannot hold is refused before anything is copied, with
+/// the size it needs; the filesystem is left as it was.
+#[test]
+fn a_payload_iso_larger_than_the_free_space_is_refused_before_copying() {
+    require!(
+        Need::Tool("skopeo"),
+        Need::Tool("xorriso"),
+        Need::Root,
+        Need::Tmpfs
+    );
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let payload = t.join("payload");
+    mirror_test_image(
+        t,
+        &t.join("src"),
+        &payload,
+        r#""n":"big""#,
+        "amd64",
+        "rel/big:1",
+    );
+    let iso = t.join("payload.iso");
+    let st = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-r", "-graft-points", "-o"])
+        .arg(&iso)
+        .arg(format!("/payload={}", payload.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // an 8 MiB filesystem: less than the payload and the 16 MiB kept to spare
+    let small = t.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting an 8 MiB tmpfs failed");
+    let result = std::panic::catch_unwind(|| {
+        let store = small.join("store");
+        let (ok, _, err) = run(
+            t,
+            &[
+                "payload",
+                "add",
+                iso.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+            ],
+        );
+        assert!(!ok, "added onto a filesystem too small: {err}");
+        let iso9660 = std::fs::read_to_string("/proc/filesystems")
+            .unwrap()
+            .contains("iso9660");
+        if iso9660 {
+            // mounted: the store's own check names the bytes it lacks
+            assert!(
+                err.contains("free; the payload") && err.contains("more"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                err.contains("carries a payload of")
+                    && err.contains(&format!("is read into {} first", small.display()))
+                    && err.contains("it needs"),
+                "{err}"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(&small)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "store")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(
+            !store.join("docker").exists(),
+            "blobs were copied into the store"
+        );
+    });
+    let _ = Command::new("umount").arg(&small).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

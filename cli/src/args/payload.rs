@@ -13,14 +13,12 @@ pub const DEFAULT_STORAGE: &str = "/var/lib/containers/storage";
 pub enum PayloadCmd {
     /// Check a mirror directory: every blob's sha256, every repository link, the record.
     Verify { dir: PathBuf },
-    /// The payloads this host holds (served on port 22625) and which are in use.
+    /// The payloads this host holds (served on port 22625) and which are in use, by what.
     Status {
         #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
-        /// The container storage whose images count as in use (default
-        /// /var/lib/containers/storage; when given, it must exist).
-        #[arg(long, value_parser = crate::args::existing_dir)]
-        storage: Option<PathBuf>,
+        #[command(flatten)]
+        users: UsersArgs,
     },
     /// Copy a payload in: from a mirror directory, or an ISO (file or device) that carries
     /// one in /payload (an installation ISO made with --payload).
@@ -29,16 +27,39 @@ pub enum PayloadCmd {
         #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
     },
-    /// Remove a payload (by its ID); refused while the container storage holds its images.
+    /// Remove a payload (by its ID); refused while the container storage holds one of its
+    /// images or a deployment (booted, staged, rollback or other) runs one.
     Remove {
         id: String,
         #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
-        /// The container storage whose images count as in use (default
-        /// /var/lib/containers/storage; when given, it must exist).
-        #[arg(long, value_parser = crate::args::existing_dir)]
-        storage: Option<PathBuf>,
+        #[command(flatten)]
+        users: UsersArgs,
     },
+}
+
+/// What counts as using a payload's images.
+#[derive(Debug, clap::Args)]
+pub struct UsersArgs {
+    /// The container storage whose images count as in use (default
+    /// /var/lib/containers/storage; when given, it must exist).
+    #[arg(long, value_parser = crate::args::existing_dir)]
+    pub storage: Option<PathBuf>,
+    /// The ostree sysroot whose deployments' images count as in use (none when it has no
+    /// ostree/, as on a host that is not an ostree system).
+    #[arg(long, default_value = "/", value_parser = crate::args::existing_dir)]
+    pub sysroot: PathBuf,
+}
+
+impl UsersArgs {
+    /// What uses images on the host these options name.
+    pub fn users(&self) -> Result<imgmode_ibi::payload::store::Users> {
+        let storage = self
+            .storage
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STORAGE.into());
+        imgmode_ibi::payload::store::Users::of_host(&storage, &self.sysroot)
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,17 +3,16 @@
 use crate::args::payload::{MirrorArgs, PayloadCmd};
 use crate::cmd::ctx::Ctx;
 use anyhow::Result;
+use imgmode_ibi::payload::store::Users;
 use imgmode_support::size::human_size;
 use std::path::Path;
 
 pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
     match cmd {
         PayloadCmd::Verify { dir } => verify(&dir, cx),
-        PayloadCmd::Status { store, storage } => status(&store, &storage_or_default(storage), cx),
+        PayloadCmd::Status { store, users } => status(&store, &users.users()?, cx),
         PayloadCmd::Add { source, store } => add(&source, &store, cx),
-        PayloadCmd::Remove { id, store, storage } => {
-            remove(&id, &store, &storage_or_default(storage))
-        }
+        PayloadCmd::Remove { id, store, users } => remove(&id, &store, &users.users()?),
     }
 }
 
@@ -33,8 +32,8 @@ fn verify(dir: &Path, cx: &Ctx) -> Result<()> {
     })
 }
 
-fn status(store: &Path, storage: &Path, cx: &Ctx) -> Result<()> {
-    let held = imgmode_ibi::payload::store::status(store, storage)?;
+fn status(store: &Path, users: &Users, cx: &Ctx) -> Result<()> {
+    let held = imgmode_ibi::payload::store::status(store, users)?;
     cx.print(&held, |held| {
         if held.is_empty() {
             return format!("{} holds no payload\n", store.display());
@@ -49,6 +48,9 @@ fn status(store: &Path, storage: &Path, cx: &Ctx) -> Result<()> {
                 );
                 for i in &h.payload.images {
                     s.push_str(&format!("  {} {} ({})\n", i.name(), i.digest, i.source));
+                }
+                for u in &h.in_use {
+                    s.push_str(&format!("  in use: {u}\n"));
                 }
                 s
             })
@@ -68,8 +70,8 @@ fn add(source: &Path, store: &Path, cx: &Ctx) -> Result<()> {
     })
 }
 
-fn remove(id: &str, store: &Path, storage: &Path) -> Result<()> {
-    let p = imgmode_ibi::payload::store::remove(store, id, storage)?;
+fn remove(id: &str, store: &Path, users: &Users) -> Result<()> {
+    let p = imgmode_ibi::payload::store::remove(store, id, users)?;
     crate::output::say(&format!(
         "removed payload {} ({} image(s)) from {}",
         p.id,
@@ -105,9 +107,4 @@ pub fn mirror(a: MirrorArgs, cx: &Ctx) -> Result<()> {
         ));
         s
     })
-}
-
-/// `--storage`, or the default container storage.
-fn storage_or_default(storage: Option<std::path::PathBuf>) -> std::path::PathBuf {
-    storage.unwrap_or_else(|| crate::args::payload::DEFAULT_STORAGE.into())
 }

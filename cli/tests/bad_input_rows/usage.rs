@@ -24,6 +24,14 @@ pub fn usage_rows() -> Vec<Row> {
             &["payload", "status", "--storage", "@D/nostorage"],
             "@D/nostorage: No such file or directory",
         ),
+        usage(
+            &["payload", "status", "--sysroot", "@D/nosysroot"],
+            "@D/nosysroot: No such file or directory",
+        ),
+        usage(
+            &["payload", "remove", "sha256:x", "--sysroot", "@D/nosysroot"],
+            "@D/nosysroot: No such file or directory",
+        ),
         usage(&["container", "lint", "--list", "x"], "cannot be used with"),
         usage(
             &["disk", "x", "-o", "y", "--format", "vdi"],

@@ -237,6 +237,20 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
             imgmode_support::cmd::require_tools(&["xorriso"])?;
             let parent = store.parent().unwrap_or(Path::new("/"));
             std::fs::create_dir_all(parent)?;
+            // room for the whole payload first: nothing is extracted into a filesystem that
+            // cannot hold it (adding it then checks the store's own room, as from a mount)
+            let size = payload_size_on_iso(source).ok_or_else(no_payload)?;
+            let free = imgmode_support::fs::free_bytes(parent)?;
+            ensure!(
+                size + EXTRACT_MARGIN <= free,
+                "{} carries a payload of {}; without ISO 9660 in this kernel it is read into {} first, which has {} free: it needs {} (the payload and {} to spare); free space there, or add the payload from a mirror directory",
+                source.display(),
+                imgmode_support::size::human_size(size),
+                parent.display(),
+                imgmode_support::size::human_size(free),
+                imgmode_support::size::human_size(size + EXTRACT_MARGIN),
+                imgmode_support::size::human_size(EXTRACT_MARGIN),
+            );
             let tmp = tempfile::Builder::new()
                 .prefix(".imgmode-payload-extract-")
                 .tempdir_in(parent)?;
@@ -259,6 +273,29 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
             source.display()
         ))),
     }
+}
+
+/// What reading a payload off an ISO without mounting it leaves free beside it.
+const EXTRACT_MARGIN: u64 = 16 << 20;
+
+/// The size in bytes of the `/payload` tree on the ISO `iso` (`xorriso -dus`, in KiB), `None`
+/// when it has none.
+fn payload_size_on_iso(iso: &Path) -> Option<u64> {
+    let out = imgmode_support::cmd::Run::new("xorriso")
+        .args(["-indev"])
+        .arg(iso)
+        .args(["-dus", &format!("/{PAYLOAD_DIR}")])
+        .read()
+        .ok()?;
+    dus_bytes(&out, &format!("'/{PAYLOAD_DIR}'"))
+}
+
+/// The bytes of `xorriso -dus` output's line for `quoted` (`   2933 '/payload'`, KiB).
+fn dus_bytes(out: &str, quoted: &str) -> Option<u64> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_suffix(quoted))
+        .find_map(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
 }
 
 /// Write `files` (relative paths) under `root`, parents made, files by temporary name with
@@ -355,6 +392,14 @@ WantedBy=multi-user.target
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_payload_size_is_read_from_xorriso_du() {
+        let out = "   2932 '/payload/sub'\n   2933 '/payload'\n";
+        assert_eq!(dus_bytes(out, "'/payload'"), Some(2933 * 1024));
+        assert_eq!(dus_bytes("xorriso : NOTE : ...\n", "'/payload'"), None);
+        assert_eq!(dus_bytes("   x '/payload'\n", "'/payload'"), None);
+    }
 
     fn secret(auth: &str) -> String {
         format!(r#"{{"auths":{{"quay.io":{{"auth":"eDp5"}},"{HOST}":{{"auth":"{auth}"}}}}}}"#)

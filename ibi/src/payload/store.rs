@@ -6,8 +6,9 @@
 //!   its missing blobs are copied in (each checked against its digest and synced before it is
 //!   renamed into place; a blob already held is hashed again before it is trusted), its
 //!   repository links written, and its record last. `add` and `remove` hold the store's lock.
-//! - [`status`]: the payloads held, and which of their images the host's container storage
-//!   holds (in use).
+//! - [`status`]: the payloads held, and which of their images something on the host uses
+//!   ([`Users`]: the container storage, and every deployment of the ostree sysroot: booted,
+//!   staged, rollback or other).
 //! - [`remove`]: refused while any image of the payload is in use; otherwise the record goes,
 //!   the repository links are rewritten for the payloads that remain, and blobs nothing
 //!   references any more are deleted.
@@ -15,17 +16,81 @@
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_image::mirror::{self, Mirrored, Payload, PAYLOAD_RECORD, V2};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The directory of per-payload records in a store.
 pub const RECORDS: &str = "imgmode-payloads";
 
-/// A payload held, with the digests of its images found in the container storage.
+/// A payload held, with its images something on the host uses.
 #[derive(Debug, Clone, Serialize)]
 pub struct Held {
     pub payload: Payload,
-    pub in_use: Vec<String>,
+    pub in_use: Vec<InUse>,
+}
+
+/// One manifest of a payload (an image, or one platform's image of a list) in use, and by what.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InUse {
+    pub digest: String,
+    pub by: Vec<String>,
+}
+
+impl std::fmt::Display for InUse {
+    /// `sha256:… by the booted deployment default-….0 and the container storage`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} by {}", self.digest, self.by.join(" and "))
+    }
+}
+
+/// What uses images on a host: manifest digests, each with its users in words ("the container
+/// storage", "the booted deployment default-<commit>.0").
+#[derive(Debug, Clone, Default)]
+pub struct Users(BTreeMap<String, BTreeSet<String>>);
+
+impl Users {
+    /// The images of the container storage at `storage` and the deployments of the ostree
+    /// sysroot at `sysroot` (none when it has no `ostree/`: not an ostree system).
+    pub fn of_host(storage: &Path, sysroot: &Path) -> Result<Self> {
+        let mut users = Users::default();
+        for d in images_in_storage(storage)? {
+            users.add(&d, "the container storage");
+        }
+        if sysroot.join("ostree").is_dir() {
+            let st = imgmode_os::ostree::sysroot_status(sysroot)?;
+            for d in &st.deployments {
+                let Some(digest) = &d.container_image_reference_digest else {
+                    continue;
+                };
+                let role = if d.booted {
+                    "booted "
+                } else if d.staged {
+                    "staged "
+                } else if st.rollback.as_ref() == Some(&d.id) {
+                    "rollback "
+                } else {
+                    ""
+                };
+                users.add(digest, format!("the {role}deployment {}", d.id));
+            }
+        }
+        Ok(users)
+    }
+
+    /// `by` uses the manifest `digest`.
+    pub fn add(&mut self, digest: &str, by: impl Into<String>) {
+        self.0
+            .entry(digest.to_string())
+            .or_default()
+            .insert(by.into());
+    }
+
+    fn of(&self, digest: &str) -> Option<InUse> {
+        self.0.get(digest).map(|by| InUse {
+            digest: digest.to_string(),
+            by: by.iter().cloned().collect(),
+        })
+    }
 }
 
 fn record_path(store: &Path, id: &str) -> Result<PathBuf> {
@@ -105,16 +170,15 @@ pub fn images_in_storage(storage: &Path) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
-/// The payloads held, each with its images that the container storage at `storage` holds.
-pub fn status(store: &Path, storage: &Path) -> Result<Vec<Held>> {
+/// The payloads held, each with its images that `users` use.
+pub fn status(store: &Path, users: &Users) -> Result<Vec<Held>> {
     let v2 = store.join(V2);
-    let used = images_in_storage(storage)?;
     held(store)?
         .into_iter()
         .map(|p| {
             let in_use = manifest_digests(&v2, &p)?
                 .into_iter()
-                .filter(|d| used.contains(d))
+                .filter_map(|d| users.of(&d))
                 .collect();
             Ok(Held { payload: p, in_use })
         })
@@ -230,9 +294,8 @@ pub fn add(store: &Path, src: &Path) -> Result<Payload> {
     Ok(p)
 }
 
-/// Remove the payload `id` from `store` unless the container storage at `storage` holds one
-/// of its images.
-pub fn remove(store: &Path, id: &str, storage: &Path) -> Result<Payload> {
+/// Remove the payload `id` from `store` unless `users` use one of its images.
+pub fn remove(store: &Path, id: &str, users: &Users) -> Result<Payload> {
     let record = record_path(store, id)?;
     if !store.is_dir() {
         bail!(
@@ -241,7 +304,7 @@ pub fn remove(store: &Path, id: &str, storage: &Path) -> Result<Payload> {
         );
     }
     let _lock = lock(store)?;
-    let held = status(store, storage)?;
+    let held = status(store, users)?;
     let Some(h) = held.iter().find(|h| h.payload.id == id) else {
         bail!(
             "{} holds no payload {id} (imgmode payload status lists them)",
@@ -250,8 +313,12 @@ pub fn remove(store: &Path, id: &str, storage: &Path) -> Result<Payload> {
     };
     ensure!(
         h.in_use.is_empty(),
-        "the payload {id} is in use: the container storage holds {}; remove those images first",
-        h.in_use.join(", ")
+        "the payload {id} is in use: {}; remove those images or deployments first (imgmode payload status shows what uses it)",
+        h.in_use
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     let v2 = store.join(V2);
     std::fs::remove_file(&record)?;
