@@ -85,6 +85,25 @@ pub(crate) fn diag_section(report: &str) -> &str {
         .map_or("", |(d, _)| d)
 }
 
+/// The private keys a guest listed between `KEYS-BEGIN` and `KEYS-END` (`imgmode internal
+/// test-cluster keys`: fingerprint, then where), at least 8 (the test cluster has more).
+pub(crate) fn key_inventory(who: &str, results: &str) -> Result<BTreeMap<String, String>> {
+    let keys: BTreeMap<String, String> = results
+        .split_once("KEYS-BEGIN")
+        .and_then(|(_, r)| r.split_once("KEYS-END"))
+        .map_or("", |(k, _)| k)
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(f, at)| (f.to_string(), at.to_string()))
+        .collect();
+    ensure!(
+        keys.len() >= 8,
+        "{who}: the key inventory lists {} private keys; the test cluster has more",
+        keys.len()
+    );
+    Ok(keys)
+}
+
 /// The value of a `PREFIX rest` line in the guest's report.
 pub(crate) fn report_line<'a>(report: &'a str, prefix: &str) -> Option<&'a str> {
     report

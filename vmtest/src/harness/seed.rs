@@ -9,7 +9,7 @@
 
 use crate::harness::artifacts::{imgmode_json, run, ssh_keypair, Artifacts, TEST_KARG};
 use crate::harness::guest::{
-    diag_section, file_modes, job, parse_phase, report_line, GuestDeployment, Phase,
+    diag_section, file_modes, job, key_inventory, parse_phase, report_line, GuestDeployment, Phase,
     SHUTDOWN_TIMEOUT,
 };
 use crate::harness::qemu::{Boot, Vm, VmConfig};
@@ -48,6 +48,9 @@ pub struct SeedBuild {
     pub identity: serde_json::Value,
     /// `imgmode seed create --format json`.
     pub created: serde_json::Value,
+    /// The seed system's private keys before it was made a seed: fingerprint -> where
+    /// (`imgmode internal test-cluster keys`).
+    pub keys: BTreeMap<String, String>,
     pub vm_seconds: f64,
 }
 
@@ -85,6 +88,8 @@ if ! probe; then
   exit 0
 fi
 echo "IDENTITY $(tr -d '\n' < /var/lib/imgmode-test-cluster/identity.json)"
+# the seed's private keys (fingerprints and where): no site installed from it may hold one
+echo "KEYS-BEGIN"; imgmode internal test-cluster keys; echo "KEYS-END"
 echo "FACT hostname=$(hostname)"
 echo "FACT deleted-existed=$(yesno test -e __DELETED__)"
 echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
@@ -213,6 +218,7 @@ pub async fn build_seed(
         },
         identity: made.identity,
         created: made.created,
+        keys: made.keys,
         vm_seconds: made.vm_seconds,
     })
 }
@@ -238,6 +244,7 @@ struct SeedVmReport {
     booted: GuestDeployment,
     identity: serde_json::Value,
     created: serde_json::Value,
+    keys: BTreeMap<String, String>,
     vm_seconds: f64,
 }
 
@@ -301,11 +308,13 @@ async fn run_seed_vm(dir: &Path, disk: &Path, out_img: &Path) -> Result<SeedVmRe
         report_line(&results, "CREATED ").context("the guest reported no seed create output")?,
     )
     .context("parsing imgmode seed create --format json")?;
+    let keys = key_inventory("the seed system", &results)?;
     Ok(SeedVmReport {
         phase: p,
         booted,
         identity,
         created,
+        keys,
         vm_seconds,
     })
 }

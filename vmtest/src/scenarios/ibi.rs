@@ -10,12 +10,14 @@
 //! installed system take static addresses from `networkConfig`, and pulls from a TLS registry
 //! (trust bundle, pull secret) on that network; host 2 boots
 //! through SeaBIOS and installs from the seed embedded in its ISO after the registry is gone.
-//! The two hosts share no private key.
+//! Neither host holds a private key of the seed system's, and the two share none.
+//! `ibi` (the CI tier's) installs host 1 only; `ibi-two-sites` both.
 
 use crate::harness::artifacts::{guide_blocks, run, ssh_keypair, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
-    diag_section, file_modes, job, parse_phase, report_line, run_job_timed, Phase, BOOT_TIMEOUT,
+    diag_section, file_modes, job, key_inventory, parse_phase, report_line, run_job_timed, Phase,
+    BOOT_TIMEOUT,
 };
 use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
 use crate::harness::media::{blank_disk, cdrom};
@@ -143,9 +145,14 @@ fn uptime(results: &str, tag: &str) -> Result<f64> {
         .with_context(|| format!("the guest reported no {tag}"))
 }
 
-/// The `ibi` scenario.
-pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
+/// The `ibi` scenario (`two_sites` false: host 1 only, the CI tier's) and `ibi-two-sites`
+/// (`two_sites`: host 2 too, and what the two share).
+pub async fn ibi(ctx: &RunContext, dir: &Path, two_sites: bool) -> Result<String> {
     let a = &ctx.artifacts;
+    ensure!(
+        two_sites || !ctx.baselines,
+        "the IBI benchmark's baseline boots the second site's disk again: run ibi-two-sites"
+    );
     eprintln!("==> pushing the seed to a registry (TLS, the scenario's CA)");
     let (seed, version, reg) = seed_in_tls_registry(ctx, dir).await?;
     let (ca, _) = reg.tls.clone().context("the registry serves no TLS")?;
@@ -162,14 +169,15 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         "tar (the seed's kubeconfig from etc.tgz)",
     )?;
 
-    let hosts = hosts();
+    let all = hosts();
+    let hosts = if two_sites { &all[..] } else { &all[..1] };
     // host 1's network: no DHCP server, the registry forwarded onto it
     let mut net = PrivateNet::create()?;
     net.forward(reg.port)?;
-    // both ISOs while the registry runs: host 1's live system pulls the seed from it (as the
+    // the ISOs while the registry runs: host 1's live system pulls the seed from it (as the
     // private network's host), host 2's ISO carries a copy made here (from 127.0.0.1)
     let mut isos = vec![];
-    for h in &hosts {
+    for h in hosts {
         let reg_addr = if h.embed_seed {
             reg.host_addr()
         } else if h.no_dhcp {
@@ -189,24 +197,56 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         &a.imgmode,
     )
     .await?;
-    // host 2 installs from the seed its ISO carries: no registry from here on
+    no_seed_key("host 1", &seed, &r1)?;
+    let host1 = format!(
+        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd, SSH takes the site's key and refuses the seed owner's; none of its {} private keys is one of the seed system's {}; the configuration's cluster ID, node labels, proxy, trust bundle and release mirror are in the cluster's objects and on the host, and on a private network with no DHCP server its live system installed over the installation config's static address and its installed system came up on the configuration's (no DHCP lease in either); live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s",
+        isos[0].iso_mib,
+        isos[0].seconds,
+        r1.live_root,
+        r1.install,
+        &r1.commit[..12],
+        r1.keys.len(),
+        seed.keys.len(),
+        r1.live_boot,
+        r1.install,
+        r1.first_boot_ready,
+    );
     drop(net);
     drop(reg);
+    if !two_sites {
+        return Ok(host1);
+    }
+    let second = second_site(ctx, dir, &hosts[1], &isos[1], &seed, &seed_kubeconfig, &r1).await?;
+    Ok(format!("{host1}; {second}"))
+}
+
+/// `ibi-two-sites`' second site `h` (after host 1, `r1`): installed from the seed its ISO
+/// carries with no registry, then checked for the seed's keys and for any key host 1 holds; with
+/// `--baselines`, its installed disk booted again for the IBI benchmark. Returns what it proved.
+async fn second_site(
+    ctx: &RunContext,
+    dir: &Path,
+    h: &Host,
+    isos: &Isos,
+    seed: &SeedBuild,
+    seed_kubeconfig: &str,
+    r1: &HostResult,
+) -> Result<String> {
     let r2 = boot_host(
         dir,
-        &hosts[1],
-        &isos[1],
-        &seed,
-        &seed_kubeconfig,
+        h,
+        isos,
+        seed,
+        seed_kubeconfig,
         None,
-        &a.imgmode,
+        &ctx.artifacts.imgmode,
     )
     .await?;
     if ctx.baselines {
         // the benchmark's baseline, in this run: host 2's installed disk booted again
-        let configured = dir.join(format!("{}/overlay.qcow2", hosts[1].name));
+        let configured = dir.join(format!("{}/overlay.qcow2", h.name));
         let (plain, plain_phases) =
-            plain_boot(&configured, hosts[1].boot.clone(), &dir.join("plain-boot")).await?;
+            plain_boot(&configured, h.boot.clone(), &dir.join("plain-boot")).await?;
         let timings = Timings {
             end_to_end: r2.wall_ready,
             plain_boot: plain,
@@ -221,20 +261,13 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
             serde_json::to_vec_pretty(&timings)?,
         )?;
     }
-    let shared: Vec<&String> = r1
-        .keys
-        .keys()
-        .filter(|k| r2.keys.contains_key(*k))
-        .collect();
+    no_seed_key("host 2", seed, &r2)?;
+    let shared = shared_keys(&r1.keys, &r2.keys);
     ensure!(
         shared.is_empty(),
         "two hosts from one seed share {} private key(s): {}",
         shared.len(),
-        shared
-            .iter()
-            .map(|k| format!("{k} ({} / {})", r1.keys[*k], r2.keys[*k]))
-            .collect::<Vec<_>>()
-            .join(", ")
+        shared.join(", ")
     );
     let shared_host_keys: Vec<&String> = r1
         .host_keys
@@ -246,19 +279,30 @@ pub async fn ibi(ctx: &RunContext, dir: &Path) -> Result<String> {
         "two hosts from one seed share SSH host keys: {shared_host_keys:?}"
     );
     Ok(format!(
-        "host 1 (OVMF): the installation ISO ({:.0} MiB, made in {:.0}s) booted from a CD onto a blank disk, ran from RAM ({}), refused a seed version mismatch and a missing disk with the disk untouched, installed seed {version} from a TLS registry (trust bundle, pull secret) in {:.0}s and rebooted into commit {}; post-pivot renamed the cluster to ibi1.example.org (host node1) from a configuration ISO without the admin signer's key, auth/kubeconfig reached /readyz, the seed's kubeconfig was refused, the extra manifest and the site's pull secret are in etcd, SSH takes the site's key and refuses the seed owner's; the configuration's cluster ID, node labels, proxy, trust bundle and release mirror are in the cluster's objects and on the host, and on a private network with no DHCP server its live system installed over the installation config's static address and its installed system came up on the configuration's (no DHCP lease in either); live boot {:.0}s + install {:.0}s + first boot to post-pivot done {:.0}s; host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, and shares none of its {} private keys with host 1's {} and none of its SSH host keys",
-        isos[0].iso_mib,
-        isos[0].seconds,
-        r1.live_root,
-        r1.install,
-        &r1.commit[..12],
-        r1.live_boot,
-        r1.install,
-        r1.first_boot_ready,
-        isos[1].iso_mib,
+        "host 2 (SeaBIOS) installed from the seed embedded in its ISO ({:.0} MiB) with the registry gone, holds none of the seed's private keys either, and shares none of its {} private keys with host 1's {} and none of its SSH host keys",
+        isos.iso_mib,
         r2.keys.len(),
         r1.keys.len()
     ))
+}
+
+/// Every private key of the seed system was replaced on the site `r` (`who`): it holds none.
+fn no_seed_key(who: &str, seed: &SeedBuild, r: &HostResult) -> Result<()> {
+    let kept = shared_keys(&seed.keys, &r.keys);
+    ensure!(
+        kept.is_empty(),
+        "{who} kept {} of the seed's private keys: {}",
+        kept.len(),
+        kept.join(", ")
+    );
+    Ok(())
+}
+
+/// The private keys (fingerprints) both inventories hold, each with where `a` and `b` keep it.
+fn shared_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    a.iter()
+        .filter_map(|(k, at)| b.get(k).map(|bt| format!("{k} ({at} / {bt})")))
+        .collect()
 }
 
 /// Host 1: UEFI, the seed from the registry on a private network without DHCP, the refused
@@ -524,7 +568,7 @@ async fn boot_host(
     ibi_site::check(h.name, &b, &results, &isos.trust_bundle, h.no_dhcp)?;
     // the image-based install guide's blocks (sh vm=ibi), run on the installed system
     guide_blocks(imgmode, "ibi", Some(&dir.join(h.name).join("results.log")))?;
-    let keys = key_inventory(h, &results)?;
+    let keys = key_inventory(h.name, &results)?;
     let host_keys: Vec<String> = report_line(&results, "HOSTKEYS ")
         .unwrap_or_default()
         .split_whitespace()
@@ -766,23 +810,4 @@ fn check_cluster(h: &Host, conf: &Path, b: &Phase, results: &str) -> Result<()> 
         h.name
     );
     Ok(())
-}
-
-/// The installed system's private keys (fingerprint -> location), at least 8.
-fn key_inventory(h: &Host, results: &str) -> Result<BTreeMap<String, String>> {
-    let keys: BTreeMap<String, String> = results
-        .split_once("KEYS-BEGIN")
-        .and_then(|(_, r)| r.split_once("KEYS-END"))
-        .map_or("", |(k, _)| k)
-        .lines()
-        .filter_map(|l| l.trim().split_once(' '))
-        .map(|(f, at)| (f.to_string(), at.to_string()))
-        .collect();
-    ensure!(
-        keys.len() >= 8,
-        "{}: the key inventory lists {} private keys; the test cluster has more",
-        h.name,
-        keys.len()
-    );
-    Ok(keys)
 }

@@ -1,22 +1,22 @@
-//! IBI end to end, from `cargo xtask vmtest ibi`.
+//! IBI end to end, from `cargo xtask vmtest ibi-two-sites`.
 
 use anyhow::{Context, Result};
 use std::path::Path;
 
 use super::common::Row;
 
-/// IBI end to end, from the last `cargo xtask vmtest ibi` (guest uptimes: the
+/// IBI end to end, from the last `cargo xtask vmtest ibi-two-sites` (guest uptimes: the
 /// live ISO system's boot, the install, the first boot until post-pivot is done),
 /// against a plain boot of that host's configured disk measured now, the same way.
 pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
     // The scenario measures both sides in one run: host 2's installation ISO booted onto a
     // blank disk until post-pivot is done, then the same installed disk booted again.
-    // `--reuse-vmtest` reads the figures of the last `vmtest ibi` instead of running it again.
+    // `--reuse-vmtest` reads the figures of the last `vmtest ibi-two-sites` instead of running it again.
     if !reuse {
         // the binary users install, in every image of the run (the live system's installer,
         // the seed's post-pivot and recert)
         crate::vmtest(
-            vec!["ibi".into()],
+            vec!["ibi-two-sites".into()],
             crate::VmtestOpts {
                 release: true,
                 lanes: 1,
@@ -25,11 +25,11 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
             },
         )?;
     }
-    let path = root.join("target/vmtest/ibi/timings.json");
+    let path = root.join("target/vmtest/ibi-two-sites/timings.json");
     let t: imgmode_vmtest::scenarios::ibi_timing::Timings = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| {
             format!(
-                "no {}: the last `cargo xtask vmtest ibi` did not measure the baseline; run `cargo xtask vmtest ibi --release --baselines` or the bench without --reuse-vmtest",
+                "no {}: the last `cargo xtask vmtest ibi-two-sites` did not measure the baseline; run `cargo xtask vmtest ibi-two-sites --release --baselines` or the bench without --reuse-vmtest",
                 path.display()
             )
         })?,
