@@ -41,22 +41,21 @@ const AFTER_SWAP: &str = "right after the bootloader update";
 /// What ostree logs when finalization starts at shutdown.
 const FINALIZING: &str = "Finalizing staged deployment";
 
-/// `powercut`'s cuts: one aimed at each point of an upgrade where a reset leaves the boot
-/// configuration in its own state: as finalize begins (the new deployment being written at
-/// shutdown, the old one must boot), right after the bootloader swap (the new one must boot).
+/// `powercut`'s cut: as finalize begins, the new deployment being written at shutdown while
+/// the boot configuration still names the old one, which must boot with the repository sound.
 /// A reset before finalize (fetching, staging) leaves only unreferenced objects or an
-/// unreferenced, half-checked-out deployment beside the same boot configuration:
-/// `powercut-spread` aims at both.
+/// unreferenced, half-checked-out deployment beside the same boot configuration, and one
+/// after the bootloader swap boots the new deployment: `powercut-spread` aims at all three.
 pub const CUTS: &[Cut] = &[
     // the first boot runs the base image: the switch to the layered one is cut at shutdown
     Cut::DuringFinalize(0.0),
-    Cut::AfterBootloader,
 ];
 
 /// `powercut-spread`'s cuts: one aimed as fetching begins (objects being written: `ostree
 /// fsck`) and one as staging begins (a deployment being checked out, before anything points
 /// at it), then the same upgrade cut at times spread over it rather than aimed at its steps
-/// (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize), and two more bootloader swaps.
+/// (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize), and two right after the
+/// bootloader swap (the new deployment must boot).
 pub const SPREAD_CUTS: &[Cut] = &[
     // the first boot runs the base image: the switch to the layered one fetches layers
     Cut::AtStep(FETCHING, 0.2),
