@@ -2,9 +2,11 @@
 //! a host with QEMU's networking disabled entirely. The payload (`imgmode mirror` of this
 //! run's seed, pushed to a throwaway TLS registry that is stopped before the VM starts) is
 //! served on port 22625 in the live system, the seed is pulled through it by its original
-//! name, and after the reboot the installed system serves its copy of the payload the same
-//! way. Both systems refuse a pull without the pull secret's credentials; on the installed
-//! system a blob flipped on disk is found by `imgmode payload verify` and refused by a pull.
+//! name (the install pulls every blob of it), and after the reboot the installed system
+//! serves its copy of the payload the same way (the seed's manifest and config, by the same
+//! name). Both systems refuse a pull without the pull secret's credentials; on the installed
+//! system a byte flipped in the config blob on disk is found by `imgmode payload verify` and
+//! refused by a pull.
 
 use crate::harness::artifacts::{run, Artifacts};
 use crate::harness::context::RunContext;
@@ -62,14 +64,16 @@ __CHECKS__
 filemodes installed /etc/imgmode /var/lib/imgmode /etc/containers /root/.ssh /etc/systemd/system
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 p=/var/lib/containers/imgmode-payload
-run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
+# the seed's config blob through the installed copy (skopeo checks its digest); the live
+# system's install pulled every blob of the seed through its own
+seed=docker://__REG__/imgmode-seed:__VERSION__
+run skopeo inspect --config --authfile "$auth" "$seed"
 run imgmode payload verify $p
-# flip one byte of the seed's layer, the largest blob
-blob=$(find $p/docker/registry/v2/blobs -name data -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
-printf 'X' | dd of="$blob" bs=1 seek=1000 conv=notrunc status=none
+# flip one byte of that blob in the installed copy
+config=$(skopeo inspect --raw --authfile "$auth" "$seed" | perl -MJSON::PP -0777 -ne 'print decode_json($_)->{config}{digest} =~ s/^sha256://r')
+printf 'X' | dd of="$p/docker/registry/v2/blobs/sha256/$(echo "$config" | cut -c1-2)/$config/data" bs=1 seek=1 conv=notrunc status=none
 run imgmode payload verify $p
-rm -rf /var/tmp/pulled
-run skopeo copy --quiet --authfile "$auth" docker://__REG__/imgmode-seed:__VERSION__ dir:/var/tmp/pulled
+run skopeo inspect --config --authfile "$auth" "$seed"
 echo "IMGMODE-PHASE-1-END"
 systemctl poweroff
 "#;
@@ -141,7 +145,7 @@ pub async fn registry_less(ctx: &RunContext, dir: &Path) -> Result<String> {
         }
     }
     Ok(format!(
-        "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed pulled by its original name {seed_ref} on both, a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull"
+        "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed resolved by its original name {seed_ref} on both (the live system installed it through the payload, the installed system served its config), a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull"
     ))
 }
 
@@ -240,8 +244,9 @@ fn check_system(p: &Phase, what: &str, seed_ref: &str, seed_digest: &str) -> Res
     Ok(())
 }
 
-/// The installed system's payload: the install recorded it, the seed pulls through it,
-/// `imgmode payload verify` passes and then finds a flipped byte, which a pull refuses.
+/// The installed system's payload: the install recorded it, the seed's config pulls through
+/// it, `imgmode payload verify` passes and then finds a byte flipped in that blob, which a pull
+/// refuses.
 fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
     let installed: serde_json::Value =
         serde_json::from_str(report_line(results, "INSTALLED ").context("no install record")?)?;
@@ -251,15 +256,15 @@ fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
             .is_some_and(|s| s.starts_with("sha256:")),
         "the install record names no payload: {installed}"
     );
-    let pulls = p.runs_of("skopeo copy");
+    let pulls = p.runs_of("skopeo inspect --config");
     ensure!(
         pulls.len() == 2,
-        "the installed system ran {} pulls",
+        "the installed system ran {} pulls of the seed's config",
         pulls.len()
     );
     ensure!(
         pulls[0].1 == 0,
-        "pulling the seed through the installed payload failed:\n{}",
+        "pulling the seed's config through the installed payload failed:\n{}",
         pulls[0].2
     );
     let verifies = p.runs_of("imgmode payload verify");
