@@ -10,7 +10,6 @@
 //!   pipeline definitions' linters, and one JUnit report of the shards' (`pipelines.rs`).
 
 mod bench;
-mod deps;
 mod fuzz;
 mod pipelines;
 mod tidy;
@@ -276,7 +275,7 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
 
 /// The quick start's first command: packages, the base image and a bootable qcow2.
 fn build_default() -> Result<()> {
-    deps::install()?;
+    imgmode_deps::install()?;
     let root = workspace_root();
     let imgmode = build_imgmode()?;
     sh(Command::new(&imgmode)
@@ -295,7 +294,7 @@ fn build_default() -> Result<()> {
 }
 
 fn build_seed() -> Result<()> {
-    deps::install()?;
+    imgmode_deps::install()?;
     let root = workspace_root();
     let imgmode = build_imgmode()?;
     let t0 = std::time::Instant::now();
@@ -439,7 +438,7 @@ fn main() -> std::process::ExitCode {
             out,
             ci_tier,
         } => pipelines::junit_merge(&reports, &out, ci_tier),
-        Cmd::Deps => deps::install(),
+        Cmd::Deps => imgmode_deps::install(),
         Cmd::Build => build_default(),
         Cmd::BuildSeed => build_seed(),
     };

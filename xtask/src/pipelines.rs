@@ -4,73 +4,14 @@
 //! - GitHub Actions workflows are checked by action-validator (the workflow schema
 //!   SchemaStore publishes, which GitHub's editor tooling uses), Tekton Tasks and Pipelines by
 //!   IBM's tekton-lint (references, parameters, workspaces). Both come from npm at pinned
-//!   versions into the cache directory, by `cargo xtask deps`.
+//!   versions into the cache directory, by `cargo xtask deps` ([`imgmode_deps::LINTERS`]).
 //! - `cargo xtask junit-merge` makes one report of the shards' `junit.xml` (quick-junit reads
 //!   and writes them); with `--ci-tier` every scenario of the tier must be in exactly one.
 
 use anyhow::{bail, ensure, Context, Result};
+use imgmode_deps::lint_dir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The linters: (npm package, version, the command it installs).
-pub const LINTERS: &[(&str, &str, &str)] = &[
-    ("@action-validator/cli", "0.6.0", "action-validator"),
-    ("@ibm/tekton-lint", "1.1.0", "tekton-lint"),
-];
-
-/// Where the linters live: `$IMGMODE_CACHE_DIR/lint` (default `/var/cache/imgmode/lint`),
-/// outside the checkout and safe to delete.
-fn lint_dir() -> PathBuf {
-    std::env::var_os("IMGMODE_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/imgmode"))
-        .join("lint")
-}
-
-/// Whether `npm` runs here (nodesource's nodejs ships it; Debian's is the `npm` package).
-pub fn npm_found() -> bool {
-    Command::new("npm")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The version of `package` installed under `dir`, if any.
-fn installed_version(dir: &Path, package: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json"))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["version"].as_str().map(str::to_string)
-}
-
-/// Install the linters at their versions (`cargo xtask deps`); nothing when they are there.
-/// Needs `npm` (Debian's `npm` package, which `cargo xtask deps` installs when it is missing).
-pub fn install_linters() -> Result<()> {
-    let dir = lint_dir();
-    let missing: Vec<String> = LINTERS
-        .iter()
-        .filter(|(p, v, _)| installed_version(&dir, p).as_deref() != Some(*v))
-        .map(|(p, v, _)| format!("{p}@{v}"))
-        .collect();
-    if missing.is_empty() {
-        eprintln!("==> the pipeline linters are installed ({})", dir.display());
-        return Ok(());
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::sh(
-        Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--save-exact",
-                "--prefix",
-            ])
-            .arg(&dir)
-            .args(&missing),
-    )
-    .context("installing the pipeline linters from npm")
-}
 
 /// The definitions `lint` checks: (GitHub workflows, Tekton files), each list sorted.
 fn definitions(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {

@@ -40,6 +40,7 @@ const SOURCE_ROOTS: &[&str] = &[
     "cli/src",
     "vmtest/src",
     "xtask/src",
+    "xtask/deps/src",
 ];
 
 /// What the rules found: the violations (one message each) and the longest non-test

@@ -1,11 +1,13 @@
-//! `cargo xtask deps`: install the Debian packages imgmode and its tests use.
+//! `cargo xtask deps` (and `cargo run -p imgmode-deps`, which `.ci/run` runs): install the
+//! Debian packages imgmode and its tests use, and the pipeline definitions' linters.
 //!
 //! Idempotent: packages already installed are skipped, and `apt-get update` runs only when
 //! something is missing. On Debian 12 the machine image ships qemu-utils from
 //! bookworm-backports, so qemu-system-x86 must come from there too; the backports source is
-//! added when missing.
+//! added when missing. The linters come from npm at pinned versions into the cache directory.
 
 use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Packages for building (libostree bindings), running (tools imgmode drives) and testing.
@@ -106,12 +108,78 @@ fn apt(args: &[&str]) -> Result<()> {
 /// cache directory).
 pub fn install() -> Result<()> {
     install_packages()?;
-    if !crate::pipelines::npm_found() {
+    if !npm_found() {
         ensure_root("npm (Debian's nodejs and npm) for the pipeline linters")?;
         apt(&["update", "-qq"])?;
         apt(&["install", "-y", "-qq", "nodejs", "npm"])?;
     }
-    crate::pipelines::install_linters()
+    install_linters()
+}
+
+/// The pipeline definitions' linters (`cargo xtask lint-pipelines`): (npm package, version,
+/// the command it installs).
+pub const LINTERS: &[(&str, &str, &str)] = &[
+    ("@action-validator/cli", "0.6.0", "action-validator"),
+    ("@ibm/tekton-lint", "1.1.0", "tekton-lint"),
+];
+
+/// Where the linters live: `$IMGMODE_CACHE_DIR/lint` (default `/var/cache/imgmode/lint`),
+/// outside the checkout and safe to delete.
+pub fn lint_dir() -> PathBuf {
+    std::env::var_os("IMGMODE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/imgmode"))
+        .join("lint")
+}
+
+/// Whether `npm` runs here (nodesource's nodejs ships it; Debian's is the `npm` package).
+fn npm_found() -> bool {
+    Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The version of `package` installed under `dir`, if any.
+fn installed_version(dir: &Path, package: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json"))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["version"].as_str().map(str::to_string)
+}
+
+/// Install the linters at their versions; nothing when they are there. Needs `npm`
+/// (Debian's `npm` package, which [`install`] installs when it is missing).
+fn install_linters() -> Result<()> {
+    let dir = lint_dir();
+    let missing: Vec<String> = LINTERS
+        .iter()
+        .filter(|(p, v, _)| installed_version(&dir, p).as_deref() != Some(*v))
+        .map(|(p, v, _)| format!("{p}@{v}"))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("==> the pipeline linters are installed ({})", dir.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut npm = Command::new("npm");
+    npm.args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--save-exact",
+        "--prefix",
+    ])
+    .arg(&dir)
+    .args(&missing);
+    eprintln!("==> {npm:?}");
+    let st = npm
+        .status()
+        .context("installing the pipeline linters from npm")?;
+    if !st.success() {
+        bail!("installing the pipeline linters from npm: {npm:?} failed ({st})");
+    }
+    Ok(())
 }
 
 fn ensure_root(what: &str) -> Result<()> {
