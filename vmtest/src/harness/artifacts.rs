@@ -87,6 +87,22 @@ pub(crate) fn guide_blocks(imgmode: &Path, scenario: &str, check: Option<&Path>)
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Write `text` to a new file `path`, mode 0600 from the start (it holds a password or a key);
+/// a file already there is replaced.
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?
+        .write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Run the `imgmode` binary like a user; its stdout.
 pub(crate) fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
     run(

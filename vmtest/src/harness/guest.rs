@@ -188,7 +188,43 @@ rm -f /run/vmtest-userkey
     )
 }
 
+/// Guest shell lines: whether `user`'s password hash verifies the credential
+/// `vmtest.password` (`FACT password=yes`), its home's owner, group and mode (`FACT home=`), and
+/// the size of the `boot` partition (`FACT boot-bytes=`). [`Phase::account_applied`] checks
+/// them.
+pub(crate) fn account_sh(user: &str) -> String {
+    format!(
+        r#"hash=$(getent shadow {user} | cut -d: -f2)
+echo "FACT password=$(perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no"' "$(cat "$CREDENTIALS_DIRECTORY/vmtest.password")" "$hash")"
+echo "FACT home=$(stat -c '%U %G %a' /var/home/{user})"
+echo "FACT boot-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/boot)"
+"#
+    )
+}
+
 impl Phase {
+    /// What [`account_sh`] reported: `user`'s password hash verifies the configured password,
+    /// its home is its own with mode 700, and `/boot` has at least `boot_min` bytes (the
+    /// configuration's `minsize`).
+    pub(crate) fn account_applied(&self, user: &str, boot_min: u64) -> Result<()> {
+        ensure!(
+            self.fact("password") == "yes",
+            "{user}'s password hash does not verify the config's password"
+        );
+        ensure!(
+            self.fact("home") == format!("{user} {user} 700"),
+            "{user}'s home is {:?}, expected {user}'s own with mode 700",
+            self.fact("home")
+        );
+        ensure!(
+            self.fact("boot-bytes").parse::<u64>().unwrap_or(0) >= boot_min,
+            "/boot is {} bytes, under its minsize of {} MiB",
+            self.fact("boot-bytes"),
+            boot_min >> 20
+        );
+        Ok(())
+    }
+
     /// The login of [`ssh_login_sh`] worked: it ran as `user`, a member of `group`.
     pub(crate) fn logged_in(&self, user: &str, group: &str) -> Result<()> {
         let ssh = self.fact("ssh");

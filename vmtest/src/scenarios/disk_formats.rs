@@ -9,11 +9,13 @@
 //! 127.0.0.1), is in `wheel` (a group the file defines), its password hash verifies the
 //! configured password, its home is its own and 0700; `/boot` and `/` have at least their
 //! `minsize`; the kernel command line has the file's `append`; and `imgmode status` reports
-//! the base image booted.
+//! the base image booted. `disk-formats` (the CI tier's) writes both and checks them on the
+//! host only (`install-iso` boots the same customisations, written by the same code);
+//! `disk-formats-vmdk` and `disk-formats-vhd` boot one each.
 
-use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
+use crate::harness::artifacts::{run, ssh_keypair, write_secret, Artifacts};
 use crate::harness::context::RunContext;
-use crate::harness::guest::{job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
+use crate::harness::guest::{account_sh, job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
 use crate::harness::qemu::{Boot, VmConfig};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
@@ -75,10 +77,7 @@ imgmode status --format json
 echo STATUS-END
 echo "FACT sshd=$(systemctl is-active ssh.service)"
 __SSH_LOGIN__
-hash=$(getent shadow alice | cut -d: -f2)
-echo "FACT password=$(perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no"' "$(cat "$CREDENTIALS_DIRECTORY/vmtest.password")" "$hash")"
-echo "FACT home=$(stat -c '%U %G %a' /var/home/alice)"
-echo "FACT boot-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/boot)"
+__ACCOUNT__
 echo "FACT root-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/root)"
 echo IMGMODE-PHASE-1-END
 systemctl poweroff
@@ -127,20 +126,8 @@ pub async fn disk_formats(
     let public = ssh_keypair(&key_path, "imgmode-vmtest-alice")?;
     let private = std::fs::read_to_string(&key_path)?;
     // the configurations hold the user's password: 0600 from the start, removed after use
-    for (name, text) in [
-        ("config.toml", config_toml(&public)),
-        ("config.json", config_json(&public)),
-    ] {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(dir.join(name));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join(name))?
-            .write_all(text.as_bytes())?;
-    }
+    write_secret(&dir.join("config.toml"), &config_toml(&public))?;
+    write_secret(&dir.join("config.json"), &config_json(&public))?;
     let (mut said, mut checked) = (Vec::new(), Vec::new());
     for f in write {
         let (format, qemu_format, config, firmware) = (f.name, f.qemu_format, f.config, f.firmware);
@@ -160,7 +147,9 @@ pub async fn disk_formats(
         };
         let cfg = job(
             vm,
-            SCRIPT.replace("__SSH_LOGIN__\n", &ssh_login_sh("alice")),
+            SCRIPT
+                .replace("__SSH_LOGIN__\n", &ssh_login_sh("alice"))
+                .replace("__ACCOUNT__\n", &account_sh("alice")),
         )
         .credential("vmtest.userkey", private.clone())
         .credential("vmtest.password", PASSWORD);
@@ -178,17 +167,21 @@ pub async fn disk_formats(
     for f in ["config.toml", "config.json", "alice", "alice.pub"] {
         std::fs::remove_file(dir.join(f))?;
     }
-    ensure!(
-        !said.is_empty(),
-        "disk-formats booted none of the formats it wrote"
-    );
     let also = if checked.is_empty() {
         String::new()
     } else {
         format!(
-            "; also wrote and checked on the host {} (not booted here)",
+            "wrote 0600 and checked on the host {} (not booted here)",
             checked.join(", ")
         )
+    };
+    if said.is_empty() {
+        return Ok(also);
+    }
+    let also = if also.is_empty() {
+        also
+    } else {
+        format!("; {also}")
     };
     Ok(format!(
         "booted {}; alice logged in with her key, in wheel, her password verifies; /boot and / at least their minsize; the append on the command line{also}",
@@ -269,23 +262,9 @@ fn check_guest(a: &Artifacts, results: &str) -> Result<()> {
     p.has_append_karg(APPEND_KARG)?;
     ensure!(p.fact("sshd") == "active", "sshd is {}", p.fact("sshd"));
     p.logged_in("alice", "wheel")?;
+    p.account_applied("alice", BOOT_MIB << 20)?;
     ensure!(
-        p.fact("password") == "yes",
-        "alice's password hash does not verify the config's password"
-    );
-    ensure!(
-        p.fact("home") == "alice alice 700",
-        "alice's home is {:?}, expected alice's own with mode 700",
-        p.fact("home")
-    );
-    let bytes = |f: &str| p.fact(f).parse::<u64>().unwrap_or(0);
-    ensure!(
-        bytes("boot-bytes") >= BOOT_MIB << 20,
-        "/boot is {} bytes, under its minsize of {BOOT_MIB} MiB",
-        p.fact("boot-bytes")
-    );
-    ensure!(
-        bytes("root-bytes") >= ROOT_MIB << 20,
+        p.fact("root-bytes").parse::<u64>().unwrap_or(0) >= ROOT_MIB << 20,
         "/ is {} bytes, under its minsize of {ROOT_MIB} MiB",
         p.fact("root-bytes")
     );

@@ -3,15 +3,16 @@
 //! its live system installs onto the disk the configuration names and reboots into it.
 //!
 //! The configuration names `/dev/vda` (`[customizations.installer] installation-disk`) and
-//! carries a user with a key and a group, and a kernel argument. The second disk, larger and
-//! just as blank, must stay untouched (no cluster of its qcow2 written). On the installed
-//! system: the base image booted; the root partition and its filesystem grew from the disk
-//! image's size to the 12 GiB disk; the user logs in over SSH with the key and is in `wheel`;
-//! the argument is on the kernel command line.
+//! carries a user with a password, a key and a group, a `/boot` minsize and a kernel argument.
+//! The second disk, larger and just as blank, must stay untouched (no cluster of its qcow2
+//! written). On the installed system: the base image booted; the root partition and its
+//! filesystem grew from the disk image's size to the 12 GiB disk; the user logs in over SSH
+//! with the key and is in `wheel`, its password hash verifies the password, its home is its
+//! own and 0700; `/boot` has its minsize; the argument is on the kernel command line.
 
-use crate::harness::artifacts::{run, ssh_keypair, Artifacts};
+use crate::harness::artifacts::{run, ssh_keypair, write_secret, Artifacts};
 use crate::harness::context::RunContext;
-use crate::harness::guest::{job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
+use crate::harness::guest::{account_sh, job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
 use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::qemu::{Boot, VmConfig};
 use anyhow::{ensure, Context, Result};
@@ -21,6 +22,10 @@ use std::time::Duration;
 
 /// The kernel argument of the configuration's `append`.
 const APPEND_KARG: &str = "imgmode.vmtest.iso=1";
+/// The user's password (test data: it reaches the guest as a credential).
+const PASSWORD: &str = "vmtest battery staple";
+/// `minsize` of `/boot`, in MiB (more than the disk writer's default).
+const BOOT_MIB: u64 = 700;
 /// Writing the disk image under TCG, growing it, then the first boot.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -31,8 +36,13 @@ name = "wheel"
 
 [[customizations.user]]
 name = "bob"
+password = "{PASSWORD}"
 key = "{key}"
 groups = ["wheel"]
+
+[[customizations.filesystem]]
+mountpoint = "/boot"
+minsize = "{BOOT_MIB} MiB"
 
 [customizations.kernel]
 append = "{APPEND_KARG}"
@@ -54,6 +64,7 @@ echo "FACT root-disk=$(lsblk -no PKNAME /dev/disk/by-label/root)"
 echo "FACT root-part-bytes=$(lsblk -bdno SIZE /dev/disk/by-label/root)"
 echo "FACT root-fs-bytes=$(df -B1 --output=size /sysroot | tail -1 | tr -d ' ')"
 __SSH_LOGIN__
+__ACCOUNT__
 echo IMGMODE-PHASE-1-END
 systemctl poweroff
 "#;
@@ -73,8 +84,9 @@ pub async fn install_iso(ctx: &RunContext, dir: &Path) -> Result<String> {
     let key_path = dir.join("bob");
     let public = ssh_keypair(&key_path, "imgmode-vmtest-bob")?;
     let private = std::fs::read_to_string(&key_path)?;
+    // the configuration holds the user's password: 0600 from the start, removed after use
     let config = dir.join("config.toml");
-    std::fs::write(&config, config_toml(&public))?;
+    write_secret(&config, &config_toml(&public))?;
     let iso = dir.join("install.iso");
     let (a2, c2, i2) = (a.clone(), config.clone(), iso.clone());
     let (record, iso_mib) = tokio::task::spawn_blocking(move || write_iso(&a2, &c2, &i2)).await??;
@@ -112,9 +124,12 @@ pub async fn install_iso(ctx: &RunContext, dir: &Path) -> Result<String> {
             ),
             ..VmConfig::new(&target, Boot::Bios)
         },
-        SCRIPT.replace("__SSH_LOGIN__\n", &ssh_login_sh("bob")),
+        SCRIPT
+            .replace("__SSH_LOGIN__\n", &ssh_login_sh("bob"))
+            .replace("__ACCOUNT__\n", &account_sh("bob")),
     )
-    .credential("vmtest.userkey", private);
+    .credential("vmtest.userkey", private)
+    .credential("vmtest.password", PASSWORD);
     let results = run_job(
         &cfg,
         &dir.join("vm"),
@@ -128,7 +143,7 @@ pub async fn install_iso(ctx: &RunContext, dir: &Path) -> Result<String> {
         std::fs::remove_file(f)?;
     }
     Ok(format!(
-        "imgmode iso wrote a {iso_mib} MiB ISO carrying a {} MiB disk image of imgmode-base; booted from a CD beside two blank disks, it installed onto the config's /dev/vda and rebooted into it (the other disk untouched); the root partition and filesystem grew to {grown} MiB; bob logged in over SSH with the config's key, in wheel; the config's append on the command line",
+        "imgmode iso wrote a {iso_mib} MiB ISO carrying a {} MiB disk image of imgmode-base; booted from a CD beside two blank disks, it installed onto the config's /dev/vda and rebooted into it (the other disk untouched); the root partition and filesystem grew to {grown} MiB; bob logged in over SSH with the config's key, in wheel, his password verifies and his home is his own; /boot has its {BOOT_MIB} MiB minsize; the config's append on the command line",
         record.disk_size >> 20
     ))
 }
@@ -170,6 +185,7 @@ fn check_installed(a: &Artifacts, results: &str, image_bytes: u64) -> Result<u64
         );
     }
     p.logged_in("bob", "wheel")?;
+    p.account_applied("bob", BOOT_MIB << 20)?;
     p.has_append_karg(APPEND_KARG)?;
     Ok(bytes("root-fs-bytes") >> 20)
 }

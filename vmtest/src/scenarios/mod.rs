@@ -97,7 +97,7 @@ fn boot_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "boot-uefi",
             about: "the same disk boots through OVMF and GRUB EFI",
-            not_in_ci: Some("disk-formats boots the vmdk imgmode disk writes through OVMF and GRUB EFI, and ibi's first host boots its installed disk through OVMF"),
+            not_in_ci: Some("ibi's first host boots its installation ISO and then its installed disk through OVMF and GRUB EFI"),
             shares: None,
             est_seconds: 60,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::Uefi)),
@@ -150,16 +150,16 @@ fn node_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "powercut",
-            about: "2 hard resets aimed at the points of an upgrade where a reset leaves the boot configuration in its own state (as finalize begins, right after the bootloader swap): the old deployment boots after the first, the new one after the second, and ostree fsck is clean after each",
+            about: "a hard reset aimed as finalize begins, while the new deployment is written at shutdown and the boot configuration still names the old one: the old deployment boots and ostree fsck is clean",
             not_in_ci: None,
             shares: Some(LAYERED),
-            est_seconds: 420,
+            est_seconds: 300,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::CUTS)),
         },
         Scenario {
             name: "powercut-spread",
-            about: "11 more hard resets: one aimed as fetching begins, one as staging begins, and 9 at times spread over upgrades in both directions (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize, two more bootloader swaps): the old or the new deployment always boots and ostree fsck is clean",
-            not_in_ci: Some("powercut aims a reset at each point of an upgrade where the boot configuration changes (finalize, after the bootloader swap) and checks the same boot and fsck after each; a reset while fetching or staging leaves only objects or a half-checked-out deployment nothing points at yet, beside the boot configuration of before, and the old deployment boots"),
+            about: "11 more hard resets: one aimed as fetching begins, one as staging begins, and 9 at times spread over upgrades in both directions (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize, two right after the bootloader swap, when the new deployment must boot): the old or the new deployment always boots and ostree fsck is clean",
+            not_in_ci: Some("powercut aims a reset where an upgrade is most fragile, as finalize writes the new deployment at shutdown, and checks that the old deployment boots and ostree fsck is clean; a reset while fetching or staging leaves only objects or a half-checked-out deployment nothing points at yet, beside the boot configuration of before, and one after the bootloader swap leaves the new boot configuration complete (ostree swaps it in one rename)"),
             shares: Some(LAYERED),
             est_seconds: 1500,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::SPREAD_CUTS)),
@@ -234,13 +234,24 @@ fn disk_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "disk-formats",
-            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk (config.toml) boots through OVMF from its own format, the user logs in over SSH with the key, the password verifies, the partitions have their minsize; the fixed vhd (the same settings in config.json) is written and checked on the host",
+            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk (config.toml) and the fixed vhd (the same settings in config.json) are written 0600 and checked on the host (qemu-img check of the vmdk, the vhd's size and footer)",
             not_in_ci: None,
             shares: None,
-            est_seconds: 170,
+            est_seconds: 70,
             run: |ctx, d| {
                 use disk_formats::{VHD, VMDK};
-                Box::pin(disk_formats::disk_formats(ctx, d, &[VMDK, VHD], &[VMDK]))
+                Box::pin(disk_formats::disk_formats(ctx, d, &[VMDK, VHD], &[]))
+            },
+        },
+        Scenario {
+            name: "disk-formats-vmdk",
+            about: "the streamOptimized vmdk imgmode disk writes from a bootc-image-builder config.toml boots through OVMF from its own format: the user logs in over SSH with the key, in wheel, the password verifies, /boot and / have their minsize, the append is on the command line",
+            not_in_ci: Some("disk-formats writes the same vmdk from the same config.toml and checks it on the host (streamOptimized, qemu-img check); install-iso boots a disk imgmode's disk code wrote with the same kinds of settings (a user with password, key and wheel, a /boot minsize, an append) and checks each; ibi's first host boots through OVMF"),
+            shares: None,
+            est_seconds: 150,
+            run: |ctx, d| {
+                use disk_formats::VMDK;
+                Box::pin(disk_formats::disk_formats(ctx, d, &[VMDK], &[VMDK]))
             },
         },
         Scenario {
@@ -256,10 +267,10 @@ fn disk_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "install-iso",
-            about: "imgmode iso with a bootc-image-builder config: the unattended installer ISO boots (SeaBIOS, CD) beside two blank disks, installs the base image onto the disk the config names (the other untouched), grows its root to the disk and reboots into it; the config's user logs in over SSH with its key, in wheel; its append is on the command line",
+            about: "imgmode iso with a bootc-image-builder config: the unattended installer ISO boots (SeaBIOS, CD) beside two blank disks, installs the base image onto the disk the config names (the other untouched), grows its root to the disk and reboots into it; the config's user logs in over SSH with its key, in wheel, its password verifies, its home is its own; /boot has its minsize; its append is on the command line",
             not_in_ci: None,
             shares: None,
-            est_seconds: 330,
+            est_seconds: 400,
             run: |ctx, d| Box::pin(install_iso::install_iso(ctx, d)),
         },
     ]
