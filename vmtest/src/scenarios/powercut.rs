@@ -167,10 +167,13 @@ pub async fn powercut(ctx: &RunContext, dir: &Path, cuts: &[Cut]) -> Result<Stri
     std::fs::write(dir.join("powercut.txt"), log.join("\n") + "\n")?;
     let _ = vm.quit().await;
     result?;
+    let s = |n: usize| if n == 1 { "" } else { "s" };
     Ok(format!(
-        "{} resets injected, {} boots good, ostree fsck clean after each: {}",
+        "{} reset{} injected, {} boot{} after a reset good, ostree fsck clean after each: {}",
         cuts.len(),
+        s(cuts.len()),
         log.len(),
+        s(log.len()),
         log.join("; ")
     ))
 }

@@ -69,9 +69,10 @@ p=/var/lib/containers/imgmode-payload
 seed=docker://__REG__/imgmode-seed:__VERSION__
 run skopeo inspect --config --authfile "$auth" "$seed"
 run imgmode payload verify $p
-# flip one byte of that blob in the installed copy
-config=$(skopeo inspect --raw --authfile "$auth" "$seed" | perl -MJSON::PP -0777 -ne 'print decode_json($_)->{config}{digest} =~ s/^sha256://r')
-printf 'X' | dd of="$p/docker/registry/v2/blobs/sha256/$(echo "$config" | cut -c1-2)/$config/data" bs=1 seek=1 conv=notrunc status=none
+# flip one byte of that blob in the installed copy: the one blob that lists the layers' diff_ids
+config=$(find $p/docker/registry/v2/blobs -name data -size -1024k -exec grep -l '"diff_ids"' {} + | head -1)
+echo "FACT config-blob=${config:-none}"
+printf 'X' | dd of="${config:-/dev/null}" bs=1 seek=1 conv=notrunc status=none
 run imgmode payload verify $p
 run skopeo inspect --config --authfile "$auth" "$seed"
 echo "IMGMODE-PHASE-1-END"
@@ -256,6 +257,11 @@ fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
             .is_some_and(|s| s.starts_with("sha256:")),
         "the install record names no payload: {installed}"
     );
+    ensure!(
+        p.fact("config-blob").ends_with("/data"),
+        "no blob of the installed payload is an image config (lists diff_ids): {}",
+        p.fact("config-blob")
+    );
     let pulls = p.runs_of("skopeo inspect --config");
     ensure!(
         pulls.len() == 2,
@@ -278,8 +284,8 @@ fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
         verifies[1].2
     );
     ensure!(
-        pulls[1].1 != 0,
-        "a pull of the tampered blob succeeded:\n{}",
+        pulls[1].1 != 0 && pulls[1].2.contains("does not match"),
+        "a pull of the tampered blob was not refused for its digest:\n{}",
         pulls[1].2
     );
     Ok(())
