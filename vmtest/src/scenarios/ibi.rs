@@ -13,7 +13,7 @@
 //! Neither host holds a private key of the seed system's, and the two share none.
 //! `ibi` (the CI tier's) installs host 1 only; `ibi-two-sites` both.
 
-use crate::harness::artifacts::{guide_blocks, run, ssh_keypair, Artifacts};
+use crate::harness::artifacts::{guide_blocks, run, ssh_keypair, write_secret, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
     diag_section, file_modes, job, key_inventory, parse_phase, report_line, run_job_timed, Phase,
@@ -397,9 +397,10 @@ fn make_isos(
     let site_key = dir.join(format!("site-key-{}", h.name));
     let site_pub = ssh_keypair(&site_key, "imgmode-vmtest-ibi")?;
     let bundle: String = ca.lines().map(|l| format!("  {l}\n")).collect();
-    std::fs::write(
-        conf.join("install-config.yaml"),
-        format!("{INSTALL_CONFIG}{}", ibi_site::install_config(h.no_dhcp))
+    // the install config and the installation config hold pull secrets: 0600 from the start
+    write_secret(
+        &conf.join("install-config.yaml"),
+        &format!("{INSTALL_CONFIG}{}", ibi_site::install_config(h.no_dhcp))
             .replace("__NAME__", h.name)
             .replace("__SSHKEY__", &site_pub)
             .replace("__BUNDLE__", &bundle),
@@ -441,14 +442,14 @@ fn make_isos(
     let _ = std::fs::remove_dir_all(&isodir);
     std::fs::create_dir_all(&isodir)?;
     let config = isodir.join("image-based-installation-config.yaml");
-    std::fs::write(
+    write_secret(
         &config,
-        IBI_CONFIG
+        &(IBI_CONFIG
             .replace("__REG__", reg)
             .replace("__VERSION__", version)
             .replace("__LABEL__", EXTRA_LABEL)
             .replace("__BUNDLE__", &bundle)
-            + &ibi_site::installation_config(h.no_dhcp),
+            + &ibi_site::installation_config(h.no_dhcp)),
     )?;
     let t0 = std::time::Instant::now();
     let mut cmd = Command::new(&a.imgmode);

@@ -8,7 +8,7 @@
 //! system a byte flipped in the config blob on disk is found by `imgmode payload verify` and
 //! refused by a pull.
 
-use crate::harness::artifacts::{run, Artifacts};
+use crate::harness::artifacts::{run, write_secret, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
     file_modes, job, parse_phase, report_line, run_job, Phase, BOOT_TIMEOUT,
@@ -195,9 +195,10 @@ fn payload_iso(
     let _ = std::fs::remove_dir_all(&isodir);
     std::fs::create_dir_all(&isodir)?;
     let config = isodir.join("image-based-installation-config.yaml");
-    std::fs::write(
+    // it holds the pull secret: 0600 from the start
+    write_secret(
         &config,
-        IBI_CONFIG
+        &IBI_CONFIG
             .replace("__REG__", addr)
             .replace("__VERSION__", version)
             .replace("__SECRET__", secret),
