@@ -2,9 +2,9 @@
 //! from the boot entry ostree wrote on the disk's `boot` partition (`/loader/entries/*.conf`),
 //! so QEMU can skip firmware and bootloader when a scenario only needs the OS.
 
+use crate::harness::partitions;
 use crate::harness::qemu::Boot;
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
 use std::path::Path;
 use std::process::Command;
 
@@ -61,21 +61,6 @@ fn on_bootfs(p: &str) -> &str {
         .unwrap_or(p)
 }
 
-#[derive(Deserialize)]
-struct SfPart {
-    start: u64,
-    size: u64,
-    name: Option<String>,
-}
-#[derive(Deserialize)]
-struct SfTable {
-    partitions: Vec<SfPart>,
-}
-#[derive(Deserialize)]
-struct Sf {
-    partitiontable: SfTable,
-}
-
 /// Extract the default (highest version) boot entry's kernel and initramfs from a qcow2 disk
 /// into `dir`, and return a [`Boot::Direct`] with the entry's options plus `extra_append`.
 pub fn from_disk(disk: &Path, dir: &Path, extra_append: &str) -> Result<Boot> {
@@ -86,13 +71,7 @@ pub fn from_disk(disk: &Path, dir: &Path, extra_append: &str) -> Result<Boot> {
         .arg(disk)
         .arg(&raw))?;
     let result = (|| {
-        let sf: Sf = serde_json::from_slice(&run(Command::new("sfdisk").arg("--json").arg(&raw))?)?;
-        let boot = sf
-            .partitiontable
-            .partitions
-            .iter()
-            .find(|p| p.name.as_deref() == Some("boot"))
-            .context("the disk has no partition named boot")?;
+        let boot = partitions::named(&raw, "boot")?;
         let bootfs = dir.join("boot.ext4");
         run(Command::new("dd")
             .arg(format!("if={}", raw.display()))

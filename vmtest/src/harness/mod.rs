@@ -10,6 +10,8 @@
 //!   [`seed`]: the `build-seed` flow (seed-system disk, seed VM, the seed copied off its disk);
 //!   [`context`]: the run's shared state ([`context::RunContext`]: artifacts, the seed made
 //!   once per run).
+//! - [`partitions`]: a raw disk image's partitions and read-only loop devices over them, read
+//!   with `debugfs` and the filesystem checkers.
 //! - [`media`]: payload disks, blank installation disks, ISOs as CD-ROMs; [`install_iso`]:
 //!   what the installation-ISO scenarios share (the live system's checks, the seed in a TLS
 //!   registry); [`registry`]: a throwaway `docker-registry` on the host's loopback;
@@ -19,7 +21,8 @@
 //! - [`timeline`]: the console's lines on the host's clock, cut into phases (the benchmarks'
 //!   per-phase tables and pictures).
 //!
-//! Dependencies point one way: `artifacts`, `health` and `privnet` use no other module here;
+//! Dependencies point one way: `artifacts`, `health`, `partitions` and `privnet` use no other
+//! module here; `direct` uses `partitions`;
 //! `registry` uses `privnet` (its certificate names the private network's host address);
 //! `media` and `secrets` use `artifacts`; `qemu` uses `health` and `timeline`; `direct` and `guest` use `qemu`;
 //! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` uses `artifacts`
@@ -33,6 +36,7 @@ pub mod health;
 pub mod install_iso;
 pub mod layered_image;
 pub mod media;
+pub mod partitions;
 pub mod privnet;
 pub mod qemu;
 pub mod registry;

@@ -2,8 +2,8 @@
 //! checkers, and a too-small `--size` is refused.
 
 use crate::harness::artifacts::Artifacts;
+use crate::harness::partitions;
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
 use std::path::Path;
 
 fn check(cmd: &mut std::process::Command) -> Result<String> {
@@ -21,29 +21,12 @@ fn check(cmd: &mut std::process::Command) -> Result<String> {
     Ok(text)
 }
 
-#[derive(Deserialize)]
-struct SfdiskPart {
-    start: u64,
-    size: u64,
-    name: Option<String>,
-}
-#[derive(Deserialize)]
-struct SfdiskTable {
-    partitions: Vec<SfdiskPart>,
-}
-#[derive(Deserialize)]
-struct Sfdisk {
-    partitiontable: SfdiskTable,
-}
-
 /// Check every filesystem of a raw disk read-only through loop devices.
 fn fsck_partitions(raw: &Path) -> Result<Vec<String>> {
     use std::process::Command;
-    let json = check(Command::new("sfdisk").arg("--json").arg(raw))?;
-    let table: Sfdisk = serde_json::from_str(&json).context("parsing sfdisk --json")?;
     let mut checked = Vec::new();
-    for p in table.partitiontable.partitions {
-        let name = p.name.unwrap_or_default();
+    for p in partitions::table(raw)? {
+        let name = p.name.clone().unwrap_or_default();
         let fsck: &[&str] = match name.as_str() {
             "EFI-SYSTEM" => &["fsck.vfat", "-n"],
             "boot" => &["e2fsck", "-n", "-f"],
@@ -53,18 +36,11 @@ fn fsck_partitions(raw: &Path) -> Result<Vec<String>> {
             }
             _ => continue,
         };
-        let dev = check(
-            Command::new("losetup")
-                .args(["--find", "--show", "--read-only"])
-                .arg(format!("--offset={}", p.start * 512))
-                .arg(format!("--sizelimit={}", p.size * 512))
-                .arg(raw),
-        )?
-        .trim()
-        .to_string();
+        let lo = p.attach(raw)?;
+        let dev = lo.dev.as_str();
         let result = (|| -> Result<()> {
             let args: Vec<&str> = if fsck.is_empty() {
-                let ty = check(Command::new("blkid").args(["-o", "value", "-s", "TYPE", &dev]))?;
+                let ty = check(Command::new("blkid").args(["-o", "value", "-s", "TYPE", dev]))?;
                 match ty.trim() {
                     "xfs" => vec!["xfs_repair", "-n"],
                     "ext4" => vec!["e2fsck", "-n", "-f"],
@@ -73,11 +49,11 @@ fn fsck_partitions(raw: &Path) -> Result<Vec<String>> {
             } else {
                 fsck.to_vec()
             };
-            check(Command::new(args[0]).args(&args[1..]).arg(&dev))?;
+            check(Command::new(args[0]).args(&args[1..]).arg(dev))?;
             checked.push(format!("{name}:{}", args[0]));
             Ok(())
         })();
-        let _ = Command::new("losetup").args(["-d", &dev]).status();
+        drop(lo);
         result?;
     }
     Ok(checked)

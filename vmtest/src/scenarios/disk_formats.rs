@@ -9,13 +9,15 @@
 //! 127.0.0.1), is in `wheel` (a group the file defines), its password hash verifies the
 //! configured password, its home is its own and 0700; `/boot` and `/` have at least their
 //! `minsize`; the kernel command line has the file's `append`; and `imgmode status` reports
-//! the base image booted. `disk-formats` (the CI tier's) writes both and checks them on the
-//! host only (`install-iso` boots the same customisations, written by the same code);
-//! `disk-formats-vmdk` and `disk-formats-vhd` boot one each.
+//! the base image booted. Every disk written is also read on the host (a raw copy, `debugfs`):
+//! the partitions' sizes, alice's entries in the deployment's `/etc`, her password hash, her
+//! home and key, the boot entries' append. `disk-formats` (the CI tier's) writes both and
+//! checks them on the host only; `disk-formats-vmdk` and `disk-formats-vhd` boot one each.
 
 use crate::harness::artifacts::{run, ssh_keypair, write_secret, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{account_sh, job, parse_phase, run_job, ssh_login_sh, BOOT_TIMEOUT};
+use crate::harness::partitions;
 use crate::harness::qemu::{Boot, VmConfig};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
@@ -132,10 +134,14 @@ pub async fn disk_formats(
     for f in write {
         let (format, qemu_format, config, firmware) = (f.name, f.qemu_format, f.config, f.firmware);
         let disk = dir.join(format!("base.{format}"));
-        let (a2, d2, c2) = (a.clone(), disk.clone(), dir.join(config));
-        let info =
-            tokio::task::spawn_blocking(move || write_disk(&a2, format, qemu_format, &c2, &d2))
-                .await??;
+        let (a2, d2, c2, k2) = (a.clone(), disk.clone(), dir.join(config), public.clone());
+        let info = tokio::task::spawn_blocking(move || {
+            let info = write_disk(&a2, format, qemu_format, &c2, &d2)?;
+            let read = settings_on_disk(&d2, qemu_format, &k2)
+                .with_context(|| format!("the {format} disk ({config}), read on the host"))?;
+            Ok::<_, anyhow::Error>(format!("{info}; read back: {read}"))
+        })
+        .await??;
         if !boot.iter().any(|b| b.name == format) {
             std::fs::remove_file(&disk)?;
             checked.push(format!("{format} ({info}, from {config})"));
@@ -253,6 +259,158 @@ fn write_disk(
     Ok(format!(
         "{qemu_format}, {} GiB",
         info["virtual-size"].as_u64().unwrap_or(0) >> 30
+    ))
+}
+
+/// The configuration's settings as the disk `image` (read as `qemu_format`) holds them, read on
+/// the host through a raw copy (0600: it holds the password's hash, removed after) and
+/// `debugfs` over read-only loop devices: `/boot` and `/` at least their minsize; alice in the
+/// deployment's `/etc/passwd` and in `wheel`, her shadow hash verifying the password; her home
+/// in the stateroot's `/var` hers and 0700, with the key in `.ssh/authorized_keys`; the append
+/// in every boot entry.
+fn settings_on_disk(image: &Path, qemu_format: &str, key: &str) -> Result<String> {
+    let raw = image.with_extension("raw");
+    write_secret(&raw, "")?;
+    let result = (|| {
+        let info: serde_json::Value = serde_json::from_str(&run(
+            Command::new("qemu-img")
+                .args(["info", "--output=json", "-f", qemu_format])
+                .arg(image),
+            "qemu-img info",
+        )?)?;
+        let size = info["virtual-size"]
+            .as_u64()
+            .context("qemu-img info gave no virtual size")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&raw)?
+            .set_len(size)?;
+        run(
+            Command::new("qemu-img")
+                .args(["convert", "-n", "-f", qemu_format, "-O", "raw"])
+                .arg(image)
+                .arg(&raw),
+            "qemu-img convert to raw",
+        )?;
+        settings_on_raw(&raw, key)
+    })();
+    std::fs::remove_file(&raw)?;
+    result
+}
+
+fn settings_on_raw(raw: &Path, key: &str) -> Result<String> {
+    let boot = partitions::named(raw, "boot")?;
+    let root = partitions::named(raw, "root")?;
+    ensure!(
+        boot.bytes() >= BOOT_MIB << 20 && root.bytes() >= ROOT_MIB << 20,
+        "/boot is {} MiB and / {} MiB, under their minsize of {BOOT_MIB} and {ROOT_MIB} MiB",
+        boot.bytes() >> 20,
+        root.bytes() >> 20
+    );
+    let names = |listing: &str, suffix: &str| -> Vec<String> {
+        listing
+            .lines()
+            .filter_map(|l| l.split('/').nth(5))
+            .filter(|n| n.ends_with(suffix))
+            .map(str::to_string)
+            .collect()
+    };
+    let b = boot.attach(raw)?;
+    let entries = names(&b.debugfs("ls -p /loader/entries")?, ".conf");
+    ensure!(!entries.is_empty(), "no boot entry in /loader/entries");
+    for e in &entries {
+        let text = b.debugfs(&format!("cat /loader/entries/{e}"))?;
+        ensure!(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("options "))
+                .any(|o| o.split_whitespace().any(|k| k == APPEND_KARG)),
+            "the boot entry {e} lacks the append {APPEND_KARG}:\n{text}"
+        );
+    }
+    drop(b);
+    let r = root.attach(raw)?;
+    let stateroot = "/ostree/deploy/default";
+    let deploys = names(&r.debugfs(&format!("ls -p {stateroot}/deploy"))?, "");
+    let deploy = match deploys
+        .iter()
+        .filter(|n| !n.ends_with(".origin") && n.len() > 64)
+        .collect::<Vec<_>>()[..]
+    {
+        [d] => format!("{stateroot}/deploy/{d}"),
+        ref other => {
+            anyhow::bail!("expected one deployment in {stateroot}/deploy, found {other:?}")
+        }
+    };
+    let line = |file: &str, name: &str| -> Result<String> {
+        let text = r.debugfs(&format!("cat {deploy}/etc/{file}"))?;
+        text.lines()
+            .find(|l| l.split(':').next() == Some(name))
+            .map(str::to_string)
+            .with_context(|| format!("the deployment's /etc/{file} has no entry for {name}"))
+    };
+    let passwd = line("passwd", "alice")?;
+    let ids: Vec<&str> = passwd.split(':').skip(2).take(2).collect();
+    ensure!(
+        ids.len() == 2,
+        "alice's passwd entry is malformed: {passwd}"
+    );
+    ensure!(
+        line("group", "wheel")?
+            .rsplit(':')
+            .next()
+            .is_some_and(|m| m.split(',').any(|u| u == "alice")),
+        "alice is not in wheel in the deployment's /etc/group"
+    );
+    let hash = line("shadow", "alice")?
+        .split(':')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let verifies = run(
+        Command::new("perl")
+            .args([
+                "-e",
+                r#"print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? "yes" : "no""#,
+                PASSWORD,
+            ])
+            .arg(&hash),
+        "perl crypt",
+    )?;
+    ensure!(
+        verifies == "yes",
+        "alice's shadow hash does not verify the config's password"
+    );
+    let home = format!("{stateroot}/var/home/alice");
+    let stat = r.debugfs(&format!("stat {home}"))?;
+    let field = |k: &str| {
+        stat.split_whitespace()
+            .skip_while(|w| *w != k)
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    ensure!(
+        field("Mode:") == "0700" && [field("User:"), field("Group:")] == [ids[0], ids[1]],
+        "alice's home {home} is mode {} of {}:{}, expected 0700 of her ids {}:{}",
+        field("Mode:"),
+        field("User:"),
+        field("Group:"),
+        ids[0],
+        ids[1]
+    );
+    let keys = r.debugfs(&format!("cat {home}/.ssh/authorized_keys"))?;
+    ensure!(
+        keys.lines().any(|l| l.trim() == key.trim()),
+        "alice's authorized_keys lacks the config's key"
+    );
+    Ok(format!(
+        "alice {}:{} in wheel, her hash verifies the password, her home 0700 with the key; /boot {} MiB, / {} MiB; the append in {} boot entr{}",
+        ids[0],
+        ids[1],
+        boot.bytes() >> 20,
+        root.bytes() >> 20,
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" }
     ))
 }
 
