@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = imgmode_image::imgref::parse(s);
     let _ = imgmode_image::mirror::MirrorImage::parse(s);
     if let Ok(hex) = imgmode_image::digest::hex_of(s) {
-        assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert!(hex.len() == 64 || hex.len() == 128);
     }
 });
