@@ -142,13 +142,24 @@ pub fn os_image_url_ref(url: &str) -> Result<OstreeImageReference> {
         .map_err(|e| anyhow!("osImageURL {url:?}: {e}"))
 }
 
-/// What the node remembers after `apply-machineconfig`.
+/// What the node remembers after `apply-machineconfig`, and after `revert` until the revert
+/// has booted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MachineConfigState {
     pub name: String,
     pub os_image_url: String,
     /// The image the node followed before the first MachineConfig.
     pub revert_to: String,
+    /// `revert` staged the switch back to `revert_to`. The record stays until the node runs
+    /// `revert_to`: a power cut while the revert is finalized at shutdown boots the
+    /// MachineConfig's deployment again, which must still be revertible.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverting: bool,
+}
+
+/// A revert is over: it was staged and the node runs the image it reverted to.
+fn reverted_already(state: &MachineConfigState, running: &str) -> bool {
+    state.reverting && running == state.revert_to
 }
 
 /// The text of `path`, or `None` when it does not exist.
@@ -209,21 +220,32 @@ pub fn apply_machineconfig(
             name: mc.metadata.name.clone(),
             os_image_url: mc.spec.os_image_url.clone().unwrap_or_default(),
             revert_to: previous,
+            reverting: false,
         }
         .save(&state_path)?;
     }
     Ok(out)
 }
 
-/// The MachineConfig was deleted: go back to the image the node ran before it.
+/// The MachineConfig was deleted: go back to the image the node ran before it. The node's
+/// record is marked, not removed, until the node runs that image (see
+/// [`MachineConfigState::reverting`]).
 pub fn revert(sysroot_path: &Path, opts: &UpdateOpts) -> Result<UpdateOutcome> {
     let state_path = machineconfig_state_path(sysroot_path);
-    let state = MachineConfigState::load(&state_path)?.ok_or_else(|| {
+    let mut state = MachineConfigState::load(&state_path)?.ok_or_else(|| {
         anyhow!(
             "no MachineConfig is applied on this node (no {}); nothing to revert",
             state_path.display()
         )
     })?;
+    if state.reverting && reverted_already(&state, &current_imgref(sysroot_path)?.to_string()) {
+        std::fs::remove_file(&state_path)
+            .with_context(|| format!("removing {}", state_path.display()))?;
+        bail!(
+            "no MachineConfig is applied on this node: it runs {}, which an earlier revert went back to; nothing to revert",
+            state.revert_to
+        );
+    }
     let target = OstreeImageReference::try_from(state.revert_to.as_str()).map_err(|e| {
         anyhow!(
             "{}: bad revert_to {:?}: {e}",
@@ -236,9 +258,9 @@ pub fn revert(sysroot_path: &Path, opts: &UpdateOpts) -> Result<UpdateOutcome> {
         ..opts.clone()
     };
     let out = switch(sysroot_path, &target, &local)?;
-    if !opts.check {
-        std::fs::remove_file(&state_path)
-            .with_context(|| format!("removing {}", state_path.display()))?;
+    if !opts.check && !state.reverting {
+        state.reverting = true;
+        state.save(&state_path)?;
     }
     Ok(out)
 }
@@ -336,8 +358,40 @@ mod tests {
             name: "a".into(),
             os_image_url: "q/a@x".into(),
             revert_to: "ostree-unverified-registry:q/base:1".into(),
+            reverting: false,
         };
         s.save(&p).unwrap();
-        assert_eq!(MachineConfigState::load(&p).unwrap(), Some(s));
+        assert_eq!(MachineConfigState::load(&p).unwrap(), Some(s.clone()));
+        // the mark is written only when set, and a record without it reads as not reverting
+        assert!(!std::fs::read_to_string(&p).unwrap().contains("reverting"));
+        let r = MachineConfigState {
+            reverting: true,
+            ..s
+        };
+        r.save(&p).unwrap();
+        assert_eq!(MachineConfigState::load(&p).unwrap(), Some(r));
+    }
+
+    #[test]
+    fn a_revert_is_over_once_the_node_runs_its_image() {
+        let s = MachineConfigState {
+            name: "a".into(),
+            os_image_url: "q/a@x".into(),
+            revert_to: "ostree-unverified-registry:q/base:1".into(),
+            reverting: true,
+        };
+        // the revert booted
+        assert!(reverted_already(&s, "ostree-unverified-registry:q/base:1"));
+        // a power cut lost the staged revert: the MachineConfig's image runs, revert again
+        assert!(!reverted_already(&s, "ostree-unverified-registry:q/a@x"));
+        // never reverted: still applied, whatever runs
+        let applied = MachineConfigState {
+            reverting: false,
+            ..s
+        };
+        assert!(!reverted_already(
+            &applied,
+            "ostree-unverified-registry:q/base:1"
+        ));
     }
 }
