@@ -363,15 +363,20 @@ mod tests {
                 assert_eq!(holding.len(), 1, "{key} over shards of {n}: {holding:?}");
             }
         }
-        let seed_shard: Vec<&str> = (1..=3)
-            .map(|i| select(&[], Some(format!("{i}/3").parse().unwrap()), true).unwrap())
-            .find(|v| v.iter().any(|s| s.name == "seed"))
-            .unwrap()
-            .iter()
-            .map(|s| s.name)
-            .filter(|n| ["seed", "ibi", "registry-less"].contains(n))
-            .collect();
-        assert_eq!(seed_shard, ["seed", "ibi", "registry-less"]);
+        for (tier, want) in [
+            (true, &["seed", "ibi"][..]),
+            (false, &["seed", "ibi", "ibi-two-sites", "registry-less"][..]),
+        ] {
+            let seed_shard: Vec<&str> = (1..=3)
+                .map(|i| select(&[], Some(format!("{i}/3").parse().unwrap()), tier).unwrap())
+                .find(|v| v.iter().any(|s| s.name == "seed"))
+                .unwrap()
+                .iter()
+                .map(|s| s.name)
+                .filter(|n| want.contains(n))
+                .collect();
+            assert_eq!(seed_shard, want);
+        }
         assert!("0/2".parse::<Shard>().is_err());
         assert!("3/2".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());
@@ -379,7 +384,8 @@ mod tests {
 
     #[test]
     fn lanes_keep_shared_state_together_and_balance_the_rest() {
-        let chosen = select(&[], None, true).unwrap();
+        // the full suite: the tier has one scenario of the layered images
+        let chosen = select(&[], None, false).unwrap();
         assert_eq!(
             plan_lanes(&chosen, 1),
             vec![(0..chosen.len()).collect::<Vec<_>>()]

@@ -3,8 +3,8 @@
 //! attached and a job script run at every boot.
 
 use crate::harness::artifacts::{imgmode_json, Artifacts};
-use crate::harness::guest::job;
-use crate::harness::qemu::{Boot, VmConfig};
+use crate::harness::guest::{job, BOOT_TIMEOUT};
+use crate::harness::qemu::{Boot, Vm, VmConfig};
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -12,6 +12,34 @@ use std::time::Duration;
 
 /// A phase that fetches and stages an image may import layers under TCG: give it time.
 pub(crate) const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What ostree logs (forwarded to the console) once the new boot configuration is in place
+/// ("Transaction complete; bootconfig swap: yes; ..." in 2025.2, "Bootloader updated;
+/// bootconfig swap: yes; ..." before).
+pub(crate) const BOOTLOADER_SWAPPED: &str = "bootconfig swap: yes";
+
+/// What ostree logs when finalization starts at shutdown.
+pub(crate) const FINALIZING: &str = "Finalizing staged deployment";
+
+/// Guest shell: forward the journal to the console (once; journald restarted), so that the
+/// host sees ostree's finalize messages at shutdown ([`FINALIZING`], [`BOOTLOADER_SWAPPED`]).
+pub(crate) const FORWARD_JOURNAL_SH: &str = r#"if [ ! -f /etc/systemd/journald.conf.d/50-vmtest.conf ]; then
+  mkdir -p /etc/systemd/journald.conf.d
+  printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > /etc/systemd/journald.conf.d/50-vmtest.conf
+  systemctl restart systemd-journald
+fi
+"#;
+
+/// Cut the power (QMP `system_reset`) `delay` seconds after ostree began finalizing the staged
+/// deployment at shutdown (the guest must forward its journal: [`FORWARD_JOURNAL_SH`]).
+/// Whether the reset came after the bootloader swap.
+pub(crate) async fn reset_during_finalize(vm: &mut Vm, delay: f64) -> Result<bool> {
+    let swaps_before = vm.console().matches(BOOTLOADER_SWAPPED).count();
+    vm.wait_for_console(FINALIZING, BOOT_TIMEOUT).await?;
+    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+    vm.reset().await?;
+    Ok(vm.console().matches(BOOTLOADER_SWAPPED).count() > swaps_before)
+}
 
 /// The layered image the scenarios deploy, built from the example Containerfiles: rsyslog with
 /// `remote.conf` (package + file), then the kargs.d drop-in on top.

@@ -1,6 +1,8 @@
 //! `layered-rollback`: a layered image built with `imgmode build` on the host, delivered to a
 //! node from an `oci-archive:` on an attached disk and from a registry, switched to, rolled
-//! back, applied and reverted through a MachineConfig.
+//! back, applied and reverted through a MachineConfig; the power is cut as the revert's
+//! finalize begins (the old deployment boots, `ostree fsck` is clean), and the revert is
+//! done again.
 //!
 //! `update-timer` (here too: the same images, guest helpers and checks): a node following a
 //! registry tag; the base image's update timer stages, with no command typed, a digest pushed
@@ -15,7 +17,9 @@ use crate::harness::context::RunContext;
 use crate::harness::guest::{
     diag_section, job, phase, GuestDeployment, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT,
 };
-use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_TIMEOUT};
+use crate::harness::layered_image::{
+    build_layered, job_vm, reset_during_finalize, LayeredImage, FORWARD_JOURNAL_SH, PHASE_TIMEOUT,
+};
 use crate::harness::media::payload_disk;
 use crate::harness::qemu::{Boot, Vm, VmConfig};
 use crate::harness::registry::Registry;
@@ -90,7 +94,7 @@ pub async fn layered_rollback(ctx: &RunContext, dir: &Path) -> Result<String> {
     let result = check_phases(&mut vm, a, &layered, &reg).await;
     let secs = finish(vm, registry, result).await?;
     Ok(format!(
-        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert; 5 boots in {secs:.0}s",
+        "base -> layered {} (oci-archive) -> rollback -> MachineConfig (registry, by digest) -> revert, the power cut as its finalize began: the MachineConfig's deployment booted again, ostree fsck clean -> revert (a third one: nothing to revert); 6 boots in {secs:.0}s",
         layered.digest
     ))
 }
@@ -143,8 +147,8 @@ printf '[[registry]]\nlocation = "{reg}"\ninsecure = true\n' > /etc/containers/r
 }
 
 /// The guest's job: one phase per boot (switch from the disk, upgrade --check, switch from the
-/// registry and rollback, MachineConfig by digest, revert); `reg` is the registry as the
-/// guest names it.
+/// registry and rollback, MachineConfig by digest, revert cut by the host at finalize,
+/// `ostree fsck` and revert again); `reg` is the registry as the guest names it.
 fn rollback_script(reg: &str) -> String {
     let registry = insecure_registry_sh(reg);
     format!(
@@ -169,12 +173,22 @@ case "$phase" in
   next; end; systemctl --no-block reboot ;;
 4)
   facts
-  run imgmode revert
+  # the host cuts the power as this revert's finalize begins: ostree's log on the console
+  {forward}  run imgmode revert
   next; end; systemctl --no-block reboot ;;
 5)
-  facts; end; systemctl --no-block poweroff ;;
+  facts
+  run ostree fsck --quiet
+  rm -f /etc/systemd/journald.conf.d/50-vmtest.conf
+  run imgmode revert
+  next; end; systemctl --no-block reboot ;;
+6)
+  facts
+  run imgmode revert
+  end; systemctl --no-block poweroff ;;
 esac
-"#
+"#,
+        forward = FORWARD_JOURNAL_SH.replace('\n', "\n  ")
     )
 }
 
@@ -224,7 +238,7 @@ esac
     )
 }
 
-/// Follow the five phases and check each.
+/// Follow the six phases and check each.
 async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &str) -> Result<()> {
     // 1: the base; switch to the layered image from the attached disk
     let p = phase(vm, 1, PHASE_TIMEOUT).await?;
@@ -287,16 +301,39 @@ async fn check_phases(vm: &mut Vm, a: &Artifacts, layered: &LayeredImage, reg: &
         b.container_image_reference
     );
     p.ran_ok("imgmode revert")?;
-    // 5: back on the base, following the base image's reference again
-    let p = phase(vm, 5, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
-    expect_facts(&p, 5, false)?;
-    let b = expect_booted(&p, 5, &a.base_digest, "base")?;
+    // the power cut as the revert's finalize begins: the base deployment being written, the
+    // boot configuration still naming the layered one
+    ensure!(
+        !reset_during_finalize(vm, 0.0).await?,
+        "phase 4: the reset aimed as finalize began came after the bootloader swap"
+    );
+    // 5: the layered deployment again, its origin unchanged, the repository sound; revert
+    let p = phase(vm, 5, BOOT_TIMEOUT + PHASE_TIMEOUT)
+        .await
+        .context("no sound boot after the reset during finalize")?;
+    expect_facts(&p, 5, true)?;
+    let b = expect_booted(&p, 5, &layered.digest, "layered")?;
+    ensure!(
+        b.container_image_reference.as_deref() == Some(want.as_str()),
+        "phase 5 (after the reset): origin {:?}, expected {want}",
+        b.container_image_reference
+    );
+    p.ran_ok("ostree fsck")
+        .context("phase 5: ostree fsck after the reset")?;
+    p.ran_ok("imgmode revert")?;
+    // 6: back on the base, following the base image's reference again
+    let p = phase(vm, 6, BOOT_TIMEOUT + PHASE_TIMEOUT).await?;
+    expect_facts(&p, 6, false)?;
+    let b = expect_booted(&p, 6, &a.base_digest, "base")?;
     ensure!(
         b.container_image_reference == base.container_image_reference,
-        "phase 5: origin {:?}, expected the original {:?}",
+        "phase 6: origin {:?}, expected the original {:?}",
         b.container_image_reference,
         base.container_image_reference
     );
+    // the revert booted: the node's record of it is done with
+    p.refused("imgmode revert", "an earlier revert went back to")
+        .context("phase 6: imgmode revert after the revert booted")?;
     Ok(())
 }
 

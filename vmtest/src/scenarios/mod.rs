@@ -105,7 +105,7 @@ fn boot_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "boot-raw",
             about: "the raw disk of the same image boots through SeaBIOS and GRUB",
-            not_in_ci: Some("disk-formats boots the fixed vhd, which is the raw disk followed by a 512-byte footer, through SeaBIOS and GRUB; disk-checks checks a raw disk's table and filesystems"),
+            not_in_ci: Some("boot boots the same image's qcow2 through SeaBIOS and GRUB; disk-checks checks a raw disk's table and filesystems, and disk-formats reads the fixed vhd (the raw disk followed by a 512-byte footer) back on the host"),
             shares: None,
             est_seconds: 55,
             run: |ctx, d| Box::pin(boot::boot(ctx, d, Mode::BiosRaw)),
@@ -134,10 +134,10 @@ fn node_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "layered-rollback",
-            about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert",
+            about: "a layered image built with imgmode build: switch from an oci-archive on a disk, rollback, MachineConfig by digest from a registry, revert; a hard reset as the revert's finalize begins, while the base deployment is written at shutdown and the boot configuration still names the layered one: the layered deployment boots again, ostree fsck is clean, and the revert done again boots the base",
             not_in_ci: None,
             shares: Some(LAYERED),
-            est_seconds: 580,
+            est_seconds: 700,
             run: |ctx, d| Box::pin(layered_rollback::layered_rollback(ctx, d)),
         },
         Scenario {
@@ -151,7 +151,7 @@ fn node_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "powercut",
             about: "a hard reset aimed as finalize begins, while the new deployment is written at shutdown and the boot configuration still names the old one: the old deployment boots and ostree fsck is clean",
-            not_in_ci: None,
+            not_in_ci: Some("layered-rollback aims the same reset at the same moment, as finalize begins writing its revert's deployment at shutdown, and checks that the old deployment boots and ostree fsck is clean; here the upgrade cut is a switch from an oci-archive, there a revert staged from the repository"),
             shares: Some(LAYERED),
             est_seconds: 300,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::CUTS)),
@@ -159,7 +159,7 @@ fn node_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "powercut-spread",
             about: "11 more hard resets: one aimed as fetching begins, one as staging begins, and 9 at times spread over upgrades in both directions (0.3 to 9 s into the switch, 0.5 to 1.6 s into finalize, two right after the bootloader swap, when the new deployment must boot): the old or the new deployment always boots and ostree fsck is clean",
-            not_in_ci: Some("powercut aims a reset where an upgrade is most fragile, as finalize writes the new deployment at shutdown, and checks that the old deployment boots and ostree fsck is clean; a reset while fetching or staging leaves only objects or a half-checked-out deployment nothing points at yet, beside the boot configuration of before, and one after the bootloader swap leaves the new boot configuration complete (ostree swaps it in one rename)"),
+            not_in_ci: Some("layered-rollback aims a reset where an upgrade is most fragile, as finalize writes the new deployment at shutdown, and checks that the old deployment boots and ostree fsck is clean; a reset while fetching or staging leaves only objects or a half-checked-out deployment nothing points at yet, beside the boot configuration of before, and one after the bootloader swap leaves the new boot configuration complete (ostree swaps it in one rename)"),
             shares: Some(LAYERED),
             est_seconds: 1500,
             run: |ctx, d| Box::pin(powercut::powercut(ctx, d, powercut::SPREAD_CUTS)),
@@ -197,7 +197,7 @@ fn install_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "ibi-two-sites",
             about: "ibi's site, then a second one from the same seed: its installation ISO boots through SeaBIOS and installs from the seed embedded in the ISO with the registry gone; neither holds a private key of the seed system's, and the two share no private key and no SSH host key (the IBI benchmark's baseline boots the second site's disk again)",
-            not_in_ci: Some("ibi installs a site from this run's seed and checks that every private key of the seed system was replaced on it (none is left), so no secret of the seed reaches a site; install-iso boots an installation ISO through SeaBIOS; registry-less installs from a seed the ISO carries with no registry reachable (through the payload's registry on localhost rather than the layout the embedded ISO reads)"),
+            not_in_ci: Some("ibi installs a site from this run's seed and checks that every private key of the seed system was replaced on it (none is left), so no secret of the seed reaches a site; boot boots through SeaBIOS and GRUB (an ISO's El Torito boot through SeaBIOS is install-iso's, in the full suite); registry-less (full suite) installs from a seed the ISO carries with no registry reachable (through the payload's registry on localhost rather than the layout the embedded ISO reads)"),
             shares: Some(SEED),
             est_seconds: 800,
             run: |ctx, d| Box::pin(ibi::ibi(ctx, d, true)),
@@ -205,7 +205,7 @@ fn install_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "registry-less",
             about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull",
-            not_in_ci: None,
+            not_in_ci: Some("ibi boots an installation ISO with no DHCP server, runs it from RAM and installs this run's seed through the same install code from a TLS registry that takes the pull secret's credentials; on the host, cli/tests/mirror_cli.rs serves a payload with the real docker-registry and the payload registry's generated configuration (TLS from its CA, the pull secret's credentials accepted, anything else refused, read-only), finds a flipped blob with payload verify, and adds a payload from an ISO"),
             shares: Some(SEED),
             est_seconds: 590,
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
@@ -234,7 +234,7 @@ fn disk_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "disk-formats",
-            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk (config.toml) and the fixed vhd (the same settings in config.json) are written 0600 and checked on the host (qemu-img check of the vmdk, the vhd's size and footer)",
+            about: "imgmode disk with a bootc-image-builder config (a user with password, key and wheel; /boot and / minsize; kernel append): the streamOptimized vmdk (config.toml) and the fixed vhd (the same settings in config.json) are written 0600 and checked on the host (qemu-img check of the vmdk, the vhd's size and footer), and each setting is read back from both (debugfs: the partitions' sizes, the user's entries, password hash, home and key, the boot entries' append)",
             not_in_ci: None,
             shares: None,
             est_seconds: 70,
@@ -246,7 +246,7 @@ fn disk_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "disk-formats-vmdk",
             about: "the streamOptimized vmdk imgmode disk writes from a bootc-image-builder config.toml boots through OVMF from its own format: the user logs in over SSH with the key, in wheel, the password verifies, /boot and / have their minsize, the append is on the command line",
-            not_in_ci: Some("disk-formats writes the same vmdk from the same config.toml and checks it on the host (streamOptimized, qemu-img check); install-iso boots a disk imgmode's disk code wrote with the same kinds of settings (a user with password, key and wheel, a /boot minsize, an append) and checks each; ibi's first host boots through OVMF"),
+            not_in_ci: Some("disk-formats writes the same vmdk from the same config.toml, checks it on the host (streamOptimized, qemu-img check) and reads each setting back from it (a user with password, key and wheel, her home, /boot and / minsize, an append); ibi's first host boots through OVMF"),
             shares: None,
             est_seconds: 150,
             run: |ctx, d| {
@@ -257,7 +257,7 @@ fn disk_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "disk-formats-vhd",
             about: "the fixed vhd imgmode disk writes from a bootc-image-builder config.json boots through SeaBIOS from its own format; the same user, password, minsize and append checks as disk-formats",
-            not_in_ci: Some("disk-formats writes the vhd from config.json and checks it on the host (a fixed, aligned VHD: the raw disk and its footer), and install-iso boots a raw disk imgmode's disk code wrote through SeaBIOS; config.json reads to the same settings as config.toml (a unit test)"),
+            not_in_ci: Some("disk-formats writes the vhd from config.json, checks it on the host (a fixed, aligned VHD: the raw disk and its footer) and reads each setting back from it; boot boots a disk imgmode's disk code wrote through SeaBIOS; config.json reads to the same settings as config.toml (a unit test)"),
             shares: None,
             est_seconds: 120,
             run: |ctx, d| {
@@ -268,7 +268,7 @@ fn disk_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "install-iso",
             about: "imgmode iso with a bootc-image-builder config: the unattended installer ISO boots (SeaBIOS, CD) beside two blank disks, installs the base image onto the disk the config names (the other untouched), grows its root to the disk and reboots into it; the config's user logs in over SSH with its key, in wheel, its password verifies, its home is its own; /boot has its minsize; its append is on the command line",
-            not_in_ci: None,
+            not_in_ci: Some("imgmode iso writes its disk image on the host with imgmode disk's code and customisations, which disk-formats writes from the same kinds of bootc-image-builder settings and reads back on the host (a user with password, key and wheel, her home, /boot and / minsize, an append); ibi boots an installation ISO beside a blank disk, runs its live system from RAM, refuses a missing disk with the disk untouched, installs onto the disk its config names and reboots into it"),
             shares: None,
             est_seconds: 400,
             run: |ctx, d| Box::pin(install_iso::install_iso(ctx, d)),

@@ -5,7 +5,10 @@
 use crate::harness::artifacts::{imgmode_json, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{phase, Phase, BOOT_TIMEOUT};
-use crate::harness::layered_image::{build_layered, job_vm, LayeredImage, PHASE_TIMEOUT};
+use crate::harness::layered_image::{
+    build_layered, job_vm, reset_during_finalize, LayeredImage, BOOTLOADER_SWAPPED,
+    FORWARD_JOURNAL_SH, PHASE_TIMEOUT,
+};
 use crate::harness::media::payload_disk;
 use crate::harness::qemu::Vm;
 use anyhow::{ensure, Context, Result};
@@ -26,10 +29,6 @@ pub enum Cut {
     AfterBootloader,
 }
 
-/// What ostree logs (forwarded to the console) once the new boot configuration is in place
-/// ("Transaction complete; bootconfig swap: yes; ..." in 2025.2, "Bootloader updated;
-/// bootconfig swap: yes; ..." before).
-const BOOTLOADER_SWAPPED: &str = "bootconfig swap: yes";
 /// Where a reset landed, as `powercut` tells from the guest's markers and ostree's log.
 const FETCHING: &str = "fetching";
 const STAGING: &str = "staging";
@@ -37,9 +36,6 @@ const AFTER_STAGING: &str = "after staging";
 const FINALIZE_BEFORE_SWAP: &str = "finalize";
 const FINALIZE_AFTER_SWAP: &str = "finalize (after the bootloader swap)";
 const AFTER_SWAP: &str = "right after the bootloader update";
-
-/// What ostree logs when finalization starts at shutdown.
-const FINALIZING: &str = "Finalizing staged deployment";
 
 /// `powercut`'s cut: as finalize begins, the new deployment being written at shutdown while
 /// the boot configuration still names the old one, which must boot with the repository sound.
@@ -74,16 +70,17 @@ pub const SPREAD_CUTS: &[Cut] = &[
 /// The powercut guest job: every boot reports status, and every boot after a reset `ostree
 /// fsck`; then it switches to the other image (layered <-> base, both from the attached disk)
 /// and reboots.
-const POWERCUT_SCRIPT: &str = r#"state=/var/lib/imgmode-vmtest
+fn powercut_script() -> String {
+    format!("{POWERCUT_HEAD}{FORWARD_JOURNAL_SH}{POWERCUT_BODY}")
+}
+
+const POWERCUT_HEAD: &str = r#"state=/var/lib/imgmode-vmtest
 mkdir -p "$state"
 n=$(( $(cat "$state/boot" 2>/dev/null || echo 0) + 1 ))
 echo "$n" > "$state/boot"; sync
-if [ ! -f /etc/systemd/journald.conf.d/50-vmtest.conf ]; then
-  mkdir -p /etc/systemd/journald.conf.d
-  printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > /etc/systemd/journald.conf.d/50-vmtest.conf
-  systemctl restart systemd-journald
-fi
-mkdir -p /mnt/payload
+"#;
+
+const POWERCUT_BODY: &str = r#"mkdir -p /mnt/payload
 mountpoint -q /mnt/payload || mount -o ro /dev/disk/by-id/virtio-payload /mnt/payload
 echo "IMGMODE-PHASE-$n-BEGIN"
 echo "STATUS-BEGIN"; imgmode status --format json; echo "STATUS-END"
@@ -115,7 +112,7 @@ pub async fn powercut(ctx: &RunContext, dir: &Path, cuts: &[Cut]) -> Result<Stri
     let a = &ctx.artifacts;
     let (a2, d2) = (a.clone(), dir.to_path_buf());
     let (layered, payload) = tokio::task::spawn_blocking(move || stage_payload(&a2, &d2)).await??;
-    let cfg = job_vm(a, &payload, POWERCUT_SCRIPT.to_string());
+    let cfg = job_vm(a, &payload, powercut_script());
     let known = [a.base_digest.clone(), layered.digest.clone()];
     let mut vm = Vm::start(&cfg, dir).await?;
     let mut log = Vec::new();
@@ -224,7 +221,6 @@ fn stage_payload(a: &Artifacts, dir: &Path) -> Result<(LayeredImage, PathBuf)> {
 /// Inject `cut` into boot `boot`: wait for its moment, reset, and tell where the reset landed.
 async fn inject(vm: &mut Vm, cut: Cut, boot: u32, dir: &Path) -> Result<&'static str> {
     let results = || std::fs::read_to_string(vm_results(dir)).unwrap_or_default();
-    let swaps_before = vm.console().matches(BOOTLOADER_SWAPPED).count();
     let landed = match cut {
         Cut::DuringSwitch(d) | Cut::AtStep(_, d) => {
             let at = match cut {
@@ -247,10 +243,7 @@ async fn inject(vm: &mut Vm, cut: Cut, boot: u32, dir: &Path) -> Result<&'static
         Cut::DuringFinalize(d) => {
             vm.wait_for_result(&format!("SWITCH-RC-{boot} 0"), PHASE_TIMEOUT)
                 .await?;
-            vm.wait_for_console(FINALIZING, BOOT_TIMEOUT).await?;
-            tokio::time::sleep(Duration::from_secs_f64(d)).await;
-            vm.reset().await?;
-            if vm.console().matches(BOOTLOADER_SWAPPED).count() > swaps_before {
+            if reset_during_finalize(vm, d).await? {
                 FINALIZE_AFTER_SWAP
             } else {
                 FINALIZE_BEFORE_SWAP
