@@ -365,7 +365,10 @@ mod tests {
         }
         for (tier, want) in [
             (true, &["seed", "ibi"][..]),
-            (false, &["seed", "ibi", "ibi-two-sites", "registry-less"][..]),
+            (
+                false,
+                &["seed", "ibi", "ibi-two-sites", "registry-less"][..],
+            ),
         ] {
             let seed_shard: Vec<&str> = (1..=3)
                 .map(|i| select(&[], Some(format!("{i}/3").parse().unwrap()), tier).unwrap())
