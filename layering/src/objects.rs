@@ -238,6 +238,7 @@ pub fn revert(sysroot_path: &Path, opts: &UpdateOpts) -> Result<UpdateOutcome> {
             state_path.display()
         )
     })?;
+    // what runs is read only for a revert already staged (an image reference is all it needs)
     if state.reverting && reverted_already(&state, &current_imgref(sysroot_path)?.to_string()) {
         std::fs::remove_file(&state_path)
             .with_context(|| format!("removing {}", state_path.display()))?;

@@ -30,6 +30,9 @@ pub(crate) const FORWARD_JOURNAL_SH: &str = r#"if [ ! -f /etc/systemd/journald.c
 fi
 "#;
 
+/// Guest shell: stop forwarding the journal to the console (from the next boot on).
+pub(crate) const UNFORWARD_JOURNAL_SH: &str = "rm -f /etc/systemd/journald.conf.d/50-vmtest.conf\n";
+
 /// Cut the power (QMP `system_reset`) `delay` seconds after ostree began finalizing the staged
 /// deployment at shutdown (the guest must forward its journal: [`FORWARD_JOURNAL_SH`]).
 /// Whether the reset came after the bootloader swap.

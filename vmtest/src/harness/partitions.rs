@@ -80,6 +80,17 @@ impl LoopDev {
     pub fn debugfs(&self, request: &str) -> Result<String> {
         output(Command::new("debugfs").args(["-R", request, &self.dev]))
     }
+
+    /// The names in directory `dir` (`debugfs ls -p`, whose lines are
+    /// `/inode/mode/uid/gid/name/size/`), `.` and `..` among them.
+    pub fn ls(&self, dir: &str) -> Result<Vec<String>> {
+        Ok(self
+            .debugfs(&format!("ls -p {dir}"))?
+            .lines()
+            .filter_map(|l| l.split('/').nth(5))
+            .map(str::to_string)
+            .collect())
+    }
 }
 
 impl Drop for LoopDev {

@@ -136,8 +136,8 @@ pub async fn disk_formats(
         let disk = dir.join(format!("base.{format}"));
         let (a2, d2, c2, k2) = (a.clone(), disk.clone(), dir.join(config), public.clone());
         let info = tokio::task::spawn_blocking(move || {
-            let info = write_disk(&a2, format, qemu_format, &c2, &d2)?;
-            let read = settings_on_disk(&d2, qemu_format, &k2)
+            let (info, size) = write_disk(&a2, format, qemu_format, &c2, &d2)?;
+            let read = settings_on_disk(&d2, qemu_format, size, &k2)
                 .with_context(|| format!("the {format} disk ({config}), read on the host"))?;
             Ok::<_, anyhow::Error>(format!("{info}; read back: {read}"))
         })
@@ -205,7 +205,7 @@ fn write_disk(
     qemu_format: &str,
     config: &Path,
     disk: &Path,
-) -> Result<String> {
+) -> Result<(String, u64)> {
     run(
         Command::new(&a.imgmode)
             .args([
@@ -256,31 +256,23 @@ fn write_disk(
             "the vhd is {len} bytes for a virtual size of {size}: not a fixed, 1 MiB-aligned VHD"
         );
     }
-    Ok(format!(
-        "{qemu_format}, {} GiB",
-        info["virtual-size"].as_u64().unwrap_or(0) >> 30
-    ))
+    let size = info["virtual-size"]
+        .as_u64()
+        .context("qemu-img info gave no virtual size")?;
+    Ok((format!("{qemu_format}, {} GiB", size >> 30), size))
 }
 
-/// The configuration's settings as the disk `image` (read as `qemu_format`) holds them, read on
+/// The configuration's settings as the disk `image` (read as `qemu_format`, `size` bytes
+/// virtual) holds them, read on
 /// the host through a raw copy (0600: it holds the password's hash, removed after) and
 /// `debugfs` over read-only loop devices: `/boot` and `/` at least their minsize; alice in the
 /// deployment's `/etc/passwd` and in `wheel`, her shadow hash verifying the password; her home
 /// in the stateroot's `/var` hers and 0700, with the key in `.ssh/authorized_keys`; the append
 /// in every boot entry.
-fn settings_on_disk(image: &Path, qemu_format: &str, key: &str) -> Result<String> {
+fn settings_on_disk(image: &Path, qemu_format: &str, size: u64, key: &str) -> Result<String> {
     let raw = image.with_extension("raw");
     write_secret(&raw, "")?;
     let result = (|| {
-        let info: serde_json::Value = serde_json::from_str(&run(
-            Command::new("qemu-img")
-                .args(["info", "--output=json", "-f", qemu_format])
-                .arg(image),
-            "qemu-img info",
-        )?)?;
-        let size = info["virtual-size"]
-            .as_u64()
-            .context("qemu-img info gave no virtual size")?;
         std::fs::OpenOptions::new()
             .write(true)
             .open(&raw)?
@@ -307,16 +299,12 @@ fn settings_on_raw(raw: &Path, key: &str) -> Result<String> {
         boot.bytes() >> 20,
         root.bytes() >> 20
     );
-    let names = |listing: &str, suffix: &str| -> Vec<String> {
-        listing
-            .lines()
-            .filter_map(|l| l.split('/').nth(5))
-            .filter(|n| n.ends_with(suffix))
-            .map(str::to_string)
-            .collect()
-    };
     let b = boot.attach(raw)?;
-    let entries = names(&b.debugfs("ls -p /loader/entries")?, ".conf");
+    let entries: Vec<String> = b
+        .ls("/loader/entries")?
+        .into_iter()
+        .filter(|n| n.ends_with(".conf"))
+        .collect();
     ensure!(!entries.is_empty(), "no boot entry in /loader/entries");
     for e in &entries {
         let text = b.debugfs(&format!("cat /loader/entries/{e}"))?;
@@ -330,7 +318,7 @@ fn settings_on_raw(raw: &Path, key: &str) -> Result<String> {
     drop(b);
     let r = root.attach(raw)?;
     let stateroot = "/ostree/deploy/default";
-    let deploys = names(&r.debugfs(&format!("ls -p {stateroot}/deploy"))?, "");
+    let deploys = r.ls(&format!("{stateroot}/deploy"))?;
     let deploy = match deploys
         .iter()
         .filter(|n| !n.ends_with(".origin") && n.len() > 64)

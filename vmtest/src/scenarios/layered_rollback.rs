@@ -19,6 +19,7 @@ use crate::harness::guest::{
 };
 use crate::harness::layered_image::{
     build_layered, job_vm, reset_during_finalize, LayeredImage, FORWARD_JOURNAL_SH, PHASE_TIMEOUT,
+    UNFORWARD_JOURNAL_SH,
 };
 use crate::harness::media::payload_disk;
 use crate::harness::qemu::{Boot, Vm, VmConfig};
@@ -174,21 +175,19 @@ case "$phase" in
 4)
   facts
   # the host cuts the power as this revert's finalize begins: ostree's log on the console
-  {forward}  run imgmode revert
+  {FORWARD_JOURNAL_SH}  run imgmode revert
   next; end; systemctl --no-block reboot ;;
 5)
   facts
   run ostree fsck --quiet
-  rm -f /etc/systemd/journald.conf.d/50-vmtest.conf
-  run imgmode revert
+  {UNFORWARD_JOURNAL_SH}  run imgmode revert
   next; end; systemctl --no-block reboot ;;
 6)
   facts
   run imgmode revert
   end; systemctl --no-block poweroff ;;
 esac
-"#,
-        forward = FORWARD_JOURNAL_SH.replace('\n', "\n  ")
+"#
     )
 }
 
