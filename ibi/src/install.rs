@@ -114,11 +114,11 @@ pub fn extra_partition(c: &ImageBasedInstallationConfig) -> ExtraPartition {
     }
 }
 
-/// Room the root filesystem needs for a seed whose layer is `layer_bytes`: the fetched copy,
-/// the unpacked files, the unpacked repository (ostree.tgz expands about 2.5 times) and the
-/// deployment's own files, with 1 GiB to spare.
+/// Room the root filesystem needs for a seed whose layer is `layer_bytes` (streamed, never
+/// stored): the unpacked files, the unpacked repository (ostree.tgz expands about 2.5 times)
+/// and the deployment's own files, with 1 GiB to spare.
 pub fn root_needed(layer_bytes: u64) -> u64 {
-    layer_bytes * 5 + size::GIB
+    layer_bytes * 4 + size::GIB
 }
 
 /// Size of a block device or image file.

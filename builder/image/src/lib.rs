@@ -5,6 +5,8 @@
 //! - [`store`]: the local OCI store.
 //! - [`oci`]: OCI layouts (written as canonical JSON, blobs hashed while written), any image
 //!   argument opened as a layout, the fetch preflight, and the one `skopeo` wrapper.
+//! - [`fetch`]: one layer streamed from wherever its image is (a layout in place, anything else
+//!   through skopeo's image proxy), never staged on a disk.
 //! - [`tarstream`] and [`extract`]: the strict tar reader and the one extractor every unpack
 //!   goes through.
 //! - [`cpio`]: `newc` archives for initramfs-style images.
@@ -16,6 +18,7 @@
 pub mod cpio;
 pub mod digest;
 pub mod extract;
+pub mod fetch;
 pub mod imgref;
 pub mod mirror;
 pub mod oci;

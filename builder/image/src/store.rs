@@ -264,7 +264,7 @@ struct ImageConfig {
     config: Option<ConfigInner>,
 }
 
-fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
+pub(crate) fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
     let hex = crate::digest::hex_of(digest)?;
     let algo = &digest[..digest.len() - hex.len() - 1];
     Ok(dir.join("blobs").join(algo).join(hex))
@@ -386,27 +386,21 @@ impl OciImage {
     /// Open layer `i` decompressed (gzip, zstd or plain tar, by media type); its size and
     /// digest are verified as it streams, so reading it to the end fails if it is corrupt.
     pub fn open_layer(&self, i: usize) -> Result<Box<dyn std::io::Read + Send>> {
+        let (raw, mt) = self.open_raw_layer(i)?;
+        decompressing(&mt, std::io::BufReader::with_capacity(1 << 20, raw))
+    }
+
+    /// Layer `i`'s blob as it is stored (compressed), its size and digest verified as it
+    /// streams, and its media type.
+    pub fn open_raw_layer(&self, i: usize) -> Result<(Box<dyn std::io::Read + Send>, String)> {
         let l = self.layer(i)?;
         let path = self.blob(l.digest().as_ref())?;
-        let f = std::io::BufReader::with_capacity(
-            1 << 20,
-            crate::digest::VerifyingReader::new(
-                std::fs::File::open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-                l.digest().as_ref(),
-                l.size(),
-            )?,
-        );
-        let mt = l.media_type().to_string();
-        Ok(if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
-            Box::new(flate2::bufread::MultiGzDecoder::new(f))
-        } else if mt.ends_with("+zstd") {
-            Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
-        } else if is_uncompressed(&mt) {
-            Box::new(f)
-        } else {
-            bail!("layer {} has unsupported media type {mt}", l.digest())
-        })
+        let raw = crate::digest::VerifyingReader::new(
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+            l.digest().as_ref(),
+            l.size(),
+        )?;
+        Ok((Box::new(raw), l.media_type().to_string()))
     }
 }
 
@@ -416,6 +410,22 @@ fn read(p: PathBuf) -> Result<Vec<u8>> {
 }
 
 /// A layer media type of a plain tar (OCI `…tar`, Docker `…diff.tar`).
+/// A layer's blob `f` decompressed as its media type `mt` says (gzip, zstd or plain tar).
+pub(crate) fn decompressing(
+    mt: &str,
+    f: impl std::io::BufRead + Send + 'static,
+) -> Result<Box<dyn std::io::Read + Send>> {
+    Ok(if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
+        Box::new(flate2::bufread::MultiGzDecoder::new(f))
+    } else if mt.ends_with("+zstd") {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+    } else if is_uncompressed(mt) {
+        Box::new(f)
+    } else {
+        bail!("a layer has the unsupported media type {mt}")
+    })
+}
+
 fn is_uncompressed(media_type: &str) -> bool {
     media_type.ends_with(".tar") || media_type.ends_with("diff.tar")
 }

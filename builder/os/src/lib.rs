@@ -20,16 +20,7 @@ pub mod ostree;
 pub mod partition;
 
 /// ostree-ext's image proxy (`skopeo experimental-image-proxy`) under the same trust policy as
-/// every other skopeo imgmode runs ([`imgmode_image::skopeo::skopeo`]).
-/// Where the machine has a policy, ostree-ext's own command is kept (skopeo reads the policy,
-/// and ostree-ext drops privileges and ties the proxy's life to imgmode's); only without one
-/// is the command replaced, to add `--insecure-policy`.
+/// every other skopeo imgmode runs ([`imgmode_image::fetch::proxy_config`]).
 pub(crate) fn proxy_config() -> ostree_ext::containers_image_proxy::ImageProxyConfig {
-    if imgmode_support::host::containers_policy().is_some() {
-        return Default::default();
-    }
-    ostree_ext::containers_image_proxy::ImageProxyConfig {
-        skopeo_cmd: Some(imgmode_image::skopeo::skopeo().into_command().0),
-        ..Default::default()
-    }
+    imgmode_image::fetch::proxy_config(&Default::default())
 }

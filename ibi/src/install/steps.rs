@@ -381,30 +381,34 @@ fn seed_pull(o: &InstallOpts, d: &Disk) -> Result<()> {
     let repo = work.join("repo");
     let ostree_names = Compression::file_names("ostree");
     let mut streamed = None;
-    {
-        let opened = imgmode_image::oci::open_image_with(&o.store, seed, &d.plan.auth, &work)
-            .with_context(|| format!("fetching the seed {seed}"))?;
-        let mut take = |name: &str, r: &mut (dyn std::io::Read + Send)| -> Result<()> {
-            ensure!(
-                streamed.is_none(),
-                "the seed {seed} holds two ostree tarballs ({} and {name})",
-                streamed.as_deref().unwrap_or_default()
-            );
-            tar_extract_streamed(r, &repo)?;
-            streamed = Some(name.to_string());
-            Ok(())
-        };
-        tar_extract_diverting(
-            imgmode_support::io::read_ahead(opened.image.open_layer(0)?),
-            &files,
-            &imgmode_image::extract::Policy::plain(),
-            Divert {
-                names: &ostree_names,
-                take: &mut take,
-            },
-        )
-        .context("unpacking the seed's layer")?;
-    }
+    // streamed from where the seed is (a registry through skopeo's image proxy, the ISO's
+    // layout in place): no staging copy of the layer on the target
+    let mut layer = imgmode_image::fetch::LayerStream::open(&o.store, seed, &d.plan.auth, 0)
+        .with_context(|| format!("fetching the seed {seed}"))?;
+    let mut take = |name: &str, r: &mut (dyn std::io::Read + Send)| -> Result<()> {
+        ensure!(
+            streamed.is_none(),
+            "the seed {seed} holds two ostree tarballs ({} and {name})",
+            streamed.as_deref().unwrap_or_default()
+        );
+        tar_extract_streamed(r, &repo)?;
+        streamed = Some(name.to_string());
+        Ok(())
+    };
+    tar_extract_diverting(
+        imgmode_support::io::read_ahead(layer.reader()?),
+        &files,
+        &imgmode_image::extract::Policy::plain(),
+        Divert {
+            names: &ostree_names,
+            take: &mut take,
+        },
+    )
+    .context("unpacking the seed's layer")?;
+    // the layer's digest and size, checked by its source once it has been read to the end
+    layer
+        .finish()
+        .with_context(|| format!("fetching the seed {seed}"))?;
     let streamed: &[&str] = if streamed.is_some() { &["ostree"] } else { &[] };
     let missing = missing_seed_files(&files, streamed)?;
     ensure!(
