@@ -366,6 +366,7 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     let storage = t.join("storage");
     let s = store.to_str().unwrap();
     let run = |args: &[&str]| run(t, args);
+    let mirrors = t.join("etc/60-imgmode-payload.conf");
     let mut ids = vec![];
     for p in [&pa, &pb] {
         let (ok, out, err) = run(&[
@@ -374,13 +375,73 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
             p.to_str().unwrap(),
             "--store",
             s,
+            "--mirrors-conf",
+            mirrors.to_str().unwrap(),
             "--format",
             "json",
         ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["already_held"], false, "{out}");
         ids.push(v["id"].as_str().unwrap().to_string());
     }
+    // the mirrors file is written for what the store holds (these payloads' images came from
+    // oci: layouts, which no registries.conf mirror names: the header alone)
+    assert!(std::fs::read_to_string(&mirrors)
+        .unwrap()
+        .starts_with("# Written by imgmode"));
+    // the InternalReleaseImage record: both wanted, both available, with their images
+    let iri: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("internalreleaseimage.json")).unwrap())
+            .unwrap();
+    assert_eq!(iri["kind"], "InternalReleaseImage");
+    assert_eq!(
+        iri["spec"]["releases"].as_array().unwrap().len(),
+        2,
+        "{iri}"
+    );
+    for r in iri["status"]["releases"].as_array().unwrap() {
+        let cond = |k: &str| {
+            r["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == k)
+                .unwrap()["status"]
+                .clone()
+        };
+        assert_eq!(
+            (cond("Importing"), cond("Available"), cond("Degraded")),
+            ("False".into(), "True".into(), "False".into()),
+            "{iri}"
+        );
+        assert_eq!(r["images"].as_array().unwrap().len(), 1, "{iri}");
+    }
+    // an attached medium's import (what the udev-started unit runs): held and available
+    // already, nothing is copied again; a source without a payload is left alone
+    let (ok, out, err) = run(&[
+        "payload",
+        "add",
+        "--attached",
+        pa.to_str().unwrap(),
+        "--store",
+        s,
+    ]);
+    assert!(
+        ok && out.contains("already") && out.contains(&ids[0]),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run(&[
+        "payload",
+        "add",
+        "--attached",
+        a.to_str().unwrap(),
+        "--store",
+        s,
+    ]);
+    assert!(ok && out.contains("carries no payload"), "{out}{err}");
+    let (ok, _, err) = run(&["payload", "status", "--store", s]);
+    assert!(ok && err.is_empty(), "{err}");
     let blob_count = || {
         std::fs::read_dir(store.join("docker/registry/v2/blobs/sha256"))
             .unwrap()
@@ -446,9 +507,39 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     assert!(in_use[a_pos] && !in_use[1 - a_pos], "{out}");
     let (ok, _, err) = run(&["payload", "remove", &ids[0], "--store", s, "--storage", st]);
     assert!(!ok && err.contains("is in use"), "{err}");
-    let (ok, _, err) = run(&["payload", "remove", &ids[1], "--store", s, "--storage", st]);
+    let (ok, out, err) = run(&["payload", "status", "--store", s, "--storage", st]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Available=True since ") && out.contains("(ReleaseCopied)"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&[
+        "payload",
+        "remove",
+        &ids[1],
+        "--store",
+        s,
+        "--storage",
+        st,
+        "--mirrors-conf",
+        mirrors.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert_eq!(blob_count(), 3);
+    let iri: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("internalreleaseimage.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        iri["spec"]["releases"],
+        serde_json::json!([{"name": ids[0]}]),
+        "{iri}"
+    );
+    assert_eq!(
+        iri["status"]["releases"].as_array().unwrap().len(),
+        1,
+        "{iri}"
+    );
+    assert!(mirrors.is_file(), "payload a is still held");
     assert!(!store.join("docker/registry/v2/repositories/rel/b").exists());
     assert!(store
         .join("docker/registry/v2/repositories/rel/a/_manifests/tags/1/current/link")
@@ -709,7 +800,9 @@ fn a_payload_iso_larger_than_the_free_space_is_refused_before_copying() {
         .unwrap();
     assert!(st.success(), "mounting an 8 MiB tmpfs failed");
     let result = std::panic::catch_unwind(|| {
+        // a host's store, which records the failed import (a store is never made for one)
         let store = small.join("store");
+        std::fs::create_dir_all(&store).unwrap();
         let (ok, _, err) = run(
             t,
             &[
@@ -748,6 +841,23 @@ fn a_payload_iso_larger_than_the_free_space_is_refused_before_copying() {
             !store.join("docker").exists(),
             "blobs were copied into the store"
         );
+        {
+            // the record says why: Degraded, with the message
+            let iri: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(store.join("internalreleaseimage.json")).unwrap(),
+            )
+            .unwrap();
+            let c = &iri["status"]["releases"][0]["conditions"];
+            let deg = c
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Degraded")
+                .unwrap();
+            assert_eq!(deg["status"], "True", "{iri}");
+            assert_eq!(deg["reason"], "ImportFailed", "{iri}");
+            assert!(deg["message"].as_str().unwrap().contains("free"), "{iri}");
+        }
     });
     let _ = Command::new("umount").arg(&small).status();
     if let Err(e) = result {

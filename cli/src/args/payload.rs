@@ -22,10 +22,23 @@ pub enum PayloadCmd {
     },
     /// Copy a payload in: from a mirror directory, or an ISO (file or device) that carries
     /// one in /payload (an installation ISO made with --payload).
+    ///
+    /// The import is recorded in the store's InternalReleaseImage record (Importing, then
+    /// Available, or Degraded with the reason). An installation ISO attached to an installed
+    /// host is imported with no command typed: a udev rule starts
+    /// imgmode-payload-import@.service, which runs this with --attached.
     Add {
         source: PathBuf,
         #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
         store: PathBuf,
+        #[command(flatten)]
+        mirrors: MirrorsArgs,
+        /// The import of an attached medium (what the udev-started unit runs): a source that
+        /// carries no payload (an ISO without /payload) is left alone, said and not an error,
+        /// and a payload the store holds and records as available is not verified and copied
+        /// again (without it, every blob the store holds is hashed again).
+        #[arg(long)]
+        attached: bool,
     },
     /// Remove a payload (by its ID); refused while the container storage holds one of its
     /// images or a deployment (booted, staged, rollback or other) runs one.
@@ -35,7 +48,29 @@ pub enum PayloadCmd {
         store: PathBuf,
         #[command(flatten)]
         users: UsersArgs,
+        #[command(flatten)]
+        mirrors: MirrorsArgs,
     },
+}
+
+/// Where the mirrors of what the store holds go.
+#[derive(Debug, clap::Args)]
+pub struct MirrorsArgs {
+    /// The registries.conf drop-in written anew for every repository the store then holds
+    /// (removed when it holds none). Default: /etc/containers/registries.conf.d/60-imgmode-payload.conf
+    /// when --store is the host's own store (the one served on port 22625), none otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub mirrors_conf: Option<PathBuf>,
+}
+
+impl MirrorsArgs {
+    /// The mirrors file for `store`.
+    pub fn for_store(&self, store: &std::path::Path) -> Option<PathBuf> {
+        self.mirrors_conf.clone().or_else(|| {
+            (store == std::path::Path::new(imgmode_ibi::payload::registry::INSTALLED_ROOT))
+                .then(|| imgmode_ibi::payload::registry::MIRRORS_CONF.into())
+        })
+    }
 }
 
 /// What counts as using a payload's images.

@@ -5,14 +5,24 @@ use crate::cmd::ctx::Ctx;
 use anyhow::Result;
 use imgmode_ibi::payload::store::Users;
 use imgmode_support::size::human_size;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
     match cmd {
         PayloadCmd::Verify { dir } => verify(&dir, cx),
         PayloadCmd::Status { store, users } => status(&store, &users.users()?, cx),
-        PayloadCmd::Add { source, store } => add(&source, &store, cx),
-        PayloadCmd::Remove { id, store, users } => remove(&id, &store, &users.users()?),
+        PayloadCmd::Add {
+            source,
+            store,
+            mirrors,
+            attached,
+        } => add(&source, &store, mirrors.for_store(&store), attached, cx),
+        PayloadCmd::Remove {
+            id,
+            store,
+            users,
+            mirrors,
+        } => remove(&id, &store, &users.users()?, mirrors.for_store(&store)),
     }
 }
 
@@ -52,26 +62,66 @@ fn status(store: &Path, users: &Users, cx: &Ctx) -> Result<()> {
                 for u in &h.in_use {
                     s.push_str(&format!("  in use: {u}\n"));
                 }
+                if let Some(r) = &h.release {
+                    for c in &r.conditions {
+                        s.push_str(&format!(
+                            "  {}={} since {} ({}){}\n",
+                            c.kind,
+                            c.status,
+                            c.last_transition_time,
+                            c.reason,
+                            if c.message.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", c.message)
+                            }
+                        ));
+                    }
+                }
                 s
             })
             .collect()
     })
 }
 
-fn add(source: &Path, store: &Path, cx: &Ctx) -> Result<()> {
-    let p = imgmode_ibi::payload::registry::add_from(store, source)?;
-    cx.print(&p, |p| {
+fn add(
+    source: &Path,
+    store: &Path,
+    mirrors: Option<PathBuf>,
+    attached: bool,
+    cx: &Ctx,
+) -> Result<()> {
+    if attached && !imgmode_ibi::payload::registry::carries_payload(source)? {
+        crate::output::say(&format!(
+            "{} carries no payload; nothing to import",
+            source.display()
+        ));
+        return Ok(());
+    }
+    let a = imgmode_ibi::payload::registry::add_from(store, source, mirrors.as_deref(), attached)?;
+    cx.print(&a, |a| {
+        if a.already_held {
+            return format!(
+                "{} holds the payload {} already ({} image(s), available); nothing copied\n",
+                store.display(),
+                a.payload.id,
+                a.payload.images.len()
+            );
+        }
         format!(
             "added payload {} ({} image(s)) to {}\n",
-            p.id,
-            p.images.len(),
+            a.payload.id,
+            a.payload.images.len(),
             store.display()
         )
     })
 }
 
-fn remove(id: &str, store: &Path, users: &Users) -> Result<()> {
+fn remove(id: &str, store: &Path, users: &Users, mirrors: Option<PathBuf>) -> Result<()> {
     let p = imgmode_ibi::payload::store::remove(store, id, users)?;
+    if let Some(conf) = mirrors {
+        imgmode_ibi::payload::registry::write_mirrors(store, &conf)?;
+    }
     crate::output::say(&format!(
         "removed payload {} ({} image(s)) from {}",
         p.id,

@@ -564,14 +564,16 @@ fn payload(d: &mut Disk, storage: &Path, deploy_dir: &Path) -> Result<()> {
         .context("the payload's place is not under the container storage")?
         .trim_start_matches('/');
     // blob by blob, each checked against its digest before it is renamed into place
-    crate::payload::store::add(&storage.join(name), dir)
+    crate::payload::store::add(&storage.join(name), dir, &dir.display().to_string(), false)
         .context("copying the payload onto the disk")?;
     // this host's own CA and key: no two installs from one ISO share the registry's TLS key
     let setup = setup.for_this_host()?;
-    crate::payload::registry::write_files(
-        deploy_dir,
-        &setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false),
-    )
+    let mut files = setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false);
+    // a later installation ISO (a newer release's payload) attached to the host is imported
+    files.extend(crate::payload::registry::import_files(
+        crate::installiso::LABEL,
+    ));
+    crate::payload::registry::write_files(deploy_dir, &files)
 }
 
 /// The images of `containers.list` into the extra partition (mounted on `storage`); returns

@@ -153,14 +153,7 @@ auth:
             id = payload.id
         );
         let unit = unit(payload_dir, payload, before, verify);
-        let mut mirrors = String::from(
-            "# Written by imgmode: the payload's repositories from the local registry.\n",
-        );
-        for (src, repo) in payload.sources() {
-            mirrors.push_str(&format!(
-                "\n[[registry]]\nprefix = \"{src}\"\nlocation = \"{src}\"\n\n[[registry.mirror]]\nlocation = \"{HOST}/{repo}\"\n"
-            ));
-        }
+        let mirrors = mirrors_conf(payload);
         vec![
             LiveFile::file(&format!("{CONF_DIR}/registry.yml"), 0o644, registry_yml),
             LiveFile::file(&format!("{CONF_DIR}/ca.crt"), 0o644, self.ca_pem.clone()),
@@ -181,20 +174,99 @@ auth:
                 0o644,
                 self.ca_pem.clone(),
             ),
-            LiveFile::file(
-                "etc/containers/registries.conf.d/60-imgmode-payload.conf",
-                0o644,
-                mirrors,
-            ),
+            LiveFile::file(MIRRORS_CONF.trim_start_matches('/'), 0o644, mirrors),
         ]
     }
 }
 
+/// `registries.conf` mirrors of every source repository of `payload` to the local registry.
+pub fn mirrors_conf(payload: &Payload) -> String {
+    let mut mirrors =
+        String::from("# Written by imgmode: the payload's repositories from the local registry.\n");
+    for (src, repo) in payload.sources() {
+        mirrors.push_str(&format!(
+            "\n[[registry]]\nprefix = \"{src}\"\nlocation = \"{src}\"\n\n[[registry.mirror]]\nlocation = \"{HOST}/{repo}\"\n"
+        ));
+    }
+    mirrors
+}
+
+/// The import unit an attached ISO starts (its instance is the device's kernel name).
+pub const IMPORT_UNIT: &str = "imgmode-payload-import@.service";
+/// The udev rule that starts it.
+pub const IMPORT_RULE: &str = "etc/udev/rules.d/70-imgmode-payload.rules";
+
+/// The files of an installed system that imports payloads with no command typed: a udev rule
+/// that wants [`IMPORT_UNIT`] for any ISO 9660 medium labelled as an installation ISO
+/// (`label`), and the unit, which runs `imgmode payload add --attached` on it (an ISO
+/// without a payload is left alone; one the store holds already is not copied again).
+pub fn import_files(label: &str) -> Vec<LiveFile> {
+    let rule = format!(
+        "# Written by imgmode: an installation ISO attached to this host (a CD, or a disk
+# image) is imported into the host's payload store and served on port {PORT}.
+ACTION==\"add|change\", SUBSYSTEM==\"block\", ENV{{ID_FS_TYPE}}==\"iso9660\", ENV{{ID_FS_LABEL}}==\"{label}\", TAG+=\"systemd\", ENV{{SYSTEMD_WANTS}}+=\"imgmode-payload-import@%k.service\"
+"
+    );
+    let unit = format!(
+        "# Written by imgmode.
+[Unit]
+Description=imgmode: import the release payload on /dev/%I
+RequiresMountsFor={INSTALLED_ROOT}
+After={UNIT}
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/imgmode payload add --attached /dev/%I
+"
+    );
+    vec![
+        LiveFile::file(IMPORT_RULE, 0o644, rule),
+        LiveFile::file(&format!("etc/systemd/system/{IMPORT_UNIT}"), 0o644, unit),
+    ]
+}
+
+/// Where a system that serves payloads keeps its mirrors.
+pub const MIRRORS_CONF: &str = "/etc/containers/registries.conf.d/60-imgmode-payload.conf";
+
+/// The mirrors file `conf` for what `store` holds now (every repository of every payload, so
+/// a repository new in an added payload is pulled locally at once; `registries.conf` is read
+/// at each pull); removed when the store holds nothing.
+pub fn write_mirrors(store: &Path, conf: &Path) -> Result<()> {
+    let held = crate::payload::store::held(store)?;
+    if held.is_empty() {
+        return imgmode_support::fs::remove_path(conf);
+    }
+    let union = Payload::read(store)?;
+    if let Some(dir) = conf.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    imgmode_support::fs::write_atomic(conf, mirrors_conf(&union).as_bytes(), 0o644)
+}
+
 /// Add the payload at `source` to the host's `store`: a mirror directory, or an ISO (file or
-/// device) carrying one in `/payload`, mounted read-only while it is copied.
-pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
+/// device) carrying one in `/payload`, mounted read-only while it is copied. With `mirrors`,
+/// that file is written anew for what the store then holds ([`write_mirrors`]).
+pub fn add_from(
+    store: &Path,
+    source: &Path,
+    mirrors: Option<&Path>,
+    skip_held: bool,
+) -> Result<crate::payload::store::Added> {
+    let added = add_source(store, source, skip_held)?;
+    if let Some(conf) = mirrors {
+        write_mirrors(store, conf)?;
+    }
+    Ok(added)
+}
+
+fn add_source(
+    store: &Path,
+    source: &Path,
+    skip_held: bool,
+) -> Result<crate::payload::store::Added> {
+    let named = source.display().to_string();
     if source.is_dir() {
-        return crate::payload::store::add(store, source);
+        return crate::payload::store::add(store, source, &named, skip_held);
     }
     ensure!(
         source.exists(),
@@ -222,7 +294,7 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
         Ok(_) => {
             let dir = mnt.path().join(PAYLOAD_DIR);
             let r = if dir.is_dir() {
-                crate::payload::store::add(store, &dir)
+                crate::payload::store::add(store, &dir, &named, skip_held)
             } else {
                 Err(no_payload())
             };
@@ -241,6 +313,23 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
             // cannot hold it (adding it then checks the store's own room, as from a mount)
             let size = payload_size_on_iso(source).ok_or_else(no_payload)?;
             let free = imgmode_support::fs::free_bytes(parent)?;
+            if size + EXTRACT_MARGIN > free {
+                // the release record says why the import stopped, as the store's own check would
+                if let Ok(claimed) = record_on_iso(source) {
+                    crate::payload::store::record_failure(
+                        store,
+                        &claimed,
+                        &named,
+                        &format!(
+                            "{} carries a payload of {}; {} has {} free",
+                            source.display(),
+                            imgmode_support::size::human_size(size),
+                            parent.display(),
+                            imgmode_support::size::human_size(free)
+                        ),
+                    )?;
+                }
+            }
             ensure!(
                 size + EXTRACT_MARGIN <= free,
                 "{} carries a payload of {}; without ISO 9660 in this kernel it is read into {} first, which has {} free: it needs {} (the payload and {} to spare); free space there, or add the payload from a mirror directory",
@@ -266,13 +355,44 @@ pub fn add_from(store: &Path, source: &Path) -> Result<Payload> {
             if !dir.is_dir() {
                 return Err(no_payload());
             }
-            crate::payload::store::add(store, &dir)
+            crate::payload::store::add(store, &dir, &named, skip_held)
         }
         Err(e) => Err(e.context(format!(
             "mounting {} (an ISO 9660 image or device)",
             source.display()
         ))),
     }
+}
+
+/// Whether `source` carries a payload: a mirror directory with its record, or an ISO 9660
+/// image or device with `/payload` on it (read with xorriso, nothing mounted).
+pub fn carries_payload(source: &Path) -> Result<bool> {
+    if source.is_dir() {
+        return Ok(source.join(imgmode_image::mirror::PAYLOAD_RECORD).is_file());
+    }
+    ensure!(
+        source.exists(),
+        "{} does not exist; give a mirror directory or an ISO carrying a payload",
+        source.display()
+    );
+    imgmode_support::cmd::require_tools(&["xorriso"])?;
+    Ok(payload_size_on_iso(source).is_some())
+}
+
+/// The payload record on the ISO `iso` (`/payload/imgmode-payload.json`), read with xorriso.
+fn record_on_iso(iso: &Path) -> Result<Payload> {
+    let tmp = tempfile::tempdir()?;
+    imgmode_support::cmd::Run::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(iso)
+        .arg("-extract")
+        .arg(format!(
+            "/{PAYLOAD_DIR}/{}",
+            imgmode_image::mirror::PAYLOAD_RECORD
+        ))
+        .arg(tmp.path().join(imgmode_image::mirror::PAYLOAD_RECORD))
+        .output()?;
+    Payload::read(tmp.path())
 }
 
 /// What reading a payload off an ISO without mounting it leaves free beside it.
@@ -399,6 +519,133 @@ mod tests {
         assert_eq!(dus_bytes(out, "'/payload'"), Some(2933 * 1024));
         assert_eq!(dus_bytes("xorriso : NOTE : ...\n", "'/payload'"), None);
         assert_eq!(dus_bytes("   x '/payload'\n", "'/payload'"), None);
+    }
+
+    fn image(source: &str, repo: &str, digest: &str) -> imgmode_image::mirror::Mirrored {
+        imgmode_image::mirror::Mirrored {
+            source: source.into(),
+            repo: repo.into(),
+            tag: None,
+            digest: digest.into(),
+            manifests: 1,
+        }
+    }
+
+    /// The mirrors follow what the store holds: a repository new in an added payload gets its
+    /// mirror, a removed payload's go, and a store that holds nothing has no mirrors file.
+    #[test]
+    fn the_mirrors_are_written_for_every_repository_the_store_holds() {
+        let td = tempfile::tempdir().unwrap();
+        let store = td.path().join("store");
+        let conf = td
+            .path()
+            .join("etc/registries.conf.d/60-imgmode-payload.conf");
+        let d1 = format!("sha256:{}", "1".repeat(64));
+        let d2 = format!("sha256:{}", "2".repeat(64));
+        let p1 = Payload {
+            id: "p1".into(),
+            images: vec![image(
+                "docker://quay.io/ocp/release:4.17",
+                "ocp/release",
+                &d1,
+            )],
+            architectures: vec!["amd64".into()],
+        };
+        let p2 = Payload {
+            id: "p2".into(),
+            images: vec![
+                image("docker://quay.io/ocp/release:4.18", "ocp/release", &d2),
+                image(
+                    "docker://registry.example/new/operator:1",
+                    "new/operator",
+                    &d2,
+                ),
+            ],
+            architectures: vec!["amd64".into()],
+        };
+        let hold = |ps: &[&Payload]| {
+            let recs = store.join(crate::payload::store::RECORDS);
+            let _ = std::fs::remove_dir_all(&recs);
+            std::fs::create_dir_all(&recs).unwrap();
+            let mut union = Payload::default();
+            for p in ps {
+                std::fs::write(
+                    recs.join(format!("{}.json", p.id)),
+                    serde_json::to_vec(p).unwrap(),
+                )
+                .unwrap();
+                union.images.extend(p.images.clone());
+            }
+            std::fs::write(
+                store.join(imgmode_image::mirror::PAYLOAD_RECORD),
+                serde_json::to_vec(&union).unwrap(),
+            )
+            .unwrap();
+        };
+        hold(&[&p1]);
+        write_mirrors(&store, &conf).unwrap();
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("prefix = \"quay.io/ocp/release\""), "{text}");
+        assert!(
+            text.contains(&format!("location = \"{HOST}/ocp/release\"")),
+            "{text}"
+        );
+        assert!(!text.contains("new/operator"), "{text}");
+        hold(&[&p1, &p2]);
+        write_mirrors(&store, &conf).unwrap();
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(
+            text.contains("prefix = \"registry.example/new/operator\"")
+                && text.contains(&format!("location = \"{HOST}/new/operator\"")),
+            "{text}"
+        );
+        assert_eq!(text.matches("prefix = \"quay.io/ocp/release\"").count(), 1);
+        hold(&[]);
+        write_mirrors(&store, &conf).unwrap();
+        assert!(!conf.exists(), "a store holding nothing keeps no mirrors");
+        // and nothing to remove is fine
+        write_mirrors(&store, &conf).unwrap();
+    }
+
+    #[test]
+    fn an_attached_installation_iso_starts_the_import_unit() {
+        let files = import_files("imgmode-ibi");
+        let text = |p: &str| match &files.iter().find(|f| f.path.ends_with(p)).unwrap().content {
+            imgmode_os::live::Content::File { data, mode } => {
+                assert_eq!(*mode, 0o644);
+                String::from_utf8(data.clone()).unwrap()
+            }
+            _ => panic!("{p} is not a file"),
+        };
+        let rule = text("70-imgmode-payload.rules");
+        assert!(rule.contains(r#"ENV{ID_FS_TYPE}=="iso9660""#), "{rule}");
+        assert!(
+            rule.contains(r#"ENV{ID_FS_LABEL}=="imgmode-ibi""#),
+            "{rule}"
+        );
+        assert!(
+            rule.contains(r#"ENV{SYSTEMD_WANTS}+="imgmode-payload-import@%k.service""#),
+            "{rule}"
+        );
+        let unit = text(IMPORT_UNIT);
+        assert!(
+            unit.contains("ExecStart=/usr/bin/imgmode payload add --attached /dev/%I"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains(&format!("RequiresMountsFor={INSTALLED_ROOT}")),
+            "{unit}"
+        );
+    }
+
+    #[test]
+    fn a_source_without_a_payload_is_told_apart() {
+        let td = tempfile::tempdir().unwrap();
+        assert!(!carries_payload(td.path()).unwrap());
+        std::fs::write(td.path().join(imgmode_image::mirror::PAYLOAD_RECORD), "{}").unwrap();
+        assert!(carries_payload(td.path()).unwrap());
+        let e = carries_payload(&td.path().join("nope")).unwrap_err();
+        assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
     }
 
     fn secret(auth: &str) -> String {

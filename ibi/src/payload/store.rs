@@ -13,6 +13,7 @@
 //!   the repository links are rewritten for the payloads that remain, and blobs nothing
 //!   references any more are deleted.
 
+use crate::payload::release::{self, InternalReleaseImage, Phase};
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_image::mirror::{self, Mirrored, Payload, PAYLOAD_RECORD, V2};
 use serde::Serialize;
@@ -27,6 +28,8 @@ pub const RECORDS: &str = "imgmode-payloads";
 pub struct Held {
     pub payload: Payload,
     pub in_use: Vec<InUse>,
+    /// Its entry in the store's InternalReleaseImage record (conditions), if it has one.
+    pub release: Option<release::ReleaseStatus>,
 }
 
 /// One manifest of a payload (an image, or one platform's image of a list) in use, and by what.
@@ -173,6 +176,11 @@ pub fn images_in_storage(storage: &Path) -> Result<BTreeSet<String>> {
 /// The payloads held, each with its images that `users` use.
 pub fn status(store: &Path, users: &Users) -> Result<Vec<Held>> {
     let v2 = store.join(V2);
+    let releases = if store.is_dir() {
+        InternalReleaseImage::read(store)?
+    } else {
+        Default::default()
+    };
     held(store)?
         .into_iter()
         .map(|p| {
@@ -180,7 +188,12 @@ pub fn status(store: &Path, users: &Users) -> Result<Vec<Held>> {
                 .into_iter()
                 .filter_map(|d| users.of(&d))
                 .collect();
-            Ok(Held { payload: p, in_use })
+            let release = releases.release(&p.id).cloned();
+            Ok(Held {
+                payload: p,
+                in_use,
+                release,
+            })
         })
         .collect()
 }
@@ -244,9 +257,110 @@ fn copy_blob(src_v2: &Path, d: &str, dest: &Path, src: &Path) -> Result<()> {
     imgmode_support::fs::sync_dir(dest.parent().expect("a blob has a directory"))
 }
 
-/// Add the payload at `src` (a mirror directory) to `store`; returns its record.
-pub fn add(store: &Path, src: &Path) -> Result<Payload> {
-    // the source first: a payload refused leaves no store behind
+/// What [`add`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Added {
+    #[serde(flatten)]
+    pub payload: Payload,
+    /// The store held it already (and the release record says it is available): nothing was
+    /// read from the source but its record.
+    pub already_held: bool,
+}
+
+/// Add the payload at `src` (a mirror directory; `source` names where it came from, such as
+/// an ISO's device) to `store`, recording the import in the store's [`InternalReleaseImage`]:
+/// Importing while it copies, then Available, or Degraded with the error. `skip_held`: a
+/// payload the store holds and records as available is left as it is (an attached ISO's
+/// import at every boot); otherwise every blob the store holds is hashed again.
+pub fn add(store: &Path, src: &Path, source: &str, skip_held: bool) -> Result<Added> {
+    let claimed = Payload::read(src)?;
+    if skip_held && store.join(RECORDS).is_dir() {
+        let _lock = lock(store)?;
+        if record_path(store, &claimed.id)?.is_file()
+            && InternalReleaseImage::read(store)?.is(&claimed.id, release::AVAILABLE)
+        {
+            return Ok(Added {
+                payload: claimed,
+                already_held: true,
+            });
+        }
+    }
+    let digests: Vec<String> = claimed.images.iter().map(|i| i.digest.clone()).collect();
+    let record = |phase: Phase, message: &str| -> Result<()> {
+        let mut r = InternalReleaseImage::read(store)?;
+        r.set(
+            &claimed.id,
+            source,
+            &digests,
+            phase,
+            message,
+            &release::now(),
+        );
+        r.write(store)
+    };
+    // a store that exists records the import from its start, and its failure; a new one is
+    // made only for a payload that passed (bad input leaves nothing behind)
+    let existed = store.is_dir();
+    if existed {
+        let _lock = lock(store)?;
+        record(
+            Phase::Importing,
+            &format!(
+                "verifying and copying {} image(s) from {source}",
+                claimed.images.len()
+            ),
+        )?;
+    }
+    match copy_in(store, src) {
+        Ok(p) => {
+            let _lock = lock(store)?;
+            record(
+                Phase::Available,
+                &format!(
+                    "{} image(s) copied from {source}, served on {}",
+                    p.images.len(),
+                    crate::payload::registry::HOST
+                ),
+            )?;
+            Ok(Added {
+                payload: p,
+                already_held: false,
+            })
+        }
+        Err(e) if !existed => Err(e),
+        Err(e) => {
+            let _lock = lock(store)?;
+            let first = format!("{e:#}");
+            record(Phase::Degraded, first.lines().next().unwrap_or_default())?;
+            Err(e)
+        }
+    }
+}
+
+/// Record in `store`'s [`InternalReleaseImage`] (when the store exists) that importing
+/// `claimed` from `source` failed before [`add`] began (reading it off its medium): Degraded,
+/// with `message`.
+pub fn record_failure(store: &Path, claimed: &Payload, source: &str, message: &str) -> Result<()> {
+    if !store.is_dir() {
+        return Ok(()); // a store is made for a payload that passed only
+    }
+    let _lock = lock(store)?;
+    let mut r = InternalReleaseImage::read(store)?;
+    let digests: Vec<String> = claimed.images.iter().map(|i| i.digest.clone()).collect();
+    r.set(
+        &claimed.id,
+        source,
+        &digests,
+        Phase::Degraded,
+        message,
+        &release::now(),
+    );
+    r.write(store)
+}
+
+/// [`add`]'s copy: the source verified, the missing blobs copied, links and records written.
+fn copy_in(store: &Path, src: &Path) -> Result<Payload> {
+    // the source first: a payload refused leaves nothing of it in the store
     let checked = mirror::verify(src).with_context(|| format!("the payload {}", src.display()))?;
     let _lock = lock(store)?;
     let p = checked.payload;
@@ -322,6 +436,9 @@ pub fn remove(store: &Path, id: &str, users: &Users) -> Result<Payload> {
     );
     let v2 = store.join(V2);
     std::fs::remove_file(&record)?;
+    let mut releases = InternalReleaseImage::read(store)?;
+    releases.forget(id);
+    releases.write(store)?;
     let union = write_union(store)?;
     // repository links for what remains, swapped in whole
     let repos = v2.join("repositories");

@@ -64,6 +64,13 @@ __CHECKS__
 filemodes installed /etc/imgmode /var/lib/imgmode /etc/containers /root/.ssh /etc/systemd/system
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 p=/var/lib/containers/imgmode-payload
+# the installation ISO is still attached: its udev rule started the import unit at boot, which
+# found the payload held and available (the install's record) and copied nothing
+dev=$(blkid -L imgmode-ibi | head -1)
+unit="imgmode-payload-import@${dev#/dev/}.service"
+echo "FACT import-unit=$unit $(systemctl show -P Result "$unit") $(systemctl show -P ExecMainStatus "$unit")"
+run journalctl -b -o cat -u "$unit"
+echo "IRI $(tr -d '\n' < $p/internalreleaseimage.json)"
 # the seed's config blob through the installed copy (skopeo checks its digest); the live
 # system's install pulled every blob of the seed through its own
 seed=docker://__REG__/imgmode-seed:__VERSION__
@@ -262,6 +269,31 @@ fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
         p.fact("config-blob").ends_with("/data"),
         "no blob of the installed payload is an image config (lists diff_ids): {}",
         p.fact("config-blob")
+    );
+    // the attached installation ISO's import, started by the udev rule with no command typed
+    let unit = p.fact("import-unit");
+    ensure!(
+        unit.starts_with("imgmode-payload-import@sr") && unit.ends_with(".service success 0"),
+        "the attached installation ISO's import unit did not run to success: {unit}"
+    );
+    let journal = p.runs_of("journalctl -b -o cat -u");
+    ensure!(
+        journal
+            .first()
+            .is_some_and(|j| j.2.contains("holds the payload") && j.2.contains("already")),
+        "the import unit's journal does not say the payload was held already: {journal:?}"
+    );
+    let iri: serde_json::Value = serde_json::from_str(
+        report_line(results, "IRI ").context("no InternalReleaseImage record")?,
+    )?;
+    let available = iri["status"]["releases"][0]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Available"))
+        .map(|c| c["status"].clone());
+    ensure!(
+        iri["spec"]["releases"][0]["name"] == installed["payload"]
+            && available == Some("True".into()),
+        "the InternalReleaseImage record does not show the installed payload available: {iri}"
     );
     let pulls = p.runs_of("skopeo inspect --config");
     ensure!(
