@@ -507,6 +507,34 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     assert!(in_use[a_pos] && !in_use[1 - a_pos], "{out}");
     let (ok, _, err) = run(&["payload", "remove", &ids[0], "--store", s, "--storage", st]);
     assert!(!ok && err.contains("is in use"), "{err}");
+    // opting out is refused as long, naming the payload, and changes nothing
+    let root = t.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let (ok, _, err) = run(&[
+        "payload",
+        "opt-out",
+        "--store",
+        s,
+        "--storage",
+        st,
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("would delete payloads in use") && err.contains(&ids[0]),
+        "{err}"
+    );
+    assert_eq!(blob_count(), 5);
+    // a host that serves nothing has nothing to opt out of
+    let (ok, out, err) = run(&[
+        "payload",
+        "opt-out",
+        "--store",
+        t.join("no-store").to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("nothing to opt out of"), "{out}{err}");
     let (ok, out, err) = run(&["payload", "status", "--store", s, "--storage", st]);
     assert!(ok, "{err}");
     assert!(

@@ -51,6 +51,20 @@ pub enum PayloadCmd {
         #[command(flatten)]
         mirrors: MirrorsArgs,
     },
+    /// Stop serving payloads on this host (what deleting the InternalReleaseImage does):
+    /// refused while anything uses an image of a payload held; otherwise the payload registry
+    /// is stopped and disabled, its files, the trust for localhost:22625, the registries.conf
+    /// mirrors and the import's udev rule and unit removed, and the store deleted with its
+    /// record. Pulls go to the images' own registries again.
+    OptOut {
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
+        store: PathBuf,
+        /// The root whose /etc holds the registry's files, unit and mirrors.
+        #[arg(long, default_value = "/", value_parser = crate::args::existing_dir)]
+        root: PathBuf,
+        #[command(flatten)]
+        users: UsersArgs,
+    },
 }
 
 /// Where the mirrors of what the store holds go.

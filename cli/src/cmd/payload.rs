@@ -23,6 +23,7 @@ pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
             users,
             mirrors,
         } => remove(&id, &store, &users.users()?, mirrors.for_store(&store)),
+        PayloadCmd::OptOut { store, root, users } => opt_out(&root, &store, &users.users()?, cx),
     }
 }
 
@@ -155,6 +156,29 @@ pub fn mirror(a: MirrorArgs, cx: &Ctx) -> Result<()> {
             o.new_blobs,
             human_size(o.new_bytes)
         ));
+        s
+    })
+}
+
+fn opt_out(root: &Path, store: &Path, users: &Users, cx: &Ctx) -> Result<()> {
+    let done = imgmode_ibi::payload::optout::opt_out(root, store, users, &mut |args| {
+        imgmode_support::cmd::Run::new("systemctl")
+            .args(args)
+            .output()
+            .map(|_| ())
+    })?;
+    cx.print(&done, |d| {
+        if d.payloads.is_empty() && d.removed.is_empty() {
+            return "this host serves no payload; nothing to opt out of\n".to_string();
+        }
+        let mut s = format!(
+            "opted out: the payload registry stopped, {} payload(s) deleted ({})\n",
+            d.payloads.len(),
+            d.payloads.join(", ")
+        );
+        for p in &d.removed {
+            s.push_str(&format!("  removed {}\n", p.display()));
+        }
         s
     })
 }

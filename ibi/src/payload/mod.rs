@@ -3,12 +3,14 @@
 //! - [`registry`]: the payload registry (docker-registry on port 22625, its TLS, htpasswd,
 //!   `registries.conf` mirrors, its unit) as files for the live system and the installed one.
 //! - [`store`]: the payloads a host holds (add, status, remove with the in-use check).
+//! - [`optout`]: the host stops serving and importing payloads, its store deleted.
 //! - [`release`]: the host's `InternalReleaseImage` record of them (Importing, Available,
 //!   Degraded per release).
 //!
 //! The payload format itself (an `imgmode mirror` directory and its record) is
 //! `imgmode_image::mirror`.
 
+pub mod optout;
 pub mod registry;
 pub mod release;
 pub mod store;

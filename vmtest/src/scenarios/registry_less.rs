@@ -82,6 +82,9 @@ echo "FACT config-blob=${config:-none}"
 printf 'X' | dd of="${config:-/dev/null}" bs=1 seek=1 conv=notrunc status=none
 run imgmode payload verify $p
 run skopeo inspect --config --authfile "$auth" "$seed"
+# opting out: the registry stopped, its files, mirrors, import rule and the store gone
+run imgmode payload opt-out
+echo "FACT opted-out=$(systemctl is-active imgmode-payload-registry.service) $(ls -d /etc/containers/registries.conf.d/60-imgmode-payload.conf /etc/udev/rules.d/70-imgmode-payload.rules /etc/imgmode/payload /etc/systemd/system/imgmode-payload-registry.service $p 2>/dev/null | wc -l) $(ss -Hltn 'sport = :22625' | wc -l)"
 echo "IMGMODE-PHASE-1-END"
 systemctl poweroff
 "#;
@@ -153,7 +156,7 @@ pub async fn registry_less(ctx: &RunContext, dir: &Path) -> Result<String> {
         }
     }
     Ok(format!(
-        "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed resolved by its original name {seed_ref} on both (the live system installed it through the payload, the installed system served its config), a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull"
+        "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed resolved by its original name {seed_ref} on both (the live system installed it through the payload, the installed system served its config), a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull; the installation ISO, still attached, imported at boot by its udev rule (held already, nothing copied) and the InternalReleaseImage record showing the payload available; payload opt-out stopped the registry and removed its files, mirrors, import rule and store"
     ))
 }
 
@@ -294,6 +297,17 @@ fn check_installed_payload(p: &Phase, results: &str) -> Result<()> {
         iri["spec"]["releases"][0]["name"] == installed["payload"]
             && available == Some("True".into()),
         "the InternalReleaseImage record does not show the installed payload available: {iri}"
+    );
+    let opt_out = p.runs_of("imgmode payload opt-out");
+    ensure!(
+        opt_out.len() == 1 && opt_out[0].1 == 0,
+        "imgmode payload opt-out failed: {opt_out:?}"
+    );
+    ensure!(
+        p.fact("opted-out") == "inactive 0 0",
+        "after opt-out the registry (is-active), its files and store (how many are left) and port {} (listeners) should be gone: {}",
+        22625,
+        p.fact("opted-out")
     );
     let pulls = p.runs_of("skopeo inspect --config");
     ensure!(
