@@ -69,18 +69,28 @@ impl LayerStream {
             let image = OciImage::open_tagged(&dir, tag)
                 .with_context(|| format!("{arg}: reading the OCI layout"))?;
             let (raw, media_type) = image.open_raw_layer(index)?;
-            let raw: Raw = Arc::new(Mutex::new(raw));
-            return Ok(Self {
-                what: format!("layer {index} of {arg}"),
-                reader: Some(crate::store::decompressing(
-                    &media_type,
-                    std::io::BufReader::with_capacity(1 << 20, SharedRaw(raw.clone())),
-                )?),
-                raw: Some(raw),
-                fetcher: None,
-            });
+            return Self::new(format!("layer {index} of {arg}"), &media_type, raw, None);
         }
         Self::through_proxy(arg, r.imgref.to_string(), proxy_config(auth), index)
+    }
+
+    /// `raw`, the blob, read decompressed as `media_type` says.
+    fn new(
+        what: String,
+        media_type: &str,
+        raw: Box<dyn Read + Send>,
+        fetcher: Option<std::thread::JoinHandle<Result<()>>>,
+    ) -> Result<Self> {
+        let raw: Raw = Arc::new(Mutex::new(raw));
+        Ok(Self {
+            what,
+            reader: Some(crate::store::decompressing(
+                media_type,
+                std::io::BufReader::with_capacity(1 << 20, SharedRaw(raw.clone())),
+            )?),
+            raw: Some(raw),
+            fetcher,
+        })
     }
 
     fn through_proxy(
@@ -145,20 +155,12 @@ impl LayerStream {
                 return Err(e.context(format!("fetching {arg}")));
             }
         };
-        let raw: Raw = Arc::new(Mutex::new(Box::new(ChannelReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-        })));
-        Ok(Self {
-            what: format!("layer {index} of {arg}"),
-            reader: Some(crate::store::decompressing(
-                &media_type,
-                std::io::BufReader::with_capacity(1 << 20, SharedRaw(raw.clone())),
-            )?),
-            raw: Some(raw),
-            fetcher: Some(fetcher),
-        })
+        Self::new(
+            format!("layer {index} of {arg}"),
+            &media_type,
+            Box::new(imgmode_support::io::ChunkReader::new(rx)),
+            Some(fetcher),
+        )
     }
 
     /// The layer's uncompressed tar stream (once).
@@ -193,31 +195,6 @@ impl Drop for LayerStream {
         if let Some(f) = self.fetcher.take() {
             let _ = f.join();
         }
-    }
-}
-
-/// The consumer's end of the chunks read from the proxy's pipe.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.cur = chunk?;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

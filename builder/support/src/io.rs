@@ -71,11 +71,7 @@ pub fn read_ahead(mut r: impl Read + Send + 'static) -> impl Read {
             }
         }
     });
-    ReadAhead {
-        rx,
-        cur: Vec::new(),
-        pos: 0,
-    }
+    ChunkReader::new(rx)
 }
 
 /// Hand a stream to another thread: `produce` writes it (in 256 KiB chunks, at most 2 MiB
@@ -88,13 +84,7 @@ pub fn pipe_through<T: Send>(
 ) -> Result<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
     std::thread::scope(|s| {
-        let reader = s.spawn(move || {
-            consume(&mut ReadAhead {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-            })
-        });
+        let reader = s.spawn(move || consume(&mut ChunkReader::new(rx)));
         let mut w = ChunkWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
@@ -151,21 +141,51 @@ impl Write for ChunkWriter {
     }
 }
 
-struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+/// Where a [`ChunkReader`] takes its chunks from: `None` at the end of the stream.
+pub trait Chunks {
+    fn next_chunk(&mut self) -> Option<std::io::Result<Vec<u8>>>;
+}
+
+impl Chunks for std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    fn next_chunk(&mut self) -> Option<std::io::Result<Vec<u8>>> {
+        self.recv().ok() // the sender finished: end of stream
+    }
+}
+
+/// The receiving end of chunks an async task sends (read from a thread outside the runtime).
+impl Chunks for tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    fn next_chunk(&mut self) -> Option<std::io::Result<Vec<u8>>> {
+        self.blocking_recv()
+    }
+}
+
+/// A reader of a stream that arrives in chunks from another thread or task; an error
+/// arrives in order, after the chunks before it.
+pub struct ChunkReader<C> {
+    chunks: C,
     cur: Vec<u8>,
     pos: usize,
 }
 
-impl Read for ReadAhead {
+impl<C: Chunks> ChunkReader<C> {
+    pub fn new(chunks: C) -> Self {
+        Self {
+            chunks,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl<C: Chunks> Read for ChunkReader<C> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
+            match self.chunks.next_chunk() {
+                Some(chunk) => {
                     self.cur = chunk?;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0), // the sender finished: end of stream
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.cur.len() - self.pos);

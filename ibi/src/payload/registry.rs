@@ -278,11 +278,7 @@ fn add_source(
         .prefix("imgmode-payload-")
         .tempdir()
         .context("creating a mount point")?;
-    let mounted = imgmode_support::cmd::Run::new("mount")
-        .args(["-o", "ro", "-t", "iso9660"])
-        .arg(source)
-        .arg(mnt.path())
-        .output();
+    let mounted = mount_iso(source, mnt.path());
     let no_payload = || {
         anyhow::anyhow!(
             "{} carries no payload (no /{} on it)",
@@ -303,7 +299,7 @@ fn add_source(
                 .output();
             r
         }
-        Err(e) if format!("{e:#}").contains("unknown filesystem type") => {
+        Err(e) if no_iso9660(&e) => {
             // no ISO 9660 in this kernel: read the ISO with xorriso instead, into a directory
             // next to the store (removed afterwards)
             imgmode_support::cmd::require_tools(&["xorriso"])?;
@@ -365,7 +361,8 @@ fn add_source(
 }
 
 /// Whether `source` carries a payload: a mirror directory with its record, or an ISO 9660
-/// image or device with `/payload` on it (read with xorriso, nothing mounted).
+/// image or device with `/payload` on it (mounted read-only for the look, as `add` reads it;
+/// with xorriso where the kernel has no ISO 9660).
 pub fn carries_payload(source: &Path) -> Result<bool> {
     if source.is_dir() {
         return Ok(source.join(imgmode_image::mirror::PAYLOAD_RECORD).is_file());
@@ -375,8 +372,47 @@ pub fn carries_payload(source: &Path) -> Result<bool> {
         "{} does not exist; give a mirror directory or an ISO carrying a payload",
         source.display()
     );
-    imgmode_support::cmd::require_tools(&["xorriso"])?;
-    Ok(payload_size_on_iso(source).is_some())
+    imgmode_support::cmd::require_root("reading the payload's ISO")?;
+    let mnt = tempfile::Builder::new()
+        .prefix("imgmode-payload-")
+        .tempdir()
+        .context("creating a mount point")?;
+    match mount_iso(source, mnt.path()) {
+        Ok(()) => {
+            let has = mnt
+                .path()
+                .join(PAYLOAD_DIR)
+                .join(imgmode_image::mirror::PAYLOAD_RECORD)
+                .is_file();
+            let _ = imgmode_support::cmd::Run::new("umount")
+                .arg(mnt.path())
+                .output();
+            Ok(has)
+        }
+        Err(e) if no_iso9660(&e) => {
+            imgmode_support::cmd::require_tools(&["xorriso"])?;
+            Ok(payload_size_on_iso(source).is_some())
+        }
+        Err(e) => Err(e.context(format!(
+            "mounting {} (an ISO 9660 image or device)",
+            source.display()
+        ))),
+    }
+}
+
+/// `mount -o ro -t iso9660 source at`.
+fn mount_iso(source: &Path, at: &Path) -> Result<()> {
+    imgmode_support::cmd::Run::new("mount")
+        .args(["-o", "ro", "-t", "iso9660"])
+        .arg(source)
+        .arg(at)
+        .output()
+        .map(|_| ())
+}
+
+/// Whether a mount failed for want of ISO 9660 in the kernel.
+fn no_iso9660(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("unknown filesystem type")
 }
 
 /// The payload record on the ISO `iso` (`/payload/imgmode-payload.json`), read with xorriso.

@@ -170,37 +170,18 @@ impl InternalReleaseImage {
             Phase::Available => ("Copied", "ReleaseCopied", "AsExpected"),
             Phase::Degraded => ("Stopped", "NotCopied", "ImportFailed"),
         };
+        let row = |kind: &'static str, of: Phase, reason: &'static str| {
+            (
+                kind,
+                phase == of,
+                reason,
+                if phase == of { message } else { "" },
+            )
+        };
         let rows = [
-            (
-                IMPORTING,
-                phase == Phase::Importing,
-                reason_importing,
-                if phase == Phase::Importing {
-                    message
-                } else {
-                    ""
-                },
-            ),
-            (
-                AVAILABLE,
-                phase == Phase::Available,
-                reason_available,
-                if phase == Phase::Available {
-                    message
-                } else {
-                    ""
-                },
-            ),
-            (
-                DEGRADED,
-                phase == Phase::Degraded,
-                reason_degraded,
-                if phase == Phase::Degraded {
-                    message
-                } else {
-                    ""
-                },
-            ),
+            row(IMPORTING, Phase::Importing, reason_importing),
+            row(AVAILABLE, Phase::Available, reason_available),
+            row(DEGRADED, Phase::Degraded, reason_degraded),
         ];
         for (kind, on, reason, msg) in rows {
             let status = if on { "True" } else { "False" };
