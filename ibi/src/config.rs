@@ -11,6 +11,9 @@ pub const KIND: &str = "ImageBasedInstallationConfig";
 pub const API_VERSION: &str = "v1beta1";
 /// The installer's defaults for the container storage partition.
 pub const DEFAULT_EXTRA_PARTITION_LABEL: &str = "varlibcontainers";
+/// The installation ISO's volume label (`installiso::LABEL`), which an installed host's payload
+/// import matches (`payload::registry::import_files`).
+pub const INSTALL_ISO_LABEL: &str = "imgmode-ibi";
 pub const DEFAULT_EXTRA_PARTITION_NUMBER: u32 = 5;
 pub const DEFAULT_EXTRA_PARTITION_START: &str = "-40G";
 

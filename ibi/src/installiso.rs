@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use {imgmode_image::Store, imgmode_support::Steps};
 
 /// The ISO's volume label.
-pub const LABEL: &str = "imgmode-ibi";
+pub const LABEL: &str = crate::config::INSTALL_ISO_LABEL;
 /// The ISO's file name in `--dir`.
 pub const ISO_NAME: &str = "imgmode-ibi.iso";
 /// Where the config is in the live system (`imgmode ibi install`'s default).

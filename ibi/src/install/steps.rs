@@ -571,7 +571,7 @@ fn payload(d: &mut Disk, storage: &Path, deploy_dir: &Path) -> Result<()> {
     let mut files = setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false);
     // a later installation ISO (a newer release's payload) attached to the host is imported
     files.extend(crate::payload::registry::import_files(
-        crate::installiso::LABEL,
+        crate::config::INSTALL_ISO_LABEL,
     ));
     crate::payload::registry::write_files(deploy_dir, &files)
 }
