@@ -355,7 +355,7 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
 /// tags and the blobs only it used, and the store still verifies.
 #[test]
 fn payloads_are_added_listed_and_removed_unless_in_use() {
-    require!(Need::Tool("skopeo"));
+    require!(Need::Tool("skopeo"), Need::Tool("etcd"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
     let (a, b) = (t.join("a"), t.join("b"));
@@ -541,6 +541,53 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
         out.contains("Available=True since ") && out.contains("(ReleaseCopied)"),
         "{out}"
     );
+    // the cluster's current release (its ClusterVersion in etcd, by digest) is a user too:
+    // payload b holds it, so b stays until the cluster has moved on
+    let etcd = imgmode_testkit::TestEtcd::start();
+    let (b_digest, _) = index_digest(&b);
+    let cv = |image: &str| {
+        imgmode_support::runtime::block_on(async {
+            let mut e = imgmode_recert::etcd::Etcd::connect(&etcd.endpoint).await?;
+            let key = "/kubernetes.io/config.openshift.io/clusterversions/version";
+            let old = e.get(key).await?;
+            let value = serde_json::json!({"apiVersion": "config.openshift.io/v1",
+                "kind": "ClusterVersion", "metadata": {"name": "version"},
+                "status": {"desired": {"image": image}}});
+            let obj = match old {
+                Some(o) => imgmode_recert::etcd::EtcdObject { value, ..o },
+                None => imgmode_recert::etcd::EtcdObject::new(key, value),
+            };
+            e.put(&obj).await
+        })
+        .unwrap()
+        .unwrap()
+    };
+    cv(&format!("quay.io/rel/b@{b_digest}"));
+    let with_etcd = |id: &str| {
+        run(&[
+            "payload",
+            "remove",
+            id,
+            "--store",
+            s,
+            "--storage",
+            st,
+            "--etcd-endpoint",
+            &etcd.endpoint,
+        ])
+    };
+    let (ok, _, err) = with_etcd(&ids[1]);
+    assert!(
+        !ok && err.contains("is in use")
+            && err.contains("the cluster's current release quay.io/rel/b@"),
+        "{err}"
+    );
+    // a release by tag cannot be matched to a payload: refused, saying so
+    cv("quay.io/rel/b:4.18");
+    let (ok, _, err) = with_etcd(&ids[1]);
+    assert!(!ok && err.contains("is named by tag"), "{err}");
+    // the cluster moved on to another release: b may go
+    cv(&format!("quay.io/rel/other@sha256:{}", "e".repeat(64)));
     let (ok, _, err) = run(&[
         "payload",
         "remove",
@@ -549,6 +596,8 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
         s,
         "--storage",
         st,
+        "--etcd-endpoint",
+        &etcd.endpoint,
         "--mirrors-conf",
         mirrors.to_str().unwrap(),
     ]);

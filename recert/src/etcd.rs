@@ -329,6 +329,30 @@ impl Etcd {
         Ok((out, counts))
     }
 
+    /// The object at `key` (JSON or Kubernetes protobuf, decrypted with the cluster's keys when
+    /// it is encrypted), `None` when there is none.
+    pub async fn get(&mut self, key: &str) -> Result<Option<EtcdObject>> {
+        let resp = self
+            .client
+            .get(key, None)
+            .await
+            .with_context(|| format!("reading {key} from etcd at {}", self.endpoint))?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let read = match (
+            kv.value().starts_with(crate::encryption::PREFIX),
+            &self.keys,
+        ) {
+            (true, Some(keys)) => {
+                let (plain, _) = keys.decrypt(key, kv.value())?;
+                read_value(key, &plain, kv.mod_revision())?
+            }
+            _ => read_value(key, kv.value(), kv.mod_revision())?,
+        };
+        Ok(read.1)
+    }
+
     /// Drop every earlier revision of every key (a physical compaction at the current
     /// revision) and give the space back (defragment), so values that were replaced are gone
     /// from the database file too, not only from the current view.

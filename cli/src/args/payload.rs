@@ -98,6 +98,11 @@ pub struct UsersArgs {
     /// ostree/, as on a host that is not an ostree system).
     #[arg(long, default_value = "/", value_parser = crate::args::existing_dir)]
     pub sysroot: PathBuf,
+    /// The cluster's etcd (e.g. http://127.0.0.1:2379): the release its ClusterVersion runs
+    /// (status.desired.image, by digest) counts as in use. Without it the cluster's release
+    /// is not looked at (a host that runs no cluster).
+    #[arg(long, value_name = "URL")]
+    pub etcd_endpoint: Option<String>,
 }
 
 impl UsersArgs {
@@ -107,7 +112,11 @@ impl UsersArgs {
             .storage
             .clone()
             .unwrap_or_else(|| DEFAULT_STORAGE.into());
-        imgmode_ibi::payload::store::Users::of_host(&storage, &self.sysroot)
+        let mut users = imgmode_ibi::payload::store::Users::of_host(&storage, &self.sysroot)?;
+        if let Some(e) = &self.etcd_endpoint {
+            users.add_cluster_release(e)?;
+        }
+        Ok(users)
     }
 }
 

@@ -80,6 +80,33 @@ impl Users {
         Ok(users)
     }
 
+    /// The cluster's current release (its ClusterVersion's `status.desired.image`, read from
+    /// the cluster's etcd at `endpoint`) uses its manifest digest: a payload that holds the
+    /// release the cluster runs stays until the cluster has moved on.
+    pub fn add_cluster_release(&mut self, endpoint: &str) -> Result<()> {
+        let key = imgmode_seed::site::CLUSTER_VERSION;
+        let cv = imgmode_support::runtime::block_on(async {
+            let mut e = imgmode_recert::etcd::Etcd::connect(endpoint).await?;
+            e.get(key).await
+        })??
+        .with_context(|| {
+            format!("etcd at {endpoint} holds no ClusterVersion ({key}); give the cluster's etcd, or leave out --etcd-endpoint on a host that runs no cluster")
+        })?;
+        let image = cv.value["status"]["desired"]["image"]
+            .as_str()
+            .with_context(|| {
+                format!("the ClusterVersion in etcd at {endpoint} has no status.desired.image")
+            })?;
+        let Some((_, digest)) = image.rsplit_once('@') else {
+            bail!("the cluster's current release {image} is named by tag, not by digest; which payload holds it cannot be told: set the ClusterVersion's release by digest");
+        };
+        self.add(
+            digest,
+            format!("the cluster's current release {image} (ClusterVersion version)"),
+        );
+        Ok(())
+    }
+
     /// `by` uses the manifest `digest`.
     pub fn add(&mut self, digest: &str, by: impl Into<String>) {
         self.0
