@@ -268,16 +268,7 @@ fn add_source(
     if source.is_dir() {
         return crate::payload::store::add(store, source, &named, skip_held);
     }
-    ensure!(
-        source.exists(),
-        "{} does not exist; give a mirror directory or an ISO carrying a payload",
-        source.display()
-    );
-    imgmode_support::cmd::require_root("reading the payload's ISO")?;
-    let mnt = tempfile::Builder::new()
-        .prefix("imgmode-payload-")
-        .tempdir()
-        .context("creating a mount point")?;
+    let mnt = iso_mount_point(source)?;
     let mounted = mount_iso(source, mnt.path());
     let no_payload = || {
         anyhow::anyhow!(
@@ -367,16 +358,7 @@ pub fn carries_payload(source: &Path) -> Result<bool> {
     if source.is_dir() {
         return Ok(source.join(imgmode_image::mirror::PAYLOAD_RECORD).is_file());
     }
-    ensure!(
-        source.exists(),
-        "{} does not exist; give a mirror directory or an ISO carrying a payload",
-        source.display()
-    );
-    imgmode_support::cmd::require_root("reading the payload's ISO")?;
-    let mnt = tempfile::Builder::new()
-        .prefix("imgmode-payload-")
-        .tempdir()
-        .context("creating a mount point")?;
+    let mnt = iso_mount_point(source)?;
     match mount_iso(source, mnt.path()) {
         Ok(()) => {
             let has = mnt
@@ -398,6 +380,20 @@ pub fn carries_payload(source: &Path) -> Result<bool> {
             source.display()
         ))),
     }
+}
+
+/// A mount point for the ISO `source` (which must exist; reading it takes root).
+fn iso_mount_point(source: &Path) -> Result<tempfile::TempDir> {
+    ensure!(
+        source.exists(),
+        "{} does not exist; give a mirror directory or an ISO carrying a payload",
+        source.display()
+    );
+    imgmode_support::cmd::require_root("reading the payload's ISO")?;
+    tempfile::Builder::new()
+        .prefix("imgmode-payload-")
+        .tempdir()
+        .context("creating a mount point")
 }
 
 /// `mount -o ro -t iso9660 source at`.
