@@ -11,10 +11,8 @@
 //! rest and returns the verdict; a stream dropped unfinished stops the transfer.
 
 use crate::skopeo::RegistryAuth;
-use crate::store::OciImage;
 use crate::Store;
 use anyhow::{anyhow, Context, Result};
-use ostree_ext::container::Transport;
 use ostree_ext::containers_image_proxy::{ImageProxy, ImageProxyConfig};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -64,10 +62,7 @@ impl LayerStream {
     /// Layer `index` of the image `arg` (a local name or a transport reference).
     pub fn open(store: &Store, arg: &str, auth: &RegistryAuth, index: usize) -> Result<Self> {
         let r = store.resolve(arg)?;
-        if r.imgref.transport == Transport::OciDir {
-            let (dir, tag) = crate::imgref::oci_dir_and_tag(&r.imgref.name);
-            let image = OciImage::open_tagged(&dir, tag)
-                .with_context(|| format!("{arg}: reading the OCI layout"))?;
+        if let Some(image) = crate::oci::open_layout(arg, &r.imgref)? {
             let (raw, media_type) = image.open_raw_layer(index)?;
             return Self::new(format!("layer {index} of {arg}"), &media_type, raw, None);
         }

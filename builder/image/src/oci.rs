@@ -108,22 +108,8 @@ pub fn open_image_with(
     tmp_parent: &Path,
 ) -> Result<OpenedImage> {
     let r = store.resolve(arg)?;
-    if r.imgref.transport == Transport::OciDir {
-        // oci:PATH[:TAG] -- exactly the image tagged TAG, or the layout's only image
-        let (dir, tag) = crate::imgref::oci_dir_and_tag(&r.imgref.name);
-        if !dir.exists() {
-            bail!("{arg}: {} not found", dir.display());
-        }
-        if !dir.join("index.json").is_file() {
-            bail!(
-                "{arg}: {} is not an OCI image layout (no index.json); give the directory skopeo or podman wrote with oci:DIR",
-                dir.display()
-            );
-        }
-        return Ok(OpenedImage {
-            image: OciImage::open_tagged(&dir, tag)?,
-            _tmp: None,
-        });
+    if let Some(image) = open_layout(arg, &r.imgref)? {
+        return Ok(OpenedImage { image, _tmp: None });
     }
     preflight_fetch(&r.imgref, arg, auth, tmp_parent)?;
     let tmp = tempfile::Builder::new()
@@ -140,6 +126,28 @@ pub fn open_image_with(
         image: OciImage::open(&dest)?,
         _tmp: Some(tmp),
     })
+}
+
+/// The image an `oci:PATH[:TAG]` reference names, read in place (exactly the image tagged TAG,
+/// or the layout's only image); `None` for any other transport.
+pub(crate) fn open_layout(
+    arg: &str,
+    imgref: &ostree_ext::container::ImageReference,
+) -> Result<Option<OciImage>> {
+    if imgref.transport != Transport::OciDir {
+        return Ok(None);
+    }
+    let (dir, tag) = crate::imgref::oci_dir_and_tag(&imgref.name);
+    if !dir.exists() {
+        bail!("{arg}: {} not found", dir.display());
+    }
+    if !dir.join("index.json").is_file() {
+        bail!(
+            "{arg}: {} is not an OCI image layout (no index.json); give the directory skopeo or podman wrote with oci:DIR",
+            dir.display()
+        );
+    }
+    Ok(Some(OciImage::open_tagged(&dir, tag)?))
 }
 
 /// For an `oci:` reference to an existing layout: it names exactly one image (its tag's, or

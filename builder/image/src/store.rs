@@ -409,7 +409,6 @@ fn read(p: PathBuf) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
 }
 
-/// A layer media type of a plain tar (OCI `…tar`, Docker `…diff.tar`).
 /// A layer's blob `f` decompressed as its media type `mt` says (gzip, zstd or plain tar).
 pub(crate) fn decompressing(
     mt: &str,
@@ -426,6 +425,7 @@ pub(crate) fn decompressing(
     })
 }
 
+/// A layer media type of a plain tar (OCI `…tar`, Docker `…diff.tar`).
 fn is_uncompressed(media_type: &str) -> bool {
     media_type.ends_with(".tar") || media_type.ends_with("diff.tar")
 }

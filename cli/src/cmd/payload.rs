@@ -92,14 +92,15 @@ fn add(
     attached: bool,
     cx: &Ctx,
 ) -> Result<()> {
-    if attached && !imgmode_ibi::payload::registry::carries_payload(source)? {
+    let Some(a) =
+        imgmode_ibi::payload::registry::add_from(store, source, mirrors.as_deref(), attached)?
+    else {
         crate::output::say(&format!(
             "{} carries no payload; nothing to import",
             source.display()
         ));
         return Ok(());
-    }
-    let a = imgmode_ibi::payload::registry::add_from(store, source, mirrors.as_deref(), attached)?;
+    };
     cx.print(&a, |a| {
         if a.already_held {
             return format!(

@@ -7,9 +7,7 @@
 //! its record. Pulls then go to the images' own registries, as `registries.conf` says without
 //! the mirrors.
 
-use crate::payload::registry::{
-    CONF_DIR, HOST, IMPORT_RULE, IMPORT_UNIT, INSTALLED_ROOT, MIRRORS_CONF, UNIT,
-};
+use crate::payload::registry::{CONF_DIR, HOST, IMPORT_RULE, IMPORT_UNIT, MIRRORS_CONF, UNIT};
 use crate::payload::store::Users;
 use anyhow::{ensure, Result};
 use serde::Serialize;
@@ -56,17 +54,7 @@ pub fn opt_out(
     let in_use: Vec<String> = held
         .iter()
         .filter(|h| !h.in_use.is_empty())
-        .map(|h| {
-            format!(
-                "{} ({})",
-                h.payload.id,
-                h.in_use
-                    .iter()
-                    .map(|u| u.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })
+        .map(|h| format!("{} ({})", h.payload.id, h.uses()))
         .collect();
     ensure!(
         in_use.is_empty(),
@@ -98,15 +86,10 @@ pub fn opt_out(
     })
 }
 
-/// The host's own store, under `root`.
-pub fn installed_store(root: &Path) -> PathBuf {
-    root.join(INSTALLED_ROOT.trim_start_matches('/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::registry::{import_files, RegistrySetup};
+    use crate::payload::registry::{import_files, RegistrySetup, INSTALLED_ROOT};
     use imgmode_image::mirror::Payload;
 
     /// Opting out removes every file the install wrote to serve and import payloads, stops the
@@ -132,7 +115,7 @@ mod tests {
             "x",
         )
         .unwrap();
-        let store = installed_store(&root);
+        let store = root.join(INSTALLED_ROOT.trim_start_matches('/'));
         let d = format!("sha256:{}", "a".repeat(64));
         let p = Payload {
             id: "p1".into(),

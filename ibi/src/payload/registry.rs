@@ -15,7 +15,7 @@
 pub const PAYLOAD_DIR: &str = "payload";
 
 use crate::pki::{ca, pem_cert, pem_key, server_cert};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use imgmode_image::mirror::Payload;
 use imgmode_os::live::LiveFile;
 use std::path::Path;
@@ -246,14 +246,19 @@ pub fn write_mirrors(store: &Path, conf: &Path) -> Result<()> {
 /// Add the payload at `source` to the host's `store`: a mirror directory, or an ISO (file or
 /// device) carrying one in `/payload`, mounted read-only while it is copied. With `mirrors`,
 /// that file is written anew for what the store then holds ([`write_mirrors`]).
+///
+/// `attached`: the import of an attached medium (the udev-started unit's): a source that
+/// carries no payload record is left alone (`None`), and a payload the store holds and records
+/// as available is not verified and copied again ([`crate::payload::store::add`]'s
+/// `skip_held`).
 pub fn add_from(
     store: &Path,
     source: &Path,
     mirrors: Option<&Path>,
-    skip_held: bool,
-) -> Result<crate::payload::store::Added> {
-    let added = add_source(store, source, skip_held)?;
-    if let Some(conf) = mirrors {
+    attached: bool,
+) -> Result<Option<crate::payload::store::Added>> {
+    let added = add_source(store, source, attached)?;
+    if let (Some(conf), Some(_)) = (mirrors, &added) {
         write_mirrors(store, conf)?;
     }
     Ok(added)
@@ -262,16 +267,25 @@ pub fn add_from(
 fn add_source(
     store: &Path,
     source: &Path,
-    skip_held: bool,
-) -> Result<crate::payload::store::Added> {
+    attached: bool,
+) -> Result<Option<crate::payload::store::Added>> {
     let named = source.display().to_string();
+    let add = |dir: &Path| -> Result<Option<crate::payload::store::Added>> {
+        if attached && !dir.join(imgmode_image::mirror::PAYLOAD_RECORD).is_file() {
+            return Ok(None);
+        }
+        crate::payload::store::add(store, dir, &named, attached).map(Some)
+    };
     if source.is_dir() {
-        return crate::payload::store::add(store, source, &named, skip_held);
+        return add(source);
     }
     let mnt = iso_mount_point(source)?;
     let mounted = mount_iso(source, mnt.path());
-    let no_payload = || {
-        anyhow::anyhow!(
+    let no_payload = || -> Result<Option<crate::payload::store::Added>> {
+        if attached {
+            return Ok(None);
+        }
+        bail!(
             "{} carries no payload (no /{} on it)",
             source.display(),
             PAYLOAD_DIR
@@ -281,9 +295,9 @@ fn add_source(
         Ok(_) => {
             let dir = mnt.path().join(PAYLOAD_DIR);
             let r = if dir.is_dir() {
-                crate::payload::store::add(store, &dir, &named, skip_held)
+                add(&dir)
             } else {
-                Err(no_payload())
+                no_payload()
             };
             let _ = imgmode_support::cmd::Run::new("umount")
                 .arg(mnt.path())
@@ -298,7 +312,9 @@ fn add_source(
             std::fs::create_dir_all(parent)?;
             // room for the whole payload first: nothing is extracted into a filesystem that
             // cannot hold it (adding it then checks the store's own room, as from a mount)
-            let size = payload_size_on_iso(source).ok_or_else(no_payload)?;
+            let Some(size) = payload_size_on_iso(source) else {
+                return no_payload();
+            };
             let free = imgmode_support::fs::free_bytes(parent)?;
             if size + EXTRACT_MARGIN > free {
                 // the release record says why the import stopped, as the store's own check would
@@ -331,49 +347,17 @@ fn add_source(
                 .prefix(".imgmode-payload-extract-")
                 .tempdir_in(parent)?;
             let dir = tmp.path().join(PAYLOAD_DIR);
-            imgmode_support::cmd::Run::new("xorriso")
+            let extracted = imgmode_support::cmd::Run::new("xorriso")
                 .args(["-osirrox", "on", "-indev"])
                 .arg(source)
                 .arg("-extract")
                 .arg(format!("/{}", PAYLOAD_DIR))
                 .arg(&dir)
-                .output()
-                .map_err(|_| no_payload())?;
-            if !dir.is_dir() {
-                return Err(no_payload());
-            }
-            crate::payload::store::add(store, &dir, &named, skip_held)
-        }
-        Err(e) => Err(e.context(format!(
-            "mounting {} (an ISO 9660 image or device)",
-            source.display()
-        ))),
-    }
-}
-
-/// Whether `source` carries a payload: a mirror directory with its record, or an ISO 9660
-/// image or device with `/payload` on it (mounted read-only for the look, as `add` reads it;
-/// with xorriso where the kernel has no ISO 9660).
-pub fn carries_payload(source: &Path) -> Result<bool> {
-    if source.is_dir() {
-        return Ok(source.join(imgmode_image::mirror::PAYLOAD_RECORD).is_file());
-    }
-    let mnt = iso_mount_point(source)?;
-    match mount_iso(source, mnt.path()) {
-        Ok(()) => {
-            let has = mnt
-                .path()
-                .join(PAYLOAD_DIR)
-                .join(imgmode_image::mirror::PAYLOAD_RECORD)
-                .is_file();
-            let _ = imgmode_support::cmd::Run::new("umount")
-                .arg(mnt.path())
                 .output();
-            Ok(has)
-        }
-        Err(e) if no_iso9660(&e) => {
-            imgmode_support::cmd::require_tools(&["xorriso"])?;
-            Ok(payload_size_on_iso(source).is_some())
+            if extracted.is_err() || !dir.is_dir() {
+                return no_payload();
+            }
+            add(&dir)
         }
         Err(e) => Err(e.context(format!(
             "mounting {} (an ISO 9660 image or device)",
@@ -671,12 +655,12 @@ mod tests {
     }
 
     #[test]
-    fn a_source_without_a_payload_is_told_apart() {
+    fn an_attached_source_without_a_payload_is_left_alone() {
         let td = tempfile::tempdir().unwrap();
-        assert!(!carries_payload(td.path()).unwrap());
-        std::fs::write(td.path().join(imgmode_image::mirror::PAYLOAD_RECORD), "{}").unwrap();
-        assert!(carries_payload(td.path()).unwrap());
-        let e = carries_payload(&td.path().join("nope")).unwrap_err();
+        let store = td.path().join("store");
+        assert!(add_from(&store, td.path(), None, true).unwrap().is_none());
+        assert!(!store.exists(), "nothing was written");
+        let e = add_from(&store, &td.path().join("nope"), None, true).unwrap_err();
         assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
     }
 

@@ -32,6 +32,17 @@ pub struct Held {
     pub release: Option<release::ReleaseStatus>,
 }
 
+impl Held {
+    /// Its images in use and by what, `; `-separated (empty when none is).
+    pub fn uses(&self) -> String {
+        self.in_use
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// One manifest of a payload (an image, or one platform's image of a list) in use, and by what.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct InUse {
@@ -312,24 +323,11 @@ pub fn add(store: &Path, src: &Path, source: &str, skip_held: bool) -> Result<Ad
             });
         }
     }
-    let digests: Vec<String> = claimed.images.iter().map(|i| i.digest.clone()).collect();
-    let record = |phase: Phase, message: &str| -> Result<()> {
-        let mut r = InternalReleaseImage::read(store)?;
-        r.set(
-            &claimed.id,
-            source,
-            &digests,
-            phase,
-            message,
-            &release::now(),
-        );
-        r.write(store)
-    };
+    let record = |phase: Phase, message: &str| record(store, &claimed, source, phase, message);
     // a store that exists records the import from its start, and its failure; a new one is
     // made only for a payload that passed (bad input leaves nothing behind)
     let existed = store.is_dir();
     if existed {
-        let _lock = lock(store)?;
         record(
             Phase::Importing,
             &format!(
@@ -340,7 +338,6 @@ pub fn add(store: &Path, src: &Path, source: &str, skip_held: bool) -> Result<Ad
     }
     match copy_in(store, src) {
         Ok(p) => {
-            let _lock = lock(store)?;
             record(
                 Phase::Available,
                 &format!(
@@ -356,7 +353,6 @@ pub fn add(store: &Path, src: &Path, source: &str, skip_held: bool) -> Result<Ad
         }
         Err(e) if !existed => Err(e),
         Err(e) => {
-            let _lock = lock(store)?;
             let first = format!("{e:#}");
             record(Phase::Degraded, first.lines().next().unwrap_or_default())?;
             Err(e)
@@ -371,6 +367,18 @@ pub fn record_failure(store: &Path, claimed: &Payload, source: &str, message: &s
     if !store.is_dir() {
         return Ok(()); // a store is made for a payload that passed only
     }
+    record(store, claimed, source, Phase::Degraded, message)
+}
+
+/// Set `claimed`'s conditions in `store`'s [`InternalReleaseImage`] to `phase` (imported from
+/// `source`, with `message`), under the store's lock.
+fn record(
+    store: &Path,
+    claimed: &Payload,
+    source: &str,
+    phase: Phase,
+    message: &str,
+) -> Result<()> {
     let _lock = lock(store)?;
     let mut r = InternalReleaseImage::read(store)?;
     let digests: Vec<String> = claimed.images.iter().map(|i| i.digest.clone()).collect();
@@ -378,7 +386,7 @@ pub fn record_failure(store: &Path, claimed: &Payload, source: &str, message: &s
         &claimed.id,
         source,
         &digests,
-        Phase::Degraded,
+        phase,
         message,
         &release::now(),
     );
@@ -455,11 +463,7 @@ pub fn remove(store: &Path, id: &str, users: &Users) -> Result<Payload> {
     ensure!(
         h.in_use.is_empty(),
         "the payload {id} is in use: {}; remove those images or deployments first (imgmode payload status shows what uses it)",
-        h.in_use
-            .iter()
-            .map(|u| u.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
+        h.uses()
     );
     let v2 = store.join(V2);
     std::fs::remove_file(&record)?;
