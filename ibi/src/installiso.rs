@@ -231,6 +231,7 @@ fn payload_parts(
             &v.payload,
             Some(UNIT),
             true,
+            crate::payload::registry::Listen::Loopback,
         ),
         payload: Some(v.payload),
     })

@@ -309,7 +309,7 @@ fn remove_secret_state(dir: &Path) -> Result<()> {
 /// The last step of [`run_steps`].
 const LAST_STEP: &str = "start";
 /// [`Reconfigured`]'s file in the state directory.
-const RECONFIGURED: &str = "reconfigured.json";
+pub const RECONFIGURED: &str = "reconfigured.json";
 
 /// The steps, each skipped when the log records it as done.
 fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration> {

@@ -65,6 +65,32 @@ pub enum PayloadCmd {
         #[command(flatten)]
         users: UsersArgs,
     },
+    /// Make the payload registry's certificate name this host: localhost, its host name, every
+    /// global address and, once post-pivot has named the cluster, api-int.<cluster>.<domain>.
+    /// Issued again under the host's registry CA when a name is missing; run by
+    /// imgmode-payload-tls.service before every start of the registry.
+    Tls {
+        /// The root whose /etc/imgmode/payload holds the registry's TLS.
+        #[arg(long, default_value = "/", value_parser = crate::args::existing_dir)]
+        root: PathBuf,
+        /// post-pivot's state directory (its reconfigured.json names the cluster).
+        #[arg(long, default_value = imgmode_seed::postpivot::STATE_DIR)]
+        post_pivot_state: PathBuf,
+    },
+    /// Print the installation config's part for a new node that installs from this host's
+    /// payload registry with no other network: imageDigestSources mirroring every repository
+    /// held to REGISTRY, and the registry's CA as additionalTrustBundle (docs/guide/registry-less.md).
+    JoinConfig {
+        /// How the new node reaches this host: api-int.<cluster>.<domain> or an address,
+        /// optionally with :port (22625 when none). The registry's certificate must name it.
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
+        store: PathBuf,
+        /// The root whose /etc/imgmode/payload holds the registry's TLS.
+        #[arg(long, default_value = "/", value_parser = crate::args::existing_dir)]
+        root: PathBuf,
+    },
 }
 
 /// Where the mirrors of what the store holds go.

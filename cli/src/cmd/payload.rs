@@ -2,7 +2,7 @@
 
 use crate::args::payload::{MirrorArgs, PayloadCmd};
 use crate::cmd::ctx::Ctx;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use imgmode_ibi::payload::store::Users;
 use imgmode_support::size::human_size;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,46 @@ pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
             mirrors,
         } => remove(&id, &store, &users.users()?, mirrors.for_store(&store)),
         PayloadCmd::OptOut { store, root, users } => opt_out(&root, &store, &users.users()?, cx),
+        PayloadCmd::Tls {
+            root,
+            post_pivot_state,
+        } => tls(&root, &post_pivot_state, cx),
+        PayloadCmd::JoinConfig {
+            registry,
+            store,
+            root,
+        } => {
+            let held = imgmode_image::mirror::Payload::read(&store).with_context(|| {
+                format!(
+                    "{} holds no payload record: this host serves no payload",
+                    store.display()
+                )
+            })?;
+            print!(
+                "{}",
+                imgmode_ibi::payload::serving::join_config(&root, &held, &registry)?
+            );
+            Ok(())
+        }
     }
+}
+
+fn tls(root: &Path, post_pivot_state: &Path, cx: &Ctx) -> Result<()> {
+    use imgmode_ibi::payload::serving;
+    let want = serving::host_names(
+        &imgmode_support::host::hostname()?,
+        &serving::global_addresses()?,
+        &post_pivot_state.join(imgmode_seed::postpivot::RECONFIGURED),
+    )?;
+    let t = serving::ensure_tls(root, &want)?;
+    cx.print(&t, |t| {
+        let names = t.names.iter().cloned().collect::<Vec<_>>().join(", ");
+        if t.issued {
+            format!("the payload registry's certificate issued again for {names}\n")
+        } else {
+            format!("the payload registry's certificate names {names} already\n")
+        }
+    })
 }
 
 fn verify(dir: &Path, cx: &Ctx) -> Result<()> {

@@ -568,7 +568,13 @@ fn payload(d: &mut Disk, storage: &Path, deploy_dir: &Path) -> Result<()> {
         .context("copying the payload onto the disk")?;
     // this host's own CA and key: no two installs from one ISO share the registry's TLS key
     let setup = setup.for_this_host()?;
-    let mut files = setup.files(crate::payload::registry::INSTALLED_ROOT, p, None, false);
+    let mut files = setup.files(
+        crate::payload::registry::INSTALLED_ROOT,
+        p,
+        None,
+        false,
+        crate::payload::registry::Listen::Cluster,
+    );
     // a later installation ISO (a newer release's payload) attached to the host is imported
     files.extend(crate::payload::registry::import_files(
         crate::config::INSTALL_ISO_LABEL,

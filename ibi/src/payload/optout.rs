@@ -7,7 +7,9 @@
 //! its record. Pulls then go to the images' own registries, as `registries.conf` says without
 //! the mirrors.
 
-use crate::payload::registry::{CONF_DIR, HOST, IMPORT_RULE, IMPORT_UNIT, MIRRORS_CONF, UNIT};
+use crate::payload::registry::{
+    CONF_DIR, HOST, IMPORT_RULE, IMPORT_UNIT, MIRRORS_CONF, POST_PIVOT_DROPIN, TLS_UNIT, UNIT,
+};
 use crate::payload::store::Users;
 use anyhow::{ensure, Result};
 use serde::Serialize;
@@ -26,6 +28,8 @@ pub fn served_paths() -> Vec<String> {
         MIRRORS_CONF.trim_start_matches('/').to_string(),
         IMPORT_RULE.to_string(),
         format!("etc/systemd/system/{IMPORT_UNIT}"),
+        format!("etc/systemd/system/{TLS_UNIT}"),
+        POST_PIVOT_DROPIN.to_string(),
     ]
 }
 
@@ -104,8 +108,15 @@ mod tests {
             cert_pem: "cert".into(),
             key_pem: "key".into(),
             htpasswd: "u:h\n".into(),
+            ca_key_pem: Some("ca key".into()),
         };
-        let mut files = s.files(INSTALLED_ROOT, &Payload::default(), None, false);
+        let mut files = s.files(
+            INSTALLED_ROOT,
+            &Payload::default(),
+            None,
+            false,
+            crate::payload::registry::Listen::Cluster,
+        );
         files.extend(import_files("imgmode-ibi"));
         crate::payload::registry::write_files(&root, &files).unwrap();
         // the host's own unrelated files stay

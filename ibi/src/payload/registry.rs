@@ -37,6 +37,21 @@ pub struct RegistrySetup {
     pub key_pem: String,
     /// `user:bcrypt-hash` lines.
     pub htpasswd: String,
+    /// The CA's key, kept by an installed host only: its registry's certificate is issued
+    /// again when the host's names change ([`crate::payload::serving`]). The ISO's CA key is
+    /// dropped once the ISO's certificate is made.
+    pub ca_key_pem: Option<String>,
+}
+
+/// Where a registry listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Loopback only: the node's own pulls (the live system).
+    Loopback,
+    /// Every address of the host: the other nodes of the cluster pull from this one, by
+    /// `api-int` or the node's addresses, which the certificate names
+    /// ([`crate::payload::serving`]); an installed host.
+    Cluster,
 }
 
 /// The user and password the pull secret holds for [`HOST`].
@@ -69,16 +84,17 @@ impl RegistrySetup {
     pub fn new(pull_secret: &str) -> Result<Self> {
         let (user, password) = credentials(pull_secret)?;
         let hash = bcrypt::hash(&password, 10)?;
-        Self::with_new_tls(format!("{user}:{hash}\n"))
+        Self::with_new_tls(format!("{user}:{hash}\n"), false)
     }
 
     /// The same credentials with a new CA and server certificate: what an installed system
     /// serves with, so no two hosts installed from one ISO share the registry's TLS key.
+    /// It keeps its CA's key, to name the host's addresses and cluster once they are known.
     pub fn for_this_host(&self) -> Result<Self> {
-        Self::with_new_tls(self.htpasswd.clone())
+        Self::with_new_tls(self.htpasswd.clone(), true)
     }
 
-    fn with_new_tls(htpasswd: String) -> Result<Self> {
+    fn with_new_tls(htpasswd: String, keep_ca_key: bool) -> Result<Self> {
         let signer = ca("imgmode payload registry CA", 3650)?;
         let server = server_cert(
             &signer,
@@ -91,6 +107,11 @@ impl RegistrySetup {
             cert_pem: pem_cert(&server)?,
             key_pem: pem_key(&server)?,
             htpasswd,
+            ca_key_pem: if keep_ca_key {
+                Some(pem_key(&signer)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -106,6 +127,7 @@ impl RegistrySetup {
             cert_pem: r("tls.crt")?,
             key_pem: r("tls.key")?,
             htpasswd: r("htpasswd")?,
+            ca_key_pem: std::fs::read_to_string(d.join(CA_KEY)).ok(),
         })
     }
 
@@ -114,14 +136,24 @@ impl RegistrySetup {
     /// `registries.conf` mirrors. `before` orders the unit before another one.
     /// `verify`: check every blob before serving (the live system's read-only ISO; an
     /// installed copy was checked when it was copied, and clients check every pull).
+    ///
+    /// With [`Listen::Cluster`] the registry listens on every address, and before each start
+    /// [`TLS_UNIT`] issues its certificate again when it does not name the host's addresses
+    /// and cluster (the CA's key kept for that, 0600); post-pivot restarts it once it has
+    /// set them.
     pub fn files(
         &self,
         payload_dir: &str,
         payload: &Payload,
         before: Option<&str>,
         verify: bool,
+        listen: Listen,
     ) -> Vec<LiveFile> {
         let conf = format!("/{CONF_DIR}");
+        let addr = match listen {
+            Listen::Loopback => format!("  # loopback only: the node's own pulls\n  addr: 127.0.0.1:{PORT}"),
+            Listen::Cluster => format!("  # every address: the other nodes pull from this one (api-int and the node's\n  # addresses, which the certificate names)\n  addr: \":{PORT}\""),
+        };
         let registry_yml = format!(
             "# Written by imgmode: the payload {id}, read-only.
 version: 0.1
@@ -138,8 +170,7 @@ storage:
   redirect:
     disable: true
 http:
-  # loopback only: the node's own pulls
-  addr: 127.0.0.1:{PORT}
+{addr}
   tls:
     certificate: {conf}/tls.crt
     # the key and the htpasswd come from the unit's credentials (REGISTRY_HTTP_TLS_KEY,
@@ -152,9 +183,9 @@ auth:
 ",
             id = payload.id
         );
-        let unit = unit(payload_dir, payload, before, verify);
+        let unit = unit(payload_dir, payload, before, verify, listen);
         let mirrors = mirrors_conf(payload);
-        vec![
+        let mut files = vec![
             LiveFile::file(&format!("{CONF_DIR}/registry.yml"), 0o644, registry_yml),
             LiveFile::file(&format!("{CONF_DIR}/ca.crt"), 0o644, self.ca_pem.clone()),
             LiveFile::file(&format!("{CONF_DIR}/tls.crt"), 0o644, self.cert_pem.clone()),
@@ -175,9 +206,66 @@ auth:
                 self.ca_pem.clone(),
             ),
             LiveFile::file(MIRRORS_CONF.trim_start_matches('/'), 0o644, mirrors),
-        ]
+        ];
+        if listen == Listen::Cluster {
+            if let Some(k) = &self.ca_key_pem {
+                files.push(LiveFile::file(
+                    &format!("{CONF_DIR}/{CA_KEY}"),
+                    0o600,
+                    k.clone(),
+                ));
+            }
+            files.push(LiveFile::file(
+                &format!("etc/systemd/system/{TLS_UNIT}"),
+                0o644,
+                tls_unit(),
+            ));
+            files.push(LiveFile::file(
+                POST_PIVOT_DROPIN,
+                0o644,
+                post_pivot_dropin(),
+            ));
+        }
+        files
     }
 }
+
+/// [`TLS_UNIT`]'s text: a oneshot the registry requires, so it runs
+/// before every start of it.
+pub fn tls_unit() -> String {
+    format!(
+        "# Written by imgmode.
+[Unit]
+Description=imgmode: the payload registry's certificate names this host
+Before={UNIT}
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/imgmode payload tls
+"
+    )
+}
+
+/// post-pivot's drop-in: the registry restarted (its certificate named anew) once post-pivot
+/// has set the host's network and the cluster's name; not waited for.
+pub fn post_pivot_dropin() -> String {
+    format!(
+        "# Written by imgmode: the payload registry's certificate names the addresses and the
+# cluster post-pivot set.
+[Service]
+ExecStartPost=-/bin/systemctl --no-block try-restart {UNIT}
+"
+    )
+}
+
+/// The registry CA's key, in [`CONF_DIR`] (an installed host's only).
+pub const CA_KEY: &str = "ca.key";
+/// The unit that names the host in the registry's certificate before each start.
+pub const TLS_UNIT: &str = "imgmode-payload-tls.service";
+/// post-pivot's drop-in that restarts the registry once the host's network and cluster name
+/// are set.
+pub const POST_PIVOT_DROPIN: &str =
+    "etc/systemd/system/imgmode-post-pivot.service.d/50-imgmode-payload.conf";
 
 /// `registries.conf` mirrors of every source repository of `payload` to the local registry.
 pub fn mirrors_conf(payload: &Payload) -> String {
@@ -475,14 +563,20 @@ pub fn with_trust(config_text: &str, ca_pem: &str) -> Result<String> {
 
 /// The registry's unit: checks the port (and the payload, when asked), then serves it as its
 /// own dynamic user in a read-only sandbox.
-fn unit(payload_dir: &str, payload: &Payload, before: Option<&str>, verify: bool) -> String {
+fn unit(
+    payload_dir: &str,
+    payload: &Payload,
+    before: Option<&str>,
+    verify: bool,
+    listen: Listen,
+) -> String {
     let conf = format!("/{CONF_DIR}");
     format!(
         "# Written by imgmode.
 [Unit]
 Description=imgmode payload registry on port {PORT} ({n} image(s) of payload {id})
 RequiresMountsFor={payload_dir}
-{before}
+{before}{tls}
 [Service]
 Type=exec
 ExecStartPre=/bin/sh -c 'if ss -Hltn \"sport = :{PORT}\" | grep -q LISTEN; then echo \"port {PORT} is already taken (ss -ltnp sport = :{PORT} shows by what); the payload registry cannot start\" >&2; exit 1; fi'
@@ -517,6 +611,12 @@ WantedBy=multi-user.target
         before = before
             .map(|b| format!("Before={b}\n"))
             .unwrap_or_default(),
+        tls = match listen {
+            Listen::Loopback => String::new(),
+            Listen::Cluster => format!(
+                "# the certificate names the host's addresses and cluster before each start\nRequires={TLS_UNIT}\nAfter={TLS_UNIT}\n"
+            ),
+        },
         verify = if verify {
             format!("# a tampered payload is never served\nExecStartPre=/usr/bin/imgmode payload verify {payload_dir}\n")
         } else {
@@ -679,8 +779,9 @@ mod tests {
             cert_pem: String::new(),
             key_pem: String::new(),
             htpasswd: String::new(),
+            ca_key_pem: None,
         };
-        let files = s.files("/p", &Payload::default(), None, false);
+        let files = s.files("/p", &Payload::default(), None, false, Listen::Loopback);
         let unit = match &files
             .iter()
             .find(|f| f.path.ends_with(UNIT))
@@ -753,6 +854,7 @@ mod tests {
             &payload,
             Some("x.service"),
             true,
+            Listen::Loopback,
         );
         let get = |p: &str| match &files.iter().find(|f| f.path == p).unwrap().content {
             imgmode_os::live::Content::File { data, .. } => {
