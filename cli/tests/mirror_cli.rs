@@ -4,7 +4,7 @@
 //! before any repository links to anything.
 
 mod common;
-use common::{mirror, mirror_test_image, require, run, write_oci, Need};
+use common::{imgmode, mirror, mirror_test_image, require, run, write_oci, Need};
 use std::path::Path;
 use std::process::Command;
 
@@ -274,7 +274,13 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
     let root = t.join("root");
     write_files(
         &root,
-        &setup.files(dir.to_str().unwrap(), &payload, None, true),
+        &setup.files(
+            dir.to_str().unwrap(),
+            &payload,
+            None,
+            true,
+            imgmode_ibi::payload::registry::Listen::Loopback,
+        ),
     )
     .unwrap();
     // the config as written, moved to this test's root and a free port
@@ -586,8 +592,35 @@ fn payloads_are_added_listed_and_removed_unless_in_use() {
     cv("quay.io/rel/b:4.18");
     let (ok, _, err) = with_etcd(&ids[1]);
     assert!(!ok && err.contains("is named by tag"), "{err}");
-    // the cluster moved on to another release: b may go
-    cv(&format!("quay.io/rel/other@sha256:{}", "e".repeat(64)));
+    // the cluster moved on to another release (the test cluster's upgrade, as `oc adm upgrade
+    // --to-image` would move it; by tag it is refused): b may go
+    cv(&format!("quay.io/rel/b@{b_digest}"));
+    let upgrade = |image: &str| {
+        run(&[
+            "internal",
+            "test-cluster",
+            "upgrade",
+            "--to-image",
+            image,
+            "--etcd-endpoint",
+            &etcd.endpoint,
+        ])
+    };
+    let (ok, _, err) = upgrade("quay.io/rel/other:4.19");
+    assert!(!ok && err.contains("name the release by digest"), "{err}");
+    let other = format!("quay.io/rel/other@sha256:{}", "e".repeat(64));
+    let (ok, out, err) = upgrade(&other);
+    assert!(
+        ok && out.trim() == format!("quay.io/rel/b@{b_digest}"),
+        "{out}{err}"
+    );
+    let cv_now = imgmode_testkit::cluster::get(
+        &etcd.endpoint,
+        "/kubernetes.io/config.openshift.io/clusterversions/version",
+    )
+    .unwrap();
+    assert_eq!(cv_now["spec"]["desiredUpdate"]["image"], other.as_str());
+    assert_eq!(cv_now["status"]["history"][0]["image"], other.as_str());
     let (ok, _, err) = run(&[
         "payload",
         "remove",
@@ -940,4 +973,120 @@ fn a_payload_iso_larger_than_the_free_space_is_refused_before_copying() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// An installed host's registry names the host (`payload tls`: its addresses, host name and
+/// the cluster post-pivot named), and `payload join-config` points a new node at it, refused
+/// for a name the certificate lacks; without the CA's key a missing name is refused by name.
+#[test]
+fn the_registry_names_this_host_and_a_new_node_is_pointed_at_it() {
+    use imgmode_ibi::payload::registry::{write_files, Listen, RegistrySetup, CA_KEY, CONF_DIR};
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let root = t.join("root");
+    let secret = r#"{"auths":{"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQ="}}}"#;
+    let setup = RegistrySetup::new(secret).unwrap().for_this_host().unwrap();
+    let store = t.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let digest = format!("sha256:{}", "b".repeat(64));
+    let payload = imgmode_image::mirror::Payload {
+        id: "sha256:p1".into(),
+        images: vec![imgmode_image::mirror::Mirrored {
+            source: "docker://quay.io/edge/seed:4.17".into(),
+            repo: "edge/seed".into(),
+            tag: Some("4.17".into()),
+            digest: digest.clone(),
+            manifests: 1,
+        }],
+        architectures: vec!["amd64".into()],
+    };
+    std::fs::write(
+        store.join(imgmode_image::mirror::PAYLOAD_RECORD),
+        serde_json::to_vec(&payload).unwrap(),
+    )
+    .unwrap();
+    write_files(
+        &root,
+        &setup.files("/p", &payload, None, false, Listen::Cluster),
+    )
+    .unwrap();
+    let pp = t.join("post-pivot");
+    std::fs::create_dir_all(&pp).unwrap();
+    std::fs::write(
+        pp.join("reconfigured.json"),
+        r#"{"cluster_name":"edge1","base_domain":"example.org","cluster_id":"c","infra_id":"i","hostname":"h"}"#,
+    )
+    .unwrap();
+    let (r, s, pps) = (
+        root.to_str().unwrap(),
+        store.to_str().unwrap(),
+        pp.to_str().unwrap(),
+    );
+    let tls = ["payload", "tls", "--root", r, "--post-pivot-state", pps];
+    let (ok, out, err) = run(t, &tls);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("issued again for") && out.contains("api-int.edge1.example.org"),
+        "{out}"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(out.contains(host.trim()), "{out}");
+    let (ok, out, _) = run(t, &tls);
+    assert!(
+        ok && out.contains("names") && out.contains("already"),
+        "{out}"
+    );
+    let join = |registry: &str| {
+        imgmode(
+            t,
+            &[
+                "payload",
+                "join-config",
+                "--registry",
+                registry,
+                "--root",
+                r,
+                "--store",
+                s,
+            ],
+        )
+    };
+    let out = join("api-int.edge1.example.org");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("#     quay.io/edge/seed@{digest}"))
+            && text.contains("- api-int.edge1.example.org:22625/edge/seed"),
+        "{text}"
+    );
+    let out = join("10.9.9.9");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the payload registry's certificate does not name 10.9.9.9"),
+        "{err}"
+    );
+    let out = join("a/b");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("give the host name or address other nodes reach this one by"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a host whose registry has no CA key cannot name a new cluster
+    std::fs::remove_file(root.join(CONF_DIR).join(CA_KEY)).unwrap();
+    std::fs::write(
+        pp.join("reconfigured.json"),
+        r#"{"cluster_name":"edge2","base_domain":"example.org","cluster_id":"c","infra_id":"i","hostname":"h"}"#,
+    )
+    .unwrap();
+    let out = imgmode(t, &tls);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("api-int.edge2.example.org")
+            && err.contains("is missing, so it cannot be issued again"),
+        "{err}"
+    );
 }

@@ -101,6 +101,39 @@ pub fn list(etcd_endpoint: &str, prefix: &str) -> Result<serde_json::Value> {
         .collect())
 }
 
+/// The test cluster's stand-in for `oc adm upgrade --to-image IMAGE`, with the cluster
+/// version operator's part done at once: the ClusterVersion's `spec.desiredUpdate` names
+/// `image`, `status.desired.image` becomes it and `status.history` gains it, completed, first.
+/// Returns the release it ran before.
+pub fn upgrade(etcd_endpoint: &str, image: &str) -> Result<String> {
+    anyhow::ensure!(
+        image.contains('@'),
+        "--to-image {image}: name the release by digest (IMAGE@sha256:...), as an upgrade to an explicit image must"
+    );
+    let key = imgmode_seed::site::CLUSTER_VERSION;
+    imgmode_support::runtime::block_on(async {
+        let mut e = Etcd::connect(etcd_endpoint).await?;
+        let mut cv = e
+            .get(key)
+            .await?
+            .with_context(|| format!("etcd at {etcd_endpoint} holds no ClusterVersion ({key})"))?;
+        let before = cv.value["status"]["desired"]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let v = &mut cv.value;
+        v["spec"]["desiredUpdate"] = json!({"image": image, "force": false});
+        v["status"]["desired"]["image"] = json!(image);
+        let entry = json!({"state": "Completed", "image": image, "verified": false});
+        match v["status"]["history"].as_array_mut() {
+            Some(h) => h.insert(0, entry),
+            None => v["status"]["history"] = json!([entry]),
+        }
+        e.put(&cv).await?;
+        Ok(before)
+    })?
+}
+
 /// The cluster-scoped objects beyond the PKI, as OpenShift keeps them.
 pub fn cluster_objects(
     id: &Identity,

@@ -117,6 +117,15 @@ pub enum TestClusterCmd {
         #[arg(long, default_value = "http://127.0.0.1:2379")]
         etcd_endpoint: String,
     },
+    /// Move the cluster to the release IMAGE (by digest), as `oc adm upgrade --to-image` and
+    /// the cluster version operator would: spec.desiredUpdate, status.desired and
+    /// status.history. Prints the release it ran before.
+    Upgrade {
+        #[arg(long)]
+        to_image: String,
+        #[arg(long, default_value = "http://127.0.0.1:2379")]
+        etcd_endpoint: String,
+    },
     /// GET a path with a kubeconfig's credentials; exit 1 unless it answers 200.
     Probe {
         #[arg(long, default_value = "/etc/kubernetes/kubeconfig")]
@@ -137,6 +146,7 @@ impl TestClusterCmd {
             TestClusterCmd::Serve { .. } => "internal test-cluster serve",
             TestClusterCmd::Keys { .. } => "internal test-cluster keys",
             TestClusterCmd::Get { .. } => "internal test-cluster get",
+            TestClusterCmd::Upgrade { .. } => "internal test-cluster upgrade",
             TestClusterCmd::Probe { .. } => "internal test-cluster probe",
         }
     }

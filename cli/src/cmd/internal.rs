@@ -105,6 +105,13 @@ fn test_cluster(cmd: TestClusterCmd, cx: &Ctx) -> Result<()> {
             println!("{}", serde_json::to_string(&v)?);
             Ok(())
         }
+        TestClusterCmd::Upgrade {
+            to_image,
+            etcd_endpoint,
+        } => {
+            println!("{}", testcluster::upgrade(&etcd_endpoint, &to_image)?);
+            Ok(())
+        }
         TestClusterCmd::Probe {
             kubeconfig,
             path,
