@@ -1090,3 +1090,157 @@ fn the_registry_names_this_host_and_a_new_node_is_pointed_at_it() {
         "{err}"
     );
 }
+
+/// A real cluster's etcd serves HTTPS and requires client certificates: the cluster's current
+/// release is read with `--etcd-cacert`, `--etcd-cert` and `--etcd-key`; without them, or with a
+/// client certificate it does not trust, the command fails saying so and removes nothing.
+#[test]
+fn the_cluster_release_is_read_from_an_etcd_that_requires_client_certificates() {
+    use imgmode_ibi::pki::{ca, leaf, pem_cert, pem_key};
+    use imgmode_recert::etcd::ClientTls;
+    require!(Need::Tool("skopeo"), Need::Tool("etcd"));
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let payload = t.join("payload");
+    mirror_test_image(
+        t,
+        &t.join("src"),
+        &payload,
+        r#""n":"r""#,
+        "amd64",
+        "rel/r:1",
+    );
+    let store = t.join("store");
+    let (s, st) = (store.to_str().unwrap(), t.join("storage"));
+    std::fs::create_dir_all(&st).unwrap();
+    let (ok, out, err) = run(
+        t,
+        &[
+            "payload",
+            "add",
+            payload.to_str().unwrap(),
+            "--store",
+            s,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = imgmode_image::mirror::Payload::read(&payload).unwrap();
+    let digest = record.images[0].digest.clone();
+    // the etcd's PKI: its CA, a serving certificate for 127.0.0.1, a client certificate; and a
+    // client certificate of another CA
+    let write = |name: &str, text: String| {
+        let p = t.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let signer = ca("etcd-signer", 1).unwrap();
+    let server = leaf(&signer, None, "etcd", &["127.0.0.1"], true, 1).unwrap();
+    let client = leaf(
+        &signer,
+        Some("system:etcd-peers"),
+        "etcd-client",
+        &[],
+        false,
+        1,
+    )
+    .unwrap();
+    let other = ca("someone-else", 1).unwrap();
+    let stranger = leaf(&other, None, "stranger", &[], false, 1).unwrap();
+    let ca_pem = write("ca.crt", pem_cert(&signer).unwrap());
+    let server_tls = ClientTls {
+        ca: ca_pem.clone(),
+        cert: write("server.crt", pem_cert(&server).unwrap()),
+        key: write("server.key", pem_key(&server).unwrap()),
+    };
+    let client_tls = ClientTls {
+        ca: ca_pem.clone(),
+        cert: write("client.crt", pem_cert(&client).unwrap()),
+        key: write("client.key", pem_key(&client).unwrap()),
+    };
+    let etcd = imgmode_testkit::TestEtcd::start_tls(&server_tls, &client_tls);
+    assert!(etcd.endpoint.starts_with("https://"), "{}", etcd.endpoint);
+    let key = "/kubernetes.io/config.openshift.io/clusterversions/version";
+    imgmode_support::runtime::block_on(async {
+        let mut e =
+            imgmode_recert::etcd::Etcd::connect_with(&etcd.endpoint, Some(&client_tls)).await?;
+        let value = serde_json::json!({"apiVersion": "config.openshift.io/v1",
+            "kind": "ClusterVersion", "metadata": {"name": "version"},
+            "status": {"desired": {"image": format!("quay.io/rel/r@{digest}")}}});
+        e.put(&imgmode_recert::etcd::EtcdObject::new(key, value))
+            .await
+    })
+    .unwrap()
+    .unwrap();
+    let remove = |tls: Option<(&Path, &Path, &Path)>| {
+        let mut args = vec![
+            "payload".to_string(),
+            "remove".into(),
+            id.clone(),
+            "--store".into(),
+            s.into(),
+            "--storage".into(),
+            st.display().to_string(),
+            "--etcd-endpoint".into(),
+            etcd.endpoint.clone(),
+        ];
+        if let Some((ca, cert, k)) = tls {
+            for (flag, p) in [
+                ("--etcd-cacert", ca),
+                ("--etcd-cert", cert),
+                ("--etcd-key", k),
+            ] {
+                args.push(flag.into());
+                args.push(p.display().to_string());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        imgmode(t, &args)
+    };
+    let out = remove(Some((&ca_pem, &client_tls.cert, &client_tls.key)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is in use") && err.contains("the cluster's current release quay.io/rel/r@"),
+        "{err}"
+    );
+    let out = remove(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("serves HTTPS: give its CA, a client certificate and its key"),
+        "{err}"
+    );
+    let (sc, sk) = (
+        write("stranger.crt", pem_cert(&stranger).unwrap()),
+        write("stranger.key", pem_key(&stranger).unwrap()),
+    );
+    let out = remove(Some((&ca_pem, &sc, &sk)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("connecting to etcd at https://"), "{err}");
+    // the flags come together
+    let out = imgmode(
+        t,
+        &[
+            "payload",
+            "status",
+            "--store",
+            s,
+            "--etcd-endpoint",
+            &etcd.endpoint,
+            "--etcd-cacert",
+            ca_pem.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        store.join("docker/registry/v2/repositories/rel/r").is_dir(),
+        "nothing was removed"
+    );
+}

@@ -224,6 +224,40 @@ impl EtcdObject {
     }
 }
 
+/// Client TLS for an etcd that serves HTTPS and requires client certificates, as a real
+/// cluster's does (etcdctl's `--cacert`, `--cert` and `--key`).
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA that signed etcd's serving certificate.
+    pub ca: std::path::PathBuf,
+    /// The client certificate and its key.
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl ClientTls {
+    fn config(&self) -> Result<etcd_client::OpenSslClientConfig> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).with_context(|| format!("reading etcd's {what} {}", p.display()))
+        };
+        let (ca, cert, key) = (
+            read(&self.ca, "CA")?,
+            read(&self.cert, "client certificate")?,
+            read(&self.key, "client key")?,
+        );
+        // each parsed here, so a wrong file is named rather than failing the handshake
+        openssl::x509::X509::from_pem(&ca)
+            .with_context(|| format!("{} is not a PEM certificate", self.ca.display()))?;
+        openssl::x509::X509::from_pem(&cert)
+            .with_context(|| format!("{} is not a PEM certificate", self.cert.display()))?;
+        openssl::pkey::PKey::private_key_from_pem(&key)
+            .with_context(|| format!("{} is not a PEM private key", self.key.display()))?;
+        Ok(etcd_client::OpenSslClientConfig::default()
+            .ca_cert_pem(&ca)
+            .client_cert_pem_and_key(&cert, &key))
+    }
+}
+
 pub struct Etcd {
     client: Client,
     endpoint: String,
@@ -237,14 +271,36 @@ impl Etcd {
     /// Connect and prove the endpoint answers, so that an unreachable etcd fails the run before
     /// anything is touched.
     pub async fn connect(endpoint: &str) -> Result<Self> {
+        Self::connect_with(endpoint, None).await
+    }
+
+    /// [`Etcd::connect`], with client TLS for an `https://` endpoint.
+    pub async fn connect_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<Self> {
+        let https = endpoint.starts_with("https://");
+        ensure!(
+            https == tls.is_some(),
+            "{}",
+            if https {
+                format!("etcd at {endpoint} serves HTTPS: give its CA, a client certificate and its key (--etcd-cacert, --etcd-cert, --etcd-key; on an OpenShift node the etcd-serving CA and a peer or client certificate of /etc/kubernetes/static-pod-resources/etcd-certs)")
+            } else {
+                format!("etcd at {endpoint} is plain HTTP: client TLS (--etcd-cacert, --etcd-cert, --etcd-key) needs an https:// endpoint")
+            }
+        );
         let hint = || {
-            format!(
-                "connecting to etcd at {endpoint} (is etcd running and is etcd_endpoint right?)"
-            )
+            if https {
+                format!("connecting to etcd at {endpoint} (is etcd running, is the endpoint right, and is the client certificate one its CA signed?)")
+            } else {
+                format!(
+                    "connecting to etcd at {endpoint} (is etcd running and is etcd_endpoint right?)"
+                )
+            }
         };
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(TIMEOUT);
+        if let Some(t) = tls {
+            opts = opts.with_openssl_tls(t.config()?);
+        }
         let mut client = tokio::time::timeout(TIMEOUT, Client::connect([endpoint], Some(opts)))
             .await
             .map_err(|_| anyhow::anyhow!("timed out"))

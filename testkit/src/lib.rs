@@ -216,20 +216,50 @@ pub fn free_port() -> u16 {
 impl TestEtcd {
     /// Start it and wait (up to 30 s) until it answers; panics with its log's path otherwise.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Serving HTTPS with `server` (its CA, certificate and key) and requiring client
+    /// certificates under that CA, as a real cluster's etcd does; waits until a client with
+    /// `client` gets answers.
+    pub fn start_tls(
+        server: &imgmode_recert::etcd::ClientTls,
+        client: &imgmode_recert::etcd::ClientTls,
+    ) -> Self {
+        Self::start_with(Some((server, client)))
+    }
+
+    fn start_with(
+        tls: Option<(
+            &imgmode_recert::etcd::ClientTls,
+            &imgmode_recert::etcd::ClientTls,
+        )>,
+    ) -> Self {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (c, p) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{c}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{c}");
         let peer = format!("http://127.0.0.1:{p}");
         let log = dir.path().join("etcd.log");
-        let child = std::process::Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
+        let mut cmd = std::process::Command::new("etcd");
+        cmd.args(["--name", "t", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &endpoint])
             .args(["--advertise-client-urls", &endpoint])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--initial-cluster", &format!("t={peer}")]);
+        if let Some((server, _)) = tls {
+            cmd.arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&server.ca)
+                .arg("--cert-file")
+                .arg(&server.cert)
+                .arg("--key-file")
+                .arg(&server.key);
+        }
+        let child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("etcd's log"))
             .spawn()
@@ -239,9 +269,10 @@ impl TestEtcd {
             endpoint,
             dir,
         };
+        let client = tls.map(|(_, c)| c);
         let deadline = Instant::now() + Duration::from_secs(30);
         while imgmode_support::runtime::block_on(async {
-            imgmode_recert::etcd::Etcd::connect(&etcd.endpoint)
+            imgmode_recert::etcd::Etcd::connect_with(&etcd.endpoint, client)
                 .await
                 .is_err()
         })

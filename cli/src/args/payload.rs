@@ -129,6 +129,16 @@ pub struct UsersArgs {
     /// is not looked at (a host that runs no cluster).
     #[arg(long, value_name = "URL")]
     pub etcd_endpoint: Option<String>,
+    /// An https:// etcd's CA (a real cluster's: on an OpenShift node, the etcd-serving CA
+    /// bundle of /etc/kubernetes/static-pod-resources/etcd-certs).
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoint", "etcd_cert", "etcd_key"], value_parser = crate::args::existing_file)]
+    pub etcd_cacert: Option<PathBuf>,
+    /// The client certificate an https:// etcd requires.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoint", "etcd_cacert", "etcd_key"], value_parser = crate::args::existing_file)]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (0600).
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoint", "etcd_cacert", "etcd_cert"], value_parser = crate::args::existing_file)]
+    pub etcd_key: Option<PathBuf>,
 }
 
 impl UsersArgs {
@@ -140,7 +150,15 @@ impl UsersArgs {
             .unwrap_or_else(|| DEFAULT_STORAGE.into());
         let mut users = imgmode_ibi::payload::store::Users::of_host(&storage, &self.sysroot)?;
         if let Some(e) = &self.etcd_endpoint {
-            users.add_cluster_release(e)?;
+            let tls = match (&self.etcd_cacert, &self.etcd_cert, &self.etcd_key) {
+                (Some(ca), Some(cert), Some(key)) => Some(imgmode_recert::etcd::ClientTls {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            };
+            users.add_cluster_release(e, tls.as_ref())?;
         }
         Ok(users)
     }

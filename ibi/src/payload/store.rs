@@ -92,12 +92,17 @@ impl Users {
     }
 
     /// The cluster's current release (its ClusterVersion's `status.desired.image`, read from
-    /// the cluster's etcd at `endpoint`) uses its manifest digest: a payload that holds the
-    /// release the cluster runs stays until the cluster has moved on.
-    pub fn add_cluster_release(&mut self, endpoint: &str) -> Result<()> {
+    /// the cluster's etcd at `endpoint`, with client TLS `tls` for an `https://` one) uses its
+    /// manifest digest: a payload that holds the release the cluster runs stays until the
+    /// cluster has moved on.
+    pub fn add_cluster_release(
+        &mut self,
+        endpoint: &str,
+        tls: Option<&imgmode_recert::etcd::ClientTls>,
+    ) -> Result<()> {
         let key = imgmode_seed::site::CLUSTER_VERSION;
         let cv = imgmode_support::runtime::block_on(async {
-            let mut e = imgmode_recert::etcd::Etcd::connect(endpoint).await?;
+            let mut e = imgmode_recert::etcd::Etcd::connect_with(endpoint, tls).await?;
             e.get(key).await
         })??
         .with_context(|| {
