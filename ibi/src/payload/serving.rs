@@ -189,6 +189,8 @@ pub fn registry_address(registry: &str) -> Result<(String, String)> {
             None => (r.to_string(), None),
         }
     };
+    // it reaches the printed config (in comments too): a DNS name or an address, nothing else
+    imgmode_support::validate::field("--registry", "host", &host, imgmode_support::validate::host)?;
     let port = port.unwrap_or_else(|| PORT.to_string());
     ensure!(
         port.parse::<u16>().is_ok_and(|p| p != 0),
@@ -413,7 +415,15 @@ mod tests {
         ensure_tls(td.path(), &want).unwrap();
         let text = join_config(td.path(), &held, "[fd00::10]:22625").unwrap();
         assert!(text.contains("[fd00::10]:22625/org/seed"), "{text}");
-        for bad in ["", "a/b", "h:0", "h:x", "[fd00::1"] {
+        for bad in [
+            "",
+            "a/b",
+            "h:0",
+            "h:x",
+            "[fd00::1",
+            "a\nimageDigestSources: x",
+            "A_B",
+        ] {
             assert!(registry_address(bad).is_err(), "{bad}");
         }
         let e = join_config(td.path(), &Payload::default(), "10.78.0.10")
