@@ -367,7 +367,13 @@ mod tests {
             (true, &["seed", "ibi"][..]),
             (
                 false,
-                &["seed", "ibi", "ibi-two-sites", "registry-less"][..],
+                &[
+                    "seed",
+                    "ibi",
+                    "ibi-two-sites",
+                    "registry-less",
+                    "registry-less-upgrade",
+                ][..],
             ),
         ] {
             let seed_shard: Vec<&str> = (1..=3)

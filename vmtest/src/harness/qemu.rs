@@ -20,7 +20,7 @@
 
 use crate::harness::health::{self, parse_health, HealthReport, HEALTH_PORT, JOBS_TARGET};
 use crate::harness::timeline::{self, strip_ansi};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures::StreamExt;
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
@@ -68,6 +68,9 @@ pub enum Boot {
         append: String,
     },
 }
+
+/// QEMU arguments for the virtio SCSI controller [`Vm::attach_cdrom`] plugs CD-ROMs into.
+pub const SCSI_CONTROLLER: [&str; 2] = ["-device", "virtio-scsi-pci,id=scsi0"];
 
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -464,6 +467,44 @@ impl Vm {
     fn judge_health(&self) -> Result<()> {
         for r in self.health() {
             r.judge(self.unfinished_startup)?;
+        }
+        Ok(())
+    }
+
+    /// Plug `file` in as a read-only SCSI CD-ROM while the guest runs, as a user attaching an
+    /// ISO would: the guest's kernel sees a new device (udev's `add`). The VM needs the
+    /// controller [`SCSI_CONTROLLER`] adds; `id` names the drive.
+    pub async fn attach_cdrom(&self, file: &Path, id: &str) -> Result<()> {
+        ensure!(
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()),
+            "a drive ID of letters and digits, not {id:?}"
+        );
+        ensure!(
+            !file.display().to_string().contains(','),
+            "{}: QEMU's option syntax cannot take a comma in a file name",
+            file.display()
+        );
+        for cmd in [
+            format!(
+                "drive_add 0 if=none,id={id},file={},format=raw,media=cdrom,readonly=on",
+                file.display()
+            ),
+            format!("device_add scsi-cd,drive={id},id={id}dev,bus=scsi0.0"),
+        ] {
+            let out = self
+                .qmp
+                .execute(qmp::human_monitor_command {
+                    command_line: cmd.clone(),
+                    cpu_index: None,
+                })
+                .await
+                .map_err(|e| anyhow!("QMP human-monitor-command {cmd:?}: {e}"))?;
+            // drive_add answers "OK"; device_add nothing; an error is text
+            ensure!(
+                out.trim().is_empty() || out.trim() == "OK",
+                "QEMU refused {cmd:?}: {}",
+                out.trim()
+            );
         }
         Ok(())
     }

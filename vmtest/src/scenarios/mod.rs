@@ -19,6 +19,7 @@ pub mod layer_build;
 pub mod layered_rollback;
 pub mod powercut;
 pub mod registry_less;
+pub mod registry_less_upgrade;
 pub mod seed;
 
 use crate::harness::context::RunContext;
@@ -209,6 +210,14 @@ fn install_scenarios() -> Vec<Scenario> {
             shares: Some(SEED),
             est_seconds: 590,
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
+        },
+        Scenario {
+            name: "registry-less-upgrade",
+            about: "two VMs on a private link and no other network: node A installs from payload ISO v1 and serves it on its link's address (its registry's certificate issued again to name it); node B, from A's imgmode payload join-config, installs from A's registry (refused without credentials); payload ISO v2 plugged into A is imported by its udev rule, v1's removal is refused while the cluster runs its release, A switches to v2's OS through port 22625 and boots it, and v1's removal then goes through",
+            not_in_ci: Some("registry-less (full suite) serves the payload from the ISO and the installed copy; on the host, ibi/src/payload/serving.rs's tests issue the registry's certificate again for new names under the same CA (the new key 0600) and build the join config, which they parse back as imageDigestSources, and cli/tests/mirror_cli.rs adds payloads with their InternalReleaseImage record and mirrors and refuses to remove one the cluster's release or a deployment uses; ibi installs from a TLS registry trusted through additionalTrustBundle with a static network on a network without DHCP; layered-rollback switches to and boots an image from a registry"),
+            shares: Some(SEED),
+            est_seconds: 2100,
+            run: |ctx, d| Box::pin(registry_less_upgrade::registry_less_upgrade(ctx, d)),
         },
     ]
 }

@@ -8,17 +8,17 @@
 //! system a byte flipped in the config blob on disk is found by `imgmode payload verify` and
 //! refused by a pull.
 
-use crate::harness::artifacts::{run, write_secret, Artifacts};
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
     file_modes, job, parse_phase, report_line, run_job, Phase, BOOT_TIMEOUT,
 };
-use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
+use crate::harness::install_iso::{
+    installation_iso, live_job, mirror_seed, no_failed_live_units, seed_in_tls_registry,
+};
 use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::qemu::{Boot, VmConfig};
 use anyhow::{ensure, Context, Result};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(1500);
@@ -98,7 +98,11 @@ pub async fn registry_less(ctx: &RunContext, dir: &Path) -> Result<String> {
     let addr = reg.host_addr();
     let (payload, seed_digest, mirror_seconds) = mirror_seed(a, dir, &addr, &version, &certs)?;
     let secret = PULL_SECRET.replace("__REG__", &addr);
-    let isodir = payload_iso(a, dir, &addr, &version, &secret, &payload)?;
+    let config = IBI_CONFIG
+        .replace("__REG__", &addr)
+        .replace("__VERSION__", &version)
+        .replace("__SECRET__", &secret);
+    let isodir = installation_iso(a, &dir.join("iso"), &config, Some(&payload))?;
     // from here on nothing serves the seed but the payload
     drop(reg);
 
@@ -158,72 +162,6 @@ pub async fn registry_less(ctx: &RunContext, dir: &Path) -> Result<String> {
     Ok(format!(
         "payload (the seed, mirrored in {mirror_seconds:.0}s) served on localhost:22625 in the live system and, copied to the disk, on the installed system, with no network interface at all: the seed resolved by its original name {seed_ref} on both (the live system installed it through the payload, the installed system served its config), a pull without credentials refused on both, a flipped blob found by payload verify and refused by a pull; the installation ISO, still attached, imported at boot by its udev rule (held already, nothing copied) and the InternalReleaseImage record showing the payload available; payload opt-out stopped the registry and removed its files, mirrors, import rule and store"
     ))
-}
-
-/// `imgmode mirror` of the seed at `addr` (trusted through `certs`) into `dir/payload`:
-/// (the payload, the seed's digest in it, the seconds the mirror took).
-fn mirror_seed(
-    a: &Artifacts,
-    dir: &Path,
-    addr: &str,
-    version: &str,
-    certs: &Path,
-) -> Result<(PathBuf, String, f64)> {
-    let src = format!("{addr}/imgmode-seed:{version}");
-    let payload = dir.join("payload");
-    let _ = std::fs::remove_dir_all(&payload);
-    let t0 = std::time::Instant::now();
-    run(
-        Command::new(&a.imgmode)
-            .args(["mirror", "--image", &src, "--dir"])
-            .arg(&payload)
-            .arg("--cert-dir")
-            .arg(certs),
-        "imgmode mirror",
-    )?;
-    let mirror_seconds = t0.elapsed().as_secs_f64();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(payload.join("imgmode-payload.json"))?)?;
-    let seed_digest = record["images"][0]["digest"]
-        .as_str()
-        .context("the payload record names no image")?
-        .to_string();
-    Ok((payload, seed_digest, mirror_seconds))
-}
-
-/// The installation ISO carrying `payload` (`imgmode ibi create-image --payload`), in
-/// `dir/iso`; its config names the seed at `addr` with the pull secret `secret`.
-fn payload_iso(
-    a: &Artifacts,
-    dir: &Path,
-    addr: &str,
-    version: &str,
-    secret: &str,
-    payload: &Path,
-) -> Result<PathBuf> {
-    let isodir = dir.join("iso");
-    let _ = std::fs::remove_dir_all(&isodir);
-    std::fs::create_dir_all(&isodir)?;
-    let config = isodir.join("image-based-installation-config.yaml");
-    // it holds the pull secret: 0600 from the start
-    write_secret(
-        &config,
-        &IBI_CONFIG
-            .replace("__REG__", addr)
-            .replace("__VERSION__", version)
-            .replace("__SECRET__", secret),
-    )?;
-    run(
-        Command::new(&a.imgmode)
-            .args(["ibi", "create-image", "--config"])
-            .arg(&config)
-            .arg("--dir")
-            .arg(&isodir)
-            .arg("--payload")
-            .arg(payload),
-        "imgmode ibi create-image --payload",
-    )?;
-    Ok(isodir)
 }
 
 /// What both systems must show: no network interface, the payload registry active, the seed
