@@ -96,12 +96,7 @@ impl RegistrySetup {
 
     fn with_new_tls(htpasswd: String, keep_ca_key: bool) -> Result<Self> {
         let signer = ca("imgmode payload registry CA", 3650)?;
-        let server = server_cert(
-            &signer,
-            "localhost",
-            &["localhost", "127.0.0.1", "::1"],
-            3650,
-        )?;
+        let server = server_cert(&signer, "localhost", &LOOPBACK_NAMES, 3650)?;
         Ok(Self {
             ca_pem: pem_cert(&signer)?,
             cert_pem: pem_cert(&server)?,
@@ -257,6 +252,9 @@ ExecStartPost=-/bin/systemctl --no-block try-restart {UNIT}
 "
     )
 }
+
+/// What every registry's certificate names: the node's own pulls.
+pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// The registry CA's key, in [`CONF_DIR`] (an installed host's only).
 pub const CA_KEY: &str = "ca.key";

@@ -17,7 +17,7 @@
 //! `additionalTrustBundle`; its pull secret needs the credentials of `localhost:22625` for
 //! that address too.
 
-use crate::payload::registry::{CA_KEY, CONF_DIR, PORT, UNIT};
+use crate::payload::registry::{RegistrySetup, CA_KEY, CONF_DIR, LOOPBACK_NAMES, PORT, UNIT};
 use crate::pki::{pem_cert, pem_key, server_cert, Signer};
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_image::mirror::Payload;
@@ -33,10 +33,7 @@ pub fn host_names(
     addresses: &[String],
     reconfigured: &Path,
 ) -> Result<BTreeSet<String>> {
-    let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"]
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let mut names: BTreeSet<String> = LOOPBACK_NAMES.iter().map(|n| n.to_string()).collect();
     let h = hostname.trim();
     if !h.is_empty() && h != "localhost" && h != "(none)" {
         names.insert(h.to_string());
@@ -115,15 +112,8 @@ pub struct Tls {
 /// issued again (a new key) under the host's registry CA for `want`.
 pub fn ensure_tls(root: &Path, want: &BTreeSet<String>) -> Result<Tls> {
     let dir = root.join(CONF_DIR);
-    let read = |n: &str| {
-        std::fs::read_to_string(dir.join(n)).with_context(|| {
-            format!(
-                "reading {}: this host serves no payload (imgmode ibi install writes it)",
-                dir.join(n).display()
-            )
-        })
-    };
-    let current = cert_names(&read("tls.crt")?)
+    let setup = served(root)?;
+    let current = cert_names(&setup.cert_pem)
         .with_context(|| format!("{}", dir.join("tls.crt").display()))?;
     if want.is_subset(&current) {
         return Ok(Tls {
@@ -132,17 +122,17 @@ pub fn ensure_tls(root: &Path, want: &BTreeSet<String>) -> Result<Tls> {
         });
     }
     let ca_key = dir.join(CA_KEY);
-    if !ca_key.exists() {
+    let Some(ca_key_pem) = &setup.ca_key_pem else {
         let missing: Vec<&String> = want.difference(&current).collect();
         bail!(
             "the payload registry's certificate does not name {missing:?} and {} is missing, so it cannot be issued again: this host's registry was installed without its CA's key (an installation ISO's live system keeps none); reinstall the host from an installation ISO of this imgmode",
             ca_key.display()
         );
-    }
+    };
     let signer = Signer {
-        key: openssl::pkey::PKey::private_key_from_pem(read(CA_KEY)?.as_bytes())
+        key: openssl::pkey::PKey::private_key_from_pem(ca_key_pem.as_bytes())
             .with_context(|| format!("{} is not a PEM key", ca_key.display()))?,
-        cert: openssl::x509::X509::from_pem(read("ca.crt")?.as_bytes()).with_context(|| {
+        cert: openssl::x509::X509::from_pem(setup.ca_pem.as_bytes()).with_context(|| {
             format!("{} is not a PEM certificate", dir.join("ca.crt").display())
         })?,
     };
@@ -166,6 +156,12 @@ pub fn ensure_tls(root: &Path, want: &BTreeSet<String>) -> Result<Tls> {
         names: want.clone(),
         issued: true,
     })
+}
+
+/// The registry's TLS and credentials this host serves with ([`RegistrySetup::read`]).
+fn served(root: &Path) -> Result<RegistrySetup> {
+    RegistrySetup::read(root)
+        .context("this host serves no payload (imgmode ibi install writes the registry's files)")
 }
 
 /// A registry address as other nodes dial it: `host` or `host:port` (port 22625 when none).
@@ -217,21 +213,14 @@ struct JoinConfig {
 /// as a pull from the new node would be.
 pub fn join_config(root: &Path, held: &Payload, registry: &str) -> Result<String> {
     let (host, dial) = registry_address(registry)?;
-    let dir = root.join(CONF_DIR);
-    let cert = std::fs::read_to_string(dir.join("tls.crt")).with_context(|| {
-        format!(
-            "reading {}: this host serves no payload",
-            dir.join("tls.crt").display()
-        )
-    })?;
-    let names = cert_names(&cert)?;
+    let setup = served(root)?;
+    let names = cert_names(&setup.cert_pem)?;
     ensure!(
         names.contains(&host),
         "the payload registry's certificate does not name {host}, so a node dialling {dial} would refuse it; it names {}. Give one of those, or restart {UNIT} once {host} is this host's (its certificate is issued again for the host's names)",
         names.iter().cloned().collect::<Vec<_>>().join(", ")
     );
-    let ca = std::fs::read_to_string(dir.join("ca.crt"))
-        .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
+    let ca = setup.ca_pem;
     let sources = held.sources();
     ensure!(
         !sources.is_empty(),
