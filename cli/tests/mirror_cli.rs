@@ -1134,9 +1134,10 @@ fn the_cluster_release_is_read_from_an_etcd_that_requires_client_certificates() 
     let digest = record.images[0].digest.clone();
     // the etcd's PKI: its CA, a serving certificate for 127.0.0.1, a client certificate; and a
     // client certificate of another CA
+    // the keys among them 0600 from the start, as every file holding a key
     let write = |name: &str, text: String| {
         let p = t.join(name);
-        std::fs::write(&p, text).unwrap();
+        imgmode_support::fs::write_atomic(&p, text.as_bytes(), 0o600).unwrap();
         p
     };
     let signer = ca("etcd-signer", 1).unwrap();
