@@ -83,6 +83,23 @@ fn skopeo_under(policy: Option<&Path>) -> Run {
     r.arg("--insecure-policy")
 }
 
+/// `skopeo list-tags`: the tags of the repository `reference` (`docker://HOST/REPO`).
+pub fn list_tags(reference: &str, auth: &RegistryAuth) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Tags {
+        #[serde(rename = "Tags")]
+        tags: Option<Vec<String>>,
+    }
+    let out = skopeo()
+        .arg("list-tags")
+        .args(auth.flags(""))
+        .arg(reference)
+        .output()?;
+    let t: Tags = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("skopeo list-tags {reference} printed no tag list"))?;
+    Ok(t.tags.unwrap_or_default())
+}
+
 fn inspect(reference: &str, auth: &RegistryAuth, what: &[&str]) -> Result<std::process::Output> {
     skopeo()
         .arg("inspect")

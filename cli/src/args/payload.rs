@@ -6,6 +6,9 @@ use clap::Subcommand;
 use imgmode_image::mirror;
 use std::path::PathBuf;
 
+/// Where post-pivot writes the cluster's pull secret on an installed host.
+pub const PULL_SECRET: &str = "/var/lib/kubelet/config.json";
+
 /// The container storage a payload's images count as in use in, when `--storage` is not given.
 pub const DEFAULT_STORAGE: &str = "/var/lib/containers/storage";
 
@@ -64,6 +67,38 @@ pub enum PayloadCmd {
         root: PathBuf,
         #[command(flatten)]
         users: UsersArgs,
+    },
+    /// Copy payloads from another control-plane node's payload registry: every payload it
+    /// serves that this store does not hold as available yet (or those --id names). Each is
+    /// read from its record image (imgmode-payloads:<hex of its ID>), its images copied by
+    /// digest and checked against the record, then added as `payload add` adds one (recorded
+    /// in the InternalReleaseImage, mirrors written anew). What each control-plane node runs
+    /// once a payload is imported on one of them (docs/guide/registry-less.md).
+    Pull {
+        /// The node to copy from: its name or address, optionally with :port (22625 when none).
+        #[arg(long)]
+        registry: String,
+        /// A payload to copy, by its ID (sha256:…); repeatable. Default: every payload the
+        /// node serves.
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+        #[arg(long, default_value = imgmode_ibi::payload::registry::INSTALLED_ROOT)]
+        store: PathBuf,
+        #[command(flatten)]
+        mirrors: MirrorsArgs,
+        /// Credentials for the node's registry (containers-auth.json). Default: the pull
+        /// secret's auth for the node, else the one it holds for localhost:22625 (the payload
+        /// registry's credentials, the same on every node installed with that pull secret).
+        #[arg(long, value_parser = crate::args::existing_file)]
+        authfile: Option<PathBuf>,
+        /// The pull secret read when --authfile is not given.
+        #[arg(long, default_value = PULL_SECRET)]
+        pull_secret: PathBuf,
+        /// A directory of CA certificates (*.crt) trusted for the node's registry: its CA
+        /// (/etc/imgmode/payload/ca.crt there, or the additionalTrustBundle its `imgmode payload
+        /// join-config` prints). Default: the system's trust only.
+        #[arg(long, value_parser = crate::args::existing_dir)]
+        cert_dir: Option<PathBuf>,
     },
     /// Make the payload registry's certificate name this host: localhost, its host name, every
     /// global address and, once post-pivot has named the cluster, api-int.<cluster>.<domain>.

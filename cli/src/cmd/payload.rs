@@ -24,6 +24,24 @@ pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
             mirrors,
         } => remove(&id, &store, &users.users()?, mirrors.for_store(&store)),
         PayloadCmd::OptOut { store, root, users } => opt_out(&root, &store, &users.users()?, cx),
+        PayloadCmd::Pull {
+            registry,
+            ids,
+            store,
+            mirrors,
+            authfile,
+            pull_secret,
+            cert_dir,
+        } => {
+            let conf = mirrors.for_store(&store);
+            let from = Peer {
+                registry: &registry,
+                authfile,
+                pull_secret: &pull_secret,
+                cert_dir,
+            };
+            pull(&from, &ids, &store, conf.as_deref(), cx)
+        }
         PayloadCmd::Tls {
             root,
             post_pivot_state,
@@ -46,6 +64,75 @@ pub fn run(cmd: PayloadCmd, cx: &Ctx) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The node `payload pull` copies from, and how it is reached.
+struct Peer<'a> {
+    registry: &'a str,
+    authfile: Option<PathBuf>,
+    pull_secret: &'a Path,
+    cert_dir: Option<PathBuf>,
+}
+
+fn pull(from: &Peer, ids: &[String], store: &Path, conf: Option<&Path>, cx: &Ctx) -> Result<()> {
+    use imgmode_ibi::payload::peer;
+    let (_, dial) = imgmode_ibi::payload::serving::registry_address(from.registry)?;
+    for id in ids {
+        imgmode_ibi::payload::record_image::record_tag(id)
+            .with_context(|| format!("--id {id}: not a payload ID"))?;
+    }
+    // the work directory sits next to the store (same filesystem: the blobs are linked in)
+    let parent = store.parent().unwrap_or(Path::new("/"));
+    let work = imgmode_support::fs::WorkDir::new(parent, ".imgmode-payload-pull-")?;
+    let authfile = match &from.authfile {
+        Some(f) => f.clone(),
+        None => {
+            let secret = std::fs::read_to_string(from.pull_secret).with_context(|| {
+                format!(
+                    "reading the pull secret {} (give --authfile, or --pull-secret with the cluster's pull secret)",
+                    from.pull_secret.display()
+                )
+            })?;
+            // 0600 inside the work directory (0700), removed with it
+            let f = work.path().join("auth.json");
+            imgmode_support::fs::write_private(&f, &peer::peer_auth(&secret, &dial)?)?;
+            f
+        }
+    };
+    let auth = imgmode_image::skopeo::RegistryAuth {
+        authfile: Some(authfile),
+        cert_dir: from.cert_dir.clone(),
+        tls_verify: None,
+    };
+    let steps = cx.steps();
+    let pulled = peer::pull(store, &dial, ids, &auth, work.path(), &steps)?;
+    steps.finish();
+    if let (Some(conf), true) = (conf, pulled.iter().any(|p| !p.added.already_held)) {
+        imgmode_ibi::payload::registry::write_mirrors(store, conf)?;
+    }
+    cx.print(&pulled, |pulled| {
+        pulled
+            .iter()
+            .map(|p| {
+                let a = &p.added;
+                if a.already_held {
+                    format!(
+                        "{} holds the payload {} already (available); nothing copied\n",
+                        store.display(),
+                        a.payload.id
+                    )
+                } else {
+                    format!(
+                        "copied payload {} ({} image(s)) from {} into {}\n",
+                        a.payload.id,
+                        a.payload.images.len(),
+                        p.from,
+                        store.display()
+                    )
+                }
+            })
+            .collect()
+    })
 }
 
 fn tls(root: &Path, post_pivot_state: &Path, cx: &Ctx) -> Result<()> {

@@ -242,7 +242,11 @@ pub fn join_config(root: &Path, held: &Payload, registry: &str) -> Result<String
 # - seedImage must name the seed by digest: these mirrors serve pulls by digest only.
 #   The images this host holds:\n"
     );
-    for i in &held.images {
+    for i in held
+        .images
+        .iter()
+        .filter(|i| !crate::payload::record_image::is_record_image(i))
+    {
         let name = i.source.strip_prefix("docker://").unwrap_or(&i.source);
         let name = name.split('@').next().unwrap_or(name);
         let name = match name.rsplit_once(':') {

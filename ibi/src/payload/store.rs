@@ -241,11 +241,15 @@ pub fn status(store: &Path, users: &Users) -> Result<Vec<Held>> {
         .collect()
 }
 
-/// Rewrite the union record from the per-payload records.
+/// Rewrite the union record from the per-payload records, with each payload's record image
+/// ([`crate::payload::record_image`]: what other nodes copy it by) written and linked.
 fn write_union(store: &Path) -> Result<Payload> {
+    let v2 = store.join(V2);
     let mut images: Vec<Mirrored> = vec![];
+    let mut records = vec![];
     let mut arch = BTreeSet::new();
     for p in held(store)? {
+        records.push(crate::payload::record_image::record_image(&v2, &p)?);
         for i in p.images {
             if !images.contains(&i) {
                 images.push(i);
@@ -253,6 +257,8 @@ fn write_union(store: &Path) -> Result<Payload> {
         }
         arch.extend(p.architectures);
     }
+    mirror::write_repository_links(&v2, &records)?;
+    images.extend(records);
     images.sort();
     let union = Payload {
         id: mirror::payload_id(&images)?,
@@ -282,11 +288,16 @@ fn lock(store: &Path) -> Result<std::fs::File> {
 }
 
 /// Copy the blob `d` from the source layout into place under `dest` through a temporary name,
-/// checked against its digest and synced before the rename.
-fn copy_blob(src_v2: &Path, d: &str, dest: &Path, src: &Path) -> Result<()> {
+/// checked against its digest and synced before the rename. `link`: hard-link it instead
+/// where the source is on the same filesystem (a work directory of imgmode's own).
+fn copy_blob(src_v2: &Path, d: &str, dest: &Path, src: &Path, link: bool) -> Result<()> {
     std::fs::create_dir_all(dest.parent().expect("a blob has a directory"))?;
     let tmp = dest.with_file_name("data.imgmode-tmp");
-    std::fs::copy(mirror::blob_path(src_v2, d)?, &tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    let from = mirror::blob_path(src_v2, d)?;
+    if !(link && std::fs::hard_link(&from, &tmp).is_ok()) {
+        std::fs::copy(&from, &tmp)?;
+    }
     let (got, _) = imgmode_support::io::hash_file(&tmp)?;
     if got != d {
         let _ = std::fs::remove_file(&tmp);
@@ -316,6 +327,17 @@ pub struct Added {
 /// payload the store holds and records as available is left as it is (an attached ISO's
 /// import at every boot); otherwise every blob the store holds is hashed again.
 pub fn add(store: &Path, src: &Path, source: &str, skip_held: bool) -> Result<Added> {
+    add_with(store, src, source, skip_held, false)
+}
+
+/// [`add`] from a work directory of imgmode's own on the store's filesystem (a payload copied
+/// from another node): its blobs are hard-linked rather than copied, so the payload takes its
+/// room once; the directory is the caller's to remove.
+pub fn add_staged(store: &Path, src: &Path, source: &str) -> Result<Added> {
+    add_with(store, src, source, false, true)
+}
+
+fn add_with(store: &Path, src: &Path, source: &str, skip_held: bool, link: bool) -> Result<Added> {
     let claimed = Payload::read(src)?;
     if skip_held && store.join(RECORDS).is_dir() {
         let _lock = lock(store)?;
@@ -341,7 +363,7 @@ pub fn add(store: &Path, src: &Path, source: &str, skip_held: bool) -> Result<Ad
             ),
         )?;
     }
-    match copy_in(store, src) {
+    match copy_in(store, src, link) {
         Ok(p) => {
             record(
                 Phase::Available,
@@ -375,6 +397,20 @@ pub fn record_failure(store: &Path, claimed: &Payload, source: &str, message: &s
     record(store, claimed, source, Phase::Degraded, message)
 }
 
+/// Record in `store`'s [`InternalReleaseImage`] (when the store exists) that `claimed` is being
+/// imported from `source` before [`add`] begins (copied from another node): Importing.
+pub fn record_importing(
+    store: &Path,
+    claimed: &Payload,
+    source: &str,
+    message: &str,
+) -> Result<()> {
+    if !store.is_dir() {
+        return Ok(());
+    }
+    record(store, claimed, source, Phase::Importing, message)
+}
+
 /// Set `claimed`'s conditions in `store`'s [`InternalReleaseImage`] to `phase` (imported from
 /// `source`, with `message`), under the store's lock.
 fn record(
@@ -399,21 +435,23 @@ fn record(
 }
 
 /// [`add`]'s copy: the source verified, the missing blobs copied, links and records written.
-fn copy_in(store: &Path, src: &Path) -> Result<Payload> {
+fn copy_in(store: &Path, src: &Path, link: bool) -> Result<Payload> {
     // the source first: a payload refused leaves nothing of it in the store
     let checked = mirror::verify(src).with_context(|| format!("the payload {}", src.display()))?;
     let _lock = lock(store)?;
     let p = checked.payload;
     let (sv2, dv2) = (src.join(V2), store.join(V2));
     std::fs::create_dir_all(&dv2).with_context(|| format!("creating {}", store.display()))?;
-    // space first: the blobs the store does not hold yet
+    // space first: the blobs the store does not hold yet (none when they are hard-linked in)
+    use std::os::unix::fs::MetadataExt;
+    let linked = link && std::fs::metadata(&sv2)?.dev() == std::fs::metadata(&dv2)?.dev();
     let mut missing = 0u64;
     let mut all = BTreeSet::new();
     for i in &p.images {
         references(&sv2, &i.digest, &mut all)?;
     }
     for d in &all {
-        if !mirror::blob_path(&dv2, d)?.is_file() {
+        if !linked && !mirror::blob_path(&dv2, d)?.is_file() {
             missing += std::fs::metadata(mirror::blob_path(&sv2, d)?)?.len();
         }
     }
@@ -440,7 +478,7 @@ fn copy_in(store: &Path, src: &Path) -> Result<Payload> {
             std::fs::remove_file(&dest)
                 .with_context(|| format!("removing the damaged blob {}", dest.display()))?;
         }
-        copy_blob(&sv2, d, &dest, src)?;
+        copy_blob(&sv2, d, &dest, src, link)?;
     }
     mirror::write_repository_links(&dv2, &p.images)?;
     mirror::write_json(&record_path(store, &p.id)?, &p)?;
