@@ -21,7 +21,11 @@
 //! - **The upgrade.** An installation ISO carrying v2 is plugged into A as a new CD-ROM (QMP,
 //!   a SCSI hot-plug). Its udev rule imports it with no command typed, the release record shows
 //!   v2 available, and release 2's repository (new in v2) is pulled through the local
-//!   registry by its original name. Removing v1 is refused (the cluster runs its release). A
+//!   registry by its original name. Node B, still running, copies v2 from A's registry as a
+//!   control-plane node does (`imgmode payload pull`: the record image, then every image by
+//!   digest, with the pull secret and A's CA), verifies it and records it available; a second
+//!   pull copies nothing. Only then does the harness plug a second medium into A, which A waits
+//!   for before it goes on (its switch and reboot would cut B's copy). Removing v1 is refused (the cluster runs its release). A
 //!   switches its OS to v2's image by digest through port 22625 (the pull secret as bootc reads
 //!   it, `/run/ostree/auth.json`), the cluster moves to release 2, and A reboots into the new
 //!   OS. There removing v2 is refused (the booted deployment and the cluster use it) and
@@ -29,7 +33,7 @@
 
 use crate::harness::context::RunContext;
 use crate::harness::guest::{
-    job, parse_phase, phase, report_line, run_job, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT,
+    job, parse_phase, phase, report_line, Phase, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT,
 };
 use crate::harness::install_iso::{
     installation_iso, live_job, mirror_images, no_failed_live_units, push_next_os,
@@ -43,7 +47,7 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(1500);
 /// Node A's import of v2 and its switch to v2's OS under TCG.
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(2400);
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Node A's and node B's addresses on their link (a /24) and their NICs' MAC addresses.
 const ADDR_A: &str = "10.78.0.10";
@@ -127,6 +131,9 @@ run journalctl -b -o cat -u "$unit"
 echo "IRI $(tr -d '\n' < $store/internalreleaseimage.json)"
 run skopeo inspect --no-tags --authfile "$auth" --format '{{.Digest}}' docker://__R2__
 run imgmode payload remove __V1__ --etcd-endpoint $etcd
+# node B copies v2 from here; the harness plugs in a second medium once it has
+for i in $(seq 2400); do [ -e /dev/sr2 ] && break; sleep 1; done
+echo "FACT b-copied=$([ -e /dev/sr2 ] && echo yes || echo no)"
 # the pull secret where bootc (and imgmode's OS pulls, through ostree-ext) read it
 install -m 0600 "$auth" /run/ostree/auth.json
 run imgmode switch ostree-unverified-registry:__OS2__
@@ -155,11 +162,31 @@ run skopeo inspect --no-creds --raw docker://__ADDR__:22625/imgmode-seed@__DIGES
 echo "IMGMODE-PHASE-0-END"
 "#;
 
-/// Node B's installed system: what it was installed from.
+/// Node B's installed system: what it was installed from (phase 1); then, once A has imported
+/// payload ISO v2 and serves its record, v2 copied from A by `imgmode payload pull` with the
+/// pull secret and A's CA, verified, and recorded as available (phase 2). B serves no registry
+/// of its own (it joined from A), so the copy goes to a store of its own path, which writes no
+/// mirrors to a local registry.
 const B_BOOTED: &str = r#"grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 echo "IMGMODE-PHASE-1-END"
+auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
+store=/var/lib/containers/imgmode-vmtest-copy
+mkdir -p /run/imgmode-vmtest-ca
+cp "$CREDENTIALS_DIRECTORY/vmtest.regca" /run/imgmode-vmtest-ca/ca.crt
+# A serves v2's record once its import is done
+for i in $(seq 2400); do
+  skopeo inspect --raw --authfile "$auth" --cert-dir /run/imgmode-vmtest-ca docker://__ADDR__:22625/imgmode-payloads:__V2HEX__ >/dev/null 2>&1 && break
+  sleep 1
+done
+echo "IMGMODE-PHASE-2-BEGIN"
+run imgmode payload pull --registry __ADDR__ --id __V2__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
+run imgmode payload verify $store
+run imgmode payload pull --registry __ADDR__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
+echo "IRI $(tr -d '\n' < $store/internalreleaseimage.json)"
+echo "FACT leftovers=$(ls -A /var/lib/containers | grep -c imgmode-payload-pull)"
+echo "IMGMODE-PHASE-2-END"
 systemctl poweroff
 "#;
 
@@ -350,6 +377,8 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
     )?;
     let fill_b = |s: &str| {
         s.replace("__SEED__", &rel.seed)
+            .replace("__V2HEX__", rel.v2.trim_start_matches("sha256:"))
+            .replace("__V2__", &rel.v2)
             .replace("__ADDR_B__", ADDR_B)
             .replace("__ADDR__", ADDR_A)
             .replace("__DIGEST__", &rel.seed_digest)
@@ -363,22 +392,46 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
     )?
     .credential("vmtest.auth", secret.clone())
     .credential("vmtest.regca", ca);
-    let b = run_job(
-        &cfg_b,
-        &dir.join("b/vm"),
-        "node B's install from node A",
-        BOOT_TIMEOUT * 2 + TIMEOUT,
-    )
-    .await;
-    let b = match b.and_then(|b| check_b(&b, rel).map(|_| b)) {
-        Ok(b) => b,
+    let vm_dir_b = dir.join("b/vm");
+    std::fs::create_dir_all(&vm_dir_b)?;
+    let mut vm_b = match Vm::start(&cfg_b, &vm_dir_b).await {
+        Ok(vm) => vm,
         Err(e) => return Err(a_failed(vm_a, e.context("node B")).await),
     };
-    drop(b);
+    let installed = async {
+        phase(&mut vm_b, 1, BOOT_TIMEOUT * 2 + TIMEOUT).await?;
+        check_b(
+            &std::fs::read_to_string(vm_b.dir().join("results.log"))?,
+            rel,
+        )
+    }
+    .await;
+    if let Err(e) = installed {
+        let e = b_failed(vm_b, e).await;
+        return Err(a_failed(vm_a, e).await);
+    }
 
-    eprintln!("==> node A: payload ISO v2 plugged in; imported, upgraded from, v1 removed");
-    let upgraded = async {
+    eprintln!("==> node A: payload ISO v2 plugged in and imported; node B copies it from A");
+    let copied = async {
         vm_a.attach_cdrom(&p.iso_v2, "v2").await?;
+        let p2 = phase(&mut vm_b, 2, UPGRADE_TIMEOUT).await?;
+        let results = std::fs::read_to_string(vm_b.dir().join("results.log"))?;
+        check_copy(&p2, &results, rel)
+    }
+    .await;
+    if let Err(e) = copied {
+        let e = b_failed(vm_b, e).await;
+        return Err(a_failed(vm_a, e).await);
+    }
+    if let Err(e) = vm_b.wait_shutdown(SHUTDOWN_TIMEOUT).await {
+        return Err(a_failed(vm_a, e.context("node B did not power off")).await);
+    }
+
+    eprintln!("==> node A: upgraded from v2, v1 removed");
+    let upgraded = async {
+        let go = dir.join("b-copied.img");
+        std::fs::write(&go, vec![0u8; 1 << 20])?;
+        vm_a.attach_cdrom(&go, "go").await?;
         let p2 = phase(&mut vm_a, 2, UPGRADE_TIMEOUT).await?;
         let results = std::fs::read_to_string(vm_a.dir().join("results.log"))?;
         check_import_and_switch(&p2, &results, rel)?;
@@ -396,9 +449,52 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
         .context("node A did not power off cleanly")?;
     check_upgraded(&p3, &results, rel)?;
     Ok(format!(
-        "two VMs on a private link and nothing else: node A installed from payload ISO v1 and served it on {ADDR_A}:22625 ({names}); node B, from A's imgmode payload join-config, pulled the seed {} by its original name through A (refused without credentials), installed and booted; payload ISO v2 plugged into A was imported by its udev rule (Available), v1's removal refused while the cluster ran release 1, A switched to v2's OS {} through port 22625 and booted it, and then v2's removal was refused and v1's went through",
+        "two VMs on a private link and nothing else: node A installed from payload ISO v1 and served it on {ADDR_A}:22625 ({names}); node B, from A's imgmode payload join-config, pulled the seed {} by its original name through A (refused without credentials), installed and booted; payload ISO v2 plugged into A was imported by its udev rule (Available) and copied from A to B by imgmode payload pull (by digest, verified, Available on B), v1's removal refused while the cluster ran release 1, A switched to v2's OS {} through port 22625 and booted it, and then v2's removal was refused and v1's went through",
         rel.seed, rel.os2
     ))
+}
+
+/// Node B's console tail with `e`, B stopped.
+async fn b_failed(vm: Vm, e: anyhow::Error) -> anyhow::Error {
+    let tail = vm.console_tail(40);
+    let _ = vm.quit().await;
+    e.context(format!("node B (console tail):\n{tail}"))
+}
+
+/// Node B's phase 2: v2 copied from A by digest, verified, available; a second pull copies
+/// nothing; no work directory left.
+fn check_copy(p: &Phase, results: &str, rel: &Releases) -> Result<()> {
+    let out = p
+        .ran_ok(&format!("imgmode payload pull --registry {ADDR_A} --id"))
+        .context("node B copying v2 from A")?;
+    let hex = rel.v2.trim_start_matches("sha256:");
+    ensure!(
+        out.contains(&format!(
+            "copied payload {} (2 image(s)) from docker://{ADDR_A}:22625/imgmode-payloads:{hex}",
+            rel.v2
+        )),
+        "node B's pull of v2 printed:\n{out}"
+    );
+    p.ran_ok("imgmode payload verify")
+        .context("node B's copy of v2")?;
+    let again = p.ran_ok(&format!("imgmode payload pull --registry {ADDR_A} --store"))?;
+    ensure!(
+        again.contains("already") && !again.contains("copied payload"),
+        "node B's second pull copied again:\n{again}"
+    );
+    let iri: serde_json::Value = serde_json::from_str(
+        last_line(results, "IRI ").context("node B printed no InternalReleaseImage record")?,
+    )?;
+    ensure!(
+        conditions(&iri, &rel.v2).contains(&("Available".into(), "True".into())),
+        "node B's release record does not show v2 available: {iri}"
+    );
+    ensure!(
+        p.fact("leftovers") == "0",
+        "node B kept {} work directories of payload pull",
+        p.fact("leftovers")
+    );
+    Ok(())
 }
 
 /// Node A's console tail with `e`, A stopped.
@@ -533,6 +629,10 @@ fn conditions(iri: &serde_json::Value, id: &str) -> Vec<(String, String)> {
 /// through the local registry, v1's removal refused for the cluster's release, the switch to
 /// v2's OS staged.
 fn check_import_and_switch(p: &Phase, results: &str, rel: &Releases) -> Result<()> {
+    ensure!(
+        p.fact("b-copied") == "yes",
+        "node A went on before node B had copied v2"
+    );
     let unit = p.fact("import-unit");
     ensure!(
         unit.ends_with(".service success 0"),
