@@ -392,39 +392,8 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
     )?
     .credential("vmtest.auth", secret.clone())
     .credential("vmtest.regca", ca);
-    let vm_dir_b = dir.join("b/vm");
-    std::fs::create_dir_all(&vm_dir_b)?;
-    let mut vm_b = match Vm::start(&cfg_b, &vm_dir_b).await {
-        Ok(vm) => vm,
-        Err(e) => return Err(a_failed(vm_a, e.context("node B")).await),
-    };
-    let installed = async {
-        phase(&mut vm_b, 1, BOOT_TIMEOUT * 2 + TIMEOUT).await?;
-        check_b(
-            &std::fs::read_to_string(vm_b.dir().join("results.log"))?,
-            rel,
-        )
-    }
-    .await;
-    if let Err(e) = installed {
-        let e = b_failed(vm_b, e).await;
+    if let Err(e) = node_b(&mut vm_a, &cfg_b, &dir.join("b/vm"), &p.iso_v2, rel).await {
         return Err(a_failed(vm_a, e).await);
-    }
-
-    eprintln!("==> node A: payload ISO v2 plugged in and imported; node B copies it from A");
-    let copied = async {
-        vm_a.attach_cdrom(&p.iso_v2, "v2").await?;
-        let p2 = phase(&mut vm_b, 2, UPGRADE_TIMEOUT).await?;
-        let results = std::fs::read_to_string(vm_b.dir().join("results.log"))?;
-        check_copy(&p2, &results, rel)
-    }
-    .await;
-    if let Err(e) = copied {
-        let e = b_failed(vm_b, e).await;
-        return Err(a_failed(vm_a, e).await);
-    }
-    if let Err(e) = vm_b.wait_shutdown(SHUTDOWN_TIMEOUT).await {
-        return Err(a_failed(vm_a, e.context("node B did not power off")).await);
     }
 
     eprintln!("==> node A: upgraded from v2, v1 removed");
@@ -452,6 +421,45 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
         "two VMs on a private link and nothing else: node A installed from payload ISO v1 and served it on {ADDR_A}:22625 ({names}); node B, from A's imgmode payload join-config, pulled the seed {} by its original name through A (refused without credentials), installed and booted; payload ISO v2 plugged into A was imported by its udev rule (Available) and copied from A to B by imgmode payload pull (by digest, verified, Available on B), v1's removal refused while the cluster ran release 1, A switched to v2's OS {} through port 22625 and booted it, and then v2's removal was refused and v1's went through",
         rel.seed, rel.os2
     ))
+}
+
+/// Node B: installed from A and booted (phase 1); then payload ISO v2 plugged into A, and B's
+/// copy of it from A (phase 2); B powered off. An error carries B's console tail.
+async fn node_b(
+    vm_a: &mut Vm,
+    cfg_b: &VmConfig,
+    vm_dir_b: &Path,
+    iso_v2: &Path,
+    rel: &Releases,
+) -> Result<()> {
+    std::fs::create_dir_all(vm_dir_b)?;
+    let mut vm_b = Vm::start(cfg_b, vm_dir_b).await.context("node B")?;
+    let installed = async {
+        phase(&mut vm_b, 1, BOOT_TIMEOUT * 2 + TIMEOUT).await?;
+        check_b(
+            &std::fs::read_to_string(vm_b.dir().join("results.log"))?,
+            rel,
+        )
+    }
+    .await;
+    if let Err(e) = installed {
+        return Err(b_failed(vm_b, e).await);
+    }
+    eprintln!("==> node A: payload ISO v2 plugged in and imported; node B copies it from A");
+    let copied = async {
+        vm_a.attach_cdrom(iso_v2, "v2").await?;
+        let p2 = phase(&mut vm_b, 2, UPGRADE_TIMEOUT).await?;
+        let results = std::fs::read_to_string(vm_b.dir().join("results.log"))?;
+        check_copy(&p2, &results, rel)
+    }
+    .await;
+    if let Err(e) = copied {
+        return Err(b_failed(vm_b, e).await);
+    }
+    vm_b.wait_shutdown(SHUTDOWN_TIMEOUT)
+        .await
+        .context("node B did not power off")?;
+    Ok(())
 }
 
 /// Node B's console tail with `e`, B stopped.
