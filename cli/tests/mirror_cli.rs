@@ -72,12 +72,7 @@ fn serve(root: &Path, work: &Path) -> Served {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_for_port(port);
     Served(child, port)
 }
 
@@ -261,7 +256,7 @@ fn not_enough_space_is_refused_before_writing() {
 /// refused (read-only).
 #[test]
 fn the_payload_registry_authenticates_like_the_pull_secret() {
-    use imgmode_ibi::payload::registry::{write_files, RegistrySetup, CONF_DIR, PORT};
+    use imgmode_ibi::payload::registry::{write_files, RegistrySetup};
     require!(Need::Tool("skopeo"), Need::Tool("docker-registry"));
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
@@ -283,31 +278,8 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
         ),
     )
     .unwrap();
-    // the config as written, moved to this test's root and a free port
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = root.join(CONF_DIR);
-    let yml = std::fs::read_to_string(conf.join("registry.yml"))
-        .unwrap()
-        .replace(&format!("/{CONF_DIR}"), conf.to_str().unwrap())
-        .replace(&format!("127.0.0.1:{PORT}"), &format!("127.0.0.1:{port}"));
-    std::fs::write(conf.join("registry.yml"), yml).unwrap();
-    let mut child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(conf.join("registry.yml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(t.join("registry.log")).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let served = common::serve_payload_registry(&root, &t.join("registry.log"));
+    let port = served.port;
     let certs = root.join("etc/containers/certs.d/localhost:22625");
     let cert_dir = format!("--cert-dir={}", certs.display());
     let image = format!("docker://localhost:{port}/org/app:1.0");
@@ -338,8 +310,7 @@ fn the_payload_registry_authenticates_like_the_pull_secret() {
         &format!("oci:{}", src.display()),
         &format!("docker://localhost:{port}/org/pushed:1"),
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     assert!(good.0, "with the pull secret's credentials: {}", good.1);
     assert!(good.1.contains("schemaVersion"));
     assert!(

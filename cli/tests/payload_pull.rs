@@ -7,24 +7,14 @@
 mod common;
 use common::{imgmode, mirror_test_image, require, run, Need};
 use std::path::Path;
-use std::process::Command;
 
 /// "payload:s3cret"
 const SECRET: &str = r#"{"auths":{"localhost:22625":{"auth":"cGF5bG9hZDpzM2NyZXQ="}}}"#;
 
-/// A node's payload registry over `store`, as its installed files configure it, moved to this
-/// test's `root` and a free loopback port.
-struct Node(std::process::Child, u16);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve_node(t: &Path, root: &Path, store: &Path) -> Node {
-    use imgmode_ibi::payload::registry::{write_files, Listen, RegistrySetup, CONF_DIR, PORT};
+/// A node's payload registry over `store`, as its installed files configure it (a CA of its
+/// own, the pull secret's credentials), under this test's `root`.
+fn serve_node(t: &Path, root: &Path, store: &Path) -> common::PayloadRegistry {
+    use imgmode_ibi::payload::registry::{write_files, Listen, RegistrySetup};
     let setup = RegistrySetup::new(SECRET).unwrap().for_this_host().unwrap();
     let payload = imgmode_image::mirror::Payload::read(store).unwrap();
     write_files(
@@ -38,31 +28,7 @@ fn serve_node(t: &Path, root: &Path, store: &Path) -> Node {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = root.join(CONF_DIR);
-    let yml = std::fs::read_to_string(conf.join("registry.yml"))
-        .unwrap()
-        .replace(&format!("/{CONF_DIR}"), conf.to_str().unwrap())
-        .replace(&format!("127.0.0.1:{PORT}"), &format!("127.0.0.1:{port}"));
-    std::fs::write(conf.join("registry.yml"), yml).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(conf.join("registry.yml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(t.join("registry.log")).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Node(child, port)
+    common::serve_payload_registry(root, &t.join("registry.log"))
 }
 
 #[test]
@@ -90,7 +56,7 @@ fn a_payload_is_copied_from_another_nodes_registry() {
     let record = imgmode_image::mirror::Payload::read(&dir).unwrap();
     let root = t.join("a/root");
     let node = serve_node(t, &root, &a);
-    let dial = format!("127.0.0.1:{}", node.1);
+    let dial = format!("127.0.0.1:{}", node.port);
     let certs = root.join("etc/containers/certs.d/localhost:22625");
     let secret = t.join("pull-secret.json");
     std::fs::write(&secret, SECRET).unwrap();

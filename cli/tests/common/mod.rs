@@ -198,3 +198,56 @@ pub fn mirror_test_image(
     assert!(ok, "imgmode mirror: {err}");
     out
 }
+
+/// A payload registry as imgmode writes it for a host (`root`'s `etc/imgmode/payload`), moved
+/// to that root and a free loopback port and served by the real docker-registry (its log in
+/// `log`); stopped when dropped.
+#[allow(dead_code)]
+pub struct PayloadRegistry {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for PayloadRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serve the payload registry whose files imgmode wrote under `root` (see [`PayloadRegistry`]).
+#[allow(dead_code)]
+pub fn serve_payload_registry(root: &Path, log: &Path) -> PayloadRegistry {
+    use imgmode_ibi::payload::registry::{CONF_DIR, PORT};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = root.join(CONF_DIR);
+    let yml = std::fs::read_to_string(conf.join("registry.yml"))
+        .unwrap()
+        .replace(&format!("/{CONF_DIR}"), conf.to_str().unwrap())
+        .replace(&format!("127.0.0.1:{PORT}"), &format!("127.0.0.1:{port}"));
+    std::fs::write(conf.join("registry.yml"), yml).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(conf.join("registry.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    PayloadRegistry { child, port }
+}
+
+/// Wait (up to 10 s) until something listens on the loopback `port`.
+#[allow(dead_code)]
+pub fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
