@@ -74,6 +74,16 @@ proxy:
   noProxy: 10.0.2.2,127.0.0.1,localhost,10.78.0.10
 __REST__";
 
+/// An installed node's link address as post-pivot's network step gives it (a `.network` file,
+/// networkd reconfigured; post-pivot itself is held off here), waited for and reported.
+const SET_LINK: &str = r#"mkdir -p /etc/systemd/network
+printf '[Match]\nMACAddress=__LINK_MAC__\n\n[Network]\nDHCP=no\nAddress=__LINK_ADDR__/24\n' > /etc/systemd/network/10-imgmode-link.network
+networkctl reload
+networkctl reconfigure "$(ip -o link | awk -F': ' 'tolower($0) ~ /__LINK_MAC__/ {print $2; exit}')"
+for i in $(seq 120); do ip -4 -o addr show | grep -q " __LINK_ADDR__/" && break; sleep 1; done
+echo "FACT address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
+"#;
+
 /// Node A's installed system, at every boot. The first: the link's static address as
 /// post-pivot sets one, the registry restarted as post-pivot's drop-in does, what it names and
 /// listens on, the cluster on release 1, the join config (phase 1); then, B installed, waiting
@@ -96,12 +106,7 @@ if [ -f /var/lib/imgmode-vmtest/upgraded ]; then
   exit 0
 fi
 echo "IMGMODE-PHASE-1-BEGIN"
-mkdir -p /etc/systemd/network
-printf '[Match]\nMACAddress=__MAC__\n\n[Network]\nDHCP=no\nAddress=__ADDR__/24\n' > /etc/systemd/network/10-imgmode-link.network
-networkctl reload
-networkctl reconfigure "$(ip -o link | awk -F': ' 'tolower($0) ~ /__MAC__/ {print $2; exit}')"
-for i in $(seq 120); do ip -4 -o addr show | grep -q " __ADDR__/" && break; sleep 1; done
-echo "FACT address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
+__SET_LINK__
 run systemctl restart imgmode-payload-registry.service
 echo "FACT registry=$(systemctl is-active imgmode-payload-registry.service)"
 run journalctl -b -o cat -u imgmode-payload-tls.service
@@ -171,6 +176,8 @@ const B_BOOTED: &str = r#"grep -q "imgmode.live=" /proc/cmdline && exit 0
 echo "IMGMODE-PHASE-1-BEGIN"
 echo "INSTALLED $(tr -d '\n' < /var/lib/imgmode/ibi-install.json)"
 echo "IMGMODE-PHASE-1-END"
+echo "IMGMODE-PHASE-2-BEGIN"
+__SET_LINK__
 auth="$CREDENTIALS_DIRECTORY/vmtest.auth"
 store=/var/lib/containers/imgmode-vmtest-copy
 mkdir -p /run/imgmode-vmtest-ca
@@ -180,7 +187,6 @@ for i in $(seq 2400); do
   skopeo inspect --raw --authfile "$auth" --cert-dir /run/imgmode-vmtest-ca docker://__ADDR__:22625/imgmode-payloads:__V2HEX__ >/dev/null 2>&1 && break
   sleep 1
 done
-echo "IMGMODE-PHASE-2-BEGIN"
 run imgmode payload pull --registry __ADDR__ --id __V2__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
 run imgmode payload verify $store
 run imgmode payload pull --registry __ADDR__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
@@ -338,7 +344,9 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
         .port();
     eprintln!("==> node A: installs from payload ISO v1; its link to B gets {ADDR_A}");
     let fill_a = |s: &str| {
-        s.replace("__MAC__", MAC_A)
+        s.replace("__SET_LINK__", SET_LINK)
+            .replace("__LINK_MAC__", MAC_A)
+            .replace("__LINK_ADDR__", ADDR_A)
             .replace("__ADDR__", ADDR_A)
             .replace("__V1__", &rel.v1)
             .replace("__V2__", &rel.v2)
@@ -376,7 +384,10 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
         None,
     )?;
     let fill_b = |s: &str| {
-        s.replace("__SEED__", &rel.seed)
+        s.replace("__SET_LINK__", SET_LINK)
+            .replace("__LINK_MAC__", MAC_B)
+            .replace("__LINK_ADDR__", ADDR_B)
+            .replace("__SEED__", &rel.seed)
             .replace("__V2HEX__", rel.v2.trim_start_matches("sha256:"))
             .replace("__V2__", &rel.v2)
             .replace("__ADDR_B__", ADDR_B)
@@ -472,6 +483,11 @@ async fn b_failed(vm: Vm, e: anyhow::Error) -> anyhow::Error {
 /// Node B's phase 2: v2 copied from A by digest, verified, available; a second pull copies
 /// nothing; no work directory left.
 fn check_copy(p: &Phase, results: &str, rel: &Releases) -> Result<()> {
+    ensure!(
+        p.fact("address").trim() == format!("{ADDR_B}/24"),
+        "node B's installed system should have only {ADDR_B} on the link: {}",
+        p.fact("address")
+    );
     let out = p
         .ran_ok(&format!("imgmode payload pull --registry {ADDR_A} --id"))
         .context("node B copying v2 from A")?;
