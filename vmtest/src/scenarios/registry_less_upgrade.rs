@@ -398,7 +398,7 @@ pub async fn registry_less_upgrade(ctx: &RunContext, dir: &Path) -> Result<Strin
         &dir.join("b"),
         &iso_b.join("imgmode-ibi.iso"),
         link(port, false, MAC_B),
-        B_BOOTED.into(),
+        fill_b(B_BOOTED),
         fill_b(B_LIVE),
     )?
     .credential("vmtest.auth", secret.clone())
