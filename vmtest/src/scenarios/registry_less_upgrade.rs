@@ -189,7 +189,7 @@ for i in $(seq 2400); do
 done
 run imgmode payload pull --registry __ADDR__ --id __V2__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
 run imgmode payload verify $store
-run imgmode payload pull --registry __ADDR__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
+run imgmode payload pull --id __V2__ --registry __ADDR__ --store $store --pull-secret "$auth" --cert-dir /run/imgmode-vmtest-ca
 echo "IRI $(tr -d '\n' < $store/internalreleaseimage.json)"
 echo "FACT leftovers=$(ls -A /var/lib/containers | grep -c imgmode-payload-pull)"
 echo "IMGMODE-PHASE-2-END"
@@ -501,7 +501,7 @@ fn check_copy(p: &Phase, results: &str, rel: &Releases) -> Result<()> {
     );
     p.ran_ok("imgmode payload verify")
         .context("node B's copy of v2")?;
-    let again = p.ran_ok(&format!("imgmode payload pull --registry {ADDR_A} --store"))?;
+    let again = p.ran_ok("imgmode payload pull --id")?;
     ensure!(
         again.contains("already") && !again.contains("copied payload"),
         "node B's second pull copied again:\n{again}"
