@@ -59,11 +59,12 @@ fn a_payload_is_copied_from_another_nodes_registry() {
     let dial = format!("127.0.0.1:{}", node.port);
     let certs = root.join("etc/containers/certs.d/localhost:22625");
     let secret = t.join("pull-secret.json");
-    std::fs::write(&secret, SECRET).unwrap();
+    // credentials: 0600 from the start
+    imgmode_support::fs::write_private(&secret, SECRET).unwrap();
     let wrong = t.join("wrong.json");
-    std::fs::write(
+    imgmode_support::fs::write_private(
         &wrong,
-        format!(r#"{{"auths":{{"{dial}":{{"auth":"cGF5bG9hZDpub3Bl"}}}}}}"#),
+        &format!(r#"{{"auths":{{"{dial}":{{"auth":"cGF5bG9hZDpub3Bl"}}}}}}"#),
     )
     .unwrap();
     let pull = |extra: &[&str]| {

@@ -72,13 +72,10 @@ pub fn pull(
     let mut out = vec![];
     for id in ids {
         let from = format!("docker://{dial}/{RECORDS_REPO}:{}", record_tag(&id)?);
-        let held = store::held(store)?.iter().any(|p| p.id == id)
+        let held = store::held(store)?.into_iter().find(|p| p.id == id);
+        let available = held.is_some()
             && release::InternalReleaseImage::read(store)?.is(&id, release::AVAILABLE);
-        if held {
-            let payload = store::held(store)?
-                .into_iter()
-                .find(|p| p.id == id)
-                .expect("held");
+        if let (Some(payload), true) = (held, available) {
             out.push(Pulled {
                 added: Added {
                     payload,
