@@ -313,6 +313,10 @@ pub const RECONFIGURED: &str = "reconfigured.json";
 
 /// The steps, each skipped when the log records it as done.
 fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration> {
+    // new SSH host keys need nothing of the configuration: `ssh-keygen -A` (an RSA key among
+    // them, seconds under emulation) runs alongside the steps up to `host`, which waits for it
+    let mut host_keys = (!log.is_done("host"))
+        .then(|| std::thread::spawn(|| regenerate_ssh_host_keys(Path::new("/"))));
     log.once("config", "waiting for the configuration ISO", |_| {
         fetch_config(o)
     })?;
@@ -336,8 +340,8 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     )?;
     log.once(
         "host",
-        "SSH key, pull secret, hostname, NTP sources",
-        |_| configure_host(&m),
+        "SSH key, new SSH host keys, pull secret, hostname, NTP sources",
+        |_| configure_host(&m, host_keys.take()),
     )?;
     log.once(
         "stop",
@@ -534,17 +538,12 @@ fn site_host_settings(
             trust_changed.push(f.path.clone());
         }
     }
+    let mut units_changed = false;
     for f in &files {
-        match &f.content {
-            Some(text) => {
-                if let Some(dir) = f.path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
-                imgmode_support::fs::write_atomic(&f.path, text.as_bytes(), f.mode)?;
-            }
-            None => imgmode_support::fs::remove_path(&f.path)?,
+        if !write_host_file(f)? {
+            continue;
         }
+        units_changed |= f.path.starts_with(SYSTEMD_UNITS_DIR);
     }
     // update-ca-certificates runs a process per CA of the system (15 s under TCG): it runs
     // alongside the next steps, and the `trust` step waits for it before the services start
@@ -556,9 +555,46 @@ fn site_host_settings(
     } else {
         None
     };
-    steps.step("site: reloading systemd (the proxy's drop-ins)");
-    Run::new("systemctl").arg("daemon-reload").output()?;
+    // a reload runs every generator (seconds under emulation): only when a drop-in changed
+    if units_changed {
+        steps.step("site: reloading systemd (the proxy's drop-ins changed)");
+        Run::new("systemctl").arg("daemon-reload").output()?;
+    }
     Ok(trust)
+}
+
+/// Where the host's files that systemd reads as units live.
+const SYSTEMD_UNITS_DIR: &str = "/etc/systemd/system";
+
+/// One of the site's host files written (or removed), when it is not so already; whether it
+/// changed.
+fn write_host_file(f: &crate::site::HostFile) -> Result<bool> {
+    let now = match std::fs::read(&f.path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", f.path.display())),
+    };
+    let mode_now = std::fs::metadata(&f.path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777);
+    match &f.content {
+        Some(text) if now.as_deref() == Some(text.as_bytes()) && mode_now == Some(f.mode) => {
+            Ok(false)
+        }
+        Some(text) => {
+            if let Some(dir) = f.path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            imgmode_support::fs::write_atomic(&f.path, text.as_bytes(), f.mode)?;
+            Ok(true)
+        }
+        None if now.is_none() && !f.path.is_symlink() => Ok(false),
+        None => {
+            imgmode_support::fs::remove_path(&f.path)?;
+            Ok(true)
+        }
+    }
 }
 
 /// The trust store's update that [`site_host_settings`] started; in a run resumed after the
@@ -620,8 +656,12 @@ fn apply_network(m: &SeedReconfiguration) -> Result<()> {
     Ok(())
 }
 
-/// Root's SSH key, new SSH host keys, the pull secret, the hostname and the NTP sources.
-fn configure_host(m: &SeedReconfiguration) -> Result<()> {
+/// New SSH host keys being made on a thread of their own.
+type HostKeys = std::thread::JoinHandle<Result<()>>;
+
+/// Root's SSH key, new SSH host keys (those `started` made, or made now), the pull secret,
+/// the hostname and the NTP sources.
+fn configure_host(m: &SeedReconfiguration, started: Option<HostKeys>) -> Result<()> {
     // the site's keys replace whatever the seed carried: the seed's owner logs in nowhere
     let ak = Path::new("/root/.ssh/authorized_keys");
     let keys: Vec<&str> = m
@@ -637,7 +677,12 @@ fn configure_host(m: &SeedReconfiguration) -> Result<()> {
         std::fs::set_permissions("/root/.ssh", std::fs::Permissions::from_mode(0o700))?;
         write_private(ak, &format!("{}\n", keys.join("\n")))?;
     }
-    regenerate_ssh_host_keys(Path::new("/"))?;
+    match started {
+        Some(t) => t
+            .join()
+            .map_err(|_| anyhow::anyhow!("making the SSH host keys panicked"))??,
+        None => regenerate_ssh_host_keys(Path::new("/"))?,
+    }
     // sshd (when it runs) serves the new keys
     let _ = Run::new("systemctl")
         .args(["try-restart", "ssh.service"])
@@ -724,6 +769,33 @@ fn put_manifests(c: &Cluster, m: &SeedReconfiguration, extra: &[serde_json::Valu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_host_file_is_written_only_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.service.d/10-imgmode-proxy.conf");
+        let f = crate::site::HostFile {
+            path: path.clone(),
+            content: Some("[Service]\n".into()),
+            mode: 0o644,
+        };
+        assert!(write_host_file(&f).unwrap(), "a new file changes");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[Service]\n");
+        assert!(
+            !write_host_file(&f).unwrap(),
+            "the same file again changes nothing"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(write_host_file(&f).unwrap(), "another mode is a change");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let gone = crate::site::HostFile { content: None, ..f };
+        assert!(write_host_file(&gone).unwrap(), "a removal changes");
+        assert!(!path.exists());
+        assert!(!write_host_file(&gone).unwrap(), "nothing to remove");
+    }
 
     #[test]
     fn dangling_links_go_and_the_rest_stay() {

@@ -499,27 +499,34 @@ pub fn proxy_env(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Opt
     Ok(Some(s))
 }
 
+/// The proxy's drop-in for the unit `unit`.
+fn proxy_drop_in(unit: &str) -> String {
+    format!("/etc/systemd/system/{unit}.d/10-imgmode-proxy.conf")
+}
+
 /// The host files of the proxy, the trust bundle and the registry mirrors, given etcd as the
 /// seed left it; a setting the site does not give removes its file.
 pub fn host_files(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Vec<HostFile>> {
     let seed_release_registry = seed_release_registry(existing);
     let seed_release_registry = seed_release_registry.as_deref();
     let mut out = vec![];
-    match proxy_env(existing, m)? {
-        Some(env) => {
-            out.push(file(PROXY_ENV, env));
-            for u in PROXY_UNITS {
-                out.push(file(
-                    &format!("/etc/systemd/system/{u}.d/10-imgmode-proxy.conf"),
-                    format!("# Written by imgmode post-pivot: the cluster's proxy.\n[Service]\nEnvironmentFile={PROXY_ENV}\n"),
-                ));
-            }
-        }
-        None => out.push(HostFile {
-            path: PROXY_ENV.into(),
-            content: None,
-            mode: 0o644,
-        }),
+    // without a proxy, its drop-ins go with its environment (a drop-in naming a file that is
+    // gone would keep the services from starting)
+    let env = proxy_env(existing, m)?;
+    out.push(HostFile {
+        path: PROXY_ENV.into(),
+        content: env.clone(),
+        mode: 0o644,
+    });
+    for u in PROXY_UNITS {
+        let path = proxy_drop_in(u);
+        out.push(match env {
+            Some(_) => file(
+                &path,
+                format!("# Written by imgmode post-pivot: the cluster's proxy.\n[Service]\nEnvironmentFile={PROXY_ENV}\n"),
+            ),
+            None => gone(&path),
+        });
     }
     let bundle = m.additional_trust_bundle.user_ca_bundle.trim();
     if !bundle.is_empty() {
@@ -820,6 +827,14 @@ mod tests {
         };
         let files = host_files(&seed(), &m).unwrap();
         assert_eq!(files[0].content, None, "no proxy: its environment goes");
+        let n = PROXY_UNITS.len();
+        assert!(
+            files[1..=n]
+                .iter()
+                .all(|f| f.content.is_none() && f.path.ends_with("10-imgmode-proxy.conf")),
+            "no proxy: its drop-ins go too"
+        );
+        let files = &files[n..];
         assert_eq!(
             files[1].path,
             PathBuf::from(format!("{TRUST_DIR}/{TRUST_PREFIX}-0.crt"))
@@ -835,6 +850,7 @@ mod tests {
         let mut same = seed();
         same[0].value["status"]["desired"]["image"] = json!("mirror.site.example:5000/r@sha256:aa");
         let files = host_files(&same, &m).unwrap();
+        let files = &files[n..];
         assert_eq!(files.len(), 5);
         assert!(files[3..].iter().all(|f| f.content.is_none()), "no mirror");
     }
