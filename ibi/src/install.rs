@@ -133,13 +133,18 @@ struct Mounts {
 }
 
 impl Mounts {
-    /// Mount partition `p` of `disk` (through a loop device at its offset) on `at`.
+    /// Mount partition `p` of `disk` on `at`: the kernel's partition device when it has one
+    /// (see [`disk::partition_device`]), else a loop device at its offset (a disk image file).
     fn mount(&mut self, disk: &Path, p: &Partition, at: &Path) -> Result<()> {
         std::fs::create_dir_all(at)?;
-        Run::new("mount")
-            .arg("-o")
-            .arg(format!("loop,offset={},sizelimit={}", p.start, p.size))
-            .arg(disk)
+        let mount = match disk::partition_device(disk, p.start, p.size) {
+            Some(dev) => Run::new("mount").arg(dev),
+            None => Run::new("mount")
+                .arg("-o")
+                .arg(format!("loop,offset={},sizelimit={}", p.start, p.size))
+                .arg(disk),
+        };
+        mount
             .arg(at)
             .output()
             .with_context(|| format!("mounting the {} partition on {}", p.label, at.display()))?;

@@ -219,6 +219,42 @@ pub(crate) fn users(name: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The kernel's device node of the partition of the block device `disk` that starts at byte
+/// `start` and spans `size` bytes (sysfs counts 512-byte sectors), when the kernel knows it
+/// so. The install makes and mounts its filesystems there: through a loop device over the
+/// whole disk every block written would pass through the page cache twice.
+pub(crate) fn partition_device(disk: &Path, start: u64, size: u64) -> Option<PathBuf> {
+    let meta = std::fs::metadata(disk).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let name = sys_name(&meta).ok()?;
+    let part = partition_named(&Path::new("/sys/class/block").join(name), start, size)?;
+    let dev = Path::new("/dev").join(part);
+    dev.exists().then_some(dev)
+}
+
+/// The name of the partition under the disk's sysfs directory `sys_disk` that starts at byte
+/// `start` and spans `size` bytes.
+fn partition_named(sys_disk: &Path, start: u64, size: u64) -> Option<std::ffi::OsString> {
+    let sectors = |dir: &Path, f: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir(sys_disk)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|dir| dir.join("partition").exists())
+        .find(|dir| {
+            sectors(dir, "start") == Some(start / 512) && sectors(dir, "size") == Some(size / 512)
+        })
+        .and_then(|dir| dir.file_name().map(|n| n.to_os_string()))
+}
+
 /// The loop device attached to the file `path`, if any.
 fn attached_loop(path: &Path) -> Result<Option<String>> {
     let want = std::fs::canonicalize(path)?;
@@ -238,4 +274,39 @@ fn attached_loop(path: &Path) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_found_by_its_place_on_the_disk() {
+        // the kernel's view of a disk, as sysfs shows it (in 512-byte sectors)
+        let sys = tempfile::tempdir().unwrap();
+        let disk = sys.path().join("vda");
+        for (name, start, size) in [("vda1", 2048, 2048), ("vda4", 4096, 32768)] {
+            let d = disk.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("partition"), "1\n").unwrap();
+            std::fs::write(d.join("start"), format!("{start}\n")).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        // a directory of the disk that is not a partition, with the same figures
+        std::fs::create_dir_all(disk.join("queue")).unwrap();
+        std::fs::write(disk.join("queue/start"), "4096\n").unwrap();
+        std::fs::write(disk.join("queue/size"), "32768\n").unwrap();
+        let found = partition_named(&disk, 4096 * 512, 32768 * 512);
+        assert_eq!(found.as_deref(), Some(std::ffi::OsStr::new("vda4")));
+        assert_eq!(
+            partition_named(&disk, 4096 * 512, 2048 * 512),
+            None,
+            "a partition of another size is not the one asked for"
+        );
+        assert_eq!(partition_named(&disk, 0, 2048 * 512), None);
+        // a disk image file has no partition devices: the install mounts through a loop device
+        let img = sys.path().join("disk.img");
+        std::fs::write(&img, b"").unwrap();
+        assert_eq!(partition_device(&img, 2048 * 512, 2048 * 512), None);
+    }
 }

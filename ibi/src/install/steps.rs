@@ -354,7 +354,21 @@ fn partition(target: Target, plan: Plan, root: &Path) -> Result<Disk<'_>> {
     for p in &plan.layout.partitions {
         match p.role {
             Role::Esp => imgmode_os::disk::mkfs_esp(disk, p)?,
-            Role::Boot | Role::Root | Role::Extra => imgmode_os::disk::mkfs_ext4(disk, p, None)?,
+            // on the partition's device when the kernel has one, where the mount reads it
+            // (the whole disk's page cache and the partition's are not the same)
+            Role::Boot | Role::Root | Role::Extra => {
+                match super::disk::partition_device(disk, p.start, p.size) {
+                    Some(dev) => imgmode_os::disk::mkfs_ext4(
+                        &dev,
+                        &Partition {
+                            start: 0,
+                            ..p.clone()
+                        },
+                        None,
+                    )?,
+                    None => imgmode_os::disk::mkfs_ext4(disk, p, None)?,
+                }
+            }
             Role::BiosBoot => {}
         }
     }
