@@ -154,7 +154,9 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     link_or_copy(&root.dir.join(ROOTFS), &rootfs)?;
     let rootfs_bytes = std::fs::metadata(&rootfs)?.len();
     let config = iso.join("live/config.img");
-    write_config(&tree, &opts.files, &config)?;
+    let mut files = opts.files.clone();
+    files.extend(updated_stamps());
+    write_config(&tree, &files, &config)?;
 
     steps.step("building GRUB for BIOS and UEFI from the image");
     let boot = write_boot(opts, &tree, w, &iso)?;
@@ -177,6 +179,20 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
         rootfs_bytes,
         iso_bytes: std::fs::metadata(&opts.output)?.len(),
     })
+}
+
+/// `/etc/.updated` and `/var/.updated` as systemd-update-done writes them, for the image's
+/// `/usr` (mtime 0, as ostree keeps it): the image's caches are current, so the units of
+/// `ConditionNeedsUpdate=` (ldconfig, the journal catalog: seconds under emulation, in the way
+/// of sysinit.target and so of the install) do not run at every boot of a live system.
+fn updated_stamps() -> Vec<LiveFile> {
+    let stamp = "# This file was created by imgmode for the live system, as systemd-update-done\n\
+                 # would: /usr's modification time, for which /etc and /var are up to date.\n\
+                 TIMESTAMP_NSEC=0\n";
+    ["etc/.updated", "var/.updated"]
+        .iter()
+        .map(|p| LiveFile::file(p, 0o644, stamp))
+        .collect()
 }
 
 /// The options' checks, before anything is read: label, output, kernel arguments, ISO
@@ -793,6 +809,25 @@ mod tests {
             ("usr/share/man/man1/imgmode.1.gz", true),
         ] {
             assert_eq!(live_name(rel, "6.1").is_some(), kept, "{rel}");
+        }
+    }
+
+    #[test]
+    fn the_live_system_has_its_update_stamps() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        std::fs::create_dir_all(t.join("usr/etc")).unwrap();
+        std::fs::create_dir_all(t.join("var")).unwrap();
+        let out = t.join("config.img");
+        write_config(t, &updated_stamps(), &out).unwrap();
+        let entries = cpio::list(std::fs::File::open(&out).unwrap()).unwrap();
+        for name in ["etc/.updated", "var/.updated"] {
+            let e = entries.iter().find(|e| e.name == name).unwrap();
+            assert_eq!(e.mode & 0o7777, 0o644);
+            // its mtime is 0 (Meta::root), /usr's in an ostree image: ConditionNeedsUpdate
+            // is false
+            let text = String::from_utf8(e.data.clone()).unwrap();
+            assert!(text.ends_with("TIMESTAMP_NSEC=0\n"), "{text}");
         }
     }
 
