@@ -567,29 +567,27 @@ fn site_host_settings(
 const SYSTEMD_UNITS_DIR: &str = "/etc/systemd/system";
 
 /// One of the site's host files written (or removed), when it is not so already; whether it
-/// changed.
+/// changed. A file is the site's when it is a regular file (not a link) with the site's mode
+/// and content; anything else there is replaced, as before.
 fn write_host_file(f: &crate::site::HostFile) -> Result<bool> {
-    let now = match std::fs::read(&f.path) {
-        Ok(b) => Some(b),
+    let meta = match std::fs::symlink_metadata(&f.path) {
+        Ok(m) => Some(m),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", f.path.display())),
     };
-    let mode_now = std::fs::metadata(&f.path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777);
     match &f.content {
-        Some(text) if now.as_deref() == Some(text.as_bytes()) && mode_now == Some(f.mode) => {
-            Ok(false)
-        }
         Some(text) => {
-            if let Some(dir) = f.path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+            let same = meta
+                .as_ref()
+                .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == f.mode)
+                && std::fs::read(&f.path).ok().as_deref() == Some(text.as_bytes());
+            if !same {
+                // write_atomic makes the parent directories
+                imgmode_support::fs::write_atomic(&f.path, text.as_bytes(), f.mode)?;
             }
-            imgmode_support::fs::write_atomic(&f.path, text.as_bytes(), f.mode)?;
-            Ok(true)
+            Ok(!same)
         }
-        None if now.is_none() && !f.path.is_symlink() => Ok(false),
+        None if meta.is_none() => Ok(false),
         None => {
             imgmode_support::fs::remove_path(&f.path)?;
             Ok(true)
@@ -791,6 +789,14 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o644
         );
+        // a link to the same content is not the site's file: replaced by one
+        let elsewhere = dir.path().join("elsewhere.conf");
+        std::fs::write(&elsewhere, "[Service]\n").unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(write_host_file(&f).unwrap(), "a link is replaced");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
         let gone = crate::site::HostFile { content: None, ..f };
         assert!(write_host_file(&gone).unwrap(), "a removal changes");
         assert!(!path.exists());
