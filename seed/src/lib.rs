@@ -32,6 +32,7 @@ pub mod postpivot;
 pub mod pullsecret;
 pub mod reconfig;
 pub mod site;
+mod truststore;
 
 /// The seed format this imgmode writes and reads (lifecycle-agent's current one).
 pub const SEED_FORMAT_VERSION: u32 = 4;

@@ -452,26 +452,6 @@ pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The system's trust store of links (`update-ca-certificates` keeps it).
-const CERTS_DIR: &str = "/etc/ssl/certs";
-
-/// `update-ca-certificates` after the trust files `changed` were written or removed, with the
-/// result of `--fresh` at a fraction of its cost (it relinks every CA of the system, several
-/// seconds under emulation): the links of the changed files go first, so the tool links them
-/// anew (a file whose name stayed and whose certificate changed gets its new hash link), and
-/// what is left dangling afterwards (the hash links of certificates gone) is removed.
-fn update_trust_store(certs: &Path, changed: &[PathBuf]) -> Result<()> {
-    for f in changed {
-        let Some(stem) = f.file_stem() else { continue };
-        let link = certs.join(format!("{}.pem", stem.to_string_lossy()));
-        if link.is_symlink() {
-            imgmode_support::fs::remove_path(&link)?;
-        }
-    }
-    Run::new("update-ca-certificates").output()?;
-    remove_dangling_links(certs)
-}
-
 /// The site's trust files in the host's store ([`crate::site::TRUST_DIR`], named
 /// [`crate::site::TRUST_PREFIX`]...); none when the store has no such directory.
 fn trust_files() -> Result<Vec<PathBuf>> {
@@ -492,23 +472,12 @@ fn trust_files() -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Remove the symlinks in `dir` whose targets are gone.
-fn remove_dangling_links(dir: &Path) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
-        if p.is_symlink() && !p.exists() {
-            imgmode_support::fs::remove_path(&p)?;
-        }
-    }
-    Ok(())
-}
-
 /// The site's settings checked before anything changes (install-config's `fips` against the
 /// kernel, the node IP against the machine networks, the proxy and the seed-decided fields
 /// against the seed's, through [`crate::site::cluster_updates`] on etcd as the seed left it),
 /// then the host's side of the proxy, trust bundle and registry mirrors.
-/// `update-ca-certificates` (a process per CA of the system, 15 s under TCG) is started on a
-/// thread of its own, returned for the `trust` step to wait for.
+/// The trust store's update ([`crate::truststore`]: its links, hash links and bundle) is
+/// started on a thread of its own, returned for the `trust` step to wait for.
 fn site_host_settings(
     c: &Cluster,
     m: &SeedReconfiguration,
@@ -545,12 +514,14 @@ fn site_host_settings(
         }
         units_changed |= f.path.starts_with(SYSTEMD_UNITS_DIR);
     }
-    // update-ca-certificates runs a process per CA of the system (15 s under TCG): it runs
+    // the trust store's update (an `openssl rehash` of every CA of the system) runs
     // alongside the next steps, and the `trust` step waits for it before the services start
     let trust = if Path::new(crate::site::TRUST_DIR).is_dir() {
-        steps.step("site: updating the trust store (update-ca-certificates, in the background)");
+        steps.step(
+            "site: updating the trust store (links, hash links and bundle, in the background)",
+        );
         Some(std::thread::spawn(move || {
-            update_trust_store(Path::new(CERTS_DIR), &trust_changed)
+            crate::truststore::update(&crate::truststore::Store::system(), &trust_changed)
         }))
     } else {
         None
@@ -604,13 +575,13 @@ fn finish_trust_store(started: Option<TrustUpdate>) -> Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("the trust store's update panicked"))?,
         None if Path::new(crate::site::TRUST_DIR).is_dir() => {
-            update_trust_store(Path::new(CERTS_DIR), &trust_files()?)
+            crate::truststore::update(&crate::truststore::Store::system(), &trust_files()?)
         }
         None => Ok(()),
     }
 }
 
-/// `update-ca-certificates` running on its own thread.
+/// The trust store's update running on its own thread.
 type TrustUpdate = std::thread::JoinHandle<Result<()>>;
 
 /// How long post-pivot waits for the node IP's address: static addresses come at once, a DHCP
@@ -801,23 +772,6 @@ mod tests {
         assert!(write_host_file(&gone).unwrap(), "a removal changes");
         assert!(!path.exists());
         assert!(!write_host_file(&gone).unwrap(), "nothing to remove");
-    }
-
-    #[test]
-    fn dangling_links_go_and_the_rest_stay() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path();
-        std::fs::write(p.join("real.crt"), "x").unwrap();
-        std::os::unix::fs::symlink(p.join("real.crt"), p.join("real.pem")).unwrap();
-        std::os::unix::fs::symlink("gone.pem", p.join("abcd1234.0")).unwrap();
-        std::os::unix::fs::symlink("real.pem", p.join("0123abcd.0")).unwrap();
-        remove_dangling_links(p).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["0123abcd.0", "real.crt", "real.pem"]);
     }
 
     #[test]
