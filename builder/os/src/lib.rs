@@ -15,6 +15,7 @@ pub mod base;
 pub mod disk;
 pub mod grub;
 pub mod live;
+mod liveroot;
 pub mod node;
 pub mod ostree;
 pub mod partition;

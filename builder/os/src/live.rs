@@ -1,12 +1,13 @@
-//! Live ISOs: a bootable image's own tree, running from RAM.
+//! Live ISOs: a bootable image's own tree, booted from the ISO with a RAM layer on top.
 //!
-//! The ISO holds the image's kernel (`/live/vmlinuz`), its root filesystem (all of it but
-//! documentation and translations) as a zstd-compressed `newc` cpio (`/live/rootfs.img`),
-//! and the caller's files as a second, uncompressed cpio (`/live/config.img`). GRUB loads
-//! both archives as one initramfs; the kernel unpacks them into its RAM-backed root
-//! filesystem (later archives override earlier ones) and runs systemd from there
-//! (`rdinit=`): no initramfs logic, no device-mapper, and the ISO is not needed after boot. The ostree layout is undone on the way (`/usr/etc`
-//! becomes `/etc`; the kernel and the image's own initramfs stay out of the root).
+//! The ISO holds the image's kernel (`/live/vmlinuz`) and its own generic initramfs
+//! (`/live/initrd.img`), its root filesystem (all of it but documentation and translations) as
+//! a compressed read-only EROFS image (`/live/root.erofs`), and a small uncompressed cpio
+//! (`/live/config.img`) the kernel unpacks after the initramfs: the units that mount the root
+//! image under a tmpfs layer at `/sysroot` ([`crate::liveroot`]), and the caller's files, which
+//! they copy into that layer. systemd then switches root as for an installed system; the ostree
+//! layout is undone in the root image (`/usr/etc` becomes `/etc`; the kernel and the
+//! initramfs stay out of it). The ISO stays mounted while the live system runs.
 //!
 //! Booting: GRUB from the image ([`crate::grub::Grub::iso_images`]) as the El Torito BIOS
 //! no-emulation image and in a FAT image for UEFI, assembled by xorriso like `grub-mkrescue`
@@ -14,6 +15,7 @@
 //! Directories given in [`LiveOpts::iso_dirs`] are added to the ISO filesystem (the live
 //! system finds it as `/dev/disk/by-label/<label>`).
 
+use crate::liveroot;
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_image::cpio::{self, Meta};
 use imgmode_image::store::Store;
@@ -93,19 +95,12 @@ pub struct LiveOutcome {
 /// The kernel arguments of every live system.
 pub fn live_kargs(label: &str) -> Vec<String> {
     vec![
-        "rdinit=/usr/lib/systemd/systemd".into(),
         "console=tty0".into(),
         "console=ttyS0,115200n8".into(),
         format!("imgmode.live={label}"),
-        format!("modules-load={}", EARLY_MODULES.join(",")),
+        format!("modules-load={}", liveroot::EARLY_MODULES.join(",")),
     ]
 }
-
-/// Modules systemd-modules-load loads before udev starts: the SATA controller and optical
-/// drive the ISO is usually on, and its filesystem. udev would load them too, but only among
-/// the hundreds of devices of its coldplug (under emulation the ISO's device appeared 15 s
-/// after these modules could have been loaded).
-const EARLY_MODULES: &[&str] = &["ahci", "sr_mod", "isofs"];
 
 /// Volume labels: what xorriso, GRUB's `search --label` and udev's by-label all take.
 pub fn check_label(label: &str) -> Result<()> {
@@ -125,7 +120,14 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     let parent = check_opts(opts)?;
     let imgref = opts.store.resolve(&opts.image)?;
     require_root("writing a live ISO (the image's files keep their owners)")?;
-    require_tools(&["skopeo", "xorriso", "mkfs.vfat", "mmd", "mcopy"])?;
+    require_tools(&[
+        "skopeo",
+        "xorriso",
+        "mkfs.vfat",
+        "mmd",
+        "mcopy",
+        "mkfs.erofs",
+    ])?;
 
     let work = imgmode_support::fs::WorkDir::new(&opts.cache_dir.join("work"), "live-")?;
     let w = work.path();
@@ -150,13 +152,17 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
         tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
         iso.join("live/vmlinuz"),
     )?;
-    let rootfs = iso.join("live/rootfs.img");
+    link_or_copy(
+        &tree.join(format!("usr/lib/modules/{kver}/initramfs.img")),
+        &iso.join(liveroot::INITRD),
+    )?;
+    let rootfs = iso.join(liveroot::ROOT_IMAGE);
     link_or_copy(&root.dir.join(ROOTFS), &rootfs)?;
     let rootfs_bytes = std::fs::metadata(&rootfs)?.len();
     let config = iso.join("live/config.img");
     let mut files = opts.files.clone();
     files.extend(updated_stamps());
-    write_config(&tree, &files, &config)?;
+    write_config(&tree, &files, &opts.label, &config)?;
 
     steps.step("building GRUB for BIOS and UEFI from the image");
     let boot = write_boot(opts, &tree, w, &iso)?;
@@ -223,7 +229,7 @@ fn check_opts(opts: &LiveOpts) -> Result<&Path> {
 }
 
 /// Fetch the image into a fresh repository in `w`, check its tree out at `dir/tree` and archive
-/// it at `dir/rootfs.img`: the live root, described by `dir/meta.json`.
+/// it as the root image `dir/root.erofs`: the live root, described by `dir/meta.json`.
 fn prepare_root(
     imgref: &ostree_ext::container::OstreeImageReference,
     w: &Path,
@@ -239,8 +245,9 @@ fn prepare_root(
     // a hard-link checkout: the tree keeps its files when the repository goes
     crate::ostree::checkout(&repo, &commit, &tree).context("checking out the image's tree")?;
     let kernel = kernel_version(&tree)?;
-    steps.step("archiving the root filesystem (zstd cpio)");
-    let tree_bytes = write_rootfs(&tree, &kernel, &dir.join(ROOTFS))?;
+    steps.step("writing the root image (EROFS, LZ4HC)");
+    let tree_bytes =
+        liveroot::write_root_image(&tree, &kernel, &dir.join("stage"), &dir.join(ROOTFS))?;
     let meta = RootMeta {
         commit,
         digest,
@@ -257,10 +264,10 @@ fn prepare_root(
 
 /// Version of the live root's layout and archive ([`live_name`], [`write_rootfs`]): part of the
 /// cache key, so a change of either never reuses an older archive.
-const LIVE_ROOT_VERSION: u32 = 1;
+const LIVE_ROOT_VERSION: u32 = 2;
 /// Live roots kept in the cache (each about the image's size and its archive's).
 const KEEP_LIVE_ROOTS: usize = 2;
-const ROOTFS: &str = "rootfs.img";
+const ROOTFS: &str = "root.erofs";
 const META: &str = "meta.json";
 
 /// What a prepared live root is.
@@ -273,7 +280,7 @@ struct RootMeta {
     tree_bytes: u64,
 }
 
-/// A live root: `dir/tree` (the image's files), `dir/rootfs.img` (their archive); a cached
+/// A live root: `dir/tree` (the image's files), `dir/root.erofs` (its root image); a cached
 /// one is held under a shared lock, so that no other build evicts it while it is read.
 struct LiveRoot {
     dir: PathBuf,
@@ -511,76 +518,12 @@ terminal_output console serial
 set timeout=3
 menuentry '{title}' {{
   linux /live/vmlinuz {}
-  initrd /live/rootfs.img /live/config.img
+  initrd /{} /live/config.img
 }}
 ",
-        kargs.join(" ")
+        kargs.join(" "),
+        liveroot::INITRD
     )
-}
-
-/// Where a tree path lands in the live root (`None`: left out).
-fn live_name(rel: &str, kver: &str) -> Option<String> {
-    let kdir = format!("usr/lib/modules/{kver}/");
-    if let Some(f) = rel.strip_prefix(&kdir) {
-        if matches!(f, "vmlinuz" | "initramfs.img") {
-            return None;
-        }
-    }
-    // an unattended installer shows no documentation and no translations: they stay out of
-    // the RAM root, which the firmware reads and the kernel unpacks on every boot (the
-    // licences stay: usr/share/doc/PACKAGE/copyright; the man pages stay, for whoever logs in)
-    if rel.starts_with("usr/share/locale/") {
-        return None;
-    }
-    if let Some(d) = rel.strip_prefix("usr/share/doc/") {
-        let parts: Vec<&str> = d.split('/').collect();
-        let keep = parts.len() == 1 || (parts.len() == 2 && parts[1] == "copyright");
-        if !keep {
-            return None;
-        }
-    }
-    // the live system is no ostree deployment: /etc is the image's /usr/etc
-    if rel == "etc" || rel.starts_with("etc/") {
-        return None;
-    }
-    if rel == "usr/etc" || rel.starts_with("usr/etc/") {
-        return Some(rel["usr/".len()..].to_string());
-    }
-    Some(rel.to_string())
-}
-
-/// The tree as a zstd cpio; returns the bytes archived.
-fn write_rootfs(tree: &Path, kver: &str, out: &Path) -> Result<u64> {
-    let f = std::fs::File::create(out)?;
-    let enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), 3)?;
-    let mut counted = Counted { inner: enc, n: 0 };
-    {
-        let mut w = cpio::Writer::new(&mut counted);
-        w.tree(tree, &|r| live_name(r, kver))?;
-        // the kernel's console for init (the built-in initramfs has one too; this makes sure)
-        w.dir("dev", &Meta::root(0o755))?;
-        w.char_device("dev/console", 5, 1, &Meta::root(0o600))?;
-        w.finish()?;
-    }
-    let n = counted.n;
-    counted.inner.finish()?.flush()?;
-    Ok(n)
-}
-
-struct Counted<W> {
-    inner: W,
-    n: u64,
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The tree path holding live path `path` (`etc/x` is `usr/etc/x`), symlinks in its parents
@@ -621,10 +564,15 @@ fn resolve(tree: &Path, path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-/// The caller's files as an uncompressed cpio, with their parent directories (as the image
-/// has them, or root-owned 0755).
-fn write_config(tree: &Path, files: &[LiveFile], out: &Path) -> Result<()> {
+/// The live system's second archive, uncompressed: the initrd's units for the ISO labelled
+/// `label` ([`liveroot::write_initrd_units`]) and the caller's files under
+/// [`liveroot::FILES_DIR`], with their parent directories as the image has them (or root-owned
+/// 0755); the initrd copies them into the live root's RAM layer.
+fn write_config(tree: &Path, files: &[LiveFile], label: &str, out: &Path) -> Result<()> {
     let mut w = cpio::Writer::new(std::io::BufWriter::new(std::fs::File::create(out)?));
+    liveroot::write_initrd_units(&mut w, label)?;
+    let top = liveroot::FILES_DIR;
+    w.dir(top, &Meta::root(0o755))?;
     let mut made = std::collections::BTreeSet::new();
     for f in files {
         ensure!(
@@ -652,15 +600,16 @@ fn write_config(tree: &Path, files: &[LiveFile], out: &Path) -> Result<()> {
                     Ok(_) => bail!("{d} is not a directory in the image"),
                     Err(_) => Meta::root(0o755),
                 };
-                w.dir(&d, &m)?;
+                w.dir(&format!("{top}/{d}"), &m)?;
             }
         }
+        let name = format!("{top}/{path}");
         match &f.content {
-            Content::File { data, mode } => w.bytes(&path, &Meta::root(*mode), data)?,
-            Content::Symlink(t) => w.symlink(&path, t, &Meta::root(0o777))?,
+            Content::File { data, mode } => w.bytes(&name, &Meta::root(*mode), data)?,
+            Content::Symlink(t) => w.symlink(&name, t, &Meta::root(0o777))?,
             Content::Dir(mode) => {
                 made.insert(path.clone());
-                w.dir(&path, &Meta::root(*mode))?
+                w.dir(&name, &Meta::root(*mode))?
             }
         }
     }
@@ -724,7 +673,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let o = opts(d.path());
         let hex = "ab".repeat(32);
-        let e = stored_root(&o.cache_dir.join("live"), &format!("v1-{hex}"), 3600);
+        let e = stored_root(
+            &o.cache_dir.join("live"),
+            &format!("v{LIVE_ROOT_VERSION}-{hex}"),
+            3600,
+        );
         let imgref = ostree_ext::container::OstreeImageReference::try_from(
             format!(
                 "ostree-unverified-image:oci:{}",
@@ -777,51 +730,15 @@ mod tests {
     }
 
     #[test]
-    fn the_live_root_undoes_the_ostree_layout() {
-        assert_eq!(
-            live_name("usr/etc/passwd", "6.1").as_deref(),
-            Some("etc/passwd")
-        );
-        assert_eq!(live_name("usr/etc", "6.1").as_deref(), Some("etc"));
-        assert_eq!(live_name("usr/lib/modules/6.1/vmlinuz", "6.1"), None);
-        assert_eq!(live_name("usr/lib/modules/6.1/initramfs.img", "6.1"), None);
-        assert_eq!(
-            live_name("usr/lib/modules/6.1/kernel/fs/isofs.ko", "6.1").as_deref(),
-            Some("usr/lib/modules/6.1/kernel/fs/isofs.ko")
-        );
-        assert_eq!(
-            live_name("usr/etcetera", "6.1").as_deref(),
-            Some("usr/etcetera")
-        );
-    }
-
-    #[test]
-    fn the_live_root_leaves_out_documentation_and_translations_but_not_licences() {
-        for (rel, kept) in [
-            ("usr/share/doc", true),
-            ("usr/share/doc/bash", true),
-            ("usr/share/doc/bash/copyright", true),
-            ("usr/share/doc/bash/changelog.Debian.gz", false),
-            ("usr/share/doc/bash/examples", false),
-            ("usr/share/doc/bash/examples/copyright", false),
-            ("usr/share/locale", true),
-            ("usr/share/locale/de/LC_MESSAGES/bash.mo", false),
-            ("usr/share/man/man1/imgmode.1.gz", true),
-        ] {
-            assert_eq!(live_name(rel, "6.1").is_some(), kept, "{rel}");
-        }
-    }
-
-    #[test]
     fn the_live_system_has_its_update_stamps() {
         let d = tempfile::tempdir().unwrap();
         let t = d.path();
         std::fs::create_dir_all(t.join("usr/etc")).unwrap();
         std::fs::create_dir_all(t.join("var")).unwrap();
         let out = t.join("config.img");
-        write_config(t, &updated_stamps(), &out).unwrap();
+        write_config(t, &updated_stamps(), "T", &out).unwrap();
         let entries = cpio::list(std::fs::File::open(&out).unwrap()).unwrap();
-        for name in ["etc/.updated", "var/.updated"] {
+        for name in ["imgmode-live/etc/.updated", "imgmode-live/var/.updated"] {
             let e = entries.iter().find(|e| e.name == name).unwrap();
             assert_eq!(e.mode & 0o7777, 0o644);
             // its mtime is 0 (Meta::root), /usr's in an ostree image: ConditionNeedsUpdate
@@ -854,9 +771,16 @@ mod tests {
             ),
         ];
         let out = t.join("config.img");
-        write_config(t, &files, &out).unwrap();
+        write_config(t, &files, "T", &out).unwrap();
         let entries = cpio::list(std::fs::File::open(&out).unwrap()).unwrap();
-        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        // the initrd's units first, then the caller's files
+        let names: Vec<&str> = entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .skip_while(|n| *n != "imgmode-live")
+            .skip(1)
+            .map(|n| n.strip_prefix("imgmode-live/").unwrap())
+            .collect();
         assert_eq!(
             names,
             [
@@ -871,16 +795,23 @@ mod tests {
                 "etc/systemd/system/multi-user.target.wants/x.service"
             ]
         );
-        assert!(write_config(t, &[LiveFile::file("../x", 0o644, "")], &out).is_err());
+        assert!(write_config(t, &[LiveFile::file("../x", 0o644, "")], "T", &out).is_err());
+        assert!(entries
+            .iter()
+            .any(|e| e.name == "etc/systemd/system/sysroot.mount"));
     }
 
     #[test]
     fn the_menu_boots_the_live_kernel_with_both_archives() {
         let c = grub_cfg("imgmode IBI", &live_kargs("imgmode-ibi"));
-        assert!(c.contains("linux /live/vmlinuz rdinit=/usr/lib/systemd/systemd"));
-        assert!(c.contains(" modules-load=ahci,sr_mod,isofs"), "{c}");
+        assert!(c.contains("linux /live/vmlinuz console=tty0 "), "{c}");
+        assert!(!c.contains("rdinit="), "{c}");
+        assert!(
+            c.contains(" modules-load=ahci,sr_mod,isofs,loop,erofs,overlay"),
+            "{c}"
+        );
         assert!(c.contains("imgmode.live=imgmode-ibi"));
-        assert!(c.contains("initrd /live/rootfs.img /live/config.img"));
+        assert!(c.contains("initrd /live/initrd.img /live/config.img"));
         assert!(check_label("cluster config").is_err());
         assert!(check_label("imgmode-ibi").is_ok());
     }

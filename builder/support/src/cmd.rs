@@ -18,6 +18,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("mkfs.xfs", "xfsprogs"),
     ("mkfs.vfat", "dosfstools"),
+    ("mkfs.erofs", "erofs-utils"),
     ("mmd", "mtools"),
     ("mcopy", "mtools"),
     ("qemu-img", "qemu-utils"),

@@ -33,7 +33,7 @@ etc.deletions restored, containers.list precached and GRUB installed. The state 
 which step runs, or failed and why."
     )]
     Install(InstallArgs),
-    /// The installation ISO: a live system (from the base image, running from RAM) that installs
+    /// The installation ISO: a live system (the base image, run from the ISO) that installs
     /// the seed of an image-based-installation-config.yaml onto its installationDisk at boot.
     #[command(
         after_help = "Writes DIR/imgmode-ibi.iso, bootable from BIOS and UEFI, as a CD or written \

@@ -10,7 +10,7 @@ use crate::harness::timeline::{console_lines, steps_of, Marker, Timeline, BOOT_M
 use anyhow::{Context, Result};
 use std::path::Path;
 
-/// The hosts' memory: the live system runs from RAM. The benchmark's plain boot is the same
+/// The hosts' memory: the live system's writes stay in RAM. The benchmark's plain boot is the same
 /// machine (the kernel's early boot takes longer with more memory to set up).
 pub(crate) const HOST_MEMORY_MIB: u32 = 3072;
 
@@ -49,7 +49,11 @@ pub(crate) fn ibi_phases(dir: &Path, results: &str, end: f64) -> Result<Timeline
         Marker::new("firmware", ""),
         Marker::optional("GRUB menu (ISO)", "GNU GRUB"),
         Marker::optional("GRUB loads the live system", "Booting `"),
-        Marker::new("kernel unpacks the live root", "Linux version"),
+        Marker::new("kernel and initrd until the ISO", "Linux version"),
+        Marker::new(
+            "live root: ISO, root image, RAM layer",
+            "Starting imgmode-live-root",
+        ),
         Marker::new("live userspace", "Welcome to"),
         Marker::new("install", "==> ["),
         Marker::optional("live system shutdown", "Stopping "),

@@ -189,7 +189,7 @@ fn install_scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "ibi",
-            about: "imgmode ibi create-image: the installation ISO boots through OVMF with a blank disk on a private network without DHCP, runs from RAM, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed from a TLS registry (trust bundle, pull secret) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); SSH takes the site's key and refuses the seed owner's; the site holds none of the seed system's private keys",
+            about: "imgmode ibi create-image: the installation ISO boots through OVMF with a blank disk on a private network without DHCP, runs from its root image under a RAM layer, refuses a seed version mismatch and a missing disk with the disk untouched, installs this run's seed from a TLS registry (trust bundle, pull secret) and reboots into it; with the cluster-config ISO (which holds no key of the admin kubeconfig signer) post-pivot renames the cluster (auth/kubeconfig works, the seed's does not, extra manifest in etcd); SSH takes the site's key and refuses the seed owner's; the site holds none of the seed system's private keys",
             not_in_ci: None,
             shares: Some(SEED),
             est_seconds: 420,
@@ -206,7 +206,7 @@ fn install_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "registry-less",
             about: "imgmode ibi create-image --payload: with no network interface at all, the live system serves the payload (this run's seed, imgmode mirror) on localhost:22625 with TLS and the pull secret's credentials, installs the seed through it, and the installed system serves its copy after the reboot; pulls without credentials are refused, a flipped blob is found by payload verify and refused by a pull; the still-attached installation ISO is imported at boot by its udev rule (held already) into the InternalReleaseImage record, and payload opt-out stops the registry and removes its files, mirrors, import rule and store",
-            not_in_ci: Some("ibi boots an installation ISO with no DHCP server, runs it from RAM and installs this run's seed through the same install code from a TLS registry that takes the pull secret's credentials; on the host, cli/tests/mirror_cli.rs serves a payload with the real docker-registry and the payload registry's generated configuration (TLS from its CA, the pull secret's credentials accepted, anything else refused, read-only), finds a flipped blob with payload verify, and adds a payload from an ISO with its InternalReleaseImage record and mirrors (opt-out's removal is ibi/src/payload/optout.rs's test on a written root)"),
+            not_in_ci: Some("ibi boots an installation ISO with no DHCP server, runs it from its root image and installs this run's seed through the same install code from a TLS registry that takes the pull secret's credentials; on the host, cli/tests/mirror_cli.rs serves a payload with the real docker-registry and the payload registry's generated configuration (TLS from its CA, the pull secret's credentials accepted, anything else refused, read-only), finds a flipped blob with payload verify, and adds a payload from an ISO with its InternalReleaseImage record and mirrors (opt-out's removal is ibi/src/payload/optout.rs's test on a written root)"),
             shares: Some(SEED),
             est_seconds: 590,
             run: |ctx, d| Box::pin(registry_less::registry_less(ctx, d)),
@@ -277,7 +277,7 @@ fn disk_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "install-iso",
             about: "imgmode iso with a bootc-image-builder config: the unattended installer ISO boots (SeaBIOS, CD) beside two blank disks, installs the base image onto the disk the config names (the other untouched), grows its root to the disk and reboots into it; the config's user logs in over SSH with its key, in wheel, its password verifies, its home is its own; /boot has its minsize; its append is on the command line",
-            not_in_ci: Some("imgmode iso writes its disk image on the host with imgmode disk's code and customisations, which disk-formats writes from the same kinds of bootc-image-builder settings and reads back on the host (a user with password, key and wheel, her home, /boot and / minsize, an append); ibi boots an installation ISO beside a blank disk, runs its live system from RAM, refuses a missing disk with the disk untouched, installs onto the disk its config names and reboots into it"),
+            not_in_ci: Some("imgmode iso writes its disk image on the host with imgmode disk's code and customisations, which disk-formats writes from the same kinds of bootc-image-builder settings and reads back on the host (a user with password, key and wheel, her home, /boot and / minsize, an append); ibi boots an installation ISO beside a blank disk, runs its live system from its root image, refuses a missing disk with the disk untouched, installs onto the disk its config names and reboots into it"),
             shares: None,
             est_seconds: 400,
             run: |ctx, d| Box::pin(install_iso::install_iso(ctx, d)),
