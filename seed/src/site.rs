@@ -504,6 +504,24 @@ fn proxy_drop_in(unit: &str) -> String {
     format!("/etc/systemd/system/{unit}.d/10-imgmode-proxy.conf")
 }
 
+/// The drop-ins that give the cluster's services ([`PROXY_UNITS`]) the proxy's environment
+/// ([`PROXY_ENV`]), as a cluster with a proxy has them (its machine config writes them). Their
+/// content never changes: a site whose seed had a proxy rewrites only the environment file,
+/// which systemd reads as each service starts, so no reload is needed.
+pub fn proxy_drop_ins() -> Vec<HostFile> {
+    PROXY_UNITS
+        .iter()
+        .map(|u| {
+            file(
+                &proxy_drop_in(u),
+                format!(
+                    "# The cluster's proxy (imgmode).\n[Service]\nEnvironmentFile={PROXY_ENV}\n"
+                ),
+            )
+        })
+        .collect()
+}
+
 /// The host files of the proxy, the trust bundle and the registry mirrors, given etcd as the
 /// seed left it; a setting the site does not give removes its file.
 pub fn host_files(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Vec<HostFile>> {
@@ -518,15 +536,9 @@ pub fn host_files(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Ve
         content: env.clone(),
         mode: 0o644,
     });
-    for u in PROXY_UNITS {
-        let path = proxy_drop_in(u);
-        out.push(match env {
-            Some(_) => file(
-                &path,
-                format!("# Written by imgmode post-pivot: the cluster's proxy.\n[Service]\nEnvironmentFile={PROXY_ENV}\n"),
-            ),
-            None => gone(&path),
-        });
+    match env {
+        Some(_) => out.extend(proxy_drop_ins()),
+        None => out.extend(PROXY_UNITS.iter().map(|u| gone(&proxy_drop_in(u)))),
     }
     let bundle = m.additional_trust_bundle.user_ca_bundle.trim();
     if !bundle.is_empty() {

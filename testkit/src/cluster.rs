@@ -5,7 +5,8 @@
 //! - [`init`] (first boot): a cluster identity (name, base domain, cluster ID, infra ID), an
 //!   OpenShift-shaped PKI from recert's generator (files under `/etc/kubernetes` and
 //!   `/var/lib/kubelet`, secrets and configmaps in etcd), and the cluster-scoped objects seed
-//!   creation reads (ClusterVersion, Network, Proxy, install-config).
+//!   creation reads (ClusterVersion, Network, Proxy, install-config), and with a proxy the
+//!   host's side of it (`/etc/mco/proxy.env` and the services' drop-ins) as a cluster has it.
 //! - [`serve`]: the "API server": HTTPS with the API serving certificate, requires a client
 //!   certificate issued by a CA of the client CA bundle (the admin kubeconfig signer, whose key
 //!   the cluster does not hold, or the node's `system:admin` signer), answers `/readyz` and `/healthz` by
@@ -34,6 +35,36 @@ pub const STATIC_POD_RESOURCES: &str = "etc/kubernetes/static-pod-resources";
 pub const ADMIN_KUBECONFIG: &str = "etc/kubernetes/kubeconfig";
 /// The API port.
 pub const API_PORT: u16 = 6443;
+
+/// The host's side of the cluster's proxy under `root`, as a cluster's machine config leaves
+/// it: the environment file and the services' drop-ins naming it (which post-pivot finds
+/// already there on a site with a proxy, so it reloads no unit).
+fn proxy_host_files(root: &Path, p: &imgmode_seed::reconfig::Proxy) -> Result<()> {
+    let mut env = String::new();
+    for (k, v) in [
+        ("HTTP_PROXY", &p.http_proxy),
+        ("HTTPS_PROXY", &p.https_proxy),
+        ("NO_PROXY", &p.no_proxy),
+    ] {
+        if !v.is_empty() {
+            env.push_str(&format!("{k}={v}\n{}={v}\n", k.to_ascii_lowercase()));
+        }
+    }
+    let under = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let env_file = imgmode_seed::site::HostFile {
+        path: imgmode_seed::site::PROXY_ENV.into(),
+        content: Some(env),
+        mode: 0o644,
+    };
+    for f in std::iter::once(env_file).chain(imgmode_seed::site::proxy_drop_ins()) {
+        let path = under(&f.path);
+        std::fs::create_dir_all(path.parent().context("a host file has no parent")?)?;
+        let content = f.content.unwrap_or_default();
+        imgmode_support::fs::write_atomic(&path, content.as_bytes(), f.mode)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
 
 /// What `init` needs.
 #[derive(Debug, Clone)]
@@ -243,6 +274,9 @@ pub fn init(o: &InitOpts) -> Result<Identity> {
         }
         anyhow::Ok(())
     })??;
+    if let Some(p) = &o.proxy {
+        proxy_host_files(&o.root, p)?;
+    }
     std::fs::create_dir_all(&o.state_dir)?;
     let tmp = o.state_dir.join(".identity.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&id)?)?;
@@ -358,6 +392,33 @@ pub fn serve(root: &Path, listen: &str, etcd_endpoint: &str) -> Result<()> {
 mod tests {
     use super::*;
     use imgmode_seed::cluster::{probe, read_kubeconfig, KubeCreds};
+
+    #[test]
+    fn a_cluster_with_a_proxy_carries_the_drop_ins_post_pivot_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let p = imgmode_seed::reconfig::Proxy {
+            http_proxy: "http://proxy.seed:3128".into(),
+            no_proxy: ".svc".into(),
+            ..Default::default()
+        };
+        proxy_host_files(root.path(), &p).unwrap();
+        let under = |p: &Path| root.path().join(p.strip_prefix("/").unwrap());
+        let drop_ins = imgmode_seed::site::proxy_drop_ins();
+        assert_eq!(drop_ins.len(), imgmode_seed::site::PROXY_UNITS.len());
+        // the same bytes and mode: post-pivot finds them already there and reloads nothing
+        for f in drop_ins {
+            let path = under(&f.path);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), f.content.unwrap());
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, f.mode, "{}", path.display());
+        }
+        let env = std::fs::read_to_string(under(Path::new(imgmode_seed::site::PROXY_ENV))).unwrap();
+        assert_eq!(
+            env,
+            "HTTP_PROXY=http://proxy.seed:3128\nhttp_proxy=http://proxy.seed:3128\nNO_PROXY=.svc\nno_proxy=.svc\n"
+        );
+    }
 
     #[test]
     fn uuids_are_version_4() {
