@@ -70,10 +70,13 @@ echo "FACT live-firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "FACT live-ssh-key=$(yesno grep -q imgmode-vmtest-live /root/.ssh/authorized_keys)"
 echo "FACT live-unit=$(systemctl is-enabled imgmode-ibi-install.service)"
 echo "FACT live-config-mode=$(stat -c %a $c)"
-# the addresses once the network is up (networkConfig's static one on host 1)
-/usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1 || echo "FACT network-wait=timed-out"
-echo "FACT live-address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
-echo "FACT live-dhcp-leases=$(ls /run/systemd/netif/leases 2>/dev/null | wc -l)"
+if [ "__NETWORK__" = yes ]; then
+  # the addresses once the network is up (networkConfig's static one on host 1); a host whose
+  # install needs no network (its seed on the ISO) does not wait for one here either
+  /usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1 || echo "FACT network-wait=timed-out"
+  echo "FACT live-address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
+  echo "FACT live-dhcp-leases=$(ls /run/systemd/netif/leases 2>/dev/null | wc -l)"
+fi
 if [ "__REFUSALS__" = yes ]; then
   # this unit runs before the install unit (and its wait for the network): wait here too, so
   # the refusals meet the registry and not a missing route
@@ -528,7 +531,9 @@ async fn boot_host(
                 ),
             ),
         ),
-        LIVE_SCRIPT.replace("__REFUSALS__", if h.refusals { "yes" } else { "no" }),
+        LIVE_SCRIPT
+            .replace("__REFUSALS__", if h.refusals { "yes" } else { "no" })
+            .replace("__NETWORK__", if h.no_dhcp { "yes" } else { "no" }),
     )
     .credential("vmtest.kubeconfig", kubeconfig)
     .credential("vmtest.seedkubeconfig", seed_kubeconfig.to_string())
