@@ -265,13 +265,31 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
         failed
     );
     if failed > 0 {
+        // again at the very end, where a CI log's tail shows it: which failed, and why
+        let mut names = Vec::new();
+        for o in &outcomes {
+            if let Err(e) = &o.result {
+                names.push(o.name);
+                let why: Vec<&str> = e.lines().take(FAILURE_LINES).collect();
+                println!(
+                    "vmtest: {} FAILED after {:.0}s: {}",
+                    o.name,
+                    o.seconds,
+                    why.join("\n  ")
+                );
+            }
+        }
         bail!(
-            "{failed} VM scenario(s) failed; logs under {}",
+            "{failed} VM scenario(s) failed ({}); logs under {}",
+            names.join(", "),
             out.display()
         );
     }
     Ok(())
 }
+
+/// Lines of a failed scenario's error repeated in the run's last lines.
+const FAILURE_LINES: usize = 12;
 
 /// The quick start's first command: packages, the base image and a bootable qcow2.
 fn build_default() -> Result<()> {
