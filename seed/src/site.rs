@@ -486,17 +486,23 @@ pub fn proxy_env(existing: &[EtcdObject], m: &SeedReconfiguration) -> Result<Opt
         return Ok(None);
     };
     let no_proxy = effective_no_proxy(m, &cluster_install_config(existing, m)?);
+    Ok(Some(proxy_env_text(p, &no_proxy)))
+}
+
+/// The environment file's text for `p` with `no_proxy` as its `NO_PROXY`: each set variable in
+/// both spellings programs read.
+pub fn proxy_env_text(p: &crate::reconfig::Proxy, no_proxy: &str) -> String {
     let mut s = String::new();
     for (k, v) in [
-        ("HTTP_PROXY", &p.http_proxy),
-        ("HTTPS_PROXY", &p.https_proxy),
-        ("NO_PROXY", &no_proxy),
+        ("HTTP_PROXY", p.http_proxy.as_str()),
+        ("HTTPS_PROXY", p.https_proxy.as_str()),
+        ("NO_PROXY", no_proxy),
     ] {
         if !v.is_empty() {
             s.push_str(&format!("{k}={v}\n{}={v}\n", k.to_ascii_lowercase()));
         }
     }
-    Ok(Some(s))
+    s
 }
 
 /// The proxy's drop-in for the unit `unit`.

@@ -40,25 +40,15 @@ pub const API_PORT: u16 = 6443;
 /// it: the environment file and the services' drop-ins naming it (which post-pivot finds
 /// already there on a site with a proxy, so it reloads no unit).
 fn proxy_host_files(root: &Path, p: &imgmode_seed::reconfig::Proxy) -> Result<()> {
-    let mut env = String::new();
-    for (k, v) in [
-        ("HTTP_PROXY", &p.http_proxy),
-        ("HTTPS_PROXY", &p.https_proxy),
-        ("NO_PROXY", &p.no_proxy),
-    ] {
-        if !v.is_empty() {
-            env.push_str(&format!("{k}={v}\n{}={v}\n", k.to_ascii_lowercase()));
-        }
-    }
     let under = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
     let env_file = imgmode_seed::site::HostFile {
         path: imgmode_seed::site::PROXY_ENV.into(),
-        content: Some(env),
+        content: Some(imgmode_seed::site::proxy_env_text(p, &p.no_proxy)),
         mode: 0o644,
     };
     for f in std::iter::once(env_file).chain(imgmode_seed::site::proxy_drop_ins()) {
         let path = under(&f.path);
-        std::fs::create_dir_all(path.parent().context("a host file has no parent")?)?;
+        // write_atomic makes the parent directories
         let content = f.content.unwrap_or_default();
         imgmode_support::fs::write_atomic(&path, content.as_bytes(), f.mode)
             .with_context(|| format!("writing {}", path.display()))?;
