@@ -71,8 +71,8 @@ echo "FACT live-ssh-key=$(yesno grep -q imgmode-vmtest-live /root/.ssh/authorize
 echo "FACT live-unit=$(systemctl is-enabled imgmode-ibi-install.service)"
 echo "FACT live-config-mode=$(stat -c %a $c)"
 if [ "__NETWORK__" = yes ]; then
-  # the addresses once the network is up (networkConfig's static one on host 1); a host whose
-  # install needs no network (its seed on the ISO) does not wait for one here either
+  # the addresses once the network is up: networkConfig's static one on the host without DHCP,
+  # the only host whose live addresses are checked (the others' installs do not wait on this)
   /usr/lib/systemd/systemd-networkd-wait-online --any --timeout=120 >/dev/null 2>&1 || echo "FACT network-wait=timed-out"
   echo "FACT live-address=$(ip -4 -o addr show scope global | awk '{print $4}' | tr '\n' ' ')"
   echo "FACT live-dhcp-leases=$(ls /run/systemd/netif/leases 2>/dev/null | wc -l)"
