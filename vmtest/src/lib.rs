@@ -160,8 +160,9 @@ pub fn run(
         keep,
         lanes,
         baselines,
+        seed,
     } = opts;
-    let mut ctx = RunContext::new(artifacts.clone());
+    let mut ctx = RunContext::new(artifacts.clone(), seed);
     ctx.baselines = baselines;
     let plan = plan_lanes(chosen, lanes);
     if plan.len() > 1 {
@@ -213,7 +214,7 @@ pub fn run(
 }
 
 /// How [`run`] runs the chosen scenarios.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOpts {
     /// Keep every scenario's disk overlays and firmware variables.
     pub keep: bool,
@@ -221,6 +222,8 @@ pub struct RunOpts {
     pub lanes: usize,
     /// Also measure the benchmarks' baselines ([`RunContext::baselines`]).
     pub baselines: bool,
+    /// The run's seed when it was given one (pulled by digest, [`harness::handoff`]).
+    pub seed: Option<harness::seed::SeedBuild>,
 }
 
 /// Run one scenario in its fresh directory; report it, write its JUnit, tidy its directory.

@@ -1,16 +1,20 @@
 //! `cargo xtask`: developer and CI tasks.
 //!
 //! - `cargo xtask vmtest [SCENARIO...] [--list] [--keep] [--shard i/n] [--release] [--ci-tier]
-//!   [--lanes N] [--baselines]`
+//!   [--lanes N] [--baselines] [--artifacts-to REF [--build-only] | --artifacts-from REF
+//!   [--seed-owner-key FILE]] [--out DIR]`
 //! - `cargo xtask bench [--out FILE]`
 //! - `cargo xtask test [--strict]`: the workspace's tests, with skipped tests counted and listed.
 //! - `cargo xtask tidy`: the architecture rules of ARCHITECTURE.md, checked on the source.
 //! - `cargo xtask ci [--no-vmtest]`: what `.ci/run` runs after installing packages.
 //! - `cargo xtask lint-pipelines`, `cargo xtask junit-merge [--ci-tier] -o OUT REPORT...`: the
 //!   pipeline definitions' linters, and one JUnit report of the shards' (`pipelines.rs`).
+//! - `cargo xtask pipeline --local --shards N [--ci-tier] [SCENARIO...]`: the pipeline's graph
+//!   on this machine (`pipeline.rs`).
 
 mod bench;
 mod fuzz;
+mod pipeline;
 mod pipelines;
 mod tidy;
 
@@ -94,6 +98,22 @@ enum Cmd {
         #[arg(short, long)]
         out: PathBuf,
         /// Fail unless every scenario of the CI tier is in exactly one report.
+        #[arg(long)]
+        ci_tier: bool,
+    },
+    /// The CI pipeline's graph on this machine: a registry on loopback, the build step once
+    /// (`vmtest --artifacts-to`), N shards as separate processes that only pull
+    /// (`vmtest --shard i/N --artifacts-from`), their JUnit merged; under target/pipeline/.
+    Pipeline {
+        /// Scenarios to run (default: all).
+        scenarios: Vec<String>,
+        /// On this machine (the engines run the definitions in .github/ and tekton/).
+        #[arg(long, required = true)]
+        local: bool,
+        /// How many shards.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+        shards: u16,
+        /// The CI tier's scenarios.
         #[arg(long)]
         ci_tier: bool,
     },
@@ -191,6 +211,27 @@ pub(crate) struct VmtestOpts {
     /// `bench --reuse-vmtest` reads them.
     #[arg(long)]
     baselines: bool,
+    /// Push what the scenarios share (the base image, its disks, the seed and its facts) to
+    /// REF, `docker://HOST/REPOSITORY` or `oci:/DIR`, and print the artifact's digest
+    /// (`docs/guide/pipelines.md`).
+    #[arg(long, value_name = "REF")]
+    artifacts_to: Option<imgmode_vmtest::harness::handoff::ArtifactsRef>,
+    /// Pull what the scenarios share from REF (`…@sha256:DIGEST` pins the artifact) by
+    /// digest instead of building it, the imgmode binary among it (this checkout's base
+    /// definition must be the build step's).
+    #[arg(long, value_name = "REF", conflicts_with_all = ["artifacts_to", "release"])]
+    artifacts_from: Option<imgmode_vmtest::harness::handoff::ArtifactsRef>,
+    /// With --artifacts-from: the seed owner's private key (the build step's
+    /// `artifacts/seed/seed-owner`), which the artifacts never carry.
+    #[arg(long, value_name = "FILE", requires = "artifacts_from")]
+    seed_owner_key: Option<PathBuf>,
+    /// With --artifacts-to: build and push what the chosen scenarios share, run none (a
+    /// pipeline's build step).
+    #[arg(long, requires = "artifacts_to")]
+    build_only: bool,
+    /// Where the scenarios' directories and junit.xml go.
+    #[arg(long, value_name = "DIR", default_value = "target/vmtest")]
+    out: PathBuf,
 }
 
 fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
@@ -202,6 +243,11 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
         ci_tier,
         lanes,
         baselines,
+        artifacts_to,
+        artifacts_from,
+        seed_owner_key,
+        build_only,
+        out,
     } = o;
     let lanes = usize::from(lanes);
     let chosen = imgmode_vmtest::select(&names, shard, ci_tier)?;
@@ -232,22 +278,18 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
         return Ok(());
     }
     let root = workspace_root();
-    let out = root.join("target/vmtest");
-    let imgmode = if release {
-        build_imgmode_release()?
-    } else {
-        build_imgmode()?
-    };
-    eprintln!("==> building the images the scenarios share");
-    let raw = chosen
-        .iter()
-        .any(|s| imgmode_vmtest::scenarios::RAW_DISK_SCENARIOS.contains(&s.name));
-    let artifacts = imgmode_vmtest::harness::artifacts::build(
-        &imgmode,
-        &root.join("containerfiles/base"),
-        &out.join("artifacts"),
-        raw,
+    let out = root.join(out);
+    let (artifacts, seed) = shared_images(
+        &chosen,
+        &out,
+        release,
+        artifacts_from.as_ref(),
+        artifacts_to.as_ref(),
+        seed_owner_key.as_deref(),
     )?;
+    if build_only {
+        return Ok(());
+    }
     let outcomes = imgmode_vmtest::run(
         &chosen,
         &artifacts,
@@ -256,6 +298,7 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
             keep,
             lanes,
             baselines,
+            seed,
         },
     )?;
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
@@ -286,6 +329,75 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The images the `chosen` scenarios share, in `out/artifacts`: pulled by digest `from` a
+/// build step, or built here (the `imgmode` binary with them; `release`: its release build);
+/// pushed `to` a registry or layout, the seed made for it, when asked.
+fn shared_images(
+    chosen: &[imgmode_vmtest::scenarios::Scenario],
+    out: &Path,
+    release: bool,
+    from: Option<&imgmode_vmtest::harness::handoff::ArtifactsRef>,
+    to: Option<&imgmode_vmtest::harness::handoff::ArtifactsRef>,
+    seed_owner_key: Option<&Path>,
+) -> Result<(
+    imgmode_vmtest::harness::artifacts::Artifacts,
+    Option<imgmode_vmtest::harness::seed::SeedBuild>,
+)> {
+    let root = workspace_root();
+    let raw = chosen
+        .iter()
+        .any(|s| imgmode_vmtest::scenarios::RAW_DISK_SCENARIOS.contains(&s.name));
+    let need_seed = chosen
+        .iter()
+        .any(|s| s.shares == Some(imgmode_vmtest::scenarios::SEED));
+    let definition = root.join("containerfiles/base");
+    let shared = out.join("artifacts");
+    let (artifacts, mut seed) = match from {
+        // the build step's imgmode comes with its images: nothing of the product is compiled
+        Some(from) => imgmode_vmtest::harness::handoff::pull(
+            from,
+            &imgmode_vmtest::harness::handoff::PullOpts {
+                definition: &definition,
+                dir: &shared,
+                raw,
+                seed_owner_key,
+                need_seed,
+            },
+        )?,
+        None => {
+            let imgmode = if release {
+                build_imgmode_release()?
+            } else {
+                build_imgmode()?
+            };
+            eprintln!("==> building the images the scenarios share");
+            let a = imgmode_vmtest::harness::artifacts::build(&imgmode, &definition, &shared, raw)?;
+            (a, None)
+        }
+    };
+    if let Some(to) = to {
+        if need_seed {
+            seed = Some(build_shared_seed(&artifacts, &shared.join("seed"))?);
+        }
+        imgmode_vmtest::harness::handoff::push(to, &artifacts, seed.as_ref(), &shared)?;
+    }
+    Ok((artifacts, seed))
+}
+
+/// The seed a build step pushes for its shards, made in `dir` as `build-seed` makes it.
+fn build_shared_seed(
+    a: &imgmode_vmtest::harness::artifacts::Artifacts,
+    dir: &Path,
+) -> Result<imgmode_vmtest::harness::seed::SeedBuild> {
+    eprintln!("==> making the seed the shards share");
+    tokio::runtime::Runtime::new()?.block_on(imgmode_vmtest::harness::seed::build_seed(
+        a,
+        dir,
+        &dir.join("seed.oci-archive"),
+        &|m| eprintln!("==> {m}"),
+    ))
 }
 
 /// Lines of a failed scenario's error repeated in the run's last lines.
@@ -320,6 +432,7 @@ fn build_seed() -> Result<()> {
     let a = imgmode_vmtest::harness::artifacts::base_image(
         &imgmode,
         &root.join("containerfiles/base"),
+        None,
     )?;
     let dir = root.join("target/seed");
     let archive = dir.join("seed.oci-archive");
@@ -448,6 +561,12 @@ fn main() -> std::process::ExitCode {
             out,
             ci_tier,
         } => pipelines::junit_merge(&reports, &out, ci_tier),
+        Cmd::Pipeline {
+            scenarios,
+            local: _,
+            shards,
+            ci_tier,
+        } => pipeline::local(&scenarios, usize::from(shards), ci_tier),
         Cmd::Deps => imgmode_deps::install(),
         Cmd::Build => build_default(),
         Cmd::BuildSeed => build_seed(),

@@ -115,7 +115,7 @@ pub(crate) fn imgmode_json(a: &Artifacts, args: &[&str]) -> Result<String> {
 /// with `raw` its raw disk, into `dir`.
 pub fn build(imgmode: &Path, definition: &Path, dir: &Path, raw: bool) -> Result<Artifacts> {
     std::fs::create_dir_all(dir)?;
-    let mut a = base_image(imgmode, definition)?;
+    let mut a = base_image(imgmode, definition, None)?;
     let key = dir.join("root.pub");
     std::fs::write(&key, format!("{TEST_SSH_KEY}\n"))?;
     let disk = |format: &str| -> Result<PathBuf> {
@@ -138,15 +138,20 @@ pub fn build(imgmode: &Path, definition: &Path, dir: &Path, raw: bool) -> Result
     Ok(a)
 }
 
-/// Build (or reuse) the base image only; the disk paths are left empty (flows that write
-/// their own disks, such as `build-seed`).
-pub fn base_image(imgmode: &Path, definition: &Path) -> Result<Artifacts> {
-    run(
-        Command::new(imgmode)
-            .args(["base", "build", "--definition"])
-            .arg(definition),
-        "imgmode base build",
-    )?;
+/// Build (or reuse) the base image only, with `cache_from` reusing the image there when it
+/// was built from the same inputs (`imgmode base build --cache-from`); the disk paths are left
+/// empty (flows that write their own disks, such as `build-seed`).
+pub fn base_image(
+    imgmode: &Path,
+    definition: &Path,
+    cache_from: Option<&str>,
+) -> Result<Artifacts> {
+    let mut cmd = Command::new(imgmode);
+    cmd.args(["base", "build", "--definition"]).arg(definition);
+    if let Some(from) = cache_from {
+        cmd.args(["--cache-from", from]);
+    }
+    run(&mut cmd, "imgmode base build")?;
     let list = run(
         Command::new(imgmode).args(["images", "--format", "json"]),
         "imgmode images",

@@ -15,6 +15,9 @@ pub struct RunContext {
     pub artifacts: Artifacts,
     /// The seed made in this run, shared by every scenario that needs one (made once per run).
     seed: Mutex<Option<SeedBuild>>,
+    /// A seed the run was given (made by a pipeline's build step, pulled by digest): the
+    /// run's seed, which the `seed` scenario checks instead of making one.
+    given: Option<SeedBuild>,
     /// Measure the benchmarks' baselines too (`cargo xtask vmtest --baselines`, which `cargo
     /// xtask bench ibi` runs): `ibi` boots its second host's installed disk again for the IBI
     /// benchmark's ratio. Off, a scenario proves its claims only.
@@ -22,10 +25,12 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    pub fn new(artifacts: Artifacts) -> Self {
+    /// With `given`, the run's seed is that one (pulled by digest), and none is made.
+    pub fn new(artifacts: Artifacts, given: Option<SeedBuild>) -> Self {
         Self {
             artifacts,
-            seed: Mutex::new(None),
+            seed: Mutex::new(given.clone()),
+            given,
             baselines: false,
         }
     }
@@ -45,7 +50,15 @@ impl RunContext {
     /// A new seed made in `dir`, kept as the run's seed from now on (the `seed` scenario).
     /// The lock is held while it is made: a scenario of another lane asking for the seed
     /// meanwhile waits for this one rather than making its own into the same store name.
+    /// A run given its seed makes none: the scenario checks the given one.
     pub async fn new_seed(&self, dir: &Path) -> Result<SeedBuild> {
+        if let Some(s) = &self.given {
+            eprintln!(
+                "==> the seed {} was made by the build step and pulled by digest; checking it",
+                s.digest
+            );
+            return Ok(s.clone());
+        }
         let mut g = self.seed.lock().await;
         let s = make_seed(&self.artifacts, dir).await?;
         *g = Some(s.clone());

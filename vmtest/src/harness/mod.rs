@@ -9,7 +9,8 @@
 //!   [`layered_image`]: the layered image and the VM the layered-image scenarios boot it in;
 //!   [`seed`]: the `build-seed` flow (seed-system disk, seed VM, the seed copied off its disk);
 //!   [`context`]: the run's shared state ([`context::RunContext`]: artifacts, the seed made
-//!   once per run).
+//!   once per run); [`handoff`]: the shared images and the seed pushed to a registry or an
+//!   OCI layout, and pulled by digest instead of built (`--artifacts-to/-from`).
 //! - [`partitions`]: a raw disk image's partitions and read-only loop devices over them, read
 //!   with `debugfs` and the filesystem checkers.
 //! - [`media`]: payload disks, blank installation disks, ISOs as CD-ROMs; [`install_iso`]:
@@ -25,13 +26,14 @@
 //! module here; `direct` uses `partitions`;
 //! `registry` uses `privnet` (its certificate names the private network's host address);
 //! `media` and `secrets` use `artifacts`; `qemu` uses `health` and `timeline`; `direct` and `guest` use `qemu`;
-//! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` uses `artifacts`
-//! and `seed`; `install_iso` uses `context` and the rest.
+//! `layered_image` and `seed` use `artifacts`, `guest` and `qemu`; `context` and `handoff` use
+//! `artifacts` and `seed`; `install_iso` uses `context` and the rest.
 
 pub mod artifacts;
 pub mod context;
 pub mod direct;
 pub mod guest;
+pub mod handoff;
 pub mod health;
 pub mod install_iso;
 pub mod layered_image;

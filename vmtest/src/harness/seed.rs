@@ -338,6 +338,13 @@ fn copy_seed_off(a: &Artifacts, dir: &Path, out_img: &Path, archive: &Path) -> R
         layout.join("index.json").is_file(),
         "the guest's output disk holds no OCI layout at /seed"
     );
+    store_seed(a, &layout, archive)?;
+    Ok(layout)
+}
+
+/// The seed's OCI layout into the local store as [`SEED_IMAGE`], and from there to the
+/// `oci-archive` at `archive`.
+pub(crate) fn store_seed(a: &Artifacts, layout: &Path, archive: &Path) -> Result<()> {
     let src = format!("oci:{}:latest", layout.display());
     imgmode_json(a, &["push", &src, SEED_IMAGE])?;
     let _ = std::fs::remove_file(archive);
@@ -352,7 +359,7 @@ fn copy_seed_off(a: &Artifacts, dir: &Path, out_img: &Path, archive: &Path) -> R
             &format!("oci-archive:{}", archive.display()),
         ],
     )?;
-    Ok(layout)
+    Ok(())
 }
 
 /// The layer blobs of the (first) image of an OCI layout, in order.
