@@ -233,12 +233,17 @@ mod tests {
         let (w, t) = definitions(&root).unwrap();
         assert!(w.iter().any(|p| p.ends_with(".github/workflows/ci.yml")));
         assert!(t.iter().any(|p| p.ends_with("tekton/pipeline.yaml")));
-        // both engines run the same shards of the same tier, then merge with the same check
+        // both engines build the shared images once, run the same shards of the same tier
+        // on them (pulled by digest), then merge with the same check
         let gh = std::fs::read_to_string(&w[0]).unwrap();
         let tk = std::fs::read_to_string(root.join("tekton/tasks.yaml")).unwrap();
         for text in [&gh, &tk] {
             assert!(text.contains("cargo xtask ci --no-vmtest"));
+            assert!(text.contains("cargo xtask vmtest --ci-tier --build-only --artifacts-to"));
+            assert!(text.contains("handoff.digest"));
             assert!(text.contains("cargo xtask vmtest --ci-tier --shard"));
+            assert!(text.contains("--artifacts-from \"$ARTIFACTS\""));
+            assert!(text.contains("--seed-owner-key"));
             assert!(text.contains("cargo xtask junit-merge --ci-tier"));
         }
     }
