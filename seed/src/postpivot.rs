@@ -428,27 +428,54 @@ fn ntp_sources(chrony_config: &str) -> Result<()> {
     bail!("the configuration gives additionalNTPSources, and this system has neither chrony nor systemd-timesyncd to use them; add one to the seed's image")
 }
 
-/// New SSH host keys under `root` (`etc/ssh/ssh_host_*`): whatever keys the seed carried are
-/// removed and `ssh-keygen -A` makes every type anew, so no two sites of one seed share a host
-/// key. A system without an SSH server (no `etc/ssh/sshd_config`) is left alone.
+/// New SSH host keys under `root` (`etc/ssh/ssh_host_*`): `ssh-keygen -A` makes every type
+/// anew and whatever keys the seed carried go, so no two sites of one seed share a host key. A
+/// system without an SSH server (no `etc/ssh/sshd_config`) is left alone.
+///
+/// The keys are made in a private directory beside the old ones and renamed over them, each
+/// private key before its public one: sshd, which may be starting meanwhile (the first boot's
+/// own key generation lets it), finds a whole set of keys at every moment. Removing the old
+/// keys first made its start fail when it came in between.
 pub fn regenerate_ssh_host_keys(root: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = root.join("etc/ssh");
     if !dir.join("sshd_config").exists() {
         return Ok(());
     }
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            std::fs::remove_file(e.path()).with_context(|| {
-                format!("removing the seed's SSH host key {}", e.path().display())
-            })?;
-        }
-    }
+    let scratch = dir.join(".imgmode-host-keys");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(scratch.join("etc/ssh"))
+        .with_context(|| format!("creating {}", scratch.display()))?;
     Run::new("ssh-keygen")
         .arg("-A")
         .arg("-f")
-        .arg(root)
+        .arg(&scratch)
         .output()?;
+    let names = |d: &Path| -> Result<Vec<std::ffi::OsString>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(d).with_context(|| format!("reading {}", d.display()))? {
+            let name = e?.file_name();
+            if name.to_string_lossy().starts_with("ssh_host_") {
+                v.push(name);
+            }
+        }
+        v.sort();
+        Ok(v)
+    };
+    let made = names(&scratch.join("etc/ssh"))?;
+    ensure!(!made.is_empty(), "ssh-keygen -A made no SSH host key");
+    for n in &made {
+        std::fs::rename(scratch.join("etc/ssh").join(n), dir.join(n))
+            .with_context(|| format!("putting the new SSH host key {n:?} in place"))?;
+    }
+    for n in names(&dir)?.into_iter().filter(|n| !made.contains(n)) {
+        std::fs::remove_file(dir.join(&n))
+            .with_context(|| format!("removing the seed's SSH host key {n:?}"))?;
+    }
+    std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }
 
@@ -804,6 +831,7 @@ mod tests {
             first
         );
         assert!(!ssh.join("ssh_host_dsa_key").exists(), "the seed's keys go");
+        assert!(!ssh.join(".imgmode-host-keys").exists(), "no scratch left");
         for t in ["rsa", "ecdsa", "ed25519"] {
             let m = std::fs::metadata(ssh.join(format!("ssh_host_{t}_key"))).unwrap();
             assert_eq!(m.permissions().mode() & 0o777, 0o600, "{t}");
