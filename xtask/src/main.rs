@@ -9,8 +9,8 @@
 //! - `cargo xtask ci [--no-vmtest]`: what `.ci/run` runs after installing packages.
 //! - `cargo xtask lint-pipelines`, `cargo xtask junit-merge [--ci-tier] -o OUT REPORT...`: the
 //!   pipeline definitions' linters, and one JUnit report of the shards' (`pipelines.rs`).
-//! - `cargo xtask pipeline --local --shards N [--ci-tier] [SCENARIO...]`: the pipeline's graph
-//!   on this machine (`pipeline.rs`).
+//! - `cargo xtask pipeline --local [--shards N] [--all | SCENARIO...]`: the pipeline's graph
+//!   on this machine, by default over the CI tier as the engines run it (`pipeline.rs`).
 
 mod bench;
 mod fuzz;
@@ -105,7 +105,7 @@ enum Cmd {
     /// (`vmtest --artifacts-to`), N shards as separate processes that only pull
     /// (`vmtest --shard i/N --artifacts-from`), their JUnit merged; under target/pipeline/.
     Pipeline {
-        /// Scenarios to run (default: all).
+        /// Scenarios to run (default: the CI tier, as the engines' definitions run it).
         scenarios: Vec<String>,
         /// On this machine (the engines run the definitions in .github/ and tekton/).
         #[arg(long, required = true)]
@@ -113,9 +113,9 @@ enum Cmd {
         /// How many shards.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
         shards: u16,
-        /// The CI tier's scenarios.
-        #[arg(long)]
-        ci_tier: bool,
+        /// Every scenario (the full suite) instead of the CI tier.
+        #[arg(long, conflicts_with = "scenarios")]
+        all: bool,
     },
     /// Install the Debian packages imgmode needs (idempotent; needs root).
     Deps,
@@ -565,8 +565,11 @@ fn main() -> std::process::ExitCode {
             scenarios,
             local: _,
             shards,
-            ci_tier,
-        } => pipeline::local(&scenarios, usize::from(shards), ci_tier),
+            all,
+        } => {
+            let ci_tier = scenarios.is_empty() && !all;
+            pipeline::local(&scenarios, usize::from(shards), ci_tier)
+        }
         Cmd::Deps => imgmode_deps::install(),
         Cmd::Build => build_default(),
         Cmd::BuildSeed => build_seed(),

@@ -100,7 +100,8 @@ fn steps_env(out: &Path, registry: &Registry) -> Result<Vec<(&'static str, PathB
     ])
 }
 
-/// `cargo xtask pipeline --local --shards N [--ci-tier] [SCENARIO...]`.
+/// `cargo xtask pipeline --local [--shards N] [--all | SCENARIO...]`: `ci_tier` when no
+/// scenario is named and not `--all`.
 pub fn local(names: &[String], shards: usize, ci_tier: bool) -> Result<()> {
     ensure!(shards >= 1, "--shards: at least 1");
     let expect: Vec<&'static str> = imgmode_vmtest::select(names, None, ci_tier)?
