@@ -76,8 +76,10 @@ echo "IRI $(tr -d '\n' < $p/internalreleaseimage.json)"
 seed=docker://__REG__/imgmode-seed:__VERSION__
 run skopeo inspect --config --authfile "$auth" "$seed"
 run imgmode payload verify $p
-# flip one byte of that blob in the installed copy: the one blob that lists the layers' diff_ids
-config=$(find $p/docker/registry/v2/blobs -name data -size -1024k -exec grep -l '"diff_ids"' {} + | head -1)
+# flip one byte of that blob in the installed copy: the seed's config, the blob that lists the
+# layers' diff_ids and carries the seed's cluster info (the payload's record image has a
+# config with diff_ids too, and which of the two find lists first varies with their digests)
+config=$(find $p/docker/registry/v2/blobs -name data -size -1024k -exec grep -l '"diff_ids"' {} + | xargs -r grep -l 'lifecycle-agent.seed_cluster_info' | head -1)
 echo "FACT config-blob=${config:-none}"
 printf 'X' | dd of="${config:-/dev/null}" bs=1 seek=1 conv=notrunc status=none
 run imgmode payload verify $p
