@@ -227,7 +227,7 @@ pub(crate) struct VmtestOpts {
     seed_owner_key: Option<PathBuf>,
     /// With --artifacts-to: build and push what the chosen scenarios share, run none (a
     /// pipeline's build step).
-    #[arg(long, requires = "artifacts_to")]
+    #[arg(long, requires = "artifacts_to", conflicts_with_all = ["keep", "lanes", "baselines", "list"])]
     build_only: bool,
     /// Where the scenarios' directories and junit.xml go.
     #[arg(long, value_name = "DIR", default_value = "target/vmtest")]

@@ -153,6 +153,16 @@ pub fn local(names: &[String], shards: usize, ci_tier: bool) -> Result<()> {
     let shard_steps = run_shards(&steps, &out, shards, &from, &key)?;
     drop(registry);
 
+    // a shard that died before its report is named here, not as scenarios no shard ran
+    for (i, s) in shard_steps.iter().enumerate() {
+        let report = out.join(format!("shard-{}/junit.xml", i + 1));
+        ensure!(
+            s.ok || report.exists(),
+            "pipeline: {} failed before it wrote its report; see {}",
+            s.name,
+            s.log.display()
+        );
+    }
     let reports: Vec<PathBuf> = (1..=shards)
         .map(|i| out.join(format!("shard-{i}/junit.xml")))
         .filter(|p| p.exists())

@@ -257,6 +257,9 @@ pub fn push(
     if let Location::Layout(p) = &to.location {
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     }
+    // a digest left by an earlier push must not outlive a failed one
+    let digest_file = work.join(DIGEST_FILE);
+    let _ = std::fs::remove_file(&digest_file);
     eprintln!("==> pushing the shared images to {to}");
     let base = stored_reference(a, "imgmode-base:latest")?;
     copy(&base, &to.tagged("base"))?;
@@ -318,7 +321,10 @@ pub fn push(
         &to.tagged(ARTIFACTS_TAG),
     )?;
     std::fs::remove_dir_all(&lay)?;
-    std::fs::write(work.join(DIGEST_FILE), &digest)?;
+    for scratch in ["seed.json", "empty.json", "manifest.json"] {
+        let _ = std::fs::remove_file(work.join(scratch));
+    }
+    std::fs::write(&digest_file, &digest)?;
     eprintln!(
         "==> pushed to {to}: base image {}, {} file(s){}; the artifact is {digest} (pull: --artifacts-from {to}@{digest})",
         a.base_digest,
@@ -449,6 +455,12 @@ pub fn pull(from: &ArtifactsRef, o: &PullOpts) -> Result<(Artifacts, Option<Seed
     let seed = if o.need_seed {
         Some(pull_seed(from, o, &a, ann, &file("seed.json")?)?)
     } else {
+        if let Some(k) = o.seed_owner_key {
+            eprintln!(
+                "==> --seed-owner-key {}: not used, no chosen scenario uses the seed",
+                k.display()
+            );
+        }
         None
     };
     Ok((a, seed))
