@@ -39,6 +39,9 @@ pub struct Artifacts {
     pub containerfiles: PathBuf,
     /// The base image's manifest digest.
     pub base_digest: String,
+    /// The base image in the local store, as a containers-transports reference
+    /// (`oci:/var/lib/imgmode/images/...`): what `--artifacts-to` copies.
+    pub base_reference: String,
     /// The base image's labels (`ostree.commit`, `containers.bootc`, version ...).
     pub base_labels: BTreeMap<String, String>,
     /// A qcow2 disk of the base image, bootable from BIOS and UEFI.
@@ -50,6 +53,7 @@ pub struct Artifacts {
 #[derive(Deserialize)]
 struct StoredImage {
     name: String,
+    reference: String,
     digest: String,
     labels: BTreeMap<String, String>,
 }
@@ -169,6 +173,7 @@ pub fn base_image(
             .context("the base definition has no parent directory")?
             .to_path_buf(),
         base_digest: base.digest,
+        base_reference: base.reference,
         base_labels: base.labels,
         base_disk: PathBuf::new(),
         base_raw: PathBuf::new(),

@@ -225,21 +225,38 @@ fn digest_of_output(out: &[u8]) -> Result<String> {
     Ok(format!("sha256:{hex}"))
 }
 
-/// Put `path` into `layout`'s blobs (a hard link when it can, a copy when not); its
-/// descriptor.
-fn add_blob(layout: &Path, path: &Path, media_type: &str) -> Result<serde_json::Value> {
-    let digest = sha256_file(path)?;
-    let blob = layout
+/// The blob of `digest` in `layout`.
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout
         .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// A descriptor.
+fn descriptor(media_type: &str, digest: &str, size: u64) -> serde_json::Value {
+    serde_json::json!({ "mediaType": media_type, "digest": digest, "size": size })
+}
+
+/// Put the file `path` into `layout`'s blobs (a hard link when it can, a copy when not); its
+/// descriptor.
+fn add_file(layout: &Path, path: &Path, media_type: &str) -> Result<serde_json::Value> {
+    let digest = sha256_file(path)?;
+    let blob = blob_path(layout, &digest);
     if !blob.exists() && std::fs::hard_link(path, &blob).is_err() {
         std::fs::copy(path, &blob).with_context(|| format!("copying {}", path.display()))?;
     }
-    Ok(serde_json::json!({
-        "mediaType": media_type,
-        "digest": digest,
-        "size": std::fs::metadata(path)?.len(),
-    }))
+    Ok(descriptor(
+        media_type,
+        &digest,
+        std::fs::metadata(path)?.len(),
+    ))
+}
+
+/// Put `bytes` into `layout`'s blobs; their descriptor.
+fn add_bytes(layout: &Path, bytes: &[u8], media_type: &str) -> Result<serde_json::Value> {
+    let digest = sha256_of(bytes)?;
+    std::fs::write(blob_path(layout, &digest), bytes)?;
+    Ok(descriptor(media_type, &digest, bytes.len() as u64))
 }
 
 /// Push the run's shared images to `to` (`work`: a scratch directory of the run); the
@@ -261,18 +278,26 @@ pub fn push(
     let digest_file = work.join(DIGEST_FILE);
     let _ = std::fs::remove_file(&digest_file);
     eprintln!("==> pushing the shared images to {to}");
-    let base = stored_reference(a, "imgmode-base:latest")?;
-    copy(&base, &to.tagged("base"))?;
+    copy(&a.base_reference, &to.tagged("base"))?;
     let mut annotations = serde_json::json!({ BASE_ANNOTATION: a.base_digest });
     let lay = work.join("handoff-layout");
     let _ = std::fs::remove_dir_all(&lay);
     std::fs::create_dir_all(lay.join("blobs/sha256"))?;
-    let mut files: Vec<(PathBuf, &str)> = vec![
-        (a.imgmode.clone(), BINARY_TYPE),
-        (a.base_disk.clone(), DISK_TYPE),
-    ];
+    let mut layers = Vec::new();
+    let mut layer = |mut d: serde_json::Value, title: &str| {
+        d["annotations"] = serde_json::json!({ TITLE: title });
+        layers.push(d);
+    };
+    let mut files = vec![(&a.imgmode, BINARY_TYPE), (&a.base_disk, DISK_TYPE)];
     if !a.base_raw.as_os_str().is_empty() {
-        files.push((a.base_raw.clone(), DISK_TYPE));
+        files.push((&a.base_raw, DISK_TYPE));
+    }
+    for (path, media_type) in files {
+        let title = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a shared file has no name")?;
+        layer(add_file(&lay, path, media_type)?, title);
     }
     if let Some(s) = seed {
         let digest = layout_digest(&s.layout)?;
@@ -281,34 +306,19 @@ pub fn push(
             &to.tagged("seed"),
         )?;
         annotations[SEED_ANNOTATION] = digest.into();
-        let facts = work.join("seed.json");
-        std::fs::write(&facts, serde_json::to_vec_pretty(&facts_of(s)?)?)?;
-        files.push((facts, FACTS_TYPE));
+        let facts = serde_json::to_vec_pretty(&facts_of(s)?)?;
+        layer(add_bytes(&lay, &facts, FACTS_TYPE)?, "seed.json");
     }
-    let mut layers = Vec::new();
-    for (path, media_type) in &files {
-        let mut d = add_blob(&lay, path, media_type)?;
-        let title = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("a shared file has no name")?;
-        d["annotations"] = serde_json::json!({ TITLE: title });
-        layers.push(d);
-    }
-    let empty = work.join("empty.json");
-    std::fs::write(&empty, "{}")?;
-    let config = add_blob(&lay, &empty, EMPTY_TYPE)?;
-    let manifest = serde_json::json!({
+    let config = add_bytes(&lay, b"{}", EMPTY_TYPE)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "artifactType": ARTIFACT_TYPE,
         "config": config,
         "layers": layers,
         "annotations": annotations,
-    });
-    let mpath = work.join("manifest.json");
-    std::fs::write(&mpath, serde_json::to_vec(&manifest)?)?;
-    let mut m = add_blob(&lay, &mpath, MANIFEST_TYPE)?;
+    }))?;
+    let mut m = add_bytes(&lay, &manifest, MANIFEST_TYPE)?;
     let digest = m["digest"].as_str().unwrap_or_default().to_string();
     m["annotations"] = serde_json::json!({ REF_NAME: ARTIFACTS_TAG });
     std::fs::write(
@@ -321,32 +331,14 @@ pub fn push(
         &to.tagged(ARTIFACTS_TAG),
     )?;
     std::fs::remove_dir_all(&lay)?;
-    for scratch in ["seed.json", "empty.json", "manifest.json"] {
-        let _ = std::fs::remove_file(work.join(scratch));
-    }
     std::fs::write(&digest_file, &digest)?;
     eprintln!(
         "==> pushed to {to}: base image {}, {} file(s){}; the artifact is {digest} (pull: --artifacts-from {to}@{digest})",
         a.base_digest,
-        files.len(),
+        layers.len(),
         seed.map(|s| format!(", seed {}", s.digest)).unwrap_or_default()
     );
     Ok(digest)
-}
-
-/// The store's reference of the image `name` (`imgmode images`).
-fn stored_reference(a: &Artifacts, name: &str) -> Result<String> {
-    let list = run(
-        Command::new(&a.imgmode).args(["images", "--format", "json"]),
-        "imgmode images",
-    )?;
-    let images: Vec<serde_json::Value> = serde_json::from_str(&list)?;
-    images
-        .iter()
-        .find(|i| i["name"] == name)
-        .and_then(|i| i["reference"].as_str())
-        .map(str::to_string)
-        .with_context(|| format!("the store holds no {name}"))
 }
 
 fn facts_of(s: &SeedBuild) -> Result<SeedFacts> {
@@ -403,10 +395,7 @@ pub fn pull(from: &ArtifactsRef, o: &PullOpts) -> Result<(Artifacts, Option<Seed
         got == digest,
         "{from}: the artifact copied is {got}, not {digest}; its tag moved during the pull, or the layout was changed"
     );
-    let blob = |d: &str| {
-        lay.join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
+    let blob = |d: &str| blob_path(&lay, d);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&digest))?)?;
     ensure!(
         manifest["artifactType"] == ARTIFACT_TYPE,
@@ -522,6 +511,26 @@ fn pull_seed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_and_bytes_become_the_same_blob_by_their_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let lay = d.path().join("layout");
+        std::fs::create_dir_all(lay.join("blobs/sha256")).unwrap();
+        let f = d.path().join("seed.json");
+        std::fs::write(&f, b"{}").unwrap();
+        let from_file = add_file(&lay, &f, EMPTY_TYPE).unwrap();
+        let from_bytes = add_bytes(&lay, b"{}", EMPTY_TYPE).unwrap();
+        assert_eq!(from_file, from_bytes);
+        // the OCI spec's empty descriptor
+        assert_eq!(
+            from_bytes["digest"],
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(from_bytes["size"], 2);
+        let blob = blob_path(&lay, from_bytes["digest"].as_str().unwrap());
+        assert_eq!(std::fs::read(blob).unwrap(), b"{}");
+    }
 
     #[test]
     fn references_name_a_repository_or_a_layout_and_perhaps_a_digest() {
