@@ -159,7 +159,16 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// the guest's udev loads kvm and kvm_amd (kvm_intel) at every boot, which under TCG made a
 /// boot of the base disk to its login prompt 57 s on average (48 to 64 s, four boots) against
 /// 49 s (45 to 50 s) without; no guest here runs VMs of its own.
-pub const CPU: &str = "max,svm=off,vmx=off";
+///
+/// Nor ERMS and FSRM ("enhanced/fast short REP MOVSB"): with them the guest's kernel and
+/// glibc copy and clear memory with `rep movsb`/`rep stosb`, which TCG runs a byte at a time,
+/// and a warm reset left pages that held code on the slow path of every write. Measured on
+/// the base disk (QEMU 10.0, 2 vCPUs, 3 GiB): QEMU start to the job 27.9 s with them against
+/// 22.9 s without; in the guest, `dd` 400 MiB into tmpfs 4.7 s against 3.9 s, out of it
+/// 1.0 s against 0.26 s, `tar -x` of 412 MiB of /usr/lib 9.5 s against 7.3 s; and the boot
+/// after a `system_reset` 34.1 s against 29.0 s in a fresh QEMU with them, 27.4 s against
+/// 27.4 s without (the IBI's first boot follows such a reset).
+pub const CPU: &str = "max,svm=off,vmx=off,erms=off,fsrm=off";
 
 pub fn qemu_args(cfg: &VmConfig, dir: &Path) -> Vec<String> {
     let p = |name: &str| dir.join(name).display().to_string();
@@ -725,7 +734,7 @@ mod tests {
             .extra_unit("a.service", "[Service]\nExecStart=/bin/true\n");
         let a = qemu_args(&cfg, Path::new("/s"));
         let s = a.join(" ");
-        assert!(s.contains("-accel tcg -cpu max,svm=off,vmx=off"));
+        assert!(s.contains("-accel tcg -cpu max,svm=off,vmx=off,erms=off,fsrm=off"));
         assert!(s.contains("-qmp unix:/s/qmp.sock,server=on,wait=off"));
         assert!(s.contains("file,id=console,path=/s/console.log"));
         assert!(s.contains(&format!("name={RESULTS_PORT}")));
