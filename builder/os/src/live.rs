@@ -507,7 +507,8 @@ fn kernel_version(tree: &Path) -> Result<String> {
     }
 }
 
-/// The menu: one entry, booted after a short timeout, on the serial console too.
+/// The menu: one entry, booted after a second (as the installed disk's menu is; a key stops
+/// the countdown to edit the entry), on the serial console too.
 pub fn grub_cfg(title: &str, kargs: &[String]) -> String {
     let title = title.replace(['\'', '\n'], " ");
     format!(
@@ -515,7 +516,7 @@ pub fn grub_cfg(title: &str, kargs: &[String]) -> String {
 serial --unit=0 --speed=115200
 terminal_input console serial
 terminal_output console serial
-set timeout=3
+set timeout=1
 menuentry '{title}' {{
   linux /live/vmlinuz {}
   initrd /{} /live/config.img
