@@ -20,6 +20,14 @@ use std::process::Command;
 /// `__FAILED_UNITS__` in `script` becomes `FACT failed-units=...` (`none`): the live system's
 /// startup ends in the install unit's reboot, so its health report may never come.
 pub(crate) fn live_job(cfg: VmConfig, script: String) -> VmConfig {
+    live_job_ordered(cfg, script, true)
+}
+
+/// [`live_job`], or for checks that need nothing before the install (no refusal on the
+/// untouched disk; `before_install` false) beside the installation unit instead of holding it
+/// up: a timed host's install starts when its live system is up, as a user's does (the checks
+/// took about 3 s of the live system's startup under emulation).
+pub(crate) fn live_job_ordered(cfg: VmConfig, script: String, before_install: bool) -> VmConfig {
     let failed_units = format!(
         "f=$({} | tr '\\n' ' ')\necho \"FACT failed-units=${{f:-none}}\"",
         FAILED_UNITS_SH
@@ -44,7 +52,11 @@ After=dev-virtio\\x2dports-org.imgmode.results.device
     cfg.extra_unit("imgmode-vmtest-live.service", &unit)
         .unit_dropin(
             "imgmode-ibi-install.service",
-            "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n",
+            if before_install {
+                "[Unit]\nWants=imgmode-vmtest-live.service\nAfter=imgmode-vmtest-live.service\n"
+            } else {
+                "[Unit]\nWants=imgmode-vmtest-live.service\n"
+            },
         )
         .credential("vmtest.livescript", guest_script(&script))
 }

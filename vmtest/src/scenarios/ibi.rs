@@ -19,7 +19,7 @@ use crate::harness::guest::{
     diag_section, file_modes, job, key_inventory, parse_phase, report_line, run_job_timed, Phase,
     BOOT_TIMEOUT,
 };
-use crate::harness::install_iso::{live_job, no_failed_live_units, seed_in_tls_registry};
+use crate::harness::install_iso::{live_job_ordered, no_failed_live_units, seed_in_tls_registry};
 use crate::harness::media::{blank_disk, cdrom};
 use crate::harness::privnet::{self, PrivateNet};
 use crate::harness::qemu::{Boot, VmConfig};
@@ -514,7 +514,8 @@ async fn boot_host(
     if let Some(net) = net {
         extra_args.extend(net.qemu_args(ibi_site::MAC));
     }
-    let cfg = live_job(
+    // a host without refusals or a network wait checks its live system beside the install
+    let cfg = live_job_ordered(
         job(
             VmConfig {
                 extra_args,
@@ -534,6 +535,7 @@ async fn boot_host(
         LIVE_SCRIPT
             .replace("__REFUSALS__", if h.refusals { "yes" } else { "no" })
             .replace("__NETWORK__", if h.no_dhcp { "yes" } else { "no" }),
+        h.refusals || h.no_dhcp,
     )
     .credential("vmtest.kubeconfig", kubeconfig)
     .credential("vmtest.seedkubeconfig", seed_kubeconfig.to_string())
