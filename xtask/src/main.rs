@@ -230,8 +230,29 @@ pub(crate) struct VmtestOpts {
     #[arg(long, requires = "artifacts_to", conflicts_with_all = ["keep", "lanes", "baselines", "list"])]
     build_only: bool,
     /// Where the scenarios' directories and junit.xml go.
-    #[arg(long, value_name = "DIR", default_value = "target/vmtest")]
-    out: PathBuf,
+    #[arg(long, value_name = "DIR", default_value = VMTEST_OUT)]
+    out: VmtestOut,
+}
+
+/// Where `cargo xtask vmtest` writes unless told (`bench ibi` reads its timings there).
+pub(crate) const VMTEST_OUT: &str = "target/vmtest";
+
+/// `--out` of [`VmtestOpts`]: [`VMTEST_OUT`] also for the options `ci` and `bench` build
+/// with `..VmtestOpts::default()` (a bare path's default would be the checkout's root).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct VmtestOut(PathBuf);
+
+impl Default for VmtestOut {
+    fn default() -> Self {
+        VmtestOut(PathBuf::from(VMTEST_OUT))
+    }
+}
+
+impl std::str::FromStr for VmtestOut {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(VmtestOut(PathBuf::from(s)))
+    }
 }
 
 fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
@@ -278,7 +299,7 @@ fn vmtest(names: Vec<String>, o: VmtestOpts) -> Result<()> {
         return Ok(());
     }
     let root = workspace_root();
-    let out = root.join(out);
+    let out = root.join(out.0);
     let (artifacts, seed) = shared_images(
         &chosen,
         &out,
@@ -579,6 +600,23 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ci` and `bench ibi` build their options from the default: their scenarios must go
+    /// where `vmtest`'s own default puts them, where `bench ibi` reads the timings.
+    #[test]
+    fn built_options_write_where_the_command_line_default_does() {
+        assert_eq!(VmtestOpts::default().out, VmtestOut("target/vmtest".into()));
+        let parsed = Cli::try_parse_from(["xtask", "vmtest", "boot"]).unwrap();
+        match parsed.cmd {
+            Cmd::Vmtest { opts, .. } => assert_eq!(opts.out, VmtestOpts::default().out),
+            _ => panic!("not vmtest"),
         }
     }
 }

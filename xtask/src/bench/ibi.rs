@@ -25,7 +25,9 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
             },
         )?;
     }
-    let path = root.join("target/vmtest/ibi-two-sites/timings.json");
+    let path = root
+        .join(crate::VMTEST_OUT)
+        .join("ibi-two-sites/timings.json");
     let t: imgmode_vmtest::scenarios::ibi_timing::Timings = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| {
             format!(
