@@ -298,3 +298,81 @@ fn a_closed_stdout_ends_the_output_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// The first layer's media type and the manifest digest of the OCI layout at `dir`.
+fn first_layer(dir: &Path) -> (String, String) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    (
+        manifest["layers"][0]["mediaType"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        digest,
+    )
+}
+
+#[test]
+fn push_preserve_digests_keeps_an_uncompressed_layer_and_the_digest() {
+    common::require!(common::Need::Tool("skopeo"));
+    let td = tempfile::tempdir().unwrap();
+    let src = td.path().join("src");
+    layout(&src);
+    let (plain, src_digest) = first_layer(&src);
+    assert_eq!(plain, "application/vnd.oci.image.layer.v1.tar");
+    let push = |dest: &Path, preserve: bool| {
+        let dest = format!("oci:{}", dest.display());
+        let mut args = vec!["push"];
+        if preserve {
+            args.push("--preserve-digests");
+        }
+        let src = format!("oci:{}", src.display());
+        args.extend([src.as_str(), dest.as_str()]);
+        let (ok, _, err) = run(td.path(), &args);
+        assert!(ok, "{err}");
+    };
+    // skopeo's own default: an uncompressed layer is compressed on the way, the digest changes
+    let recompressed = td.path().join("recompressed");
+    push(&recompressed, false);
+    let (kind, digest) = first_layer(&recompressed);
+    assert_eq!(kind, "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_ne!(digest, src_digest);
+    // --preserve-digests: byte for byte, to a layout and through the local store
+    let kept = td.path().join("kept");
+    push(&kept, true);
+    assert_eq!(first_layer(&kept), (plain.clone(), src_digest.clone()));
+    let (ok, _, err) = run(
+        td.path(),
+        &[
+            "push",
+            "--preserve-digests",
+            &format!("oci:{}", src.display()),
+            "kept-here",
+        ],
+    );
+    assert!(ok, "{err}");
+    let out = td.path().join("from-store");
+    let (ok, _, err) = run(
+        td.path(),
+        &[
+            "push",
+            "--preserve-digests",
+            "kept-here",
+            &format!("oci:{}", out.display()),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(first_layer(&out), (plain, src_digest));
+}

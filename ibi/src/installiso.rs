@@ -291,10 +291,13 @@ pub fn live_network(c: &ImageBasedInstallationConfig) -> Result<Vec<LiveFile>> {
         .collect())
 }
 
-/// The seed copied into `dest` (an OCI layout) for the ISO; returns its manifest digest.
+/// The seed copied into `dest` (an OCI layout) for the ISO, byte for byte (its digest is the
+/// registry's, and an uncompressed layer is not compressed on the way: the install would only
+/// have to decompress it again); returns its manifest digest.
 fn embed_seed(seed: &str, name: &str, auth: &RegistryAuth, dest: &Path) -> Result<Option<String>> {
     imgmode_image::skopeo::Copy::new(seed, format!("oci:{}", dest.display()))
         .src_auth(auth)
+        .preserve_digests()
         .run()
         .with_context(|| format!("copying the seed {seed} (seedImage in {name}) to embed it"))?;
     let index: serde_json::Value =

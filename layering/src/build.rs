@@ -132,14 +132,16 @@ pub fn ensure_in_containers_storage(name: &str, image: &OciImage) -> Result<Stri
     Ok(cs)
 }
 
-/// Copy `src` to `dest` with skopeo (`imgmode push`, MachineOSBuild pushes). Returns the
-/// manifest digest at the destination, which is also written to `digestfile` when given.
+/// Copy `src` to `dest` with skopeo (`imgmode push`, MachineOSBuild pushes), every blob byte
+/// for byte when `preserve_digests`. Returns the manifest digest at the destination, which is
+/// also written to `digestfile` when given.
 pub fn push(
     src: &ImageReference,
     dest: &ImageReference,
     tls_verify: bool,
     authfile: Option<&Path>,
     digestfile: Option<&Path>,
+    preserve_digests: bool,
 ) -> Result<String> {
     let td = tempfile::tempdir()?;
     let df = digestfile.map_or_else(|| td.path().join("digest"), Path::to_path_buf);
@@ -148,10 +150,15 @@ pub fn push(
         tls_verify: Some(tls_verify),
         ..Default::default()
     };
-    skopeo::Copy::new(src.to_string(), dest.to_string())
+    let copy = skopeo::Copy::new(src.to_string(), dest.to_string())
         .dest_auth(&auth)
-        .digestfile(&df)
-        .run()
+        .digestfile(&df);
+    let copy = if preserve_digests {
+        copy.preserve_digests()
+    } else {
+        copy
+    };
+    copy.run()
         .with_context(|| format!("pushing {src} to {dest}"))?;
     Ok(std::fs::read_to_string(&df)
         .with_context(|| format!("reading {}", df.display()))?

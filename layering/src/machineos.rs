@@ -788,6 +788,7 @@ impl BuildJob<'_> {
             opts.tls_verify,
             opts.authfile.as_deref(),
             None,
+            false,
         )
         .map_err(|e| (Stage::Push, e))
     }

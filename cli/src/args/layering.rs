@@ -92,6 +92,11 @@ pub struct PushArgs {
     /// Write the pushed manifest digest to this file.
     #[arg(long)]
     pub digestfile: Option<PathBuf>,
+    /// Copy every blob byte for byte, so the image keeps its digest (skopeo's
+    /// --preserve-digests); without it an uncompressed layer is gzip-compressed on the way,
+    /// as skopeo does. A seed's layer is uncompressed on purpose: its tarballs are compressed.
+    #[arg(long)]
+    pub preserve_digests: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,6 +32,7 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
         dest,
         tls_verify,
         digestfile,
+        preserve_digests,
     } = a;
     let store = cx.store();
     let src_ref = store.resolve(&src)?;
@@ -53,6 +54,7 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
                 false,
                 None,
                 digestfile.as_deref(),
+                preserve_digests,
             )?;
             store.publish(staged, &name)?;
             crate::output::say(&format!(
@@ -74,6 +76,7 @@ pub fn push(a: PushArgs, cx: &Ctx) -> Result<()> {
         tls_verify,
         None,
         digestfile.as_deref(),
+        preserve_digests,
     )
     .inspect_err(|_| {
         if let Some(p) = &made {

@@ -83,7 +83,9 @@ pub(crate) async fn seed_in_tls_registry(
     let (_, certs) = reg.tls.clone().context("the registry serves no TLS")?;
     run(
         Command::new("skopeo")
-            .args(["copy", "--quiet"])
+            // byte for byte: the registry holds the seed `seed create` made (its layer
+            // uncompressed), as `seed create --output docker://...` would push it
+            .args(["copy", "--quiet", "--preserve-digests"])
             .arg(format!("--dest-cert-dir={}", certs.display()))
             .arg(format!("oci-archive:{}", seed.archive.display()))
             .arg(format!(

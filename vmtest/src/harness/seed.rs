@@ -343,10 +343,12 @@ fn copy_seed_off(a: &Artifacts, dir: &Path, out_img: &Path, archive: &Path) -> R
 }
 
 /// The seed's OCI layout into the local store as [`SEED_IMAGE`], and from there to the
-/// `oci-archive` at `archive`.
+/// `oci-archive` at `archive`, byte for byte: its layer stays uncompressed as `seed create`
+/// wrote it (and as `seed create --output docker://...` pushes it), so every scenario installs
+/// the seed a user's registry holds, not a recompressed copy.
 pub(crate) fn store_seed(a: &Artifacts, layout: &Path, archive: &Path) -> Result<()> {
     let src = format!("oci:{}:latest", layout.display());
-    imgmode_json(a, &["push", &src, SEED_IMAGE])?;
+    imgmode_json(a, &["push", "--preserve-digests", &src, SEED_IMAGE])?;
     let _ = std::fs::remove_file(archive);
     if let Some(p) = archive.parent() {
         std::fs::create_dir_all(p)?;
@@ -355,6 +357,7 @@ pub(crate) fn store_seed(a: &Artifacts, layout: &Path, archive: &Path) -> Result
         a,
         &[
             "push",
+            "--preserve-digests",
             SEED_IMAGE,
             &format!("oci-archive:{}", archive.display()),
         ],
