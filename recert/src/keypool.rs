@@ -2,7 +2,10 @@
 //!
 //! Workers start before the scan and generate RSA 2048 keys (the kind a cluster holds most of)
 //! speculatively, up to a cap. When the scan knows what it needs, [`KeyPool::finish`] hands the
-//! workers the exact remaining demand per kind and waits for them.
+//! workers the exact remaining demand per kind and waits for them. A caller with time to spare
+//! before recert (post-pivot, while it waits for the configuration, the network and etcd) may
+//! start the pool itself and hand it to [`crate::run_with_pool`]; a pool dropped unfinished
+//! stops its workers after their current key.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -64,8 +67,24 @@ impl KeyPool {
         }
     }
 
+    /// Add workers until there are `threads` (a pool started early with fewer, handed to a
+    /// run that may use more).
+    pub fn grow_to(&mut self, threads: usize) {
+        while self.workers.len() < threads {
+            let shared = self.shared.clone();
+            self.workers
+                .push(std::thread::spawn(move || worker(&shared)));
+        }
+    }
+
+    /// How many keys are ready, of every kind.
+    pub fn ready(&self) -> usize {
+        let st = self.shared.0.lock().expect("key pool lock");
+        st.ready.values().map(Vec::len).sum()
+    }
+
     /// Generate what is still missing of `needs` and return exactly that many keys per kind.
-    pub fn finish(self, needs: &HashMap<KeyKind, usize>) -> Result<Generated> {
+    pub fn finish(mut self, needs: &HashMap<KeyKind, usize>) -> Result<Generated> {
         let waited = Instant::now();
         {
             let (lock, cv) = &*self.shared;
@@ -78,7 +97,7 @@ impl KeyPool {
             st.demand = Some(jobs);
             cv.notify_all();
         }
-        for w in self.workers {
+        for w in std::mem::take(&mut self.workers) {
             w.join()
                 .map_err(|_| anyhow!("a key generation thread panicked"))?;
         }
@@ -100,6 +119,19 @@ impl KeyPool {
             total: self.started.elapsed(),
             speculative_unused: unused,
         })
+    }
+}
+
+impl Drop for KeyPool {
+    /// Unfinished (the run failed, or resumed from its journal and needed no keys): no more
+    /// keys; each worker ends after the one it is making, and what was made is dropped.
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut st) = lock.lock() {
+            st.demand.get_or_insert_with(VecDeque::new).clear();
+            st.speculative_left = 0;
+        }
+        cv.notify_all();
     }
 }
 
@@ -155,5 +187,44 @@ mod tests {
         let spkis: std::collections::HashSet<_> =
             got.keys.values().flatten().map(|k| k.spki_der()).collect();
         assert_eq!(spkis.len(), 6, "every key is distinct");
+    }
+
+    #[test]
+    fn an_early_pool_grows_and_its_speculative_keys_count_towards_the_demand() {
+        let mut pool = KeyPool::start(1, 2);
+        let t0 = Instant::now();
+        while pool.ready() < 2 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "no speculative key made"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pool.grow_to(2);
+        assert_eq!(pool.workers.len(), 2);
+        let got = pool
+            .finish(&HashMap::from([(SPECULATIVE, 3), (KeyKind::P256, 1)]))
+            .unwrap();
+        assert_eq!(got.keys[&SPECULATIVE].len(), 3);
+        assert_eq!(got.keys[&KeyKind::P256].len(), 1);
+        assert_eq!(got.speculative_unused, 0);
+    }
+
+    #[test]
+    fn a_dropped_pool_stops_its_workers() {
+        let pool = KeyPool::start(2, 1_000_000);
+        let shared = pool.shared.clone();
+        drop(pool);
+        let t0 = Instant::now();
+        // both workers end after their current key: only this test holds the state then
+        while Arc::strong_count(&shared) > 1 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "the workers of a dropped pool still run"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let st = shared.0.lock().unwrap();
+        assert!(st.ready.values().map(Vec::len).sum::<usize>() <= 2);
     }
 }

@@ -254,6 +254,29 @@ fn connect(c: &Checked, endpoint: &str) -> Result<etcd::Etcd> {
 
 /// Run recert. The summary is also written where the configuration says.
 pub fn run(c: &Checked) -> Result<Summary> {
+    run_with_pool(c, None)
+}
+
+/// A key pool for [`run_with_pool`], started now: its workers make RSA 2048 keys (a
+/// cluster's most common kind) until the run says what it needs.
+pub fn start_key_pool(threads: usize) -> keypool::KeyPool {
+    keypool::KeyPool::start(threads, SPECULATIVE_KEYS)
+}
+
+/// `pool` grown to the configuration's threads, or a new one.
+fn pool_of(c: &Checked, pool: Option<keypool::KeyPool>) -> keypool::KeyPool {
+    match pool {
+        Some(mut p) => {
+            p.grow_to(c.threads);
+            p
+        }
+        None => start_key_pool(c.threads),
+    }
+}
+
+/// [`run`], taking its keys from `pool` when given (started earlier by [`start_key_pool`],
+/// grown to the configuration's threads); a run resumed from its journal needs none.
+pub fn run_with_pool(c: &Checked, pool: Option<keypool::KeyPool>) -> Result<Summary> {
     let t0 = Instant::now();
     let journal_path = journal::path(&c.cfg).filter(|_| !c.cfg.dry_run);
     if let Some(p) = journal_path.as_ref().filter(|p| p.exists()) {
@@ -266,7 +289,7 @@ pub fn run(c: &Checked) -> Result<Summary> {
         None => None,
     };
 
-    let pool = keypool::KeyPool::start(c.threads, SPECULATIVE_KEYS);
+    let pool = pool_of(c, pool);
     let (reg, mut objects, files, etcd_values) = scan(c, etcd.as_mut())?;
     let scan_ms = t0.elapsed().as_millis();
 

@@ -313,10 +313,15 @@ pub const RECONFIGURED: &str = "reconfigured.json";
 
 /// The steps, each skipped when the log records it as done.
 fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration> {
-    // new SSH host keys need nothing of the configuration: `ssh-keygen -A` (an RSA key among
-    // them, seconds under emulation) runs alongside the steps up to `host`, which waits for it
-    let mut host_keys = (!log.is_done("host"))
-        .then(|| std::thread::spawn(|| regenerate_ssh_host_keys(Path::new("/"))));
+    // the host's own SSH host keys need nothing of the configuration: kept when this boot made
+    // them all, else `ssh-keygen -A` (an RSA key among them, seconds under emulation) alongside
+    // the steps up to `host`, which waits for it
+    let mut host_keys =
+        (!log.is_done("host")).then(|| std::thread::spawn(|| own_ssh_host_keys(Path::new("/"))));
+    // recert's keys need nothing of the configuration either: one worker starts making them
+    // now, while the steps below mostly wait (for the ISO, the network, etcd); recert takes
+    // them and adds its other workers (the keys stay in memory, made on this host)
+    let mut keys = (!log.is_done("recert")).then(|| imgmode_recert::start_key_pool(1));
     log.once("config", "waiting for the configuration ISO", |_| {
         fetch_config(o)
     })?;
@@ -359,7 +364,7 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     log.once(
         "recert",
         "recert: new certificates and keys, cluster renamed",
-        |_| run_recert(o, &m),
+        |_| run_recert(o, &m, keys.take()),
     )?;
     log.once(
         "extra-manifests",
@@ -426,6 +431,67 @@ fn ntp_sources(chrony_config: &str) -> Result<()> {
         return Ok(());
     }
     bail!("the configuration gives additionalNTPSources, and this system has neither chrony nor systemd-timesyncd to use them; add one to the seed's image")
+}
+
+/// Where the first boot's `imgmode-ssh-keygen.service` (the base image's) writes `sha256sum`
+/// lines of the SSH host keys when it made every one of them on this boot. It is in /run, a
+/// tmpfs made anew at each boot: no image, seed or earlier boot can have left it there.
+pub const HOST_KEYS_MADE_THIS_BOOT: &str = "run/imgmode/ssh-host-keys-made-this-boot";
+
+/// The unit that makes the host keys a machine lacks at boot.
+const HOST_KEYGEN_UNIT: &str = "imgmode-ssh-keygen.service";
+
+/// SSH host keys under `root` that are this machine's alone: those this boot's key generation
+/// made ([`HOST_KEYS_MADE_THIS_BOOT`] lists every private key there is, with its bytes'
+/// sha256) are kept; any other set is made anew ([`regenerate_ssh_host_keys`]). Returns
+/// whether the keys were kept. On `/`, waits for the boot's key generation first.
+pub fn own_ssh_host_keys(root: &Path) -> Result<bool> {
+    if root == Path::new("/") {
+        // a oneshot being started is waited for; one that ran runs again and makes nothing
+        let _ = Run::new("systemctl")
+            .args(["start", HOST_KEYGEN_UNIT])
+            .output();
+    }
+    if host_keys_made_this_boot(root)? {
+        return Ok(true);
+    }
+    regenerate_ssh_host_keys(root)?;
+    Ok(false)
+}
+
+/// Whether every SSH host private key under `root` (`etc/ssh/ssh_host_*_key`) is listed in
+/// [`HOST_KEYS_MADE_THIS_BOOT`] with its sha256, and the list names no other key.
+fn host_keys_made_this_boot(root: &Path) -> Result<bool> {
+    use sha2::Digest;
+    let Ok(list) = std::fs::read_to_string(root.join(HOST_KEYS_MADE_THIS_BOOT)) else {
+        return Ok(false);
+    };
+    let mut listed = std::collections::BTreeMap::new();
+    for line in list.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((hash, path)) = line.split_once("  ") else {
+            return Ok(false);
+        };
+        let Some(name) = Path::new(path).file_name() else {
+            return Ok(false);
+        };
+        listed.insert(name.to_os_string(), hash.to_string());
+    }
+    let dir = root.join("etc/ssh");
+    let mut found = 0;
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name();
+        let n = name.to_string_lossy();
+        if !(n.starts_with("ssh_host_") && n.ends_with("_key")) {
+            continue;
+        }
+        found += 1;
+        let hash = hex::encode(sha2::Sha256::digest(std::fs::read(e.path())?));
+        if listed.get(&name) != Some(&hash) {
+            return Ok(false);
+        }
+    }
+    Ok(found > 0 && found == listed.len())
 }
 
 /// New SSH host keys under `root` (`etc/ssh/ssh_host_*`): `ssh-keygen -A` makes every type
@@ -653,7 +719,7 @@ fn apply_network(m: &SeedReconfiguration) -> Result<()> {
 }
 
 /// New SSH host keys being made on a thread of their own.
-type HostKeys = std::thread::JoinHandle<Result<()>>;
+type HostKeys = std::thread::JoinHandle<Result<bool>>;
 
 /// Root's SSH key, new SSH host keys (those `started` made, or made now), the pull secret,
 /// the hostname and the NTP sources.
@@ -677,8 +743,8 @@ fn configure_host(m: &SeedReconfiguration, started: Option<HostKeys>) -> Result<
         Some(t) => t
             .join()
             .map_err(|_| anyhow::anyhow!("making the SSH host keys panicked"))??,
-        None => regenerate_ssh_host_keys(Path::new("/"))?,
-    }
+        None => own_ssh_host_keys(Path::new("/"))?,
+    };
     // sshd (when it runs) serves the new keys
     let _ = Run::new("systemctl")
         .args(["try-restart", "ssh.service"])
@@ -693,7 +759,11 @@ fn configure_host(m: &SeedReconfiguration, started: Option<HostKeys>) -> Result<
 }
 
 /// recert with the configuration: new certificates under its signer keys, the cluster renamed.
-fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
+fn run_recert(
+    o: &PostPivotOpts,
+    m: &SeedReconfiguration,
+    keys: Option<imgmode_recert::keypool::KeyPool>,
+) -> Result<()> {
     let c = &o.cluster;
     let ip = node_ip(m, Duration::ZERO)?;
     let mut cfg = recert_config(m, &o.state_dir.join("keys"), &ip)?;
@@ -706,7 +776,7 @@ fn run_recert(o: &PostPivotOpts, m: &SeedReconfiguration) -> Result<()> {
         .cloned()
         .collect();
     cfg.summary_file = Some(o.state_dir.join("recert-summary.yaml"));
-    imgmode_recert::run(&cfg.check()?)?;
+    imgmode_recert::run_with_pool(&cfg.check()?, keys)?;
     Ok(())
 }
 
@@ -836,6 +906,46 @@ mod tests {
             let m = std::fs::metadata(ssh.join(format!("ssh_host_{t}_key"))).unwrap();
             assert_eq!(m.permissions().mode() & 0o777, 0o600, "{t}");
         }
+    }
+
+    #[test]
+    fn host_keys_this_boot_made_are_kept_and_any_other_set_is_made_anew() {
+        imgmode_testkit::require!(imgmode_testkit::Need::Tool("ssh-keygen"));
+        let td = tempfile::tempdir().unwrap();
+        let root = td.path();
+        let ssh = root.join("etc/ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::write(ssh.join("sshd_config"), "").unwrap();
+        regenerate_ssh_host_keys(root).unwrap();
+        // no list (keys from an earlier boot, or a seed): made anew
+        let key = |t: &str| std::fs::read(ssh.join(format!("ssh_host_{t}_key"))).unwrap();
+        let before = key("ed25519");
+        assert!(!own_ssh_host_keys(root).unwrap());
+        assert_ne!(key("ed25519"), before);
+        // the list the boot's unit writes (`sha256sum /etc/ssh/ssh_host_*_key`): kept
+        let list = |root: &Path| {
+            use sha2::Digest;
+            let mut out = String::new();
+            for t in ["ecdsa", "ed25519", "rsa"] {
+                let h = hex::encode(sha2::Sha256::digest(key(t)));
+                out.push_str(&format!("{h}  /etc/ssh/ssh_host_{t}_key\n"));
+            }
+            let f = root.join(HOST_KEYS_MADE_THIS_BOOT);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, out).unwrap();
+        };
+        list(root);
+        let made = key("rsa");
+        assert!(own_ssh_host_keys(root).unwrap());
+        assert_eq!(key("rsa"), made);
+        // a key the list does not name, or one whose bytes changed: the whole set made anew
+        std::fs::write(ssh.join("ssh_host_dsa_key"), "a seed's old key").unwrap();
+        assert!(!own_ssh_host_keys(root).unwrap());
+        assert!(!ssh.join("ssh_host_dsa_key").exists());
+        assert_ne!(key("rsa"), made);
+        list(root);
+        std::fs::write(ssh.join("ssh_host_ecdsa_key"), "changed").unwrap();
+        assert!(!host_keys_made_this_boot(root).unwrap());
     }
 
     #[test]
