@@ -262,9 +262,12 @@ impl Layout {
         self.partitions.iter().find(|p| p.role == role)
     }
 
-    /// sgdisk arguments that create this table on an empty disk.
+    /// sgdisk arguments that create this table on an empty disk. `--clear` starts from an empty
+    /// GPT in memory, written once with the new partitions: `--zap-all` wrote the wiped table
+    /// first, and sgdisk sleeps a second after each write before asking the kernel to re-read
+    /// it (2.2 s against 1.0 s here; both disks it writes are empty or wiped before).
     pub fn sgdisk_args(&self) -> Vec<String> {
-        let mut a = vec!["--zap-all".to_string(), "--disk-guid=R".to_string()];
+        let mut a = vec!["--clear".to_string(), "--disk-guid=R".to_string()];
         for p in &self.partitions {
             a.push(format!(
                 "--new={}:{}:{}",
