@@ -206,8 +206,8 @@ pub(crate) struct VmtestOpts {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     lanes: u16,
     /// Also measure the benchmarks' baselines in the scenarios that have one (`ibi`: its
-    /// second host's installed disk booted again, twice) and write their figures
-    /// (`target/vmtest/ibi/timings.json`); `bench ibi` runs the scenario so, and
+    /// second host's installed disk booted again, three times) and write their figures
+    /// (`target/vmtest/ibi-two-sites/timings.json`); `bench ibi` runs the scenario so, and
     /// `bench --reuse-vmtest` reads them.
     #[arg(long)]
     baselines: bool,

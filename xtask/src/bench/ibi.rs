@@ -43,7 +43,10 @@ pub(super) fn run(root: &Path, reuse: bool, rows: &mut Vec<Row>) -> Result<()> {
     rows.push(Row {
         name: "IBI end to end (TCG)".into(),
         seconds: t.end_to_end,
-        baseline: Some("plain boot of the installed disk, same machine, best of 2".into()),
+        baseline: Some(format!(
+            "plain boot of the installed disk, same machine, best of {}",
+            imgmode_vmtest::scenarios::ibi_timing::PLAIN_RUNS
+        )),
         baseline_seconds: Some(t.plain_boot),
         ratio: Some(t.end_to_end / t.plain_boot),
         target: Some("<= 3".into()),
