@@ -130,7 +130,7 @@ pub fn open_image_with(
 
 /// The image an `oci:PATH[:TAG]` reference names, read in place (exactly the image tagged TAG,
 /// or the layout's only image); `None` for any other transport.
-pub(crate) fn open_layout(
+pub fn open_layout(
     arg: &str,
     imgref: &ostree_ext::container::ImageReference,
 ) -> Result<Option<OciImage>> {
