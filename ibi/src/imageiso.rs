@@ -334,7 +334,9 @@ mod tests {
         };
         let text = String::from_utf8_lossy(data);
         assert!(
-            text.contains(&format!("What=/dev/disk/by-label/{LABEL}")),
+            text.contains(&format!("What={}\n", imgmode_os::live::ISO_DIR))
+                && text.contains("Options=bind,ro\n")
+                && text.contains(LABEL),
             "{text}"
         );
         assert!(files

@@ -28,6 +28,9 @@ pub(crate) const FILES_DIR: &str = "imgmode-live";
 /// The live system's mounts: `iso`, `root` (the image, read-only), `rw` (tmpfs: `upper`,
 /// `work`).
 const MOUNTS: &str = "/run/imgmode-live";
+/// Where the initrd mounted the ISO the live system booted from; it stays mounted there while
+/// the live system runs.
+pub const ISO_DIR: &str = "/run/imgmode-live/iso";
 /// The units' names, in the initramfs's `/etc/systemd/system`.
 const ROOT_UNIT: &str = "imgmode-live-root.service";
 
@@ -155,9 +158,9 @@ Before=sysroot.mount
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/bin/mkdir -p {MOUNTS}/iso {MOUNTS}/root {MOUNTS}/rw
-ExecStart=/usr/bin/mount -t iso9660 -o ro {dev} {MOUNTS}/iso
-ExecStart=/usr/bin/mount -t erofs -o ro,loop {MOUNTS}/iso/{ROOT_IMAGE} {MOUNTS}/root
+ExecStart=/usr/bin/mkdir -p {ISO_DIR} {MOUNTS}/root {MOUNTS}/rw
+ExecStart=/usr/bin/mount -t iso9660 -o ro {dev} {ISO_DIR}
+ExecStart=/usr/bin/mount -t erofs -o ro,loop {ISO_DIR}/{ROOT_IMAGE} {MOUNTS}/root
 ExecStart=/usr/bin/mount -t tmpfs -o mode=0755 imgmode-live {MOUNTS}/rw
 ExecStart=/usr/bin/mkdir {MOUNTS}/rw/upper {MOUNTS}/rw/work
 ExecStart=/usr/bin/cp -a /{FILES_DIR}/. {MOUNTS}/rw/upper/
