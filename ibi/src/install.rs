@@ -137,7 +137,7 @@ impl Mounts {
     /// (see [`disk::partition_device`]), else a loop device at its offset (a disk image file).
     fn mount(&mut self, disk: &Path, p: &Partition, at: &Path) -> Result<()> {
         std::fs::create_dir_all(at)?;
-        let mount = match disk::partition_device(disk, p.start, p.size) {
+        let mount = match disk::partition_device(disk, p.start, p.size)? {
             Some(dev) => Run::new("mount").arg(dev),
             None => Run::new("mount")
                 .arg("-o")

@@ -21,12 +21,35 @@ pub(crate) struct Claimed {
     pub block: bool,
     /// The exclusive open with its lock; dropped after the wipe.
     lock: Option<File>,
+    /// After the wipe: a plain read-only open of the block device holding its BSD lock until
+    /// the install ends (see [`Claimed::release`]).
+    udev_lock: Option<File>,
 }
 
 impl Claimed {
-    /// Give up the exclusive hold (before partitions are made: mkfs and mount claim them).
+    /// Give up the hold entirely: the kernel and udev read the disk's new partition table.
     pub fn release(&mut self) {
         self.lock = None;
+        self.udev_lock = None;
+    }
+
+    /// Give up the exclusive open (before partitions are made: mkfs and mount claim them) but
+    /// keep the disk's BSD lock, on a plain open, until the claim is dropped. udev leaves a
+    /// locked disk alone (systemd's block device locking): unlocked, every close of the disk
+    /// written (sgdisk, the ESP's mkfs.vfat and mtools at an offset) made udev re-read its
+    /// partition table, which takes every partition device away for a moment; an install that
+    /// looked for one then (an IBI benchmark run did) found none.
+    pub fn release_keeping_lock(&mut self) -> Result<()> {
+        if self.lock.take().is_none() || !self.block {
+            return Ok(());
+        }
+        let file = File::open(&self.path)
+            .with_context(|| format!("opening {} again", self.path.display()))?;
+        // udev may take a shared lock for a moment in between: wait for it
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("locking {} (flock)", self.path.display()))?;
+        self.udev_lock = Some(file);
+        Ok(())
     }
 
     /// The exclusive open of a block device (read and write), while it is held.
@@ -56,6 +79,7 @@ pub(crate) fn claim(named: &str, disk: &Path) -> Result<Claimed> {
             path: disk.to_path_buf(),
             block: false,
             lock: None,
+            udev_lock: None,
         });
     }
     if !ft.is_block_device() {
@@ -102,6 +126,7 @@ pub(crate) fn claim(named: &str, disk: &Path) -> Result<Claimed> {
         path: disk.to_path_buf(),
         block: true,
         lock: Some(file),
+        udev_lock: None,
     })
 }
 
@@ -222,17 +247,44 @@ pub(crate) fn users(name: &str) -> Result<Vec<String>> {
 /// The kernel's device node of the partition of the block device `disk` that starts at byte
 /// `start` and spans `size` bytes (sysfs counts 512-byte sectors), when the kernel knows it
 /// so. The install makes and mounts its filesystems there: through a loop device over the
-/// whole disk every block written would pass through the page cache twice.
-pub(crate) fn partition_device(disk: &Path, start: u64, size: u64) -> Option<PathBuf> {
-    let meta = std::fs::metadata(disk).ok()?;
+/// whole disk every block written would pass through the page cache twice (and a loop device
+/// over a disk whose partition is also a device writes the same blocks through two caches).
+/// A disk that can have partition devices (any but a loop device without partition scanning)
+/// is given up to [`PARTITION_WAIT`] for the partition to appear, then refused.
+pub(crate) fn partition_device(disk: &Path, start: u64, size: u64) -> Result<Option<PathBuf>> {
+    let meta = std::fs::metadata(disk).with_context(|| format!("reading {}", disk.display()))?;
     if !meta.file_type().is_block_device() {
-        return None;
+        return Ok(None);
     }
-    let name = sys_name(&meta).ok()?;
-    let part = partition_named(&Path::new("/sys/class/block").join(name), start, size)?;
-    let dev = Path::new("/dev").join(part);
-    dev.exists().then_some(dev)
+    let sys = Path::new("/sys/class/block").join(sys_name(&meta)?);
+    let partitioned =
+        std::fs::read_to_string(sys.join("loop/partscan")).map_or(true, |v| v.trim() == "1");
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(part) = partition_named(&sys, start, size) {
+            let dev = Path::new("/dev").join(part);
+            if dev.exists() {
+                return Ok(Some(dev));
+            }
+        }
+        if !partitioned {
+            return Ok(None);
+        }
+        if t0.elapsed() > PARTITION_WAIT {
+            bail!(
+                "the kernel shows no partition of {} starting at byte {start} ({size} bytes) {} s after the partition table was written; \
+                 check that nothing else rewrote it (partx --show {})",
+                disk.display(),
+                PARTITION_WAIT.as_secs(),
+                disk.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
+
+/// How long [`partition_device`] waits for the kernel's partition device.
+const PARTITION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The name of the partition under the disk's sysfs directory `sys_disk` that starts at byte
 /// `start` and spans `size` bytes.
@@ -307,6 +359,9 @@ mod tests {
         // a disk image file has no partition devices: the install mounts through a loop device
         let img = sys.path().join("disk.img");
         std::fs::write(&img, b"").unwrap();
-        assert_eq!(partition_device(&img, 2048 * 512, 2048 * 512), None);
+        assert_eq!(
+            partition_device(&img, 2048 * 512, 2048 * 512).unwrap(),
+            None
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The steps of `imgmode ibi install`, in order, each its own function and each recorded in the
 //! state file under its name: preflight, seed-gates, disk-cleanup (or disk-cleanup-skipped),
-//! partition, seed-pull, seed-version, ostree-pull-local, deploy, restore-var-etc, payload
-//! (with a payload), precache, bootloader, post-script (with a script), finish.
+//! partition, seed-pull, seed-version, ostree-pull-local, deploy, boot-entries,
+//! restore-var-etc, payload (with a payload), precache, bootloader, post-script (with a
+//! script), finish.
 
 use super::{
     booted_deployment, cleanup_disk, container_storage_unit, disk_size, etc_deletions,
@@ -132,8 +133,10 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
         )?;
         cleanup_disk(&target.disk, target.block)?;
     }
-    // partitions are made next: mkfs and mount claim them, which the hold would refuse
-    target.claim.release();
+    // partitions are made next: mkfs and mount claim them, which the exclusive open would
+    // refuse; the disk's lock stays until the install ends, so udev does not take the
+    // partition devices away to read the table again
+    target.claim.release_keeping_lock()?;
     let extra = &plan.extra;
     log.step(
         "partition",
@@ -171,7 +174,7 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
             s.kargs.join(" ")
         ),
     )?;
-    let deploy_dir = deploy(d.root, &s)?;
+    let deploy_dir = deploy(d.root, &s, log)?;
     if prune {
         imgmode_os::ostree::delete_refs_and_prune(&d.root.join("ostree/repo"), &[])
             .context("pruning the objects of the seed's other deployments")?;
@@ -357,7 +360,7 @@ fn partition(target: Target, plan: Plan, root: &Path) -> Result<Disk<'_>> {
             // on the partition's device when the kernel has one, where the mount reads it
             // (the whole disk's page cache and the partition's are not the same)
             Role::Boot | Role::Root | Role::Extra => {
-                match super::disk::partition_device(disk, p.start, p.size) {
+                match super::disk::partition_device(disk, p.start, p.size)? {
                     Some(dev) => imgmode_os::disk::mkfs_ext4(
                         &dev,
                         &Partition {
@@ -501,10 +504,18 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<bool> {
 }
 
 /// The seed's commit deployed with its kernel arguments and origin; returns the deployment.
-fn deploy(m: &Path, s: &Seed) -> Result<PathBuf> {
+/// The deployment's tree (checkout, `/etc`, kernel and initramfs), then its boot entries (a
+/// step of its own: ostree flushes the disk's pending writes, the seed's unpacked files among
+/// them, before it writes them).
+fn deploy(m: &Path, s: &Seed, log: &mut Log) -> Result<PathBuf> {
     let (stateroot, commit) = (&s.stateroot, &s.commit);
-    imgmode_os::ostree::admin_deploy(m, stateroot, &s.origin, &s.kargs, commit)
-        .with_context(|| format!("deploying the seed's commit {commit}"))?;
+    imgmode_os::ostree::admin_deploy(m, stateroot, &s.origin, &s.kargs, commit, &mut || {
+        log.step(
+            "boot-entries",
+            "writing the boot entries (the disk's pending writes flushed first)",
+        )
+    })
+    .with_context(|| format!("deploying the seed's commit {commit}"))?;
     let deploy_dir = m.join(format!("ostree/deploy/{stateroot}/deploy/{commit}.0"));
     ensure!(
         deploy_dir.join("usr").is_dir(),
