@@ -481,18 +481,20 @@ pub fn config_set(repo: &Path, key: &str, value: &str) -> Result<()> {
 /// [--karg-append=K...] COMMIT`: deploy `commit` (a checksum or ref of the sysroot's repo) as
 /// the new default deployment of `stateroot`, with the origin read from `origin_file`. Kernel
 /// arguments given are appended to the merge deployment's (none: the merge deployment's are
-/// kept, as ostree does).
+/// kept, as ostree does). `boot_entries` is called once the deployment's tree is written,
+/// before the boot entries are (ostree flushes every filesystem of the sysroot first).
 pub fn admin_deploy(
     sysroot: &Path,
     stateroot: &str,
     origin_file: &Path,
     kargs: &[String],
     commit: &str,
+    boot_entries: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let s = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot)));
     s.lock()
         .with_context(|| format!("locking the ostree sysroot {}", sysroot.display()))?;
-    let res = deploy_locked(&s, stateroot, origin_file, kargs, commit);
+    let res = deploy_locked(&s, stateroot, origin_file, kargs, commit, boot_entries);
     s.unlock();
     res.with_context(|| format!("deploying {commit} in {}", sysroot.display()))
 }
@@ -503,6 +505,7 @@ fn deploy_locked(
     origin_file: &Path,
     kargs: &[String],
     commit: &str,
+    boot_entries: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let c = gio::Cancellable::NONE;
     s.load(c).context("loading the sysroot")?;
@@ -546,6 +549,7 @@ fn deploy_locked(
             c,
         )
         .context("writing the deployment")?;
+    boot_entries()?;
     s.simple_write_deployment(
         Some(stateroot),
         &deployment,
@@ -1207,7 +1211,7 @@ mod tests {
             args.push(commit.clone());
             cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
             let kargs: Vec<String> = kargs.iter().map(|k| k.to_string()).collect();
-            admin_deploy(&y, "default", &origin, &kargs, &commit).unwrap();
+            admin_deploy(&y, "default", &origin, &kargs, &commit, &mut || Ok(())).unwrap();
             assert_eq!(entries(&x), entries(&y), "deployment {serial}");
             let d = format!("ostree/deploy/default/deploy/{commit}.{serial}");
             assert_eq!(listing(&x.join(&d)), listing(&y.join(&d)));
