@@ -417,7 +417,10 @@ pub fn seed_image_rows() -> Vec<Row> {
             "oci:@F/seed-v9",
             "seed image format version mismatch: expected 4, got 9",
         ),
-        check("oci:@F/two:three", "no descriptor found for reference"),
+        check(
+            "oci:@F/two:three",
+            "has no image tagged \"three\"; its tags: one, two",
+        ),
         row(
             1,
             "reading @D/nope",
