@@ -22,7 +22,7 @@ pub(crate) struct Claimed {
     /// The exclusive open with its lock; dropped after the wipe.
     lock: Option<File>,
     /// After the wipe: a plain read-only open of the block device holding its BSD lock until
-    /// the install ends (see [`Claimed::release`]).
+    /// the install ends (see [`Claimed::release_keeping_lock`]).
     udev_lock: Option<File>,
 }
 
