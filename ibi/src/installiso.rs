@@ -149,9 +149,18 @@ pub fn install_unit(c: &ImageBasedInstallationConfig, src: Sources) -> Result<St
 [Unit]
 Description=imgmode image-based installation of {seed} onto {disk}
 ConditionKernelCommandLine=imgmode.live={LABEL}
+# Not after basic.target: the install needs the local filesystems (the ISO, /tmp) and the
+# installation disk, not the timers, sockets and udev's coldplug of every other device.
+DefaultDependencies=no
+After=local-fs.target
+Conflicts=shutdown.target
+Before=shutdown.target
 {order}
 [Service]
 Type=oneshot
+# the disk's node, or the udev link that names it (such as /dev/disk/by-id/...), once it
+# exists; a disk that never shows up is then reported by the install itself
+ExecStartPre=-/usr/bin/udevadm wait --timeout={DISK_WAIT_SECONDS} --initialized=no {disk_arg}
 {env}{wait}ExecStart=/usr/bin/imgmode ibi install --config {LIVE_CONFIG} --reboot{from}
 StandardOutput=journal+console
 StandardError=journal+console
@@ -161,7 +170,30 @@ WantedBy=multi-user.target
 ",
         seed = c.seed_image.replace('%', "%%"),
         disk = c.installation_disk.replace('%', "%%"),
+        disk_arg = exec_quoted(&c.installation_disk),
     ))
+}
+
+/// How long the live system's installation unit waits for the installation disk to appear.
+const DISK_WAIT_SECONDS: u32 = 90;
+
+/// `s` as one double-quoted argument of a unit's `Exec*=` line: not split at spaces, and
+/// without systemd's specifier (`%`) and variable (`$`) expansion.
+fn exec_quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            _ => out.push(ch),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The mount unit, at `mount`, of the ISO labelled `label` that its live system booted from:
@@ -462,6 +494,12 @@ mod tests {
         assert!(u.contains("NO_PROXY=.example.org"));
         assert!(!u.contains("HTTPS_PROXY"));
         assert!(u.contains("After=network-online.target"));
+        // not after basic.target (udev's coldplug, timers, sockets): after the local
+        // filesystems, once the disk is there
+        assert!(u.contains("DefaultDependencies=no\nAfter=local-fs.target\nConflicts=shutdown.target\nBefore=shutdown.target\n"));
+        assert!(u.contains(
+            "ExecStartPre=-/usr/bin/udevadm wait --timeout=90 --initialized=no \"/dev/vda\"\n"
+        ));
         let e = install_unit(
             &config(),
             Sources {
@@ -488,6 +526,20 @@ mod tests {
             embedded_seed_ref(Path::new(ISO_MOUNT)),
             "oci:/run/imgmode/iso/seed"
         );
+    }
+
+    #[test]
+    fn a_disk_path_is_one_exec_argument_without_expansions() {
+        assert_eq!(exec_quoted("/dev/vda"), "\"/dev/vda\"");
+        assert_eq!(
+            exec_quoted("/dev/disk/by-id/a%b$c\"d\\e"),
+            "\"/dev/disk/by-id/a%%b$$c\\\"d\\\\e\""
+        );
+        let mut c = config();
+        c.installation_disk = "/dev/disk/by-path/pci-0000:00:1f.2-ata-1%i".into();
+        let u = install_unit(&c, Sources::default()).unwrap();
+        assert!(u.contains("--initialized=no \"/dev/disk/by-path/pci-0000:00:1f.2-ata-1%%i\"\n"));
+        assert!(u.contains("onto /dev/disk/by-path/pci-0000:00:1f.2-ata-1%%i\n"));
     }
 
     #[test]
