@@ -163,6 +163,7 @@ pub fn build(opts: &LiveOpts, steps: &Steps) -> Result<LiveOutcome> {
     let config = iso.join("live/config.img");
     let mut files = opts.files.clone();
     files.extend(updated_stamps());
+    files.extend(masked_in_live());
     write_config(&tree, &files, &opts.label, &config)?;
 
     steps.step("building GRUB for BIOS and UEFI from the image");
@@ -199,6 +200,63 @@ fn updated_stamps() -> Vec<LiveFile> {
     ["etc/.updated", "var/.updated"]
         .iter()
         .map(|p| LiveFile::file(p, 0o644, stamp))
+        .collect()
+}
+
+/// Generators the image has that have nothing to do in a live system, masked there (each is a
+/// process systemd waits for before it starts any unit, and under emulation their start-up
+/// is most of the switch to the live root):
+/// - `ostree-system-generator`: the live root is no ostree deployment;
+/// - `systemd-gpt-auto-generator`: the root is the RAM layer's overlay, and no partition of
+///   this machine's disks (an installation target among them) is to be mounted by type;
+/// - `systemd-hibernate-resume-generator`: a live system resumes nothing;
+/// - `systemd-ssh-generator`: SSH over AF_VSOCK and a local socket; the live system's SSH
+///   is `ssh.service` (systemd 257's generator also fails on a VM without a vsock CID);
+/// - `systemd-system-update-generator`: no offline update runs in a live system;
+/// - `systemd-tpm2-generator`: nothing in a live system waits for a TPM.
+pub(crate) const MASKED_GENERATORS: &[&str] = &[
+    "ostree-system-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-ssh-generator",
+    "systemd-system-update-generator",
+    "systemd-tpm2-generator",
+];
+
+/// Units the image has that a live system has no use for, masked there: each would start (a
+/// process read from the ISO) while the live system's own work starts, or fire later on a
+/// timer:
+/// - LVM's monitoring and the orderly shutdown of device-mapper stacks (`lvm2-monitor`,
+///   `blk-availability`): a live system sets up none;
+/// - `systemd-binfmt`, `e2scrub_reap`: no foreign binaries, no ext4 snapshot of its own;
+/// - the periodic timers (package lists, man pages, filesystem checks and trims, backups):
+///   none of them is for a system that lives in RAM until its next boot.
+pub(crate) const MASKED_UNITS: &[&str] = &[
+    "lvm2-monitor.service",
+    "blk-availability.service",
+    "systemd-binfmt.service",
+    "e2scrub_reap.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "man-db.timer",
+    "xfs_scrub_all.timer",
+];
+
+/// [`MASKED_GENERATORS`] and [`MASKED_UNITS`] as links to `/dev/null` in
+/// `/etc/systemd/system-generators` and `/etc/systemd/system`.
+fn masked_in_live() -> Vec<LiveFile> {
+    let generators = MASKED_GENERATORS
+        .iter()
+        .map(|g| format!("etc/systemd/system-generators/{g}"));
+    let units = MASKED_UNITS
+        .iter()
+        .map(|u| format!("etc/systemd/system/{u}"));
+    generators
+        .chain(units)
+        .map(|p| LiveFile::symlink(&p, "/dev/null"))
         .collect()
 }
 
@@ -265,7 +323,7 @@ fn prepare_root(
 
 /// Version of the live root's layout and archive ([`live_name`], [`write_rootfs`]): part of the
 /// cache key, so a change of either never reuses an older archive.
-const LIVE_ROOT_VERSION: u32 = 2;
+const LIVE_ROOT_VERSION: u32 = 3;
 /// Live roots kept in the cache (each about the image's size and its archive's).
 const KEEP_LIVE_ROOTS: usize = 2;
 const ROOTFS: &str = "root.erofs";
@@ -747,6 +805,41 @@ mod tests {
             // is false
             let text = String::from_utf8(e.data.clone()).unwrap();
             assert!(text.ends_with("TIMESTAMP_NSEC=0\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_live_system_masks_the_generators_and_units_it_has_no_use_for() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        std::fs::create_dir_all(t.join("usr/etc/systemd")).unwrap();
+        let out = t.join("config.img");
+        write_config(t, &masked_in_live(), "T", &out).unwrap();
+        let entries = cpio::list(std::fs::File::open(&out).unwrap()).unwrap();
+        let names = MASKED_GENERATORS
+            .iter()
+            .map(|g| format!("imgmode-live/etc/systemd/system-generators/{g}"))
+            .chain(
+                MASKED_UNITS
+                    .iter()
+                    .map(|u| format!("imgmode-live/etc/systemd/system/{u}")),
+            );
+        for name in names {
+            let e = entries.iter().find(|e| e.name == name).unwrap();
+            assert_eq!(e.mode & 0o170000, 0o120000, "{name} is a symlink");
+            assert_eq!(e.data, b"/dev/null", "{name}");
+        }
+        // the consoles' gettys, the debug shell, SSH, the network and the clock stay
+        for kept in ["systemd-getty-generator", "systemd-debug-generator"] {
+            assert!(!MASKED_GENERATORS.contains(&kept));
+        }
+        for kept in [
+            "ssh.service",
+            "systemd-networkd.service",
+            "systemd-timesyncd.service",
+            "imgmode-ssh-keygen.service",
+        ] {
+            assert!(!MASKED_UNITS.contains(&kept));
         }
     }
 

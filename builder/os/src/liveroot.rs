@@ -31,6 +31,8 @@ const MOUNTS: &str = "/run/imgmode-live";
 /// Where the initrd mounted the ISO the live system booted from; it stays mounted there while
 /// the live system runs.
 pub const ISO_DIR: &str = "/run/imgmode-live/iso";
+/// The root image's largest compressed physical cluster ([`write_root_image`]).
+pub(crate) const PCLUSTER_BYTES: u32 = 64 * 1024;
 /// The units' names, in the initramfs's `/etc/systemd/system`.
 const ROOT_UNIT: &str = "imgmode-live-root.service";
 
@@ -76,6 +78,10 @@ pub(crate) fn live_name(rel: &str, kver: &str) -> Option<String> {
 /// of a hard-linked copy of the tree in its live layout at `stage` (removed after). Owners,
 /// modes and extended attributes are kept; every timestamp is 0, as ostree has them. Returns the
 /// bytes of the files in it.
+///
+/// Its physical clusters are up to [`PCLUSTER_BYTES`]: the image is read from an optical drive
+/// (or a BMC's virtual media), where each request costs far more than its bytes, so a page
+/// that is missed reads its neighbours in the same request (LZ4 decompresses them in no time).
 pub(crate) fn write_root_image(tree: &Path, kver: &str, stage: &Path, out: &Path) -> Result<u64> {
     std::fs::DirBuilder::new()
         .mode(0o755)
@@ -84,6 +90,7 @@ pub(crate) fn write_root_image(tree: &Path, kver: &str, stage: &Path, out: &Path
     let bytes = stage_tree(tree, "", stage, &|r| live_name(r, kver))?;
     Run::new("mkfs.erofs")
         .args(["--quiet", "-zlz4hc", "-T0"])
+        .arg(format!("-C{PCLUSTER_BYTES}"))
         .arg(out)
         .arg(stage)
         .output()
