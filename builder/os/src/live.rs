@@ -16,7 +16,7 @@
 //! system finds it as `/dev/disk/by-label/<label>`).
 
 use crate::liveroot;
-pub use crate::liveroot::ISO_DIR;
+pub use crate::liveroot::{is_live_root, ISO_DIR};
 use anyhow::{bail, ensure, Context, Result};
 use imgmode_image::cpio::{self, Meta};
 use imgmode_image::store::Store;

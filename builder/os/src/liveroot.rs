@@ -31,6 +31,8 @@ const MOUNTS: &str = "/run/imgmode-live";
 /// Where the initrd mounted the ISO the live system booted from; it stays mounted there while
 /// the live system runs.
 pub const ISO_DIR: &str = "/run/imgmode-live/iso";
+/// The source name of the live root's overlay (`/sysroot`, then `/`).
+const OVERLAY_SOURCE: &str = "imgmode-live";
 /// The root image's largest compressed physical cluster ([`write_root_image`]).
 pub(crate) const PCLUSTER_BYTES: u32 = 64 * 1024;
 /// The units' names, in the initramfs's `/etc/systemd/system`.
@@ -42,6 +44,16 @@ const ROOT_UNIT: &str = "imgmode-live-root.service";
 /// only among the hundreds of devices of its coldplug (under emulation the ISO's device
 /// appeared 15 s after these modules could have been loaded).
 pub(crate) const EARLY_MODULES: &[&str] = &["ahci", "sr_mod", "isofs", "loop", "erofs", "overlay"];
+
+/// Whether `mounts` (source, mount point) are a live system's: `/` is the overlay of its root
+/// image and RAM layer.
+pub fn is_live_root(mounts: &[(String, String)]) -> bool {
+    mounts
+        .iter()
+        .rev()
+        .find(|(_, at)| at == "/")
+        .is_some_and(|(src, _)| src == OVERLAY_SOURCE)
+}
 
 /// Where a path of the image's tree lands in the live root (`None`: left out).
 pub(crate) fn live_name(rel: &str, kver: &str) -> Option<String> {
@@ -183,7 +195,7 @@ After={ROOT_UNIT}
 Before=initrd-root-fs.target
 
 [Mount]
-What=imgmode-live
+What={OVERLAY_SOURCE}
 Where=/sysroot
 Type=overlay
 Options=lowerdir={MOUNTS}/root,upperdir={MOUNTS}/rw/upper,workdir={MOUNTS}/rw/work
@@ -219,6 +231,32 @@ pub(crate) fn write_initrd_units<W: Write>(w: &mut cpio::Writer<W>, label: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_root_is_told_by_its_overlay_on_root() {
+        let m = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert!(is_live_root(&m(&[
+            ("rootfs", "/"),
+            ("imgmode-live", "/"),
+            ("imgmode-live", "/run/imgmode-live/rw"),
+        ])));
+        // the RAM layer's tmpfs alone, another root, a root mounted over the live one
+        assert!(!is_live_root(&m(&[
+            ("/dev/vda4", "/"),
+            ("imgmode-live", "/run/imgmode-live/rw")
+        ])));
+        assert!(!is_live_root(&m(&[
+            ("imgmode-live", "/"),
+            ("/dev/sda2", "/")
+        ])));
+        assert!(!is_live_root(&[]));
+        // the name the initrd's units give the overlay
+        assert!(initrd_units("L")[1].1.contains("\nWhat=imgmode-live\n"));
+    }
 
     #[test]
     fn the_live_root_undoes_the_ostree_layout() {

@@ -88,13 +88,27 @@ fn restart_action(shutdown: bool) -> &'static str {
     }
 }
 
+/// `systemctl`'s arguments after the installation. In a live system (`live`: its root is the
+/// RAM layer's overlay) the services are not stopped one by one (`--force`): nothing there
+/// outlives the boot, the installed disk is unmounted already, and systemd still ends every
+/// process, unmounts what is left and syncs before the reset. Anywhere else the services
+/// stop in order.
+fn restart_args(shutdown: bool, live: bool) -> Vec<&'static str> {
+    let mut args = vec![restart_action(shutdown)];
+    if live {
+        args.push("--force");
+    }
+    args
+}
+
 /// After the installation: reboot, or power off when the config says `shutdown: true`.
 fn restart(shutdown: bool) -> Result<()> {
-    let action = restart_action(shutdown);
+    let live = imgmode_os::live::is_live_root(&imgmode_support::host::mounts()?);
+    let args = restart_args(shutdown, live);
     imgmode_support::cmd::Run::new("systemctl")
-        .arg(action)
+        .args(&args)
         .output()
-        .with_context(|| format!("systemctl {action}"))?;
+        .with_context(|| format!("systemctl {}", args.join(" ")))?;
     Ok(())
 }
 
@@ -182,5 +196,9 @@ mod tests {
     fn shutdown_powers_off_instead_of_rebooting() {
         assert_eq!(super::restart_action(true), "poweroff");
         assert_eq!(super::restart_action(false), "reboot");
+        // a live system's services are not stopped one by one; another system's are
+        assert_eq!(super::restart_args(false, true), ["reboot", "--force"]);
+        assert_eq!(super::restart_args(true, true), ["poweroff", "--force"]);
+        assert_eq!(super::restart_args(false, false), ["reboot"]);
     }
 }

@@ -56,7 +56,9 @@ pub(crate) fn ibi_phases(dir: &Path, results: &str, end: f64) -> Result<Timeline
         ),
         Marker::new("live userspace", "Welcome to"),
         Marker::new("install", "==> ["),
-        Marker::optional("live system shutdown", "Stopping "),
+        // the installer's summary, its last line: then the live system goes down (forced: no
+        // "Stopping" lines)
+        Marker::new("live system shutdown", "installed seed "),
         Marker::new("firmware and GRUB (disk)", "reboot: Restarting"),
         Marker::new("kernel and initrd", "Linux version"),
         Marker::new("userspace to post-pivot", "Welcome to"),
