@@ -332,15 +332,12 @@ fn run_steps(o: &PostPivotOpts, log: &mut StepLog) -> Result<SeedReconfiguration
     let c = &o.cluster;
     log.once(
         "network",
-        "the configuration's networkConfig on the host, the node IP's address up",
-        |_| {
-            apply_network(&m)?;
-            node_ip(&m, NODE_IP_WAIT).map(|_| ())
-        },
+        "the configuration's networkConfig on the host",
+        |_| apply_network(&m),
     )?;
     let mut trust = log.once(
         "site",
-        "the site's settings checked; proxy, trust bundle and release mirror on the host",
+        "the node IP's address up, the site's settings checked; proxy, trust bundle and release mirror on the host",
         |l| site_host_settings(c, &m, l.steps()),
     )?;
     log.once(
@@ -577,13 +574,16 @@ fn site_host_settings(
     steps: &Steps,
 ) -> Result<Option<TrustUpdate>> {
     crate::site::check_fips(&m.install_config, imgmode_support::host::fips_enabled())?;
-    let ip = node_ip(m, Duration::ZERO)?;
     if let Some(e) = &c.etcd_service {
         steps.step(&format!("site: starting {e}"));
         systemctl("start", e)?;
     }
-    steps.step("site: reading the cluster's objects and checking the site's settings");
+    steps.step("site: reading the cluster's objects");
     let existing = etcd_objects(c)?;
+    // the address the network step's configuration (or DHCP) gives the host, which came up
+    // while etcd started
+    steps.step("site: waiting for the node IP's address, then checking the site's settings");
+    let ip = node_ip(m, NODE_IP_WAIT)?;
     crate::site::cluster_updates(&existing, m, Some(&ip))?;
     let files = crate::site::host_files(&existing, m)?;
     steps.step("site: writing the host's files");
@@ -688,7 +688,9 @@ fn node_ip(m: &SeedReconfiguration, wait: Duration) -> Result<String> {
     let deadline = Instant::now() + wait;
     loop {
         match crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?) {
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(1)),
+            // looked for five times a second: a lease is taken up within 0.2 s of its coming
+            // (each look is one `ip -4 addr show`)
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             r => return r,
         }
     }
