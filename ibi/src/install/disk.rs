@@ -116,10 +116,11 @@ pub(crate) fn claim(named: &str, disk: &Path) -> Result<Claimed> {
                 disk.display()
             )
         })?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+    lock_exclusive(&file, LOCK_WAIT).map_err(|e| {
         anyhow::anyhow!(
-            "{named} {} is locked by another program (udev or another installer: {e}); wait for it and run again",
-            disk.display()
+            "{named} {} is locked by another program (udev or another installer: {e}) and stayed so for {} s; wait for it and run again",
+            disk.display(),
+            LOCK_WAIT.as_secs()
         )
     })?;
     Ok(Claimed {
@@ -128,6 +129,27 @@ pub(crate) fn claim(named: &str, disk: &Path) -> Result<Claimed> {
         lock: Some(file),
         udev_lock: None,
     })
+}
+
+/// How long [`claim`] waits for a disk's BSD lock. udev holds it (shared) while it processes
+/// the disk's events: right after boot, during its coldplug, that can be seconds, and an
+/// installer that starts then (the live systems' do) meets it. Another installer holds it for
+/// its whole run.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `flock(LOCK_EX)` on `file`, tried every 0.1 s for up to `wait`; the last error when it
+/// stays held.
+fn lock_exclusive(file: &File, wait: std::time::Duration) -> std::io::Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && t0.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The check again, right before the wipe (minutes may have passed since [`claim`]).
@@ -331,6 +353,29 @@ fn attached_loop(path: &Path) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_udev_holds_for_a_while_is_waited_for_one_held_on_is_not() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("disk");
+        std::fs::write(&path, b"").unwrap();
+        let mine = File::open(&path).unwrap();
+        // udev's shared lock while it processes the disk's events, released after 0.3 s
+        let udev = File::open(&path).unwrap();
+        rustix::fs::flock(&udev, rustix::fs::FlockOperation::LockShared).unwrap();
+        let t0 = std::time::Instant::now();
+        let held = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(udev);
+        });
+        lock_exclusive(&mine, std::time::Duration::from_secs(10)).unwrap();
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(300));
+        held.join().unwrap();
+        // now held by this open: another one waits out its time and gets the error
+        let other = File::open(&path).unwrap();
+        let e = lock_exclusive(&other, std::time::Duration::from_millis(250)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+    }
 
     #[test]
     fn a_partition_is_found_by_its_place_on_the_disk() {
