@@ -103,7 +103,8 @@ fn restart_args(shutdown: bool, live: bool) -> Vec<&'static str> {
 
 /// After the installation: reboot, or power off when the config says `shutdown: true`.
 fn restart(shutdown: bool) -> Result<()> {
-    let live = imgmode_os::live::is_live_root(&imgmode_support::host::mounts()?);
+    // mounts that cannot be read (no /proc) are no live system's: the services stop in order
+    let live = imgmode_support::host::mounts().is_ok_and(|m| imgmode_os::live::is_live_root(&m));
     let args = restart_args(shutdown, live);
     imgmode_support::cmd::Run::new("systemctl")
         .args(&args)
