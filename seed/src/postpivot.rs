@@ -402,20 +402,17 @@ pub fn timesyncd_conf(chrony_config: &str) -> Result<String> {
     Ok(format!("[Time]\nNTP={}\n", servers.join(" ")))
 }
 
-/// `systemctl`'s arguments that restart `unit` when it runs, queued: post-pivot goes on while
-/// systemd restarts it (under emulation sshd's restart took 0.8 s, timesyncd's 0.6 s), and the
-/// restart is long over when post-pivot is done.
-fn restart_if_running_args(unit: &str) -> [&str; 3] {
-    ["try-restart", "--no-block", unit]
-}
-
-/// Restart `unit` if it runs ([`restart_if_running_args`]); one that does not start again is
-/// the system's own failed unit, not post-pivot's.
+/// Restart `unit` if it runs, queued (`--no-block`): post-pivot goes on while systemd restarts
+/// it (sshd's restart took 0.8 s under emulation, timesyncd's 0.6 s). A unit that does not come
+/// back is the system's own failed unit, not post-pivot's.
 fn restart_if_running(unit: &str) {
     let _ = Run::new("systemctl")
-        .args(restart_if_running_args(unit))
+        .args(RESTART_QUEUED)
+        .arg(unit)
         .output();
 }
+/// [`restart_if_running`]'s `systemctl` arguments before the unit's name.
+const RESTART_QUEUED: [&str; 2] = ["try-restart", "--no-block"];
 
 /// The configuration's NTP sources for the time service the system has: chrony (a sources
 /// file) or systemd-timesyncd (a drop-in); refused when it has neither.
@@ -591,8 +588,7 @@ fn site_host_settings(
     }
     steps.step("site: reading the cluster's objects");
     let existing = etcd_objects(c)?;
-    // the address the network step's configuration (or DHCP) gives the host, which came up
-    // while etcd started
+    // the network step's address (static or DHCP), which came up while etcd started
     steps.step("site: waiting for the node IP's address, then checking the site's settings");
     let ip = node_ip(m, NODE_IP_WAIT)?;
     crate::site::cluster_updates(&existing, m, Some(&ip))?;
@@ -699,8 +695,7 @@ fn node_ip(m: &SeedReconfiguration, wait: Duration) -> Result<String> {
     let deadline = Instant::now() + wait;
     loop {
         match crate::site::node_ip(m, &imgmode_support::host::global_ipv4s()?) {
-            // looked for five times a second: a lease is taken up within 0.2 s of its coming
-            // (each look is one `ip -4 addr show`)
+            // five looks a second (each one `ip -4 addr show`): a lease is seen within 0.2 s
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             r => return r,
         }
@@ -849,10 +844,7 @@ mod tests {
 
     #[test]
     fn a_running_service_is_restarted_without_waiting_for_it() {
-        assert_eq!(
-            restart_if_running_args("ssh.service"),
-            ["try-restart", "--no-block", "ssh.service"]
-        );
+        assert_eq!(RESTART_QUEUED, ["try-restart", "--no-block"]);
     }
 
     #[test]
