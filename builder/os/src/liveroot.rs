@@ -34,7 +34,7 @@ pub const ISO_DIR: &str = "/run/imgmode-live/iso";
 /// The source name of the live root's overlay (`/sysroot`, then `/`).
 const OVERLAY_SOURCE: &str = "imgmode-live";
 /// The root image's largest compressed physical cluster ([`write_root_image`]).
-pub(crate) const PCLUSTER_BYTES: u32 = 64 * 1024;
+const PCLUSTER_BYTES: u32 = 64 * 1024;
 /// The units' names, in the initramfs's `/etc/systemd/system`.
 const ROOT_UNIT: &str = "imgmode-live-root.service";
 
