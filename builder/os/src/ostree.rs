@@ -483,18 +483,31 @@ pub fn config_set(repo: &Path, key: &str, value: &str) -> Result<()> {
 /// arguments given are appended to the merge deployment's (none: the merge deployment's are
 /// kept, as ostree does). `boot_entries` is called once the deployment's tree is written,
 /// before the boot entries are (ostree flushes every filesystem of the sysroot first).
+/// `prune_repo`: the repository loses what no ref and no deployment reaches afterwards, as
+/// `ostree admin deploy` does; without it, as `--no-prune` (the deployments' refs are written
+/// either way). A prune walks every object of the repository: 2.3 s of a seed's 20,000
+/// under emulation.
 pub fn admin_deploy(
     sysroot: &Path,
     stateroot: &str,
     origin_file: &Path,
     kargs: &[String],
     commit: &str,
+    prune_repo: bool,
     boot_entries: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let s = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot)));
     s.lock()
         .with_context(|| format!("locking the ostree sysroot {}", sysroot.display()))?;
-    let res = deploy_locked(&s, stateroot, origin_file, kargs, commit, boot_entries);
+    let res = deploy_locked(
+        &s,
+        stateroot,
+        origin_file,
+        kargs,
+        commit,
+        prune_repo,
+        boot_entries,
+    );
     s.unlock();
     res.with_context(|| format!("deploying {commit} in {}", sysroot.display()))
 }
@@ -505,6 +518,7 @@ fn deploy_locked(
     origin_file: &Path,
     kargs: &[String],
     commit: &str,
+    prune_repo: bool,
     boot_entries: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let c = gio::Cancellable::NONE;
@@ -558,7 +572,11 @@ fn deploy_locked(
         c,
     )
     .context("writing the boot entries")?;
-    s.cleanup(c).context("cleaning up the sysroot")?;
+    if prune_repo {
+        s.cleanup(c).context("cleaning up the sysroot")?;
+    } else {
+        s.prepare_cleanup(c).context("cleaning up the sysroot")?;
+    }
     Ok(())
 }
 
@@ -1211,7 +1229,16 @@ mod tests {
             args.push(commit.clone());
             cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
             let kargs: Vec<String> = kargs.iter().map(|k| k.to_string()).collect();
-            admin_deploy(&y, "default", &origin, &kargs, &commit, &mut || Ok(())).unwrap();
+            admin_deploy(
+                &y,
+                "default",
+                &origin,
+                &kargs,
+                &commit,
+                true,
+                &mut || Ok(()),
+            )
+            .unwrap();
             assert_eq!(entries(&x), entries(&y), "deployment {serial}");
             let d = format!("ostree/deploy/default/deploy/{commit}.{serial}");
             assert_eq!(listing(&x.join(&d)), listing(&y.join(&d)));
@@ -1262,6 +1289,45 @@ mod tests {
         // not booted, and no stateroot named
         let err = format!("{:#}", config_diff(&y).unwrap_err());
         assert!(err.contains("Not currently booted"), "{err}");
+    }
+
+    #[test]
+    fn a_deploy_without_prune_keeps_unreachable_objects_and_writes_the_deployment_refs() {
+        imgmode_testkit::require!(imgmode_testkit::Need::Root, imgmode_testkit::Need::Tmpfs);
+        let fs = Tmpfs::new();
+        let t = fs.0.path();
+        let y = t.join("sysroot");
+        std::fs::create_dir_all(&y).unwrap();
+        crate::disk::init_sysroot(&y, "default").unwrap().unlock();
+        let repo = y.join("ostree/repo");
+        let tree = t.join("tree");
+        make_tree(&tree);
+        let commit = commit_dir(&repo, "os", &tree).unwrap();
+        // a commit no ref reaches any more (as the seed's repository can bring along)
+        std::fs::write(tree.join("usr/only-in-other"), "x").unwrap();
+        let other = commit_dir(&repo, "other", &tree).unwrap();
+        open_repo(&repo)
+            .unwrap()
+            .set_ref_immediate(None, "other", None, gio::Cancellable::NONE)
+            .unwrap();
+        let object = |c: &str| repo.join(format!("objects/{}/{}.commit", &c[..2], &c[2..]));
+        let origin = t.join("origin");
+        std::fs::write(&origin, "[origin]\nrefspec=os\n").unwrap();
+        admin_deploy(&y, "default", &origin, &[], &commit, false, &mut || Ok(())).unwrap();
+        assert!(
+            object(&other).is_file(),
+            "a deploy without prune removed an object"
+        );
+        let refs = list_refs(&repo, Some("ostree")).unwrap();
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        let deployment_ref = open_repo(&repo).unwrap().require_rev(&refs[0]).unwrap();
+        assert_eq!(deployment_ref, commit);
+        admin_deploy(&y, "default", &origin, &[], &commit, true, &mut || Ok(())).unwrap();
+        assert!(
+            !object(&other).exists(),
+            "a deploy with prune kept an unreachable commit"
+        );
+        assert!(object(&commit).is_file());
     }
 }
 

@@ -174,11 +174,7 @@ pub(super) fn run(o: &InstallOpts, log: &mut Log) -> Result<Installed> {
             s.kargs.join(" ")
         ),
     )?;
-    let deploy_dir = deploy(d.root, &s, log)?;
-    if prune {
-        imgmode_os::ostree::delete_refs_and_prune(&d.root.join("ostree/repo"), &[])
-            .context("pruning the objects of the seed's other deployments")?;
-    }
+    let deploy_dir = deploy(d.root, &s, prune, log)?;
     log.step(
         "restore-var-etc",
         "restoring var.tgz into the stateroot, etc.tgz and etc.deletions into the deployment",
@@ -506,15 +502,25 @@ fn ostree_pull_local(m: &Path, s: &Seed) -> Result<bool> {
 /// The seed's commit deployed with its kernel arguments and origin; returns the deployment.
 /// The deployment's tree (checkout, `/etc`, kernel and initramfs), then its boot entries (a
 /// step of its own: ostree flushes the disk's pending writes, the seed's unpacked files among
-/// them, before it writes them).
-fn deploy(m: &Path, s: &Seed, log: &mut Log) -> Result<PathBuf> {
+/// them, before it writes them). The new sysroot's repository is pruned only when `prune`
+/// (the seed's other deployments' objects came along): otherwise it holds what the seed's
+/// refs reach and nothing else, and a prune would walk its every object for nothing.
+fn deploy(m: &Path, s: &Seed, prune: bool, log: &mut Log) -> Result<PathBuf> {
     let (stateroot, commit) = (&s.stateroot, &s.commit);
-    imgmode_os::ostree::admin_deploy(m, stateroot, &s.origin, &s.kargs, commit, &mut || {
-        log.step(
-            "boot-entries",
-            "writing the boot entries (the disk's pending writes flushed first)",
-        )
-    })
+    imgmode_os::ostree::admin_deploy(
+        m,
+        stateroot,
+        &s.origin,
+        &s.kargs,
+        commit,
+        prune,
+        &mut || {
+            log.step(
+                "boot-entries",
+                "writing the boot entries (the disk's pending writes flushed first)",
+            )
+        },
+    )
     .with_context(|| format!("deploying the seed's commit {commit}"))?;
     let deploy_dir = m.join(format!("ostree/deploy/{stateroot}/deploy/{commit}.0"));
     ensure!(
