@@ -472,7 +472,7 @@ fn seed_version(o: &InstallOpts, work: PathBuf) -> Result<Seed> {
 }
 
 /// The new sysroot, and the seed's repository pulled into it; whether unreachable objects
-/// came along (to prune after the deploy).
+/// came along (for the deploy to prune).
 fn ostree_pull_local(m: &Path, s: &Seed) -> Result<bool> {
     let sysroot = imgmode_os::disk::init_sysroot(m, &s.stateroot)?;
     sysroot.unlock();
