@@ -27,6 +27,7 @@ mod entry;
 mod image;
 mod name;
 mod policy;
+mod pool;
 mod sparse;
 mod write;
 mod xattrs;
@@ -319,6 +320,66 @@ mod tests {
             2
         );
         assert_eq!(budget.left, (1 << 20) - 3 - 4 - 5 - 1 - 4 - 4);
+    }
+
+    /// With the writing threads, the archive's order still decides: a later entry of the same
+    /// name wins (also when named through a symlink, and a directory over a file), a hard
+    /// link finds a file still being written, a whiteout removes one; large files (written
+    /// past the page cache where the filesystem allows) and small ones keep every byte.
+    #[test]
+    fn later_entries_win_over_files_still_being_written() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Dir::open_ambient_dir(d.path(), cap_std::ambient_authority()).unwrap();
+        let p = Policy {
+            owners: false,
+            setid: false,
+            xattrs: false,
+            ..Policy::image_layer()
+        };
+        let big: String = (0..(3 << 20) + 1234)
+            .map(|i: u32| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let aligned: String = big[..(2 << 20)].to_string();
+        let mut items: Vec<(String, Option<String>)> = (0..300)
+            .map(|i| (format!("many/f{i}"), Some(format!("{i}").repeat(i))))
+            .collect();
+        for (n, c) in [
+            ("twice", Some("first")),
+            ("twice", Some("second")),
+            ("real/", None),
+            ("real/f", Some("first")),
+            ("alias", Some("->real")),
+            ("alias/f", Some("second")),
+            ("real/g", Some("linked")),
+            ("link-via-alias", Some("=>alias/g")),
+            ("was-file", Some("file")),
+            ("was-file/", None),
+            ("was-file/in", Some("in")),
+            ("gone", Some("gone")),
+            (".wh.gone", Some("")),
+            ("big", Some(big.as_str())),
+            ("aligned", Some(aligned.as_str())),
+        ] {
+            items.push((n.to_string(), c.map(str::to_string)));
+        }
+        let items: Vec<(&str, Option<&str>)> = items
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_deref()))
+            .collect();
+        let archive = layer(&items);
+        let out = unpack(&archive[..], &root, &p, &mut Budget::new(64 << 20)).unwrap();
+        let read = |n: &str| std::fs::read_to_string(d.path().join(n)).unwrap();
+        assert_eq!(read("twice"), "second");
+        assert_eq!(read("real/f"), "second");
+        assert_eq!(read("link-via-alias"), "linked");
+        assert_eq!(read("was-file/in"), "in");
+        assert!(!d.path().join("gone").exists());
+        assert_eq!(read("big"), big);
+        assert_eq!(read("aligned"), aligned);
+        for i in 0..300 {
+            assert_eq!(read(&format!("many/f{i}")), format!("{i}").repeat(i));
+        }
+        assert_eq!(out.whiteouts, 1);
     }
 
     /// A hard link to a directory, or to a name the archive never wrote, fails with a

@@ -4,8 +4,9 @@
 
 use super::name::Name;
 use super::policy::{Budget, Policy, Special};
+use super::pool::{FileKey, Job, WritePool};
 use super::sparse::{PaxSparse, SparseLayout};
-use super::write::{make_dir, make_node, make_symlink, times, write_file, Made};
+use super::write::{make_dir, make_node, make_symlink, times, write_file, Made, DIRECT_MIN};
 use super::xattrs::acl_from_text;
 use super::Unpacked;
 use crate::tarstream::{Entry, Kind};
@@ -15,6 +16,26 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A directory entries go into, and its identity (device, inode).
+pub(super) struct Parent {
+    dir: Arc<Dir>,
+    id: (u64, u64),
+}
+
+impl std::os::fd::AsFd for Parent {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+impl std::ops::Deref for Parent {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        &self.dir
+    }
+}
 
 pub(super) struct Extractor<'a> {
     root: &'a Dir,
@@ -25,10 +46,12 @@ pub(super) struct Extractor<'a> {
     dirs: Vec<(Name, u32, i64)>,
     /// The last parent directory opened (archives list a directory's entries together);
     /// dropped whenever anything is removed, since a removal can change what a path means.
-    cache: Option<(PathBuf, Dir)>,
+    cache: Option<(PathBuf, Parent)>,
     /// Directories hard link targets were found in (ostree-ext layers link every file into
     /// the repository's 256 object directories); cleared on every removal.
     link_dirs: std::collections::HashMap<PathBuf, Dir>,
+    /// Small regular files are written by these workers (`None` on one CPU).
+    pool: Option<WritePool>,
     pub(super) out: Unpacked,
 }
 
@@ -141,6 +164,7 @@ impl<'a> Extractor<'a> {
             dirs: vec![],
             cache: None,
             link_dirs: Default::default(),
+            pool: WritePool::for_this_machine(),
             out: Unpacked::default(),
         }
     }
@@ -176,7 +200,15 @@ impl Extractor<'_> {
             );
         }
         if self.policy.whiteouts && name.file_name().starts_with(".wh.") {
+            self.wait_for_writes()?;
             return self.whiteout(&name);
+        }
+        if self
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.is_pending(&name.path()))
+        {
+            self.wait_for_writes()?;
         }
         check_special(self.policy, kind, &name, &shown)?;
         let (sparse, size) = layout_and_size(e, kind, &sp)?;
@@ -189,6 +221,10 @@ impl Extractor<'_> {
 
         let parent = self.open_parent(&name)?;
         let file = name.file_name().to_string();
+        let at: FileKey = (parent.id, file.clone());
+        if self.pool.as_ref().is_some_and(|p| p.is_pending_at(&at)) {
+            self.wait_for_writes()?;
+        }
         let Some(existing_dir) =
             self.make_room(kind, &name, &parent, &file, link.as_deref(), &shown)?
         else {
@@ -213,6 +249,30 @@ impl Extractor<'_> {
             Kind::HardLink => self.make_hard_link(&made, link.expect("link target read above"))?,
             Kind::Char | Kind::Block | Kind::Fifo => {
                 make_node(&made, kind, e.dev_major, e.dev_minor)?
+            }
+            // small regular files go to the workers; large and sparse ones are written here
+            Kind::File if sparse.is_none() && size < DIRECT_MIN && self.pool.is_some() => {
+                let mut bytes = Vec::with_capacity(size as usize);
+                let n = data
+                    .take(size)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("writing {shown:?}"))? as u64;
+                if n != size {
+                    bail!("entry {shown:?} is truncated: {n} of {size} bytes");
+                }
+                let job = Job {
+                    parent: parent.dir.clone(),
+                    file: file.clone(),
+                    shown: shown.clone(),
+                    owner: made.owner,
+                    mode,
+                    mtime: e.mtime,
+                    xattrs: xattrs.clone(),
+                    data: bytes,
+                };
+                let pool = self.pool.as_mut().expect("checked above");
+                pool.submit(name.path(), at, job)?;
+                self.out.bytes += size;
             }
             // regular files (and GNU sparse ones, whose holes stay holes)
             _ => self.out.bytes += write_file(&made, data, sparse.as_ref(), size)?,
@@ -252,6 +312,8 @@ impl Extractor<'_> {
             }
         }
         if existing.is_some() && !(kind == Kind::Directory && existing_dir) {
+            // what goes may hold files still being written
+            self.wait_for_writes()?;
             self.link_dirs.clear();
             if existing_dir {
                 parent.remove_dir_all(file).map_err(io_err)
@@ -271,6 +333,13 @@ impl Extractor<'_> {
         if target.is_root() {
             bail!("hostile archive: hard link {shown:?} names the target directory: refused");
         }
+        if self
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.is_pending(&target.path()))
+        {
+            self.wait_for_writes()?;
+        }
         let src = self.link_dir(&target).map_err(|e| {
             if escapes(&e) {
                 anyhow!(
@@ -286,8 +355,16 @@ impl Extractor<'_> {
                 )
             }
         })?;
-        let linked =
+        let mut linked =
             rustix::fs::linkat(src, target.file_name(), m.parent, m.file, AtFlags::empty());
+        if linked == Err(rustix::io::Errno::NOENT) && self.pool.as_ref().is_some_and(|p| p.busy()) {
+            // a target named through a symlink, still being written
+            self.wait_for_writes()?;
+            let src = self.link_dir(&target)?;
+            linked =
+                rustix::fs::linkat(src, target.file_name(), m.parent, m.file, AtFlags::empty());
+        }
+        let src = self.link_dir(&target)?;
         if let Err(err) = linked {
             let what = rustix::fs::statat(src, target.file_name(), AtFlags::SYMLINK_NOFOLLOW)
                 .map(|st| FileType::from_raw_mode(st.st_mode));
@@ -309,7 +386,7 @@ impl Extractor<'_> {
     }
 
     /// Open (creating what is missing, as tar does) the directory an entry goes into.
-    fn open_parent(&mut self, name: &Name) -> Result<Dir> {
+    fn open_parent(&mut self, name: &Name) -> Result<Parent> {
         let p = name.parent();
         match self.cache.take() {
             Some((cp, d)) if cp == p => Ok(d),
@@ -335,11 +412,22 @@ impl Extractor<'_> {
     }
 
     /// Give back the directory [`Self::open_parent`] returned, for the next entry.
-    fn keep_parent(&mut self, name: &Name, d: Dir) {
+    fn keep_parent(&mut self, name: &Name, d: Parent) {
         self.cache = Some((name.parent(), d));
     }
 
-    fn open_parent_uncached(&self, name: &Name, p: &Path) -> Result<Dir> {
+    fn open_parent_uncached(&self, name: &Name, p: &Path) -> Result<Parent> {
+        let dir = self.open_dir_beneath(name, p)?;
+        let st = rustix::fs::fstat(&dir).with_context(|| {
+            format!("entry {:?}: its directory {}", name.display(), p.display())
+        })?;
+        Ok(Parent {
+            dir: Arc::new(dir),
+            id: (st.st_dev, st.st_ino),
+        })
+    }
+
+    fn open_dir_beneath(&self, name: &Name, p: &Path) -> Result<Dir> {
         let shown = name.display();
         let fail = |e: std::io::Error| {
             if escapes(&e) {
@@ -414,8 +502,17 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Directory modes and mtimes, deepest first.
+    /// Wait for the files the workers are writing (and fail with their first error).
+    fn wait_for_writes(&mut self) -> Result<()> {
+        match self.pool.as_mut() {
+            Some(p) => p.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// Directory modes and mtimes, deepest first, once every file is written.
     pub(super) fn finish_dirs(&mut self) -> Result<()> {
+        self.wait_for_writes()?;
         let dirs = std::mem::take(&mut self.dirs);
         for (name, mode, mtime) in dirs.into_iter().rev() {
             let shown = name.display();

@@ -107,6 +107,7 @@ pub(super) fn write_file(
     let mut f = std::fs::File::from(fd);
     let n = match sparse {
         Some(s) => s.copy(data, &mut f),
+        None if size >= DIRECT_MIN => copy_direct(data, &f),
         None => std::io::copy(data, &mut f),
     }
     .with_context(|| format!("writing {shown:?}"))?;
@@ -123,6 +124,68 @@ pub(super) fn write_file(
     rustix::fs::futimens(&f, &times(m.mtime))
         .with_context(|| format!("setting the mtime of {shown:?}"))?;
     Ok(n)
+}
+
+/// Files of at least this size are written with `O_DIRECT` where the filesystem allows it.
+pub(super) const DIRECT_MIN: u64 = 1 << 20;
+
+/// How much a direct write carries (and the aligned buffer it comes from).
+const DIRECT_CHUNK: usize = 1 << 20;
+
+/// Alignment of direct writes' buffers, offsets and lengths: any block size up to a page.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Copy `data` to the new file `f` past the page cache (`O_DIRECT`): a large file of a seed
+/// or an image is not read again while it is unpacked, and its pages neither need the copy
+/// into the cache nor its writeback later. The tail that is no whole block, and everything on
+/// a filesystem without direct I/O (tmpfs before Linux 6.6, some FUSE), goes through the cache
+/// as usual.
+fn copy_direct(data: &mut impl Read, f: &std::fs::File) -> std::io::Result<u64> {
+    let mut raw = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+    let off = (DIRECT_ALIGN - raw.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+    let buf = &mut raw[off..off + DIRECT_CHUNK];
+    let mut direct = rustix::fs::fcntl_setfl(f, OFlags::WRONLY | OFlags::DIRECT).is_ok();
+    let mut done = 0u64;
+    loop {
+        let mut k = 0;
+        while k < DIRECT_CHUNK {
+            match data.read(&mut buf[k..]) {
+                Ok(0) => break,
+                Ok(r) => k += r,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut pos = 0;
+        while pos < k {
+            // whole blocks directly; the tail, or all of it once direct I/O is off, cached
+            let end = if direct {
+                pos + (k - pos) / DIRECT_ALIGN * DIRECT_ALIGN
+            } else {
+                k
+            };
+            if end == pos {
+                rustix::fs::fcntl_setfl(f, OFlags::WRONLY)?;
+                direct = false;
+                continue;
+            }
+            match rustix::io::write(f, &buf[pos..end]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => pos += n,
+                Err(rustix::io::Errno::INTR) => {}
+                // a filesystem that takes the flag but not this write: the cache from here on
+                Err(rustix::io::Errno::INVAL) if direct => {
+                    rustix::fs::fcntl_setfl(f, OFlags::WRONLY)?;
+                    direct = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        done += k as u64;
+        if k < DIRECT_CHUNK {
+            return Ok(done);
+        }
+    }
 }
 
 pub(super) fn times(mtime: i64) -> Timestamps {
