@@ -260,11 +260,8 @@ mod tests {
         );
     }
 
-    /// Layers replay like an OCI runtime's: whiteouts remove, opaque directories hide the
-    /// lower layers but keep what their own layer wrote, hard links reach lower layers,
-    /// in-tree symlinks are followed (usrmerge's bin -> usr/bin).
-    #[test]
-    fn layers_apply_whiteouts_opaque_dirs_and_in_tree_symlinks() {
+    /// A fresh target and the layer policy without owners, setid bits or xattrs.
+    fn layer_target() -> (tempfile::TempDir, Dir, Policy) {
         let d = tempfile::tempdir().unwrap();
         let root = Dir::open_ambient_dir(d.path(), cap_std::ambient_authority()).unwrap();
         let p = Policy {
@@ -273,6 +270,15 @@ mod tests {
             xattrs: false,
             ..Policy::image_layer()
         };
+        (d, root, p)
+    }
+
+    /// Layers replay like an OCI runtime's: whiteouts remove, opaque directories hide the
+    /// lower layers but keep what their own layer wrote, hard links reach lower layers,
+    /// in-tree symlinks are followed (usrmerge's bin -> usr/bin).
+    #[test]
+    fn layers_apply_whiteouts_opaque_dirs_and_in_tree_symlinks() {
+        let (d, root, p) = layer_target();
         let mut budget = Budget::new(1 << 20);
         let lower = layer(&[
             ("usr/bin/", None),
@@ -328,14 +334,7 @@ mod tests {
     /// past the page cache where the filesystem allows) and small ones keep every byte.
     #[test]
     fn later_entries_win_over_files_still_being_written() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Dir::open_ambient_dir(d.path(), cap_std::ambient_authority()).unwrap();
-        let p = Policy {
-            owners: false,
-            setid: false,
-            xattrs: false,
-            ..Policy::image_layer()
-        };
+        let (d, root, p) = layer_target();
         let big: String = (0..(3 << 20) + 1234)
             .map(|i: u32| char::from(b'a' + (i % 26) as u8))
             .collect();
