@@ -203,11 +203,8 @@ impl Extractor<'_> {
             self.wait_for_writes()?;
             return self.whiteout(&name);
         }
-        if self
-            .pool
-            .as_ref()
-            .is_some_and(|p| p.is_pending(&name.path()))
-        {
+        let path = name.path();
+        if self.pool.as_ref().is_some_and(|p| p.is_pending(&path)) {
             self.wait_for_writes()?;
         }
         check_special(self.policy, kind, &name, &shown)?;
@@ -271,7 +268,7 @@ impl Extractor<'_> {
                     data: bytes,
                 };
                 let pool = self.pool.as_mut().expect("checked above");
-                pool.submit(name.path(), at, job)?;
+                pool.submit(path, at, job)?;
                 self.out.bytes += size;
             }
             // regular files (and GNU sparse ones, whose holes stay holes)
@@ -364,8 +361,9 @@ impl Extractor<'_> {
             linked =
                 rustix::fs::linkat(src, target.file_name(), m.parent, m.file, AtFlags::empty());
         }
-        let src = self.link_dir(&target)?;
         if let Err(err) = linked {
+            // the directory again: the wait above may have needed `self`
+            let src = self.link_dir(&target)?;
             let what = rustix::fs::statat(src, target.file_name(), AtFlags::SYMLINK_NOFOLLOW)
                 .map(|st| FileType::from_raw_mode(st.st_mode));
             match what {
